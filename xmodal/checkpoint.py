@@ -1,0 +1,160 @@
+"""Run directories and checkpoints: safetensors weights, YAML config, resumable train state. All writes are atomic.
+
+A run directory holds:
+    model.safetensors   weights of the unwrapped module, the resolved config embedded in the metadata
+    best.safetensors    weights at the best validation score so far (when validation ran)
+    config.yaml         the resolved config
+    train_state.pt      optimizer, scheduler, scaler, step (tensors and plain data only: loaded with weights_only)
+
+Loading never runs code: weights through safetensors, the train state through ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from xmodal.config import Config, config_from_dict, config_to_dict
+
+__all__ = ["CheckpointError", "load_run", "load_train_state", "load_weights", "save_train_state", "save_weights",
+           "unwrap"]
+
+WEIGHTS = "model.safetensors"
+BEST = "best.safetensors"
+CONFIG = "config.yaml"
+STATE = "train_state.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable or does not match the model; the message names the file."""
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike, config: Config | None = None) -> None:
+    """Save the unwrapped module's weights as safetensors (atomically), with ``config`` in the metadata."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
+    meta = {"format": "xmodal"}
+    if config is not None:
+        meta["config"] = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    _atomic(Path(path), lambda tmp: save_file(state, tmp, metadata=meta))
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load safetensors weights into ``model`` with strict key and shape checks.
+
+    Raises:
+        CheckpointError: unreadable file, or missing / unexpected / mis-shaped tensors (listed by name).
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    try:
+        state = load_file(str(path))
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    target = unwrap(model).state_dict()
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    shapes = sorted(k for k in set(state) & set(target) if state[k].shape != target[k].shape)
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+        if shapes:
+            parts.append("shape mismatch " + ", ".join(
+                f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}" for k in shapes[:5]))
+        raise CheckpointError(f"{path}: weights do not match the model ({'; '.join(parts)})")
+    unwrap(model).load_state_dict(state, strict=True)
+
+
+def read_weights_config(path: str | os.PathLike) -> Config:
+    """The config embedded in a weights file's metadata."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    if "config" not in meta:
+        raise CheckpointError(f"{path}: no xmodal config in the metadata")
+    return config_from_dict(yaml.safe_load(meta["config"]), f"{path} (embedded config)")
+
+
+def save_train_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """``torch.save`` a dict of tensors / plain data atomically."""
+    _atomic(Path(path), lambda tmp: torch.save(state, tmp))
+
+
+def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a train state with ``weights_only=True`` (no code can run)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot load the train state ({e})") from None
+
+
+def load_run(run_dir: str | os.PathLike, weights: str = WEIGHTS) -> tuple[nn.Module, Config]:
+    """Rebuild the network of a run directory (or a single weights file) and load its weights.
+
+    Args:
+        run_dir: a run directory holding ``config.yaml`` and weights, or a ``.safetensors`` file with an embedded
+            config.
+        weights: which weights file of the run directory (``model.safetensors`` or ``best.safetensors``).
+
+    Returns:
+        ``(model in eval mode, config)``.
+
+    Raises:
+        CheckpointError: missing files or weights that do not match the config.
+    """
+    from xmodal.config import load_config
+    from xmodal.modalities import MODALITIES
+    from xmodal.models import build_model
+
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        path = run_dir
+        config = read_weights_config(path)
+    else:
+        path = run_dir / weights
+        if not (run_dir / CONFIG).is_file():
+            raise CheckpointError(f"{run_dir}: not a run directory (no {CONFIG})")
+        config = load_config(run_dir / CONFIG)
+    model = build_model(config.model, {config.modality: MODALITIES[config.modality]})
+    load_weights(model, path)
+    return model.eval(), config

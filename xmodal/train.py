@@ -1,0 +1,361 @@
+"""Training: ``python -m xmodal.train RECIPE [key.sub=value ...]`` (or ``torchrun --nproc_per_node N -m xmodal.train``).
+
+One loop: build from config -> for each step: encode (fp32) -> autocast forward -> decode -> fp32 loss -> backward
+(scaled for fp16) -> clip -> AdamW -> cosine-with-warmup schedule -> log -> validate -> checkpoint. Rank 0 logs and
+saves; validation metrics are summed over ranks. A run directory that already holds a checkpoint is resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from xmodal import checkpoint as ckpt
+from xmodal.config import Config, ConfigError, config_to_dict, dump_config, load_config
+from xmodal.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
+from xmodal.inference import autocast_for, enhance
+from xmodal.metrics import SPEECH_METRICS, MetricAccumulator, speech_metrics
+
+__all__ = ["TrainResult", "cosine_with_warmup", "main", "train"]
+
+
+@dataclass
+class TrainResult:
+    """What a call to :func:`train` did.
+
+    Attributes:
+        run_dir: the run directory.
+        step: steps completed in total (including resumed ones).
+        resumed_from: step the run was resumed at (0 for a fresh run).
+        validation: last validation report ``{row: {metric: mean}}`` (rows ``noisy`` and ``enhanced``).
+        failures: number of (clip, metric) pairs that could not be scored in the last validation.
+        losses: training loss of each step run in this call.
+    """
+
+    run_dir: Path
+    step: int
+    resumed_from: int = 0
+    validation: dict[str, dict[str, float]] = field(default_factory=dict)
+    failures: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
+def cosine_with_warmup(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
+    """Learning-rate factor: linear from 1/warmup to 1 over ``warmup_steps``, then cosine down to ``min_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv/linear weights only (not on biases and norm gains)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class _Logger:
+    """Rank-0 log: console (above the progress bar), ``log.txt``, ``metrics.jsonl`` and TensorBoard."""
+
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, bar) -> None:
+        self.enabled = enabled
+        self.bar = bar
+        self.tb = None
+        if enabled:
+            self.log_file = open(run_dir / "log.txt", "a", encoding="utf-8")
+            self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+            if tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"))
+
+    def line(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+        self.log_file.write(text + "\n")
+        self.log_file.flush()
+
+    def scalars(self, step: int, kind: str, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
+        self.jsonl.flush()
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(f"{kind}/{k}", v, step)
+
+    def audio(self, tag: str, wave: torch.Tensor, step: int, sample_rate: int) -> None:
+        if self.enabled and self.tb is not None:
+            self.tb.add_audio(tag, wave.detach().cpu().float().clamp(-1, 1).reshape(1, -1), step, sample_rate)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.log_file.close()
+            self.jsonl.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def format_report(report: dict[str, dict[str, float]], metrics: tuple[str, ...] = SPEECH_METRICS) -> str:
+    """A small fixed-width table: one row per report row (noisy, enhanced), one column per metric."""
+    head = f"{'':10s}" + "".join(f"{m:>9s}" for m in metrics)
+    rows = [head] + [f"{row:10s}" + "".join(f"{vals.get(m, float('nan')):9.3f}" for m in metrics)
+                     for row, vals in report.items()]
+    return "\n".join(rows)
+
+
+class _Validator:
+    """Scores the validation clips of this rank; the noisy-input row is computed once (same code) and kept."""
+
+    def __init__(self, clips, sample_rate: int, info: DistInfo) -> None:
+        self.clips = clips[info.rank::info.world_size]
+        self.sample_rate = sample_rate
+        self.info = info
+        self.noisy_acc: MetricAccumulator | None = None
+
+    def __call__(self, model: nn.Module, adapter, modality: str, precision: str) -> tuple[dict, int, torch.Tensor]:
+        if self.noisy_acc is None:
+            self.noisy_acc = MetricAccumulator()
+            for clip in self.clips:
+                speech_metrics(self.noisy_acc, "noisy", clip.name, clip.clean[0], clip.noisy[0], self.sample_rate)
+        acc = MetricAccumulator()
+        acc.sums.update(self.noisy_acc.sums)
+        acc.counts.update(self.noisy_acc.counts)
+        acc.failures.extend(self.noisy_acc.failures)
+        model.eval()
+        first = None
+        for clip in self.clips:
+            est = enhance(model, adapter, clip.noisy.to(self.info.device), modality, precision)[0].cpu()  # (T,)
+            first = est if first is None else first
+            speech_metrics(acc, "enhanced", clip.name, clip.clean[0], est, self.sample_rate)
+        model.train()
+        keys = [(row, m) for row in ("noisy", "enhanced") for m in SPEECH_METRICS]
+        failures = acc.all_reduce(keys)
+        return {row: {m: acc.means().get(row, {}).get(m, float("nan")) for m in SPEECH_METRICS}
+                for row in ("noisy", "enhanced")}, failures, first
+
+
+def train(config: Config, stop_after: int | None = None) -> TrainResult:
+    """Train (or resume) the run that ``config`` describes.
+
+    Args:
+        config: the resolved recipe.
+        stop_after: stop after this many steps in this call, saving a checkpoint as an interruption would leave it
+            (for time-boxed jobs and resume tests). ``None`` trains to ``train.max_steps``.
+
+    Returns:
+        A :class:`TrainResult`.
+    """
+    from xmodal.data import StepBatchSampler, resolve_speech_data
+    from xmodal.losses import SpeechLoss
+    from xmodal.modalities import MODALITIES, make_adapter
+    from xmodal.models import build_model
+
+    tc, oc = config.train, config.optim
+    if tc.max_steps < 0:
+        raise ValueError(f"train.max_steps must be >= 0, got {tc.max_steps}")
+    info = init_distributed(tc.device)
+    try:
+        if tc.threads > 0:
+            torch.set_num_threads(tc.threads)
+        elif info.world_size > 1 and info.device.type == "cpu":
+            import os
+
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        autocast_for(info.device, tc.precision)  # validates the precision for this device early
+        run_dir = Path(tc.run_dir)
+        modality = config.modality
+
+        # ---- data (rank 0 writes the demo corpus first, the others then read it)
+        demo_root = run_dir / "demo_data"
+        if info.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            corpus = resolve_speech_data(config.data, config.audio.sample_rate, demo_root)
+        barrier(info)
+        if not info.is_main:
+            corpus = resolve_speech_data(config.data, config.audio.sample_rate, demo_root)
+
+        # ---- model, optimiser, schedule, scaler
+        torch.manual_seed(tc.seed)
+        adapter = make_adapter(modality, config).to(info.device)
+        model = build_model(config.model, {modality: MODALITIES[modality]}).to(info.device)
+        optimizer = torch.optim.AdamW(_param_groups(model, oc.weight_decay), lr=oc.lr, betas=oc.betas)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: cosine_with_warmup(s, oc.warmup_steps, tc.max_steps, oc.min_lr_ratio))
+        scaler = torch.amp.GradScaler(info.device.type, enabled=tc.precision == "fp16")
+        loss_fn = SpeechLoss(config.loss)
+
+        # ---- resume
+        step, best = 0, -math.inf
+        state_path = run_dir / ckpt.STATE
+        if tc.resume and state_path.is_file():
+            saved = load_config(run_dir / ckpt.CONFIG)
+            for section in ("modality", "audio", "model"):
+                if config_to_dict(getattr(saved, section)) != config_to_dict(getattr(config, section)):
+                    raise ConfigError(f"{run_dir}: holds a run with a different `{section}` config; use another "
+                                      "train.run_dir, or train.resume=false to start over")
+            ckpt.load_weights(model, run_dir / ckpt.WEIGHTS)
+            state = ckpt.load_train_state(state_path)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            step, best = int(state["step"]), float(state["best"])
+        resumed_from = step
+        if info.is_main:
+            dump_config(config, run_dir / ckpt.CONFIG)
+
+        ddp_model = model
+        if info.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ddp_model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda"
+                                                else None)
+
+        end_step = tc.max_steps if stop_after is None else min(tc.max_steps, step + stop_after)
+        sampler = StepBatchSampler(tc.batch_size, end_step, step, info.rank, info.world_size)
+        loader = torch.utils.data.DataLoader(corpus.train, batch_sampler=sampler,
+                                             num_workers=config.data.num_workers,
+                                             pin_memory=info.device.type == "cuda")
+        validator = _Validator(corpus.valid, config.audio.sample_rate, info)
+
+        bar = None
+        if info.is_main and tc.progress and end_step > step:
+            from tqdm import tqdm
+
+            bar = tqdm(total=tc.max_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+        log = _Logger(run_dir, info.is_main, tc.tensorboard, bar)
+        n_params = sum(p.numel() for p in model.parameters())
+        log.line(f"xmodal train: {modality}, {config.model.arch} {list(config.model.widths)}, {n_params / 1e6:.3f} M "
+                 f"parameters, {info.world_size} process(es) on {info.device}, precision {tc.precision}")
+        log.line(f"data: {corpus.description}")
+        if corpus.demo:
+            log.line("NOTE: no data configured (data.clean_dir/data.noise_dir or data.pairs_dir): this is a DEMO "
+                     "run on a synthetic corpus; its numbers say nothing about real speech.")
+        if resumed_from:
+            log.line(f"resumed from {run_dir} at step {resumed_from}")
+
+        def save(path_best: bool = False) -> None:
+            if not info.is_main:
+                return
+            ckpt.save_weights(model, run_dir / ckpt.WEIGHTS, config)
+            if path_best:
+                ckpt.save_weights(model, run_dir / ckpt.BEST, config)
+            ckpt.save_train_state(state_path, {"step": step, "best": best, "optimizer": optimizer.state_dict(),
+                                               "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()})
+
+        def validate() -> tuple[dict, int]:
+            nonlocal best
+            report, failures, first = validator(model, adapter, modality, tc.precision)
+            score = report["enhanced"].get("pesq", float("nan"))
+            improved = math.isfinite(score) and score > best
+            if improved:
+                best = score
+            log.line(f"validation at step {step} ({len(corpus.valid)} clips, {failures} metric failures):\n"
+                     + format_report(report))
+            log.scalars(step, "valid", {f"{row}/{m}": v for row, vals in report.items() for m, v in vals.items()})
+            if first is not None:
+                log.audio("valid/enhanced_0", first, step, config.audio.sample_rate)
+            return report, failures, improved
+
+        result = TrainResult(run_dir, step, resumed_from)
+        model.train()
+        t_last, n_last = time.perf_counter(), 0
+        try:
+            for noisy, clean in loader:
+                noisy = noisy.to(info.device, non_blocking=True)  # (b, 1, T)
+                clean = clean.to(info.device, non_blocking=True)
+                feats, ctx = adapter.encode(noisy)  # (b, 2, F, N), fp32
+                target, _ = adapter.encode(clean, ctx)
+                with autocast_for(info.device, tc.precision):
+                    est = ddp_model(feats, modality)
+                est = est.float()
+                est_wave = adapter.decode(est, ctx)  # (b, 1, T)
+                loss, terms = loss_fn(adapter.normalize(est_wave, ctx), adapter.normalize(clean, ctx), est, target)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}; lower optim.lr or use "
+                                             "train.precision=fp32")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), oc.grad_clip if oc.grad_clip > 0
+                                                           else float("inf"))
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step += 1
+                n_last += tc.batch_size
+                result.losses.append(loss.item())
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                if step % tc.log_every == 0 or step == end_step:
+                    dt = time.perf_counter() - t_last
+                    rate = n_last / dt if dt > 0 else float("nan")
+                    values = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()},
+                              "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                              "samples_per_s": rate}
+                    log.scalars(step, "train", values)
+                    log.line(f"step {step}/{tc.max_steps} loss {loss.item():.4f} "
+                             + " ".join(f"{k} {v.item():.4f}" for k, v in terms.items())
+                             + f" lr {values['lr']:.2e} grad {float(grad_norm):.2f} {rate:.1f} samples/s")
+                    t_last, n_last = time.perf_counter(), 0
+                evaluated = False
+                if corpus.valid and ((tc.eval_every and step % tc.eval_every == 0) or step == tc.max_steps):
+                    result.validation, result.failures, improved = validate()
+                    evaluated = True
+                    save(path_best=improved)
+                if not evaluated and ((tc.save_every and step % tc.save_every == 0) or step == end_step):
+                    save()
+        except KeyboardInterrupt:
+            save()
+            log.line(f"interrupted at step {step}; checkpoint saved, run the same command to resume")
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        if step == resumed_from and corpus.valid and step == tc.max_steps and not result.validation:
+            result.validation, result.failures, _ = validate()  # already finished: report only
+        if info.is_main and result.validation:
+            (run_dir / "validation.json").write_text(json.dumps(
+                {"step": step, "report": result.validation, "failures": result.failures}, indent=2))
+        log.close()
+        result.step = step
+        return result
+    finally:
+        cleanup_distributed(info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``RECIPE [key.sub=value ...]`` and train. Returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m xmodal.train", description=__doc__.split("\n")[0])
+    parser.add_argument("recipe", help="YAML recipe, e.g. recipes/speech.yaml")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=100 optim.lr=3e-4")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.recipe, args.overrides)
+        result = train(config)
+    except (ConfigError, ckpt.CheckpointError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"done: {result.step} steps, run directory {result.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
