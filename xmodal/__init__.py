@@ -1,0 +1,41 @@
+"""xmodal: audio and cross-modal denoising with modality adapters around one shared U-Net backbone.
+
+``import xmodal`` is cheap: the public names below are imported on first use.
+
+Example:
+    >>> import xmodal
+    >>> config = xmodal.load_config("recipes/speech.yaml", ["train.max_steps=100"])
+    >>> result = xmodal.train(config)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Config": "xmodal.config",
+    "ConfigError": "xmodal.config",
+    "load_config": "xmodal.config",
+    "train": "xmodal.train",
+    "TrainResult": "xmodal.train",
+    "load_run": "xmodal.checkpoint",
+    "AudioAdapter": "xmodal.adapters",
+    "build_model": "xmodal.models",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'xmodal' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
