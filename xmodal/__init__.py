@@ -5,7 +5,8 @@
 Example:
     >>> import xmodal
     >>> config = xmodal.load_config("recipes/speech.yaml", ["train.max_steps=100"])
-    >>> result = xmodal.train(config)
+    >>> from xmodal.train import train
+    >>> result = train(config)
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ _LAZY = {
     "Config": "xmodal.config",
     "ConfigError": "xmodal.config",
     "load_config": "xmodal.config",
-    "train": "xmodal.train",
-    "TrainResult": "xmodal.train",
     "load_run": "xmodal.checkpoint",
     "AudioAdapter": "xmodal.adapters",
     "build_model": "xmodal.models",
