@@ -50,6 +50,8 @@ def pesq_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor, s
         deg = resample(deg.astype(np.float32), sample_rate, 16000).double().numpy()
         sample_rate = 16000
     mode = "wb" if sample_rate == 16000 else "nb"
+    if not (np.any(ref) and np.any(deg)):
+        raise ValueError("pesq failed: a signal is all zeros")
     try:
         return float(pesq(sample_rate, ref, deg, mode))
     except Exception as e:  # pesq raises its own error classes (NoUtterancesError, BufferTooShortError, ...)

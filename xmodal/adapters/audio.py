@@ -82,6 +82,10 @@ class AudioAdapter(Adapter):
         self.register_buffer("window", torch.hann_window(win_length), persistent=False)
 
     @property
+    def _min_length(self) -> int:
+        return self.n_fft // 2 + 1
+
+    @property
     def freq_bins(self) -> int:
         return self.n_fft // 2 + 1
 
@@ -114,8 +118,8 @@ class AudioAdapter(Adapter):
         Returns:
             ``features: (B*C, 2, F, N) float32`` and the context for :meth:`decode`.
         """
-        with torch.autocast(wave.device.type, enabled=False):
-            x = self._pack(wave)  # (B, C, T)
+        x = self._pack(wave)  # (B, C, T)
+        with torch.autocast(x.device.type, enabled=False):
             B, C, T = x.shape
             if ctx is None:
                 if self.config.normalize_rms:
@@ -126,7 +130,10 @@ class AudioAdapter(Adapter):
                 ctx = AudioContext(shape=tuple(wave.shape), scale=scale)
             elif ctx.scale.shape[0] != B:
                 raise ValueError(f"`ctx` was made for batch size {ctx.scale.shape[0]}, got a wave with batch {B}")
-            spec = self.stft((x * ctx.scale).reshape(B * C, T))  # (B, C, T) -> (B*C, T) -> (B*C, F, N)
+            x = (x * ctx.scale).reshape(B * C, T)  # (B, C, T) -> (B*C, T)
+            if T < self._min_length:  # the centred STFT reflects n_fft // 2 samples: zero-pad very short inputs
+                x = torch.nn.functional.pad(x, (0, self._min_length - T))
+            spec = self.stft(x)  # (B*C, T) -> (B*C, F, N)
             spec = compress(spec, self.config.compress)
             feats = torch.view_as_real(spec).permute(0, 3, 1, 2).contiguous()  # (B*C, F, N, 2) -> (B*C, 2, F, N)
         return feats, ctx
@@ -138,7 +145,7 @@ class AudioAdapter(Adapter):
             B = ctx.scale.shape[0]
             spec = torch.view_as_complex(features.float().permute(0, 2, 3, 1).contiguous())  # -> (B*C, F, N)
             spec = decompress(spec, self.config.compress)
-            wave = self.istft(spec, length=T)  # (B*C, T)
+            wave = self.istft(spec, length=max(T, self._min_length))[:, :T]  # (B*C, T)
             wave = wave.reshape(B, -1, T) / ctx.scale  # (B*C, T) -> (B, C, T)
         return wave.reshape(ctx.shape)
 

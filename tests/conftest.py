@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny configs and synthetic audio (no network, no ../shared)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xmodal.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "recipes" / "tiny.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory):
+    """A small synthetic clean/ + noise/ corpus written once per test session."""
+    from xmodal.data.synthetic import make_demo_corpus
+
+    return make_demo_corpus(tmp_path_factory.mktemp("demo"), n_clean=8, n_noise=4, seed=1)
+
+
+@pytest.fixture
+def tiny_config(tmp_path, demo_corpus):
+    """The tiny recipe on the session's demo corpus, run directory inside ``tmp_path``."""
+    clean, noise = demo_corpus
+    return load_config(TINY, [f"train.run_dir={tmp_path / 'run'}", f"data.clean_dir=[{clean}]",
+                              f"data.noise_dir=[{noise}]", "data.valid_fraction=0.25"])
+
+
+def chirp(seconds: float, sample_rate: int, f0: float = 200.0, f1: float = 3000.0, amp: float = 0.3) -> np.ndarray:
+    """``(T,)`` float32 linear chirp."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    return (amp * np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t ** 2 / (2 * seconds)))).astype(np.float32)

@@ -1,0 +1,103 @@
+import pytest
+import yaml
+
+from xmodal.config import (Config, ConfigError, config_to_dict, dump_config, load_config, parse_overrides)
+
+
+def write(tmp_path, text, name="r.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_defaults_and_recipes_load():
+    cfg = load_config(None)
+    assert cfg == Config()
+    for recipe in ("speech", "speech_bundled", "tiny"):
+        load_config(f"recipes/{recipe}.yaml")
+
+
+def test_unknown_key_names_file_dotted_key_and_close_match(tmp_path):
+    p = write(tmp_path, "optim:\n  lr_shedule: 1\n")
+    with pytest.raises(ConfigError, match=r"r\.yaml: unknown key `optim\.lr_shedule`"):
+        load_config(p)
+    p = write(tmp_path, "optim:\n  warmup_step: 1\n")
+    with pytest.raises(ConfigError, match=r"unknown key `optim\.warmup_step` \(did you mean `optim\.warmup_steps`\?\)"):
+        load_config(p)
+
+
+def test_unknown_section_and_no_close_match_lists_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key `optimizer` \(did you mean `optim`\?\)"):
+        load_config(write(tmp_path, "optimizer: {}\n"))
+    with pytest.raises(ConfigError, match=r"unknown key `train\.zzz` \(valid keys: run_dir, max_steps"):
+        load_config(write(tmp_path, "train:\n  zzz: 1\n"))
+
+
+def test_wrong_type_messages(tmp_path):
+    with pytest.raises(ConfigError, match=r"`train\.max_steps` must be int, got str 'many'"):
+        load_config(write(tmp_path, "train:\n  max_steps: many\n"))
+    with pytest.raises(ConfigError, match=r"`train\.resume` must be bool, got int 1"):
+        load_config(write(tmp_path, "train:\n  resume: 1\n"))
+    with pytest.raises(ConfigError, match=r"`train\.precision` must be 'fp32' \| 'bf16' \| 'fp16', got str 'fp8'"):
+        load_config(write(tmp_path, "train:\n  precision: fp8\n"))
+    with pytest.raises(ConfigError, match=r"`data\.snr_range` must be a list of 2 \(float, float\)"):
+        load_config(write(tmp_path, "data:\n  snr_range: [1, 2, 3]\n"))
+    with pytest.raises(ConfigError, match=r"`model\.widths` must be a list of int, got list"):
+        load_config(write(tmp_path, "model:\n  widths: [8, x]\n"))
+
+
+def test_non_mapping_section_and_recipe(tmp_path):
+    with pytest.raises(ConfigError, match=r"r\.yaml: section `optim` must be a mapping, got list"):
+        load_config(write(tmp_path, "optim: [1, 2]\n"))
+    with pytest.raises(ConfigError, match=r"a recipe must be a mapping of sections, got list"):
+        load_config(write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: recipe file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"r\.yaml: invalid YAML"):
+        load_config(write(tmp_path, "optim: [1,\n"))
+
+
+def test_scientific_notation_string_is_a_float(tmp_path):
+    # PyYAML reads `3e-4` (no dot) as a string; the loader must still give a float.
+    assert yaml.safe_load("x: 3e-4")["x"] == "3e-4"
+    assert load_config(write(tmp_path, "optim:\n  lr: 3e-4\n")).optim.lr == pytest.approx(3e-4)
+    with pytest.raises(ConfigError, match=r"`optim\.lr` must be float, got str 'fast'"):
+        load_config(write(tmp_path, "optim:\n  lr: fast\n"))
+
+
+def test_overrides(tmp_path):
+    cfg = load_config("recipes/tiny.yaml", ["train.max_steps=7", "optim.lr=1e-4", "model.widths=[4, 8, 16]",
+                                            "data.clean_dir=/a", f"train.run_dir={tmp_path}"])
+    assert cfg.train.max_steps == 7
+    assert cfg.optim.lr == pytest.approx(1e-4)
+    assert cfg.model.widths == (4, 8, 16)
+    assert cfg.data.clean_dir == ("/a",)  # a single value where a list is expected
+    assert cfg.train.run_dir == str(tmp_path)
+
+
+def test_override_errors():
+    with pytest.raises(ConfigError, match=r"override `optim\.warmup_step=1`: unknown key `optim\.warmup_step` "
+                                          r"\(did you mean `optim\.warmup_steps`\?\)"):
+        load_config(None, ["optim.warmup_step=1"])
+    with pytest.raises(ConfigError, match=r"override `trian\.max_steps=1`: unknown key `trian` "
+                                          r"\(did you mean `train`\?\)"):
+        load_config(None, ["trian.max_steps=1"])
+    with pytest.raises(ConfigError, match=r"override `train\.max_steps=abc`: `train\.max_steps` must be int"):
+        load_config(None, ["train.max_steps=abc"])
+    with pytest.raises(ConfigError, match=r"override `train\.max_steps\.x=1`: `train\.max_steps` is a value, "
+                                          r"not a section"):
+        load_config(None, ["train.max_steps.x=1"])
+    with pytest.raises(ConfigError, match=r"override `max_steps`: expected `key\.sub=value`"):
+        parse_overrides(["max_steps"])
+    with pytest.raises(ConfigError, match=r"override `a=\[1,`: value is not valid YAML"):
+        parse_overrides(["a=[1,"])
+
+
+def test_dump_round_trip(tmp_path):
+    cfg = load_config("recipes/speech_bundled.yaml", ["train.max_steps=3"])
+    dump_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+    assert config_to_dict(cfg)["model"]["widths"] == list(cfg.model.widths)

@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+from xmodal.config import ModelConfig
+from xmodal.models import DenoisingNet, ModalityIO, SimpleCNN, UNet, build_model
+from xmodal.models.heads import ComplexMaskHead, make_head, make_stem
+from xmodal.modalities import MODALITIES, make_adapter
+
+SPEECH = {"speech": MODALITIES["speech"]}
+
+
+@pytest.mark.parametrize("arch", ["unet", "cnn"])
+@pytest.mark.parametrize("hw", [(37, 31), (257, 13), (1, 1), (16, 16)])
+def test_any_size(arch, hw):
+    model = build_model(ModelConfig(arch=arch, widths=(4, 8, 16), cnn_depth=3), SPEECH)
+    x = torch.randn(2, 2, *hw)
+    assert model(x, "speech").shape == x.shape
+
+
+def test_trunk_shapes_and_size_multiple():
+    trunk = UNet((4, 8, 16, 32))
+    assert trunk.size_multiple == 8
+    assert trunk(torch.randn(1, 4, 16, 24)).shape == (1, 4, 16, 24)
+    assert SimpleCNN(6, 2)(torch.randn(1, 6, 5, 7)).shape == (1, 6, 5, 7)
+
+
+def test_trunk_is_modality_free():
+    import inspect
+
+    import xmodal.models.unet as unet
+
+    source = inspect.getsource(unet)
+    for word in ("speech", "audio", "image", "adapter"):
+        assert word not in source.lower()
+
+
+def test_batch_consistency():
+    model = build_model(ModelConfig(widths=(4, 8)), SPEECH).eval()
+    x = torch.randn(3, 2, 33, 20)
+    torch.testing.assert_close(model(x, "speech"), torch.cat([model(x[i:i + 1], "speech") for i in range(3)]),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_complex_mask_is_bounded():
+    head = ComplexMaskHead(4, bound=1.0)
+    torch.nn.init.normal_(head.conv.weight, std=10.0)
+    h, x = torch.randn(2, 4, 9, 9), torch.randn(2, 2, 9, 9)
+    y = head(h, x)
+    assert (y.pow(2).sum(1).sqrt() <= x.pow(2).sum(1).sqrt() * 1.0 + 1e-5).all()
+
+
+def test_residual_head_with_zero_conv_is_identity():
+    head = make_head("residual", 4, 3)
+    torch.nn.init.zeros_(head.conv.weight)
+    torch.nn.init.zeros_(head.conv.bias)
+    x = torch.randn(1, 3, 5, 5)
+    torch.testing.assert_close(head(torch.randn(1, 4, 5, 5), x), x)
+
+
+def test_several_modalities_in_one_network():
+    net = DenoisingNet(UNet((4, 8)), {"speech": MODALITIES["speech"],
+                                      "gray": ModalityIO(1, "conv", "residual", "replicate")})
+    assert net(torch.randn(1, 1, 11, 13), "gray").shape == (1, 1, 11, 13)
+    assert net(torch.randn(1, 2, 11, 13), "speech").shape == (1, 2, 11, 13)
+    assert set(net.modalities) == {"speech", "gray"}
+
+
+def test_errors():
+    model = build_model(ModelConfig(widths=(4, 8)), SPEECH)
+    with pytest.raises(KeyError, match=r"no stem/head for modality 'image' \(it has \['speech'\]\)"):
+        model(torch.randn(1, 2, 8, 8), "image")
+    with pytest.raises(ValueError, match=r"Expected features of shape \(B, 2, H, W\) for speech, got \(1, 3, 8, 8\)"):
+        model(torch.randn(1, 3, 8, 8), "speech")
+    with pytest.raises(ValueError, match=r"model.widths must be a non-empty list of positive ints, got \[\]"):
+        UNet(())
+    with pytest.raises(ValueError, match=r"model.blocks must be at least 1, got 0"):
+        UNet((4,), blocks=0)
+    with pytest.raises(ValueError, match=r"model.cnn_depth must be at least 1, got 0"):
+        SimpleCNN(4, 0)
+    with pytest.raises(ValueError, match=r"model.norm must be 'layer' or 'none', got 'batch'"):
+        UNet((4,), norm="batch")
+    with pytest.raises(ValueError, match=r"unknown stem kind 'big'"):
+        make_stem("big", 2, 4)
+    with pytest.raises(ValueError, match=r"unknown head kind 'x'"):
+        make_head("x", 4, 2)
+    with pytest.raises(ValueError, match=r"the complex_mask head needs 2 feature channels \(real, imag\), got 3"):
+        make_head("complex_mask", 4, 3)
+    with pytest.raises(ValueError, match=r"model.mask_bound must be positive, got 0"):
+        make_head("complex_mask", 4, 2, 0.0)
+    with pytest.raises(ValueError, match=r"unknown modality 'video' \(known: speech\)"):
+        make_adapter("video", None)
+
+
+def test_end_to_end_identity_network_round_trip():
+    """With the network replaced by identity, decode(encode(x)) gives x back (what the heads preserve)."""
+    from xmodal.config import Config
+
+    adapter = make_adapter("speech", Config())
+    x = torch.randn(2, 3333) * 0.1
+    feats, ctx = adapter.encode(x)
+    assert (adapter.decode(torch.nn.Identity()(feats), ctx) - x).abs().max() <= 1e-4
