@@ -38,6 +38,7 @@ class TrainResult:
         validation: last validation report ``{row: {metric: mean}}`` (rows ``noisy`` and ``enhanced``).
         failures: number of (clip, metric) pairs that could not be scored in the last validation.
         losses: training loss of each step run in this call.
+        model: the trained network (unwrapped, in train mode), for use in the same process.
     """
 
     run_dir: Path
@@ -46,6 +47,7 @@ class TrainResult:
     validation: dict[str, dict[str, float]] = field(default_factory=dict)
     failures: int = 0
     losses: list[float] = field(default_factory=list)
+    model: nn.Module | None = field(default=None, repr=False)
 
 
 def cosine_with_warmup(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
@@ -336,6 +338,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                 {"step": step, "report": result.validation, "failures": result.failures}, indent=2))
         log.close()
         result.step = step
+        result.model = model
         return result
     finally:
         cleanup_distributed(info)

@@ -168,9 +168,13 @@ class PairedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.noisy)
 
-    def __getitem__(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def pair_index(self, n: int) -> int:
+        """Which pair sample number ``n`` reads: epoch ``n // len`` is a seeded permutation of all pairs."""
         epoch, pos = divmod(int(n), len(self))
-        i = int(np.random.default_rng((self.seed, epoch, 0)).permutation(len(self))[pos])
+        return int(np.random.default_rng((self.seed, epoch, 0)).permutation(len(self))[pos])
+
+    def __getitem__(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        i = self.pair_index(n)
         rng = np.random.default_rng((self.seed, int(n), 1))
         noisy, clean = self.noisy.get(i), self.clean.get(i)
         T = min(noisy.shape[-1], clean.shape[-1])

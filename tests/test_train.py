@@ -1,0 +1,205 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import REPO, TINY
+from xmodal import checkpoint as ckpt
+from xmodal.config import ConfigError, load_config
+from xmodal.inference import enhance
+from xmodal.modalities import make_adapter
+from xmodal.train import cosine_with_warmup, main, train
+
+
+def weights(run_dir):
+    return load_file(str(run_dir / "model.safetensors"))
+
+
+def test_train_save_load_identical_output(tiny_config):
+    result = train(tiny_config)
+    run = result.run_dir
+    for name in ("model.safetensors", "best.safetensors", "config.yaml", "train_state.pt", "log.txt",
+                 "metrics.jsonl", "validation.json"):
+        assert (run / name).is_file(), name
+    assert result.step == tiny_config.train.max_steps and len(result.losses) == result.step
+    assert load_config(run / "config.yaml") == tiny_config
+    assert set(result.validation) == {"noisy", "enhanced"}
+    assert np.isfinite(result.validation["noisy"]["pesq"]) and np.isfinite(result.validation["enhanced"]["si_sdr"])
+    saved = json.loads((run / "validation.json").read_text())
+    assert saved["report"]["enhanced"]["pesq"] == pytest.approx(result.validation["enhanced"]["pesq"])
+
+    loaded, cfg = ckpt.load_run(run)
+    assert cfg == tiny_config
+    adapter = make_adapter("speech", cfg)
+    wave = torch.randn(2, 1, 5000) * 0.1
+    result.model.eval()
+    assert torch.equal(enhance(loaded, adapter, wave, "speech"), enhance(result.model, adapter, wave, "speech"))
+    # the weights file carries its config: loadable on its own
+    alone, cfg2 = ckpt.load_run(run / "model.safetensors")
+    assert cfg2 == tiny_config
+    assert torch.equal(enhance(alone, adapter, wave, "speech"), enhance(loaded, adapter, wave, "speech"))
+
+
+def test_resume_equals_uninterrupted(tiny_config, tmp_path):
+    cfg_a = load_config(TINY, [])  # same data as tiny_config, other run dir
+    from dataclasses import replace
+
+    full = replace(tiny_config, train=replace(tiny_config.train, run_dir=str(tmp_path / "a"), max_steps=6,
+                                              save_every=0))
+    stopped = replace(full, train=replace(full.train, run_dir=str(tmp_path / "b")))
+    a = train(full)
+    b1 = train(stopped, stop_after=3)
+    assert b1.step == 3 and not (tmp_path / "b" / "validation.json").exists()
+    b2 = train(stopped)
+    assert b2.resumed_from == 3 and b2.step == 6
+    assert b2.losses == pytest.approx(a.losses[3:], rel=1e-6, abs=1e-9)
+    wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-7, rtol=0)
+    # a finished run only reports
+    b3 = train(stopped)
+    assert b3.step == 6 and b3.losses == [] and b3.resumed_from == 6
+    assert cfg_a.train.max_steps == 4
+
+
+def test_resume_refuses_a_different_model(tiny_config):
+    train(tiny_config, stop_after=1)
+    from dataclasses import replace
+
+    other = replace(tiny_config, model=replace(tiny_config.model, widths=(4, 8)))
+    with pytest.raises(ConfigError, match=r"holds a run with a different `model` config; use another train.run_dir"):
+        train(other)
+    fresh = replace(other, train=replace(other.train, resume=False))
+    assert train(fresh, stop_after=1).resumed_from == 0
+
+
+def test_bf16_autocast_and_fp16_refused_on_cpu(tiny_config):
+    from dataclasses import replace
+
+    r = train(replace(tiny_config, train=replace(tiny_config.train, precision="bf16", max_steps=2)))
+    assert all(np.isfinite(r.losses))
+    with pytest.raises(ValueError, match=r"train.precision 'fp16' needs a CUDA device \(use 'bf16' on CPU\)"):
+        train(replace(tiny_config, train=replace(tiny_config.train, precision="fp16")))
+    with pytest.raises(ValueError, match=r"train.device is 'cuda' but no CUDA device is available"):
+        if not torch.cuda.is_available():
+            train(replace(tiny_config, train=replace(tiny_config.train, device="cuda")))
+        else:
+            raise ValueError("train.device is 'cuda' but no CUDA device is available")  # not testable here
+
+
+def test_failing_validation_clip_is_recorded_not_fatal(tmp_path, demo_corpus):
+    clean_dir = tmp_path / "clean"
+    clean_dir.mkdir()
+    for f in demo_corpus[0].iterdir():
+        if f.suffix == ".wav":
+            (clean_dir / f.name).write_bytes(f.read_bytes())
+    sf.write(clean_dir / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    cfg = load_config(TINY, [f"train.run_dir={tmp_path / 'run'}", f"data.clean_dir={clean_dir}",
+                             f"data.noise_dir={demo_corpus[1]}", "data.valid_clean=[silent.wav]",
+                             "train.max_steps=1"])
+    result = train(cfg)
+    assert result.failures >= 3  # pesq, si_sdr and stoi on the silent reference, for noisy and enhanced
+    assert "metric failures" in (tmp_path / "run" / "log.txt").read_text()
+
+
+def test_cosine_with_warmup():
+    assert cosine_with_warmup(0, 10, 110, 0.1) == pytest.approx(0.1)
+    assert cosine_with_warmup(9, 10, 110, 0.1) == pytest.approx(1.0)
+    assert cosine_with_warmup(60, 10, 110, 0.1) == pytest.approx(0.55)
+    assert cosine_with_warmup(110, 10, 110, 0.1) == pytest.approx(0.1)
+    assert cosine_with_warmup(500, 10, 110, 0.1) == pytest.approx(0.1)
+
+
+def test_cli_demo_run(tmp_path, capsys):
+    run = tmp_path / "demo_run"
+    assert main([str(TINY), f"train.run_dir={run}", "train.max_steps=2"]) == 0
+    out = capsys.readouterr().out
+    assert "DEMO run on a synthetic corpus" in out and "done: 2 steps" in out
+    assert (run / "demo_data" / "clean").is_dir() and (run / "model.safetensors").is_file()
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main([str(TINY), "train.max_stepz=2"]) == 2
+    assert "unknown key `train.max_stepz` (did you mean `train.max_steps`?)" in capsys.readouterr().err
+    assert main([str(tmp_path / "none.yaml")]) == 2
+    assert "none.yaml: recipe file not found" in capsys.readouterr().err
+    assert main([str(TINY), f"train.run_dir={tmp_path}", "data.clean_dir=/nonexistent",
+                 "data.noise_dir=/nonexistent"]) == 2
+    assert "/nonexistent: audio folder not found" in capsys.readouterr().err
+
+
+def test_ddp_two_gloo_processes_equal_one_process(tiny_config, tmp_path):
+    from dataclasses import replace
+
+    single = replace(tiny_config, train=replace(tiny_config.train, run_dir=str(tmp_path / "one"), max_steps=3))
+    r1 = train(single)
+    d = tiny_config.data
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "xmodal.train",
+           str(TINY), f"train.run_dir={tmp_path / 'two'}", "train.max_steps=3", f"data.clean_dir=[{d.clean_dir[0]}]",
+           f"data.noise_dir=[{d.noise_dir[0]}]", f"data.valid_fraction={d.valid_fraction}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+    w1, w2 = weights(tmp_path / "one"), weights(tmp_path / "two")
+    # Same global batch -> same averaged gradient up to float summation order. Adam divides by sqrt(v), which
+    # magnifies that rounding only where a gradient nearly cancels, by at most a fraction of one step (lr).
+    lr = tiny_config.optim.lr
+    diffs = torch.cat([(w2[k] - w1[k]).abs().flatten() for k in w1])
+    assert diffs.max() < 0.05 * lr
+    assert diffs.mean() < 1e-3 * lr
+    # metrics were reduced over both ranks: the same means as one process over all clips
+    report = json.loads((tmp_path / "two" / "validation.json").read_text())["report"]
+    for metric, value in r1.validation["noisy"].items():
+        assert report["noisy"][metric] == pytest.approx(value, abs=1e-6)
+    assert report["enhanced"]["si_sdr"] == pytest.approx(r1.validation["enhanced"]["si_sdr"], abs=1e-2)
+
+
+def test_checkpoint_errors(tmp_path, tiny_config):
+    from xmodal.models import build_model
+    from xmodal.modalities import MODALITIES
+
+    from dataclasses import replace
+
+    model = build_model(tiny_config.model, {"speech": MODALITIES["speech"]})
+    ckpt.save_weights(model, tmp_path / "m.safetensors", tiny_config)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left
+    other = build_model(replace(tiny_config.model, widths=(8, 16, 32)), {"speech": MODALITIES["speech"]})
+    with pytest.raises(ckpt.CheckpointError, match=r"m.safetensors: weights do not match the model \(missing "
+                                                   r"trunk\.dec\.1\.0\.conv1\.bias.*shape mismatch trunk\.mid\.0\.conv1\.bias \(16,\) vs \(32,\)"):
+        ckpt.load_weights(other, tmp_path / "m.safetensors")
+    narrow = build_model(replace(tiny_config.model, widths=(4, 16)), {"speech": MODALITIES["speech"]})
+    with pytest.raises(ckpt.CheckpointError, match=r"shape mismatch"):
+        ckpt.load_weights(narrow, tmp_path / "m.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(ckpt.CheckpointError, match=r"bad.safetensors: not a readable safetensors file"):
+        ckpt.load_weights(model, tmp_path / "bad.safetensors")
+    with pytest.raises(ckpt.CheckpointError, match=r"nope.safetensors: weights file not found"):
+        ckpt.load_weights(model, tmp_path / "nope.safetensors")
+    with pytest.raises(ckpt.CheckpointError, match=r"not a run directory \(no config.yaml\)"):
+        ckpt.load_run(tmp_path)
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(ckpt.CheckpointError, match=r"plain.safetensors: no xmodal config in the metadata"):
+        ckpt.load_run(tmp_path / "plain.safetensors")
+    (tmp_path / "state.pt").write_bytes(b"junk")
+    with pytest.raises(ckpt.CheckpointError, match=r"state.pt: cannot load the train state"):
+        ckpt.load_train_state(tmp_path / "state.pt")
+
+
+def test_unwrap_removes_wrappers():
+    inner = torch.nn.Linear(2, 2)
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.module = m
+
+    assert ckpt.unwrap(Wrapper(Wrapper(inner))) is inner

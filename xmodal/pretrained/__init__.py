@@ -1,0 +1,65 @@
+"""Bundled models and the resolver that turns a model name or path into something :func:`xmodal.load` can load.
+
+A bundled model is a folder next to this file holding ``config.yaml``, ``model.safetensors`` and ``MODEL_CARD.md``
+(training data, recipe, metrics, size). Names:
+
+    ``None``, ``"default"``, ``"speech"``  ->  ``xmodal/pretrained/speech_default/``
+
+Anything else must be a run directory (``config.yaml`` + ``model.safetensors``) or a ``.safetensors`` file with an
+embedded config. This module only resolves paths: it imports nothing heavy.
+
+Example:
+    >>> resolve_model("runs/speech")  # doctest: +SKIP
+    PosixPath('runs/speech')
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["BUNDLED", "bundled_names", "resolve_model"]
+
+_HERE = Path(__file__).resolve().parent
+
+BUNDLED: dict[str, str] = {"speech": "speech_default"}
+"""Bundled model name -> folder inside ``xmodal/pretrained``."""
+
+_ALIASES: dict[str, str] = {"default": "speech", "speech": "speech"}
+_REQUIRED = ("config.yaml", "model.safetensors")
+
+
+def bundled_names() -> list[str]:
+    """Every name :func:`resolve_model` accepts for a bundled model (aliases included), sorted."""
+    return sorted(_ALIASES)
+
+
+def resolve_model(path_or_name: str | os.PathLike | None = None) -> Path:
+    """Resolve a bundled model name, a run directory or a weights file to a path for :func:`xmodal.load_run`.
+
+    Args:
+        path_or_name: ``None``, ``"default"`` or ``"speech"`` for the bundled speech model; else a run directory or a
+            ``.safetensors`` file with an embedded config.
+
+    Returns:
+        The folder of the bundled model, or the given path.
+
+    Raises:
+        FileNotFoundError: a bundled name whose folder is not installed (missing ``config.yaml`` or weights).
+        ValueError: neither a bundled name nor an existing directory / ``.safetensors`` file.
+    """
+    if path_or_name is None or (isinstance(path_or_name, str) and path_or_name in _ALIASES):
+        name = _ALIASES["default" if path_or_name is None else path_or_name]
+        folder = _HERE / BUNDLED[name]
+        missing = [f for f in _REQUIRED if not (folder / f).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"bundled model {name!r} is not installed at {folder} (missing {', '.join(missing)}); "
+                "pass a run directory or a .safetensors file instead")
+        return folder
+    path = Path(path_or_name)
+    if path.is_dir() or (path.is_file() and path.suffix == ".safetensors"):
+        return path
+    what = "not a run directory or a .safetensors file" if path.exists() else "no such file or directory"
+    raise ValueError(f"unknown model {str(path_or_name)!r}: {what}; bundled names are "
+                     f"{', '.join(bundled_names())}")
