@@ -23,6 +23,8 @@ _LAZY = {
     "load_run": "xmodal.checkpoint",
     "AudioAdapter": "xmodal.adapters",
     "build_model": "xmodal.models",
+    "load": "xmodal.denoise",
+    "Denoiser": "xmodal.denoise",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
