@@ -12,7 +12,6 @@ Loading never runs code: weights through safetensors, the train state through ``
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch
 import yaml
 from torch import nn
 
+from xmodal._fs import atomic_write
 from xmodal.config import Config, config_from_dict, config_to_dict
 
 __all__ = ["CheckpointError", "load_run", "load_train_state", "load_weights", "save_train_state", "save_weights",
@@ -46,18 +46,6 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(model: nn.Module, path: str | os.PathLike, config: Config | None = None) -> None:
     """Save the unwrapped module's weights as safetensors (atomically), with ``config`` in the metadata."""
     from safetensors.torch import save_file
@@ -66,7 +54,7 @@ def save_weights(model: nn.Module, path: str | os.PathLike, config: Config | Non
     meta = {"format": "xmodal"}
     if config is not None:
         meta["config"] = yaml.safe_dump(config_to_dict(config), sort_keys=False)
-    _atomic(Path(path), lambda tmp: save_file(state, tmp, metadata=meta))
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
@@ -117,7 +105,7 @@ def read_weights_config(path: str | os.PathLike) -> Config:
 
 def save_train_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """``torch.save`` a dict of tensors / plain data atomically."""
-    _atomic(Path(path), lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_train_state(path: str | os.PathLike) -> dict[str, Any]:

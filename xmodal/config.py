@@ -440,7 +440,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
 
 def dump_config(config: Config, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML (atomically: temp file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    from xmodal._fs import atomic_write
+
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

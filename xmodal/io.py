@@ -8,11 +8,12 @@ a half-written file.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from xmodal._fs import atomic_write
 
 __all__ = ["AUDIO_EXTENSIONS", "AudioReadError", "list_audio_files", "read_audio", "resample", "write_audio"]
 
@@ -101,15 +102,7 @@ def write_audio(path: str | os.PathLike, wave: np.ndarray | torch.Tensor, sample
         raise ValueError(f"Expected `wave` of shape (T,) or (C, T), got {tuple(wave.shape)}")
     if subtype is None or not subtype.startswith(("FLOAT", "DOUBLE")):
         wave = np.clip(wave, -1.0, 1.0)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, wave.T, sample_rate, subtype=subtype)  # (C, T) -> (T, C)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: sf.write(tmp, wave.T, sample_rate, subtype=subtype))  # (C, T) -> (T, C)
 
 
 def resample(wave: torch.Tensor | np.ndarray, orig_freq: int, new_freq: int) -> torch.Tensor:
