@@ -422,8 +422,6 @@ class Denoiser:
             raise AudioReadError(f"{src}: not readable as audio ({e})") from None
         with f:
             sr, C, T = int(f.samplerate), int(f.channels), int(f.frames)
-            if sr <= 0:
-                raise AudioReadError(f"{src}: sample rate {sr} is not valid")
             if T == 0:
                 raise AudioReadError(f"{src}: zero-length audio")
             if not f.seekable():
@@ -440,7 +438,7 @@ class Denoiser:
                 except Exception as e:
                     raise AudioReadError(f"{src}: cannot read samples {a}..{b} ({e})") from None
                 if data.shape[0] != b - a:
-                    raise AudioReadError(f"{src}: truncated file (header declares {T} frames, could only read "
+                    raise AudioReadError(f"{src}: truncated file (header declares {T} frames, read stopped at "
                                          f"{a + data.shape[0]})")
                 return np.ascontiguousarray(data.T)[None]  # (L, C) -> (1, C, L)
 

@@ -22,7 +22,9 @@ from xmodal import checkpoint as ckpt
 from xmodal.config import Config, ConfigError, config_to_dict, dump_config, load_config
 from xmodal.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from xmodal.inference import autocast_for, enhance
-from xmodal.metrics import SPEECH_METRICS, MetricAccumulator, speech_metrics
+from xmodal.metrics import MetricAccumulator
+from xmodal.modalities import (MODALITIES, make_adapter, make_corpus, make_loss, metric_names, primary_metric, score,
+                               tensorboard_sample)
 
 __all__ = ["TrainResult", "cosine_with_warmup", "main", "train"]
 
@@ -102,9 +104,10 @@ class _Logger:
                 if isinstance(v, (int, float)) and math.isfinite(v):
                     self.tb.add_scalar(f"{kind}/{k}", v, step)
 
-    def audio(self, tag: str, wave: torch.Tensor, step: int, sample_rate: int) -> None:
+    def sample(self, tag: str, x: torch.Tensor, step: int, config: Config) -> None:
+        """A validation output in TensorBoard (audio for speech, an image for visual modalities)."""
         if self.enabled and self.tb is not None:
-            self.tb.add_audio(tag, wave.detach().cpu().float().clamp(-1, 1).reshape(1, -1), step, sample_rate)
+            tensorboard_sample(config.modality, self.tb, tag, x.detach().cpu().float(), step, config)
 
     def close(self) -> None:
         if self.enabled:
@@ -114,8 +117,10 @@ class _Logger:
                 self.tb.close()
 
 
-def format_report(report: dict[str, dict[str, float]], metrics: tuple[str, ...] = SPEECH_METRICS) -> str:
-    """A small fixed-width table: one row per report row (noisy, enhanced), one column per metric."""
+def format_report(report: dict[str, dict[str, float]], metrics: tuple[str, ...] | None = None) -> str:
+    """A small fixed-width table: one row per report row (noisy, enhanced), one column per metric (default: the
+    first row's metrics)."""
+    metrics = metrics or tuple(next(iter(report.values()), {}))
     head = f"{'':10s}" + "".join(f"{m:>9s}" for m in metrics)
     rows = [head] + [f"{row:10s}" + "".join(f"{vals.get(m, float('nan')):9.3f}" for m in metrics)
                      for row, vals in report.items()]
@@ -125,17 +130,19 @@ def format_report(report: dict[str, dict[str, float]], metrics: tuple[str, ...] 
 class _Validator:
     """Scores the validation clips of this rank; the noisy-input row is computed once (same code) and kept."""
 
-    def __init__(self, clips, sample_rate: int, info: DistInfo) -> None:
+    def __init__(self, clips, config: Config, info: DistInfo) -> None:
         self.clips = clips[info.rank::info.world_size]
-        self.sample_rate = sample_rate
+        self.config = config
+        self.modality = config.modality
+        self.metrics = metric_names(self.modality)
         self.info = info
         self.noisy_acc: MetricAccumulator | None = None
 
-    def __call__(self, model: nn.Module, adapter, modality: str, precision: str) -> tuple[dict, int, torch.Tensor]:
+    def __call__(self, model: nn.Module, adapter) -> tuple[dict, int, torch.Tensor | None]:
         if self.noisy_acc is None:
             self.noisy_acc = MetricAccumulator()
             for clip in self.clips:
-                speech_metrics(self.noisy_acc, "noisy", clip.name, clip.clean[0], clip.noisy[0], self.sample_rate)
+                score(self.modality, self.noisy_acc, "noisy", clip.name, clip.clean, clip.noisy, self.config)
         acc = MetricAccumulator()
         acc.sums.update(self.noisy_acc.sums)
         acc.counts.update(self.noisy_acc.counts)
@@ -143,14 +150,16 @@ class _Validator:
         model.eval()
         first = None
         for clip in self.clips:
-            est = enhance(model, adapter, clip.noisy.to(self.info.device), modality, precision)[0].cpu()  # (T,)
+            est = enhance(model, adapter, clip.noisy.to(self.info.device), self.modality,
+                          self.config.train.precision).cpu()
             first = est if first is None else first
-            speech_metrics(acc, "enhanced", clip.name, clip.clean[0], est, self.sample_rate)
+            score(self.modality, acc, "enhanced", clip.name, clip.clean, est, self.config)
         model.train()
-        keys = [(row, m) for row in ("noisy", "enhanced") for m in SPEECH_METRICS]
-        failures = acc.all_reduce(keys)
-        return {row: {m: acc.means().get(row, {}).get(m, float("nan")) for m in SPEECH_METRICS}
-                for row in ("noisy", "enhanced")}, failures, first
+        rows = ("noisy", "enhanced")
+        failures = acc.all_reduce([(row, m) for row in rows for m in self.metrics])
+        means = acc.means()
+        return {row: {m: means.get(row, {}).get(m, float("nan")) for m in self.metrics} for row in rows}, \
+            failures, first
 
 
 def train(config: Config, stop_after: int | None = None) -> TrainResult:
@@ -164,9 +173,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
     Returns:
         A :class:`TrainResult`.
     """
-    from xmodal.data import StepBatchSampler, resolve_speech_data
-    from xmodal.losses import SpeechLoss
-    from xmodal.modalities import MODALITIES, make_adapter
+    from xmodal.data import StepBatchSampler
     from xmodal.models import build_model
 
     tc, oc = config.train, config.optim
@@ -188,10 +195,10 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         demo_root = run_dir / "demo_data"
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            corpus = resolve_speech_data(config.data, config.audio.sample_rate, demo_root)
+            corpus = make_corpus(modality, config, demo_root)
         barrier(info)
         if not info.is_main:
-            corpus = resolve_speech_data(config.data, config.audio.sample_rate, demo_root)
+            corpus = make_corpus(modality, config, demo_root)
 
         # ---- model, optimiser, schedule, scaler
         torch.manual_seed(tc.seed)
@@ -201,7 +208,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: cosine_with_warmup(s, oc.warmup_steps, tc.max_steps, oc.min_lr_ratio))
         scaler = torch.amp.GradScaler(info.device.type, enabled=tc.precision == "fp16")
-        loss_fn = SpeechLoss(config.loss)
+        loss_fn = make_loss(modality, config)
 
         # ---- resume
         step, best = 0, -math.inf
@@ -234,7 +241,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         loader = torch.utils.data.DataLoader(corpus.train, batch_sampler=sampler,
                                              num_workers=config.data.num_workers,
                                              pin_memory=info.device.type == "cuda")
-        validator = _Validator(corpus.valid, config.audio.sample_rate, info)
+        validator = _Validator(corpus.valid, config, info)
 
         bar = None
         if info.is_main and tc.progress and end_step > step:
@@ -248,7 +255,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         log.line(f"data: {corpus.description}")
         if corpus.demo:
             log.line("NOTE: no data configured (data.clean_dir/data.noise_dir or data.pairs_dir): this is a DEMO "
-                     "run on a synthetic corpus; its numbers say nothing about real speech.")
+                     "run on a synthetic corpus; its numbers say nothing about real data.")
         if resumed_from:
             log.line(f"resumed from {run_dir} at step {resumed_from}")
 
@@ -263,16 +270,16 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
 
         def validate() -> tuple[dict, int]:
             nonlocal best
-            report, failures, first = validator(model, adapter, modality, tc.precision)
-            score = report["enhanced"].get("pesq", float("nan"))
-            improved = math.isfinite(score) and score > best
+            report, failures, first = validator(model, adapter)
+            value = report["enhanced"].get(primary_metric(modality), float("nan"))
+            improved = math.isfinite(value) and value > best
             if improved:
-                best = score
+                best = value
             log.line(f"validation at step {step} ({len(corpus.valid)} clips, {failures} metric failures):\n"
-                     + format_report(report))
+                     + format_report(report, validator.metrics))
             log.scalars(step, "valid", {f"{row}/{m}": v for row, vals in report.items() for m, v in vals.items()})
             if first is not None:
-                log.audio("valid/enhanced_0", first, step, config.audio.sample_rate)
+                log.sample("valid/enhanced_0", first, step, config)
             return report, failures, improved
 
         result = TrainResult(run_dir, step, resumed_from)
