@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
 METRICS = ("pesq", "stoi", "estoi", "si_sdr")
 
 
 def main() -> int:
-    from xmodal.config import load_config
+    from _common import DEFAULT_DATA, bundled_speech_config
     from xmodal.data import resolve_speech_data
     from xmodal.metrics import MetricAccumulator, speech_metrics
 
@@ -31,17 +30,11 @@ def main() -> int:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="bundled name or run directory (default: the bundled model)")
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="root holding speech/")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="root holding speech/")
     p.add_argument("--json", default=None, help="write per-clip and mean scores here")
     p.add_argument("--limit", type=int, default=0, help="only the first N mixtures (quick checks)")
     args = p.parse_args()
-    speech = Path(args.data) / "speech"
-    if not speech.is_dir():
-        print(f"error: {speech}: speech data folder not found (pass --data)", file=sys.stderr)
-        return 2
-    cfg = load_config(REPO / "recipes" / "speech_bundled.yaml", [
-        f"data.clean_dir=[{speech / 'clean'}, {speech / 'clean_extra'}]",
-        f"data.noise_dir=[{speech / 'noise'}, {speech / 'noise_extra'}]"])
+    cfg = bundled_speech_config(args.data)
     sr = cfg.audio.sample_rate
     clips = resolve_speech_data(cfg.data, sr, "/nonexistent").valid
     if args.limit:

@@ -10,30 +10,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from xmodal.config import load_config
+from _common import DEFAULT_DATA, bundled_speech_config
 from xmodal.train import format_report, train
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="root holding speech/")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="root holding speech/")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--run-dir", default="runs/bench_speech")
     p.add_argument("overrides", nargs="*", help="extra key.sub=value overrides")
     args = p.parse_args()
-    speech = Path(args.data) / "speech"
-    if not speech.is_dir():
-        print(f"error: {speech}: speech data folder not found (pass --data)", file=sys.stderr)
-        return 2
-    config = load_config(REPO / "recipes" / "speech_bundled.yaml", [
-        f"data.clean_dir=[{speech / 'clean'}, {speech / 'clean_extra'}]",
-        f"data.noise_dir=[{speech / 'noise'}, {speech / 'noise_extra'}]",
-        f"train.max_steps={args.steps}", f"train.run_dir={args.run_dir}", f"train.eval_every={args.steps}",
-        *args.overrides])
+    config = bundled_speech_config(args.data, [f"train.max_steps={args.steps}", f"train.run_dir={args.run_dir}",
+                                               f"train.eval_every={args.steps}", *args.overrides])
     result = train(config)
     print(f"\nvalidation after {result.step} steps ({config.train.batch_size} x {config.data.segment_seconds:g} s "
           f"per step, {config.train.precision}):")
