@@ -35,7 +35,6 @@ import numbers
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xmodal._fs import atomic_write
 from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
 from xmodal.io import AudioReadError, list_audio_files, resample
@@ -201,7 +201,8 @@ class Denoiser:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"`device` is {device!r} but CUDA is not available on this machine")
         if config.modality not in getattr(model, "modalities", [config.modality]):
-            raise ValueError(f"model {name or ''!s} has no stem/head for modality {config.modality!r}")
+            raise ValueError(f"the model{' ' + repr(name) if name else ''} has no stem/head for modality "
+                             f"{config.modality!r}")
         self.config = config
         self.modality = config.modality
         self.name = name
@@ -388,7 +389,9 @@ class Denoiser:
         The output has the input's sample rate, channel count, subtype (``PCM_16``, ``PCM_24``, ``FLOAT``...) and
         exact length; its format follows ``dst``'s extension (the input's format when the extension is unknown).
         It is written to a hidden temp file in ``dst``'s folder and renamed when complete, so a failure never leaves
-        a partial file.
+        a partial file. The input is read twice, block by block (level and validation, then denoising). Truncation is
+        detected from WAV/AIFF data-size headers and from decoder errors (FLAC); formats that carry no size (OGG)
+        cannot be checked.
 
         Args:
             src: input audio file (anything libsndfile reads: WAV, FLAC, OGG, AIFF...).
@@ -450,10 +453,8 @@ class Denoiser:
                 sum_squares += float(np.square(block, dtype=np.float64).sum())
             scale = self._scale(np.array([sum_squares]), C * T)
             fmt, subtype = _output_format(dst, f.format, f.subtype)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
-            os.close(fd)
-            try:  # pass 2: denoise into the temp file, then rename
+
+            def write(tmp: str) -> None:  # pass 2: denoise block by block into the temp file
                 clip = not subtype.startswith(("FLOAT", "DOUBLE", "VORBIS", "OPUS"))
                 written = 0
                 with sf.SoundFile(tmp, "w", samplerate=sr, channels=C, subtype=subtype, format=fmt) as out:
@@ -465,10 +466,8 @@ class Denoiser:
                         written += block.shape[0]
                 if written != T:  # a bug guard: the chunk plan must tile the file exactly
                     raise RuntimeError(f"{src}: wrote {written} frames instead of {T}")
-                os.replace(tmp, dst)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+
+            atomic_write(dst, write)  # temp file in dst's folder, renamed when complete, removed on failure
         return dst
 
 

@@ -5,10 +5,11 @@ clean ones, per file and on average, with spectrogram figures.
                               [--figure-files N]
 
 Files are matched by name across the folders. Each file is scored at the clean file's rate (noisy and enhanced files at
-another rate are resampled to it); multi-channel files are averaged to mono; PESQ follows :mod:`xmodal.metrics`
+another rate are resampled to it); multi-channel files are averaged to mono; files of different lengths are scored
+on their common part (with a warning); PESQ follows :mod:`xmodal.metrics`
 (wide-band at 16 kHz, narrow-band at 8 kHz, other rates resampled to 16 kHz). A metric that fails on a clip (silence,
-too short) is listed, never fatal. Without ``--enhanced`` the noisy files are enhanced in memory by ``--model`` (default:
-the bundled speech model).
+too short) is listed, never fatal. Without ``--enhanced`` the noisy files are enhanced in memory by ``--model``
+(default: the bundled speech model).
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xmodal._fs import atomic_write
 from xmodal.io import AudioReadError, list_audio_files, read_audio, resample
 from xmodal.metrics import SPEECH_METRICS, MetricAccumulator, speech_metrics
+
+if TYPE_CHECKING:
+    from xmodal.denoise import Denoiser
 
 __all__ = ["evaluate_folders", "format_table", "main", "match_files", "save_spectrogram_figure"]
 
@@ -140,7 +145,8 @@ def save_spectrogram_figure(path: str | os.PathLike, noisy: np.ndarray, enhanced
 
 
 def evaluate_folders(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
-                     enhanced_dir: str | os.PathLike | None = None, *, model: Any = None, device: str = "cpu",
+                     enhanced_dir: str | os.PathLike | None = None, *,
+                     model: Denoiser | str | os.PathLike | None = None, device: str = "cpu",
                      metrics: tuple[str, ...] = SPEECH_METRICS, figures_dir: str | os.PathLike | None = None,
                      figure_files: int = 3, progress: bool = False) -> dict[str, Any]:
     """Score noisy and enhanced files against clean references.
@@ -161,8 +167,9 @@ def evaluate_folders(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
     Returns:
         ``{"clean_dir", "noisy_dir", "enhanced", "metrics", "files": [{"name", "sample_rate", "noisy": {metric:
         value}, "enhanced": {...}}], "mean": {"noisy": {...}, "enhanced": {...}}, "failures": [{"row", "metric",
-        "file", "reason"}], "errors": [{"file", "reason"}], "figures": [paths]}``. A metric that failed is absent
-        from the file's scores (``None`` in the mean when it failed everywhere); ``errors`` lists unreadable files.
+        "file", "reason"}], "errors": [{"file", "reason"}], "figures": [paths], "warnings": [str]}``. A metric
+        that failed is absent from the file's scores (``None`` in the mean when it failed everywhere); ``errors``
+        lists unreadable files; ``warnings`` files whose lengths differ (scored on their common part).
 
     Raises:
         ValueError: both ``enhanced_dir`` and ``model`` given, unknown metrics, a negative ``figure_files``, or
@@ -175,7 +182,8 @@ def evaluate_folders(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
         raise ValueError("pass either `enhanced_dir` (--enhanced) or `model` (--model), not both")
     unknown = [m for m in metrics if m not in SPEECH_METRICS]
     if unknown:
-        raise ValueError(f"unknown speech metric(s) {', '.join(map(repr, unknown))} (known: {', '.join(SPEECH_METRICS)})")
+        raise ValueError(f"unknown speech metric(s) {', '.join(map(repr, unknown))} "
+                         f"(known: {', '.join(SPEECH_METRICS)})")
     if figure_files < 0:
         raise ValueError(f"`figure_files` must be >= 0, got {figure_files}")
     folders = {"noisy": noisy_dir} if enhanced_dir is None else {"noisy": noisy_dir, "enhanced": enhanced_dir}
@@ -189,7 +197,7 @@ def evaluate_folders(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
         Path(figures_dir).mkdir(parents=True, exist_ok=True)
 
     acc = MetricAccumulator()
-    files, errors, figures = [], [], []
+    files, errors, figures, warnings = [], [], [], []
     for name in tqdm(names, desc="evaluate", unit="file", disable=not progress, dynamic_ncols=True):
         try:
             clean, sr = read_audio(Path(clean_dir) / name)
@@ -204,7 +212,10 @@ def evaluate_folders(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
         ref = _mono(clean)
         noisy_m = _at_rate(_mono(noisy), sr_noisy, sr)
         enh_m = _at_rate(_mono(enhanced), sr_enh, sr)
-        n = min(len(ref), len(noisy_m), len(enh_m))  # resampling may differ by a sample; score the common part
+        n = min(len(ref), len(noisy_m), len(enh_m))  # score the common part
+        if max(len(ref), len(noisy_m), len(enh_m)) - n > 1:  # more than a resampling rounding
+            warnings.append(f"{name}: lengths differ (clean {len(ref)}, noisy {len(noisy_m)}, enhanced {len(enh_m)} "
+                            f"samples at {sr} Hz); scored the first {n}")
         ref, noisy_m, enh_m = ref[:n], noisy_m[:n], enh_m[:n]
         entry = {"name": name, "sample_rate": sr,
                  "noisy": speech_metrics(acc, "noisy", name, ref, noisy_m, sr, metrics),
@@ -226,6 +237,7 @@ def evaluate_folders(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
         "failures": [{"row": r, "metric": m, "file": f, "reason": why} for r, m, f, why in acc.failures],
         "errors": errors,
         "figures": figures,
+        "warnings": warnings,
     }
 
 
@@ -237,7 +249,8 @@ def format_table(result: dict[str, Any]) -> str:
     """Fixed-width table of :func:`evaluate_folders`'s result: one row per file plus the mean, noisy and enhanced
     side by side for each metric; then the failures and unreadable files."""
     metrics = result["metrics"]
-    width = min(40, max([4] + [len(f["name"]) for f in result["files"]]))
+    label = f"mean ({len(result['files'])})"
+    width = min(40, max([len(label)] + [len(f["name"]) for f in result["files"]]))
     head1 = f"{'file':<{width}}" + "".join(f"  {_LABELS[m]:^15s}" for m in metrics)
     head2 = f"{'':<{width}}" + "".join(f"  {'noisy':>7s} {'enh':>7s}" for _ in metrics)
 
@@ -253,11 +266,13 @@ def format_table(result: dict[str, Any]) -> str:
     for f in result["files"]:
         name = f["name"] if len(f["name"]) <= width else f["name"][: width - 3] + "..."
         lines.append(f"{name:<{width}}" + cells(f["noisy"], f["enhanced"]))
-    label = f"mean ({len(result['files'])})"
     lines.append(f"{label:<{width}}" + cells(result["mean"]["noisy"], result["mean"]["enhanced"]))
     if result["failures"]:
         lines.append(f"metric failures ({len(result['failures'])}):")
         lines += [f"  {x['file']} {x['row']} {x['metric']}: {x['reason']}" for x in result["failures"]]
+    if result.get("warnings"):
+        lines.append(f"warnings ({len(result['warnings'])}):")
+        lines += [f"  {w}" for w in result["warnings"]]
     if result["errors"]:
         lines.append(f"unreadable files ({len(result['errors'])}):")
         lines += [f"  {x['reason']}" for x in result["errors"]]
@@ -299,11 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_table(result))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        text = json.dumps(result, indent=2) + "\n"
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     for err in result["errors"]:
         print(f"error: {err['reason']}", file=sys.stderr)
     return 1 if result["errors"] else 0

@@ -1,0 +1,488 @@
+"""Denoising for users: xmodal.load, Denoiser.denoise / denoise_file, chunking, and the batch CLI.
+
+Everything runs a tiny untrained U-Net on generated audio (sines + noise), on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import xmodal
+import xmodal.pretrained
+from xmodal.checkpoint import save_weights
+from xmodal.config import dump_config, load_config
+from xmodal.denoise import Denoiser, load, main, plan_chunks
+from xmodal.inference import enhance
+from xmodal.io import AudioReadError
+from xmodal.modalities import MODALITIES
+from xmodal.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small inputs: one thread is faster and leaves the other core alone."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("run")
+    cfg = load_config(ROOT / "recipes" / "tiny.yaml")
+    torch.manual_seed(0)
+    model = build_model(cfg.model, {"speech": MODALITIES["speech"]})
+    save_weights(model, d / "model.safetensors", cfg)
+    dump_config(cfg, d / "config.yaml")
+    return d
+
+
+@pytest.fixture(scope="module")
+def den(run_dir: Path) -> Denoiser:
+    return load(run_dir)
+
+
+def make_wave(sample_rate: int, channels: int, seconds: float, seed: int = 0) -> np.ndarray:
+    """``(C, T) float32``: a tone with vibrato plus noise, different in each channel."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    chans = [(0.3 / (c + 1)) * np.sin(2 * np.pi * (220 * (c + 1)) * t + 3 * np.sin(2 * np.pi * 3 * t))
+             + 0.05 * rng.standard_normal(t.shape) for c in range(channels)]
+    return np.stack(chans).astype(np.float32)
+
+
+def write(path: Path, wave: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, wave.T, sample_rate, subtype=subtype)  # (C, T) -> (T, C)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# load and the bundled-model resolver
+
+
+def test_lazy_public_names(run_dir: Path) -> None:
+    assert xmodal.load is load and xmodal.Denoiser is Denoiser
+
+
+def test_bundled_model_missing_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(xmodal.pretrained, "_HERE", tmp_path)
+    for name in (None, "speech", "default"):
+        with pytest.raises(FileNotFoundError, match=r"bundled model 'speech' is not installed at .*speech_default"):
+            load(name)
+
+
+def test_bundled_model_resolves_when_installed(tmp_path: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copytree(run_dir, tmp_path / "speech_default")
+    monkeypatch.setattr(xmodal.pretrained, "_HERE", tmp_path)
+    assert load().sample_rate == 16000
+    assert load("default").name == "default"
+
+
+def test_unknown_model_lists_bundled_names(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown model 'nope': no such file or directory; bundled names are "
+                                         r"default, speech"):
+        load("nope")
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(ValueError, match=r"not a run directory or a \.safetensors file"):
+        load(tmp_path / "notes.txt")
+
+
+def test_load_weights_file_with_embedded_config(run_dir: Path) -> None:
+    x = make_wave(16000, 1, 0.5)
+    a = load(run_dir / "model.safetensors").denoise(x, 16000)
+    b = load(run_dir).denoise(x, 16000)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_denoiser_argument_errors(run_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"`device` must be 'cpu', 'cuda' or 'cuda:N', got 'gpu0'"):
+        load(run_dir, device="gpu0")
+    cfg = load_config(ROOT / "recipes" / "tiny.yaml")
+    with pytest.raises(ValueError, match=r"has no stem/head for modality 'speech'"):
+        Denoiser(build_model(cfg.model, {}), cfg)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when CUDA is missing")
+def test_cuda_missing(run_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"`device` is 'cuda' but CUDA is not available"):
+        load(run_dir, device="cuda")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Arrays
+
+
+@pytest.mark.parametrize("shape", [(1200,), (2, 1200), (3, 2, 1200)])
+@pytest.mark.parametrize("kind", ["numpy32", "numpy64", "torch32", "torch64", "bf16"])
+def test_types_shapes_dtypes_kept(den: Denoiser, shape: tuple[int, ...], kind: str) -> None:
+    x = np.random.default_rng(0).standard_normal(shape) * 0.1
+    wave = {"numpy32": lambda: x.astype(np.float32), "numpy64": lambda: x,
+            "torch32": lambda: torch.from_numpy(x).float(), "torch64": lambda: torch.from_numpy(x),
+            "bf16": lambda: torch.from_numpy(x).to(torch.bfloat16)}[kind]()
+    out = den.denoise(wave, 16000)
+    assert type(out) is type(wave) and out.dtype == wave.dtype and tuple(out.shape) == shape
+
+
+def test_matches_one_pass_enhance(den: Denoiser) -> None:
+    """At the model's rate, one chunk is exactly the adapter -> network -> adapter path (one scale per item)."""
+    x = torch.from_numpy(make_wave(16000, 2, 1.3)).unsqueeze(0)  # (1, 2, T)
+    ref = enhance(den.model, den.adapter, x, "speech")
+    torch.testing.assert_close(den.denoise(x, 16000), ref, atol=1e-6, rtol=0)
+
+
+def test_batch_equals_items(den: Denoiser) -> None:
+    x = np.stack([make_wave(16000, 2, 1.0, seed=s) * g for s, g in ((0, 1.0), (1, 0.2))])  # (2, 2, T)
+    out = den.denoise(x, 16000, chunk_seconds=0.3)
+    for b in range(2):
+        np.testing.assert_allclose(out[b], den.denoise(x[b], 16000, chunk_seconds=0.3), atol=1e-6)
+
+
+@pytest.mark.parametrize("sample_rate", [8000, 16000, 44100, 48000])
+def test_chunked_equals_unchunked_at_any_rate(den: Denoiser, sample_rate: int) -> None:
+    x = make_wave(sample_rate, 2, 2.3)
+    plan = den.chunk_plan(x.shape[-1], sample_rate, chunk_seconds=0.4)
+    assert len(plan) >= 4
+    whole = den.denoise(x, sample_rate, chunk_seconds=60)
+    chunked = den.denoise(x, sample_rate, chunk_seconds=0.4)
+    assert whole.shape == chunked.shape == x.shape
+    np.testing.assert_allclose(chunked, whole, atol=1e-5, rtol=0)
+    assert np.abs(whole - x).max() > 1e-3  # the network did change the signal
+
+
+def test_short_context_is_exact_away_from_edges_and_close_at_them(den: Denoiser) -> None:
+    sr = 16000
+    x = make_wave(sr, 1, 3.0)
+    plan = den.chunk_plan(x.shape[-1], sr, chunk_seconds=0.5, context_seconds=0.01)
+    whole = den.denoise(x, sr, chunk_seconds=60)
+    chunked = den.denoise(x, sr, chunk_seconds=0.5, context_seconds=0.01)
+    near = np.zeros(x.shape[-1], dtype=bool)
+    reach = den.receptive_field + sr // 100
+    for ch in plan[1:]:  # every boundary between chunks
+        near[max(0, ch.keep_start - reach):ch.keep_start + ch.fade_in + reach] = True
+    diff = np.abs(chunked - whole)[0]
+    assert diff[~near].max() < 1e-5
+    assert 1e-6 < diff[near].max() < 0.25 * np.abs(whole).max()
+
+
+def test_levels_scale_with_input_across_chunks(den: Denoiser) -> None:
+    """One RMS scale per item over the whole signal: the output is equivariant to the input gain."""
+    x = make_wave(16000, 2, 2.0)
+    np.testing.assert_allclose(den.denoise(4 * x, 16000, chunk_seconds=0.3),
+                               4 * den.denoise(x, 16000, chunk_seconds=0.3), atol=1e-5)
+
+
+def test_mix_and_attenuation_limit(den: Denoiser) -> None:
+    x = make_wave(44100, 2, 0.7)
+    est = den.denoise(x, 44100)
+    np.testing.assert_array_equal(den.denoise(x, 44100, mix=0.0), x)
+    t = torch.from_numpy(x)
+    assert torch.equal(den.denoise(t, 44100, mix=0.0), t)
+    np.testing.assert_allclose(den.denoise(x, 44100, mix=0.25), x + 0.25 * (est - x), atol=1e-6)
+    g = 10 ** (-6 / 20)
+    np.testing.assert_allclose(den.denoise(x, 44100, atten_limit_db=6.0), est + g * (x - est), atol=1e-6)
+    np.testing.assert_allclose(den.denoise(x, 44100, atten_limit_db=0.0), x, atol=1e-6)
+    np.testing.assert_allclose(den.denoise(x, 44100, atten_limit_db=math.inf), est, atol=1e-6)
+
+
+def test_very_short_input(den: Denoiser) -> None:
+    for n in (1, 7, 100):
+        assert den.denoise(np.full(n, 0.1, np.float32), 44100).shape == (n,)
+
+
+@pytest.mark.parametrize(("wave", "kwargs", "error", "match"), [
+    ([0.1, 0.2], {}, TypeError, r"Expected `wave` to be a numpy array or a torch tensor, got list"),
+    (np.zeros(100, np.int16), {}, TypeError, r"Expected `wave` to be a float array, got dtype int16"),
+    (torch.zeros(100, dtype=torch.int32), {}, TypeError, r"Expected `wave` to be a float tensor, got dtype "
+                                                          r"torch.int32"),
+    (np.zeros((1, 1, 1, 100), np.float32), {}, ValueError, r"Expected `wave` of shape \(T,\), \(C, T\) or "
+                                                           r"\(B, C, T\) with no empty axis, got \(1, 1, 1, 100\)"),
+    (np.zeros((2, 0), np.float32), {}, ValueError, r"with no empty axis, got \(2, 0\)"),
+    (np.array([0.0, np.nan], np.float32), {}, ValueError, r"`wave` contains NaN or infinite samples"),
+    (np.array([0.0, np.inf], np.float32), {}, ValueError, r"`wave` contains NaN or infinite samples"),
+    (np.zeros(100, np.float32), {"sample_rate": 0}, ValueError, r"`sample_rate` must be a positive integer \(Hz\), "
+                                                                r"got 0"),
+    (np.zeros(100, np.float32), {"sample_rate": 1.5}, ValueError, r"`sample_rate` must be a positive integer"),
+    (np.zeros(100, np.float32), {"mix": 1.5}, ValueError, r"`mix` must be in \[0, 1\] .*got 1.5"),
+    (np.zeros(100, np.float32), {"mix": float("nan")}, ValueError, r"`mix` must be in \[0, 1\]"),
+    (np.zeros(100, np.float32), {"atten_limit_db": -3}, ValueError, r"`atten_limit_db` must be a non-negative "
+                                                                    r"number of dB or None, got -3"),
+    (np.zeros(100, np.float32), {"chunk_seconds": 0}, ValueError, r"`chunk_seconds` must be a positive number"),
+    (np.zeros(100, np.float32), {"context_seconds": -1.0}, ValueError, r"`context_seconds` must be a non-negative"),
+])
+def test_denoise_argument_errors(den: Denoiser, wave, kwargs: dict, error: type, match: str) -> None:
+    kwargs = {"sample_rate": 16000, **kwargs}
+    with pytest.raises(error, match=match):
+        den.denoise(wave, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Chunk plans
+
+
+@pytest.mark.parametrize(("length", "core", "context", "half_fade", "align"),
+                         [(1000, 300, 50, 20, 7), (1000, 2000, 50, 20, 1), (1010, 250, 0, 0, 64),
+                          (950, 300, 10, 40, 1)])
+def test_plan_chunks_tiles_the_signal(length: int, core: int, context: int, half_fade: int, align: int) -> None:
+    plan = plan_chunks(length, core, context, half_fade, align)
+    assert plan[0].keep_start == 0 == plan[0].start and plan[-1].keep_stop == length == plan[-1].stop
+    for a, b in zip(plan, plan[1:]):
+        assert b.keep_start == a.keep_stop - a.fade_out and a.fade_out == b.fade_in == 2 * half_fade
+    for c in plan:
+        assert c.start % align == 0 and c.start <= c.keep_start and c.keep_stop <= c.stop
+        assert c.keep_start - c.start >= min(context, c.keep_start) and c.stop - c.keep_stop >= min(
+            context, length - c.keep_stop)
+        assert c.keep_stop - c.keep_start >= c.fade_in + c.fade_out
+    if length > core:
+        assert len(plan) > 1
+
+
+def test_plan_chunks_merges_a_short_last_piece() -> None:
+    assert len(plan_chunks(1010, 500, 0, 20)) == 2
+    assert len(plan_chunks(1050, 500, 0, 20)) == 3
+
+
+def test_plan_chunks_errors() -> None:
+    with pytest.raises(ValueError, match=r"plan_chunks: expected length, core, align >= 1 .* got length=0"):
+        plan_chunks(0, 10, 0, 0)
+    with pytest.raises(ValueError, match=r"plan_chunks: `core` \(10\) must be at least the cross-fade length 20"):
+        plan_chunks(100, 10, 0, 10)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Files
+
+
+@pytest.mark.parametrize(("sample_rate", "channels", "subtype", "ext"), [
+    (8000, 1, "PCM_16", "wav"), (16000, 2, "PCM_24", "wav"), (44100, 1, "FLOAT", "wav"), (48000, 2, "PCM_16", "flac"),
+])
+def test_denoise_file_keeps_format_and_equals_in_memory(den: Denoiser, tmp_path: Path, sample_rate: int,
+                                                        channels: int, subtype: str, ext: str) -> None:
+    src = write(tmp_path / f"in.{ext}", make_wave(sample_rate, channels, 1.6), sample_rate, subtype)
+    dst = den.denoise_file(src, tmp_path / "out" / f"in.{ext}", chunk_seconds=0.5)
+    a, b = sf.info(str(src)), sf.info(str(dst))
+    assert (b.samplerate, b.channels, b.frames, b.subtype, b.format) == (a.samplerate, a.channels, a.frames,
+                                                                         a.subtype, a.format)
+    x, _ = sf.read(str(src), dtype="float32", always_2d=True)  # (T, C)
+    y, _ = sf.read(str(dst), dtype="float32", always_2d=True)
+    ref = np.clip(den.denoise(x.T, sample_rate, chunk_seconds=60).T, -1, 1)  # unchunked, in memory
+    np.testing.assert_allclose(y, ref, atol=1e-5 if subtype == "FLOAT" else 2.0 / 2 ** 15)
+    assert sorted(os.listdir(dst.parent)) == ["in." + ext]
+    assert dst.stat().st_mode & 0o777 == src.stat().st_mode & 0o777  # usual permissions, not mkstemp's 0600
+
+
+def test_denoise_file_format_follows_destination(den: Denoiser, tmp_path: Path) -> None:
+    src = write(tmp_path / "in.wav", make_wave(16000, 2, 0.5), 16000, "PCM_24")
+    info = sf.info(str(den.denoise_file(src, tmp_path / "out.flac")))
+    assert (info.format, info.subtype, info.frames) == ("FLAC", "PCM_24", 8000)
+    info = sf.info(str(den.denoise_file(src, tmp_path / "out.ogg")))
+    assert (info.format, info.subtype, info.frames) == ("OGG", "VORBIS", 8000)
+
+
+def test_denoise_file_refuses_its_input_and_existing_outputs(den: Denoiser, tmp_path: Path) -> None:
+    src = write(tmp_path / "a.wav", make_wave(16000, 1, 0.3), 16000)
+    before = src.read_bytes()
+    for dst in (src, tmp_path / "." / "a.wav"):
+        with pytest.raises(ValueError, match=r"refusing to write the output over its input file"):
+            den.denoise_file(src, dst, overwrite=True)
+    os.link(src, tmp_path / "hard.wav")
+    with pytest.raises(ValueError, match=r"refusing to write the output over its input file"):
+        den.denoise_file(src, tmp_path / "hard.wav", overwrite=True)
+    assert src.read_bytes() == before
+    dst = den.denoise_file(src, tmp_path / "b.wav")
+    with pytest.raises(FileExistsError, match=r"b.wav: output file already exists \(pass overwrite=True"):
+        den.denoise_file(src, dst)
+    den.denoise_file(src, dst, overwrite=True, mix=0.5)
+    (tmp_path / "d.wav").mkdir()
+    with pytest.raises(ValueError, match=r"d.wav: `dst` is a directory, expected a file path"):
+        den.denoise_file(src, tmp_path / "d.wav", overwrite=True)
+    with pytest.raises(ValueError, match=r"`mix` must be in \[0, 1\]"):
+        den.denoise_file(src, tmp_path / "e.wav", mix=2.0)
+
+
+def make_bad_files(folder: Path) -> dict[str, str]:
+    """Write broken audio files into ``folder``; returns file name -> expected reason (a regex)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    (folder / "corrupt.wav").write_bytes(b"RIFF" + rng.integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    (folder / "text.wav").write_text("this is not audio\n" * 50)
+    sf.write(folder / "empty.wav", np.zeros((0, 1), np.float32), 16000, subtype="PCM_16")
+    nan = make_wave(16000, 1, 0.5)
+    nan[0, 4000] = np.nan
+    write(folder / "nan.wav", nan, 16000, "FLOAT")
+    data = write(folder / "full.wav", make_wave(16000, 2, 1.0), 16000, "PCM_24").read_bytes()
+    (folder / "full.wav").unlink()
+    (folder / "truncated.wav").write_bytes(data[: len(data) * 6 // 10])
+    write(folder / "full.flac", make_wave(16000, 1, 3.0), 16000, "PCM_16")
+    data = (folder / "full.flac").read_bytes()
+    (folder / "full.flac").unlink()
+    (folder / "truncated.flac").write_bytes(data[: len(data) // 2])
+    return {
+        "corrupt.wav": r"not readable as audio \(",
+        "text.wav": r"not readable as audio \(",
+        "empty.wav": r"zero-length audio",
+        "nan.wav": r"contains NaN or infinite samples",
+        "truncated.wav": r"truncated file \(header declares \d+ bytes of data, only \d+ present\)",
+        "truncated.flac": r"cannot read samples \d+\.\.\d+ \(",
+    }
+
+
+def test_denoise_file_bad_inputs(den: Denoiser, tmp_path: Path) -> None:
+    bad = make_bad_files(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, reason in {**bad, "missing.wav": r"file not found"}.items():
+        with pytest.raises(AudioReadError, match=rf"{name}: {reason}"):
+            den.denoise_file(tmp_path / "in" / name, out / name)
+    assert os.listdir(out) == []
+
+
+def test_denoise_file_short_read_and_unseekable(den: Denoiser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = write(tmp_path / "a.wav", make_wave(16000, 1, 0.5), 16000)
+    real_read = sf.SoundFile.read
+    monkeypatch.setattr(sf.SoundFile, "read", lambda self, frames=-1, **kw: real_read(self, max(frames - 1, 0), **kw))
+    with pytest.raises(AudioReadError, match=r"a.wav: truncated file \(header declares 8000 frames, read stopped at"):
+        den.denoise_file(src, tmp_path / "o.wav")
+    monkeypatch.setattr(sf.SoundFile, "read", real_read)
+    monkeypatch.setattr(sf.SoundFile, "seekable", lambda self: False)
+    with pytest.raises(AudioReadError, match=r"a.wav: the file is not seekable"):
+        den.denoise_file(src, tmp_path / "o.wav")
+    assert sorted(os.listdir(tmp_path)) == ["a.wav"]
+
+
+def test_no_partial_output_when_the_network_fails(den: Denoiser, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    src = write(tmp_path / "in" / "a.wav", make_wave(16000, 1, 2.0), 16000)
+    calls = []
+
+    def failing(self, x, sample_rate, scale):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("boom")
+        return x
+
+    monkeypatch.setattr(Denoiser, "_enhance", failing)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(RuntimeError, match="boom"):
+        den.denoise_file(src, tmp_path / "out" / "a.wav", chunk_seconds=0.5)
+    assert len(calls) == 2 and os.listdir(tmp_path / "out") == []
+
+
+def test_length_guard(den: Denoiser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = write(tmp_path / "a.wav", make_wave(16000, 1, 0.5), 16000)
+    monkeypatch.setattr(Denoiser, "_stream", lambda self, read, length, *a, **k: iter([read(0, length - 1)]))
+    with pytest.raises(RuntimeError, match=r"a.wav: wrote 7999 frames instead of 8000"):
+        den.denoise_file(src, tmp_path / "b.wav")
+    assert sorted(os.listdir(tmp_path)) == ["a.wav"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+FORMATS = [("m8_pcm16.wav", 8000, 1, "PCM_16"), ("s16_pcm24.wav", 16000, 2, "PCM_24"),
+           ("m44_float.wav", 44100, 1, "FLOAT"), ("s48_pcm16.wav", 48000, 2, "PCM_16"),
+           ("s44_float.wav", 44100, 2, "FLOAT"), ("m48_pcm24.flac", 48000, 1, "PCM_24")]
+
+
+def test_cli_keeps_rate_length_subtype_channels(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for i, (name, sr, ch, subtype) in enumerate(FORMATS):
+        write(tmp_path / "in" / name, make_wave(sr, ch, 0.7 + 0.13 * i, seed=i), sr, subtype)
+    out = tmp_path / "out" / "nested"
+    assert main([str(tmp_path / "in"), "-o", str(out), "--model", str(run_dir), "--chunk-seconds", "0.3"]) == 0
+    assert "denoised 6 file(s)" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == sorted(n for n, *_ in FORMATS)
+    for name, *_ in FORMATS:
+        a, b = sf.info(str(tmp_path / "in" / name)), sf.info(str(out / name))
+        assert (b.samplerate, b.channels, b.frames, b.subtype) == (a.samplerate, a.channels, a.frames, a.subtype)
+
+
+def test_cli_globs_files_and_options(run_dir: Path, tmp_path: Path) -> None:
+    for name in ("a.wav", "b.wav", "c.flac"):
+        write(tmp_path / name, make_wave(16000, 1, 0.4), 16000, "PCM_24" if name.endswith("flac") else "FLOAT")
+    out = tmp_path / "out"
+    argv = [str(tmp_path / "*.wav"), str(tmp_path / "c.flac"), str(tmp_path / "a.wav"), "-o", str(out), "--model",
+            str(run_dir), "--quiet", "--mix", "0", "--atten-limit-db", "10", "--device", "cpu"]
+    assert main(argv) == 0
+    assert sorted(os.listdir(out)) == ["a.wav", "b.wav", "c.flac"]
+    x, _ = sf.read(str(tmp_path / "b.wav"), dtype="float32")
+    y, _ = sf.read(str(out / "b.wav"), dtype="float32")
+    np.testing.assert_array_equal(x, y)  # mix 0 gives back the input
+
+
+def test_cli_bad_files_reported_batch_continues(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = make_bad_files(tmp_path / "in")
+    write(tmp_path / "in" / "good.wav", make_wave(16000, 1, 0.5), 16000)
+    (tmp_path / "in" / "notes.txt").write_text("ignored: not an audio extension")
+    out = tmp_path / "out"
+    argv = [str(tmp_path / "in"), str(tmp_path / "missing.wav"), str(tmp_path / "nothing*.wav"), "-o", str(out),
+            "--model", str(run_dir), "--quiet"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    for name, reason in bad.items():
+        assert any(name in line and re.search(reason, line) for line in err.splitlines()), (name, err)
+    assert "missing.wav: file not found" in err
+    assert "nothing*.wav: file not found (no match for this pattern)" in err
+    assert os.listdir(out) == ["good.wav"]  # no partial or hidden temp files
+
+
+def test_cli_overwrite_rules(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = write(tmp_path / "in" / "a.wav", make_wave(16000, 1, 0.4), 16000)
+    before = src.read_bytes()
+    out = tmp_path / "out"
+    base = ["-o", str(out), "--model", str(run_dir), "--quiet"]
+    assert main([str(src)] + base) == 0
+    assert main([str(src)] + base) == 1
+    assert "a.wav: output file already exists" in capsys.readouterr().err
+    assert main([str(src), "--overwrite"] + base) == 0
+    # the output folder is the input folder: never overwrite an input, even with --overwrite
+    assert main([str(src), "-o", str(tmp_path / "in"), "--model", str(run_dir), "--quiet", "--overwrite"]) == 1
+    assert "would overwrite the input file" in capsys.readouterr().err
+    assert src.read_bytes() == before
+    # two inputs with the same name would write the same output
+    write(tmp_path / "other" / "a.wav", make_wave(16000, 1, 0.4), 16000)
+    assert main([str(src), str(tmp_path / "other" / "a.wav"), "-o", str(tmp_path / "out2"), "--model",
+                 str(run_dir), "--quiet"]) == 1
+    assert "collides with that of" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "out2") == ["a.wav"]
+
+
+def test_cli_empty_folder(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "-o", str(tmp_path / "out"), "--model", str(run_dir), "--quiet"]) == 1
+    assert "empty: no audio files" in capsys.readouterr().err
+
+
+def test_cli_usage_errors(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    src = write(tmp_path / "a.wav", make_wave(16000, 1, 0.2), 16000)
+    assert main([]) == 2
+    assert main(["--help"]) == 0
+    capsys.readouterr()
+    assert main([str(src), "-o", str(tmp_path / "o"), "--model", str(run_dir), "--mix", "2"]) == 2
+    assert "--mix must be in [0, 1]" in capsys.readouterr().err
+    assert main([str(src), "-o", str(tmp_path / "o"), "--model", str(run_dir), "--chunk-seconds", "0"]) == 2
+    assert "--chunk-seconds must be a positive number" in capsys.readouterr().err
+    assert main([str(src), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "nope")]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert main([str(src), "-o", str(src), "--model", str(run_dir)]) == 2
+    assert "cannot create the output folder" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "xmodal.denoise", str(tmp_path / "x.wav")], capture_output=True,
+                       text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "-o/--output-dir" in r.stderr
