@@ -15,9 +15,28 @@ TINY = REPO / "recipes" / "tiny.yaml"
 
 
 @pytest.fixture(autouse=True)
-def _threads():
+def _one_thread():
+    """Small inputs: one thread is faster and leaves the other core alone."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    """A run directory holding an untrained model of the tiny recipe (config.yaml + model.safetensors)."""
+    from xmodal.checkpoint import save_weights
+    from xmodal.config import dump_config
+    from xmodal.modalities import MODALITIES
+    from xmodal.models import build_model
+
+    d = tmp_path_factory.mktemp("run")
+    cfg = load_config(TINY)
+    torch.manual_seed(0)
+    save_weights(build_model(cfg.model, {"speech": MODALITIES["speech"]}), d / "model.safetensors", cfg)
+    dump_config(cfg, d / "config.yaml")
+    return d
 
 
 @pytest.fixture(scope="session")

@@ -20,35 +20,13 @@ import torch
 
 import xmodal
 import xmodal.pretrained
-from xmodal.checkpoint import save_weights
-from xmodal.config import dump_config, load_config
+from xmodal.config import load_config
 from xmodal.denoise import Denoiser, load, main, plan_chunks
 from xmodal.inference import enhance
 from xmodal.io import AudioReadError
-from xmodal.modalities import MODALITIES
 from xmodal.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small inputs: one thread is faster and leaves the other core alone."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("run")
-    cfg = load_config(ROOT / "recipes" / "tiny.yaml")
-    torch.manual_seed(0)
-    model = build_model(cfg.model, {"speech": MODALITIES["speech"]})
-    save_weights(model, d / "model.safetensors", cfg)
-    dump_config(cfg, d / "config.yaml")
-    return d
 
 
 @pytest.fixture(scope="module")

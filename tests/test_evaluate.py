@@ -14,36 +14,13 @@ from pesq import pesq
 from pystoi import stoi
 
 import xmodal.pretrained
-from xmodal.checkpoint import save_weights
-from xmodal.config import dump_config, load_config
 from xmodal.data.synthetic import synth_noise, synth_speech
 from xmodal.denoise import load
 from xmodal.evaluate import evaluate_folders, main, match_files
 from xmodal.io import resample
-from xmodal.modalities import MODALITIES
-from xmodal.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small inputs: one thread is faster and leaves the other core alone."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("run")
-    cfg = load_config(ROOT / "recipes" / "tiny.yaml")
-    torch.manual_seed(0)
-    save_weights(build_model(cfg.model, {"speech": MODALITIES["speech"]}), d / "model.safetensors", cfg)
-    dump_config(cfg, d / "config.yaml")
-    return d
 
 
 @pytest.fixture(scope="module")
