@@ -150,3 +150,18 @@ def test_step_batch_sampler_ranks_cover_the_global_batch():
         StepBatchSampler(0, 10)
     with pytest.raises(ValueError, match=r"rank must be in \[0, 2\), got 2"):
         StepBatchSampler(4, 10, rank=2, world_size=2)
+
+
+def test_demo_pairs_cli(tmp_path, capsys):
+    from xmodal.data.synthetic import main as demo_main
+
+    assert demo_main([str(tmp_path / "d"), "--pairs", "2", "--snr", "3"]) == 0
+    assert "wrote 2 demo pairs" in capsys.readouterr().out
+    mono, stereo = sf.info(tmp_path / "d/noisy/demo_00.wav"), sf.info(tmp_path / "d/noisy/demo_01.wav")
+    assert (mono.samplerate, mono.channels, stereo.samplerate, stereo.channels) == (16000, 1, 44100, 2)
+    clean, _ = sf.read(tmp_path / "d/clean/demo_00.wav", dtype="float32")
+    noisy, _ = sf.read(tmp_path / "d/noisy/demo_00.wav", dtype="float32")
+    assert snr_db(clean, noisy) == pytest.approx(3.0, abs=0.05)  # 16-bit rounding
+    with pytest.raises(SystemExit):
+        demo_main([str(tmp_path / "e"), "--pairs", "0"])
+    assert "--pairs must be at least 1, got 0" in capsys.readouterr().err
