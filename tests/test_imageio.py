@@ -1,0 +1,655 @@
+"""Image and band-stack I/O: exact round trips per format and bit depth, per-band scaling, every error message.
+
+All files are generated in ``tmp_path``. Originals are written with Pillow / tifffile / numpy directly, so the reader
+is checked against the reference writers and the writer against the reference readers.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from xmodal import imageio
+from xmodal.imageio import (
+    IMAGE_EXTENSIONS,
+    ImageInfo,
+    ImageReadError,
+    natural_key,
+    read_image,
+    read_stack,
+    write_image,
+    write_stack,
+)
+
+H, W = 37, 31  # odd sizes
+GEO_TAGS = [(33550, 12, 3, (30.0, 30.0, 0.0), True), (33922, 12, 6, (0.0, 0.0, 0.0, 5e5, 4e6, 0.0), True),
+            (34735, 3, 8, (1, 1, 0, 1, 1024, 0, 1, 1), True), (34737, 2, 0, "WGS 84|", True)]
+
+
+def ints(shape: tuple[int, ...], dtype: str, seed: int = 0) -> np.ndarray:
+    """Random integers over the full range of ``dtype`` (extremes included)."""
+    info = np.iinfo(dtype)
+    a = np.random.default_rng(seed).integers(info.min, int(info.max) + 1, size=shape, dtype=dtype)
+    a.flat[0], a.flat[-1] = info.min, info.max
+    return a
+
+
+def floats(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """float32 values beyond [0, 1] too (float files are kept as they are)."""
+    return (np.random.default_rng(seed).standard_normal(shape) * 3).astype(np.float32)
+
+
+def pil_save(path: Path, arr: np.ndarray, mode: str, **kwargs) -> Path:
+    """Save ``(H, W)`` or ``(H, W, C)`` with Pillow."""
+    data = arr.astype("<u2") if mode == "I;16" else arr
+    Image.frombytes(mode, (arr.shape[1], arr.shape[0]), np.ascontiguousarray(data).tobytes()).save(path, **kwargs)
+    return path
+
+
+def pil_load(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.array(im)
+
+
+def png16(path: Path, arr: np.ndarray, colour_type: int) -> Path:
+    """A 16-bit PNG written by hand (Pillow cannot write 16-bit colour)."""
+    h, w = arr.shape[:2]
+    raw = b"".join(b"\x00" + arr[i].astype(">u2").tobytes() for i in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def smooth_rgb() -> np.ndarray:
+    """``(H, W, 3)`` uint8 gradients: JPEG keeps them within a few levels."""
+    y, x = np.mgrid[0:H, 0:W]
+    return np.stack([x * 255 // (W - 1), y * 255 // (H - 1), (x + y) * 255 // (H + W - 2)], -1).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------------------- PNG
+
+
+@pytest.mark.parametrize("channels, mode", [(1, "L"), (2, "LA"), (3, "RGB"), (4, "RGBA")])
+def test_png_8bit_round_trip(tmp_path, channels, mode):
+    stored = ints((H, W) if channels == 1 else (H, W, channels), "uint8")
+    src = pil_save(tmp_path / "a.png", stored, mode)
+    image, info = read_image(src)
+    assert image.shape == (channels, H, W) and image.dtype == np.float32
+    chw = stored[None] if channels == 1 else stored.transpose(2, 0, 1)
+    np.testing.assert_array_equal(image, chw.astype(np.float32) / 255)
+    assert info == ImageInfo("png", "uint8", 8, channels, mode, stored.shape, "HW" if channels == 1 else "HWC")
+    write_image(tmp_path / "b.png", image, info)
+    np.testing.assert_array_equal(pil_load(tmp_path / "b.png"), stored)  # exact integers
+    again, info2 = read_image(tmp_path / "b.png")
+    np.testing.assert_array_equal(again, image)
+    assert info2 == info
+
+
+def test_png_16bit_gray_round_trip(tmp_path):
+    stored = ints((H, W), "uint16")
+    src = pil_save(tmp_path / "a.png", stored, "I;16")
+    image, info = read_image(src)
+    assert (info.dtype, info.bit_depth, info.channels, info.mode) == ("uint16", 16, 1, "L")
+    np.testing.assert_array_equal(image[0], stored.astype(np.float32) / 65535)  # not reduced to 8 bits
+    assert len(np.unique(image)) > 256
+    write_image(tmp_path / "b.png", image, info)
+    with Image.open(tmp_path / "b.png") as im:
+        assert im.mode.startswith("I;16")
+        np.testing.assert_array_equal(np.array(im), stored)
+    np.testing.assert_array_equal(read_image(tmp_path / "b.png")[0], image)
+    write_image(tmp_path / "c.png", torch.from_numpy(image), "uint16")  # a dtype instead of an info, torch input
+    np.testing.assert_array_equal(pil_load(tmp_path / "c.png"), stored)
+
+
+def test_png_palette_and_1bit_are_expanded(tmp_path):
+    rgb = smooth_rgb()
+    pal = Image.frombytes("RGB", (W, H), rgb.tobytes()).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    pal.save(tmp_path / "p.png")
+    image, info = read_image(tmp_path / "p.png")
+    assert info.mode == "RGB" and image.shape == (3, H, W)
+    np.testing.assert_array_equal(image, np.array(pal.convert("RGB")).transpose(2, 0, 1) / np.float32(255))
+    bits = np.random.default_rng(0).integers(0, 2, (H, W)).astype(bool)
+    Image.fromarray(bits).save(tmp_path / "b.png")
+    image, info = read_image(tmp_path / "b.png")
+    assert info.mode == "L" and info.dtype == "uint8"
+    np.testing.assert_array_equal(image[0], bits.astype(np.float32))
+
+
+# ------------------------------------------------------------------------------------------------------------ JPEG
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_round_trip_is_close(tmp_path, channels):
+    stored = smooth_rgb() if channels == 3 else smooth_rgb()[..., 0]
+    src = pil_save(tmp_path / "a.jpg", stored, "RGB" if channels == 3 else "L", quality=95)
+    image, info = read_image(src)
+    assert image.shape == (channels, H, W) and image.dtype == np.float32
+    assert (info.format, info.dtype, info.bit_depth) == ("jpeg", "uint8", 8)
+    chw = (stored[None] if channels == 1 else stored.transpose(2, 0, 1)) / 255
+    assert np.abs(image - chw).mean() < 0.01 and np.abs(image - chw).max() < 0.1  # lossy
+    write_image(tmp_path / "b.jpeg", image, info)
+    again, info2 = read_image(tmp_path / "b.jpeg")
+    assert again.shape == image.shape and info2.format == "jpeg"
+    assert np.abs(again - image).mean() < 0.01
+
+
+def test_jpeg_cmyk_keeps_four_channels(tmp_path):
+    cmyk = np.concatenate([smooth_rgb(), smooth_rgb()[..., :1]], axis=-1)
+    src = pil_save(tmp_path / "a.jpg", cmyk, "CMYK", quality=95)
+    image, info = read_image(src)
+    assert info.mode == "CMYK" and image.shape == (4, H, W)
+    write_image(tmp_path / "b.jpg", image, info)
+    with Image.open(tmp_path / "b.jpg") as im:
+        assert im.mode == "CMYK"
+
+
+# ------------------------------------------------------------------------------------------------------------ TIFF
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+@pytest.mark.parametrize("channels", [1, 3, 5, 31])
+def test_tiff_round_trip(tmp_path, dtype, channels):
+    shape = (H, W) if channels == 1 else (channels, H, W)
+    stored = floats(shape) if dtype == "float32" else ints(shape, dtype)
+    if channels == 3:  # RGB, samples last
+        stored = np.ascontiguousarray(np.moveaxis(stored, 0, -1))
+        tifffile.imwrite(tmp_path / "a.tif", stored, photometric="rgb")
+    elif channels == 1:
+        tifffile.imwrite(tmp_path / "a.tif", stored)
+    else:  # bands as planes of one page
+        tifffile.imwrite(tmp_path / "a.tif", stored, photometric="minisblack", planarconfig="separate")
+    image, info = read_image(tmp_path / "a.tif")
+    chw = np.moveaxis(stored, -1, 0) if channels == 3 else stored.reshape(channels, H, W)
+    scale = {"uint8": 255, "uint16": 65535, "float32": 1}[dtype]
+    np.testing.assert_array_equal(image, chw.astype(np.float32) / np.float32(scale))
+    assert (info.format, info.dtype, info.channels, info.shape) == ("tiff", dtype, channels, stored.shape)
+    assert info.mode == {1: "L", 3: "RGB"}.get(channels, "multiband")
+    write_image(tmp_path / "b.tiff", image, info)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "b.tiff"), stored)  # same integers, same layout
+    again, info2 = read_image(tmp_path / "b.tiff")
+    np.testing.assert_array_equal(again, image)
+    assert info2 == info
+
+
+def test_tiff_pages_become_channels(tmp_path):
+    pages = ints((5, H, W), "uint16")
+    tifffile.imwrite(tmp_path / "p.tif", pages, metadata=None)  # 5 pages, no tifffile shape metadata: axes IYX
+    image, info = read_image(tmp_path / "p.tif")
+    np.testing.assert_array_equal(image, pages / np.float32(65535))
+    assert info.layout == "CHW" and info.channels == 5
+    rgb_pages = ints((2, H, W, 3), "uint8")
+    tifffile.imwrite(tmp_path / "q.tif", rgb_pages, photometric="rgb", metadata=None)  # axes IYXS
+    image, info = read_image(tmp_path / "q.tif")
+    np.testing.assert_array_equal(image, rgb_pages.transpose(0, 3, 1, 2).reshape(6, H, W) / np.float32(255))
+
+
+def test_tiff_float64_and_float16(tmp_path):
+    for dtype in ("float64", "float16"):
+        stored = floats((4, H, W)).astype(dtype)
+        tifffile.imwrite(tmp_path / f"{dtype}.tif", stored, photometric="minisblack", planarconfig="separate")
+        image, info = read_image(tmp_path / f"{dtype}.tif")
+        assert image.dtype == np.float32 and info.dtype == dtype and info.bit_depth == np.dtype(dtype).itemsize * 8
+        write_image(tmp_path / f"{dtype}_out.tif", image, info)
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / f"{dtype}_out.tif"), stored.astype(np.float32))
+
+
+def test_geotiff_tags_survive_read_and_write(tmp_path):
+    stored = ints((3, H, W), "uint16")
+    tifffile.imwrite(tmp_path / "g.tif", stored, photometric="minisblack", planarconfig="separate",
+                     extratags=GEO_TAGS)
+    image, info = read_image(tmp_path / "g.tif")
+    assert {t[0] for t in info.tiff_tags} == {33550, 33922, 34735, 34737}
+    assert info.mode == "multiband"  # 3 bands, not RGB
+    write_image(tmp_path / "h.tif", image, info)
+    with tifffile.TiffFile(tmp_path / "h.tif") as tif:
+        tags = tif.pages[0].tags
+        assert tags[33550].value == (30.0, 30.0, 0.0) and tags[34737].value == "WGS 84|"
+        assert tags[34735].value == (1, 1, 0, 1, 1024, 0, 1, 1)
+        np.testing.assert_array_equal(tif.asarray(), stored)
+
+
+# ------------------------------------------------------------------------------------------------------------- npy
+
+
+@pytest.mark.parametrize("shape, layout", [((H, W), "HW"), ((H, W, 3), "HWC"), ((H, W, 4), "HWC"),
+                                           ((5, H, W), "CHW"), ((31, H, W), "CHW"), ((3, 4, 4), "CHW")])
+@pytest.mark.parametrize("dtype", ["float32", "uint16", "uint8", "float64"])
+def test_npy_round_trip_and_layout_rule(tmp_path, shape, layout, dtype):
+    stored = floats(shape).astype(dtype) if dtype.startswith("float") else ints(shape, dtype)
+    np.save(tmp_path / "a.npy", stored)
+    image, info = read_image(tmp_path / "a.npy")
+    chw = {"HW": lambda a: a[None], "HWC": lambda a: a.transpose(2, 0, 1), "CHW": lambda a: a}[layout](stored)
+    scale = {"uint8": 255, "uint16": 65535}.get(dtype, 1)
+    np.testing.assert_array_equal(image, chw.astype(np.float32) / np.float32(scale))
+    assert (info.layout, info.shape, info.dtype, info.format) == (layout, shape, dtype, "npy")
+    write_image(tmp_path / "b.npy", image, info)
+    out = np.load(tmp_path / "b.npy")
+    assert out.dtype == dtype and out.shape == shape  # same layout back
+    np.testing.assert_array_equal(out, stored if dtype != "float64" else stored.astype(np.float32))
+
+
+def test_npy_big_endian_is_read(tmp_path):
+    stored = ints((H, W), "uint16")
+    np.save(tmp_path / "be.npy", stored.astype(">u2"))
+    image, info = read_image(tmp_path / "be.npy")
+    np.testing.assert_array_equal(image[0], stored / np.float32(65535))
+    assert info.dtype == "uint16"
+
+
+def test_write_rounds_and_clips(tmp_path):
+    image = np.array([[[-0.2, 0.0, 0.4 / 255, 0.6 / 255, 1.0, 1.3]]], dtype=np.float32)  # (1, 1, 6)
+    write_image(tmp_path / "a.npy", image, "uint8")
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy")[0, 0], [0, 0, 0, 1, 255, 255])
+    write_image(tmp_path / "b.npy", image, np.float32)  # float: kept unclipped
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), image)
+    write_image(tmp_path / "c.tif", torch.from_numpy(image).bfloat16(), "uint16")
+    assert tifffile.imread(tmp_path / "c.tif").tolist() == [[0, 0, 103, 154, 65535, 65535]]
+
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    write_image(tmp_path / "a.npy", np.zeros((1, 2, 2), np.float32), "uint8")
+    monkeypatch.setattr(np, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        write_image(tmp_path / "a.npy", np.ones((1, 2, 2), np.float32), "uint8")
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.zeros((1, 2, 2)))  # old file intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]  # no temp file left
+
+
+# ---------------------------------------------------------------------------------------------------------- stacks
+
+
+def test_natural_key():
+    names = ["l8_B10.tif", "l8_B2.tif", "l8_b1.tif", "l8_B11.tif", "l8_B9.tif", "l8_BQA.tif"]
+    assert sorted(names, key=natural_key) == ["l8_b1.tif", "l8_B2.tif", "l8_B9.tif", "l8_B10.tif", "l8_B11.tif",
+                                              "l8_BQA.tif"]
+
+
+@pytest.mark.parametrize("scaling", ["dtype", "band_minmax", "band_percentile"])
+@pytest.mark.parametrize("bands", [1, 5, 31])
+def test_multiband_tiff_stack_round_trip(tmp_path, scaling, bands):
+    stored = ints((bands, H, W), "uint16")
+    stored //= np.arange(1, bands + 1, dtype=np.uint16)[:, None, None]  # bands of different ranges
+    if bands == 1:
+        tifffile.imwrite(tmp_path / "s.tif", stored[0])
+    else:
+        tifffile.imwrite(tmp_path / "s.tif", stored, photometric="minisblack", planarconfig="separate",
+                         extratags=GEO_TAGS)
+    stack, info = read_stack(tmp_path / "s.tif", scaling)
+    assert stack.shape == (bands, H, W) and stack.dtype == np.float32 and info.shape == (bands, H, W)
+    assert info.band_names[0] == "band_01" and len(info.band_names) == bands and info.dtype == ("uint16",) * bands
+    np.testing.assert_allclose(stack * np.array(info.scale)[:, None, None] + np.array(info.offset)[:, None, None],
+                               stored, atol=1e-2)
+    if scaling == "band_minmax":
+        np.testing.assert_allclose(stack.min(axis=(1, 2)), 0)
+        np.testing.assert_allclose(stack.max(axis=(1, 2)), 1)
+    write_stack(tmp_path / "out.tif", stack, info)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out.tif"), stored.squeeze(0) if bands == 1 else stored)
+    write_stack(tmp_path / "out.npy", torch.from_numpy(stack), info)
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), stored)
+    if bands > 1:
+        with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+            assert tif.pages[0].tags[33550].value == (30.0, 30.0, 0.0)
+
+
+def test_pages_stack(tmp_path):
+    stored = ints((6, H, W), "uint8")
+    tifffile.imwrite(tmp_path / "p.tif", stored, metadata=None)  # bands as pages
+    stack, info = read_stack(tmp_path / "p.tif")
+    np.testing.assert_array_equal(stack, stored / np.float32(255))
+    assert info.offset == (0.0,) * 6 and info.scale == (255.0,) * 6
+
+
+def make_band_folder(folder: Path, n: int = 11, dtype: str = "uint16") -> dict[str, np.ndarray]:
+    """``l8_B1.tif`` ... ``l8_B{n}.tif`` written in a shuffled order; band k holds values around k * 1000."""
+    folder.mkdir()
+    bands = {}
+    for k in np.random.default_rng(0).permutation(np.arange(1, n + 1)):
+        band = (ints((H, W), "uint8", seed=int(k)).astype(np.int64) + int(k) * 1000).astype(dtype)
+        tifffile.imwrite(folder / f"l8_B{k}.tif", band, extratags=GEO_TAGS)
+        bands[f"l8_B{k}"] = band
+    return bands
+
+
+@pytest.mark.parametrize("scaling", ["dtype", "band_minmax", "band_percentile"])
+def test_folder_of_bands_natural_order_and_round_trip(tmp_path, scaling):
+    bands = make_band_folder(tmp_path / "scene")
+    (tmp_path / "scene" / "notes.txt").write_text("not a band")
+    (tmp_path / "scene" / ".l8_B1.x.part.tif").write_bytes(b"leftover temp file")  # hidden: skipped
+    stack, info = read_stack(tmp_path / "scene", scaling)
+    names = [f"l8_B{k}" for k in range(1, 12)]
+    assert list(info.band_names) == names  # B10 and B11 after B9
+    assert [Path(f).stem for f in info.files] == names
+    original = np.stack([bands[n] for n in names])  # (S, H, W)
+    restored = stack * np.array(info.scale)[:, None, None] + np.array(info.offset)[:, None, None]
+    np.testing.assert_allclose(restored, original, atol=1e-2)
+    write_stack(tmp_path / "out", stack, info)  # a folder: one file per band, same names
+    for n in names:
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / f"{n}.tif"), bands[n])
+    again, info2 = read_stack(tmp_path / "out", scaling)
+    np.testing.assert_array_equal(again, stack)
+    assert info2.offset == info.offset and info2.scale == info.scale
+
+
+def test_list_of_band_files_keeps_the_given_order(tmp_path):
+    bands = make_band_folder(tmp_path / "scene", n=3)
+    files = [tmp_path / "scene" / f"l8_B{k}.tif" for k in (3, 1, 2)]
+    stack, info = read_stack(files, "band_minmax")
+    assert info.band_names == ("l8_B3", "l8_B1", "l8_B2")
+    for i, k in enumerate((3, 1, 2)):
+        band = bands[f"l8_B{k}"].astype(np.float64)
+        np.testing.assert_allclose(stack[i], (band - band.min()) / (band.max() - band.min()), atol=1e-6)
+
+
+def test_percentile_scaling_is_robust_and_exact(tmp_path):
+    band = np.random.default_rng(0).integers(1000, 2001, (64, 64)).astype(np.uint16)
+    band[0, 0], band[0, 1] = 65535, 0  # hot and dead pixels
+    tifffile.imwrite(tmp_path / "b.tif", band)
+    stack, info = read_stack(tmp_path / "b.tif", "band_percentile", percentiles=(2.0, 98.0))
+    lo, hi = np.percentile(band, (2.0, 98.0))
+    assert info.offset == (lo,) and info.scale == (hi - lo,) and info.percentiles == (2.0, 98.0)
+    assert stack[0, 0, 0] > 10 and stack[0, 0, 1] < 0  # outliers outside [0, 1], not clipped
+    assert 0.9 < np.mean((stack >= 0) & (stack <= 1))
+    write_stack(tmp_path / "o.tif", stack, info)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "o.tif"), band)
+
+
+def test_constant_band_and_signed_and_float_bands(tmp_path):
+    const = np.full((H, W), 7, np.int16)
+    signed = (ints((H, W), "int16"))
+    flt = floats((H, W))
+    for name, band in (("c", const), ("s", signed)):
+        tifffile.imwrite(tmp_path / f"{name}.tif", band)
+    stack, info = read_stack([tmp_path / "c.tif", tmp_path / "s.tif"], "band_minmax")
+    assert info.scale[0] == 1.0 and info.offset[0] == 7.0 and not stack[0].any()  # constant: scale 1, maps to 0
+    assert info.dtype == ("int16", "int16")
+    write_stack(tmp_path / "out.tif", stack, info)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out.tif"), np.stack([const, signed]))
+    np.save(tmp_path / "f.npy", flt)
+    stack, info = read_stack(tmp_path / "f.npy", "dtype")
+    np.testing.assert_array_equal(stack[0], flt)
+    stack, info = read_stack(tmp_path / "f.npy", "band_minmax")
+    write_stack(tmp_path / "f_out.npy", stack, info)
+    np.testing.assert_allclose(np.load(tmp_path / "f_out.npy")[0], flt, rtol=0, atol=1e-6)  # float32 rounding
+
+
+def test_nodata_is_left_out_of_band_statistics(tmp_path):
+    band = np.random.default_rng(0).integers(100, 201, (H, W)).astype(np.int16)
+    band[:5] = -9999
+    tifffile.imwrite(tmp_path / "n.tif", band, extratags=[*GEO_TAGS, (42113, 2, 0, "-9999", True)])
+    stack, info = read_stack(tmp_path / "n.tif", "band_minmax")
+    assert info.nodata == (-9999.0,)
+    assert info.offset == (float(band[5:].min()),) and info.scale == (float(band[5:].max() - band[5:].min()),)
+    write_stack(tmp_path / "o.tif", stack, info)
+    with tifffile.TiffFile(tmp_path / "o.tif") as tif:
+        np.testing.assert_array_equal(tif.asarray(), band)  # nodata pixels restored exactly
+        assert tif.pages[0].tags[42113].value == "-9999"
+    tifffile.imwrite(tmp_path / "all.tif", np.full((4, 4), -9999, np.int16), extratags=[(42113, 2, 0, "-9999", True)])
+    _, info = read_stack(tmp_path / "all.tif", "band_percentile")
+    assert info.offset == (0.0,) and info.scale == (1.0,)  # nothing but nodata: identity
+    tifffile.imwrite(tmp_path / "odd.tif", band, extratags=[(42113, 2, 0, "none", True)])
+    assert read_stack(tmp_path / "odd.tif", "band_minmax")[1].nodata == (None,)  # unparsable nodata: ignored
+
+
+def test_stack_with_mixed_dtypes_writes_to_a_folder_only(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", ints((H, W), "uint8"))
+    tifffile.imwrite(tmp_path / "b.tif", ints((H, W), "uint16"))
+    stack, info = read_stack([tmp_path / "a.tif", tmp_path / "b.tif"])
+    assert info.scale == (255.0, 65535.0)
+    with pytest.raises(ValueError, match=r"one file holds one dtype, but the bands have \['uint16', 'uint8'\]; "
+                                         r"write to a folder instead"):
+        write_stack(tmp_path / "o.tif", stack, info)
+    write_stack(tmp_path / "dir", stack, info)
+    assert tifffile.imread(tmp_path / "dir" / "b.tif").dtype == np.uint16
+
+
+# ---------------------------------------------------------------------------------------------------- read errors
+
+
+def test_read_errors_missing_and_extension(tmp_path):
+    with pytest.raises(ImageReadError, match=r"nope.png: file not found"):
+        read_image(tmp_path / "nope.png")
+    (tmp_path / "a.bmp").write_bytes(b"BM")
+    with pytest.raises(ImageReadError, match=r"a.bmp: unsupported extension '.bmp' \(expected one of .png, .jpg, "
+                                             r".jpeg, .tif, .tiff, .npy\)"):
+        read_image(tmp_path / "a.bmp")
+    assert issubclass(ImageReadError, ValueError)
+
+
+def test_read_errors_corrupt_files(tmp_path):
+    good = pil_save(tmp_path / "good.png", smooth_rgb(), "RGB")
+    (tmp_path / "trunc.png").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ImageReadError, match=r"trunc.png: not readable as PNG or JPEG \(.*truncated"):
+        read_image(tmp_path / "trunc.png")
+    (tmp_path / "text.jpg").write_text("hello")
+    with pytest.raises(ImageReadError, match=r"text.jpg: not readable as PNG or JPEG \(cannot identify"):
+        read_image(tmp_path / "text.jpg")
+    (tmp_path / "text.tif").write_text("hello")
+    with pytest.raises(ImageReadError, match=r"text.tif: not readable as TIFF \(not a TIFF file"):
+        read_image(tmp_path / "text.tif")
+    tifffile.imwrite(tmp_path / "t.tif", ints((31, H, W), "uint16"), photometric="minisblack",
+                     planarconfig="separate")
+    data = (tmp_path / "t.tif").read_bytes()
+    (tmp_path / "t.tif").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ImageReadError, match=r"t.tif: not readable as TIFF"):
+        read_image(tmp_path / "t.tif")
+    (tmp_path / "text.npy").write_text("hello")
+    with pytest.raises(ImageReadError, match=r"text.npy: not readable as .npy"):
+        read_image(tmp_path / "text.npy")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ImageReadError, match=r"obj.npy: not readable as .npy \(Object arrays cannot be loaded"):
+        read_image(tmp_path / "obj.npy")
+
+
+def test_read_errors_16bit_colour_png(tmp_path):
+    png16(tmp_path / "rgb16.png", ints((H, W, 3), "uint16"), 2)
+    with pytest.raises(ImageReadError, match=r"rgb16.png: 16-bit RGB PNG: Pillow would reduce it to 8 bits; "
+                                             r"convert it to a 16-bit TIFF or .npy"):
+        read_image(tmp_path / "rgb16.png")
+    png16(tmp_path / "g16.png", ints((H, W), "uint16", seed=3), 0)  # hand-written 16-bit gray is fine
+    image, _ = read_image(tmp_path / "g16.png")
+    np.testing.assert_array_equal(image[0], ints((H, W), "uint16", seed=3) / np.float32(65535))
+
+
+def test_read_errors_unexpected_pillow_modes(tmp_path, monkeypatch):
+    pil_save(tmp_path / "a.png", smooth_rgb()[..., 0], "L")
+    png16(tmp_path / "g16.png", ints((H, W), "uint16"), 0)
+
+    def fake_open(mode):
+        def open_(*args, **kwargs):
+            im = Image.new(mode, (W, H))
+            im.format = "PNG"
+            return im
+        return open_
+
+    monkeypatch.setattr(Image, "open", fake_open("F"))
+    with pytest.raises(ImageReadError, match=r"a.png: unsupported image mode 'F' \(expected L, LA, RGB, RGBA, "
+                                             r"CMYK or 16-bit gray\)"):
+        read_image(tmp_path / "a.png")
+    monkeypatch.setattr(Image, "open", fake_open("L"))
+    with pytest.raises(ImageReadError, match=r"g16.png: 16-bit PNG decoded by Pillow as mode 'L' \(uint8\); "
+                                             r"expected 16-bit gray samples"):
+        read_image(tmp_path / "g16.png")
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((0, 5), np.float32), r"empty array of shape \(0, 5\)"),
+    (np.zeros((3, 0, 4), np.uint8), r"empty array of shape \(3, 0, 4\)"),
+    (np.zeros((4, 4), np.complex64), r"unsupported dtype complex64 \(expected uint8, uint16, float16, float32, "
+                                     r"float64\)"),
+    (np.zeros((4, 4), bool), r"unsupported dtype bool"),
+    (np.zeros((4, 4), np.int64), r"unsupported dtype int64"),
+    (np.full((2, 4, 4), np.nan, np.float32), r"float data contains NaN or infinite values"),
+    (np.array([[0.0, np.inf]]), r"float data contains NaN or infinite values"),
+    (np.full((2, 2), 1e300), r"float data exceeds the float32 range"),
+    (np.zeros((2, 3, 4, 5), np.float32), r"expected 2 or 3 dims \(\(H, W\), \(H, W, C\) or \(C, H, W\)\), got 4 "
+                                         r"dims \(2, 3, 4, 5\)"),
+    (np.zeros(5, np.float32), r"expected 2 or 3 dims .* got 1 dims \(5,\)"),
+])
+def test_read_errors_npy_content(tmp_path, array, message):
+    np.save(tmp_path / "x.npy", array)
+    with pytest.raises(ImageReadError, match=r"x.npy: " + message):
+        read_image(tmp_path / "x.npy")
+
+
+def test_read_errors_tiff_content(tmp_path):
+    tifffile.imwrite(tmp_path / "nan.tif", np.full((4, 4), np.nan, np.float32))
+    with pytest.raises(ImageReadError, match=r"nan.tif: float data contains NaN or infinite values"):
+        read_image(tmp_path / "nan.tif")
+    tifffile.imwrite(tmp_path / "i32.tif", np.zeros((4, 4), np.int32))
+    with pytest.raises(ImageReadError, match=r"i32.tif: unsupported dtype int32"):
+        read_image(tmp_path / "i32.tif")
+    with tifffile.TiffWriter(tmp_path / "two.tif") as tif:
+        tif.write(np.zeros((4, 5), np.uint8))
+        tif.write(np.zeros((6, 7), np.uint8))
+    with pytest.raises(ImageReadError, match=r"two.tif: holds 2 image series; expected one \(pages of different "
+                                             r"sizes are not a band stack\)"):
+        read_image(tmp_path / "two.tif")
+
+
+def test_missing_optional_packages(tmp_path, monkeypatch):
+    pil_save(tmp_path / "a.png", smooth_rgb(), "RGB")
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((4, 4), np.uint8))
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    with pytest.raises(ImportError, match=r"PNG and JPEG files need Pillow: pip install Pillow"):
+        read_image(tmp_path / "a.png")
+    monkeypatch.setitem(sys.modules, "tifffile", None)
+    with pytest.raises(ImportError, match=r"TIFF files need tifffile: pip install tifffile"):
+        read_image(tmp_path / "a.tif")
+
+
+def test_unhandled_format_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setitem(IMAGE_EXTENSIONS, ".bmp", "bmp")  # a table entry without a reader/writer
+    (tmp_path / "a.bmp").write_bytes(b"BM")
+    with pytest.raises(ImageReadError, match=r"a.bmp: unsupported format 'bmp'"):
+        read_image(tmp_path / "a.bmp")
+    with pytest.raises(ValueError, match=r"b.bmp: unsupported format 'bmp'"):
+        write_image(tmp_path / "b.bmp", np.zeros((1, 2, 2), np.float32), "uint8")
+
+
+# --------------------------------------------------------------------------------------------------- write errors
+
+
+IMG = np.zeros((3, 4, 5), np.float32)
+
+
+@pytest.mark.parametrize("name, image, dtype, exc, message", [
+    ("a.png", [[[0.0]]], "uint8", TypeError, r"Expected `image` to be a numpy array or torch tensor, got list"),
+    ("a.png", np.zeros((1, 4, 4), np.uint8), "uint8", TypeError,
+     r"Expected `image` to be float \(scaled values\), got uint8"),
+    ("a.png", np.zeros((4, 4), np.float32), "uint8", ValueError,
+     r"Expected `image` of shape \(C, H, W\) \(non-empty\), got \(4, 4\)"),
+    ("a.png", np.zeros((1, 0, 4), np.float32), "uint8", ValueError,
+     r"Expected `image` of shape \(C, H, W\) \(non-empty\), got \(1, 0, 4\)"),
+    ("a.png", np.full((1, 2, 2), np.nan, np.float32), "uint8", ValueError, r"`image` contains NaN or infinite"),
+    ("a.bmp", IMG, "uint8", ValueError, r"a.bmp: unsupported extension '.bmp' \(expected one of .png"),
+    ("a.tif", IMG, "int32", ValueError, r"a.tif: cannot write dtype int32 \(expected uint8, uint16, float16, "
+                                        r"float32, float64\)"),
+    ("a.tif", IMG, 5, ValueError, r"`info_or_dtype` must be an ImageInfo or a dtype, got 5"),
+    ("a.tif", IMG, None, ValueError, r"`info_or_dtype` must be an ImageInfo or a dtype, got None"),
+    ("a.tif", IMG, "foo", ValueError, r"`info_or_dtype` must be an ImageInfo or a dtype, got 'foo'"),
+    ("a.jpg", IMG, "uint16", ValueError, r"a.jpg: JPEG stores 8-bit images with 1 or 3 channels \(4 for CMYK\), "
+                                         r"got uint16 with 3 channels \(write .png, .tif or .npy\)"),
+    ("a.jpg", IMG[:2], "uint8", ValueError, r"a.jpg: JPEG stores 8-bit images .* got uint8 with 2 channels"),
+    ("a.jpg", np.zeros((4, 4, 5), np.float32), "uint8", ValueError, r"got uint8 with 4 channels"),
+    ("a.png", IMG, "uint16", ValueError, r"a.png: PNG stores uint8 with 1-4 channels or uint16 with 1 channel "
+                                         r"\(Pillow\), got uint16 with 3 channels \(write .tif or .npy\)"),
+    ("a.png", IMG, "float32", ValueError, r"a.png: PNG stores .* got float32 with 3 channels"),
+    ("a.png", np.zeros((5, 4, 4), np.float32), "uint8", ValueError, r"PNG stores .* got uint8 with 5 channels"),
+])
+def test_write_errors(tmp_path, name, image, dtype, exc, message):
+    with pytest.raises(exc, match=message):
+        write_image(tmp_path / name, image, dtype)
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_write_errors_with_info(tmp_path):
+    with pytest.raises(ValueError, match=r"`quality` must be in \[1, 100\], got 0"):
+        write_image(tmp_path / "a.jpg", IMG, "uint8", quality=0)
+    np.save(tmp_path / "hw.npy", np.zeros((4, 5), np.float32))
+    _, info = read_image(tmp_path / "hw.npy")
+    with pytest.raises(ValueError, match=r"b.npy: layout 'HW' of `info` holds one channel, got 3"):
+        write_image(tmp_path / "b.npy", IMG, info)
+
+
+# --------------------------------------------------------------------------------------------------- stack errors
+
+
+def test_read_stack_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"`scaling` must be one of \('dtype', 'band_minmax', 'band_percentile'\), "
+                                         r"got 'minmax'"):
+        read_stack(tmp_path, "minmax")
+    for p in ((5.0, 5.0), (-1.0, 50.0), (10.0, 101.0)):
+        with pytest.raises(ValueError, match=r"`percentiles` must be \(low, high\) with 0 <= low < high <= 100"):
+            read_stack(tmp_path, "band_percentile", percentiles=p)
+    with pytest.raises(ValueError, match=r"`path_or_paths` is an empty list of band files"):
+        read_stack([])
+    with pytest.raises(ImageReadError, match=r"nowhere: file or folder not found"):
+        read_stack(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.png").write_bytes(b"")
+    with pytest.raises(ImageReadError, match=r"empty: no TIFF files \(.tif, .tiff\) in this folder"):
+        read_stack(tmp_path / "empty")
+
+
+def test_read_stack_band_errors(tmp_path):
+    d = tmp_path / "scene"
+    d.mkdir()
+    tifffile.imwrite(d / "l8_B1.tif", np.zeros((32, 40), np.uint16))
+    tifffile.imwrite(d / "l8_B2.tif", np.zeros((30, 40), np.uint16))
+    with pytest.raises(ValueError, match=r"l8_B2.tif: shape \(30, 40\) differs from .*l8_B1.tif: \(32, 40\); "
+                                         r"all bands must have the same size"):
+        read_stack(d)
+    tifffile.imwrite(d / "l8_B2.tif", np.zeros((3, 32, 40), np.uint16), photometric="minisblack",
+                     planarconfig="separate")
+    with pytest.raises(ImageReadError, match=r"l8_B2.tif: has 3 bands; a folder or list of band files needs "
+                                             r"single-band files"):
+        read_stack(d)
+    tifffile.imwrite(d / "l8_B2.tif", np.zeros((32, 40), np.int16))
+    with pytest.raises(ImageReadError, match=r"l8_B2.tif: dtype int16 has no natural \[0, 1\] scale; use "
+                                             r"scaling='band_minmax' or 'band_percentile'"):
+        read_stack(d, "dtype")
+    tifffile.imwrite(d / "l8_B2.tif", np.zeros((32, 40), np.uint32))
+    with pytest.raises(ImageReadError, match=r"l8_B2.tif: unsupported dtype uint32 \(expected uint8, uint16, int8, "
+                                             r"int16, float16, float32, float64\)"):
+        read_stack(d, "band_minmax")
+
+
+def test_write_stack_errors(tmp_path):
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((3, 4, 5), np.uint16), photometric="minisblack",
+                     planarconfig="separate")
+    stack, info = read_stack(tmp_path / "s.tif")
+    with pytest.raises(ValueError, match=r"`stack` has 2 bands but `info` describes 3"):
+        write_stack(tmp_path / "o.tif", stack[:2], info)
+    with pytest.raises(ValueError, match=r"o.png: expected a .tif/.tiff/.npy file or a folder \(no extension\), "
+                                         r"got '.png'"):
+        write_stack(tmp_path / "o.png", stack, info)
+    with pytest.raises(ValueError, match=r"Expected `stack` of shape \(S, H, W\) \(non-empty\), got \(4, 5\)"):
+        write_stack(tmp_path / "o.tif", stack[0], info)
+    with pytest.raises(TypeError, match=r"Expected `stack` to be float \(scaled values\), got uint16"):
+        write_stack(tmp_path / "o.tif", stack.astype(np.uint16), info)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    for d in ("x", "y"):
+        tifffile.imwrite(tmp_path / d / "B1.tif", np.zeros((4, 5), np.uint8))
+    stack, info = read_stack([tmp_path / "x" / "B1.tif", tmp_path / "y" / "B1.tif"])
+    with pytest.raises(ValueError, match=r"out: band names \['B1'\] repeat, so their files would overwrite each "
+                                         r"other; write one .tif or .npy file instead"):
+        write_stack(tmp_path / "out", stack, info)
+    write_stack(tmp_path / "out.npy", stack, info)
+
+
+def test_module_imports_no_optional_package():
+    assert "PIL" not in imageio.__dict__ and "tifffile" not in imageio.__dict__

@@ -1,0 +1,631 @@
+"""Reading and writing images and band stacks in their natural domain.
+
+Images: ``image (C, H, W) float32`` with dtype-aware scaling, never silently 8-bit:
+
+============  =====================  ==============================================================
+file dtype    value in ``image``     formats
+============  =====================  ==============================================================
+uint8         ``v / 255``            PNG (L, LA, RGB, RGBA; 1-bit and palette expanded), JPEG, TIFF, npy
+uint16        ``v / 65535``          PNG (gray only: Pillow reduces 16-bit colour PNG to 8 bits, so
+                                     those files are refused), TIFF, npy
+float16/32/64 ``v`` (kept as is)     TIFF, npy (NaN/inf refused)
+============  =====================  ==============================================================
+
+:func:`write_image` undoes the scaling at the file's dtype (rounding and clipping to the integer range), so
+read -> write -> read returns the same integers.
+
+Stacks (multispectral / hyperspectral): ``stack (S, H, W) float32`` with per-band scaling recorded in
+:class:`StackInfo` (``file value = stack * scale + offset``), undone exactly by :func:`write_stack`.
+
+PNG/JPEG go through Pillow and TIFF through tifffile; both are imported only when used. GeoTIFF georeferencing tags
+(ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GeoDouble/AsciiParams, GDAL metadata and
+nodata) are kept in the info objects and written back. Writing is atomic (a temp file in the destination folder,
+then a rename), as in :mod:`xmodal.io`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union, get_args
+
+import numpy as np
+import torch
+
+from xmodal._fs import atomic_write
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageInfo",
+    "ImageReadError",
+    "StackInfo",
+    "natural_key",
+    "read_image",
+    "read_stack",
+    "write_image",
+    "write_stack",
+]
+
+ImageFormat = Literal["png", "jpeg", "tiff", "npy"]
+Layout = Literal["HW", "HWC", "CHW"]
+StackScaling = Literal["dtype", "band_minmax", "band_percentile"]
+TiffTag = tuple[int, int, int, Any, bool]  # (code, TIFF datatype, count, value, writeonce): tifffile's extratags
+PathLike = Union[str, os.PathLike]
+
+IMAGE_EXTENSIONS: dict[str, ImageFormat] = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff",
+                                            ".tiff": "tiff", ".npy": "npy"}
+TIFF_EXTENSIONS = (".tif", ".tiff")
+
+_INT_MAX = {"uint8": 255.0, "uint16": 65535.0}  # dtype scaling of unsigned integers
+_FLOATS = ("float16", "float32", "float64")
+_IMAGE_DTYPES = (*_INT_MAX, *_FLOATS)
+# Per-band scaling also takes signed 8/16-bit bands (common in remote sensing); 32-bit integers are refused because a
+# float32 stack cannot hold them exactly, so the write-back would not be exact.
+_STACK_DTYPES = ("uint8", "uint16", "int8", "int16", *_FLOATS)
+_GEO_TAGS = (33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113)
+_GDAL_NODATA = 42113
+_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+class ImageReadError(ValueError):
+    """A file could not be read as an image or band stack; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What :func:`read_image` found in the file; pass it to :func:`write_image` to write the same kind of file.
+
+    Attributes:
+        format: container read (``"png"``, ``"jpeg"``, ``"tiff"``, ``"npy"``), detected from the content for
+            PNG/JPEG.
+        dtype: numpy name of the stored sample type (``"uint8"``, ``"uint16"``, ``"float32"``...).
+        bit_depth: bits per sample (8, 16, 32, 64).
+        channels: ``C`` of the returned ``(C, H, W)`` image.
+        mode: ``"L"``, ``"LA"``, ``"RGB"``, ``"RGBA"``, ``"CMYK"`` (JPEG) or ``"multiband"``.
+        shape: the array shape as stored (before moving channels first).
+        layout: axes of ``shape``: ``"HW"``, ``"HWC"`` (channels last) or ``"CHW"``.
+        tiff_tags: GeoTIFF tags of a TIFF, written back as they are.
+    """
+
+    format: ImageFormat
+    dtype: str
+    bit_depth: int
+    channels: int
+    mode: str
+    shape: tuple[int, ...]
+    layout: Layout
+    tiff_tags: tuple[TiffTag, ...] = ()
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """Per-band scaling and origin of a stack read by :func:`read_stack`.
+
+    ``file value = stack * scale + offset`` band by band (``stack = (value - offset) / scale``).
+
+    Attributes:
+        scaling: how ``offset``/``scale`` were chosen (see :func:`read_stack`).
+        offset: ``S`` offsets, in file units.
+        scale: ``S`` scales, in file units per stack unit (never 0).
+        dtype: ``S`` numpy dtype names of the bands in the file(s).
+        band_names: ``S`` names: file stems for a folder or list of files, ``band_01``... for one file.
+        files: the file(s) read.
+        shape: ``(S, H, W)``.
+        percentiles: the ``(low, high)`` percentiles of ``"band_percentile"``, else ``None``.
+        nodata: ``S`` GDAL nodata values (``None`` where the file has none); excluded from band statistics.
+        tiff_tags: GeoTIFF tags of the (first) file, written back by :func:`write_stack`.
+    """
+
+    scaling: StackScaling
+    offset: tuple[float, ...]
+    scale: tuple[float, ...]
+    dtype: tuple[str, ...]
+    band_names: tuple[str, ...]
+    files: tuple[str, ...]
+    shape: tuple[int, int, int]
+    percentiles: tuple[float, float] | None = None
+    nodata: tuple[float | None, ...] = ()
+    tiff_tags: tuple[TiffTag, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------------------- helpers
+
+
+def _import_pil() -> Any:
+    try:
+        from PIL import Image
+    except ImportError as e:
+        raise ImportError("PNG and JPEG files need Pillow: pip install Pillow") from e
+    return Image
+
+
+def _import_tifffile() -> Any:
+    try:
+        import tifffile
+    except ImportError as e:
+        raise ImportError("TIFF files need tifffile: pip install tifffile") from e
+    return tifffile
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders digit runs by value: ``B2 < B9 < B10`` (case-insensitive)."""
+    parts = re.split(r"(\d+)", name)  # alternates text and digits, so items compare like with like
+    return [int(p) if i % 2 else p.lower() for i, p in enumerate(parts)]
+
+
+def _format_of(path: Path) -> ImageFormat:
+    fmt = IMAGE_EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageReadError(f"{path}: unsupported extension {path.suffix!r} "
+                             f"(expected one of {', '.join(IMAGE_EXTENSIONS)})")
+    return fmt
+
+
+def _mode_of(channels: int) -> str:
+    return _MODES.get(channels, "multiband")
+
+
+def _geotags(page: Any) -> tuple[TiffTag, ...]:
+    tags = []
+    for tag in page.tags.values():
+        if tag.code in _GEO_TAGS:
+            value = tag.value
+            if isinstance(value, np.ndarray):
+                value = tuple(value.tolist())
+            count = 0 if int(tag.dtype) == 2 else int(tag.count)  # ASCII: tifffile counts the terminator itself
+            tags.append((int(tag.code), int(tag.dtype), count, value, True))
+    return tuple(tags)
+
+
+def _nodata(tags: tuple[TiffTag, ...]) -> float | None:
+    for code, _, _, value, _ in tags:
+        if code == _GDAL_NODATA:
+            try:
+                return float(str(value).strip("\x00 "))
+            except ValueError:
+                return None
+    return None
+
+
+def _png_header(path: Path) -> tuple[int, int] | None:
+    """``(bit_depth, colour_type)`` from a PNG's IHDR, or ``None`` when the file is not a PNG."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def _read_pillow(path: Path) -> tuple[np.ndarray, str, str]:
+    """Stored array ``(H, W)`` or ``(H, W, C)``, format and mode of a PNG or JPEG."""
+    Image = _import_pil()
+    header = _png_header(path)
+    if header is not None and header[0] == 16 and header[1] in (2, 4, 6):
+        kind = {2: "RGB", 4: "gray+alpha", 6: "RGBA"}[header[1]]
+        raise ImageReadError(f"{path}: 16-bit {kind} PNG: Pillow would reduce it to 8 bits; "
+                             "convert it to a 16-bit TIFF or .npy")
+    try:
+        with Image.open(path, formats=["PNG", "JPEG"]) as im:
+            im.load()
+            fmt = im.format.lower()
+            if im.mode == "1":
+                im = im.convert("L")  # 1-bit: 0/255 in 8 bits
+            elif im.mode in ("P", "PA"):
+                im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+            mode = im.mode
+            arr = np.array(im)
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, zlib.error... for bad files
+        raise ImageReadError(f"{path}: not readable as PNG or JPEG ({e})") from None
+    if header is not None and header[0] == 16:  # 16-bit gray (colour was refused above)
+        # Pillow's "I;16" modes give uint16 in some byte order; older Pillow versions used "I" (int32)
+        if mode not in ("I;16", "I;16L", "I;16B", "I") or arr.dtype.kind not in "ui":
+            raise ImageReadError(f"{path}: 16-bit PNG decoded by Pillow as mode {mode!r} ({arr.dtype}); "
+                                 "expected 16-bit gray samples")
+        arr = arr.astype(np.uint16)  # within [0, 65535]: the PNG stores 16 bits
+        mode = "L"
+    elif mode not in ("L", "LA", "RGB", "RGBA", "CMYK"):
+        raise ImageReadError(f"{path}: unsupported image mode {mode!r} "
+                             "(expected L, LA, RGB, RGBA, CMYK or 16-bit gray)")
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("=")), ("jpeg" if fmt == "jpeg" else fmt), mode
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...]]:
+    """``(C, H, W)`` array in the stored dtype, axes of the stored array, mode and GeoTIFF tags of a TIFF."""
+    tifffile = _import_tifffile()
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series
+            if len(series) != 1:
+                raise ImageReadError(f"{path}: holds {len(series)} image series; expected one "
+                                     "(pages of different sizes are not a band stack)")
+            arr = series[0].asarray()
+            axes = series[0].axes
+            page = tif.pages[0]
+            photometric = int(page.photometric)
+            tags = _geotags(page)
+    except ImageReadError:
+        raise
+    except Exception as e:  # tifffile raises TiffFileError, ValueError, OSError... for bad files
+        raise ImageReadError(f"{path}: not readable as TIFF ({e})") from None
+    other = [i for i, a in enumerate(axes) if a not in "YX"]
+    arr = arr.transpose(*other, axes.index("Y"), axes.index("X"))  # (..., Y, X): every other axis becomes a band
+    arr = arr.reshape(-1, *arr.shape[-2:])  # (..., H, W) -> (C, H, W)
+    C = arr.shape[0]
+    mode = ("RGB" if C == 3 else "RGBA" if C == 4 else "multiband") if photometric == 2 else \
+        ("L" if C == 1 else "multiband")
+    return arr, axes, mode, tags
+
+
+def _layout_npy(arr: np.ndarray, path: Path) -> tuple[np.ndarray, Layout]:
+    """``(C, H, W)`` view of a 2-D or 3-D array: ``(H, W, C)`` when the last axis has <= 4 entries and the first more
+    than 4, else ``(C, H, W)``."""
+    if arr.ndim == 2:
+        return arr[None], "HW"  # (H, W) -> (1, H, W)
+    if arr.ndim == 3:
+        if arr.shape[-1] <= 4 < arr.shape[0]:
+            return arr.transpose(2, 0, 1), "HWC"  # (H, W, C) -> (C, H, W)
+        return arr, "CHW"
+    raise ImageReadError(f"{path}: expected 2 or 3 dims ((H, W), (H, W, C) or (C, H, W)), "
+                         f"got {arr.ndim} dims {arr.shape}")
+
+
+def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, ImageInfo]:
+    """``(C, H, W)`` array in the file's own dtype and the file's :class:`ImageInfo`, all checks done."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: file not found")
+    fmt = _format_of(path)
+    tags: tuple[TiffTag, ...] = ()
+    if fmt in ("png", "jpeg"):
+        stored, fmt, mode = _read_pillow(path)
+        arr, layout = (stored[None], "HW") if stored.ndim == 2 else (stored.transpose(2, 0, 1), "HWC")
+        # (H, W) -> (1, H, W); (H, W, C) -> (C, H, W)
+    elif fmt == "tiff":
+        arr, axes, mode, tags = _read_tiff(path)
+        stored_shape = {"YX": "HW", "YXS": "HWC"}
+        layout = stored_shape.get(axes, "CHW")  # type: ignore[assignment]
+        stored = arr if layout == "CHW" else (arr[0] if layout == "HW" else arr.transpose(1, 2, 0))
+    elif fmt == "npy":
+        try:
+            stored = np.load(path, allow_pickle=False)
+        except Exception as e:  # numpy raises ValueError, EOFError, OSError, UnpicklingError for bad files
+            raise ImageReadError(f"{path}: not readable as .npy ({e})") from None
+        arr, layout = _layout_npy(stored, path)
+        mode = _mode_of(arr.shape[0])
+    else:  # unreachable: _format_of only returns the formats above
+        raise ImageReadError(f"{path}: unsupported format {fmt!r}")
+    if arr.size == 0:
+        raise ImageReadError(f"{path}: empty array of shape {stored.shape}")
+    dtype = arr.dtype
+    if dtype.name not in allowed:
+        raise ImageReadError(f"{path}: unsupported dtype {dtype.name} (expected {', '.join(allowed)})")
+    if dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ImageReadError(f"{path}: float data contains NaN or infinite values")
+    arr = np.ascontiguousarray(arr, dtype=dtype.newbyteorder("="))
+    info = ImageInfo(format=fmt, dtype=dtype.name, bit_depth=dtype.itemsize * 8, channels=int(arr.shape[0]),
+                     mode=mode, shape=tuple(int(n) for n in stored.shape), layout=layout, tiff_tags=tags)
+    return arr, info
+
+
+def _to_numpy(name: str, x: np.ndarray | torch.Tensor, ndim: int, axes: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        x = (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bfloat16
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"Expected `{name}` to be a numpy array or torch tensor, got {type(x).__name__}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"Expected `{name}` to be float (scaled values), got {x.dtype}")
+    if x.ndim != ndim or 0 in x.shape:
+        raise ValueError(f"Expected `{name}` of shape {axes} (non-empty), got {tuple(x.shape)}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"`{name}` contains NaN or infinite values")
+    return x
+
+
+def _quantise(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Round and clip float ``values`` (file units) to an integer ``dtype``; floats are cast."""
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+def _write_tiff(path: Path, data: np.ndarray, rgb: bool, tags: tuple[TiffTag, ...]) -> None:
+    """Write ``data: (C, H, W)``: 2-D for one band, contiguous RGB(A) when ``rgb``, else one page, C planes."""
+    tifffile = _import_tifffile()
+    if data.shape[0] == 1:
+        out, kwargs = data[0], {"photometric": "minisblack"}  # (1, H, W) -> (H, W)
+    elif rgb:
+        out, kwargs = data.transpose(1, 2, 0), {"photometric": "rgb"}  # (C, H, W) -> (H, W, C)
+    else:
+        out, kwargs = data, {"photometric": "minisblack", "planarconfig": "separate"}
+    atomic_write(path, lambda tmp: tifffile.imwrite(tmp, np.ascontiguousarray(out), extratags=list(tags),
+                                                    **kwargs))
+
+
+# ----------------------------------------------------------------------------------------------------------- images
+
+
+def read_image(path: PathLike) -> tuple[np.ndarray, ImageInfo]:
+    """Read an image (PNG, JPEG, TIFF or ``.npy``) with dtype-aware scaling.
+
+    ``.npy`` layout rule: ``(H, W)`` is one channel; a 3-D array is ``(H, W, C)`` when its last axis has at most
+    4 entries and its first more than 4, otherwise ``(C, H, W)`` (store band stacks channels first). TIFF: every
+    axis other than Y and X (pages, samples) becomes a channel, pages outermost.
+
+    Args:
+        path: the file; the format follows the extension (``.png``, ``.jpg``/``.jpeg``, ``.tif``/``.tiff``,
+            ``.npy``).
+
+    Returns:
+        ``(image, info)``: ``image: (C, H, W) float32``, in [0, 1] for integer files (uint8 / 255,
+        uint16 / 65535), as stored for float files; ``info``: see :class:`ImageInfo`.
+
+    Raises:
+        ImageReadError: missing file, unknown extension, corrupt or truncated file, not an image, empty array,
+            unsupported dtype (bool, complex, int64... in ``.npy``), NaN/inf in float data, wrong number of dims,
+            16-bit colour PNG, several TIFF series.
+        ImportError: Pillow (PNG/JPEG) or tifffile (TIFF) is not installed.
+
+    Example:
+        >>> image, info = read_image("scan.tif")  # doctest: +SKIP
+        >>> write_image("denoised.tif", image, info)  # doctest: +SKIP
+    """
+    arr, info = _read_raw(path, _IMAGE_DTYPES)
+    if info.dtype in _INT_MAX:
+        image = arr.astype(np.float32) / np.float32(_INT_MAX[info.dtype])
+    else:
+        with np.errstate(over="ignore"):
+            image = arr.astype(np.float32)
+        if not np.isfinite(image).all():
+            raise ImageReadError(f"{path}: float data exceeds the float32 range")
+    return image, info
+
+
+def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype: ImageInfo | str | np.dtype | type,
+                *, quality: int = 95) -> None:
+    """Write ``image`` at a given bit depth, atomically; the format follows the extension.
+
+    Integer files store ``round(image * 255)`` (uint8) or ``round(image * 65535)`` (uint16), clipped to the range;
+    float files store the values unclipped. With an :class:`ImageInfo` the dtype is ``info.dtype``; ``.npy`` keeps
+    ``info.layout`` and TIFF ``info.mode`` (RGB(A) contiguous or one plane per channel) and GeoTIFF tags.
+
+    Args:
+        path: destination (``.png``, ``.jpg``/``.jpeg``, ``.tif``/``.tiff``, ``.npy``).
+        image: ``(C, H, W)`` float (numpy or torch), [0, 1] for integer dtypes.
+        info_or_dtype: the :class:`ImageInfo` of the source file, or a dtype (``"uint8"``, ``"uint16"``,
+            ``"float32"``...).
+        quality: JPEG quality in [1, 100].
+
+    Raises:
+        TypeError: ``image`` not a float array/tensor.
+        ValueError: ``image`` not ``(C, H, W)`` or not finite; unsupported extension or dtype; a combination the
+            format cannot store (JPEG: 8-bit, 1 or 3 channels (4 for CMYK); PNG: 8-bit with 1-4 channels or 16-bit
+            gray; ``.npy`` ``"HW"`` layout with several channels); ``quality`` outside [1, 100].
+    """
+    path = Path(path)
+    image = _to_numpy("image", image, 3, "(C, H, W)")
+    fmt = IMAGE_EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unsupported extension {path.suffix!r} (expected one of "
+                         f"{', '.join(IMAGE_EXTENSIONS)})")
+    info = info_or_dtype if isinstance(info_or_dtype, ImageInfo) else None
+    try:
+        if info_or_dtype is None:  # np.dtype(None) would silently mean float64
+            raise TypeError
+        dtype = np.dtype(info.dtype if info is not None else info_or_dtype)
+    except TypeError:
+        raise ValueError(f"`info_or_dtype` must be an ImageInfo or a dtype, got {info_or_dtype!r}") from None
+    if dtype.name not in _IMAGE_DTYPES:
+        raise ValueError(f"{path}: cannot write dtype {dtype.name} (expected {', '.join(_IMAGE_DTYPES)})")
+    C, H, W = image.shape
+    scale = _INT_MAX.get(dtype.name, 1.0)
+    data = _quantise(image.astype(np.float64) * scale, dtype) if scale != 1.0 else image.astype(dtype)
+    if fmt in ("png", "jpeg"):
+        if fmt == "jpeg":
+            cmyk = C == 4 and info is not None and info.mode == "CMYK"
+            if dtype.name != "uint8" or not (C in (1, 3) or cmyk):
+                raise ValueError(f"{path}: JPEG stores 8-bit images with 1 or 3 channels (4 for CMYK), got "
+                                 f"{dtype.name} with {C} channels (write .png, .tif or .npy)")
+            if not 1 <= quality <= 100:
+                raise ValueError(f"`quality` must be in [1, 100], got {quality}")
+            mode = "CMYK" if cmyk else _MODES[C]
+        elif dtype.name == "uint8" and C <= 4:
+            mode = _MODES[C]
+        elif dtype.name == "uint16" and C == 1:
+            mode = "I;16"
+        else:
+            raise ValueError(f"{path}: PNG stores uint8 with 1-4 channels or uint16 with 1 channel (Pillow), got "
+                             f"{dtype.name} with {C} channels (write .tif or .npy)")
+        Image = _import_pil()
+        pixels = data[0] if C == 1 else data.transpose(1, 2, 0)  # (C, H, W) -> (H, W) or (H, W, C)
+        pixels = pixels.astype("<u2") if mode == "I;16" else pixels
+        im = Image.frombytes(mode, (W, H), np.ascontiguousarray(pixels).tobytes())
+        options = {"quality": quality} if fmt == "jpeg" else {}
+        atomic_write(path, lambda tmp: im.save(tmp, format=fmt.upper(), **options))
+    elif fmt == "tiff":
+        rgb = C in (3, 4) and (info is None or info.mode in ("RGB", "RGBA"))
+        _write_tiff(path, data, rgb, info.tiff_tags if info is not None else ())
+    elif fmt == "npy":
+        layout = info.layout if info is not None else "CHW"
+        if layout == "HW" and C != 1:
+            raise ValueError(f"{path}: layout 'HW' of `info` holds one channel, got {C}")
+        out = data[0] if layout == "HW" else data.transpose(1, 2, 0) if layout == "HWC" else data
+        # (1, H, W) -> (H, W); (C, H, W) -> (H, W, C)
+        atomic_write(path, lambda tmp: np.save(tmp, np.ascontiguousarray(out)))
+    else:  # unreachable: IMAGE_EXTENSIONS only maps to the formats above
+        raise ValueError(f"{path}: unsupported format {fmt!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------- stacks
+
+
+def _band_files(path_or_paths: PathLike | Sequence[PathLike]) -> tuple[list[Path], bool]:
+    """The files to read and whether each is one band (a folder or a list) rather than one multi-band file."""
+    if isinstance(path_or_paths, (str, os.PathLike)):
+        path = Path(path_or_paths)
+        if path.is_dir():
+            files = sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                            and p.suffix.lower() in TIFF_EXTENSIONS), key=lambda p: natural_key(p.name))
+            if not files:
+                raise ImageReadError(f"{path}: no TIFF files ({', '.join(TIFF_EXTENSIONS)}) in this folder")
+            return files, True
+        if not path.exists():
+            raise ImageReadError(f"{path}: file or folder not found")
+        return [path], False
+    files = [Path(p) for p in path_or_paths]
+    if not files:
+        raise ValueError("`path_or_paths` is an empty list of band files")
+    return files, True
+
+
+def _band_scaling(band: np.ndarray, name: str, scaling: str, percentiles: tuple[float, float],
+                  nodata: float | None) -> tuple[float, float]:
+    """``(offset, scale)`` of one band (file units); ``nodata`` pixels are left out of the statistics."""
+    if scaling == "dtype":
+        if band.dtype.name not in _IMAGE_DTYPES:
+            raise ImageReadError(f"{name}: dtype {band.dtype.name} has no natural [0, 1] scale; use "
+                                 "scaling='band_minmax' or 'band_percentile'")
+        return 0.0, _INT_MAX.get(band.dtype.name, 1.0)
+    values = band[band != nodata] if nodata is not None else band
+    if values.size == 0:  # all nodata: identity
+        return 0.0, 1.0
+    lo, hi = float(values.min()), float(values.max())
+    if scaling == "band_percentile":  # else "band_minmax" (read_stack checked the name)
+        p_lo, p_hi = (float(v) for v in np.percentile(values, percentiles))
+        if p_hi > p_lo:  # else (a nearly constant band) fall back to min/max
+            lo, hi = p_lo, p_hi
+    return lo, (hi - lo) if hi > lo else 1.0
+
+
+def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScaling = "dtype", *,
+               percentiles: tuple[float, float] = (1.0, 99.0)) -> tuple[np.ndarray, StackInfo]:
+    """Read a multispectral stack with per-band scaling.
+
+    Sources:
+
+    - one file (GeoTIFF with bands as pages or samples, or any :func:`read_image` format): its channels are the
+      bands;
+    - a folder: every ``.tif``/``.tiff`` in it (hidden files skipped), one band each, in natural order
+      (``l8_B1.tif``, ``l8_B2.tif``, ..., ``l8_B9.tif``, ``l8_B10.tif``);
+    - a list of single-band files, in the order given.
+
+    Scaling (``stack = (value - offset) / scale`` per band; ``nodata`` pixels (GDAL tag) are left out of the
+    statistics; no clipping, so :func:`write_stack` restores integer files exactly):
+
+    - ``"dtype"``: offset 0, scale 255 (uint8), 65535 (uint16) or 1 (float): as :func:`read_image`;
+    - ``"band_minmax"``: offset = band minimum, scale = maximum - minimum: each band spans [0, 1];
+    - ``"band_percentile"``: offset and offset + scale = the band's ``percentiles``: robust to hot pixels; values
+      beyond the percentiles fall outside [0, 1]. A band whose percentiles coincide falls back to min/max.
+
+    A constant band gets scale 1 (its values map to 0).
+
+    Args:
+        path_or_paths: a file, a folder, or a list of files.
+        scaling: one of the rules above.
+        percentiles: ``(low, high)`` in [0, 100] for ``"band_percentile"``.
+
+    Returns:
+        ``(stack, info)``: ``stack: (S, H, W) float32``; ``info``: a :class:`StackInfo`.
+
+    Raises:
+        ImageReadError: anything :func:`read_image` refuses; a missing path; a folder without TIFF files; a
+            multi-band file in a folder or list; bands of different sizes (naming both files and shapes);
+            ``"dtype"`` scaling of signed integer bands; bands of 32/64-bit integers.
+        ValueError: unknown ``scaling``, bad ``percentiles``, an empty list.
+
+    Example:
+        >>> stack, info = read_stack("scene/", scaling="band_percentile")  # doctest: +SKIP
+        >>> write_stack("denoised/", denoised_stack, info)  # doctest: +SKIP
+    """
+    if scaling not in get_args(StackScaling):
+        raise ValueError(f"`scaling` must be one of {get_args(StackScaling)}, got {scaling!r}")
+    lo_p, hi_p = (float(v) for v in percentiles)
+    if not 0.0 <= lo_p < hi_p <= 100.0:
+        raise ValueError(f"`percentiles` must be (low, high) with 0 <= low < high <= 100, got {percentiles!r}")
+    files, per_file = _band_files(path_or_paths)
+    bands: list[np.ndarray] = []
+    names: list[str] = []
+    nodata: list[float | None] = []
+    tiff_tags: tuple[TiffTag, ...] = ()
+    for f in files:
+        arr, info = _read_raw(f, _STACK_DTYPES)
+        if not bands:
+            tiff_tags = info.tiff_tags
+        if per_file and arr.shape[0] != 1:
+            raise ImageReadError(f"{f}: has {arr.shape[0]} bands; a folder or list of band files needs "
+                                 "single-band files")
+        if bands and arr.shape[-2:] != bands[0].shape[-2:]:
+            raise ImageReadError(f"{f}: shape {arr.shape[-2:]} differs from {files[0]}: {bands[0].shape[-2:]}; "
+                                 "all bands must have the same size")
+        bands.extend(arr)  # (C, H, W) -> C bands of (H, W)
+        names.extend([f.stem] if per_file else [f"band_{i + 1:02d}" for i in range(arr.shape[0])])
+        nodata.extend([_nodata(info.tiff_tags)] * arr.shape[0])
+    stack = np.empty((len(bands), *bands[0].shape), dtype=np.float32)  # (S, H, W)
+    offsets, scales = [], []
+    for i, band in enumerate(bands):
+        offset, scale = _band_scaling(band, str(files[i] if per_file else files[0]), scaling, (lo_p, hi_p),
+                                      nodata[i])
+        stack[i] = (band.astype(np.float64) - offset) / scale
+        offsets.append(offset)
+        scales.append(scale)
+    info = StackInfo(scaling=scaling, offset=tuple(offsets), scale=tuple(scales),
+                     dtype=tuple(b.dtype.name for b in bands), band_names=tuple(names),
+                     files=tuple(str(f) for f in files), shape=(len(bands), *bands[0].shape),  # type: ignore[arg-type]
+                     percentiles=(lo_p, hi_p) if scaling == "band_percentile" else None, nodata=tuple(nodata),
+                     tiff_tags=tiff_tags)
+    return stack, info
+
+
+def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: StackInfo) -> None:
+    """Undo the scaling of :func:`read_stack` and write the bands in their original dtypes, atomically.
+
+    ``value = stack * scale + offset`` per band, rounded and clipped for integer bands (so an unchanged stack
+    writes back the original integers). The destination decides the layout:
+
+    - ``*.tif``/``*.tiff``: one multi-band TIFF (one page, one plane per band; a 2-D TIFF for one band) with
+      ``info``'s GeoTIFF tags;
+    - ``*.npy``: one ``(S, H, W)`` array;
+    - a path without extension: a folder with one ``{band_name}.tif`` per band (created if needed; other files in
+      it are left alone).
+
+    Args:
+        path_or_dir: destination file or folder.
+        stack: ``(S, H, W)`` float (numpy or torch) in the scaled domain of ``info``.
+        info: the :class:`StackInfo` returned by :func:`read_stack`.
+
+    Raises:
+        TypeError: ``stack`` not a float array/tensor.
+        ValueError: ``stack`` not ``(S, H, W)``, not finite, or ``S`` differs from the bands in ``info``; one
+            file asked for bands of different dtypes; a folder asked for bands with the same name; unsupported
+            extension.
+    """
+    path = Path(path_or_dir)
+    stack = _to_numpy("stack", stack, 3, "(S, H, W)")
+    S = stack.shape[0]
+    if S != len(info.offset):
+        raise ValueError(f"`stack` has {S} bands but `info` describes {len(info.offset)}")
+    bands = [_quantise(stack[i].astype(np.float64) * info.scale[i] + info.offset[i], np.dtype(info.dtype[i]))
+             for i in range(S)]
+    suffix = path.suffix.lower()
+    if suffix in TIFF_EXTENSIONS or suffix == ".npy":
+        if len(set(info.dtype)) != 1:
+            raise ValueError(f"{path}: one file holds one dtype, but the bands have {sorted(set(info.dtype))}; "
+                             "write to a folder instead")
+        data = np.stack(bands)  # S x (H, W) -> (S, H, W)
+        if suffix == ".npy":
+            atomic_write(path, lambda tmp: np.save(tmp, data))
+        else:
+            _write_tiff(path, data, False, info.tiff_tags)
+    elif suffix == "":
+        repeated = sorted({n for n in info.band_names if info.band_names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"{path}: band names {repeated} repeat, so their files would overwrite each other; "
+                             "write one .tif or .npy file instead")
+        for name, band in zip(info.band_names, bands):
+            _write_tiff(path / f"{name}.tif", band[None], False, info.tiff_tags)  # (H, W) -> (1, H, W)
+    else:
+        raise ValueError(f"{path}: expected a .tif/.tiff/.npy file or a folder (no extension), got {path.suffix!r}")

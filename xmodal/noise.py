@@ -1,0 +1,679 @@
+"""Synthetic noise models for images and band stacks: training pairs and benchmarks.
+
+Every function takes ``x: (..., C, H, W)`` float in the data's natural scale (typically [0, 1]) and returns the noisy
+image with the same shape and dtype. Noise is added in float and never clipped (the benchmark protocol in DESIGN.md:
+clip or round only where the protocol says so).
+
+Randomness: every draw comes from the ``generator`` argument (a ``torch.Generator``; ``None`` = torch's global RNG).
+Draws happen on the generator's device and are moved to ``x``'s device, so a CPU generator with a CUDA ``x`` works
+(a CUDA generator is faster there). The same generator state and input give the same output.
+
+Noise parameters (``sigma``, ``peak``, ``amount``) accept:
+
+- a float: the same value for every image;
+- a ``tuple`` ``(low, high)``: a range, drawn uniformly once per image (per leading index of ``x``), or once per image
+  and channel with ``per_channel=True``;
+- for ``sigma`` only, a ``list`` (or 1-D tensor) of ``C`` values: one fixed sigma per channel.
+
+A two-value *tuple* is always a range and a *list* always per-channel values, so ``C = 2`` is not ambiguous.
+
+Models (the per-pixel standard deviation returned as ``sigma_map`` by :func:`apply_noise` in brackets):
+
+- ``gaussian``: ``x + sigma * n`` [``sigma``];
+- ``poisson_gaussian`` (Foi et al. 2008): ``Poisson(peak * x) / peak + sigma * n`` [``sqrt(x / peak + sigma^2)``];
+- ``speckle``: ``x * (1 + sigma * n)`` [``|x| * sigma``];
+- ``gamma_speckle`` (SAR, ``looks`` L): ``x * G``, ``G ~ Gamma(L, 1/L)`` (mean 1, variance 1/L) [``|x| / sqrt(L)``];
+- ``salt_and_pepper``: a fraction ``amount`` of pixels set to ``high`` (salt) or ``low`` (pepper)
+  [the exact standard deviation of that replacement given ``x``, see :func:`salt_and_pepper_std`];
+- ``stripe`` (push-broom sensors): one offset ``~ N(0, sigma^2)`` per column (or row) and channel [``sigma``];
+- ``rician`` (MRI magnitude): ``sqrt((x + sigma n1)^2 + (sigma n2)^2)`` [the Rice standard deviation given ``|x|``,
+  see :func:`rician_std`; the bias is :func:`rician_mean` minus ``|x|``];
+
+with ``n, n1, n2 ~ N(0, 1)`` independent per element.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Literal, Union, get_args
+
+import torch
+from torch import nn
+
+__all__ = [
+    "NoiseKind",
+    "NoiseModel",
+    "NoiseSpec",
+    "apply_noise",
+    "curriculum_sigma",
+    "gaussian",
+    "poisson_gaussian",
+    "rician",
+    "rician_mean",
+    "rician_std",
+    "salt_and_pepper",
+    "salt_and_pepper_std",
+    "speckle",
+    "stripe",
+]
+
+NoiseKind = Literal["gaussian", "poisson_gaussian", "speckle", "gamma_speckle", "salt_and_pepper", "stripe", "rician"]
+SpeckleKind = Literal["gaussian", "gamma"]
+StripeDirection = Literal["vertical", "horizontal"]
+ScheduleKind = Literal["linear", "cosine"]
+Level = Union[float, tuple[float, float]]
+SigmaLike = Union[float, tuple[float, float], Sequence[float], torch.Tensor]
+
+
+# ----------------------------------------------------------------------------------------------------------- checks
+
+
+def _check_x(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"Expected `x` to be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"Expected `x` to be a floating-point tensor, got {x.dtype}")
+    if x.ndim < 3:
+        raise ValueError(f"Expected `x` of shape (..., C, H, W) (at least 3 dims), got {tuple(x.shape)}; "
+                         "add a channel axis, e.g. x[None] for one (H, W) image")
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _is_integer(v: object) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _check_value(name: str, v: float, *, positive: bool = False, at_most_one: bool = False) -> float:
+    v = float(v)
+    if at_most_one and not 0.0 <= v <= 1.0:
+        raise ValueError(f"`{name}` must be in [0, 1], got {v}")
+    if positive and not (math.isfinite(v) and v > 0):
+        raise ValueError(f"`{name}` must be > 0, got {v}")
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"`{name}` must be >= 0, got {v}")
+    return v
+
+
+def _check_level(name: str, level: object, *, positive: bool = False, at_most_one: bool = False,
+                 allow_list: bool = False) -> float | tuple[float, float] | list[float]:
+    """A float, a ``(low, high)`` tuple, or (``allow_list``) a per-channel list, each value checked."""
+    if _is_number(level):
+        return _check_value(name, level, positive=positive, at_most_one=at_most_one)
+    if isinstance(level, tuple):
+        if len(level) != 2 or not all(_is_number(v) for v in level):
+            hint = " (pass a list for per-channel values)" if allow_list else ""
+            raise ValueError(f"`{name}` as a tuple is a (low, high) range: expected 2 numbers, got {level!r}{hint}")
+        low, high = (_check_value(name, v, positive=positive, at_most_one=at_most_one) for v in level)
+        if low > high:
+            raise ValueError(f"`{name}` range must have low <= high, got {level!r}")
+        return low, high
+    if allow_list and isinstance(level, (list, torch.Tensor)):
+        values = level.flatten().tolist() if isinstance(level, torch.Tensor) else list(level)
+        if isinstance(level, torch.Tensor) and level.ndim != 1:
+            raise ValueError(f"`{name}` as a tensor must be 1-D (one value per channel), got {tuple(level.shape)}")
+        if not values or not all(_is_number(v) for v in values):
+            raise ValueError(f"`{name}` as a list must hold one number per channel, got {level!r}")
+        return [_check_value(name, v, positive=positive, at_most_one=at_most_one) for v in values]
+    kinds = "a float, a (low, high) tuple or a per-channel list" if allow_list else "a float or a (low, high) tuple"
+    raise TypeError(f"`{name}` must be {kinds}, got {type(level).__name__}")
+
+
+# ------------------------------------------------------------------------------------------------------------ draws
+
+
+def _work_dtype(x: torch.Tensor) -> torch.dtype:
+    """float64 stays float64; float16/bfloat16/float32 compute in float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _gen_device(x: torch.Tensor, generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else x.device
+
+
+def _rand(shape: Sequence[int], x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """``U[0, 1)`` of ``shape`` drawn on the generator's device, returned on ``x``'s device in the work dtype."""
+    u = torch.rand(tuple(shape), generator=generator, device=_gen_device(x, generator), dtype=_work_dtype(x))
+    return u.to(x.device)
+
+
+def _randn(shape: Sequence[int], x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """``N(0, 1)`` of ``shape``, drawn like :func:`_rand`."""
+    n = torch.randn(tuple(shape), generator=generator, device=_gen_device(x, generator), dtype=_work_dtype(x))
+    return n.to(x.device)
+
+
+def _level_shape(x: torch.Tensor, per_channel: bool) -> tuple[int, ...]:
+    """``(*L, C or 1, 1, 1)``: one value per image (and channel), broadcastable against ``x``."""
+    return (*x.shape[:-3], x.shape[-3] if per_channel else 1, 1, 1)
+
+
+def _draw_level(name: str, level: float | tuple[float, float] | list[float], x: torch.Tensor, per_channel: bool,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """The checked ``level`` as a tensor broadcastable against ``x``: ``(1, ..., 1)``, ``(*L, 1 or C, 1, 1)`` for a
+    range, or ``(1, ..., C, 1, 1)`` for a per-channel list."""
+    dtype = _work_dtype(x)
+    if isinstance(level, list):
+        if per_channel:
+            raise ValueError(f"per_channel=True draws one `{name}` per channel from a (low, high) range; "
+                             f"`{name}` is already a per-channel list")
+        if len(level) != x.shape[-3]:
+            raise ValueError(f"`{name}` has {len(level)} per-channel values but `x` has {x.shape[-3]} channels "
+                             f"(shape {tuple(x.shape)})")
+        return torch.tensor(level, dtype=dtype, device=x.device).view(-1, 1, 1)  # (C,) -> (C, 1, 1)
+    if isinstance(level, tuple):
+        low, high = level
+        return low + (high - low) * _rand(_level_shape(x, per_channel), x, generator)
+    return torch.full((1,) * x.ndim, float(level), dtype=dtype, device=x.device)
+
+
+def _standard_gamma(shape: tuple[int, ...], alpha: float, x: torch.Tensor,
+                    generator: torch.Generator | None) -> torch.Tensor:
+    """``Gamma(alpha, 1)`` samples drawn from ``generator`` (torch's own gamma sampler takes no generator).
+
+    Marsaglia & Tsang (2000) squeeze-rejection, vectorised: each round redraws only the rejected elements (acceptance
+    is above 95 % for ``alpha >= 1``); ``alpha < 1`` uses ``Gamma(alpha + 1) * U^(1 / alpha)``.
+    """
+    a = alpha + 1.0 if alpha < 1.0 else alpha
+    d = a - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    n = math.prod(shape)
+    out = torch.empty(n, dtype=_work_dtype(x), device=x.device)
+    todo = torch.arange(n, device=x.device)
+    while todo.numel():
+        z = _randn((todo.numel(),), x, generator)
+        u = _rand((todo.numel(),), x, generator)
+        v = (1.0 + c * z) ** 3
+        accept = (v > 0) & (torch.log(u) < 0.5 * z * z + d - d * v + d * torch.log(v.clamp_min(1e-30)))
+        out[todo[accept]] = d * v[accept]
+        todo = todo[~accept]
+    if alpha < 1.0:
+        out = out * _rand((n,), x, generator) ** (1.0 / alpha)
+    return out.view(shape)  # (n,) -> shape
+
+
+# ----------------------------------------------------------------------------------------------------------- models
+# Each private ``_model`` returns ``(noisy, std)`` in the work dtype, ``std`` broadcastable against ``x``; the public
+# functions return ``noisy`` in ``x``'s dtype and :func:`apply_noise` also returns ``std`` expanded to ``x``'s shape.
+
+
+def _gaussian(x: torch.Tensor, sigma: SigmaLike, generator: torch.Generator | None,
+              per_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_x(x)
+    s = _draw_level("sigma", _check_level("sigma", sigma, allow_list=True), x, per_channel, generator)
+    xw = x.to(_work_dtype(x))
+    return xw + s * _randn(x.shape, x, generator), s
+
+
+def gaussian(x: torch.Tensor, sigma: SigmaLike, generator: torch.Generator | None = None, *,
+             per_channel: bool = False) -> torch.Tensor:
+    """Additive white Gaussian noise: ``x + sigma * n``, ``n ~ N(0, 1)``.
+
+    Args:
+        x: ``(..., C, H, W)`` float, natural scale (typically [0, 1]).
+        sigma: standard deviation in ``x``'s units (``25 / 255`` for "sigma 25" on 8-bit data): a float, a
+            ``(low, high)`` tuple drawn uniformly per image, or a list of ``C`` per-channel values.
+        generator: source of every random draw (``None``: torch's global RNG).
+        per_channel: with a range, draw one sigma per image and channel instead of per image.
+
+    Returns:
+        ``(..., C, H, W)``, ``x``'s dtype, not clipped.
+
+    Raises:
+        TypeError: ``x`` is not a float tensor, or ``sigma`` is not one of the accepted forms.
+        ValueError: ``x`` has fewer than 3 dims; negative sigma; a range with low > high; a per-channel list whose
+            length is not ``C``; ``per_channel=True`` with a per-channel list.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> noisy = gaussian(torch.zeros(2, 3, 8, 8), (0.0, 0.2), g)  # one sigma per image
+    """
+    return _gaussian(x, sigma, generator, per_channel)[0].to(x.dtype)
+
+
+def _poisson_gaussian(x: torch.Tensor, peak: Level, sigma: SigmaLike, generator: torch.Generator | None,
+                      per_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_x(x)
+    p = _draw_level("peak", _check_level("peak", peak, positive=True), x, per_channel, generator)
+    s = _draw_level("sigma", _check_level("sigma", sigma, allow_list=True), x, per_channel, generator)
+    rate = x.to(_work_dtype(x)).clamp_min(0.0) * p
+    dev = _gen_device(x, generator)
+    counts = torch.poisson(rate.to(dev), generator=generator).to(x.device)
+    noisy = counts / p + s * _randn(x.shape, x, generator)
+    return noisy, torch.sqrt(rate / (p * p) + s * s)
+
+
+def poisson_gaussian(x: torch.Tensor, peak: Level, sigma: SigmaLike = 0.0, generator: torch.Generator | None = None,
+                     *, per_channel: bool = False) -> torch.Tensor:
+    """Poisson-Gaussian (shot + read) noise: ``Poisson(peak * x) / peak + sigma * n`` (Foi et al. 2008).
+
+    The noisy mean is ``x`` and its variance ``x / peak + sigma^2``: ``peak`` is the photon count of a pixel at
+    ``x = 1`` (smaller peak = stronger noise). Negative ``x`` values get a Poisson rate of 0.
+
+    Args:
+        x: ``(..., C, H, W)`` float in [0, 1] (the natural scale; values above 1 are fine).
+        peak: photons at ``x = 1``, > 0: a float or a ``(low, high)`` range drawn per image.
+        sigma: standard deviation of the Gaussian (read) part, as in :func:`gaussian`.
+        generator: source of every random draw.
+        per_channel: with ranges, draw peak and sigma per image and channel.
+
+    Returns:
+        ``(..., C, H, W)``, ``x``'s dtype, not clipped (may be negative where ``sigma > 0``).
+
+    Raises:
+        TypeError, ValueError: as :func:`gaussian`; ``peak <= 0``.
+    """
+    return _poisson_gaussian(x, peak, sigma, generator, per_channel)[0].to(x.dtype)
+
+
+def _speckle(x: torch.Tensor, sigma: SigmaLike | None, generator: torch.Generator | None, kind: str,
+             looks: float | None, per_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_x(x)
+    xw = x.to(_work_dtype(x))
+    if kind == "gaussian":
+        if sigma is None:
+            raise ValueError("speckle(kind='gaussian') needs `sigma`, got None")
+        if looks is not None:
+            raise ValueError(f"`looks` belongs to speckle(kind='gamma'); kind='gaussian' takes `sigma`, got "
+                             f"looks={looks}")
+        s = _draw_level("sigma", _check_level("sigma", sigma, allow_list=True), x, per_channel, generator)
+        return xw * (1.0 + s * _randn(x.shape, x, generator)), xw.abs() * s
+    elif kind == "gamma":
+        if looks is None:
+            raise ValueError("speckle(kind='gamma') needs `looks`, got None")
+        if sigma is not None:
+            raise ValueError(f"`sigma` belongs to speckle(kind='gaussian'); kind='gamma' takes `looks`, got "
+                             f"sigma={sigma}")
+        if per_channel:
+            raise ValueError("per_channel=True applies to sigma ranges; speckle(kind='gamma') has a fixed `looks`")
+        L = _check_value("looks", looks, positive=True)
+        G = _standard_gamma(tuple(x.shape), L, x, generator) / L
+        return xw * G, xw.abs() / math.sqrt(L)
+    else:
+        raise ValueError(f"`kind` must be one of {get_args(SpeckleKind)}, got {kind!r}")
+
+
+def speckle(x: torch.Tensor, sigma: SigmaLike | None = None, generator: torch.Generator | None = None, *,
+            kind: SpeckleKind = "gaussian", looks: float | None = None, per_channel: bool = False) -> torch.Tensor:
+    """Multiplicative speckle.
+
+    - ``kind="gaussian"``: ``x * (1 + sigma * n)``, ``n ~ N(0, 1)``: noise standard deviation ``|x| * sigma``.
+    - ``kind="gamma"`` (fully developed SAR speckle with ``looks`` L): ``x * G``, ``G ~ Gamma(L, 1/L)``:
+      mean 1, variance ``1 / L``; the result keeps the sign of ``x`` and is ``>= 0`` for ``x >= 0``.
+
+    Args:
+        x: ``(..., C, H, W)`` float, natural scale (intensity for SAR).
+        sigma: relative standard deviation for ``kind="gaussian"`` (forms as in :func:`gaussian`).
+        generator: source of every random draw.
+        kind: ``"gaussian"`` or ``"gamma"``.
+        looks: number of looks L > 0 for ``kind="gamma"`` (need not be an integer).
+        per_channel: with a sigma range, draw per image and channel.
+
+    Returns:
+        ``(..., C, H, W)``, ``x``'s dtype.
+
+    Raises:
+        TypeError, ValueError: as :func:`gaussian`; unknown ``kind``; ``sigma`` missing for ``"gaussian"`` or given
+            for ``"gamma"``; ``looks`` missing, given for ``"gaussian"`` or ``<= 0``.
+    """
+    return _speckle(x, sigma, generator, kind, looks, per_channel)[0].to(x.dtype)
+
+
+def salt_and_pepper_std(x: torch.Tensor, amount: float | torch.Tensor, salt_vs_pepper: float = 0.5,
+                        low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """Exact per-pixel standard deviation of salt-and-pepper noise ``noisy - x`` given ``x``.
+
+    With ``p = amount``, ``s = salt_vs_pepper``: ``E[e] = p (s (high - x) + (1 - s)(low - x))``,
+    ``E[e^2] = p (s (high - x)^2 + (1 - s)(low - x)^2)`` and ``std = sqrt(E[e^2] - E[e]^2)``.
+
+    Args:
+        x: clean values, any shape.
+        amount: replaced fraction in [0, 1] (a float or a tensor broadcastable against ``x``).
+        salt_vs_pepper: fraction of the replaced pixels set to ``high``.
+        low: pepper value.
+        high: salt value.
+
+    Returns:
+        Same shape as ``x``.
+    """
+    e_high, e_low = high - x, low - x
+    mean = amount * (salt_vs_pepper * e_high + (1 - salt_vs_pepper) * e_low)
+    second = amount * (salt_vs_pepper * e_high ** 2 + (1 - salt_vs_pepper) * e_low ** 2)
+    return torch.sqrt((second - mean ** 2).clamp_min(0.0))
+
+
+def _salt_and_pepper(x: torch.Tensor, amount: Level, generator: torch.Generator | None, salt_vs_pepper: float,
+                     low: float, high: float, per_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_x(x)
+    p = _draw_level("amount", _check_level("amount", amount, at_most_one=True), x, False, generator)
+    salt_vs_pepper = _check_value("salt_vs_pepper", salt_vs_pepper, at_most_one=True)
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        raise ValueError(f"`low` and `high` must be finite with low <= high, got low={low}, high={high}")
+    # per_channel=False: one draw per pixel location, shared by the channels (a dead/hot pixel is white or black)
+    shape = tuple(x.shape) if per_channel else (*x.shape[:-3], 1, *x.shape[-2:])
+    hit = _rand(shape, x, generator) < p
+    salt = _rand(shape, x, generator) < salt_vs_pepper
+    xw = x.to(_work_dtype(x))
+    value = torch.where(salt, torch.full_like(xw[..., :1, :, :], high), torch.full_like(xw[..., :1, :, :], low))
+    noisy = torch.where(hit, value, xw)
+    return noisy, salt_and_pepper_std(xw, p, salt_vs_pepper, low, high)
+
+
+def salt_and_pepper(x: torch.Tensor, amount: Level, generator: torch.Generator | None = None, *,
+                    salt_vs_pepper: float = 0.5, low: float = 0.0, high: float = 1.0,
+                    per_channel: bool = False) -> torch.Tensor:
+    """Impulse noise: each pixel is replaced with probability ``amount`` by ``high`` (salt, with probability
+    ``salt_vs_pepper``) or ``low`` (pepper).
+
+    Args:
+        x: ``(..., C, H, W)`` float in ``[low, high]``.
+        amount: replaced fraction in [0, 1]: a float or a ``(low, high)`` range drawn per image.
+        generator: source of every random draw.
+        salt_vs_pepper: fraction of replaced pixels that become salt, in [0, 1].
+        low: pepper value (0 for data in [0, 1]).
+        high: salt value (1 for data in [0, 1]).
+        per_channel: ``False`` (default) replaces whole pixels (all channels, same value); ``True`` draws every
+            channel independently.
+
+    Returns:
+        ``(..., C, H, W)``, ``x``'s dtype.
+
+    Raises:
+        TypeError, ValueError: ``x`` as in :func:`gaussian`; ``amount`` or ``salt_vs_pepper`` outside [0, 1];
+            ``low > high`` or non-finite.
+    """
+    return _salt_and_pepper(x, amount, generator, salt_vs_pepper, low, high, per_channel)[0].to(x.dtype)
+
+
+def _stripe(x: torch.Tensor, sigma: SigmaLike, generator: torch.Generator | None, direction: str,
+            per_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_x(x)
+    s = _draw_level("sigma", _check_level("sigma", sigma, allow_list=True), x, per_channel, generator)
+    *lead, C, H, W = x.shape
+    if direction == "vertical":
+        offsets = _randn((*lead, C, 1, W), x, generator)  # one per column and channel, constant down the column
+    elif direction == "horizontal":
+        offsets = _randn((*lead, C, H, 1), x, generator)  # one per row and channel, constant along the row
+    else:
+        raise ValueError(f"`direction` must be one of {get_args(StripeDirection)}, got {direction!r}")
+    return x.to(_work_dtype(x)) + s * offsets, s
+
+
+def stripe(x: torch.Tensor, sigma: SigmaLike, generator: torch.Generator | None = None, *,
+           direction: StripeDirection = "vertical", per_channel: bool = False) -> torch.Tensor:
+    """Stripe noise of push-broom / whisk-broom sensors: one offset ``~ N(0, sigma^2)`` per column (``"vertical"``
+    stripes) or per row (``"horizontal"``) and channel, added to every pixel of that column or row.
+
+    Args:
+        x: ``(..., C, H, W)`` float, natural scale.
+        sigma: offset standard deviation (forms as in :func:`gaussian`).
+        generator: source of every random draw.
+        direction: ``"vertical"`` (stripes run along H, one offset per column) or ``"horizontal"``.
+        per_channel: with a sigma range, draw per image and channel.
+
+    Returns:
+        ``(..., C, H, W)``, ``x``'s dtype.
+
+    Raises:
+        TypeError, ValueError: as :func:`gaussian`; unknown ``direction``.
+    """
+    return _stripe(x, sigma, generator, direction, per_channel)[0].to(x.dtype)
+
+
+def _rice_laguerre_half(z: torch.Tensor) -> torch.Tensor:
+    """``exp(-z) ((1 + 2z) I0(z) + 2z I1(z))`` = ``L_{1/2}(-2z)`` with exponentially scaled Bessel functions."""
+    return (1.0 + 2.0 * z) * torch.special.i0e(z) + 2.0 * z * torch.special.i1e(z)
+
+
+def rician_mean(amplitude: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+    """Mean of a Rice distribution: ``sigma sqrt(pi/2) L_{1/2}(-A^2 / (2 sigma^2))`` (``A`` when sigma is 0).
+
+    Args:
+        amplitude: ``A = |x|``, any shape.
+        sigma: Gaussian standard deviation per component (float or tensor broadcastable against ``amplitude``).
+
+    Returns:
+        Same shape as ``amplitude`` broadcast with ``sigma``.
+    """
+    A = amplitude.abs().double()
+    s = torch.as_tensor(sigma, dtype=torch.float64, device=A.device)
+    z = A ** 2 / (4.0 * s.clamp_min(1e-300) ** 2)
+    mean = s * math.sqrt(math.pi / 2.0) * _rice_laguerre_half(z)
+    return torch.where(s > 0, mean, A).to(amplitude.dtype)
+
+
+def rician_std(amplitude: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+    """Standard deviation of a Rice distribution: ``sqrt(A^2 + 2 sigma^2 - mean^2)`` (computed in float64).
+
+    It is about ``sigma * sqrt(2 - pi/2)`` at ``A = 0`` and tends to ``sigma`` for ``A >> sigma``.
+
+    Args:
+        amplitude: ``A = |x|``, any shape.
+        sigma: Gaussian standard deviation per component.
+
+    Returns:
+        Same shape as ``amplitude`` broadcast with ``sigma``.
+    """
+    A = amplitude.abs().double()
+    s = torch.as_tensor(sigma, dtype=torch.float64, device=A.device)
+    var = A ** 2 + 2.0 * s ** 2 - rician_mean(A, s) ** 2
+    return torch.sqrt(var.clamp_min(0.0)).to(amplitude.dtype)
+
+
+def _rician(x: torch.Tensor, sigma: SigmaLike, generator: torch.Generator | None,
+            per_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_x(x)
+    s = _draw_level("sigma", _check_level("sigma", sigma, allow_list=True), x, per_channel, generator)
+    xw = x.to(_work_dtype(x))
+    n1, n2 = _randn(x.shape, x, generator), _randn(x.shape, x, generator)
+    return torch.sqrt((xw + s * n1) ** 2 + (s * n2) ** 2), rician_std(xw, s)
+
+
+def rician(x: torch.Tensor, sigma: SigmaLike, generator: torch.Generator | None = None, *,
+           per_channel: bool = False) -> torch.Tensor:
+    """Rician noise of MRI magnitude images: ``sqrt((x + n1)^2 + n2^2)``, ``n1, n2 ~ N(0, sigma^2)``.
+
+    The result is biased upwards: its mean is :func:`rician_mean` (``sigma sqrt(pi/2)`` at ``x = 0``).
+
+    Args:
+        x: ``(..., C, H, W)`` float magnitude, natural scale.
+        sigma: per-component standard deviation (forms as in :func:`gaussian`).
+        generator: source of every random draw.
+        per_channel: with a sigma range, draw per image and channel.
+
+    Returns:
+        ``(..., C, H, W)``, ``x``'s dtype, ``>= 0``.
+
+    Raises:
+        TypeError, ValueError: as :func:`gaussian`.
+    """
+    return _rician(x, sigma, generator, per_channel)[0].to(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------- config level
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """Configuration of one noise model (YAML-friendly: ranges are ``(low, high)``; ``low == high`` fixes a value).
+
+    Attributes:
+        kind: which model (see the module docstring).
+        sigma: Gaussian / speckle / stripe / Rician standard deviation range, drawn per image (natural units;
+            the default is the [0, 50] / 255 blind range of DRUNet-style training).
+        peak: Poisson photons at ``x = 1``, range drawn per image (``poisson_gaussian``); the Gaussian read part
+            uses ``sigma`` (set ``sigma=(0.0, 0.0)`` for pure Poisson).
+        amount: replaced fraction range (``salt_and_pepper``).
+        looks: number of looks L > 0 (``gamma_speckle``).
+        salt_vs_pepper: fraction of replaced pixels set to ``high`` (``salt_and_pepper``).
+        low: pepper value (``salt_and_pepper``).
+        high: salt value (``salt_and_pepper``).
+        direction: stripe direction (``stripe``).
+        per_channel: draw ranges per image and channel instead of per image (for ``salt_and_pepper`` it replaces
+            channels independently; ``gamma_speckle`` ignores it).
+    """
+
+    kind: NoiseKind = "gaussian"
+    sigma: tuple[float, float] = (0.0, 50.0 / 255.0)
+    peak: tuple[float, float] = (10.0, 100.0)
+    amount: tuple[float, float] = (0.0, 0.1)
+    looks: float = 1.0
+    salt_vs_pepper: float = 0.5
+    low: float = 0.0
+    high: float = 1.0
+    direction: StripeDirection = "vertical"
+    per_channel: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in get_args(NoiseKind):
+            raise ValueError(f"NoiseSpec.kind must be one of {get_args(NoiseKind)}, got {self.kind!r}")
+        if self.direction not in get_args(StripeDirection):
+            raise ValueError(f"NoiseSpec.direction must be one of {get_args(StripeDirection)}, "
+                             f"got {self.direction!r}")
+        for f in fields(self):
+            if f.name in ("sigma", "peak", "amount"):
+                value = getattr(self, f.name)
+                if isinstance(value, list):  # YAML gives lists; keep the frozen dataclass hashable
+                    value = tuple(value)
+                    object.__setattr__(self, f.name, value)
+                if not isinstance(value, tuple):
+                    raise TypeError(f"NoiseSpec.{f.name} must be a (low, high) tuple, got {value!r}")
+                _check_level(f"NoiseSpec.{f.name}", value, positive=f.name == "peak",
+                             at_most_one=f.name == "amount")
+        _check_value("NoiseSpec.looks", self.looks, positive=True)
+        _check_value("NoiseSpec.salt_vs_pepper", self.salt_vs_pepper, at_most_one=True)
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low <= self.high):
+            raise ValueError(f"NoiseSpec.low and NoiseSpec.high must be finite with low <= high, "
+                             f"got low={self.low}, high={self.high}")
+
+
+def apply_noise(x: torch.Tensor, spec: NoiseSpec,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the model described by ``spec``; also return the per-pixel noise standard deviation.
+
+    ``sigma_map`` is the standard deviation of ``noisy - x`` given ``x`` (and the drawn parameters), suitable as the
+    optional noise-level-map input channel of a network:
+
+    - ``gaussian``, ``stripe``: the drawn ``sigma`` (constant per image/channel);
+    - ``poisson_gaussian``: ``sqrt(max(x, 0) / peak + sigma^2)``;
+    - ``speckle``: ``|x| * sigma``; ``gamma_speckle``: ``|x| / sqrt(looks)``;
+    - ``salt_and_pepper``: :func:`salt_and_pepper_std` (0 where ``amount`` is 0);
+    - ``rician``: :func:`rician_std` of ``|x|`` (tends to ``sigma`` in bright regions, ``~0.655 sigma`` at 0).
+
+    Args:
+        x: ``(..., C, H, W)`` float, natural scale.
+        spec: the noise model.
+        generator: source of every random draw.
+
+    Returns:
+        ``(noisy, sigma_map)``, both ``(..., C, H, W)`` in ``x``'s dtype.
+
+    Raises:
+        TypeError, ValueError: as the model's function.
+
+    Example:
+        >>> spec = NoiseSpec(kind="poisson_gaussian", peak=(20.0, 60.0), sigma=(0.0, 0.02))
+        >>> noisy, sigma_map = apply_noise(torch.rand(4, 3, 32, 32), spec, torch.Generator().manual_seed(0))
+    """
+    if not isinstance(spec, NoiseSpec):
+        raise TypeError(f"Expected `spec` to be a NoiseSpec, got {type(spec).__name__}")
+    k, pc = spec.kind, spec.per_channel
+    if k == "gaussian":
+        noisy, std = _gaussian(x, spec.sigma, generator, pc)
+    elif k == "poisson_gaussian":
+        noisy, std = _poisson_gaussian(x, spec.peak, spec.sigma, generator, pc)
+    elif k == "speckle":
+        noisy, std = _speckle(x, spec.sigma, generator, "gaussian", None, pc)
+    elif k == "gamma_speckle":
+        noisy, std = _speckle(x, None, generator, "gamma", spec.looks, False)
+    elif k == "salt_and_pepper":
+        noisy, std = _salt_and_pepper(x, spec.amount, generator, spec.salt_vs_pepper, spec.low, spec.high, pc)
+    elif k == "stripe":
+        noisy, std = _stripe(x, spec.sigma, generator, spec.direction, pc)
+    elif k == "rician":
+        noisy, std = _rician(x, spec.sigma, generator, pc)
+    else:  # unreachable through NoiseSpec.__post_init__, kept for exhaustiveness
+        raise ValueError(f"NoiseSpec.kind must be one of {get_args(NoiseKind)}, got {k!r}")
+    return noisy.to(x.dtype), std.expand(x.shape).to(x.dtype).contiguous()
+
+
+class NoiseModel(nn.Module):
+    """Thin module around :func:`apply_noise`: stores a :class:`NoiseSpec`, holds no parameters.
+
+    Example:
+        >>> model = NoiseModel(NoiseSpec(kind="gaussian", sigma=(0.0, 0.2)))
+        >>> noisy, sigma_map = model(torch.rand(2, 1, 16, 16), torch.Generator().manual_seed(0))
+    """
+
+    def __init__(self, spec: NoiseSpec) -> None:
+        super().__init__()
+        if not isinstance(spec, NoiseSpec):
+            raise TypeError(f"Expected `spec` to be a NoiseSpec, got {type(spec).__name__}")
+        self.spec = spec
+
+    def forward(self, x: torch.Tensor,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(noisy, sigma_map)`` for ``x: (..., C, H, W)``, see :func:`apply_noise`."""
+        return apply_noise(x, self.spec, generator)
+
+    def extra_repr(self) -> str:
+        return repr(self.spec)
+
+
+# --------------------------------------------------------------------------------------------------------- schedule
+
+
+def curriculum_sigma(step: int, max_steps: int, start: tuple[float, float], end: tuple[float, float],
+                     warmup_fraction: float = 0.5, kind: ScheduleKind = "linear") -> tuple[float, float]:
+    """Progressive noise range for training: ``start`` at step 0, ``end`` from ``warmup_fraction * max_steps`` on.
+
+    With ``t = min(step / (warmup_fraction * max_steps), 1)`` (``t = 1`` when ``warmup_fraction`` is 0) and weight
+    ``w = t`` (``"linear"``) or ``w = (1 - cos(pi t)) / 2`` (``"cosine"``), each bound is
+    ``start + w * (end - start)``. ``w`` is non-decreasing in ``step``, so when ``end >= start`` (bound by bound)
+    both bounds grow monotonically.
+
+    Args:
+        step: current step, >= 0 (steps past ``max_steps`` give ``end``).
+        max_steps: total steps, > 0.
+        start: ``(low, high)`` sigma range at step 0.
+        end: ``(low, high)`` sigma range after the warm-up.
+        warmup_fraction: fraction of ``max_steps`` spent ramping, in [0, 1].
+        kind: ``"linear"`` or ``"cosine"`` ramp.
+
+    Returns:
+        ``(low, high)``: pass it as ``sigma`` to a noise function or into a :class:`NoiseSpec`.
+
+    Raises:
+        ValueError: negative ``step``, ``max_steps <= 0``, ``warmup_fraction`` outside [0, 1], a malformed range,
+            unknown ``kind``.
+
+    Example:
+        >>> curriculum_sigma(500, 1000, (0.0, 0.05), (0.0, 0.2), warmup_fraction=0.5)
+        (0.0, 0.2)
+    """
+    if not _is_integer(step) or step < 0:
+        raise ValueError(f"`step` must be an integer >= 0, got {step!r}")
+    if not _is_integer(max_steps) or max_steps <= 0:
+        raise ValueError(f"`max_steps` must be an integer > 0, got {max_steps!r}")
+    if not 0.0 <= warmup_fraction <= 1.0:
+        raise ValueError(f"`warmup_fraction` must be in [0, 1], got {warmup_fraction}")
+    bounds = []
+    for name, value in (("start", start), ("end", end)):
+        if not isinstance(value, (tuple, list)):
+            raise ValueError(f"`{name}` must be a (low, high) tuple, got {value!r}")
+        bounds.append(_check_level(name, tuple(value)))
+    (lo0, hi0), (lo1, hi1) = bounds
+    ramp = warmup_fraction * max_steps
+    t = 1.0 if ramp == 0 else min(step / ramp, 1.0)
+    if kind == "linear":
+        w = t
+    elif kind == "cosine":
+        w = 0.5 * (1.0 - math.cos(math.pi * t))
+    else:
+        raise ValueError(f"`kind` must be one of {get_args(ScheduleKind)}, got {kind!r}")
+    return lo0 + w * (lo1 - lo0), hi0 + w * (hi1 - hi0)
