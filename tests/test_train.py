@@ -124,6 +124,19 @@ def test_cli_demo_run(tmp_path, capsys):
     assert (run / "demo_data" / "clean").is_dir() and (run / "model.safetensors").is_file()
 
 
+def test_cli_stop_after_then_resume(tmp_path, tiny_config, capsys):
+    d = tiny_config.data
+    args = [str(TINY), f"train.run_dir={tmp_path / 'r'}", f"data.clean_dir=[{d.clean_dir[0]}]",
+            f"data.noise_dir=[{d.noise_dir[0]}]", "data.valid_fraction=0.25"]
+    assert main(args + ["--stop-after", "1"]) == 0
+    assert "done: 1 steps" in capsys.readouterr().out
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "at step 1" in out and "done: 4 steps" in out
+    assert main(args + ["--stop-after", "0"]) == 2
+    assert "--stop-after must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_cli_errors(tmp_path, capsys):
     assert main([str(TINY), "train.max_stepz=2"]) == 2
     assert "unknown key `train.max_stepz` (did you mean `train.max_steps`?)" in capsys.readouterr().err

@@ -356,10 +356,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xmodal.train", description=__doc__.split("\n")[0])
     parser.add_argument("recipe", help="YAML recipe, e.g. recipes/speech.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=100 optim.lr=3e-4")
+    parser.add_argument("--stop-after", type=int, default=None, metavar="N",
+                        help="stop after N steps in this call, checkpointed (run the command again to resume)")
     args = parser.parse_args(argv)
+    if args.stop_after is not None and args.stop_after < 1:
+        print(f"error: --stop-after must be at least 1, got {args.stop_after}", file=sys.stderr)
+        return 2
     try:
         config = load_config(args.recipe, args.overrides)
-        result = train(config)
+        result = train(config, stop_after=args.stop_after)
     except (ConfigError, ckpt.CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
