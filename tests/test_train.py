@@ -22,6 +22,9 @@ def weights(run_dir):
 
 
 def test_train_save_load_identical_output(tiny_config):
+    from dataclasses import replace
+
+    tiny_config = replace(tiny_config, train=replace(tiny_config.train, tensorboard=True))
     result = train(tiny_config)
     run = result.run_dir
     for name in ("model.safetensors", "best.safetensors", "config.yaml", "train_state.pt", "log.txt",
@@ -31,6 +34,11 @@ def test_train_save_load_identical_output(tiny_config):
     assert load_config(run / "config.yaml") == tiny_config
     assert set(result.validation) == {"noisy", "enhanced"}
     assert np.isfinite(result.validation["noisy"]["pesq"]) and np.isfinite(result.validation["enhanced"]["si_sdr"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"), size_guidance={"audio": 0, "scalars": 0}).Reload()
+    assert "valid/enhanced_0" in events.Tags()["audio"]
+    assert {"train/loss", "train/lr", "valid/enhanced/pesq", "valid/noisy/si_sdr"} <= set(events.Tags()["scalars"])
     saved = json.loads((run / "validation.json").read_text())
     assert saved["report"]["enhanced"]["pesq"] == pytest.approx(result.validation["enhanced"]["pesq"])
 

@@ -79,9 +79,9 @@ def score(modality: str, acc: Any, row: str, item: str, ref: Any, est: Any, conf
 
 
 def tensorboard_sample(modality: str, writer: Any, tag: str, x: Any, step: int, config: Config) -> None:
-    """Log one validation output (natural domain, ``(1, ...)``) to a TensorBoard ``SummaryWriter``."""
+    """Log one validation output (natural domain, speech ``(C, T)``) to a TensorBoard ``SummaryWriter``."""
     if modality == "speech":
-        wave = x.clamp(-1, 1)[0, :1]  # (1, C, T) -> (1, T): first channel
+        wave = x.clamp(-1, 1).reshape(-1, x.shape[-1])[0]  # (..., T) -> (T,): first channel of the first item
         writer.add_audio(tag, wave, step, config.audio.sample_rate)
         return
     raise _unknown(modality)
