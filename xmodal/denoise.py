@@ -266,13 +266,9 @@ class Denoiser:
         L = x.shape[-1]
         wave = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)  # (B, C, L)
         wave = resample(wave, sample_rate, self.sample_rate)  # (B, C, L) -> (B, C, L_m)
-        n = wave.shape[-1]
-        short = self.config.audio.n_fft // 2 + 1 - n  # the centred STFT needs more than n_fft / 2 samples
-        if short > 0:
-            wave = torch.nn.functional.pad(wave, (0, short))  # (B, C, L_m) -> (B, C, n_fft // 2 + 1)
         ctx = AudioContext(shape=tuple(wave.shape), scale=scale.to(self.device))
         feats, ctx = self.adapter.encode(wave, ctx)  # (B*C, 2, F, N)
-        est = self.adapter.decode(self.model(feats, self.modality).float(), ctx)[..., :n]  # (B, C, L_m)
+        est = self.adapter.decode(self.model(feats, self.modality).float(), ctx)  # (B, C, L_m), exact length
         est = resample(est, self.sample_rate, sample_rate)[..., :L]  # (B, C, L_m) -> (B, C, L)
         if est.shape[-1] < L:
             est = torch.nn.functional.pad(est, (0, L - est.shape[-1]))

@@ -70,17 +70,6 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(data.T), int(sr)  # (T, C) -> (C, T)
 
 
-def audio_info(path: str | os.PathLike) -> tuple[int, int, int, str]:
-    """``(sample_rate, channels, frames, subtype)`` of an audio file without decoding it."""
-    import soundfile as sf
-
-    try:
-        info = sf.info(str(path))
-    except Exception as e:
-        raise AudioReadError(f"{path}: not readable as audio ({e})") from None
-    return int(info.samplerate), int(info.channels), int(info.frames), str(info.subtype)
-
-
 def write_audio(path: str | os.PathLike, wave: np.ndarray | torch.Tensor, sample_rate: int,
                 subtype: str | None = None) -> None:
     """Write ``wave: (C, T) or (T,) float`` atomically (temp file in the same folder, then rename).

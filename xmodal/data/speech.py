@@ -244,12 +244,12 @@ def _pairs(root: str) -> list[tuple[Path, Path]]:
 def _validation_mixtures(clean_files: list[Path], noise_files: list[Path], snrs: tuple[float, ...],
                          sample_rate: int, max_seconds: float, seed: int) -> list[ValidationClip]:
     clips = []
+    noises = [load_audio(nf, sample_rate)[0].numpy() for nf in noise_files]  # each file read once
     for ci, cf in enumerate(clean_files):
         clean = load_audio(cf, sample_rate)[0].numpy()
         if max_seconds > 0:
             clean = clean[: int(max_seconds * sample_rate)]
-        for ni, nf in enumerate(noise_files):
-            noise_wave = load_audio(nf, sample_rate)[0].numpy()
+        for ni, (nf, noise_wave) in enumerate(zip(noise_files, noises)):
             offset = int(np.random.default_rng((seed, ci, ni)).integers(len(noise_wave)))
             noise = _loop_crop(noise_wave, len(clean), offset)
             for snr in snrs:
