@@ -16,14 +16,15 @@ import torch
 from xmodal.config import load_config
 from xmodal.inference import autocast_for
 from xmodal.losses import SpeechLoss
-from xmodal.modalities import MODALITIES, make_adapter
+from xmodal.config import Config
+from xmodal.modalities import make_adapter, modality_io
 from xmodal.models import build_model
 
 
 def measure(config, precision: str, steps: int, batch: int, seconds: float) -> float:
     torch.manual_seed(0)
     adapter = make_adapter("speech", config)
-    model = build_model(config.model, {"speech": MODALITIES["speech"]})
+    model = build_model(config.model, {"speech": modality_io("speech", Config())})
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = SpeechLoss(config.loss)
     T = int(seconds * config.audio.sample_rate)
@@ -61,7 +62,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     config = load_config(args.recipe, args.overrides)
-    n = sum(p.numel() for p in build_model(config.model, {"speech": MODALITIES["speech"]}).parameters())
+    n = sum(p.numel() for p in build_model(config.model, {"speech": modality_io("speech", Config())}).parameters())
     print(f"recipe {args.recipe} {' '.join(args.overrides)}: {config.model.arch} {list(config.model.widths)}, "
           f"{n / 1e6:.3f} M parameters, batch {args.batch} x {args.seconds:g} s, {torch.get_num_threads()} threads")
     for precision in ("fp32", "bf16"):

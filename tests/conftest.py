@@ -28,13 +28,13 @@ def run_dir(tmp_path_factory) -> Path:
     """A run directory holding an untrained model of the tiny recipe (config.yaml + model.safetensors)."""
     from xmodal.checkpoint import save_weights
     from xmodal.config import dump_config
-    from xmodal.modalities import MODALITIES
+    from xmodal.modalities import modality_io
     from xmodal.models import build_model
 
     d = tmp_path_factory.mktemp("run")
     cfg = load_config(TINY)
     torch.manual_seed(0)
-    save_weights(build_model(cfg.model, {"speech": MODALITIES["speech"]}), d / "model.safetensors", cfg)
+    save_weights(build_model(cfg.model, {"speech": modality_io("speech", cfg)}), d / "model.safetensors", cfg)
     dump_config(cfg, d / "config.yaml")
     return d
 

@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from xmodal.config import ModelConfig
+from xmodal.config import Config, ModelConfig
 from xmodal.models import DenoisingNet, ModalityIO, SimpleCNN, UNet, build_model
 from xmodal.models.heads import ComplexMaskHead, make_head, make_stem
-from xmodal.modalities import MODALITIES, make_adapter
+from xmodal.modalities import make_adapter, modality_io
 
-SPEECH = {"speech": MODALITIES["speech"]}
+SPEECH = {"speech": modality_io("speech", Config())}
 
 
 @pytest.mark.parametrize("arch", ["unet", "cnn"])
@@ -58,7 +58,7 @@ def test_residual_head_with_zero_conv_is_identity():
 
 
 def test_several_modalities_in_one_network():
-    net = DenoisingNet(UNet((4, 8)), {"speech": MODALITIES["speech"],
+    net = DenoisingNet(UNet((4, 8)), {"speech": modality_io("speech", Config()),
                                       "gray": ModalityIO(1, "conv", "residual", "replicate")})
     assert net(torch.randn(1, 1, 11, 13), "gray").shape == (1, 1, 11, 13)
     assert net(torch.randn(1, 2, 11, 13), "speech").shape == (1, 2, 11, 13)
@@ -87,7 +87,9 @@ def test_errors():
         make_head("complex_mask", 4, 3)
     with pytest.raises(ValueError, match=r"model.mask_bound must be positive, got 0"):
         make_head("complex_mask", 4, 2, 0.0)
-    with pytest.raises(ValueError, match=r"unknown modality 'video' \(known: speech\)"):
+    with pytest.raises(ValueError, match=r"head output channels 1..3 do not fit 2 inputs"):
+        make_head("residual", 4, 2, out_channels=2, offset=1)
+    with pytest.raises(ValueError, match=r"unknown modality 'video' \(known: speech, image, multispectral\)"):
         make_adapter("video", None)
 
 

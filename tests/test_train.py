@@ -185,18 +185,18 @@ def test_ddp_two_gloo_processes_equal_one_process(tiny_config, tmp_path):
 
 def test_checkpoint_errors(tmp_path, tiny_config):
     from xmodal.models import build_model
-    from xmodal.modalities import MODALITIES
+    from xmodal.modalities import modality_io
 
     from dataclasses import replace
 
-    model = build_model(tiny_config.model, {"speech": MODALITIES["speech"]})
+    model = build_model(tiny_config.model, {"speech": modality_io("speech", tiny_config)})
     ckpt.save_weights(model, tmp_path / "m.safetensors", tiny_config)
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left
-    other = build_model(replace(tiny_config.model, widths=(8, 16, 32)), {"speech": MODALITIES["speech"]})
+    other = build_model(replace(tiny_config.model, widths=(8, 16, 32)), {"speech": modality_io("speech", tiny_config)})
     with pytest.raises(ckpt.CheckpointError, match=r"m.safetensors: weights do not match the model \(missing "
                                                    r"trunk\.dec\.1\.0\.conv1\.bias.*shape mismatch trunk\.mid\.0\.conv1\.bias \(16,\) vs \(32,\)"):
         ckpt.load_weights(other, tmp_path / "m.safetensors")
-    narrow = build_model(replace(tiny_config.model, widths=(4, 16)), {"speech": MODALITIES["speech"]})
+    narrow = build_model(replace(tiny_config.model, widths=(4, 16)), {"speech": modality_io("speech", tiny_config)})
     with pytest.raises(ckpt.CheckpointError, match=r"shape mismatch"):
         ckpt.load_weights(narrow, tmp_path / "m.safetensors")
     (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")

@@ -22,7 +22,7 @@ from torch import nn
 from xmodal._fs import atomic_write
 from xmodal.config import Config, config_from_dict, config_to_dict
 
-__all__ = ["CheckpointError", "load_run", "load_train_state", "load_weights", "save_train_state", "save_weights",
+__all__ = ["CheckpointError", "init_from", "load_run", "load_train_state", "load_weights", "save_train_state", "save_weights",
            "unwrap"]
 
 WEIGHTS = "model.safetensors"
@@ -89,6 +89,42 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     unwrap(model).load_state_dict(state, strict=True)
 
 
+def init_from(model: nn.Module, path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Initialise ``model`` from another run's weights: every tensor whose name and shape match is copied.
+
+    This is how a shared trunk moves between modalities (a gray-image trunk starting a colour or multispectral
+    model, a finished run starting a fine-tune). Stems and heads of other modalities are simply skipped.
+
+    Args:
+        model: the freshly built network.
+        path: a run directory (its ``model.safetensors``) or a ``.safetensors`` file.
+
+    Returns:
+        ``(loaded names, names of the model left at their initialisation)``.
+
+    Raises:
+        CheckpointError: unreadable file, or no tensor at all matches (a different architecture).
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS
+    if not path.is_file():
+        raise CheckpointError(f"{path}: train.init_from weights file not found")
+    try:
+        state = load_file(str(path))
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    target = unwrap(model).state_dict()
+    loaded = sorted(k for k in target if k in state and state[k].shape == target[k].shape)
+    if not loaded:
+        raise CheckpointError(f"{path}: train.init_from shares no tensor (name and shape) with this model; "
+                              "is it the same model.arch and model.widths?")
+    unwrap(model).load_state_dict({k: state[k] for k in loaded}, strict=False)
+    return loaded, sorted(set(target) - set(loaded))
+
+
 def read_weights_config(path: str | os.PathLike) -> Config:
     """The config embedded in a weights file's metadata."""
     from safetensors import safe_open
@@ -131,7 +167,7 @@ def load_run(run_dir: str | os.PathLike, weights: str = WEIGHTS) -> tuple[nn.Mod
         CheckpointError: missing files or weights that do not match the config.
     """
     from xmodal.config import load_config
-    from xmodal.modalities import MODALITIES
+    from xmodal.modalities import modality_io
     from xmodal.models import build_model
 
     run_dir = Path(run_dir)
@@ -143,6 +179,6 @@ def load_run(run_dir: str | os.PathLike, weights: str = WEIGHTS) -> tuple[nn.Mod
         if not (run_dir / CONFIG).is_file():
             raise CheckpointError(f"{run_dir}: not a run directory (no {CONFIG})")
         config = load_config(run_dir / CONFIG)
-    model = build_model(config.model, {config.modality: MODALITIES[config.modality]})
+    model = build_model(config.model, {config.modality: modality_io(config.modality, config)})
     load_weights(model, path)
     return model.eval(), config

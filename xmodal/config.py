@@ -26,6 +26,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from xmodal.noise import NoiseSpec
+
 __all__ = [
     "AudioConfig",
     "Config",
@@ -134,6 +136,93 @@ class SpeechDataConfig:
 
 
 @dataclass(frozen=True)
+class ImageDataConfig:
+    """Image and band-stack training data (modalities ``image`` and ``multispectral``).
+
+    ``image``: ``train_dir`` holds clean images (PNG, JPEG, TIFF, npy; noise is synthesised with ``noise``), or
+    ``pairs_dir`` holds ``noisy/`` and ``clean/`` with matching names. Validation: ``valid_dir`` (clean images,
+    noise from ``valid_noise`` with a fixed seed), else ``valid_pairs_dir``, else ``valid_fraction`` of the files.
+
+    ``multispectral``: ``train_dir`` lists stacks (multi-band GeoTIFF files or folders of single-band TIFFs), read
+    with ``scaling``; the bottom ``valid_rows`` of every stack's rows is held out for validation (the same rows of
+    every band), the rest is cropped for training.
+
+    Attributes:
+        train_dir: clean images (files or folders) or stacks.
+        pairs_dir: folder holding ``noisy/`` and ``clean/`` (image only).
+        valid_dir: clean validation images (files or folders).
+        valid_pairs_dir: folder of validation pairs.
+        valid_fraction: share of ``train_dir`` files held out when no validation source is given.
+        valid_rows: multispectral: bottom fraction of each stack's rows held out for validation.
+        valid_crop: validation images are centre-cropped to at most this size (0 = whole images).
+        channels: image channels the model works on (1 gray, 3 colour); files are converted (colour -> luma,
+            gray -> replicated).
+        context_bands: multispectral: spectral neighbours on each side of the denoised band given as context
+            (the network sees ``2 * context_bands + 1`` bands and denoises the middle one).
+        bands_per_item: multispectral: contiguous bands per training item.
+        scaling: multispectral per-band scaling (``dtype``, ``band_minmax``, ``band_percentile``).
+        patch_size: side of the random training crops.
+        augment: random flips and 90-degree rotations (and spectral order reversal for stacks).
+        noise: training noise model (a range of levels: the model is blind to the level).
+        valid_noise: validation noise (a fixed level is usual: ``sigma: [0.098, 0.098]`` is 25/255).
+        curriculum_start: progressive noise: the ``noise.sigma`` range at step 0, ramped (cosine) to ``noise.sigma``
+            over the first ``curriculum_fraction`` of ``train.max_steps``. ``null`` = no curriculum.
+        curriculum_fraction: share of the run spent ramping.
+        noise_map: give the network the per-pixel noise standard deviation as an extra input channel (non-blind);
+            ``false`` (default) trains a blind model.
+        epoch_size: items per epoch.
+        num_workers: DataLoader worker processes.
+        seed: seed of every random choice (crops, flips, noise, split).
+    """
+
+    train_dir: tuple[str, ...] = ()
+    pairs_dir: str | None = None
+    valid_dir: tuple[str, ...] = ()
+    valid_pairs_dir: str | None = None
+    valid_fraction: float = 0.1
+    valid_rows: float = 0.25
+    valid_crop: int = 0
+    channels: int = 1
+    context_bands: int = 2
+    bands_per_item: int = 5
+    scaling: Literal["dtype", "band_minmax", "band_percentile"] = "band_minmax"
+    patch_size: int = 64
+    augment: bool = True
+    noise: NoiseSpec = field(default_factory=NoiseSpec)
+    valid_noise: NoiseSpec = field(default_factory=lambda: NoiseSpec(sigma=(25.0 / 255.0, 25.0 / 255.0)))
+    curriculum_start: tuple[float, float] | None = None
+    curriculum_fraction: float = 0.3
+    noise_map: bool = False
+    epoch_size: int = 1000
+    num_workers: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ImageLossConfig:
+    """Image / stack loss weights (0 disables a term). See :mod:`xmodal.losses`.
+
+    Attributes:
+        l1: L1 (``charbonnier_eps`` = 0) or Charbonnier ``sqrt(d^2 + eps^2)`` distance.
+        charbonnier_eps: Charbonnier epsilon (0 = plain L1).
+        ssim: ``1 - SSIM`` (pytorch-msssim, 11x11 Gaussian window, sigma 1.5).
+        ms_ssim: ``1 - MS-SSIM`` (pytorch-msssim; needs patches larger than 160 pixels).
+        perceptual: VGG-16 feature L1; needs ``perceptual_weights``.
+        perceptual_weights: a torchvision VGG-16 state dict (``.pth``/``.safetensors``) supplied by the user;
+            nothing is downloaded.
+        perceptual_layers: VGG-16 ``features`` indices whose outputs are compared (ReLU1_2, 2_2, 3_3 by default).
+    """
+
+    l1: float = 1.0
+    charbonnier_eps: float = 0.0
+    ssim: float = 0.0
+    ms_ssim: float = 0.0
+    perceptual: float = 0.0
+    perceptual_weights: str | None = None
+    perceptual_layers: tuple[int, ...] = (3, 8, 15)
+
+
+@dataclass(frozen=True)
 class LossConfig:
     """Speech loss weights (0 disables a term). See :mod:`xmodal.losses`.
 
@@ -193,6 +282,9 @@ class TrainConfig:
         progress: show a progress bar (rank 0).
         threads: torch intra-op threads (0 = leave torch's default).
         seed: seed of the model initialisation.
+        init_from: start a fresh run from these weights (a run directory or ``.safetensors`` file): every tensor
+            whose name and shape match is copied (e.g. a trunk trained on another modality; a fine-tune). Ignored
+            when the run resumes.
     """
 
     run_dir: str = "runs/speech"
@@ -208,17 +300,24 @@ class TrainConfig:
     progress: bool = True
     threads: int = 0
     seed: int = 0
+    init_from: str | None = None
 
 
 @dataclass(frozen=True)
 class Config:
-    """A whole recipe."""
+    """A whole recipe.
 
-    modality: Literal["speech"] = "speech"
+    ``modality`` picks the sections that matter: ``speech`` uses ``audio``, ``data`` and ``loss``; ``image`` and
+    ``multispectral`` use ``image`` and ``image_loss``. ``model``, ``optim`` and ``train`` are shared.
+    """
+
+    modality: Literal["speech", "image", "multispectral"] = "speech"
     audio: AudioConfig = field(default_factory=AudioConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: SpeechDataConfig = field(default_factory=SpeechDataConfig)
+    image: ImageDataConfig = field(default_factory=ImageDataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    image_loss: ImageLossConfig = field(default_factory=ImageLossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -337,7 +436,10 @@ def _build(cls: type, raw: dict, prefix: str, source: str) -> Any:
             raise ConfigError(
                 f"{source}: `{dotted}` must be {_type_name(hints[k])}, got {_describe(v)}"
             ) from None
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:  # a section's own checks (e.g. NoiseSpec ranges)
+        raise ConfigError(f"{source}: `{prefix or cls.__name__}`: {e}") from None
 
 
 def config_from_dict(raw: dict | None, source: str = "<dict>") -> Config:

@@ -1,4 +1,4 @@
-"""Speech-enhancement losses. Every term runs in fp32 with autocast disabled (half-precision STFTs are a known failure).
+"""Losses: speech enhancement, then images and band stacks. Every term runs in fp32 with autocast disabled (half-precision STFTs are a known failure).
 
 Natural-domain terms take waves ``(B, C, T)`` (or any ``(..., T)``); feature-domain terms take the adapter's compressed
 complex features ``(B, 2, F, N)``.
@@ -13,12 +13,17 @@ from torch import nn
 from xmodal.config import LossConfig
 
 __all__ = [
+    "ImageLoss",
+    "PerceptualLoss",
     "SpeechLoss",
+    "charbonnier_loss",
     "complex_loss",
     "compressed_magnitude_loss",
+    "ms_ssim_loss",
     "multi_resolution_stft_loss",
     "si_sdr",
     "si_sdr_loss",
+    "ssim_loss",
     "waveform_l1_loss",
 ]
 
@@ -142,6 +147,143 @@ class SpeechLoss(nn.Module):
                 "waveform": lambda: waveform_l1_loss(est_wave, ref_wave),
                 "mrstft": lambda: multi_resolution_stft_loss(est_wave, ref_wave, self.mrstft_ffts),
                 "si_sdr": lambda: si_sdr_loss(est_wave, ref_wave),
+            }
+            terms = {name: fns[name]() for name, w in self.weights.items() if w > 0}
+            total = sum(self.weights[name] * value for name, value in terms.items())
+        return total, terms
+
+
+# ------------------------------------------------------------------------------------------------- images / stacks
+
+
+def charbonnier_loss(est: torch.Tensor, ref: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Mean ``sqrt((est - ref)^2 + eps^2)`` (``eps = 0``: mean absolute error)."""
+    _check_pair(est, ref, "charbonnier_loss")
+    d = est - ref
+    return d.abs().mean() if eps == 0 else torch.sqrt(d * d + eps * eps).mean()
+
+
+def _as_images(x: torch.Tensor) -> torch.Tensor:
+    """``(C, H, W)`` or ``(B, C, H, W)`` or ``(B, S, H, W)`` -> 4-D, channels scored separately."""
+    return x if x.ndim == 4 else x.reshape((-1,) + tuple(x.shape[-3:]))
+
+
+def ssim_loss(est: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """``1 - SSIM`` (pytorch-msssim: 11 x 11 Gaussian window, sigma 1.5, K = (0.01, 0.03), no padding)."""
+    from pytorch_msssim import ssim
+
+    _check_pair(est, ref, "ssim_loss")
+    return 1 - ssim(_as_images(est), _as_images(ref), data_range=data_range, size_average=True)
+
+
+def ms_ssim_loss(est: torch.Tensor, ref: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """``1 - MS-SSIM`` (pytorch-msssim, 5 scales; images must be larger than 160 pixels per side)."""
+    from pytorch_msssim import ms_ssim
+
+    _check_pair(est, ref, "ms_ssim_loss")
+    if min(est.shape[-2:]) <= 160:
+        raise ValueError(f"ms_ssim_loss needs images larger than 160 x 160 (5 scales), got {tuple(est.shape[-2:])}; "
+                         "raise image.patch_size or use image_loss.ssim")
+    return 1 - ms_ssim(_as_images(est), _as_images(ref), data_range=data_range, size_average=True)
+
+
+class PerceptualLoss(nn.Module):
+    """L1 between VGG-16 feature maps of estimate and reference, from weights the user supplies (nothing is
+    downloaded). Inputs in [0, 1] with any channel count: gray is replicated to RGB, other counts are scored
+    channel by channel as gray.
+
+    Args:
+        weights: a torchvision ``vgg16`` state dict (``.pth``, loaded with ``weights_only``, or ``.safetensors``);
+            keys with or without the ``features.`` prefix.
+        layers: indices in ``vgg16().features`` whose outputs are compared.
+
+    Raises:
+        FileNotFoundError: ``weights`` does not exist; ValueError: the file is not a VGG-16 feature state dict.
+    """
+
+    _MEAN = (0.485, 0.456, 0.406)
+    _STD = (0.229, 0.224, 0.225)
+
+    def __init__(self, weights: str, layers: tuple[int, ...] = (3, 8, 15)) -> None:
+        super().__init__()
+        from pathlib import Path
+
+        from torchvision.models import vgg16
+
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"image_loss.perceptual_weights: {path} does not exist")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k.removeprefix("features."): v for k, v in state.items()
+                 if not k.startswith("classifier.")}
+        if not layers or max(layers) > 30 or min(layers) < 0:
+            raise ValueError(f"image_loss.perceptual_layers must be indices in 0..30, got {list(layers)}")
+        features = vgg16().features[: max(layers) + 1]
+        try:
+            features.load_state_dict({k: v for k, v in state.items() if int(k.split(".")[0]) <= max(layers)})
+        except (RuntimeError, ValueError) as e:
+            raise ValueError(f"image_loss.perceptual_weights: {path} is not a torchvision VGG-16 state dict ({e})"
+                             ) from None
+        self.features = features.eval().requires_grad_(False)
+        self.layers = set(layers)
+        self.register_buffer("mean", torch.tensor(self._MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self._STD).view(1, 3, 1, 1), persistent=False)
+
+    def _rgb(self, x: torch.Tensor) -> torch.Tensor:
+        x = _as_images(x)
+        if x.shape[1] != 3:
+            x = x.reshape(-1, 1, *x.shape[-2:]).expand(-1, 3, -1, -1)
+        return (x - self.mean) / self.std
+
+    def forward(self, est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        a, b = self._rgb(est), self._rgb(ref)
+        total = est.new_zeros(())
+        for i, layer in enumerate(self.features):
+            a, b = layer(a), layer(b)
+            if i in self.layers:
+                total = total + (a - b).abs().mean()
+        return total
+
+
+class ImageLoss(nn.Module):
+    """Weighted sum of the image losses, weights from :class:`~xmodal.config.ImageLossConfig` (0 = skipped).
+
+    ``forward(est, ref, est_feats, ref_feats) -> (total, {term: value})`` on natural-domain images or stacks
+    ``(B, C, H, W)``; the feature arguments are accepted for the common loss signature and unused. fp32, autocast off.
+    """
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        weights = {"l1": config.l1, "ssim": config.ssim, "ms_ssim": config.ms_ssim, "perceptual": config.perceptual}
+        for name, w in weights.items():
+            if w < 0:
+                raise ValueError(f"image_loss.{name} must be >= 0, got {w}")
+        if not any(weights.values()):
+            raise ValueError("image_loss: every weight is 0; set at least one of " + ", ".join(weights))
+        if config.charbonnier_eps < 0:
+            raise ValueError(f"image_loss.charbonnier_eps must be >= 0, got {config.charbonnier_eps}")
+        if config.perceptual > 0 and not config.perceptual_weights:
+            raise ValueError("image_loss.perceptual > 0 needs image_loss.perceptual_weights: a torchvision VGG-16 "
+                             "state dict file (xmodal never downloads weights)")
+        self.weights = weights
+        self.eps = config.charbonnier_eps
+        self.perceptual = PerceptualLoss(config.perceptual_weights, config.perceptual_layers) \
+            if config.perceptual > 0 else None
+
+    def forward(self, est: torch.Tensor, ref: torch.Tensor, est_feats: torch.Tensor | None = None,
+                ref_feats: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with torch.autocast(est.device.type, enabled=False):
+            est, ref = est.float(), ref.float()
+            fns = {
+                "l1": lambda: charbonnier_loss(est, ref, self.eps),
+                "ssim": lambda: ssim_loss(est, ref),
+                "ms_ssim": lambda: ms_ssim_loss(est, ref),
+                "perceptual": lambda: self.perceptual(est, ref),
             }
             terms = {name: fns[name]() for name, w in self.weights.items() if w > 0}
             total = sum(self.weights[name] * value for name, value in terms.items())

@@ -1,4 +1,4 @@
-"""Speech metrics (PESQ, STOI, ESTOI, SI-SDR) and an accumulator that survives failing clips and reduces over DDP.
+"""Metrics: speech (PESQ, STOI, ESTOI, SI-SDR), images and stacks (PSNR, SSIM, SAM), and an accumulator that survives failing clips and reduces over DDP.
 
 PESQ is ITU-T P.862 through the ``pesq`` package: wide-band (P.862.2) at 16 kHz, narrow-band at 8 kHz; other rates
 are resampled to 16 kHz (wide-band). STOI/ESTOI come from ``pystoi`` (which resamples to 10 kHz itself).
@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["SPEECH_METRICS", "MetricAccumulator", "pesq_score", "si_sdr_score", "speech_metrics", "stoi_score"]
+__all__ = ["IMAGE_METRICS", "SPEECH_METRICS", "SSIM_IMPLEMENTATION", "STACK_METRICS", "MetricAccumulator",
+           "image_metrics", "pesq_score", "psnr_score", "sam_score", "si_sdr_score", "speech_metrics", "ssim_score",
+           "stoi_score"]
 
 SPEECH_METRICS = ("pesq", "stoi", "estoi", "si_sdr")
 
@@ -169,6 +171,97 @@ def speech_metrics(acc: MetricAccumulator, row: str, item: str, ref: np.ndarray 
     for name in metrics:
         if name not in fns:
             raise ValueError(f"unknown speech metric {name!r} (known: {', '.join(SPEECH_METRICS)})")
+        try:
+            value = fns[name]()
+        except ValueError as e:
+            acc.fail(row, name, item, str(e))
+            continue
+        acc.add(row, name, value)
+        scores[name] = value
+    return scores
+
+
+# ------------------------------------------------------------------------------------------------- images / stacks
+
+IMAGE_METRICS = ("psnr", "ssim")
+STACK_METRICS = ("psnr", "ssim", "sam")
+SSIM_IMPLEMENTATION = ("pytorch-msssim ssim: 11x11 Gaussian window (sigma 1.5), K1 0.01, K2 0.03, valid "
+                       "convolution, channels averaged (Wang et al. 2004; equals skimage with gaussian_weights=True, "
+                       "sigma=1.5, use_sample_covariance=False)")
+
+
+def _image4(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().cpu().double()
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3:
+        raise ValueError(f"Expected `{name}` of shape (H, W) or (C, H, W), got {tuple(x.shape)}")
+    return x[None]  # (1, C, H, W)
+
+
+def psnr_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor, data_range: float = 1.0) -> float:
+    """PSNR in dB over all pixels and channels: ``10 log10(data_range^2 / MSE)`` (``inf`` for identical images).
+
+    Raises:
+        ValueError: shapes differ.
+    """
+    a, b = _image4(ref, "ref"), _image4(deg, "deg")
+    if a.shape != b.shape:
+        raise ValueError(f"psnr: `ref` and `deg` must have the same shape, got {tuple(a.shape[1:])} and "
+                         f"{tuple(b.shape[1:])}")
+    mse = float((a - b).pow(2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(data_range ** 2 / mse)
+
+
+def ssim_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor, data_range: float = 1.0) -> float:
+    """Mean SSIM over pixels and channels, see :data:`SSIM_IMPLEMENTATION`.
+
+    Raises:
+        ValueError: shapes differ, or the image is smaller than the 11 x 11 window.
+    """
+    from pytorch_msssim import ssim
+
+    a, b = _image4(ref, "ref"), _image4(deg, "deg")
+    if a.shape != b.shape:
+        raise ValueError(f"ssim: `ref` and `deg` must have the same shape, got {tuple(a.shape[1:])} and "
+                         f"{tuple(b.shape[1:])}")
+    if min(a.shape[-2:]) < 11:
+        raise ValueError(f"ssim: images must be at least 11 x 11 (the window), got {tuple(a.shape[-2:])}")
+    return float(ssim(a, b, data_range=data_range, size_average=True))
+
+
+def sam_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor) -> float:
+    """Spectral angle mapper: mean over pixels of the angle (degrees) between the ``S``-band spectra of ``ref``
+    and ``deg`` (``(S, H, W)``). Pixels where either spectrum is all zero are left out.
+
+    Raises:
+        ValueError: shapes differ, or no pixel has two non-zero spectra.
+    """
+    a, b = _image4(ref, "ref")[0], _image4(deg, "deg")[0]  # (S, H, W)
+    if a.shape != b.shape:
+        raise ValueError(f"sam: `ref` and `deg` must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    na, nb = a.norm(dim=0), b.norm(dim=0)
+    valid = (na > 0) & (nb > 0)
+    if not bool(valid.any()):
+        raise ValueError("sam failed: every pixel has an all-zero spectrum")
+    cos = ((a * b).sum(dim=0)[valid] / (na[valid] * nb[valid])).clamp(-1.0, 1.0)
+    return float(torch.rad2deg(torch.arccos(cos)).mean())
+
+
+def image_metrics(acc: MetricAccumulator, row: str, item: str, ref: np.ndarray | torch.Tensor,
+                  deg: np.ndarray | torch.Tensor, metrics: tuple[str, ...] = IMAGE_METRICS,
+                  data_range: float = 1.0) -> dict[str, float]:
+    """Score one image or stack ``(C, H, W)`` with ``metrics`` (from :data:`STACK_METRICS`) into ``acc``; a metric
+    that fails is recorded, not raised."""
+    fns = {
+        "psnr": lambda: psnr_score(ref, deg, data_range),
+        "ssim": lambda: ssim_score(ref, deg, data_range),
+        "sam": lambda: sam_score(ref, deg),
+    }
+    scores = {}
+    for name in metrics:
+        if name not in fns:
+            raise ValueError(f"unknown image metric {name!r} (known: {', '.join(STACK_METRICS)})")
         try:
             value = fns[name]()
         except ValueError as e:

@@ -23,8 +23,8 @@ from xmodal.config import Config, ConfigError, config_to_dict, dump_config, load
 from xmodal.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from xmodal.inference import autocast_for, enhance
 from xmodal.metrics import MetricAccumulator
-from xmodal.modalities import (MODALITIES, make_adapter, make_corpus, make_loss, metric_names, primary_metric, score,
-                               tensorboard_sample)
+from xmodal.modalities import (make_adapter, make_corpus, make_loss, metric_names, modality_io, num_workers,
+                               primary_metric, score, tensorboard_sample)
 
 __all__ = ["TrainResult", "cosine_with_warmup", "main", "train"]
 
@@ -203,7 +203,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         # ---- model, optimiser, schedule, scaler
         torch.manual_seed(tc.seed)
         adapter = make_adapter(modality, config).to(info.device)
-        model = build_model(config.model, {modality: MODALITIES[modality]}).to(info.device)
+        model = build_model(config.model, {modality: modality_io(modality, config)}).to(info.device)
         optimizer = torch.optim.AdamW(_param_groups(model, oc.weight_decay), lr=oc.lr, betas=oc.betas)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: cosine_with_warmup(s, oc.warmup_steps, tc.max_steps, oc.min_lr_ratio))
@@ -215,10 +215,14 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         state_path = run_dir / ckpt.STATE
         if tc.resume and state_path.is_file():
             saved = load_config(run_dir / ckpt.CONFIG)
-            for section in ("modality", "audio", "model"):
+            sections = ("modality", "audio", "model") if modality == "speech" else ("modality", "model")
+            for section in sections:
                 if config_to_dict(getattr(saved, section)) != config_to_dict(getattr(config, section)):
                     raise ConfigError(f"{run_dir}: holds a run with a different `{section}` config; use another "
                                       "train.run_dir, or train.resume=false to start over")
+            if modality_io(saved.modality, saved) != modality_io(modality, config):
+                raise ConfigError(f"{run_dir}: holds a run whose network input/output differs (image.channels, "
+                                  "image.context_bands or image.noise_map changed); use another train.run_dir")
             ckpt.load_weights(model, run_dir / ckpt.WEIGHTS)
             state = ckpt.load_train_state(state_path)
             optimizer.load_state_dict(state["optimizer"])
@@ -226,6 +230,12 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
             scaler.load_state_dict(state["scaler"])
             step, best = int(state["step"]), float(state["best"])
         resumed_from = step
+        init_note = ""
+        if not resumed_from and tc.init_from:
+            loaded, fresh = ckpt.init_from(model, tc.init_from)
+            init_note = (f"initialised {len(loaded)} of {len(loaded) + len(fresh)} tensors from {tc.init_from}"
+                         + (f" (left fresh: {', '.join(sorted({k.rsplit('.', 2)[0] for k in fresh}))})"
+                            if fresh else ""))
         if info.is_main:
             dump_config(config, run_dir / ckpt.CONFIG)
 
@@ -239,7 +249,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         end_step = tc.max_steps if stop_after is None else min(tc.max_steps, step + stop_after)
         sampler = StepBatchSampler(tc.batch_size, end_step, step, info.rank, info.world_size)
         loader = torch.utils.data.DataLoader(corpus.train, batch_sampler=sampler,
-                                             num_workers=config.data.num_workers,
+                                             num_workers=num_workers(modality, config),
                                              pin_memory=info.device.type == "cuda")
         validator = _Validator(corpus.valid, config, info)
 
@@ -256,6 +266,8 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         if corpus.demo:
             log.line("NOTE: no data configured (data.clean_dir/data.noise_dir or data.pairs_dir): this is a DEMO "
                      "run on a synthetic corpus; its numbers say nothing about real data.")
+        if init_note:
+            log.line(init_note)
         if resumed_from:
             log.line(f"resumed from {run_dir} at step {resumed_from}")
 
@@ -287,14 +299,14 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         t_last, n_last = time.perf_counter(), 0
         try:
             for noisy, clean in loader:
-                noisy = noisy.to(info.device, non_blocking=True)  # (b, 1, T)
+                noisy = noisy.to(info.device, non_blocking=True)  # speech (b, 1, T); images (b, C, P, P)
                 clean = clean.to(info.device, non_blocking=True)
-                feats, ctx = adapter.encode(noisy)  # (b, 2, F, N), fp32
+                feats, ctx = adapter.encode(noisy)  # speech (b, 2, F, N); images (b', C_m, P, P); fp32
                 target, _ = adapter.encode(clean, ctx)
                 with autocast_for(info.device, tc.precision):
                     est = ddp_model(feats, modality)
                 est = est.float()
-                est_wave = adapter.decode(est, ctx)  # (b, 1, T)
+                est_wave = adapter.decode(est, ctx)  # natural domain, shaped like `clean`
                 loss, terms = loss_fn(adapter.normalize(est_wave, ctx), adapter.normalize(clean, ctx), est, target)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}; lower optim.lr or use "

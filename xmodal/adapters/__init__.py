@@ -2,5 +2,7 @@
 
 from xmodal.adapters.audio import AudioAdapter, AudioContext
 from xmodal.adapters.base import Adapter
+from xmodal.adapters.image import ImageAdapter, ImageContext, StackAdapter, spectral_neighbours
 
-__all__ = ["Adapter", "AudioAdapter", "AudioContext"]
+__all__ = ["Adapter", "AudioAdapter", "AudioContext", "ImageAdapter", "ImageContext", "StackAdapter",
+           "spectral_neighbours"]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "make_demo_corpus", "make_demo_pairs", "synth_noise", "synth_speech"]
+__all__ = ["main", "make_demo_corpus", "make_demo_images", "make_demo_pairs", "make_demo_stack", "synth_image",
+           "synth_noise", "synth_speech", "synth_stack"]
 
 _VOWELS = [(730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410),
            (440, 1020, 2240), (660, 1720, 2410), (490, 1350, 1690)]  # (F1, F2, F3) Hz, Peterson & Barney
@@ -142,6 +143,80 @@ def make_demo_pairs(root: str | os.PathLike, n_pairs: int = 3, snr_db: float = 5
         write_audio(clean_dir / f"demo_{i:02d}.wav", clean / peak, sr, "PCM_16")
         write_audio(noisy_dir / f"demo_{i:02d}.wav", noisy / peak, sr, "PCM_16")
     return clean_dir, noisy_dir
+
+
+def _smooth_field(H: int, W: int, rng: np.random.Generator, scale: float) -> np.ndarray:
+    """A smooth random field in [0, 1]: white noise low-passed in the Fourier domain (Gaussian, ``scale`` pixels)."""
+    spec = np.fft.rfft2(rng.standard_normal((H, W)))
+    fy = np.fft.fftfreq(H)[:, None]
+    fx = np.fft.rfftfreq(W)[None, :]
+    field = np.fft.irfft2(spec * np.exp(-2 * (np.pi * scale) ** 2 * (fx ** 2 + fy ** 2)), s=(H, W))
+    field -= field.min()
+    return field / max(field.max(), 1e-12)
+
+
+def synth_image(H: int, W: int, channels: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``(channels, H, W)`` image in [0, 1] with edges, flat regions, gradients and texture: random rectangles and
+    discs of random colours over a smooth background, plus a striped texture patch. Not a photograph."""
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    image = np.stack([_smooth_field(H, W, rng, max(H, W) / 4) for _ in range(channels)]) * 0.5 + 0.25
+    for _ in range(int(rng.integers(4, 9))):
+        colour = rng.uniform(0, 1, (channels, 1, 1))
+        if rng.random() < 0.5:
+            y0, x0 = rng.integers(0, H), rng.integers(0, W)
+            mask = (yy >= y0) & (yy < y0 + rng.integers(H // 8, H // 2)) & (xx >= x0) & \
+                   (xx < x0 + rng.integers(W // 8, W // 2))
+        else:
+            cy, cx, r = rng.uniform(0, H), rng.uniform(0, W), rng.uniform(min(H, W) / 12, min(H, W) / 4)
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        image = np.where(mask[None], colour, image)
+    period, angle = rng.uniform(3, 9), rng.uniform(0, np.pi)
+    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period)
+    y0, x0 = int(rng.integers(0, H // 2)), int(rng.integers(0, W // 2))
+    image[:, y0:y0 + H // 3, x0:x0 + W // 3] = 0.2 + 0.6 * stripes[None, y0:y0 + H // 3, x0:x0 + W // 3]
+    return np.clip(image, 0, 1).astype(np.float32)
+
+
+def synth_stack(bands: int, H: int, W: int, rng: np.random.Generator, materials: int = 4) -> np.ndarray:
+    """A ``(bands, H, W)`` stack in [0, 1]: smooth abundance maps of a few materials (soft partition of the scene)
+    times smooth spectral signatures, the linear mixing model of remote sensing. Not a real scene."""
+    abundance = np.stack([_smooth_field(H, W, rng, min(H, W) / 10) for _ in range(materials)]) ** 3
+    abundance /= abundance.sum(axis=0, keepdims=True) + 1e-12  # (M, H, W), sums to 1
+    t = np.linspace(0, 1, bands)
+    signatures = np.stack([0.15 + 0.7 * _smooth_field(1, 64, rng, 8)[0, np.linspace(0, 63, bands).astype(int)]
+                           * (0.6 + 0.4 * np.cos(np.pi * t * rng.uniform(0.5, 2))) ** 2 for _ in range(materials)])
+    stack = np.tensordot(signatures.T, abundance, axes=1)  # (S, M) x (M, H, W) -> (S, H, W)
+    return np.clip(stack, 0, 1).astype(np.float32)
+
+
+def make_demo_images(root: str | os.PathLike, n: int = 24, size: int = 96, channels: int = 1,
+                     seed: int = 0) -> Path:
+    """Write ``n`` synthetic 8-bit PNG images (``demo_00.png``...) to ``root`` (kept if already there)."""
+    from xmodal.imageio import write_image
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng((seed, 2, channels))
+    for i in range(n):
+        image = synth_image(size, size, channels, rng)
+        path = root / f"demo_{i:02d}.png"
+        if not path.exists():
+            write_image(path, image, "uint8")
+    return root
+
+
+def make_demo_stack(root: str | os.PathLike, bands: int = 8, size: int = 128, seed: int = 0) -> Path:
+    """Write a synthetic band stack as a folder of 16-bit single-band TIFFs (``band_01.tif``...) under ``root``."""
+    from xmodal.imageio import write_image
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    stack = synth_stack(bands, size, size, np.random.default_rng((seed, 3)))
+    for b in range(bands):
+        path = root / f"band_{b + 1:02d}.tif"
+        if not path.exists():
+            write_image(path, stack[b:b + 1], "uint16")
+    return root
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,16 +21,24 @@ class ModalityIO:
     """What the network needs to know about one modality's feature map (nothing about its domain).
 
     Attributes:
-        channels: feature channels in and out.
+        channels: feature channels in.
         stem: stem kind (``conv`` or ``spectral``).
         head: head kind (``complex_mask`` or ``residual``).
         pad_mode: how to pad to the trunk's size multiple (``constant`` = zeros, ``replicate``, ``reflect``).
+        out_channels: feature channels out (``None`` = ``channels``).
+        out_offset: first input channel the output estimates (context bands, a noise-level map).
     """
 
     channels: int
     stem: str
     head: str
     pad_mode: str = "constant"
+    out_channels: int | None = None
+    out_offset: int = 0
+
+    @property
+    def outputs(self) -> int:
+        return self.channels if self.out_channels is None else self.out_channels
 
 
 def build_trunk(config: ModelConfig) -> nn.Module:
@@ -57,7 +65,8 @@ class DenoisingNet(nn.Module):
         self.io = dict(modalities)
         self.stems = nn.ModuleDict({m: make_stem(s.stem, s.channels, trunk.width) for m, s in modalities.items()})
         self.heads = nn.ModuleDict(
-            {m: make_head(s.head, trunk.width, s.channels, mask_bound) for m, s in modalities.items()})
+            {m: make_head(s.head, trunk.width, s.channels, mask_bound, s.out_channels, s.out_offset)
+             for m, s in modalities.items()})
 
     @property
     def modalities(self) -> list[str]:
@@ -71,7 +80,8 @@ class DenoisingNet(nn.Module):
             modality: which stem and head to use.
 
         Returns:
-            ``(B, C_m, H, W)`` estimate of the clean feature map.
+            ``(B, C_out, H, W)`` estimate of the clean feature map (``C_out = C_m`` unless the modality's input
+            carries context channels).
         """
         if modality not in self.io:
             raise KeyError(f"this network has no stem/head for modality {modality!r} (it has {self.modalities})")
@@ -85,7 +95,7 @@ class DenoisingNet(nn.Module):
         xp = F.pad(x, (0, pw, 0, ph), mode=spec.pad_mode) if ph or pw else x  # (B, C, H, W) -> (B, C, H+ph, W+pw)
         h = self.trunk(self.stems[modality](xp))
         y = self.heads[modality](h, xp)
-        return y[..., :H, :W]  # crop back to (B, C, H, W)
+        return y[..., :H, :W]  # crop back to (B, C_out, H, W)
 
 
 def build_model(config: ModelConfig, modalities: dict[str, ModalityIO]) -> DenoisingNet:

@@ -63,14 +63,21 @@ class ComplexMaskHead(nn.Module):
 
 
 class ResidualHead(nn.Module):
-    """Predicts the noise and subtracts it from the input: ``x - conv(h)``."""
+    """Predicts the noise and subtracts it from the input: ``x[:, o:o+C_out] - conv(h)``.
 
-    def __init__(self, width: int, out_channels: int) -> None:
+    ``offset`` picks which input channels are being denoised when the input carries more than the output: spectral
+    context bands around the middle band (multispectral), or a trailing noise-level-map channel.
+    """
+
+    def __init__(self, width: int, out_channels: int, offset: int = 0) -> None:
         super().__init__()
         self.conv = nn.Conv2d(width, out_channels, 3, padding=1)
+        self.offset = offset
+        self.out_channels = out_channels
 
     def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return x - self.conv(h)
+        """``h: (B, width, H, W)``, ``x: (B, C_in, H, W)`` -> ``(B, C_out, H, W)``."""
+        return x[:, self.offset:self.offset + self.out_channels] - self.conv(h)
 
 
 def make_stem(kind: str, in_channels: int, width: int) -> nn.Module:
@@ -81,11 +88,15 @@ def make_stem(kind: str, in_channels: int, width: int) -> nn.Module:
     raise ValueError(f"unknown stem kind {kind!r} (expected 'conv' or 'spectral')")
 
 
-def make_head(kind: str, width: int, channels: int, mask_bound: float = 1.0) -> nn.Module:
+def make_head(kind: str, width: int, channels: int, mask_bound: float = 1.0, out_channels: int | None = None,
+              offset: int = 0) -> nn.Module:
+    out_channels = channels if out_channels is None else out_channels
+    if offset < 0 or offset + out_channels > channels:
+        raise ValueError(f"head output channels {offset}..{offset + out_channels} do not fit {channels} inputs")
     if kind == "complex_mask":
-        if channels != 2:
+        if channels != 2 or out_channels != 2:
             raise ValueError(f"the complex_mask head needs 2 feature channels (real, imag), got {channels}")
         return ComplexMaskHead(width, mask_bound)
     if kind == "residual":
-        return ResidualHead(width, channels)
+        return ResidualHead(width, out_channels, offset)
     raise ValueError(f"unknown head kind {kind!r} (expected 'complex_mask' or 'residual')")

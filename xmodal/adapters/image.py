@@ -1,0 +1,184 @@
+"""Image and band-stack adapters: pixels in [0, 1] <-> feature maps for the shared trunk.
+
+Images are their own feature map (the trunk learns the noise residual), with the channel count mapped onto the
+model's: a gray model (1 channel) denoises every channel of any image independently (channels are folded into the
+batch), a colour model (3 channels) takes 3-channel images and replicates a gray image (averaging its output).
+
+Stacks are band-agnostic: band ``b`` of an ``S``-band stack is denoised from the ``2k + 1`` bands ``b - k .. b + k``
+(mirrored at the ends of the spectrum), so one model serves 6, 10 or 200 bands. Every band becomes one item of the
+batch the network sees: ``(B, S, H, W) -> (B*S, 2k+1, H, W)``, and the head estimates the middle band.
+
+Noise-level maps (non-blind image models): the input carries one extra trailing channel, the per-pixel noise standard
+deviation; it is handed to the network beside every denoised channel and dropped from the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from xmodal.adapters.base import Adapter
+
+__all__ = ["ImageAdapter", "ImageContext", "StackAdapter", "spectral_neighbours"]
+
+
+@dataclass
+class ImageContext:
+    """What :meth:`ImageAdapter.decode` / :meth:`StackAdapter.decode` need to give back the input's layout.
+
+    Attributes:
+        shape: shape of the input given to ``encode`` (without a noise-map channel).
+        mode: ``same``, ``fold`` (channels folded into the batch), ``replicate`` (gray input on a colour model) or
+            ``stack``.
+        batched: the input had a batch dimension (``(B, C, H, W)``); else ``decode`` drops it again.
+    """
+
+    shape: tuple[int, int, int, int]
+    mode: str
+    batched: bool = True
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.batched else x[0]
+
+
+def _pack(x: torch.Tensor, what: str) -> torch.Tensor:
+    if not torch.is_tensor(x):
+        raise TypeError(f"Expected `{what}` to be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"Expected `{what}` of shape (C, H, W) or (B, C, H, W), got {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"Expected a non-empty `{what}`, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"Expected a floating-point `{what}` (scaled to [0, 1]), got {x.dtype}")
+    return (x if x.ndim == 4 else x[None]).float()  # (C, H, W) -> (1, C, H, W)
+
+
+class ImageAdapter(Adapter):
+    """Image ``(C, H, W)`` or ``(B, C, H, W)`` float in [0, 1] <-> features ``(B', model_channels [+1], H, W)``.
+
+    Args:
+        channels: channels the model works on (1 gray, 3 colour, any positive count).
+        noise_map: inputs carry a trailing noise-level-map channel given to the network.
+
+    Example:
+        >>> adapter = ImageAdapter(1)
+        >>> feats, ctx = adapter.encode(torch.rand(3, 40, 30))  # an RGB image through a gray model
+        >>> feats.shape
+        torch.Size([3, 1, 40, 30])
+        >>> adapter.decode(feats, ctx).shape
+        torch.Size([3, 40, 30])
+    """
+
+    def __init__(self, channels: int = 1, noise_map: bool = False) -> None:
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"image.channels must be at least 1, got {channels}")
+        self.model_channels = channels
+        self.noise_map = noise_map
+        self.channels = channels + int(noise_map)
+
+    def encode(self, x: torch.Tensor, ctx: ImageContext | None = None) -> tuple[torch.Tensor, ImageContext]:
+        """Image (plus a trailing noise-map channel for a non-blind model, unless ``ctx`` is given: targets carry
+        no map) -> features."""
+        batched = x.ndim == 4
+        x = _pack(x, "image")
+        sigma = None
+        if self.noise_map and ctx is None:
+            if x.shape[1] < 2:
+                raise ValueError("this model takes a noise-level map: expected (C + 1) channels, the last being the "
+                                 f"per-pixel noise standard deviation, got {x.shape[1]} channel(s)")
+            x, sigma = x[:, :-1], x[:, -1:]  # (B, C, H, W), (B, 1, H, W)
+        B, C, H, W = x.shape
+        M = self.model_channels
+        if ctx is None:
+            if C == M:
+                mode = "same"
+            elif M == 1:
+                mode = "fold"
+            elif C == 1:
+                mode = "replicate"
+            else:
+                raise ValueError(f"this model denoises {M}-channel images; got an image with {C} channels "
+                                 "(use a gray model, which takes any channel count)")
+            ctx = ImageContext(shape=(B, C, H, W), mode=mode, batched=batched)
+        elif ctx.shape != (B, C, H, W):
+            raise ValueError(f"`ctx` was made for images of shape {ctx.shape}, got {(B, C, H, W)}")
+        if ctx.mode == "fold":
+            feats = x.reshape(B * C, 1, H, W)  # every channel is an item
+            if sigma is not None:
+                sigma = sigma.repeat_interleave(C, dim=0)  # (B, 1, H, W) -> (B*C, 1, H, W)
+        elif ctx.mode == "replicate":
+            feats = x.expand(B, M, H, W)
+        else:
+            feats = x
+        if sigma is not None:
+            feats = torch.cat([feats, sigma], dim=1)
+        return feats.contiguous(), ctx
+
+    def decode(self, features: torch.Tensor, ctx: ImageContext) -> torch.Tensor:
+        """Features ``(B', model_channels, H, W)`` -> image of the encoded shape (without the noise map)."""
+        B, C, H, W = ctx.shape
+        if ctx.mode == "fold":
+            x = features.reshape(B, C, H, W)
+        elif ctx.mode == "replicate":
+            x = features.mean(dim=1, keepdim=True)
+        else:
+            x = features
+        return ctx.unpack(x)
+
+
+def spectral_neighbours(bands: int, context: int, device: torch.device | None = None) -> torch.Tensor:
+    """``(bands, 2 * context + 1)`` band indices ``b - context .. b + context``, mirrored at both ends.
+
+    Example:
+        >>> spectral_neighbours(4, 2).tolist()[0]
+        [2, 1, 0, 1, 2]
+    """
+    offsets = torch.arange(-context, context + 1, device=device)
+    idx = torch.arange(bands, device=device)[:, None] + offsets  # (S, 2k+1)
+    if bands == 1:
+        return torch.zeros_like(idx)
+    period = 2 * (bands - 1)
+    idx = idx.remainder(period)
+    return torch.where(idx >= bands, period - idx, idx)
+
+
+class StackAdapter(Adapter):
+    """Band stack ``(S, H, W)`` or ``(B, S, H, W)`` <-> features ``(B*S, 2k+1, H, W)``; any band count ``S``.
+
+    Args:
+        context: spectral neighbours ``k`` on each side of the denoised band.
+
+    Example:
+        >>> adapter = StackAdapter(2)
+        >>> feats, ctx = adapter.encode(torch.rand(10, 32, 32))
+        >>> feats.shape
+        torch.Size([10, 5, 32, 32])
+        >>> adapter.decode(feats[:, 2:3], ctx).shape
+        torch.Size([10, 32, 32])
+    """
+
+    def __init__(self, context: int = 2) -> None:
+        super().__init__()
+        if context < 0:
+            raise ValueError(f"image.context_bands must be >= 0, got {context}")
+        self.context = context
+        self.channels = 2 * context + 1
+
+    def encode(self, x: torch.Tensor, ctx: ImageContext | None = None) -> tuple[torch.Tensor, ImageContext]:
+        batched = x.ndim == 4
+        x = _pack(x, "stack")
+        B, S, H, W = x.shape
+        if ctx is None:
+            ctx = ImageContext(shape=(B, S, H, W), mode="stack", batched=batched)
+        elif ctx.shape != (B, S, H, W):
+            raise ValueError(f"`ctx` was made for stacks of shape {ctx.shape}, got {(B, S, H, W)}")
+        idx = spectral_neighbours(S, self.context, x.device)  # (S, 2k+1)
+        feats = x[:, idx.reshape(-1)].reshape(B * S, self.channels, H, W)  # (B, S*(2k+1), H, W) -> (B*S, 2k+1, ...)
+        return feats, ctx
+
+    def decode(self, features: torch.Tensor, ctx: ImageContext) -> torch.Tensor:
+        """Middle-band estimates ``(B*S, 1, H, W)`` -> ``(B, S, H, W)``."""
+        B, S, H, W = ctx.shape
+        return ctx.unpack(features.reshape(B, S, H, W))

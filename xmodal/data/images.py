@@ -1,0 +1,371 @@
+"""Image and band-stack datasets: clean images with synthetic noise, paired folders, band stacks; validation sets.
+
+As for speech, every random choice of training item ``n`` (the global sample number) comes from
+``numpy.random.default_rng((seed, n))``, so items do not depend on worker count, rank count or where a run resumed.
+Progressive (curriculum) noise ramps the sigma range with the step ``n // batch_size``.
+
+Items are ``(noisy, clean)``: ``(C, P, P)`` images (``noisy`` carries one more channel, the noise-level map, for
+non-blind models) or ``(bands_per_item, P, P)`` stack windows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from xmodal.config import ImageDataConfig
+from xmodal.data.speech import ValidationClip
+from xmodal.imageio import IMAGE_EXTENSIONS, natural_key, read_image, read_stack
+from xmodal.noise import NoiseSpec, apply_noise, curriculum_sigma
+
+__all__ = ["ImageCorpus", "ImageCrops", "PairedImageCrops", "StackCrops", "image_files", "load_image",
+           "noisy_version", "resolve_image_data", "resolve_stack_data"]
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
+
+
+def image_files(items: tuple[str, ...] | list[str], what: str) -> list[Path]:
+    """Image files named by ``items`` (files or folders, folders listed in natural order, hidden files skipped).
+
+    Raises:
+        FileNotFoundError: an item does not exist (named, with ``what`` = the config key).
+        ValueError: a folder holds no image.
+    """
+    files: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS
+                            and not f.name.startswith(".")), key=lambda f: natural_key(f.name))
+            if not found:
+                raise ValueError(f"{what}: {p} holds no image ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{what}: {p} does not exist")
+    return files
+
+
+def load_image(path: Path, channels: int) -> np.ndarray:
+    """Read ``path`` as ``(channels, H, W) float32``: colour -> BT.601 luma for gray, gray -> replicated for colour,
+    an alpha channel dropped.
+
+    Raises:
+        ImageReadError: unreadable file; ValueError: a channel count that cannot be converted.
+    """
+    image, _ = read_image(path)
+    C = image.shape[0]
+    if C in (2, 4):  # LA, RGBA: drop alpha
+        image, C = image[:-1], C - 1
+    if C == channels:
+        return image
+    if channels == 1 and C == 3:
+        return np.tensordot(_LUMA, image, axes=1)[None].astype(np.float32)
+    if C == 1:
+        return np.repeat(image, channels, axis=0)
+    raise ValueError(f"{path}: has {C} channels; image.channels={channels} needs 1 or {channels}")
+
+
+def _crop_window(H: int, W: int, P: int, rng: np.random.Generator) -> tuple[int, int]:
+    return int(rng.integers(0, H - P + 1)), int(rng.integers(0, W - P + 1))
+
+
+def _pad_to(x: np.ndarray, P: int) -> np.ndarray:
+    """Reflect-pad ``(..., H, W)`` to at least ``P`` x ``P`` (symmetric padding never fails on tiny images)."""
+    ph, pw = max(0, P - x.shape[-2]), max(0, P - x.shape[-1])
+    if ph or pw:
+        x = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, ph), (0, pw)], mode="symmetric")
+    return x
+
+
+def _augment(arrays: list[np.ndarray], rng: np.random.Generator, spectral: bool = False) -> list[np.ndarray]:
+    """The same random rotation by k * 90 degrees and flip (and, for stacks, band-order reversal) of every array."""
+    k, flip = int(rng.integers(4)), bool(rng.integers(2))
+    rev = spectral and bool(rng.integers(2))
+    out = []
+    for a in arrays:
+        a = np.rot90(a, k, axes=(-2, -1))
+        if flip:
+            a = a[..., ::-1]
+        if rev:
+            a = a[::-1]
+        out.append(np.ascontiguousarray(a))
+    return out
+
+
+def _noise_spec(config: ImageDataConfig, n: int, batch_size: int, max_steps: int) -> NoiseSpec:
+    spec = config.noise
+    if config.curriculum_start is None:
+        return spec
+    from dataclasses import replace
+
+    sigma = curriculum_sigma(n // max(1, batch_size), max(1, max_steps), tuple(config.curriculum_start),
+                             tuple(spec.sigma), config.curriculum_fraction, "cosine")
+    return replace(spec, sigma=sigma)
+
+
+def noisy_version(clean: torch.Tensor, spec: NoiseSpec, seed: int | tuple[int, ...],
+                  noise_map: bool = False) -> torch.Tensor:
+    """``clean (C, H, W)`` plus noise drawn from ``spec`` with a generator seeded from ``seed`` (reproducible); with
+    ``noise_map`` the per-pixel sigma (RMS over channels) is appended as one more channel."""
+    seed = int(np.random.default_rng(seed).integers(2 ** 62)) if isinstance(seed, tuple) else int(seed)
+    gen = torch.Generator().manual_seed(seed)
+    noisy, sigma_map = apply_noise(clean[None], spec, gen)
+    noisy = noisy[0]
+    if noise_map:
+        noisy = torch.cat([noisy, sigma_map[0].pow(2).mean(dim=0, keepdim=True).sqrt()], dim=0)
+    return noisy
+
+
+class ImageCrops(Dataset):
+    """Random crops of clean images (held in memory) with augmentation and synthetic noise drawn per item.
+
+    Args:
+        images: ``(C, H, W) float32`` clean images.
+        config: patch size, augmentation, noise model, curriculum, noise map, seed.
+        batch_size, max_steps: for the curriculum (step = ``n // batch_size``).
+    """
+
+    def __init__(self, images: list[np.ndarray], config: ImageDataConfig, batch_size: int = 1,
+                 max_steps: int = 1) -> None:
+        if not images:
+            raise ValueError("image data: no training images")
+        self.images = [_pad_to(im, config.patch_size) for im in images]
+        self.config = config
+        self.batch_size = batch_size
+        self.max_steps = max_steps
+
+    def __len__(self) -> int:
+        return self.config.epoch_size
+
+    def __getitem__(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        rng = np.random.default_rng((c.seed, n))
+        image = self.images[int(rng.integers(len(self.images)))]
+        i, j = _crop_window(image.shape[-2], image.shape[-1], c.patch_size, rng)
+        crop = image[:, i:i + c.patch_size, j:j + c.patch_size]
+        if c.augment:
+            crop = _augment([crop], rng)[0]
+        clean = torch.from_numpy(np.ascontiguousarray(crop))
+        noisy = noisy_version(clean, _noise_spec(c, n, self.batch_size, self.max_steps),
+                              int(rng.integers(2 ** 62)), c.noise_map)
+        return noisy, clean
+
+
+class PairedImageCrops(Dataset):
+    """The same random crop (and augmentation) of matching noisy/clean images."""
+
+    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], config: ImageDataConfig) -> None:
+        if not pairs:
+            raise ValueError("image data: no training pairs")
+        self.pairs = [(_pad_to(a, config.patch_size), _pad_to(b, config.patch_size)) for a, b in pairs]
+        self.config = config
+
+    def __len__(self) -> int:
+        return self.config.epoch_size
+
+    def __getitem__(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        rng = np.random.default_rng((c.seed, n))
+        noisy, clean = self.pairs[int(rng.integers(len(self.pairs)))]
+        i, j = _crop_window(clean.shape[-2], clean.shape[-1], c.patch_size, rng)
+        crops = [a[:, i:i + c.patch_size, j:j + c.patch_size] for a in (noisy, clean)]
+        if c.augment:
+            crops = _augment(crops, rng)
+        return torch.from_numpy(crops[0]), torch.from_numpy(crops[1])
+
+
+class StackCrops(Dataset):
+    """Random ``bands_per_item`` x P x P windows of band stacks (the same window from every band), with noise.
+
+    Stacks with fewer bands than ``bands_per_item`` are mirrored along the spectrum (as the adapter does).
+    """
+
+    def __init__(self, stacks: list[np.ndarray], config: ImageDataConfig, batch_size: int = 1,
+                 max_steps: int = 1) -> None:
+        if not stacks:
+            raise ValueError("multispectral data: no training stacks")
+        self.stacks = [_pad_to(s, config.patch_size) for s in stacks]
+        self.config = config
+        self.batch_size = batch_size
+        self.max_steps = max_steps
+
+    def __len__(self) -> int:
+        return self.config.epoch_size
+
+    def __getitem__(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from xmodal.adapters.image import spectral_neighbours
+
+        c = self.config
+        rng = np.random.default_rng((c.seed, n))
+        stack = self.stacks[int(rng.integers(len(self.stacks)))]
+        S, H, W = stack.shape
+        L = c.bands_per_item
+        if S >= L:
+            start = int(rng.integers(0, S - L + 1))
+            bands = np.arange(start, start + L)
+        else:  # mirror a short stack out to L bands
+            bands = spectral_neighbours(S, L, None)[0].numpy()[L:2 * L] if S > 1 else np.zeros(L, dtype=np.int64)
+        i, j = _crop_window(H, W, c.patch_size, rng)
+        crop = stack[bands, i:i + c.patch_size, j:j + c.patch_size]
+        if c.augment:
+            crop = _augment([crop], rng, spectral=True)[0]
+        clean = torch.from_numpy(np.ascontiguousarray(crop))
+        noisy = noisy_version(clean, _noise_spec(c, n, self.batch_size, self.max_steps), int(rng.integers(2 ** 62)))
+        return noisy, clean
+
+
+@dataclass
+class ImageCorpus:
+    """Training dataset + fixed validation items (``ValidationClip`` with ``(C, H, W)`` tensors)."""
+
+    train: Dataset
+    valid: list[ValidationClip]
+    description: str
+    demo: bool = False
+
+
+def _centre_crop(x: np.ndarray, size: int) -> np.ndarray:
+    if size <= 0:
+        return x
+    H, W = x.shape[-2:]
+    i, j = max(0, (H - size) // 2), max(0, (W - size) // 2)
+    return x[..., i:i + size, j:j + size]
+
+
+def _validation(images: list[tuple[str, np.ndarray]], config: ImageDataConfig) -> list[ValidationClip]:
+    clips = []
+    for k, (name, image) in enumerate(images):
+        clean = torch.from_numpy(np.ascontiguousarray(_centre_crop(image, config.valid_crop)))
+        noisy = noisy_version(clean, config.valid_noise, (config.seed, 7919, k), config.noise_map)
+        clips.append(ValidationClip(name, noisy, clean))
+    return clips
+
+
+def _paired_images(root: str, channels: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    base = Path(root)
+    noisy_dir, clean_dir = base / "noisy", base / "clean"
+    for d in (noisy_dir, clean_dir):
+        if not d.is_dir():
+            raise FileNotFoundError(f"image.pairs_dir: {d} does not exist (expected `noisy/` and `clean/` in {base})")
+    noisy = {f.stem: f for f in image_files([str(noisy_dir)], "image.pairs_dir")}
+    clean = {f.stem: f for f in image_files([str(clean_dir)], "image.pairs_dir")}
+    unmatched = sorted(set(noisy) ^ set(clean))
+    if unmatched:
+        raise ValueError(f"image.pairs_dir {base}: files without a partner in noisy/ or clean/: "
+                         f"{', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}")
+    out = []
+    for name in sorted(noisy, key=natural_key):
+        a, b = load_image(noisy[name], channels), load_image(clean[name], channels)
+        if a.shape != b.shape:
+            raise ValueError(f"image.pairs_dir: {noisy[name]} is {a.shape[1:]} but {clean[name]} is {b.shape[1:]}")
+        out.append((name, a, b))
+    return out
+
+
+def resolve_image_data(config: ImageDataConfig, demo_root: str | Path, batch_size: int = 1,
+                       max_steps: int = 1) -> ImageCorpus:
+    """Training dataset and validation images of the ``image`` modality (a synthetic demo set when no data is
+    configured).
+
+    Raises:
+        ValueError, FileNotFoundError: conflicting or missing sources, unreadable images (named).
+    """
+    c = config
+    if c.channels < 1:
+        raise ValueError(f"image.channels must be at least 1, got {c.channels}")
+    if c.pairs_dir and c.train_dir:
+        raise ValueError("image: give either `train_dir` (clean images) or `pairs_dir`, not both")
+    demo = not (c.pairs_dir or c.train_dir)
+    if c.pairs_dir:
+        pairs = _paired_images(c.pairs_dir, c.channels)
+        if c.valid_pairs_dir:
+            valid_pairs = _paired_images(c.valid_pairs_dir, c.channels)
+        else:
+            order = np.random.default_rng(c.seed).permutation(len(pairs))
+            n_valid = math.ceil(c.valid_fraction * len(pairs)) if len(pairs) > 1 else 0
+            valid_pairs = [pairs[i] for i in sorted(order[:n_valid])]
+            pairs = [pairs[i] for i in sorted(order[n_valid:])]
+        train = PairedImageCrops([(a, b) for _, a, b in pairs], c)
+        valid = [ValidationClip(n, torch.from_numpy(_centre_crop(a, c.valid_crop).copy()),
+                                torch.from_numpy(_centre_crop(b, c.valid_crop).copy())) for n, a, b in valid_pairs]
+        return ImageCorpus(train, valid, f"paired folders {c.pairs_dir}: {len(pairs)} training pairs, "
+                                         f"{len(valid)} validation pairs")
+    if demo:
+        from xmodal.data.synthetic import make_demo_images
+
+        train_dirs = (str(make_demo_images(Path(demo_root) / "images", n=24, size=96, channels=c.channels,
+                                           seed=c.seed)),)
+    else:
+        train_dirs = c.train_dir
+    files = image_files(train_dirs, "image.train_dir")
+    valid_files: list[Path] = []
+    if c.valid_dir:
+        valid_files = image_files(c.valid_dir, "image.valid_dir")
+    elif not c.valid_pairs_dir and c.valid_fraction > 0 and len(files) > 1:
+        order = np.random.default_rng(c.seed).permutation(len(files))
+        n_valid = math.ceil(c.valid_fraction * len(files))
+        valid_files = [files[i] for i in sorted(order[:n_valid])]
+        files = [files[i] for i in sorted(order[n_valid:])]
+    train = ImageCrops([load_image(f, c.channels) for f in files], c, batch_size, max_steps)
+    if c.valid_pairs_dir:
+        valid = [ValidationClip(n, torch.from_numpy(_centre_crop(a, c.valid_crop).copy()),
+                                torch.from_numpy(_centre_crop(b, c.valid_crop).copy()))
+                 for n, a, b in _paired_images(c.valid_pairs_dir, c.channels)]
+    else:
+        valid = _validation([(f.stem, load_image(f, c.channels)) for f in valid_files], c)
+    what = "DEMO images (synthetic shapes and textures, not photographs)" if demo else "clean images + synthetic noise"
+    return ImageCorpus(train, valid, f"{what}: {len(files)} training images, {len(valid)} validation images, "
+                                     f"noise {c.noise.kind} sigma {c.noise.sigma[0]:.4f}..{c.noise.sigma[1]:.4f}",
+                       demo=demo)
+
+
+def resolve_stack_data(config: ImageDataConfig, demo_root: str | Path, batch_size: int = 1,
+                       max_steps: int = 1) -> ImageCorpus:
+    """Training windows and validation stacks of the ``multispectral`` modality: the bottom ``valid_rows`` of every
+    stack (all bands) is validation, the rest training.
+
+    Raises:
+        ValueError, FileNotFoundError: missing stacks, bands of different sizes, a split that leaves nothing.
+    """
+    c = config
+    if c.pairs_dir:
+        raise ValueError("multispectral: `image.pairs_dir` is not supported for stacks; use `image.train_dir`")
+    if not 0.0 <= c.valid_rows < 1.0:
+        raise ValueError(f"image.valid_rows must be in [0, 1), got {c.valid_rows}")
+    if c.bands_per_item < 1:
+        raise ValueError(f"image.bands_per_item must be at least 1, got {c.bands_per_item}")
+    if c.noise_map:
+        raise ValueError("image.noise_map is supported for the image modality only (stacks are denoised blind)")
+    demo = not c.train_dir
+    if demo:
+        from xmodal.data.synthetic import make_demo_stack
+
+        sources = [str(make_demo_stack(Path(demo_root) / "stack", bands=8, size=128, seed=c.seed))]
+    else:
+        sources = list(c.train_dir)
+    train_parts, valid = [], []
+    for src in sources:
+        if not Path(src).exists():
+            raise FileNotFoundError(f"image.train_dir: {src} does not exist")
+        stack, _ = read_stack(src, c.scaling)
+        H = stack.shape[1]
+        cut = H - int(round(c.valid_rows * H))
+        if cut < 1:
+            raise ValueError(f"image.valid_rows={c.valid_rows} leaves no training rows in {src} ({H} rows)")
+        train_parts.append(np.ascontiguousarray(stack[:, :cut]))
+        if cut < H:
+            clean = torch.from_numpy(np.ascontiguousarray(_centre_crop(stack[:, cut:], c.valid_crop)))
+            noisy = noisy_version(clean, c.valid_noise, (c.seed, 7919, len(valid)))
+            valid.append(ValidationClip(Path(src).stem, noisy, clean))
+    train = StackCrops(train_parts, c, batch_size, max_steps)
+    what = "DEMO stack (synthetic, not a real scene)" if demo else "band stacks + synthetic noise"
+    bands = ", ".join(str(s.shape[0]) for s in train_parts)
+    return ImageCorpus(train, valid, f"{what}: {len(train_parts)} stacks ({bands} bands), bottom {c.valid_rows:g} "
+                                     f"of the rows for validation, scaling {c.scaling}", demo=demo)
