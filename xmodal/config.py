@@ -143,8 +143,8 @@ class ImageDataConfig:
     ``pairs_dir`` holds ``noisy/`` and ``clean/`` with matching names. Validation: ``valid_dir`` (clean images,
     noise from ``valid_noise`` with a fixed seed), else ``valid_pairs_dir``, else ``valid_fraction`` of the files.
 
-    ``multispectral``: ``train_dir`` lists stacks (multi-band GeoTIFF files or folders of single-band TIFFs), read
-    with ``scaling``; the bottom ``valid_rows`` of every stack's rows is held out for validation (the same rows of
+    ``multispectral``: ``train_dir`` lists stacks, each a multi-band GeoTIFF file, a folder of single-band TIFFs or
+    a list of single-band files (e.g. the 20 m bands of a Sentinel-2 tile), read with ``scaling``; the bottom ``valid_rows`` of every stack's rows is held out for validation (the same rows of
     every band), the rest is cropped for training.
 
     Attributes:
@@ -175,7 +175,7 @@ class ImageDataConfig:
         seed: seed of every random choice (crops, flips, noise, split).
     """
 
-    train_dir: tuple[str, ...] = ()
+    train_dir: tuple[Union[str, tuple[str, ...]], ...] = ()
     pairs_dir: str | None = None
     valid_dir: tuple[str, ...] = ()
     valid_pairs_dir: str | None = None

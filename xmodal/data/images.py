@@ -38,6 +38,9 @@ def image_files(items: tuple[str, ...] | list[str], what: str) -> list[Path]:
     """
     files: list[Path] = []
     for item in items:
+        if not isinstance(item, (str, Path)):
+            raise ValueError(f"{what}: expected files or folders, got a list {list(item)} (lists of band files are "
+                             "for multispectral stacks)")
         p = Path(item)
         if p.is_dir():
             found = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS
@@ -352,9 +355,11 @@ def resolve_stack_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
         sources = list(c.train_dir)
     train_parts, valid = [], []
     for src in sources:
-        if not Path(src).exists():
-            raise FileNotFoundError(f"image.train_dir: {src} does not exist")
-        stack, _ = read_stack(src, c.scaling)
+        for part in ([src] if isinstance(src, str) else list(src)):
+            if not Path(part).exists():
+                raise FileNotFoundError(f"image.train_dir: {part} does not exist")
+        stack, _ = read_stack(src if isinstance(src, str) else list(src), c.scaling)
+        src = src if isinstance(src, str) else str(Path(src[0]).parent)
         H = stack.shape[1]
         cut = H - int(round(c.valid_rows * H))
         if cut < 1:

@@ -1,0 +1,110 @@
+"""Gray (Set12) or colour (Kodak24 kodim19-24) Gaussian denoising: the xmodal model beside BM3D, same noise, same run.
+
+Float protocol (DESIGN.md): clean = 8-bit file / 255; noisy = clean + sigma/255 * N(0, 1) drawn in float64 from
+``numpy.random.default_rng((seed, image index))``, never clipped; each output is clipped to [0, 1] and rounded to
+8 bits before PSNR and SSIM against the clean image (SSIM: see ``xmodal.metrics.SSIM_IMPLEMENTATION``). BM3D is the
+``bm3d`` package (``bm3d.bm3d`` for gray, ``bm3d.bm3d_rgb`` for colour, profile ``np``) given the true sigma.
+
+    python benchmarks/image_quality.py [--data ../shared/data] [--set set12|kodak-valid] [--sigma 25]
+                                       [--model gray] [--skip-bm3d] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DEFAULT_DATA  # noqa: E402
+
+from xmodal.imageio import read_image  # noqa: E402
+from xmodal.metrics import SSIM_IMPLEMENTATION, psnr_score, ssim_score  # noqa: E402
+
+SETS = {
+    "set12": ("image/Set12", None, 1, "gray"),
+    "kodak-valid": ("image/Kodak24", [f"kodim{i:02d}.png" for i in range(19, 25)], 3, "color"),
+}
+
+
+def to_8bit(x: np.ndarray) -> np.ndarray:
+    """Clip to [0, 1] and round to 8-bit levels (still float in [0, 1])."""
+    return np.round(np.clip(x, 0.0, 1.0) * 255.0) / 255.0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (default ../shared/data)")
+    p.add_argument("--set", choices=sorted(SETS), default="set12")
+    p.add_argument("--sigma", type=float, default=25.0, help="noise standard deviation on the 0-255 scale")
+    p.add_argument("--model", default=None, help="run directory or bundled name (default: gray / color by set)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--skip-bm3d", action="store_true")
+    p.add_argument("--json", default=None, help="write per-image and mean results here")
+    args = p.parse_args()
+
+    import xmodal
+
+    folder, names, channels, default_model = SETS[args.set]
+    root = Path(args.data) / folder
+    if not root.is_dir():
+        print(f"error: {root}: image folder not found (pass --data)", file=sys.stderr)
+        raise SystemExit(2)
+    files = [root / n for n in names] if names else sorted(f for f in root.iterdir() if f.suffix == ".png")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    den = xmodal.load(args.model or default_model)
+    params = sum(p.numel() for p in den.model.parameters())
+    sigma = args.sigma / 255.0
+    methods = ["noisy", "xmodal"] + ([] if args.skip_bm3d else ["bm3d"])
+    rows, times = [], {m: 0.0 for m in methods[1:]}
+    for k, f in enumerate(files):
+        clean, _ = read_image(f)
+        clean = clean.astype(np.float64)
+        if clean.shape[0] != channels:
+            clean = clean[:channels] if clean.shape[0] > channels else np.repeat(clean, channels, axis=0)
+        noisy = clean + sigma * np.random.default_rng((args.seed, k)).standard_normal(clean.shape)
+        outs = {"noisy": noisy}
+        t = time.perf_counter()
+        outs["xmodal"] = den.denoise(noisy.astype(np.float32)).astype(np.float64)
+        times["xmodal"] += time.perf_counter() - t
+        if "bm3d" in methods:
+            import bm3d
+
+            t = time.perf_counter()
+            if channels == 1:
+                outs["bm3d"] = np.asarray(bm3d.bm3d(noisy[0], sigma_psd=sigma))[None]
+            else:
+                outs["bm3d"] = np.asarray(bm3d.bm3d_rgb(noisy.transpose(1, 2, 0), sigma_psd=sigma)).transpose(2, 0, 1)
+            times["bm3d"] += time.perf_counter() - t
+        row = {"image": f.stem}
+        for m in methods:
+            est = outs[m] if m == "noisy" else to_8bit(outs[m])  # the noisy input is scored as it is (unclipped)
+            row[m] = {"psnr": psnr_score(clean, est), "ssim": ssim_score(clean, est)}
+        rows.append(row)
+        print(f"{f.stem:12s} " + "  ".join(f"{m} {row[m]['psnr']:6.2f} dB / {row[m]['ssim']:.4f}" for m in methods),
+              flush=True)
+    mean = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in ("psnr", "ssim")} for m in methods}
+    print(f"\n{args.set}, sigma {args.sigma:g}/255, float protocol (noisy unclipped, outputs rounded to 8 bits), "
+          f"{len(files)} images, seed {args.seed}")
+    print(f"model: {args.model or default_model} ({params / 1e6:.3f} M parameters)")
+    print(f"{'':10s}{'PSNR (dB)':>11s}{'SSIM':>9s}{'time (s)':>10s}")
+    for m in methods:
+        print(f"{m:10s}{mean[m]['psnr']:11.2f}{mean[m]['ssim']:9.4f}"
+              + (f"{times[m]:10.1f}" if m in times else ""))
+    print(f"SSIM: {SSIM_IMPLEMENTATION}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"set": args.set, "sigma": args.sigma, "seed": args.seed,
+                                               "model": args.model or default_model, "parameters": params,
+                                               "ssim": SSIM_IMPLEMENTATION, "mean": mean, "seconds": times,
+                                               "images": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
