@@ -197,6 +197,15 @@ class ImageDataConfig:
     num_workers: int = 2
     seed: int = 0
 
+    def __post_init__(self) -> None:  # checked here, not in a DataLoader worker at the first batch
+        if self.curriculum_start is not None:
+            low, high = self.curriculum_start
+            if not 0.0 <= low <= high:
+                raise ValueError(f"image.curriculum_start must be a (low, high) range with 0 <= low <= high, got "
+                                 f"{list(self.curriculum_start)}")
+        if not 0.0 <= self.curriculum_fraction <= 1.0:
+            raise ValueError(f"image.curriculum_fraction must be in [0, 1], got {self.curriculum_fraction}")
+
 
 @dataclass(frozen=True)
 class ImageLossConfig:

@@ -64,6 +64,8 @@ def load_image(path: Path, channels: int) -> np.ndarray:
     """
     image, _ = read_image(path)
     C = image.shape[0]
+    if C == channels:  # checked first: a 2- or 4-channel model keeps its last channel
+        return image
     if C in (2, 4):  # LA, RGBA: drop alpha
         image, C = image[:-1], C - 1
     if C == channels:
@@ -285,10 +287,17 @@ def resolve_image_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
         raise ValueError(f"image.channels must be at least 1, got {c.channels}")
     if c.pairs_dir and c.train_dir:
         raise ValueError("image: give either `train_dir` (clean images) or `pairs_dir`, not both")
+    if c.noise_map and (c.pairs_dir or (c.valid_pairs_dir and not c.valid_dir)):
+        raise ValueError("image.noise_map needs synthetic noise (the noise-level map is known only for noise xmodal "
+                         "adds): use `train_dir`/`valid_dir`, not `pairs_dir`/`valid_pairs_dir`")
     demo = not (c.pairs_dir or c.train_dir)
     if c.pairs_dir:
         pairs = _paired_images(c.pairs_dir, c.channels)
-        if c.valid_pairs_dir:
+        valid_clean: list[tuple[str, np.ndarray]] = []
+        if c.valid_dir:  # clean validation images (synthetic noise) come first, as documented
+            valid_clean = [(f.stem, load_image(f, c.channels)) for f in image_files(c.valid_dir, "image.valid_dir")]
+            valid_pairs = []
+        elif c.valid_pairs_dir:
             valid_pairs = _paired_images(c.valid_pairs_dir, c.channels)
         else:
             order = np.random.default_rng(c.seed).permutation(len(pairs))
@@ -298,6 +307,7 @@ def resolve_image_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
         train = PairedImageCrops([(a, b) for _, a, b in pairs], c)
         valid = [ValidationClip(n, torch.from_numpy(_centre_crop(a, c.valid_crop).copy()),
                                 torch.from_numpy(_centre_crop(b, c.valid_crop).copy())) for n, a, b in valid_pairs]
+        valid += _validation(valid_clean, c)
         return ImageCorpus(train, valid, f"paired folders {c.pairs_dir}: {len(pairs)} training pairs, "
                                          f"{len(valid)} validation pairs")
     if demo:
@@ -317,7 +327,7 @@ def resolve_image_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
         valid_files = [files[i] for i in sorted(order[:n_valid])]
         files = [files[i] for i in sorted(order[n_valid:])]
     train = ImageCrops([load_image(f, c.channels) for f in files], c, batch_size, max_steps)
-    if c.valid_pairs_dir:
+    if c.valid_pairs_dir and not c.valid_dir:
         valid = [ValidationClip(n, torch.from_numpy(_centre_crop(a, c.valid_crop).copy()),
                                 torch.from_numpy(_centre_crop(b, c.valid_crop).copy()))
                  for n, a, b in _paired_images(c.valid_pairs_dir, c.channels)]
