@@ -213,12 +213,19 @@ class PerceptualLoss(nn.Module):
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"image_loss.perceptual_weights: {path} does not exist")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+                state = load_file(str(path))
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # unpickling / safetensors header errors have no common base class
+            raise ValueError(f"image_loss.perceptual_weights: {path} is not a readable state dict "
+                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        if not isinstance(state, dict):
+            raise ValueError(f"image_loss.perceptual_weights: {path} holds a {type(state).__name__}, not a "
+                             "torchvision VGG-16 state dict")
         state = {k.removeprefix("features."): v for k, v in state.items()
                  if not k.startswith("classifier.")}
         if not layers or max(layers) > 30 or min(layers) < 0:
@@ -241,6 +248,8 @@ class PerceptualLoss(nn.Module):
         return (x - self.mean) / self.std
 
     def forward(self, est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """``est``, ``ref``: ``(C, H, W)`` or ``(B, C, H, W)`` in [0, 1] -> scalar (sum over layers of mean L1)."""
+        _check_pair(est, ref, "perceptual_loss")
         a, b = self._rgb(est), self._rgb(ref)
         total = est.new_zeros(())
         for i, layer in enumerate(self.features):
