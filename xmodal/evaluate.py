@@ -1,15 +1,31 @@
-"""Score denoising on paired folders: PESQ, STOI, ESTOI and SI-SDR of the noisy and the enhanced files against the
-clean ones, per file and on average, with spectrogram figures.
+"""Score denoising against clean references: speech (PESQ, STOI, ESTOI, SI-SDR), images (PSNR, SSIM) and
+multispectral stacks (PSNR, SSIM, SAM), per file and on average, with figures.
 
     python -m xmodal.evaluate --clean DIR --noisy DIR [--enhanced DIR | --model M] [--json FILE] [--figures DIR]
-                              [--figure-files N]
+                              [--figure-files N] [--modality {auto,speech,image,multispectral}]
+                              [--data-range R] [--scaling {band_minmax,band_percentile,dtype}] [--rgb-bands 3,2,1]
 
-Files are matched by name across the folders. Each file is scored at the clean file's rate (noisy and enhanced files at
-another rate are resampled to it); multi-channel files are averaged to mono; files of different lengths are scored
-on their common part (with a warning); PESQ follows :mod:`xmodal.metrics`
+``--modality auto`` (the default) looks at ``--clean``: a folder of audio files is speech, a folder of images
+(:data:`xmodal.imageio.IMAGE_EXTENSIONS`) is image, a single file is a multispectral stack. A folder of single-band
+TIFFs forming one stack needs ``--modality multispectral``.
+
+Speech: files are matched by name across the folders. Each file is scored at the clean file's rate (noisy and
+enhanced files at another rate are resampled to it); multi-channel files are averaged to mono; files of different
+lengths are scored on their common part (with a warning); PESQ follows :mod:`xmodal.metrics`
 (wide-band at 16 kHz, narrow-band at 8 kHz, other rates resampled to 16 kHz). A metric that fails on a clip (silence,
 too short) is listed, never fatal. Without ``--enhanced`` the noisy files are enhanced in memory by ``--model``
 (default: the bundled speech model).
+
+Images (:func:`evaluate_images`): files are matched by stem (``a.png`` pairs with ``a.tif``), read by
+:func:`xmodal.imageio.read_image` (integer files scaled to [0, 1] by their dtype, float files as stored) and must have
+the same ``(C, H, W)`` shape; PSNR uses ``--data-range`` (default 1), SSIM is
+:data:`xmodal.metrics.SSIM_IMPLEMENTATION`. A file that cannot be read or whose shape differs is listed, not fatal.
+Images need ``--enhanced`` or ``--model``.
+
+Stacks (:func:`evaluate_stacks`): ``--clean``, ``--noisy`` and ``--enhanced`` are each ONE stack (a multi-band
+TIFF/npy file or a folder of single-band TIFFs). The per-band scaling (``--scaling``, default ``band_minmax``) is
+computed on the CLEAN stack only and the same offset and scale are applied to the noisy and enhanced stacks, so the
+three share one scale (scaling each stack on its own would hide a gain or offset error of the denoiser).
 """
 
 from __future__ import annotations
@@ -20,20 +36,29 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
 from xmodal._fs import atomic_write
-from xmodal.io import AudioReadError, list_audio_files, read_audio, resample
-from xmodal.metrics import SPEECH_METRICS, MetricAccumulator, speech_metrics
+from xmodal.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, read_stack
+from xmodal.io import AUDIO_EXTENSIONS, AudioReadError, list_audio_files, read_audio, resample
+from xmodal.metrics import (IMAGE_METRICS, SPEECH_METRICS, SSIM_IMPLEMENTATION, STACK_METRICS, MetricAccumulator,
+                            image_metrics, psnr_score, speech_metrics)
 
 if TYPE_CHECKING:
     from xmodal.denoise import Denoiser
 
-__all__ = ["evaluate_folders", "format_table", "main", "match_files", "save_spectrogram_figure"]
+__all__ = ["detect_modality", "evaluate_folders", "evaluate_images", "evaluate_stacks", "format_table", "main",
+           "match_files", "match_image_files", "save_image_comparison", "save_spectrogram_figure",
+           "save_stack_comparison"]
 
-_LABELS = {"pesq": "PESQ", "stoi": "STOI", "estoi": "ESTOI", "si_sdr": "SI-SDR"}
+Modality = Literal["auto", "speech", "image", "multispectral"]
+Scaling = Literal["band_minmax", "band_percentile", "dtype"]
+
+_LABELS = {"pesq": "PESQ", "stoi": "STOI", "estoi": "ESTOI", "si_sdr": "SI-SDR", "psnr": "PSNR", "ssim": "SSIM",
+           "sam": "SAM"}
+_UNITS = {"si_sdr": " dB", "psnr": " dB", "sam": " deg"}
 _ROWS = ("noisy", "enhanced")
 
 
@@ -72,6 +97,67 @@ def match_files(clean_dir: str | os.PathLike, **others: str | os.PathLike) -> li
     if problems:
         raise ValueError("; ".join(problems))
     return sorted(names)
+
+
+def _image_files(folder: str | os.PathLike, label: str) -> dict[str, Path]:
+    """Stem -> image file directly inside ``folder`` (hidden files and other extensions skipped).
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a directory.
+        ValueError: no image file, or two files share a stem.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: image folder not found (--{label})")
+    by_stem: dict[str, list[Path]] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS:
+            by_stem.setdefault(p.stem, []).append(p)
+    if not by_stem:
+        raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder (--{label})")
+    repeated = {stem: ps for stem, ps in by_stem.items() if len(ps) > 1}
+    if repeated:
+        stem, ps = sorted(repeated.items())[0]
+        raise ValueError(f"{folder}: files are matched by stem, but {len(ps)} files share the stem {stem!r} "
+                         f"({', '.join(p.name for p in ps)}) (--{label})")
+    return {stem: ps[0] for stem, ps in by_stem.items()}
+
+
+def match_image_files(clean_dir: str | os.PathLike, **others: str | os.PathLike) -> list[dict[str, Path]]:
+    """Image files of ``clean_dir`` paired by stem with the files of every folder of ``others``.
+
+    Stems are compared, not names, so ``a.png`` (clean) pairs with ``a.tif`` (enhanced).
+
+    Args:
+        clean_dir: folder of clean reference images.
+        others: label -> folder (e.g. ``noisy=...``, ``enhanced=...``).
+
+    Returns:
+        One ``{"clean": path, label: path, ...}`` per stem, sorted by stem.
+
+    Raises:
+        FileNotFoundError: a folder does not exist.
+        ValueError: a folder holds no image file or two files with one stem, or the stems differ (the message
+            lists the unmatched names).
+    """
+    clean = _image_files(clean_dir, "clean")
+    files = {label: _image_files(folder, label) for label, folder in others.items()}
+    problems = []
+    for label, theirs in files.items():
+        if set(theirs) != set(clean):
+            ours, other = set(clean) - set(theirs), set(theirs) - set(clean)
+            parts = []
+            if ours:
+                parts.append(f"only in --clean: {_name_list({clean[s].name for s in ours})}")
+            if other:
+                parts.append(f"only in --{label}: {_name_list({theirs[s].name for s in other})}")
+            none = "no file matches: " if not set(clean) & set(theirs) else ""
+            problems.append(f"--clean {clean_dir} and --{label} {others[label]} do not hold the same image stems "
+                            f"({none}" + "; ".join(parts) + ")")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return [{"clean": clean[stem], **{label: theirs[stem] for label, theirs in files.items()}}
+            for stem in sorted(clean)]
 
 
 def _mono(wave: np.ndarray) -> np.ndarray:
@@ -140,7 +226,7 @@ def save_spectrogram_figure(path: str | os.PathLike, noisy: np.ndarray, enhanced
     fig.colorbar(image, ax=list(axes), label="dB")
     if name:
         fig.suptitle(name)
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     return Path(path)
 
 
@@ -241,32 +327,533 @@ def evaluate_folders(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
     }
 
 
+# ------------------------------------------------------------------------------------------------ images and stacks
+
+
+class ArrayDenoiser(Protocol):
+    """What :func:`evaluate_images` and :func:`evaluate_stacks` need of a model (an ``ImageDenoiser`` or
+    ``StackDenoiser`` from :func:`xmodal.load`): ``denoise`` taking and returning a float ``(C, H, W)`` /
+    ``(S, H, W)`` array of the same shape, and ``config.modality``."""
+
+    config: Any
+
+    def denoise(self, x: np.ndarray) -> np.ndarray:
+        """``(C, H, W)`` or ``(S, H, W)`` float -> the same shape, denoised."""
+        ...
+
+
+def _check_source(enhanced: object, denoiser: object, modality: str) -> None:
+    if enhanced is not None and denoiser is not None:
+        raise ValueError("pass either `enhanced` (--enhanced) or `denoiser` (--model), not both")
+    if enhanced is None and denoiser is None:
+        raise ValueError(f"{modality} evaluation needs the enhanced files (`enhanced_dir`, --enhanced) or a model "
+                         "(`denoiser`, --model); neither was given")
+
+
+def _check_options(metrics: tuple[str, ...], known: tuple[str, ...], data_range: float, figure_files: int) -> None:
+    unknown = [m for m in metrics if m not in known]
+    if unknown or not metrics:
+        raise ValueError(f"unknown metric(s) {', '.join(map(repr, unknown)) or '(none given)'} "
+                         f"(known: {', '.join(known)})")
+    if not (isinstance(data_range, (int, float)) and math.isfinite(data_range) and data_range > 0):
+        raise ValueError(f"`data_range` (--data-range) must be a finite number > 0, got {data_range!r}")
+    if figure_files < 0:
+        raise ValueError(f"`figure_files` must be >= 0, got {figure_files}")
+
+
+def _resolve_denoiser(denoiser: ArrayDenoiser | str | os.PathLike, modality: str,
+                      device: str) -> tuple[ArrayDenoiser, str]:
+    """The model object and its display name; a path or bundled name goes through :func:`xmodal.load`."""
+    if isinstance(denoiser, (str, os.PathLike)):
+        import xmodal
+
+        name = str(denoiser)
+        denoiser = xmodal.load(denoiser, device)
+    else:
+        name = str(getattr(denoiser, "name", "") or type(denoiser).__name__)
+    if not callable(getattr(denoiser, "denoise", None)):
+        raise TypeError(f"`denoiser` must have a `denoise` method, got {type(denoiser).__name__}")
+    got = getattr(getattr(denoiser, "config", None), "modality", None)
+    if got != modality:
+        raise ValueError(f"model {name}: it denoises modality {got!r}, but the evaluation is of {modality!r} "
+                         f"data (--modality)")
+    return denoiser, name
+
+
+def _denoised(denoiser: ArrayDenoiser, x: np.ndarray, what: str) -> np.ndarray:
+    """``denoiser.denoise(x)`` as float numpy, checked to keep ``x``'s shape."""
+    out = denoiser.denoise(x)
+    if hasattr(out, "detach"):  # a torch tensor
+        out = out.detach().cpu().numpy()
+    out = np.asarray(out)
+    if out.shape != x.shape:
+        raise ValueError(f"{what}: the model returned shape {tuple(out.shape)} for an input of shape "
+                         f"{tuple(x.shape)}; expected the same shape")
+    return out.astype(np.float32, copy=False)
+
+
+def _mean_or_none(value: float) -> float | None:
+    """NaN (every item failed) -> ``None``; a finite value or ``inf`` (identical images) is kept."""
+    return None if math.isnan(value) else value
+
+
+def _means(acc: MetricAccumulator, metrics: tuple[str, ...]) -> dict[str, dict[str, float | None]]:
+    means = acc.means()
+    return {row: {m: _mean_or_none(means.get(row, {}).get(m, float("nan"))) for m in metrics} for row in _ROWS}
+
+
+def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
+                    enhanced_dir: str | os.PathLike | None = None,
+                    denoiser: ArrayDenoiser | str | os.PathLike | None = None, *, device: str = "cpu",
+                    metrics: tuple[str, ...] = IMAGE_METRICS, data_range: float = 1.0,
+                    figures_dir: str | os.PathLike | None = None, figure_files: int = 3,
+                    progress: bool = False) -> dict[str, Any]:
+    """Score noisy and enhanced (or model-denoised) images against clean references with PSNR and SSIM.
+
+    Files are paired by stem (:func:`match_image_files`) and read by :func:`xmodal.imageio.read_image`: integer
+    files in [0, 1] by their dtype (uint8 / 255, uint16 / 65535), float files as stored.
+
+    Args:
+        clean_dir: clean reference images.
+        noisy_dir: noisy images with the same stems.
+        enhanced_dir: enhanced images with the same stems; or ``None`` with ``denoiser``.
+        denoiser: an object with ``denoise(image (C, H, W) float in [0, 1]) -> (C, H, W)`` and
+            ``config.modality == "image"`` (an ``ImageDenoiser``), or a run directory / weights file / bundled
+            name for :func:`xmodal.load`. Only without ``enhanced_dir``.
+        device: where a loaded model runs.
+        metrics: names from :data:`xmodal.metrics.IMAGE_METRICS`.
+        data_range: peak-to-peak range of the images for PSNR and SSIM (1 for integer files).
+        figures_dir: write ``<stem>.png`` comparison figures (:func:`save_image_comparison`) for the first
+            ``figure_files`` images here (created).
+        figure_files: how many images get a figure.
+        progress: show a progress bar over files.
+
+    Returns:
+        ``{"modality": "image", "clean_dir", "noisy_dir", "enhanced", "metrics", "data_range",
+        "ssim_implementation", "files": [{"name" (stem), "files": {"clean", "noisy"[, "enhanced"]: file name},
+        "shape": [C, H, W], "dtype", "noisy": {metric: value}, "enhanced": {...}}], "mean": {"noisy": {...},
+        "enhanced": {...}}, "failures": [{"row", "metric", "file", "reason"}], "errors": [{"file", "reason"}],
+        "figures": [paths], "warnings": [str]}``. PSNR of identical images is ``inf``; a metric that failed (SSIM
+        of an image smaller than 11 x 11) is absent from the file's scores and ``None`` in the mean when it failed
+        everywhere. ``errors`` lists files that could not be read or whose shape differs from the clean one;
+        ``warnings`` clean images with values outside ``[0, data_range]``.
+
+    Raises:
+        ValueError: both or neither of ``enhanced_dir`` and ``denoiser``, unknown metrics, a bad ``data_range`` or
+            ``figure_files``, unmatched stems, a model for another modality or returning another shape.
+        FileNotFoundError: a folder does not exist.
+        TypeError: ``denoiser`` has no ``denoise`` method.
+    """
+    from tqdm import tqdm
+
+    _check_source(enhanced_dir, denoiser, "image")
+    _check_options(metrics, IMAGE_METRICS, data_range, figure_files)
+    folders = {"noisy": noisy_dir} if enhanced_dir is None else {"noisy": noisy_dir, "enhanced": enhanced_dir}
+    pairs = match_image_files(clean_dir, **folders)
+    model, model_name = _resolve_denoiser(denoiser, "image", device) if denoiser is not None else (None, "")
+    if figures_dir is not None:
+        Path(figures_dir).mkdir(parents=True, exist_ok=True)
+
+    acc = MetricAccumulator()
+    files, errors, figures, warnings = [], [], [], []
+    for pair in tqdm(pairs, desc="evaluate", unit="image", disable=not progress, dynamic_ncols=True):
+        name = pair["clean"].stem
+        try:
+            clean, info = read_image(pair["clean"])  # (C, H, W)
+            noisy, _ = read_image(pair["noisy"])  # (C, H, W)
+            enhanced = read_image(pair["enhanced"])[0] if model is None else None
+        except ImageReadError as e:
+            errors.append({"file": name, "reason": str(e)})
+            continue
+        mismatch = [f"{pair[row]}: shape {x.shape} differs from {pair['clean']}: {clean.shape}"
+                    for row, x in (("noisy", noisy), ("enhanced", enhanced))
+                    if x is not None and x.shape != clean.shape]
+        if mismatch:
+            errors.append({"file": name, "reason": "; ".join(mismatch) + "; images must have the same (C, H, W)"})
+            continue
+        if model is not None:
+            enhanced = _denoised(model, noisy, f"{pair['noisy']}")  # (C, H, W)
+        if float(clean.min()) < 0 or float(clean.max()) > data_range:
+            warnings.append(f"{pair['clean']}: values span [{float(clean.min()):.4g}, {float(clean.max()):.4g}], "
+                            f"outside the data range [0, {data_range:g}] used by PSNR and SSIM")
+        entry = {"name": name, "files": {row: p.name for row, p in pair.items()}, "shape": list(clean.shape),
+                 "dtype": info.dtype,
+                 "noisy": image_metrics(acc, "noisy", name, clean, noisy, metrics, data_range),
+                 "enhanced": image_metrics(acc, "enhanced", name, clean, enhanced, metrics, data_range)}
+        files.append(entry)
+        if figures_dir is not None and len(figures) < figure_files:
+            png = Path(figures_dir) / f"{name}.png"
+            save_image_comparison(png, noisy, enhanced, clean, entry["noisy"], entry["enhanced"], name=name,
+                                  data_range=data_range)
+            figures.append(str(png))
+    return {
+        "modality": "image",
+        "clean_dir": str(clean_dir),
+        "noisy_dir": str(noisy_dir),
+        "enhanced": str(enhanced_dir) if enhanced_dir is not None else f"model {model_name}",
+        "metrics": list(metrics),
+        "data_range": data_range,
+        "ssim_implementation": SSIM_IMPLEMENTATION,
+        "files": files,
+        "mean": _means(acc, metrics),
+        "failures": [{"row": r, "metric": m, "file": f, "reason": why} for r, m, f, why in acc.failures],
+        "errors": errors,
+        "figures": figures,
+        "warnings": warnings,
+    }
+
+
+def _parse_rgb_bands(rgb_bands: str | tuple[int, ...] | list[int] | None, bands: int) -> tuple[int, int, int]:
+    """1-based ``(red, green, blue)`` band numbers, checked against ``bands``; ``None`` = the middle three."""
+    if rgb_bands is None:
+        mid = bands // 2  # 0-based middle band; red = the next one (longer wavelength in the usual band order)
+        return tuple(min(max(i, 0), bands - 1) + 1 for i in (mid + 1, mid, mid - 1))  # type: ignore[return-value]
+    if isinstance(rgb_bands, str):
+        try:
+            numbers = tuple(int(v) for v in rgb_bands.split(","))
+        except ValueError:
+            numbers = ()
+        if len(numbers) != 3:
+            raise ValueError(f"--rgb-bands: expected three 1-based band numbers like '3,2,1', got {rgb_bands!r}")
+    else:
+        numbers = tuple(int(v) for v in rgb_bands)
+        if len(numbers) != 3:
+            raise ValueError(f"`rgb_bands` (--rgb-bands): expected three 1-based band numbers, got {rgb_bands!r}")
+    bad = [n for n in numbers if not 1 <= n <= bands]
+    if bad:
+        raise ValueError(f"`rgb_bands` (--rgb-bands) {','.join(map(str, numbers))}: band {bad[0]} does not exist; "
+                         f"the stack has bands 1 to {bands}")
+    return numbers  # type: ignore[return-value]
+
+
+def _on_clean_scale(path: str | os.PathLike, label: str, clean_path: str | os.PathLike, offset: np.ndarray,
+                    scale: np.ndarray, clean_shape: tuple[int, ...]) -> np.ndarray:
+    """Read the stack at ``path`` and put it on the clean stack's per-band ``offset`` / ``scale`` (file units).
+
+    The stack is read with ``band_minmax`` scaling (which takes every stack dtype, signed integers included, unlike
+    ``dtype`` scaling), that scaling is undone to recover file values, then ``(value - offset) / scale`` of the
+    clean stack is applied band by band.
+
+    Returns:
+        ``(S, H, W) float32`` on the clean stack's scale.
+    """
+    stack, info = read_stack(path, "band_minmax")  # (S, H, W), each band in [0, 1] by its own min/max
+    if stack.shape[0] != clean_shape[0]:
+        raise ValueError(f"--{label} {path}: {stack.shape[0]} bands, but --clean {clean_path}: {clean_shape[0]} "
+                         "bands; the stacks must hold the same bands")
+    if stack.shape[1:] != clean_shape[1:]:
+        raise ValueError(f"--{label} {path}: bands of {stack.shape[1]} x {stack.shape[2]} pixels, but --clean "
+                         f"{clean_path}: {clean_shape[1]} x {clean_shape[2]}; the stacks must have the same size")
+    own_scale = np.asarray(info.scale, np.float64)[:, None, None]  # (S, 1, 1)
+    own_offset = np.asarray(info.offset, np.float64)[:, None, None]  # (S, 1, 1)
+    values = stack.astype(np.float64) * own_scale + own_offset  # (S, H, W) file values
+    return ((values - offset[:, None, None]) / scale[:, None, None]).astype(np.float32)  # (S, H, W)
+
+
+def _stack_name(path: str | os.PathLike) -> str:
+    p = Path(path)
+    return p.name if p.is_dir() else p.stem
+
+
+def evaluate_stacks(clean: str | os.PathLike, noisy: str | os.PathLike, enhanced: str | os.PathLike | None = None,
+                    denoiser: ArrayDenoiser | str | os.PathLike | None = None, *, device: str = "cpu",
+                    scaling: Scaling = "band_minmax", metrics: tuple[str, ...] = STACK_METRICS,
+                    data_range: float = 1.0, rgb_bands: str | tuple[int, ...] | list[int] | None = None,
+                    figures_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Score a noisy and an enhanced (or model-denoised) multispectral stack against the clean one: PSNR, SSIM and
+    SAM over the whole stack, PSNR and SSIM per band.
+
+    Scaling: ``scaling`` (see :func:`xmodal.imageio.read_stack`) is computed on the CLEAN stack only, and the same
+    per-band offset and scale are applied to the noisy and enhanced stacks (their file values are recovered and
+    mapped with the clean offset/scale), so all three share one scale and a gain or offset error of the denoiser
+    shows in the scores.
+
+    Args:
+        clean: the clean stack: a multi-band TIFF/npy file or a folder of single-band TIFFs.
+        noisy: the noisy stack, same bands and size.
+        enhanced: the enhanced stack; or ``None`` with ``denoiser``.
+        denoiser: an object with ``denoise(stack (S, H, W) float) -> (S, H, W)`` and
+            ``config.modality == "multispectral"`` (a ``StackDenoiser``), given the noisy stack on the clean scale;
+            or a run directory / weights file / bundled name for :func:`xmodal.load`. Only without ``enhanced``.
+        device: where a loaded model runs.
+        scaling: ``"band_minmax"`` (each clean band spans [0, 1]), ``"band_percentile"`` (1st-99th percentile of
+            each clean band) or ``"dtype"`` (uint8 / 255, uint16 / 65535, floats as stored).
+        metrics: names from :data:`xmodal.metrics.STACK_METRICS`.
+        data_range: peak-to-peak range for PSNR and SSIM on the scaled stacks.
+        rgb_bands: 1-based ``(red, green, blue)`` band numbers of the false-colour composite in the figure, as a
+            sequence or a ``"3,2,1"`` string; ``None`` = the three middle bands.
+        figures_dir: write ``<stack name>.png`` (:func:`save_stack_comparison`) here (created).
+
+    Returns:
+        ``{"modality": "multispectral", "clean_dir", "noisy_dir", "enhanced", "metrics", "data_range",
+        "ssim_implementation", "scaling": {"rule", "computed_on": "clean", "offset", "scale", "percentiles"},
+        "band_names", "rgb_bands", "files": [{"name", "shape": [S, H, W], "noisy": {metric: value},
+        "enhanced": {...}}], "bands": [{"name", "noisy": {"psnr", "ssim"}, "enhanced": {...}}], "mean",
+        "failures", "errors": [], "figures", "warnings": []}`` (the layout of :func:`evaluate_images`, one file).
+
+    Raises:
+        FileNotFoundError: a stack file or folder does not exist.
+        ImageReadError: a stack cannot be read (corrupt file, bands of different sizes in a folder...).
+        ValueError: both or neither of ``enhanced`` and ``denoiser``, unknown metrics or ``scaling``, a bad
+            ``data_range`` or ``rgb_bands``, stacks with different band counts or sizes, a model for another
+            modality or returning another shape.
+        TypeError: ``denoiser`` has no ``denoise`` method.
+    """
+    _check_source(enhanced, denoiser, "multispectral")
+    _check_options(metrics, STACK_METRICS, data_range, 0)
+    if scaling not in ("band_minmax", "band_percentile", "dtype"):
+        raise ValueError(f"`scaling` (--scaling) must be 'band_minmax', 'band_percentile' or 'dtype', "
+                         f"got {scaling!r}")
+    sources = {"clean": clean, "noisy": noisy, **({"enhanced": enhanced} if enhanced is not None else {})}
+    for label, path in sources.items():
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path}: stack file or folder not found (--{label})")
+    model, model_name = (_resolve_denoiser(denoiser, "multispectral", device) if denoiser is not None
+                         else (None, ""))
+
+    ref, info = read_stack(clean, scaling)  # (S, H, W) on the clean scale
+    offset, scale = np.asarray(info.offset, np.float64), np.asarray(info.scale, np.float64)  # (S,)
+    rgb = _parse_rgb_bands(rgb_bands, ref.shape[0])
+    deg = {"noisy": _on_clean_scale(noisy, "noisy", clean, offset, scale, ref.shape)}  # (S, H, W)
+    if model is None:
+        deg["enhanced"] = _on_clean_scale(enhanced, "enhanced", clean, offset, scale, ref.shape)
+    else:
+        deg["enhanced"] = _denoised(model, deg["noisy"], str(noisy))  # (S, H, W)
+
+    name = _stack_name(clean)
+    acc, band_acc = MetricAccumulator(), MetricAccumulator()
+    entry = {"name": name, "shape": list(ref.shape),
+             **{row: image_metrics(acc, row, name, ref, deg[row], metrics, data_range) for row in _ROWS}}
+    band_metrics = tuple(m for m in metrics if m in IMAGE_METRICS)
+    bands = [{"name": band,
+              **{row: image_metrics(band_acc, row, f"{name} band {band}", ref[i], deg[row][i], band_metrics,
+                                    data_range) for row in _ROWS}}
+             for i, band in enumerate(info.band_names)]
+    figures = []
+    if figures_dir is not None:
+        png = Path(figures_dir) / f"{name}.png"
+        save_stack_comparison(png, deg["noisy"], deg["enhanced"], ref, rgb, entry["noisy"], entry["enhanced"],
+                              band_names=info.band_names, data_range=data_range, name=name)
+        figures.append(str(png))
+    return {
+        "modality": "multispectral",
+        "clean_dir": str(clean),
+        "noisy_dir": str(noisy),
+        "enhanced": str(enhanced) if enhanced is not None else f"model {model_name}",
+        "metrics": list(metrics),
+        "data_range": data_range,
+        "ssim_implementation": SSIM_IMPLEMENTATION,
+        "scaling": {"rule": scaling, "computed_on": "clean", "offset": list(info.offset), "scale": list(info.scale),
+                    "percentiles": list(info.percentiles) if info.percentiles is not None else None},
+        "band_names": list(info.band_names),
+        "rgb_bands": list(rgb),
+        "files": [entry],
+        "bands": bands,
+        "mean": _means(acc, metrics),
+        "failures": [{"row": r, "metric": m, "file": f, "reason": why}
+                     for r, m, f, why in acc.failures + band_acc.failures],
+        "errors": [],
+        "figures": figures,
+        "warnings": [],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- comparison figures
+
+
+def _image_title(label: str, scores: dict[str, float] | None) -> str:
+    if not scores:
+        return label
+    return f"{label}\n" + ", ".join(f"{_LABELS[m]} {v:.3f}{_UNITS.get(m, '')}" for m, v in scores.items())
+
+
+def _check_triplet(noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarray, axes: str) -> tuple[np.ndarray, ...]:
+    arrays = tuple(np.asarray(x, dtype=np.float64) for x in (noisy, denoised, clean))
+    for label, x in zip(("noisy", "denoised", "clean"), arrays):
+        if x.ndim != 3 or 0 in x.shape:
+            raise ValueError(f"Expected `{label}` of shape {axes}, got {tuple(x.shape)}")
+    if not arrays[0].shape == arrays[1].shape == arrays[2].shape:
+        raise ValueError(f"`noisy`, `denoised` and `clean` must have the same shape, got {arrays[0].shape}, "
+                         f"{arrays[1].shape} and {arrays[2].shape}")
+    return arrays
+
+
+def _comparison_figure(path: str | os.PathLike, shown: tuple[np.ndarray, ...], residual: np.ndarray,
+                       titles: tuple[str, ...], name: str, residual_label: str,
+                       band_psnr: tuple[list[str], np.ndarray, np.ndarray] | None = None) -> Path:
+    """Noisy / denoised / clean / residual panels (plus a per-band PSNR plot) written atomically as PNG.
+
+    ``shown``: three ``(H, W)`` or ``(H, W, 3)`` arrays in [0, 1]; ``residual``: ``(H, W)``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg without touching pyplot's global backend
+    from matplotlib.figure import Figure
+
+    if band_psnr is None:
+        fig = Figure(figsize=(16, 4.8), layout="constrained")
+        axes = list(fig.subplots(1, 4))
+    else:
+        fig = Figure(figsize=(16, 8), layout="constrained")
+        mosaic = fig.subplot_mosaic([["n", "d", "c", "r"], ["p", "p", "p", "p"]], height_ratios=[1.0, 0.7])
+        axes = [mosaic[k] for k in "ndcr"]
+    FigureCanvasAgg(fig)
+    for ax, img, title in zip(axes, shown, titles):
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    limit = float(np.abs(residual).max()) or 1e-6  # symmetric scale around 0
+    res = axes[3].imshow(residual, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    axes[3].set_title(titles[3], fontsize=9)
+    axes[3].set_axis_off()
+    fig.colorbar(res, ax=axes[3], shrink=0.8, label=residual_label)
+    if band_psnr is not None:
+        names, noisy_db, denoised_db = band_psnr
+        ax = mosaic["p"]
+        x = np.arange(1, len(names) + 1)
+        ax.plot(x, np.where(np.isfinite(noisy_db), noisy_db, np.nan), "o-", label="noisy")
+        ax.plot(x, np.where(np.isfinite(denoised_db), denoised_db, np.nan), "s-", label="denoised")
+        ax.set_xticks(x, names, rotation=45 if len(names) > 8 else 0, fontsize=8)
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title("PSNR per band (against clean)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if name:
+        fig.suptitle(name)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    return Path(path)
+
+
+def save_image_comparison(path: str | os.PathLike, noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarray,
+                          noisy_scores: dict[str, float] | None = None,
+                          denoised_scores: dict[str, float] | None = None, *, name: str = "",
+                          data_range: float = 1.0) -> Path:
+    """PNG (written atomically, matplotlib Agg) of noisy / denoised / clean / residual side by side.
+
+    Images with 3 or more channels are shown as RGB (first three channels), others as gray (first channel), all on
+    ``[0, data_range]``. The residual ``noisy - denoised`` (mean over channels) uses a diverging colormap symmetric
+    around 0 with a colorbar.
+
+    Args:
+        path: PNG to write (its folder is created).
+        noisy, denoised, clean: ``(C, H, W)`` float images of one shape.
+        noisy_scores, denoised_scores: metric name -> value (``psnr``, ``ssim``...), shown in the titles.
+        name: title of the figure.
+        data_range: the value shown as white.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: the images are not ``(C, H, W)`` or differ in shape.
+    """
+    noisy, denoised, clean = _check_triplet(noisy, denoised, clean, "(C, H, W)")
+
+    def shown(x: np.ndarray) -> np.ndarray:
+        x = np.clip(x / data_range, 0.0, 1.0)
+        return x[:3].transpose(1, 2, 0) if x.shape[0] >= 3 else x[0]  # (C, H, W) -> (H, W, 3) or (H, W)
+
+    C = clean.shape[0]
+    residual = (noisy - denoised).mean(axis=0)  # (C, H, W) -> (H, W)
+    titles = (_image_title("noisy", noisy_scores), _image_title("denoised", denoised_scores), "clean (reference)",
+              "residual noisy - denoised" + (f"\n(mean of {C} channels)" if C > 1 else ""))
+    return _comparison_figure(path, tuple(shown(x) for x in (noisy, denoised, clean)), residual, titles, name,
+                              "noisy - denoised")
+
+
+def save_stack_comparison(path: str | os.PathLike, noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarray,
+                          rgb_bands: str | tuple[int, ...] | list[int] | None = None,
+                          noisy_scores: dict[str, float] | None = None,
+                          denoised_scores: dict[str, float] | None = None, *,
+                          band_names: tuple[str, ...] | list[str] | None = None, data_range: float = 1.0,
+                          name: str = "") -> Path:
+    """PNG (written atomically, matplotlib Agg) of a false-colour composite of three bands, noisy / denoised /
+    clean / residual, above a plot of PSNR per band (noisy and denoised against clean).
+
+    The composite is stretched per colour channel to the 2nd-98th percentiles of the CLEAN composite, the same
+    stretch for all three panels. The residual is ``noisy - denoised`` averaged over the three bands, on a
+    diverging colormap symmetric around 0 with a colorbar.
+
+    Args:
+        path: PNG to write (its folder is created).
+        noisy, denoised, clean: ``(S, H, W)`` float stacks of one shape, on one scale.
+        rgb_bands: 1-based ``(red, green, blue)`` band numbers (or ``"3,2,1"``); ``None`` = the middle three.
+        noisy_scores, denoised_scores: metric name -> value, shown in the titles.
+        band_names: ``S`` names for the PSNR plot (default ``1..S``).
+        data_range: peak-to-peak range for the per-band PSNR.
+        name: title of the figure.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: the stacks are not ``(S, H, W)`` or differ in shape; bad ``rgb_bands``; ``band_names`` not of
+            length ``S``.
+    """
+    noisy, denoised, clean = _check_triplet(noisy, denoised, clean, "(S, H, W)")
+    S = clean.shape[0]
+    rgb = [b - 1 for b in _parse_rgb_bands(rgb_bands, S)]  # 0-based
+    names = [str(n) for n in band_names] if band_names is not None else [str(i + 1) for i in range(S)]
+    if len(names) != S:
+        raise ValueError(f"`band_names` has {len(names)} names for a stack of {S} bands")
+    lo = np.percentile(clean[rgb], 2.0, axis=(1, 2))[:, None, None]  # (3, 1, 1)
+    hi = np.percentile(clean[rgb], 98.0, axis=(1, 2))[:, None, None]  # (3, 1, 1)
+    span = np.where(hi > lo, hi - lo, 1.0)
+
+    def shown(x: np.ndarray) -> np.ndarray:
+        return np.clip((x[rgb] - lo) / span, 0.0, 1.0).transpose(1, 2, 0)  # (3, H, W) -> (H, W, 3)
+
+    residual = (noisy - denoised)[rgb].mean(axis=0)  # (3, H, W) -> (H, W)
+    band_psnr = (names, np.array([psnr_score(clean[i], noisy[i], data_range) for i in range(S)]),
+                 np.array([psnr_score(clean[i], denoised[i], data_range) for i in range(S)]))
+    label = "R,G,B = bands " + ",".join(str(b + 1) for b in rgb)
+    titles = (_image_title(f"noisy ({label})", noisy_scores), _image_title("denoised", denoised_scores),
+              "clean (reference)", "residual noisy - denoised\n(mean of the 3 bands)")
+    return _comparison_figure(path, tuple(shown(x) for x in (noisy, denoised, clean)), residual, titles, name,
+                              "noisy - denoised", band_psnr)
+
+
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """Fixed-width table of :func:`evaluate_folders`'s result: one row per file plus the mean, noisy and enhanced
-    side by side for each metric; then the failures and unreadable files."""
+    """Fixed-width table of :func:`evaluate_folders`', :func:`evaluate_images`' or :func:`evaluate_stacks`' result:
+    one row per file plus the mean, noisy and enhanced side by side for each metric; a per-band table for stacks;
+    the SSIM implementation, data range and scaling for images and stacks; then the failures and skipped files."""
     metrics = result["metrics"]
     label = f"mean ({len(result['files'])})"
     width = min(40, max([len(label)] + [len(f["name"]) for f in result["files"]]))
-    head1 = f"{'file':<{width}}" + "".join(f"  {_LABELS[m]:^15s}" for m in metrics)
-    head2 = f"{'':<{width}}" + "".join(f"  {'noisy':>7s} {'enh':>7s}" for _ in metrics)
 
-    def cells(noisy: dict, enhanced: dict) -> str:
+    def cells(noisy: dict, enhanced: dict, names: list[str]) -> str:
         out = ""
-        for m in metrics:
+        for m in names:
             a, b = noisy.get(m), enhanced.get(m)
             out += "  " + (f"{a:7.3f}" if a is not None else f"{'fail':>7s}") + " " + \
                    (f"{b:7.3f}" if b is not None else f"{'fail':>7s}")
         return out
 
-    lines = [head1, head2]
+    def header(first: str, names: list[str], w: int) -> list[str]:
+        return [f"{first:<{w}}" + "".join(f"  {_LABELS[m]:^15s}" for m in names),
+                f"{'':<{w}}" + "".join(f"  {'noisy':>7s} {'enh':>7s}" for _ in names)]
+
+    def cut(name: str, w: int) -> str:
+        return name if len(name) <= w else name[: w - 3] + "..."
+
+    lines = header("file", metrics, width)
     for f in result["files"]:
-        name = f["name"] if len(f["name"]) <= width else f["name"][: width - 3] + "..."
-        lines.append(f"{name:<{width}}" + cells(f["noisy"], f["enhanced"]))
-    lines.append(f"{label:<{width}}" + cells(result["mean"]["noisy"], result["mean"]["enhanced"]))
+        lines.append(f"{cut(f['name'], width):<{width}}" + cells(f["noisy"], f["enhanced"], metrics))
+    lines.append(f"{label:<{width}}" + cells(result["mean"]["noisy"], result["mean"]["enhanced"], metrics))
+    if result.get("bands"):
+        band_metrics = [m for m in metrics if m in IMAGE_METRICS]
+        bw = min(40, max([4] + [len(b["name"]) for b in result["bands"]]))
+        lines.append("")
+        lines += header("band", band_metrics, bw)
+        lines += [f"{cut(b['name'], bw):<{bw}}" + cells(b["noisy"], b["enhanced"], band_metrics)
+                  for b in result["bands"]]
+    if "ssim_implementation" in result:
+        lines.append(f"PSNR/SSIM data range: {result['data_range']:g}; SSIM: {result['ssim_implementation']}")
+    if result.get("scaling"):
+        sc = result["scaling"]
+        lines.append(f"scaling: {sc['rule']} computed on the clean stack, applied to all stacks")
     if result["failures"]:
         lines.append(f"metric failures ({len(result['failures'])}):")
         lines += [f"  {x['file']} {x['row']} {x['metric']}: {x['reason']}" for x in result["failures"]]
@@ -274,30 +861,101 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"warnings ({len(result['warnings'])}):")
         lines += [f"  {w}" for w in result["warnings"]]
     if result["errors"]:
-        lines.append(f"unreadable files ({len(result['errors'])}):")
+        what = "unreadable files" if result.get("modality", "speech") == "speech" else \
+            "skipped files (unreadable or shape mismatch)"
+        lines.append(f"{what} ({len(result['errors'])}):")
         lines += [f"  {x['reason']}" for x in result["errors"]]
     return "\n".join(lines)
+
+
+def detect_modality(clean: str | os.PathLike) -> Literal["speech", "image", "multispectral"]:
+    """The modality ``--modality auto`` picks from ``--clean``.
+
+    A file is a multispectral stack; a folder is speech when it holds audio files
+    (:data:`xmodal.io.AUDIO_EXTENSIONS`) and image when it holds images (:data:`xmodal.imageio.IMAGE_EXTENSIONS`).
+    A folder of single-band TIFFs forming one stack is taken for images: pass ``--modality multispectral``.
+
+    Raises:
+        FileNotFoundError: ``clean`` does not exist.
+        ValueError: the folder holds both kinds of files, or neither.
+    """
+    path = Path(clean)
+    if path.is_file():
+        return "multispectral"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: --clean file or folder not found")
+    suffixes = {p.suffix.lower() for p in path.iterdir() if p.is_file() and not p.name.startswith(".")}
+    audio, images = bool(suffixes & set(AUDIO_EXTENSIONS)), bool(suffixes & set(IMAGE_EXTENSIONS))
+    if audio and images:
+        raise ValueError(f"{path}: holds both audio and image files; pass --modality speech or --modality image")
+    if audio:
+        return "speech"
+    if images:
+        return "image"
+    raise ValueError(f"{path}: no audio ({', '.join(AUDIO_EXTENSIONS)}) or image ({', '.join(IMAGE_EXTENSIONS)}) "
+                     "files in this folder; pass --modality")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m xmodal.evaluate",
-        description="PESQ / STOI / ESTOI / SI-SDR of noisy and enhanced files against clean ones, matched by name. "
-                    "Exit status: 0 ok (metric failures are listed, not fatal), 1 some files unreadable, 2 usage "
-                    "error (unmatched names, missing folder, model not loadable).")
-    p.add_argument("--clean", required=True, metavar="DIR", help="clean reference files")
-    p.add_argument("--noisy", required=True, metavar="DIR", help="noisy files (same names)")
+        description="Score noisy and enhanced data against clean references: PESQ / STOI / ESTOI / SI-SDR for "
+                    "speech, PSNR / SSIM for images, PSNR / SSIM / SAM for multispectral stacks. "
+                    "Exit status: 0 ok (metric failures are listed, not fatal), 1 some files unreadable (or, for "
+                    "images, of another shape), 2 usage error (unmatched names, missing folder, model not "
+                    "loadable, stacks of different bands).")
+    p.add_argument("--clean", required=True, metavar="DIR",
+                   help="clean reference files (a folder; for multispectral one stack: a file or a folder of "
+                        "single-band TIFFs)")
+    p.add_argument("--noisy", required=True, metavar="DIR", help="noisy files (same names; images: same stems)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--enhanced", metavar="DIR", help="enhanced files (same names)")
+    src.add_argument("--enhanced", metavar="DIR", help="enhanced files (same names; images: same stems)")
     src.add_argument("--model", metavar="M", help="enhance the noisy files with this run directory, .safetensors "
-                                                   "file or bundled name (default when --enhanced is not given: "
-                                                   "the bundled speech model)")
+                                                   "file or bundled name (speech default when --enhanced is not "
+                                                   "given: the bundled speech model)")
+    p.add_argument("--modality", choices=["auto", "speech", "image", "multispectral"], default="auto",
+                   help="auto (default): a --clean folder of audio files is speech, of images is image, a --clean "
+                        "file is multispectral")
     p.add_argument("--json", metavar="FILE", help="write per-file and mean values and failures as JSON")
-    p.add_argument("--figures", metavar="DIR", help="write spectrogram PNGs (noisy / enhanced / clean) here")
+    p.add_argument("--figures", metavar="DIR", help="write figures here: spectrograms (speech) or noisy / denoised "
+                                                     "/ clean / residual comparisons (images, stacks)")
     p.add_argument("--figure-files", type=int, default=3, metavar="N", help="how many files get a figure (default 3)")
+    p.add_argument("--data-range", type=float, metavar="R",
+                   help="images and stacks: peak-to-peak range for PSNR and SSIM (default 1)")
+    p.add_argument("--scaling", choices=["band_minmax", "band_percentile", "dtype"],
+                   help="multispectral: per-band scaling computed on the clean stack and applied to all three "
+                        "(default band_minmax)")
+    p.add_argument("--rgb-bands", metavar="R,G,B",
+                   help="multispectral: 1-based bands of the false-colour figure, e.g. 3,2,1 (default: the middle "
+                        "three)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the evaluation the parsed arguments ask for (see :func:`main`)."""
+    modality = detect_modality(args.clean) if args.modality == "auto" else args.modality
+    not_for = [opt for opt, value, allowed in (("--data-range", args.data_range, ("image", "multispectral")),
+                                               ("--scaling", args.scaling, ("multispectral",)),
+                                               ("--rgb-bands", args.rgb_bands, ("multispectral",)))
+               if value is not None and modality not in allowed]
+    if not_for:
+        raise ValueError(f"{', '.join(not_for)} do(es) not apply to {modality} evaluation")
+    data_range = 1.0 if args.data_range is None else args.data_range
+    if modality == "speech":
+        return evaluate_folders(args.clean, args.noisy, args.enhanced, model=args.model, device=args.device,
+                                figures_dir=args.figures, figure_files=args.figure_files, progress=not args.quiet)
+    elif modality == "image":
+        return evaluate_images(args.clean, args.noisy, args.enhanced, args.model, device=args.device,
+                               data_range=data_range, figures_dir=args.figures, figure_files=args.figure_files,
+                               progress=not args.quiet)
+    elif modality == "multispectral":
+        return evaluate_stacks(args.clean, args.noisy, args.enhanced, args.model, device=args.device,
+                               scaling=args.scaling or "band_minmax", data_range=data_range,
+                               rgb_bands=args.rgb_bands, figures_dir=args.figures if args.figure_files else None)
+    else:  # unreachable: argparse checks the choices
+        raise ValueError(f"unknown modality {modality!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,8 +965,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # argparse exits on --help (0) and on usage errors (2)
         return int(e.code or 0)
     try:
-        result = evaluate_folders(args.clean, args.noisy, args.enhanced, model=args.model, device=args.device,
-                                  figures_dir=args.figures, figure_files=args.figure_files, progress=not args.quiet)
+        result = _evaluate(args)
+    except ImageReadError as e:  # a stack that cannot be read
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except (ValueError, OSError) as e:  # unmatched names, missing folders, model not loadable
         print(f"error: {e}", file=sys.stderr)
         return 2

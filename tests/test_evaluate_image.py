@@ -1,0 +1,582 @@
+"""xmodal.evaluate for images and multispectral stacks: PSNR/SSIM/SAM against skimage, pytorch-msssim and numpy;
+shared stack scaling; JSON; comparison figures; the --model path with a fake denoiser; every error message."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile as sf
+import tifffile
+import torch
+from PIL import Image
+from pytorch_msssim import ssim as ms_ssim
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+import xmodal
+from xmodal.evaluate import (detect_modality, evaluate_images, evaluate_stacks, main, match_image_files,
+                             save_image_comparison, save_stack_comparison)
+from xmodal.imageio import ImageReadError
+from xmodal.metrics import SSIM_IMPLEMENTATION
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+H, W = 29, 33  # odd, >= 11 (the SSIM window), <= 64
+
+
+def smooth(channels: int, rng: np.random.Generator, h: int = H, w: int = W) -> np.ndarray:
+    """``(C, H, W)`` float64 in [0.1, 0.9]: gradients and sines, so SSIM has structure to compare."""
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    out = [0.5 + 0.25 * np.sin(2 * np.pi * (x * (c + 1) + y * rng.uniform(0.5, 2))) + 0.15 * (x - y)
+           for c in range(channels)]
+    return np.clip(np.stack(out), 0.1, 0.9)
+
+
+def noisy_version(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(clean + sigma * rng.standard_normal(clean.shape), 0.0, 1.0)
+
+
+def write_png8(path: Path, image: np.ndarray) -> np.ndarray:
+    """Write ``(C, H, W)`` [0, 1] as 8-bit PNG; return the [0, 1] values actually stored."""
+    q = np.rint(image * 255).astype(np.uint8)
+    Image.fromarray(q[0] if q.shape[0] == 1 else q.transpose(1, 2, 0)).save(path)
+    return q.astype(np.float64) / 255
+
+
+def write_png16(path: Path, image: np.ndarray) -> np.ndarray:
+    """Write ``(1, H, W)`` [0, 1] as 16-bit gray PNG; return the stored values in [0, 1]."""
+    q = np.rint(image[0] * 65535).astype(np.uint16)
+    Image.fromarray(q).save(path)
+    return q[None].astype(np.float64) / 65535
+
+
+def write_tif16(path: Path, image: np.ndarray) -> np.ndarray:
+    """Write ``(C, H, W)`` [0, 1] as a 16-bit TIFF (one plane per channel); return the stored values in [0, 1]."""
+    q = np.rint(image * 65535).astype(np.uint16)
+    tifffile.imwrite(path, q, photometric="minisblack")
+    return q.astype(np.float64) / 65535
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict[str, np.ndarray]]]:
+    """``clean/ noisy/ enhanced/`` with an 8-bit RGB PNG, a 16-bit gray PNG and a 16-bit 3-channel TIFF (the
+    enhanced RGB image as an 8-bit TIFF, to pair by stem); and the stored values ``{stem: {row: (C, H, W)}}``."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for sub in ("clean", "noisy", "enhanced"):
+        (root / sub).mkdir()
+    values: dict[str, dict[str, np.ndarray]] = {}
+    specs = {"rgb8": (3, write_png8, ".png"), "gray16": (1, write_png16, ".png"), "tif16": (3, write_tif16, ".tif")}
+    for stem, (channels, writer, ext) in specs.items():
+        clean = smooth(channels, rng)
+        rows = {"clean": clean, "noisy": noisy_version(clean, 0.1, rng), "enhanced": noisy_version(clean, 0.03, rng)}
+        values[stem] = {}
+        for row, x in rows.items():
+            if stem == "rgb8" and row == "enhanced":
+                q = np.rint(x * 255).astype(np.uint8)
+                tifffile.imwrite(root / row / "rgb8.tif", q.transpose(1, 2, 0), photometric="rgb")
+                values[stem][row] = q.astype(np.float64) / 255
+            else:
+                values[stem][row] = writer(root / row / f"{stem}{ext}", x)
+    return root, values
+
+
+def ref_ssim(ref: np.ndarray, deg: np.ndarray, data_range: float = 1.0) -> float:
+    return float(structural_similarity(ref, deg, data_range=data_range, channel_axis=0, gaussian_weights=True,
+                                       sigma=1.5, use_sample_covariance=False))
+
+
+def assert_png(path: Path, size: tuple[int, int] | None = None) -> None:
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
+        if size is not None:
+            assert im.size == size
+
+
+# -------------------------------------------------------------------------------------------------------- images
+
+
+def test_image_scores_equal_skimage_and_pytorch_msssim(images: tuple[Path, dict]) -> None:
+    root, values = images
+    result = evaluate_images(root / "clean", root / "noisy", root / "enhanced")
+    assert [f["name"] for f in result["files"]] == ["gray16", "rgb8", "tif16"]
+    assert result["errors"] == [] and result["failures"] == [] and result["warnings"] == []
+    for f in result["files"]:
+        v = values[f["name"]]
+        assert f["shape"] == list(v["clean"].shape)
+        for row in ("noisy", "enhanced"):
+            want_psnr = peak_signal_noise_ratio(v["clean"], v[row], data_range=1.0)
+            assert f[row]["psnr"] == pytest.approx(want_psnr, abs=1e-4)
+            assert f[row]["ssim"] == pytest.approx(ref_ssim(v["clean"], v[row]), abs=1e-4)
+            direct = float(ms_ssim(torch.from_numpy(v["clean"])[None], torch.from_numpy(v[row])[None], data_range=1.0))
+            assert f[row]["ssim"] == pytest.approx(direct, abs=1e-5)
+        assert f["enhanced"]["psnr"] > f["noisy"]["psnr"] + 5
+    assert result["files"][1]["files"] == {"clean": "rgb8.png", "noisy": "rgb8.png", "enhanced": "rgb8.tif"}
+    assert result["files"][0]["dtype"] == "uint16" and result["files"][1]["dtype"] == "uint8"
+    for row in ("noisy", "enhanced"):
+        for m in ("psnr", "ssim"):
+            assert result["mean"][row][m] == pytest.approx(np.mean([f[row][m] for f in result["files"]]), abs=1e-12)
+
+
+def test_data_range_scales_psnr_and_ssim(images: tuple[Path, dict]) -> None:
+    root, values = images
+    result = evaluate_images(root / "clean", root / "noisy", root / "enhanced", data_range=2.0)
+    assert result["data_range"] == 2.0
+    for f in result["files"]:
+        v = values[f["name"]]
+        assert f["noisy"]["psnr"] == pytest.approx(peak_signal_noise_ratio(v["clean"], v["noisy"], data_range=2.0),
+                                                   abs=1e-4)
+        assert f["noisy"]["ssim"] == pytest.approx(ref_ssim(v["clean"], v["noisy"], 2.0), abs=1e-4)
+
+
+def test_cli_images_table_json_and_figures(images: tuple[Path, dict], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    root, _ = images
+    argv = ["--clean", str(root / "clean"), "--noisy", str(root / "noisy"), "--enhanced", str(root / "enhanced"),
+            "--json", str(tmp_path / "out" / "scores.json"), "--figures", str(tmp_path / "figs"),
+            "--figure-files", "2", "--quiet"]
+    assert main(argv) == 0  # --modality auto: a folder of images
+    table = capsys.readouterr().out
+    assert "PSNR" in table and "SSIM" in table and "rgb8" in table and "mean (3)" in table
+    assert f"PSNR/SSIM data range: 1; SSIM: {SSIM_IMPLEMENTATION}" in table
+    data = json.loads((tmp_path / "out" / "scores.json").read_text())
+    direct = evaluate_images(root / "clean", root / "noisy", root / "enhanced")
+    assert data["modality"] == "image" and data["ssim_implementation"] == SSIM_IMPLEMENTATION
+    assert data["data_range"] == 1.0 and data["metrics"] == ["psnr", "ssim"]
+    assert data["enhanced"] == str(root / "enhanced")
+    assert data["files"] == direct["files"] and data["mean"] == direct["mean"]
+    assert sorted(os.listdir(tmp_path / "figs")) == ["gray16.png", "rgb8.png"]  # the first two; no temp files left
+    assert data["figures"] == [str(tmp_path / "figs" / n) for n in ("gray16.png", "rgb8.png")]
+    for name in ("gray16.png", "rgb8.png"):
+        assert_png(tmp_path / "figs" / name)
+    assert os.listdir(tmp_path / "out") == ["scores.json"]
+
+
+def test_identical_images_give_infinite_psnr(images: tuple[Path, dict], tmp_path: Path) -> None:
+    root, _ = images
+    result = evaluate_images(root / "clean", root / "noisy", root / "clean")
+    assert all(f["enhanced"]["psnr"] == math.inf and f["enhanced"]["ssim"] == pytest.approx(1.0)
+               for f in result["files"])
+    assert result["mean"]["enhanced"]["psnr"] == math.inf
+
+
+def test_small_images_list_the_ssim_failure(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    for sub in ("clean", "noisy", "enh"):
+        (tmp_path / sub).mkdir()
+    clean = smooth(1, rng, 8, 9)
+    c = write_png8(tmp_path / "clean" / "tiny.png", clean)
+    n = write_png8(tmp_path / "noisy" / "tiny.png", noisy_version(clean, 0.1, rng))
+    write_png8(tmp_path / "enh" / "tiny.png", clean)
+    result = evaluate_images(tmp_path / "clean", tmp_path / "noisy", tmp_path / "enh")
+    assert result["files"][0]["noisy"] == {"psnr": pytest.approx(peak_signal_noise_ratio(c, n, data_range=1.0))}
+    assert result["mean"]["noisy"]["ssim"] is None
+    assert {(x["row"], x["metric"], x["file"]) for x in result["failures"]} == {("noisy", "ssim", "tiny"),
+                                                                               ("enhanced", "ssim", "tiny")}
+    assert "ssim: images must be at least 11 x 11 (the window), got (8, 9)" in result["failures"][0]["reason"]
+
+
+def test_float_images_outside_the_data_range_warn(tmp_path: Path) -> None:
+    for sub in ("clean", "noisy", "enh"):
+        (tmp_path / sub).mkdir()
+    clean = np.linspace(0.5, 3.5, H * W, dtype=np.float32).reshape(H, W)
+    for sub in ("clean", "noisy", "enh"):
+        np.save(tmp_path / sub / "f.npy", clean)
+    result = evaluate_images(tmp_path / "clean", tmp_path / "noisy", tmp_path / "enh")
+    assert len(result["warnings"]) == 1
+    assert "f.npy: values span [0.5, 3.5], outside the data range [0, 1] used by PSNR and SSIM" in \
+        result["warnings"][0]
+    assert not evaluate_images(tmp_path / "clean", tmp_path / "noisy", tmp_path / "enh", data_range=3.5)["warnings"]
+
+
+class FakeDenoiser:
+    """Stands in for an ImageDenoiser / StackDenoiser: a 3 x 3 box blur, recording its inputs."""
+
+    def __init__(self, modality: str, name: str = "fake") -> None:
+        self.config = SimpleNamespace(modality=modality)
+        self.name = name
+        self.inputs: list[np.ndarray] = []
+
+    def denoise(self, x: np.ndarray) -> np.ndarray:
+        self.inputs.append(x.copy())
+        return blur(x)
+
+
+def blur(x: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` -> ``(C, H, W)`` 3 x 3 box blur with edge padding."""
+    p = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    return sum(p[:, i:i + x.shape[1], j:j + x.shape[2]] for i in range(3) for j in range(3)) / 9.0
+
+
+def test_model_path_with_a_fake_image_denoiser(images: tuple[Path, dict], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    root, values = images
+    fake = FakeDenoiser("image")
+    calls = []
+    monkeypatch.setattr(xmodal, "load", lambda path, device="cpu": calls.append((path, device)) or fake)
+    assert main(["--clean", str(root / "clean"), "--noisy", str(root / "noisy"), "--model", "runs/img",
+                 "--json", str(tmp_path / "s.json"), "--quiet"]) == 0
+    assert calls == [("runs/img", "cpu")]
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["enhanced"] == "model runs/img" and len(fake.inputs) == 3
+    for f, given in zip(data["files"], fake.inputs):
+        v = values[f["name"]]
+        np.testing.assert_allclose(given, v["noisy"], atol=1e-6)  # the noisy image, read in [0, 1]
+        est = blur(v["noisy"].astype(np.float32)).astype(np.float64)
+        assert f["enhanced"]["psnr"] == pytest.approx(peak_signal_noise_ratio(v["clean"], est, data_range=1.0),
+                                                      abs=1e-4)
+        assert f["enhanced"]["ssim"] == pytest.approx(ref_ssim(v["clean"], est), abs=1e-4)
+        assert "files" in f and set(f["files"]) == {"clean", "noisy"}
+    # the object itself, without xmodal.load
+    direct = evaluate_images(root / "clean", root / "noisy", denoiser=FakeDenoiser("image"))
+    assert direct["enhanced"] == "model fake" and direct["files"] == data["files"]
+
+
+def test_model_errors(images: tuple[Path, dict]) -> None:
+    root, _ = images
+    c, n = root / "clean", root / "noisy"
+    with pytest.raises(ValueError, match=r"model fake: it denoises modality 'speech', but the evaluation is of "
+                                         r"'image' data \(--modality\)"):
+        evaluate_images(c, n, denoiser=FakeDenoiser("speech"))
+    with pytest.raises(TypeError, match=r"`denoiser` must have a `denoise` method, got SimpleNamespace"):
+        evaluate_images(c, n, denoiser=SimpleNamespace(config=SimpleNamespace(modality="image")))
+    bad = FakeDenoiser("image")
+    bad.denoise = lambda x: x[:, :-1]  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match=r"gray16.png: the model returned shape \(1, 28, 33\) for an input of "
+                                         r"shape \(1, 29, 33\); expected the same shape"):
+        evaluate_images(c, n, denoiser=bad)
+
+
+# ------------------------------------------------------------------------------------------------ image errors
+
+
+def test_image_argument_errors(images: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root, _ = images
+    c, n, e = root / "clean", root / "noisy", root / "enhanced"
+    with pytest.raises(ValueError, match=r"pass either `enhanced` \(--enhanced\) or `denoiser` \(--model\), not both"):
+        evaluate_images(c, n, e, denoiser=FakeDenoiser("image"))
+    with pytest.raises(ValueError, match=r"image evaluation needs the enhanced files \(`enhanced_dir`, --enhanced\) "
+                                         r"or a model \(`denoiser`, --model\); neither was given"):
+        evaluate_images(c, n)
+    with pytest.raises(ValueError, match=r"unknown metric\(s\) 'sam' \(known: psnr, ssim\)"):
+        evaluate_images(c, n, e, metrics=("psnr", "sam"))
+    with pytest.raises(ValueError, match=r"`data_range` \(--data-range\) must be a finite number > 0, got 0"):
+        evaluate_images(c, n, e, data_range=0)
+    with pytest.raises(ValueError, match=r"`figure_files` must be >= 0, got -2"):
+        evaluate_images(c, n, e, figure_files=-2)
+    assert main(["--clean", str(c), "--noisy", str(n), "--quiet"]) == 2  # images need --enhanced or --model
+    assert "image evaluation needs the enhanced files" in capsys.readouterr().err
+    assert main(["--clean", str(c), "--noisy", str(n), "--enhanced", str(e), "--scaling", "dtype",
+                 "--rgb-bands", "1,2,3"]) == 2
+    assert "error: --scaling, --rgb-bands do(es) not apply to image evaluation" in capsys.readouterr().err
+    assert main(["--clean", str(c), "--noisy", str(n), "--enhanced", str(e), "--data-range", "-1", "--quiet"]) == 2
+    assert "must be a finite number > 0, got -1.0" in capsys.readouterr().err
+
+
+def test_missing_folder(images: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root, _ = images
+    with pytest.raises(FileNotFoundError, match=r"missing: image folder not found \(--noisy\)"):
+        evaluate_images(root / "clean", tmp_path / "missing", root / "enhanced")
+    assert main(["--clean", str(root / "clean"), "--noisy", str(tmp_path / "missing"), "--enhanced",
+                 str(root / "enhanced")]) == 2
+    assert "missing: image folder not found (--noisy)" in capsys.readouterr().err
+    assert main(["--clean", str(tmp_path / "nope"), "--noisy", str(root / "noisy"), "--enhanced",
+                 str(root / "enhanced")]) == 2
+    assert "nope: --clean file or folder not found" in capsys.readouterr().err
+
+
+def link_all(src: Path, dst: Path, names: list[str]) -> None:
+    dst.mkdir(exist_ok=True)
+    for name in names:
+        os.symlink(src / name, dst / name)
+
+
+def test_unmatched_stems(images: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root, _ = images
+    other = tmp_path / "other"
+    other.mkdir()
+    for i in range(12):
+        Image.new("L", (W, H)).save(other / f"x{i:02d}.png")
+    with pytest.raises(ValueError, match=r"do not hold the same image stems \(no file matches: only in --clean: "
+                                         r"gray16.png, rgb8.png, tif16.tif; only in --noisy: x00.png, x01.png, .*"
+                                         r"x09.png \.\.\. \(2 more\)\)"):
+        match_image_files(root / "clean", noisy=other)
+    partial = tmp_path / "partial"
+    link_all(root / "noisy", partial, ["gray16.png", "rgb8.png"])
+    with pytest.raises(ValueError, match=r"--clean .*clean and --enhanced .*partial do not hold the same image stems "
+                                         r"\(only in --clean: tif16.tif\)"):
+        match_image_files(root / "clean", noisy=root / "noisy", enhanced=partial)
+    assert main(["--clean", str(root / "clean"), "--noisy", str(other), "--enhanced", str(root / "enhanced")]) == 2
+    assert "no file matches" in capsys.readouterr().err
+    pairs = match_image_files(root / "clean", noisy=root / "noisy", enhanced=root / "enhanced")
+    assert pairs[1] == {"clean": root / "clean" / "rgb8.png", "noisy": root / "noisy" / "rgb8.png",
+                        "enhanced": root / "enhanced" / "rgb8.tif"}
+
+
+def test_folder_without_images_and_repeated_stems(images: tuple[Path, dict], tmp_path: Path) -> None:
+    root, _ = images
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"empty: no image files \(\.png, \.jpg, .*\) in this folder \(--noisy\)"):
+        evaluate_images(root / "clean", empty, root / "enhanced")
+    twice = tmp_path / "twice"
+    link_all(root / "noisy", twice, ["gray16.png", "rgb8.png", "tif16.tif"])
+    os.symlink(root / "enhanced" / "rgb8.tif", twice / "rgb8.tif")
+    with pytest.raises(ValueError, match=r"twice: files are matched by stem, but 2 files share the stem 'rgb8' "
+                                         r"\(rgb8.png, rgb8.tif\) \(--enhanced\)"):
+        evaluate_images(root / "clean", root / "noisy", twice)
+
+
+def test_shape_mismatch_and_corrupt_files_are_listed(images: tuple[Path, dict], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    root, values = images
+    enh = tmp_path / "enh"
+    link_all(root / "enhanced", enh, ["gray16.png"])
+    write_png8(enh / "rgb8.png", values["rgb8"]["enhanced"][:, :-2])  # 2 rows short
+    (enh / "tif16.tif").write_bytes(b"this is not a TIFF file")
+    argv = ["--clean", str(root / "clean"), "--noisy", str(root / "noisy"), "--enhanced", str(enh),
+            "--json", str(tmp_path / "s.json"), "--quiet"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    want_shape = (f"{enh / 'rgb8.png'}: shape (3, 27, 33) differs from {root / 'clean' / 'rgb8.png'}: (3, 29, 33); "
+                  "images must have the same (C, H, W)")
+    assert f"error: {want_shape}" in captured.err
+    assert f"{enh / 'tif16.tif'}: not readable as TIFF" in captured.err
+    assert "skipped files (unreadable or shape mismatch) (2):" in captured.out
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert [f["name"] for f in data["files"]] == ["gray16"]
+    assert data["errors"][0] == {"file": "rgb8", "reason": want_shape}
+    assert data["errors"][1]["file"] == "tif16"
+
+
+# -------------------------------------------------------------------------------------------------------- modality
+
+
+def test_detect_modality(images: tuple[Path, dict], tmp_path: Path) -> None:
+    root, _ = images
+    assert detect_modality(root / "clean") == "image"
+    assert detect_modality(root / "clean" / "tif16.tif") == "multispectral"
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    sf.write(audio / "a.wav", np.zeros(160, np.float32), 16000)
+    assert detect_modality(audio) == "speech"
+    Image.new("L", (4, 4)).save(audio / "b.png")
+    with pytest.raises(ValueError, match=r"audio: holds both audio and image files; pass --modality speech or "
+                                         r"--modality image"):
+        detect_modality(audio)
+    (tmp_path / "none").mkdir()
+    with pytest.raises(ValueError, match=r"none: no audio \(\.wav, .*\) or image \(\.png, .*\) files in this folder; "
+                                         r"pass --modality"):
+        detect_modality(tmp_path / "none")
+    with pytest.raises(FileNotFoundError, match=r"gone: --clean file or folder not found"):
+        detect_modality(tmp_path / "gone")
+
+
+def test_speech_only_options_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for sub in ("c", "n"):
+        (tmp_path / sub).mkdir()
+        sf.write(tmp_path / sub / "a.wav", np.zeros(160, np.float32), 16000)
+    assert main(["--clean", str(tmp_path / "c"), "--noisy", str(tmp_path / "n"), "--enhanced", str(tmp_path / "n"),
+                 "--data-range", "2"]) == 2
+    assert "--data-range do(es) not apply to speech evaluation" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------- stacks
+
+S, SH, SW = 5, 24, 21
+
+
+@pytest.fixture(scope="module")
+def stacks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+    """Clean stack as one 5-band uint16 TIFF, noisy as a folder of single-band uint16 TIFFs, enhanced as a float32
+    ``.npy`` in the same file units; and the file values ``{row: (S, H, W) float64}``."""
+    root = tmp_path_factory.mktemp("stacks")
+    rng = np.random.default_rng(3)
+    clean = np.rint(smooth(S, rng, SH, SW) * 3000 + np.arange(S)[:, None, None] * 500).astype(np.uint16)
+    noisy = np.clip(np.rint(clean + rng.normal(0, 120, clean.shape)), 0, 65535).astype(np.uint16)
+    enhanced = (clean + rng.normal(0, 25, clean.shape)).astype(np.float32)
+    tifffile.imwrite(root / "clean.tif", clean, photometric="minisblack")
+    (root / "noisy").mkdir()
+    for i in range(S):
+        tifffile.imwrite(root / "noisy" / f"B{i + 1}.tif", noisy[i])
+    np.save(root / "enhanced.npy", enhanced)
+    return root, {"clean": clean.astype(np.float64), "noisy": noisy.astype(np.float64),
+                  "enhanced": enhanced.astype(np.float64)}
+
+
+def minmax_on_clean(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    lo = values["clean"].min(axis=(1, 2), keepdims=True)
+    span = values["clean"].max(axis=(1, 2), keepdims=True) - lo
+    return {row: (x - lo) / span for row, x in values.items()}
+
+
+def sam_ref(ref: np.ndarray, deg: np.ndarray) -> float:
+    """Mean spectral angle in degrees, straight numpy."""
+    a, b = ref.reshape(ref.shape[0], -1), deg.reshape(deg.shape[0], -1)  # (S, H*W)
+    cos = (a * b).sum(0) / (np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0))
+    return float(np.degrees(np.arccos(np.clip(cos, -1, 1))).mean())
+
+
+def test_stack_scores_on_the_clean_scale(stacks: tuple[Path, dict]) -> None:
+    root, values = stacks
+    result = evaluate_stacks(root / "clean.tif", root / "noisy", root / "enhanced.npy")
+    scaled = minmax_on_clean(values)
+    ref = scaled["clean"]
+    assert result["modality"] == "multispectral" and result["band_names"] == [f"band_{i:02d}" for i in range(1, 6)]
+    assert result["scaling"]["rule"] == "band_minmax" and result["scaling"]["computed_on"] == "clean"
+    assert result["scaling"]["offset"] == pytest.approx(values["clean"].min(axis=(1, 2)).tolist())
+    assert result["rgb_bands"] == [4, 3, 2]  # the middle three, red = the higher band
+    (entry,) = result["files"]
+    assert entry["name"] == "clean" and entry["shape"] == [S, SH, SW]
+    for row in ("noisy", "enhanced"):
+        deg = scaled[row]
+        assert entry[row]["psnr"] == pytest.approx(peak_signal_noise_ratio(ref, deg, data_range=1.0), abs=1e-4)
+        assert entry[row]["ssim"] == pytest.approx(ref_ssim(ref, deg), abs=1e-4)
+        assert entry[row]["sam"] == pytest.approx(sam_ref(ref, deg), abs=1e-4)
+        assert result["mean"][row] == entry[row]
+        for i, band in enumerate(result["bands"]):
+            assert band[row]["psnr"] == pytest.approx(peak_signal_noise_ratio(ref[i], deg[i], data_range=1.0),
+                                                      abs=1e-4)
+            assert band[row]["ssim"] == pytest.approx(ref_ssim(ref[i][None], deg[i][None]), abs=1e-4)
+    assert entry["enhanced"]["psnr"] > entry["noisy"]["psnr"] + 5
+    assert result["failures"] == [] and result["errors"] == []
+
+
+def test_stacks_share_the_clean_scale(stacks: tuple[Path, dict], tmp_path: Path) -> None:
+    """A denoiser output with a constant offset must score worse, not perfectly (as per-stack min/max would)."""
+    root, values = stacks
+    np.save(tmp_path / "shifted.npy", (values["clean"] + 300).astype(np.float32))
+    result = evaluate_stacks(root / "clean.tif", root / "noisy", tmp_path / "shifted.npy")
+    scaled = minmax_on_clean({"clean": values["clean"], "shifted": values["clean"] + 300})
+    want = peak_signal_noise_ratio(scaled["clean"], scaled["shifted"], data_range=1.0)
+    assert math.isfinite(result["files"][0]["enhanced"]["psnr"])
+    assert result["files"][0]["enhanced"]["psnr"] == pytest.approx(want, abs=1e-4)
+    # dtype scaling: every stack divided by 65535 (the clean dtype), floats included
+    by_dtype = evaluate_stacks(root / "clean.tif", root / "noisy", root / "enhanced.npy", scaling="dtype")
+    assert by_dtype["scaling"]["scale"] == [65535.0] * S and by_dtype["scaling"]["offset"] == [0.0] * S
+    want = peak_signal_noise_ratio(values["clean"] / 65535, values["enhanced"] / 65535, data_range=1.0)
+    assert by_dtype["files"][0]["enhanced"]["psnr"] == pytest.approx(want, abs=1e-4)
+    pct = evaluate_stacks(root / "clean.tif", root / "noisy", root / "enhanced.npy", scaling="band_percentile")
+    assert pct["scaling"]["percentiles"] == [1.0, 99.0]
+
+
+def test_cli_stack_table_json_and_figure(stacks: tuple[Path, dict], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    root, _ = stacks
+    argv = ["--clean", str(root / "clean.tif"), "--noisy", str(root / "noisy"), "--enhanced",
+            str(root / "enhanced.npy"), "--rgb-bands", "3,2,1", "--json", str(tmp_path / "s.json"),
+            "--figures", str(tmp_path / "figs"), "--quiet"]
+    assert main(argv) == 0  # auto: a --clean file is a stack
+    out = capsys.readouterr().out
+    assert "SAM" in out and "band_03" in out and "mean (1)" in out
+    assert "scaling: band_minmax computed on the clean stack, applied to all stacks" in out
+    data = json.loads((tmp_path / "s.json").read_text())
+    direct = evaluate_stacks(root / "clean.tif", root / "noisy", root / "enhanced.npy")
+    assert data["rgb_bands"] == [3, 2, 1] and data["ssim_implementation"] == SSIM_IMPLEMENTATION
+    assert data["files"] == direct["files"] and data["bands"] == direct["bands"]
+    assert data["data_range"] == 1.0 and data["scaling"]["rule"] == "band_minmax"
+    assert os.listdir(tmp_path / "figs") == ["clean.png"] and data["figures"] == [str(tmp_path / "figs" / "clean.png")]
+    assert_png(tmp_path / "figs" / "clean.png", (1600, 800))
+    # a folder of single-band TIFFs as --clean needs the modality named
+    assert main(["--clean", str(root / "noisy"), "--noisy", str(root / "noisy"), "--enhanced",
+                 str(root / "enhanced.npy"), "--modality", "multispectral", "--quiet"]) == 0
+
+
+def test_model_path_with_a_fake_stack_denoiser(stacks: tuple[Path, dict], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    root, values = stacks
+    fake = FakeDenoiser("multispectral")
+    monkeypatch.setattr(xmodal, "load", lambda path, device="cpu": fake)
+    assert main(["--clean", str(root / "clean.tif"), "--noisy", str(root / "noisy"), "--model", "ms-run",
+                 "--json", str(tmp_path / "s.json"), "--quiet"]) == 0
+    data = json.loads((tmp_path / "s.json").read_text())
+    scaled = minmax_on_clean(values)
+    (given,) = fake.inputs
+    np.testing.assert_allclose(given, scaled["noisy"], atol=1e-5)  # the noisy stack on the clean scale
+    est = blur(given).astype(np.float64)
+    assert data["enhanced"] == "model ms-run"
+    assert data["files"][0]["enhanced"]["psnr"] == pytest.approx(
+        peak_signal_noise_ratio(scaled["clean"], est, data_range=1.0), abs=1e-4)
+    assert data["files"][0]["enhanced"]["sam"] == pytest.approx(sam_ref(scaled["clean"], est), abs=1e-4)
+    with pytest.raises(ValueError, match=r"model fake: it denoises modality 'image', but the evaluation is of "
+                                         r"'multispectral' data"):
+        evaluate_stacks(root / "clean.tif", root / "noisy", denoiser=FakeDenoiser("image"))
+
+
+def test_stack_errors(stacks: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root, values = stacks
+    clean = root / "clean.tif"
+    # a different band count
+    tifffile.imwrite(tmp_path / "four.tif", values["clean"][:4].astype(np.uint16), photometric="minisblack")
+    with pytest.raises(ValueError, match=r"--noisy .*four.tif: 4 bands, but --clean .*clean.tif: 5 bands; the stacks "
+                                         r"must hold the same bands"):
+        evaluate_stacks(clean, tmp_path / "four.tif", root / "enhanced.npy")
+    assert main(["--clean", str(clean), "--noisy", str(tmp_path / "four.tif"), "--enhanced",
+                 str(root / "enhanced.npy")]) == 2
+    assert "4 bands, but --clean" in capsys.readouterr().err
+    # another size
+    np.save(tmp_path / "small.npy", values["clean"][:, :-1].astype(np.float32))
+    with pytest.raises(ValueError, match=r"--enhanced .*small.npy: bands of 23 x 21 pixels, but --clean .*clean.tif: "
+                                         r"24 x 21; the stacks must have the same size"):
+        evaluate_stacks(clean, root / "noisy", tmp_path / "small.npy")
+    # bands of different sizes inside one folder
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    tifffile.imwrite(mixed / "B1.tif", values["noisy"][0].astype(np.uint16))
+    tifffile.imwrite(mixed / "B2.tif", values["noisy"][1, :-3].astype(np.uint16))
+    assert main(["--clean", str(clean), "--noisy", str(mixed), "--enhanced", str(root / "enhanced.npy")]) == 1
+    assert "B2.tif: shape (21, 21) differs from" in capsys.readouterr().err
+    with pytest.raises(ImageReadError, match=r"all bands must have the same size"):
+        evaluate_stacks(clean, mixed, root / "enhanced.npy")
+    # corrupt and missing stacks
+    (tmp_path / "bad.tif").write_bytes(b"this is not a TIFF file")
+    assert main(["--clean", str(clean), "--noisy", str(tmp_path / "bad.tif"), "--enhanced",
+                 str(root / "enhanced.npy")]) == 1
+    assert "bad.tif: not readable as TIFF" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match=r"gone.tif: stack file or folder not found \(--enhanced\)"):
+        evaluate_stacks(clean, root / "noisy", tmp_path / "gone.tif")
+    # options
+    with pytest.raises(ValueError, match=r"`scaling` \(--scaling\) must be 'band_minmax', 'band_percentile' or "
+                                         r"'dtype', got 'zscore'"):
+        evaluate_stacks(clean, root / "noisy", root / "enhanced.npy", scaling="zscore")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"multispectral evaluation needs the enhanced files"):
+        evaluate_stacks(clean, root / "noisy")
+    with pytest.raises(ValueError, match=r"`rgb_bands` \(--rgb-bands\) 6,2,1: band 6 does not exist; the stack has "
+                                         r"bands 1 to 5"):
+        evaluate_stacks(clean, root / "noisy", root / "enhanced.npy", rgb_bands="6,2,1")
+    assert main(["--clean", str(clean), "--noisy", str(root / "noisy"), "--enhanced", str(root / "enhanced.npy"),
+                 "--rgb-bands", "red,green"]) == 2
+    assert "--rgb-bands: expected three 1-based band numbers like '3,2,1', got 'red,green'" in \
+        capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------------- figures
+
+
+def test_comparison_figures_directly(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    gray = smooth(1, rng)
+    out = save_image_comparison(tmp_path / "sub" / "g.png", noisy_version(gray, 0.1, rng), gray, gray,
+                                {"psnr": 20.0, "ssim": 0.5}, {"psnr": math.inf, "ssim": 1.0}, name="gray")
+    assert out == tmp_path / "sub" / "g.png"
+    assert_png(out)
+    rgba = smooth(4, rng)
+    assert_png(save_image_comparison(tmp_path / "rgba.png", rgba, rgba, rgba))
+    with pytest.raises(ValueError, match=r"`noisy`, `denoised` and `clean` must have the same shape, got "
+                                         r"\(1, 29, 33\), \(4, 29, 33\) and \(4, 29, 33\)"):
+        save_image_comparison(tmp_path / "x.png", gray, rgba, rgba)
+    with pytest.raises(ValueError, match=r"Expected `noisy` of shape \(C, H, W\), got \(29, 33\)"):
+        save_image_comparison(tmp_path / "x.png", gray[0], gray, gray)
+    stack = smooth(2, rng)  # fewer than 3 bands: the composite repeats bands
+    assert_png(save_stack_comparison(tmp_path / "s.png", stack, stack, stack, band_names=["a", "b"]))
+    with pytest.raises(ValueError, match=r"`band_names` has 1 names for a stack of 2 bands"):
+        save_stack_comparison(tmp_path / "s.png", stack, stack, stack, band_names=["a"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rgba.png", "s.png", "sub"]  # no temp files left
