@@ -19,6 +19,7 @@ from pytorch_msssim import ssim as ms_ssim
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import xmodal
+import xmodal.denoise
 from xmodal.evaluate import (detect_modality, evaluate_images, evaluate_stacks, main, match_image_files,
                              save_image_comparison, save_stack_comparison)
 from xmodal.imageio import ImageReadError
@@ -380,13 +381,21 @@ def test_detect_modality(images: tuple[Path, dict], tmp_path: Path) -> None:
         detect_modality(tmp_path / "gone")
 
 
-def test_speech_only_options_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_speech_refuses_image_options_and_image_models(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     for sub in ("c", "n"):
         (tmp_path / sub).mkdir()
         sf.write(tmp_path / sub / "a.wav", np.zeros(160, np.float32), 16000)
     assert main(["--clean", str(tmp_path / "c"), "--noisy", str(tmp_path / "n"), "--enhanced", str(tmp_path / "n"),
                  "--data-range", "2"]) == 2
     assert "--data-range do(es) not apply to speech evaluation" in capsys.readouterr().err
+    fake = FakeDenoiser("image")
+    fake.modality = "image"  # type: ignore[attr-defined]
+    monkeypatch.setattr(xmodal.denoise, "load", lambda path, device="cpu": fake)
+    assert main(["--clean", str(tmp_path / "c"), "--noisy", str(tmp_path / "n"), "--model", "img-run",
+                 "--quiet"]) == 2
+    assert "model img-run: it denoises modality 'image', but the evaluation is of 'speech' data" in \
+        capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------------- stacks

@@ -258,8 +258,8 @@ def evaluate_folders(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
         lists unreadable files; ``warnings`` files whose lengths differ (scored on their common part).
 
     Raises:
-        ValueError: both ``enhanced_dir`` and ``model`` given, unknown metrics, a negative ``figure_files``, or
-            unmatched file names.
+        ValueError: both ``enhanced_dir`` and ``model`` given, unknown metrics, a negative ``figure_files``,
+            unmatched file names, or a model of another modality.
         FileNotFoundError: a folder does not exist.
     """
     from tqdm import tqdm
@@ -279,6 +279,9 @@ def evaluate_folders(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
         from xmodal.denoise import Denoiser, load
 
         denoiser = model if isinstance(model, Denoiser) else load(model, device)
+        if getattr(denoiser, "modality", "speech") != "speech":  # xmodal.load also returns image/stack denoisers
+            raise ValueError(f"model {model}: it denoises modality {denoiser.modality!r}, but the evaluation is of "
+                             "'speech' data (--modality)")
     if figures_dir is not None:
         Path(figures_dir).mkdir(parents=True, exist_ok=True)
 
