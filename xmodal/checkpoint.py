@@ -103,7 +103,8 @@ def init_from(model: nn.Module, path: str | os.PathLike) -> tuple[list[str], lis
         ``(loaded names, names of the model left at their initialisation)``.
 
     Raises:
-        CheckpointError: unreadable file, or no tensor at all matches (a different architecture).
+        CheckpointError: missing or unreadable file, no tensor at all matches, or the trunk does not match as a
+            whole (a different architecture).
     """
     from safetensors.torch import load_file
 
@@ -121,6 +122,21 @@ def init_from(model: nn.Module, path: str | os.PathLike) -> tuple[list[str], lis
     if not loaded:
         raise CheckpointError(f"{path}: train.init_from shares no tensor (name and shape) with this model; "
                               "is it the same model.arch and model.widths?")
+    # the trunk moves whole or not at all: a partly copied trunk (e.g. widths [8, 16] into [8, 16, 32]) is no
+    # initialisation anyone asked for
+    trunk = {k for k in target if k.startswith("trunk.")} | {k for k in state if k.startswith("trunk.")}
+    bad = sorted(k for k in trunk if k not in loaded)
+    if bad:
+        def why(k: str) -> str:
+            if k not in state:
+                return f"missing {k}"
+            if k not in target:
+                return f"unexpected {k}"
+            return f"shape mismatch {k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}"
+
+        raise CheckpointError(f"{path}: train.init_from trunk does not match this model ({len(bad)} tensors: "
+                              f"{', '.join(why(k) for k in bad[:3])}{' ...' if len(bad) > 3 else ''}); is it the "
+                              "same model.arch, model.widths, model.blocks and model.norm?")
     unwrap(model).load_state_dict({k: state[k] for k in loaded}, strict=False)
     return loaded, sorted(set(target) - set(loaded))
 
