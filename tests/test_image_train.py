@@ -1,0 +1,186 @@
+"""End to end: tiny image / colour / multispectral / non-blind runs from recipes/tiny_image.yaml, resume, what may
+not change on resume, train.init_from across modalities, and a loss that goes down."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import REPO
+from xmodal import checkpoint as ckpt
+from xmodal.config import ConfigError, load_config
+from xmodal.inference import enhance
+from xmodal.modalities import make_adapter, modality_io
+from xmodal.models import build_model
+from xmodal.train import main, train
+
+TINY_IMAGE = REPO / "recipes" / "tiny_image.yaml"
+
+VARIANTS = {
+    "gray": ([], ("psnr", "ssim")),
+    "colour": (["image.channels=3"], ("psnr", "ssim")),
+    "multispectral": (["modality=multispectral"], ("psnr", "ssim", "sam")),
+    "noise_map": (["image.noise_map=true"], ("psnr", "ssim")),
+}
+
+
+def config(run_dir, *overrides):
+    return load_config(TINY_IMAGE, [f"train.run_dir={run_dir}", "image.epoch_size=64", *overrides])
+
+
+def weights(run_dir):
+    return load_file(str(run_dir / "model.safetensors"))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_tiny_runs_save_validate_and_resume(tmp_path, variant):
+    overrides, metrics = VARIANTS[variant]
+    cfg = config(tmp_path / "run", *overrides)
+    first = train(cfg, stop_after=2)
+    run = tmp_path / "run"
+    assert first.step == 2 and len(first.losses) == 2 and all(np.isfinite(first.losses))
+    for name in ("model.safetensors", "config.yaml", "train_state.pt", "log.txt"):
+        assert (run / name).is_file(), name
+    assert not (run / "validation.json").exists()  # eval_every 0: validation only at the end
+    assert load_config(run / "config.yaml") == cfg
+    w2 = weights(run)
+
+    second = train(cfg)
+    assert second.resumed_from == 2 and second.step == 4 and len(second.losses) == 2
+    assert f"resumed from {run} at step 2" in (run / "log.txt").read_text()
+    assert any(not torch.equal(w2[k], v) for k, v in weights(run).items())  # the run went on
+    assert set(second.validation) == {"noisy", "enhanced"}
+    for row in ("noisy", "enhanced"):
+        assert tuple(second.validation[row]) == metrics
+        assert all(np.isfinite(v) for v in second.validation[row].values()), second.validation
+    assert second.failures == 0
+    # the noisy row is the validation noise itself: 25 / 255 gives about 20.2 dB
+    assert second.validation["noisy"]["psnr"] == pytest.approx(20 * np.log10(255 / 25), abs=0.3)
+    saved = json.loads((run / "validation.json").read_text())
+    assert saved["step"] == 4 and saved["report"]["enhanced"]["psnr"] == pytest.approx(
+        second.validation["enhanced"]["psnr"])
+
+    # the run loads on its own and denoises an odd-sized input of its modality
+    model, loaded_cfg = ckpt.load_run(run)
+    assert loaded_cfg == cfg
+    adapter = make_adapter(cfg.modality, cfg)
+    C = {"gray": 1, "colour": 3, "multispectral": 6, "noise_map": 2}[variant]
+    x = torch.rand(C, 21, 19)
+    out = enhance(model, adapter, x, cfg.modality)
+    assert out.shape == (C - int(variant == "noise_map"), 21, 19) and torch.isfinite(out).all()
+    second.model.eval()
+    assert torch.equal(out, enhance(second.model, adapter, x, cfg.modality))
+
+
+def test_cli_main_runs_the_tiny_image_recipe(tmp_path, capsys):
+    run = tmp_path / "cli"
+    assert main([str(TINY_IMAGE), f"train.run_dir={run}", "train.max_steps=2", "image.epoch_size=8"]) == 0
+    assert "done: 2 steps" in capsys.readouterr().out
+    assert (run / "model.safetensors").is_file()
+    assert main([str(TINY_IMAGE), f"train.run_dir={run}", "image.noise.sigma=[0.3,0.1]"]) == 2
+    assert "`image.noise`: `NoiseSpec.sigma` range must have low <= high" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("base, change", [
+    ([], "image.channels=3"),
+    ([], "image.noise_map=true"),
+    (["modality=multispectral"], "image.context_bands=1"),
+    ([], "model.widths=[8,24]"),
+])
+def test_resume_refuses_a_different_network_io(tmp_path, base, change):
+    run = tmp_path / "run"
+    train(config(run, *base), stop_after=1)
+    with pytest.raises(ConfigError, match=rf"{run}: holds a run (whose network input/output differs|with a "
+                                          r"different `model` config)"):
+        train(config(run, *base, change))
+    # what does not touch the network may change (more steps, other noise)
+    resumed = train(config(run, *base, "train.max_steps=2", "image.noise.sigma=[0.05,0.05]"))
+    assert resumed.resumed_from == 1 and resumed.step == 2
+
+
+def test_init_from_moves_the_trunk_between_modalities(tmp_path):
+    gray_run = tmp_path / "gray"
+    train(config(gray_run, "train.max_steps=3"))
+    gray = weights(gray_run)
+
+    # lr 0: the first step changes nothing, so the saved weights are the initialisation itself
+    frozen = ["modality=multispectral", "train.max_steps=1", "optim.lr=0", "image_loss.ssim=0"]
+    init = train(config(tmp_path / "ms", *frozen, f"train.init_from={gray_run}"))
+    fresh = train(config(tmp_path / "fresh", *frozen))
+    a, b = weights(tmp_path / "ms"), weights(tmp_path / "fresh")
+    trunk = [k for k in a if k.startswith("trunk.")]
+    assert trunk and set(trunk) == {k for k in gray if k.startswith("trunk.")}
+    for k in trunk:
+        assert torch.equal(a[k], gray[k]), k
+    assert any(not torch.equal(a[k], b[k]) for k in trunk)
+    others = [k for k in a if not k.startswith("trunk.")]
+    assert sorted({k.split(".")[0] + "." + k.split(".")[1] for k in others}) == \
+        ["heads.multispectral", "stems.multispectral"]
+    for k in others:  # stem and head: as a fresh run initialises them
+        assert torch.equal(a[k], b[k]), k
+    log = (tmp_path / "ms" / "log.txt").read_text()
+    assert (f"initialised {len(trunk)} of {len(a)} tensors from {gray_run} "
+            "(left fresh: heads.multispectral, stems.multispectral)") in log
+    assert init.step == 1
+
+    # a single weights file works too, and a resumed run is not initialised again
+    cfg = config(tmp_path / "ms2", "modality=multispectral", "train.max_steps=2",
+                 f"train.init_from={gray_run / 'model.safetensors'}")
+    train(cfg, stop_after=1)
+    train(cfg)
+    log = (tmp_path / "ms2" / "log.txt").read_text()
+    assert log.count("initialised ") == 1 and "resumed from" in log
+
+
+def test_init_from_errors(tmp_path):
+    gray_run = tmp_path / "gray"
+    train(config(gray_run, "train.max_steps=1"))
+    with pytest.raises(ckpt.CheckpointError, match=r"missing.safetensors: train.init_from weights file not found"):
+        train(config(tmp_path / "a", f"train.init_from={tmp_path / 'missing.safetensors'}"))
+    (tmp_path / "not_a_run").mkdir()
+    with pytest.raises(ckpt.CheckpointError, match=r"not_a_run/model.safetensors: train.init_from weights file not "
+                                                   r"found"):
+        train(config(tmp_path / "a", f"train.init_from={tmp_path / 'not_a_run'}"))
+    with pytest.raises(ckpt.CheckpointError, match=r"train.init_from shares no tensor \(name and shape\) with this "
+                                                   r"model; is it the same model.arch and model.widths\?"):
+        train(config(tmp_path / "b", "modality=multispectral", "model.widths=[4,8]", f"train.init_from={gray_run}"))
+    with pytest.raises(ckpt.CheckpointError, match=r"gray/model.safetensors: train.init_from trunk does not match "
+                                                   r"this model \(22 tensors: shape mismatch trunk.dec.0.0.conv1.bias "
+                                                   r"\(8,\) vs \(4,\), .* \.\.\.\); is it the same model.arch, "
+                                                   r"model.widths, model.blocks and model.norm\?"):
+        train(config(tmp_path / "b2", "model.widths=[4,8]", f"train.init_from={gray_run}"))  # only a head bias fits
+    # a trunk that matches only in part (the first levels of a deeper U-Net) is refused, not half copied
+    with pytest.raises(ckpt.CheckpointError, match=r"train.init_from trunk does not match this model \(\d+ tensors: "
+                                                   r"(missing|shape mismatch) trunk\."):
+        train(config(tmp_path / "c", "model.widths=[8,16,32]", f"train.init_from={gray_run}"))
+    (tmp_path / "bad.safetensors").write_bytes(b"not weights")
+    with pytest.raises(ckpt.CheckpointError, match=r"bad.safetensors: not a readable safetensors file"):
+        train(config(tmp_path / "d", f"train.init_from={tmp_path / 'bad.safetensors'}"))
+
+
+def test_init_from_function_reports_loaded_and_fresh(tmp_path):
+    gray_run = tmp_path / "gray"
+    train(config(gray_run, "train.max_steps=1"))
+    cfg = config(tmp_path / "x", "image.channels=3")
+    model = build_model(cfg.model, {"image": modality_io("image", cfg)})
+    loaded, fresh = ckpt.init_from(model, gray_run)
+    # same modality, other channel count: the trunk moves, the stem weight and the head do not fit
+    assert fresh == ["heads.image.conv.bias", "heads.image.conv.weight", "stems.image.conv.weight"]
+    assert "stems.image.conv.bias" in loaded  # the stem bias has the trunk's width in both: copied
+    state = weights(gray_run)
+    for k in loaded:
+        assert torch.equal(model.state_dict()[k], state[k])
+
+
+def test_training_loss_decreases(tmp_path):
+    cfg = config(tmp_path / "run", "train.max_steps=30", "train.save_every=0", "train.log_every=100",
+                 "image_loss.ssim=0", "image.noise.sigma=[0.1,0.1]")
+    result = train(cfg)
+    losses = result.losses
+    assert len(losses) == 30
+    first, last = float(np.mean(losses[:5])), float(np.mean(losses[-5:]))
+    assert last < 0.8 * first, losses
+    # and the denoiser already beats its input on the validation images
+    assert result.validation["enhanced"]["psnr"] > result.validation["noisy"]["psnr"]
