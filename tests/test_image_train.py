@@ -184,3 +184,18 @@ def test_training_loss_decreases(tmp_path):
     assert last < 0.8 * first, losses
     # and the denoiser already beats its input on the validation images
     assert result.validation["enhanced"]["psnr"] > result.validation["noisy"]["psnr"]
+
+
+@pytest.mark.parametrize("overrides", [["image.noise_map=true"], ["modality=multispectral"]])
+def test_tensorboard_logs_a_validation_image(tmp_path, overrides):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = config(tmp_path / "run", "train.max_steps=2", "train.tensorboard=true", *overrides)
+    train(cfg)
+    events = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    assert events.Tags()["images"] == ["valid/enhanced_0"]
+    assert {"train/loss", "train/l1", "valid/enhanced/psnr", "valid/noisy/ssim"} <= set(events.Tags()["scalars"])
+    image = events.Images("valid/enhanced_0")[0]
+    # valid_crop 48: a demo image is 48 x 48; the demo stack's validation part is its bottom 32 rows x 48
+    expected = (32, 48) if "modality=multispectral" in overrides else (48, 48)
+    assert (image.height, image.width) == expected
