@@ -165,7 +165,7 @@ def test_input_and_fn_errors() -> None:
         tiled_apply(lambda t: t, torch.rand(3, 4, 5))
     with pytest.raises(ValueError, match=r"no empty axis, got \(1, 1, 0, 5\)"):
         tiled_apply(lambda t: t, torch.rand(1, 1, 0, 5))
-    with pytest.raises(ValueError, match=r"`fn` must map \(B, C, h, w\) to \(B, C', h, w\); .* returned \(1, 1, 9, 9\)"):
+    with pytest.raises(ValueError, match=r"`fn` must map \(B, C, h, w\) to \(B, C', h, w\); .*returned \(1, 1, 9, 9\)"):
         tiled_apply(lambda t: t[..., :9, :9], torch.rand(1, 1, 40, 40), tile=16, overlap=4)
     with pytest.raises(ValueError, match=r"length` must be an integer >= 1, got 0"):
         plan_tiles(0, 16, 4)

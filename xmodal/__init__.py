@@ -25,6 +25,8 @@ _LAZY = {
     "build_model": "xmodal.models",
     "load": "xmodal.denoise",
     "Denoiser": "xmodal.denoise",
+    "ImageDenoiser": "xmodal.denoise",
+    "StackDenoiser": "xmodal.denoise",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

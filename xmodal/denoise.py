@@ -1,9 +1,18 @@
-"""Denoising for users: :func:`load` a model, then :meth:`Denoiser.denoise` arrays or :meth:`Denoiser.denoise_file`
-files of any length, sample rate and channel count; or the batch command line::
+"""Denoising for users: :func:`load` a model, then ``denoise`` arrays or ``denoise_file`` files; or the batch command
+line::
 
-    python -m xmodal.denoise noisy/*.wav talk.flac recordings/ -o denoised/ [--model RUN_DIR] [--mix 0.9]
+    python -m xmodal.denoise noisy/*.wav talk.flac scans/ cube.tif -o denoised/ [--model RUN_DIR] [--mix 0.9]
+    python -m xmodal.denoise scene_bands/ -o denoised/ --modality multispectral
 
-How a signal goes through the network:
+:func:`load` returns the class of the model's modality: :class:`Denoiser` (speech: any length, rate and channel
+count), :class:`ImageDenoiser` (images of any size, tiled; bit depth and format of files kept) or
+:class:`StackDenoiser` (multispectral stacks of any band count: multi-band TIFF/.npy files or folders of single-band
+TIFFs). Without ``--model`` the command line picks the modality and a bundled model per file (see ``--help``).
+
+Images and stacks go through :func:`xmodal.tiling.tiled_apply` (overlapping tiles aligned to the U-Net's grid,
+blended smoothly), so memory is the output plus one tile; stacks are also cut into groups of bands.
+
+How a speech signal goes through the network:
 
 * **Levels.** One RMS-normalisation scale per item, computed over the whole signal and all its channels, is reused for
   every chunk (an :class:`~xmodal.adapters.audio.AudioContext` passed to ``encode``), so chunking never changes levels
@@ -38,6 +47,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, Union
 
 import numpy as np
 import torch
@@ -47,8 +57,10 @@ from xmodal._fs import atomic_write
 from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
 from xmodal.io import AudioReadError, list_audio_files, resample
+from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, tiled_apply
 
-__all__ = ["DEFAULT_CHUNK_SECONDS", "DEFAULT_CONTEXT_SECONDS", "Chunk", "Denoiser", "load", "main", "plan_chunks"]
+__all__ = ["DEFAULT_CHUNK_SECONDS", "DEFAULT_CONTEXT_SECONDS", "Chunk", "Denoiser", "ImageDenoiser", "StackDenoiser",
+           "load", "main", "plan_chunks"]
 
 DEFAULT_CHUNK_SECONDS = 20.0
 DEFAULT_CONTEXT_SECONDS = 1.0
@@ -165,6 +177,32 @@ def _receptive_field_frames(model: nn.Module, modality: str, channels: int, devi
         n *= 2
 
 
+def _setup(obj: Any, model: nn.Module, config: Config, device: str | torch.device, name: str, modality: str) -> None:
+    """Common constructor of the denoisers: check the device and the model's modality, move the model, build the
+    adapter; sets ``device``, ``config``, ``modality``, ``name``, ``model``, ``adapter`` and ``size_multiple``."""
+    from xmodal.modalities import make_adapter
+
+    try:
+        obj.device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"`device` must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if obj.device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`device` is {device!r} but CUDA is not available on this machine")
+    label = f"the model{' ' + repr(name) if name else ''}"
+    if config.modality != modality:
+        raise ValueError(f"{label} is a{'n' if config.modality[0] in 'aeiou' else ''} {config.modality} model "
+                         f"(config.modality); {type(obj).__name__} takes {modality} models: use xmodal.load, which "
+                         "picks the right class")
+    if config.modality not in getattr(model, "modalities", [config.modality]):
+        raise ValueError(f"{label} has no stem/head for modality {config.modality!r}")
+    obj.config = config
+    obj.modality = config.modality
+    obj.name = name
+    obj.model = model.to(obj.device).eval()
+    obj.adapter = make_adapter(config.modality, config).to(obj.device)
+    obj.size_multiple = int(getattr(getattr(model, "trunk", None), "size_multiple", 1))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The denoiser
 
@@ -188,28 +226,12 @@ class Denoiser:
         name: what to call the model in messages.
 
     Raises:
-        ValueError: the model has no stem/head for ``config.modality``, or the device is not available.
+        ValueError: not a speech model, no stem/head for ``config.modality``, or the device is not available.
     """
 
     def __init__(self, model: nn.Module, config: Config, device: str | torch.device = "cpu", name: str = "") -> None:
-        from xmodal.modalities import make_adapter
-
-        try:
-            self.device = torch.device(device)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"`device` must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"`device` is {device!r} but CUDA is not available on this machine")
-        if config.modality not in getattr(model, "modalities", [config.modality]):
-            raise ValueError(f"the model{' ' + repr(name) if name else ''} has no stem/head for modality "
-                             f"{config.modality!r}")
-        self.config = config
-        self.modality = config.modality
-        self.name = name
-        self.model = model.to(self.device).eval()
-        self.adapter = make_adapter(config.modality, config).to(self.device)
+        _setup(self, model, config, device, name, "speech")
         self.sample_rate = int(config.audio.sample_rate)
-        self.size_multiple = int(getattr(getattr(model, "trunk", None), "size_multiple", 1))
         self._rf_samples: int | None = None
 
     def __repr__(self) -> str:
@@ -480,40 +502,488 @@ def _output_format(dst: Path, in_format: str, in_subtype: str) -> tuple[str, str
     return fmt, subtype
 
 
-def load(path_or_name: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Denoiser:
-    """Load a denoiser.
+# ----------------------------------------------------------------------------------------------------------------
+# Images and band stacks
+
+
+def _from_user(x: np.ndarray | torch.Tensor, name: str, shapes: str, ndims: tuple[int, ...]) -> torch.Tensor:
+    """A float numpy array or tensor -> float32 CPU tensor (a view when possible), checked for shape and values."""
+    if isinstance(x, torch.Tensor):
+        if not x.is_floating_point():
+            raise TypeError(f"Expected `{name}` to be a float tensor (values in [0, 1]), got dtype {x.dtype}")
+        t = x.detach().to("cpu", torch.float32)
+    elif isinstance(x, np.ndarray):
+        if not np.issubdtype(x.dtype, np.floating):
+            raise TypeError(f"Expected `{name}` to be a float array (values in [0, 1]), got dtype {x.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    else:
+        raise TypeError(f"Expected `{name}` to be a numpy array or a torch tensor, got {type(x).__name__}")
+    if t.ndim not in ndims or 0 in t.shape:
+        raise ValueError(f"Expected `{name}` of shape {shapes} with no empty axis, got {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"`{name}` contains NaN or infinite values")
+    return t
+
+
+def _to_user(y: torch.Tensor, like: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """``y`` (the shape of ``like``) as the type, dtype and device of ``like``."""
+    if isinstance(like, torch.Tensor):
+        return y.to(device=like.device, dtype=like.dtype)
+    return y.cpu().numpy().astype(like.dtype, copy=False)
+
+
+def _check_image_dst(src: Path, dst: Path, overwrite: bool, folder: bool = False) -> None:
+    """Refuse ``dst`` when it is ``src`` (or one of ``src``'s band files), of the wrong kind, or exists without
+    ``overwrite``."""
+    same = dst.resolve() == src.resolve() or (dst.exists() and src.exists() and os.path.samefile(dst, src))
+    if same:
+        raise ValueError(f"{dst}: refusing to write the output over its input {'folder' if src.is_dir() else 'file'} "
+                         f"{src}")
+    if src.is_dir() and dst.exists() and any(dst.resolve() == f.resolve() for f in src.iterdir()):
+        raise ValueError(f"{dst}: refusing to write the output over an input band file of {src}")
+    if folder and dst.exists() and not dst.is_dir():
+        raise ValueError(f"{dst}: `dst` is a file, expected a folder (the bands of {src})")
+    if not folder and dst.is_dir():
+        raise ValueError(f"{dst}: `dst` is a directory, expected a file path")
+    if dst.exists() and not overwrite:
+        raise FileExistsError(f"{dst}: output {'folder' if folder else 'file'} already exists (pass overwrite=True, "
+                              "or --overwrite)")
+
+
+class ImageDenoiser:
+    """A trained image model ready to denoise arrays and image files of any size (tiled, bounded memory).
+
+    Images are float in [0, 1] (dtype scaling of :func:`xmodal.imageio.read_image`). A gray model (1 channel)
+    denoises each channel of any image on its own; a colour model (3 channels) takes RGB images and gray ones
+    (replicated, outputs averaged). Large images go through :func:`xmodal.tiling.tiled_apply`.
+
+    Non-blind models (``config.image.noise_map``) take the noise standard deviation ``sigma`` (image units, e.g.
+    ``25 / 255``), a float or a per-pixel map, appended as an extra input channel; blind models estimate it.
 
     Args:
-        path_or_name: ``None``, ``"default"`` or ``"speech"`` for the bundled speech model; a run directory
-            (``config.yaml`` + ``model.safetensors``); or a ``.safetensors`` file with an embedded config.
+        model: the network (``DenoisingNet``) in eval mode.
+        config: its resolved config (``modality: image``).
+        device: where the network runs (``cpu`` or ``cuda``).
+        name: what to call the model in messages.
+
+    Raises:
+        ValueError: not an image model, no stem/head for it, or the device is not available.
+
+    Example:
+        >>> den = xmodal.load("image_gray")  # doctest: +SKIP
+        >>> clean = den.denoise(noisy)  # (H, W), (C, H, W) or (B, C, H, W) in [0, 1]  # doctest: +SKIP
+        >>> den.denoise_file("scan.tif", "scan_clean.tif")  # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, config: Config, device: str | torch.device = "cpu", name: str = "") -> None:
+        _setup(self, model, config, device, name, "image")
+        self.channels = int(config.image.channels)
+        self.noise_map = bool(config.image.noise_map)
+
+    def __repr__(self) -> str:
+        kind = "gray" if self.channels == 1 else f"{self.channels}-channel"
+        return (f"ImageDenoiser({self.name or 'model'!s}, {kind}, {'non-blind' if self.noise_map else 'blind'}, "
+                f"device={self.device})")
+
+    def _sigma_map(self, sigma: float | np.ndarray | torch.Tensor | None,
+                   shape: tuple[int, ...]) -> torch.Tensor | None:
+        """``sigma`` -> ``(B, 1, H, W)`` noise-level map for a ``(B, C, H, W)`` image (``None`` for blind models)."""
+        B, _, H, W = shape
+        if not self.noise_map:
+            if sigma is not None:
+                raise ValueError("`sigma` was given but this model is blind (config.image.noise_map is false): it "
+                                 "estimates the noise level itself; call it without `sigma`")
+            return None
+        if sigma is None:
+            raise ValueError("this model is non-blind (config.image.noise_map is true): pass `sigma`, the noise "
+                             "standard deviation in image units (a float such as 25/255, or a per-pixel map)")
+        if isinstance(sigma, numbers.Real) and not isinstance(sigma, bool):
+            s = torch.full((B, 1, H, W), float(sigma))
+        else:
+            s = _from_user(sigma, "sigma", "(H, W), (1, H, W) or (B, 1, H, W)", (2, 3, 4)) \
+                if isinstance(sigma, (np.ndarray, torch.Tensor)) else None
+            if s is None:
+                raise TypeError(f"Expected `sigma` to be a float or a per-pixel map (numpy array or torch tensor), "
+                                f"got {type(sigma).__name__}")
+            try:
+                s = torch.broadcast_to(s.reshape((1,) * (4 - s.ndim) + tuple(s.shape)), (B, 1, H, W))
+            except RuntimeError:
+                raise ValueError(f"Expected `sigma` of shape (H, W), (1, H, W) or (B, 1, H, W) with B={B}, H={H}, "
+                                 f"W={W} (one map per image, shared by its channels), got {tuple(s.shape)}") from None
+        if not torch.isfinite(s).all() or bool((s < 0).any()):
+            raise ValueError(f"`sigma` must be finite and >= 0 (a noise standard deviation), got "
+                             f"{sigma if isinstance(sigma, numbers.Real) else 'a map with values outside that'}")
+        return s
+
+    def denoise(self, image: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                sigma: float | np.ndarray | torch.Tensor | None = None,
+                progress: bool = False) -> np.ndarray | torch.Tensor:
+        """Denoise an image of any size.
+
+        Args:
+            image: ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` float in [0, 1], numpy array or torch tensor. A gray
+                model takes any ``C``; a colour model ``C`` = 1 or its channel count.
+            tile: images larger than ``tile`` pixels on a side are processed in tiles of at most this size.
+            overlap: overlap of neighbouring tiles (blended, see :mod:`xmodal.tiling`).
+            sigma: non-blind models only: noise standard deviation in image units, a float or a map of shape
+                ``(H, W)``, ``(1, H, W)`` or ``(B, 1, H, W)``.
+            progress: show a progress bar over tiles.
+
+        Returns:
+            The denoised image, of the same type, dtype, device and shape as ``image`` (not clipped).
+
+        Raises:
+            TypeError: ``image`` (or ``sigma``) is not a float numpy array or tensor.
+            ValueError: a bad shape, an empty axis, NaN/inf values, a channel count the model does not take,
+                ``sigma`` given to a blind model or missing for a non-blind one, a bad ``sigma`` map, or bad
+                ``tile``/``overlap``.
+        """
+        x = _from_user(image, "image", "(H, W), (C, H, W) or (B, C, H, W)", (2, 3, 4))
+        x4 = x.reshape((1,) * (4 - x.ndim) + tuple(x.shape))  # (H, W) | (C, H, W) | (B, C, H, W) -> (B, C, H, W)
+        C = x4.shape[1]
+        if self.channels != 1 and C not in (1, self.channels):
+            raise ValueError(f"this model denoises {self.channels}-channel (or gray) images; `image` has {C} "
+                             f"channels (shape {tuple(x.shape)}); use a gray model, which takes any channel count")
+        check_tiling(tile, overlap, self.size_multiple)
+        sigma_map = self._sigma_map(sigma, tuple(x4.shape))
+        inputs = x4 if sigma_map is None else torch.cat([x4, sigma_map], dim=1)  # (B, C [+1], H, W)
+
+        def run(t: torch.Tensor) -> torch.Tensor:  # (B, C [+1], h, w) -> (B, C, h, w)
+            feats, ctx = self.adapter.encode(t)
+            return self.adapter.decode(self.model(feats, self.modality).float(), ctx)
+
+        with torch.no_grad():
+            y = tiled_apply(run, inputs.to(self.device), tile, overlap, self.size_multiple, progress=progress)
+        return _to_user(y.reshape(x.shape), image)
+
+    def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
+                     tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                     sigma: float | np.ndarray | torch.Tensor | None = None, progress: bool = False) -> Path:
+        """Denoise an image file into ``dst`` at the input's bit depth (uint8, uint16, float) and layout.
+
+        The format follows ``dst``'s extension (``.png``, ``.jpg``, ``.tif``, ``.npy``); GeoTIFF tags are kept. An
+        alpha channel (gray+alpha, RGBA) is copied unchanged. The output is written to a temp file in ``dst``'s
+        folder and renamed when complete, so a failure never leaves a partial file.
+
+        Args:
+            src: the noisy image (PNG, JPEG, TIFF or ``.npy``; see :func:`xmodal.imageio.read_image`).
+            dst: output path (its folder is created).
+            overwrite: replace an existing ``dst``. ``dst`` is never allowed to be ``src``.
+            tile, overlap, sigma, progress: as in :meth:`denoise`.
+
+        Returns:
+            ``dst`` as a :class:`~pathlib.Path`.
+
+        Raises:
+            ImageReadError: ``src`` missing or not readable as an image (corrupt, empty, unsupported dtype, NaN...).
+            ValueError: ``dst`` is ``src`` or a directory, an unsupported ``dst`` extension or one that cannot store
+                the result (e.g. float data as PNG), a channel count the model does not take, a bad ``sigma``.
+            FileExistsError: ``dst`` exists and ``overwrite`` is false.
+        """
+        from xmodal.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
+
+        src, dst = Path(src), Path(dst)
+        if not src.is_file():
+            raise ImageReadError(f"{src}: file not found")
+        _check_image_dst(src, dst, overwrite)
+        if dst.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ValueError(f"{dst}: unsupported output extension {dst.suffix!r} (expected one of "
+                             f"{', '.join(IMAGE_EXTENSIONS)})")
+        image, info = read_image(src)  # (C, H, W)
+        keep = 1 if info.mode in ("LA", "RGBA") else 0  # alpha: copied, not denoised
+        colour = image[: image.shape[0] - keep]  # (C - keep, H, W)
+        try:
+            out = self.denoise(colour, tile=tile, overlap=overlap, sigma=sigma, progress=progress)
+        except ValueError as e:
+            raise ValueError(f"{src}: {e}") from None
+        if keep:
+            out = np.concatenate([out, image[-keep:]], axis=0)  # (C, H, W)
+        write_image(dst, out, info)  # atomic; the dtype, layout, mode and GeoTIFF tags of the input
+        return dst
+
+
+class StackDenoiser:
+    """A trained multispectral model ready to denoise band stacks of any band count and size.
+
+    Band ``b`` is denoised from bands ``b - k .. b + k`` (``k = config.image.context_bands``, mirrored at the ends of
+    the spectrum). Stacks are processed tile by tile (:func:`xmodal.tiling.tiled_apply`) and, within a tile,
+    ``bands_per_batch`` bands at a time, so memory is the output plus one tile of the input plus one band group's
+    activations, whatever the band count.
+
+    Args:
+        model: the network (``DenoisingNet``) in eval mode.
+        config: its resolved config (``modality: multispectral``).
+        device: where the network runs (``cpu`` or ``cuda``).
+        name: what to call the model in messages.
+
+    Raises:
+        ValueError: not a multispectral model, no stem/head for it, or the device is not available.
+
+    Example:
+        >>> den = xmodal.load("multispectral")  # doctest: +SKIP
+        >>> den.denoise_file("scene/", "scene_clean/")  # a folder of single-band TIFFs  # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, config: Config, device: str | torch.device = "cpu", name: str = "") -> None:
+        _setup(self, model, config, device, name, "multispectral")
+        self.context_bands = int(config.image.context_bands)
+
+    def __repr__(self) -> str:
+        return f"StackDenoiser({self.name or 'model'!s}, context_bands={self.context_bands}, device={self.device})"
+
+    def denoise(self, stack: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                bands_per_batch: int = 8, progress: bool = False) -> np.ndarray | torch.Tensor:
+        """Denoise a band stack.
+
+        Args:
+            stack: ``(S, H, W)`` or ``(B, S, H, W)`` float (per-band scaled, about [0, 1]), numpy or torch; any ``S``.
+            tile: stacks larger than ``tile`` pixels on a side are processed in tiles of at most this size.
+            overlap: overlap of neighbouring tiles (blended, see :mod:`xmodal.tiling`).
+            bands_per_batch: bands sent through the network together (per item of the batch).
+            progress: show a progress bar over tiles.
+
+        Returns:
+            The denoised stack, of the same type, dtype, device and shape as ``stack``.
+
+        Raises:
+            TypeError: ``stack`` is not a float numpy array or tensor.
+            ValueError: a bad shape, an empty axis, NaN/inf values, bad ``tile``/``overlap``/``bands_per_batch``.
+        """
+        from xmodal.adapters.image import spectral_neighbours
+
+        x = _from_user(stack, "stack", "(S, H, W) or (B, S, H, W)", (3, 4))
+        if isinstance(bands_per_batch, bool) or not isinstance(bands_per_batch, numbers.Integral) \
+                or bands_per_batch < 1:
+            raise ValueError(f"`bands_per_batch` must be a positive integer, got {bands_per_batch!r}")
+        check_tiling(tile, overlap, self.size_multiple)
+        x4 = x if x.ndim == 4 else x[None]  # (S, H, W) -> (1, S, H, W)
+        B, S = x4.shape[:2]
+        K = 2 * self.context_bands + 1
+        idx = spectral_neighbours(S, self.context_bands, self.device)  # (S, K)
+
+        def run(t: torch.Tensor) -> torch.Tensor:  # (B, S, h, w) -> (B, S, h, w)
+            h, w = t.shape[-2:]
+            out = torch.empty_like(t)
+            for g0 in range(0, S, bands_per_batch):
+                g = idx[g0:g0 + bands_per_batch]  # (G, K)
+                G = g.shape[0]
+                feats = t[:, g.reshape(-1)].reshape(B * G, K, h, w)  # (B, G*K, h, w) -> (B*G, K, h, w)
+                est = self.model(feats, self.modality).float()  # (B*G, 1, h, w): the middle band of each item
+                out[:, g0:g0 + G] = est.reshape(B, G, h, w)  # (B*G, 1, h, w) -> (B, G, h, w)
+            return out
+
+        with torch.no_grad():
+            y = tiled_apply(run, x4.to(self.device), tile, overlap, self.size_multiple, progress=progress)
+        return _to_user(y.reshape(x.shape), stack)
+
+    def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
+                     scaling: Literal["dtype", "band_minmax", "band_percentile"] = "band_minmax",
+                     tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, bands_per_batch: int = 8,
+                     progress: bool = False) -> Path:
+        """Denoise a stack file or folder into ``dst``, keeping each band's dtype and the GeoTIFF tags.
+
+        Bands are read with per-band ``scaling`` (see :func:`xmodal.imageio.read_stack`), denoised and written back
+        in file units (:func:`xmodal.imageio.write_stack`); GDAL ``nodata`` pixels are kept as they are.
+
+        Args:
+            src: a multi-band TIFF or ``.npy`` file, or a folder of single-band TIFFs (one band each, natural order).
+            dst: a ``.tif``/``.tiff``/``.npy`` file, or a folder (a path without extension, or any path when ``src``
+                is a folder) that receives one file per band with the input's band file names. Written atomically:
+                a temp file, or a temp folder renamed when complete (with ``overwrite``, band files replace those of
+                an existing folder one by one; its other files are left alone).
+            overwrite: replace an existing ``dst``. ``dst`` is never allowed to be ``src`` or one of its bands.
+            scaling: per-band scaling of the input (``band_minmax`` by default: each band spans [0, 1]).
+            tile, overlap, bands_per_batch, progress: as in :meth:`denoise`.
+
+        Returns:
+            ``dst`` as a :class:`~pathlib.Path`.
+
+        Raises:
+            ImageReadError: ``src`` missing or not readable as a stack (corrupt file, empty folder, bands of
+                different sizes, unsupported dtype, NaN...).
+            ValueError: ``dst`` is ``src`` or of the wrong kind, an unsupported ``dst`` extension, bands of different
+                dtypes into one file, an unknown ``scaling``, bad tiling options.
+            FileExistsError: ``dst`` exists and ``overwrite`` is false.
+        """
+        import shutil
+        import tempfile
+
+        from xmodal.imageio import ImageReadError, read_stack, write_stack
+
+        src, dst = Path(src), Path(dst)
+        if not src.exists():
+            raise ImageReadError(f"{src}: file or folder not found")
+        suffix = dst.suffix.lower()
+        folder = suffix not in (".tif", ".tiff", ".npy") and (src.is_dir() or suffix == "")
+        if not folder and suffix not in (".tif", ".tiff", ".npy"):
+            raise ValueError(f"{dst}: a stack is written to a .tif/.tiff/.npy file or a folder (no extension), got "
+                             f"{dst.suffix!r}")
+        _check_image_dst(src, dst, overwrite, folder=folder)
+        stack, info = read_stack(src, scaling)  # (S, H, W)
+        try:
+            out = self.denoise(stack, tile=tile, overlap=overlap, bands_per_batch=bands_per_batch, progress=progress)
+        except ValueError as e:
+            raise ValueError(f"{src}: {e}") from None
+        for b, nodata in enumerate(info.nodata):  # nodata pixels stay nodata
+            if nodata is not None:
+                mask = stack[b] == np.float32((nodata - info.offset[b]) / info.scale[b])  # (H, W)
+                out[b][mask] = stack[b][mask]
+        if not folder:
+            write_stack(dst, out, info)  # atomic
+            return dst
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent))
+        try:
+            bands = tmp / "bands"  # no extension: write_stack writes a folder
+            write_stack(bands, out, info)
+            if src.is_dir():  # the input's band file names (write_stack writes `{stem}.tif`)
+                for name, f in zip(info.band_names, info.files):
+                    if Path(f).name != f"{name}.tif":
+                        os.replace(bands / f"{name}.tif", bands / Path(f).name)
+            if dst.exists():  # overwrite (checked above): replace the band files, keep the folder's other files
+                for f in sorted(bands.iterdir()):
+                    os.replace(f, dst / f.name)
+            else:
+                os.replace(bands, dst)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return dst
+
+
+AnyDenoiser = Union[Denoiser, ImageDenoiser, StackDenoiser]
+_CLASSES: dict[str, type] = {"speech": Denoiser, "image": ImageDenoiser, "multispectral": StackDenoiser}
+
+
+def load(path_or_name: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> AnyDenoiser:
+    """Load a denoiser of the model's modality.
+
+    Args:
+        path_or_name: a bundled name (``None``, ``"default"`` or ``"speech"``: speech; ``"image_gray"``/``"gray"``/
+            ``"image"``; ``"image_color"``/``"color"``/``"colour"``; ``"multispectral"``/``"stack"``); a run
+            directory (``config.yaml`` + ``model.safetensors``); or a ``.safetensors`` file with an embedded config.
         device: ``cpu`` or ``cuda``.
 
     Returns:
-        A :class:`Denoiser`.
+        A :class:`Denoiser` (``config.modality`` speech), :class:`ImageDenoiser` (image) or :class:`StackDenoiser`
+        (multispectral).
 
     Raises:
         FileNotFoundError: the bundled model is not installed.
-        ValueError: an unknown name or path (the message lists the bundled names), or an unavailable device.
+        ValueError: an unknown name or path (the message lists the bundled names), an unknown modality, or an
+            unavailable device.
         CheckpointError: a run directory or weights file that cannot be loaded.
 
     Example:
         >>> denoiser = xmodal.load()  # doctest: +SKIP
+        >>> image_denoiser = xmodal.load("image_gray")  # doctest: +SKIP
     """
     from xmodal.checkpoint import load_run
     from xmodal.pretrained import resolve_model
 
     path = resolve_model(path_or_name)
     model, config = load_run(path)
-    return Denoiser(model, config, device=device, name=str(path_or_name) if path_or_name is not None else "speech")
+    cls = _CLASSES.get(config.modality)
+    if cls is None:
+        raise ValueError(f"{path}: config.modality {config.modality!r} has no denoiser (known: "
+                         f"{', '.join(_CLASSES)})")
+    return cls(model, config, device=device, name=str(path_or_name) if path_or_name is not None else "speech")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Command line
 
+_STACK_SUFFIXES = (".tif", ".tiff", ".npy")
+_KIND = {"speech": "an audio file", "image": "an image file"}
+_MODEL_KIND = {"speech": "a speech model", "image": "an image model", "multispectral": "a multispectral model"}
 
-def _expand_inputs(items: list[str]) -> tuple[list[Path], list[str]]:
-    """Files, folders (their audio files) and globs -> (unique files in order, error messages)."""
-    files: list[Path] = []
+
+@dataclass(frozen=True)
+class _Job:
+    """One input of the command line: a file, or a folder of single-band TIFFs read as one stack."""
+
+    src: Path
+    modality: str
+    model: str | None  # bundled name of the default model (None: the --model given)
+
+
+def _file_kind(path: Path) -> str | None:
+    """``"speech"`` for an audio extension, ``"image"`` for an image one, else ``None``."""
+    from xmodal.imageio import IMAGE_EXTENSIONS
+    from xmodal.io import AUDIO_EXTENSIONS
+
+    suffix = path.suffix.lower()
+    return "speech" if suffix in AUDIO_EXTENSIONS else "image" if suffix in IMAGE_EXTENSIONS else None
+
+
+def _peek_channels(path: Path) -> tuple[int, str]:
+    """``(channels, mode)`` of an image file from its header (no pixel data is read); a file the header reader
+    rejects is read by :func:`~xmodal.imageio.read_image`, which raises :class:`ImageReadError` naming the reason."""
+    from xmodal.imageio import read_image
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".png", ".jpg", ".jpeg"):
+            from PIL import Image
+
+            with Image.open(path, formats=["PNG", "JPEG"]) as im:
+                mode = {"P": "RGB", "PA": "RGBA", "1": "L"}.get(im.mode, im.mode)
+                mode = "L" if mode.startswith("I") or mode == "F" else mode
+                return len(Image.getmodebands(mode)), mode
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                if len(tif.series) == 1:
+                    series = tif.series[0]
+                    channels = math.prod(n for n, a in zip(series.shape, series.axes) if a not in "YX")
+                    if channels > 0 and 0 not in series.shape:
+                        rgb = int(tif.pages[0].photometric) == 2
+                        return channels, ("RGB" if channels == 3 else "RGBA" if channels == 4 else "multiband") \
+                            if rgb else ("L" if channels == 1 else "multiband")
+        if suffix == ".npy":
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            if arr.size and arr.ndim in (2, 3) and arr.dtype.kind in "uif":
+                channels = 1 if arr.ndim == 2 else arr.shape[-1] if arr.shape[-1] <= 4 < arr.shape[0] \
+                    else arr.shape[0]
+                return int(channels), "multiband" if channels > 4 else "L"
+    except Exception:  # a corrupt header: read_image below names the reason
+        pass
+    image, info = read_image(path)  # raises ImageReadError for anything it cannot read
+    return image.shape[0], info.mode
+
+
+def _default_image_model(path: Path, forced: str | None) -> tuple[str, str]:
+    """``(modality, bundled model name)`` for an image file from its channel count (auto or ``--modality image``)."""
+    channels, mode = _peek_channels(path)
+    colour = channels - (1 if mode in ("LA", "RGBA") else 0)  # an alpha channel is copied, not denoised
+    if forced is None and channels > 4 and path.suffix.lower() in _STACK_SUFFIXES:
+        return "multispectral", "multispectral"
+    return "image", "image_color" if colour == 3 and mode != "CMYK" else "image_gray"
+
+
+def _list_folder(folder: Path, modality: str | None) -> list[Path]:
+    """Files of ``folder`` to denoise (sorted): its audio files, its image files, or both (``modality`` None)."""
+    from xmodal.imageio import IMAGE_EXTENSIONS
+    from xmodal.io import AUDIO_EXTENSIONS
+
+    if modality == "speech":
+        return list_audio_files(folder)  # the audio CLI's message for a folder without audio
+    exts = (*IMAGE_EXTENSIONS, *(AUDIO_EXTENSIONS if modality is None else ()))
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and p.suffix.lower() in exts)
+    if not files:
+        what = "image" if modality else "audio or image"
+        raise ValueError(f"{folder}: no {what} files ({', '.join(dict.fromkeys(exts))}) in this folder")
+    return files
+
+
+def _expand_inputs(items: list[str], modality: str | None = "speech") -> tuple[list[Path], list[str]]:
+    """Files, folders and globs -> (unique paths in order, error messages).
+
+    Folders expand to their files of ``modality`` (audio and image files when ``None``); a ``multispectral`` folder
+    is kept as one path (one stack of single-band TIFFs).
+    """
+    paths: list[Path] = []
     errors: list[str] = []
     for item in items:
         p = Path(item)
@@ -521,38 +991,100 @@ def _expand_inputs(items: list[str]) -> tuple[list[Path], list[str]]:
         if not matches:
             errors.append(f"{item}: file not found" + (" (no match for this pattern)" if glob.has_magic(item) else ""))
         for m in matches:
-            if m.is_dir():
+            if m.is_dir() and modality != "multispectral":
                 try:
-                    files.extend(list_audio_files(m))
-                except ValueError as e:
+                    paths.extend(_list_folder(m, modality))
+                except (ValueError, OSError) as e:
                     errors.append(str(e))
             else:
-                files.append(m)
+                paths.append(m)
     unique: dict[Path, Path] = {}
-    for f in files:
+    for f in paths:
         unique.setdefault(f.resolve(), f)
     return list(unique.values()), errors
+
+
+def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job:
+    """The modality and default model of one input; ``ValueError`` when it does not suit the model or
+    ``--modality``."""
+    kind = "folder" if src.is_dir() else _file_kind(src)
+    target = model_modality or forced
+    if target is None:  # auto: the file decides
+        if kind == "image":
+            modality, name = _default_image_model(src, None)
+            return _Job(src, modality, name)
+        return _Job(src, "speech", "speech")  # audio, and unknown extensions (libsndfile decides), as before
+    why = (f"the model is {_MODEL_KIND[target]}" if model_modality else f"--modality {target} was given")
+    if target == "speech":
+        if kind in ("image", "folder"):
+            raise ValueError(f"{src}: {why}; this is {'a folder' if kind == 'folder' else _KIND['image']} (use an "
+                             "image or multispectral model)")
+        return _Job(src, "speech", None if model_modality else "speech")
+    if kind == "speech":
+        raise ValueError(f"{src}: {why}; this is {_KIND['speech']} (use a speech model, or leave --model and "
+                         "--modality out)")
+    if target == "image":
+        if kind == "folder":  # unreachable: folders are expanded for image models
+            raise ValueError(f"{src}: {why}; a folder is read as one stack by multispectral models only")
+        return _Job(src, "image", None if model_modality else _default_image_model(src, "image")[1])
+    if target == "multispectral":
+        if kind != "folder" and src.suffix.lower() not in _STACK_SUFFIXES:
+            raise ValueError(f"{src}: {why}; a stack must be a .tif/.tiff/.npy file or a folder of single-band TIFFs, "
+                             f"got {src.suffix or 'no extension'!r}")
+        return _Job(src, "multispectral", None if model_modality else "multispectral")
+    raise ValueError(f"unknown modality {target!r}")  # unreachable: argparse checks --modality
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m xmodal.denoise",
-        description="Denoise audio files (any rate, channel count and length) into OUT_DIR, keeping their names, "
-                    "rates, channels, subtypes and lengths. Exit status: 0 all done, 1 some files failed (each is "
-                    "reported with its reason), 2 usage error or model not loadable.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files, folders of audio files, or glob patterns")
+        description="Denoise audio files (any rate, channel count and length), images (PNG, JPEG, TIFF, .npy; bit "
+                    "depth and format kept) and multispectral stacks (multi-band TIFF/.npy files, or folders of "
+                    "single-band TIFFs with --modality multispectral) into OUT_DIR, keeping their names. Without "
+                    "--model the modality and the bundled model follow each file: audio -> 'speech', 1-channel "
+                    "images -> 'image_gray', 3/4-channel -> 'image_color', TIFF/.npy with more than 4 channels -> "
+                    "'multispectral'. Exit status: 0 all done, 1 some files failed (each is reported with its "
+                    "reason), 2 usage error or model not loadable.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUT_DIR", help="folder for the outputs (created)")
     p.add_argument("--model", default=None, metavar="RUN_DIR_OR_NAME",
-                   help="run directory, .safetensors file or bundled name (default: the bundled speech model)")
+                   help="run directory, .safetensors file or bundled name; its modality decides (default: a bundled "
+                        "model per file)")
+    p.add_argument("--modality", choices=["auto", "speech", "image", "multispectral"], default="auto",
+                   help="treat every input as this modality (default auto: from the file, or from --model); with "
+                        "multispectral a folder is one stack")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
-    p.add_argument("--mix", type=float, default=1.0, help="dry/wet: 0 = input, 1 = fully denoised (default 1)")
+    p.add_argument("--mix", type=float, default=1.0, help="speech: dry/wet: 0 = input, 1 = fully denoised (default 1)")
     p.add_argument("--atten-limit-db", type=float, default=None, metavar="DB",
-                   help="suppress noise by at most DB decibels (default: no limit)")
+                   help="speech: suppress noise by at most DB decibels (default: no limit)")
     p.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS, metavar="S",
-                   help=f"process in chunks of about S seconds (default {DEFAULT_CHUNK_SECONDS:g})")
+                   help=f"speech: process in chunks of about S seconds (default {DEFAULT_CHUNK_SECONDS:g})")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="N",
+                   help=f"images/stacks: process in tiles of at most N x N pixels (default {DEFAULT_TILE})")
+    p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, metavar="N",
+                   help=f"images/stacks: overlap of neighbouring tiles in pixels (default {DEFAULT_OVERLAP})")
+    p.add_argument("--sigma", type=float, default=None, metavar="S",
+                   help="non-blind image models: noise standard deviation in [0, 1] image units (e.g. 0.098 = 25/255)")
+    p.add_argument("--scaling", choices=["dtype", "band_minmax", "band_percentile"], default="band_minmax",
+                   help="stacks: per-band scaling of the input (default band_minmax)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary (errors are still printed)")
     return p
+
+
+def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace) -> None:
+    progress = not args.quiet
+    if isinstance(den, Denoiser):
+        den.denoise_file(job.src, dst, overwrite=args.overwrite, mix=args.mix, atten_limit_db=args.atten_limit_db,
+                         chunk_seconds=args.chunk_seconds, progress=progress)
+    elif isinstance(den, ImageDenoiser):
+        den.denoise_file(job.src, dst, overwrite=args.overwrite, tile=args.tile, overlap=args.overlap,
+                         sigma=args.sigma, progress=progress)
+    elif isinstance(den, StackDenoiser):
+        den.denoise_file(job.src, dst, overwrite=args.overwrite, scaling=args.scaling, tile=args.tile,
+                         overlap=args.overlap, progress=progress)
+    else:  # unreachable: load returns one of the three
+        raise TypeError(f"unexpected denoiser {type(den).__name__}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -569,9 +1101,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         _check_options(args.mix, args.atten_limit_db, args.chunk_seconds, None)
+        check_tiling(args.tile, args.overlap)
     except ValueError as e:
         report(str(e).replace("`mix`", "--mix").replace("`atten_limit_db`", "--atten-limit-db")
-               .replace("`chunk_seconds`", "--chunk-seconds"))
+               .replace("`chunk_seconds`", "--chunk-seconds").replace("`tile`", "--tile")
+               .replace("`overlap`", "--overlap"))
         return 2
     out_dir = Path(args.output_dir)
     try:
@@ -579,22 +1113,47 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         report(f"{out_dir}: cannot create the output folder ({e.strerror or e})")
         return 2
-    try:
-        denoiser = load(args.model, args.device)
-    except (ValueError, OSError) as e:  # unknown name, bundled model missing, bad checkpoint, no CUDA
-        report(str(e))
-        return 2
-    files, errors = _expand_inputs(args.inputs)
+    forced = None if args.modality == "auto" else args.modality
+    models: dict[str | None, AnyDenoiser] = {}
+    model_modality = None
+    if args.model is not None:
+        try:
+            models[None] = load(args.model, args.device)
+        except (ValueError, OSError) as e:  # unknown name, bundled model missing, bad checkpoint, no CUDA
+            report(str(e))
+            return 2
+        model_modality = models[None].modality
+        if forced is not None and forced != model_modality:
+            report(f"--modality {forced} does not match the model {args.model}: it is {_MODEL_KIND[model_modality]}")
+            return 2
+    paths, errors = _expand_inputs(args.inputs, model_modality or forced)
     for message in errors:
         report(message)
     failed, done = len(errors), 0
-    inputs = {f.resolve(): f for f in files}
+    jobs: list[_Job] = []
+    for src in paths:  # the modality and model of each input, from its extension and header
+        try:
+            jobs.append(_plan_job(src, model_modality, forced))
+        except (ValueError, OSError) as e:  # ImageReadError is a ValueError
+            message = str(e)
+            report(message if str(src) in message else f"{src}: {message}")
+            failed += 1
+    for job in jobs:  # each needed bundled model, once, before any work
+        if job.model not in models:
+            try:
+                models[job.model] = load(job.model, args.device)
+            except (ValueError, OSError) as e:
+                report(f"{job.src}: needs the bundled {job.model!r} model, which cannot be loaded: {e}")
+                return 2
+    inputs = {j.src.resolve(): j.src for j in jobs}
     planned: dict[Path, Path] = {}
-    for src in tqdm(files, desc="files", unit="file", disable=args.quiet or len(files) < 2, dynamic_ncols=True):
+    for job in tqdm(jobs, desc="files", unit="file", disable=args.quiet or len(jobs) < 2, dynamic_ncols=True):
+        src = job.src
         dst = out_dir / src.name
         key = dst.resolve()
         if key in inputs:
-            report(f"{src}: its output {dst} would overwrite the input file {inputs[key]}; choose another -o")
+            report(f"{src}: its output {dst} would overwrite the input {'folder' if src.is_dir() else 'file'} "
+                   f"{inputs[key]}; choose another -o")
             failed += 1
             continue
         if key in planned:
@@ -603,11 +1162,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         planned[key] = src
         try:
-            denoiser.denoise_file(src, dst, overwrite=args.overwrite, mix=args.mix,
-                                  atten_limit_db=args.atten_limit_db, chunk_seconds=args.chunk_seconds,
-                                  progress=not args.quiet)
+            _run_job(models[job.model], job, dst, args)
             done += 1
-        except (ValueError, OSError, RuntimeError) as e:  # AudioReadError is a ValueError; libsndfile's a RuntimeError
+        except (ValueError, OSError, RuntimeError, ImportError) as e:
+            # AudioReadError / ImageReadError are ValueErrors; libsndfile raises RuntimeError
             message = str(e)
             report(message if str(src) in message else f"{src}: {message}")
             failed += 1

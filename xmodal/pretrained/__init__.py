@@ -3,7 +3,10 @@
 A bundled model is a folder next to this file holding ``config.yaml``, ``model.safetensors`` and ``MODEL_CARD.md``
 (training data, recipe, metrics, size). Names:
 
-    ``None``, ``"default"``, ``"speech"``  ->  ``xmodal/pretrained/speech_default/``
+    ``None``, ``"default"``, ``"speech"``          ->  ``xmodal/pretrained/speech_default/``
+    ``"image_gray"``, ``"gray"``, ``"image"``       ->  ``xmodal/pretrained/image_gray/``
+    ``"image_color"``, ``"color"``, ``"colour"``    ->  ``xmodal/pretrained/image_color/``
+    ``"multispectral"``, ``"stack"``                ->  ``xmodal/pretrained/multispectral/``
 
 Anything else must be a run directory (``config.yaml`` + ``model.safetensors``) or a ``.safetensors`` file with an
 embedded config. This module only resolves paths: it imports nothing heavy.
@@ -22,10 +25,14 @@ __all__ = ["BUNDLED", "bundled_names", "resolve_model"]
 
 _HERE = Path(__file__).resolve().parent
 
-BUNDLED: dict[str, str] = {"speech": "speech_default"}
+BUNDLED: dict[str, str] = {"speech": "speech_default", "image_gray": "image_gray", "image_color": "image_color",
+                           "multispectral": "multispectral"}
 """Bundled model name -> folder inside ``xmodal/pretrained``."""
 
-_ALIASES: dict[str, str] = {"default": "speech", "speech": "speech"}
+_ALIASES: dict[str, str] = {"default": "speech", "speech": "speech",
+                            "image_gray": "image_gray", "gray": "image_gray", "image": "image_gray",
+                            "image_color": "image_color", "color": "image_color", "colour": "image_color",
+                            "multispectral": "multispectral", "stack": "multispectral"}
 _REQUIRED = ("config.yaml", "model.safetensors")
 
 
@@ -38,7 +45,8 @@ def resolve_model(path_or_name: str | os.PathLike | None = None) -> Path:
     """Resolve a bundled model name, a run directory or a weights file to a path for :func:`xmodal.load_run`.
 
     Args:
-        path_or_name: ``None``, ``"default"`` or ``"speech"`` for the bundled speech model; else a run directory or a
+        path_or_name: a bundled name (``None``, ``"default"`` or ``"speech"`` for the bundled speech model; the
+            image and multispectral names listed in the module docstring); else a run directory or a
             ``.safetensors`` file with an embedded config.
 
     Returns:

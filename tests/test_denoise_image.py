@@ -1,0 +1,624 @@
+"""Image and band-stack denoising for users: ImageDenoiser / StackDenoiser, load() dispatch, bundled names, the CLI.
+
+Everything runs tiny untrained U-Nets (recipes/tiny_image.yaml) on small random images (<= 64 x 64), on CPU: the
+tests check shapes, dtypes, formats, errors and tiled == untiled equivalences, not quality.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import tifffile
+import torch
+from PIL import Image
+
+import xmodal
+import xmodal.pretrained
+from xmodal.checkpoint import save_weights
+from xmodal.config import dump_config, load_config
+from xmodal.denoise import Denoiser, ImageDenoiser, StackDenoiser, load, main
+from xmodal.imageio import ImageReadError, read_image, read_stack, write_image
+from xmodal.inference import enhance
+from xmodal.modalities import modality_io
+from xmodal.models import build_model
+from xmodal.pretrained import bundled_names
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_IMAGE = ROOT / "recipes" / "tiny_image.yaml"
+
+
+def make_run(folder: Path, overrides: list[str]) -> Path:
+    """An untrained tiny image/stack model saved as a run directory."""
+    cfg = load_config(TINY_IMAGE, overrides)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, {cfg.modality: modality_io(cfg.modality, cfg)})
+    save_weights(model, folder / "model.safetensors", cfg)
+    dump_config(cfg, folder / "config.yaml")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("image_runs")
+    return {"gray": make_run(root / "gray", []), "color": make_run(root / "color", ["image.channels=3"]),
+            "stack": make_run(root / "stack", ["modality=multispectral"]),
+            "nonblind": make_run(root / "nonblind", ["image.noise_map=true"])}
+
+
+@pytest.fixture(scope="module")
+def gray(runs: dict[str, Path]) -> ImageDenoiser:
+    return load(runs["gray"])
+
+
+@pytest.fixture(scope="module")
+def color(runs: dict[str, Path]) -> ImageDenoiser:
+    return load(runs["color"])
+
+
+@pytest.fixture(scope="module")
+def stack_den(runs: dict[str, Path]) -> StackDenoiser:
+    return load(runs["stack"])
+
+
+def rand(*shape: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random(shape).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# load, bundled names, public names
+
+
+def test_load_dispatches_on_modality(runs: dict[str, Path], run_dir: Path) -> None:
+    assert type(load(runs["gray"])) is ImageDenoiser and type(load(runs["color"])) is ImageDenoiser
+    assert type(load(runs["stack"])) is StackDenoiser
+    assert type(load(run_dir)) is Denoiser
+    assert xmodal.ImageDenoiser is ImageDenoiser and xmodal.StackDenoiser is StackDenoiser
+    assert load(runs["gray"]).channels == 1 and load(runs["color"]).channels == 3
+
+
+def test_denoiser_classes_refuse_other_modalities(runs: dict[str, Path], run_dir: Path) -> None:
+    from xmodal.checkpoint import load_run
+
+    model, cfg = load_run(runs["gray"])
+    with pytest.raises(ValueError, match=r"the model is an image model \(config.modality\); StackDenoiser takes "
+                                         r"multispectral models: use xmodal.load"):
+        StackDenoiser(model, cfg)
+    with pytest.raises(ValueError, match=r"is an image model .*Denoiser takes speech models"):
+        Denoiser(model, cfg)
+    model, cfg = load_run(run_dir)
+    with pytest.raises(ValueError, match=r"is a speech model .*ImageDenoiser takes image models"):
+        ImageDenoiser(model, cfg)
+
+
+@pytest.mark.parametrize(("name", "folder"), [("image_gray", "image_gray"), ("gray", "image_gray"),
+                                              ("image", "image_gray"), ("image_color", "image_color"),
+                                              ("color", "image_color"), ("colour", "image_color"),
+                                              ("multispectral", "multispectral"), ("stack", "multispectral")])
+def test_bundled_image_names(name: str, folder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert name in bundled_names()
+    assert (ROOT / "xmodal" / "pretrained" / folder).is_dir()
+    monkeypatch.setattr(xmodal.pretrained, "_HERE", tmp_path)
+    canonical = {"image_gray": "image_gray", "image_color": "image_color", "multispectral": "multispectral"}[folder]
+    with pytest.raises(FileNotFoundError, match=rf"bundled model '{canonical}' is not installed at .*{folder} "
+                                                r"\(missing config.yaml, model.safetensors\)"):
+        load(name)
+
+
+def test_bundled_image_models_load_when_installed(runs: dict[str, Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, folder in (("gray", "image_gray"), ("color", "image_color"), ("stack", "multispectral")):
+        shutil.copytree(runs[key], tmp_path / folder)
+    monkeypatch.setattr(xmodal.pretrained, "_HERE", tmp_path)
+    assert type(load("gray")) is ImageDenoiser and load("colour").channels == 3
+    assert type(load("stack")) is StackDenoiser and load("stack").name == "stack"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ImageDenoiser on arrays
+
+
+@pytest.mark.parametrize("shape", [(40, 37), (1, 40, 37), (3, 40, 37), (5, 40, 37), (2, 1, 40, 37), (2, 3, 33, 20),
+                                   (2, 5, 17, 31)])
+@pytest.mark.parametrize("kind", ["numpy32", "numpy64", "numpy16", "torch32", "torch64", "bf16"])
+def test_gray_model_types_shapes_dtypes_kept(gray: ImageDenoiser, shape: tuple[int, ...], kind: str) -> None:
+    x = rand(*shape).astype(np.float64)
+    image = {"numpy32": lambda: x.astype(np.float32), "numpy64": lambda: x, "numpy16": lambda: x.astype(np.float16),
+             "torch32": lambda: torch.from_numpy(x).float(), "torch64": lambda: torch.from_numpy(x),
+             "bf16": lambda: torch.from_numpy(x).to(torch.bfloat16)}[kind]()
+    out = gray.denoise(image)
+    assert type(out) is type(image) and out.dtype == image.dtype and tuple(out.shape) == shape
+
+
+def test_gray_model_folds_channels_and_batch(gray: ImageDenoiser) -> None:
+    x = rand(2, 3, 30, 27)
+    out = gray.denoise(x)
+    for b in range(2):
+        for c in range(3):
+            np.testing.assert_allclose(out[b, c], gray.denoise(x[b, c]), atol=1e-6)
+
+
+def test_one_tile_equals_the_adapter_path(gray: ImageDenoiser, color: ImageDenoiser) -> None:
+    for den, x in ((gray, torch.from_numpy(rand(2, 3, 33, 29))), (color, torch.from_numpy(rand(1, 3, 33, 29)))):
+        ref = enhance(den.model, den.adapter, x, "image")
+        torch.testing.assert_close(den.denoise(x), ref, atol=0, rtol=0)
+
+
+def test_tiled_close_to_untiled(gray: ImageDenoiser, color: ImageDenoiser) -> None:
+    """Tolerance measured in tests/test_tiling.py (tile 48, overlap 16 on the tiny U-Net)."""
+    for den, x in ((gray, rand(2, 64, 63)), (color, rand(3, 64, 63))):
+        whole = den.denoise(x)
+        tiled = den.denoise(x, tile=48, overlap=16)
+        diff = np.abs(whole - tiled)
+        assert tiled.shape == x.shape and diff.max() < 1e-2 and diff.mean() < 1e-3
+
+
+def test_color_model_channels(color: ImageDenoiser) -> None:
+    assert color.denoise(rand(3, 20, 21)).shape == (3, 20, 21)
+    assert color.denoise(rand(20, 21)).shape == (20, 21)  # gray: replicated, outputs averaged
+    assert color.denoise(rand(2, 1, 20, 21)).shape == (2, 1, 20, 21)
+    with pytest.raises(ValueError, match=r"this model denoises 3-channel \(or gray\) images; `image` has 5 channels "
+                                         r"\(shape \(5, 20, 21\)\); use a gray model"):
+        color.denoise(rand(5, 20, 21))
+
+
+def test_non_blind_model_sigma(runs: dict[str, Path], gray: ImageDenoiser) -> None:
+    den = load(runs["nonblind"])
+    x = rand(2, 3, 24, 20)
+    with pytest.raises(ValueError, match=r"this model is non-blind \(config.image.noise_map is true\): pass `sigma`"):
+        den.denoise(x)
+    a = den.denoise(x, sigma=0.1)
+    b = den.denoise(x, sigma=np.full((24, 20), 0.1, np.float32))
+    c = den.denoise(x, sigma=torch.full((2, 1, 24, 20), 0.1))
+    assert a.shape == x.shape
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+    assert not np.array_equal(a, den.denoise(x, sigma=0.3))  # the map reaches the network
+    feats = torch.cat([torch.from_numpy(x), torch.full((2, 1, 24, 20), 0.1)], dim=1)  # (B, C + 1, H, W)
+    torch.testing.assert_close(torch.from_numpy(a), enhance(den.model, den.adapter, feats, "image"), atol=0, rtol=0)
+    with pytest.raises(ValueError, match=r"Expected `sigma` of shape \(H, W\), \(1, H, W\) or \(B, 1, H, W\) with "
+                                         r"B=2, H=24, W=20 .*got \(3, 24, 20\)"):
+        den.denoise(x, sigma=np.full((3, 24, 20), 0.1, np.float32))
+    with pytest.raises(ValueError, match=r"`sigma` must be finite and >= 0 .*got -0.1"):
+        den.denoise(x, sigma=-0.1)
+    with pytest.raises(ValueError, match=r"`sigma` contains NaN or infinite values"):
+        den.denoise(x, sigma=np.full((24, 20), np.nan, np.float32))
+    with pytest.raises(TypeError, match=r"Expected `sigma` to be a float or a per-pixel map .*got str"):
+        den.denoise(x, sigma="0.1")
+    with pytest.raises(ValueError, match=r"`sigma` was given but this model is blind"):
+        gray.denoise(x, sigma=0.1)
+
+
+@pytest.mark.parametrize(("image", "kwargs", "error", "match"), [
+    ([[0.1, 0.2]], {}, TypeError, r"Expected `image` to be a numpy array or a torch tensor, got list"),
+    (np.zeros((8, 8), np.uint8), {}, TypeError, r"Expected `image` to be a float array \(values in \[0, 1\]\), got "
+                                                r"dtype uint8"),
+    (torch.zeros(8, 8, dtype=torch.int32), {}, TypeError, r"Expected `image` to be a float tensor .*torch.int32"),
+    (np.zeros(8, np.float32), {}, ValueError, r"Expected `image` of shape \(H, W\), \(C, H, W\) or \(B, C, H, W\) "
+                                              r"with no empty axis, got \(8,\)"),
+    (np.zeros((1, 1, 1, 8, 8), np.float32), {}, ValueError, r"with no empty axis, got \(1, 1, 1, 8, 8\)"),
+    (np.zeros((3, 0, 8), np.float32), {}, ValueError, r"with no empty axis, got \(3, 0, 8\)"),
+    (np.array([[0.0, np.nan]], np.float32), {}, ValueError, r"`image` contains NaN or infinite values"),
+    (np.array([[0.0, np.inf]], np.float32), {}, ValueError, r"`image` contains NaN or infinite values"),
+    (np.zeros((8, 8), np.float32), {"tile": 16, "overlap": 8}, ValueError, r"`tile` \(16\) must exceed 2 \* "
+                                                                           r"`overlap` \(16\)"),
+    (np.zeros((8, 8), np.float32), {"tile": 0}, ValueError, r"`tile` must be an integer >= 1, got 0"),
+])
+def test_image_argument_errors(gray: ImageDenoiser, image, kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        gray.denoise(image, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# StackDenoiser on arrays
+
+
+@pytest.mark.parametrize("bands", [1, 5, 31])
+def test_stack_shapes_and_adapter_path(stack_den: StackDenoiser, bands: int) -> None:
+    x = torch.from_numpy(rand(2, bands, 21, 19))
+    out = stack_den.denoise(x, bands_per_batch=4)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    ref = enhance(stack_den.model, stack_den.adapter, x, "multispectral")
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(stack_den.denoise(x[1].numpy()), ref[1].numpy(), atol=1e-6)  # (S, H, W), numpy
+
+
+def test_stack_tiled_close_to_untiled(stack_den: StackDenoiser) -> None:
+    x = rand(6, 64, 63)
+    diff = np.abs(stack_den.denoise(x) - stack_den.denoise(x, tile=48, overlap=16, bands_per_batch=3))
+    assert diff.max() < 1e-2 and diff.mean() < 1e-3
+
+
+def test_stack_memory_is_bounded_by_groups_and_tiles(stack_den: StackDenoiser, monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 bands: the network never sees more than bands_per_batch items or a tile larger than `tile`."""
+    seen: list[tuple[int, ...]] = []
+    forward = stack_den.model.forward
+
+    def spy(x: torch.Tensor, modality: str) -> torch.Tensor:
+        seen.append(tuple(x.shape))
+        return forward(x, modality)
+
+    monkeypatch.setattr(stack_den.model, "forward", spy)
+    out = stack_den.denoise(rand(200, 40, 30), tile=24, overlap=8, bands_per_batch=8)
+    assert out.shape == (200, 40, 30)
+    assert max(s[0] for s in seen) == 8 and max(max(s[-2:]) for s in seen) <= 24
+    assert len(seen) == 25 * 2 * 2  # 25 band groups in each of 2 x 2 tiles
+
+
+def test_stack_argument_errors(stack_den: StackDenoiser) -> None:
+    with pytest.raises(ValueError, match=r"Expected `stack` of shape \(S, H, W\) or \(B, S, H, W\) with no empty "
+                                         r"axis, got \(8, 8\)"):
+        stack_den.denoise(rand(8, 8))
+    with pytest.raises(ValueError, match=r"no empty axis, got \(0, 8, 8\)"):
+        stack_den.denoise(np.zeros((0, 8, 8), np.float32))
+    with pytest.raises(ValueError, match=r"`stack` contains NaN or infinite values"):
+        stack_den.denoise(np.full((2, 8, 8), np.nan, np.float32))
+    with pytest.raises(TypeError, match=r"Expected `stack` to be a float array"):
+        stack_den.denoise(np.zeros((2, 8, 8), np.uint16))
+    with pytest.raises(ValueError, match=r"`bands_per_batch` must be a positive integer, got 0"):
+        stack_den.denoise(rand(2, 8, 8), bands_per_batch=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Files
+
+
+def write_images(folder: Path) -> dict[str, tuple[str, str, tuple[int, ...]]]:
+    """Write one file per supported kind; returns name -> (format, dtype, shape of the read image (C, H, W))."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (37, 31), dtype=np.uint8), "L").save(folder / "gray8.png")
+    Image.fromarray(rng.integers(0, 256, (30, 41, 3), dtype=np.uint8), "RGB").save(folder / "rgb8.png")
+    Image.fromarray(rng.integers(0, 256, (20, 22, 4), dtype=np.uint8), "RGBA").save(folder / "rgba8.png")
+    Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8), "RGB").save(folder / "photo.jpg", quality=90)
+    write_image(folder / "gray16.png", rng.random((1, 33, 29)), "uint16")
+    tifffile.imwrite(folder / "gray16.tif", rng.integers(0, 65536, (35, 27), dtype=np.uint16))
+    tifffile.imwrite(folder / "float32.tif", rng.random((26, 28)).astype(np.float32))
+    np.save(folder / "hw.npy", rng.random((25, 23)).astype(np.float32))
+    np.save(folder / "hwc.npy", rng.integers(0, 256, (21, 19, 3), dtype=np.uint8))
+    return {"gray8.png": ("png", "uint8", (1, 37, 31)), "rgb8.png": ("png", "uint8", (3, 30, 41)),
+            "rgba8.png": ("png", "uint8", (4, 20, 22)), "photo.jpg": ("jpeg", "uint8", (3, 24, 24)),
+            "gray16.png": ("png", "uint16", (1, 33, 29)), "gray16.tif": ("tiff", "uint16", (1, 35, 27)),
+            "float32.tif": ("tiff", "float32", (1, 26, 28)), "hw.npy": ("npy", "float32", (1, 25, 23)),
+            "hwc.npy": ("npy", "uint8", (3, 21, 19))}
+
+
+def test_cli_images_keep_format_bit_depth_and_shape(runs: dict[str, Path], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    kinds = write_images(tmp_path / "in")
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "in"), "-o", str(out), "--model", str(runs["gray"]), "--tile", "24",
+                 "--overlap", "8"]) == 0
+    assert f"denoised {len(kinds)} file(s)" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == sorted(kinds)
+    for name, (fmt, dtype, shape) in kinds.items():
+        src, src_info = read_image(tmp_path / "in" / name)
+        image, info = read_image(out / name)
+        assert (info.format, info.dtype, image.shape, info.layout, info.mode) == \
+               (fmt, dtype, shape, src_info.layout, src_info.mode), name
+        if name == "rgba8.png":  # alpha copied
+            np.testing.assert_array_equal(image[3], src[3])
+    # numpy layout kept exactly
+    assert np.load(out / "hwc.npy").shape == (21, 19, 3) and np.load(out / "hw.npy").shape == (25, 23)
+
+
+def test_denoise_file_equals_in_memory_and_format_follows_dst(gray: ImageDenoiser, color: ImageDenoiser,
+                                                               tmp_path: Path) -> None:
+    write_images(tmp_path / "in")
+    src = tmp_path / "in" / "float32.tif"
+    gray.denoise_file(src, tmp_path / "a.tif", tile=24, overlap=8)
+    image, _ = read_image(src)
+    np.testing.assert_array_equal(read_image(tmp_path / "a.tif")[0], gray.denoise(image, tile=24, overlap=8))
+    gray.denoise_file(tmp_path / "in" / "gray8.png", tmp_path / "b.tif")  # PNG in, TIFF out, still 8-bit
+    _, info = read_image(tmp_path / "b.tif")
+    assert (info.format, info.dtype) == ("tiff", "uint8")
+    color.denoise_file(tmp_path / "in" / "rgb8.png", tmp_path / "c.npy")
+    assert np.load(tmp_path / "c.npy").shape == (30, 41, 3)
+    with pytest.raises(ValueError, match=r"x.png: PNG stores uint8 with 1-4 channels or uint16 with 1 channel"):
+        gray.denoise_file(src, tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"y.bmp: unsupported output extension '.bmp'"):
+        gray.denoise_file(src, tmp_path / "y.bmp")
+    assert sorted(os.listdir(tmp_path)) == ["a.tif", "b.tif", "c.npy", "in"]
+
+
+def test_denoise_file_refuses_input_and_existing_outputs(gray: ImageDenoiser, color: ImageDenoiser,
+                                                         tmp_path: Path) -> None:
+    write_images(tmp_path / "in")
+    src = tmp_path / "in" / "gray8.png"
+    before = src.read_bytes()
+    with pytest.raises(ValueError, match=r"gray8.png: refusing to write the output over its input file"):
+        gray.denoise_file(src, src, overwrite=True)
+    assert src.read_bytes() == before
+    dst = gray.denoise_file(src, tmp_path / "o.png")
+    with pytest.raises(FileExistsError, match=r"o.png: output file already exists \(pass overwrite=True"):
+        gray.denoise_file(src, dst)
+    gray.denoise_file(src, dst, overwrite=True)
+    (tmp_path / "d.png").mkdir()
+    with pytest.raises(ValueError, match=r"d.png: `dst` is a directory, expected a file path"):
+        gray.denoise_file(src, tmp_path / "d.png", overwrite=True)
+    with pytest.raises(ImageReadError, match=r"nope.png: file not found"):
+        gray.denoise_file(tmp_path / "nope.png", tmp_path / "n.png")
+    tifffile.imwrite(tmp_path / "in" / "five.tif", np.zeros((5, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"five.tif: this model denoises 3-channel \(or gray\) images; `image` has 5"):
+        color.denoise_file(tmp_path / "in" / "five.tif", tmp_path / "five.tif")
+    assert not (tmp_path / "five.tif").exists()
+
+
+def test_no_partial_output_when_the_network_fails(gray: ImageDenoiser, stack_den: StackDenoiser, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    write_images(tmp_path / "in")
+    bands = write_band_folder(tmp_path / "scene", 3)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("network failed")
+
+    monkeypatch.setattr(gray.model, "forward", boom)
+    monkeypatch.setattr(stack_den.model, "forward", boom)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(RuntimeError, match="network failed"):
+        gray.denoise_file(tmp_path / "in" / "gray8.png", out / "gray8.png")
+    with pytest.raises(RuntimeError, match="network failed"):
+        stack_den.denoise_file(bands, out / "scene")
+    assert os.listdir(out) == []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stacks on disk
+
+
+def write_band_folder(folder: Path, bands: int, size: tuple[int, int] = (23, 19), suffix: str = ".tif") -> Path:
+    """Single-band uint16 TIFFs B1..B{bands} (natural order)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(bands)
+    for b in range(bands):
+        tifffile.imwrite(folder / f"B{b + 1}{suffix}", rng.integers(100, 4000, size, dtype=np.uint16))
+    return folder
+
+
+@pytest.mark.parametrize("bands", [1, 5, 31])
+def test_cli_stack_file_and_folder(runs: dict[str, Path], tmp_path: Path, bands: int) -> None:
+    rng = np.random.default_rng(0)
+    cube = rng.integers(0, 65536, (bands, 24, 21), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "cube.tif", cube[0] if bands == 1 else cube, photometric="minisblack",
+                     planarconfig=None if bands == 1 else "separate")
+    np.save(tmp_path / "cube.npy", rng.random((bands, 20, 18)).astype(np.float32))
+    write_band_folder(tmp_path / "scene", bands, suffix=".tiff")
+    out = tmp_path / "out"
+    argv = [str(tmp_path / "cube.tif"), str(tmp_path / "cube.npy"), str(tmp_path / "scene"), "-o", str(out),
+            "--model", str(runs["stack"]), "--tile", "16", "--overlap", "4", "--quiet"]
+    assert main(argv) == 0
+    assert sorted(os.listdir(out)) == ["cube.npy", "cube.tif", "scene"]
+    stack, info = read_stack(out / "cube.tif", "dtype")
+    assert stack.shape == (bands, 24, 21) and info.dtype == ("uint16",) * bands
+    assert np.load(out / "cube.npy").shape == (bands, 20, 18) and np.load(out / "cube.npy").dtype == np.float32
+    assert sorted(os.listdir(out / "scene")) == sorted(os.listdir(tmp_path / "scene"))  # same band file names
+    stack, info = read_stack(out / "scene", "dtype")
+    assert stack.shape == (bands, 23, 19) and info.band_names == tuple(f"B{b + 1}" for b in range(bands))
+
+
+def test_stack_denoise_file_equals_in_memory(stack_den: StackDenoiser, tmp_path: Path) -> None:
+    write_band_folder(tmp_path / "scene", 5)
+    dst = stack_den.denoise_file(tmp_path / "scene", tmp_path / "clean", scaling="band_minmax")
+    stack, info = read_stack(tmp_path / "scene", "band_minmax")
+    expected = stack_den.denoise(stack) * np.array(info.scale, np.float32)[:, None, None] \
+        + np.array(info.offset, np.float32)[:, None, None]  # back to file units
+    got, _ = read_stack(dst, "dtype")
+    np.testing.assert_allclose(got * 65535, np.clip(np.rint(expected), 0, 65535), atol=1)
+    # a multi-band file into a folder and a folder into one file
+    stack_den.denoise_file(tmp_path / "scene", tmp_path / "one.tif")
+    assert read_stack(tmp_path / "one.tif")[0].shape == (5, 23, 19)
+    with pytest.raises(ValueError, match=r"x.png: a stack is written to a .tif/.tiff/.npy file or a folder"):
+        stack_den.denoise_file(tmp_path / "one.tif", tmp_path / "x.png")
+
+
+def test_stack_folder_overwrite_rules(stack_den: StackDenoiser, tmp_path: Path) -> None:
+    src = write_band_folder(tmp_path / "scene", 3)
+    before = {f.name: f.read_bytes() for f in src.iterdir()}
+    with pytest.raises(ValueError, match=r"scene: refusing to write the output over its input folder"):
+        stack_den.denoise_file(src, src, overwrite=True)
+    with pytest.raises(ValueError, match=r"B1.tif: refusing to write the output over an input band file"):
+        stack_den.denoise_file(src, src / "B1.tif", overwrite=True)
+    assert {f.name: f.read_bytes() for f in src.iterdir()} == before
+    dst = stack_den.denoise_file(src, tmp_path / "out")
+    (dst / "notes.txt").write_text("kept")
+    with pytest.raises(FileExistsError, match=r"out: output folder already exists \(pass overwrite=True"):
+        stack_den.denoise_file(src, dst)
+    stack_den.denoise_file(src, dst, overwrite=True)
+    assert sorted(os.listdir(dst)) == ["B1.tif", "B2.tif", "B3.tif", "notes.txt"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"file: `dst` is a file, expected a folder"):
+        stack_den.denoise_file(src, tmp_path / "file", overwrite=True)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
+
+
+def test_stack_nodata_pixels_are_kept(stack_den: StackDenoiser, tmp_path: Path) -> None:
+    data = np.random.default_rng(0).integers(100, 4000, (3, 20, 20), dtype=np.uint16)
+    data[:, :5, :5] = 0
+    tifffile.imwrite(tmp_path / "geo.tif", data, photometric="minisblack", planarconfig="separate",
+                     extratags=[(42113, 2, 0, "0", True)])
+    stack_den.denoise_file(tmp_path / "geo.tif", tmp_path / "out.tif")
+    out = tifffile.imread(tmp_path / "out.tif")
+    assert (out[:, :5, :5] == 0).all() and out.shape == data.shape
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line: modality selection, bad inputs, overwrite
+
+
+@pytest.fixture
+def bundled(runs: dict[str, Path], run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every bundled model installed (untrained tiny copies) in a temporary pretrained folder."""
+    root = tmp_path / "pretrained"
+    for key, folder in (("gray", "image_gray"), ("color", "image_color"), ("stack", "multispectral")):
+        shutil.copytree(runs[key], root / folder)
+    shutil.copytree(run_dir, root / "speech_default")
+    monkeypatch.setattr(xmodal.pretrained, "_HERE", root)
+    return root
+
+
+def test_cli_auto_picks_modality_and_default_model(bundled: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import xmodal.denoise as den_mod
+
+    loaded: list[str | None] = []
+    real_load = den_mod.load
+    monkeypatch.setattr(den_mod, "load", lambda name, device="cpu": loaded.append(name) or real_load(name, device))
+    folder = tmp_path / "in"
+    write_images(folder)
+    tifffile.imwrite(folder / "cube.tif", np.zeros((6, 16, 16), np.uint16) + 7, photometric="minisblack",
+                     planarconfig="separate")
+    sf.write(folder / "talk.wav", 0.1 * np.sin(np.arange(4000) / 5.0), 16000, subtype="PCM_16")
+    (folder / "notes.txt").write_text("not an input")
+    out = tmp_path / "out"
+    assert main([str(folder), "-o", str(out), "--quiet", "--tile", "24", "--overlap", "8"]) == 0
+    assert sorted(os.listdir(out)) == sorted([*write_images(tmp_path / "again"), "cube.tif", "talk.wav"])
+    assert sorted(loaded) == ["image_color", "image_gray", "multispectral", "speech"]  # each once
+    assert tifffile.imread(out / "cube.tif").shape == (6, 16, 16)
+    assert sf.info(str(out / "talk.wav")).frames == 4000
+
+
+def test_cli_folder_is_one_stack_with_modality_multispectral(bundled: Path, tmp_path: Path) -> None:
+    write_band_folder(tmp_path / "scene", 4)
+    assert main([str(tmp_path / "scene"), "-o", str(tmp_path / "out"), "--modality", "multispectral", "--quiet"]) == 0
+    assert sorted(os.listdir(tmp_path / "out" / "scene")) == ["B1.tif", "B2.tif", "B3.tif", "B4.tif"]
+    # without it, a folder expands to its files: each single-band TIFF is a gray image
+    assert main([str(tmp_path / "scene"), "-o", str(tmp_path / "out2"), "--quiet"]) == 0
+    assert sorted(os.listdir(tmp_path / "out2")) == ["B1.tif", "B2.tif", "B3.tif", "B4.tif"]
+
+
+def test_cli_missing_bundled_model_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(xmodal.pretrained, "_HERE", tmp_path / "empty")
+    write_images(tmp_path / "in")
+    assert main([str(tmp_path / "in" / "gray8.png"), "-o", str(tmp_path / "out"), "--quiet"]) == 2
+    assert re.search(r"gray8.png: needs the bundled 'image_gray' model, which cannot be loaded: bundled model "
+                     r"'image_gray' is not installed", capsys.readouterr().err)
+    assert os.listdir(tmp_path / "out") == []
+
+
+def make_bad_images(folder: Path) -> dict[str, str]:
+    """Broken image inputs; returns file name -> expected reason (a regex)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + rng.integers(0, 256, 300, dtype=np.uint8).tobytes())
+    (folder / "text.jpg").write_text("not an image\n" * 20)
+    Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8), "L").save(folder / "full.png")
+    data = (folder / "full.png").read_bytes()
+    (folder / "full.png").unlink()
+    (folder / "truncated.png").write_bytes(data[: len(data) // 2])
+    np.save(folder / "bool.npy", np.zeros((8, 8), bool))
+    np.save(folder / "complex.npy", np.zeros((8, 8), np.complex64))
+    np.save(folder / "empty.npy", np.zeros((0, 5), np.float32))
+    np.save(folder / "fourd.npy", np.zeros((2, 2, 8, 8), np.float32))
+    nan = rng.random((8, 8)).astype(np.float32)
+    nan[3, 3] = np.nan
+    tifffile.imwrite(folder / "nan.tif", nan)
+    tifffile.imwrite(folder / "int64.tif", np.zeros((8, 8), np.int64))
+    return {
+        "corrupt.png": r"not readable as PNG or JPEG \(",
+        "text.jpg": r"not readable as PNG or JPEG \(",
+        "truncated.png": r"not readable as PNG or JPEG \(",
+        "bool.npy": r"unsupported dtype bool",
+        "complex.npy": r"unsupported dtype complex64",
+        "empty.npy": r"empty array of shape \(0, 5\)",
+        "fourd.npy": r"expected 2 or 3 dims",
+        "nan.tif": r"float data contains NaN or infinite values",
+        "int64.tif": r"unsupported dtype int64",
+    }
+
+
+@pytest.mark.parametrize("with_model", [True, False])
+def test_cli_bad_images_reported_batch_continues(runs: dict[str, Path], bundled: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture, with_model: bool) -> None:
+    bad = make_bad_images(tmp_path / "in")
+    write_images(tmp_path / "good")
+    shutil.copy(tmp_path / "good" / "gray8.png", tmp_path / "in" / "good.png")
+    scene = write_band_folder(tmp_path / "scene", 3)
+    tifffile.imwrite(scene / "B4.tif", np.zeros((10, 10), np.uint16))  # a band of another size
+    out = tmp_path / "out"
+    model = ["--model", str(runs["gray"])] if with_model else []
+    assert main([str(tmp_path / "in"), str(tmp_path / "missing.png"), "-o", str(out), "--quiet", *model]) == 1
+    err = capsys.readouterr().err
+    for name, reason in bad.items():
+        assert any(name in line and re.search(reason, line) for line in err.splitlines()), (name, err)
+    assert "missing.png: file not found" in err
+    assert os.listdir(out) == ["good.png"]  # no partial or hidden temp files
+    assert main([str(scene), "-o", str(tmp_path / "out2"), "--modality", "multispectral", "--quiet"]) == 1
+    assert re.search(r"B4.tif: shape \(10, 10\) differs from .*B1.tif: \(23, 19\); all bands must have the same size",
+                     capsys.readouterr().err)
+    assert os.listdir(tmp_path / "out2") == []
+
+
+def test_cli_overwrite_rules(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_images(tmp_path / "in")
+    src = tmp_path / "in" / "gray16.tif"
+    before = src.read_bytes()
+    base = ["-o", str(tmp_path / "out"), "--model", str(runs["gray"]), "--quiet"]
+    assert main([str(src)] + base) == 0
+    assert main([str(src)] + base) == 1
+    assert "gray16.tif: output file already exists" in capsys.readouterr().err
+    assert main([str(src), "--overwrite"] + base) == 0
+    assert main([str(src), "-o", str(tmp_path / "in"), "--model", str(runs["gray"]), "--quiet", "--overwrite"]) == 1
+    assert "would overwrite the input file" in capsys.readouterr().err
+    assert src.read_bytes() == before
+    # a stack folder: its output folder would be the input folder
+    scene = write_band_folder(tmp_path / "scene", 2)
+    argv = [str(scene), "-o", str(tmp_path), "--model", str(runs["stack"]), "--quiet", "--overwrite"]
+    assert main(argv) == 1
+    assert "would overwrite the input folder" in capsys.readouterr().err
+    argv = [str(scene), "-o", str(tmp_path / "s"), "--model", str(runs["stack"]), "--quiet"]
+    assert main(argv) == 0 and main(argv) == 1
+    assert "scene: output folder already exists" in capsys.readouterr().err
+    assert main(argv + ["--overwrite"]) == 0
+
+
+def test_cli_model_of_the_wrong_modality(runs: dict[str, Path], run_dir: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    write_images(tmp_path / "in")
+    wav = tmp_path / "in" / "x.wav"
+    sf.write(wav, np.zeros(1600), 16000)
+    png = tmp_path / "in" / "gray8.png"
+    out = tmp_path / "out"
+    assert main([str(wav), str(png), "-o", str(out), "--model", str(runs["gray"]), "--quiet"]) == 1
+    assert re.search(r"x.wav: the model is an image model; this is an audio file \(use a speech model",
+                     capsys.readouterr().err)
+    assert os.listdir(out) == ["gray8.png"]
+    assert main([str(png), "-o", str(tmp_path / "o2"), "--model", str(run_dir), "--quiet"]) == 1
+    assert re.search(r"gray8.png: the model is a speech model; this is an image file \(use an image or multispectral",
+                     capsys.readouterr().err)
+    assert main([str(png), "-o", str(tmp_path / "o3"), "--model", str(runs["stack"]), "--quiet"]) == 1
+    assert re.search(r"gray8.png: the model is a multispectral model; a stack must be a .tif/.tiff/.npy file or a "
+                     r"folder of single-band TIFFs, got '.png'", capsys.readouterr().err)
+    assert main([str(wav), "-o", str(tmp_path / "o4"), "--modality", "image", "--quiet"]) == 1
+    assert "x.wav: --modality image was given; this is an audio file" in capsys.readouterr().err
+    assert main([str(png), "-o", str(tmp_path / "o5"), "--model", str(run_dir), "--modality", "image"]) == 2
+    assert "--modality image does not match the model" in capsys.readouterr().err
+
+
+def test_cli_usage_errors(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_images(tmp_path / "in")
+    png = str(tmp_path / "in" / "gray8.png")
+    assert main([png, "-o", str(tmp_path / "o"), "--model", str(runs["gray"]), "--tile", "16", "--overlap", "8"]) == 2
+    assert "--tile (16) must exceed 2 * --overlap (16)" in capsys.readouterr().err
+    assert main([png, "-o", str(tmp_path / "o"), "--modality", "video"]) == 2
+    assert "invalid choice: 'video'" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "-o", str(tmp_path / "o"), "--model", str(runs["gray"]), "--quiet"]) == 1
+    assert re.search(r"empty: no image files \(.png, .jpg", capsys.readouterr().err)
+
+
+def test_cli_non_blind_model_needs_sigma(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_images(tmp_path / "in")
+    png = str(tmp_path / "in" / "gray8.png")
+    base = ["-o", str(tmp_path / "out"), "--model", str(runs["nonblind"]), "--quiet"]
+    assert main([png] + base) == 1
+    assert "gray8.png: this model is non-blind" in capsys.readouterr().err
+    assert main([png, "--sigma", "0.1"] + base) == 0
+    assert os.listdir(tmp_path / "out") == ["gray8.png"]
