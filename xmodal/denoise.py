@@ -969,8 +969,9 @@ def _list_folder(folder: Path, modality: str | None) -> list[Path]:
     if modality == "speech":
         return list_audio_files(folder)  # the audio CLI's message for a folder without audio
     exts = (*IMAGE_EXTENSIONS, *(AUDIO_EXTENSIONS if modality is None else ()))
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                   and p.suffix.lower() in exts)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts
+                   and not (p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS))  # as list_audio_files
+    # for audio; hidden image files (macOS "._x.png", temp files) are skipped, as read_stack does
     if not files:
         what = "image" if modality else "audio or image"
         raise ValueError(f"{folder}: no {what} files ({', '.join(dict.fromkeys(exts))}) in this folder")
