@@ -264,8 +264,10 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                  f"parameters, {info.world_size} process(es) on {info.device}, precision {tc.precision}")
         log.line(f"data: {corpus.description}")
         if corpus.demo:
-            log.line("NOTE: no data configured (data.clean_dir/data.noise_dir or data.pairs_dir): this is a DEMO "
-                     "run on a synthetic corpus; its numbers say nothing about real data.")
+            keys = "data.clean_dir/data.noise_dir or data.pairs_dir" if modality == "speech" else \
+                "image.train_dir" + (" or image.pairs_dir" if modality == "image" else "")
+            log.line(f"NOTE: no data configured ({keys}): this is a DEMO run on a synthetic corpus; its numbers say "
+                     "nothing about real data.")
         if init_note:
             log.line(init_note)
         if resumed_from:
