@@ -469,7 +469,7 @@ def test_cli_auto_picks_modality_and_default_model(bundled: Path, tmp_path: Path
 
     loaded: list[str | None] = []
     real_load = den_mod.load
-    monkeypatch.setattr(den_mod, "load", lambda name, device="cpu": loaded.append(name) or real_load(name, device))
+    monkeypatch.setattr(den_mod, "load", lambda name, device="cpu", precision="fp32": loaded.append(name) or real_load(name, device, precision))
     folder = tmp_path / "in"
     write_images(folder)
     tifffile.imwrite(folder / "cube.tif", np.zeros((6, 16, 16), np.uint16) + 7, photometric="minisblack",
@@ -622,3 +622,29 @@ def test_cli_non_blind_model_needs_sigma(runs: dict[str, Path], tmp_path: Path, 
     assert "gray8.png: this model is non-blind" in capsys.readouterr().err
     assert main([png, "--sigma", "0.1"] + base) == 0
     assert os.listdir(tmp_path / "out") == ["gray8.png"]
+
+
+def test_precision_bf16_close_to_fp32_and_errors(tmp_path):
+    """bf16 autocast changes the output by a small fraction of the predicted noise; bad precisions are refused."""
+    from xmodal.checkpoint import save_weights
+    from xmodal.config import dump_config, load_config
+    from xmodal.denoise import ImageDenoiser, load
+    from xmodal.models import build_model
+    from xmodal.modalities import modality_io
+
+    cfg = load_config("recipes/tiny_image.yaml")
+    torch.manual_seed(0)
+    model = build_model(cfg.model, {"image": modality_io("image", cfg)})
+    save_weights(model, tmp_path / "model.safetensors", cfg)
+    dump_config(cfg, tmp_path / "config.yaml")
+    image = np.random.default_rng(0).random((1, 40, 37)).astype(np.float32)
+    a = load(tmp_path).denoise(image)
+    b = load(tmp_path, precision="bf16").denoise(image)
+    assert load(tmp_path).precision == "fp32" and load(tmp_path, precision="bf16").precision == "bf16"
+    assert load(tmp_path, precision="auto").precision in ("fp32", "bf16")
+    assert b.shape == a.shape and b.dtype == np.float32
+    assert 0 < np.abs(a - b).max() < 0.02 * np.abs(a - image).max()  # bf16: 8-bit mantissa
+    with pytest.raises(ValueError, match=r"`precision` must be 'fp32', 'bf16' or 'auto', got 'fp16'"):
+        load(tmp_path, precision="fp16")
+    with pytest.raises(ValueError, match=r"`precision` must be 'fp32', 'bf16' or 'auto', got 'half'"):
+        ImageDenoiser(model, cfg, precision="half")

@@ -203,6 +203,27 @@ def _setup(obj: Any, model: nn.Module, config: Config, device: str | torch.devic
     obj.size_multiple = int(getattr(getattr(model, "trunk", None), "size_multiple", 1))
 
 
+def _check_precision(precision: str, device: torch.device) -> str:
+    """``fp32``, ``bf16`` or ``auto`` (bf16 where the hardware computes it natively: CUDA with bf16 support, or a
+    CPU with AVX-512 BF16 / AMX; else fp32) -> ``fp32`` or ``bf16``."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        return "bf16" if native is not None and native() else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"`precision` must be 'fp32', 'bf16' or 'auto', got {precision!r}")
+    return precision
+
+
+def _image_forward(obj: Any, feats: torch.Tensor) -> torch.Tensor:
+    """The network on ``feats`` in ``obj.precision`` (channels-last memory: faster convolutions on CPU); fp32 out."""
+    from xmodal.inference import autocast_for
+
+    with autocast_for(obj.device, obj.precision):
+        return obj.model(feats.contiguous(memory_format=torch.channels_last), obj.modality).float()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The denoiser
 
@@ -565,6 +586,8 @@ class ImageDenoiser:
         config: its resolved config (``modality: image``).
         device: where the network runs (``cpu`` or ``cuda``).
         name: what to call the model in messages.
+        precision: ``fp32`` (default), ``bf16`` (autocast; about twice as fast on CPUs with AVX-512 BF16 / AMX, and
+            on GPUs; outputs differ from fp32 by far less than one 8-bit level) or ``auto`` (bf16 where native).
 
     Raises:
         ValueError: not an image model, no stem/head for it, or the device is not available.
@@ -575,8 +598,11 @@ class ImageDenoiser:
         >>> den.denoise_file("scan.tif", "scan_clean.tif")  # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, config: Config, device: str | torch.device = "cpu", name: str = "") -> None:
+    def __init__(self, model: nn.Module, config: Config, device: str | torch.device = "cpu", name: str = "",
+                 precision: str = "fp32") -> None:
         _setup(self, model, config, device, name, "image")
+        self.precision = _check_precision(precision, self.device)
+        self.model = self.model.to(memory_format=torch.channels_last)
         self.channels = int(config.image.channels)
         self.noise_map = bool(config.image.noise_map)
 
@@ -650,7 +676,7 @@ class ImageDenoiser:
 
         def run(t: torch.Tensor) -> torch.Tensor:  # (B, C [+1], h, w) -> (B, C, h, w)
             feats, ctx = self.adapter.encode(t)
-            return self.adapter.decode(self.model(feats, self.modality).float(), ctx)
+            return self.adapter.decode(_image_forward(self, feats), ctx)
 
         with torch.no_grad():
             y = tiled_apply(run, inputs.to(self.device), tile, overlap, self.size_multiple, progress=progress)
@@ -715,6 +741,8 @@ class StackDenoiser:
         config: its resolved config (``modality: multispectral``).
         device: where the network runs (``cpu`` or ``cuda``).
         name: what to call the model in messages.
+        precision: ``fp32`` (default), ``bf16`` (autocast; about twice as fast on CPUs with AVX-512 BF16 / AMX, and
+            on GPUs; outputs differ from fp32 by far less than one 8-bit level) or ``auto`` (bf16 where native).
 
     Raises:
         ValueError: not a multispectral model, no stem/head for it, or the device is not available.
@@ -724,8 +752,11 @@ class StackDenoiser:
         >>> den.denoise_file("scene/", "scene_clean/")  # a folder of single-band TIFFs  # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, config: Config, device: str | torch.device = "cpu", name: str = "") -> None:
+    def __init__(self, model: nn.Module, config: Config, device: str | torch.device = "cpu", name: str = "",
+                 precision: str = "fp32") -> None:
         _setup(self, model, config, device, name, "multispectral")
+        self.precision = _check_precision(precision, self.device)
+        self.model = self.model.to(memory_format=torch.channels_last)
         self.context_bands = int(config.image.context_bands)
 
     def __repr__(self) -> str:
@@ -768,7 +799,7 @@ class StackDenoiser:
                 g = idx[g0:g0 + bands_per_batch]  # (G, K)
                 G = g.shape[0]
                 feats = t[:, g.reshape(-1)].reshape(B * G, K, h, w)  # (B, G*K, h, w) -> (B*G, K, h, w)
-                est = self.model(feats, self.modality).float()  # (B*G, 1, h, w): the middle band of each item
+                est = _image_forward(self, feats)  # (B*G, 1, h, w): the middle band of each item
                 out[:, g0:g0 + G] = est.reshape(B, G, h, w)  # (B*G, 1, h, w) -> (B, G, h, w)
             return out
 
@@ -854,7 +885,8 @@ AnyDenoiser = Union[Denoiser, ImageDenoiser, StackDenoiser]
 _CLASSES: dict[str, type] = {"speech": Denoiser, "image": ImageDenoiser, "multispectral": StackDenoiser}
 
 
-def load(path_or_name: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> AnyDenoiser:
+def load(path_or_name: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+         precision: str = "fp32") -> AnyDenoiser:
     """Load a denoiser of the model's modality.
 
     Args:
@@ -862,6 +894,8 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
             ``"image"``; ``"image_color"``/``"color"``/``"colour"``; ``"multispectral"``/``"stack"``); a run
             directory (``config.yaml`` + ``model.safetensors``); or a ``.safetensors`` file with an embedded config.
         device: ``cpu`` or ``cuda``.
+        precision: image and stack models: ``fp32``, ``bf16`` or ``auto`` (see :class:`ImageDenoiser`); speech
+            models always run in fp32 (the value is still checked).
 
     Returns:
         A :class:`Denoiser` (``config.modality`` speech), :class:`ImageDenoiser` (image) or :class:`StackDenoiser`
@@ -886,7 +920,12 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
     if cls is None:
         raise ValueError(f"{path}: config.modality {config.modality!r} has no denoiser (known: "
                          f"{', '.join(_CLASSES)})")
-    return cls(model, config, device=device, name=str(path_or_name) if path_or_name is not None else "speech")
+    name = str(path_or_name) if path_or_name is not None else "speech"
+    if cls is Denoiser:  # speech runs in fp32 (the STFT path is precision-sensitive); `precision` is checked only
+        den = cls(model, config, device=device, name=name)
+        _check_precision(precision, den.device)
+        return den
+    return cls(model, config, device=device, name=name, precision=precision)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1069,6 +1108,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scaling", choices=["dtype", "band_minmax", "band_percentile"], default="band_minmax",
                    help="stacks: per-band scaling of the input (default band_minmax)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
+                   help="image/stack models: bf16 is about twice as fast on CPUs with AVX-512 BF16 / AMX (auto: bf16 "
+                        "where native); speech always runs in fp32 (default fp32)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary (errors are still printed)")
     return p
 
@@ -1119,7 +1161,7 @@ def main(argv: list[str] | None = None) -> int:
     model_modality = None
     if args.model is not None:
         try:
-            models[None] = load(args.model, args.device)
+            models[None] = load(args.model, args.device, args.precision)
         except (ValueError, OSError) as e:  # unknown name, bundled model missing, bad checkpoint, no CUDA
             report(str(e))
             return 2
@@ -1142,7 +1184,7 @@ def main(argv: list[str] | None = None) -> int:
     for job in jobs:  # each needed bundled model, once, before any work
         if job.model not in models:
             try:
-                models[job.model] = load(job.model, args.device)
+                models[job.model] = load(job.model, args.device, args.precision)
             except (ValueError, OSError) as e:
                 report(f"{job.src}: needs the bundled {job.model!r} model, which cannot be loaded: {e}")
                 return 2
