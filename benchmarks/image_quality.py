@@ -44,6 +44,7 @@ def main() -> None:
     p.add_argument("--sigma", type=float, default=25.0, help="noise standard deviation on the 0-255 scale")
     p.add_argument("--model", default=None, help="run directory or bundled name (default: gray / color by set)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="xmodal inference precision")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--skip-bm3d", action="store_true")
     p.add_argument("--json", default=None, help="write per-image and mean results here")
@@ -59,7 +60,7 @@ def main() -> None:
     files = [root / n for n in names] if names else sorted(f for f in root.iterdir() if f.suffix == ".png")
     if args.threads:
         torch.set_num_threads(args.threads)
-    den = xmodal.load(args.model or default_model)
+    den = xmodal.load(args.model or default_model, precision=args.precision)
     params = sum(p.numel() for p in den.model.parameters())
     sigma = args.sigma / 255.0
     methods = ["noisy", "xmodal"] + ([] if args.skip_bm3d else ["bm3d"])
@@ -93,7 +94,7 @@ def main() -> None:
     mean = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in ("psnr", "ssim")} for m in methods}
     print(f"\n{args.set}, sigma {args.sigma:g}/255, float protocol (noisy unclipped, outputs rounded to 8 bits), "
           f"{len(files)} images, seed {args.seed}")
-    print(f"model: {args.model or default_model} ({params / 1e6:.3f} M parameters)")
+    print(f"model: {args.model or default_model} ({params / 1e6:.3f} M parameters, {den.precision})")
     print(f"{'':10s}{'PSNR (dB)':>11s}{'SSIM':>9s}{'time (s)':>10s}")
     for m in methods:
         print(f"{m:10s}{mean[m]['psnr']:11.2f}{mean[m]['ssim']:9.4f}"

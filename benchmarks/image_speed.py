@@ -6,6 +6,8 @@ noise. Times are the best of ``--repeats`` after a warm-up, with torch's default
 ``--threads``. Memory: a child process denoises a synthetic 8192 x 8192 gray image (256 MiB as float32) with
 ``ImageDenoiser.denoise(..., tile=--tile)`` and reports its peak RSS next to a child that only loads the model.
 
+Both inference precisions are timed (fp32, and bf16 autocast, see ``ImageDenoiser``) and their outputs compared.
+
     python benchmarks/image_speed.py [--model gray] [--repeats 3] [--big 8192] [--tile 512] [--skip-bm3d]
 """
 
@@ -76,16 +78,20 @@ def main() -> None:
 
         clean = synth_image(512, 512, 1, np.random.default_rng(0))
     noisy = (clean + 25 / 255 * np.random.default_rng(0).standard_normal(clean.shape)).astype(np.float32)
-    den = xmodal.load(args.model)
-    den.denoise(noisy)  # warm-up
-    times = []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        den.denoise(noisy)
-        times.append(time.perf_counter() - t)
     print(f"{src.name if src.is_file() else 'synthetic'} {noisy.shape[2]} x {noisy.shape[1]}, "
           f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores")
-    print(f"xmodal {args.model}: {min(times):.3f} s (best of {args.repeats})")
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        den = xmodal.load(args.model, precision=precision)
+        outputs[precision] = den.denoise(noisy)  # warm-up
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            den.denoise(noisy)
+            times.append(time.perf_counter() - t)
+        print(f"xmodal {args.model} ({precision}): {min(times):.3f} s (best of {args.repeats})")
+    diff = np.abs(outputs["fp32"] - outputs["bf16"])
+    print(f"bf16 vs fp32 output: max |diff| {diff.max() * 255:.3f} / 255, mean {diff.mean() * 255:.4f} / 255")
     if not args.skip_bm3d:
         import bm3d
 

@@ -43,6 +43,7 @@ def main() -> None:
     p.add_argument("--gray-model", default="gray", help="the image model applied band by band")
     p.add_argument("--valid-rows", type=float, default=0.25, help="bottom fraction of rows held out (SPLITS.md)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="xmodal inference precision")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--skip-bm3d", action="store_true")
     args = p.parse_args()
@@ -54,8 +55,8 @@ def main() -> None:
         raise SystemExit(2)
     if args.threads:
         torch.set_num_threads(args.threads)
-    den = xmodal.load(args.model)
-    gray = xmodal.load(args.gray_model)
+    den = xmodal.load(args.model, precision=args.precision)
+    gray = xmodal.load(args.gray_model, precision=args.precision)
     methods = ["noisy", "xmodal", "gray per band"] + ([] if args.skip_bm3d else ["bm3d per band"])
     totals = {m: [] for m in methods}
     times = {m: 0.0 for m in methods[1:]}
