@@ -156,7 +156,7 @@ def test_demo_pairs_cli(tmp_path, capsys):
     from xmodal.data.synthetic import main as demo_main
 
     assert demo_main([str(tmp_path / "d"), "--pairs", "2", "--snr", "3"]) == 0
-    assert "wrote 2 demo pairs" in capsys.readouterr().out
+    assert "wrote 2 demo speech pairs" in capsys.readouterr().out
     mono, stereo = sf.info(tmp_path / "d/noisy/demo_00.wav"), sf.info(tmp_path / "d/noisy/demo_01.wav")
     assert (mono.samplerate, mono.channels, stereo.samplerate, stereo.channels) == (16000, 1, 44100, 2)
     clean, _ = sf.read(tmp_path / "d/clean/demo_00.wav", dtype="float32")
@@ -165,3 +165,23 @@ def test_demo_pairs_cli(tmp_path, capsys):
     with pytest.raises(SystemExit):
         demo_main([str(tmp_path / "e"), "--pairs", "0"])
     assert "--pairs must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_demo_image_and_stack_pairs_cli(tmp_path):
+    """`python -m xmodal.data.synthetic OUT --kind image|stack` writes matching noisy/clean files at the stated noise."""
+    from xmodal.data.synthetic import main as demo_main
+    from xmodal.imageio import read_image, read_stack
+
+    assert demo_main([str(tmp_path / "img"), "--kind", "image", "--pairs", "2"]) == 0
+    for name, channels in (("demo_00.png", 1), ("demo_01.png", 3)):
+        clean, info = read_image(tmp_path / "img" / "clean" / name)
+        noisy, _ = read_image(tmp_path / "img" / "noisy" / name)
+        assert info.dtype == "uint8" and clean.shape == noisy.shape == (channels, 128, 160)
+        assert abs(float(np.std(noisy - clean)) - 25 / 255) < 0.02  # sigma 25, a little less after clipping
+    assert demo_main([str(tmp_path / "st"), "--kind", "stack"]) == 0
+    clean, info = read_stack(tmp_path / "st" / "stack_clean.tif", "dtype")
+    noisy, _ = read_stack(tmp_path / "st" / "stack_noisy.tif", "dtype")
+    assert clean.shape == noisy.shape == (8, 128, 128) and info.dtype == ("uint16",) * 8
+    span = clean.max(axis=(1, 2)) - clean.min(axis=(1, 2))
+    rel = np.std(noisy - clean, axis=(1, 2)) / span  # noise relative to each band's full scale
+    assert np.all(np.abs(rel - 0.05) < 0.01), rel

@@ -1,6 +1,7 @@
 """A small speech-like demo corpus the library generates itself, so recipes run on a fresh machine with no data.
 
-``python -m xmodal.data.synthetic OUT_DIR`` writes noisy/clean demo pairs to try the denoise and evaluate commands.
+``python -m xmodal.data.synthetic OUT_DIR [--kind speech|image|stack]`` writes noisy/clean demo pairs to try the denoise
+and evaluate commands: speech-like WAVs, 8-bit PNG images (gray and colour), or a 16-bit multi-band TIFF stack.
 
 Clean "speech": voiced syllables (harmonic source with a wandering f0, shaped by two or three formants, syllable
 envelopes) and unvoiced fricative bursts, separated by pauses. Noise: white, pink, brown, mains hum, synthetic babble,
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "make_demo_corpus", "make_demo_images", "make_demo_pairs", "make_demo_stack", "synth_image",
+__all__ = ["main", "make_demo_corpus", "make_demo_image_pairs", "make_demo_images", "make_demo_pairs", "make_demo_stack",
+           "make_demo_stack_pair", "synth_image",
            "synth_noise", "synth_speech", "synth_stack"]
 
 _VOWELS = [(730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410),
@@ -219,20 +221,68 @@ def make_demo_stack(root: str | os.PathLike, bands: int = 8, size: int = 128, se
     return root
 
 
+def make_demo_image_pairs(root: str | os.PathLike, n_pairs: int = 3, sigma: float = 25.0, size: int = 128,
+                          seed: int = 0) -> tuple[Path, Path]:
+    """Write ``n_pairs`` synthetic 8-bit PNG pairs (gray and colour alternately) to ``root/clean`` and ``root/noisy``
+    (Gaussian noise of ``sigma`` on the 0-255 scale, then rounded to 8 bits, as a camera file would be)."""
+    from xmodal.imageio import write_image
+
+    root = Path(root)
+    clean_dir, noisy_dir = root / "clean", root / "noisy"
+    clean_dir.mkdir(parents=True, exist_ok=True)
+    noisy_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng((seed, 4))
+    for i in range(n_pairs):
+        channels = 1 if i % 2 == 0 else 3
+        clean = synth_image(size, size + 32, channels, rng)
+        noisy = clean + sigma / 255.0 * rng.standard_normal(clean.shape).astype(np.float32)
+        write_image(clean_dir / f"demo_{i:02d}.png", clean, "uint8")
+        write_image(noisy_dir / f"demo_{i:02d}.png", noisy, "uint8")
+    return clean_dir, noisy_dir
+
+
+def make_demo_stack_pair(root: str | os.PathLike, bands: int = 8, size: int = 128, sigma: float = 0.05,
+                         seed: int = 0) -> tuple[Path, Path]:
+    """Write a synthetic stack as 16-bit multi-band TIFFs ``root/stack_clean.tif`` and ``root/stack_noisy.tif``
+    (Gaussian noise of ``sigma`` times each band's min-max range: the ``band_minmax`` full scale)."""
+    import tifffile
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng((seed, 5))
+    clean = synth_stack(bands, size, size, rng)
+    span = (clean.max(axis=(1, 2)) - clean.min(axis=(1, 2)))[:, None, None]  # each band's own full scale
+    noisy = clean + sigma * span * rng.standard_normal(clean.shape).astype(np.float32)
+    paths = root / "stack_clean.tif", root / "stack_noisy.tif"
+    for path, stack in zip(paths, (clean, noisy)):
+        tifffile.imwrite(path, np.round(np.clip(stack, 0, 1) * 65535).astype(np.uint16), photometric="minisblack",
+                         planarconfig="separate")
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m xmodal.data.synthetic OUT_DIR [--pairs N] [--snr DB]``: write demo noisy/clean pairs."""
+    """``python -m xmodal.data.synthetic OUT_DIR [--kind speech|image|stack] [--pairs N] [--snr DB]``: write demo
+    noisy/clean pairs."""
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m xmodal.data.synthetic",
-                                description="Write synthetic speech-like noisy/clean demo pairs (not real speech).")
+                                description="Write synthetic noisy/clean demo pairs (speech-like WAVs, PNG images or "
+                                            "a band stack; not real recordings or photographs).")
     p.add_argument("out_dir")
-    p.add_argument("--pairs", type=int, default=3)
-    p.add_argument("--snr", type=float, default=5.0, help="SNR of the noisy files in dB (default 5)")
+    p.add_argument("--kind", choices=["speech", "image", "stack"], default="speech")
+    p.add_argument("--pairs", type=int, default=3, help="speech/image: number of pairs (default 3)")
+    p.add_argument("--snr", type=float, default=5.0, help="speech: SNR of the noisy files in dB (default 5)")
     args = p.parse_args(argv)
     if args.pairs < 1:
         p.error(f"--pairs must be at least 1, got {args.pairs}")
-    clean_dir, noisy_dir = make_demo_pairs(args.out_dir, args.pairs, args.snr)
-    print(f"wrote {args.pairs} demo pairs: {noisy_dir} and {clean_dir}")
+    if args.kind == "stack":
+        clean, noisy = make_demo_stack_pair(args.out_dir)
+        print(f"wrote a demo stack pair (8 bands, 16-bit TIFF): {noisy} and {clean}")
+        return 0
+    make = make_demo_pairs if args.kind == "speech" else make_demo_image_pairs
+    clean_dir, noisy_dir = make(args.out_dir, args.pairs, args.snr) if args.kind == "speech" else \
+        make(args.out_dir, args.pairs)
+    print(f"wrote {args.pairs} demo {args.kind} pairs: {noisy_dir} and {clean_dir}")
     return 0
 
 
