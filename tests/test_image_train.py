@@ -118,11 +118,22 @@ def test_init_from_moves_the_trunk_between_modalities(tmp_path):
     others = [k for k in a if not k.startswith("trunk.")]
     assert sorted({k.split(".")[0] + "." + k.split(".")[1] for k in others}) == \
         ["heads.multispectral", "stems.multispectral"]
-    for k in others:  # stem and head: as a fresh run initialises them
-        assert torch.equal(a[k], b[k]), k
+    # stem and head grown from the gray model's: the stem filter on the middle band, zero on the context bands,
+    # the head copied; the new model starts as the gray model applied band by band
+    k = 2  # image.context_bands of the tiny recipe's default
+    stem, gray_stem = a["stems.multispectral.conv.weight"], gray["stems.image.conv.weight"]
+    assert torch.equal(stem[:, k:k + 1], gray_stem) and not stem[:, :k].any() and not stem[:, k + 1:].any()
+    assert torch.equal(a["heads.multispectral.conv.weight"], gray["heads.image.conv.weight"])
+    assert any(not torch.equal(a[k2], b[k2]) for k2 in others)
+    ms_model, ms_cfg = ckpt.load_run(tmp_path / "ms")
+    gray_model, gray_cfg = ckpt.load_run(gray_run)
+    stack = torch.rand(6, 24, 20)
+    with torch.no_grad():
+        ms_out = enhance(ms_model, make_adapter("multispectral", ms_cfg), stack, "multispectral")
+        gray_out = enhance(gray_model, make_adapter("image", gray_cfg), stack, "image")  # bands folded as channels
+    assert torch.allclose(ms_out, gray_out, atol=1e-6)
     log = (tmp_path / "ms" / "log.txt").read_text()
-    assert (f"initialised {len(trunk)} of {len(a)} tensors from {gray_run} "
-            "(left fresh: heads.multispectral, stems.multispectral)") in log
+    assert f"initialised {len(a)} of {len(a)} tensors from {gray_run}\n" in log
     assert init.step == 1
 
     # a single weights file works too, and a resumed run is not initialised again
@@ -166,12 +177,37 @@ def test_init_from_function_reports_loaded_and_fresh(tmp_path):
     cfg = config(tmp_path / "x", "image.channels=3")
     model = build_model(cfg.model, {"image": modality_io("image", cfg)})
     loaded, fresh = ckpt.init_from(model, gray_run)
-    # same modality, other channel count: the trunk moves, the stem weight and the head do not fit
-    assert fresh == ["heads.image.conv.bias", "heads.image.conv.weight", "stems.image.conv.weight"]
-    assert "stems.image.conv.bias" in loaded  # the stem bias has the trunk's width in both: copied
+    # same modality, other channel count: the trunk moves as it is, the stem and head are grown from the gray ones
+    assert fresh == [] and loaded == sorted(model.state_dict())
     state = weights(gray_run)
     for k in loaded:
-        assert torch.equal(model.state_dict()[k], state[k])
+        if k.startswith("trunk.") or k == "stems.image.conv.bias":
+            assert torch.equal(model.state_dict()[k], state[k]), k
+    assert torch.equal(model.state_dict()["stems.image.conv.weight"], state["stems.image.conv.weight"].expand(
+        -1, 3, -1, -1) / 3)
+    assert torch.equal(model.state_dict()["heads.image.conv.bias"], state["heads.image.conv.bias"].expand(3))
+    # so a gray image replicated to RGB comes out as the gray model's output in every channel
+    gray_model, gray_cfg = ckpt.load_run(gray_run)
+    image = torch.rand(1, 20, 28)
+    with torch.no_grad():
+        rgb = enhance(model.eval(), make_adapter("image", cfg), image.expand(3, -1, -1), "image")
+        ref = enhance(gray_model, make_adapter("image", gray_cfg), image, "image")
+    assert torch.allclose(rgb, ref.expand(3, -1, -1), atol=1e-6)
+
+
+def test_init_from_grows_nothing_from_a_multi_modality_or_speech_source(tmp_path):
+    """Stems/heads are grown only from a single single-channel source modality; a speech model's 2-channel stem is
+    never stretched onto an image model (the trunk widths differ anyway, so only the error path is reachable)."""
+    from xmodal.checkpoint import _transfer_io
+
+    cfg = config(tmp_path / "x")
+    model = build_model(cfg.model, {"image": modality_io("image", cfg)})
+    target = model.state_dict()
+    two = {"stems.a.conv.weight": torch.zeros(8, 1, 3, 3), "stems.b.conv.weight": torch.zeros(8, 1, 3, 3)}
+    assert _transfer_io(model, two, target, set()) == {}
+    speech_like = {"stems.speech.conv.weight": torch.zeros(8, 3, 3, 3), "heads.speech.conv.weight":
+                   torch.zeros(2, 8, 3, 3)}
+    assert _transfer_io(model, speech_like, target, set()) == {}
 
 
 def test_training_loss_decreases(tmp_path):

@@ -93,7 +93,9 @@ def init_from(model: nn.Module, path: str | os.PathLike) -> tuple[list[str], lis
     """Initialise ``model`` from another run's weights: every tensor whose name and shape match is copied.
 
     This is how a shared trunk moves between modalities (a gray-image trunk starting a colour or multispectral
-    model, a finished run starting a fine-tune). Stems and heads of other modalities are simply skipped.
+    model, a finished run starting a fine-tune). When the source holds one single-channel modality (a gray-image
+    model) and the new model's modality is another, its stem and head are grown from the source's (see
+    :func:`_transfer_io`), so the new model starts as the source model applied channel by channel or band by band.
 
     Args:
         model: the freshly built network.
@@ -137,8 +139,50 @@ def init_from(model: nn.Module, path: str | os.PathLike) -> tuple[list[str], lis
         raise CheckpointError(f"{path}: train.init_from trunk does not match this model ({len(bad)} tensors: "
                               f"{', '.join(why(k) for k in bad[:3])}{' ...' if len(bad) > 3 else ''}); is it the "
                               "same model.arch, model.widths, model.blocks and model.norm?")
-    unwrap(model).load_state_dict({k: state[k] for k in loaded}, strict=False)
+    new = {k: state[k] for k in loaded}
+    new.update(_transfer_io(unwrap(model), state, target, set(loaded)))
+    unwrap(model).load_state_dict(new, strict=False)
+    loaded = sorted(new)
     return loaded, sorted(set(target) - set(loaded))
+
+
+def _transfer_io(model: nn.Module, state: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+                 loaded: set[str]) -> dict[str, torch.Tensor]:
+    """Stems and heads for modalities the source lacks, grown from a single-channel source modality (a gray-image
+    model) so that the new model starts as the source model applied to its denoised channels:
+
+    - stem ``(W, 1, k, k)`` -> ``(W, C_in, k, k)``: the source filter on the denoised input channels (divided by
+      their number, so a replicated gray input gives the source's features), zero on context and noise-map channels;
+    - head ``(1, W, k, k)`` and bias ``(1,)`` -> one copy per output channel.
+
+    A multispectral model grown from a gray model thus starts as the gray model applied band by band (its context
+    bands weighted 0), and a colour model as the gray model applied to the channel mean, removing the same noise
+    estimate from each channel. Returns the new tensors (nothing when no single-channel source modality exists).
+    """
+    io = getattr(model, "io", {})
+    sources = {k.split(".")[1] for k in state if k.startswith("stems.")}
+    if len(sources) != 1:
+        return {}
+    src = sources.pop()
+    out: dict[str, torch.Tensor] = {}
+    for name, t in target.items():
+        parts = name.split(".")
+        if name in loaded or parts[0] not in ("stems", "heads") or parts[1] not in io:
+            continue
+        spec = io[parts[1]]
+        source = state.get(".".join([parts[0], src, *parts[2:]]))
+        if source is None or source.ndim != t.ndim:
+            continue
+        if source.shape == t.shape:
+            out[name] = source.clone()
+        elif parts[0] == "stems" and t.ndim == 4 and source.shape[1] == 1 and source.shape[0] == t.shape[0]:
+            w = torch.zeros_like(t)
+            n = spec.outputs
+            w[:, spec.out_offset:spec.out_offset + n] = source / n  # (W, 1, k, k) -> the denoised channels
+            out[name] = w
+        elif parts[0] == "heads" and source.shape[0] == 1 and source.shape[1:] == t.shape[1:]:
+            out[name] = source.expand_as(t).clone()  # (1, ...) -> (C_out, ...)
+    return out
 
 
 def read_weights_config(path: str | os.PathLike) -> Config:
