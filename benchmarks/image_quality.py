@@ -6,7 +6,7 @@ Float protocol (DESIGN.md): clean = 8-bit file / 255; noisy = clean + sigma/255 
 ``bm3d`` package (``bm3d.bm3d`` for gray, ``bm3d.bm3d_rgb`` for colour, profile ``np``) given the true sigma.
 
     python benchmarks/image_quality.py [--data ../shared/data] [--set set12|kodak-valid] [--sigma 25]
-                                       [--model gray] [--skip-bm3d] [--json out.json]
+                                       [--model gray] [--ensemble] [--skip-bm3d] [--json out.json]
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def main() -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="xmodal inference precision")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--skip-bm3d", action="store_true")
+    p.add_argument("--ensemble", action="store_true", help="also score the x8 flip/rotation self-ensemble")
     p.add_argument("--json", default=None, help="write per-image and mean results here")
     args = p.parse_args()
 
@@ -63,7 +64,7 @@ def main() -> None:
     den = xmodal.load(args.model or default_model, precision=args.precision)
     params = sum(p.numel() for p in den.model.parameters())
     sigma = args.sigma / 255.0
-    methods = ["noisy", "xmodal"] + ([] if args.skip_bm3d else ["bm3d"])
+    methods = ["noisy", "xmodal"] + (["xmodal x8"] if args.ensemble else []) + ([] if args.skip_bm3d else ["bm3d"])
     rows, times = [], {m: 0.0 for m in methods[1:]}
     for k, f in enumerate(files):
         clean, _ = read_image(f)
@@ -75,6 +76,10 @@ def main() -> None:
         t = time.perf_counter()
         outs["xmodal"] = den.denoise(noisy.astype(np.float32)).astype(np.float64)
         times["xmodal"] += time.perf_counter() - t
+        if args.ensemble:
+            t = time.perf_counter()
+            outs["xmodal x8"] = den.denoise(noisy.astype(np.float32), ensemble=True).astype(np.float64)
+            times["xmodal x8"] += time.perf_counter() - t
         if "bm3d" in methods:
             import bm3d
 

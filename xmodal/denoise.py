@@ -642,7 +642,7 @@ class ImageDenoiser:
         return s
 
     def denoise(self, image: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                sigma: float | np.ndarray | torch.Tensor | None = None,
+                sigma: float | np.ndarray | torch.Tensor | None = None, ensemble: bool = False,
                 progress: bool = False) -> np.ndarray | torch.Tensor:
         """Denoise an image of any size.
 
@@ -653,6 +653,8 @@ class ImageDenoiser:
             overlap: overlap of neighbouring tiles (blended, see :mod:`xmodal.tiling`).
             sigma: non-blind models only: noise standard deviation in image units, a float or a map of shape
                 ``(H, W)``, ``(1, H, W)`` or ``(B, 1, H, W)``.
+            ensemble: geometric self-ensemble: average the outputs for the 8 flips/rotations of the image (8 times
+                slower; typically a tenth or two of a dB of PSNR better).
             progress: show a progress bar over tiles.
 
         Returns:
@@ -679,12 +681,25 @@ class ImageDenoiser:
             return self.adapter.decode(_image_forward(self, feats), ctx)
 
         with torch.no_grad():
-            y = tiled_apply(run, inputs.to(self.device), tile, overlap, self.size_multiple, progress=progress)
+            inputs = inputs.to(self.device)
+            if not ensemble:
+                y = tiled_apply(run, inputs, tile, overlap, self.size_multiple, progress=progress)
+            else:
+                y = torch.zeros_like(inputs[:, :C])
+                for k in range(4):  # 4 rotations x (plain, flipped), each undone on the output
+                    for flip in (False, True):
+                        t = torch.rot90(inputs, k, dims=(-2, -1))
+                        t = t.flip(-1) if flip else t
+                        out = tiled_apply(run, t, tile, overlap, self.size_multiple, progress=progress)
+                        out = out.flip(-1) if flip else out
+                        y += torch.rot90(out, -k, dims=(-2, -1))
+                y /= 8
         return _to_user(y.reshape(x.shape), image)
 
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
                      tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                     sigma: float | np.ndarray | torch.Tensor | None = None, progress: bool = False) -> Path:
+                     sigma: float | np.ndarray | torch.Tensor | None = None, ensemble: bool = False,
+                     progress: bool = False) -> Path:
         """Denoise an image file into ``dst`` at the input's bit depth (uint8, uint16, float) and layout.
 
         The format follows ``dst``'s extension (``.png``, ``.jpg``, ``.tif``, ``.npy``); GeoTIFF tags are kept. An
@@ -695,7 +710,7 @@ class ImageDenoiser:
             src: the noisy image (PNG, JPEG, TIFF or ``.npy``; see :func:`xmodal.imageio.read_image`).
             dst: output path (its folder is created).
             overwrite: replace an existing ``dst``. ``dst`` is never allowed to be ``src``.
-            tile, overlap, sigma, progress: as in :meth:`denoise`.
+            tile, overlap, sigma, ensemble, progress: as in :meth:`denoise`.
 
         Returns:
             ``dst`` as a :class:`~pathlib.Path`.
@@ -719,7 +734,7 @@ class ImageDenoiser:
         keep = 1 if info.mode in ("LA", "RGBA") else 0  # alpha: copied, not denoised
         colour = image[: image.shape[0] - keep]  # (C - keep, H, W)
         try:
-            out = self.denoise(colour, tile=tile, overlap=overlap, sigma=sigma, progress=progress)
+            out = self.denoise(colour, tile=tile, overlap=overlap, sigma=sigma, ensemble=ensemble, progress=progress)
         except ValueError as e:
             raise ValueError(f"{src}: {e}") from None
         if keep:
@@ -1107,6 +1122,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="non-blind image models: noise standard deviation in [0, 1] image units (e.g. 0.098 = 25/255)")
     p.add_argument("--scaling", choices=["dtype", "band_minmax", "band_percentile"], default="band_minmax",
                    help="stacks: per-band scaling of the input (default band_minmax)")
+    p.add_argument("--ensemble", action="store_true",
+                   help="images: average the 8 flips/rotations (8 times slower, a little better)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
                    help="image/stack models: bf16 is about twice as fast on CPUs with AVX-512 BF16 / AMX (auto: bf16 "
@@ -1122,7 +1139,7 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace) -
                          chunk_seconds=args.chunk_seconds, progress=progress)
     elif isinstance(den, ImageDenoiser):
         den.denoise_file(job.src, dst, overwrite=args.overwrite, tile=args.tile, overlap=args.overlap,
-                         sigma=args.sigma, progress=progress)
+                         sigma=args.sigma, ensemble=args.ensemble, progress=progress)
     elif isinstance(den, StackDenoiser):
         den.denoise_file(job.src, dst, overwrite=args.overwrite, scaling=args.scaling, tile=args.tile,
                          overlap=args.overlap, progress=progress)
