@@ -418,6 +418,24 @@ def test_stack_denoise_file_equals_in_memory(stack_den: StackDenoiser, tmp_path:
         stack_den.denoise_file(tmp_path / "one.tif", tmp_path / "x.png")
 
 
+@pytest.mark.parametrize("trained", ["dtype", "band_percentile"])
+def test_stack_scaling_defaults_to_the_models_own(tmp_path: Path, trained: str) -> None:
+    """A model trained on `dtype` (or percentile) scaled bands gets its input scaled that way, not band_minmax."""
+    den = load(make_run(tmp_path / "run", ["modality=multispectral", f"image.scaling={trained}"]))
+    write_band_folder(tmp_path / "scene", 5)
+    den.denoise_file(tmp_path / "scene", tmp_path / "default.tif")
+    den.denoise_file(tmp_path / "scene", tmp_path / "trained.tif", scaling=trained)
+    den.denoise_file(tmp_path / "scene", tmp_path / "minmax.tif", scaling="band_minmax")
+    default = tifffile.imread(tmp_path / "default.tif")
+    np.testing.assert_array_equal(default, tifffile.imread(tmp_path / "trained.tif"))
+    assert not np.array_equal(default, tifffile.imread(tmp_path / "minmax.tif"))
+    # the command line follows the model too, unless --scaling is given
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "default.tif"), "-o", str(out), "--model", str(tmp_path / "run"), "--quiet"]) == 0
+    den.denoise_file(tmp_path / "default.tif", tmp_path / "again.tif", scaling=trained)
+    np.testing.assert_array_equal(tifffile.imread(out / "default.tif"), tifffile.imread(tmp_path / "again.tif"))
+
+
 def test_stack_folder_overwrite_rules(stack_den: StackDenoiser, tmp_path: Path) -> None:
     src = write_band_folder(tmp_path / "scene", 3)
     before = {f.name: f.read_bytes() for f in src.iterdir()}

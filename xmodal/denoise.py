@@ -823,7 +823,7 @@ class StackDenoiser:
         return _to_user(y.reshape(x.shape), stack)
 
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
-                     scaling: Literal["dtype", "band_minmax", "band_percentile"] = "band_minmax",
+                     scaling: Literal["dtype", "band_minmax", "band_percentile"] | None = None,
                      tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, bands_per_batch: int = 8,
                      progress: bool = False) -> Path:
         """Denoise a stack file or folder into ``dst``, keeping each band's dtype and the GeoTIFF tags.
@@ -838,7 +838,8 @@ class StackDenoiser:
                 a temp file, or a temp folder renamed when complete (with ``overwrite``, band files replace those of
                 an existing folder one by one; its other files are left alone).
             overwrite: replace an existing ``dst``. ``dst`` is never allowed to be ``src`` or one of its bands.
-            scaling: per-band scaling of the input (``band_minmax`` by default: each band spans [0, 1]).
+            scaling: per-band scaling of the input; ``None`` (default): the scaling the model was trained with
+                (``config.image.scaling``, usually ``band_minmax``: each band spans [0, 1]).
             tile, overlap, bands_per_batch, progress: as in :meth:`denoise`.
 
         Returns:
@@ -865,7 +866,7 @@ class StackDenoiser:
             raise ValueError(f"{dst}: a stack is written to a .tif/.tiff/.npy file or a folder (no extension), got "
                              f"{dst.suffix!r}")
         _check_image_dst(src, dst, overwrite, folder=folder)
-        stack, info = read_stack(src, scaling)  # (S, H, W)
+        stack, info = read_stack(src, self.config.image.scaling if scaling is None else scaling)  # (S, H, W)
         try:
             out = self.denoise(stack, tile=tile, overlap=overlap, bands_per_batch=bands_per_batch, progress=progress)
         except ValueError as e:
@@ -1120,8 +1121,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"images/stacks: overlap of neighbouring tiles in pixels (default {DEFAULT_OVERLAP})")
     p.add_argument("--sigma", type=float, default=None, metavar="S",
                    help="non-blind image models: noise standard deviation in [0, 1] image units (e.g. 0.098 = 25/255)")
-    p.add_argument("--scaling", choices=["dtype", "band_minmax", "band_percentile"], default="band_minmax",
-                   help="stacks: per-band scaling of the input (default band_minmax)")
+    p.add_argument("--scaling", choices=["dtype", "band_minmax", "band_percentile"], default=None,
+                   help="stacks: per-band scaling of the input (default: the one the model was trained with, "
+                        "image.scaling of its config; band_minmax for the bundled model)")
     p.add_argument("--ensemble", action="store_true",
                    help="images: average the 8 flips/rotations (8 times slower, a little better)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
