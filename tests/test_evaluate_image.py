@@ -22,7 +22,7 @@ import xmodal
 import xmodal.denoise
 from xmodal.evaluate import (detect_modality, evaluate_images, evaluate_stacks, main, match_image_files,
                              save_image_comparison, save_stack_comparison)
-from xmodal.imageio import ImageReadError
+from xmodal.imageio import ImageReadError, read_image, write_image
 from xmodal.metrics import SSIM_IMPLEMENTATION
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -230,7 +230,8 @@ def test_model_path_with_a_fake_image_denoiser(images: tuple[Path, dict], tmp_pa
     for f, given in zip(data["files"], fake.inputs):
         v = values[f["name"]]
         np.testing.assert_allclose(given, v["noisy"], atol=1e-6)  # the noisy image, read in [0, 1]
-        est = blur(v["noisy"].astype(np.float32)).astype(np.float64)
+        levels = {"uint8": 255, "uint16": 65535}[f["dtype"]]  # scored at the file's bit depth, as written
+        est = np.clip(np.rint(blur(v["noisy"].astype(np.float32)).astype(np.float64) * levels), 0, levels) / levels
         assert f["enhanced"]["psnr"] == pytest.approx(peak_signal_noise_ratio(v["clean"], est, data_range=1.0),
                                                       abs=1e-4)
         assert f["enhanced"]["ssim"] == pytest.approx(ref_ssim(v["clean"], est), abs=1e-4)
@@ -238,6 +239,25 @@ def test_model_path_with_a_fake_image_denoiser(images: tuple[Path, dict], tmp_pa
     # the object itself, without xmodal.load
     direct = evaluate_images(root / "clean", root / "noisy", denoiser=FakeDenoiser("image"))
     assert direct["enhanced"] == "model fake" and direct["files"] == data["files"]
+
+
+def test_model_output_is_scored_as_the_denoise_command_writes_it(images: tuple[Path, dict], tmp_path: Path) -> None:
+    """--model equals denoising into files (rounded to the bit depth, clipped) and scoring them with --enhanced."""
+    root, _ = images
+
+    class OutOfRange(FakeDenoiser):
+        def denoise(self, x: np.ndarray) -> np.ndarray:
+            return x * 1.5 - 0.2 + 0.4 / 255  # values below 0, above 1 and between 8-bit levels
+
+    fake = OutOfRange("image")
+    (tmp_path / "written").mkdir()
+    for noisy in sorted((root / "noisy").iterdir()):
+        image, info = read_image(noisy)
+        write_image(tmp_path / "written" / noisy.name, fake.denoise(image), info)
+    by_model = evaluate_images(root / "clean", root / "noisy", denoiser=fake)
+    by_files = evaluate_images(root / "clean", root / "noisy", tmp_path / "written")
+    for a, b in zip(by_model["files"], by_files["files"]):
+        assert a["enhanced"] == pytest.approx(b["enhanced"], abs=1e-9)
 
 
 def test_model_errors(images: tuple[Path, dict]) -> None:

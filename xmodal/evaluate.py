@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from xmodal._fs import atomic_write
-from xmodal.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, read_stack
+from xmodal.imageio import _INT_MAX, IMAGE_EXTENSIONS, ImageReadError, read_image, read_stack
 from xmodal.io import AUDIO_EXTENSIONS, AudioReadError, list_audio_files, read_audio, resample
 from xmodal.metrics import (IMAGE_METRICS, SPEECH_METRICS, SSIM_IMPLEMENTATION, STACK_METRICS, MetricAccumulator,
                             image_metrics, psnr_score, speech_metrics)
@@ -395,6 +395,15 @@ def _denoised(denoiser: ArrayDenoiser, x: np.ndarray, what: str) -> np.ndarray:
     return out.astype(np.float32, copy=False)
 
 
+def _at_bit_depth(x: np.ndarray, dtype: str) -> np.ndarray:
+    """``x`` in [0, 1] as :func:`~xmodal.imageio.write_image` then :func:`~xmodal.imageio.read_image` give it back
+    at an integer ``dtype`` (rounded to its levels, clipped to [0, 1]); float dtypes unchanged."""
+    levels = _INT_MAX.get(dtype)
+    if levels is None:
+        return x
+    return np.clip(np.rint(x.astype(np.float64) * levels), 0, levels).astype(np.float32) / np.float32(levels)
+
+
 def _mean_or_none(value: float) -> float | None:
     """NaN (every item failed) -> ``None``; a finite value or ``inf`` (identical images) is kept."""
     return None if math.isnan(value) else value
@@ -422,7 +431,9 @@ def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
         enhanced_dir: enhanced images with the same stems; or ``None`` with ``denoiser``.
         denoiser: an object with ``denoise(image (C, H, W) float in [0, 1]) -> (C, H, W)`` and
             ``config.modality == "image"`` (an ``ImageDenoiser``), or a run directory / weights file / bundled
-            name for :func:`xmodal.load`. Only without ``enhanced_dir``.
+            name for :func:`xmodal.load`. Only without ``enhanced_dir``. Its output is scored as ``python -m
+            xmodal.denoise`` writes it: rounded to the noisy file's bit depth and clipped to [0, 1] for 8/16-bit
+            files (float files: as returned).
         device: where a loaded model runs.
         metrics: names from :data:`xmodal.metrics.IMAGE_METRICS`.
         data_range: peak-to-peak range of the images for PSNR and SSIM (1 for integer files).
@@ -463,7 +474,7 @@ def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
         name = pair["clean"].stem
         try:
             clean, info = read_image(pair["clean"])  # (C, H, W)
-            noisy, _ = read_image(pair["noisy"])  # (C, H, W)
+            noisy, noisy_info = read_image(pair["noisy"])  # (C, H, W)
             enhanced = read_image(pair["enhanced"])[0] if model is None else None
         except ImageReadError as e:
             errors.append({"file": name, "reason": str(e)})
@@ -475,7 +486,7 @@ def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
             errors.append({"file": name, "reason": "; ".join(mismatch) + "; images must have the same (C, H, W)"})
             continue
         if model is not None:
-            enhanced = _denoised(model, noisy, f"{pair['noisy']}")  # (C, H, W)
+            enhanced = _at_bit_depth(_denoised(model, noisy, f"{pair['noisy']}"), noisy_info.dtype)  # (C, H, W)
         if float(clean.min()) < 0 or float(clean.max()) > data_range:
             warnings.append(f"{pair['clean']}: values span [{float(clean.min()):.4g}, {float(clean.max()):.4g}], "
                             f"outside the data range [0, {data_range:g}] used by PSNR and SSIM")
