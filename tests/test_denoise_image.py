@@ -466,6 +466,17 @@ def test_stack_nodata_pixels_are_kept(stack_den: StackDenoiser, tmp_path: Path) 
     assert (out[:, :5, :5] == 0).all() and out.shape == data.shape
 
 
+def test_float_stack_nodata_pixels_are_kept_exactly(stack_den: StackDenoiser, tmp_path: Path) -> None:
+    """A float band's nodata comes back as the exact sentinel, not -9999.001 (which GDAL reads as data)."""
+    data = np.random.default_rng(0).uniform(100, 400, (5, 32, 32)).astype(np.float32)
+    data[:, :, :8] = -9999.0
+    tifffile.imwrite(tmp_path / "geo.tif", data, photometric="minisblack", planarconfig="separate",
+                     extratags=[(42113, 2, 0, "-9999", True)])
+    stack_den.denoise_file(tmp_path / "geo.tif", tmp_path / "out.tif")
+    out = tifffile.imread(tmp_path / "out.tif")
+    assert (out[:, :, :8] == -9999.0).all() and (out[:, :, 8:] != -9999.0).all()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Command line: modality selection, bad inputs, overwrite
 

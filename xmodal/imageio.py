@@ -584,7 +584,8 @@ def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: S
     """Undo the scaling of :func:`read_stack` and write the bands in their original dtypes, atomically.
 
     ``value = stack * scale + offset`` per band, rounded and clipped for integer bands (so an unchanged stack
-    writes back the original integers). The destination decides the layout:
+    writes back the original integers); in float bands, pixels holding the band's scaled GDAL ``nodata`` value (as
+    :func:`read_stack` gives it) get exactly ``nodata``. The destination decides the layout:
 
     - ``*.tif``/``*.tiff``: one multi-band TIFF (one page, one plane per band; a 2-D TIFF for one band) with
       ``info``'s GeoTIFF tags;
@@ -610,6 +611,9 @@ def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: S
         raise ValueError(f"`stack` has {S} bands but `info` describes {len(info.offset)}")
     bands = [_quantise(stack[i].astype(np.float64) * info.scale[i] + info.offset[i], np.dtype(info.dtype[i]))
              for i in range(S)]
+    for i, nodata in enumerate(info.nodata):  # float bands: nodata exactly (integers are exact once rounded)
+        if nodata is not None and len(info.nodata) == S and bands[i].dtype.kind == "f":
+            bands[i][stack[i] == np.float32((nodata - info.offset[i]) / info.scale[i])] = nodata
     suffix = path.suffix.lower()
     if suffix in TIFF_EXTENSIONS or suffix == ".npy":
         if len(set(info.dtype)) != 1:
