@@ -477,6 +477,22 @@ def test_float_stack_nodata_pixels_are_kept_exactly(stack_den: StackDenoiser, tm
     assert (out[:, :, :8] == -9999.0).all() and (out[:, :, 8:] != -9999.0).all()
 
 
+def test_stack_nodata_value_does_not_leak_into_valid_pixels(stack_den: StackDenoiser, tmp_path: Path) -> None:
+    """The sentinel (-9999 or 0) is never given to the network: valid pixels beside nodata ones denoise the same."""
+    data = np.random.default_rng(0).uniform(100, 400, (5, 24, 24)).astype(np.float32)
+    outs = []
+    for nodata in ("-9999", "0"):
+        x = data.copy()
+        x[:, :, :6] = float(nodata)
+        tifffile.imwrite(tmp_path / f"in{nodata}.tif", x, photometric="minisblack", planarconfig="separate",
+                         extratags=[(42113, 2, 0, nodata, True)])
+        stack_den.denoise_file(tmp_path / f"in{nodata}.tif", tmp_path / f"out{nodata}.tif")
+        out = tifffile.imread(tmp_path / f"out{nodata}.tif")
+        assert (out[:, :, :6] == float(nodata)).all()
+        outs.append(out[:, :, 6:])
+    np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-3)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Command line: modality selection, bad inputs, overwrite
 

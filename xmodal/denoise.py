@@ -829,7 +829,8 @@ class StackDenoiser:
         """Denoise a stack file or folder into ``dst``, keeping each band's dtype and the GeoTIFF tags.
 
         Bands are read with per-band ``scaling`` (see :func:`xmodal.imageio.read_stack`), denoised and written back
-        in file units (:func:`xmodal.imageio.write_stack`); GDAL ``nodata`` pixels are kept as they are.
+        in file units (:func:`xmodal.imageio.write_stack`); GDAL ``nodata`` pixels are kept as they are, and the
+        network sees the band's mean there (never the sentinel value, which would bleed into valid pixels).
 
         Args:
             src: a multi-band TIFF or ``.npy`` file, or a folder of single-band TIFFs (one band each, natural order).
@@ -867,14 +868,21 @@ class StackDenoiser:
                              f"{dst.suffix!r}")
         _check_image_dst(src, dst, overwrite, folder=folder)
         stack, info = read_stack(src, self.config.image.scaling if scaling is None else scaling)  # (S, H, W)
-        try:
-            out = self.denoise(stack, tile=tile, overlap=overlap, bands_per_batch=bands_per_batch, progress=progress)
-        except ValueError as e:
-            raise ValueError(f"{src}: {e}") from None
-        for b, nodata in enumerate(info.nodata):  # nodata pixels stay nodata
+        masks = {}  # band -> (H, W) nodata pixels
+        for b, nodata in enumerate(info.nodata):
             if nodata is not None:
                 mask = stack[b] == np.float32((nodata - info.offset[b]) / info.scale[b])  # (H, W)
-                out[b][mask] = stack[b][mask]
+                if mask.any():
+                    masks[b] = mask
+        x = stack.copy() if masks else stack
+        for b, mask in masks.items():  # the network sees the band's mean there, not the sentinel (e.g. -9999)
+            x[b][mask] = stack[b][~mask].mean() if not mask.all() else 0.0
+        try:
+            out = self.denoise(x, tile=tile, overlap=overlap, bands_per_batch=bands_per_batch, progress=progress)
+        except ValueError as e:
+            raise ValueError(f"{src}: {e}") from None
+        for b, mask in masks.items():  # nodata pixels stay nodata
+            out[b][mask] = stack[b][mask]
         if not folder:
             write_stack(dst, out, info)  # atomic
             return dst
