@@ -30,8 +30,8 @@ _CHILD = """
 import resource, sys, time
 import numpy as np, torch
 import xmodal
-model, size, tile, run = sys.argv[1:]
-den = xmodal.load(model)
+model, size, tile, run, precision = sys.argv[1:]
+den = xmodal.load(model, precision=precision)
 t = time.perf_counter()
 if run == "1":
     rng = np.random.default_rng(0)
@@ -46,9 +46,9 @@ print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrs
 """
 
 
-def run_child(model: str, size: int, tile: int, run: bool) -> tuple[float, float]:
+def run_child(model: str, size: int, tile: int, run: bool, precision: str) -> tuple[float, float]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    out = subprocess.run([sys.executable, "-c", _CHILD, model, str(size), str(tile), "1" if run else "0"],
+    out = subprocess.run([sys.executable, "-c", _CHILD, model, str(size), str(tile), "1" if run else "0", precision],
                          check=True, capture_output=True, text=True, env=env)
     seconds, rss_kib = out.stdout.split()[-2:]
     return float(seconds), int(rss_kib) / 1024
@@ -62,6 +62,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--big", type=int, default=8192, help="side of the memory-test image (0 skips it)")
     p.add_argument("--tile", type=int, default=512)
+    p.add_argument("--big-precision", choices=["fp32", "bf16"], default="bf16", help="precision of the big image")
     p.add_argument("--skip-bm3d", action="store_true")
     args = p.parse_args()
 
@@ -99,10 +100,11 @@ def main() -> None:
         bm3d.bm3d(noisy[0].astype(np.float64), sigma_psd=25 / 255)
         print(f"bm3d (sigma given): {time.perf_counter() - t:.3f} s")
     if args.big:
-        _, base = run_child(args.model, args.big, args.tile, False)
-        seconds, peak = run_child(args.model, args.big, args.tile, True)
+        _, base = run_child(args.model, args.big, args.tile, False, args.big_precision)
+        seconds, peak = run_child(args.model, args.big, args.tile, True, args.big_precision)
         image_mib = args.big * args.big * 4 / 2 ** 20
-        print(f"{args.big} x {args.big} gray image, tile {args.tile}: {seconds:.1f} s, peak RSS {peak:.0f} MiB "
+        print(f"{args.big} x {args.big} gray image, tile {args.tile}, {args.big_precision}: {seconds:.1f} s, "
+              f"peak RSS {peak:.0f} MiB "
               f"(model loaded: {base:.0f} MiB; input and output arrays: {2 * image_mib:.0f} MiB)")
 
 
