@@ -360,6 +360,9 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         log.close()
         result.step = step
         result.model = model
+        # Leave together: a gloo rank that tears its process group down while another still saves or validates
+        # can abort in the C++ destructor ("terminate called without an active exception").
+        barrier(info)
         return result
     finally:
         cleanup_distributed(info)
