@@ -6,7 +6,10 @@ noise. Times are the best of ``--repeats`` after a warm-up, with torch's default
 ``--threads``. Memory: a child process denoises a synthetic 8192 x 8192 gray image (256 MiB as float32) with
 ``ImageDenoiser.denoise(..., tile=--tile)`` and reports its peak RSS next to a child that only loads the model.
 
-Both inference precisions are timed (fp32, and bf16 autocast, see ``ImageDenoiser``) and their outputs compared.
+Both inference precisions are timed (fp32, and bf16 autocast, see ``ImageDenoiser``) and their outputs compared,
+first with the process's default allocator settings (as ``xmodal.load`` in a program that changes nothing), then after
+``xmodal.keep_freed_memory()``, as the ``xmodal.denoise`` command line runs. The big image's child process runs as the
+command line does (``keep_freed_memory()`` on), the setting that keeps the most memory.
 
     python benchmarks/image_speed.py [--model gray] [--repeats 3] [--big 8192] [--tile 512] [--skip-bm3d]
 """
@@ -31,6 +34,7 @@ import resource, sys, time
 import numpy as np, torch
 import xmodal
 model, size, tile, run, precision = sys.argv[1:]
+xmodal.keep_freed_memory()
 den = xmodal.load(model, precision=precision)
 t = time.perf_counter()
 if run == "1":
@@ -82,15 +86,18 @@ def main() -> None:
     print(f"{src.name if src.is_file() else 'synthetic'} {noisy.shape[2]} x {noisy.shape[1]}, "
           f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores")
     outputs = {}
-    for precision in ("fp32", "bf16"):
-        den = xmodal.load(args.model, precision=precision)
-        outputs[precision] = den.denoise(noisy)  # warm-up
-        times = []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            den.denoise(noisy)
-            times.append(time.perf_counter() - t)
-        print(f"xmodal {args.model} ({precision}): {min(times):.3f} s (best of {args.repeats})")
+    for allocator in ("default allocator", "keep_freed_memory"):
+        if allocator == "keep_freed_memory":
+            print(f"xmodal.keep_freed_memory(): {'applied' if xmodal.keep_freed_memory() else 'not glibc, no-op'}")
+        for precision in ("fp32", "bf16"):
+            den = xmodal.load(args.model, precision=precision)
+            outputs[precision] = den.denoise(noisy)  # warm-up
+            times = []
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                den.denoise(noisy)
+                times.append(time.perf_counter() - t)
+            print(f"xmodal {args.model} ({precision}, {allocator}): {min(times):.3f} s (best of {args.repeats})")
     diff = np.abs(outputs["fp32"] - outputs["bf16"])
     print(f"bf16 vs fp32 output: max |diff| {diff.max() * 255:.3f} / 255, mean {diff.mean() * 255:.4f} / 255")
     if not args.skip_bm3d:

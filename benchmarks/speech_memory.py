@@ -2,7 +2,9 @@
 
 Writes ``--minutes`` of synthetic speech + noise (16-bit WAV, written block by block) to a temp folder, denoises it in
 a child process and reports the child's peak RSS (``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``) next to the peak
-RSS of a child that only imports xmodal and loads the model (the fixed cost), and checks the output's length.
+RSS of a child that only imports xmodal and loads the model (the fixed cost), and checks the output's length. The
+children run as the ``xmodal.denoise`` command line does, with ``xmodal.keep_freed_memory()`` on (freed memory stays
+with the process: the setting that keeps the most).
 
     python benchmarks/speech_memory.py [--model RUN_DIR_OR_NAME] [--minutes 60] [--chunk-seconds 20] [--limit-gb 2]
 """
@@ -28,6 +30,8 @@ _CHILD = """
 import resource, sys, time
 import torch
 from xmodal.denoise import load
+from xmodal.runtime import keep_freed_memory
+keep_freed_memory()
 model, src, dst, chunk, threads, run = sys.argv[1:]
 if int(threads):
     torch.set_num_threads(int(threads))

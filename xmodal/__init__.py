@@ -27,6 +27,7 @@ _LAZY = {
     "Denoiser": "xmodal.denoise",
     "ImageDenoiser": "xmodal.denoise",
     "StackDenoiser": "xmodal.denoise",
+    "keep_freed_memory": "xmodal.runtime",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
