@@ -587,7 +587,8 @@ class ImageDenoiser:
         device: where the network runs (``cpu`` or ``cuda``).
         name: what to call the model in messages.
         precision: ``fp32`` (default), ``bf16`` (autocast; about twice as fast on CPUs with AVX-512 BF16 / AMX, and
-            on GPUs; outputs differ from fp32 by far less than one 8-bit level) or ``auto`` (bf16 where native).
+            on GPUs; outputs differ from fp32 by about 0.2/255 on average, 1.5/255 at most) or ``auto`` (bf16 where
+            native).
 
     Raises:
         ValueError: not an image model, no stem/head for it, or the device is not available.
@@ -757,7 +758,8 @@ class StackDenoiser:
         device: where the network runs (``cpu`` or ``cuda``).
         name: what to call the model in messages.
         precision: ``fp32`` (default), ``bf16`` (autocast; about twice as fast on CPUs with AVX-512 BF16 / AMX, and
-            on GPUs; outputs differ from fp32 by far less than one 8-bit level) or ``auto`` (bf16 where native).
+            on GPUs; outputs differ from fp32 by about 0.2/255 on average, 1.5/255 at most) or ``auto`` (bf16 where
+            native).
 
     Raises:
         ValueError: not a multispectral model, no stem/head for it, or the device is not available.
