@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,3 +229,29 @@ def test_unwrap_removes_wrappers():
             self.module = m
 
     assert ckpt.unwrap(Wrapper(Wrapper(inner))) is inner
+
+
+@pytest.mark.parametrize("every_step", [True, False], ids=["read-each-step", "deferred-as-on-cuda"])
+def test_non_finite_loss_stops_naming_its_step_and_saves_no_nan(tiny_config, monkeypatch, every_step):
+    """A NaN loss at step 3 stops the run with the step named, whether losses are read every step (CPU) or in one
+    go at log/save steps (CUDA); the checkpoint on disk stays the finite one of step 2."""
+    import xmodal.train as xtrain
+
+    real_make_loss = xtrain.make_loss
+
+    def make_loss(modality, config):
+        fn, calls = real_make_loss(modality, config), []
+
+        def loss(*args):
+            value, terms = fn(*args)
+            calls.append(1)
+            return (value * float("nan") if len(calls) == 3 else value), terms
+        return loss
+
+    monkeypatch.setattr(xtrain, "make_loss", make_loss)
+    monkeypatch.setattr(xtrain, "_READ_LOSS_EVERY_STEP_ON_CPU", every_step)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss nan at step 3; lower optim.lr"):
+        train(tiny_config)  # max_steps 4, save_every 2, log_every 2
+    run = tiny_config.train.run_dir
+    assert torch.load(os.path.join(run, "train_state.pt"), weights_only=False)["step"] == 2
+    assert all(torch.isfinite(w).all() for w in weights(Path(run)).values())

@@ -52,6 +52,10 @@ class TrainResult:
     model: nn.Module | None = field(default=None, repr=False)
 
 
+# On the CPU each step's loss is read (and checked) at once; tests turn this off to run the deferred path CUDA takes.
+_READ_LOSS_EVERY_STEP_ON_CPU = True
+
+
 def cosine_with_warmup(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
     """Learning-rate factor: linear from 1/warmup to 1 over ``warmup_steps``, then cosine down to ``min_ratio``."""
     if step < warmup_steps:
@@ -188,6 +192,8 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
 
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
         autocast_for(info.device, tc.precision)  # validates the precision for this device early
+        if info.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # training crops have one shape: let cuDNN pick its fastest convs
         run_dir = Path(tc.run_dir)
         modality = config.modality
 
@@ -299,6 +305,25 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         result = TrainResult(run_dir, step, resumed_from)
         model.train()
         t_last, n_last = time.perf_counter(), 0
+        # Losses of the steps since the last look, kept on the device: reading one back (`.item()`) makes the host
+        # wait for the GPU, so on CUDA they are read in one go at log, validation and save steps (a non-finite loss
+        # still stops the run, naming its step, before any checkpoint is written). On the CPU reading is free.
+        pending: list[torch.Tensor] = []
+        sync_every_step = info.device.type != "cuda" and _READ_LOSS_EVERY_STEP_ON_CPU
+
+        def check_losses() -> None:
+            if not pending:
+                return
+            values = torch.stack(pending).tolist()
+            first_step = step - len(values) + 1
+            pending.clear()
+            for k, value in enumerate(values):
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"non-finite loss {value} at step {first_step + k}; lower optim.lr or "
+                                             "use train.precision=fp32")
+            result.losses.extend(values)
+            if bar is not None:
+                bar.set_postfix(loss=f"{values[-1]:.4f}")
         try:
             for noisy, clean in loader:
                 noisy = noisy.to(info.device, non_blocking=True)  # speech (b, 1, T); images (b, C, P, P)
@@ -310,9 +335,6 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                 est = est.float()
                 est_wave = adapter.decode(est, ctx)  # natural domain, shaped like `clean`
                 loss, terms = loss_fn(adapter.normalize(est_wave, ctx), adapter.normalize(clean, ctx), est, target)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}; lower optim.lr or use "
-                                             "train.precision=fp32")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
@@ -323,11 +345,16 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                 scheduler.step()
                 step += 1
                 n_last += tc.batch_size
-                result.losses.append(loss.item())
+                pending.append(loss.detach())
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss.item():.4f}")
-                if step % tc.log_every == 0 or step == end_step:
+                logging = step % tc.log_every == 0 or step == end_step
+                evaluating = bool(corpus.valid and ((tc.eval_every and step % tc.eval_every == 0)
+                                                    or step == tc.max_steps))
+                saving = (tc.save_every and step % tc.save_every == 0) or step == end_step
+                if sync_every_step or logging or evaluating or saving:
+                    check_losses()
+                if logging:
                     dt = time.perf_counter() - t_last
                     rate = n_last / dt if dt > 0 else float("nan")
                     values = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()},
@@ -338,14 +365,13 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                              + " ".join(f"{k} {v.item():.4f}" for k, v in terms.items())
                              + f" lr {values['lr']:.2e} grad {float(grad_norm):.2f} {rate:.1f} samples/s")
                     t_last, n_last = time.perf_counter(), 0
-                evaluated = False
-                if corpus.valid and ((tc.eval_every and step % tc.eval_every == 0) or step == tc.max_steps):
+                if evaluating:
                     result.validation, result.failures, improved = validate()
-                    evaluated = True
                     save(path_best=improved)
-                if not evaluated and ((tc.save_every and step % tc.save_every == 0) or step == end_step):
+                elif saving:
                     save()
         except KeyboardInterrupt:
+            check_losses()
             save()
             log.line(f"interrupted at step {step}; checkpoint saved, run the same command to resume")
             raise
