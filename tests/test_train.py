@@ -252,6 +252,6 @@ def test_non_finite_loss_stops_naming_its_step_and_saves_no_nan(tiny_config, mon
     monkeypatch.setattr(xtrain, "_READ_LOSS_EVERY_STEP_ON_CPU", every_step)
     with pytest.raises(FloatingPointError, match=r"non-finite loss nan at step 3; lower optim.lr"):
         train(tiny_config)  # max_steps 4, save_every 2, log_every 2
-    run = tiny_config.train.run_dir
-    assert torch.load(os.path.join(run, "train_state.pt"), weights_only=False)["step"] == 2
-    assert all(torch.isfinite(w).all() for w in weights(Path(run)).values())
+    run = Path(tiny_config.train.run_dir)
+    assert ckpt.load_train_state(run / ckpt.STATE)["step"] == 2
+    assert all(torch.isfinite(w).all() for w in weights(run).values())

@@ -184,6 +184,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
     if tc.max_steps < 0:
         raise ValueError(f"train.max_steps must be >= 0, got {tc.max_steps}")
     info = init_distributed(tc.device)
+    cudnn_benchmark = torch.backends.cudnn.benchmark  # a process-wide switch: given back as found
     try:
         if tc.threads > 0:
             torch.set_num_threads(tc.threads)
@@ -391,6 +392,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         barrier(info)
         return result
     finally:
+        torch.backends.cudnn.benchmark = cudnn_benchmark
         cleanup_distributed(info)
 
 
