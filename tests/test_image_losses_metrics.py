@@ -11,7 +11,7 @@ from pytorch_msssim import ms_ssim, ssim
 
 from tests.conftest import REPO
 from xmodal.config import ConfigError, ImageLossConfig, load_config
-from xmodal.losses import ImageLoss, PerceptualLoss, charbonnier_loss, ms_ssim_loss, ssim_loss
+from xmodal.losses import ImageLoss, PerceptualLoss, charbonnier_loss, ms_ssim_loss, mse_loss, ssim_loss
 from xmodal.metrics import (IMAGE_METRICS, STACK_METRICS, MetricAccumulator, image_metrics, psnr_score, sam_score,
                             ssim_score)
 
@@ -39,6 +39,16 @@ def test_charbonnier():
     with pytest.raises(ValueError, match=r"charbonnier_loss: `est` and `ref` must have the same shape, got "
                                          r"\(1, 1, 4, 4\) and \(1, 1, 4, 5\)"):
         charbonnier_loss(a, torch.zeros(1, 1, 4, 5))
+
+
+def test_mse_loss_is_the_distance_psnr_scores():
+    est, ref = pair((2, 3, 8, 9), seed=4)
+    torch.testing.assert_close(mse_loss(est, ref), torch.nn.functional.mse_loss(est, ref))
+    a = torch.zeros(1, 1, 4, 4)
+    assert float(mse_loss(a + 0.1, a)) == pytest.approx(0.01, rel=1e-6)  # PSNR 20 dB for a peak of 1
+    with pytest.raises(ValueError, match=r"mse_loss: `est` and `ref` must have the same shape, got "
+                                         r"\(1, 1, 4, 4\) and \(1, 1, 4, 5\)"):
+        mse_loss(a, torch.zeros(1, 1, 4, 5))
 
 
 def test_ssim_loss_against_pytorch_msssim():
@@ -69,6 +79,11 @@ def test_image_loss_terms_and_weights():
     torch.testing.assert_close(terms["l1"], (est - ref).abs().mean())
     torch.testing.assert_close(terms["ssim"], ssim_loss(est, ref))
     torch.testing.assert_close(total, terms["l1"] + 0.5 * terms["ssim"])
+    l1_mse = ImageLoss(ImageLossConfig(l1=0.5, mse=2.0))
+    total, terms = l1_mse(est, ref)
+    assert set(terms) == {"l1", "mse"}
+    torch.testing.assert_close(terms["mse"], ((est - ref) ** 2).mean())
+    torch.testing.assert_close(total, 0.5 * terms["l1"] + 2.0 * terms["mse"])
     only_ssim = ImageLoss(ImageLossConfig(l1=0.0, ssim=1.0))
     total, terms = only_ssim(est, ref, None, None)
     assert set(terms) == {"ssim"}
@@ -79,11 +94,13 @@ def test_image_loss_terms_and_weights():
 
 
 def test_image_loss_errors():
-    with pytest.raises(ValueError, match=r"image_loss: every weight is 0; set at least one of l1, ssim, ms_ssim, "
+    with pytest.raises(ValueError, match=r"image_loss: every weight is 0; set at least one of l1, mse, ssim, ms_ssim, "
                                          r"perceptual"):
         ImageLoss(ImageLossConfig(l1=0.0))
     with pytest.raises(ValueError, match=r"image_loss.ssim must be >= 0, got -0.5"):
         ImageLoss(ImageLossConfig(ssim=-0.5))
+    with pytest.raises(ValueError, match=r"image_loss.mse must be >= 0, got -1.0"):
+        ImageLoss(ImageLossConfig(mse=-1.0))
     with pytest.raises(ValueError, match=r"image_loss.charbonnier_eps must be >= 0, got -0.1"):
         ImageLoss(ImageLossConfig(charbonnier_eps=-0.1))
     with pytest.raises(ValueError, match=r"image_loss.perceptual > 0 needs image_loss.perceptual_weights: a "

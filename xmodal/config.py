@@ -214,6 +214,7 @@ class ImageLossConfig:
     Attributes:
         l1: L1 (``charbonnier_eps`` = 0) or Charbonnier ``sqrt(d^2 + eps^2)`` distance.
         charbonnier_eps: Charbonnier epsilon (0 = plain L1).
+        mse: mean squared error, the distance PSNR scores (for a PSNR-driven last stage after L1 training).
         ssim: ``1 - SSIM`` (pytorch-msssim, 11x11 Gaussian window, sigma 1.5).
         ms_ssim: ``1 - MS-SSIM`` (pytorch-msssim; needs patches larger than 160 pixels).
         perceptual: VGG-16 feature L1; needs ``perceptual_weights``.
@@ -224,6 +225,7 @@ class ImageLossConfig:
 
     l1: float = 1.0
     charbonnier_eps: float = 0.0
+    mse: float = 0.0
     ssim: float = 0.0
     ms_ssim: float = 0.0
     perceptual: float = 0.0

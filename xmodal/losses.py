@@ -20,6 +20,7 @@ __all__ = [
     "complex_loss",
     "compressed_magnitude_loss",
     "ms_ssim_loss",
+    "mse_loss",
     "multi_resolution_stft_loss",
     "si_sdr",
     "si_sdr_loss",
@@ -163,6 +164,13 @@ def charbonnier_loss(est: torch.Tensor, ref: torch.Tensor, eps: float = 0.0) -> 
     return d.abs().mean() if eps == 0 else torch.sqrt(d * d + eps * eps).mean()
 
 
+def mse_loss(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Mean ``(est - ref)^2``: the distance PSNR scores (``PSNR = -10 log10(MSE)`` for a peak of 1)."""
+    _check_pair(est, ref, "mse_loss")
+    d = est - ref
+    return (d * d).mean()
+
+
 def _as_images(x: torch.Tensor) -> torch.Tensor:
     """``(C, H, W)`` or ``(B, C, H, W)`` or ``(B, S, H, W)`` -> 4-D, channels scored separately."""
     return x if x.ndim == 4 else x.reshape((-1,) + tuple(x.shape[-3:]))
@@ -268,7 +276,7 @@ class ImageLoss(nn.Module):
 
     def __init__(self, config) -> None:
         super().__init__()
-        weights = {"l1": config.l1, "ssim": config.ssim, "ms_ssim": config.ms_ssim, "perceptual": config.perceptual}
+        weights = {"l1": config.l1, "mse": config.mse, "ssim": config.ssim, "ms_ssim": config.ms_ssim, "perceptual": config.perceptual}
         for name, w in weights.items():
             if w < 0:
                 raise ValueError(f"image_loss.{name} must be >= 0, got {w}")
@@ -290,6 +298,7 @@ class ImageLoss(nn.Module):
             est, ref = est.float(), ref.float()
             fns = {
                 "l1": lambda: charbonnier_loss(est, ref, self.eps),
+                "mse": lambda: mse_loss(est, ref),
                 "ssim": lambda: ssim_loss(est, ref),
                 "ms_ssim": lambda: ms_ssim_loss(est, ref),
                 "perceptual": lambda: self.perceptual(est, ref),
