@@ -276,7 +276,8 @@ class ImageLoss(nn.Module):
 
     def __init__(self, config) -> None:
         super().__init__()
-        weights = {"l1": config.l1, "mse": config.mse, "ssim": config.ssim, "ms_ssim": config.ms_ssim, "perceptual": config.perceptual}
+        weights = {"l1": config.l1, "mse": config.mse, "ssim": config.ssim, "ms_ssim": config.ms_ssim,
+                   "perceptual": config.perceptual}
         for name, w in weights.items():
             if w < 0:
                 raise ValueError(f"image_loss.{name} must be >= 0, got {w}")
