@@ -44,6 +44,8 @@ def test_wrong_type_messages(tmp_path):
         load_config(write(tmp_path, "data:\n  snr_range: [1, 2, 3]\n"))
     with pytest.raises(ConfigError, match=r"`model\.widths` must be a list of int, got list"):
         load_config(write(tmp_path, "model:\n  widths: [8, x]\n"))
+    with pytest.raises(ConfigError, match=r"`model\.blocks` must be int or a list of int, got str 'two'"):
+        load_config(write(tmp_path, "model:\n  blocks: two\n"))
 
 
 def test_non_mapping_section_and_recipe(tmp_path):

@@ -24,6 +24,35 @@ def test_trunk_shapes_and_size_multiple():
     assert SimpleCNN(6, 2)(torch.randn(1, 6, 5, 7)).shape == (1, 6, 5, 7)
 
 
+def test_per_level_block_counts():
+    """``blocks`` as one count per level: that many residual blocks on each side, the bottom level's once."""
+    trunk = UNet((4, 8, 16), blocks=(1, 3, 2))
+    assert trunk.blocks == (1, 3, 2)
+    assert [len(e) for e in trunk.enc] == [1, 3] and [len(d) for d in trunk.dec] == [1, 3] and len(trunk.mid) == 2
+    assert trunk(torch.randn(2, 4, 12, 20)).shape == (2, 4, 12, 20)
+    per_block = {w: sum(p.numel() for p in UNet((w,)).mid.parameters()) for w in (4, 8, 16)}
+    links = sum(p.numel() for p in [*trunk.down.parameters(), *trunk.up.parameters()])
+    assert sum(p.numel() for p in trunk.parameters()) == \
+        2 * per_block[4] + 6 * per_block[8] + 2 * per_block[16] + links
+    # one int is the same count at every level: same modules, same parameter count
+    same, uniform = UNet((4, 8, 16), blocks=(2, 2, 2)), UNet((4, 8, 16), blocks=2)
+    assert uniform.blocks == (2, 2, 2)
+    assert [n for n, _ in same.named_parameters()] == [n for n, _ in uniform.named_parameters()]
+
+
+def test_per_level_blocks_from_a_recipe(tmp_path):
+    from xmodal.config import config_from_dict, dump_config, load_config
+
+    config = config_from_dict({"model": {"widths": [4, 8, 16], "blocks": [1, 2, 1]}})
+    assert config.model.blocks == (1, 2, 1)
+    assert config_from_dict({"model": {"blocks": 2}}).model.blocks == 2
+    dump_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml").model.blocks == (1, 2, 1)
+    model = build_model(config.model, SPEECH)
+    assert model.trunk.blocks == (1, 2, 1)
+    assert model(torch.randn(1, 2, 9, 11), "speech").shape == (1, 2, 9, 11)
+
+
 def test_trunk_is_modality_free():
     import inspect
 
@@ -75,6 +104,11 @@ def test_errors():
         UNet(())
     with pytest.raises(ValueError, match=r"model.blocks must be at least 1, got 0"):
         UNet((4,), blocks=0)
+    with pytest.raises(ValueError, match=r"model.blocks must be at least 1, got \[1, 0, 2\]"):
+        UNet((4, 8, 16), blocks=(1, 0, 2))
+    with pytest.raises(ValueError, match=r"model.blocks must be one int or one int per level \(3 for widths "
+                                         r"\[4, 8, 16\]\), got \[1, 2\]"):
+        UNet((4, 8, 16), blocks=(1, 2))
     with pytest.raises(ValueError, match=r"model.cnn_depth must be at least 1, got 0"):
         SimpleCNN(4, 0)
     with pytest.raises(ValueError, match=r"model.norm must be 'layer' or 'none', got 'batch'"):

@@ -79,7 +79,8 @@ class ModelConfig:
     Attributes:
         arch: ``unet`` (the shared U-Net trunk) or ``cnn`` (the seed guide's plain CNN baseline).
         widths: channel width of each U-Net level; ``len(widths) - 1`` 2x downsamplings. ``cnn`` uses ``widths[0]``.
-        blocks: residual blocks per U-Net level (encoder and decoder each).
+        blocks: residual blocks per U-Net level (encoder and decoder each): one count for all levels, or a list with
+            one count per level (as many as ``widths``; the last is the bottom level's).
         cnn_depth: number of 3x3 conv layers of the ``cnn`` trunk.
         norm: ``layer`` (per-position channel LayerNorm, local so chunked inference stays exact) or ``none``.
         mask_bound: upper bound of the complex mask magnitude (speech head).
@@ -87,7 +88,7 @@ class ModelConfig:
 
     arch: Literal["unet", "cnn"] = "unet"
     widths: tuple[int, ...] = (16, 32, 64, 96)
-    blocks: int = 1
+    blocks: int | tuple[int, ...] = 1
     cnn_depth: int = 8
     norm: Literal["layer", "none"] = "layer"
     mask_bound: float = 1.0

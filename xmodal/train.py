@@ -267,8 +267,11 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
             bar = tqdm(total=tc.max_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
         log = _Logger(run_dir, info.is_main, tc.tensorboard, bar)
         n_params = sum(p.numel() for p in model.parameters())
-        log.line(f"xmodal train: {modality}, {config.model.arch} {list(config.model.widths)}, {n_params / 1e6:.3f} M "
-                 f"parameters, {info.world_size} process(es) on {info.device}, precision {tc.precision}")
+        mc = config.model
+        shape = f"unet widths {list(mc.widths)} blocks {mc.blocks if isinstance(mc.blocks, int) else list(mc.blocks)}" \
+            if mc.arch == "unet" else f"cnn width {mc.widths[0]} depth {mc.cnn_depth}"
+        log.line(f"xmodal train: {modality}, {shape}, {n_params / 1e6:.3f} M parameters, {info.world_size} "
+                 f"process(es) on {info.device}, precision {tc.precision}")
         log.line(f"data: {corpus.description}")
         if corpus.demo:
             keys = "data.clean_dir/data.noise_dir or data.pairs_dir" if modality == "speech" else \

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -13,28 +15,37 @@ __all__ = ["UNet"]
 class UNet(nn.Module):
     """Residual U-Net trunk.
 
-    Each level holds ``blocks`` residual blocks; levels are joined by 2x strided-conv downsampling and 2x transposed-
-    conv upsampling; skips are added. H and W must be multiples of :attr:`size_multiple` (the network wrapper pads).
+    Level ``i`` holds ``blocks[i]`` residual blocks in the encoder and as many in the decoder (the last level, the
+    bottom, holds ``blocks[-1]`` once); levels are joined by 2x strided-conv downsampling and 2x transposed-conv
+    upsampling; skips are added. H and W must be multiples of :attr:`size_multiple` (the network wrapper pads).
 
     Args:
         widths: channels per level, e.g. ``(16, 32, 64, 96)`` (3 downsamplings).
-        blocks: residual blocks per level on each side.
+        blocks: residual blocks per level on each side: one count for every level, or one count per level (as many
+            as ``widths``), e.g. ``(1, 2, 2, 1)`` to spend depth at half and quarter resolution.
         norm: ``layer`` or ``none``.
     """
 
-    def __init__(self, widths: tuple[int, ...], blocks: int = 1, norm: str = "layer") -> None:
+    def __init__(self, widths: tuple[int, ...], blocks: int | Sequence[int] = 1, norm: str = "layer") -> None:
         super().__init__()
         if len(widths) < 1 or any(w < 1 for w in widths):
             raise ValueError(f"model.widths must be a non-empty list of positive ints, got {list(widths)}")
-        if blocks < 1:
-            raise ValueError(f"model.blocks must be at least 1, got {blocks}")
+        counts = [blocks] * len(widths) if isinstance(blocks, int) else list(blocks)
+        if len(counts) != len(widths):
+            raise ValueError(f"model.blocks must be one int or one int per level ({len(widths)} for widths "
+                             f"{list(widths)}), got {counts}")
+        if any(n < 1 for n in counts):
+            raise ValueError(f"model.blocks must be at least 1, got {blocks if isinstance(blocks, int) else counts}")
         self.width = widths[0]
+        self.blocks = tuple(counts)
         self.size_multiple = 2 ** (len(widths) - 1)
-        self.enc = nn.ModuleList(nn.Sequential(*[ResBlock(w, norm) for _ in range(blocks)]) for w in widths[:-1])
+        self.enc = nn.ModuleList(nn.Sequential(*[ResBlock(w, norm) for _ in range(n)])
+                                 for w, n in zip(widths[:-1], counts))
         self.down = nn.ModuleList(nn.Conv2d(a, b, 2, stride=2) for a, b in zip(widths[:-1], widths[1:]))
-        self.mid = nn.Sequential(*[ResBlock(widths[-1], norm) for _ in range(blocks)])
+        self.mid = nn.Sequential(*[ResBlock(widths[-1], norm) for _ in range(counts[-1])])
         self.up = nn.ModuleList(nn.ConvTranspose2d(b, a, 2, stride=2) for a, b in zip(widths[:-1], widths[1:]))
-        self.dec = nn.ModuleList(nn.Sequential(*[ResBlock(w, norm) for _ in range(blocks)]) for w in widths[:-1])
+        self.dec = nn.ModuleList(nn.Sequential(*[ResBlock(w, norm) for _ in range(n)])
+                                 for w, n in zip(widths[:-1], counts))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x: (B, widths[0], H, W)`` with H, W multiples of ``size_multiple`` -> same shape."""
