@@ -411,7 +411,7 @@ def test_speech_refuses_image_options_and_image_models(tmp_path: Path, capsys: p
     assert "--data-range do(es) not apply to speech evaluation" in capsys.readouterr().err
     fake = FakeDenoiser("image")
     fake.modality = "image"  # type: ignore[attr-defined]
-    monkeypatch.setattr(xmodal.denoise, "load", lambda path, device="cpu": fake)
+    monkeypatch.setattr(xmodal, "load", lambda path, device="cpu": fake)
     assert main(["--clean", str(tmp_path / "c"), "--noisy", str(tmp_path / "n"), "--model", "img-run",
                  "--quiet"]) == 2
     assert "model img-run: it denoises modality 'image', but the evaluation is of 'speech' data" in \

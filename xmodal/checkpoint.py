@@ -22,8 +22,8 @@ from torch import nn
 from xmodal._fs import atomic_write
 from xmodal.config import Config, config_from_dict, config_to_dict
 
-__all__ = ["CheckpointError", "init_from", "load_run", "load_train_state", "load_weights", "save_train_state", "save_weights",
-           "unwrap"]
+__all__ = ["CheckpointError", "init_from", "load_run", "load_train_state", "load_weights", "run_config",
+           "save_train_state", "save_weights", "unwrap"]
 
 WEIGHTS = "model.safetensors"
 BEST = "best.safetensors"
@@ -170,6 +170,8 @@ def _transfer_io(model: nn.Module, state: dict[str, torch.Tensor], target: dict[
         if name in loaded or parts[0] not in ("stems", "heads") or parts[1] not in io:
             continue
         spec = io[parts[1]]
+        if spec.stem != "conv" or spec.head != "residual":  # pixels only: a spectrogram stem starts fresh
+            continue
         source = state.get(".".join([parts[0], src, *parts[2:]]))
         if source is None or source.ndim != t.ndim:
             continue
@@ -212,6 +214,22 @@ def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: cannot load the train state ({e})") from None
 
 
+def run_config(run_dir: str | os.PathLike) -> Config:
+    """The config of a run directory (its ``config.yaml``) or of a weights file (embedded); no weights are read.
+
+    Raises:
+        CheckpointError: neither a run directory nor a weights file with an embedded config.
+    """
+    from xmodal.config import load_config
+
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        return read_weights_config(run_dir)
+    if not (run_dir / CONFIG).is_file():
+        raise CheckpointError(f"{run_dir}: not a run directory (no {CONFIG})")
+    return load_config(run_dir / CONFIG)
+
+
 def load_run(run_dir: str | os.PathLike, weights: str = WEIGHTS) -> tuple[nn.Module, Config]:
     """Rebuild the network of a run directory (or a single weights file) and load its weights.
 
@@ -226,19 +244,12 @@ def load_run(run_dir: str | os.PathLike, weights: str = WEIGHTS) -> tuple[nn.Mod
     Raises:
         CheckpointError: missing files or weights that do not match the config.
     """
-    from xmodal.config import load_config
     from xmodal.modalities import modality_io
     from xmodal.models import build_model
 
     run_dir = Path(run_dir)
-    if run_dir.is_file():
-        path = run_dir
-        config = read_weights_config(path)
-    else:
-        path = run_dir / weights
-        if not (run_dir / CONFIG).is_file():
-            raise CheckpointError(f"{run_dir}: not a run directory (no {CONFIG})")
-        config = load_config(run_dir / CONFIG)
-    model = build_model(config.model, {config.modality: modality_io(config.modality, config)})
+    config = run_config(run_dir)
+    path = run_dir if run_dir.is_file() else run_dir / weights
+    model = build_model(config.model, {m: modality_io(m, config) for m in config.modalities})
     load_weights(model, path)
     return model.eval(), config

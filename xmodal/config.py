@@ -32,6 +32,7 @@ __all__ = [
     "AudioConfig",
     "Config",
     "ConfigError",
+    "JointConfig",
     "LossConfig",
     "ModelConfig",
     "OptimConfig",
@@ -316,14 +317,33 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class JointConfig:
+    """Joint training (``modality: [speech, image]``): one shared trunk, a stem and a head per modality, every step
+    one batch of each modality and the weighted sum of their losses.
+
+    Attributes:
+        weights: loss weight of each modality, in ``modality`` order (empty: 1 each).
+        batch_size: global batch size of each modality, in ``modality`` order (empty: ``train.batch_size`` each).
+    """
+
+    weights: tuple[float, ...] = ()
+    batch_size: tuple[int, ...] = ()
+
+
+_Modality = Literal["speech", "image", "multispectral"]
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole recipe.
 
     ``modality`` picks the sections that matter: ``speech`` uses ``audio``, ``data`` and ``loss``; ``image`` and
-    ``multispectral`` use ``image`` and ``image_loss``. ``model``, ``optim`` and ``train`` are shared.
+    ``multispectral`` use ``image`` and ``image_loss``. ``model``, ``optim`` and ``train`` are shared. A list of
+    modalities (``[speech, image]``) trains them jointly through one trunk (see :class:`JointConfig`); ``image`` and
+    ``multispectral`` both read the ``image`` section, so they cannot be in one list.
     """
 
-    modality: Literal["speech", "image", "multispectral"] = "speech"
+    modality: _Modality | tuple[_Modality, ...] = "speech"
     audio: AudioConfig = field(default_factory=AudioConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: SpeechDataConfig = field(default_factory=SpeechDataConfig)
@@ -332,6 +352,60 @@ class Config:
     image_loss: ImageLossConfig = field(default_factory=ImageLossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.modality, tuple):
+            names = list(self.modality)
+            if not names:
+                raise ValueError("`modality` must name at least one modality, got []")
+            if len(set(names)) != len(names):
+                raise ValueError(f"`modality` lists a modality twice: {names}")
+            if {"image", "multispectral"} <= set(names):
+                raise ValueError(f"`modality` {names}: image and multispectral both read the `image` section, so "
+                                 "they cannot be trained in one run")
+            if len(names) == 1:
+                object.__setattr__(self, "modality", names[0])  # a one-item list is that modality
+        n = len(self.modalities)
+        for key, values in (("weights", self.joint.weights), ("batch_size", self.joint.batch_size)):
+            if values and len(values) != n:
+                raise ValueError(f"`joint.{key}` must have one value per modality ({n} for {list(self.modalities)}), "
+                                 f"got {list(values)}")
+        if any(w < 0 for w in self.joint.weights) or (self.joint.weights and not any(self.joint.weights)):
+            raise ValueError(f"`joint.weights` must be >= 0 and not all 0, got {list(self.joint.weights)}")
+        if any(b < 1 for b in self.joint.batch_size):
+            raise ValueError(f"`joint.batch_size` must be at least 1 each, got {list(self.joint.batch_size)}")
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities of this config: one, or several for a joint run."""
+        return self.modality if isinstance(self.modality, tuple) else (self.modality,)
+
+    @property
+    def joint_run(self) -> bool:
+        """Whether this config trains several modalities together."""
+        return len(self.modalities) > 1
+
+    def weight(self, modality: str) -> float:
+        """Loss weight of ``modality`` (``joint.weights``, 1 by default)."""
+        i = self.modalities.index(modality)
+        return self.joint.weights[i] if self.joint.weights else 1.0
+
+    def for_modality(self, modality: str) -> Config:
+        """The single-modality view of this config: ``modality`` set to ``modality``, ``train.batch_size`` to its
+        ``joint.batch_size``; the config itself when it has only that modality.
+
+        Raises:
+            ValueError: ``modality`` is not one of this config's.
+        """
+        if modality not in self.modalities:
+            raise ValueError(f"this config has no modality {modality!r} (it has {', '.join(self.modalities)})")
+        if not self.joint_run:
+            return self
+        i = self.modalities.index(modality)
+        train = dataclasses.replace(self.train, batch_size=self.joint.batch_size[i]) if self.joint.batch_size \
+            else self.train
+        return dataclasses.replace(self, modality=modality, train=train, joint=JointConfig())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -451,7 +525,7 @@ def _build(cls: type, raw: dict, prefix: str, source: str) -> Any:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:  # a section's own checks (e.g. NoiseSpec ranges)
-        raise ConfigError(f"{source}: `{prefix or cls.__name__}`: {e}") from None
+        raise ConfigError(f"{source}: `{prefix}`: {e}" if prefix else f"{source}: {e}") from None
 
 
 def config_from_dict(raw: dict | None, source: str = "<dict>") -> Config:

@@ -189,6 +189,11 @@ def _setup(obj: Any, model: nn.Module, config: Config, device: str | torch.devic
     if obj.device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"`device` is {device!r} but CUDA is not available on this machine")
     label = f"the model{' ' + repr(name) if name else ''}"
+    if config.joint_run:  # a jointly trained model: this class's modality of it
+        if modality not in config.modalities:
+            raise ValueError(f"{label} was trained jointly on {' and '.join(config.modalities)}; "
+                             f"{type(obj).__name__} takes {modality} models")
+        config = config.for_modality(modality)
     if config.modality != modality:
         raise ValueError(f"{label} is a{'n' if config.modality[0] in 'aeiou' else ''} {config.modality} model "
                          f"(config.modality); {type(obj).__name__} takes {modality} models: use xmodal.load, which "
@@ -907,12 +912,16 @@ class StackDenoiser:
         return dst
 
 
+class ModalityNeeded(ValueError):
+    """:func:`load` was given a jointly trained model (several modalities) without ``modality``."""
+
+
 AnyDenoiser = Union[Denoiser, ImageDenoiser, StackDenoiser]
 _CLASSES: dict[str, type] = {"speech": Denoiser, "image": ImageDenoiser, "multispectral": StackDenoiser}
 
 
 def load(path_or_name: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-         precision: str = "fp32") -> AnyDenoiser:
+         precision: str = "fp32", modality: str | None = None) -> AnyDenoiser:
     """Load a denoiser of the model's modality.
 
     Args:
@@ -922,6 +931,8 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
         device: ``cpu`` or ``cuda``.
         precision: image and stack models: ``fp32``, ``bf16`` or ``auto`` (see :class:`ImageDenoiser`); speech
             models always run in fp32 (the value is still checked).
+        modality: which modality of a jointly trained model (``modality: [speech, image]``) to load; needed for
+            those, optional for single-modality models (then it must be the model's).
 
     Returns:
         A :class:`Denoiser` (``config.modality`` speech), :class:`ImageDenoiser` (image) or :class:`StackDenoiser`
@@ -929,8 +940,8 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
 
     Raises:
         FileNotFoundError: the bundled model is not installed.
-        ValueError: an unknown name or path (the message lists the bundled names), an unknown modality, or an
-            unavailable device.
+        ValueError: an unknown name or path (the message lists the bundled names), an unknown modality, a joint
+            model without ``modality`` or a ``modality`` the model lacks, or an unavailable device.
         CheckpointError: a run directory or weights file that cannot be loaded.
 
     Example:
@@ -942,6 +953,14 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
 
     path = resolve_model(path_or_name)
     model, config = load_run(path)
+    if modality is None and config.joint_run:
+        raise ModalityNeeded(f"{path}: a model trained jointly on {' and '.join(config.modalities)}: say which to load "
+                         f"(modality={config.modalities[0]!r}, ...); the command line picks it from each file")
+    if modality is not None and modality not in config.modalities:
+        raise ValueError(f"{path}: a model of {' and '.join(config.modalities)}, not {modality!r}"
+                         if modality in _CLASSES else
+                         f"`modality` must be one of {', '.join(map(repr, _CLASSES))}, got {modality!r}")
+    config = config.for_modality(modality or config.modality)
     cls = _CLASSES.get(config.modality)
     if cls is None:
         raise ValueError(f"{path}: config.modality {config.modality!r} has no denoiser (known: "
@@ -1190,18 +1209,27 @@ def main(argv: list[str] | None = None) -> int:
         report(f"{out_dir}: cannot create the output folder ({e.strerror or e})")
         return 2
     forced = None if args.modality == "auto" else args.modality
-    models: dict[str | None, AnyDenoiser] = {}
+    # denoisers by (bundled name, modality); (None, modality) is --model's (a joint model gives one per modality)
+    models: dict[tuple[str | None, str], AnyDenoiser] = {}
     model_modality = None
+    available: tuple[str, ...] = ()
     if args.model is not None:
         try:
-            models[None] = load(args.model, args.device, args.precision)
+            from xmodal.checkpoint import run_config
+            from xmodal.pretrained import resolve_model
+
+            available = run_config(resolve_model(args.model)).modalities
+            if forced is not None and forced not in available:
+                report(f"--modality {forced} does not match the model {args.model}: it is "
+                       + (_MODEL_KIND[available[0]] if len(available) == 1 else
+                          f"a joint model of {' and '.join(available)}"))
+                return 2
+            first = forced or available[0]
+            models[(None, first)] = load(args.model, args.device, args.precision, modality=first)
         except (ValueError, OSError) as e:  # unknown name, bundled model missing, bad checkpoint, no CUDA
             report(str(e))
             return 2
-        model_modality = models[None].modality
-        if forced is not None and forced != model_modality:
-            report(f"--modality {forced} does not match the model {args.model}: it is {_MODEL_KIND[model_modality]}")
-            return 2
+        model_modality = forced or (available[0] if len(available) == 1 else None)  # None: joint, per file
     paths, errors = _expand_inputs(args.inputs, model_modality or forced)
     for message in errors:
         report(message)
@@ -1209,17 +1237,26 @@ def main(argv: list[str] | None = None) -> int:
     jobs: list[_Job] = []
     for src in paths:  # the modality and model of each input, from its extension and header
         try:
-            jobs.append(_plan_job(src, model_modality, forced))
+            job = _plan_job(src, model_modality, forced)
+            if available and model_modality is None:  # a joint model: the file decides among its modalities
+                if job.modality not in available:
+                    raise ValueError(f"{src}: the model {args.model} is a joint model of {' and '.join(available)}; "
+                                     f"this is {_KIND.get(job.modality, 'a multispectral stack')}")
+                job = _Job(src, job.modality, None)
+            jobs.append(job)
         except (ValueError, OSError) as e:  # ImageReadError is a ValueError
             message = str(e)
             report(message if str(src) in message else f"{src}: {message}")
             failed += 1
-    for job in jobs:  # each needed bundled model, once, before any work
-        if job.model not in models:
+    for job in jobs:  # each needed model, once, before any work
+        key = (job.model, job.modality)
+        if key not in models:
             try:
-                models[job.model] = load(job.model, args.device, args.precision)
+                models[key] = load(job.model, args.device, args.precision) if job.model else \
+                    load(args.model, args.device, args.precision, modality=job.modality)
             except (ValueError, OSError) as e:
-                report(f"{job.src}: needs the bundled {job.model!r} model, which cannot be loaded: {e}")
+                report(f"{job.src}: needs the bundled {job.model!r} model, which cannot be loaded: {e}"
+                       if job.model else str(e))
                 return 2
     inputs = {j.src.resolve(): j.src for j in jobs}
     planned: dict[Path, Path] = {}
@@ -1238,7 +1275,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         planned[key] = src
         try:
-            _run_job(models[job.model], job, dst, args)
+            _run_job(models[(job.model, job.modality)], job, dst, args)
             done += 1
         except (ValueError, OSError, RuntimeError, ImportError) as e:
             # AudioReadError / ImageReadError are ValueErrors; libsndfile raises RuntimeError

@@ -276,9 +276,9 @@ def evaluate_folders(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
     names = match_files(clean_dir, **folders)
     denoiser = None
     if enhanced_dir is None:
-        from xmodal.denoise import Denoiser, load
+        from xmodal.denoise import Denoiser
 
-        denoiser = model if isinstance(model, Denoiser) else load(model, device)
+        denoiser = model if isinstance(model, Denoiser) else _load_for(model, "speech", device)
         if getattr(denoiser, "modality", "speech") != "speech":  # xmodal.load also returns image/stack denoisers
             raise ValueError(f"model {model}: it denoises modality {denoiser.modality!r}, but the evaluation is of "
                              "'speech' data (--modality)")
@@ -364,14 +364,24 @@ def _check_options(metrics: tuple[str, ...], known: tuple[str, ...], data_range:
         raise ValueError(f"`figure_files` must be >= 0, got {figure_files}")
 
 
+def _load_for(model: str | os.PathLike | None, modality: str, device: str) -> Any:
+    """:func:`xmodal.load` for an evaluation of ``modality``: a jointly trained model gives its ``modality`` part; a
+    single-modality model loads as it is (the caller checks its modality and names the evaluation's)."""
+    import xmodal
+    from xmodal.denoise import ModalityNeeded
+
+    try:
+        return xmodal.load(model, device)
+    except ModalityNeeded:
+        return xmodal.load(model, device, modality=modality)
+
+
 def _resolve_denoiser(denoiser: ArrayDenoiser | str | os.PathLike, modality: str,
                       device: str) -> tuple[ArrayDenoiser, str]:
     """The model object and its display name; a path or bundled name goes through :func:`xmodal.load`."""
     if isinstance(denoiser, (str, os.PathLike)):
-        import xmodal
-
         name = str(denoiser)
-        denoiser = xmodal.load(denoiser, device)
+        denoiser = _load_for(denoiser, modality, device)
     else:
         name = str(getattr(denoiser, "name", "") or type(denoiser).__name__)
     if not callable(getattr(denoiser, "denoise", None)):

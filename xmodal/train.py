@@ -3,6 +3,9 @@
 One loop: build from config -> for each step: encode (fp32) -> autocast forward -> decode -> fp32 loss -> backward
 (scaled for fp16) -> clip -> AdamW -> cosine-with-warmup schedule -> log -> validate -> checkpoint. Rank 0 logs and
 saves; validation metrics are summed over ranks. A run directory that already holds a checkpoint is resumed.
+
+Joint runs (``modality: [speech, image]``) take one batch of each modality every step, run them through their own
+stems and heads around the one trunk in a single forward call, and step on the weighted sum of their losses.
 """
 
 from __future__ import annotations
@@ -54,6 +57,31 @@ class TrainResult:
 
 # On the CPU each step's loss is read (and checked) at once; tests turn this off to run the deferred path CUDA takes.
 _READ_LOSS_EVERY_STEP_ON_CPU = True
+
+
+class _Forward(nn.Module):
+    """Every modality's batch through the network in one call, so that DDP sees one forward per backward (the trunk
+    is used once per modality; autograd sums its gradients before DDP's hooks fire)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {m: self.net(x, m) for m, x in feats.items()}
+
+
+@dataclass
+class _Track:
+    """What one modality of a run brings to the loop: its config view, adapter, loss, data and validator."""
+
+    modality: str
+    config: Config
+    weight: float
+    adapter: nn.Module
+    loss_fn: nn.Module
+    corpus: object
+    validator: _Validator | None = None
 
 
 def cosine_with_warmup(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
@@ -170,12 +198,13 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
     """Train (or resume) the run that ``config`` describes.
 
     Args:
-        config: the resolved recipe.
+        config: the resolved recipe (one modality, or several for a joint run).
         stop_after: stop after this many steps in this call, saving a checkpoint as an interruption would leave it
             (for time-boxed jobs and resume tests). ``None`` trains to ``train.max_steps``.
 
     Returns:
-        A :class:`TrainResult`.
+        A :class:`TrainResult`. In a joint run the validation rows are prefixed with their modality
+        (``speech/enhanced``, ``image/noisy``...).
     """
     from xmodal.data import StepBatchSampler
     from xmodal.models import build_model
@@ -196,38 +225,43 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         if info.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # training crops have one shape: let cuDNN pick its fastest convs
         run_dir = Path(tc.run_dir)
-        modality = config.modality
+        joint = config.joint_run
+        views = {m: config.for_modality(m) for m in config.modalities}
 
-        # ---- data (rank 0 writes the demo corpus first, the others then read it)
+        # ---- data (rank 0 writes the demo corpora first, the others then read them)
         demo_root = run_dir / "demo_data"
+
+        def corpora() -> dict:
+            return {m: make_corpus(m, v, demo_root / m if joint else demo_root) for m, v in views.items()}
+
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            corpus = make_corpus(modality, config, demo_root)
+            corpus = corpora()
         barrier(info)
         if not info.is_main:
-            corpus = make_corpus(modality, config, demo_root)
+            corpus = corpora()
 
         # ---- model, optimiser, schedule, scaler
         torch.manual_seed(tc.seed)
-        adapter = make_adapter(modality, config).to(info.device)
-        model = build_model(config.model, {modality: modality_io(modality, config)}).to(info.device)
+        tracks = [_Track(m, v, config.weight(m), make_adapter(m, v).to(info.device), make_loss(m, v), corpus[m])
+                  for m, v in views.items()]
+        model = build_model(config.model, {m: modality_io(m, v) for m, v in views.items()}).to(info.device)
         optimizer = torch.optim.AdamW(_param_groups(model, oc.weight_decay), lr=oc.lr, betas=oc.betas)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: cosine_with_warmup(s, oc.warmup_steps, tc.max_steps, oc.min_lr_ratio))
         scaler = torch.amp.GradScaler(info.device.type, enabled=tc.precision == "fp16")
-        loss_fn = make_loss(modality, config)
 
         # ---- resume
         step, best = 0, -math.inf
         state_path = run_dir / ckpt.STATE
         if tc.resume and state_path.is_file():
             saved = load_config(run_dir / ckpt.CONFIG)
-            sections = ("modality", "audio", "model") if modality == "speech" else ("modality", "model")
+            sections = ("modality", "model") + (("audio",) if "speech" in config.modalities else ())
             for section in sections:
                 if config_to_dict(getattr(saved, section)) != config_to_dict(getattr(config, section)):
                     raise ConfigError(f"{run_dir}: holds a run with a different `{section}` config; use another "
                                       "train.run_dir, or train.resume=false to start over")
-            if modality_io(saved.modality, saved) != modality_io(modality, config):
+            if any(modality_io(m, saved) != modality_io(m, config) for m in config.modalities):
                 raise ConfigError(f"{run_dir}: holds a run whose network input/output differs (image.channels, "
                                   "image.context_bands or image.noise_map changed); use another train.run_dir")
             ckpt.load_weights(model, run_dir / ckpt.WEIGHTS)
@@ -246,19 +280,22 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         if info.is_main:
             dump_config(config, run_dir / ckpt.CONFIG)
 
-        ddp_model = model
+        forward = _Forward(model)
         if info.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            ddp_model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda"
-                                                else None)
+            forward = DistributedDataParallel(forward, device_ids=[info.device.index] if info.device.type == "cuda"
+                                              else None)
 
         end_step = tc.max_steps if stop_after is None else min(tc.max_steps, step + stop_after)
-        sampler = StepBatchSampler(tc.batch_size, end_step, step, info.rank, info.world_size)
-        loader = torch.utils.data.DataLoader(corpus.train, batch_sampler=sampler,
-                                             num_workers=num_workers(modality, config),
-                                             pin_memory=info.device.type == "cuda")
-        validator = _Validator(corpus.valid, config, info)
+        loaders = []
+        for t in tracks:
+            sampler = StepBatchSampler(t.config.train.batch_size, end_step, step, info.rank, info.world_size)
+            loaders.append(torch.utils.data.DataLoader(t.corpus.train, batch_sampler=sampler,
+                                                       num_workers=num_workers(t.modality, t.config),
+                                                       pin_memory=info.device.type == "cuda"))
+            t.validator = _Validator(t.corpus.valid, t.config, info)
+        has_valid = any(t.corpus.valid for t in tracks)
 
         bar = None
         if info.is_main and tc.progress and end_step > step:
@@ -270,14 +307,18 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         mc = config.model
         shape = f"unet widths {list(mc.widths)} blocks {mc.blocks if isinstance(mc.blocks, int) else list(mc.blocks)}" \
             if mc.arch == "unet" else f"cnn width {mc.widths[0]} depth {mc.cnn_depth}"
-        log.line(f"xmodal train: {modality}, {shape}, {n_params / 1e6:.3f} M parameters, {info.world_size} "
+        what = " + ".join(config.modalities) + (
+            " (joint: " + ", ".join(f"{t.modality} batch {t.config.train.batch_size} weight {t.weight:g}"
+                                    for t in tracks) + ")" if joint else "")
+        log.line(f"xmodal train: {what}, {shape}, {n_params / 1e6:.3f} M parameters, {info.world_size} "
                  f"process(es) on {info.device}, precision {tc.precision}")
-        log.line(f"data: {corpus.description}")
-        if corpus.demo:
-            keys = "data.clean_dir/data.noise_dir or data.pairs_dir" if modality == "speech" else \
-                "image.train_dir" + (" or image.pairs_dir" if modality == "image" else "")
-            log.line(f"NOTE: no data configured ({keys}): this is a DEMO run on a synthetic corpus; its numbers say "
-                     "nothing about real data.")
+        for t in tracks:
+            log.line(f"data{f' ({t.modality})' if joint else ''}: {t.corpus.description}")
+            if t.corpus.demo:
+                keys = "data.clean_dir/data.noise_dir or data.pairs_dir" if t.modality == "speech" else \
+                    "image.train_dir" + (" or image.pairs_dir" if t.modality == "image" else "")
+                log.line(f"NOTE: no {t.modality + ' ' if joint else ''}data configured ({keys}): this is a DEMO run "
+                         "on a synthetic corpus; its numbers say nothing about real data.")
         if init_note:
             log.line(init_note)
         if resumed_from:
@@ -292,23 +333,34 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
             ckpt.save_train_state(state_path, {"step": step, "best": best, "optimizer": optimizer.state_dict(),
                                                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()})
 
-        def validate() -> tuple[dict, int]:
+        def validate() -> tuple[dict, int, bool]:
+            """Every modality's validation; the best checkpoint follows the first modality's primary metric."""
             nonlocal best
-            report, failures, first = validator(model, adapter)
-            value = report["enhanced"].get(primary_metric(modality), float("nan"))
+            merged, total_failures, value = {}, 0, float("nan")
+            for i, t in enumerate(tracks):
+                if not t.corpus.valid:
+                    continue
+                report, failures, first = t.validator(model, t.adapter)
+                if i == 0:
+                    value = report["enhanced"].get(primary_metric(t.modality), float("nan"))
+                prefix = f"{t.modality}/" if joint else ""
+                merged.update({prefix + row: vals for row, vals in report.items()})
+                total_failures += failures
+                log.line(f"validation{f' of {t.modality}' if joint else ''} at step {step} ({len(t.corpus.valid)} "
+                         f"clips, {failures} metric failures):\n" + format_report(report, t.validator.metrics))
+                log.scalars(step, "valid", {f"{prefix}{row}/{m}": v for row, vals in report.items()
+                                            for m, v in vals.items()})
+                if first is not None:
+                    log.sample(f"valid/{prefix}enhanced_0", first, step, t.config)
             improved = math.isfinite(value) and value > best
             if improved:
                 best = value
-            log.line(f"validation at step {step} ({len(corpus.valid)} clips, {failures} metric failures):\n"
-                     + format_report(report, validator.metrics))
-            log.scalars(step, "valid", {f"{row}/{m}": v for row, vals in report.items() for m, v in vals.items()})
-            if first is not None:
-                log.sample("valid/enhanced_0", first, step, config)
-            return report, failures, improved
+            return merged, total_failures, improved
 
         result = TrainResult(run_dir, step, resumed_from)
         model.train()
         t_last, n_last = time.perf_counter(), 0
+        step_items = sum(t.config.train.batch_size for t in tracks)
         # Losses of the steps since the last look, kept on the device: reading one back (`.item()`) makes the host
         # wait for the GPU, so on CUDA they are read in one go at log, validation and save steps (a non-finite loss
         # still stops the run, naming its step, before any checkpoint is written). On the CPU reading is free.
@@ -329,16 +381,26 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
             if bar is not None:
                 bar.set_postfix(loss=f"{values[-1]:.4f}")
         try:
-            for noisy, clean in loader:
-                noisy = noisy.to(info.device, non_blocking=True)  # speech (b, 1, T); images (b, C, P, P)
-                clean = clean.to(info.device, non_blocking=True)
-                feats, ctx = adapter.encode(noisy)  # speech (b, 2, F, N); images (b', C_m, P, P); fp32
-                target, _ = adapter.encode(clean, ctx)
+            for batches in zip(*loaders):
+                feats, ctxs, cleans = {}, {}, {}
+                for t, (noisy, clean) in zip(tracks, batches):
+                    noisy = noisy.to(info.device, non_blocking=True)  # speech (b, 1, T); images (b, C, P, P)
+                    cleans[t.modality] = clean.to(info.device, non_blocking=True)
+                    # speech (b, 2, F, N); images (b', C_m, P, P); fp32
+                    feats[t.modality], ctxs[t.modality] = t.adapter.encode(noisy)
                 with autocast_for(info.device, tc.precision):
-                    est = ddp_model(feats, modality)
-                est = est.float()
-                est_wave = adapter.decode(est, ctx)  # natural domain, shaped like `clean`
-                loss, terms = loss_fn(adapter.normalize(est_wave, ctx), adapter.normalize(clean, ctx), est, target)
+                    ests = forward(feats)
+                loss, terms = 0.0, {}
+                for t in tracks:
+                    m, ctx, clean = t.modality, ctxs[t.modality], cleans[t.modality]
+                    target, _ = t.adapter.encode(clean, ctx)
+                    est = ests[m].float()
+                    est_wave = t.adapter.decode(est, ctx)  # natural domain, shaped like `clean`
+                    loss_m, terms_m = t.loss_fn(t.adapter.normalize(est_wave, ctx), t.adapter.normalize(clean, ctx),
+                                                est, target)
+                    loss = loss + t.weight * loss_m if joint else loss_m
+                    terms.update({f"{m}/loss": loss_m, **{f"{m}/{k}": v for k, v in terms_m.items()}}
+                                 if joint else terms_m)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
@@ -348,13 +410,13 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                 scaler.update()
                 scheduler.step()
                 step += 1
-                n_last += tc.batch_size
+                n_last += step_items
                 pending.append(loss.detach())
                 if bar is not None:
                     bar.update(1)
                 logging = step % tc.log_every == 0 or step == end_step
-                evaluating = bool(corpus.valid and ((tc.eval_every and step % tc.eval_every == 0)
-                                                    or step == tc.max_steps))
+                evaluating = bool(has_valid and ((tc.eval_every and step % tc.eval_every == 0)
+                                                 or step == tc.max_steps))
                 saving = (tc.save_every and step % tc.save_every == 0) or step == end_step
                 if sync_every_step or logging or evaluating or saving:
                     check_losses()
@@ -382,7 +444,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         finally:
             if bar is not None:
                 bar.close()
-        if step == resumed_from and corpus.valid and step == tc.max_steps and not result.validation:
+        if step == resumed_from and has_valid and step == tc.max_steps and not result.validation:
             result.validation, result.failures, _ = validate()  # already finished: report only
         if info.is_main and result.validation:
             (run_dir / "validation.json").write_text(json.dumps(
