@@ -271,3 +271,19 @@ def test_ddp_two_gloo_processes_equal_one_process(joint_config, tmp_path):
     diffs = torch.cat([(w2[k] - w1[k]).abs().flatten() for k in w1])  # see tests/test_train.py for the bounds
     assert diffs.max() < 0.5 * lr
     assert (diffs > 0.05 * lr).float().mean() < 0.01
+
+
+def test_speech_and_stacks_train_together(joint_config, tmp_path):
+    cfg = replace(joint_config, modality=("multispectral", "speech"),
+                  image=replace(joint_config.image, context_bands=1, bands_per_item=3),
+                  joint=replace(joint_config.joint, batch_size=(2, 2)),
+                  train=replace(joint_config.train, max_steps=2))
+    result = train(cfg)
+    assert result.step == 2 and len(result.losses) == 2 and all(np.isfinite(result.losses))
+    assert set(result.validation) == {"multispectral/noisy", "multispectral/enhanced", "speech/noisy",
+                                      "speech/enhanced"}
+    assert set(result.validation["multispectral/enhanced"]) == {"psnr", "ssim", "sam"}
+    stacks = xmodal.load(result.run_dir, modality="multispectral")
+    assert type(stacks).__name__ == "StackDenoiser"
+    stack = np.random.default_rng(4).random((5, 20, 22), dtype=np.float32)
+    assert stacks.denoise(stack).shape == (5, 20, 22)
