@@ -161,6 +161,9 @@ def _receptive_field_frames(model: nn.Module, modality: str, channels: int, devi
     The gradient of a few output frames with respect to a random input is non-zero exactly where the input can
     influence them. The input is widened until that support no longer touches its edges (capped at 16384 frames).
     """
+    known = getattr(model, "receptive_field_frames", None)  # a network that cannot be differentiated (ONNX Runtime)
+    if known is not None:
+        return int(known)
     m = int(getattr(getattr(model, "trunk", None), "size_multiple", 1))
     gen = torch.Generator().manual_seed(0)
     n = max(64, 16 * m)

@@ -19,12 +19,13 @@ class LayerNorm2d(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
         self.eps = eps
+        self.channels = channels  # a plain int: the normalised shape stays a constant in traced/exported graphs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # One fused kernel over the channel axis, seen as the last axis of the (B, H, W, C) view (no copy for a
         # channels-last input). Same numbers as the unfused mean/var/rsqrt chain to float rounding, about a fifth
         # faster for the whole image model on CPU; the output is channels-last, which the next convolution prefers.
-        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)  # (B, H, W, C)
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (self.channels,), self.weight, self.bias, self.eps)  # (B, H, W, C)
         return y.permute(0, 3, 1, 2)  # -> (B, C, H, W)
 
 

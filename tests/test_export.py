@@ -1,0 +1,155 @@
+"""ONNX export: the graph equals PyTorch at any size, ONNX Runtime-backed denoisers equal the PyTorch ones, errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import xmodal
+from tests.conftest import REPO
+from xmodal import checkpoint as ckpt
+from xmodal.config import dump_config, load_config
+from xmodal.export import OnnxRuntimeNet, export_onnx, load_onnx, main
+from xmodal.modalities import modality_io
+from xmodal.models import build_model
+
+
+
+def _run(tmp_path: Path, recipe: str, overrides: list[str] = (), name: str = "run", seed: int = 0) -> Path:
+    """A run directory with untrained (seeded) weights of ``recipe``."""
+    config = load_config(REPO / "recipes" / recipe, list(overrides))
+    torch.manual_seed(seed)
+    model = build_model(config.model, {m: modality_io(m, config) for m in config.modalities})
+    with torch.no_grad():  # a non-trivial network: the residual heads start near zero
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    run = tmp_path / name
+    run.mkdir()
+    ckpt.save_weights(model, run / ckpt.WEIGHTS, config)
+    dump_config(config, run / ckpt.CONFIG)
+    return run
+
+
+@pytest.fixture(scope="module")
+def image_export(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export_image")
+    run = _run(tmp, "tiny_image.yaml", ["model.widths=[8, 16, 16]"])
+    return run, export_onnx(run, tmp / "out" / "gray.onnx", int8=True)
+
+
+def test_image_export_matches_pytorch_at_any_size(image_export):
+    import onnx
+    import onnxruntime as ort
+
+    run, report = image_export
+    assert report.path.is_file() and report.modality == "image"
+    assert report.input_shape == ("batch", 1, "height", "width") and report.max_abs_diff < 1e-4
+    proto = onnx.load(str(report.path))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["xmodal.modality"] == "image" and meta["xmodal.size_multiple"] == "4"
+    assert load_config(REPO / "recipes" / "tiny_image.yaml").image == \
+        xmodal.config.config_from_dict(__import__("yaml").safe_load(meta["xmodal.config"])).image
+    net, _ = ckpt.load_run(run)
+    session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(5)
+    for shape in [(1, 1, 1, 1), (3, 1, 17, 9), (1, 1, 64, 40)]:  # sizes the export never saw
+        x = rng.random(shape, dtype=np.float32)
+        with torch.no_grad():
+            expected = net(torch.from_numpy(x), "image").numpy()
+        got = session.run(None, {"noisy": x})[0]
+        assert got.shape == shape
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    # the int8 file: smaller, runs, close to fp32 but not equal
+    assert report.int8_path == report.path.with_name("gray.int8.onnx") and report.int8_path.is_file()
+    assert report.int8_path.stat().st_size < report.path.stat().st_size
+    assert 0 < report.int8_max_abs_diff < 0.5
+
+
+def test_onnx_runtime_denoiser_equals_the_pytorch_one(image_export, tmp_path):
+    run, report = image_export
+    den, ort_den = xmodal.load(run), load_onnx(report.path)
+    assert type(ort_den).__name__ == "ImageDenoiser" and isinstance(ort_den.model, OnnxRuntimeNet)
+    image = np.random.default_rng(6).random((3, 45, 70), dtype=np.float32)  # 3 channels through a gray model
+    for kw in ({}, {"tile": 32, "overlap": 8}):
+        np.testing.assert_allclose(ort_den.denoise(image, **kw), den.denoise(image, **kw), atol=1e-5)
+    from PIL import Image
+
+    src = tmp_path / "a.png"
+    Image.fromarray((image[0] * 255).astype(np.uint8)).save(src)
+    ort_den.denoise_file(src, tmp_path / "ort.png")
+    den.denoise_file(src, tmp_path / "pt.png")
+    a, b = np.asarray(Image.open(tmp_path / "ort.png")), np.asarray(Image.open(tmp_path / "pt.png"))
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # 8-bit rounding of values equal to 1e-5
+
+
+def test_speech_export_chunked_denoising_equals_pytorch(tmp_path, run_dir):
+    report = export_onnx(run_dir, tmp_path / "speech.onnx")
+    assert report.input_shape == ("batch", 2, 129, "frames")  # tiny recipe: n_fft 256
+    den, ort_den = xmodal.load(run_dir), load_onnx(report.path)
+    assert ort_den.receptive_field == den.receptive_field > 0  # stored in the file: ONNX has no gradients
+    wave = (0.1 * np.random.default_rng(7).standard_normal((2, 16000 * 3))).astype(np.float32)
+    np.testing.assert_allclose(ort_den.denoise(wave, 16000, chunk_seconds=1.0),
+                               den.denoise(wave, 16000, chunk_seconds=1.0), atol=1e-5)
+
+
+def test_stack_export(tmp_path):
+    run = _run(tmp_path, "tiny_image.yaml", ["modality=multispectral", "image.context_bands=1"])
+    report = export_onnx(run, tmp_path / "ms.onnx")
+    assert report.modality == "multispectral" and report.input_shape == ("batch", 3, "height", "width")
+    stack = np.random.default_rng(8).random((6, 21, 30), dtype=np.float32)
+    np.testing.assert_allclose(load_onnx(report.path).denoise(stack), xmodal.load(run).denoise(stack), atol=1e-5)
+
+
+def test_joint_model_exports_one_modality_at_a_time(tmp_path, capsys):
+    run = _run(tmp_path, "tiny_joint.yaml")
+    with pytest.raises(ValueError, match=r"a model trained jointly on speech and image: say which modality to "
+                                         r"export \(--modality\)"):
+        export_onnx(run, tmp_path / "j.onnx")
+    assert main([str(run), "-o", str(tmp_path / "img.onnx"), "--modality", "image"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    image = np.random.default_rng(9).random((1, 19, 23), dtype=np.float32)
+    np.testing.assert_allclose(load_onnx(tmp_path / "img.onnx").denoise(image),
+                               xmodal.load(run, modality="image").denoise(image), atol=1e-5)
+    with pytest.raises(ValueError, match=r"a model of speech and image, not 'multispectral'"):
+        export_onnx(run, tmp_path / "m.onnx", modality="multispectral")
+
+
+def test_errors(image_export, tmp_path, capsys, monkeypatch):
+    run, report = image_export
+    with pytest.raises(ValueError, match=r"x.onx: the output must be a .onnx file, got '.onx'"):
+        export_onnx(run, tmp_path / "x.onx")
+    with pytest.raises(ValueError, match=r"`opset` must be between 11 and 21, got 9"):
+        export_onnx(run, tmp_path / "x.onnx", opset=9)
+    assert main([str(tmp_path / "missing"), "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    # a graph that differs from PyTorch by more than the tolerance is not written
+    import xmodal.export as export_mod
+
+    monkeypatch.setattr(export_mod, "TOLERANCE", -1.0)
+    with pytest.raises(ValueError, match=r"y.onnx: the ONNX graph differs from PyTorch by .* nothing was written"):
+        export_onnx(run, tmp_path / "y.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no file, no temp folder
+    monkeypatch.undo()
+    # missing packages are named with the install command
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(ImportError, match=r"needs the `onnxruntime` package: pip install \"xmodal\[export\]\""):
+        export_onnx(run, tmp_path / "z.onnx")
+    monkeypatch.undo()
+    # loading: not ONNX, or ONNX without xmodal's metadata
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match=r"junk.onnx: not a loadable ONNX file"):
+        load_onnx(tmp_path / "junk.onnx")
+    import onnx
+
+    proto = onnx.load(str(report.path))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "plain.onnx"))
+    with pytest.raises(ValueError, match=r"plain.onnx: not an xmodal export \(no xmodal.modality in its metadata\)"):
+        load_onnx(tmp_path / "plain.onnx")
+    net = OnnxRuntimeNet(report.path)
+    with pytest.raises(KeyError, match=r"gray.onnx is the image network, not 'speech'"):
+        net(torch.zeros(1, 1, 4, 4), "speech")

@@ -1,0 +1,301 @@
+"""ONNX export of a trained network, checked against PyTorch with ONNX Runtime, optionally quantised to int8.
+
+``python -m xmodal.export MODEL -o model.onnx [--modality M] [--int8]``
+
+What is exported is the network of one modality: its stem, the shared trunk and its head, on that modality's
+feature map, with the padding to the trunk's size multiple and the crop back inside the graph (any height and width,
+any batch). The adapters stay outside, as in the library:
+
+- images: the input *is* the image, ``(B, C, H, W)`` float32 in [0, 1] (``C`` = the model's channels; a non-blind
+  model takes the noise-level map as one more channel); the output is the denoised image (not clipped);
+- stacks: ``(B, 2k + 1, H, W)``, one band with its ``k`` spectral neighbours per side (per-band scaled), and the output
+  the middle band ``(B, 1, H, W)``;
+- speech: the compressed complex STFT ``(B, 2, F, N)`` (F = ``n_fft // 2 + 1``, fixed; N frames, any) and the output
+  the estimate of the clean one; the STFT, its inverse and the level normalisation stay with the caller.
+
+The file's metadata (``metadata_props``) holds the modality, the size multiple and the model's resolved config.
+After writing, ONNX Runtime runs the file on random inputs of two odd sizes and the outputs are compared with
+PyTorch's; a difference above the tolerance removes the file and raises. ``--int8`` writes a second file with
+dynamically quantised int8 weights (ONNX Runtime ``quantize_dynamic``) and reports its difference as well, without a
+tolerance: the PSNR it costs is measured by ``benchmarks/onnx_export.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ExportReport", "OnnxNet", "OnnxRuntimeNet", "export_onnx", "load_onnx", "main"]
+
+#: largest |onnxruntime - torch| accepted for the fp32 file (features are O(1); measured differences are ~1e-6)
+TOLERANCE = 1e-4
+
+
+class OnnxNet(nn.Module):
+    """One modality of a :class:`~xmodal.models.DenoisingNet` as a plain ``features -> estimate`` module whose padding
+    is written with shape arithmetic (no Python branch on sizes), so that a traced graph holds for every size."""
+
+    def __init__(self, net: nn.Module, modality: str) -> None:
+        super().__init__()
+        if modality not in net.io:
+            raise ValueError(f"the network has no stem/head for modality {modality!r} (it has {net.modalities})")
+        self.stem = net.stems[modality]
+        self.trunk = net.trunk
+        self.head = net.heads[modality]
+        self.pad_mode = net.io[modality].pad_mode
+        self.multiple = int(net.trunk.size_multiple)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C_m, H, W)`` features -> ``(B, C_out, H, W)`` estimate (as ``DenoisingNet.forward``)."""
+        H, W = x.shape[-2], x.shape[-1]
+        m = self.multiple
+        xp = F.pad(x, (0, (m - W % m) % m, 0, (m - H % m) % m), mode=self.pad_mode)  # -> multiples of m
+        return self.head(self.trunk(self.stem(xp)), xp)[..., :H, :W]
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_onnx` wrote and measured.
+
+    Attributes:
+        path: the fp32 ONNX file.
+        modality: the exported modality.
+        input_shape: the input's shape with its dynamic axes named (``"batch"``, ``"height"``, ``"width"``...).
+        max_abs_diff: largest |ONNX Runtime - PyTorch| over the check inputs (fp32 file).
+        int8_path: the int8 file (``None`` without ``int8``).
+        int8_max_abs_diff: the same difference for the int8 file.
+    """
+
+    path: Path
+    modality: str
+    input_shape: tuple
+    max_abs_diff: float
+    int8_path: Path | None = None
+    int8_max_abs_diff: float | None = None
+
+
+class OnnxRuntimeNet(nn.Module):
+    """An exported file run by ONNX Runtime (CPU), in place of the network inside xmodal's denoisers:
+    ``forward(features, modality)`` as :class:`~xmodal.models.DenoisingNet`. See :func:`load_onnx`.
+
+    Args:
+        path: an ``.onnx`` file written by :func:`export_onnx` (fp32 or int8).
+        threads: ONNX Runtime intra-op threads (0: torch's current number).
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
+        super().__init__()
+        _need("onnxruntime")
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or max(1, torch.get_num_threads())
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ValueError(f"{self.path}: not a loadable ONNX file ({str(e).splitlines()[0]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "xmodal.modality" not in meta:
+            raise ValueError(f"{self.path}: not an xmodal export (no xmodal.modality in its metadata)")
+        self.modality = meta["xmodal.modality"]
+        self.io = {self.modality: None}
+        self.trunk = nn.Module()
+        self.trunk.size_multiple = int(meta["xmodal.size_multiple"])
+        self.metadata = meta
+        frames = meta.get("xmodal.receptive_field_frames")
+        self.receptive_field_frames = int(frames) if frames is not None else None
+        self._input = self.session.get_inputs()[0].name
+
+    @property
+    def modalities(self) -> list[str]:
+        return [self.modality]
+
+    def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
+        if modality != self.modality:
+            raise KeyError(f"{self.path} is the {self.modality} network, not {modality!r}")
+        y = self.session.run(None, {self._input: np.ascontiguousarray(x.detach().float().cpu().numpy())})[0]
+        return torch.from_numpy(y).to(x.device)
+
+
+def load_onnx(path: str | os.PathLike, threads: int = 0):
+    """A denoiser of the exported file's modality (as :func:`xmodal.load` returns) whose network runs in ONNX
+    Runtime: files, tiling, chunking and scaling work as with the PyTorch model. CPU, fp32 arithmetic (the int8 file
+    computes its convolutions in int8).
+
+    Raises:
+        ValueError: not a loadable ONNX file, or not one written by :func:`export_onnx`.
+    """
+    import yaml
+
+    from xmodal.config import config_from_dict
+    from xmodal.denoise import _CLASSES
+
+    net = OnnxRuntimeNet(path, threads)
+    config = config_from_dict(yaml.safe_load(net.metadata["xmodal.config"]), f"{path} (embedded config)")
+    return _CLASSES[net.modality](net, config, name=str(path))
+
+
+def _check_shapes(modality: str, config, channels: int, multiple: int) -> tuple[tuple, list[tuple[int, ...]]]:
+    """``(symbolic input shape, concrete check shapes)``: odd sizes that are not multiples of the trunk's."""
+    if modality == "speech":
+        freqs = config.audio.n_fft // 2 + 1
+        return ("batch", channels, freqs, "frames"), [(1, channels, freqs, 3 * multiple + 5),
+                                                       (2, channels, freqs, multiple + 1)]
+    return ("batch", channels, "height", "width"), [(1, channels, 2 * multiple + 3, 3 * multiple + 1),
+                                                    (2, channels, multiple + 5, 2 * multiple - 1)]
+
+
+def _ort_outputs(path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return [session.run(None, {name: x})[0] for x in inputs]
+
+
+def _need(module: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(f"ONNX export needs the `{module}` package: pip install \"xmodal[export]\" "
+                          "(onnx and onnxruntime)")
+
+
+def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modality: str | None = None,
+                opset: int = 17, int8: bool = False, seed: int = 0) -> ExportReport:
+    """Export one modality of a trained model to ONNX and check it against PyTorch with ONNX Runtime.
+
+    Args:
+        model: a bundled name, a run directory or a ``.safetensors`` file (as :func:`xmodal.load`).
+        path: the ``.onnx`` file to write (replaced atomically; its folder is created).
+        modality: which modality (needed for a jointly trained model; else it must be the model's, or ``None``).
+        opset: ONNX opset version.
+        int8: also write ``<stem>.int8.onnx`` with dynamically quantised int8 weights.
+        seed: seed of the random check inputs.
+
+    Returns:
+        An :class:`ExportReport`.
+
+    Raises:
+        ValueError: a bad ``path`` suffix or ``opset``, an unknown model, a modality the model lacks, or an export
+            that differs from PyTorch by more than :data:`TOLERANCE` (the file is then not written).
+        ImportError: ``onnx`` or ``onnxruntime`` is not installed.
+    """
+    from xmodal._fs import atomic_write
+    from xmodal.checkpoint import load_run
+    from xmodal.config import config_to_dict
+    from xmodal.pretrained import resolve_model
+
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ValueError(f"{path}: the output must be a .onnx file, got {path.suffix or 'no extension'!r}")
+    if not 11 <= opset <= 21:
+        raise ValueError(f"`opset` must be between 11 and 21, got {opset}")
+    _need("onnx")
+    _need("onnxruntime")
+    import onnx
+    import yaml
+
+    source = resolve_model(model)
+    net, config = load_run(source)
+    if modality is None:
+        if config.joint_run:
+            raise ValueError(f"{source}: a model trained jointly on {' and '.join(config.modalities)}: say which "
+                             "modality to export (--modality)")
+        modality = config.modality
+    elif modality not in config.modalities:
+        raise ValueError(f"{source}: a model of {' and '.join(config.modalities)}, not {modality!r}")
+    view = config.for_modality(modality)
+    module = OnnxNet(net.float().eval(), modality).eval()
+    channels = net.io[modality].channels
+    symbolic, shapes = _check_shapes(modality, view, channels, module.multiple)
+    dynamic = {i: name for i, name in enumerate(symbolic) if isinstance(name, str)}
+    rng = np.random.default_rng(seed)
+    inputs = [rng.random(s, dtype=np.float32) if modality != "speech" else
+              rng.standard_normal(s, dtype=np.float32) for s in shapes]
+    with torch.no_grad():
+        expected = [module(torch.from_numpy(x)).numpy() for x in inputs]
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".xmodal-export-", dir=path.parent) as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        import warnings
+
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+            torch.onnx.export(module, (torch.from_numpy(inputs[0]),), str(raw), dynamo=False, opset_version=opset,
+                              input_names=["noisy"], output_names=["denoised"],
+                              dynamic_axes={"noisy": dynamic, "denoised": dynamic})
+        proto = onnx.load(str(raw))
+        meta = {"xmodal.modality": modality, "xmodal.size_multiple": str(module.multiple),
+                "xmodal.input": f"{list(symbolic)}", "xmodal.config": yaml.safe_dump(config_to_dict(view),
+                                                                                        sort_keys=False)}
+        if modality == "speech":  # chunked inference needs it; it is measured with gradients, which ONNX lacks
+            from xmodal.denoise import _receptive_field_frames
+
+            meta["xmodal.receptive_field_frames"] = str(_receptive_field_frames(net, modality, channels,
+                                                                                torch.device("cpu")))
+        onnx.helper.set_model_props(proto, meta)
+        proto.producer_name = "xmodal"
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(raw))
+        got = _ort_outputs(raw, inputs)
+        diff = max(float(np.abs(g - e).max()) for g, e in zip(got, expected))
+        if not diff <= TOLERANCE:
+            raise ValueError(f"{path}: the ONNX graph differs from PyTorch by {diff:.3g} (more than {TOLERANCE:g}); "
+                             "nothing was written")
+        atomic_write(path, lambda t: Path(t).write_bytes(raw.read_bytes()))
+        report = ExportReport(path, modality, symbolic, diff)
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            q = Path(tmp) / "int8.onnx"
+            quantize_dynamic(str(raw), str(q), weight_type=QuantType.QInt8)
+            got8 = _ort_outputs(q, inputs)
+            report.int8_max_abs_diff = max(float(np.abs(g - e).max()) for g, e in zip(got8, expected))
+            report.int8_path = path.with_name(path.stem + ".int8.onnx")
+            atomic_write(report.int8_path, lambda t: Path(t).write_bytes(q.read_bytes()))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; returns the exit status (0 written and checked, 2 error)."""
+    p = argparse.ArgumentParser(prog="python -m xmodal.export", description=__doc__.split("\n")[0])
+    p.add_argument("model", help="bundled name (speech, gray, color, multispectral), run directory or .safetensors")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="the ONNX file to write")
+    p.add_argument("--modality", choices=["speech", "image", "multispectral"], default=None,
+                   help="which modality of a jointly trained model (default: the model's only one)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    p.add_argument("--int8", action="store_true", help="also write FILE.int8.onnx with int8 weights (dynamic "
+                                                       "quantisation)")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    try:
+        report = export_onnx(args.model, args.output, args.modality, args.opset, args.int8)
+    except (ValueError, OSError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {report.path} ({report.modality}, input {list(report.input_shape)}); ONNX Runtime vs PyTorch: max "
+          f"|difference| {report.max_abs_diff:.2e}")
+    if report.int8_path is not None:
+        print(f"wrote {report.int8_path} (int8 weights); max |difference| from PyTorch fp32 "
+              f"{report.int8_max_abs_diff:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
