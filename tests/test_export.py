@@ -153,3 +153,34 @@ def test_errors(image_export, tmp_path, capsys, monkeypatch):
     net = OnnxRuntimeNet(report.path)
     with pytest.raises(KeyError, match=r"gray.onnx is the image network, not 'speech'"):
         net(torch.zeros(1, 1, 4, 4), "speech")
+
+
+def test_xmodal_load_and_the_cli_take_an_export(image_export, tmp_path, capsys):
+    from PIL import Image
+
+    from xmodal.denoise import main as denoise_main
+    from xmodal.denoise import model_modalities
+
+    run, report = image_export
+    den = xmodal.load(report.path)
+    assert isinstance(den.model, OnnxRuntimeNet) and den.modality == "image"
+    assert model_modalities(report.path) == ("image",) and model_modalities(run) == ("image",)
+    assert xmodal.load(str(report.path), modality="image", precision="auto").modality == "image"
+    with pytest.raises(ValueError, match=r"gray.onnx: an export of the image network, not 'speech'"):
+        xmodal.load(report.path, modality="speech")
+    with pytest.raises(ValueError, match=r"gray.onnx: an ONNX export runs on the CPU \(ONNX Runtime\), not on 'cuda'"):
+        xmodal.load(report.path, device="cuda")
+    with pytest.raises(ValueError, match=r"`precision` must be 'fp32' or 'auto', got 'bf16'"):
+        xmodal.load(report.path, precision="bf16")
+    with pytest.raises(ValueError, match=r"nope.onnx: no such ONNX file"):
+        xmodal.load(tmp_path / "nope.onnx")
+    image = (np.random.default_rng(10).random((26, 31)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    assert denoise_main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", str(report.path),
+                         "--quiet"]) == 0
+    assert denoise_main([str(tmp_path / "a.png"), "-o", str(tmp_path / "ref"), "--model", str(run), "--quiet"]) == 0
+    a = np.asarray(Image.open(tmp_path / "out" / "a.png")).astype(int)
+    b = np.asarray(Image.open(tmp_path / "ref" / "a.png")).astype(int)
+    assert np.abs(a - b).max() <= 1
+    assert denoise_main([str(tmp_path / "a.png"), "-o", str(tmp_path / "o2"), "--model", str(tmp_path / "no.onnx")]) == 2
+    assert "no.onnx: no such ONNX file" in capsys.readouterr().err

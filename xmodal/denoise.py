@@ -915,6 +915,25 @@ class StackDenoiser:
         return dst
 
 
+def _is_onnx(path_or_name: Any) -> bool:
+    return isinstance(path_or_name, (str, os.PathLike)) and str(path_or_name).lower().endswith(".onnx")
+
+
+def model_modalities(path_or_name: str | os.PathLike | None) -> tuple[str, ...]:
+    """The modalities a model denoises (several for a jointly trained one), read from its config or ONNX metadata
+    without loading the network."""
+    if _is_onnx(path_or_name):
+        if not Path(path_or_name).is_file():
+            raise ValueError(f"{path_or_name}: no such ONNX file")
+        from xmodal.export import OnnxRuntimeNet
+
+        return (OnnxRuntimeNet(path_or_name).modality,)
+    from xmodal.checkpoint import run_config
+    from xmodal.pretrained import resolve_model
+
+    return run_config(resolve_model(path_or_name)).modalities
+
+
 class ModalityNeeded(ValueError):
     """:func:`load` was given a jointly trained model (several modalities) without ``modality``."""
 
@@ -930,7 +949,8 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
     Args:
         path_or_name: a bundled name (``None``, ``"default"`` or ``"speech"``: speech; ``"image_gray"``/``"gray"``/
             ``"image"``; ``"image_color"``/``"color"``/``"colour"``; ``"multispectral"``/``"stack"``); a run
-            directory (``config.yaml`` + ``model.safetensors``); or a ``.safetensors`` file with an embedded config.
+            directory (``config.yaml`` + ``model.safetensors``); a ``.safetensors`` file with an embedded config; or
+            an ``.onnx`` file written by ``python -m xmodal.export`` (the network then runs in ONNX Runtime, CPU).
         device: ``cpu`` or ``cuda``.
         precision: image and stack models: ``fp32``, ``bf16`` or ``auto`` (see :class:`ImageDenoiser`); speech
             models always run in fp32 (the value is still checked).
@@ -954,6 +974,21 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
     from xmodal.checkpoint import load_run
     from xmodal.pretrained import resolve_model
 
+    if _is_onnx(path_or_name):  # an export of xmodal.export: the network runs in ONNX Runtime
+        from xmodal.export import OnnxRuntimeNet, embedded_config
+
+        if not Path(path_or_name).is_file():
+            raise ValueError(f"{path_or_name}: no such ONNX file")
+        if str(device) != "cpu":
+            raise ValueError(f"{path_or_name}: an ONNX export runs on the CPU (ONNX Runtime), not on {device!r}")
+        if precision not in ("fp32", "auto"):
+            raise ValueError(f"{path_or_name}: an ONNX export runs as exported (fp32, or int8 weights); `precision` "
+                             f"must be 'fp32' or 'auto', got {precision!r}")
+        net = OnnxRuntimeNet(path_or_name)
+        den = _CLASSES[net.modality](net, embedded_config(net), name=str(path_or_name))  # this module's classes
+        if modality is not None and modality != den.modality:
+            raise ValueError(f"{path_or_name}: an export of the {den.modality} network, not {modality!r}")
+        return den
     path = resolve_model(path_or_name)
     model, config = load_run(path)
     if modality is None and config.joint_run:
@@ -1218,10 +1253,7 @@ def main(argv: list[str] | None = None) -> int:
     available: tuple[str, ...] = ()
     if args.model is not None:
         try:
-            from xmodal.checkpoint import run_config
-            from xmodal.pretrained import resolve_model
-
-            available = run_config(resolve_model(args.model)).modalities
+            available = model_modalities(args.model)
             if forced is not None and forced not in available:
                 report(f"--modality {forced} does not match the model {args.model}: it is "
                        + (_MODEL_KIND[available[0]] if len(available) == 1 else

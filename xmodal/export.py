@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ExportReport", "OnnxNet", "OnnxRuntimeNet", "export_onnx", "load_onnx", "main"]
+__all__ = ["ExportReport", "OnnxNet", "OnnxRuntimeNet", "embedded_config", "export_onnx", "load_onnx", "main"]
 
 #: largest |onnxruntime - torch| accepted for the fp32 file (features are O(1); measured differences are ~1e-6)
 TOLERANCE = 1e-4
@@ -135,14 +135,19 @@ def load_onnx(path: str | os.PathLike, threads: int = 0):
     Raises:
         ValueError: not a loadable ONNX file, or not one written by :func:`export_onnx`.
     """
-    import yaml
-
-    from xmodal.config import config_from_dict
     from xmodal.denoise import _CLASSES
 
     net = OnnxRuntimeNet(path, threads)
-    config = config_from_dict(yaml.safe_load(net.metadata["xmodal.config"]), f"{path} (embedded config)")
-    return _CLASSES[net.modality](net, config, name=str(path))
+    return _CLASSES[net.modality](net, embedded_config(net), name=str(path))
+
+
+def embedded_config(net: OnnxRuntimeNet):
+    """The resolved config (of the exported modality) stored in an export's metadata."""
+    import yaml
+
+    from xmodal.config import config_from_dict
+
+    return config_from_dict(yaml.safe_load(net.metadata["xmodal.config"]), f"{net.path} (embedded config)")
 
 
 def _check_shapes(modality: str, config, channels: int, multiple: int) -> tuple[tuple, list[tuple[int, ...]]]:
