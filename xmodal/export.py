@@ -266,8 +266,16 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
         if int8:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
+            import logging
+
             q = Path(tmp) / "int8.onnx"
-            quantize_dynamic(str(raw), str(q), weight_type=QuantType.QInt8)
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)  # the quantiser logs notes on every shape tensor it leaves in float
+            try:
+                quantize_dynamic(str(raw), str(q), weight_type=QuantType.QInt8)
+            finally:
+                root.setLevel(level)
             got8 = _ort_outputs(q, inputs)
             report.int8_max_abs_diff = max(float(np.abs(g - e).max()) for g, e in zip(got8, expected))
             report.int8_path = path.with_name(path.stem + ".int8.onnx")
