@@ -1,7 +1,8 @@
 """PyTorch vs its ONNX export (fp32 and int8 weights) in ONNX Runtime: Set12 quality and CPU speed, same API.
 
-Exports the gray image model and the speech model with ``xmodal.export.export_onnx`` (fp32 + ``--int8``) into a
-temporary folder, then runs the three back-ends through the same denoiser classes (``xmodal.load`` of the model,
+Exports the gray image model and the speech model with ``xmodal.export.export_onnx`` (fp32, and int8 calibrated on
+16 noisy training inputs per modality: Train400 crops, training-split speech mixtures) into a temporary folder
+(``--keep DIR`` to keep them), then runs the three back-ends through the same denoiser classes (``xmodal.load`` of the model,
 of ``.onnx`` and of ``.int8.onnx``):
 
 - Set12 at sigma 25, float protocol (as ``benchmarks/image_quality.py``: noise in float64 from
@@ -42,6 +43,32 @@ def best_of(fn, n: int = 3) -> float:
     return min(times)
 
 
+def calibration_files(data: Path, folder: Path, n: int) -> tuple[list[Path], list[Path]]:
+    """``n`` noisy training inputs per modality for int8 calibration, never validation or test data: Train400 images
+    (every 25th) with Gaussian noise of sigma drawn in [0, 50]/255 (saved as float .npy: unclipped), and 2-second
+    training mixtures of the speech model's SPLITS.md training split (float wav)."""
+    import soundfile as sf
+
+    from _common import bundled_speech_config
+    from xmodal.data import resolve_speech_data
+
+    rng = np.random.default_rng(1)
+    images = []
+    for k, f in enumerate(sorted((data / "image" / "Train400").glob("*.png"))[::25][:n]):
+        clean, _ = read_image(f)
+        noisy = clean + rng.uniform(0, 50 / 255) * rng.standard_normal(clean.shape)
+        images.append(folder / f"image_{k}.npy")
+        np.save(images[-1], noisy.astype(np.float32))
+    cfg = bundled_speech_config(data)
+    train = resolve_speech_data(cfg.data, cfg.audio.sample_rate, "/nonexistent").train
+    speech = []
+    for k in range(n):
+        noisy, _ = train[k * 37]
+        speech.append(folder / f"speech_{k}.wav")
+        sf.write(speech[-1], noisy.numpy().reshape(-1), cfg.audio.sample_rate, subtype="FLOAT")
+    return images, speech
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (default ../shared/data)")
@@ -50,6 +77,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
     p.add_argument("--sigma", type=float, default=25.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calibration-items", type=int, default=16, help="int8 calibration inputs per modality")
+    p.add_argument("--keep", default=None, metavar="DIR", help="write the exports here (e.g. for "
+                                                              "benchmarks/speech_quality.py --model DIR/speech.int8.onnx)")
     args = p.parse_args()
 
     import xmodal
@@ -63,8 +93,12 @@ def main() -> None:
     files = sorted(f for f in root.iterdir() if f.suffix == ".png")
     sigma = args.sigma / 255.0
     with tempfile.TemporaryDirectory() as tmp:
-        img = export_onnx(args.model, Path(tmp) / "image.onnx", int8=True)
-        sp = export_onnx(args.speech_model, Path(tmp) / "speech.onnx", int8=True)
+        out = Path(args.keep) if args.keep else Path(tmp)
+        calib = Path(tmp) / "calibration"
+        calib.mkdir()
+        image_calib, speech_calib = calibration_files(Path(args.data), calib, args.calibration_items)
+        img = export_onnx(args.model, out / "image.onnx", int8=True, calibration=image_calib)
+        sp = export_onnx(args.speech_model, out / "speech.onnx", int8=True, calibration=speech_calib)
         print(f"exported {args.model}: ONNX Runtime vs PyTorch max |difference| {img.max_abs_diff:.2e} (fp32), "
               f"{img.int8_max_abs_diff:.2e} (int8); {args.speech_model}: {sp.max_abs_diff:.2e}, "
               f"{sp.int8_max_abs_diff:.2e}")

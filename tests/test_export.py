@@ -31,11 +31,26 @@ def _run(tmp_path: Path, recipe: str, overrides: list[str] = (), name: str = "ru
     return run
 
 
+def _noisy_pngs(folder: Path, n: int = 3, size: tuple[int, int] = (40, 52)) -> list[Path]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(11)
+    paths = []
+    for i in range(n):
+        yy, xx = np.mgrid[:size[0], :size[1]]
+        clean = 0.5 + 0.3 * np.sin(xx / (3 + i)) * np.cos(yy / 5)
+        noisy = np.clip(clean + 0.1 * rng.standard_normal(size), 0, 1)
+        Image.fromarray(np.rint(noisy * 255).astype(np.uint8)).save(folder / f"n{i}.png")
+        paths.append(folder / f"n{i}.png")
+    return paths
+
+
 @pytest.fixture(scope="module")
 def image_export(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export_image")
     run = _run(tmp, "tiny_image.yaml", ["model.widths=[8, 16, 16]"])
-    return run, export_onnx(run, tmp / "out" / "gray.onnx", int8=True)
+    return run, export_onnx(run, tmp / "out" / "gray.onnx", int8=True, calibration=_noisy_pngs(tmp / "calib"))
 
 
 def test_image_export_matches_pytorch_at_any_size(image_export):
@@ -60,10 +75,18 @@ def test_image_export_matches_pytorch_at_any_size(image_export):
         got = session.run(None, {"noisy": x})[0]
         assert got.shape == shape
         np.testing.assert_allclose(got, expected, atol=1e-5)
-    # the int8 file: smaller, runs, close to fp32 but not equal
+    # the int8 file: int8 convolutions in the trunk, the stem and head in float; close to fp32 but not equal
     assert report.int8_path == report.path.with_name("gray.int8.onnx") and report.int8_path.is_file()
-    assert report.int8_path.stat().st_size < report.path.stat().st_size
+    assert report.calibration_inputs == 3  # one network input per calibration image (each fits one tile)
+    q = onnx.load(str(report.int8_path))
+    quantized = {n.name for n in q.graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in q.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert quantized and all(any(i.endswith("_DequantizeLinear_Output") or "dequant" in i.lower() for i in c.input)
+                             == c.name.startswith("/trunk/") for c in convs)
     assert 0 < report.int8_max_abs_diff < 0.5
+    int8 = load_onnx(report.int8_path)
+    image = np.random.default_rng(12).random((1, 33, 41), dtype=np.float32)
+    assert 0 < np.abs(int8.denoise(image) - xmodal.load(run).denoise(image)).max() < 0.5
 
 
 def test_onnx_runtime_denoiser_equals_the_pytorch_one(image_export, tmp_path):
@@ -121,6 +144,18 @@ def test_errors(image_export, tmp_path, capsys, monkeypatch):
         export_onnx(run, tmp_path / "x.onx")
     with pytest.raises(ValueError, match=r"`opset` must be between 11 and 21, got 9"):
         export_onnx(run, tmp_path / "x.onnx", opset=9)
+    with pytest.raises(ValueError, match=r"int8 needs calibration inputs \(--calibrate FILE ...\)"):
+        export_onnx(run, tmp_path / "x.onnx", int8=True)
+    with pytest.raises(ValueError, match=r"gone.png: calibration file not found"):
+        export_onnx(run, tmp_path / "x.onnx", int8=True, calibration=[tmp_path / "gone.png"])
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"bad.png: "):
+        export_onnx(run, tmp_path / "x.onnx", int8=True, calibration=[tmp_path / "bad.png"])
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.int8.onnx").exists()  # nothing half-written
+    assert main([str(run), "-o", str(tmp_path / "x.onnx"), "--calibrate", str(tmp_path / "a.png")]) == 2
+    assert "--calibrate is for --int8" in capsys.readouterr().err
+    assert main([str(run), "-o", str(tmp_path / "x.onnx"), "--int8"]) == 2
+    assert "int8 needs calibration inputs" in capsys.readouterr().err
     assert main([str(tmp_path / "missing"), "-o", str(tmp_path / "x.onnx")]) == 2
     assert "unknown model" in capsys.readouterr().err
     # a graph that differs from PyTorch by more than the tolerance is not written

@@ -1,6 +1,6 @@
 """ONNX export of a trained network, checked against PyTorch with ONNX Runtime, optionally quantised to int8.
 
-``python -m xmodal.export MODEL -o model.onnx [--modality M] [--int8]``
+``python -m xmodal.export MODEL -o model.onnx [--modality M] [--int8 --calibrate FILE ...]``
 
 What is exported is the network of one modality: its stem, the shared trunk and its head, on that modality's
 feature map, with the padding to the trunk's size multiple and the crop back inside the graph (any height and width,
@@ -15,9 +15,14 @@ any batch). The adapters stay outside, as in the library:
 
 The file's metadata (``metadata_props``) holds the modality, the size multiple and the model's resolved config.
 After writing, ONNX Runtime runs the file on random inputs of two odd sizes and the outputs are compared with
-PyTorch's; a difference above the tolerance removes the file and raises. ``--int8`` writes a second file with
-dynamically quantised int8 weights (ONNX Runtime ``quantize_dynamic``) and reports its difference as well, without a
-tolerance: the PSNR it costs is measured by ``benchmarks/onnx_export.py``.
+PyTorch's; a difference above the tolerance removes the file and raises.
+
+``--int8`` writes a second file quantised statically to int8 (ONNX Runtime QDQ: per-channel int8 weights, uint8
+activations, the convolutions of the trunk in int8; the stem and the head stay in float). Activation ranges are
+calibrated on ``--calibrate`` files: a few noisy inputs like those the model will denoise, run through the PyTorch
+denoiser as in deployment (tiles, chunks, scaling) while the network's inputs are recorded. Its difference from
+PyTorch is reported without a tolerance: ``benchmarks/onnx_export.py`` measures what it costs in PSNR and gains in
+speed.
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ class ExportReport:
         max_abs_diff: largest |ONNX Runtime - PyTorch| over the check inputs (fp32 file).
         int8_path: the int8 file (``None`` without ``int8``).
         int8_max_abs_diff: the same difference for the int8 file.
+        calibration_inputs: network inputs (tiles, chunks) the int8 ranges were measured on.
     """
 
     path: Path
@@ -81,6 +87,7 @@ class ExportReport:
     max_abs_diff: float
     int8_path: Path | None = None
     int8_max_abs_diff: float | None = None
+    calibration_inputs: int = 0
 
 
 class OnnxRuntimeNet(nn.Module):
@@ -179,7 +186,8 @@ def _need(module: str) -> None:
 
 
 def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modality: str | None = None,
-                opset: int = 17, int8: bool = False, seed: int = 0) -> ExportReport:
+                opset: int = 17, int8: bool = False, calibration: list[str | os.PathLike] | tuple = (),
+                seed: int = 0) -> ExportReport:
     """Export one modality of a trained model to ONNX and check it against PyTorch with ONNX Runtime.
 
     Args:
@@ -187,15 +195,17 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
         path: the ``.onnx`` file to write (replaced atomically; its folder is created).
         modality: which modality (needed for a jointly trained model; else it must be the model's, or ``None``).
         opset: ONNX opset version.
-        int8: also write ``<stem>.int8.onnx`` with dynamically quantised int8 weights.
+        int8: also write ``<stem>.int8.onnx``, statically quantised to int8 (see the module docstring).
+        calibration: for ``int8``: noisy input files (audio, image or stack files the model's denoiser reads).
         seed: seed of the random check inputs.
 
     Returns:
         An :class:`ExportReport`.
 
     Raises:
-        ValueError: a bad ``path`` suffix or ``opset``, an unknown model, a modality the model lacks, or an export
-            that differs from PyTorch by more than :data:`TOLERANCE` (the file is then not written).
+        ValueError: a bad ``path`` suffix or ``opset``, an unknown model, a modality the model lacks, ``int8``
+            without ``calibration`` (or a calibration file the denoiser cannot read, named), or an export that
+            differs from PyTorch by more than :data:`TOLERANCE` (the file is then not written).
         ImportError: ``onnx`` or ``onnxruntime`` is not installed.
     """
     from xmodal._fs import atomic_write
@@ -208,6 +218,12 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
         raise ValueError(f"{path}: the output must be a .onnx file, got {path.suffix or 'no extension'!r}")
     if not 11 <= opset <= 21:
         raise ValueError(f"`opset` must be between 11 and 21, got {opset}")
+    if int8 and not calibration:
+        raise ValueError("int8 needs calibration inputs (--calibrate FILE ...): a few noisy files like those the "
+                         "model will denoise; the int8 activation ranges are measured on them")
+    for f in calibration if int8 else ():
+        if not Path(f).exists():
+            raise ValueError(f"{f}: calibration file not found")
     _need("onnx")
     _need("onnxruntime")
     import onnx
@@ -261,26 +277,82 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
         if not diff <= TOLERANCE:
             raise ValueError(f"{path}: the ONNX graph differs from PyTorch by {diff:.3g} (more than {TOLERANCE:g}); "
                              "nothing was written")
-        atomic_write(path, lambda t: Path(t).write_bytes(raw.read_bytes()))
         report = ExportReport(path, modality, symbolic, diff)
         if int8:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            import logging
-
+            features = _calibration_features(source, modality, calibration, Path(tmp))
             q = Path(tmp) / "int8.onnx"
-            root = logging.getLogger()
-            level = root.level
-            root.setLevel(logging.ERROR)  # the quantiser logs notes on every shape tensor it leaves in float
-            try:
-                quantize_dynamic(str(raw), str(q), weight_type=QuantType.QInt8)
-            finally:
-                root.setLevel(level)
+            _quantize(raw, q, features, proto)
             got8 = _ort_outputs(q, inputs)
             report.int8_max_abs_diff = max(float(np.abs(g - e).max()) for g, e in zip(got8, expected))
+            report.calibration_inputs = len(features)
             report.int8_path = path.with_name(path.stem + ".int8.onnx")
+        # both files only once everything has worked
+        atomic_write(path, lambda t: Path(t).write_bytes(raw.read_bytes()))
+        if report.int8_path is not None:
             atomic_write(report.int8_path, lambda t: Path(t).write_bytes(q.read_bytes()))
     return report
+
+
+#: at most this many network inputs (tiles, chunks, band groups) are kept for calibration
+MAX_CALIBRATION_INPUTS = 64
+
+
+def _calibration_features(source: Path, modality: str, files, tmp: Path) -> list[np.ndarray]:
+    """The network inputs the PyTorch denoiser of ``source`` produces on ``files`` (recorded with a forward hook)."""
+    from xmodal.denoise import load
+
+    den = load(source, modality=modality)
+    if hasattr(den, "receptive_field"):
+        den.receptive_field  # measured (with random probes through the network) before the recording starts
+    seen: list[np.ndarray] = []
+
+    def record(module: nn.Module, args: tuple) -> None:
+        if len(seen) < MAX_CALIBRATION_INPUTS:
+            seen.append(np.ascontiguousarray(args[0].detach().float().cpu().numpy()))
+
+    handle = den.model.register_forward_pre_hook(record)
+    try:
+        for i, f in enumerate(files):
+            f = Path(f)
+            if not f.exists():
+                raise ValueError(f"{f}: calibration file not found")
+            try:
+                den.denoise_file(f, tmp / f"calibration_{i}{f.suffix}")
+            except (ValueError, OSError, RuntimeError) as e:
+                message = str(e)
+                raise ValueError(message if str(f) in message else f"{f}: {message}") from None
+    finally:
+        handle.remove()
+    if not seen:
+        raise ValueError("the calibration files gave the network no input")
+    return seen
+
+
+def _quantize(raw: Path, out: Path, features: list[np.ndarray], proto) -> None:
+    """Static QDQ int8 quantisation of the trunk's convolutions, ranges from ``features`` (min/max)."""
+    import logging
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(features)
+
+        def get_next(self) -> dict | None:
+            x = next(self.items, None)
+            return None if x is None else {"noisy": x}
+
+    keep_float = [n.name for n in proto.graph.node if n.op_type in ("Conv", "ConvTranspose")
+                  and not n.name.startswith("/trunk/")]  # the stem and the head: where int8 costs most
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser logs notes on every shape tensor it leaves in float
+    try:
+        quantize_static(str(raw), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["Conv", "ConvTranspose"], nodes_to_exclude=keep_float)
+    finally:
+        root.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,22 +363,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modality", choices=["speech", "image", "multispectral"], default=None,
                    help="which modality of a jointly trained model (default: the model's only one)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
-    p.add_argument("--int8", action="store_true", help="also write FILE.int8.onnx with int8 weights (dynamic "
-                                                       "quantisation)")
+    p.add_argument("--int8", action="store_true", help="also write FILE.int8.onnx, quantised to int8 (needs "
+                                                       "--calibrate)")
+    p.add_argument("--calibrate", nargs="+", default=(), metavar="FILE",
+                   help="noisy inputs (audio, image or stack files) like those the model will denoise: the int8 "
+                        "activation ranges are measured on them")
     try:
         args = p.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
     try:
-        report = export_onnx(args.model, args.output, args.modality, args.opset, args.int8)
+        if args.calibrate and not args.int8:
+            raise ValueError("--calibrate is for --int8")
+        report = export_onnx(args.model, args.output, args.modality, args.opset, args.int8,
+                             calibration=args.calibrate)
     except (ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {report.path} ({report.modality}, input {list(report.input_shape)}); ONNX Runtime vs PyTorch: max "
           f"|difference| {report.max_abs_diff:.2e}")
     if report.int8_path is not None:
-        print(f"wrote {report.int8_path} (int8 weights); max |difference| from PyTorch fp32 "
-              f"{report.int8_max_abs_diff:.2e}")
+        print(f"wrote {report.int8_path} (int8, calibrated on {report.calibration_inputs} network inputs); max "
+              f"|difference| from PyTorch fp32 {report.int8_max_abs_diff:.2e}")
     return 0
 
 
