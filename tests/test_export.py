@@ -164,7 +164,7 @@ def test_errors(image_export, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(export_mod, "TOLERANCE", -1.0)
     with pytest.raises(ValueError, match=r"y.onnx: the ONNX graph differs from PyTorch by .* nothing was written"):
         export_onnx(run, tmp_path / "y.onnx")
-    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no file, no temp folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.png"]  # no file, no temp folder
     monkeypatch.undo()
     # missing packages are named with the install command
     import importlib.util
