@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,3 +21,13 @@ def bundled_speech_config(data_root: str | Path, overrides: list[str] = ()):
     return load_config(REPO / "recipes" / "speech_bundled.yaml", [
         f"data.clean_dir=[{speech / 'clean'}, {speech / 'clean_extra'}]",
         f"data.noise_dir=[{speech / 'noise'}, {speech / 'noise_extra'}]", *overrides])
+
+
+def best_time(fn, repeats: int) -> float:
+    """Shortest wall time of ``repeats`` calls of ``fn`` (warm up before calling this)."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)

@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA  # noqa: E402
+from _common import DEFAULT_DATA, best_time  # noqa: E402
 
 from xmodal.imageio import read_image  # noqa: E402
 from xmodal.metrics import psnr_score, ssim_score  # noqa: E402
@@ -35,12 +34,7 @@ from xmodal.metrics import psnr_score, ssim_score  # noqa: E402
 
 def best_of(fn, n: int = 3) -> float:
     fn()  # warm-up
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    return best_time(fn, n)
 
 
 def calibration_files(data: Path, folder: Path, n: int) -> tuple[list[Path], list[Path]]:

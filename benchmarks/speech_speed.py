@@ -10,10 +10,10 @@ duration (below 1 is faster than real time).
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
+from _common import best_time
 
 from xmodal.data.synthetic import synth_noise, synth_speech
 from xmodal.denoise import DEFAULT_CHUNK_SECONDS, load
@@ -28,15 +28,6 @@ def make_audio(seconds: float, seed: int = 0) -> np.ndarray:
     noise = synth_noise("pink", seconds, SR, rng)
     noise *= np.sqrt(np.mean(clean ** 2) / np.mean(noise ** 2)) * 10 ** (-5 / 20)
     return (clean + noise).astype(np.float32)
-
-
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:

@@ -134,18 +134,17 @@ class OnnxRuntimeNet(nn.Module):
         return torch.from_numpy(y).to(x.device)
 
 
-def load_onnx(path: str | os.PathLike, threads: int = 0):
-    """A denoiser of the exported file's modality (as :func:`xmodal.load` returns) whose network runs in ONNX
-    Runtime: files, tiling, chunking and scaling work as with the PyTorch model. CPU, fp32 arithmetic (the int8 file
-    computes its convolutions in int8).
+def load_onnx(path: str | os.PathLike):
+    """A denoiser of the exported file's modality whose network runs in ONNX Runtime (``xmodal.load`` of the file):
+    files, tiling, chunking and scaling work as with the PyTorch model. CPU, fp32 arithmetic (the int8 file computes
+    the trunk's convolutions in int8).
 
     Raises:
-        ValueError: not a loadable ONNX file, or not one written by :func:`export_onnx`.
+        ValueError: no such file, not a loadable ONNX file, or not one written by :func:`export_onnx`.
     """
-    from xmodal.denoise import _CLASSES
+    from xmodal.denoise import load
 
-    net = OnnxRuntimeNet(path, threads)
-    return _CLASSES[net.modality](net, embedded_config(net), name=str(path))
+    return load(path)
 
 
 def embedded_config(net: OnnxRuntimeNet):
