@@ -27,6 +27,9 @@ _LAZY = {
     "Denoiser": "xmodal.denoise",
     "ImageDenoiser": "xmodal.denoise",
     "StackDenoiser": "xmodal.denoise",
+    "VideoDenoiser": "xmodal.denoise",
+    "read_clip": "xmodal.videoio",
+    "write_clip": "xmodal.videoio",
     "keep_freed_memory": "xmodal.runtime",
 }
 

@@ -139,7 +139,7 @@ class SpeechDataConfig:
 
 @dataclass(frozen=True)
 class ImageDataConfig:
-    """Image and band-stack training data (modalities ``image`` and ``multispectral``).
+    """Image, band-stack and video training data (modalities ``image``, ``multispectral`` and ``video``).
 
     ``image``: ``train_dir`` holds clean images (PNG, JPEG, TIFF, npy; noise is synthesised with ``noise``), or
     ``pairs_dir`` holds ``noisy/`` and ``clean/`` with matching names. Validation: ``valid_dir`` (clean images,
@@ -148,6 +148,13 @@ class ImageDataConfig:
     ``multispectral``: ``train_dir`` lists stacks, each a multi-band GeoTIFF file, a folder of single-band TIFFs or
     a list of single-band files (e.g. the 20 m bands of a Sentinel-2 tile), read with ``scaling``; the bottom ``valid_rows`` of every stack's rows is held out for validation (the same rows of
     every band), the rest is cropped for training.
+
+    ``video``: with ``clips: false`` (default) ``train_dir``/``valid_dir`` hold clean still images, and every training
+    item is a clip of ``frames_per_item`` frames cut from one image along a random camera path (a straight integer
+    translation of up to ``motion`` pixels per frame on each axis, plus up to ``jitter`` pixels of shake); validation
+    clips are ``valid_frames`` frames long, on fixed paths. With ``clips: true`` every item of ``train_dir`` and
+    ``valid_dir`` is a real clip: a folder of frames (natural name order) or a ``.npy`` file ``(T, H, W)`` /
+    ``(T, H, W, C)``; training items are the same window cut from ``frames_per_item`` consecutive frames.
 
     Attributes:
         train_dir: clean images (files or folders) or stacks.
@@ -162,6 +169,14 @@ class ImageDataConfig:
         context_bands: multispectral: spectral neighbours on each side of the denoised band given as context
             (the network sees ``2 * context_bands + 1`` bands and denoises the middle one).
         bands_per_item: multispectral: contiguous bands per training item.
+        context_frames: video: frames on each side of the denoised frame given as context (the network sees
+            ``2 * context_frames + 1`` frames, mirrored at the ends of a clip, and denoises the middle one).
+        frames_per_item: video: consecutive frames per training item.
+        valid_frames: video: frames per validation clip made from a still image.
+        motion: video from stills: largest camera speed in pixels per frame on each axis.
+        jitter: video from stills: largest random shake in pixels added to each frame's position.
+        clips: video: ``train_dir``/``valid_dir`` items are real clips (frame folders or ``(T, H, W[, C])`` .npy
+            files), not still images.
         scaling: multispectral per-band scaling (``dtype``, ``band_minmax``, ``band_percentile``).
         patch_size: side of the random training crops.
         augment: random flips and 90-degree rotations (and spectral order reversal for stacks).
@@ -187,6 +202,12 @@ class ImageDataConfig:
     channels: int = 1
     context_bands: int = 2
     bands_per_item: int = 5
+    context_frames: int = 2
+    frames_per_item: int = 5
+    valid_frames: int = 8
+    motion: int = 3
+    jitter: int = 1
+    clips: bool = False
     scaling: Literal["dtype", "band_minmax", "band_percentile"] = "band_minmax"
     patch_size: int = 64
     augment: bool = True
@@ -207,6 +228,12 @@ class ImageDataConfig:
                                  f"{list(self.curriculum_start)}")
         if not 0.0 <= self.curriculum_fraction <= 1.0:
             raise ValueError(f"image.curriculum_fraction must be in [0, 1], got {self.curriculum_fraction}")
+        for key in ("context_frames", "motion", "jitter"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"image.{key} must be >= 0, got {getattr(self, key)}")
+        for key in ("frames_per_item", "valid_frames"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"image.{key} must be at least 1, got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)
@@ -330,7 +357,7 @@ class JointConfig:
     batch_size: tuple[int, ...] = ()
 
 
-_Modality = Literal["speech", "image", "multispectral"]
+_Modality = Literal["speech", "image", "multispectral", "video"]
 
 
 @dataclass(frozen=True)
@@ -338,9 +365,9 @@ class Config:
     """A whole recipe.
 
     ``modality`` picks the sections that matter: ``speech`` uses ``audio``, ``data`` and ``loss``; ``image`` and
-    ``multispectral`` use ``image`` and ``image_loss``. ``model``, ``optim`` and ``train`` are shared. A list of
-    modalities (``[speech, image]``) trains them jointly through one trunk (see :class:`JointConfig`); ``image`` and
-    ``multispectral`` both read the ``image`` section, so they cannot be in one list.
+    ``multispectral`` and ``video`` use ``image`` and ``image_loss``. ``model``, ``optim`` and ``train`` are shared. A
+    list of modalities (``[speech, image]``) trains them jointly through one trunk (see :class:`JointConfig`);
+    ``image``, ``multispectral`` and ``video`` all read the ``image`` section, so at most one of them can be in a list.
     """
 
     modality: _Modality | tuple[_Modality, ...] = "speech"
@@ -361,8 +388,9 @@ class Config:
                 raise ValueError("`modality` must name at least one modality, got []")
             if len(set(names)) != len(names):
                 raise ValueError(f"`modality` lists a modality twice: {names}")
-            if {"image", "multispectral"} <= set(names):
-                raise ValueError(f"`modality` {names}: image and multispectral both read the `image` section, so "
+            pixels = [m for m in names if m in ("image", "multispectral", "video")]
+            if len(pixels) > 1:
+                raise ValueError(f"`modality` {names}: {' and '.join(pixels)} {'both' if len(pixels) == 2 else 'all'} read the `image` section, so "
                                  "they cannot be trained in one run")
             if len(names) == 1:
                 object.__setattr__(self, "modality", names[0])  # a one-item list is that modality

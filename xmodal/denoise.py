@@ -3,11 +3,13 @@ line::
 
     python -m xmodal.denoise noisy/*.wav talk.flac scans/ cube.tif -o denoised/ [--model RUN_DIR] [--mix 0.9]
     python -m xmodal.denoise scene_bands/ -o denoised/ --modality multispectral
+    python -m xmodal.denoise clip_frames/ clip.npy -o denoised/ --modality video
 
 :func:`load` returns the class of the model's modality: :class:`Denoiser` (speech: any length, rate and channel
-count), :class:`ImageDenoiser` (images of any size, tiled; bit depth and format of files kept) or
+count), :class:`ImageDenoiser` (images of any size, tiled; bit depth and format of files kept),
 :class:`StackDenoiser` (multispectral stacks of any band count: multi-band TIFF/.npy files or folders of single-band
-TIFFs). Without ``--model`` the command line picks the modality and a bundled model per file (see ``--help``).
+TIFFs) or :class:`VideoDenoiser` (clips of any length: folders of frames or ``(T, H, W[, C])`` .npy files, streamed
+frame by frame with their temporal neighbours). Without ``--model`` the command line picks the modality and a bundled model per file (see ``--help``).
 
 Images and stacks go through :func:`xmodal.tiling.tiled_apply` (overlapping tiles aligned to the U-Net's grid,
 blended smoothly), so memory is the output plus one tile; stacks are also cut into groups of bands.
@@ -60,7 +62,7 @@ from xmodal.io import AudioReadError, list_audio_files, resample
 from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, tiled_apply
 
 __all__ = ["DEFAULT_CHUNK_SECONDS", "DEFAULT_CONTEXT_SECONDS", "Chunk", "Denoiser", "ImageDenoiser", "StackDenoiser",
-           "load", "main", "plan_chunks"]
+           "VideoDenoiser", "load", "main", "plan_chunks"]
 
 DEFAULT_CHUNK_SECONDS = 20.0
 DEFAULT_CONTEXT_SECONDS = 1.0
@@ -915,6 +917,139 @@ class StackDenoiser:
         return dst
 
 
+class VideoDenoiser:
+    """A trained video model ready to denoise clips of any length, size and channel count.
+
+    Frame ``t`` is denoised from frames ``t - k .. t + k`` (``k = config.image.context_frames``, mirrored at both
+    ends of the clip), one frame at a time and tile by tile (:func:`xmodal.tiling.tiled_apply`): memory is one
+    temporal window of ``2k + 1`` frames plus one tile's activations, whatever the clip's length or size, and
+    :meth:`denoise_file` streams frames from and to disk. A gray model denoises each channel of a colour clip as a gray
+    clip; a colour model replicates a gray clip.
+
+    Args:
+        model: the network (``DenoisingNet``) in eval mode.
+        config: its resolved config (``modality: video``).
+        device: where the network runs (``cpu`` or ``cuda``).
+        name: what to call the model in messages.
+        precision: ``fp32`` (default), ``bf16`` (autocast) or ``auto``, as for :class:`ImageDenoiser`.
+
+    Raises:
+        ValueError: not a video model, no stem/head for it, or the device is not available.
+
+    Example:
+        >>> den = xmodal.load("video")  # doctest: +SKIP
+        >>> den.denoise_file("clip_frames/", "clip_clean/")  # a folder of frames  # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, config: Config, device: str | torch.device = "cpu", name: str = "",
+                 precision: str = "fp32") -> None:
+        _setup(self, model, config, device, name, "video")
+        self.precision = _check_precision(precision, self.device)
+        self.model = self.model.to(memory_format=torch.channels_last)
+        self.context_frames = int(config.image.context_frames)
+
+    def __repr__(self) -> str:
+        return (f"VideoDenoiser({self.name or 'model'!s}, channels={self.config.image.channels}, "
+                f"context_frames={self.context_frames}, device={self.device})")
+
+    def _frames(self, read: Callable[[int], torch.Tensor], length: int, tile: int, overlap: int,
+                progress: bool) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(t, denoised frame (C, H, W))`` for every frame, reading each input frame once (``read(t) -> (C, H,
+        W)``) and keeping only the current temporal window."""
+        from tqdm import tqdm
+
+        from xmodal.adapters.image import spectral_neighbours
+
+        check_tiling(tile, overlap, self.size_multiple)
+        k = self.context_frames
+        idx = spectral_neighbours(length, k).tolist()  # (T, 2k+1)
+        cache: dict[int, torch.Tensor] = {}
+        for t in tqdm(range(length), desc="frames", unit="frame", disable=not progress or length < 2,
+                      dynamic_ncols=True):
+            for old in [i for i in cache if i < t - k]:
+                del cache[old]
+            for i in idx[t]:
+                if i not in cache:
+                    cache[i] = read(i).to(self.device)
+            window = torch.stack([cache[i] for i in idx[t]])  # (2k+1, C, H, W)
+            feats, ctx = self.adapter.encode_middle(window)
+            with torch.no_grad():
+                est = tiled_apply(lambda f: _image_forward(self, f), feats, tile, overlap, self.size_multiple)
+            yield t, self.adapter.decode(est, ctx)[0]
+
+    def denoise(self, clip: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                progress: bool = False) -> np.ndarray | torch.Tensor:
+        """Denoise a clip held in memory.
+
+        Args:
+            clip: ``(T, H, W)`` (gray) or ``(T, C, H, W)`` float in [0, 1], numpy or torch; any ``T``, ``C``, size.
+            tile: frames larger than ``tile`` pixels on a side are processed in tiles of at most this size.
+            overlap: overlap of neighbouring tiles (blended, see :mod:`xmodal.tiling`).
+            progress: show a progress bar over frames.
+
+        Returns:
+            The denoised clip, of the same type, dtype, device and shape as ``clip``.
+
+        Raises:
+            TypeError: ``clip`` is not a float numpy array or tensor.
+            ValueError: a bad shape, an empty axis, NaN/inf values, a channel count the model cannot take, bad
+                ``tile``/``overlap``.
+        """
+        x = _from_user(clip, "clip", "(T, H, W) or (T, C, H, W)", (3, 4))
+        x4 = x[:, None] if x.ndim == 3 else x  # (T, H, W) -> (T, 1, H, W)
+        out = torch.empty_like(x4)
+        for t, frame in self._frames(lambda i: x4[i], x4.shape[0], tile, overlap, progress):
+            out[t] = frame.cpu()
+        return _to_user(out.reshape(x.shape), clip)
+
+    def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
+                     tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, progress: bool = False) -> Path:
+        """Denoise a clip on disk into ``dst``, frame by frame (see :mod:`xmodal.videoio`).
+
+        Args:
+            src: a folder of frames (PNG, JPEG, TIFF, ``.npy``; natural name order) or a ``.npy`` clip
+                ``(T, H, W)`` / ``(T, H, W, C)``.
+            dst: a folder (a path without the ``.npy`` extension): one frame file per frame, with the input's frame
+                names, formats and bit depth (a ``.npy`` input gives ``frame_00000.png``... at its dtype); or a
+                ``.npy`` file at the input's dtype. Written atomically: a temporary folder or file beside ``dst``,
+                renamed when every frame is written (with ``overwrite``, the frames of an existing folder are
+                replaced and its other files kept).
+            overwrite: replace an existing ``dst``; ``dst`` is never allowed to be ``src`` or one of its frames.
+            tile, overlap, progress: as in :meth:`denoise`.
+
+        Returns:
+            ``dst`` as a :class:`~pathlib.Path`.
+
+        Raises:
+            ImageReadError: ``src`` missing or not a clip (no frames, a corrupt frame, frames of different sizes or
+                dtypes, a ``.npy`` of the wrong shape or dtype...); nothing is written.
+            ValueError: ``dst`` is ``src`` or of the wrong kind, a channel count the model or the container cannot
+                take, bad tiling options.
+            FileExistsError: ``dst`` exists and ``overwrite`` is false.
+        """
+        from xmodal.imageio import ImageReadError
+        from xmodal.videoio import ClipReader, ClipWriter
+
+        src, dst = Path(src), Path(dst)
+        if not src.exists():
+            raise ImageReadError(f"{src}: clip not found (a folder of frames or a .npy file)")
+        folder = dst.suffix.lower() != ".npy"
+        _check_image_dst(src, dst, overwrite, folder=folder)
+        reader = ClipReader(src)
+        writer = ClipWriter(dst, reader.info, reader.info.shape, overwrite=overwrite)
+        try:
+            for t, frame in self._frames(lambda i: torch.from_numpy(reader[i]), len(reader), tile, overlap,
+                                         progress):
+                writer.write(t, frame)
+        except ValueError as e:
+            writer.abort()
+            raise (e if str(src) in str(e) else ValueError(f"{src}: {e}")) from None
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.commit()
+
+
 def _is_onnx(path_or_name: Any) -> bool:
     return isinstance(path_or_name, (str, os.PathLike)) and str(path_or_name).lower().endswith(".onnx")
 
@@ -938,8 +1073,9 @@ class ModalityNeeded(ValueError):
     """:func:`load` was given a jointly trained model (several modalities) without ``modality``."""
 
 
-AnyDenoiser = Union[Denoiser, ImageDenoiser, StackDenoiser]
-_CLASSES: dict[str, type] = {"speech": Denoiser, "image": ImageDenoiser, "multispectral": StackDenoiser}
+AnyDenoiser = Union[Denoiser, ImageDenoiser, StackDenoiser, VideoDenoiser]
+_CLASSES: dict[str, type] = {"speech": Denoiser, "image": ImageDenoiser, "multispectral": StackDenoiser,
+                             "video": VideoDenoiser}
 
 
 def load(path_or_name: str | os.PathLike | None = None, device: str | torch.device = "cpu",
@@ -1016,12 +1152,14 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
 
 _STACK_SUFFIXES = (".tif", ".tiff", ".npy")
 _KIND = {"speech": "an audio file", "image": "an image file"}
-_MODEL_KIND = {"speech": "a speech model", "image": "an image model", "multispectral": "a multispectral model"}
+_MODEL_KIND = {"speech": "a speech model", "image": "an image model", "multispectral": "a multispectral model",
+               "video": "a video model"}
 
 
 @dataclass(frozen=True)
 class _Job:
-    """One input of the command line: a file, or a folder of single-band TIFFs read as one stack."""
+    """One input of the command line: a file, or a folder read as one stack (single-band TIFFs) or one clip
+    (frames)."""
 
     src: Path
     modality: str
@@ -1103,8 +1241,8 @@ def _list_folder(folder: Path, modality: str | None) -> list[Path]:
 def _expand_inputs(items: list[str], modality: str | None = "speech") -> tuple[list[Path], list[str]]:
     """Files, folders and globs -> (unique paths in order, error messages).
 
-    Folders expand to their files of ``modality`` (audio and image files when ``None``); a ``multispectral`` folder
-    is kept as one path (one stack of single-band TIFFs).
+    Folders expand to their files of ``modality`` (audio and image files when ``None``); a ``multispectral`` or
+    ``video`` folder is kept as one path (one stack of single-band TIFFs, one clip of frames).
     """
     paths: list[Path] = []
     errors: list[str] = []
@@ -1114,7 +1252,7 @@ def _expand_inputs(items: list[str], modality: str | None = "speech") -> tuple[l
         if not matches:
             errors.append(f"{item}: file not found" + (" (no match for this pattern)" if glob.has_magic(item) else ""))
         for m in matches:
-            if m.is_dir() and modality != "multispectral":
+            if m.is_dir() and modality not in ("multispectral", "video"):
                 try:
                     paths.extend(_list_folder(m, modality))
                 except (ValueError, OSError) as e:
@@ -1155,6 +1293,11 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
             raise ValueError(f"{src}: {why}; a stack must be a .tif/.tiff/.npy file or a folder of single-band TIFFs, "
                              f"got {src.suffix or 'no extension'!r}")
         return _Job(src, "multispectral", None if model_modality else "multispectral")
+    if target == "video":
+        if kind != "folder" and src.suffix.lower() != ".npy":
+            raise ValueError(f"{src}: {why}; a clip must be a folder of frames or a .npy file (T, H, W) / "
+                             f"(T, H, W, C), got {src.suffix or 'no extension'!r}")
+        return _Job(src, "video", None if model_modality else "video_gray")
     raise ValueError(f"unknown modality {target!r}")  # unreachable: argparse checks --modality
 
 
@@ -1163,7 +1306,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m xmodal.denoise",
         description="Denoise audio files (any rate, channel count and length), images (PNG, JPEG, TIFF, .npy; bit "
                     "depth and format kept) and multispectral stacks (multi-band TIFF/.npy files, or folders of "
-                    "single-band TIFFs with --modality multispectral) into OUT_DIR, keeping their names. Without "
+                    "single-band TIFFs with --modality multispectral) and video clips (folders of frames or "
+                    "(T, H, W[, C]) .npy files, with --modality video or a video --model) into OUT_DIR, keeping "
+                    "their names. Without "
                     "--model the modality and the bundled model follow each file: audio -> 'speech', 1-channel "
                     "images -> 'image_gray', 3/4-channel -> 'image_color', TIFF/.npy with more than 4 channels -> "
                     "'multispectral'. Exit status: 0 all done, 1 some files failed (each is reported with its "
@@ -1173,9 +1318,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, metavar="RUN_DIR_OR_NAME",
                    help="run directory, .safetensors file or bundled name; its modality decides (default: a bundled "
                         "model per file)")
-    p.add_argument("--modality", choices=["auto", "speech", "image", "multispectral"], default="auto",
+    p.add_argument("--modality", choices=["auto", "speech", "image", "multispectral", "video"], default="auto",
                    help="treat every input as this modality (default auto: from the file, or from --model); with "
-                        "multispectral a folder is one stack")
+                        "multispectral a folder is one stack, with video one clip (bundled model 'video_gray')")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
     p.add_argument("--mix", type=float, default=1.0, help="speech: dry/wet: 0 = input, 1 = fully denoised (default 1)")
     p.add_argument("--atten-limit-db", type=float, default=None, metavar="DB",
@@ -1183,9 +1328,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS, metavar="S",
                    help=f"speech: process in chunks of about S seconds (default {DEFAULT_CHUNK_SECONDS:g})")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="N",
-                   help=f"images/stacks: process in tiles of at most N x N pixels (default {DEFAULT_TILE})")
+                   help=f"images/stacks/video: process in tiles of at most N x N pixels (default {DEFAULT_TILE})")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, metavar="N",
-                   help=f"images/stacks: overlap of neighbouring tiles in pixels (default {DEFAULT_OVERLAP})")
+                   help=f"images/stacks/video: overlap of neighbouring tiles in pixels (default {DEFAULT_OVERLAP})")
     p.add_argument("--sigma", type=float, default=None, metavar="S",
                    help="non-blind image models: noise standard deviation in [0, 1] image units (e.g. 0.098 = 25/255)")
     p.add_argument("--scaling", choices=["dtype", "band_minmax", "band_percentile"], default=None,
@@ -1195,7 +1340,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="images: average the 8 flips/rotations (8 times slower, a little better)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
-                   help="image/stack models: bf16 is about twice as fast on CPUs with AVX-512 BF16 / AMX (auto: bf16 "
+                   help="image/stack/video models: bf16 is about twice as fast on CPUs with AVX-512 BF16 / AMX (auto: bf16 "
                         "where native); speech always runs in fp32 (default fp32)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary (errors are still printed)")
     return p
@@ -1212,7 +1357,10 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace) -
     elif isinstance(den, StackDenoiser):
         den.denoise_file(job.src, dst, overwrite=args.overwrite, scaling=args.scaling, tile=args.tile,
                          overlap=args.overlap, progress=progress)
-    else:  # unreachable: load returns one of the three
+    elif isinstance(den, VideoDenoiser):
+        den.denoise_file(job.src, dst, overwrite=args.overwrite, tile=args.tile, overlap=args.overlap,
+                         progress=progress)
+    else:  # unreachable: load returns one of the four
         raise TypeError(f"unexpected denoiser {type(den).__name__}")
 
 
@@ -1276,7 +1424,7 @@ def main(argv: list[str] | None = None) -> int:
             if available and model_modality is None:  # a joint model: the file decides among its modalities
                 if job.modality not in available:
                     raise ValueError(f"{src}: the model {args.model} is a joint model of {' and '.join(available)}; "
-                                     f"this is {_KIND.get(job.modality, 'a multispectral stack')}")
+                                     f"this is {_KIND.get(job.modality, 'a ' + job.modality + ' input')}")
                 job = _Job(src, job.modality, None)
             jobs.append(job)
         except (ValueError, OSError) as e:  # ImageReadError is a ValueError

@@ -1,13 +1,15 @@
-"""Score denoising against clean references: speech (PESQ, STOI, ESTOI, SI-SDR), images (PSNR, SSIM) and
-multispectral stacks (PSNR, SSIM, SAM), per file and on average, with figures.
+"""Score denoising against clean references: speech (PESQ, STOI, ESTOI, SI-SDR), images (PSNR, SSIM),
+multispectral stacks (PSNR, SSIM, SAM) and video clips (PSNR, SSIM, temporal PSNR), per file and on average, with
+figures.
 
     python -m xmodal.evaluate --clean DIR --noisy DIR [--enhanced DIR | --model M] [--json FILE] [--figures DIR]
-                              [--figure-files N] [--modality {auto,speech,image,multispectral}]
+                              [--figure-files N] [--modality {auto,speech,image,multispectral,video}]
                               [--data-range R] [--scaling {band_minmax,band_percentile,dtype}] [--rgb-bands 3,2,1]
 
 ``--modality auto`` (the default) looks at ``--clean``: a folder of audio files is speech, a folder of images
-(:data:`xmodal.imageio.IMAGE_EXTENSIONS`) is image, a single file is a multispectral stack. A folder of single-band
-TIFFs forming one stack needs ``--modality multispectral``.
+(:data:`xmodal.imageio.IMAGE_EXTENSIONS`) is image, a folder holding only sub-folders is video (one clip each), a
+single file is a multispectral stack. A folder of single-band TIFFs forming one stack needs ``--modality
+multispectral``; a folder of ``.npy`` clips needs ``--modality video``.
 
 Speech: files are matched by name across the folders. Each file is scored at the clean file's rate (noisy and
 enhanced files at another rate are resampled to it); multi-channel files are averaged to mono; files of different
@@ -26,6 +28,11 @@ Stacks (:func:`evaluate_stacks`): ``--clean``, ``--noisy`` and ``--enhanced`` ar
 TIFF/npy file or a folder of single-band TIFFs). The per-band scaling (``--scaling``, default ``band_minmax``) is
 computed on the CLEAN stack only and the same offset and scale are applied to the noisy and enhanced stacks, so the
 three share one scale (scaling each stack on its own would hide a gain or offset error of the denoiser).
+
+Video (:func:`evaluate_videos`): ``--clean``, ``--noisy`` and ``--enhanced`` are folders of clips (each a folder of
+frames or a ``(T, H, W[, C])`` ``.npy`` file, see :mod:`xmodal.videoio`) matched by name; PSNR of each clip's mean
+squared error, SSIM averaged over its frames, and the temporal PSNR of :func:`xmodal.metrics.temporal_psnr_score`
+(flicker: the PSNR of the frame-to-frame changes).
 """
 
 from __future__ import annotations
@@ -43,22 +50,22 @@ import numpy as np
 from xmodal._fs import atomic_write
 from xmodal.imageio import _INT_MAX, IMAGE_EXTENSIONS, ImageReadError, read_image, read_stack
 from xmodal.io import AUDIO_EXTENSIONS, AudioReadError, list_audio_files, read_audio, resample
-from xmodal.metrics import (IMAGE_METRICS, SPEECH_METRICS, SSIM_IMPLEMENTATION, STACK_METRICS, MetricAccumulator,
-                            image_metrics, psnr_score, speech_metrics)
+from xmodal.metrics import (IMAGE_METRICS, SPEECH_METRICS, SSIM_IMPLEMENTATION, STACK_METRICS, VIDEO_METRICS,
+                            MetricAccumulator, image_metrics, psnr_score, speech_metrics, video_metrics)
 
 if TYPE_CHECKING:
     from xmodal.denoise import Denoiser
 
-__all__ = ["detect_modality", "evaluate_folders", "evaluate_images", "evaluate_stacks", "format_table", "main",
-           "match_files", "match_image_files", "save_image_comparison", "save_spectrogram_figure",
-           "save_stack_comparison"]
+__all__ = ["detect_modality", "evaluate_folders", "evaluate_images", "evaluate_stacks", "evaluate_videos",
+           "format_table", "main", "match_clips", "match_files", "match_image_files", "save_image_comparison",
+           "save_spectrogram_figure", "save_stack_comparison"]
 
-Modality = Literal["auto", "speech", "image", "multispectral"]
+Modality = Literal["auto", "speech", "image", "multispectral", "video"]
 Scaling = Literal["band_minmax", "band_percentile", "dtype"]
 
 _LABELS = {"pesq": "PESQ", "stoi": "STOI", "estoi": "ESTOI", "si_sdr": "SI-SDR", "psnr": "PSNR", "ssim": "SSIM",
-           "sam": "SAM"}
-_UNITS = {"si_sdr": " dB", "psnr": " dB", "sam": " deg"}
+           "sam": "SAM", "tpsnr": "tPSNR"}
+_UNITS = {"si_sdr": " dB", "psnr": " dB", "sam": " deg", "tpsnr": " dB"}
 _ROWS = ("noisy", "enhanced")
 
 
@@ -527,6 +534,149 @@ def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
     }
 
 
+def _clip_items(folder: str | os.PathLike, label: str) -> dict[str, Path]:
+    """Name -> clip directly inside ``folder``: its sub-folders (by name) and ``.npy`` files (by stem).
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a directory.
+        ValueError: no clip, or a sub-folder and a ``.npy`` file share a name.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: clip folder not found (--{label})")
+    items: dict[str, list[Path]] = {}
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_dir():
+            items.setdefault(p.name, []).append(p)
+        elif p.is_file() and p.suffix.lower() == ".npy":
+            items.setdefault(p.stem, []).append(p)
+    if not items:
+        raise ValueError(f"{folder}: no clips (sub-folders of frames or .npy files) in this folder (--{label})")
+    repeated = {name: ps for name, ps in items.items() if len(ps) > 1}
+    if repeated:
+        name, ps = sorted(repeated.items())[0]
+        raise ValueError(f"{folder}: clips are matched by name, but {', '.join(p.name for p in ps)} share the name "
+                         f"{name!r} (--{label})")
+    return {name: ps[0] for name, ps in items.items()}
+
+
+def match_clips(clean_dir: str | os.PathLike, **others: str | os.PathLike) -> list[dict[str, Path]]:
+    """Clips of ``clean_dir`` paired by name with the clips of every folder of ``others`` (``noisy=...``,
+    ``enhanced=...``); one ``{"clean": path, label: path, ...}`` per name, sorted.
+
+    Raises:
+        FileNotFoundError: a folder does not exist.
+        ValueError: a folder holds no clip, or the names differ (the message lists the unmatched ones).
+    """
+    clean = _clip_items(clean_dir, "clean")
+    files = {label: _clip_items(folder, label) for label, folder in others.items()}
+    problems = []
+    for label, theirs in files.items():
+        if set(theirs) != set(clean):
+            parts = []
+            if set(clean) - set(theirs):
+                parts.append(f"only in --clean: {_name_list(set(clean) - set(theirs))}")
+            if set(theirs) - set(clean):
+                parts.append(f"only in --{label}: {_name_list(set(theirs) - set(clean))}")
+            problems.append(f"--clean {clean_dir} and --{label} {others[label]} do not hold the same clip names ("
+                            + "; ".join(parts) + ")")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return [{"clean": clean[n], **{label: theirs[n] for label, theirs in files.items()}} for n in sorted(clean)]
+
+
+def evaluate_videos(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
+                    enhanced_dir: str | os.PathLike | None = None,
+                    denoiser: ArrayDenoiser | str | os.PathLike | None = None, *, device: str = "cpu",
+                    metrics: tuple[str, ...] = VIDEO_METRICS, data_range: float = 1.0,
+                    figures_dir: str | os.PathLike | None = None, figure_files: int = 3,
+                    progress: bool = False) -> dict[str, Any]:
+    """Score noisy and enhanced (or model-denoised) clips against clean clips with PSNR, SSIM and temporal PSNR.
+
+    Clips are paired by name (:func:`match_clips`) and read by :func:`xmodal.videoio.read_clip` (integer frames in
+    [0, 1] by their dtype). See :func:`xmodal.metrics.video_metrics` for the metrics.
+
+    Args:
+        clean_dir, noisy_dir, enhanced_dir: folders of clips with the same names (``enhanced_dir`` or
+            ``denoiser``).
+        denoiser: a ``VideoDenoiser`` (``denoise(clip (T, C, H, W)) -> (T, C, H, W)``, ``config.modality ==
+            "video"``) or a run directory / weights file / bundled name for :func:`xmodal.load`; its output is
+            scored as ``python -m xmodal.denoise`` writes it (rounded to the noisy clip's bit depth).
+        device, metrics, data_range, figures_dir, figure_files, progress: as in :func:`evaluate_images`; a figure
+            shows the middle frame of a clip.
+
+    Returns:
+        The dictionary of :func:`evaluate_images` with ``"modality": "video"``; each file entry has ``"shape":
+        [T, C, H, W]``.
+
+    Raises:
+        ValueError: both or neither of ``enhanced_dir`` and ``denoiser``, unknown metrics, bad options, unmatched
+            names, a model for another modality or returning another shape.
+        FileNotFoundError: a folder does not exist.
+    """
+    from tqdm import tqdm
+
+    from xmodal.videoio import read_clip
+
+    _check_source(enhanced_dir, denoiser, "video")
+    _check_options(metrics, VIDEO_METRICS, data_range, figure_files)
+    folders = {"noisy": noisy_dir} if enhanced_dir is None else {"noisy": noisy_dir, "enhanced": enhanced_dir}
+    pairs = match_clips(clean_dir, **folders)
+    model, model_name = _resolve_denoiser(denoiser, "video", device) if denoiser is not None else (None, "")
+    if figures_dir is not None:
+        Path(figures_dir).mkdir(parents=True, exist_ok=True)
+    acc = MetricAccumulator()
+    files, errors, figures, warnings = [], [], [], []
+    for pair in tqdm(pairs, desc="evaluate", unit="clip", disable=not progress, dynamic_ncols=True):
+        name = pair["clean"].stem if pair["clean"].is_file() else pair["clean"].name
+        try:
+            clean, info = read_clip(pair["clean"])  # (T, C, H, W)
+            noisy, noisy_info = read_clip(pair["noisy"])
+            enhanced = read_clip(pair["enhanced"])[0] if model is None else None
+        except ImageReadError as e:
+            errors.append({"file": name, "reason": str(e)})
+            continue
+        mismatch = [f"{pair[row]}: shape {x.shape} differs from {pair['clean']}: {clean.shape}"
+                    for row, x in (("noisy", noisy), ("enhanced", enhanced))
+                    if x is not None and x.shape != clean.shape]
+        if mismatch:
+            errors.append({"file": name, "reason": "; ".join(mismatch) + "; clips must have the same (T, C, H, W)"})
+            continue
+        if model is not None:
+            enhanced = _at_bit_depth(_denoised(model, noisy, f"{pair['noisy']}"), noisy_info.dtype)
+        if float(clean.min()) < 0 or float(clean.max()) > data_range:
+            warnings.append(f"{pair['clean']}: values span [{float(clean.min()):.4g}, {float(clean.max()):.4g}], "
+                            f"outside the data range [0, {data_range:g}] used by the metrics")
+        entry = {"name": name, "files": {row: p.name for row, p in pair.items()}, "shape": list(clean.shape),
+                 "dtype": info.dtype,
+                 "noisy": video_metrics(acc, "noisy", name, clean, noisy, metrics, data_range),
+                 "enhanced": video_metrics(acc, "enhanced", name, clean, enhanced, metrics, data_range)}
+        files.append(entry)
+        if figures_dir is not None and len(figures) < figure_files:
+            png = Path(figures_dir) / f"{name}.png"
+            t = clean.shape[0] // 2
+            save_image_comparison(png, noisy[t], enhanced[t], clean[t], entry["noisy"], entry["enhanced"],
+                                  name=f"{name}, frame {t + 1} of {clean.shape[0]}", data_range=data_range)
+            figures.append(str(png))
+    return {
+        "modality": "video",
+        "clean_dir": str(clean_dir),
+        "noisy_dir": str(noisy_dir),
+        "enhanced": str(enhanced_dir) if enhanced_dir is not None else f"model {model_name}",
+        "metrics": list(metrics),
+        "data_range": data_range,
+        "ssim_implementation": SSIM_IMPLEMENTATION,
+        "files": files,
+        "mean": _means(acc, metrics),
+        "failures": [{"row": r, "metric": m, "file": f, "reason": why} for r, m, f, why in acc.failures],
+        "errors": errors,
+        "figures": figures,
+        "warnings": warnings,
+    }
+
+
 def _parse_rgb_bands(rgb_bands: str | tuple[int, ...] | list[int] | None, bands: int) -> tuple[int, int, int]:
     """1-based ``(red, green, blue)`` band numbers, checked against ``bands``; ``None`` = the middle three."""
     if rgb_bands is None:
@@ -892,12 +1042,13 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def detect_modality(clean: str | os.PathLike) -> Literal["speech", "image", "multispectral"]:
+def detect_modality(clean: str | os.PathLike) -> Literal["speech", "image", "multispectral", "video"]:
     """The modality ``--modality auto`` picks from ``--clean``.
 
     A file is a multispectral stack; a folder is speech when it holds audio files
-    (:data:`xmodal.io.AUDIO_EXTENSIONS`) and image when it holds images (:data:`xmodal.imageio.IMAGE_EXTENSIONS`).
-    A folder of single-band TIFFs forming one stack is taken for images: pass ``--modality multispectral``.
+    (:data:`xmodal.io.AUDIO_EXTENSIONS`), image when it holds images (:data:`xmodal.imageio.IMAGE_EXTENSIONS`) and
+    video when it holds sub-folders and no files (one clip of frames each). A folder of single-band TIFFs forming
+    one stack is taken for images: pass ``--modality multispectral``; ``.npy`` clips need ``--modality video``.
 
     Raises:
         FileNotFoundError: ``clean`` does not exist.
@@ -908,7 +1059,10 @@ def detect_modality(clean: str | os.PathLike) -> Literal["speech", "image", "mul
         return "multispectral"
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: --clean file or folder not found")
-    suffixes = {p.suffix.lower() for p in path.iterdir() if p.is_file() and not p.name.startswith(".")}
+    visible = [p for p in path.iterdir() if not p.name.startswith(".")]
+    suffixes = {p.suffix.lower() for p in visible if p.is_file()}
+    if visible and all(p.is_dir() for p in visible):
+        return "video"
     audio, images = bool(suffixes & set(AUDIO_EXTENSIONS)), bool(suffixes & set(IMAGE_EXTENSIONS))
     if audio and images:
         raise ValueError(f"{path}: holds both audio and image files; pass --modality speech or --modality image")
@@ -917,35 +1071,36 @@ def detect_modality(clean: str | os.PathLike) -> Literal["speech", "image", "mul
     if images:
         return "image"
     raise ValueError(f"{path}: no audio ({', '.join(AUDIO_EXTENSIONS)}) or image ({', '.join(IMAGE_EXTENSIONS)}) "
-                     "files in this folder; pass --modality")
+                     "files (or only clip sub-folders) in this folder; pass --modality")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m xmodal.evaluate",
         description="Score noisy and enhanced data against clean references: PESQ / STOI / ESTOI / SI-SDR for "
-                    "speech, PSNR / SSIM for images, PSNR / SSIM / SAM for multispectral stacks. "
+                    "speech, PSNR / SSIM for images, PSNR / SSIM / SAM for multispectral stacks, PSNR / SSIM / "
+                    "temporal PSNR for video clips. "
                     "Exit status: 0 ok (metric failures are listed, not fatal), 1 some files unreadable (or, for "
                     "images, of another shape), 2 usage error (unmatched names, missing folder, model not "
                     "loadable, stacks of different bands).")
     p.add_argument("--clean", required=True, metavar="DIR",
                    help="clean reference files (a folder; for multispectral one stack: a file or a folder of "
-                        "single-band TIFFs)")
+                        "single-band TIFFs; for video a folder of clips: frame folders or .npy files)")
     p.add_argument("--noisy", required=True, metavar="DIR", help="noisy files (same names; images: same stems)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--enhanced", metavar="DIR", help="enhanced files (same names; images: same stems)")
     src.add_argument("--model", metavar="M", help="enhance the noisy files with this run directory, .safetensors "
                                                    "file or bundled name (speech default when --enhanced is not "
                                                    "given: the bundled speech model)")
-    p.add_argument("--modality", choices=["auto", "speech", "image", "multispectral"], default="auto",
-                   help="auto (default): a --clean folder of audio files is speech, of images is image, a --clean "
-                        "file is multispectral")
+    p.add_argument("--modality", choices=["auto", "speech", "image", "multispectral", "video"], default="auto",
+                   help="auto (default): a --clean folder of audio files is speech, of images is image, of only "
+                        "sub-folders is video, a --clean file is multispectral")
     p.add_argument("--json", metavar="FILE", help="write per-file and mean values and failures as JSON")
     p.add_argument("--figures", metavar="DIR", help="write figures here: spectrograms (speech) or noisy / denoised "
                                                      "/ clean / residual comparisons (images, stacks)")
     p.add_argument("--figure-files", type=int, default=3, metavar="N", help="how many files get a figure (default 3)")
     p.add_argument("--data-range", type=float, metavar="R",
-                   help="images and stacks: peak-to-peak range for PSNR and SSIM (default 1)")
+                   help="images, stacks and video: peak-to-peak range for PSNR and SSIM (default 1)")
     p.add_argument("--scaling", choices=["band_minmax", "band_percentile", "dtype"],
                    help="multispectral: per-band scaling computed on the clean stack and applied to all three "
                         "(default band_minmax)")
@@ -960,7 +1115,7 @@ def _parser() -> argparse.ArgumentParser:
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Run the evaluation the parsed arguments ask for (see :func:`main`)."""
     modality = detect_modality(args.clean) if args.modality == "auto" else args.modality
-    not_for = [opt for opt, value, allowed in (("--data-range", args.data_range, ("image", "multispectral")),
+    not_for = [opt for opt, value, allowed in (("--data-range", args.data_range, ("image", "multispectral", "video")),
                                                ("--scaling", args.scaling, ("multispectral",)),
                                                ("--rgb-bands", args.rgb_bands, ("multispectral",)))
                if value is not None and modality not in allowed]
@@ -978,6 +1133,10 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
         return evaluate_stacks(args.clean, args.noisy, args.enhanced, args.model, device=args.device,
                                scaling=args.scaling or "band_minmax", data_range=data_range,
                                rgb_bands=args.rgb_bands, figures_dir=args.figures if args.figure_files else None)
+    elif modality == "video":
+        return evaluate_videos(args.clean, args.noisy, args.enhanced, args.model, device=args.device,
+                               data_range=data_range, figures_dir=args.figures, figure_files=args.figure_files,
+                               progress=not args.quiet)
     else:  # unreachable: argparse checks the choices
         raise ValueError(f"unknown modality {modality!r}")
 

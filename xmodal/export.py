@@ -10,6 +10,8 @@ any batch). The adapters stay outside, as in the library:
   model takes the noise-level map as one more channel); the output is the denoised image (not clipped);
 - stacks: ``(B, 2k + 1, H, W)``, one band with its ``k`` spectral neighbours per side (per-band scaled), and the output
   the middle band ``(B, 1, H, W)``;
+- video: ``(B, (2k + 1) * C, H, W)``, one frame with its ``k`` neighbours per side (frames in time order, their ``C``
+  channels side by side), and the output the middle frame ``(B, C, H, W)``;
 - speech: the compressed complex STFT ``(B, 2, F, N)`` (F = ``n_fft // 2 + 1``, fixed; N frames, any) and the output
   the estimate of the clean one; the STFT, its inverse and the level normalisation stay with the caller.
 
@@ -357,15 +359,16 @@ def _quantize(raw: Path, out: Path, features: list[np.ndarray], proto) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (0 written and checked, 2 error)."""
     p = argparse.ArgumentParser(prog="python -m xmodal.export", description=__doc__.split("\n")[0])
-    p.add_argument("model", help="bundled name (speech, gray, color, multispectral), run directory or .safetensors")
+    p.add_argument("model", help="bundled name (speech, gray, color, multispectral, video), run directory or "
+                                 ".safetensors")
     p.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="the ONNX file to write")
-    p.add_argument("--modality", choices=["speech", "image", "multispectral"], default=None,
+    p.add_argument("--modality", choices=["speech", "image", "multispectral", "video"], default=None,
                    help="which modality of a jointly trained model (default: the model's only one)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
     p.add_argument("--int8", action="store_true", help="also write FILE.int8.onnx, quantised to int8 (needs "
                                                        "--calibrate)")
     p.add_argument("--calibrate", nargs="+", default=(), metavar="FILE",
-                   help="noisy inputs (audio, image or stack files) like those the model will denoise: the int8 "
+                   help="noisy inputs (audio, image, stack files or clips) like those the model will denoise: the int8 "
                         "activation ranges are measured on them")
     try:
         args = p.parse_args(argv)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["IMAGE_METRICS", "SPEECH_METRICS", "SSIM_IMPLEMENTATION", "STACK_METRICS", "MetricAccumulator",
-           "image_metrics", "pesq_score", "psnr_score", "sam_score", "si_sdr_score", "speech_metrics", "ssim_score",
-           "stoi_score"]
+__all__ = ["IMAGE_METRICS", "SPEECH_METRICS", "SSIM_IMPLEMENTATION", "STACK_METRICS", "VIDEO_METRICS",
+           "MetricAccumulator", "image_metrics", "pesq_score", "psnr_score", "sam_score", "si_sdr_score",
+           "speech_metrics", "ssim_score", "stoi_score", "temporal_psnr_score", "video_metrics"]
 
 SPEECH_METRICS = ("pesq", "stoi", "estoi", "si_sdr")
 
@@ -185,6 +185,7 @@ def speech_metrics(acc: MetricAccumulator, row: str, item: str, ref: np.ndarray 
 
 IMAGE_METRICS = ("psnr", "ssim")
 STACK_METRICS = ("psnr", "ssim", "sam")
+VIDEO_METRICS = ("psnr", "ssim", "tpsnr")
 SSIM_IMPLEMENTATION = ("pytorch-msssim ssim: 11x11 Gaussian window (sigma 1.5), K1 0.01, K2 0.03, valid "
                        "convolution, channels averaged (Wang et al. 2004; equals skimage with gaussian_weights=True, "
                        "sigma=1.5, use_sample_covariance=False)")
@@ -264,6 +265,70 @@ def image_metrics(acc: MetricAccumulator, row: str, item: str, ref: np.ndarray |
             raise ValueError(f"unknown image metric {name!r} (known: {', '.join(STACK_METRICS)})")
         try:
             value = fns[name]()
+        except ValueError as e:
+            acc.fail(row, name, item, str(e))
+            continue
+        acc.add(row, name, value)
+        scores[name] = value
+    return scores
+
+
+# ----------------------------------------------------------------------------------------------------------- video
+
+
+def _clip4(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().cpu().double()
+    if x.ndim == 3:
+        x = x[:, None]  # (T, H, W) -> (T, 1, H, W)
+    if x.ndim != 4:
+        raise ValueError(f"Expected `{name}` of shape (T, H, W) or (T, C, H, W), got {tuple(x.shape)}")
+    return x
+
+
+def temporal_psnr_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor,
+                        data_range: float = 1.0) -> float:
+    """Temporal PSNR (flicker) in dB: the PSNR of the frame-to-frame changes,
+    ``10 log10(data_range^2 / mean((d_deg - d_ref)^2))`` with ``d_x[t] = x[t] - x[t-1]``.
+
+    An error that stays put from one frame to the next costs nothing here; an error that changes from frame to frame
+    (flicker, the independent residual noise of a frame-by-frame denoiser) does. For an error independent between
+    frames this is about the clip's PSNR minus 3 dB; for a temporally consistent output it is higher than the PSNR.
+    ``inf`` when the changes match exactly.
+
+    Raises:
+        ValueError: shapes differ, or fewer than 2 frames.
+    """
+    a, b = _clip4(ref, "ref"), _clip4(deg, "deg")
+    if a.shape != b.shape:
+        raise ValueError(f"tpsnr: `ref` and `deg` must have the same shape, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    if a.shape[0] < 2:
+        raise ValueError(f"tpsnr: needs at least 2 frames, got {a.shape[0]}")
+    e = b - a
+    mse = float((e[1:] - e[:-1]).pow(2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(data_range ** 2 / mse)
+
+
+def video_metrics(acc: MetricAccumulator, row: str, item: str, ref: np.ndarray | torch.Tensor,
+                  deg: np.ndarray | torch.Tensor, metrics: tuple[str, ...] = VIDEO_METRICS,
+                  data_range: float = 1.0) -> dict[str, float]:
+    """Score one clip ``(T, C, H, W)`` (or ``(T, H, W)``) into ``acc``: ``psnr`` of the whole clip's mean squared
+    error, ``ssim`` averaged over frames and channels, ``tpsnr`` (:func:`temporal_psnr_score`). A metric that fails
+    is recorded, not raised."""
+    a, b = _clip4(ref, "ref"), _clip4(deg, "deg")
+    flat = {"psnr": lambda: psnr_score(a.flatten(0, 1), b.flatten(0, 1), data_range),
+            "ssim": lambda: ssim_score(a.flatten(0, 1), b.flatten(0, 1), data_range),
+            "tpsnr": lambda: temporal_psnr_score(a, b, data_range)}
+    scores = {}
+    for name in metrics:
+        if name not in flat:
+            raise ValueError(f"unknown video metric {name!r} (known: {', '.join(VIDEO_METRICS)})")
+        if a.shape != b.shape:
+            acc.fail(row, name, item, f"{name}: `ref` and `deg` must have the same shape, got {tuple(a.shape)} and "
+                                      f"{tuple(b.shape)}")
+            continue
+        try:
+            value = flat[name]()
         except ValueError as e:
             acc.fail(row, name, item, str(e))
             continue

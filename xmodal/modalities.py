@@ -18,7 +18,8 @@ from xmodal.models import ModalityIO
 __all__ = ["MODALITIES", "make_adapter", "make_corpus", "make_loss", "metric_names", "modality_io", "num_workers",
            "primary_metric", "score", "tensorboard_sample"]
 
-MODALITIES: tuple[str, ...] = ("speech", "image", "multispectral")
+MODALITIES: tuple[str, ...] = ("speech", "image", "multispectral", "video")
+_PIXELS = ("image", "multispectral", "video")  # modalities of the `image` and `image_loss` sections
 
 
 def _unknown(modality: str) -> ValueError:
@@ -37,6 +38,10 @@ def modality_io(modality: str, config: Config) -> ModalityIO:
         k = config.image.context_bands
         return ModalityIO(channels=2 * k + 1, stem="conv", head="residual", pad_mode="replicate", out_channels=1,
                           out_offset=k)
+    if modality == "video":
+        k, c = config.image.context_frames, config.image.channels
+        return ModalityIO(channels=(2 * k + 1) * c, stem="conv", head="residual", pad_mode="replicate",
+                          out_channels=c, out_offset=k * c)
     raise _unknown(modality)
 
 
@@ -52,6 +57,10 @@ def make_adapter(modality: str, config: Config) -> Adapter:
         from xmodal.adapters import StackAdapter
 
         return StackAdapter(config.image.context_bands)
+    if modality == "video":
+        from xmodal.adapters import VideoAdapter
+
+        return VideoAdapter(config.image.channels, config.image.context_frames)
     raise _unknown(modality)
 
 
@@ -66,6 +75,10 @@ def make_corpus(modality: str, config: Config, demo_root: str | Path) -> Any:
 
         resolve = resolve_image_data if modality == "image" else resolve_stack_data
         return resolve(config.image, demo_root, config.train.batch_size, config.train.max_steps)
+    if modality == "video":
+        from xmodal.data.video import resolve_video_data
+
+        return resolve_video_data(config.image, demo_root, config.train.batch_size, config.train.max_steps)
     raise _unknown(modality)
 
 
@@ -73,7 +86,7 @@ def num_workers(modality: str, config: Config) -> int:
     """DataLoader workers of ``modality``'s data section."""
     if modality == "speech":
         return config.data.num_workers
-    if modality in ("image", "multispectral"):
+    if modality in _PIXELS:
         return config.image.num_workers
     raise _unknown(modality)
 
@@ -84,7 +97,7 @@ def make_loss(modality: str, config: Config) -> nn.Module:
         from xmodal.losses import SpeechLoss
 
         return SpeechLoss(config.loss)
-    if modality in ("image", "multispectral"):
+    if modality in _PIXELS:
         from xmodal.losses import ImageLoss
 
         return ImageLoss(config.image_loss)
@@ -97,6 +110,10 @@ def metric_names(modality: str) -> tuple[str, ...]:
         from xmodal.metrics import SPEECH_METRICS
 
         return SPEECH_METRICS
+    if modality == "video":
+        from xmodal.metrics import VIDEO_METRICS
+
+        return VIDEO_METRICS
     if modality == "image":
         from xmodal.metrics import IMAGE_METRICS
 
@@ -112,14 +129,15 @@ def primary_metric(modality: str) -> str:
     """The metric that picks the best checkpoint (higher is better)."""
     if modality == "speech":
         return "pesq"
-    if modality in ("image", "multispectral"):
+    if modality in _PIXELS:
         return "psnr"
     raise _unknown(modality)
 
 
 def score(modality: str, acc: Any, row: str, item: str, ref: Any, est: Any, config: Config) -> dict[str, float]:
     """Score one validation item into ``acc`` (failures recorded, not raised). ``ref``/``est``: one item, natural
-    domain, batch dimension removed (speech: ``(1, T)``; images ``(C, H, W)``; stacks ``(S, H, W)``)."""
+    domain, batch dimension removed (speech: ``(1, T)``; images ``(C, H, W)``; stacks ``(S, H, W)``; videos
+    ``(T, C, H, W)``, see :func:`xmodal.metrics.video_metrics`)."""
     if modality == "speech":
         from xmodal.metrics import speech_metrics
 
@@ -129,16 +147,23 @@ def score(modality: str, acc: Any, row: str, item: str, ref: Any, est: Any, conf
 
         est = est[: ref.shape[0]]  # a noisy input of a non-blind model carries its noise map: scored without it
         return image_metrics(acc, row, item, ref, est, metric_names(modality))
+    if modality == "video":
+        from xmodal.metrics import video_metrics
+
+        return video_metrics(acc, row, item, ref, est, metric_names(modality))
     raise _unknown(modality)
 
 
 def tensorboard_sample(modality: str, writer: Any, tag: str, x: Any, step: int, config: Config) -> None:
-    """Log one validation output (natural domain, speech ``(C, T)``, images ``(C, H, W)``) to TensorBoard."""
+    """Log one validation output (natural domain, speech ``(C, T)``, images ``(C, H, W)``, videos
+    ``(T, C, H, W)``: the middle frame) to TensorBoard."""
     if modality == "speech":
         wave = x.clamp(-1, 1).reshape(-1, x.shape[-1])[0]  # (..., T) -> (T,): first channel of the first item
         writer.add_audio(tag, wave, step, config.audio.sample_rate)
         return
-    if modality in ("image", "multispectral"):
+    if modality == "video":
+        x = x[x.shape[0] // 2]
+    if modality in _PIXELS:
         image = x.clamp(0, 1)
         if image.shape[0] not in (1, 3):
             image = image[image.shape[0] // 2:image.shape[0] // 2 + 1]  # a stack: its middle band

@@ -8,6 +8,11 @@ Stacks are band-agnostic: band ``b`` of an ``S``-band stack is denoised from the
 (mirrored at the ends of the spectrum), so one model serves 6, 10 or 200 bands. Every band becomes one item of the
 batch the network sees: ``(B, S, H, W) -> (B*S, 2k+1, H, W)``, and the head estimates the middle band.
 
+Videos are denoised frame by frame with temporal context: frame ``t`` of a ``T``-frame clip is denoised from the
+``2k + 1`` frames ``t - k .. t + k`` (mirrored at both ends of the clip), their channels side by side:
+``(B, T, C, H, W) -> (B*T, (2k+1)*C, H, W)``, and the head estimates the middle frame's ``C`` channels. Channels are
+mapped onto the model's as for images (a gray video model denoises each channel of a colour clip as a gray clip).
+
 Noise-level maps (non-blind image models): the input carries one extra trailing channel, the per-pixel noise standard
 deviation; it is handed to the network beside every denoised channel and dropped from the output.
 """
@@ -20,7 +25,7 @@ import torch
 
 from xmodal.adapters.base import Adapter
 
-__all__ = ["ImageAdapter", "ImageContext", "StackAdapter", "spectral_neighbours"]
+__all__ = ["ImageAdapter", "ImageContext", "StackAdapter", "VideoAdapter", "VideoContext", "spectral_neighbours"]
 
 
 @dataclass
@@ -182,3 +187,110 @@ class StackAdapter(Adapter):
         """Middle-band estimates ``(B*S, 1, H, W)`` -> ``(B, S, H, W)``."""
         B, S, H, W = ctx.shape
         return ctx.unpack(features.reshape(B, S, H, W))
+
+
+@dataclass
+class VideoContext:
+    """What :meth:`VideoAdapter.decode` needs: the input's shape ``(B, T, C, H, W)``, the channel mode (``same``,
+    ``fold`` or ``replicate``, as for images) and whether the input had a batch dimension."""
+
+    shape: tuple[int, int, int, int, int]
+    mode: str
+    batched: bool = True
+
+
+class VideoAdapter(Adapter):
+    """Clip ``(T, C, H, W)`` or ``(B, T, C, H, W)`` float in [0, 1] <-> features ``(B'*T, (2k+1)*M, H, W)``.
+
+    Every frame becomes one item of the batch the network sees, carrying its ``k`` neighbours on each side (mirrored
+    at the ends of the clip: a 1-frame clip is its own context). ``M`` is the model's channel count; a gray model
+    (``M = 1``) folds the channels of a colour clip into the batch, a colour model replicates a gray clip.
+
+    Args:
+        channels: channels per frame the model works on (1 gray, 3 colour).
+        context: frames ``k`` on each side of the denoised frame.
+
+    Example:
+        >>> adapter = VideoAdapter(1, context=2)
+        >>> feats, ctx = adapter.encode(torch.rand(7, 1, 32, 48))  # 7 gray frames
+        >>> feats.shape
+        torch.Size([7, 5, 32, 48])
+        >>> adapter.decode(feats[:, 2:3], ctx).shape
+        torch.Size([7, 1, 32, 48])
+    """
+
+    def __init__(self, channels: int = 1, context: int = 2) -> None:
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"image.channels must be at least 1, got {channels}")
+        if context < 0:
+            raise ValueError(f"image.context_frames must be >= 0, got {context}")
+        self.model_channels = channels
+        self.context = context
+        self.channels = (2 * context + 1) * channels
+
+    def encode(self, x: torch.Tensor, ctx: VideoContext | None = None) -> tuple[torch.Tensor, VideoContext]:
+        if not torch.is_tensor(x):
+            raise TypeError(f"Expected `video` to be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim not in (4, 5):
+            raise ValueError(f"Expected `video` of shape (T, C, H, W) or (B, T, C, H, W), got {tuple(x.shape)}")
+        if x.numel() == 0:
+            raise ValueError(f"Expected a non-empty `video`, got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"Expected a floating-point `video` (scaled to [0, 1]), got {x.dtype}")
+        batched = x.ndim == 5
+        x = (x if batched else x[None]).float()
+        B, T, C, H, W = x.shape
+        M = self.model_channels
+        if ctx is None:
+            ctx = VideoContext(shape=(B, T, C, H, W), mode=self._mode(C), batched=batched)
+        elif ctx.shape != (B, T, C, H, W):
+            raise ValueError(f"`ctx` was made for videos of shape {ctx.shape}, got {(B, T, C, H, W)}")
+        if ctx.mode == "fold":  # every channel is a gray clip
+            x = x.transpose(1, 2).reshape(B * C, T, 1, H, W)
+        elif ctx.mode == "replicate":
+            x = x.expand(B, T, M, H, W)
+        idx = spectral_neighbours(T, self.context, x.device)  # (T, 2k+1)
+        feats = x[:, idx.reshape(-1)]  # (B', T*(2k+1), M, H, W)
+        return feats.reshape(-1, self.channels, H, W), ctx
+
+    def _mode(self, C: int) -> str:
+        M = self.model_channels
+        if C == M:
+            return "same"
+        if M == 1:
+            return "fold"
+        if C == 1:
+            return "replicate"
+        raise ValueError(f"this model denoises {M}-channel videos; got frames with {C} channels (use a gray video "
+                         "model, which takes any channel count)")
+
+    def encode_middle(self, window: torch.Tensor) -> tuple[torch.Tensor, VideoContext]:
+        """Features of the middle frame of ``window (2k+1, C, H, W)`` only (what :meth:`encode` gives for that frame
+        of a longer clip): ``(B', (2k+1)*M, H, W)``; :meth:`decode` with the returned context gives
+        ``(1, C, H, W)``. For frame-by-frame inference, whose memory is one window whatever the clip length."""
+        K = 2 * self.context + 1
+        if window.ndim != 4 or window.shape[0] != K:
+            raise ValueError(f"Expected a window of shape ({K}, C, H, W), got {tuple(window.shape)}")
+        _, C, H, W = window.shape
+        mode = self._mode(C)
+        M = self.model_channels
+        window = window.float()
+        if mode == "fold":  # every channel a gray window: (K, C, H, W) -> (C, K, H, W)
+            feats = window.transpose(0, 1)
+        elif mode == "replicate":
+            feats = window.expand(K, M, H, W).reshape(1, K * M, H, W)
+        else:
+            feats = window.reshape(1, K * C, H, W)
+        return feats.contiguous(), VideoContext(shape=(1, 1, C, H, W), mode=mode, batched=False)
+
+    def decode(self, features: torch.Tensor, ctx: VideoContext) -> torch.Tensor:
+        """Middle-frame estimates ``(B'*T, M, H, W)`` -> clip of the encoded shape."""
+        B, T, C, H, W = ctx.shape
+        if ctx.mode == "fold":
+            x = features.reshape(B, C, T, H, W).transpose(1, 2)
+        elif ctx.mode == "replicate":
+            x = features.reshape(B, T, self.model_channels, H, W).mean(dim=2, keepdim=True)
+        else:
+            x = features.reshape(B, T, C, H, W)
+        return x if ctx.batched else x[0]
