@@ -652,8 +652,8 @@ def test_cli_usage_errors(runs: dict[str, Path], tmp_path: Path, capsys: pytest.
     png = str(tmp_path / "in" / "gray8.png")
     assert main([png, "-o", str(tmp_path / "o"), "--model", str(runs["gray"]), "--tile", "16", "--overlap", "8"]) == 2
     assert "--tile (16) must exceed 2 * --overlap (16)" in capsys.readouterr().err
-    assert main([png, "-o", str(tmp_path / "o"), "--modality", "video"]) == 2
-    assert "invalid choice: 'video'" in capsys.readouterr().err
+    assert main([png, "-o", str(tmp_path / "o"), "--modality", "radar"]) == 2
+    assert "invalid choice: 'radar'" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), "-o", str(tmp_path / "o"), "--model", str(runs["gray"]), "--quiet"]) == 1
     assert re.search(r"empty: no image files \(.png, .jpg", capsys.readouterr().err)

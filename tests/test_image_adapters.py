@@ -278,5 +278,8 @@ def test_modality_io_contracts():
     cfg = replace(cfg, modality="multispectral", image=ImageDataConfig(context_bands=3))
     io = modality_io("multispectral", cfg)
     assert (io.channels, io.outputs, io.out_offset) == (7, 1, 3)
-    with pytest.raises(ValueError, match=r"unknown modality 'video'"):
-        modality_io("video", cfg)
+    cfg = replace(cfg, modality="video", image=ImageDataConfig(channels=3, context_frames=2))
+    io = modality_io("video", cfg)
+    assert (io.channels, io.outputs, io.out_offset) == (15, 3, 6)
+    with pytest.raises(ValueError, match=r"unknown modality 'radar'"):
+        modality_io("radar", cfg)

@@ -303,8 +303,8 @@ def test_bundled_image_recipes_load_and_build_their_loss():
     ("image.curriculum_start=[0.1,0.0]", r"`image`: image.curriculum_start must be a \(low, high\) range with "
                                          r"0 <= low <= high, got \[0.1, 0.0\]"),
     ("image.curriculum_fraction=1.5", r"`image`: image.curriculum_fraction must be in \[0, 1\], got 1.5"),
-    ("modality=video", r"`modality` must be 'speech' \| 'image' \| 'multispectral' or a list of 'speech' \| 'image' "
-                       r"\| 'multispectral', got str 'video'"),
+    ("modality=radar", r"`modality` must be 'speech' \| 'image' \| 'multispectral' \| 'video' or a list of 'speech' "
+                       r"\| 'image' \| 'multispectral' \| 'video', got str 'radar'"),
 ])
 def test_image_config_errors(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -73,7 +73,8 @@ def test_config_views_and_defaults():
     ("joint.weights=[0, 0]", r"`joint.weights` must be >= 0 and not all 0, got \[0.0, 0.0\]"),
     ("joint.batch_size=[2, 0]", r"`joint.batch_size` must be at least 1 each, got \[2, 0\]"),
     ("joint.weights=heavy", r"`joint.weights` must be a list of float, got str 'heavy'"),
-    ("modality=[speech, video]", r"`modality` must be 'speech' \| 'image' \| 'multispectral' or a list of"),
+    ("modality=[speech, radar]", r"`modality` must be 'speech' \| 'image' \| 'multispectral' \| 'video' or a list "
+                                 r"of"),
 ])
 def test_config_errors(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -146,8 +147,11 @@ def test_load_errors(joint_run):
         xmodal.load(run)
     with pytest.raises(ValueError, match=r"a model of speech and image, not 'multispectral'"):
         xmodal.load(run, modality="multispectral")
-    with pytest.raises(ValueError, match=r"`modality` must be one of 'speech', 'image', 'multispectral', got 'video'"):
+    with pytest.raises(ValueError, match=r"a model of speech and image, not 'video'"):
         xmodal.load(run, modality="video")
+    with pytest.raises(ValueError, match=r"`modality` must be one of 'speech', 'image', 'multispectral', 'video', "
+                                         r"got 'radar'"):
+        xmodal.load(run, modality="radar")
     with pytest.raises(ValueError, match=r"image_gray: a model of image, not 'speech'"):
         xmodal.load("gray", modality="speech")
     model, cfg = ckpt.load_run(run)

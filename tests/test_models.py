@@ -123,8 +123,8 @@ def test_errors():
         make_head("complex_mask", 4, 2, 0.0)
     with pytest.raises(ValueError, match=r"head output channels 1..3 do not fit 2 inputs"):
         make_head("residual", 4, 2, out_channels=2, offset=1)
-    with pytest.raises(ValueError, match=r"unknown modality 'video' \(known: speech, image, multispectral\)"):
-        make_adapter("video", None)
+    with pytest.raises(ValueError, match=r"unknown modality 'radar' \(known: speech, image, multispectral, video\)"):
+        make_adapter("radar", None)
 
 
 def test_end_to_end_identity_network_round_trip():

@@ -148,16 +148,18 @@ def init_from(model: nn.Module, path: str | os.PathLike) -> tuple[list[str], lis
 
 def _transfer_io(model: nn.Module, state: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
                  loaded: set[str]) -> dict[str, torch.Tensor]:
-    """Stems and heads for modalities the source lacks, grown from a single-channel source modality (a gray-image
-    model) so that the new model starts as the source model applied to its denoised channels:
+    """Stems and heads for modalities the source lacks, grown from the source's one modality (a gray or colour
+    image model) so that the new model starts as the source model applied to its denoised channels:
 
     - stem ``(W, 1, k, k)`` -> ``(W, C_in, k, k)``: the source filter on the denoised input channels (divided by
       their number, so a replicated gray input gives the source's features), zero on context and noise-map channels;
     - head ``(1, W, k, k)`` and bias ``(1,)`` -> one copy per output channel.
 
     A multispectral model grown from a gray model thus starts as the gray model applied band by band (its context
-    bands weighted 0), and a colour model as the gray model applied to the channel mean, removing the same noise
-    estimate from each channel. Returns the new tensors (nothing when no single-channel source modality exists).
+    bands weighted 0), a video model as the image model applied frame by frame (a colour image model's stem
+    ``(W, C, k, k)`` is copied onto the middle frame's ``C`` channels), and a colour model as the gray model applied to
+    the channel mean, removing the same noise estimate from each channel. Returns the new tensors (nothing when the
+    source holds several modalities).
     """
     io = getattr(model, "io", {})
     sources = {k.split(".")[1] for k in state if k.startswith("stems.")}
@@ -181,6 +183,11 @@ def _transfer_io(model: nn.Module, state: dict[str, torch.Tensor], target: dict[
             w = torch.zeros_like(t)
             n = spec.outputs
             w[:, spec.out_offset:spec.out_offset + n] = source / n  # (W, 1, k, k) -> the denoised channels
+            out[name] = w
+        elif parts[0] == "stems" and t.ndim == 4 and source.shape[0] == t.shape[0] \
+                and source.shape[1] == spec.outputs < t.shape[1] and source.shape[2:] == t.shape[2:]:
+            w = torch.zeros_like(t)  # (W, C, k, k) -> the denoised frame's C channels (a colour video model)
+            w[:, spec.out_offset:spec.out_offset + spec.outputs] = source
             out[name] = w
         elif parts[0] == "heads" and source.shape[0] == 1 and source.shape[1:] == t.shape[1:]:
             out[name] = source.expand_as(t).clone()  # (1, ...) -> (C_out, ...)

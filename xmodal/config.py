@@ -175,6 +175,9 @@ class ImageDataConfig:
         valid_frames: video: frames per validation clip made from a still image.
         motion: video from stills: largest camera speed in pixels per frame on each axis.
         jitter: video from stills: largest random shake in pixels added to each frame's position.
+        align_range: video: motion compensation: every neighbour frame is translated onto the denoised frame by the
+            integer shift (at most this many pixels per axis) that best aligns them (:mod:`xmodal.align`), before
+            the network sees them; 0 turns it off (the network alone then has to find moved content).
         clips: video: ``train_dir``/``valid_dir`` items are real clips (frame folders or ``(T, H, W[, C])`` .npy
             files), not still images.
         scaling: multispectral per-band scaling (``dtype``, ``band_minmax``, ``band_percentile``).
@@ -207,6 +210,7 @@ class ImageDataConfig:
     valid_frames: int = 8
     motion: int = 3
     jitter: int = 1
+    align_range: int = 8
     clips: bool = False
     scaling: Literal["dtype", "band_minmax", "band_percentile"] = "band_minmax"
     patch_size: int = 64
@@ -228,7 +232,7 @@ class ImageDataConfig:
                                  f"{list(self.curriculum_start)}")
         if not 0.0 <= self.curriculum_fraction <= 1.0:
             raise ValueError(f"image.curriculum_fraction must be in [0, 1], got {self.curriculum_fraction}")
-        for key in ("context_frames", "motion", "jitter"):
+        for key in ("context_frames", "motion", "jitter", "align_range"):
             if getattr(self, key) < 0:
                 raise ValueError(f"image.{key} must be >= 0, got {getattr(self, key)}")
         for key in ("frames_per_item", "valid_frames"):

@@ -950,7 +950,20 @@ class VideoDenoiser:
 
     def __repr__(self) -> str:
         return (f"VideoDenoiser({self.name or 'model'!s}, channels={self.config.image.channels}, "
-                f"context_frames={self.context_frames}, device={self.device})")
+                f"context_frames={self.context_frames}, align_range={self.adapter.align_range}, "
+                f"device={self.device})")
+
+    @property
+    def align_range(self) -> int:
+        """Motion compensation search range in pixels (``config.image.align_range``; 0 = off). Settable: a range
+        wider than in training helps clips with faster motion than the model saw (the search costs more)."""
+        return self.adapter.align_range
+
+    @align_range.setter
+    def align_range(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError(f"`align_range` must be an integer >= 0, got {value!r}")
+        self.adapter.align_range = int(value)
 
     def _frames(self, read: Callable[[int], torch.Tensor], length: int, tile: int, overlap: int,
                 progress: bool) -> Iterator[tuple[int, torch.Tensor]]:
@@ -964,15 +977,28 @@ class VideoDenoiser:
         k = self.context_frames
         idx = spectral_neighbours(length, k).tolist()  # (T, 2k+1)
         cache: dict[int, torch.Tensor] = {}
+        pairs: dict[tuple[int, int], torch.Tensor] = {}  # (i, j), i < j -> shift aligning frame j onto frame i
         for t in tqdm(range(length), desc="frames", unit="frame", disable=not progress or length < 2,
                       dynamic_ncols=True):
             for old in [i for i in cache if i < t - k]:
                 del cache[old]
+            for old in [p for p in pairs if p[0] < t - k]:
+                del pairs[old]
             for i in idx[t]:
                 if i not in cache:
                     cache[i] = read(i).to(self.device)
             window = torch.stack([cache[i] for i in idx[t]])  # (2k+1, C, H, W)
-            feats, ctx = self.adapter.encode_middle(window)
+            shifts = None
+            if self.adapter.align_range > 0:  # each pair of frames is aligned once (as `encode` does)
+                new = sorted({(min(t, j), max(t, j)) for j in idx[t] if j != t} - set(pairs))
+                if new:
+                    guides = torch.stack([cache[i].float().mean(dim=0) for i, _ in new]
+                                         + [cache[j].float().mean(dim=0) for _, j in new])[None]  # (1, 2P, H, W)
+                    found = self.adapter.pair_shifts(guides, [(n, len(new) + n) for n in range(len(new))])[0]
+                    pairs.update(zip(new, found))
+                shifts = torch.stack([torch.zeros(2, dtype=torch.long, device=self.device) if j == t else
+                                      pairs[(t, j)] if t < j else -pairs[(j, t)] for j in idx[t]])
+            feats, ctx = self.adapter.encode_middle(window, shifts)
             with torch.no_grad():
                 est = tiled_apply(lambda f: _image_forward(self, f), feats, tile, overlap, self.size_multiple)
             yield t, self.adapter.decode(est, ctx)[0]
@@ -1151,7 +1177,8 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
 # Command line
 
 _STACK_SUFFIXES = (".tif", ".tiff", ".npy")
-_KIND = {"speech": "an audio file", "image": "an image file"}
+_KIND = {"speech": "an audio file", "image": "an image file", "multispectral": "a multispectral stack",
+         "video": "a video clip"}
 _MODEL_KIND = {"speech": "a speech model", "image": "an image model", "multispectral": "a multispectral model",
                "video": "a video model"}
 
@@ -1424,7 +1451,7 @@ def main(argv: list[str] | None = None) -> int:
             if available and model_modality is None:  # a joint model: the file decides among its modalities
                 if job.modality not in available:
                     raise ValueError(f"{src}: the model {args.model} is a joint model of {' and '.join(available)}; "
-                                     f"this is {_KIND.get(job.modality, 'a ' + job.modality + ' input')}")
+                                     f"this is {_KIND[job.modality]}")
                 job = _Job(src, job.modality, None)
             jobs.append(job)
         except (ValueError, OSError) as e:  # ImageReadError is a ValueError

@@ -1071,7 +1071,7 @@ def detect_modality(clean: str | os.PathLike) -> Literal["speech", "image", "mul
     if images:
         return "image"
     raise ValueError(f"{path}: no audio ({', '.join(AUDIO_EXTENSIONS)}) or image ({', '.join(IMAGE_EXTENSIONS)}) "
-                     "files (or only clip sub-folders) in this folder; pass --modality")
+                     "files in this folder; pass --modality")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -60,7 +60,7 @@ def make_adapter(modality: str, config: Config) -> Adapter:
     if modality == "video":
         from xmodal.adapters import VideoAdapter
 
-        return VideoAdapter(config.image.channels, config.image.context_frames)
+        return VideoAdapter(config.image.channels, config.image.context_frames, config.image.align_range)
     raise _unknown(modality)
 
 

@@ -219,15 +219,53 @@ class VideoAdapter(Adapter):
         torch.Size([7, 1, 32, 48])
     """
 
-    def __init__(self, channels: int = 1, context: int = 2) -> None:
+    def __init__(self, channels: int = 1, context: int = 2, align_range: int = 0) -> None:
         super().__init__()
         if channels < 1:
             raise ValueError(f"image.channels must be at least 1, got {channels}")
         if context < 0:
             raise ValueError(f"image.context_frames must be >= 0, got {context}")
+        if align_range < 0:
+            raise ValueError(f"image.align_range must be >= 0, got {align_range}")
         self.model_channels = channels
         self.context = context
+        self.align_range = align_range
         self.channels = (2 * context + 1) * channels
+
+    def pair_shifts(self, guides: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
+        """Shifts aligning frame ``j`` onto frame ``i`` for each pair ``(i, j)`` with ``i < j`` (see
+        :func:`xmodal.align.estimate_shifts`), from ``guides (B, T, H, W)`` (the channel means): ``(B, len(pairs),
+        2)``; zeros when alignment is off. Aligning ``i`` onto ``j`` is the negated shift."""
+        from xmodal.align import estimate_shifts
+
+        B = guides.shape[0]
+        if self.align_range <= 0 or not pairs:
+            return torch.zeros(B, len(pairs), 2, dtype=torch.long, device=guides.device)
+        ref = guides[:, [i for i, _ in pairs]].flatten(0, 1)  # (B*P, H, W)
+        mov = guides[:, [j for _, j in pairs]].flatten(0, 1)
+        return estimate_shifts(ref, mov, self.align_range).view(B, len(pairs), 2)
+
+    def _windows(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C, H, W)`` -> every frame's window ``(B, T, 2k+1, C, H, W)``, neighbours aligned to it."""
+        B, T, C, H, W = x.shape
+        idx = spectral_neighbours(T, self.context, x.device)  # (T, 2k+1)
+        windows = x[:, idx]  # (B, T, K, C, H, W)
+        if self.align_range <= 0 or T == 1:
+            return windows
+        slots = idx.tolist()
+        pairs = sorted({(min(t, j), max(t, j)) for t in range(T) for j in slots[t] if j != t})
+        found = self.pair_shifts(x.mean(dim=2), pairs)  # (B, P, 2)
+        where = {p: n for n, p in enumerate(pairs)}
+        shifts = torch.zeros(B, T, len(slots[0]), 2, dtype=torch.long, device=x.device)
+        for t in range(T):
+            for i, j in enumerate(slots[t]):
+                if j != t:
+                    s = found[:, where[(min(t, j), max(t, j))]]
+                    shifts[:, t, i] = s if t < j else -s
+        from xmodal.align import shift_frames
+
+        K = idx.shape[1]
+        return shift_frames(windows.reshape(B * T * K, C, H, W), shifts.reshape(-1, 2)).reshape(B, T, K, C, H, W)
 
     def encode(self, x: torch.Tensor, ctx: VideoContext | None = None) -> tuple[torch.Tensor, VideoContext]:
         if not torch.is_tensor(x):
@@ -246,13 +284,15 @@ class VideoAdapter(Adapter):
             ctx = VideoContext(shape=(B, T, C, H, W), mode=self._mode(C), batched=batched)
         elif ctx.shape != (B, T, C, H, W):
             raise ValueError(f"`ctx` was made for videos of shape {ctx.shape}, got {(B, T, C, H, W)}")
-        if ctx.mode == "fold":  # every channel is a gray clip
-            x = x.transpose(1, 2).reshape(B * C, T, 1, H, W)
+        windows = self._windows(x)  # (B, T, K, C, H, W); aligned on the channel mean, the same for every channel
+        K = windows.shape[2]
+        if ctx.mode == "fold":  # every channel is a gray clip: items (b, c, t)
+            feats = windows.permute(0, 3, 1, 2, 4, 5).reshape(B * C * T, K, H, W)
         elif ctx.mode == "replicate":
-            x = x.expand(B, T, M, H, W)
-        idx = spectral_neighbours(T, self.context, x.device)  # (T, 2k+1)
-        feats = x[:, idx.reshape(-1)]  # (B', T*(2k+1), M, H, W)
-        return feats.reshape(-1, self.channels, H, W), ctx
+            feats = windows.expand(B, T, K, M, H, W).reshape(B * T, K * M, H, W)
+        else:
+            feats = windows.reshape(B * T, K * C, H, W)
+        return feats, ctx
 
     def _mode(self, C: int) -> str:
         M = self.model_channels
@@ -265,10 +305,14 @@ class VideoAdapter(Adapter):
         raise ValueError(f"this model denoises {M}-channel videos; got frames with {C} channels (use a gray video "
                          "model, which takes any channel count)")
 
-    def encode_middle(self, window: torch.Tensor) -> tuple[torch.Tensor, VideoContext]:
+    def encode_middle(self, window: torch.Tensor,
+                      shifts: torch.Tensor | None = None) -> tuple[torch.Tensor, VideoContext]:
         """Features of the middle frame of ``window (2k+1, C, H, W)`` only (what :meth:`encode` gives for that frame
         of a longer clip): ``(B', (2k+1)*M, H, W)``; :meth:`decode` with the returned context gives
-        ``(1, C, H, W)``. For frame-by-frame inference, whose memory is one window whatever the clip length."""
+        ``(1, C, H, W)``. For frame-by-frame inference, whose memory is one window whatever the clip length.
+
+        ``shifts (2k+1, 2)`` align each frame of the window onto the middle one (:meth:`pair_shifts`, computed once
+        per pair of frames by the caller); ``None`` estimates them here (zeros when alignment is off)."""
         K = 2 * self.context + 1
         if window.ndim != 4 or window.shape[0] != K:
             raise ValueError(f"Expected a window of shape ({K}, C, H, W), got {tuple(window.shape)}")
@@ -276,6 +320,17 @@ class VideoAdapter(Adapter):
         mode = self._mode(C)
         M = self.model_channels
         window = window.float()
+        if shifts is None and self.align_range > 0:
+            k = self.context
+            others = [j for j in range(K) if j != k]
+            found = self.pair_shifts(window.mean(dim=1)[None], [(min(k, j), max(k, j)) for j in others])[0]
+            shifts = torch.zeros(K, 2, dtype=torch.long, device=window.device)
+            for n, j in enumerate(others):  # the convention of `encode`: estimated from the earlier frame
+                shifts[j] = found[n] if k < j else -found[n]
+        if shifts is not None and bool(shifts.any()):
+            from xmodal.align import shift_frames
+
+            window = shift_frames(window, shifts)
         if mode == "fold":  # every channel a gray window: (K, C, H, W) -> (C, K, H, W)
             feats = window.transpose(0, 1)
         elif mode == "replicate":

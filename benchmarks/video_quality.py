@@ -1,0 +1,124 @@
+"""Video denoising on Set12 clips: the video model beside the gray image model frame by frame, same noise, same run.
+
+There is no clean video in the project's data, so the clips are made as the model's validation clips are: each Set12
+image (never seen in training) is filmed along a fixed camera path (a straight integer translation of up to
+``--motion`` pixels per frame on each axis, plus up to ``--jitter`` pixels of shake; ``xmodal.data.video.still_clip``,
+seeded by the image index), ``--frames`` frames, as large as the path allows. The path is drawn for each motion
+setting: 0 is a static camera, 3 the training range, 6 twice as fast as anything seen in training.
+
+Float protocol (as ``image_quality.py``): noise ``sigma/255 * N(0, 1)`` drawn in float64 from
+``numpy.random.default_rng((seed, image index))`` independently for every frame, never clipped; every output clipped
+to [0, 1] and rounded to 8 bits before scoring. Metrics (``xmodal.metrics.video_metrics``): PSNR of the clip's mean
+squared error, SSIM averaged over frames, temporal PSNR (the PSNR of the frame-to-frame changes: flicker).
+
+    python benchmarks/video_quality.py [--data ../shared/data] [--sigma 25] [--frames 10] [--motions 0,3,6]
+                                       [--model video] [--image-model gray] [--bm3d] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DEFAULT_DATA, best_time  # noqa: E402
+
+from xmodal.imageio import read_image  # noqa: E402
+from xmodal.metrics import MetricAccumulator, video_metrics  # noqa: E402
+
+
+def to_8bit(x: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(x, 0.0, 1.0) * 255.0) / 255.0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (default ../shared/data)")
+    p.add_argument("--sigma", type=float, default=25.0, help="noise standard deviation on the 0-255 scale")
+    p.add_argument("--frames", type=int, default=10, help="frames per clip")
+    p.add_argument("--motions", default="0,3,6", help="camera speeds (pixels per frame) to test, comma-separated")
+    p.add_argument("--jitter", type=int, default=1, help="camera shake in pixels (0 for a static camera)")
+    p.add_argument("--model", default="video", help="video model: run directory or bundled name")
+    p.add_argument("--image-model", default="gray", help="image model applied frame by frame")
+    p.add_argument("--bm3d", action="store_true", help="also BM3D frame by frame (slow: seconds per frame)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--json", default=None, help="write per-clip and mean results here")
+    args = p.parse_args()
+
+    import xmodal
+    from xmodal.data.video import still_clip
+
+    root = Path(args.data) / "image" / "Set12"
+    if not root.is_dir():
+        print(f"error: {root}: image folder not found (pass --data)", file=sys.stderr)
+        raise SystemExit(2)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    motions = [int(m) for m in args.motions.split(",")]
+    video = xmodal.load(args.model, precision=args.precision)
+    image = xmodal.load(args.image_model, precision=args.precision)
+    files = sorted(root.glob("*.png"))
+    sigma = args.sigma / 255.0
+    methods = ["noisy", f"image model ({args.image_model}) frame by frame", f"video model ({args.model})"]
+    if args.bm3d:
+        import bm3d
+
+        methods.append("BM3D frame by frame")
+    results: dict = {"sigma": args.sigma, "frames": args.frames, "jitter": args.jitter, "seed": args.seed,
+                     "precision": args.precision, "motions": {}}
+    print(f"Set12 clips, {args.frames} frames, sigma {args.sigma:g}, jitter {args.jitter} px; video model "
+          f"{video!r}; image model {args.image_model}")
+    for motion in motions:
+        accs = {m: MetricAccumulator() for m in methods}
+        per_clip = []
+        for k, f in enumerate(files):
+            still, _ = read_image(f)
+            clean, _ = still_clip(still, args.frames, motion, args.jitter, (args.seed, 104729, k))  # (T, 1, h, w)
+            clean = clean.astype(np.float64)
+            rng = np.random.default_rng((args.seed, k))
+            noisy = (clean + sigma * rng.standard_normal(clean.shape)).astype(np.float32)
+            outs = {methods[0]: noisy,
+                    methods[1]: to_8bit(np.stack([image.denoise(frame) for frame in noisy])),
+                    methods[2]: to_8bit(video.denoise(noisy))}
+            if args.bm3d:
+                outs[methods[3]] = to_8bit(np.stack([bm3d.bm3d(frame[0], sigma, profile="np")[None]
+                                                     for frame in noisy]))
+            row = {"name": f.stem, "shape": list(clean.shape)}
+            for m, out in outs.items():
+                row[m] = video_metrics(accs[m], "x", f.stem, clean, out)
+            per_clip.append(row)
+        means = {m: accs[m].means()["x"] for m in methods}
+        results["motions"][str(motion)] = {"mean": means, "clips": per_clip}
+        print(f"\ncamera speed up to {motion} px/frame:")
+        print(f"{'':44s}{'PSNR':>9s}{'SSIM':>9s}{'tPSNR':>9s}")
+        for m in methods:
+            v = means[m]
+            print(f"{m:44s}{v['psnr']:9.2f}{v['ssim']:9.4f}{v['tpsnr']:9.2f}")
+        if motion == motions[0]:
+            print("per clip PSNR (image model -> video model): " + ", ".join(
+                f"{r['name']} {r[methods[1]]['psnr']:.2f}->{r[methods[2]]['psnr']:.2f}" for r in per_clip))
+
+    x = np.random.default_rng(0).random((5, 1, 512, 512), dtype=np.float32)
+    video.denoise(x[:2])
+    image.denoise(x[0, 0])
+    t_video = best_time(lambda: video.denoise(x), 2) / 5
+    t_image = best_time(lambda: image.denoise(x[0, 0]), 3)
+    results["seconds_per_512_frame"] = {"video": t_video, "image": t_image}
+    print(f"\nspeed, one 512 x 512 frame ({torch.get_num_threads()} threads, {args.precision}): video model "
+          f"{t_video:.3f} s, image model {t_image:.3f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
+    print(f"({time.perf_counter() - t0:.0f} s)")

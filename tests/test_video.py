@@ -1,0 +1,645 @@
+"""The video modality: adapter, clip I/O, camera-path clips, training, VideoDenoiser, CLI, evaluation, export.
+
+Tiny untrained U-Nets (recipes/tiny_video.yaml, tiny_image.yaml) on small random clips, on CPU: the tests check
+shapes, equivalences, formats and errors, not quality.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import xmodal
+from xmodal.adapters import VideoAdapter
+from xmodal.adapters.image import spectral_neighbours
+from xmodal.checkpoint import init_from, save_weights
+from xmodal.config import dump_config, load_config
+from xmodal.data.video import ClipCrops, StillMotionClips, camera_path, resolve_video_data, still_clip
+from xmodal.denoise import VideoDenoiser, load, main
+from xmodal.evaluate import detect_modality, evaluate_videos
+from xmodal.evaluate import main as evaluate_main
+from xmodal.imageio import ImageReadError, read_image, write_image
+from xmodal.inference import enhance
+from xmodal.metrics import MetricAccumulator, psnr_score, temporal_psnr_score, video_metrics
+from xmodal.modalities import modality_io
+from xmodal.models import build_model
+from xmodal.videoio import ClipInfo, ClipReader, ClipWriter, read_clip, write_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_VIDEO = ROOT / "recipes" / "tiny_video.yaml"
+TINY_IMAGE = ROOT / "recipes" / "tiny_image.yaml"
+
+
+def make_run(folder: Path, recipe: Path, overrides: list[str], seed: int = 0) -> Path:
+    cfg = load_config(recipe, overrides)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = build_model(cfg.model, {cfg.modality: modality_io(cfg.modality, cfg)})
+    save_weights(model, folder / "model.safetensors", cfg)
+    dump_config(cfg, folder / "config.yaml")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("video_runs")
+    return {"gray": make_run(root / "gray", TINY_VIDEO, []),
+            "color": make_run(root / "color", TINY_VIDEO, ["image.channels=3"]),
+            "k2": make_run(root / "k2", TINY_VIDEO, ["image.context_frames=2"])}
+
+
+@pytest.fixture(scope="module")
+def gray(runs: dict[str, Path]) -> VideoDenoiser:
+    return load(runs["gray"])
+
+
+def random_clip(T: int, C: int, H: int, W: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((T, C, H, W), dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------------------- adapter
+
+
+@pytest.mark.parametrize("M, C", [(1, 1), (1, 3), (3, 3), (3, 1)])
+@pytest.mark.parametrize("T", [1, 2, 7])
+def test_adapter_round_trip_and_neighbours(M: int, C: int, T: int) -> None:
+    k = 2
+    adapter = VideoAdapter(M, k)
+    x = torch.rand(2, T, C, 6, 5)
+    feats, ctx = adapter.encode(x)
+    items = 2 * T * (C if M == 1 and C > 1 else 1)
+    assert feats.shape == (items, (2 * k + 1) * M, 6, 5)
+    middle = feats[:, k * M:(k + 1) * M]  # the denoised frame's channels
+    y = adapter.decode(middle, ctx)
+    if C == M or M == 1:
+        assert torch.equal(y, x)
+    else:  # a gray clip through a colour model: the mean of the (identical) replicated channels
+        assert torch.allclose(y, x, atol=1e-6)
+    # frame 0's context is mirrored: frames 2, 1, 0, 1, 2 (T >= 3), all frame 0 for a 1-frame clip
+    first = feats.reshape(-1, T, 2 * k + 1, M, 6, 5)[0, 0, :, 0]  # (2k+1, H, W) of item 0, frame 0, channel 0
+    src = x[0, :, 0] if C == M or M == 1 else x[0, :, 0]
+    expected = spectral_neighbours(T, k)[0]
+    assert torch.equal(first, src[expected])
+
+
+def test_adapter_unbatched_and_encode_middle_matches_encode() -> None:
+    for M, C in [(1, 1), (1, 3), (3, 3), (3, 1)]:
+        adapter = VideoAdapter(M, 2)
+        x = torch.rand(7, C, 8, 9)
+        feats, ctx = adapter.encode(x)
+        assert adapter.decode(feats[:, 2 * M:3 * M], ctx).shape == x.shape
+        window = x[spectral_neighbours(7, 2)[3]]  # frame 3's window
+        mid, mctx = adapter.encode_middle(window)
+        items = feats.reshape(C, 7, 5 * M, 8, 9)[:, 3] if ctx.mode == "fold" else feats[3:4]
+        assert torch.equal(mid, items)
+        assert adapter.decode(mid[:, 2 * M:3 * M], mctx).shape == (1, C, 8, 9)
+
+
+@pytest.mark.parametrize("x, error, message", [
+    (torch.rand(4, 8, 8), ValueError, r"Expected `video` of shape \(T, C, H, W\) or \(B, T, C, H, W\), got "
+                                      r"\(4, 8, 8\)"),
+    (torch.rand(0, 1, 8, 8), ValueError, r"Expected a non-empty `video`, got shape \(0, 1, 8, 8\)"),
+    (torch.ones(3, 1, 8, 8, dtype=torch.uint8), TypeError, r"Expected a floating-point `video` \(scaled to \[0, 1\]\)"),
+    (np.zeros((3, 1, 8, 8), np.float32), TypeError, r"Expected `video` to be a torch.Tensor, got ndarray"),
+    (torch.rand(3, 2, 8, 8), ValueError, r"this model denoises 3-channel videos; got frames with 2 channels"),
+])
+def test_adapter_errors(x, error, message) -> None:
+    with pytest.raises(error, match=message):
+        VideoAdapter(3, 1).encode(x)
+
+
+def test_adapter_bad_arguments() -> None:
+    with pytest.raises(ValueError, match=r"image.context_frames must be >= 0, got -1"):
+        VideoAdapter(1, -1)
+    with pytest.raises(ValueError, match=r"image.channels must be at least 1, got 0"):
+        VideoAdapter(0, 1)
+    adapter = VideoAdapter(1, 2)
+    with pytest.raises(ValueError, match=r"Expected a window of shape \(5, C, H, W\), got \(3, 1, 8, 8\)"):
+        adapter.encode_middle(torch.rand(3, 1, 8, 8))
+    _, ctx = adapter.encode(torch.rand(4, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"`ctx` was made for videos of shape \(1, 4, 1, 8, 8\), got "
+                                         r"\(1, 5, 1, 8, 8\)"):
+        adapter.encode(torch.rand(5, 1, 8, 8), ctx)
+
+
+# ---------------------------------------------------------------------------------------------------- camera paths
+
+
+def test_camera_path_static_and_bounded() -> None:
+    assert camera_path(6, 0, 0, np.random.default_rng(0)).tolist() == [[0, 0]] * 6
+    for seed in range(20):
+        path = camera_path(8, 3, 1, np.random.default_rng(seed))
+        assert path.shape == (8, 2) and path.dtype == np.int64
+        assert path.min(axis=0).tolist() == [0, 0]
+        step = np.abs(np.diff(path, axis=0))
+        assert step.max() <= 3 + 2 * 1 + 1  # speed + shake of two frames + rounding
+
+
+def test_still_motion_clips_are_shifted_crops() -> None:
+    H = W = 60
+    # every pixel holds its own position: a crop's first pixel tells where it was cut
+    image = (np.arange(H * W, dtype=np.float32).reshape(1, H, W)) / (H * W)
+    cfg = load_config(TINY_VIDEO, ["image.patch_size=16", "image.frames_per_item=5", "image.motion=3",
+                                   "image.jitter=0", "image.augment=false",
+                                   "image.noise={kind: gaussian, sigma: [0.0, 0.0]}"]).image
+    data = StillMotionClips([image], cfg)
+    for n in range(10):
+        noisy, clean = data[n]
+        assert noisy.shape == clean.shape == (5, 1, 16, 16)
+        assert torch.equal(noisy, clean)  # sigma 0
+        pos = np.rint(clean[:, 0, 0, 0].numpy() * H * W).astype(int)  # (T,) flat index of each frame's corner
+        rows, cols = pos // W, pos % W
+        for x in (rows, cols):  # a straight path at a constant speed, rounded to whole pixels
+            step = np.diff(x)
+            assert np.abs(step).max() <= 3 and step.max() - step.min() <= 1
+        for t in range(5):  # each frame is the exact crop at its position
+            assert torch.equal(clean[t, 0], torch.from_numpy(image[0, rows[t]:rows[t] + 16, cols[t]:cols[t] + 16]))
+    a, b = data[3], data[3]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])  # items are reproducible
+
+
+def test_still_motion_clips_one_noise_level_per_clip() -> None:
+    cfg = load_config(TINY_VIDEO, ["image.patch_size=32", "image.frames_per_item=4",
+                                   "image.noise={kind: gaussian, sigma: [0.02, 0.2]}"]).image
+    data = StillMotionClips([np.full((1, 64, 64), 0.5, np.float32)], cfg)
+    for n in range(5):
+        noisy, clean = data[n]
+        stds = (noisy - clean).std(dim=(1, 2, 3))  # (T,)
+        assert 0.02 * 0.8 < float(stds.mean()) < 0.2 * 1.2
+        assert float(stds.max() / stds.min()) < 1.25  # the same level in every frame
+
+
+def test_clip_crops_consecutive_frames_and_short_clips() -> None:
+    clip = np.broadcast_to(np.arange(9, dtype=np.float32)[:, None, None, None], (9, 1, 40, 40)) / 10
+    cfg = load_config(TINY_VIDEO, ["image.clips=true", "image.patch_size=16", "image.frames_per_item=4",
+                                   "image.augment=false", "image.noise={kind: gaussian, sigma: [0.0, 0.0]}"]).image
+    noisy, clean = ClipCrops([np.ascontiguousarray(clip)], cfg)[0]
+    frames = np.rint(clean[:, 0, 0, 0].numpy() * 10).astype(int)
+    assert clean.shape == (4, 1, 16, 16) and np.all(np.diff(frames) == 1)
+    short = np.ascontiguousarray(clip[:2])
+    _, clean = ClipCrops([short], cfg)[1]
+    assert np.rint(clean[:, 0, 0, 0].numpy() * 10).astype(int).tolist() == [0, 1, 0, 1]  # mirrored in time
+
+
+def test_still_clip_is_as_large_as_the_path_allows() -> None:
+    image = np.random.default_rng(0).random((1, 50, 70), dtype=np.float32)
+    clip, path = still_clip(image, 6, 2, 1, 0)
+    ext = path.max(axis=0)
+    assert clip.shape == (6, 1, 50 - ext[0], 70 - ext[1])
+    for t, (i, j) in enumerate(path):
+        assert np.array_equal(clip[t], image[:, i:i + clip.shape[2], j:j + clip.shape[3]])
+
+
+# ------------------------------------------------------------------------------------------------------------ data
+
+
+def write_frames(folder: Path, clip: np.ndarray, dtype: str = "uint8", ext: str = ".png") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for t, frame in enumerate(clip):
+        write_image(folder / f"frame{t + 1}{ext}", frame, dtype)
+    return folder
+
+
+def test_resolve_video_data_from_stills_and_clips(tmp_path: Path) -> None:
+    stills = tmp_path / "stills"
+    stills.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_image(stills / f"s{i}.png", rng.random((1, 48, 56), dtype=np.float32), "uint8")
+    cfg = load_config(TINY_VIDEO, [f"image.train_dir=[{stills}]", f"image.valid_dir=[{stills / 's0.png'}]",
+                                   "image.valid_crop=0"]).image
+    corpus = resolve_video_data(cfg, tmp_path / "demo")
+    assert isinstance(corpus.train, StillMotionClips) and len(corpus.valid) == 1
+    v = corpus.valid[0]
+    assert v.name == "s0" and v.clean.shape[:2] == (4, 1) and v.noisy.shape == v.clean.shape
+    assert "3 training images, 1 validation clips of 4 frames" in corpus.description
+    again = resolve_video_data(cfg, tmp_path / "demo").valid[0]
+    assert torch.equal(again.noisy, v.noisy)  # fixed path and noise
+
+    write_frames(tmp_path / "clipA", rng.random((6, 3, 40, 44), dtype=np.float32))
+    np.save(tmp_path / "clipB.npy", rng.random((5, 40, 44), dtype=np.float32))
+    cfg = load_config(TINY_VIDEO, ["image.clips=true", f"image.train_dir=[{tmp_path / 'clipA'}]",
+                                   f"image.valid_dir=[{tmp_path / 'clipB.npy'}]"]).image
+    corpus = resolve_video_data(cfg, tmp_path / "demo")
+    assert isinstance(corpus.train, ClipCrops)
+    assert corpus.train.clips[0].shape == (6, 1, 40, 44)  # colour frames -> luma for a gray model
+    assert corpus.valid[0].clean.shape == (4, 1, 40, 40)  # valid_frames 4, valid_crop 40
+
+
+@pytest.mark.parametrize("overrides, error, message", [
+    (["image.pairs_dir=x"], ValueError, r"video: `image.pairs_dir`/`valid_pairs_dir` are not supported"),
+    (["image.noise_map=true"], ValueError, r"image.noise_map is supported for the image modality only"),
+    (["image.clips=true"], ValueError, r"video: image.clips=true needs image.train_dir"),
+    (["image.clips=true", "image.train_dir=[/no/such/clip]"], FileNotFoundError,
+     r"image.train_dir: /no/such/clip does not exist"),
+])
+def test_resolve_video_data_errors(tmp_path: Path, overrides, error, message) -> None:
+    with pytest.raises(error, match=message):
+        resolve_video_data(load_config(TINY_VIDEO, overrides).image, tmp_path)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("image.motion=-1", r"image.motion must be >= 0, got -1"),
+    ("image.align_range=-1", r"image.align_range must be >= 0, got -1"),
+    ("image.context_frames=-2", r"image.context_frames must be >= 0, got -2"),
+    ("image.frames_per_item=0", r"image.frames_per_item must be at least 1, got 0"),
+    ("image.valid_frames=0", r"image.valid_frames must be at least 1, got 0"),
+    ("modality=[speech, image, video]", r"image and video both read the `image` section"),
+    ("modality=[image, multispectral, video]", r"image and multispectral and video all read the `image` section"),
+    ("modality=[video, multispectral]", r"video and multispectral both read the `image` section"),
+])
+def test_config_errors(override: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_config(TINY_VIDEO, [override])
+
+
+# ----------------------------------------------------------------------------------------------------------- clip io
+
+
+@pytest.mark.parametrize("dtype, ext", [("uint8", ".png"), ("uint16", ".png"), ("uint16", ".tif"),
+                                        ("float32", ".tif"), ("uint8", ".npy")])
+def test_frame_folder_round_trip(tmp_path: Path, dtype: str, ext: str) -> None:
+    C = 1 if dtype == "uint16" and ext == ".png" else 3
+    clip = random_clip(4, C, 12, 17)
+    src = write_frames(tmp_path / "src", clip, dtype, ext)
+    got, info = read_clip(src)
+    assert info.kind == "frames" and info.dtype == dtype and info.shape == (4, C, 12, 17)
+    assert info.names == tuple(f"frame{t + 1}{ext}" for t in range(4))
+    levels = {"uint8": 255, "uint16": 65535}.get(dtype)
+    expected = np.rint(clip.astype(np.float64) * levels) / levels if levels else clip
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    write_clip(tmp_path / "dst", got, info)
+    assert sorted(os.listdir(tmp_path / "dst")) == sorted(os.listdir(src))
+    again, info2 = read_clip(tmp_path / "dst")
+    assert np.array_equal(again, got) and info2.dtype == dtype
+
+
+def test_natural_frame_order(tmp_path: Path) -> None:
+    clip = np.stack([np.full((1, 4, 4), t * 10 / 255, np.float32) for t in range(12)])
+    write_frames(tmp_path / "c", clip)  # frame1 ... frame12: frame10 sorts after frame9
+    got, _ = read_clip(tmp_path / "c")
+    assert np.rint(got[:, 0, 0, 0] * 255).tolist() == [t * 10 for t in range(12)]
+
+
+@pytest.mark.parametrize("shape, layout, C", [((5, 9, 11), "THW", 1), ((5, 9, 11, 3), "THWC", 3)])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_npy_clip_round_trip(tmp_path: Path, shape, layout: str, C: int, dtype: str) -> None:
+    rng = np.random.default_rng(1)
+    arr = (rng.random(shape) * (255 if dtype == "uint8" else 65535 if dtype == "uint16" else 1)).astype(dtype)
+    np.save(tmp_path / "c.npy", arr)
+    reader = ClipReader(tmp_path / "c.npy")
+    assert reader.info == ClipInfo("npy", (5, C, 9, 11), dtype, layout=layout) and len(reader) == 5
+    clip, info = read_clip(tmp_path / "c.npy")
+    write_clip(tmp_path / "d.npy", clip, info)
+    back = np.load(tmp_path / "d.npy")
+    assert back.dtype == arr.dtype and np.array_equal(back, arr)
+
+
+def test_clip_read_errors(tmp_path: Path) -> None:
+    with pytest.raises(ImageReadError, match=r"nope: clip not found \(a folder of frames or a .npy file\)"):
+        ClipReader(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(ImageReadError, match=r"empty: holds no frame"):
+        ClipReader(tmp_path / "empty")
+    write_frames(tmp_path / "mixed", random_clip(2, 1, 8, 8))
+    write_image(tmp_path / "mixed" / "frame3.png", random_clip(1, 1, 8, 9)[0], "uint8")
+    reader = ClipReader(tmp_path / "mixed")
+    with pytest.raises(ImageReadError, match=r"frame3.png: frame of shape \(1, 8, 9\) \(C, H, W\) in a clip whose "
+                                             r"first frame \(frame1.png\) is \(1, 8, 8\)"):
+        reader[2]
+    write_frames(tmp_path / "depth", random_clip(2, 1, 8, 8))
+    write_image(tmp_path / "depth" / "frame3.png", random_clip(1, 1, 8, 8)[0], "uint16")
+    with pytest.raises(ImageReadError, match=r"frame3.png: uint16 frame in a clip whose first frame "
+                                             r"\(frame1.png\) is uint8"):
+        read_clip(tmp_path / "depth")
+    write_frames(tmp_path / "corrupt", random_clip(2, 1, 8, 8))
+    (tmp_path / "corrupt" / "frame2.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ImageReadError, match=r"frame2.png"):
+        read_clip(tmp_path / "corrupt")
+    np.save(tmp_path / "flat.npy", np.zeros((8, 8), np.float32))
+    with pytest.raises(ImageReadError, match=r"flat.npy: a clip array is \(T, H, W\) or \(T, H, W, C\) with C <= 4, "
+                                             r"got shape \(8, 8\)"):
+        ClipReader(tmp_path / "flat.npy")
+    np.save(tmp_path / "empty.npy", np.zeros((0, 8, 8), np.float32))
+    with pytest.raises(ImageReadError, match=r"empty.npy: empty clip of shape \(0, 8, 8\)"):
+        ClipReader(tmp_path / "empty.npy")
+    np.save(tmp_path / "int.npy", np.zeros((2, 8, 8), np.int64))
+    with pytest.raises(ImageReadError, match=r"int.npy: unsupported dtype int64 \(expected uint8, uint16, "):
+        ClipReader(tmp_path / "int.npy")
+    nan = np.zeros((2, 8, 8), np.float32)
+    nan[1, 2, 2] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    with pytest.raises(ImageReadError, match=r"nan.npy: frame 1 holds NaN or infinite values"):
+        read_clip(tmp_path / "nan.npy")
+    (tmp_path / "junk.npy").write_bytes(b"junk")
+    with pytest.raises(ImageReadError, match=r"junk.npy: not readable as .npy"):
+        ClipReader(tmp_path / "junk.npy")
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    with pytest.raises(ImageReadError, match=r"clip.mp4: a clip is a folder of frames or a .npy file, got '.mp4'"):
+        ClipReader(tmp_path / "clip.mp4")
+
+
+def test_clip_writer_is_atomic(tmp_path: Path) -> None:
+    clip = random_clip(3, 1, 8, 8)
+    dst = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"frame 1 has shape \(1, 8, 9\), expected \(1, 8, 8\)"):
+        with ClipWriter(dst, None, (3, 1, 8, 8)) as w:
+            w.write(0, clip[0])
+            w.write(1, np.zeros((1, 8, 9), np.float32))
+    assert os.listdir(tmp_path) == []  # neither the destination nor a temporary folder
+    with pytest.raises(RuntimeError, match=r"1 of 3 frames written"):
+        w = ClipWriter(tmp_path / "c.npy", None, (3, 1, 8, 8))
+        w.write(0, clip[0])
+        w.commit()
+    w.abort()
+    assert os.listdir(tmp_path) == []
+    write_clip(dst, clip)
+    with pytest.raises(FileExistsError, match=r"out: exists \(pass overwrite=True / --overwrite to replace it\)"):
+        write_clip(dst, clip)
+    with pytest.raises(ValueError, match=r"a .npy clip holds 1 channel \(T, H, W\) or up to 4 \(T, H, W, C\), got 5"):
+        write_clip(tmp_path / "five.npy", random_clip(2, 5, 8, 8))
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+# -------------------------------------------------------------------------------------------------------- training
+
+
+def test_tiny_video_training_runs_and_reports_video_metrics(tmp_path: Path) -> None:
+    from xmodal.train import train
+
+    cfg = load_config(TINY_VIDEO, [f"train.run_dir={tmp_path / 'run'}"])
+    result = train(cfg)
+    assert len(result.losses) == 4 and all(math.isfinite(v) for v in result.losses)
+    assert set(result.validation["enhanced"]) == {"psnr", "ssim", "tpsnr"} and result.failures == 0
+    den = load(tmp_path / "run")
+    assert isinstance(den, VideoDenoiser) and den.context_frames == 1
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_init_from_image_model_is_the_image_model_frame_by_frame(tmp_path: Path, channels: int) -> None:
+    image_run = make_run(tmp_path / "image", TINY_IMAGE, [f"image.channels={channels}"], seed=3)
+    cfg = load_config(TINY_VIDEO, [f"image.channels={channels}", "image.context_frames=2"])
+    net = build_model(cfg.model, {"video": modality_io("video", cfg)})
+    loaded, fresh = init_from(net, image_run)
+    assert fresh == []
+    image_den = load(image_run)
+    clip = torch.from_numpy(random_clip(5, channels, 20, 28, seed=4))
+    with torch.no_grad():
+        from xmodal.modalities import make_adapter
+
+        video = enhance(net.eval(), make_adapter("video", cfg), clip, "video")
+        frames = enhance(image_den.model, image_den.adapter, clip, "image")
+    assert torch.allclose(video, frames, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------ denoiser
+
+
+@pytest.mark.parametrize("run, C, T", [("gray", 1, 6), ("gray", 3, 2), ("color", 3, 5), ("color", 1, 4),
+                                       ("k2", 1, 1), ("k2", 1, 7)])
+def test_denoise_equals_whole_clip_forward(runs: dict[str, Path], run: str, C: int, T: int) -> None:
+    den = load(runs[run])
+    clip = random_clip(T, C, 21, 30, seed=T)
+    out = den.denoise(clip)
+    assert out.shape == clip.shape and out.dtype == np.float32
+    with torch.no_grad():
+        ref = enhance(den.model, den.adapter, torch.from_numpy(clip), "video").numpy()
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_denoise_shapes_types_and_tiling(gray: VideoDenoiser) -> None:
+    clip = random_clip(4, 1, 40, 52)
+    a = gray.denoise(clip)
+    b = gray.denoise(clip[:, 0])  # (T, H, W)
+    np.testing.assert_allclose(b, a[:, 0], atol=1e-6)
+    t = gray.denoise(torch.from_numpy(clip).double())
+    assert isinstance(t, torch.Tensor) and t.dtype == torch.float64
+    np.testing.assert_allclose(gray.denoise(clip, tile=64, overlap=8), a, atol=1e-6)  # the frame fits one tile
+    tiled = gray.denoise(clip, tile=24, overlap=8)
+    assert tiled.shape == a.shape and np.isfinite(tiled).all()
+
+
+@pytest.mark.parametrize("clip, error, message", [
+    (np.zeros((4, 8, 8), np.uint8), TypeError, r"Expected `clip` to be a float array \(values in \[0, 1\]\)"),
+    (np.zeros((8, 8), np.float32), ValueError, r"Expected `clip` of shape \(T, H, W\) or \(T, C, H, W\) with no "
+                                               r"empty axis, got \(8, 8\)"),
+    (np.full((2, 8, 8), np.nan, np.float32), ValueError, r"`clip` contains NaN or infinite values"),
+])
+def test_denoise_errors(gray: VideoDenoiser, clip, error, message) -> None:
+    with pytest.raises(error, match=message):
+        gray.denoise(clip)
+
+
+def test_colour_model_refuses_other_channel_counts(runs: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match=r"this model denoises 3-channel videos; got frames with 2 channels"):
+        load(runs["color"]).denoise(random_clip(3, 2, 16, 16))
+
+
+def test_denoise_file_streams_equal_to_memory(gray: VideoDenoiser, tmp_path: Path) -> None:
+    clip = random_clip(5, 3, 24, 30)
+    src = write_frames(tmp_path / "clip", clip, "uint16", ".tif")
+    stored, _ = read_clip(src)
+    out = gray.denoise_file(src, tmp_path / "out")
+    got, info = read_clip(out)
+    assert info.dtype == "uint16" and info.names == tuple(f"frame{t + 1}.tif" for t in range(5))
+    expected = np.clip(np.rint(gray.denoise(stored).astype(np.float64) * 65535), 0, 65535) / 65535
+    np.testing.assert_allclose(got, expected, atol=1.01 / 65535)  # float32 outputs may round to the next level
+    assert np.mean(np.abs(got - expected) < 1e-7) > 0.99
+    np.save(tmp_path / "c.npy", (clip[:, 0] * 255).astype(np.uint8))
+    gray.denoise_file(tmp_path / "c.npy", tmp_path / "d.npy")
+    d = np.load(tmp_path / "d.npy")
+    assert d.dtype == np.uint8 and d.shape == (5, 24, 30)
+    frames = gray.denoise_file(tmp_path / "c.npy", tmp_path / "frames")  # .npy clip -> frame folder
+    assert sorted(os.listdir(frames)) == [f"frame_{t:05d}.png" for t in range(5)]
+    assert np.array_equal(read_clip(frames)[0][:, 0] * 255, d.astype(np.float32))
+
+
+def test_denoise_file_errors_write_nothing(gray: VideoDenoiser, tmp_path: Path) -> None:
+    src = write_frames(tmp_path / "clip", random_clip(3, 1, 16, 16))
+    with pytest.raises(ValueError, match=r"refusing to write the output over its input folder"):
+        gray.denoise_file(src, src)
+    (tmp_path / "exists").mkdir()
+    with pytest.raises(FileExistsError, match=r"exists: output folder already exists"):
+        gray.denoise_file(src, tmp_path / "exists")
+    with pytest.raises(ImageReadError, match=r"missing: clip not found"):
+        gray.denoise_file(tmp_path / "missing", tmp_path / "o1")
+    (src / "frame3.png").write_bytes(b"corrupt")  # the last frame is read last: the first two are denoised
+    with pytest.raises(ImageReadError, match=r"frame3.png"):
+        gray.denoise_file(src, tmp_path / "o2")
+    assert sorted(os.listdir(tmp_path)) == ["clip", "exists"]  # nothing half-written
+
+
+def test_load_and_repr(runs: dict[str, Path]) -> None:
+    den = xmodal.load(runs["k2"])
+    assert isinstance(den, xmodal.VideoDenoiser)
+    assert repr(den).startswith("VideoDenoiser(") and "context_frames=2" in repr(den)
+    with pytest.raises(ValueError, match=r"is a video model \(config.modality\); ImageDenoiser takes image models"):
+        xmodal.ImageDenoiser(den.model, den.config)
+
+
+# ------------------------------------------------------------------------------------------------------------- cli
+
+
+def test_cli_denoises_clips(runs: dict[str, Path], tmp_path: Path, capsys) -> None:
+    src = write_frames(tmp_path / "in" / "walk", random_clip(4, 1, 20, 24))
+    np.save(tmp_path / "in" / "pan.npy", random_clip(3, 1, 20, 24)[:, 0])
+    write_image(tmp_path / "in" / "still.png", random_clip(1, 1, 20, 24)[0], "uint8")
+    code = main([str(src), str(tmp_path / "in" / "pan.npy"), str(tmp_path / "in" / "still.png"),
+                 "-o", str(tmp_path / "out"), "--model", str(runs["gray"]), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert re.search(r"still.png: the model is a video model; a clip must be a folder of frames or a .npy file "
+                     r"\(T, H, W\) / \(T, H, W, C\), got '.png'", err)
+    assert sorted(os.listdir(tmp_path / "out")) == ["pan.npy", "walk"]
+    assert len(os.listdir(tmp_path / "out" / "walk")) == 4
+    code = main([str(src), "-o", str(tmp_path / "out2"), "--modality", "image", "--model", str(runs["gray"]),
+                 "--quiet"])
+    assert code == 2 and "--modality image does not match the model" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------------------------------------------- metrics
+
+
+def test_temporal_psnr_values() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.random((6, 1, 64, 64))
+    static = ref + rng.normal(0, 0.05, (1, 1, 64, 64))  # the same error in every frame: no flicker
+    assert temporal_psnr_score(ref, static) > 200  # identical changes up to float rounding
+    noise = rng.normal(0, 0.05, ref.shape)
+    e = noise[1:] - noise[:-1]
+    assert math.isclose(temporal_psnr_score(ref, ref + noise), -10 * math.log10(np.mean(e ** 2)), rel_tol=1e-9)
+    flicker = temporal_psnr_score(ref, ref + noise)
+    assert abs(psnr_score(ref.reshape(6, 64, 64), (ref + noise).reshape(6, 64, 64)) - 3.01 - flicker) < 0.1
+    with pytest.raises(ValueError, match=r"tpsnr: needs at least 2 frames, got 1"):
+        temporal_psnr_score(ref[:1], ref[:1])
+    with pytest.raises(ValueError, match=r"tpsnr: `ref` and `deg` must have the same shape"):
+        temporal_psnr_score(ref, ref[:3])
+
+
+def test_video_metrics_record_failures() -> None:
+    acc = MetricAccumulator()
+    ref = np.random.default_rng(1).random((1, 1, 8, 8))
+    scores = video_metrics(acc, "noisy", "clip", ref, ref * 0.5)
+    assert set(scores) == {"psnr"}  # ssim: frames smaller than 11 x 11; tpsnr: one frame
+    reasons = sorted(f[1] + ": " + f[3] for f in acc.failures)
+    assert reasons[0].startswith("ssim: ssim: images must be at least 11 x 11")
+    assert reasons[1] == "tpsnr: tpsnr: needs at least 2 frames, got 1"
+
+
+def test_evaluate_videos(runs: dict[str, Path], tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(2)
+    for name in ("a", "b"):
+        clean = rng.random((4, 1, 24, 24), dtype=np.float32)
+        noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
+        write_frames(tmp_path / "clean" / name, clean)
+        write_frames(tmp_path / "noisy" / name, noisy)
+    assert detect_modality(tmp_path / "clean") == "video"
+    same = evaluate_videos(tmp_path / "clean", tmp_path / "noisy", enhanced_dir=tmp_path / "clean")
+    assert same["mean"]["enhanced"]["psnr"] == math.inf and same["mean"]["enhanced"]["ssim"] == pytest.approx(1.0)
+    clean, _ = read_clip(tmp_path / "clean" / "a")
+    noisy, _ = read_clip(tmp_path / "noisy" / "a")
+    assert same["files"][0]["noisy"]["psnr"] == pytest.approx(psnr_score(clean.reshape(4, 24, 24),
+                                                                          noisy.reshape(4, 24, 24)))
+    result = evaluate_videos(tmp_path / "clean", tmp_path / "noisy", denoiser=runs["gray"],
+                             figures_dir=tmp_path / "fig", figure_files=1)
+    assert result["modality"] == "video" and len(result["files"]) == 2 and result["files"][0]["shape"] == [4, 1, 24, 24]
+    assert result["figures"] == [str(tmp_path / "fig" / "a.png")]
+    code = evaluate_main(["--clean", str(tmp_path / "clean"), "--noisy", str(tmp_path / "noisy"),
+                          "--model", str(runs["gray"]), "--quiet"])
+    assert code == 0 and "tPSNR" in capsys.readouterr().out
+    (tmp_path / "noisy" / "b").rename(tmp_path / "noisy" / "c")
+    with pytest.raises(ValueError, match=r"do not hold the same clip names \(only in --clean: b; only in --noisy: c\)"):
+        evaluate_videos(tmp_path / "clean", tmp_path / "noisy", enhanced_dir=tmp_path / "clean")
+    with pytest.raises(ValueError, match=r"it denoises modality 'image', but the evaluation is of 'video'"):
+        evaluate_videos(tmp_path / "clean", tmp_path / "clean", denoiser=make_run(tmp_path / "img", TINY_IMAGE, []))
+
+
+# --------------------------------------------------------------------------------------------------------- export
+
+
+def test_onnx_export_of_a_video_model(runs: dict[str, Path], tmp_path: Path) -> None:
+    from xmodal.export import export_onnx
+
+    report = export_onnx(runs["k2"], tmp_path / "v.onnx")
+    assert report.max_abs_diff < 1e-4
+    onnx_den = xmodal.load(tmp_path / "v.onnx")
+    assert isinstance(onnx_den, VideoDenoiser) and onnx_den.context_frames == 2
+    clip = random_clip(4, 2, 19, 26)
+    np.testing.assert_allclose(onnx_den.denoise(clip), load(runs["k2"]).denoise(clip), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------ alignment
+
+
+def textured(H: int, W: int, seed: int = 0) -> torch.Tensor:
+    """A smooth random texture (a blurred noise field): the content alignment has to find."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 1, H, W, generator=g)
+    return torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2)[0, 0] * 4 - 1.5
+
+
+def test_shift_frames_semantics() -> None:
+    from xmodal.align import shift_frames
+
+    x = torch.arange(20.0).reshape(1, 1, 4, 5)
+    out = shift_frames(x, torch.tensor([[1, -2]]))
+    # out[y, x] = x[y - 1, x + 2], clamped to the frame (edges replicated)
+    expected = torch.tensor([[2.0, 3, 4, 4, 4], [2, 3, 4, 4, 4], [7, 8, 9, 9, 9], [12, 13, 14, 14, 14]])
+    assert torch.equal(out[0, 0], expected)
+    assert shift_frames(x, torch.zeros(1, 2, dtype=torch.long)) is x
+
+
+@pytest.mark.parametrize("H, W, R", [(64, 64, 8), (150, 200, 16), (300, 280, 24)])
+def test_estimate_shifts_recovers_translations_in_noise(H: int, W: int, R: int) -> None:
+    from xmodal.align import estimate_shifts, shift_frames
+
+    g = torch.Generator().manual_seed(1)
+    big = textured(H + 2 * R, W + 2 * R, seed=H)
+    true = torch.randint(-R, R + 1, (6, 2), generator=g)
+    true[0] = torch.tensor([0, 0])
+    ref = big[R:R + H, R:R + W].expand(6, H, W)
+    mov = torch.stack([big[R + dy:R + dy + H, R + dx:R + dx + W] for dy, dx in true.tolist()])
+    noisy = lambda x: x + 0.1 * torch.randn(x.shape, generator=g)  # noqa: E731
+    found = estimate_shifts(noisy(ref), noisy(mov), R)
+    # mov[y] = big[y + d] = ref[y + d]: aligning mov onto ref takes the shift d (out[y] = mov[y - d])
+    assert torch.equal(found, true)
+    aligned = shift_frames(mov, found)
+    assert torch.allclose(aligned[:, R:-R, R:-R], ref[:, R:-R, R:-R])
+    assert torch.equal(estimate_shifts(ref, mov, 0), torch.zeros(6, 2, dtype=torch.long))
+
+
+def test_adapter_aligns_neighbours_onto_each_frame() -> None:
+    base = textured(70, 90, seed=5)
+    clip = torch.stack([base.roll((2 * t, -t), (0, 1)) for t in range(6)])[:, None]  # panning camera
+    g = torch.Generator().manual_seed(0)
+    clip = clip + 0.05 * torch.randn(clip.shape, generator=g)
+    for align, most in ((8, 0.07), (0, None)):
+        feats, _ = VideoAdapter(1, 2, align_range=align).encode(clip)
+        window = feats[3, :, 12:-12, 12:-12]  # frame 3 and its neighbours, away from the wrapped edges
+        diff = (window - window[2]).abs().mean(dim=(1, 2))
+        if most is not None:  # aligned: the neighbours differ from the frame by their noise only
+            assert float(diff.max()) < most
+        else:
+            assert float(diff[[0, 1, 3, 4]].min()) > 2 * 0.07
+
+
+def test_align_range_setting(gray: VideoDenoiser) -> None:
+    assert gray.align_range == 8 and "align_range=8" in repr(gray)
+    clip = random_clip(4, 1, 40, 40)
+    gray.align_range = 0
+    try:
+        off = gray.denoise(clip)
+        with torch.no_grad():
+            ref = enhance(gray.model, VideoAdapter(1, 1, 0), torch.from_numpy(clip), "video").numpy()
+        np.testing.assert_allclose(off, ref, atol=1e-5)
+        with pytest.raises(ValueError, match=r"`align_range` must be an integer >= 0, got -1"):
+            gray.align_range = -1
+    finally:
+        gray.align_range = 8
