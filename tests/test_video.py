@@ -643,3 +643,20 @@ def test_align_range_setting(gray: VideoDenoiser) -> None:
             gray.align_range = -1
     finally:
         gray.align_range = 8
+
+
+def test_demo_clips_and_a_folder_of_clips_on_the_cli(runs: dict[str, Path], tmp_path: Path, capsys) -> None:
+    from xmodal.data.synthetic import main as synthetic_main
+
+    assert synthetic_main([str(tmp_path / "demo"), "--kind", "video", "--pairs", "2"]) == 0
+    clean, info = read_clip(tmp_path / "demo" / "clean" / "clip_01")
+    noisy, _ = read_clip(tmp_path / "demo" / "noisy" / "clip_01")
+    assert clean.shape == (8, 1, 128, 160) and info.dtype == "uint8"
+    assert 20 / 255 < float((noisy - clean).std()) < 30 / 255  # sigma 25, rounded to 8 bits
+    # a folder of clips (no frames of its own) expands to its clips
+    code = main([str(tmp_path / "demo" / "noisy"), "-o", str(tmp_path / "out"), "--model", str(runs["gray"]),
+                 "--quiet"])
+    assert code == 0 and sorted(os.listdir(tmp_path / "out")) == ["clip_00", "clip_01"]
+    (tmp_path / "nothing").mkdir()
+    assert main([str(tmp_path / "nothing"), "-o", str(tmp_path / "o2"), "--model", str(runs["gray"]), "--quiet"]) == 1
+    assert "nothing: holds no frames and no clips (sub-folders of frames or .npy files)" in capsys.readouterr().err

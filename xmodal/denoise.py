@@ -1269,8 +1269,11 @@ def _expand_inputs(items: list[str], modality: str | None = "speech") -> tuple[l
     """Files, folders and globs -> (unique paths in order, error messages).
 
     Folders expand to their files of ``modality`` (audio and image files when ``None``); a ``multispectral`` or
-    ``video`` folder is kept as one path (one stack of single-band TIFFs, one clip of frames).
+    ``video`` folder is kept as one path (one stack of single-band TIFFs, one clip of frames), except a ``video``
+    folder holding no frame: it expands to its clips (sub-folders and ``.npy`` files).
     """
+    from xmodal.imageio import IMAGE_EXTENSIONS
+
     paths: list[Path] = []
     errors: list[str] = []
     for item in items:
@@ -1284,6 +1287,15 @@ def _expand_inputs(items: list[str], modality: str | None = "speech") -> tuple[l
                     paths.extend(_list_folder(m, modality))
                 except (ValueError, OSError) as e:
                     errors.append(str(e))
+            elif m.is_dir() and modality == "video" and not any(
+                    f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")
+                    for f in m.iterdir()):
+                clips = sorted(f for f in m.iterdir() if not f.name.startswith(".")
+                               and (f.is_dir() or f.suffix.lower() == ".npy"))
+                if clips:
+                    paths.extend(clips)
+                else:
+                    errors.append(f"{m}: holds no frames and no clips (sub-folders of frames or .npy files)")
             else:
                 paths.append(m)
     unique: dict[Path, Path] = {}

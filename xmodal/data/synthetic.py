@@ -1,7 +1,8 @@
 """A small speech-like demo corpus the library generates itself, so recipes run on a fresh machine with no data.
 
-``python -m xmodal.data.synthetic OUT_DIR [--kind speech|image|stack]`` writes noisy/clean demo pairs to try the denoise
-and evaluate commands: speech-like WAVs, 8-bit PNG images (gray and colour), or a 16-bit multi-band TIFF stack.
+``python -m xmodal.data.synthetic OUT_DIR [--kind speech|image|stack|video]`` writes noisy/clean demo pairs to try the
+denoise and evaluate commands: speech-like WAVs, 8-bit PNG images (gray and colour), a 16-bit multi-band TIFF stack, or
+video clips (folders of 8-bit PNG frames of a synthetic scene under a panning camera).
 
 Clean "speech": voiced syllables (harmonic source with a wandering f0, shaped by two or three formants, syllable
 envelopes) and unvoiced fricative bursts, separated by pauses. Noise: white, pink, brown, mains hum, synthetic babble,
@@ -260,17 +261,39 @@ def make_demo_stack_pair(root: str | os.PathLike, bands: int = 8, size: int = 12
     return paths
 
 
+def make_demo_clip_pairs(root: str | os.PathLike, n_pairs: int = 2, sigma: float = 25.0, frames: int = 8,
+                         size: int = 128, seed: int = 0) -> tuple[Path, Path]:
+    """Write ``n_pairs`` synthetic gray clips as folders of 8-bit PNG frames, ``root/clean/clip_NN/`` and
+    ``root/noisy/clip_NN/``: a synthetic scene filmed along a random camera path (up to 3 px/frame), Gaussian noise of
+    ``sigma`` (0-255 scale) drawn independently for every frame, then rounded to 8 bits."""
+    from xmodal.data.video import still_clip
+    from xmodal.videoio import ClipInfo, write_clip
+
+    root = Path(root)
+    rng = np.random.default_rng((seed, 6))
+    info = ClipInfo("frames", (frames, 1, size, size), "uint8")
+    for i in range(n_pairs):
+        scene = synth_image(size + 3 * frames + 4, size + 32 + 3 * frames + 4, 1, rng)
+        clean, _ = still_clip(scene, frames, 3, 1, (seed, 6, i))
+        clean = clean[:, :, :size, :size + 32]
+        noisy = clean + sigma / 255.0 * rng.standard_normal(clean.shape).astype(np.float32)
+        for folder, clip in (("clean", clean), ("noisy", noisy)):
+            write_clip(root / folder / f"clip_{i:02d}", clip, info, overwrite=True)
+    return root / "clean", root / "noisy"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m xmodal.data.synthetic OUT_DIR [--kind speech|image|stack] [--pairs N] [--snr DB]``: write demo
-    noisy/clean pairs."""
+    """``python -m xmodal.data.synthetic OUT_DIR [--kind speech|image|stack|video] [--pairs N] [--snr DB]``: write
+    demo noisy/clean pairs."""
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m xmodal.data.synthetic",
-                                description="Write synthetic noisy/clean demo pairs (speech-like WAVs, PNG images or "
-                                            "a band stack; not real recordings or photographs).")
+                                description="Write synthetic noisy/clean demo pairs (speech-like WAVs, PNG images, "
+                                            "a band stack or clips of PNG frames; not real recordings, photographs "
+                                            "or films).")
     p.add_argument("out_dir")
-    p.add_argument("--kind", choices=["speech", "image", "stack"], default="speech")
-    p.add_argument("--pairs", type=int, default=3, help="speech/image: number of pairs (default 3)")
+    p.add_argument("--kind", choices=["speech", "image", "stack", "video"], default="speech")
+    p.add_argument("--pairs", type=int, default=3, help="speech/image/video: number of pairs (default 3)")
     p.add_argument("--snr", type=float, default=5.0, help="speech: SNR of the noisy files in dB (default 5)")
     args = p.parse_args(argv)
     if args.pairs < 1:
@@ -278,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind == "stack":
         clean, noisy = make_demo_stack_pair(args.out_dir)
         print(f"wrote a demo stack pair (8 bands, 16-bit TIFF): {noisy} and {clean}")
+        return 0
+    if args.kind == "video":
+        clean, noisy = make_demo_clip_pairs(args.out_dir, args.pairs)
+        print(f"wrote {args.pairs} demo clip pairs (folders of 8 PNG frames): {noisy} and {clean}")
         return 0
     make = make_demo_pairs if args.kind == "speech" else make_demo_image_pairs
     clean_dir, noisy_dir = make(args.out_dir, args.pairs, args.snr) if args.kind == "speech" else \
