@@ -341,9 +341,10 @@ def test_clip_read_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.npy").write_bytes(b"junk")
     with pytest.raises(ImageReadError, match=r"junk.npy: not readable as .npy"):
         ClipReader(tmp_path / "junk.npy")
-    (tmp_path / "clip.mp4").write_bytes(b"")
-    with pytest.raises(ImageReadError, match=r"clip.mp4: a clip is a folder of frames or a .npy file, got '.mp4'"):
-        ClipReader(tmp_path / "clip.mp4")
+    (tmp_path / "clip.gif").write_bytes(b"")
+    with pytest.raises(ImageReadError, match=r"clip.gif: a clip is a folder of frames, a .npy file or a video file "
+                                             r"\(.mp4, .mov, .mkv, .avi, .webm\), got '.gif'"):
+        ClipReader(tmp_path / "clip.gif")
 
 
 def test_clip_writer_is_atomic(tmp_path: Path) -> None:
@@ -495,8 +496,8 @@ def test_cli_denoises_clips(runs: dict[str, Path], tmp_path: Path, capsys) -> No
                  "-o", str(tmp_path / "out"), "--model", str(runs["gray"]), "--quiet"])
     err = capsys.readouterr().err
     assert code == 1
-    assert re.search(r"still.png: the model is a video model; a clip must be a folder of frames or a .npy file "
-                     r"\(T, H, W\) / \(T, H, W, C\), got '.png'", err)
+    assert re.search(r"still.png: the model is a video model; a clip must be a folder of frames, a .npy file "
+                     r"\(T, H, W\) / \(T, H, W, C\) or a video file \(.mp4, .mov, .mkv, .avi, .webm\), got '.png'", err)
     assert sorted(os.listdir(tmp_path / "out")) == ["pan.npy", "walk"]
     assert len(os.listdir(tmp_path / "out" / "walk")) == 4
     code = main([str(src), "-o", str(tmp_path / "out2"), "--modality", "image", "--model", str(runs["gray"]),
@@ -659,4 +660,96 @@ def test_demo_clips_and_a_folder_of_clips_on_the_cli(runs: dict[str, Path], tmp_
     assert code == 0 and sorted(os.listdir(tmp_path / "out")) == ["clip_00", "clip_01"]
     (tmp_path / "nothing").mkdir()
     assert main([str(tmp_path / "nothing"), "-o", str(tmp_path / "o2"), "--model", str(runs["gray"]), "--quiet"]) == 1
-    assert "nothing: holds no frames and no clips (sub-folders of frames or .npy files)" in capsys.readouterr().err
+    assert "nothing: holds no frames and no clips (sub-folders of frames, .npy or video files)" in \
+        capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------- video files
+
+
+def smooth_clip(T: int, C: int, H: int, W: int) -> np.ndarray:
+    """A smooth panning clip (video codecs are made for it; random pixels would test the codec, not xmodal)."""
+    base = textured(H + 2 * T, W + 3 * T, seed=7).numpy()
+    base = (base - base.min()) / (base.max() - base.min())
+    frames = np.stack([base[t:t + H, 2 * t:2 * t + W] for t in range(T)])[:, None]
+    return np.repeat(frames, C, axis=1).astype(np.float32)
+
+
+@pytest.mark.parametrize("ext, C, C_back, tol", [(".mkv", 1, 1, 0.0), (".mkv", 3, 3, 0.0), (".avi", 3, 3, 0.0),
+                                                 (".webm", 3, 3, 1.01 / 255), (".mp4", 3, 3, 0.06),
+                                                 (".mp4", 1, 3, 0.06), (".mov", 3, 3, 0.06)])
+def test_video_file_round_trip(tmp_path: Path, ext: str, C: int, C_back: int, tol: float) -> None:
+    clip = smooth_clip(6, C, 40, 54)
+    write_clip(tmp_path / f"c{ext}", clip, ClipInfo("video", (6, C, 40, 54), "uint8", fps=30.0))
+    got, info = read_clip(tmp_path / f"c{ext}")
+    assert info.kind == "video" and info.shape == (6, C_back, 40, 54) and info.dtype == "uint8"
+    assert info.fps == pytest.approx(30.0)
+    expected = np.rint(clip.astype(np.float64) * 255) / 255
+    assert np.abs(got - expected).max() <= tol + 1e-7  # FFV1 lossless, VP9 lossless up to the YUV rounding
+    assert sorted(os.listdir(tmp_path)) == [f"c{ext}"]  # no temporary file left
+
+
+def test_video_file_reader_goes_back_and_odd_sizes(tmp_path: Path) -> None:
+    clip = smooth_clip(20, 3, 33, 47)  # odd size: H.264 in 4:4:4
+    write_clip(tmp_path / "c.mkv", clip)
+    reader = ClipReader(tmp_path / "c.mkv")
+    late, early = reader[19], reader[0]  # the second read decodes again from the start
+    assert np.array_equal(late, np.rint(clip[19] * 255) / 255) and np.array_equal(early, np.rint(clip[0] * 255) / 255)
+    reader.close()
+    write_clip(tmp_path / "odd.mp4", clip)
+    assert read_clip(tmp_path / "odd.mp4")[1].shape == (20, 3, 33, 47)
+
+
+def test_video_file_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "junk.mp4").write_bytes(b"not a video at all")
+    with pytest.raises(ImageReadError, match=r"junk.mp4: not readable as a video"):
+        ClipReader(tmp_path / "junk.mp4")
+    write_clip(tmp_path / "c.mkv", smooth_clip(3, 1, 16, 16))
+    data = (tmp_path / "c.mkv").read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ImageReadError, match=r"cut.mkv"):
+        read_clip(tmp_path / "cut.mkv")
+    with pytest.raises(ValueError, match=r"a video file holds 1 or 3 channels, got 2"):
+        write_clip(tmp_path / "two.mp4", random_clip(2, 2, 16, 16))
+    with pytest.raises(ValueError, match=r"a video file is written in order; frame 1 came after 0 frames"):
+        w = ClipWriter(tmp_path / "order.mkv", None, (2, 1, 16, 16))
+        try:
+            w.write(1, np.zeros((1, 16, 16), np.float32))
+        finally:
+            w.abort()
+    assert sorted(os.listdir(tmp_path)) == ["c.mkv", "cut.mkv", "junk.mp4"]
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_av(name, *args, **kwargs):
+        if name == "av":
+            raise ImportError("No module named 'av'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_av)
+    with pytest.raises(ImportError, match=r'reading and writing video files needs PyAV: pip install "xmodal\[video\]"'):
+        ClipReader(tmp_path / "c.mkv")
+
+
+def test_cli_and_evaluate_on_video_files(runs: dict[str, Path], tmp_path: Path, capsys) -> None:
+    clip = smooth_clip(5, 3, 32, 40)
+    rng = np.random.default_rng(0)
+    write_clip(tmp_path / "clean" / "pan.mkv", clip)
+    noisy = np.clip(clip + rng.normal(0, 0.1, clip.shape), 0, 1).astype(np.float32)
+    write_clip(tmp_path / "noisy" / "pan.mkv", noisy)
+    assert main([str(tmp_path / "noisy" / "pan.mkv"), "-o", str(tmp_path / "out"), "--model", str(runs["gray"]),
+                 "--quiet"]) == 0
+    got, info = read_clip(tmp_path / "out" / "pan.mkv")
+    den = load(runs["gray"])
+    expected = np.rint(np.clip(den.denoise(read_clip(tmp_path / "noisy" / "pan.mkv")[0]), 0, 1) * 255) / 255
+    assert info.codec == "ffv1" and np.abs(got - expected).max() <= 1.01 / 255
+    den.denoise_file(tmp_path / "noisy" / "pan.mkv", tmp_path / "frames")  # a video file -> a folder of frames
+    assert len(os.listdir(tmp_path / "frames")) == 5
+    assert detect_modality(tmp_path / "clean") == "video"
+    result = evaluate_videos(tmp_path / "clean", tmp_path / "noisy", enhanced_dir=tmp_path / "out")
+    assert result["files"][0]["name"] == "pan" and result["mean"]["enhanced"]["psnr"] is not None
+    # an image model given a video file, and a video model given an audio file
+    assert main([str(tmp_path / "noisy" / "pan.mkv"), "-o", str(tmp_path / "o2"), "--model",
+                 str(make_run(tmp_path / "img", TINY_IMAGE, [])), "--quiet"]) == 1
+    assert "pan.mkv: the model is an image model; this is a video file" in capsys.readouterr().err

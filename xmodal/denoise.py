@@ -1033,11 +1033,13 @@ class VideoDenoiser:
         """Denoise a clip on disk into ``dst``, frame by frame (see :mod:`xmodal.videoio`).
 
         Args:
-            src: a folder of frames (PNG, JPEG, TIFF, ``.npy``; natural name order) or a ``.npy`` clip
-                ``(T, H, W)`` / ``(T, H, W, C)``.
-            dst: a folder (a path without the ``.npy`` extension): one frame file per frame, with the input's frame
-                names, formats and bit depth (a ``.npy`` input gives ``frame_00000.png``... at its dtype); or a
-                ``.npy`` file at the input's dtype. Written atomically: a temporary folder or file beside ``dst``,
+            src: a folder of frames (PNG, JPEG, TIFF, ``.npy``; natural name order), a ``.npy`` clip
+                ``(T, H, W)`` / ``(T, H, W, C)``, or a video file (``.mp4``, ``.mov``, ``.mkv``, ``.avi``, ``.webm``;
+                needs PyAV).
+            dst: a folder (a path without one of those extensions): one frame file per frame, with the input's
+                frame names, formats and bit depth (a ``.npy`` or video input gives ``frame_00000.png``...); a
+                ``.npy`` file at the input's dtype; or a video file at the input's frame rate (codecs: see
+                :mod:`xmodal.videoio`). Written atomically: a temporary folder or file beside ``dst``,
                 renamed when every frame is written (with ``overwrite``, the frames of an existing folder are
                 replaced and its other files kept).
             overwrite: replace an existing ``dst``; ``dst`` is never allowed to be ``src`` or one of its frames.
@@ -1054,26 +1056,29 @@ class VideoDenoiser:
             FileExistsError: ``dst`` exists and ``overwrite`` is false.
         """
         from xmodal.imageio import ImageReadError
-        from xmodal.videoio import ClipReader, ClipWriter
+        from xmodal.videoio import VIDEO_EXTENSIONS, ClipReader, ClipWriter
 
         src, dst = Path(src), Path(dst)
         if not src.exists():
-            raise ImageReadError(f"{src}: clip not found (a folder of frames or a .npy file)")
-        folder = dst.suffix.lower() != ".npy"
+            raise ImageReadError(f"{src}: clip not found (a folder of frames, a .npy file or a video file)")
+        folder = dst.suffix.lower() not in (".npy", *VIDEO_EXTENSIONS)
         _check_image_dst(src, dst, overwrite, folder=folder)
         reader = ClipReader(src)
-        writer = ClipWriter(dst, reader.info, reader.info.shape, overwrite=overwrite)
         try:
-            for t, frame in self._frames(lambda i: torch.from_numpy(reader[i]), len(reader), tile, overlap,
-                                         progress):
-                writer.write(t, frame)
-        except ValueError as e:
-            writer.abort()
-            raise (e if str(src) in str(e) else ValueError(f"{src}: {e}")) from None
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.commit()
+            writer = ClipWriter(dst, reader.info, reader.info.shape, overwrite=overwrite)
+            try:
+                for t, frame in self._frames(lambda i: torch.from_numpy(reader[i]), len(reader), tile, overlap,
+                                             progress):
+                    writer.write(t, frame)
+            except ValueError as e:
+                writer.abort()
+                raise (e if str(src) in str(e) else ValueError(f"{src}: {e}")) from None
+            except BaseException:
+                writer.abort()
+                raise
+            return writer.commit()
+        finally:
+            reader.close()
 
 
 def _is_onnx(path_or_name: Any) -> bool:
@@ -1194,12 +1199,15 @@ class _Job:
 
 
 def _file_kind(path: Path) -> str | None:
-    """``"speech"`` for an audio extension, ``"image"`` for an image one, else ``None``."""
+    """``"speech"`` for an audio extension, ``"image"`` for an image one, ``"video"`` for a video file, else
+    ``None``."""
     from xmodal.imageio import IMAGE_EXTENSIONS
     from xmodal.io import AUDIO_EXTENSIONS
+    from xmodal.videoio import VIDEO_EXTENSIONS
 
     suffix = path.suffix.lower()
-    return "speech" if suffix in AUDIO_EXTENSIONS else "image" if suffix in IMAGE_EXTENSIONS else None
+    return "speech" if suffix in AUDIO_EXTENSIONS else "image" if suffix in IMAGE_EXTENSIONS else \
+        "video" if suffix in VIDEO_EXTENSIONS else None
 
 
 def _peek_channels(path: Path) -> tuple[int, str]:
@@ -1270,9 +1278,10 @@ def _expand_inputs(items: list[str], modality: str | None = "speech") -> tuple[l
 
     Folders expand to their files of ``modality`` (audio and image files when ``None``); a ``multispectral`` or
     ``video`` folder is kept as one path (one stack of single-band TIFFs, one clip of frames), except a ``video``
-    folder holding no frame: it expands to its clips (sub-folders and ``.npy`` files).
+    folder holding no frame: it expands to its clips (sub-folders, ``.npy`` and video files).
     """
     from xmodal.imageio import IMAGE_EXTENSIONS
+    from xmodal.videoio import VIDEO_EXTENSIONS
 
     paths: list[Path] = []
     errors: list[str] = []
@@ -1291,11 +1300,11 @@ def _expand_inputs(items: list[str], modality: str | None = "speech") -> tuple[l
                     f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")
                     for f in m.iterdir()):
                 clips = sorted(f for f in m.iterdir() if not f.name.startswith(".")
-                               and (f.is_dir() or f.suffix.lower() == ".npy"))
+                               and (f.is_dir() or f.suffix.lower() in (".npy", *VIDEO_EXTENSIONS)))
                 if clips:
                     paths.extend(clips)
                 else:
-                    errors.append(f"{m}: holds no frames and no clips (sub-folders of frames or .npy files)")
+                    errors.append(f"{m}: holds no frames and no clips (sub-folders of frames, .npy or video files)")
             else:
                 paths.append(m)
     unique: dict[Path, Path] = {}
@@ -1310,6 +1319,8 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
     kind = "folder" if src.is_dir() else _file_kind(src)
     target = model_modality or forced
     if target is None:  # auto: the file decides
+        if kind == "video":
+            return _Job(src, "video", "video_gray")
         if kind == "image":
             modality, name = _default_image_model(src, None)
             return _Job(src, modality, name)
@@ -1323,6 +1334,9 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
     if kind == "speech":
         raise ValueError(f"{src}: {why}; this is {_KIND['speech']} (use a speech model, or leave --model and "
                          "--modality out)")
+    if kind == "video" and target != "video":
+        raise ValueError(f"{src}: {why}; this is a video file (use a video model, or leave --model and --modality "
+                         "out)")
     if target == "image":
         if kind == "folder":  # unreachable: folders are expanded for image models
             raise ValueError(f"{src}: {why}; a folder is read as one stack by multispectral models only")
@@ -1333,9 +1347,12 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
                              f"got {src.suffix or 'no extension'!r}")
         return _Job(src, "multispectral", None if model_modality else "multispectral")
     if target == "video":
-        if kind != "folder" and src.suffix.lower() != ".npy":
-            raise ValueError(f"{src}: {why}; a clip must be a folder of frames or a .npy file (T, H, W) / "
-                             f"(T, H, W, C), got {src.suffix or 'no extension'!r}")
+        from xmodal.videoio import VIDEO_EXTENSIONS
+
+        if kind != "folder" and src.suffix.lower() not in (".npy", *VIDEO_EXTENSIONS):
+            raise ValueError(f"{src}: {why}; a clip must be a folder of frames, a .npy file (T, H, W) / "
+                             f"(T, H, W, C) or a video file ({', '.join(VIDEO_EXTENSIONS)}), got "
+                             f"{src.suffix or 'no extension'!r}")
         return _Job(src, "video", None if model_modality else "video_gray")
     raise ValueError(f"unknown modality {target!r}")  # unreachable: argparse checks --modality
 
@@ -1344,13 +1361,13 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m xmodal.denoise",
         description="Denoise audio files (any rate, channel count and length), images (PNG, JPEG, TIFF, .npy; bit "
-                    "depth and format kept) and multispectral stacks (multi-band TIFF/.npy files, or folders of "
-                    "single-band TIFFs with --modality multispectral) and video clips (folders of frames or "
-                    "(T, H, W[, C]) .npy files, with --modality video or a video --model) into OUT_DIR, keeping "
-                    "their names. Without "
-                    "--model the modality and the bundled model follow each file: audio -> 'speech', 1-channel "
-                    "images -> 'image_gray', 3/4-channel -> 'image_color', TIFF/.npy with more than 4 channels -> "
-                    "'multispectral'. Exit status: 0 all done, 1 some files failed (each is reported with its "
+                    "depth and format kept), multispectral stacks (multi-band TIFF/.npy files, or folders of "
+                    "single-band TIFFs with --modality multispectral) and video clips (video files such as .mp4 "
+                    "with PyAV installed; folders of frames or (T, H, W[, C]) .npy files with --modality video or "
+                    "a video --model) into OUT_DIR, keeping their names. Without --model the modality and the "
+                    "bundled model follow each file: audio -> 'speech', 1-channel images -> 'image_gray', "
+                    "3/4-channel -> 'image_color', TIFF/.npy with more than 4 channels -> 'multispectral', video "
+                    "files -> 'video'. Exit status: 0 all done, 1 some files failed (each is reported with its "
                     "reason), 2 usage error or model not loadable.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUT_DIR", help="folder for the outputs (created)")

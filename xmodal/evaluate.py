@@ -30,7 +30,7 @@ computed on the CLEAN stack only and the same offset and scale are applied to th
 three share one scale (scaling each stack on its own would hide a gain or offset error of the denoiser).
 
 Video (:func:`evaluate_videos`): ``--clean``, ``--noisy`` and ``--enhanced`` are folders of clips (each a folder of
-frames or a ``(T, H, W[, C])`` ``.npy`` file, see :mod:`xmodal.videoio`) matched by name; PSNR of each clip's mean
+frames, a ``(T, H, W[, C])`` ``.npy`` file or a video file, see :mod:`xmodal.videoio`) matched by name; PSNR of each clip's mean
 squared error, SSIM averaged over its frames, and the temporal PSNR of :func:`xmodal.metrics.temporal_psnr_score`
 (flicker: the PSNR of the frame-to-frame changes).
 """
@@ -50,6 +50,7 @@ import numpy as np
 from xmodal._fs import atomic_write
 from xmodal.imageio import _INT_MAX, IMAGE_EXTENSIONS, ImageReadError, read_image, read_stack
 from xmodal.io import AUDIO_EXTENSIONS, AudioReadError, list_audio_files, read_audio, resample
+from xmodal.videoio import VIDEO_EXTENSIONS
 from xmodal.metrics import (IMAGE_METRICS, SPEECH_METRICS, SSIM_IMPLEMENTATION, STACK_METRICS, VIDEO_METRICS,
                             MetricAccumulator, image_metrics, psnr_score, speech_metrics, video_metrics)
 
@@ -535,7 +536,7 @@ def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
 
 
 def _clip_items(folder: str | os.PathLike, label: str) -> dict[str, Path]:
-    """Name -> clip directly inside ``folder``: its sub-folders (by name) and ``.npy`` files (by stem).
+    """Name -> clip directly inside ``folder``: its sub-folders (by name), ``.npy`` and video files (by stem).
 
     Raises:
         FileNotFoundError: ``folder`` is not a directory.
@@ -550,10 +551,11 @@ def _clip_items(folder: str | os.PathLike, label: str) -> dict[str, Path]:
             continue
         if p.is_dir():
             items.setdefault(p.name, []).append(p)
-        elif p.is_file() and p.suffix.lower() == ".npy":
+        elif p.is_file() and p.suffix.lower() in (".npy", *VIDEO_EXTENSIONS):
             items.setdefault(p.stem, []).append(p)
     if not items:
-        raise ValueError(f"{folder}: no clips (sub-folders of frames or .npy files) in this folder (--{label})")
+        raise ValueError(f"{folder}: no clips (sub-folders of frames, .npy or video files) in this folder "
+                         f"(--{label})")
     repeated = {name: ps for name, ps in items.items() if len(ps) > 1}
     if repeated:
         name, ps = sorted(repeated.items())[0]
@@ -1047,7 +1049,7 @@ def detect_modality(clean: str | os.PathLike) -> Literal["speech", "image", "mul
 
     A file is a multispectral stack; a folder is speech when it holds audio files
     (:data:`xmodal.io.AUDIO_EXTENSIONS`), image when it holds images (:data:`xmodal.imageio.IMAGE_EXTENSIONS`) and
-    video when it holds sub-folders and no files (one clip of frames each). A folder of single-band TIFFs forming
+    video when it holds only sub-folders (one clip of frames each) and video files. A folder of single-band TIFFs forming
     one stack is taken for images: pass ``--modality multispectral``; ``.npy`` clips need ``--modality video``.
 
     Raises:
@@ -1061,7 +1063,7 @@ def detect_modality(clean: str | os.PathLike) -> Literal["speech", "image", "mul
         raise FileNotFoundError(f"{path}: --clean file or folder not found")
     visible = [p for p in path.iterdir() if not p.name.startswith(".")]
     suffixes = {p.suffix.lower() for p in visible if p.is_file()}
-    if visible and all(p.is_dir() for p in visible):
+    if visible and all(p.is_dir() or p.suffix.lower() in VIDEO_EXTENSIONS for p in visible):
         return "video"
     audio, images = bool(suffixes & set(AUDIO_EXTENSIONS)), bool(suffixes & set(IMAGE_EXTENSIONS))
     if audio and images:

@@ -1,12 +1,16 @@
-"""Reading and writing video clips frame by frame: a folder of frames or one ``.npy`` array.
+"""Reading and writing video clips frame by frame: a folder of frames, one ``.npy`` array, or a video file.
 
 A clip is ``(T, C, H, W) float32`` with the dtype-aware scaling of :mod:`xmodal.imageio` (uint8 / 255,
-uint16 / 65535, floats as stored). Two containers:
+uint16 / 65535, floats as stored). Three containers:
 
 - a **folder of frames**: every image file in it (PNG, JPEG, TIFF, ``.npy``; hidden files skipped), in natural name
   order (``frame2.png`` before ``frame10.png``); all frames must have the same size and channel count;
 - a **``.npy`` file** ``(T, H, W)`` (gray) or ``(T, H, W, C)`` with ``C <= 4`` (channels last), memory-mapped so a
-  long clip is never loaded whole.
+  long clip is never loaded whole;
+- a **video file** (``.mp4``, ``.mov``, ``.mkv``, ``.avi``, ``.webm``) through PyAV (``pip install "xmodal[video]"``),
+  decoded as 8-bit RGB (gray for gray streams) and read sequentially. Written back in the same container at the
+  source's frame rate: H.264 at CRF 12 for ``.mp4``/``.mov`` (4:2:0 when the size is even, else 4:4:4), lossless FFV1
+  for ``.mkv``/``.avi``, lossless VP9 for ``.webm``. Only the first video stream is read; audio is not copied.
 
 :class:`ClipReader` reads one frame at a time (what the video denoiser keeps in memory is its temporal window), and
 :class:`ClipWriter` writes one frame at a time into a temporary folder or file beside the destination that is renamed
@@ -27,9 +31,12 @@ import torch
 
 from xmodal.imageio import IMAGE_EXTENSIONS, ImageInfo, ImageReadError, natural_key, read_image, write_image
 
-__all__ = ["ClipInfo", "ClipReader", "ClipWriter", "clip_frames", "is_clip", "read_clip", "write_clip"]
+__all__ = ["VIDEO_EXTENSIONS", "ClipInfo", "ClipReader", "ClipWriter", "clip_frames", "is_clip", "read_clip",
+           "write_clip"]
 
 PathLike = Union[str, os.PathLike]
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
+_CACHE = 16  # decoded frames a video-file reader keeps (the denoiser's window reads back at most 2k frames)
 _INT_MAX = {"uint8": 255.0, "uint16": 65535.0}
 _DTYPES = ("uint8", "uint16", "float16", "float32", "float64")
 
@@ -39,12 +46,14 @@ class ClipInfo:
     """What :class:`ClipReader` found; :class:`ClipWriter` writes the same kind of clip from it.
 
     Attributes:
-        kind: ``"frames"`` (a folder of frame files) or ``"npy"``.
+        kind: ``"frames"`` (a folder of frame files), ``"npy"`` or ``"video"`` (a video file).
         shape: ``(T, C, H, W)`` of the clip as read.
         dtype: numpy name of the stored sample type.
         names: frame file names (``"frames"``), in clip order; empty for ``"npy"``.
         frame_info: the :class:`~xmodal.imageio.ImageInfo` of the first frame file (``"frames"``), else ``None``.
-        layout: ``"THW"`` or ``"THWC"`` for ``"npy"``; ``""`` for ``"frames"``.
+        layout: ``"THW"`` or ``"THWC"`` for ``"npy"``; ``""`` otherwise.
+        fps: frames per second of a video file (``None`` for the others).
+        codec: codec of a video file's stream.
     """
 
     kind: str
@@ -53,6 +62,17 @@ class ClipInfo:
     names: tuple[str, ...] = ()
     frame_info: ImageInfo | None = None
     layout: str = ""
+    fps: float | None = None
+    codec: str = ""
+
+
+def _import_av() -> Any:
+    try:
+        import av
+    except ImportError:
+        raise ImportError('reading and writing video files needs PyAV: pip install "xmodal[video]" (or pip install '
+                          "av); clips can also be folders of frames or .npy files") from None
+    return av
 
 
 def clip_frames(folder: PathLike) -> list[Path]:
@@ -72,9 +92,10 @@ def clip_frames(folder: PathLike) -> list[Path]:
 
 
 def is_clip(path: PathLike) -> bool:
-    """Whether ``path`` can be read as a clip: a folder, or a ``.npy`` file with 3 or 4 dims (header only)."""
+    """Whether ``path`` can be read as a clip: a folder, a video file (by extension), or a ``.npy`` file with 3 or 4
+    dims (header only)."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() or (path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS):
         return True
     if path.suffix.lower() != ".npy" or not path.is_file():
         return False
@@ -110,10 +131,14 @@ class ClipReader:
                                  tuple(f.name for f in self._files), info)
             self._first = first
             self._array = None
+        elif self.path.suffix.lower() in VIDEO_EXTENSIONS:
+            self._open_video()
+            self._array = None
+            self._files = []
         else:
             if self.path.suffix.lower() != ".npy":
-                raise ImageReadError(f"{self.path}: a clip is a folder of frames or a .npy file, got "
-                                     f"{self.path.suffix!r}")
+                raise ImageReadError(f"{self.path}: a clip is a folder of frames, a .npy file or a video file "
+                                     f"({', '.join(VIDEO_EXTENSIONS)}), got {self.path.suffix!r}")
             try:
                 arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
             except Exception as e:
@@ -135,6 +160,76 @@ class ClipReader:
             self._files = []
         self.frames = self.info.shape[0]
 
+    # -------------------------------------------------------------------------------------------- video files
+
+    def _open_video(self) -> None:
+        av = _import_av()
+        try:
+            with av.open(str(self.path)) as container:
+                if not container.streams.video:
+                    raise ImageReadError(f"{self.path}: holds no video stream")
+                stream = container.streams.video[0]
+                ctx = stream.codec_context
+                H, W = int(ctx.height), int(ctx.width)
+                pix_fmt = str(ctx.pix_fmt or "")
+                rate = stream.average_rate or stream.guessed_rate
+                frames = sum(1 for packet in container.demux(stream) if packet.size)  # exact, without decoding
+                codec = ctx.name
+        except ImageReadError:
+            raise
+        except Exception as e:  # PyAV raises its own error classes for corrupt or unknown files
+            raise ImageReadError(f"{self.path}: not readable as a video ({e})") from None
+        if frames == 0 or H == 0 or W == 0:
+            raise ImageReadError(f"{self.path}: empty video ({frames} frames of {W} x {H})")
+        self._gray = pix_fmt.startswith("gray")
+        self.info = ClipInfo("video", (frames, 1 if self._gray else 3, H, W), "uint8",
+                             fps=float(rate) if rate else None, codec=codec)
+        self._decoder = None
+        self._decoded: dict[int, np.ndarray] = {}
+        self._next = 0
+
+    def _video_frame(self, t: int) -> np.ndarray:
+        av = _import_av()
+        if t in self._decoded:
+            return self._decoded[t]
+        if t < self._next or self._decoder is None:  # behind the cache: decode again from the start
+            if getattr(self, "_container", None) is not None:
+                self._container.close()
+            self._container = av.open(str(self.path))
+            self._decoder = self._container.decode(self._container.streams.video[0])
+            self._decoded.clear()
+            self._next = 0
+        fmt = "gray" if self._gray else "rgb24"
+        try:
+            while self._next <= t:
+                frame = next(self._decoder).to_ndarray(format=fmt)  # (H, W) or (H, W, 3) uint8
+                frame = frame[None] if frame.ndim == 2 else frame.transpose(2, 0, 1)
+                self._decoded[self._next] = frame.astype(np.float32) / np.float32(255)
+                self._next += 1
+                for old in [i for i in self._decoded if i < self._next - _CACHE]:
+                    del self._decoded[old]
+        except StopIteration:
+            raise ImageReadError(f"{self.path}: the video ended after {self._next} of {self.frames} frames") from None
+        except Exception as e:
+            raise ImageReadError(f"{self.path}: frame {self._next} could not be decoded ({e})") from None
+        if self._decoded[t].shape != tuple(self.info.shape[1:]):
+            raise ImageReadError(f"{self.path}: frame {t} has shape {self._decoded[t].shape}, the stream says "
+                                 f"{tuple(self.info.shape[1:])}")
+        return self._decoded[t]
+
+    def close(self) -> None:
+        """Release a video file's decoder (also done when the reader is garbage-collected)."""
+        if getattr(self, "_container", None) is not None:
+            self._container.close()
+            self._container = None
+            self._decoder = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
     def __len__(self) -> int:
         return self.frames
 
@@ -142,6 +237,8 @@ class ClipReader:
         """Frame ``t`` as ``(C, H, W) float32``."""
         if not 0 <= t < self.frames:
             raise IndexError(f"{self.path}: frame {t} of a {self.frames}-frame clip")
+        if self.info.kind == "video":
+            return self._video_frame(t)
         if self._array is not None:
             raw = np.asarray(self._array[t])  # (H, W) or (H, W, C)
             raw = raw[None] if self.info.layout == "THW" else raw.transpose(2, 0, 1)  # -> (C, H, W)
@@ -167,7 +264,10 @@ class ClipReader:
 def read_clip(path: PathLike) -> tuple[np.ndarray, ClipInfo]:
     """The whole clip as ``(T, C, H, W) float32`` and its :class:`ClipInfo` (errors as :class:`ClipReader`)."""
     reader = ClipReader(path)
-    return np.stack([reader[t] for t in range(len(reader))]), reader.info
+    try:
+        return np.stack([reader[t] for t in range(len(reader))]), reader.info
+    finally:
+        reader.close()
 
 
 class ClipWriter:
@@ -175,7 +275,8 @@ class ClipWriter:
     place by :meth:`commit` (a context manager commits on success and removes the temporary data on error).
 
     Args:
-        path: the destination: a folder (frames) or a ``.npy`` file.
+        path: the destination: a folder (frames), a ``.npy`` file or a video file (see the module docstring for
+            the codecs; 8-bit, 1 or 3 channels).
         info: the source's :class:`ClipInfo` (container, dtype, frame names, layout), or ``None`` for float32
             frames named ``frame_00000.tif``... (folder) / a ``(T, H, W[, C])`` float32 array (``.npy``).
         shape: ``(T, C, H, W)`` of the clip to write.
@@ -184,7 +285,9 @@ class ClipWriter:
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is false.
-        ValueError: a ``.npy`` destination for more than 4 channels or with a ``"THW"`` layout and several channels.
+        ValueError: a ``.npy`` destination for more than 4 channels or with a ``"THW"`` layout and several channels;
+            a video file for other than 1 or 3 channels.
+        ImportError: a video file without PyAV.
     """
 
     def __init__(self, path: PathLike, info: ClipInfo | None, shape: tuple[int, int, int, int],
@@ -196,8 +299,39 @@ class ClipWriter:
         self.shape = shape
         self.info = info
         self.npy = self.path.suffix.lower() == ".npy"
-        self.dtype = np.dtype(info.dtype if info is not None else "float32")
+        self.video = self.path.suffix.lower() in VIDEO_EXTENSIONS
+        self.dtype = np.dtype("uint8" if self.video else info.dtype if info is not None else "float32")
+        self._array = None
+        self._container = None
+        if self.video:
+            if C not in (1, 3):
+                raise ValueError(f"{self.path}: a video file holds 1 or 3 channels, got {C}")
+            av = _import_av()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.video:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".part{self.path.suffix}",
+                                       dir=self.path.parent)
+            os.close(fd)
+            self._tmp = Path(tmp)
+            suffix = self.path.suffix.lower()
+            fps = info.fps if info is not None and info.fps else 25.0
+            from fractions import Fraction
+
+            self._container = av.open(str(self._tmp), "w", format={".mkv": "matroska", ".avi": "avi",
+                                                                   ".webm": "webm", ".mov": "mov"}.get(suffix, "mp4"))
+            codec = {".mkv": "ffv1", ".avi": "ffv1", ".webm": "libvpx-vp9"}.get(suffix, "libx264")
+            stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height = W, H
+            if codec == "ffv1":
+                stream.pix_fmt = "gray" if C == 1 else "bgr0"
+            elif codec == "libvpx-vp9":
+                stream.pix_fmt, stream.options = "yuv444p", {"lossless": "1"}
+            else:
+                stream.pix_fmt = "yuv420p" if H % 2 == 0 and W % 2 == 0 else "yuv444p"
+                stream.options = {"crf": "12", "preset": "medium"}
+            self._stream = stream
+            self.written = 0
+            return
         if self.npy:
             layout = info.layout if info is not None and info.layout else ("THW" if C == 1 else "THWC")
             if (layout == "THW" and C != 1) or C > 4:
@@ -227,6 +361,19 @@ class ClipWriter:
             frame = frame.detach().cpu().float().numpy()
         if tuple(frame.shape) != tuple(self.shape[1:]):
             raise ValueError(f"{self.path}: frame {t} has shape {tuple(frame.shape)}, expected {self.shape[1:]}")
+        if self._container is not None:
+            if t != self.written:
+                raise ValueError(f"{self.path}: a video file is written in order; frame {t} came after "
+                                 f"{self.written} frames")
+            av = _import_av()
+            data = np.clip(np.rint(frame.astype(np.float64) * 255), 0, 255).astype(np.uint8)
+            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(data[0] if data.shape[0] == 1 else
+                                                                    data.transpose(1, 2, 0)),
+                                               format="gray" if data.shape[0] == 1 else "rgb24")
+            for packet in self._stream.encode(image):
+                self._container.mux(packet)
+            self.written += 1
+            return
         if self._array is not None:
             scale = _INT_MAX.get(self.dtype.name)
             data = frame.astype(np.float64) * scale if scale else frame
@@ -245,7 +392,13 @@ class ClipWriter:
         """Move the finished clip into place; returns the destination."""
         if self.written != self.shape[0]:
             raise RuntimeError(f"{self.path}: {self.written} of {self.shape[0]} frames written")
-        if self._array is not None:
+        if self._container is not None:
+            for packet in self._stream.encode():  # flush the encoder
+                self._container.mux(packet)
+            self._container.close()
+            self._container = None
+            os.replace(self._tmp, self.path)
+        elif self._array is not None:
             self._array.flush()
             del self._array
             self._array = None
@@ -263,6 +416,12 @@ class ClipWriter:
     def abort(self) -> None:
         """Remove the temporary data (the destination is left as it was)."""
         self._array = None
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:
+                pass
+            self._container = None
         if self._tmp.is_dir():
             shutil.rmtree(self._tmp, ignore_errors=True)
         elif self._tmp.exists():
