@@ -175,6 +175,44 @@ def test_still_motion_clips_one_noise_level_per_clip() -> None:
         assert float(stds.max() / stds.min()) < 1.25  # the same level in every frame
 
 
+def test_moving_object_is_local_motion() -> None:
+    from xmodal.data.video import add_moving_object
+
+    clip = np.zeros((6, 1, 40, 50), np.float32)
+    texture = np.ones((1, 12, 16), np.float32)
+    out = add_moving_object(clip, texture, 3, np.random.default_rng(0))
+    assert np.array_equal(clip, np.zeros_like(clip))  # the input is not changed
+    centres = []
+    for t in range(6):
+        ys, xs = np.nonzero(out[t, 0])
+        assert abs(len(ys) - np.pi * 6 * 8) < 0.15 * np.pi * 6 * 8  # an ellipse of the texture's size
+        centres.append((ys.mean(), xs.mean()))
+    steps = np.abs(np.diff(np.array(centres), axis=0))
+    assert steps.max() <= 3 + 1e-9 and steps.sum() > 0  # it moves, at most 3 px per frame per axis
+
+
+def test_local_motion_share_of_training_clips(monkeypatch: pytest.MonkeyPatch) -> None:
+    import xmodal.data.video as video_data
+
+    calls = []
+    real = video_data.add_moving_object
+
+    def counted(clip, texture, speed, rng):
+        calls.append((texture.shape, speed))
+        return real(clip, texture, speed, rng)
+
+    monkeypatch.setattr(video_data, "add_moving_object", counted)
+    image = np.random.default_rng(0).random((1, 80, 80), dtype=np.float32)
+    for share, low, high in ((0.0, 0, 0), (1.0, 200, 200), (0.5, 70, 130)):
+        calls.clear()
+        cfg = load_config(TINY_VIDEO, ["image.patch_size=32", f"image.local_motion={share}", "image.motion=2"]).image
+        data = StillMotionClips([image], cfg)
+        for n in range(200):
+            data[n]
+        assert low <= len(calls) <= high
+    assert all(8 <= shape[1] <= 16 and shape[1] == shape[2] and speed == 5 for shape, speed in calls)
+
+
 def test_clip_crops_consecutive_frames_and_short_clips() -> None:
     clip = np.broadcast_to(np.arange(9, dtype=np.float32)[:, None, None, None], (9, 1, 40, 40)) / 10
     cfg = load_config(TINY_VIDEO, ["image.clips=true", "image.patch_size=16", "image.frames_per_item=4",
@@ -247,6 +285,7 @@ def test_resolve_video_data_errors(tmp_path: Path, overrides, error, message) ->
 @pytest.mark.parametrize("override, message", [
     ("image.motion=-1", r"image.motion must be >= 0, got -1"),
     ("image.align_range=-1", r"image.align_range must be >= 0, got -1"),
+    ("image.local_motion=1.5", r"image.local_motion must be in \[0, 1\], got 1.5"),
     ("image.context_frames=-2", r"image.context_frames must be >= 0, got -2"),
     ("image.frames_per_item=0", r"image.frames_per_item must be at least 1, got 0"),
     ("image.valid_frames=0", r"image.valid_frames must be at least 1, got 0"),

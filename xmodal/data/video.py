@@ -4,9 +4,10 @@ There is no clean video in the project's data, and clean video is rare everywher
 images. A training clip is therefore cut from one still image along a random **camera path**: a straight translation
 of ``v`` pixels per frame (``v`` uniform in ``[-motion, motion]`` on each axis, so static scenes are included) plus
 up to ``jitter`` pixels of shake per frame, rounded to whole pixels so every frame is an exact crop of the image (no
-interpolation blur that would tell frames apart). The network thus learns to find and use the same content at
-shifted positions in the neighbouring frames, which is what real video asks of it; real clips (``image.clips: true``)
-can be used instead or to fine-tune.
+interpolation blur that would tell frames apart). With ``image.local_motion`` a share of the clips also carries an
+object (an elliptic patch of another image) moving on its own path, up to ``2 * motion + 1`` pixels per frame: the
+local motion that the adapter's global alignment cannot undo, so the network learns to tell aligned neighbours from
+mismatched ones. Real clips (``image.clips: true``) can be used instead or to fine-tune.
 
 As for images, every random choice of item ``n`` comes from ``numpy.random.default_rng((seed, n))``.
 Items are ``(noisy, clean)`` clips ``(frames_per_item, C, P, P)``; one noise level is drawn per clip (one camera).
@@ -26,7 +27,7 @@ from xmodal.data.images import (_LUMA, ImageCorpus, _augment, _centre_crop, _noi
                                 load_image, noisy_version)
 from xmodal.data.speech import ValidationClip
 
-__all__ = ["ClipCrops", "StillMotionClips", "camera_path", "load_clip", "resolve_video_data"]
+__all__ = ["ClipCrops", "StillMotionClips", "add_moving_object", "camera_path", "load_clip", "resolve_video_data"]
 
 
 def camera_path(frames: int, motion: int, jitter: int, rng: np.random.Generator) -> np.ndarray:
@@ -47,6 +48,24 @@ def _moving_crop(image: np.ndarray, path: np.ndarray, size: tuple[int, int], ori
     h, w = size
     i0, j0 = origin
     return np.stack([image[:, i0 + di:i0 + di + h, j0 + dj:j0 + dj + w] for di, dj in path])
+
+
+def add_moving_object(clip: np.ndarray, texture: np.ndarray, speed: int, rng: np.random.Generator) -> np.ndarray:
+    """``clip (T, C, H, W)`` with an elliptic object cut from ``texture (C, h, w)`` moving over it on its own
+    straight path (up to ``speed`` pixels per frame per axis, integer, kept inside the frame): local motion that a
+    global translation cannot align. Returns a new array."""
+    T, C, H, W = clip.shape
+    h, w = min(texture.shape[-2], H), min(texture.shape[-1], W)
+    yy, xx = np.mgrid[:h, :w]
+    mask = ((yy + 0.5 - h / 2) / (h / 2)) ** 2 + ((xx + 0.5 - w / 2) / (w / 2)) ** 2 <= 1.0  # (h, w)
+    v = rng.uniform(-speed, speed, size=2)
+    start = rng.uniform([0, 0], [H - h + 1e-9, W - w + 1e-9])
+    out = clip.copy()
+    for t in range(T):
+        y, x = np.clip(np.rint(start + t * v), 0, [H - h, W - w]).astype(int)
+        region = out[t, :, y:y + h, x:x + w]
+        out[t, :, y:y + h, x:x + w] = np.where(mask, texture[:, :h, :w], region)
+    return out
 
 
 def _noisy_clip(clean: torch.Tensor, spec, seed) -> torch.Tensor:
@@ -82,6 +101,11 @@ class StillMotionClips(Dataset):
         ext_i, ext_j = path.max(axis=0)
         origin = int(rng.integers(0, H - P - ext_i + 1)), int(rng.integers(0, W - P - ext_j + 1))
         clip = _moving_crop(image, path, (P, P), origin)  # (L, C, P, P)
+        if c.local_motion > 0 and rng.random() < c.local_motion:  # an object moving on its own over the scene
+            other = self.images[int(rng.integers(len(self.images)))]
+            side = int(rng.integers(P // 4, P // 2 + 1))
+            i, j = (int(rng.integers(0, n - side + 1)) for n in other.shape[-2:])
+            clip = add_moving_object(clip, other[:, i:i + side, j:j + side], 2 * c.motion + 1, rng)
         if c.augment:  # the same rotation/flip of every frame, and time reversal
             clip = _augment([clip], rng, spectral=True)[0]
         clean = torch.from_numpy(np.ascontiguousarray(clip))
