@@ -12,6 +12,9 @@ Videos are denoised frame by frame with temporal context: frame ``t`` of a ``T``
 ``2k + 1`` frames ``t - k .. t + k`` (mirrored at both ends of the clip), their channels side by side:
 ``(B, T, C, H, W) -> (B*T, (2k+1)*C, H, W)``, and the head estimates the middle frame's ``C`` channels. Channels are
 mapped onto the model's as for images (a gray video model denoises each channel of a colour clip as a gray clip).
+With ``align_range > 0`` every neighbour is first translated onto its frame by the integer shift that best aligns them
+(:mod:`xmodal.align`, estimated on the channel mean, once per pair of frames): motion compensation is domain
+knowledge, so it lives here, outside the network (an ONNX export runs the same adapter).
 
 Noise-level maps (non-blind image models): the input carries one extra trailing channel, the per-pixel noise standard
 deviation; it is handed to the network beside every denoised channel and dropped from the output.
