@@ -266,7 +266,7 @@ def test_resolve_video_data_from_stills_and_clips(tmp_path: Path) -> None:
                                    f"image.valid_dir=[{tmp_path / 'clipB.npy'}]"]).image
     corpus = resolve_video_data(cfg, tmp_path / "demo")
     assert isinstance(corpus.train, ClipCrops)
-    assert corpus.train.clips[0].shape == (6, 1, 40, 44)  # colour frames -> luma for a gray model
+    assert corpus.train.items[0].shape == (6, 1, 40, 44)  # colour frames -> luma for a gray model
     assert corpus.valid[0].clean.shape == (4, 1, 40, 40)  # valid_frames 4, valid_crop 40
 
 
@@ -341,7 +341,8 @@ def test_npy_clip_round_trip(tmp_path: Path, shape, layout: str, C: int, dtype: 
 
 
 def test_clip_read_errors(tmp_path: Path) -> None:
-    with pytest.raises(ImageReadError, match=r"nope: clip not found \(a folder of frames or a .npy file\)"):
+    with pytest.raises(ImageReadError, match=r"nope: clip not found \(a folder of frames, a .npy file or a video "
+                                             r"file\)"):
         ClipReader(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("x")
@@ -571,6 +572,12 @@ def test_video_metrics_record_failures() -> None:
     reasons = sorted(f[1] + ": " + f[3] for f in acc.failures)
     assert reasons[0].startswith("ssim: ssim: images must be at least 11 x 11")
     assert reasons[1] == "tpsnr: tpsnr: needs at least 2 frames, got 1"
+    acc = MetricAccumulator()
+    clip = np.random.default_rng(2).random((2, 3, 16, 16))
+    assert video_metrics(acc, "noisy", "clip", clip, clip.reshape(3, 2, 16, 16)) == {}  # same count, other frames
+    assert sorted(f[1] for f in acc.failures) == ["psnr", "ssim", "tpsnr"]
+    assert all("`ref` and `deg` must have the same shape, got (2, 3, 16, 16) and (3, 2, 16, 16)" in f[3]
+               for f in acc.failures)
 
 
 def test_evaluate_videos(runs: dict[str, Path], tmp_path: Path, capsys) -> None:
@@ -746,8 +753,13 @@ def test_video_file_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     write_clip(tmp_path / "c.mkv", smooth_clip(3, 1, 16, 16))
     data = (tmp_path / "c.mkv").read_bytes()
     (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 3])
-    with pytest.raises(ImageReadError, match=r"cut.mkv"):
+    with pytest.raises(ImageReadError, match=r"cut.mkv: not readable as a video"):
         read_clip(tmp_path / "cut.mkv")
+    write_clip(tmp_path / "noise.mkv", random_clip(3, 1, 16, 16))  # large frames: a third holds the header only
+    data = (tmp_path / "noise.mkv").read_bytes()
+    (tmp_path / "noise.mkv").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ImageReadError, match=r"noise.mkv: empty video \(0 frames of 16 x 16\)"):
+        read_clip(tmp_path / "noise.mkv")
     with pytest.raises(ValueError, match=r"a video file holds 1 or 3 channels, got 2"):
         write_clip(tmp_path / "two.mp4", random_clip(2, 2, 16, 16))
     with pytest.raises(ValueError, match=r"a video file is written in order; frame 1 came after 0 frames"):
@@ -756,7 +768,7 @@ def test_video_file_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             w.write(1, np.zeros((1, 16, 16), np.float32))
         finally:
             w.abort()
-    assert sorted(os.listdir(tmp_path)) == ["c.mkv", "cut.mkv", "junk.mp4"]
+    assert sorted(os.listdir(tmp_path)) == ["c.mkv", "cut.mkv", "junk.mp4", "noise.mkv"]
     import builtins
 
     real_import = builtins.__import__
@@ -769,6 +781,34 @@ def test_video_file_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(builtins, "__import__", no_av)
     with pytest.raises(ImportError, match=r'reading and writing video files needs PyAV: pip install "xmodal\[video\]"'):
         ClipReader(tmp_path / "c.mkv")
+
+
+class _Frame:
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def to_ndarray(self, format: str) -> np.ndarray:  # noqa: A002 (PyAV's argument name)
+        return self.array
+
+
+def _broken(*items):
+    for item in items:
+        if isinstance(item, Exception):
+            raise item
+        yield item
+
+
+@pytest.mark.parametrize("decoded, message", [
+    ((), r"c.mkv: the video ended after 0 of 3 frames"),
+    ((RuntimeError("bad packet"),), r"c.mkv: frame 0 could not be decoded \(bad packet\)"),
+    ((_Frame(np.zeros((8, 8), np.uint8)),), r"c.mkv: frame 0 has shape \(1, 8, 8\), the stream says \(1, 16, 16\)"),
+])
+def test_video_decoding_errors(tmp_path: Path, decoded, message: str) -> None:
+    write_clip(tmp_path / "c.mkv", smooth_clip(3, 1, 16, 16))
+    reader = ClipReader(tmp_path / "c.mkv")
+    reader._decoder = _broken(*decoded)  # what a damaged stream gives PyAV's decoder
+    with pytest.raises(ImageReadError, match=message):
+        reader[0]
 
 
 def test_cli_and_evaluate_on_video_files(runs: dict[str, Path], tmp_path: Path, capsys) -> None:

@@ -476,63 +476,9 @@ def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
         FileNotFoundError: a folder does not exist.
         TypeError: ``denoiser`` has no ``denoise`` method.
     """
-    from tqdm import tqdm
-
-    _check_source(enhanced_dir, denoiser, "image")
-    _check_options(metrics, IMAGE_METRICS, data_range, figure_files)
-    folders = {"noisy": noisy_dir} if enhanced_dir is None else {"noisy": noisy_dir, "enhanced": enhanced_dir}
-    pairs = match_image_files(clean_dir, **folders)
-    model, model_name = _resolve_denoiser(denoiser, "image", device) if denoiser is not None else (None, "")
-    if figures_dir is not None:
-        Path(figures_dir).mkdir(parents=True, exist_ok=True)
-
-    acc = MetricAccumulator()
-    files, errors, figures, warnings = [], [], [], []
-    for pair in tqdm(pairs, desc="evaluate", unit="image", disable=not progress, dynamic_ncols=True):
-        name = pair["clean"].stem
-        try:
-            clean, info = read_image(pair["clean"])  # (C, H, W)
-            noisy, noisy_info = read_image(pair["noisy"])  # (C, H, W)
-            enhanced = read_image(pair["enhanced"])[0] if model is None else None
-        except ImageReadError as e:
-            errors.append({"file": name, "reason": str(e)})
-            continue
-        mismatch = [f"{pair[row]}: shape {x.shape} differs from {pair['clean']}: {clean.shape}"
-                    for row, x in (("noisy", noisy), ("enhanced", enhanced))
-                    if x is not None and x.shape != clean.shape]
-        if mismatch:
-            errors.append({"file": name, "reason": "; ".join(mismatch) + "; images must have the same (C, H, W)"})
-            continue
-        if model is not None:
-            enhanced = _at_bit_depth(_denoised(model, noisy, f"{pair['noisy']}"), noisy_info.dtype)  # (C, H, W)
-        if float(clean.min()) < 0 or float(clean.max()) > data_range:
-            warnings.append(f"{pair['clean']}: values span [{float(clean.min()):.4g}, {float(clean.max()):.4g}], "
-                            f"outside the data range [0, {data_range:g}] used by PSNR and SSIM")
-        entry = {"name": name, "files": {row: p.name for row, p in pair.items()}, "shape": list(clean.shape),
-                 "dtype": info.dtype,
-                 "noisy": image_metrics(acc, "noisy", name, clean, noisy, metrics, data_range),
-                 "enhanced": image_metrics(acc, "enhanced", name, clean, enhanced, metrics, data_range)}
-        files.append(entry)
-        if figures_dir is not None and len(figures) < figure_files:
-            png = Path(figures_dir) / f"{name}.png"
-            save_image_comparison(png, noisy, enhanced, clean, entry["noisy"], entry["enhanced"], name=name,
-                                  data_range=data_range)
-            figures.append(str(png))
-    return {
-        "modality": "image",
-        "clean_dir": str(clean_dir),
-        "noisy_dir": str(noisy_dir),
-        "enhanced": str(enhanced_dir) if enhanced_dir is not None else f"model {model_name}",
-        "metrics": list(metrics),
-        "data_range": data_range,
-        "ssim_implementation": SSIM_IMPLEMENTATION,
-        "files": files,
-        "mean": _means(acc, metrics),
-        "failures": [{"row": r, "metric": m, "file": f, "reason": why} for r, m, f, why in acc.failures],
-        "errors": errors,
-        "figures": figures,
-        "warnings": warnings,
-    }
+    return _evaluate_arrays("image", clean_dir, noisy_dir, enhanced_dir, denoiser, device=device, metrics=metrics,
+                            data_range=data_range, figures_dir=figures_dir, figure_files=figure_files,
+                            progress=progress)
 
 
 def _clip_items(folder: str | os.PathLike, label: str) -> dict[str, Path]:
@@ -618,25 +564,41 @@ def evaluate_videos(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
             names, a model for another modality or returning another shape.
         FileNotFoundError: a folder does not exist.
     """
+    return _evaluate_arrays("video", clean_dir, noisy_dir, enhanced_dir, denoiser, device=device, metrics=metrics,
+                            data_range=data_range, figures_dir=figures_dir, figure_files=figure_files,
+                            progress=progress)
+
+
+def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
+                     enhanced_dir: str | os.PathLike | None, denoiser: ArrayDenoiser | str | os.PathLike | None, *,
+                     device: str, metrics: tuple[str, ...], data_range: float,
+                     figures_dir: str | os.PathLike | None, figure_files: int, progress: bool) -> dict[str, Any]:
+    """The loop of :func:`evaluate_images` and :func:`evaluate_videos`: pair, read, check shapes, denoise (rounded
+    to the noisy file's bit depth), score noisy and enhanced, draw the first figures (a clip: its middle frame)."""
     from tqdm import tqdm
 
     from xmodal.videoio import read_clip
 
-    _check_source(enhanced_dir, denoiser, "video")
-    _check_options(metrics, VIDEO_METRICS, data_range, figure_files)
+    video = modality == "video"
+    known, match, read, score = (VIDEO_METRICS, match_clips, read_clip, video_metrics) if video else \
+        (IMAGE_METRICS, match_image_files, read_image, image_metrics)
+    _check_source(enhanced_dir, denoiser, modality)
+    _check_options(metrics, known, data_range, figure_files)
     folders = {"noisy": noisy_dir} if enhanced_dir is None else {"noisy": noisy_dir, "enhanced": enhanced_dir}
-    pairs = match_clips(clean_dir, **folders)
-    model, model_name = _resolve_denoiser(denoiser, "video", device) if denoiser is not None else (None, "")
+    pairs = match(clean_dir, **folders)
+    model, model_name = _resolve_denoiser(denoiser, modality, device) if denoiser is not None else (None, "")
     if figures_dir is not None:
         Path(figures_dir).mkdir(parents=True, exist_ok=True)
+
     acc = MetricAccumulator()
     files, errors, figures, warnings = [], [], [], []
-    for pair in tqdm(pairs, desc="evaluate", unit="clip", disable=not progress, dynamic_ncols=True):
-        name = pair["clean"].stem if pair["clean"].is_file() else pair["clean"].name
+    for pair in tqdm(pairs, desc="evaluate", unit="clip" if video else "image", disable=not progress,
+                     dynamic_ncols=True):
+        name = pair["clean"].stem if pair["clean"].is_file() else pair["clean"].name  # a clip may be a folder
         try:
-            clean, info = read_clip(pair["clean"])  # (T, C, H, W)
-            noisy, noisy_info = read_clip(pair["noisy"])
-            enhanced = read_clip(pair["enhanced"])[0] if model is None else None
+            clean, info = read(pair["clean"])  # (C, H, W) or (T, C, H, W)
+            noisy, noisy_info = read(pair["noisy"])
+            enhanced = read(pair["enhanced"])[0] if model is None else None
         except ImageReadError as e:
             errors.append({"file": name, "reason": str(e)})
             continue
@@ -644,26 +606,29 @@ def evaluate_videos(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
                     for row, x in (("noisy", noisy), ("enhanced", enhanced))
                     if x is not None and x.shape != clean.shape]
         if mismatch:
-            errors.append({"file": name, "reason": "; ".join(mismatch) + "; clips must have the same (T, C, H, W)"})
+            errors.append({"file": name, "reason": "; ".join(mismatch) + (
+                "; clips must have the same (T, C, H, W)" if video else "; images must have the same (C, H, W)")})
             continue
         if model is not None:
             enhanced = _at_bit_depth(_denoised(model, noisy, f"{pair['noisy']}"), noisy_info.dtype)
         if float(clean.min()) < 0 or float(clean.max()) > data_range:
             warnings.append(f"{pair['clean']}: values span [{float(clean.min()):.4g}, {float(clean.max()):.4g}], "
-                            f"outside the data range [0, {data_range:g}] used by the metrics")
+                            f"outside the data range [0, {data_range:g}] used by "
+                            f"{' and '.join(_LABELS[m] for m in metrics)}")
         entry = {"name": name, "files": {row: p.name for row, p in pair.items()}, "shape": list(clean.shape),
                  "dtype": info.dtype,
-                 "noisy": video_metrics(acc, "noisy", name, clean, noisy, metrics, data_range),
-                 "enhanced": video_metrics(acc, "enhanced", name, clean, enhanced, metrics, data_range)}
+                 "noisy": score(acc, "noisy", name, clean, noisy, metrics, data_range),
+                 "enhanced": score(acc, "enhanced", name, clean, enhanced, metrics, data_range)}
         files.append(entry)
         if figures_dir is not None and len(figures) < figure_files:
             png = Path(figures_dir) / f"{name}.png"
-            t = clean.shape[0] // 2
-            save_image_comparison(png, noisy[t], enhanced[t], clean[t], entry["noisy"], entry["enhanced"],
-                                  name=f"{name}, frame {t + 1} of {clean.shape[0]}", data_range=data_range)
+            t = clean.shape[0] // 2  # a clip is shown by its middle frame
+            shown = (noisy[t], enhanced[t], clean[t]) if video else (noisy, enhanced, clean)
+            save_image_comparison(png, *shown, entry["noisy"], entry["enhanced"], data_range=data_range,
+                                  name=f"{name}, frame {t + 1} of {clean.shape[0]}" if video else name)
             figures.append(str(png))
     return {
-        "modality": "video",
+        "modality": modality,
         "clean_dir": str(clean_dir),
         "noisy_dir": str(noisy_dir),
         "enhanced": str(enhanced_dir) if enhanced_dir is not None else f"model {model_name}",

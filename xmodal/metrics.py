@@ -167,10 +167,21 @@ def speech_metrics(acc: MetricAccumulator, row: str, item: str, ref: np.ndarray 
         "estoi": lambda: stoi_score(ref, deg, sample_rate, extended=True),
         "si_sdr": lambda: si_sdr_score(ref, deg),
     }
+    return _score_into(acc, row, item, fns, metrics, "speech", SPEECH_METRICS)
+
+
+def _score_into(acc: MetricAccumulator, row: str, item: str, fns: dict, metrics: tuple[str, ...], kind: str,
+                known: tuple[str, ...]) -> dict[str, float]:
+    """Run ``fns[name]()`` for every name of ``metrics`` into ``acc``; a ``ValueError`` is recorded as a failure of
+    that metric, not raised. Returns the scores that succeeded.
+
+    Raises:
+        ValueError: a name of ``metrics`` that ``fns`` does not know.
+    """
     scores = {}
     for name in metrics:
         if name not in fns:
-            raise ValueError(f"unknown speech metric {name!r} (known: {', '.join(SPEECH_METRICS)})")
+            raise ValueError(f"unknown {kind} metric {name!r} (known: {', '.join(known)})")
         try:
             value = fns[name]()
         except ValueError as e:
@@ -259,18 +270,7 @@ def image_metrics(acc: MetricAccumulator, row: str, item: str, ref: np.ndarray |
         "ssim": lambda: ssim_score(ref, deg, data_range),
         "sam": lambda: sam_score(ref, deg),
     }
-    scores = {}
-    for name in metrics:
-        if name not in fns:
-            raise ValueError(f"unknown image metric {name!r} (known: {', '.join(STACK_METRICS)})")
-        try:
-            value = fns[name]()
-        except ValueError as e:
-            acc.fail(row, name, item, str(e))
-            continue
-        acc.add(row, name, value)
-        scores[name] = value
-    return scores
+    return _score_into(acc, row, item, fns, metrics, "image", STACK_METRICS)
 
 
 # ----------------------------------------------------------------------------------------------------------- video
@@ -316,22 +316,13 @@ def video_metrics(acc: MetricAccumulator, row: str, item: str, ref: np.ndarray |
     error, ``ssim`` averaged over frames and channels, ``tpsnr`` (:func:`temporal_psnr_score`). A metric that fails
     is recorded, not raised."""
     a, b = _clip4(ref, "ref"), _clip4(deg, "deg")
-    flat = {"psnr": lambda: psnr_score(a.flatten(0, 1), b.flatten(0, 1), data_range),
-            "ssim": lambda: ssim_score(a.flatten(0, 1), b.flatten(0, 1), data_range),
-            "tpsnr": lambda: temporal_psnr_score(a, b, data_range)}
-    scores = {}
-    for name in metrics:
-        if name not in flat:
-            raise ValueError(f"unknown video metric {name!r} (known: {', '.join(VIDEO_METRICS)})")
+
+    def same_shape(name: str) -> None:  # (T, C) and (C, T) flatten alike: the frames must match, not just the count
         if a.shape != b.shape:
-            acc.fail(row, name, item, f"{name}: `ref` and `deg` must have the same shape, got {tuple(a.shape)} and "
-                                      f"{tuple(b.shape)}")
-            continue
-        try:
-            value = flat[name]()
-        except ValueError as e:
-            acc.fail(row, name, item, str(e))
-            continue
-        acc.add(row, name, value)
-        scores[name] = value
-    return scores
+            raise ValueError(f"{name}: `ref` and `deg` must have the same shape, got {tuple(a.shape)} and "
+                             f"{tuple(b.shape)}")
+
+    fns = {"psnr": lambda: same_shape("psnr") or psnr_score(a.flatten(0, 1), b.flatten(0, 1), data_range),
+           "ssim": lambda: same_shape("ssim") or ssim_score(a.flatten(0, 1), b.flatten(0, 1), data_range),
+           "tpsnr": lambda: temporal_psnr_score(a, b, data_range)}
+    return _score_into(acc, row, item, fns, metrics, "video", VIDEO_METRICS)

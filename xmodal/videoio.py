@@ -123,7 +123,7 @@ class ClipReader:
     def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
         if not self.path.exists():
-            raise ImageReadError(f"{self.path}: clip not found (a folder of frames or a .npy file)")
+            raise ImageReadError(f"{self.path}: clip not found (a folder of frames, a .npy file or a video file)")
         if self.path.is_dir():
             self._files = clip_frames(self.path)
             first, info = read_image(self._files[0])

@@ -62,6 +62,19 @@ def _pack(x: torch.Tensor, what: str) -> torch.Tensor:
     return (x if x.ndim == 4 else x[None]).float()  # (C, H, W) -> (1, C, H, W)
 
 
+def _channel_mode(C: int, M: int, items: str, got: str, gray: str) -> str:
+    """How ``C`` input channels map onto a model of ``M``: ``same``, ``fold`` (a gray model: channels become items),
+    ``replicate`` (a gray input on a colour model); else ``ValueError`` naming ``items`` and what came."""
+    if C == M:
+        return "same"
+    if M == 1:
+        return "fold"
+    if C == 1:
+        return "replicate"
+    raise ValueError(f"this model denoises {M}-channel {items}; got {got} {C} channels (use a {gray}, which takes "
+                     "any channel count)")
+
+
 class ImageAdapter(Adapter):
     """Image ``(C, H, W)`` or ``(B, C, H, W)`` float in [0, 1] <-> features ``(B', model_channels [+1], H, W)``.
 
@@ -100,16 +113,8 @@ class ImageAdapter(Adapter):
         B, C, H, W = x.shape
         M = self.model_channels
         if ctx is None:
-            if C == M:
-                mode = "same"
-            elif M == 1:
-                mode = "fold"
-            elif C == 1:
-                mode = "replicate"
-            else:
-                raise ValueError(f"this model denoises {M}-channel images; got an image with {C} channels "
-                                 "(use a gray model, which takes any channel count)")
-            ctx = ImageContext(shape=(B, C, H, W), mode=mode, batched=batched)
+            ctx = ImageContext(shape=(B, C, H, W), mode=_channel_mode(C, M, "images", "an image with", "gray model"),
+                               batched=batched)
         elif ctx.shape != (B, C, H, W):
             raise ValueError(f"`ctx` was made for images of shape {ctx.shape}, got {(B, C, H, W)}")
         if ctx.mode == "fold":
@@ -298,15 +303,7 @@ class VideoAdapter(Adapter):
         return feats, ctx
 
     def _mode(self, C: int) -> str:
-        M = self.model_channels
-        if C == M:
-            return "same"
-        if M == 1:
-            return "fold"
-        if C == 1:
-            return "replicate"
-        raise ValueError(f"this model denoises {M}-channel videos; got frames with {C} channels (use a gray video "
-                         "model, which takes any channel count)")
+        return _channel_mode(C, self.model_channels, "videos", "frames with", "gray video model")
 
     def encode_middle(self, window: torch.Tensor,
                       shifts: torch.Tensor | None = None) -> tuple[torch.Tensor, VideoContext]:

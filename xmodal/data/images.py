@@ -89,6 +89,19 @@ def _pad_to(x: np.ndarray, P: int) -> np.ndarray:
     return x
 
 
+def contiguous_run(count: int, length: int, rng: np.random.Generator) -> np.ndarray:
+    """``length`` consecutive indices out of ``count`` at a random start (bands of a stack, frames of a clip); fewer
+    than ``length`` are mirrored out to it, as the adapters mirror their context."""
+    from xmodal.adapters.image import spectral_neighbours
+
+    if count >= length:
+        start = int(rng.integers(0, count - length + 1))
+        return np.arange(start, start + length)
+    if count == 1:
+        return np.zeros(length, dtype=np.int64)
+    return spectral_neighbours(count, length, None)[0].numpy()[length:2 * length]
+
+
 def _augment(arrays: list[np.ndarray], rng: np.random.Generator, spectral: bool = False) -> list[np.ndarray]:
     """The same random rotation by k * 90 degrees and flip (and, for stacks, band-order reversal) of every array."""
     k, flip = int(rng.integers(4)), bool(rng.integers(2))
@@ -205,18 +218,12 @@ class StackCrops(Dataset):
         return self.config.epoch_size
 
     def __getitem__(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from xmodal.adapters.image import spectral_neighbours
-
         c = self.config
         rng = np.random.default_rng((c.seed, n))
         stack = self.stacks[int(rng.integers(len(self.stacks)))]
         S, H, W = stack.shape
         L = c.bands_per_item
-        if S >= L:
-            start = int(rng.integers(0, S - L + 1))
-            bands = np.arange(start, start + L)
-        else:  # mirror a short stack out to L bands
-            bands = spectral_neighbours(S, L, None)[0].numpy()[L:2 * L] if S > 1 else np.zeros(L, dtype=np.int64)
+        bands = contiguous_run(S, L, rng)
         i, j = _crop_window(H, W, c.patch_size, rng)
         crop = stack[bands, i:i + c.patch_size, j:j + c.patch_size]
         if c.augment:

@@ -23,8 +23,8 @@ import torch
 from torch.utils.data import Dataset
 
 from xmodal.config import ImageDataConfig
-from xmodal.data.images import (_LUMA, ImageCorpus, _augment, _centre_crop, _noise_spec, _pad_to, image_files,
-                                load_image, noisy_version)
+from xmodal.data.images import (_LUMA, ImageCorpus, _augment, _centre_crop, _noise_spec, _pad_to, contiguous_run,
+                                image_files, load_image, noisy_version)
 from xmodal.data.speech import ValidationClip
 
 __all__ = ["ClipCrops", "StillMotionClips", "add_moving_object", "camera_path", "load_clip", "resolve_video_data"]
@@ -74,16 +74,14 @@ def _noisy_clip(clean: torch.Tensor, spec, seed) -> torch.Tensor:
     return noisy_version(clean.reshape(T * C, H, W), spec, seed).reshape(T, C, H, W)
 
 
-class StillMotionClips(Dataset):
-    """Clips of ``frames_per_item`` frames cut from still images along random camera paths (module docstring)."""
+class _ClipItems(Dataset):
+    """What both video datasets share: the items, the epoch, and the end of an item (augmentation, noise)."""
 
-    def __init__(self, images: list[np.ndarray], config: ImageDataConfig, batch_size: int = 1,
-                 max_steps: int = 1) -> None:
-        if not images:
-            raise ValueError("video data: no training images")
-        c = config
-        reach = (c.frames_per_item - 1) * c.motion + 2 * c.jitter + 1  # the largest path extent, plus rounding
-        self.images = [_pad_to(im, c.patch_size + reach) for im in images]
+    def __init__(self, items: list[np.ndarray], config: ImageDataConfig, batch_size: int, max_steps: int,
+                 what: str, side: int) -> None:
+        if not items:
+            raise ValueError(f"video data: no training {what}")
+        self.items = [_pad_to(x, side) for x in items]
         self.config = config
         self.batch_size = batch_size
         self.max_steps = max_steps
@@ -91,10 +89,30 @@ class StillMotionClips(Dataset):
     def __len__(self) -> int:
         return self.config.epoch_size
 
+    def _pair(self, clip: np.ndarray, rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(noisy, clean)`` of ``clip (L, C, P, P)``: the same rotation/flip of every frame and time reversal,
+        then one noise draw for the whole clip."""
+        c = self.config
+        if c.augment:
+            clip = _augment([clip], rng, spectral=True)[0]
+        clean = torch.from_numpy(np.ascontiguousarray(clip))
+        noisy = _noisy_clip(clean, _noise_spec(c, n, self.batch_size, self.max_steps), int(rng.integers(2 ** 62)))
+        return noisy, clean
+
+
+class StillMotionClips(_ClipItems):
+    """Clips of ``frames_per_item`` frames cut from still images along random camera paths (module docstring)."""
+
+    def __init__(self, images: list[np.ndarray], config: ImageDataConfig, batch_size: int = 1,
+                 max_steps: int = 1) -> None:
+        c = config
+        reach = (c.frames_per_item - 1) * c.motion + 2 * c.jitter + 1  # the largest path extent, plus rounding
+        super().__init__(images, config, batch_size, max_steps, "images", c.patch_size + reach)
+
     def __getitem__(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
         rng = np.random.default_rng((c.seed, n))
-        image = self.images[int(rng.integers(len(self.images)))]
+        image = self.items[int(rng.integers(len(self.items)))]
         path = camera_path(c.frames_per_item, c.motion, c.jitter, rng)
         P = c.patch_size
         H, W = image.shape[-2:]
@@ -102,54 +120,30 @@ class StillMotionClips(Dataset):
         origin = int(rng.integers(0, H - P - ext_i + 1)), int(rng.integers(0, W - P - ext_j + 1))
         clip = _moving_crop(image, path, (P, P), origin)  # (L, C, P, P)
         if c.local_motion > 0 and rng.random() < c.local_motion:  # an object moving on its own over the scene
-            other = self.images[int(rng.integers(len(self.images)))]
+            other = self.items[int(rng.integers(len(self.items)))]
             side = int(rng.integers(P // 4, P // 2 + 1))
-            i, j = (int(rng.integers(0, n - side + 1)) for n in other.shape[-2:])
+            i, j = (int(rng.integers(0, size - side + 1)) for size in other.shape[-2:])
             clip = add_moving_object(clip, other[:, i:i + side, j:j + side], 2 * c.motion + 1, rng)
-        if c.augment:  # the same rotation/flip of every frame, and time reversal
-            clip = _augment([clip], rng, spectral=True)[0]
-        clean = torch.from_numpy(np.ascontiguousarray(clip))
-        noisy = _noisy_clip(clean, _noise_spec(c, n, self.batch_size, self.max_steps), int(rng.integers(2 ** 62)))
-        return noisy, clean
+        return self._pair(clip, rng, n)
 
 
-class ClipCrops(Dataset):
+class ClipCrops(_ClipItems):
     """The same random window of ``frames_per_item`` consecutive frames of real clips ``(T, C, H, W)`` (clips
     shorter than that are mirrored in time, as the adapter does)."""
 
     def __init__(self, clips: list[np.ndarray], config: ImageDataConfig, batch_size: int = 1,
                  max_steps: int = 1) -> None:
-        if not clips:
-            raise ValueError("video data: no training clips")
-        self.clips = [_pad_to(clip, config.patch_size) for clip in clips]
-        self.config = config
-        self.batch_size = batch_size
-        self.max_steps = max_steps
-
-    def __len__(self) -> int:
-        return self.config.epoch_size
+        super().__init__(clips, config, batch_size, max_steps, "clips", config.patch_size)
 
     def __getitem__(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from xmodal.adapters.image import spectral_neighbours
-
         c = self.config
         rng = np.random.default_rng((c.seed, n))
-        clip = self.clips[int(rng.integers(len(self.clips)))]
+        clip = self.items[int(rng.integers(len(self.items)))]
         T, _, H, W = clip.shape
-        L = c.frames_per_item
-        if T >= L:
-            start = int(rng.integers(0, T - L + 1))
-            frames = np.arange(start, start + L)
-        else:
-            frames = spectral_neighbours(T, L, None)[0].numpy()[L:2 * L] if T > 1 else np.zeros(L, dtype=np.int64)
+        frames = contiguous_run(T, c.frames_per_item, rng)
         P = c.patch_size
         i, j = int(rng.integers(0, H - P + 1)), int(rng.integers(0, W - P + 1))
-        crop = clip[frames, :, i:i + P, j:j + P]
-        if c.augment:
-            crop = _augment([crop], rng, spectral=True)[0]
-        clean = torch.from_numpy(np.ascontiguousarray(crop))
-        noisy = _noisy_clip(clean, _noise_spec(c, n, self.batch_size, self.max_steps), int(rng.integers(2 ** 62)))
-        return noisy, clean
+        return self._pair(clip[frames, :, i:i + P, j:j + P], rng, n)
 
 
 def load_clip(path: str | Path, channels: int) -> np.ndarray:
