@@ -4,7 +4,13 @@
 utterance), built by the same code as training validation. Prints PESQ / STOI / ESTOI / SI-SDR means for the noisy
 input, xmodal and noisereduce, a per-SNR breakdown, and whether the issue's targets are met.
 
-    python benchmarks/speech_quality.py [--model speech|RUN_DIR] [--data ../shared/data] [--json out.json]
+    python benchmarks/speech_quality.py [--model speech|speech_rt|RUN_DIR] [--data ../shared/data] [--json out.json]
+    python benchmarks/speech_quality.py --model speech_rt --gain-db -20   # the same mixtures 20 dB quieter
+
+``--gain-db`` scales every mixture (and its clean reference) before denoising: the mixtures sit at about -25 dBFS of
+speech, so this measures how a model copes with quieter or louder recordings (a model that normalises levels does
+not see the difference; a streaming model, which cannot, must have learnt it). ``--stream`` denoises through
+``Denoiser.stream()`` in 10 ms blocks instead of ``Denoiser.denoise`` (causal models; the output is the same).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ def main() -> int:
     p.add_argument("--data", default=str(DEFAULT_DATA), help="root holding speech/")
     p.add_argument("--json", default=None, help="write per-clip and mean scores here")
     p.add_argument("--limit", type=int, default=0, help="only the first N mixtures (quick checks)")
+    p.add_argument("--gain-db", type=float, default=0.0, help="scale the mixtures by this gain first (default 0)")
+    p.add_argument("--stream", action="store_true", help="denoise through Denoiser.stream() in 10 ms blocks")
     args = p.parse_args()
     cfg = bundled_speech_config(args.data)
     sr = cfg.audio.sample_rate
@@ -42,14 +50,24 @@ def main() -> int:
     denoiser = xmodal.load(args.model)
     import noisereduce
 
+    gain = np.float32(10.0 ** (args.gain_db / 20.0))
+    block = sr // 100
+
+    def run(noisy: np.ndarray) -> np.ndarray:
+        if not args.stream:
+            return np.asarray(denoiser.denoise(noisy, sr))
+        stream = denoiser.stream()
+        return np.concatenate([stream.push(noisy[i:i + block]) for i in range(0, len(noisy), block)]
+                              + [stream.flush()])
+
     acc = MetricAccumulator()
     by_snr: dict[str, MetricAccumulator] = defaultdict(MetricAccumulator)
     seconds = {"xmodal": 0.0, "noisereduce": 0.0}
     rows = []
     for i, clip in enumerate(clips):
-        noisy, clean = clip.noisy[0].numpy(), clip.clean[0].numpy()
+        noisy, clean = clip.noisy[0].numpy() * gain, clip.clean[0].numpy() * gain
         t = time.perf_counter()
-        ours = np.asarray(denoiser.denoise(noisy, sr))
+        ours = run(noisy)
         seconds["xmodal"] += time.perf_counter() - t
         t = time.perf_counter()
         nr = noisereduce.reduce_noise(y=noisy, sr=sr).astype(np.float32)
@@ -64,7 +82,8 @@ def main() -> int:
             print(f"  {i + 1}/{len(clips)} mixtures scored", file=sys.stderr)
     means = acc.means()
     audio_s = sum(c.noisy.shape[-1] for c in clips) / sr
-    print(f"{len(clips)} validation mixtures ({audio_s / 60:.1f} min), model {args.model or 'bundled speech'}; "
+    print(f"{len(clips)} validation mixtures ({audio_s / 60:.1f} min), model {args.model or 'bundled speech'}"
+          f"{' streamed in 10 ms blocks' if args.stream else ''}, gain {args.gain_db:+g} dB; "
           f"PESQ wide-band (pesq package), STOI/ESTOI (pystoi), SI-SDR zero-mean")
     print(f"{'':13s}" + "".join(f"{m:>9s}" for m in METRICS) + "   time (s)")
     for name in ("noisy", "xmodal", "noisereduce"):

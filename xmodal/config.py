@@ -85,6 +85,10 @@ class ModelConfig:
         cnn_depth: number of 3x3 conv layers of the ``cnn`` trunk.
         norm: ``layer`` (per-position channel LayerNorm, local so chunked inference stays exact) or ``none``.
         mask_bound: upper bound of the complex mask magnitude (speech head).
+        causal: speech only: a network that never looks ahead in time, for streaming with a fixed latency
+            (:meth:`xmodal.Denoiser.stream`): causal time convolutions with dilation ``2**i`` at level ``i``,
+            frequency-only downsampling. Pair with ``audio.normalize_rms: false`` (a stream cannot know the RMS of
+            a signal that has not arrived yet).
     """
 
     arch: Literal["unet", "cnn"] = "unet"
@@ -93,6 +97,7 @@ class ModelConfig:
     cnn_depth: int = 8
     norm: Literal["layer", "none"] = "layer"
     mask_bound: float = 1.0
+    causal: bool = False
 
 
 @dataclass(frozen=True)
@@ -403,6 +408,9 @@ class Config:
                                  "they cannot be trained in one run")
             if len(names) == 1:
                 object.__setattr__(self, "modality", names[0])  # a one-item list is that modality
+        if self.model.causal and self.modalities != ("speech",):
+            raise ValueError(f"`model.causal` is for speech models (time runs along the spectrogram), got modality "
+                             f"{' + '.join(self.modalities)}")
         n = len(self.modalities)
         for key, values in (("weights", self.joint.weights), ("batch_size", self.joint.batch_size)):
             if values and len(values) != n:

@@ -290,7 +290,8 @@ class Denoiser:
         sample_rate = _check_rate(sample_rate)
         g = math.gcd(sample_rate, self.sample_rate)
         orig, new = sample_rate // g, self.sample_rate // g  # the resampler's period: `orig` in, `new` out
-        grid = self.config.audio.hop_length * self.size_multiple  # model-rate samples per down-sampling cell
+        cell = int(getattr(getattr(self.model, "trunk", None), "time_multiple", self.size_multiple))
+        grid = self.config.audio.hop_length * cell  # model-rate samples per down-sampling cell along time
         align = orig * (grid // math.gcd(grid, new))  # input samples that map onto a whole number of cells
         if context_seconds is None:
             filt = 32 * math.ceil(max(sample_rate, self.sample_rate) / self.sample_rate)  # resampler edges
@@ -365,6 +366,29 @@ class Denoiser:
         finally:
             if bar is not None:
                 bar.close()
+
+    # -- real time ----------------------------------------------------------------------------------------------
+
+    def stream(self, channels: int = 1, *, mix: float = 1.0, atten_limit_db: float | None = None,
+               precision: str = "fp32") -> Any:
+        """A real-time stream: push blocks of audio at the model's rate as they arrive, get the denoised audio back
+        ``n_fft - hop`` samples later (24 ms for the bundled ``speech_rt``). Its output equals :meth:`denoise` of
+        the whole signal. Needs a causal model (``model.causal: true``, ``audio.normalize_rms: false``).
+
+        Args:
+            channels: channels of the blocks pushed.
+            mix, atten_limit_db: as in :meth:`denoise`.
+            precision: ``fp32``, ``bf16`` or ``auto`` for the network.
+
+        Returns:
+            A :class:`xmodal.streaming.SpeechStream` (``push(block)``, ``flush()``, ``reset()``, ``delay``).
+
+        Raises:
+            ValueError: the model is not causal or normalises levels by the whole signal, or a bad argument.
+        """
+        from xmodal.streaming import SpeechStream
+
+        return SpeechStream(self, channels, mix=mix, atten_limit_db=atten_limit_db, precision=precision)
 
     # -- arrays -------------------------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ speed.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -49,10 +50,18 @@ TOLERANCE = 1e-4
 
 class OnnxNet(nn.Module):
     """One modality of a :class:`~xmodal.models.DenoisingNet` as a plain ``features -> estimate`` module whose padding
-    is written with shape arithmetic (no Python branch on sizes), so that a traced graph holds for every size."""
+    is written with shape arithmetic (no Python branch on sizes), so that a traced graph holds for every size.
+
+    A causal network (``model.causal``) also takes and returns the past frames of each causal convolution
+    (:attr:`state_shapes`): ``forward(x, *pasts) -> (estimate, *new_pasts)``. Zero pasts give the whole-signal
+    output; feeding each call's new pasts to the next streams the signal frame by frame, as
+    :class:`xmodal.streaming.SpeechStream` does with the PyTorch model.
+    """
 
     def __init__(self, net: nn.Module, modality: str) -> None:
         super().__init__()
+        from xmodal.models.layers import CausalConv2d
+
         if modality not in net.io:
             raise ValueError(f"the network has no stem/head for modality {modality!r} (it has {net.modalities})")
         self.stem = net.stems[modality]
@@ -60,13 +69,39 @@ class OnnxNet(nn.Module):
         self.head = net.heads[modality]
         self.pad_mode = net.io[modality].pad_mode
         self.multiple = int(net.trunk.size_multiple)
+        self.time_multiple = int(getattr(net.trunk, "time_multiple", self.multiple))
+        self.causal = bool(getattr(net.trunk, "causal", False))
+        self.convs = [m for m in (self.stem, self.trunk, self.head) for m in m.modules()
+                      if isinstance(m, CausalConv2d)] if self.causal else []
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C_m, H, W)`` features -> ``(B, C_out, H, W)`` estimate (as ``DenoisingNet.forward``)."""
+    def state_shapes(self, channels: int, freqs: int) -> list[tuple[int, int, int]]:
+        """``(channels, bins, frames)`` of each causal convolution's past (the batch axis comes first) for inputs of
+        ``channels`` x ``freqs``."""
+        from xmodal.models.layers import StreamState, streaming
+
+        state = StreamState()
+        with torch.no_grad(), streaming(state):
+            self(torch.zeros(1, channels, freqs, 1))
+        return [tuple(state._past[id(c)].shape[1:]) for c in self.convs]
+
+    def _net(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2], x.shape[-1]
-        m = self.multiple
-        xp = F.pad(x, (0, (m - W % m) % m, 0, (m - H % m) % m), mode=self.pad_mode)  # -> multiples of m
+        m, mt = self.multiple, self.time_multiple
+        xp = F.pad(x, (0, (mt - W % mt) % mt, 0, (m - H % m) % m), mode=self.pad_mode)  # -> multiples of m, mt
         return self.head(self.trunk(self.stem(xp)), xp)[..., :H, :W]
+
+    def forward(self, x: torch.Tensor, *pasts: torch.Tensor):
+        """``(B, C_m, H, W)`` features -> ``(B, C_out, H, W)`` estimate (as ``DenoisingNet.forward``); causal
+        networks: ``(features, *pasts) -> (estimate, *new_pasts)``."""
+        if not pasts:
+            return self._net(x)
+        from xmodal.models.layers import StreamState, streaming
+
+        state = StreamState()
+        state._past.update({id(c): p for c, p in zip(self.convs, pasts)})
+        with streaming(state):
+            y = self._net(x)
+        return (y, *[state._past[id(c)] for c in self.convs])
 
 
 @dataclass
@@ -124,6 +159,9 @@ class OnnxRuntimeNet(nn.Module):
         frames = meta.get("xmodal.receptive_field_frames")
         self.receptive_field_frames = int(frames) if frames is not None else None
         self._input = self.session.get_inputs()[0].name
+        self.state_shapes = [tuple(s) for s in json.loads(meta.get("xmodal.states", "[]"))]
+        self.trunk.causal = bool(self.state_shapes)  # a causal export streams (its pasts are inputs and outputs)
+        self.trunk.time_multiple = 1 if self.state_shapes else self.trunk.size_multiple
 
     @property
     def modalities(self) -> list[str]:
@@ -132,7 +170,20 @@ class OnnxRuntimeNet(nn.Module):
     def forward(self, x: torch.Tensor, modality: str) -> torch.Tensor:
         if modality != self.modality:
             raise KeyError(f"{self.path} is the {self.modality} network, not {modality!r}")
-        y = self.session.run(None, {self._input: np.ascontiguousarray(x.detach().float().cpu().numpy())})[0]
+        feed = {self._input: np.ascontiguousarray(x.detach().float().cpu().numpy())}
+        if not self.state_shapes:
+            return torch.from_numpy(self.session.run(None, feed)[0]).to(x.device)
+        from xmodal.models.layers import current_stream
+
+        state = current_stream()  # inside xmodal.models.layers.streaming: continue that stream, else start from zeros
+        past = state._past if state is not None else {}
+        B = x.shape[0]
+        for i, shape in enumerate(self.state_shapes):
+            p = past.get(("onnx", i))
+            feed[f"past_{i}"] = p if p is not None and p.shape[0] == B else np.zeros((B, *shape), np.float32)
+        y, *new = self.session.run(None, feed)
+        if state is not None:
+            past.update({("onnx", i): p for i, p in enumerate(new)})
         return torch.from_numpy(y).to(x.device)
 
 
@@ -168,14 +219,31 @@ def _check_shapes(modality: str, config, channels: int, multiple: int) -> tuple[
                                                     (2, channels, multiple + 5, 2 * multiple - 1)]
 
 
-def _ort_outputs(path: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
+def _feed(x: np.ndarray, states: list[tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The network input ``x`` with zero pasts (a whole signal) for a causal export."""
+    return {"noisy": x, **{f"past_{i}": np.zeros((x.shape[0], *s), np.float32) for i, s in enumerate(states)}}
+
+
+def _session(path: Path):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, torch.get_num_threads())
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return [session.run(None, {name: x})[0] for x in inputs]
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _ort_outputs(path: Path, inputs: list[np.ndarray], states: list[tuple[int, ...]]) -> list[np.ndarray]:
+    session = _session(path)
+    return [session.run(None, _feed(x, states))[0] for x in inputs]
+
+
+def _ort_streamed(path: Path, x: np.ndarray, states: list[tuple[int, ...]], cut: int) -> np.ndarray:
+    """A causal export run on frames ``[:cut]`` then ``[cut:]`` of ``x``, the pasts of the first call fed to the
+    second: the output must equal one call on all of ``x``."""
+    session = _session(path)
+    y1, *pasts = session.run(None, _feed(x[..., :cut], states))
+    y2 = session.run(None, {"noisy": x[..., cut:], **{f"past_{i}": p for i, p in enumerate(pasts)}})[0]
+    return np.concatenate([y1, y2], axis=-1)
 
 
 def _need(module: str) -> None:
@@ -244,6 +312,8 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
     channels = net.io[modality].channels
     symbolic, shapes = _check_shapes(modality, view, channels, module.multiple)
     dynamic = {i: name for i, name in enumerate(symbolic) if isinstance(name, str)}
+    states = module.state_shapes(channels, shapes[0][2]) if module.causal else []
+    names = [f"past_{i}" for i in range(len(states))]
     rng = np.random.default_rng(seed)
     inputs = [rng.random(s, dtype=np.float32) if modality != "speech" else
               rng.standard_normal(s, dtype=np.float32) for s in shapes]
@@ -257,13 +327,19 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
 
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-            torch.onnx.export(module, (torch.from_numpy(inputs[0]),), str(raw), dynamo=False, opset_version=opset,
-                              input_names=["noisy"], output_names=["denoised"],
-                              dynamic_axes={"noisy": dynamic, "denoised": dynamic})
+            x0 = torch.from_numpy(inputs[0])
+            pasts = tuple(torch.zeros(x0.shape[0], *s) for s in states)
+            torch.onnx.export(module, (x0, *pasts), str(raw), dynamo=False, opset_version=opset,
+                              input_names=["noisy", *names], output_names=["denoised", *[n + "_out" for n in names]],
+                              dynamic_axes={"noisy": dynamic, "denoised": dynamic,
+                                            **{n: {0: "batch"} for n in names},
+                                            **{n + "_out": {0: "batch"} for n in names}})
         proto = onnx.load(str(raw))
         meta = {"xmodal.modality": modality, "xmodal.size_multiple": str(module.multiple),
                 "xmodal.input": f"{list(symbolic)}", "xmodal.config": yaml.safe_dump(config_to_dict(view),
                                                                                         sort_keys=False)}
+        if states:  # causal: the pasts of every causal convolution are inputs and outputs (streaming)
+            meta["xmodal.states"] = json.dumps([list(s) for s in states])
         if modality == "speech":  # chunked inference needs it; it is measured with gradients, which ONNX lacks
             from xmodal.denoise import _receptive_field_frames
 
@@ -273,7 +349,10 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
         proto.producer_name = "xmodal"
         onnx.checker.check_model(proto)
         onnx.save(proto, str(raw))
-        got = _ort_outputs(raw, inputs)
+        got = _ort_outputs(raw, inputs, states)
+        if states:  # and streamed in two calls, the first call's pasts fed to the second
+            got.append(_ort_streamed(raw, inputs[0], states, inputs[0].shape[-1] // 3))
+            expected = [*expected, expected[0]]
         diff = max(float(np.abs(g - e).max()) for g, e in zip(got, expected))
         if not diff <= TOLERANCE:
             raise ValueError(f"{path}: the ONNX graph differs from PyTorch by {diff:.3g} (more than {TOLERANCE:g}); "
@@ -282,8 +361,8 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
         if int8:
             features = _calibration_features(source, modality, calibration, Path(tmp))
             q = Path(tmp) / "int8.onnx"
-            _quantize(raw, q, features, proto)
-            got8 = _ort_outputs(q, inputs)
+            _quantize(raw, q, [_feed(f, states) for f in features], proto)
+            got8 = _ort_outputs(q, inputs, states)
             report.int8_max_abs_diff = max(float(np.abs(g - e).max()) for g, e in zip(got8, expected))
             report.calibration_inputs = len(features)
             report.int8_path = path.with_name(path.stem + ".int8.onnx")
@@ -329,8 +408,8 @@ def _calibration_features(source: Path, modality: str, files, tmp: Path) -> list
     return seen
 
 
-def _quantize(raw: Path, out: Path, features: list[np.ndarray], proto) -> None:
-    """Static QDQ int8 quantisation of the trunk's convolutions, ranges from ``features`` (min/max)."""
+def _quantize(raw: Path, out: Path, features: list[dict[str, np.ndarray]], proto) -> None:
+    """Static QDQ int8 quantisation of the trunk's convolutions, ranges from the input ``features`` (min/max)."""
     import logging
 
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -340,8 +419,7 @@ def _quantize(raw: Path, out: Path, features: list[np.ndarray], proto) -> None:
             self.items = iter(features)
 
         def get_next(self) -> dict | None:
-            x = next(self.items, None)
-            return None if x is None else {"noisy": x}
+            return next(self.items, None)
 
     keep_float = [n.name for n in proto.graph.node if n.op_type in ("Conv", "ConvTranspose")
                   and not n.name.startswith("/trunk/")]  # the stem and the head: where int8 costs most

@@ -305,7 +305,8 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         log = _Logger(run_dir, info.is_main, tc.tensorboard, bar)
         n_params = sum(p.numel() for p in model.parameters())
         mc = config.model
-        shape = f"unet widths {list(mc.widths)} blocks {mc.blocks if isinstance(mc.blocks, int) else list(mc.blocks)}" \
+        shape = f"{'causal ' if mc.causal else ''}unet widths {list(mc.widths)} blocks " \
+            f"{mc.blocks if isinstance(mc.blocks, int) else list(mc.blocks)}" \
             if mc.arch == "unet" else f"cnn width {mc.widths[0]} depth {mc.cnn_depth}"
         what = " + ".join(config.modalities) + (
             " (joint: " + ", ".join(f"{t.modality} batch {t.config.train.batch_size} weight {t.weight:g}"

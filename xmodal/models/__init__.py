@@ -44,8 +44,10 @@ class ModalityIO:
 def build_trunk(config: ModelConfig) -> nn.Module:
     """The trunk named by ``config.arch``."""
     if config.arch == "unet":
-        return UNet(config.widths, config.blocks, config.norm)
+        return UNet(config.widths, config.blocks, config.norm, config.causal)
     if config.arch == "cnn":
+        if config.causal:
+            raise ValueError("model.causal needs model.arch 'unet' (the 'cnn' baseline has no causal form)")
         return SimpleCNN(config.widths[0], config.cnn_depth)
     raise ValueError(f"model.arch must be 'unet' or 'cnn', got {config.arch!r}")
 
@@ -54,7 +56,8 @@ class DenoisingNet(nn.Module):
     """Stem[m] -> shared trunk -> Head[m], on feature maps of any H x W (padded to the trunk's multiple, cropped back).
 
     Args:
-        trunk: a module ``(B, width, H, W) -> (B, width, H, W)`` with attributes ``width`` and ``size_multiple``.
+        trunk: a module ``(B, width, H, W) -> (B, width, H, W)`` with attributes ``width`` and ``size_multiple``
+            (optional: ``time_multiple`` for W, else ``size_multiple``; ``causal``: stems and heads causal along W).
         modalities: the stems/heads to hold, by modality name (one checkpoint can hold several).
         mask_bound: bound of complex-mask heads.
     """
@@ -63,9 +66,11 @@ class DenoisingNet(nn.Module):
         super().__init__()
         self.trunk = trunk
         self.io = dict(modalities)
-        self.stems = nn.ModuleDict({m: make_stem(s.stem, s.channels, trunk.width) for m, s in modalities.items()})
+        causal = bool(getattr(trunk, "causal", False))
+        self.stems = nn.ModuleDict({m: make_stem(s.stem, s.channels, trunk.width, causal)
+                                    for m, s in modalities.items()})
         self.heads = nn.ModuleDict(
-            {m: make_head(s.head, trunk.width, s.channels, mask_bound, s.out_channels, s.out_offset)
+            {m: make_head(s.head, trunk.width, s.channels, mask_bound, s.out_channels, s.out_offset, causal)
              for m, s in modalities.items()})
 
     @property
@@ -91,7 +96,7 @@ class DenoisingNet(nn.Module):
                              f"got {tuple(x.shape)}")
         H, W = x.shape[-2:]
         m = self.trunk.size_multiple
-        ph, pw = (-H) % m, (-W) % m
+        ph, pw = (-H) % m, (-W) % getattr(self.trunk, "time_multiple", m)
         xp = F.pad(x, (0, pw, 0, ph), mode=spec.pad_mode) if ph or pw else x  # (B, C, H, W) -> (B, C, H+ph, W+pw)
         h = self.trunk(self.stems[modality](xp))
         y = self.heads[modality](h, xp)

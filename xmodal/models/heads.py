@@ -10,15 +10,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from xmodal.models.layers import make_conv
+
 __all__ = ["ComplexMaskHead", "ConvStem", "ResidualHead", "SpectralStem", "make_head", "make_stem"]
 
 
 class ConvStem(nn.Module):
-    """3x3 conv from the modality's channels to the trunk width."""
+    """3x3 conv from the modality's channels to the trunk width (causal along W if ``causal``)."""
 
-    def __init__(self, in_channels: int, width: int) -> None:
+    def __init__(self, in_channels: int, width: int, causal: bool = False) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.conv = make_conv(in_channels, width, causal)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
@@ -30,9 +32,9 @@ class SpectralStem(nn.Module):
     Convolutions are translation invariant; speech spectra are not along frequency, so the position helps.
     """
 
-    def __init__(self, in_channels: int, width: int) -> None:
+    def __init__(self, in_channels: int, width: int, causal: bool = False) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels + 1, width, 3, padding=1)
+        self.conv = make_conv(in_channels + 1, width, causal)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, _, H, W = x.shape
@@ -44,11 +46,11 @@ class SpectralStem(nn.Module):
 class ComplexMaskHead(nn.Module):
     """Bounded complex mask on a 2-channel (real, imag) input: ``|M| = bound * tanh(|m|)``, phase of ``m``."""
 
-    def __init__(self, width: int, bound: float = 1.0) -> None:
+    def __init__(self, width: int, bound: float = 1.0, causal: bool = False) -> None:
         super().__init__()
         if bound <= 0:
             raise ValueError(f"model.mask_bound must be positive, got {bound}")
-        self.conv = nn.Conv2d(width, 2, 3, padding=1)
+        self.conv = make_conv(width, 2, causal)
         self.bound = bound
 
     def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -69,9 +71,9 @@ class ResidualHead(nn.Module):
     context bands around the middle band (multispectral), or a trailing noise-level-map channel.
     """
 
-    def __init__(self, width: int, out_channels: int, offset: int = 0) -> None:
+    def __init__(self, width: int, out_channels: int, offset: int = 0, causal: bool = False) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(width, out_channels, 3, padding=1)
+        self.conv = make_conv(width, out_channels, causal)
         self.offset = offset
         self.out_channels = out_channels
 
@@ -80,23 +82,23 @@ class ResidualHead(nn.Module):
         return x[:, self.offset:self.offset + self.out_channels] - self.conv(h)
 
 
-def make_stem(kind: str, in_channels: int, width: int) -> nn.Module:
+def make_stem(kind: str, in_channels: int, width: int, causal: bool = False) -> nn.Module:
     if kind == "conv":
-        return ConvStem(in_channels, width)
+        return ConvStem(in_channels, width, causal)
     if kind == "spectral":
-        return SpectralStem(in_channels, width)
+        return SpectralStem(in_channels, width, causal)
     raise ValueError(f"unknown stem kind {kind!r} (expected 'conv' or 'spectral')")
 
 
 def make_head(kind: str, width: int, channels: int, mask_bound: float = 1.0, out_channels: int | None = None,
-              offset: int = 0) -> nn.Module:
+              offset: int = 0, causal: bool = False) -> nn.Module:
     out_channels = channels if out_channels is None else out_channels
     if offset < 0 or offset + out_channels > channels:
         raise ValueError(f"head output channels {offset}..{offset + out_channels} do not fit {channels} inputs")
     if kind == "complex_mask":
         if channels != 2 or out_channels != 2:
             raise ValueError(f"the complex_mask head needs 2 feature channels (real, imag), got {channels}")
-        return ComplexMaskHead(width, mask_bound)
+        return ComplexMaskHead(width, mask_bound, causal)
     if kind == "residual":
-        return ResidualHead(width, out_channels, offset)
+        return ResidualHead(width, out_channels, offset, causal)
     raise ValueError(f"unknown head kind {kind!r} (expected 'complex_mask' or 'residual')")

@@ -1,10 +1,107 @@
-"""Small building blocks shared by the trunks, stems and heads."""
+"""Small building blocks shared by the trunks, stems and heads.
+
+Causal layers (``model.causal``) treat the last axis as time: a :class:`CausalConv2d` sees only the present and past
+frames. Inside :func:`streaming` the same modules run on a few new frames at a time: each causal convolution takes
+its past frames from a :class:`StreamState` instead of zero padding, so running a causal network frame by frame
+gives the output of one pass over the whole signal (to float rounding). The state lives in the
+:class:`StreamState`, not in the modules: one model can serve any number of streams at once.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+__all__ = ["CausalConv2d", "LayerNorm2d", "ResBlock", "StreamState", "current_stream", "make_conv", "make_norm",
+           "streaming"]
+
+
+class StreamState:
+    """The past frames every causal convolution of one stream needs (filled on first use, zeros = silence before
+    the start, exactly as the zero padding of a whole-signal pass)."""
+
+    def __init__(self) -> None:
+        self._past: dict = {}  # per causal convolution (by id), or ("onnx", i) for an exported network's inputs
+
+    def __len__(self) -> int:
+        return len(self._past)
+
+    def reset(self) -> None:
+        """Forget everything: the next frames are the start of a new signal."""
+        self._past.clear()
+
+
+_STATE: contextvars.ContextVar[StreamState | None] = contextvars.ContextVar("xmodal_stream_state", default=None)
+
+
+@contextlib.contextmanager
+def streaming(state: StreamState) -> Iterator[StreamState]:
+    """Run causal networks on consecutive pieces of one signal: inside the block, every :class:`CausalConv2d`
+    continues from ``state`` (and updates it) instead of padding the past with zeros.
+
+    Example:
+        >>> state = StreamState()
+        >>> with streaming(state):  # doctest: +SKIP
+        ...     y1 = net(x[..., :10], "speech"); y2 = net(x[..., 10:], "speech")  # == net(x, "speech") split at 10
+    """
+    token = _STATE.set(state)
+    try:
+        yield state
+    finally:
+        _STATE.reset(token)
+
+
+def current_stream() -> StreamState | None:
+    """The state of the enclosing :func:`streaming` block, ``None`` outside one (for networks that keep their own
+    pasts, such as an ONNX Runtime export)."""
+    return _STATE.get()
+
+
+class CausalConv2d(nn.Conv2d):
+    """2-D convolution causal along the last (time) axis: odd kernel along H (zero-padded both sides), kernel ``k``
+    with dilation ``d`` along time, padded with ``d (k - 1)`` past frames (zeros, or the stream's past frames inside
+    :func:`streaming`). Output frame ``t`` depends on input frames ``t - d (k - 1) .. t`` only. Same weights as an
+    ``nn.Conv2d`` of the same kernel."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3,
+                 dilation: int = 1) -> None:
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        if kh % 2 != 1:
+            raise ValueError(f"CausalConv2d needs an odd kernel along H, got {kh}")
+        super().__init__(in_channels, out_channels, (kh, kw), dilation=(1, dilation))
+        self.past = dilation * (kw - 1)  # frames of history
+        self.pad_h = kh // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C_in, H, T) -> (B, C_out, H, T)``."""
+        state = _STATE.get()
+        if state is None or self.past == 0:
+            x = F.pad(x, (self.past, 0, self.pad_h, self.pad_h))
+        else:
+            prev = state._past.get(id(self))
+            if prev is None or prev.shape[:3] != x.shape[:3]:
+                if prev is not None:
+                    raise ValueError(f"a stream's frames changed shape from {tuple(prev.shape[:3])} to "
+                                     f"{tuple(x.shape[:3])} (batch, channels, bins); reset the stream first")
+                prev = x.new_zeros(x.shape[:3] + (self.past,))
+            x = torch.cat([prev, x], dim=-1)  # (B, C, H, past + n)
+            state._past[id(self)] = x[..., -self.past:].detach().clone()
+            x = F.pad(x, (0, 0, self.pad_h, self.pad_h))
+        return self._conv_forward(x, self.weight, self.bias)
+
+
+def make_conv(in_channels: int, out_channels: int, causal: bool = False, dilation: int = 1) -> nn.Module:
+    """A 3x3 convolution keeping H x W: centred (``nn.Conv2d``, padding 1) or causal along time."""
+    if causal:
+        return CausalConv2d(in_channels, out_channels, 3, dilation)
+    if dilation != 1:
+        raise ValueError("time dilation is for causal convolutions")
+    return nn.Conv2d(in_channels, out_channels, 3, padding=1)
 
 
 class LayerNorm2d(nn.Module):
@@ -39,14 +136,17 @@ def make_norm(kind: str, channels: int) -> nn.Module:
 
 
 class ResBlock(nn.Module):
-    """Pre-norm residual block: ``x + conv(gelu(conv(norm(x))))``, width kept."""
+    """Pre-norm residual block: ``x + conv(gelu(conv(norm(x))))``, width kept.
 
-    def __init__(self, channels: int, norm: str = "layer") -> None:
+    ``causal``: both convolutions are :class:`CausalConv2d` with time dilation ``dilation``.
+    """
+
+    def __init__(self, channels: int, norm: str = "layer", causal: bool = False, dilation: int = 1) -> None:
         super().__init__()
         self.norm = make_norm(norm, channels)
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = make_conv(channels, channels, causal, dilation)
         self.act = nn.GELU()
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = make_conv(channels, channels, causal, dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(self.act(self.conv1(self.norm(x))))

@@ -4,6 +4,7 @@ A bundled model is a folder next to this file holding ``config.yaml``, ``model.s
 (training data, recipe, metrics, size). Names:
 
     ``None``, ``"default"``, ``"speech"``          ->  ``xmodal/pretrained/speech_default/``
+    ``"speech_rt"``, ``"realtime"``                ->  ``xmodal/pretrained/speech_rt/`` (causal: streams)
     ``"image_gray"``, ``"gray"``, ``"image"``       ->  ``xmodal/pretrained/image_gray/``
     ``"image_color"``, ``"color"``, ``"colour"``    ->  ``xmodal/pretrained/image_color/``
     ``"multispectral"``, ``"stack"``                ->  ``xmodal/pretrained/multispectral/``
@@ -26,11 +27,11 @@ __all__ = ["BUNDLED", "bundled_names", "resolve_model"]
 
 _HERE = Path(__file__).resolve().parent
 
-BUNDLED: dict[str, str] = {"speech": "speech_default", "image_gray": "image_gray", "image_color": "image_color",
+BUNDLED: dict[str, str] = {"speech": "speech_default", "speech_rt": "speech_rt", "image_gray": "image_gray", "image_color": "image_color",
                            "multispectral": "multispectral", "video_gray": "video_gray"}
 """Bundled model name -> folder inside ``xmodal/pretrained``."""
 
-_ALIASES: dict[str, str] = {"default": "speech", "speech": "speech",
+_ALIASES: dict[str, str] = {"default": "speech", "speech": "speech", "speech_rt": "speech_rt", "realtime": "speech_rt",
                             "image_gray": "image_gray", "gray": "image_gray", "image": "image_gray",
                             "image_color": "image_color", "color": "image_color", "colour": "image_color",
                             "multispectral": "multispectral", "stack": "multispectral",

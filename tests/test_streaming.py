@@ -1,0 +1,347 @@
+"""Causal speech models and real-time streaming: causality, frame-by-frame == whole-signal, SpeechStream ==
+Denoiser.denoise, latency, independent streams, and every error with its message.
+
+Everything runs small untrained causal U-Nets on generated audio, on CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xmodal.checkpoint import load_run, save_weights
+from xmodal.config import ConfigError, dump_config, load_config
+from xmodal.denoise import Denoiser, load
+from xmodal.modalities import modality_io
+from xmodal.models import build_model
+from xmodal.models.layers import CausalConv2d, StreamState, streaming
+from xmodal.streaming import SpeechStream
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "recipes" / "tiny.yaml"
+CAUSAL = ["model.causal=true", "audio.normalize_rms=false", "model.widths=[4,8,12]"]
+
+
+def causal_net(overrides: list[str] | None = None, seed: int = 0):
+    cfg = load_config(TINY, CAUSAL + (overrides or []))
+    torch.manual_seed(seed)
+    net = build_model(cfg.model, {"speech": modality_io("speech", cfg)}).eval()
+    return net, cfg
+
+
+@pytest.fixture(scope="module")
+def den() -> Denoiser:
+    """A tiny causal model (n_fft 256, hop 64) with random weights, made non-trivial by a large mask."""
+    net, cfg = causal_net()
+    return Denoiser(net, cfg, name="tiny-causal")
+
+
+def wave(channels: int, length: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(length) / 16000
+    tone = 0.2 * np.sin(2 * np.pi * 330 * t + 2 * np.sin(2 * np.pi * 2 * t))
+    return (tone + 0.05 * rng.standard_normal((channels, length))).astype(np.float32)
+
+
+def run_stream(stream: SpeechStream, x: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, list[int]]:
+    """Push ``x`` in blocks of ``sizes`` (cycled), flush; returns the output and the samples each call returned."""
+    outs, counts, i, k = [], [], 0, 0
+    while i < x.shape[-1]:
+        n = sizes[k % len(sizes)]
+        outs.append(stream.push(x[..., i:i + n]))
+        counts.append(outs[-1].shape[-1])
+        i, k = i + n, k + 1
+    outs.append(stream.flush())
+    counts.append(outs[-1].shape[-1])
+    return np.concatenate(outs, axis=-1), counts
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# causal layers and networks
+
+
+def test_causal_conv_sees_only_the_past():
+    torch.manual_seed(0)
+    conv = CausalConv2d(3, 5, 3, dilation=4)
+    assert conv.past == 8 and conv.weight.shape == (5, 3, 3, 3)
+    x = torch.randn(2, 3, 7, 40)
+    y = conv(x)
+    assert y.shape == (2, 5, 7, 40)
+    x2 = x.clone()
+    x2[..., 25:] += 1.0
+    y2 = conv(x2)
+    assert torch.equal(y[..., :25], y2[..., :25]) and not torch.allclose(y[..., 25:], y2[..., 25:])
+    x3 = x.clone()
+    x3[..., 10] += 1.0  # frame 10 reaches frames 10, 14 and 18 (dilation 4), nothing else
+    changed = (conv(x3) - y).abs().sum(dim=(0, 1, 2)) > 0
+    assert changed.nonzero().flatten().tolist() == [10, 14, 18]
+    with pytest.raises(ValueError, match="odd kernel along H, got 2"):
+        CausalConv2d(3, 5, (2, 3))
+
+
+def test_causal_network_ignores_the_future_and_needs_no_time_multiple():
+    net, _ = causal_net()
+    assert net.trunk.causal and net.trunk.time_multiple == 1 and net.trunk.size_multiple == 4
+    x = torch.randn(1, 2, 129, 37)  # 37 frames: no padding along time for a causal trunk
+    with torch.no_grad():
+        y = net(x, "speech")
+        x2 = x.clone()
+        x2[..., 20:] = torch.randn(1, 2, 129, 17)
+        y2 = net(x2, "speech")
+    assert y.shape == x.shape
+    assert torch.equal(y[..., :20], y2[..., :20]) and not torch.allclose(y[..., 20:], y2[..., 20:])
+
+
+def test_causal_trunk_dilates_time_per_level_and_downsamples_frequency_only():
+    net, _ = causal_net()
+    dil = [net.trunk.enc[0][0].conv1.dilation, net.trunk.enc[1][0].conv1.dilation, net.trunk.mid[0].conv1.dilation]
+    assert dil == [(1, 1), (1, 2), (1, 4)]
+    assert net.trunk.down[0].stride == (2, 1) and net.trunk.up[0].stride == (2, 1)
+    x = torch.randn(1, 4, 16, 9)
+    assert net.trunk.down[0](x).shape == (1, 8, 8, 9)
+
+
+@pytest.mark.parametrize("splits", [[1] * 30, [7, 1, 13, 9], [30], [2, 28]])
+def test_frame_by_frame_equals_whole_signal(splits):
+    net, _ = causal_net()
+    x = torch.randn(2, 2, 129, 30)
+    with torch.no_grad():
+        whole = net(x, "speech")
+        state, outs, i = StreamState(), [], 0
+        with streaming(state):
+            for n in splits:
+                outs.append(net(x[..., i:i + n], "speech"))
+                i += n
+    torch.testing.assert_close(torch.cat(outs, dim=-1), whole, rtol=0, atol=1e-5)
+    n_causal = sum(isinstance(m, CausalConv2d) for m in net.modules())
+    assert len(state) == n_causal  # every causal convolution keeps its own past
+    state.reset()
+    assert len(state) == 0
+
+
+def test_streams_are_independent_and_outside_a_stream_nothing_is_kept():
+    net, _ = causal_net()
+    a, b = torch.randn(1, 2, 129, 12), torch.randn(1, 2, 129, 12)
+    with torch.no_grad():
+        ref_a, ref_b = net(a, "speech"), net(b, "speech")
+        sa, sb = StreamState(), StreamState()
+        outs_a, outs_b = [], []
+        for k in range(0, 12, 3):  # interleaved on one model
+            with streaming(sa):
+                outs_a.append(net(a[..., k:k + 3], "speech"))
+            with streaming(sb):
+                outs_b.append(net(b[..., k:k + 3], "speech"))
+        assert torch.equal(net(a, "speech"), ref_a)  # no stream: zero past, as before
+    torch.testing.assert_close(torch.cat(outs_a, -1), ref_a, rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.cat(outs_b, -1), ref_b, rtol=0, atol=1e-5)
+
+
+def test_a_stream_refuses_frames_of_another_shape():
+    net, _ = causal_net()
+    with torch.no_grad(), streaming(StreamState()):
+        net(torch.randn(1, 2, 129, 3), "speech")
+        with pytest.raises(ValueError, match=r"changed shape from \(1, 3, 132\) to \(2, 3, 132\).*reset the stream"):
+            net(torch.randn(2, 2, 129, 3), "speech")
+
+
+def test_causal_config_errors():
+    with pytest.raises(ConfigError, match="`model.causal` is for speech models .* got modality image"):
+        load_config(REPO / "recipes" / "tiny_image.yaml", ["model.causal=true"])
+    cfg = load_config(TINY, ["model.causal=true", "model.arch=cnn"])
+    with pytest.raises(ValueError, match="model.causal needs model.arch 'unet'"):
+        build_model(cfg.model, {"speech": modality_io("speech", cfg)})
+
+
+def test_causal_model_saves_and_loads(tmp_path):
+    net, cfg = causal_net(seed=3)
+    save_weights(net, tmp_path / "model.safetensors", cfg)
+    dump_config(cfg, tmp_path / "config.yaml")
+    net2, cfg2 = load_run(tmp_path)
+    assert cfg2.model.causal and not cfg2.audio.normalize_rms
+    x = torch.randn(1, 2, 129, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(net2(x, "speech"), net(x, "speech"), rtol=0, atol=0)
+    assert isinstance(load(tmp_path).stream(), SpeechStream)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SpeechStream == Denoiser.denoise
+
+
+@pytest.mark.parametrize("length", [1, 100, 128, 129, 130, 1000, 8000])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_stream_equals_offline_denoise(den, length, channels):
+    x = wave(channels, length, seed=length)
+    ref = den.denoise(x, 16000)
+    y, counts = run_stream(den.stream(channels=channels), x, [37, 0, 200, 64, 1])
+    assert y.shape == x.shape and sum(counts) == length
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-6 + 1e-5 * np.abs(ref).max())
+    assert np.abs(y - x).max() > 1e-3  # the model does change the signal
+
+
+def test_stream_of_a_long_signal_equals_chunked_offline_denoise(den):
+    x = wave(1, 5 * 16000, seed=7)
+    ref = den.denoise(x, 16000, chunk_seconds=1.0)  # several chunks offline
+    y, _ = run_stream(den.stream(), x, [160])  # 10 ms blocks
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+def test_stream_latency_is_n_fft_minus_hop(den):
+    stream = den.stream()
+    n_fft, hop = 256, 64
+    assert stream.delay == n_fft - hop
+    x = wave(1, 40 * hop)[0]
+    got = 0
+    for k in range(40):
+        got += stream.push(x[k * hop:(k + 1) * hop]).shape[0]
+        assert got == max(0, (k + 1) * hop - stream.delay), k
+    assert stream.flush().shape[0] == stream.delay
+
+
+def test_stream_mix_and_attenuation_limit_match_denoise(den):
+    x = wave(2, 3000, seed=2)
+    for kw in ({"mix": 0.3}, {"atten_limit_db": 6.0}, {"mix": 0.5, "atten_limit_db": 12.0}, {"mix": 0.0}):
+        ref = den.denoise(x, 16000, **kw)
+        y, _ = run_stream(den.stream(channels=2, **kw), x, [300])
+        np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5 * np.abs(ref).max(), err_msg=str(kw))
+    y, _ = run_stream(den.stream(channels=2, mix=0.0), x, [300])
+    np.testing.assert_array_equal(y, x)
+
+
+def test_stream_types_layouts_and_reset(den):
+    x = wave(1, 2000, seed=4)
+    stream = den.stream()
+    first, _ = run_stream(stream, x[0], [250])  # 1-D blocks -> 1-D output
+    assert first.ndim == 1 and first.shape == (2000,)
+    with pytest.raises(RuntimeError, match="was already flushed; call reset"):
+        stream.flush()
+    with pytest.raises(RuntimeError, match="this stream was flushed; call reset"):
+        stream.push(x[0, :10])
+    stream.reset()
+    outs = [stream.push(torch.from_numpy(x[:, i:i + 500])) for i in range(0, 2000, 500)]  # (1, n) tensors
+    outs.append(stream.flush())
+    assert all(isinstance(o, torch.Tensor) and o.ndim == 2 for o in outs)
+    np.testing.assert_allclose(torch.cat(outs, -1).numpy()[0], first, rtol=0, atol=1e-6)
+    empty = den.stream()
+    assert empty.flush().shape == (0,)
+    assert "SpeechStream(tiny-causal, channels=1, sample_rate=16000, delay=192)" == repr(den.stream())
+
+
+def test_stream_bf16_is_close_to_fp32(den):
+    x = wave(1, 4000, seed=5)
+    ref, _ = run_stream(den.stream(), x, [400])
+    y, _ = run_stream(den.stream(precision="bf16"), x, [400])
+    assert np.abs(y - ref).max() < 0.05 * np.abs(ref).max()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# errors
+
+
+def test_stream_refuses_models_that_cannot_stream(run_dir):
+    with pytest.raises(ValueError, match=r"is not causal \(model.causal: false\).*cannot stream.*'speech_rt'"):
+        load(run_dir).stream()
+    net, cfg = causal_net(["audio.normalize_rms=true"])
+    with pytest.raises(ValueError, match=r"'rms' normalises each input by its whole-signal RMS.*normalize_rms: false"):
+        Denoiser(net, cfg, name="rms").stream()
+
+
+def test_stream_argument_and_block_errors(den):
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="`channels` must be a positive integer"):
+            den.stream(channels=bad)
+    with pytest.raises(ValueError, match=r"`mix` must be in \[0, 1\]"):
+        den.stream(mix=2.0)
+    with pytest.raises(ValueError, match="`atten_limit_db` must be a non-negative"):
+        den.stream(atten_limit_db=-3.0)
+    with pytest.raises(ValueError, match="`precision` must be 'fp32', 'bf16' or 'auto', got 'fp16'"):
+        den.stream(precision="fp16")
+    stereo = den.stream(channels=2)
+    with pytest.raises(ValueError, match=r"shape \(2, n\) for a 2-channel stream, got \(100,\)"):
+        stereo.push(np.zeros(100, np.float32))
+    with pytest.raises(ValueError, match=r"shape \(2, n\) for a 2-channel stream, got \(3, 100\)"):
+        stereo.push(np.zeros((3, 100), np.float32))
+    mono = den.stream()
+    with pytest.raises(ValueError, match=r"shape \(n,\) or \(1, n\) for a 1-channel stream, got \(2, 5\)"):
+        mono.push(np.zeros((2, 5), np.float32))
+    with pytest.raises(TypeError, match="Expected a float block, got dtype int16"):
+        mono.push(np.zeros(10, np.int16))
+    with pytest.raises(TypeError, match="Expected a float block, got dtype torch.int64"):
+        mono.push(torch.zeros(10, dtype=torch.long))
+    with pytest.raises(TypeError, match="Expected a numpy array or a torch tensor, got list"):
+        mono.push([0.0, 0.1])
+    bad = np.zeros(300, np.float32)
+    bad[123] = np.nan
+    with pytest.raises(ValueError, match="the block contains NaN or infinite samples"):
+        mono.push(bad)
+    x = wave(1, 1000)[0]  # a rejected block leaves the stream as it was
+    y, _ = run_stream(mono, x, [333])
+    np.testing.assert_allclose(y, den.denoise(x, 16000), rtol=0, atol=1e-5 * np.abs(y).max())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ONNX: a causal export takes and returns its pasts, and streams through the same SpeechStream
+
+
+@pytest.fixture(scope="module")
+def causal_run(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("causal_run")
+    net, cfg = causal_net(seed=1)
+    save_weights(net, d / "model.safetensors", cfg)
+    dump_config(cfg, d / "config.yaml")
+    return d
+
+
+def test_causal_onnx_export_streams_like_pytorch(causal_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    from xmodal.export import OnnxNet, export_onnx
+
+    report = export_onnx(causal_run, tmp_path / "rt.onnx")
+    assert report.max_abs_diff < 1e-4
+    session = ort.InferenceSession(str(tmp_path / "rt.onnx"), providers=["CPUExecutionProvider"])
+    net, _ = load_run(causal_run)
+    shapes = OnnxNet(net, "speech").state_shapes(2, 129)
+    names = [i.name for i in session.get_inputs()]
+    assert names == ["noisy"] + [f"past_{i}" for i in range(len(shapes))]
+    assert len(shapes) == sum(isinstance(m, CausalConv2d) for m in net.modules())
+    assert [tuple(i.shape[1:]) for i in session.get_inputs()[1:]] == shapes
+    assert [o.name for o in session.get_outputs()][1:] == [f"past_{i}_out" for i in range(len(shapes))]
+    # frame by frame through ONNX Runtime, each call's pasts into the next == one PyTorch pass
+    x = torch.randn(2, 2, 129, 9)
+    pasts = [np.zeros((2, *s), np.float32) for s in shapes]
+    outs = []
+    for t in range(9):
+        y, *pasts = session.run(None, {"noisy": x[..., t:t + 1].numpy(),
+                                       **{f"past_{i}": p for i, p in enumerate(pasts)}})
+        outs.append(y)
+    with torch.no_grad():
+        ref = net(x, "speech").numpy()
+    np.testing.assert_allclose(np.concatenate(outs, -1), ref, rtol=0, atol=1e-4)
+    # and through xmodal: load the file, denoise and stream
+    den_onnx, den_torch = load(tmp_path / "rt.onnx"), load(causal_run)
+    x = wave(2, 3000, seed=9)
+    ref = den_torch.denoise(x, 16000)
+    np.testing.assert_allclose(den_onnx.denoise(x, 16000), ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+    y, _ = run_stream(den_onnx.stream(channels=2), x, [160])
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+
+
+def test_causal_onnx_int8_export_runs_with_zero_pasts(causal_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import soundfile as sf
+
+    from xmodal.export import export_onnx
+
+    sf.write(tmp_path / "cal.wav", wave(1, 8000, seed=3)[0], 16000)
+    report = export_onnx(causal_run, tmp_path / "rt.onnx", int8=True, calibration=[tmp_path / "cal.wav"])
+    assert report.int8_path.is_file() and report.calibration_inputs >= 1
+    x = wave(1, 4000, seed=11)
+    ref = load(causal_run).denoise(x, 16000)
+    y, _ = run_stream(load(report.int8_path).stream(), x, [160])
+    assert y.shape == ref.shape
+    assert np.abs(y - ref).max() < 0.2 * np.abs(ref).max()  # int8: close, not equal
