@@ -302,7 +302,8 @@ def test_causal_onnx_export_streams_like_pytorch(causal_run, tmp_path):
     from xmodal.export import OnnxNet, export_onnx
 
     report = export_onnx(causal_run, tmp_path / "rt.onnx")
-    assert report.max_abs_diff < 1e-4
+    assert report.max_abs_diff < 1e-4 and report.states == sum(isinstance(m, CausalConv2d)
+                                                               for m in load_run(causal_run)[0].modules())
     session = ort.InferenceSession(str(tmp_path / "rt.onnx"), providers=["CPUExecutionProvider"])
     net, _ = load_run(causal_run)
     shapes = OnnxNet(net, "speech").state_shapes(2, 129)
@@ -329,6 +330,16 @@ def test_causal_onnx_export_streams_like_pytorch(causal_run, tmp_path):
     np.testing.assert_allclose(den_onnx.denoise(x, 16000), ref, rtol=0, atol=1e-4 * np.abs(ref).max())
     y, _ = run_stream(den_onnx.stream(channels=2), x, [160])
     np.testing.assert_allclose(y, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+
+
+def test_causal_onnx_export_cli_reports_its_states(causal_run, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from xmodal.export import main
+
+    assert main([str(causal_run), "-o", str(tmp_path / "rt.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "ONNX Runtime streamed in two calls = one call (checked)" in out
+    assert "causal: 12 past-frame inputs past_0..past_11" in out  # stem, 2 x (2 + 2) + 2 trunk convs, head
 
 
 def test_causal_onnx_int8_export_runs_with_zero_pasts(causal_run, tmp_path):

@@ -14,6 +14,10 @@ any batch). The adapters stay outside, as in the library:
   channels side by side), and the output the middle frame ``(B, C, H, W)``;
 - speech: the compressed complex STFT ``(B, 2, F, N)`` (F = ``n_fft // 2 + 1``, fixed; N frames, any) and the output
   the estimate of the clean one; the STFT, its inverse and the level normalisation stay with the caller.
+- causal speech models (``model.causal``) also take the past frames of each causal convolution, ``past_0 ..
+  past_{k-1}`` (``(B, C_i, F_i, P_i)``, listed in the metadata as ``xmodal.states``), and return the updated ones,
+  ``past_0_out ..``: zeros give the whole-signal output; feeding each call's outputs to the next call streams a signal
+  a few frames at a time (``xmodal.load`` of the file streams it through :meth:`xmodal.Denoiser.stream`).
 
 The file's metadata (``metadata_props``) holds the modality, the size multiple and the model's resolved config.
 After writing, ONNX Runtime runs the file on random inputs of two odd sizes and the outputs are compared with
@@ -116,6 +120,7 @@ class ExportReport:
         int8_path: the int8 file (``None`` without ``int8``).
         int8_max_abs_diff: the same difference for the int8 file.
         calibration_inputs: network inputs (tiles, chunks) the int8 ranges were measured on.
+        states: past-frame inputs (and outputs) of a causal export (0 otherwise).
     """
 
     path: Path
@@ -125,6 +130,7 @@ class ExportReport:
     int8_path: Path | None = None
     int8_max_abs_diff: float | None = None
     calibration_inputs: int = 0
+    states: int = 0
 
 
 class OnnxRuntimeNet(nn.Module):
@@ -357,7 +363,7 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
         if not diff <= TOLERANCE:
             raise ValueError(f"{path}: the ONNX graph differs from PyTorch by {diff:.3g} (more than {TOLERANCE:g}); "
                              "nothing was written")
-        report = ExportReport(path, modality, symbolic, diff)
+        report = ExportReport(path, modality, symbolic, diff, states=len(states))
         if int8:
             features = _calibration_features(source, modality, calibration, Path(tmp))
             q = Path(tmp) / "int8.onnx"
@@ -462,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {report.path} ({report.modality}, input {list(report.input_shape)}); ONNX Runtime vs PyTorch: max "
           f"|difference| {report.max_abs_diff:.2e}")
+    if report.states:
+        print(f"causal: {report.states} past-frame inputs past_0..past_{report.states - 1} and outputs "
+              f"past_0_out..; ONNX Runtime streamed in two calls = one call (checked)")
     if report.int8_path is not None:
         print(f"wrote {report.int8_path} (int8, calibrated on {report.calibration_inputs} network inputs); max "
               f"|difference| from PyTorch fp32 {report.int8_max_abs_diff:.2e}")

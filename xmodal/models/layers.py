@@ -73,15 +73,14 @@ class CausalConv2d(nn.Conv2d):
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
         if kh % 2 != 1:
             raise ValueError(f"CausalConv2d needs an odd kernel along H, got {kh}")
-        super().__init__(in_channels, out_channels, (kh, kw), dilation=(1, dilation))
+        super().__init__(in_channels, out_channels, (kh, kw), dilation=(1, dilation), padding=(kh // 2, 0))
         self.past = dilation * (kw - 1)  # frames of history
-        self.pad_h = kh // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C_in, H, T) -> (B, C_out, H, T)``."""
+        """``(B, C_in, H, T) -> (B, C_out, H, T)`` (H is zero-padded by the convolution itself)."""
         state = _STATE.get()
         if state is None or self.past == 0:
-            x = F.pad(x, (self.past, 0, self.pad_h, self.pad_h))
+            x = F.pad(x, (self.past, 0))
         else:
             prev = state._past.get(id(self))
             if prev is None or prev.shape[:3] != x.shape[:3]:
@@ -90,8 +89,7 @@ class CausalConv2d(nn.Conv2d):
                                      f"{tuple(x.shape[:3])} (batch, channels, bins); reset the stream first")
                 prev = x.new_zeros(x.shape[:3] + (self.past,))
             x = torch.cat([prev, x], dim=-1)  # (B, C, H, past + n)
-            state._past[id(self)] = x[..., -self.past:].detach().clone()
-            x = F.pad(x, (0, 0, self.pad_h, self.pad_h))
+            state._past[id(self)] = x[..., -self.past:].detach()  # a view of this small tensor: no copy
         return self._conv_forward(x, self.weight, self.bias)
 
 
