@@ -95,3 +95,50 @@ def test_bundled_video_model_uses_its_neighbours():
     unaligned = video.denoise(noisy)
     assert score(with_video) > score(frame_by_frame) + 1.0
     assert score(with_video) > score(unaligned) + 0.5
+
+
+def test_bundled_realtime_model_is_causal_and_matches_its_card():
+    folder = resolve_model("speech_rt")
+    assert resolve_model("realtime") == folder
+    den = xmodal.load("speech_rt")
+    n = sum(p.numel() for p in den.model.parameters())
+    assert f"{n:,}" in (folder / "MODEL_CARD.md").read_text()
+    assert den.config.model.causal and not den.config.audio.normalize_rms and den.sample_rate == 16000
+
+
+@pytest.mark.parametrize("gain_db", [0.0, -20.0])
+def test_bundled_realtime_model_streams_and_removes_white_noise_at_any_level(gain_db):
+    rng = np.random.default_rng(1)
+    clean = synth_speech(3.0, 16000, rng) * np.float32(10 ** (gain_db / 20))
+    noise = rng.standard_normal(clean.shape).astype(np.float32)
+    noise *= np.sqrt(np.mean(clean ** 2) / np.mean(noise ** 2))  # 0 dB
+    noisy = clean + noise
+    den = xmodal.load("speech_rt")
+    stream = den.stream()
+    out = np.concatenate([stream.push(noisy[i:i + 160]) for i in range(0, len(noisy), 160)] + [stream.flush()])
+    assert out.shape == noisy.shape
+    np.testing.assert_allclose(out, den.denoise(noisy, 16000), rtol=0, atol=1e-5 * np.abs(out).max())
+    assert si_sdr_score(clean, out) > si_sdr_score(clean, noisy) + 5.0
+
+
+def test_realtime_example_script(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import soundfile as sf
+
+    rng = np.random.default_rng(2)
+    noisy = synth_speech(1.0, 16000, rng) + 0.05 * synth_noise("pink", 1.0, 16000, rng)
+    sf.write(tmp_path / "in.wav", noisy, 16000)
+    script = Path(__file__).resolve().parents[1] / "examples" / "realtime_stream.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "in.wav"), str(tmp_path / "out.wav")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "latency 24 ms + one block" in proc.stdout
+    out, sr = sf.read(tmp_path / "out.wav", dtype="float32")
+    assert sr == 16000 and out.shape == noisy.shape
+    sf.write(tmp_path / "in48.wav", noisy, 48000)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "in48.wav"), str(tmp_path / "x.wav")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "48000 Hz; this example streams at the model's rate, 16000 Hz" in proc.stderr
