@@ -230,6 +230,12 @@ def test_stream_types_layouts_and_reset(den):
     assert "SpeechStream(tiny-causal, channels=1, sample_rate=16000, delay=192)" == repr(den.stream())
 
 
+def test_public_name():
+    import xmodal
+
+    assert xmodal.SpeechStream is SpeechStream and "SpeechStream" in dir(xmodal)
+
+
 def test_stream_bf16_is_close_to_fp32(den):
     x = wave(1, 4000, seed=5)
     ref, _ = run_stream(den.stream(), x, [400])

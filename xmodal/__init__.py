@@ -28,6 +28,7 @@ _LAZY = {
     "ImageDenoiser": "xmodal.denoise",
     "StackDenoiser": "xmodal.denoise",
     "VideoDenoiser": "xmodal.denoise",
+    "SpeechStream": "xmodal.streaming",
     "read_clip": "xmodal.videoio",
     "write_clip": "xmodal.videoio",
     "keep_freed_memory": "xmodal.runtime",

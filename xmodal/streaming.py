@@ -13,8 +13,8 @@ frames. The output is the same signal as ``Denoiser.denoise`` on the whole input
   out before ``n_fft/2 + 1`` samples have come in; :meth:`SpeechStream.flush` reflects the end the same way and
   returns the rest, so the outputs of all pushes plus the flush are exactly as long as the input.
 * **Levels.** A stream cannot know the level of audio that has not arrived yet, so streaming needs a model that does
-  not normalise by the whole signal's RMS (``audio.normalize_rms: false``; the bundled ``speech_rt`` is trained over
-  a 35 dB range of levels instead).
+  not normalise by the whole signal's RMS (``audio.normalize_rms: false``; the bundled ``speech_rt`` is trained on
+  speech from -45 to -13 dBFS instead).
 * **Rate.** The stream takes audio at the model's rate (16 kHz for the bundled models): resampling is the caller's
   (an audio interface can usually be opened at that rate).
 
@@ -180,6 +180,8 @@ class SpeechStream:
 
     def _run(self, final: bool) -> np.ndarray:
         """Compute every frame the padded signal completes, overlap-add them, return the finished output samples."""
+        from xmodal.inference import autocast_for
+
         dev = self.denoiser.device
         total = max(self._received, self._half + 1)  # length the offline adapter transforms
         n_frames = 1 + total // self.hop if final else None  # frames of the whole signal (known at the end)
@@ -194,8 +196,6 @@ class SpeechStream:
             frames = seg.to(dev).unfold(-1, self.n_fft, self.hop)  # (C, n, n_fft)
             spec = torch.fft.rfft(frames * self._window, dim=-1)  # (C, n, F), as torch.stft
             feats = torch.view_as_real(compress(spec, self._power)).permute(0, 3, 2, 1)  # -> (C, 2, F, n)
-            from xmodal.inference import autocast_for
-
             with torch.no_grad(), streaming(self._state), autocast_for(dev, self.precision):
                 est = self.denoiser.model(feats.contiguous(), self.denoiser.modality).float()  # (C, 2, F, n)
             est = decompress(torch.view_as_complex(est.permute(0, 3, 2, 1).contiguous()), self._power)  # (C, n, F)
