@@ -49,7 +49,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 import torch
@@ -60,6 +60,9 @@ from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
 from xmodal.io import AudioReadError, list_audio_files, resample
 from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, tiled_apply
+
+if TYPE_CHECKING:
+    from xmodal.streaming import SpeechStream
 
 __all__ = ["DEFAULT_CHUNK_SECONDS", "DEFAULT_CONTEXT_SECONDS", "Chunk", "Denoiser", "ImageDenoiser", "StackDenoiser",
            "VideoDenoiser", "load", "main", "plan_chunks"]
@@ -370,7 +373,7 @@ class Denoiser:
     # -- real time ----------------------------------------------------------------------------------------------
 
     def stream(self, channels: int = 1, *, mix: float = 1.0, atten_limit_db: float | None = None,
-               precision: str = "fp32") -> Any:
+               precision: str = "fp32") -> SpeechStream:
         """A real-time stream: push blocks of audio at the model's rate as they arrive, get the denoised audio back
         ``n_fft - hop`` samples later (24 ms for the bundled ``speech_rt``). Its output equals :meth:`denoise` of
         the whole signal. Needs a causal model (``model.causal: true``, ``audio.normalize_rms: false``).
@@ -1138,8 +1141,9 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
     """Load a denoiser of the model's modality.
 
     Args:
-        path_or_name: a bundled name (``None``, ``"default"`` or ``"speech"``: speech; ``"image_gray"``/``"gray"``/
-            ``"image"``; ``"image_color"``/``"color"``/``"colour"``; ``"multispectral"``/``"stack"``); a run
+        path_or_name: a bundled name (``None``, ``"default"`` or ``"speech"``: speech; ``"speech_rt"``/``"realtime"``:
+            causal speech, streams; ``"image_gray"``/``"gray"``/``"image"``; ``"image_color"``/``"color"``/
+            ``"colour"``; ``"multispectral"``/``"stack"``; ``"video_gray"``/``"video"``); a run
             directory (``config.yaml`` + ``model.safetensors``); a ``.safetensors`` file with an embedded config; or
             an ``.onnx`` file written by ``python -m xmodal.export`` (the network then runs in ONNX Runtime, CPU).
         device: ``cpu`` or ``cuda``.
