@@ -1400,8 +1400,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUT_DIR", help="folder for the outputs (created)")
     p.add_argument("--model", default=None, metavar="RUN_DIR_OR_NAME",
-                   help="run directory, .safetensors file or bundled name; its modality decides (default: a bundled "
-                        "model per file)")
+                   help="run directory, .safetensors file, .onnx export or bundled name (e.g. speech_rt: the causal "
+                        "real-time speech model); its modality decides (default: a bundled model per file)")
     p.add_argument("--modality", choices=["auto", "speech", "image", "multispectral", "video"], default="auto",
                    help="treat every input as this modality (default auto: from the file, or from --model); with "
                         "multispectral a folder is one stack, with video one clip (bundled model 'video_gray')")
