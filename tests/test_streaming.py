@@ -273,11 +273,11 @@ def test_stream_argument_and_block_errors(den):
     mono = den.stream()
     with pytest.raises(ValueError, match=r"shape \(n,\) or \(1, n\) for a 1-channel stream, got \(2, 5\)"):
         mono.push(np.zeros((2, 5), np.float32))
-    with pytest.raises(TypeError, match="Expected a float block, got dtype int16"):
+    with pytest.raises(TypeError, match="Expected `block` to be a float array, got dtype int16"):
         mono.push(np.zeros(10, np.int16))
-    with pytest.raises(TypeError, match="Expected a float block, got dtype torch.int64"):
+    with pytest.raises(TypeError, match="Expected `block` to be a float tensor, got dtype torch.int64"):
         mono.push(torch.zeros(10, dtype=torch.long))
-    with pytest.raises(TypeError, match="Expected a numpy array or a torch tensor, got list"):
+    with pytest.raises(TypeError, match="Expected `block` to be a numpy array or a torch tensor, got list"):
         mono.push([0.0, 0.1])
     bad = np.zeros(300, np.float32)
     bad[123] = np.nan
@@ -336,6 +336,10 @@ def test_causal_onnx_export_streams_like_pytorch(causal_run, tmp_path):
     np.testing.assert_allclose(den_onnx.denoise(x, 16000), ref, rtol=0, atol=1e-4 * np.abs(ref).max())
     y, _ = run_stream(den_onnx.stream(channels=2), x, [160])
     np.testing.assert_allclose(y, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+    with torch.no_grad(), streaming(StreamState()):  # the exported network keeps one stream's batch too
+        den_onnx.model(torch.randn(1, 2, 129, 3), "speech")
+        with pytest.raises(ValueError, match="a stream's frames changed batch from 1 to 2; reset the stream first"):
+            den_onnx.model(torch.randn(2, 2, 129, 3), "speech")
 
 
 def test_causal_onnx_export_cli_reports_its_states(causal_run, tmp_path, capsys):

@@ -422,16 +422,7 @@ class Denoiser:
             >>> out.shape
             (2, 48000)
         """
-        if isinstance(wave, torch.Tensor):
-            if not wave.is_floating_point():
-                raise TypeError(f"Expected `wave` to be a float tensor, got dtype {wave.dtype}")
-            x = wave.detach().to("cpu", torch.float32).numpy()
-        elif isinstance(wave, np.ndarray):
-            if not np.issubdtype(wave.dtype, np.floating):
-                raise TypeError(f"Expected `wave` to be a float array, got dtype {wave.dtype}")
-            x = np.asarray(wave, dtype=np.float32)
-        else:
-            raise TypeError(f"Expected `wave` to be a numpy array or a torch tensor, got {type(wave).__name__}")
+        x = _float_numpy(wave, "wave")
         if x.ndim not in (1, 2, 3) or 0 in x.shape:
             raise ValueError(f"Expected `wave` of shape (T,), (C, T) or (B, C, T) with no empty axis, "
                              f"got {tuple(x.shape)}")
@@ -564,18 +555,27 @@ def _output_format(dst: Path, in_format: str, in_subtype: str) -> tuple[str, str
 # Images and band stacks
 
 
-def _from_user(x: np.ndarray | torch.Tensor, name: str, shapes: str, ndims: tuple[int, ...]) -> torch.Tensor:
-    """A float numpy array or tensor -> float32 CPU tensor (a view when possible), checked for shape and values."""
+def _float_numpy(x: Any, name: str, note: str = "") -> np.ndarray:
+    """A float numpy array or torch tensor -> float32 numpy array on the CPU (no copy when it already is one).
+
+    Raises:
+        TypeError: not a numpy array or tensor, or not floating point (the message names ``name``; ``note`` is
+            added after "float array/tensor", e.g. the expected value range).
+    """
     if isinstance(x, torch.Tensor):
         if not x.is_floating_point():
-            raise TypeError(f"Expected `{name}` to be a float tensor (values in [0, 1]), got dtype {x.dtype}")
-        t = x.detach().to("cpu", torch.float32)
-    elif isinstance(x, np.ndarray):
+            raise TypeError(f"Expected `{name}` to be a float tensor{note}, got dtype {x.dtype}")
+        return x.detach().to("cpu", torch.float32).numpy()
+    if isinstance(x, np.ndarray):
         if not np.issubdtype(x.dtype, np.floating):
-            raise TypeError(f"Expected `{name}` to be a float array (values in [0, 1]), got dtype {x.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    else:
-        raise TypeError(f"Expected `{name}` to be a numpy array or a torch tensor, got {type(x).__name__}")
+            raise TypeError(f"Expected `{name}` to be a float array{note}, got dtype {x.dtype}")
+        return np.asarray(x, dtype=np.float32)
+    raise TypeError(f"Expected `{name}` to be a numpy array or a torch tensor, got {type(x).__name__}")
+
+
+def _from_user(x: np.ndarray | torch.Tensor, name: str, shapes: str, ndims: tuple[int, ...]) -> torch.Tensor:
+    """A float numpy array or tensor -> float32 CPU tensor (a view when possible), checked for shape and values."""
+    t = torch.from_numpy(np.ascontiguousarray(_float_numpy(x, name, " (values in [0, 1])")))
     if t.ndim not in ndims or 0 in t.shape:
         raise ValueError(f"Expected `{name}` of shape {shapes} with no empty axis, got {tuple(t.shape)}")
     if not torch.isfinite(t).all():

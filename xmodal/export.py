@@ -86,7 +86,7 @@ class OnnxNet(nn.Module):
         state = StreamState()
         with torch.no_grad(), streaming(state):
             self(torch.zeros(1, channels, freqs, 1))
-        return [tuple(state._past[id(c)].shape[1:]) for c in self.convs]
+        return [tuple(state.pasts[id(c)].shape[1:]) for c in self.convs]
 
     def _net(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2], x.shape[-1]
@@ -102,10 +102,10 @@ class OnnxNet(nn.Module):
         from xmodal.models.layers import StreamState, streaming
 
         state = StreamState()
-        state._past.update({id(c): p for c, p in zip(self.convs, pasts)})
+        state.pasts.update({id(c): p for c, p in zip(self.convs, pasts)})
         with streaming(state):
             y = self._net(x)
-        return (y, *[state._past[id(c)] for c in self.convs])
+        return (y, *[state.pasts[id(c)] for c in self.convs])
 
 
 @dataclass
@@ -182,11 +182,13 @@ class OnnxRuntimeNet(nn.Module):
         from xmodal.models.layers import current_stream
 
         state = current_stream()  # inside xmodal.models.layers.streaming: continue that stream, else start from zeros
-        past = state._past if state is not None else {}
+        past = state.pasts if state is not None else {}
         B = x.shape[0]
         for i, shape in enumerate(self.state_shapes):
             p = past.get(("onnx", i))
-            feed[f"past_{i}"] = p if p is not None and p.shape[0] == B else np.zeros((B, *shape), np.float32)
+            if p is not None and p.shape[0] != B:  # as the PyTorch network's causal convolutions
+                raise ValueError(f"a stream's frames changed batch from {p.shape[0]} to {B}; reset the stream first")
+            feed[f"past_{i}"] = p if p is not None else np.zeros((B, *shape), np.float32)
         y, *new = self.session.run(None, feed)
         if state is not None:
             past.update({("onnx", i): p for i, p in enumerate(new)})

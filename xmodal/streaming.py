@@ -35,6 +35,8 @@ import numpy as np
 import torch
 
 from xmodal.adapters.audio import compress, decompress
+from xmodal.denoise import _check_options, _check_precision, _float_numpy, _limit_gain
+from xmodal.inference import autocast_for
 from xmodal.models.layers import StreamState, streaming
 
 __all__ = ["SpeechStream"]
@@ -57,8 +59,6 @@ class SpeechStream:
 
     def __init__(self, denoiser: Any, channels: int = 1, *, mix: float = 1.0, atten_limit_db: float | None = None,
                  precision: str = "fp32") -> None:
-        from xmodal.denoise import _check_options, _check_precision, _limit_gain
-
         label = f"the model{' ' + repr(denoiser.name) if denoiser.name else ''}"
         if not getattr(getattr(denoiser.model, "trunk", None), "causal", False):
             raise ValueError(f"{label} is not causal (model.causal: false): its output depends on future frames, so "
@@ -115,16 +115,7 @@ class SpeechStream:
     # -- input ------------------------------------------------------------------------------------------------
 
     def _check(self, block: Any) -> np.ndarray:
-        if isinstance(block, torch.Tensor):
-            if not block.is_floating_point():
-                raise TypeError(f"Expected a float block, got dtype {block.dtype}")
-            x = block.detach().to("cpu", torch.float32).numpy()
-        elif isinstance(block, np.ndarray):
-            if not np.issubdtype(block.dtype, np.floating):
-                raise TypeError(f"Expected a float block, got dtype {block.dtype}")
-            x = np.asarray(block, dtype=np.float32)
-        else:
-            raise TypeError(f"Expected a numpy array or a torch tensor, got {type(block).__name__}")
+        x = _float_numpy(block, "block")
         if x.ndim == 1 and self.channels == 1:
             x = x[None]
         if x.ndim != 2 or x.shape[0] != self.channels:
@@ -180,8 +171,6 @@ class SpeechStream:
 
     def _run(self, final: bool) -> np.ndarray:
         """Compute every frame the padded signal completes, overlap-add them, return the finished output samples."""
-        from xmodal.inference import autocast_for
-
         dev = self.denoiser.device
         total = max(self._received, self._half + 1)  # length the offline adapter transforms
         n_frames = 1 + total // self.hop if final else None  # frames of the whole signal (known at the end)

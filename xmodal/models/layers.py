@@ -26,14 +26,15 @@ class StreamState:
     the start, exactly as the zero padding of a whole-signal pass)."""
 
     def __init__(self) -> None:
-        self._past: dict = {}  # per causal convolution (by id), or ("onnx", i) for an exported network's inputs
+        #: past frames by key: ``id`` of each causal convolution, or ``("onnx", i)`` for an exported network's inputs
+        self.pasts: dict = {}
 
     def __len__(self) -> int:
-        return len(self._past)
+        return len(self.pasts)
 
     def reset(self) -> None:
         """Forget everything: the next frames are the start of a new signal."""
-        self._past.clear()
+        self.pasts.clear()
 
 
 _STATE: contextvars.ContextVar[StreamState | None] = contextvars.ContextVar("xmodal_stream_state", default=None)
@@ -82,14 +83,14 @@ class CausalConv2d(nn.Conv2d):
         if state is None or self.past == 0:
             x = F.pad(x, (self.past, 0))
         else:
-            prev = state._past.get(id(self))
+            prev = state.pasts.get(id(self))
             if prev is None or prev.shape[:3] != x.shape[:3]:
                 if prev is not None:
                     raise ValueError(f"a stream's frames changed shape from {tuple(prev.shape[:3])} to "
                                      f"{tuple(x.shape[:3])} (batch, channels, bins); reset the stream first")
                 prev = x.new_zeros(x.shape[:3] + (self.past,))
             x = torch.cat([prev, x], dim=-1)  # (B, C, H, past + n)
-            state._past[id(self)] = x[..., -self.past:].detach()  # a view of this small tensor: no copy
+            state.pasts[id(self)] = x[..., -self.past:].detach()  # a view of this small tensor: no copy
         return self._conv_forward(x, self.weight, self.bias)
 
 
