@@ -7,6 +7,7 @@ Float protocol (DESIGN.md): clean = 8-bit file / 255; noisy = clean + sigma/255 
 
     python benchmarks/image_quality.py [--data ../shared/data] [--set set12|kodak-valid] [--sigma 25]
                                        [--model gray] [--ensemble] [--skip-bm3d] [--json out.json]
+                                       [--lpips [BACKBONE.pth] [--lpips-net alex] [--lpips-linear FILE]]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA  # noqa: E402
 
 from xmodal.imageio import read_image  # noqa: E402
-from xmodal.metrics import SSIM_IMPLEMENTATION, psnr_score, ssim_score  # noqa: E402
+from xmodal.metrics import LPIPS, SSIM_IMPLEMENTATION, lpips_score, psnr_score, ssim_score  # noqa: E402
 
 SETS = {
     "set12": ("image/Set12", None, 1, "gray"),
@@ -48,6 +49,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--skip-bm3d", action="store_true")
     p.add_argument("--ensemble", action="store_true", help="also score the x8 flip/rotation self-ensemble")
+    p.add_argument("--lpips", nargs="?", const="", metavar="FILE",
+                   help="also score LPIPS (lower is closer) from torchvision's ImageNet backbone weights: FILE, or "
+                        "without FILE torchvision's hub cache; linear layers from the lpips package. Nothing is "
+                        "downloaded")
+    p.add_argument("--lpips-linear", metavar="FILE", help="LPIPS v0.1 linear layers (default: the lpips package's)")
+    p.add_argument("--lpips-net", choices=["alex", "vgg", "squeeze"], default="alex")
     p.add_argument("--json", default=None, help="write per-image and mean results here")
     args = p.parse_args()
 
@@ -62,6 +69,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     den = xmodal.load(args.model or default_model, precision=args.precision)
+    lpips = None if args.lpips is None else LPIPS(args.lpips or None, args.lpips_linear, args.lpips_net)
+    keys = ("psnr", "ssim") + (("lpips",) if lpips else ())
     params = sum(p.numel() for p in den.model.parameters())
     sigma = args.sigma / 255.0
     methods = ["noisy", "xmodal"] + (["xmodal x8"] if args.ensemble else []) + ([] if args.skip_bm3d else ["bm3d"])
@@ -93,22 +102,28 @@ def main() -> None:
         for m in methods:
             est = outs[m] if m == "noisy" else to_8bit(outs[m])  # the noisy input is scored as it is (unclipped)
             row[m] = {"psnr": psnr_score(clean, est), "ssim": ssim_score(clean, est)}
+            if lpips:
+                row[m]["lpips"] = lpips_score(clean, est, lpips)
         rows.append(row)
-        print(f"{f.stem:12s} " + "  ".join(f"{m} {row[m]['psnr']:6.2f} dB / {row[m]['ssim']:.4f}" for m in methods),
+        print(f"{f.stem:12s} " + "  ".join(f"{m} {row[m]['psnr']:6.2f} dB / {row[m]['ssim']:.4f}"
+                                           + (f" / {row[m]['lpips']:.4f}" if lpips else "") for m in methods),
               flush=True)
-    mean = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in ("psnr", "ssim")} for m in methods}
+    mean = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in keys} for m in methods}
     print(f"\n{args.set}, sigma {args.sigma:g}/255, float protocol (noisy unclipped, outputs rounded to 8 bits), "
           f"{len(files)} images, seed {args.seed}")
     print(f"model: {args.model or default_model} ({params / 1e6:.3f} M parameters, {den.precision})")
-    print(f"{'':10s}{'PSNR (dB)':>11s}{'SSIM':>9s}{'time (s)':>10s}")
+    print(f"{'':10s}{'PSNR (dB)':>11s}{'SSIM':>9s}" + (f"{'LPIPS':>9s}" if lpips else "") + f"{'time (s)':>10s}")
     for m in methods:
-        print(f"{m:10s}{mean[m]['psnr']:11.2f}{mean[m]['ssim']:9.4f}"
+        print(f"{m:10s}{mean[m]['psnr']:11.2f}{mean[m]['ssim']:9.4f}" + (f"{mean[m]['lpips']:9.4f}" if lpips else "")
               + (f"{times[m]:10.1f}" if m in times else ""))
     print(f"SSIM: {SSIM_IMPLEMENTATION}")
+    if lpips:
+        print(f"LPIPS: {lpips.description}")
     if args.json:
         Path(args.json).write_text(json.dumps({"set": args.set, "sigma": args.sigma, "seed": args.seed,
                                                "model": args.model or default_model, "parameters": params,
                                                "ssim": SSIM_IMPLEMENTATION, "mean": mean, "seconds": times,
+                                               "lpips": lpips.description if lpips else None,
                                                "images": rows}, indent=2))
 
 

@@ -286,7 +286,7 @@ def test_image_argument_errors(images: tuple[Path, dict], tmp_path: Path, capsys
     with pytest.raises(ValueError, match=r"image evaluation needs the enhanced files \(`enhanced_dir`, --enhanced\) "
                                          r"or a model \(`denoiser`, --model\); neither was given"):
         evaluate_images(c, n)
-    with pytest.raises(ValueError, match=r"unknown metric\(s\) 'sam' \(known: psnr, ssim\)"):
+    with pytest.raises(ValueError, match=r"unknown metric\(s\) 'sam' \(known: psnr, ssim, lpips\)"):
         evaluate_images(c, n, e, metrics=("psnr", "sam"))
     with pytest.raises(ValueError, match=r"`data_range` \(--data-range\) must be a finite number > 0, got 0"):
         evaluate_images(c, n, e, data_range=0)

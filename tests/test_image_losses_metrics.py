@@ -168,7 +168,7 @@ def test_perceptual_loss_errors(vgg_features, tmp_path):
                                              r"dict"):
             PerceptualLoss(str(tmp_path / name), (3,))
     torch.save([1, 2], tmp_path / "list.pth")
-    with pytest.raises(ValueError, match=r"list.pth holds a list, not a torchvision VGG-16 state dict"):
+    with pytest.raises(ValueError, match=r"list.pth holds a list, not a state dict \(a dict of tensors\)"):
         PerceptualLoss(str(tmp_path / "list.pth"), (3,))
     torch.save({"features.0.weight": torch.zeros(3)}, tmp_path / "wrong.pth")
     with pytest.raises(ValueError, match=r"(?s)wrong.pth is not a torchvision VGG-16 state dict \(.*size mismatch"):
@@ -262,8 +262,8 @@ def test_image_metrics_records_failures():
     means = acc.means()
     assert means["enhanced"]["psnr"] == pytest.approx((psnr_score(ref, est) + psnr_score(small_ref, small_est)) / 2)
     assert means["enhanced"]["ssim"] == pytest.approx(ssim_score(ref, est))  # the failed item is not averaged
-    with pytest.raises(ValueError, match=r"unknown image metric 'lpips' \(known: psnr, ssim, sam\)"):
-        image_metrics(acc, "enhanced", "a", ref, est, ("lpips",))
+    with pytest.raises(ValueError, match=r"unknown image metric 'ms_ssim' \(known: psnr, ssim, sam, lpips\)"):
+        image_metrics(acc, "enhanced", "a", ref, est, ("ms_ssim",))
 
 
 # ---------------------------------------------------------------------------------------------------------- config

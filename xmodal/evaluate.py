@@ -51,7 +51,7 @@ from xmodal._fs import atomic_write
 from xmodal.imageio import _INT_MAX, IMAGE_EXTENSIONS, ImageReadError, read_image, read_stack
 from xmodal.io import AUDIO_EXTENSIONS, AudioReadError, list_audio_files, read_audio, resample
 from xmodal.videoio import VIDEO_EXTENSIONS
-from xmodal.metrics import (IMAGE_METRICS, SPEECH_METRICS, SSIM_IMPLEMENTATION, STACK_METRICS, VIDEO_METRICS,
+from xmodal.metrics import (IMAGE_METRICS, LPIPS, SPEECH_METRICS, SSIM_IMPLEMENTATION, STACK_METRICS, VIDEO_METRICS,
                             MetricAccumulator, image_metrics, psnr_score, speech_metrics, video_metrics)
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ Modality = Literal["auto", "speech", "image", "multispectral", "video"]
 Scaling = Literal["band_minmax", "band_percentile", "dtype"]
 
 _LABELS = {"pesq": "PESQ", "stoi": "STOI", "estoi": "ESTOI", "si_sdr": "SI-SDR", "psnr": "PSNR", "ssim": "SSIM",
-           "sam": "SAM", "tpsnr": "tPSNR"}
+           "sam": "SAM", "tpsnr": "tPSNR", "lpips": "LPIPS"}
 _UNITS = {"si_sdr": " dB", "psnr": " dB", "sam": " deg", "tpsnr": " dB"}
 _ROWS = ("noisy", "enhanced")
 
@@ -437,7 +437,7 @@ def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
                     denoiser: ArrayDenoiser | str | os.PathLike | None = None, *, device: str = "cpu",
                     metrics: tuple[str, ...] = IMAGE_METRICS, data_range: float = 1.0,
                     figures_dir: str | os.PathLike | None = None, figure_files: int = 3,
-                    progress: bool = False) -> dict[str, Any]:
+                    progress: bool = False, lpips: LPIPS | str | os.PathLike | None = None) -> dict[str, Any]:
     """Score noisy and enhanced (or model-denoised) images against clean references with PSNR and SSIM.
 
     Files are paired by stem (:func:`match_image_files`) and read by :func:`xmodal.imageio.read_image`: integer
@@ -453,16 +453,19 @@ def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
             xmodal.denoise`` writes it: rounded to the noisy file's bit depth and clipped to [0, 1] for 8/16-bit
             files (float files: as returned).
         device: where a loaded model runs.
-        metrics: names from :data:`xmodal.metrics.IMAGE_METRICS`.
-        data_range: peak-to-peak range of the images for PSNR and SSIM (1 for integer files).
+        metrics: names from :data:`xmodal.metrics.IMAGE_METRICS`, and ``lpips``.
+        data_range: peak-to-peak range of the images for PSNR, SSIM and LPIPS (1 for integer files).
         figures_dir: write ``<stem>.png`` comparison figures (:func:`save_image_comparison`) for the first
             ``figure_files`` images here (created).
         figure_files: how many images get a figure.
         progress: show a progress bar over files.
+        lpips: score LPIPS too (``lpips`` is added to ``metrics``): an :class:`xmodal.metrics.LPIPS`, or the path of
+            its backbone weights (AlexNet, linear layers from the ``lpips`` package). Gray and RGB images only; it
+            fails (recorded, not raised) on other channel counts and on images smaller than the backbone needs.
 
     Returns:
         ``{"modality": "image", "clean_dir", "noisy_dir", "enhanced", "metrics", "data_range",
-        "ssim_implementation", "files": [{"name" (stem), "files": {"clean", "noisy"[, "enhanced"]: file name},
+        "ssim_implementation"[, "lpips_implementation"], "files": [{"name" (stem), "files": {"clean", "noisy"[, "enhanced"]: file name},
         "shape": [C, H, W], "dtype", "noisy": {metric: value}, "enhanced": {...}}], "mean": {"noisy": {...},
         "enhanced": {...}}, "failures": [{"row", "metric", "file", "reason"}], "errors": [{"file", "reason"}],
         "figures": [paths], "warnings": [str]}``. PSNR of identical images is ``inf``; a metric that failed (SSIM
@@ -471,14 +474,15 @@ def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
         ``warnings`` clean images with values outside ``[0, data_range]``.
 
     Raises:
-        ValueError: both or neither of ``enhanced_dir`` and ``denoiser``, unknown metrics, a bad ``data_range`` or
-            ``figure_files``, unmatched stems, a model for another modality or returning another shape.
-        FileNotFoundError: a folder does not exist.
+        ValueError: both or neither of ``enhanced_dir`` and ``denoiser``, unknown metrics, ``lpips`` in
+            ``metrics`` without ``lpips``, a bad ``data_range`` or ``figure_files``, unmatched stems, a model for
+            another modality or returning another shape; LPIPS weights that are not what they should be.
+        FileNotFoundError: a folder or an LPIPS weights file does not exist.
         TypeError: ``denoiser`` has no ``denoise`` method.
     """
     return _evaluate_arrays("image", clean_dir, noisy_dir, enhanced_dir, denoiser, device=device, metrics=metrics,
                             data_range=data_range, figures_dir=figures_dir, figure_files=figure_files,
-                            progress=progress)
+                            progress=progress, lpips=lpips)
 
 
 def _clip_items(folder: str | os.PathLike, label: str) -> dict[str, Path]:
@@ -540,7 +544,7 @@ def evaluate_videos(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
                     denoiser: ArrayDenoiser | str | os.PathLike | None = None, *, device: str = "cpu",
                     metrics: tuple[str, ...] = VIDEO_METRICS, data_range: float = 1.0,
                     figures_dir: str | os.PathLike | None = None, figure_files: int = 3,
-                    progress: bool = False) -> dict[str, Any]:
+                    progress: bool = False, lpips: LPIPS | str | os.PathLike | None = None) -> dict[str, Any]:
     """Score noisy and enhanced (or model-denoised) clips against clean clips with PSNR, SSIM and temporal PSNR.
 
     Clips are paired by name (:func:`match_clips`) and read by :func:`xmodal.videoio.read_clip` (integer frames in
@@ -552,8 +556,8 @@ def evaluate_videos(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
         denoiser: a ``VideoDenoiser`` (``denoise(clip (T, C, H, W)) -> (T, C, H, W)``, ``config.modality ==
             "video"``) or a run directory / weights file / bundled name for :func:`xmodal.load`; its output is
             scored as ``python -m xmodal.denoise`` writes it (rounded to the noisy clip's bit depth).
-        device, metrics, data_range, figures_dir, figure_files, progress: as in :func:`evaluate_images`; a figure
-            shows the middle frame of a clip.
+        device, metrics, data_range, figures_dir, figure_files, progress, lpips: as in :func:`evaluate_images`
+            (LPIPS is the mean over frames); a figure shows the middle frame of a clip.
 
     Returns:
         The dictionary of :func:`evaluate_images` with ``"modality": "video"``; each file entry has ``"shape":
@@ -566,13 +570,14 @@ def evaluate_videos(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
     """
     return _evaluate_arrays("video", clean_dir, noisy_dir, enhanced_dir, denoiser, device=device, metrics=metrics,
                             data_range=data_range, figures_dir=figures_dir, figure_files=figure_files,
-                            progress=progress)
+                            progress=progress, lpips=lpips)
 
 
 def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
                      enhanced_dir: str | os.PathLike | None, denoiser: ArrayDenoiser | str | os.PathLike | None, *,
                      device: str, metrics: tuple[str, ...], data_range: float,
-                     figures_dir: str | os.PathLike | None, figure_files: int, progress: bool) -> dict[str, Any]:
+                     figures_dir: str | os.PathLike | None, figure_files: int, progress: bool,
+                     lpips: LPIPS | str | os.PathLike | None) -> dict[str, Any]:
     """The loop of :func:`evaluate_images` and :func:`evaluate_videos`: pair, read, check shapes, denoise (rounded
     to the noisy file's bit depth), score noisy and enhanced, draw the first figures (a clip: its middle frame)."""
     from tqdm import tqdm
@@ -583,7 +588,14 @@ def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str
     known, match, read, score = (VIDEO_METRICS, match_clips, read_clip, video_metrics) if video else \
         (IMAGE_METRICS, match_image_files, read_image, image_metrics)
     _check_source(enhanced_dir, denoiser, modality)
-    _check_options(metrics, known, data_range, figure_files)
+    if lpips is not None and "lpips" not in metrics:
+        metrics = (*metrics, "lpips")
+    _check_options(metrics, known + ("lpips",), data_range, figure_files)
+    if "lpips" in metrics and lpips is None:
+        raise ValueError("metric 'lpips' needs LPIPS weights: pass `lpips` (--lpips), an xmodal.metrics.LPIPS or "
+                         "the path of its backbone weights")
+    if lpips is not None and not isinstance(lpips, LPIPS):
+        lpips = LPIPS(lpips)
     folders = {"noisy": noisy_dir} if enhanced_dir is None else {"noisy": noisy_dir, "enhanced": enhanced_dir}
     pairs = match(clean_dir, **folders)
     model, model_name = _resolve_denoiser(denoiser, modality, device) if denoiser is not None else (None, "")
@@ -617,8 +629,8 @@ def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str
                             f"{' and '.join(_LABELS[m] for m in metrics)}")
         entry = {"name": name, "files": {row: p.name for row, p in pair.items()}, "shape": list(clean.shape),
                  "dtype": info.dtype,
-                 "noisy": score(acc, "noisy", name, clean, noisy, metrics, data_range),
-                 "enhanced": score(acc, "enhanced", name, clean, enhanced, metrics, data_range)}
+                 "noisy": score(acc, "noisy", name, clean, noisy, metrics, data_range, lpips),
+                 "enhanced": score(acc, "enhanced", name, clean, enhanced, metrics, data_range, lpips)}
         files.append(entry)
         if figures_dir is not None and len(figures) < figure_files:
             png = Path(figures_dir) / f"{name}.png"
@@ -635,6 +647,7 @@ def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str
         "metrics": list(metrics),
         "data_range": data_range,
         "ssim_implementation": SSIM_IMPLEMENTATION,
+        **({"lpips_implementation": lpips.description} if lpips is not None else {}),
         "files": files,
         "mean": _means(acc, metrics),
         "failures": [{"row": r, "metric": m, "file": f, "reason": why} for r, m, f, why in acc.failures],
@@ -992,6 +1005,8 @@ def format_table(result: dict[str, Any]) -> str:
                   for b in result["bands"]]
     if "ssim_implementation" in result:
         lines.append(f"PSNR/SSIM data range: {result['data_range']:g}; SSIM: {result['ssim_implementation']}")
+    if "lpips_implementation" in result:
+        lines.append(f"LPIPS: {result['lpips_implementation']}")
     if result.get("scaling"):
         sc = result["scaling"]
         lines.append(f"scaling: {sc['rule']} computed on the clean stack, applied to all stacks")
@@ -1045,8 +1060,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m xmodal.evaluate",
         description="Score noisy and enhanced data against clean references: PESQ / STOI / ESTOI / SI-SDR for "
-                    "speech, PSNR / SSIM for images, PSNR / SSIM / SAM for multispectral stacks, PSNR / SSIM / "
-                    "temporal PSNR for video clips. "
+                    "speech, PSNR / SSIM (+ LPIPS with --lpips) for images, PSNR / SSIM / SAM for multispectral stacks, "
+                    "PSNR / SSIM / temporal PSNR (+ LPIPS) for video clips. "
                     "Exit status: 0 ok (metric failures are listed, not fatal), 1 some files unreadable (or, for "
                     "images, of another shape), 2 usage error (unmatched names, missing folder, model not "
                     "loadable, stacks of different bands).")
@@ -1074,6 +1089,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rgb-bands", metavar="R,G,B",
                    help="multispectral: 1-based bands of the false-colour figure, e.g. 3,2,1 (default: the middle "
                         "three)")
+    p.add_argument("--lpips", nargs="?", const="", metavar="FILE",
+                   help="images and video: score LPIPS too (lower is closer), from torchvision's ImageNet weights of "
+                        "the backbone: FILE, or without FILE the file torchvision keeps in its hub cache "
+                        "(alexnet-owt-7be5be79.pth). Nothing is downloaded")
+    p.add_argument("--lpips-linear", metavar="FILE",
+                   help="LPIPS linear layers (v0.1; default: from the installed `lpips` package)")
+    p.add_argument("--lpips-net", choices=["alex", "vgg", "squeeze"],
+                   help="LPIPS backbone (default alex, as in the paper)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -1084,18 +1107,24 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     modality = detect_modality(args.clean) if args.modality == "auto" else args.modality
     not_for = [opt for opt, value, allowed in (("--data-range", args.data_range, ("image", "multispectral", "video")),
                                                ("--scaling", args.scaling, ("multispectral",)),
-                                               ("--rgb-bands", args.rgb_bands, ("multispectral",)))
+                                               ("--rgb-bands", args.rgb_bands, ("multispectral",)),
+                                               ("--lpips", args.lpips, ("image", "video")),
+                                               ("--lpips-linear", args.lpips_linear, ("image", "video")),
+                                               ("--lpips-net", args.lpips_net, ("image", "video")))
                if value is not None and modality not in allowed]
     if not_for:
         raise ValueError(f"{', '.join(not_for)} do(es) not apply to {modality} evaluation")
+    if args.lpips is None and (args.lpips_linear is not None or args.lpips_net is not None):
+        raise ValueError("--lpips-linear and --lpips-net need --lpips")
     data_range = 1.0 if args.data_range is None else args.data_range
+    lpips = None if args.lpips is None else LPIPS(args.lpips or None, args.lpips_linear, args.lpips_net or "alex")
     if modality == "speech":
         return evaluate_folders(args.clean, args.noisy, args.enhanced, model=args.model, device=args.device,
                                 figures_dir=args.figures, figure_files=args.figure_files, progress=not args.quiet)
     elif modality == "image":
         return evaluate_images(args.clean, args.noisy, args.enhanced, args.model, device=args.device,
                                data_range=data_range, figures_dir=args.figures, figure_files=args.figure_files,
-                               progress=not args.quiet)
+                               progress=not args.quiet, lpips=lpips)
     elif modality == "multispectral":
         return evaluate_stacks(args.clean, args.noisy, args.enhanced, args.model, device=args.device,
                                scaling=args.scaling or "band_minmax", data_range=data_range,
@@ -1103,7 +1132,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     elif modality == "video":
         return evaluate_videos(args.clean, args.noisy, args.enhanced, args.model, device=args.device,
                                data_range=data_range, figures_dir=args.figures, figure_files=args.figure_files,
-                               progress=not args.quiet)
+                               progress=not args.quiet, lpips=lpips)
     else:  # unreachable: argparse checks the choices
         raise ValueError(f"unknown modality {modality!r}")
 

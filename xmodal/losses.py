@@ -214,26 +214,11 @@ class PerceptualLoss(nn.Module):
 
     def __init__(self, weights: str, layers: tuple[int, ...] = (3, 8, 15)) -> None:
         super().__init__()
-        from pathlib import Path
-
         from torchvision.models import vgg16
 
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"image_loss.perceptual_weights: {path} does not exist")
-        try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
+        from xmodal.perceptual import load_state_dict
 
-                state = load_file(str(path))
-            else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # unpickling / safetensors header errors have no common base class
-            raise ValueError(f"image_loss.perceptual_weights: {path} is not a readable state dict "
-                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-        if not isinstance(state, dict):
-            raise ValueError(f"image_loss.perceptual_weights: {path} holds a {type(state).__name__}, not a "
-                             "torchvision VGG-16 state dict")
+        state = load_state_dict(weights, "image_loss.perceptual_weights")
         state = {k.removeprefix("features."): v for k, v in state.items()
                  if not k.startswith("classifier.")}
         if not layers or max(layers) > 30 or min(layers) < 0:
@@ -242,7 +227,7 @@ class PerceptualLoss(nn.Module):
         try:
             features.load_state_dict({k: v for k, v in state.items() if int(k.split(".")[0]) <= max(layers)})
         except (RuntimeError, ValueError) as e:
-            raise ValueError(f"image_loss.perceptual_weights: {path} is not a torchvision VGG-16 state dict ({e})"
+            raise ValueError(f"image_loss.perceptual_weights: {weights} is not a torchvision VGG-16 state dict ({e})"
                              ) from None
         self.features = features.eval().requires_grad_(False)
         self.layers = set(layers)

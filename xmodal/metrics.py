@@ -1,4 +1,5 @@
-"""Metrics: speech (PESQ, STOI, ESTOI, SI-SDR), images and stacks (PSNR, SSIM, SAM), and an accumulator that survives failing clips and reduces over DDP.
+"""Metrics: speech (PESQ, STOI, ESTOI, SI-SDR), images and stacks (PSNR, SSIM, SAM; LPIPS from user-supplied
+weights, :mod:`xmodal.perceptual`), video (PSNR, SSIM, temporal PSNR, LPIPS), and an accumulator that survives failing clips and reduces over DDP.
 
 PESQ is ITU-T P.862 through the ``pesq`` package: wide-band (P.862.2) at 16 kHz, narrow-band at 8 kHz; other rates
 are resampled to 16 kHz (wide-band). STOI/ESTOI come from ``pystoi`` (which resamples to 10 kHz itself).
@@ -14,8 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["IMAGE_METRICS", "SPEECH_METRICS", "SSIM_IMPLEMENTATION", "STACK_METRICS", "VIDEO_METRICS",
-           "MetricAccumulator", "image_metrics", "pesq_score", "psnr_score", "sam_score", "si_sdr_score",
+from xmodal.perceptual import LPIPS, lpips_score
+
+__all__ = ["IMAGE_METRICS", "LPIPS", "SPEECH_METRICS", "SSIM_IMPLEMENTATION", "STACK_METRICS", "VIDEO_METRICS",
+           "MetricAccumulator", "image_metrics", "lpips_score", "pesq_score", "psnr_score", "sam_score", "si_sdr_score",
            "speech_metrics", "ssim_score", "stoi_score", "temporal_psnr_score", "video_metrics"]
 
 SPEECH_METRICS = ("pesq", "stoi", "estoi", "si_sdr")
@@ -260,17 +263,32 @@ def sam_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor) ->
     return float(torch.rad2deg(torch.arccos(cos)).mean())
 
 
+def _lpips_fn(metrics: tuple[str, ...], lpips: LPIPS | None, ref: object, deg: object, data_range: float) -> dict:
+    """``{"lpips": scorer}`` when ``lpips`` is given; the metric asked for without a model is an error."""
+    if lpips is None:
+        if "lpips" in metrics:
+            raise ValueError("metric 'lpips' needs an LPIPS model: pass lpips=xmodal.metrics.LPIPS(...) (weights "
+                             "are supplied by the user; nothing is downloaded)")
+        return {}
+    return {"lpips": lambda: lpips_score(ref, deg, lpips, data_range)}
+
+
 def image_metrics(acc: MetricAccumulator, row: str, item: str, ref: np.ndarray | torch.Tensor,
                   deg: np.ndarray | torch.Tensor, metrics: tuple[str, ...] = IMAGE_METRICS,
-                  data_range: float = 1.0) -> dict[str, float]:
-    """Score one image or stack ``(C, H, W)`` with ``metrics`` (from :data:`STACK_METRICS`) into ``acc``; a metric
-    that fails is recorded, not raised."""
+                  data_range: float = 1.0, lpips: LPIPS | None = None) -> dict[str, float]:
+    """Score one image or stack ``(C, H, W)`` with ``metrics`` (from :data:`STACK_METRICS`, and ``lpips`` with an
+    ``lpips`` model, for 1- and 3-channel images) into ``acc``; a metric that fails is recorded, not raised.
+
+    Raises:
+        ValueError: an unknown metric, or ``lpips`` asked for without a model.
+    """
     fns = {
         "psnr": lambda: psnr_score(ref, deg, data_range),
         "ssim": lambda: ssim_score(ref, deg, data_range),
         "sam": lambda: sam_score(ref, deg),
+        **_lpips_fn(metrics, lpips, ref, deg, data_range),
     }
-    return _score_into(acc, row, item, fns, metrics, "image", STACK_METRICS)
+    return _score_into(acc, row, item, fns, metrics, "image", STACK_METRICS + ("lpips",))
 
 
 # ----------------------------------------------------------------------------------------------------------- video
@@ -311,10 +329,14 @@ def temporal_psnr_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.
 
 def video_metrics(acc: MetricAccumulator, row: str, item: str, ref: np.ndarray | torch.Tensor,
                   deg: np.ndarray | torch.Tensor, metrics: tuple[str, ...] = VIDEO_METRICS,
-                  data_range: float = 1.0) -> dict[str, float]:
+                  data_range: float = 1.0, lpips: LPIPS | None = None) -> dict[str, float]:
     """Score one clip ``(T, C, H, W)`` (or ``(T, H, W)``) into ``acc``: ``psnr`` of the whole clip's mean squared
-    error, ``ssim`` averaged over frames and channels, ``tpsnr`` (:func:`temporal_psnr_score`). A metric that fails
-    is recorded, not raised."""
+    error, ``ssim`` averaged over frames and channels, ``tpsnr`` (:func:`temporal_psnr_score`), ``lpips`` (with an
+    ``lpips`` model) averaged over frames. A metric that fails is recorded, not raised.
+
+    Raises:
+        ValueError: an unknown metric, or ``lpips`` asked for without a model.
+    """
     a, b = _clip4(ref, "ref"), _clip4(deg, "deg")
 
     def same_shape(name: str) -> None:  # (T, C) and (C, T) flatten alike: the frames must match, not just the count
@@ -324,5 +346,6 @@ def video_metrics(acc: MetricAccumulator, row: str, item: str, ref: np.ndarray |
 
     fns = {"psnr": lambda: same_shape("psnr") or psnr_score(a.flatten(0, 1), b.flatten(0, 1), data_range),
            "ssim": lambda: same_shape("ssim") or ssim_score(a.flatten(0, 1), b.flatten(0, 1), data_range),
-           "tpsnr": lambda: temporal_psnr_score(a, b, data_range)}
-    return _score_into(acc, row, item, fns, metrics, "video", VIDEO_METRICS)
+           "tpsnr": lambda: temporal_psnr_score(a, b, data_range),
+           **_lpips_fn(metrics, lpips, a, b, data_range)}
+    return _score_into(acc, row, item, fns, metrics, "video", VIDEO_METRICS + ("lpips",))
