@@ -135,10 +135,22 @@ def test_realtime_example_script(tmp_path):
     proc = subprocess.run([sys.executable, str(script), str(tmp_path / "in.wav"), str(tmp_path / "out.wav")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "latency 24 ms + one block" in proc.stdout
+    assert "at 16000 Hz in 160-sample blocks; latency 24.0 ms + one block" in proc.stdout
     out, sr = sf.read(tmp_path / "out.wav", dtype="float32")
     assert sr == 16000 and out.shape == noisy.shape
-    sf.write(tmp_path / "in48.wav", noisy, 48000)
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "in48.wav"), str(tmp_path / "x.wav")],
+    # at a sound card's rate: resampled inside the stream, written back at 48 kHz, equal to offline denoising
+    from xmodal.io import resample
+
+    noisy48 = resample(noisy[None].astype(np.float32), 16000, 48000).numpy()[0]
+    sf.write(tmp_path / "in48.wav", noisy48, 48000, subtype="FLOAT")
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "in48.wav"), str(tmp_path / "out48.wav")],
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1 and "48000 Hz; this example streams at the model's rate, 16000 Hz" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert "at 48000 Hz in 480-sample blocks; latency 24.8 ms + one block" in proc.stdout
+    out48, sr = sf.read(tmp_path / "out48.wav", dtype="float32")
+    ref48 = xmodal.load("speech_rt").denoise(noisy48.astype(np.float32), 48000)
+    assert sr == 48000 and out48.shape == noisy48.shape
+    assert np.abs(out48 - ref48).max() < 1e-4  # 16-bit file
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "in.wav"), str(tmp_path / "x.wav"),
+                           "--model", "speech"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "error: the model 'speech' is not causal" in proc.stderr

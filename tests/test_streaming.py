@@ -18,7 +18,8 @@ from xmodal.denoise import Denoiser, load
 from xmodal.modalities import modality_io
 from xmodal.models import build_model
 from xmodal.models.layers import CausalConv2d, StreamState, streaming
-from xmodal.streaming import SpeechStream
+from xmodal.io import resample
+from xmodal.streaming import SpeechStream, StreamResampler
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "recipes" / "tiny.yaml"
@@ -244,6 +245,94 @@ def test_stream_bf16_is_close_to_fp32(den):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# other rates: a streaming resampler in and out
+
+
+@pytest.mark.parametrize("rates", [(48000, 16000), (16000, 48000), (44100, 16000), (16000, 44100), (8000, 16000),
+                                   (16000, 22050), (16000, 16001)])
+def test_stream_resampler_equals_offline_resample(rates):
+    rng = np.random.default_rng(sum(rates))
+    for length in (1, 5, 441, 3001):
+        x = rng.standard_normal((2, length)).astype(np.float32)
+        ref = resample(torch.from_numpy(x), *rates).numpy()
+        r = StreamResampler(*rates, channels=2)
+        outs, i = [], 0
+        for n in rng.integers(0, 400, size=length + 1):
+            if i >= length:
+                break
+            outs.append(r.push(x[:, i:i + n]))
+            i += n
+        outs.append(r.flush())
+        y = np.concatenate(outs, axis=1)
+        assert y.shape == ref.shape == (2, -(-length * rates[1] // rates[0]))
+        np.testing.assert_allclose(y, ref, rtol=0, atol=1e-6)
+
+
+def test_stream_resampler_delay_reset_and_errors():
+    r = StreamResampler(48000, 16000)
+    assert (r.delay, r.max_delay) == (19, 21)  # width 19 input samples, groups of 3
+    assert (StreamResampler(44100, 16000).delay, StreamResampler(44100, 16000).max_delay) == (17, 457)
+    x = np.random.default_rng(0).standard_normal((1, 3000)).astype(np.float32)
+    got = 0
+    for k in range(0, 3000, 100):
+        got += r.push(x[:, k:k + 100]).shape[1]
+        lag = (k + 100) - 3 * got  # input samples not yet represented in the output
+        assert r.delay <= lag <= r.max_delay
+    assert got + r.flush().shape[1] == 1000
+    with pytest.raises(RuntimeError, match="this resampler was already flushed; call reset"):
+        r.flush()
+    with pytest.raises(RuntimeError, match="this resampler was flushed; call reset"):
+        r.push(x)
+    r.reset()
+    whole = np.concatenate([r.push(x), r.flush()], axis=1)
+    np.testing.assert_allclose(whole, resample(torch.from_numpy(x), 48000, 16000).numpy(), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"`sample_rate` must be a positive integer \(Hz\), got 0"):
+        StreamResampler(0, 16000)
+    with pytest.raises(ValueError, match=r"`sample_rate` must be a positive integer \(Hz\), got 22050.5"):
+        StreamResampler(16000, 22050.5)
+
+
+@pytest.mark.parametrize("rate", [48000, 44100, 8000])
+def test_stream_at_another_rate_equals_offline_denoise(den, rate):
+    for length, channels in ((1, 1), (7, 2), (300, 1), (rate // 2, 2)):
+        x = wave(channels, length, seed=length)
+        ref = den.denoise(x, rate)
+        stream = den.stream(channels=channels, sample_rate=rate)
+        assert stream.sample_rate == rate and stream.model_rate == 16000
+        y, counts = run_stream(stream, x, [rate // 100, 37, 0, 1, 1000])
+        assert y.shape == x.shape and sum(counts) == length
+        np.testing.assert_allclose(y, ref, rtol=0, atol=1e-6 + 1e-5 * np.abs(ref).max(), err_msg=str(length))
+    x = wave(2, 4000, seed=3)
+    kw = {"mix": 0.5, "atten_limit_db": 9.0}
+    y, _ = run_stream(den.stream(channels=2, sample_rate=rate, **kw), x, [480])
+    ref = den.denoise(x, rate, **kw)
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("rate", [16000, 48000, 44100, 8000])
+def test_stream_delay_bounds_the_lag(den, rate):
+    """After every push the output lags the input by at least `delay` and at most `max_delay` samples, for any block
+    size; at the model's rate and whole hops exactly `delay` (tested above)."""
+    x = wave(1, rate // 2)[0]
+    lags = []
+    for block in (1, 64, rate // 100, 1000):
+        stream = den.stream(sample_rate=rate)
+        got = i = 0
+        while i < x.shape[0]:
+            got += stream.push(x[i:i + block]).shape[0]
+            i = min(x.shape[0], i + block)
+            if got:
+                lags.append(i - got)
+        assert stream.flush().shape[0] == x.shape[0] - got
+    assert stream.delay <= min(lags) and max(lags) <= stream.max_delay
+    if rate == 16000:
+        assert (stream.delay, stream.max_delay) == (192, 255)
+    if rate == 48000:  # the model's 192 samples x 3 + the filters' half widths: 19 at 48 kHz, 7 x 3 at 16 kHz
+        assert stream.delay == 19 + (192 + 7) * 3 and max(lags) > 3 * 192
+    assert f"sample_rate={rate}, delay={stream.delay})" in repr(stream)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # errors
 
 
@@ -265,6 +354,9 @@ def test_stream_argument_and_block_errors(den):
         den.stream(atten_limit_db=-3.0)
     with pytest.raises(ValueError, match="`precision` must be 'fp32', 'bf16' or 'auto', got 'fp16'"):
         den.stream(precision="fp16")
+    for bad in (0, -8000, 44100.5, "48000"):
+        with pytest.raises(ValueError, match=r"`sample_rate` must be a positive integer \(Hz\)"):
+            den.stream(sample_rate=bad)
     stereo = den.stream(channels=2)
     with pytest.raises(ValueError, match=r"shape \(2, n\) for a 2-channel stream, got \(100,\)"):
         stereo.push(np.zeros(100, np.float32))
@@ -335,6 +427,10 @@ def test_causal_onnx_export_streams_like_pytorch(causal_run, tmp_path):
     ref = den_torch.denoise(x, 16000)
     np.testing.assert_allclose(den_onnx.denoise(x, 16000), ref, rtol=0, atol=1e-4 * np.abs(ref).max())
     y, _ = run_stream(den_onnx.stream(channels=2), x, [160])
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+    x48 = wave(1, 4800, seed=10)  # at the sound card's rate too
+    ref = den_torch.denoise(x48, 48000)
+    y, _ = run_stream(den_onnx.stream(sample_rate=48000), x48, [480])
     np.testing.assert_allclose(y, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
     with torch.no_grad(), streaming(StreamState()):  # the exported network keeps one stream's batch too
         den_onnx.model(torch.randn(1, 2, 129, 3), "speech")

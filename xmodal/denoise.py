@@ -373,15 +373,18 @@ class Denoiser:
     # -- real time ----------------------------------------------------------------------------------------------
 
     def stream(self, channels: int = 1, *, mix: float = 1.0, atten_limit_db: float | None = None,
-               precision: str = "fp32") -> SpeechStream:
-        """A real-time stream: push blocks of audio at the model's rate as they arrive, get the denoised audio back
-        ``n_fft - hop`` samples later (24 ms for the bundled ``speech_rt``). Its output equals :meth:`denoise` of
-        the whole signal. Needs a causal model (``model.causal: true``, ``audio.normalize_rms: false``).
+               precision: str = "fp32", sample_rate: int | None = None) -> SpeechStream:
+        """A real-time stream: push blocks of audio as they arrive, get the denoised audio back ``n_fft - hop``
+        model-rate samples later (24 ms for the bundled ``speech_rt``; about 1 ms more at another rate). Its output
+        equals :meth:`denoise` of the whole signal. Needs a causal model (``model.causal: true``,
+        ``audio.normalize_rms: false``).
 
         Args:
             channels: channels of the blocks pushed.
             mix, atten_limit_db: as in :meth:`denoise`.
             precision: ``fp32``, ``bf16`` or ``auto`` for the network.
+            sample_rate: rate of the blocks pushed and returned (e.g. the sound card's 48000); ``None`` = the
+                model's. Resampled inside the stream with the filter :meth:`denoise` uses.
 
         Returns:
             A :class:`xmodal.streaming.SpeechStream` (``push(block)``, ``flush()``, ``reset()``, ``delay``).
@@ -391,7 +394,8 @@ class Denoiser:
         """
         from xmodal.streaming import SpeechStream
 
-        return SpeechStream(self, channels, mix=mix, atten_limit_db=atten_limit_db, precision=precision)
+        return SpeechStream(self, channels, mix=mix, atten_limit_db=atten_limit_db, precision=precision,
+                            sample_rate=sample_rate)
 
     # -- arrays -------------------------------------------------------------------------------------------------
 

@@ -15,8 +15,10 @@ frames. The output is the same signal as ``Denoiser.denoise`` on the whole input
 * **Levels.** A stream cannot know the level of audio that has not arrived yet, so streaming needs a model that does
   not normalise by the whole signal's RMS (``audio.normalize_rms: false``; the bundled ``speech_rt`` is trained on
   speech from -45 to -13 dBFS instead).
-* **Rate.** The stream takes audio at the model's rate (16 kHz for the bundled models): resampling is the caller's
-  (an audio interface can usually be opened at that rate).
+* **Rate.** ``Denoiser.stream(sample_rate=48000)`` takes and returns audio at the audio interface's rate: a
+  :class:`StreamResampler` brings each block to the model's rate and the output back, with the same band-limited
+  sinc filter as ``Denoiser.denoise`` (``xmodal.io.resample``), so the output still equals ``denoise(whole signal,
+  48000)``. The two filters add about 1 ms of delay (:attr:`SpeechStream.delay` counts it).
 
 Example:
     >>> den = xmodal.load("speech_rt")  # doctest: +SKIP
@@ -28,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -35,49 +38,114 @@ import numpy as np
 import torch
 
 from xmodal.adapters.audio import compress, decompress
-from xmodal.denoise import _check_options, _check_precision, _float_numpy, _limit_gain
+from xmodal.denoise import _check_options, _check_precision, _check_rate, _float_numpy, _limit_gain
 from xmodal.inference import autocast_for
 from xmodal.models.layers import StreamState, streaming
 
-__all__ = ["SpeechStream"]
+__all__ = ["SpeechStream", "StreamResampler"]
 
 _MAX_FRAMES = 512  # frames per network call when a push brings many (bounded memory for big pushes)
 
 
-class SpeechStream:
-    """One real-time denoising stream (build it with :meth:`xmodal.Denoiser.stream`).
+class StreamResampler:
+    """Band-limited resampling of a signal that arrives in blocks: the outputs of all :meth:`push` calls plus
+    :meth:`flush` equal :func:`xmodal.io.resample` of the whole signal (torchaudio's windowed sinc, Hann window,
+    6 zero crossings, roll-off 0.99; to float rounding, tested).
+
+    With the rates reduced by their greatest common divisor to ``orig`` and ``new``, output samples come ``new`` at a
+    time, each group from a window of ``2 width + orig`` input samples; a group is returned as soon as its window is
+    complete, so the output lags the input by ``width`` input samples (:attr:`delay`) plus up to ``orig - 1`` while
+    a group completes (:attr:`max_delay`): 19 to 21 samples (0.4 ms) from 48 to 16 kHz, 7 from 16 to 48 kHz, but 17
+    to 457 (10 ms) from 44.1 to 16 kHz, whose groups are 441 samples long. The start and the end are zero-padded, as
+    offline.
 
     Args:
-        denoiser: a :class:`xmodal.Denoiser` whose model is causal and does not normalise levels.
-        channels: channels of the audio pushed (processed as a batch; each keeps its own network state).
-        mix, atten_limit_db: as in :meth:`xmodal.Denoiser.denoise` (dry/wet and attenuation limit).
-        precision: ``fp32`` or ``bf16`` (autocast) for the network.
-
-    Raises:
-        ValueError: the model is not causal or normalises by the whole signal's RMS, or an argument is out of range.
+        orig_freq, new_freq: rates in Hz (positive integers).
+        channels: channels of the blocks (``(C, n)`` float32 numpy arrays).
+        device: where the filter runs.
     """
 
-    def __init__(self, denoiser: Any, channels: int = 1, *, mix: float = 1.0, atten_limit_db: float | None = None,
-                 precision: str = "fp32") -> None:
-        label = f"the model{' ' + repr(denoiser.name) if denoiser.name else ''}"
-        if not getattr(getattr(denoiser.model, "trunk", None), "causal", False):
-            raise ValueError(f"{label} is not causal (model.causal: false): its output depends on future frames, so "
-                             "it cannot stream; use Denoiser.denoise, or a causal model such as the bundled "
-                             "'speech_rt'")
-        if denoiser.config.audio.normalize_rms:
-            raise ValueError(f"{label} normalises each input by its whole-signal RMS (audio.normalize_rms: true), "
-                             "which a stream cannot know in advance; stream with a model trained with "
-                             "audio.normalize_rms: false")
-        if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or channels < 1:
-            raise ValueError(f"`channels` must be a positive integer, got {channels!r}")
-        _check_options(mix, atten_limit_db, 1.0, None)
-        self.denoiser = denoiser
-        self.channels = int(channels)
-        self.mix = float(mix)
-        self.precision = _check_precision(precision, denoiser.device)
-        self._gain = _limit_gain(atten_limit_db)
+    def __init__(self, orig_freq: int, new_freq: int, channels: int = 1, device: str | torch.device = "cpu") -> None:
+        orig_freq, new_freq = _check_rate(orig_freq), _check_rate(new_freq)
+        g = math.gcd(orig_freq, new_freq)
+        self.orig_freq, self.new_freq, self.channels = orig_freq, new_freq, int(channels)
+        self._o, self._n = orig_freq // g, new_freq // g
+        self._kernel, self._width = _sinc_kernel(self._o, self._n, device)
+        self._size = self._kernel.shape[-1]  # 2 width + orig
+        self.reset()
+
+    @property
+    def delay(self) -> int:
+        """The least lag of the output behind the input, in input samples: the filter's half width."""
+        return self._width
+
+    @property
+    def max_delay(self) -> int:
+        """The most lag, in input samples: :attr:`delay` plus ``orig - 1`` while a group completes."""
+        return self._width + self._o - 1
+
+    def reset(self) -> None:
+        """Forget the signal (the next push starts a new one)."""
+        self._buf = np.zeros((self.channels, self._width), np.float32)  # padded input from frame `_frame` on
+        self._received = 0
+        self._emitted = 0
+        self._closed = False
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """Add ``(C, n)`` input samples; return the ``(C, m)`` output samples they complete."""
+        if self._closed:
+            raise RuntimeError("this resampler was flushed; call reset() to start a new signal")
+        self._received += x.shape[1]
+        self._buf = np.concatenate([self._buf, x.astype(np.float32, copy=False)], axis=1)
+        return self._run(None)
+
+    def flush(self) -> np.ndarray:
+        """End of the signal: the remaining output (the total is ``ceil(n_in * new_freq / orig_freq)``)."""
+        if self._closed:
+            raise RuntimeError("this resampler was already flushed; call reset() to start a new signal")
+        self._closed = True
+        self._buf = np.concatenate([self._buf, np.zeros((self.channels, self._width + self._o), np.float32)], axis=1)
+        return self._run(-(-self._n * self._received // self._o))
+
+    def _run(self, total: int | None) -> np.ndarray:
+        frames = (self._buf.shape[1] - self._size) // self._o + 1 if self._buf.shape[1] >= self._size else 0
+        if frames <= 0:
+            return np.zeros((self.channels, 0), np.float32)
+        used = torch.from_numpy(np.ascontiguousarray(self._buf[:, :(frames - 1) * self._o + self._size]))
+        out = torch.nn.functional.conv1d(used.to(self._kernel.device)[:, None], self._kernel, stride=self._o)
+        y = out.transpose(1, 2).reshape(self.channels, -1).cpu().numpy()  # (C, frames * new)
+        self._buf = self._buf[:, frames * self._o:]
+        if total is not None:
+            y = y[:, :max(0, total - self._emitted)]
+        self._emitted += y.shape[1]
+        return y
+
+
+def _sinc_kernel(orig: int, new: int, device: str | torch.device) -> tuple[torch.Tensor, int]:
+    """torchaudio's ``sinc_interp_hann`` kernel (6 zero crossings, roll-off 0.99) for reduced rates ``orig`` ->
+    ``new``, computed in float32 as ``torchaudio.functional.resample`` does for float32 input: ``(new, 1, 2 width +
+    orig)`` and ``width``."""
+    zeros, base = 6, min(orig, new) * 0.99
+    width = math.ceil(zeros * orig / base)
+    idx = torch.arange(-width, width + orig, dtype=torch.float32)[None, None] / orig
+    t = torch.arange(0, -new, -1, dtype=torch.float32)[:, None, None] / new + idx
+    t = (t * base).clamp(-zeros, zeros)
+    window = torch.cos(t * math.pi / zeros / 2) ** 2
+    t = t * math.pi
+    kernel = torch.where(t == 0, torch.tensor(1.0), t.sin() / t)
+    kernel = kernel * (window * (base / orig))
+    return kernel.to(device), width
+
+
+class _FrameStream:
+    """The model-rate part of a stream: STFT frames as the samples complete them, the causal network on those frames
+    (continuing from its :class:`StreamState`), overlap-added inverse frames. Returns the network's estimate only
+    (no mix, no limit): the outputs of all pushes plus :meth:`flush` equal the offline adapter's decode of the whole
+    signal."""
+
+    def __init__(self, denoiser: Any, channels: int, precision: str) -> None:
+        self.denoiser, self.channels, self.precision = denoiser, channels, precision
         audio = denoiser.adapter
-        self.sample_rate = int(audio.sample_rate)
         self.n_fft, self.hop = int(audio.n_fft), int(audio.hop_length)
         self._half = self.n_fft // 2
         window = torch.zeros(self.n_fft)  # torch.stft centres a shorter window in n_fft
@@ -87,87 +155,40 @@ class SpeechStream:
         self._power = float(denoiser.config.audio.compress)
         self.reset()
 
-    def __repr__(self) -> str:
-        return (f"SpeechStream({self.denoiser.name or 'model'}, channels={self.channels}, "
-                f"sample_rate={self.sample_rate}, delay={self.delay})")
-
-    @property
-    def delay(self) -> int:
-        """Samples between the end of the input pushed so far and the end of the output returned, when pushes are
-        whole frames (``n_fft - hop``; up to ``hop - 1`` more while a frame fills)."""
-        return self.n_fft - self.hop
-
     def reset(self) -> None:
-        """Start a new signal (forget the past; the stream can be used again after :meth:`flush`)."""
         self._state = StreamState()
         self._received = 0  # input samples pushed
         self._emitted = 0  # output samples returned
-        self._dry = np.zeros((self.channels, 0), np.float32)  # input from sample `_emitted` on (for mix / limit)
+        self._head = np.zeros((self.channels, 0), np.float32)  # the input until the start's reflection can be made
         self._tail = np.zeros((self.channels, 0), np.float32)  # the last n_fft/2 + 1 input samples (end reflection)
-        self._like: Any = np.zeros(0 if self.channels == 1 else (self.channels, 0), np.float32)  # caller's layout
         self._padded: np.ndarray | None = None  # reflect-padded signal from `_frame * hop` on (None until started)
         self._frame = 0  # next frame to compute
         C = self.channels
         self._ola = torch.zeros(C, 0, device=self.denoiser.device)  # overlap-add from padded index `_emitted + half`
         self._env = torch.zeros(0, device=self.denoiser.device)
-        self._closed = False
 
-    # -- input ------------------------------------------------------------------------------------------------
-
-    def _check(self, block: Any) -> np.ndarray:
-        x = _float_numpy(block, "block")
-        if x.ndim == 1 and self.channels == 1:
-            x = x[None]
-        if x.ndim != 2 or x.shape[0] != self.channels:
-            expected = "(n,) or (1, n)" if self.channels == 1 else f"({self.channels}, n)"
-            raise ValueError(f"Expected a block of shape {expected} for a {self.channels}-channel stream, "
-                             f"got {tuple(x.shape)}")
-        if not np.isfinite(x).all():
-            raise ValueError("the block contains NaN or infinite samples")
-        return x
-
-    def push(self, block: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-        """Add ``block`` (``(n,)`` for one channel, or ``(C, n)``, float in [-1, 1], any ``n`` including 0) and
-        return the output samples it completes (``(m,)`` or ``(C, m)``, same type as ``block``; ``m`` may be 0).
-
-        Raises:
-            TypeError: not a float numpy array or tensor.
-            ValueError: wrong channel count or NaN/inf samples.
-            RuntimeError: the stream was flushed (call :meth:`reset` to start a new signal).
-        """
-        if self._closed:
-            raise RuntimeError("this stream was flushed; call reset() to start a new signal")
-        x = self._check(block)
-        self._like = block
+    def push(self, x: np.ndarray) -> np.ndarray:
         self._received += x.shape[1]
-        self._dry = np.concatenate([self._dry, x], axis=1)
         self._tail = np.concatenate([self._tail, x], axis=1)[:, -(self._half + 1):]
         if self._padded is None:
+            self._head = np.concatenate([self._head, x], axis=1)
             if self._received <= self._half:  # the start's reflection needs n_fft/2 + 1 samples
-                return self._out(np.zeros((self.channels, 0), np.float32), block)
-            head = self._dry  # nothing has been emitted yet: `_dry` is the whole input so far
+                return np.zeros((self.channels, 0), np.float32)
+            head, self._head = self._head, self._head[:, :0]
             self._padded = np.concatenate([head[:, self._half:0:-1], head], axis=1)
         else:
             self._padded = np.concatenate([self._padded, x], axis=1)
-        return self._out(self._run(final=False), block)
+        return self._run(final=False)
 
-    def flush(self) -> np.ndarray | torch.Tensor:
-        """End of the signal: return the remaining output (so that all pushes plus the flush give exactly as many
-        samples as were pushed). The stream then refuses pushes until :meth:`reset`."""
-        if self._closed:
-            raise RuntimeError("this stream was already flushed; call reset() to start a new signal")
-        self._closed = True
-        like = self._like
+    def flush(self) -> np.ndarray:
         if self._received == 0:
-            return self._out(np.zeros((self.channels, 0), np.float32), like)
+            return np.zeros((self.channels, 0), np.float32)
         tail = self._tail  # the last n_fft/2 + 1 input samples
         if self._padded is None:  # shorter than n_fft/2 + 1 samples: zero-padded first, as the offline adapter does
-            tail = np.pad(self._dry, ((0, 0), (0, self._half + 1 - self._dry.shape[1])))
+            tail = np.pad(self._head, ((0, 0), (0, self._half + 1 - self._head.shape[1])))
             self._padded = np.concatenate([tail[:, self._half:0:-1], tail], axis=1)
         self._padded = np.concatenate([self._padded, tail[:, -2:-self._half - 2:-1]], axis=1)  # end reflection
-        return self._out(self._run(final=True), like)
-
-    # -- the work -----------------------------------------------------------------------------------------------
+        return self._run(final=True)
 
     def _run(self, final: bool) -> np.ndarray:
         """Compute every frame the padded signal completes, overlap-add them, return the finished output samples."""
@@ -199,13 +220,8 @@ class SpeechStream:
             ready = max(0, self._frame * self.hop - self._half - self._emitted)
         y = (self._ola[:, :ready] / self._env[:ready].clamp_min(1e-11)).cpu().numpy()  # (C, ready)
         self._ola, self._env = self._ola[:, ready:], self._env[ready:]
-        dry, self._dry = self._dry[:, :ready], self._dry[:, ready:]
         self._emitted += ready
-        if self._gain > 0.0:
-            y = y + self._gain * (dry - y)
-        if self.mix < 1.0:
-            y = dry + self.mix * (y - dry)
-        return y.astype(np.float32, copy=False)
+        return y
 
     def _overlap_add(self, first: int, wav: torch.Tensor) -> None:
         """Add frames ``first ..`` (``(C, n, n_fft)``) and their squared-window envelope to the pending output."""
@@ -223,6 +239,156 @@ class SpeechStream:
         lo = max(0, -start)  # frames before the first pending sample (the start's reflection) are cut
         self._ola[:, start + lo:need] += acc.reshape(C, length)[:, lo:]
         self._env[start + lo:need] += env.reshape(length)[lo:]
+
+
+class SpeechStream:
+    """One real-time denoising stream (build it with :meth:`xmodal.Denoiser.stream`).
+
+    Args:
+        denoiser: a :class:`xmodal.Denoiser` whose model is causal and does not normalise levels.
+        channels: channels of the audio pushed (processed as a batch; each keeps its own network state).
+        mix, atten_limit_db: as in :meth:`xmodal.Denoiser.denoise` (dry/wet and attenuation limit).
+        precision: ``fp32`` or ``bf16`` (autocast) for the network.
+        sample_rate: rate of the audio pushed and returned; ``None`` = the model's. Another rate is resampled to
+            the model's and back inside the stream (:class:`StreamResampler`).
+
+    Raises:
+        ValueError: the model is not causal or normalises by the whole signal's RMS, or an argument is out of range.
+    """
+
+    def __init__(self, denoiser: Any, channels: int = 1, *, mix: float = 1.0, atten_limit_db: float | None = None,
+                 precision: str = "fp32", sample_rate: int | None = None) -> None:
+        label = f"the model{' ' + repr(denoiser.name) if denoiser.name else ''}"
+        if not getattr(getattr(denoiser.model, "trunk", None), "causal", False):
+            raise ValueError(f"{label} is not causal (model.causal: false): its output depends on future frames, so "
+                             "it cannot stream; use Denoiser.denoise, or a causal model such as the bundled "
+                             "'speech_rt'")
+        if denoiser.config.audio.normalize_rms:
+            raise ValueError(f"{label} normalises each input by its whole-signal RMS (audio.normalize_rms: true), "
+                             "which a stream cannot know in advance; stream with a model trained with "
+                             "audio.normalize_rms: false")
+        if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or channels < 1:
+            raise ValueError(f"`channels` must be a positive integer, got {channels!r}")
+        _check_options(mix, atten_limit_db, 1.0, None)
+        self.denoiser = denoiser
+        self.channels = int(channels)
+        self.mix = float(mix)
+        self.precision = _check_precision(precision, denoiser.device)
+        self._gain = _limit_gain(atten_limit_db)
+        self.model_rate = int(denoiser.adapter.sample_rate)
+        self.sample_rate = self.model_rate if sample_rate is None else _check_rate(sample_rate)
+        self._frames = _FrameStream(denoiser, self.channels, self.precision)
+        self.n_fft, self.hop = self._frames.n_fft, self._frames.hop
+        self._down = self._up = None
+        if self.sample_rate != self.model_rate:
+            dev = denoiser.device
+            self._down = StreamResampler(self.sample_rate, self.model_rate, self.channels, dev)
+            self._up = StreamResampler(self.model_rate, self.sample_rate, self.channels, dev)
+        self.reset()
+
+    def __repr__(self) -> str:
+        return (f"SpeechStream({self.denoiser.name or 'model'}, channels={self.channels}, "
+                f"sample_rate={self.sample_rate}, delay={self.delay})")
+
+    @property
+    def delay(self) -> int:
+        """The algorithmic latency, in samples at the stream's rate: how far the end of the output returned lags
+        the end of the input pushed, at best. At the model's rate and for pushes of whole hops this is exactly
+        the lag after every push: ``n_fft - hop``. At another rate it adds the two resampling filters' half widths
+        (about 1 ms at 48 kHz)."""
+        if self._down is None:
+            return self.n_fft - self.hop
+        r = self.sample_rate / self.model_rate
+        return math.floor(self._down.delay + (self.n_fft - self.hop + self._up.delay) * r)
+
+    @property
+    def max_delay(self) -> int:
+        """The most the output can lag the input once it has started coming (for any block sizes): :attr:`delay`
+        plus the wait for a hop of frames to fill (``hop - 1`` model samples) and, at another rate, for the
+        resamplers' sample groups to complete."""
+        if self._down is None:
+            return self.n_fft - 1
+        r = self.sample_rate / self.model_rate
+        return math.ceil(self._down.max_delay + (self.n_fft - 1 + self._up.max_delay) * r) + math.ceil(r)
+
+    def reset(self) -> None:
+        """Start a new signal (forget the past; the stream can be used again after :meth:`flush`)."""
+        self._frames.reset()
+        for r in (self._down, self._up):
+            if r is not None:
+                r.reset()
+        self._received = 0  # input samples pushed
+        self._emitted = 0  # output samples returned
+        self._dry = np.zeros((self.channels, 0), np.float32)  # input from sample `_emitted` on (for mix / limit)
+        self._like: Any = np.zeros(0 if self.channels == 1 else (self.channels, 0), np.float32)  # caller's layout
+        self._closed = False
+
+    # -- input ------------------------------------------------------------------------------------------------
+
+    def _check(self, block: Any) -> np.ndarray:
+        x = _float_numpy(block, "block")
+        if x.ndim == 1 and self.channels == 1:
+            x = x[None]
+        if x.ndim != 2 or x.shape[0] != self.channels:
+            expected = "(n,) or (1, n)" if self.channels == 1 else f"({self.channels}, n)"
+            raise ValueError(f"Expected a block of shape {expected} for a {self.channels}-channel stream, "
+                             f"got {tuple(x.shape)}")
+        if not np.isfinite(x).all():
+            raise ValueError("the block contains NaN or infinite samples")
+        return x
+
+    def push(self, block: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """Add ``block`` (``(n,)`` for one channel, or ``(C, n)``, float in [-1, 1], at :attr:`sample_rate`, any
+        ``n`` including 0) and return the output samples it completes (``(m,)`` or ``(C, m)``, same type as
+        ``block``; ``m`` may be 0).
+
+        Raises:
+            TypeError: not a float numpy array or tensor.
+            ValueError: wrong channel count or NaN/inf samples.
+            RuntimeError: the stream was flushed (call :meth:`reset` to start a new signal).
+        """
+        if self._closed:
+            raise RuntimeError("this stream was flushed; call reset() to start a new signal")
+        x = self._check(block).astype(np.float32, copy=False)
+        self._like = block
+        self._received += x.shape[1]
+        self._dry = np.concatenate([self._dry, x], axis=1)
+        if self._down is None:
+            wet = self._frames.push(x)
+        else:
+            wet = self._up.push(self._frames.push(self._down.push(x)))
+        return self._out(self._finish(wet), block)
+
+    def flush(self) -> np.ndarray | torch.Tensor:
+        """End of the signal: return the remaining output (so that all pushes plus the flush give exactly as many
+        samples as were pushed). The stream then refuses pushes until :meth:`reset`."""
+        if self._closed:
+            raise RuntimeError("this stream was already flushed; call reset() to start a new signal")
+        self._closed = True
+        if self._received == 0:
+            return self._out(np.zeros((self.channels, 0), np.float32), self._like)
+        if self._down is None:
+            wet = self._frames.flush()
+        else:
+            frames = self._frames
+            wet = np.concatenate([self._up.push(frames.push(self._down.flush())), self._up.push(frames.flush()),
+                                  self._up.flush()], axis=1)
+        rest = self._received - self._emitted
+        wet = wet[:, :rest]  # the filters' last group can reach past the input's end: cut, as offline
+        if wet.shape[1] < rest:
+            wet = np.pad(wet, ((0, 0), (0, rest - wet.shape[1])))
+        return self._out(self._finish(wet), self._like)
+
+    def _finish(self, wet: np.ndarray) -> np.ndarray:
+        """Apply the attenuation limit and the dry/wet mix against the input samples ``wet`` stands for."""
+        n = wet.shape[1]
+        dry, self._dry = self._dry[:, :n], self._dry[:, n:]
+        self._emitted += n
+        if self._gain > 0.0:
+            wet = wet + self._gain * (dry - wet)
+        if self.mix < 1.0:
+            wet = dry + self.mix * (wet - dry)
+        return wet.astype(np.float32, copy=False)
 
     def _out(self, y: np.ndarray, like: Any) -> np.ndarray | torch.Tensor:
         """``(C, m)`` -> the caller's layout (that of its last block) and type."""
