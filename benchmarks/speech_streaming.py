@@ -2,8 +2,8 @@
 
 A 60 s (by default) 16 kHz signal (the library's synthetic speech plus pink noise at 5 dB SNR; ``--rate R``:
 resampled to R Hz, e.g. a sound card's 48000, and streamed at that rate through the stream's resamplers) is pushed
-through ``Denoiser.stream()`` in blocks of ``--block-ms`` (10 ms by default), as an audio callback would. Each push is timed
-on ``--threads`` torch threads (1 by default: a real-time thread next to the rest of an application). Prints:
+through ``Denoiser.stream()`` in blocks of ``--block-ms`` (10 ms by default), as an audio callback would. Each push is
+timed on ``--threads`` torch threads (1 by default: a real-time thread next to the rest of an application). Prints:
 
 - the algorithmic latency (the stream's delay plus one block; the most lag seen after a push and the stream's
   bound for it) and the compute time per block (mean, median, 99th

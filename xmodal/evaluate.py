@@ -465,7 +465,8 @@ def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
 
     Returns:
         ``{"modality": "image", "clean_dir", "noisy_dir", "enhanced", "metrics", "data_range",
-        "ssim_implementation"[, "lpips_implementation"], "files": [{"name" (stem), "files": {"clean", "noisy"[, "enhanced"]: file name},
+        "ssim_implementation"[, "lpips_implementation"], "files": [{"name" (stem), "files": {"clean", "noisy"[,
+        "enhanced"]: file name},
         "shape": [C, H, W], "dtype", "noisy": {metric: value}, "enhanced": {...}}], "mean": {"noisy": {...},
         "enhanced": {...}}, "failures": [{"row", "metric", "file", "reason"}], "errors": [{"file", "reason"}],
         "figures": [paths], "warnings": [str]}``. PSNR of identical images is ``inf``; a metric that failed (SSIM

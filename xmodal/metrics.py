@@ -1,5 +1,6 @@
 """Metrics: speech (PESQ, STOI, ESTOI, SI-SDR), images and stacks (PSNR, SSIM, SAM; LPIPS from user-supplied
-weights, :mod:`xmodal.perceptual`), video (PSNR, SSIM, temporal PSNR, LPIPS), and an accumulator that survives failing clips and reduces over DDP.
+weights, :mod:`xmodal.perceptual`), video (PSNR, SSIM, temporal PSNR, LPIPS), and an accumulator that survives failing
+clips and reduces over DDP.
 
 PESQ is ITU-T P.862 through the ``pesq`` package: wide-band (P.862.2) at 16 kHz, narrow-band at 8 kHz; other rates
 are resampled to 16 kHz (wide-band). STOI/ESTOI come from ``pystoi`` (which resamples to 10 kHz itself).
