@@ -288,3 +288,53 @@ def test_cli_lpips_errors(weights, tmp_path, capsys):
     assert main(["--clean", str(stack), "--noisy", str(stack), "--enhanced", str(stack), "--lpips",
                  str(weights["alex"]["tv"])]) == 2
     assert "error: --lpips do(es) not apply to multispectral evaluation" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# LPIPS as a training loss term
+
+
+def test_lpips_loss_term(weights, tmp_path):
+    from xmodal.config import ImageLossConfig
+    from xmodal.losses import ImageLoss
+
+    alex = str(weights["alex"]["tv"])
+    loss = ImageLoss(ImageLossConfig(l1=1.0, lpips=0.5, lpips_weights=alex))
+    m = LPIPS(alex)
+    ref, est = _pair((2, 3, 40, 40), seed=8)
+    est.requires_grad_(True)
+    total, terms = loss(est, ref)
+    assert set(terms) == {"l1", "lpips"}
+    torch.testing.assert_close(terms["lpips"], m(est, ref).mean())
+    torch.testing.assert_close(total, terms["l1"] + 0.5 * terms["lpips"])
+    total.backward()
+    assert float(est.grad.abs().sum()) > 0
+    assert not any(p.requires_grad for p in loss.parameters())  # nothing of LPIPS is trained
+    ref5, est5 = _pair((2, 5, 40, 40), seed=9)  # a 5-band stack: band by band as gray
+    _, terms = loss(est5, ref5)
+    torch.testing.assert_close(terms["lpips"], m(est5.reshape(-1, 1, 40, 40), ref5.reshape(-1, 1, 40, 40)).mean())
+    only = ImageLoss(ImageLossConfig(l1=0.0, lpips=1.0, lpips_weights=alex))
+    with pytest.raises(ValueError, match=r"lpips_loss: `est` and `ref` must have the same shape"):
+        only(est5, ref5[..., :39])
+    with pytest.raises(FileNotFoundError, match=r"image_loss.lpips: LPIPS backbone: .*none.pth does not exist"):
+        ImageLoss(ImageLossConfig(lpips=0.1, lpips_weights=str(tmp_path / "none.pth")))
+    with pytest.raises(ValueError, match=r"image_loss.lpips: LPIPS net must be one of alex, vgg, squeeze, got 'res'"):
+        ImageLoss(ImageLossConfig(lpips=0.1, lpips_weights=alex, lpips_net="res"))
+    with pytest.raises(ValueError, match=r"image_loss.lpips must be >= 0, got -1"):
+        ImageLoss(ImageLossConfig(lpips=-1, lpips_weights=alex))
+
+
+def test_training_with_the_lpips_term(weights, tmp_path):
+    from xmodal.config import load_config
+    from xmodal.train import train
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_config(repo / "recipes" / "tiny_image.yaml",
+                      [f"train.run_dir={tmp_path / 'run'}", "image.epoch_size=8", "train.max_steps=2",
+                       "image_loss.lpips=0.2", f"image_loss.lpips_weights={weights['squeeze']['tv']}",
+                       "image_loss.lpips_net=squeeze"])
+    result = train(cfg)
+    assert result.step == 2
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r.get("kind") == "train"]
+    assert train_rows and all(r["lpips"] > 0 for r in train_rows)

@@ -264,6 +264,12 @@ class ImageLossConfig:
         perceptual_weights: a torchvision VGG-16 state dict (``.pth``/``.safetensors``) supplied by the user;
             nothing is downloaded.
         perceptual_layers: VGG-16 ``features`` indices whose outputs are compared (ReLU1_2, 2_2, 3_3 by default).
+        lpips: LPIPS distance (:class:`xmodal.perceptual.LPIPS`; gray and RGB images as they are, other channel
+            counts channel by channel as gray).
+        lpips_weights: the LPIPS backbone's torchvision ImageNet state dict, supplied by the user (``None``: the file
+            in torchvision's hub cache).
+        lpips_net: LPIPS backbone: ``alex``, ``vgg`` or ``squeeze``.
+        lpips_linear: the LPIPS v0.1 linear layers (``None``: from the installed ``lpips`` package).
     """
 
     l1: float = 1.0
@@ -274,6 +280,10 @@ class ImageLossConfig:
     perceptual: float = 0.0
     perceptual_weights: str | None = None
     perceptual_layers: tuple[int, ...] = (3, 8, 15)
+    lpips: float = 0.0
+    lpips_weights: str | None = None
+    lpips_net: str = "alex"
+    lpips_linear: str | None = None
 
 
 @dataclass(frozen=True)

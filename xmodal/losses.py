@@ -262,7 +262,7 @@ class ImageLoss(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
         weights = {"l1": config.l1, "mse": config.mse, "ssim": config.ssim, "ms_ssim": config.ms_ssim,
-                   "perceptual": config.perceptual}
+                   "perceptual": config.perceptual, "lpips": config.lpips}
         for name, w in weights.items():
             if w < 0:
                 raise ValueError(f"image_loss.{name} must be >= 0, got {w}")
@@ -277,6 +277,14 @@ class ImageLoss(nn.Module):
         self.eps = config.charbonnier_eps
         self.perceptual = PerceptualLoss(config.perceptual_weights, config.perceptual_layers) \
             if config.perceptual > 0 else None
+        self.lpips = None
+        if config.lpips > 0:
+            from xmodal.perceptual import LPIPS
+
+            try:
+                self.lpips = LPIPS(config.lpips_weights, config.lpips_linear, config.lpips_net)
+            except (FileNotFoundError, ValueError) as e:
+                raise type(e)(f"image_loss.lpips: {e}") from None
 
     def forward(self, est: torch.Tensor, ref: torch.Tensor, est_feats: torch.Tensor | None = None,
                 ref_feats: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -288,7 +296,16 @@ class ImageLoss(nn.Module):
                 "ssim": lambda: ssim_loss(est, ref),
                 "ms_ssim": lambda: ms_ssim_loss(est, ref),
                 "perceptual": lambda: self.perceptual(est, ref),
+                "lpips": lambda: self._lpips(est, ref),
             }
             terms = {name: fns[name]() for name, w in self.weights.items() if w > 0}
             total = sum(self.weights[name] * value for name, value in terms.items())
         return total, terms
+
+    def _lpips(self, est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """Mean LPIPS; images with other than 1 or 3 channels are scored channel by channel as gray."""
+        _check_pair(est, ref, "lpips_loss")
+        est, ref = _as_images(est), _as_images(ref)
+        if est.shape[1] not in (1, 3):
+            est, ref = (x.reshape(-1, 1, *x.shape[-2:]) for x in (est, ref))
+        return self.lpips(est, ref).mean()
