@@ -20,7 +20,7 @@ import torch
 from xmodal.evaluate import evaluate_images, evaluate_videos, main
 from xmodal.imageio import write_image
 from xmodal.metrics import LPIPS, MetricAccumulator, image_metrics, lpips_score, video_metrics
-from xmodal.perceptual import LPIPS_NETS, load_state_dict
+from xmodal.perceptual import LPIPS_NETS, read_state_dict
 
 
 def _reference(net: str) -> torch.nn.Module:
@@ -177,12 +177,12 @@ def test_lpips_weight_errors(weights, tmp_path, monkeypatch):
     LPIPS(w["full"])  # a whole lpips state dict needs no package
 
 
-def test_load_state_dict_unwraps_checkpoints(tmp_path):
+def test_read_state_dict_unwraps_checkpoints(tmp_path):
     torch.save({"state_dict": {"a": torch.ones(2)}}, tmp_path / "ckpt.pth")
-    assert list(load_state_dict(tmp_path / "ckpt.pth", "x")) == ["a"]
+    assert list(read_state_dict(tmp_path / "ckpt.pth", "x")) == ["a"]
     torch.save({"a": torch.ones(2), "step": 3}, tmp_path / "mixed.pth")
     with pytest.raises(ValueError, match=r"x: .*mixed.pth holds a dict, not a state dict \(a dict of tensors\)"):
-        load_state_dict(tmp_path / "mixed.pth", "x")
+        read_state_dict(tmp_path / "mixed.pth", "x")
 
 
 def test_lpips_in_image_and_video_metrics(weights):

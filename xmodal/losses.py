@@ -216,9 +216,9 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         from torchvision.models import vgg16
 
-        from xmodal.perceptual import load_state_dict
+        from xmodal.perceptual import read_state_dict
 
-        state = load_state_dict(weights, "image_loss.perceptual_weights")
+        state = read_state_dict(weights, "image_loss.perceptual_weights")
         state = {k.removeprefix("features."): v for k, v in state.items()
                  if not k.startswith("classifier.")}
         if not layers or max(layers) > 30 or min(layers) < 0:

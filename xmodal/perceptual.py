@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["LPIPS", "LPIPS_NETS", "load_state_dict", "lpips_score"]
+__all__ = ["LPIPS", "LPIPS_NETS", "lpips_score", "read_state_dict"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ _SHIFT = (-0.030, -0.088, -0.188)  # the lpips package's ScalingLayer, for input
 _SCALE = (0.458, 0.448, 0.450)
 
 
-def load_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` or a ``torch.save`` file (read with ``weights_only``: it cannot run code).
 
     Args:
@@ -126,7 +126,7 @@ class LPIPS(nn.Module):
                     f"LPIPS ({net}) needs torchvision's ImageNet {spec.builder} weights ({spec.hub_file}); not found "
                     f"at {backbone}. Copy the file there (torchvision saves it there when it downloads it) or pass "
                     f"its path (backbone=..., --lpips FILE); xmodal downloads nothing")
-        state = load_state_dict(backbone, "LPIPS backbone")
+        state = read_state_dict(backbone, "LPIPS backbone")
         features_state, lin_state = _split_lpips_state(state)
         if linear is None and not lin_state:
             linear = _default_linear(net)
@@ -135,13 +135,14 @@ class LPIPS(nn.Module):
                     "LPIPS needs its linear calibration weights (v0.1): they ship in the `lpips` package (pip "
                     f"install lpips) or pass the file (linear=..., --lpips-linear), e.g. lpips/weights/v0.1/{net}.pth")
         if linear is not None:
-            lin_state = {k: v for k, v in load_state_dict(linear, "LPIPS linear layers").items()
+            lin_state = {k: v for k, v in read_state_dict(linear, "LPIPS linear layers").items()
                          if k.startswith("lin")}
         self.backbone_file, self.linear_file = str(backbone), str(linear if linear is not None else backbone)
 
         last = max(spec.taps)
         features = getattr(models, spec.builder)(weights=None).features[: last + 1]
-        wanted = {k: v for k, v in features_state.items() if k.split(".")[0].isdigit() and int(k.split(".")[0]) <= last}
+        index = {k: k.split(".")[0] for k in features_state}
+        wanted = {k: v for k, v in features_state.items() if index[k].isdigit() and int(index[k]) <= last}
         try:
             features.load_state_dict(wanted)
         except RuntimeError as e:
