@@ -319,7 +319,7 @@ class SpeechStream:
                 r.reset()
         self._received = 0  # input samples pushed
         self._emitted = 0  # output samples returned
-        self._dry = np.zeros((self.channels, 0), np.float32)  # input from sample `_emitted` on (for mix / limit)
+        self._dry = np.zeros((self.channels, 0), np.float32)  # input from `_emitted` on (kept for mix / limit only)
         self._like: Any = np.zeros(0 if self.channels == 1 else (self.channels, 0), np.float32)  # caller's layout
         self._closed = False
 
@@ -352,7 +352,8 @@ class SpeechStream:
         x = self._check(block).astype(np.float32, copy=False)
         self._like = block
         self._received += x.shape[1]
-        self._dry = np.concatenate([self._dry, x], axis=1)
+        if self.mix < 1.0 or self._gain > 0.0:  # the input is only needed again to mix it back in
+            self._dry = np.concatenate([self._dry, x], axis=1)
         if self._down is None:
             wet = self._frames.push(x)
         else:
@@ -382,8 +383,10 @@ class SpeechStream:
     def _finish(self, wet: np.ndarray) -> np.ndarray:
         """Apply the attenuation limit and the dry/wet mix against the input samples ``wet`` stands for."""
         n = wet.shape[1]
-        dry, self._dry = self._dry[:, :n], self._dry[:, n:]
         self._emitted += n
+        if self.mix == 1.0 and self._gain == 0.0:
+            return wet.astype(np.float32, copy=False)
+        dry, self._dry = self._dry[:, :n], self._dry[:, n:]
         if self._gain > 0.0:
             wet = wet + self._gain * (dry - wet)
         if self.mix < 1.0:
