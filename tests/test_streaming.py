@@ -290,6 +290,14 @@ def test_stream_resampler_delay_reset_and_errors():
         StreamResampler(0, 16000)
     with pytest.raises(ValueError, match=r"`sample_rate` must be a positive integer \(Hz\), got 22050.5"):
         StreamResampler(16000, 22050.5)
+    with pytest.raises(ValueError, match=r"`channels` must be a positive integer, got 0"):
+        StreamResampler(48000, 16000, channels=0)
+    r.reset()
+    with pytest.raises(ValueError, match=r"Expected a block of shape \(1, n\) for a 1-channel resampler, got \(2, 5\)"):
+        r.push(np.zeros((2, 5), np.float32))
+    with pytest.raises(TypeError, match="Expected `block` to be a float array, got dtype int16"):
+        r.push(np.zeros((1, 5), np.int16))
+    assert r.push(torch.zeros(1, 300)).shape == (1, (300 - 19) // 3)  # a tensor is taken too
 
 
 @pytest.mark.parametrize("rate", [48000, 44100, 8000])

@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -229,8 +230,6 @@ def lpips_score(ref: torch.Tensor, deg: torch.Tensor, model: LPIPS, data_range: 
     Raises:
         ValueError: shapes differ, a channel count other than 1 or 3, or an image too small for the backbone.
     """
-    import numpy as np
-
     def frames(x: torch.Tensor | np.ndarray) -> torch.Tensor:
         t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach()
         return t[None, None] if t.ndim == 2 else t[None] if t.ndim == 3 else t

@@ -67,6 +67,8 @@ class StreamResampler:
 
     def __init__(self, orig_freq: int, new_freq: int, channels: int = 1, device: str | torch.device = "cpu") -> None:
         orig_freq, new_freq = _check_rate(orig_freq), _check_rate(new_freq)
+        if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or channels < 1:
+            raise ValueError(f"`channels` must be a positive integer, got {channels!r}")
         g = math.gcd(orig_freq, new_freq)
         self.orig_freq, self.new_freq, self.channels = orig_freq, new_freq, int(channels)
         self._o, self._n = orig_freq // g, new_freq // g
@@ -86,17 +88,26 @@ class StreamResampler:
 
     def reset(self) -> None:
         """Forget the signal (the next push starts a new one)."""
-        self._buf = np.zeros((self.channels, self._width), np.float32)  # padded input from frame `_frame` on
+        self._buf = np.zeros((self.channels, self._width), np.float32)  # zero-padded input from the next group on
         self._received = 0
         self._emitted = 0
         self._closed = False
 
-    def push(self, x: np.ndarray) -> np.ndarray:
-        """Add ``(C, n)`` input samples; return the ``(C, m)`` output samples they complete."""
+    def push(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Add ``(C, n)`` float input samples; return the ``(C, m)`` float32 output samples they complete.
+
+        Raises:
+            TypeError: not a float array or tensor. ValueError: not ``(channels, n)``.
+            RuntimeError: the resampler was flushed (call :meth:`reset`).
+        """
         if self._closed:
             raise RuntimeError("this resampler was flushed; call reset() to start a new signal")
+        x = _float_numpy(x, "block")
+        if x.ndim != 2 or x.shape[0] != self.channels:
+            raise ValueError(f"Expected a block of shape ({self.channels}, n) for a {self.channels}-channel resampler, "
+                             f"got {tuple(x.shape)}")
         self._received += x.shape[1]
-        self._buf = np.concatenate([self._buf, x.astype(np.float32, copy=False)], axis=1)
+        self._buf = np.concatenate([self._buf, x], axis=1)
         return self._run(None)
 
     def flush(self) -> np.ndarray:
@@ -349,7 +360,7 @@ class SpeechStream:
         """
         if self._closed:
             raise RuntimeError("this stream was flushed; call reset() to start a new signal")
-        x = self._check(block).astype(np.float32, copy=False)
+        x = self._check(block)
         self._like = block
         self._received += x.shape[1]
         if self.mix < 1.0 or self._gain > 0.0:  # the input is only needed again to mix it back in
