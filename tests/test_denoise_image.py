@@ -282,7 +282,10 @@ def write_images(folder: Path) -> dict[str, tuple[str, str, tuple[int, ...]]]:
     tifffile.imwrite(folder / "float32.tif", rng.random((26, 28)).astype(np.float32))
     np.save(folder / "hw.npy", rng.random((25, 23)).astype(np.float32))
     np.save(folder / "hwc.npy", rng.integers(0, 256, (21, 19, 3), dtype=np.uint8))
-    return {"gray8.png": ("png", "uint8", (1, 37, 31)), "rgb8.png": ("png", "uint8", (3, 30, 41)),
+    Image.fromarray(rng.integers(0, 256, (19, 23), dtype=np.uint8), "L").save(folder / "gray8.bmp")
+    Image.fromarray(rng.integers(0, 256, (18, 21, 4), dtype=np.uint8), "RGBA").save(folder / "rgba8.webp",
+                                                                                    lossless=True)
+    return {"gray8.bmp": ("bmp", "uint8", (1, 19, 23)), "rgba8.webp": ("webp", "uint8", (4, 18, 21)),"gray8.png": ("png", "uint8", (1, 37, 31)), "rgb8.png": ("png", "uint8", (3, 30, 41)),
             "rgba8.png": ("png", "uint8", (4, 20, 22)), "photo.jpg": ("jpeg", "uint8", (3, 24, 24)),
             "gray16.png": ("png", "uint16", (1, 33, 29)), "gray16.tif": ("tiff", "uint16", (1, 35, 27)),
             "float32.tif": ("tiff", "float32", (1, 26, 28)), "hw.npy": ("npy", "float32", (1, 25, 23)),
@@ -302,7 +305,7 @@ def test_cli_images_keep_format_bit_depth_and_shape(runs: dict[str, Path], tmp_p
         image, info = read_image(out / name)
         assert (info.format, info.dtype, image.shape, info.layout, info.mode) == \
                (fmt, dtype, shape, src_info.layout, src_info.mode), name
-        if name == "rgba8.png":  # alpha copied
+        if name in ("rgba8.png", "rgba8.webp"):  # alpha copied
             np.testing.assert_array_equal(image[3], src[3])
     # numpy layout kept exactly
     assert np.load(out / "hwc.npy").shape == (21, 19, 3) and np.load(out / "hw.npy").shape == (25, 23)
@@ -322,8 +325,8 @@ def test_denoise_file_equals_in_memory_and_format_follows_dst(gray: ImageDenoise
     assert np.load(tmp_path / "c.npy").shape == (30, 41, 3)
     with pytest.raises(ValueError, match=r"x.png: PNG stores uint8 with 1-4 channels or uint16 with 1 channel"):
         gray.denoise_file(src, tmp_path / "x.png")
-    with pytest.raises(ValueError, match=r"y.bmp: unsupported output extension '.bmp'"):
-        gray.denoise_file(src, tmp_path / "y.bmp")
+    with pytest.raises(ValueError, match=r"y.gif: unsupported output extension '.gif'"):
+        gray.denoise_file(src, tmp_path / "y.gif")
     assert sorted(os.listdir(tmp_path)) == ["a.tif", "b.tif", "c.npy", "in"]
 
 
@@ -529,6 +532,17 @@ def test_cli_auto_picks_modality_and_default_model(bundled: Path, tmp_path: Path
     assert sf.info(str(out / "talk.wav")).frames == 4000
 
 
+def test_cli_unknown_extension_names_what_is_read(bundled: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "cat.gif").write_bytes(b"GIF89a" + bytes(64))  # no reader: tried as audio, as libsndfile may know it
+    assert main([str(tmp_path / "cat.gif"), "-o", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"cat.gif: not readable as audio \(.*\); '.gif' is none of the known extensions \(audio: "
+                     r"\.wav, .*, or any other format libsndfile reads; images and stacks: \.png, .*\.bmp, \.webp, "
+                     r".*; video: \.mp4, .*\)", err), err
+    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
 def test_cli_folder_is_one_stack_with_modality_multispectral(bundled: Path, tmp_path: Path) -> None:
     write_band_folder(tmp_path / "scene", 4)
     assert main([str(tmp_path / "scene"), "-o", str(tmp_path / "out"), "--modality", "multispectral", "--quiet"]) == 0
@@ -567,9 +581,9 @@ def make_bad_images(folder: Path) -> dict[str, str]:
     tifffile.imwrite(folder / "nan.tif", nan)
     tifffile.imwrite(folder / "int64.tif", np.zeros((8, 8), np.int64))
     return {
-        "corrupt.png": r"not readable as PNG or JPEG \(",
-        "text.jpg": r"not readable as PNG or JPEG \(",
-        "truncated.png": r"not readable as PNG or JPEG \(",
+        "corrupt.png": r"not readable as PNG, JPEG, BMP or WebP \(",
+        "text.jpg": r"not readable as PNG, JPEG, BMP or WebP \(",
+        "truncated.png": r"not readable as PNG, JPEG, BMP or WebP \(",
         "bool.npy": r"unsupported dtype bool",
         "complex.npy": r"unsupported dtype complex64",
         "empty.npy": r"empty array of shape \(0, 5\)",

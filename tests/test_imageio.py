@@ -156,6 +156,41 @@ def test_jpeg_cmyk_keeps_four_channels(tmp_path):
         assert im.mode == "CMYK"
 
 
+# ------------------------------------------------------------------------------------------------------ BMP, WebP
+
+
+@pytest.mark.parametrize("ext, channels, mode", [(".bmp", 1, "L"), (".bmp", 3, "RGB"), (".webp", 3, "RGB"),
+                                                 (".webp", 4, "RGBA")])
+def test_bmp_and_lossless_webp_round_trip(tmp_path, ext, channels, mode):
+    stored = ints((H, W) if channels == 1 else (H, W, channels), "uint8")
+    src = pil_save(tmp_path / f"a{ext}", stored, mode, **({"lossless": True, "exact": True} if ext == ".webp" else {}))
+    image, info = read_image(src)
+    chw = stored[None] if channels == 1 else stored.transpose(2, 0, 1)
+    np.testing.assert_array_equal(image, chw.astype(np.float32) / 255)
+    assert info == ImageInfo(ext[1:], "uint8", 8, channels, mode, stored.shape, "HW" if channels == 1 else "HWC")
+    write_image(tmp_path / f"b{ext}", image, info)  # WebP is written lossless: the same integers come back
+    with Image.open(tmp_path / f"b{ext}") as im:
+        assert im.format == ext[1:].upper() and im.mode == mode
+        np.testing.assert_array_equal(np.array(im), stored)
+    again, info2 = read_image(tmp_path / f"b{ext}")
+    np.testing.assert_array_equal(again, image)
+    assert info2 == info
+
+
+def test_lossy_webp_and_palette_bmp_are_read(tmp_path):
+    rgb = smooth_rgb()
+    pil_save(tmp_path / "a.webp", rgb, "RGB", quality=90)  # lossy, as most WebP files are
+    image, info = read_image(tmp_path / "a.webp")
+    assert (info.format, info.mode, image.shape) == ("webp", "RGB", (3, H, W))
+    np.testing.assert_array_equal(image, pil_load(tmp_path / "a.webp").transpose(2, 0, 1) / np.float32(255))
+    assert np.abs(image - rgb.transpose(2, 0, 1) / 255).mean() < 0.02
+    pal = Image.frombytes("RGB", (W, H), rgb.tobytes()).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    pal.save(tmp_path / "p.bmp")
+    image, info = read_image(tmp_path / "p.bmp")
+    assert (info.format, info.mode) == ("bmp", "RGB")
+    np.testing.assert_array_equal(image, np.array(pal.convert("RGB")).transpose(2, 0, 1) / np.float32(255))
+
+
 # ------------------------------------------------------------------------------------------------------------ TIFF
 
 
@@ -421,21 +456,22 @@ def test_stack_with_mixed_dtypes_writes_to_a_folder_only(tmp_path):
 def test_read_errors_missing_and_extension(tmp_path):
     with pytest.raises(ImageReadError, match=r"nope.png: file not found"):
         read_image(tmp_path / "nope.png")
-    (tmp_path / "a.bmp").write_bytes(b"BM")
-    with pytest.raises(ImageReadError, match=r"a.bmp: unsupported extension '.bmp' \(expected one of .png, .jpg, "
-                                             r".jpeg, .tif, .tiff, .npy\)"):
-        read_image(tmp_path / "a.bmp")
+    (tmp_path / "a.gif").write_bytes(b"GIF89a")
+    with pytest.raises(ImageReadError, match=r"a.gif: unsupported extension '.gif' \(expected one of .png, .jpg, "
+                                             r".jpeg, .bmp, .webp, .tif, .tiff, .npy\)"):
+        read_image(tmp_path / "a.gif")
     assert issubclass(ImageReadError, ValueError)
 
 
 def test_read_errors_corrupt_files(tmp_path):
     good = pil_save(tmp_path / "good.png", smooth_rgb(), "RGB")
     (tmp_path / "trunc.png").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(ImageReadError, match=r"trunc.png: not readable as PNG or JPEG \(.*truncated"):
+    with pytest.raises(ImageReadError, match=r"trunc.png: not readable as PNG, JPEG, BMP or WebP \(.*truncated"):
         read_image(tmp_path / "trunc.png")
-    (tmp_path / "text.jpg").write_text("hello")
-    with pytest.raises(ImageReadError, match=r"text.jpg: not readable as PNG or JPEG \(cannot identify"):
-        read_image(tmp_path / "text.jpg")
+    for name in ("text.jpg", "text.bmp", "text.webp"):
+        (tmp_path / name).write_text("hello")
+        with pytest.raises(ImageReadError, match=rf"{name}: not readable as PNG, JPEG, BMP or WebP \(cannot identify"):
+            read_image(tmp_path / name)
     (tmp_path / "text.tif").write_text("hello")
     with pytest.raises(ImageReadError, match=r"text.tif: not readable as TIFF \(not a TIFF file"):
         read_image(tmp_path / "text.tif")
@@ -523,7 +559,7 @@ def test_missing_optional_packages(tmp_path, monkeypatch):
     pil_save(tmp_path / "a.png", smooth_rgb(), "RGB")
     tifffile.imwrite(tmp_path / "a.tif", np.zeros((4, 4), np.uint8))
     monkeypatch.setitem(sys.modules, "PIL", None)
-    with pytest.raises(ImportError, match=r"PNG and JPEG files need Pillow: pip install Pillow"):
+    with pytest.raises(ImportError, match=r"PNG, JPEG, BMP and WebP files need Pillow: pip install Pillow"):
         read_image(tmp_path / "a.png")
     monkeypatch.setitem(sys.modules, "tifffile", None)
     with pytest.raises(ImportError, match=r"TIFF files need tifffile: pip install tifffile"):
@@ -531,12 +567,12 @@ def test_missing_optional_packages(tmp_path, monkeypatch):
 
 
 def test_unhandled_format_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setitem(IMAGE_EXTENSIONS, ".bmp", "bmp")  # a table entry without a reader/writer
-    (tmp_path / "a.bmp").write_bytes(b"BM")
-    with pytest.raises(ImageReadError, match=r"a.bmp: unsupported format 'bmp'"):
-        read_image(tmp_path / "a.bmp")
-    with pytest.raises(ValueError, match=r"b.bmp: unsupported format 'bmp'"):
-        write_image(tmp_path / "b.bmp", np.zeros((1, 2, 2), np.float32), "uint8")
+    monkeypatch.setitem(IMAGE_EXTENSIONS, ".gif", "gif")  # a table entry without a reader/writer
+    (tmp_path / "a.gif").write_bytes(b"GIF89a")
+    with pytest.raises(ImageReadError, match=r"a.gif: unsupported format 'gif'"):
+        read_image(tmp_path / "a.gif")
+    with pytest.raises(ValueError, match=r"b.gif: unsupported format 'gif'"):
+        write_image(tmp_path / "b.gif", np.zeros((1, 2, 2), np.float32), "uint8")
 
 
 # --------------------------------------------------------------------------------------------------- write errors
@@ -554,7 +590,14 @@ IMG = np.zeros((3, 4, 5), np.float32)
     ("a.png", np.zeros((1, 0, 4), np.float32), "uint8", ValueError,
      r"Expected `image` of shape \(C, H, W\) \(non-empty\), got \(1, 0, 4\)"),
     ("a.png", np.full((1, 2, 2), np.nan, np.float32), "uint8", ValueError, r"`image` contains NaN or infinite"),
-    ("a.bmp", IMG, "uint8", ValueError, r"a.bmp: unsupported extension '.bmp' \(expected one of .png"),
+    ("a.gif", IMG, "uint8", ValueError, r"a.gif: unsupported extension '.gif' \(expected one of .png"),
+    ("a.bmp", IMG[:2], "uint8", ValueError, r"a.bmp: BMP stores 8-bit images with 1 or 3 channels, got uint8 with "
+                                            r"2 channels \(write .png, .tif or .npy\)"),
+    ("a.bmp", np.zeros((4, 4, 5), np.float32), "uint8", ValueError, r"BMP stores .* got uint8 with 4 channels"),
+    ("a.bmp", IMG, "uint16", ValueError, r"a.bmp: BMP stores .* got uint16 with 3 channels"),
+    ("a.webp", IMG[:1], "uint8", ValueError, r"a.webp: WebP stores 8-bit images with 3 or 4 channels, got uint8 "
+                                             r"with 1 channel \(write .png, .tif or .npy\)"),
+    ("a.webp", IMG, "float32", ValueError, r"a.webp: WebP stores .* got float32 with 3 channels"),
     ("a.tif", IMG, "int32", ValueError, r"a.tif: cannot write dtype int32 \(expected uint8, uint16, float16, "
                                         r"float32, float64\)"),
     ("a.tif", IMG, 5, ValueError, r"`info_or_dtype` must be an ImageInfo or a dtype, got 5"),

@@ -744,12 +744,12 @@ class ImageDenoiser:
                      progress: bool = False) -> Path:
         """Denoise an image file into ``dst`` at the input's bit depth (uint8, uint16, float) and layout.
 
-        The format follows ``dst``'s extension (``.png``, ``.jpg``, ``.tif``, ``.npy``); GeoTIFF tags are kept. An
-        alpha channel (gray+alpha, RGBA) is copied unchanged. The output is written to a temp file in ``dst``'s
-        folder and renamed when complete, so a failure never leaves a partial file.
+        The format follows ``dst``'s extension (``.png``, ``.jpg``, ``.bmp``, ``.webp``, ``.tif``, ``.npy``); GeoTIFF
+        tags are kept. An alpha channel (gray+alpha, RGBA) is copied unchanged. The output is written to a temp file
+        in ``dst``'s folder and renamed when complete, so a failure never leaves a partial file.
 
         Args:
-            src: the noisy image (PNG, JPEG, TIFF or ``.npy``; see :func:`xmodal.imageio.read_image`).
+            src: the noisy image (PNG, JPEG, BMP, WebP, TIFF or ``.npy``; see :func:`xmodal.imageio.read_image`).
             dst: output path (its folder is created).
             overwrite: replace an existing ``dst``. ``dst`` is never allowed to be ``src``.
             tile, overlap, sigma, ensemble, progress: as in :meth:`denoise`.
@@ -1064,7 +1064,7 @@ class VideoDenoiser:
         """Denoise a clip on disk into ``dst``, frame by frame (see :mod:`xmodal.videoio`).
 
         Args:
-            src: a folder of frames (PNG, JPEG, TIFF, ``.npy``; natural name order), a ``.npy`` clip
+            src: a folder of frames (PNG, JPEG, BMP, WebP, TIFF, ``.npy``; natural name order), a ``.npy`` clip
                 ``(T, H, W)`` / ``(T, H, W, C)``, or a video file (``.mp4``, ``.mov``, ``.mkv``, ``.avi``, ``.webm``;
                 needs PyAV).
             dst: a folder (a path without one of those extensions): one frame file per frame, with the input's
@@ -1242,17 +1242,28 @@ def _file_kind(path: Path) -> str | None:
         "video" if suffix in VIDEO_EXTENSIONS else None
 
 
+def _unknown_extension(path: Path) -> str:
+    """What the command line reads, for a file it tried as audio because its extension is none of them."""
+    from xmodal.imageio import IMAGE_EXTENSIONS
+    from xmodal.io import AUDIO_EXTENSIONS
+    from xmodal.videoio import VIDEO_EXTENSIONS
+
+    return (f"{path.suffix or 'no extension'!r} is none of the known extensions (audio: {', '.join(AUDIO_EXTENSIONS)}, "
+            f"or any other format libsndfile reads; images and stacks: {', '.join(IMAGE_EXTENSIONS)}; video: "
+            f"{', '.join(VIDEO_EXTENSIONS)}; or a folder of frames or band TIFFs with --modality)")
+
+
 def _peek_channels(path: Path) -> tuple[int, str]:
     """``(channels, mode)`` of an image file from its header (no pixel data is read); a file the header reader
     rejects is read by :func:`~xmodal.imageio.read_image`, which raises :class:`ImageReadError` naming the reason."""
-    from xmodal.imageio import read_image
+    from xmodal.imageio import IMAGE_EXTENSIONS, PILLOW_FORMATS, read_image
 
     suffix = path.suffix.lower()
     try:
-        if suffix in (".png", ".jpg", ".jpeg"):
+        if IMAGE_EXTENSIONS.get(suffix) in PILLOW_FORMATS:
             from PIL import Image
 
-            with Image.open(path, formats=["PNG", "JPEG"]) as im:
+            with Image.open(path, formats=[f.upper() for f in PILLOW_FORMATS]) as im:
                 mode = {"P": "RGB", "PA": "RGBA", "1": "L"}.get(im.mode, im.mode)
                 mode = "L" if mode.startswith("I") or mode == "F" else mode
                 return len(Image.getmodebands(mode)), mode
@@ -1392,7 +1403,7 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m xmodal.denoise",
-        description="Denoise audio files (any rate, channel count and length), images (PNG, JPEG, TIFF, .npy; bit "
+        description="Denoise audio files (any rate, channel count and length), images (PNG, JPEG, BMP, WebP, TIFF, .npy; bit "
                     "depth and format kept), multispectral stacks (multi-band TIFF/.npy files, or folders of "
                     "single-band TIFFs with --modality multispectral) and video clips (video files such as .mp4 "
                     "with PyAV installed; folders of frames or (T, H, W[, C]) .npy files with --modality video or "
@@ -1551,6 +1562,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, OSError, RuntimeError, ImportError) as e:
             # AudioReadError / ImageReadError are ValueErrors; libsndfile raises RuntimeError
             message = str(e)
+            if isinstance(e, AudioReadError) and job.model is not None and _file_kind(src) is None:
+                message += f"; {_unknown_extension(src)}"  # read as audio only because its extension is unknown
             report(message if str(src) in message else f"{src}: {message}")
             failed += 1
     if not args.quiet:

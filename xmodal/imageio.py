@@ -5,7 +5,8 @@ Images: ``image (C, H, W) float32`` with dtype-aware scaling, never silently 8-b
 ============  =====================  ==============================================================
 file dtype    value in ``image``     formats
 ============  =====================  ==============================================================
-uint8         ``v / 255``            PNG (L, LA, RGB, RGBA; 1-bit and palette expanded), JPEG, TIFF, npy
+uint8         ``v / 255``            PNG (L, LA, RGB, RGBA; 1-bit and palette expanded), JPEG, BMP (L, RGB),
+                                     WebP (RGB, RGBA; written lossless), TIFF, npy
 uint16        ``v / 65535``          PNG (gray only: Pillow reduces 16-bit colour PNG to 8 bits, so
                                      those files are refused), TIFF, npy
 float16/32/64 ``v`` (kept as is)     TIFF, npy (NaN/inf refused)
@@ -17,7 +18,7 @@ read -> write -> read returns the same integers.
 Stacks (multispectral / hyperspectral): ``stack (S, H, W) float32`` with per-band scaling recorded in
 :class:`StackInfo` (``file value = stack * scale + offset``), undone exactly by :func:`write_stack`.
 
-PNG/JPEG go through Pillow and TIFF through tifffile; both are imported only when used. GeoTIFF georeferencing tags
+PNG/JPEG/BMP/WebP go through Pillow and TIFF through tifffile; both are imported only when used. GeoTIFF georeferencing tags
 (ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GeoDouble/AsciiParams, GDAL metadata and
 nodata) are kept in the info objects and written back. Writing is atomic (a temp file in the destination folder,
 then a rename), as in :mod:`xmodal.io`.
@@ -49,14 +50,15 @@ __all__ = [
     "write_stack",
 ]
 
-ImageFormat = Literal["png", "jpeg", "tiff", "npy"]
+ImageFormat = Literal["png", "jpeg", "bmp", "webp", "tiff", "npy"]
 Layout = Literal["HW", "HWC", "CHW"]
 StackScaling = Literal["dtype", "band_minmax", "band_percentile"]
 TiffTag = tuple[int, int, int, Any, bool]  # (code, TIFF datatype, count, value, writeonce): tifffile's extratags
 PathLike = Union[str, os.PathLike]
 
-IMAGE_EXTENSIONS: dict[str, ImageFormat] = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff",
-                                            ".tiff": "tiff", ".npy": "npy"}
+IMAGE_EXTENSIONS: dict[str, ImageFormat] = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp",
+                                            ".webp": "webp", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy"}
+PILLOW_FORMATS = ("png", "jpeg", "bmp", "webp")  # through Pillow; the reader finds which from the bytes
 TIFF_EXTENSIONS = (".tif", ".tiff")
 
 _INT_MAX = {"uint8": 255.0, "uint16": 65535.0}  # dtype scaling of unsigned integers
@@ -79,8 +81,8 @@ class ImageInfo:
     """What :func:`read_image` found in the file; pass it to :func:`write_image` to write the same kind of file.
 
     Attributes:
-        format: container read (``"png"``, ``"jpeg"``, ``"tiff"``, ``"npy"``), detected from the content for
-            PNG/JPEG.
+        format: container read (``"png"``, ``"jpeg"``, ``"bmp"``, ``"webp"``, ``"tiff"``, ``"npy"``), detected
+            from the content for the Pillow formats.
         dtype: numpy name of the stored sample type (``"uint8"``, ``"uint16"``, ``"float32"``...).
         bit_depth: bits per sample (8, 16, 32, 64).
         channels: ``C`` of the returned ``(C, H, W)`` image.
@@ -138,7 +140,7 @@ def _import_pil() -> Any:
     try:
         from PIL import Image
     except ImportError as e:
-        raise ImportError("PNG and JPEG files need Pillow: pip install Pillow") from e
+        raise ImportError("PNG, JPEG, BMP and WebP files need Pillow: pip install Pillow") from e
     return Image
 
 
@@ -200,7 +202,7 @@ def _png_header(path: Path) -> tuple[int, int] | None:
 
 
 def _read_pillow(path: Path) -> tuple[np.ndarray, str, str]:
-    """Stored array ``(H, W)`` or ``(H, W, C)``, format and mode of a PNG or JPEG."""
+    """Stored array ``(H, W)`` or ``(H, W, C)``, format and mode of a PNG, JPEG, BMP or WebP file."""
     Image = _import_pil()
     header = _png_header(path)
     if header is not None and header[0] == 16 and header[1] in (2, 4, 6):
@@ -208,7 +210,7 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str, str]:
         raise ImageReadError(f"{path}: 16-bit {kind} PNG: Pillow would reduce it to 8 bits; "
                              "convert it to a 16-bit TIFF or .npy")
     try:
-        with Image.open(path, formats=["PNG", "JPEG"]) as im:
+        with Image.open(path, formats=[f.upper() for f in PILLOW_FORMATS]) as im:
             im.load()
             fmt = im.format.lower()
             if im.mode == "1":
@@ -218,7 +220,7 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str, str]:
             mode = im.mode
             arr = np.array(im)
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, zlib.error... for bad files
-        raise ImageReadError(f"{path}: not readable as PNG or JPEG ({e})") from None
+        raise ImageReadError(f"{path}: not readable as PNG, JPEG, BMP or WebP ({e})") from None
     if header is not None and header[0] == 16:  # 16-bit gray (colour was refused above)
         # Pillow's "I;16" modes give uint16 in some byte order; older Pillow versions used "I" (int32)
         if mode not in ("I;16", "I;16L", "I;16B", "I") or arr.dtype.kind not in "ui":
@@ -229,7 +231,7 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str, str]:
     elif mode not in ("L", "LA", "RGB", "RGBA", "CMYK"):
         raise ImageReadError(f"{path}: unsupported image mode {mode!r} "
                              "(expected L, LA, RGB, RGBA, CMYK or 16-bit gray)")
-    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("=")), ("jpeg" if fmt == "jpeg" else fmt), mode
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("=")), fmt, mode
 
 
 def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...]]:
@@ -279,7 +281,7 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
         raise ImageReadError(f"{path}: file not found")
     fmt = _format_of(path)
     tags: tuple[TiffTag, ...] = ()
-    if fmt in ("png", "jpeg"):
+    if fmt in PILLOW_FORMATS:
         stored, fmt, mode = _read_pillow(path)
         arr, layout = (stored[None], "HW") if stored.ndim == 2 else (stored.transpose(2, 0, 1), "HWC")
         # (H, W) -> (1, H, W); (H, W, C) -> (C, H, W)
@@ -350,15 +352,15 @@ def _write_tiff(path: Path, data: np.ndarray, rgb: bool, tags: tuple[TiffTag, ..
 
 
 def read_image(path: PathLike) -> tuple[np.ndarray, ImageInfo]:
-    """Read an image (PNG, JPEG, TIFF or ``.npy``) with dtype-aware scaling.
+    """Read an image (PNG, JPEG, BMP, WebP, TIFF or ``.npy``) with dtype-aware scaling.
 
     ``.npy`` layout rule: ``(H, W)`` is one channel; a 3-D array is ``(H, W, C)`` when its last axis has at most
     4 entries and its first more than 4, otherwise ``(C, H, W)`` (store band stacks channels first). TIFF: every
     axis other than Y and X (pages, samples) becomes a channel, pages outermost.
 
     Args:
-        path: the file; the format follows the extension (``.png``, ``.jpg``/``.jpeg``, ``.tif``/``.tiff``,
-            ``.npy``).
+        path: the file; the format follows the extension (``.png``, ``.jpg``/``.jpeg``, ``.bmp``, ``.webp``,
+            ``.tif``/``.tiff``, ``.npy``).
 
     Returns:
         ``(image, info)``: ``image: (C, H, W) float32``, in [0, 1] for integer files (uint8 / 255,
@@ -368,7 +370,7 @@ def read_image(path: PathLike) -> tuple[np.ndarray, ImageInfo]:
         ImageReadError: missing file, unknown extension, corrupt or truncated file, not an image, empty array,
             unsupported dtype (bool, complex, int64... in ``.npy``), NaN/inf in float data, wrong number of dims,
             16-bit colour PNG, several TIFF series.
-        ImportError: Pillow (PNG/JPEG) or tifffile (TIFF) is not installed.
+        ImportError: Pillow (PNG/JPEG/BMP/WebP) or tifffile (TIFF) is not installed.
 
     Example:
         >>> image, info = read_image("scan.tif")  # doctest: +SKIP
@@ -394,7 +396,8 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
     ``info.layout`` and TIFF ``info.mode`` (RGB(A) contiguous or one plane per channel) and GeoTIFF tags.
 
     Args:
-        path: destination (``.png``, ``.jpg``/``.jpeg``, ``.tif``/``.tiff``, ``.npy``).
+        path: destination (``.png``, ``.jpg``/``.jpeg``, ``.bmp``, ``.webp`` (lossless), ``.tif``/``.tiff``,
+            ``.npy``).
         image: ``(C, H, W)`` float (numpy or torch), [0, 1] for integer dtypes.
         info_or_dtype: the :class:`ImageInfo` of the source file, or a dtype (``"uint8"``, ``"uint16"``,
             ``"float32"``...).
@@ -404,7 +407,8 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
         TypeError: ``image`` not a float array/tensor.
         ValueError: ``image`` not ``(C, H, W)`` or not finite; unsupported extension or dtype; a combination the
             format cannot store (JPEG: 8-bit, 1 or 3 channels (4 for CMYK); PNG: 8-bit with 1-4 channels or 16-bit
-            gray; ``.npy`` ``"HW"`` layout with several channels); ``quality`` outside [1, 100].
+            gray; BMP: 8-bit, 1 or 3 channels; WebP: 8-bit, 3 or 4 channels; ``.npy`` ``"HW"`` layout with several
+            channels); ``quality`` outside [1, 100].
     """
     path = Path(path)
     image = _to_numpy("image", image, 3, "(C, H, W)")
@@ -424,7 +428,7 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
     C, H, W = image.shape
     scale = _INT_MAX.get(dtype.name, 1.0)
     data = _quantise(image.astype(np.float64) * scale, dtype) if scale != 1.0 else image.astype(dtype)
-    if fmt in ("png", "jpeg"):
+    if fmt in PILLOW_FORMATS:
         if fmt == "jpeg":
             cmyk = C == 4 and info is not None and info.mode == "CMYK"
             if dtype.name != "uint8" or not (C in (1, 3) or cmyk):
@@ -433,6 +437,13 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
             if not 1 <= quality <= 100:
                 raise ValueError(f"`quality` must be in [1, 100], got {quality}")
             mode = "CMYK" if cmyk else _MODES[C]
+        elif fmt in ("bmp", "webp"):
+            channels = (1, 3) if fmt == "bmp" else (3, 4)  # what Pillow writes and reads back unchanged
+            if dtype.name != "uint8" or C not in channels:
+                raise ValueError(f"{path}: {'BMP' if fmt == 'bmp' else 'WebP'} stores 8-bit images with "
+                                 f"{channels[0]} or {channels[1]} channels, got {dtype.name} with {C} channel{'s' * (C != 1)} "
+                                 "(write .png, .tif or .npy)")
+            mode = _MODES[C]
         elif dtype.name == "uint8" and C <= 4:
             mode = _MODES[C]
         elif dtype.name == "uint16" and C == 1:
@@ -444,7 +455,8 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
         pixels = data[0] if C == 1 else data.transpose(1, 2, 0)  # (C, H, W) -> (H, W) or (H, W, C)
         pixels = pixels.astype("<u2") if mode == "I;16" else pixels
         im = Image.frombytes(mode, (W, H), np.ascontiguousarray(pixels).tobytes())
-        options = {"quality": quality} if fmt == "jpeg" else {}
+        # WebP lossless and exact (colour kept under transparent alpha), so read -> write -> read is exact
+        options = {"quality": quality} if fmt == "jpeg" else {"lossless": True, "exact": True} if fmt == "webp" else {}
         atomic_write(path, lambda tmp: im.save(tmp, format=fmt.upper(), **options))
     elif fmt == "tiff":
         rgb = C in (3, 4) and (info is None or info.mode in ("RGB", "RGBA"))

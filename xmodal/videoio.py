@@ -3,8 +3,8 @@
 A clip is ``(T, C, H, W) float32`` with the dtype-aware scaling of :mod:`xmodal.imageio` (uint8 / 255,
 uint16 / 65535, floats as stored). Three containers:
 
-- a **folder of frames**: every image file in it (PNG, JPEG, TIFF, ``.npy``; hidden files skipped), in natural name
-  order (``frame2.png`` before ``frame10.png``); all frames must have the same size and channel count;
+- a **folder of frames**: every image file in it (PNG, JPEG, BMP, WebP, TIFF, ``.npy``; hidden files skipped), in
+  natural name order (``frame2.png`` before ``frame10.png``); all frames must have the same size and channel count;
 - a **``.npy`` file** ``(T, H, W)`` (gray) or ``(T, H, W, C)`` with ``C <= 4`` (channels last), memory-mapped so a
   long clip is never loaded whole;
 - a **video file** (``.mp4``, ``.mov``, ``.mkv``, ``.avi``, ``.webm``) through PyAV (``pip install "xmodal[video]"``),
