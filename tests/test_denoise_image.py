@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,39 @@ def test_gray_model_folds_channels_and_batch(gray: ImageDenoiser) -> None:
     for b in range(2):
         for c in range(3):
             np.testing.assert_allclose(out[b, c], gray.denoise(x[b, c]), atol=1e-6)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_channels_last_equals_channels_first(gray: ImageDenoiser, color: ImageDenoiser, batch: bool) -> None:
+    chw = rand(2, 3, 30, 27) if batch else rand(3, 30, 27)
+    hwc = np.moveaxis(chw, -3, -1).copy()  # (..., C, H, W) -> (..., H, W, C)
+    for den in (gray, color):
+        ref = np.moveaxis(den.denoise(chw), -3, -1)
+        out = den.denoise(hwc, channels_last=True)
+        assert out.shape == hwc.shape
+        np.testing.assert_array_equal(out, ref)
+        out_t = den.denoise(torch.from_numpy(hwc), channels_last=True, sigma=None, tile=16, overlap=4)
+        torch.testing.assert_close(out_t, torch.from_numpy(np.moveaxis(den.denoise(chw, tile=16, overlap=4), -3, -1)),
+                                   atol=0, rtol=0)
+    with pytest.raises(ValueError, match=r"Expected `image` of shape \(H, W, C\) or \(B, H, W, C\) "
+                                         r"\(channels_last=True\) with no empty axis, got \(30, 27\)"):
+        gray.denoise(chw[..., 0, :, :] if not batch else chw[0, 0], channels_last=True)
+
+
+def test_channels_last_looking_image_warns_or_hints(gray: ImageDenoiser, color: ImageDenoiser) -> None:
+    hwc = rand(20, 30, 3)
+    with pytest.warns(UserWarning, match=r"`image` of shape \(20, 30, 3\) is read as \(C, H, W\): 20 images of "
+                                         r"30 x 3 pixels; for a channels-last image pass channels_last=True"):
+        gray.denoise(hwc)
+    with pytest.raises(ValueError, match=r"`image` has 20 channels \(shape \(20, 30, 3\)\); use a gray model, "
+                                         r"which takes any channel count; for a channels-last image pass "
+                                         r"channels_last=True"):
+        color.denoise(hwc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # channels first, or ambiguous only when nothing suggests channels last
+        gray.denoise(rand(3, 20, 30))
+        gray.denoise(rand(4, 3, 3))
+        gray.denoise(hwc, channels_last=True)
 
 
 def test_one_tile_equals_the_adapter_path(gray: ImageDenoiser, color: ImageDenoiser) -> None:

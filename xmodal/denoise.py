@@ -46,6 +46,7 @@ import numbers
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -685,12 +686,13 @@ class ImageDenoiser:
 
     def denoise(self, image: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                 sigma: float | np.ndarray | torch.Tensor | None = None, ensemble: bool = False,
-                progress: bool = False) -> np.ndarray | torch.Tensor:
+                progress: bool = False, channels_last: bool = False) -> np.ndarray | torch.Tensor:
         """Denoise an image of any size.
 
         Args:
-            image: ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` float in [0, 1], numpy array or torch tensor. A gray
-                model takes any ``C``; a colour model ``C`` = 1 or its channel count.
+            image: ``(H, W)``, ``(C, H, W)`` or ``(B, C, H, W)`` float in [0, 1], numpy array or torch tensor
+                (``(H, W, C)`` or ``(B, H, W, C)`` with ``channels_last``). A gray model takes any ``C``; a colour
+                model ``C`` = 1 or its channel count.
             tile: images larger than ``tile`` pixels on a side are processed in tiles of at most this size.
             overlap: overlap of neighbouring tiles (blended, see :mod:`xmodal.tiling`).
             sigma: non-blind models only: noise standard deviation in image units, a float or a map of shape
@@ -698,6 +700,8 @@ class ImageDenoiser:
             ensemble: geometric self-ensemble: average the outputs for the 8 flips/rotations of the image (8 times
                 slower; typically a tenth or two of a dB of PSNR better).
             progress: show a progress bar over tiles.
+            channels_last: ``image`` has its channels last, as arrays from Pillow, OpenCV or imageio do; the result
+                has them last too. ``sigma`` maps keep their shapes above.
 
         Returns:
             The denoised image, of the same type, dtype, device and shape as ``image`` (not clipped).
@@ -707,13 +711,27 @@ class ImageDenoiser:
             ValueError: a bad shape, an empty axis, NaN/inf values, a channel count the model does not take,
                 ``sigma`` given to a blind model or missing for a non-blind one, a bad ``sigma`` map, or bad
                 ``tile``/``overlap``.
+
+        Warns:
+            UserWarning: a ``(C, H, W)`` image whose shape looks channels-last (``W <= 4 < C, H``) given to a gray
+                model, which would denoise it as ``C`` images of ``W`` pixels wide.
         """
-        x = _from_user(image, "image", "(H, W), (C, H, W) or (B, C, H, W)", (2, 3, 4))
+        if channels_last:
+            x = _from_user(image, "image", "(H, W, C) or (B, H, W, C) (channels_last=True)", (3, 4))
+            x = x.movedim(-1, -3)  # (..., H, W, C) -> (..., C, H, W)
+        else:
+            x = _from_user(image, "image", "(H, W), (C, H, W) or (B, C, H, W)", (2, 3, 4))
         x4 = x.reshape((1,) * (4 - x.ndim) + tuple(x.shape))  # (H, W) | (C, H, W) | (B, C, H, W) -> (B, C, H, W)
         C = x4.shape[1]
+        looks_hwc = not channels_last and x.ndim == 3 and x.shape[2] <= 4 < min(x.shape[0], x.shape[1])
         if self.channels != 1 and C not in (1, self.channels):
+            hint = "; for a channels-last image pass channels_last=True" if looks_hwc else ""
             raise ValueError(f"this model denoises {self.channels}-channel (or gray) images; `image` has {C} "
-                             f"channels (shape {tuple(x.shape)}); use a gray model, which takes any channel count")
+                             f"channels (shape {tuple(x.shape)}); use a gray model, which takes any channel "
+                             f"count{hint}")
+        if looks_hwc:
+            warnings.warn(f"`image` of shape {tuple(x.shape)} is read as (C, H, W): {C} images of {x.shape[1]} x "
+                          f"{x.shape[2]} pixels; for a channels-last image pass channels_last=True", stacklevel=2)
         check_tiling(tile, overlap, self.size_multiple)
         sigma_map = self._sigma_map(sigma, tuple(x4.shape))
         inputs = x4 if sigma_map is None else torch.cat([x4, sigma_map], dim=1)  # (B, C [+1], H, W)
@@ -736,7 +754,8 @@ class ImageDenoiser:
                         out = out.flip(-1) if flip else out
                         y += torch.rot90(out, -k, dims=(-2, -1))
                 y /= 8
-        return _to_user(y.reshape(x.shape), image)
+        y = y.reshape(x.shape)
+        return _to_user(y.movedim(-3, -1) if channels_last else y, image)  # (..., C, H, W) -> (..., H, W, C)
 
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
                      tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
