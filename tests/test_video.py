@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -475,6 +476,27 @@ def test_denoise_shapes_types_and_tiling(gray: VideoDenoiser) -> None:
 ])
 def test_denoise_errors(gray: VideoDenoiser, clip, error, message) -> None:
     with pytest.raises(error, match=message):
+        gray.denoise(clip)
+
+
+def test_channels_last_clip_equals_channels_first(runs: dict[str, Path], gray: VideoDenoiser) -> None:
+    colour = load(runs["color"])
+    clip = random_clip(3, 3, 16, 19)
+    thwc = np.moveaxis(clip, 1, -1).copy()  # (T, C, H, W) -> (T, H, W, C)
+    for den in (gray, colour):
+        out = den.denoise(thwc, channels_last=True)
+        assert out.shape == thwc.shape
+        np.testing.assert_array_equal(out, np.moveaxis(den.denoise(clip), 1, -1))
+    with pytest.raises(ValueError, match=r"Expected `clip` of shape \(T, H, W, C\) \(channels_last=True\) with no "
+                                         r"empty axis, got \(3, 16, 19\)"):
+        gray.denoise(clip[:, 0], channels_last=True)
+    with pytest.warns(UserWarning, match=r"`clip` of shape \(3, 16, 19, 3\) is read as \(T, C, H, W\): frames of "
+                                         r"19 x 3 pixels; for a channels-last clip pass channels_last=True"):
+        gray.denoise(thwc)
+    with pytest.warns(UserWarning, match=r"read as \(T, H, W\): frames of 19 x 3 pixels"):
+        gray.denoise(thwc[0])  # one (H, W, C) image given as a clip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         gray.denoise(clip)
 
 

@@ -595,6 +595,23 @@ def _to_user(y: torch.Tensor, like: np.ndarray | torch.Tensor) -> np.ndarray | t
     return y.cpu().numpy().astype(like.dtype, copy=False)
 
 
+def _channels_first(x: np.ndarray | torch.Tensor, name: str, shapes: tuple[str, str], ndims: tuple[int, ...],
+                    channels_last: bool) -> tuple[torch.Tensor, str]:
+    """``x`` checked by :func:`_from_user`, with its channels third from last, and a hint for the caller's messages.
+
+    ``shapes``: the accepted shapes (channels first, channels last) for messages; ``ndims``: the accepted numbers of
+    dims, channels first. With ``channels_last`` the input has channels on its last axis (the ``ndims`` above the
+    smallest), moved to third from last. Without it, a shape whose last axis looks like channels (at most 4 entries,
+    the two before it more than 4) returns the hint ``"; for a channels-last <name> pass channels_last=True"``, else
+    ``""``."""
+    if channels_last:
+        t = _from_user(x, name, f"{shapes[1]} (channels_last=True)", tuple(n for n in ndims if n > min(ndims)))
+        return t.movedim(-1, -3), ""  # (..., H, W, C) -> (..., C, H, W)
+    t = _from_user(x, name, shapes[0], ndims)
+    looks_last = t.ndim >= 3 and t.shape[-1] <= 4 < min(t.shape[-3], t.shape[-2])
+    return t, f"; for a channels-last {name} pass channels_last=True" if looks_last else ""
+
+
 def _check_image_dst(src: Path, dst: Path, overwrite: bool, folder: bool = False) -> None:
     """Refuse ``dst`` when it is ``src`` (or one of ``src``'s band files), of the wrong kind, or exists without
     ``overwrite``."""
@@ -716,22 +733,17 @@ class ImageDenoiser:
             UserWarning: a ``(C, H, W)`` image whose shape looks channels-last (``W <= 4 < C, H``) given to a gray
                 model, which would denoise it as ``C`` images of ``W`` pixels wide.
         """
-        if channels_last:
-            x = _from_user(image, "image", "(H, W, C) or (B, H, W, C) (channels_last=True)", (3, 4))
-            x = x.movedim(-1, -3)  # (..., H, W, C) -> (..., C, H, W)
-        else:
-            x = _from_user(image, "image", "(H, W), (C, H, W) or (B, C, H, W)", (2, 3, 4))
+        x, hint = _channels_first(image, "image", ("(H, W), (C, H, W) or (B, C, H, W)", "(H, W, C) or (B, H, W, C)"),
+                                  (2, 3, 4), channels_last)
         x4 = x.reshape((1,) * (4 - x.ndim) + tuple(x.shape))  # (H, W) | (C, H, W) | (B, C, H, W) -> (B, C, H, W)
         C = x4.shape[1]
-        looks_hwc = not channels_last and x.ndim == 3 and x.shape[2] <= 4 < min(x.shape[0], x.shape[1])
         if self.channels != 1 and C not in (1, self.channels):
-            hint = "; for a channels-last image pass channels_last=True" if looks_hwc else ""
             raise ValueError(f"this model denoises {self.channels}-channel (or gray) images; `image` has {C} "
                              f"channels (shape {tuple(x.shape)}); use a gray model, which takes any channel "
                              f"count{hint}")
-        if looks_hwc:
-            warnings.warn(f"`image` of shape {tuple(x.shape)} is read as (C, H, W): {C} images of {x.shape[1]} x "
-                          f"{x.shape[2]} pixels; for a channels-last image pass channels_last=True", stacklevel=2)
+        if hint:
+            warnings.warn(f"`image` of shape {tuple(x.shape)} is read as (C, H, W): {C} images of {x.shape[-2]} x "
+                          f"{x.shape[-1]} pixels{hint}", stacklevel=2)
         check_tiling(tile, overlap, self.size_multiple)
         sigma_map = self._sigma_map(sigma, tuple(x4.shape))
         inputs = x4 if sigma_map is None else torch.cat([x4, sigma_map], dim=1)  # (B, C [+1], H, W)
@@ -1054,14 +1066,17 @@ class VideoDenoiser:
             yield t, self.adapter.decode(est, ctx)[0]
 
     def denoise(self, clip: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                progress: bool = False) -> np.ndarray | torch.Tensor:
+                progress: bool = False, channels_last: bool = False) -> np.ndarray | torch.Tensor:
         """Denoise a clip held in memory.
 
         Args:
-            clip: ``(T, H, W)`` (gray) or ``(T, C, H, W)`` float in [0, 1], numpy or torch; any ``T``, ``C``, size.
+            clip: ``(T, H, W)`` (gray) or ``(T, C, H, W)`` float in [0, 1], numpy or torch; any ``T``, ``C``, size
+                (``(T, H, W, C)`` with ``channels_last``).
             tile: frames larger than ``tile`` pixels on a side are processed in tiles of at most this size.
             overlap: overlap of neighbouring tiles (blended, see :mod:`xmodal.tiling`).
             progress: show a progress bar over frames.
+            channels_last: ``clip`` is ``(T, H, W, C)``, as video readers (PyAV, imageio, OpenCV) give frames; so is
+                the result.
 
         Returns:
             The denoised clip, of the same type, dtype, device and shape as ``clip``.
@@ -1070,13 +1085,21 @@ class VideoDenoiser:
             TypeError: ``clip`` is not a float numpy array or tensor.
             ValueError: a bad shape, an empty axis, NaN/inf values, a channel count the model cannot take, bad
                 ``tile``/``overlap``.
+
+        Warns:
+            UserWarning: the shape looks channels-last (last axis at most 4, the two before it more than 4) and
+                ``channels_last`` is not set: the clip would be denoised as frames a few pixels wide.
         """
-        x = _from_user(clip, "clip", "(T, H, W) or (T, C, H, W)", (3, 4))
+        x, hint = _channels_first(clip, "clip", ("(T, H, W) or (T, C, H, W)", "(T, H, W, C)"), (3, 4), channels_last)
+        if hint:
+            warnings.warn(f"`clip` of shape {tuple(x.shape)} is read as {'(T, C, H, W)' if x.ndim == 4 else '(T, H, W)'}"
+                          f": frames of {x.shape[-2]} x {x.shape[-1]} pixels{hint}", stacklevel=2)
         x4 = x[:, None] if x.ndim == 3 else x  # (T, H, W) -> (T, 1, H, W)
         out = torch.empty_like(x4)
         for t, frame in self._frames(lambda i: x4[i], x4.shape[0], tile, overlap, progress):
             out[t] = frame.cpu()
-        return _to_user(out.reshape(x.shape), clip)
+        y = out.reshape(x.shape)
+        return _to_user(y.movedim(-3, -1) if channels_last else y, clip)  # (T, C, H, W) -> (T, H, W, C)
 
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
                      tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, progress: bool = False) -> Path:
