@@ -672,6 +672,52 @@ def test_cli_overwrite_rules(runs: dict[str, Path], tmp_path: Path, capsys: pyte
     assert main(argv + ["--overwrite"]) == 0
 
 
+def test_cli_format_changes_the_output_extension_per_kind(bundled: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "in"
+    write_images(folder)
+    sf.write(folder / "talk.wav", 0.1 * np.sin(np.arange(4000) / 5.0), 16000, subtype="PCM_24")
+    tifffile.imwrite(folder / "cube.tif", np.zeros((6, 16, 16), np.uint16) + 7, photometric="minisblack",
+                     planarconfig="separate")
+    scene = write_band_folder(tmp_path / "scene", 3)
+    out = tmp_path / "out"
+    files = [str(folder / n) for n in ("photo.jpg", "gray8.bmp", "hwc.npy", "cube.tif", "talk.wav")]
+    argv = [*files, "-o", str(out), "--quiet", "--tile", "24", "--overlap", "8"]
+    assert main(argv + ["--format", "png", "--format", ".FLAC"]) == 1  # cube.tif: 6 bands do not fit a PNG
+    err = capsys.readouterr().err
+    assert re.search(r"cube.png: a stack is written to a .tif/.tiff/.npy file or a folder \(no extension\), got "
+                     r"'.png'", err), err
+    assert sorted(os.listdir(out)) == ["gray8.png", "hwc.png", "photo.png", "talk.flac"]
+    for name, like in (("photo.png", "photo.jpg"), ("gray8.png", "gray8.bmp"), ("hwc.png", "hwc.npy")):
+        image, info = read_image(out / name)
+        src, src_info = read_image(folder / like)
+        assert (info.format, info.dtype, image.shape) == ("png", src_info.dtype, src.shape), name
+    assert (sf.info(str(out / "talk.flac")).format, sf.info(str(out / "talk.flac")).subtype) == ("FLAC", "PCM_24")
+    assert main([*files[3:4], str(scene), "-o", str(out), "--quiet", "--modality", "multispectral",
+                 "--format", "npy"]) == 0  # a stack file takes the image format; a folder keeps its name
+    assert np.load(out / "cube.npy").shape == (6, 16, 16) and sorted(os.listdir(out / "scene")) == \
+        ["B1.tif", "B2.tif", "B3.tif"]
+    # two inputs that --format sends to one output: the second is refused, the first written
+    shutil.copy(folder / "gray8.png", folder / "photo.png")
+    assert main([str(folder / "photo.jpg"), str(folder / "photo.png"), "-o", str(tmp_path / "o2"), "--quiet",
+                 "--format", "tif"]) == 1
+    assert "photo.png: its output " in capsys.readouterr().err and os.listdir(tmp_path / "o2") == ["photo.tif"]
+
+
+@pytest.mark.parametrize("formats, message", [
+    (["gif"], r"--format gif: unknown extension \(audio: \.wav, .*; images and stacks: \.png, .*; video: \.mp4, .*\)"),
+    (["png", "tif"], r"--format tif: image outputs are already \.png \(one --format per kind\)"),
+    (["wav", "FLAC"], r"--format FLAC: audio outputs are already \.wav"),
+])
+def test_cli_format_errors(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture,
+                           formats: list[str], message: str) -> None:
+    write_images(tmp_path / "in")
+    argv = [str(tmp_path / "in" / "gray8.png"), "-o", str(tmp_path / "out"), "--model", str(runs["gray"])]
+    assert main(argv + [a for f in formats for a in ("--format", f)]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_model_of_the_wrong_modality(runs: dict[str, Path], run_dir: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture) -> None:
     write_images(tmp_path / "in")

@@ -154,6 +154,17 @@ def test_jpeg_cmyk_keeps_four_channels(tmp_path):
     write_image(tmp_path / "b.jpg", image, info)
     with Image.open(tmp_path / "b.jpg") as im:
         assert im.mode == "CMYK"
+    write_image(tmp_path / "c.tif", image, info)  # a CMYK (separated) TIFF, exact
+    with tifffile.TiffFile(tmp_path / "c.tif") as tif:
+        assert int(tif.pages[0].photometric) == 5 and tif.series[0].shape == (H, W, 4)
+    again, info2 = read_image(tmp_path / "c.tif")
+    assert (info2.mode, info2.channels, info2.format) == ("CMYK", 4, "tiff")
+    np.testing.assert_array_equal(again, image)
+    for ext in ("png", "bmp", "webp"):  # no CMYK mode: refused rather than written as RGBA
+        with pytest.raises(ValueError, match=rf"d.{ext}: a CMYK image cannot be stored as {ext.upper()} \(no CMYK "
+                                             r"mode\); write .jpg or .tif"):
+            write_image(tmp_path / f"d.{ext}", image, info)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg", "b.jpg", "c.tif"]
 
 
 # ------------------------------------------------------------------------------------------------------ BMP, WebP

@@ -565,6 +565,14 @@ def test_cli_denoises_clips(runs: dict[str, Path], tmp_path: Path, capsys) -> No
     code = main([str(src), "-o", str(tmp_path / "out2"), "--modality", "image", "--model", str(runs["gray"]),
                  "--quiet"])
     assert code == 2 and "--modality image does not match the model" in capsys.readouterr().err
+    # --format: a .npy clip written as a lossless video file; a folder of frames keeps its name and frame files
+    pytest.importorskip("av")
+    code = main([str(src), str(tmp_path / "in" / "pan.npy"), "-o", str(tmp_path / "out3"), "--model",
+                 str(runs["gray"]), "--quiet", "--format", "mkv"])
+    assert code == 0 and sorted(os.listdir(tmp_path / "out3")) == ["pan.mkv", "walk"]
+    clip, _ = read_clip(tmp_path / "out3" / "pan.mkv")
+    expected = np.clip(np.rint(np.load(tmp_path / "out" / "pan.npy") * 255), 0, 255) / 255  # FFV1 is lossless
+    np.testing.assert_allclose(clip[:, 0], expected, atol=1e-6)
 
 
 # -------------------------------------------------------------------------------------------------------- metrics

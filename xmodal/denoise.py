@@ -1483,8 +1483,43 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
                    help="image/stack/video models: bf16 is about twice as fast on CPUs with AVX-512 BF16 / AMX (auto: bf16 "
                         "where native); speech always runs in fp32 (default fp32)")
+    p.add_argument("--format", action="append", default=[], metavar="EXT",
+                   help="write outputs with this extension instead of the input's, for the inputs of its kind: an "
+                        "image one (png, tif, ...: e.g. JPEGs denoised into lossless PNGs) for image and stack files, "
+                        "an audio one (wav, flac, ...) for audio files, a video one (mkv: lossless FFV1, ...) for "
+                        "video and .npy clips; repeat it for several kinds (default: each input's own)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary (errors are still printed)")
     return p
+
+
+def _output_formats(formats: list[str]) -> dict[str, str]:
+    """``--format`` values -> ``{"audio" | "image" | "video": ".ext"}``; ``ValueError`` for an unknown extension or
+    two of one kind."""
+    from xmodal.imageio import IMAGE_EXTENSIONS
+    from xmodal.io import AUDIO_EXTENSIONS
+    from xmodal.videoio import VIDEO_EXTENSIONS
+
+    kinds = {"audio": AUDIO_EXTENSIONS, "image": tuple(IMAGE_EXTENSIONS), "video": VIDEO_EXTENSIONS}
+    chosen: dict[str, str] = {}
+    for value in formats:
+        ext = "." + value.lower().lstrip(".")
+        kind = next((k for k, exts in kinds.items() if ext in exts), None)
+        if kind is None:
+            raise ValueError(f"--format {value}: unknown extension (audio: {', '.join(AUDIO_EXTENSIONS)}; images and "
+                             f"stacks: {', '.join(IMAGE_EXTENSIONS)}; video: {', '.join(VIDEO_EXTENSIONS)})")
+        if kind in chosen and chosen[kind] != ext:
+            raise ValueError(f"--format {value}: {kind} outputs are already {chosen[kind]} (one --format per kind)")
+        chosen[kind] = ext
+    return chosen
+
+
+def _output_path(out_dir: Path, job: _Job, formats: dict[str, str]) -> Path:
+    """Where ``job``'s output goes: its name in ``out_dir``, with the ``--format`` extension of its kind if any
+    (folders, read as one stack or clip, keep their names)."""
+    kind = {"speech": "audio", "image": "image", "multispectral": "image", "video": "video"}[job.modality]
+    if job.src.is_dir() or kind not in formats:
+        return out_dir / job.src.name
+    return out_dir / (job.src.stem + formats[kind])
 
 
 def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace) -> None:
@@ -1524,6 +1559,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_options(args.mix, args.atten_limit_db, args.chunk_seconds, None)
         check_tiling(args.tile, args.overlap)
+        formats = _output_formats(args.format)
     except ValueError as e:
         report(str(e).replace("`mix`", "--mix").replace("`atten_limit_db`", "--atten-limit-db")
                .replace("`chunk_seconds`", "--chunk-seconds").replace("`tile`", "--tile")
@@ -1586,7 +1622,7 @@ def main(argv: list[str] | None = None) -> int:
     planned: dict[Path, Path] = {}
     for job in tqdm(jobs, desc="files", unit="file", disable=args.quiet or len(jobs) < 2, dynamic_ncols=True):
         src = job.src
-        dst = out_dir / src.name
+        dst = _output_path(out_dir, job, formats)
         key = dst.resolve()
         if key in inputs:
             report(f"{src}: its output {dst} would overwrite the input {'folder' if src.is_dir() else 'file'} "

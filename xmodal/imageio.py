@@ -257,7 +257,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...]]:
     arr = arr.reshape(-1, *arr.shape[-2:])  # (..., H, W) -> (C, H, W)
     C = arr.shape[0]
     mode = ("RGB" if C == 3 else "RGBA" if C == 4 else "multiband") if photometric == 2 else \
-        ("L" if C == 1 else "multiband")
+        "CMYK" if photometric == 5 and C == 4 else ("L" if C == 1 else "multiband")
     return arr, axes, mode, tags
 
 
@@ -335,13 +335,16 @@ def _quantise(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
-def _write_tiff(path: Path, data: np.ndarray, rgb: bool, tags: tuple[TiffTag, ...]) -> None:
-    """Write ``data: (C, H, W)``: 2-D for one band, contiguous RGB(A) when ``rgb``, else one page, C planes."""
+def _write_tiff(path: Path, data: np.ndarray, mode: str, tags: tuple[TiffTag, ...]) -> None:
+    """Write ``data: (C, H, W)``: 2-D for one band, contiguous RGB(A) (mode RGB or RGBA, 3 or 4 channels) or CMYK
+    (mode CMYK, 4 channels), else one page of C planes."""
     tifffile = _import_tifffile()
-    if data.shape[0] == 1:
+    C = data.shape[0]
+    if C == 1:
         out, kwargs = data[0], {"photometric": "minisblack"}  # (1, H, W) -> (H, W)
-    elif rgb:
-        out, kwargs = data.transpose(1, 2, 0), {"photometric": "rgb"}  # (C, H, W) -> (H, W, C)
+    elif (mode in ("RGB", "RGBA") and C in (3, 4)) or (mode == "CMYK" and C == 4):
+        photometric = "separated" if mode == "CMYK" else "rgb"
+        out, kwargs = data.transpose(1, 2, 0), {"photometric": photometric}  # (C, H, W) -> (H, W, C)
     else:
         out, kwargs = data, {"photometric": "minisblack", "planarconfig": "separate"}
     atomic_write(path, lambda tmp: tifffile.imwrite(tmp, np.ascontiguousarray(out), extratags=list(tags),
@@ -393,7 +396,7 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
 
     Integer files store ``round(image * 255)`` (uint8) or ``round(image * 65535)`` (uint16), clipped to the range;
     float files store the values unclipped. With an :class:`ImageInfo` the dtype is ``info.dtype``; ``.npy`` keeps
-    ``info.layout`` and TIFF ``info.mode`` (RGB(A) contiguous or one plane per channel) and GeoTIFF tags.
+    ``info.layout`` and TIFF ``info.mode`` (RGB(A) or CMYK contiguous, or one plane per channel) and GeoTIFF tags.
 
     Args:
         path: destination (``.png``, ``.jpg``/``.jpeg``, ``.bmp``, ``.webp`` (lossless), ``.tif``/``.tiff``,
@@ -429,6 +432,9 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
     scale = _INT_MAX.get(dtype.name, 1.0)
     data = _quantise(image.astype(np.float64) * scale, dtype) if scale != 1.0 else image.astype(dtype)
     if fmt in PILLOW_FORMATS:
+        if info is not None and info.mode == "CMYK" and fmt != "jpeg":
+            raise ValueError(f"{path}: a CMYK image cannot be stored as {fmt.upper()} (no CMYK mode); write .jpg or "
+                             ".tif")
         if fmt == "jpeg":
             cmyk = C == 4 and info is not None and info.mode == "CMYK"
             if dtype.name != "uint8" or not (C in (1, 3) or cmyk):
@@ -459,8 +465,8 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
         options = {"quality": quality} if fmt == "jpeg" else {"lossless": True, "exact": True} if fmt == "webp" else {}
         atomic_write(path, lambda tmp: im.save(tmp, format=fmt.upper(), **options))
     elif fmt == "tiff":
-        rgb = C in (3, 4) and (info is None or info.mode in ("RGB", "RGBA"))
-        _write_tiff(path, data, rgb, info.tiff_tags if info is not None else ())
+        mode, tags = (_mode_of(C), ()) if info is None else (info.mode, info.tiff_tags)
+        _write_tiff(path, data, mode, tags)
     elif fmt == "npy":
         layout = info.layout if info is not None else "CHW"
         if layout == "HW" and C != 1:
@@ -635,13 +641,13 @@ def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: S
         if suffix == ".npy":
             atomic_write(path, lambda tmp: np.save(tmp, data))
         else:
-            _write_tiff(path, data, False, info.tiff_tags)
+            _write_tiff(path, data, "multiband", info.tiff_tags)
     elif suffix == "":
         repeated = sorted({n for n in info.band_names if info.band_names.count(n) > 1})
         if repeated:
             raise ValueError(f"{path}: band names {repeated} repeat, so their files would overwrite each other; "
                              "write one .tif or .npy file instead")
         for name, band in zip(info.band_names, bands):
-            _write_tiff(path / f"{name}.tif", band[None], False, info.tiff_tags)  # (H, W) -> (1, H, W)
+            _write_tiff(path / f"{name}.tif", band[None], "L", info.tiff_tags)  # (H, W) -> (1, H, W)
     else:
         raise ValueError(f"{path}: expected a .tif/.tiff/.npy file or a folder (no extension), got {path.suffix!r}")
