@@ -319,7 +319,8 @@ def write_images(folder: Path) -> dict[str, tuple[str, str, tuple[int, ...]]]:
     Image.fromarray(rng.integers(0, 256, (19, 23), dtype=np.uint8), "L").save(folder / "gray8.bmp")
     Image.fromarray(rng.integers(0, 256, (18, 21, 4), dtype=np.uint8), "RGBA").save(folder / "rgba8.webp",
                                                                                     lossless=True)
-    return {"gray8.bmp": ("bmp", "uint8", (1, 19, 23)), "rgba8.webp": ("webp", "uint8", (4, 18, 21)),"gray8.png": ("png", "uint8", (1, 37, 31)), "rgb8.png": ("png", "uint8", (3, 30, 41)),
+    return {"gray8.bmp": ("bmp", "uint8", (1, 19, 23)), "rgba8.webp": ("webp", "uint8", (4, 18, 21)),
+            "gray8.png": ("png", "uint8", (1, 37, 31)), "rgb8.png": ("png", "uint8", (3, 30, 41)),
             "rgba8.png": ("png", "uint8", (4, 20, 22)), "photo.jpg": ("jpeg", "uint8", (3, 24, 24)),
             "gray16.png": ("png", "uint16", (1, 33, 29)), "gray16.tif": ("tiff", "uint16", (1, 35, 27)),
             "float32.tif": ("tiff", "float32", (1, 26, 28)), "hw.npy": ("npy", "float32", (1, 25, 23)),

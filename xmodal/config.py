@@ -146,7 +146,8 @@ class SpeechDataConfig:
 class ImageDataConfig:
     """Image, band-stack and video training data (modalities ``image``, ``multispectral`` and ``video``).
 
-    ``image``: ``train_dir`` holds clean images (PNG, JPEG, BMP, WebP, TIFF, npy; noise is synthesised with ``noise``), or
+    ``image``: ``train_dir`` holds clean images (PNG, JPEG, BMP, WebP, TIFF, npy; noise is synthesised with
+    ``noise``), or
     ``pairs_dir`` holds ``noisy/`` and ``clean/`` with matching names. Validation: ``valid_dir`` (clean images,
     noise from ``valid_noise`` with a fixed seed), else ``valid_pairs_dir``, else ``valid_fraction`` of the files.
 

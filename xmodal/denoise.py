@@ -1092,8 +1092,9 @@ class VideoDenoiser:
         """
         x, hint = _channels_first(clip, "clip", ("(T, H, W) or (T, C, H, W)", "(T, H, W, C)"), (3, 4), channels_last)
         if hint:
-            warnings.warn(f"`clip` of shape {tuple(x.shape)} is read as {'(T, C, H, W)' if x.ndim == 4 else '(T, H, W)'}"
-                          f": frames of {x.shape[-2]} x {x.shape[-1]} pixels{hint}", stacklevel=2)
+            axes = "(T, C, H, W)" if x.ndim == 4 else "(T, H, W)"
+            warnings.warn(f"`clip` of shape {tuple(x.shape)} is read as {axes}: frames of {x.shape[-2]} x "
+                          f"{x.shape[-1]} pixels{hint}", stacklevel=2)
         x4 = x[:, None] if x.ndim == 3 else x  # (T, H, W) -> (T, 1, H, W)
         out = torch.empty_like(x4)
         for t, frame in self._frames(lambda i: x4[i], x4.shape[0], tile, overlap, progress):
@@ -1445,8 +1446,8 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m xmodal.denoise",
-        description="Denoise audio files (any rate, channel count and length), images (PNG, JPEG, BMP, WebP, TIFF, .npy; bit "
-                    "depth and format kept), multispectral stacks (multi-band TIFF/.npy files, or folders of "
+        description="Denoise audio files (any rate, channel count and length), images (PNG, JPEG, BMP, WebP, TIFF, "
+                    ".npy; bit depth and format kept), multispectral stacks (multi-band TIFF/.npy files, or folders of "
                     "single-band TIFFs with --modality multispectral) and video clips (video files such as .mp4 "
                     "with PyAV installed; folders of frames or (T, H, W[, C]) .npy files with --modality video or "
                     "a video --model) into OUT_DIR, keeping their names. Without --model the modality and the "

@@ -18,10 +18,10 @@ read -> write -> read returns the same integers.
 Stacks (multispectral / hyperspectral): ``stack (S, H, W) float32`` with per-band scaling recorded in
 :class:`StackInfo` (``file value = stack * scale + offset``), undone exactly by :func:`write_stack`.
 
-PNG/JPEG/BMP/WebP go through Pillow and TIFF through tifffile; both are imported only when used. GeoTIFF georeferencing tags
-(ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GeoDouble/AsciiParams, GDAL metadata and
-nodata) are kept in the info objects and written back. Writing is atomic (a temp file in the destination folder,
-then a rename), as in :mod:`xmodal.io`.
+PNG/JPEG/BMP/WebP go through Pillow and TIFF through tifffile; both are imported only when used. GeoTIFF
+georeferencing tags (ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GeoDouble/AsciiParams, GDAL
+metadata and nodata) are kept in the info objects and written back. Writing is atomic (a temp file in the destination
+folder, then a rename), as in :mod:`xmodal.io`.
 """
 
 from __future__ import annotations
@@ -447,7 +447,8 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
             channels = (1, 3) if fmt == "bmp" else (3, 4)  # what Pillow writes and reads back unchanged
             if dtype.name != "uint8" or C not in channels:
                 raise ValueError(f"{path}: {'BMP' if fmt == 'bmp' else 'WebP'} stores 8-bit images with "
-                                 f"{channels[0]} or {channels[1]} channels, got {dtype.name} with {C} channel{'s' * (C != 1)} "
+                                 f"{channels[0]} or {channels[1]} channels, got {dtype.name} with {C} "
+                                 f"channel{'s' * (C != 1)} "
                                  "(write .png, .tif or .npy)")
             mode = _MODES[C]
         elif dtype.name == "uint8" and C <= 4:
