@@ -358,7 +358,7 @@ def test_denoise_file_equals_in_memory_and_format_follows_dst(gray: ImageDenoise
     assert (info.format, info.dtype) == ("tiff", "uint8")
     color.denoise_file(tmp_path / "in" / "rgb8.png", tmp_path / "c.npy")
     assert np.load(tmp_path / "c.npy").shape == (30, 41, 3)
-    with pytest.raises(ValueError, match=r"x.png: PNG stores uint8 with 1-4 channels or uint16 with 1 channel"):
+    with pytest.raises(ValueError, match=r"x.png: PNG stores uint8 or uint16 with 1-4 channels, got float32"):
         gray.denoise_file(src, tmp_path / "x.png")
     with pytest.raises(ValueError, match=r"y.gif: unsupported output extension '.gif'"):
         gray.denoise_file(src, tmp_path / "y.gif")

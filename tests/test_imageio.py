@@ -252,6 +252,49 @@ def test_tiff_float64_and_float16(tmp_path):
         np.testing.assert_array_equal(tifffile.imread(tmp_path / f"{dtype}_out.tif"), stored.astype(np.float32))
 
 
+def tiff_codes(path: Path) -> tuple[int, int]:
+    with tifffile.TiffFile(path) as tif:
+        return int(tif.pages[0].compression), int(tif.pages[0].predictor)
+
+
+@pytest.mark.parametrize("compression, predictor, dtype, channels", [
+    ("lzw", 2, "uint16", 1), ("lzw", 1, "uint8", 3), ("zlib", 3, "float32", 5), ("zstd", 2, "uint16", 31),
+    ("packbits", 1, "uint8", 1), ("lzma", 1, "uint16", 4)])
+def test_tiff_compression_is_kept(tmp_path, compression, predictor, dtype, channels):
+    stored = floats((channels, H, W)) if dtype == "float32" else ints((channels, H, W), dtype)
+    kwargs = {"photometric": "rgb", "planarconfig": "separate"} if channels == 3 else \
+        {"photometric": "minisblack", "planarconfig": "separate"}
+    tifffile.imwrite(tmp_path / "a.tif", stored[0] if channels == 1 else stored, compression=compression,
+                     predictor=predictor if predictor != 1 else None, **kwargs)
+    codes = tiff_codes(tmp_path / "a.tif")
+    assert codes[0] != 1 and codes[1] == predictor
+    image, info = read_image(tmp_path / "a.tif")
+    assert info.tiff_compression == codes
+    write_image(tmp_path / "b.tif", image, info)
+    assert tiff_codes(tmp_path / "b.tif") == codes  # same codec and predictor
+    scale = 1 if dtype == "float32" else np.float32(np.iinfo(dtype).max)
+    np.testing.assert_array_equal(image, stored / scale)
+    np.testing.assert_array_equal(read_image(tmp_path / "b.tif")[0], image)
+    if dtype != "float32":  # stacks keep it too, in one file and in a folder of bands
+        stack, sinfo = read_stack(tmp_path / "a.tif")
+        assert sinfo.tiff_compression == codes
+        write_stack(tmp_path / "c.tif", stack, sinfo)
+        write_stack(tmp_path / "bands", stack, sinfo)
+        assert tiff_codes(tmp_path / "c.tif") == codes and tiff_codes(tmp_path / "bands" / "band_01.tif") == codes
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "c.tif").reshape(stored.shape), stored)
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "bands" / "band_01.tif"), stored[0])
+
+
+def test_lossy_tiff_is_written_back_lossless(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", smooth_rgb(), photometric="rgb", compression="jpeg")
+    image, info = read_image(tmp_path / "a.tif")
+    assert info.tiff_compression[0] == 7 and info.mode == "RGB"
+    write_image(tmp_path / "b.tif", image, info)
+    assert tiff_codes(tmp_path / "b.tif") == (8, 1)  # Deflate: no second lossy encoding
+    np.testing.assert_array_equal(read_image(tmp_path / "b.tif")[0], image)
+    assert read_image(tmp_path / "b.tif")[1].tiff_compression == (8, 1)
+
+
 def test_geotiff_tags_survive_read_and_write(tmp_path):
     stored = ints((3, H, W), "uint16")
     tifffile.imwrite(tmp_path / "g.tif", stored, photometric="minisblack", planarconfig="separate",
@@ -500,12 +543,29 @@ def test_read_errors_corrupt_files(tmp_path):
         read_image(tmp_path / "obj.npy")
 
 
-def test_read_errors_16bit_colour_png(tmp_path):
-    png16(tmp_path / "rgb16.png", ints((H, W, 3), "uint16"), 2)
-    with pytest.raises(ImageReadError, match=r"rgb16.png: 16-bit RGB PNG: Pillow would reduce it to 8 bits; "
-                                             r"convert it to a 16-bit TIFF or .npy"):
-        read_image(tmp_path / "rgb16.png")
-    png16(tmp_path / "g16.png", ints((H, W), "uint16", seed=3), 0)  # hand-written 16-bit gray is fine
+@pytest.mark.parametrize("colour_type, channels, mode", [(2, 3, "RGB"), (4, 2, "LA"), (6, 4, "RGBA")])
+def test_png_16bit_colour_round_trip(tmp_path, colour_type, channels, mode):
+    """Pillow would reduce these to 8 bits; they are decoded and encoded through imagecodecs, all 16 bits kept."""
+    stored = ints((H, W, channels), "uint16", seed=colour_type)
+    png16(tmp_path / "a.png", stored, colour_type)  # written by hand: an independent encoder
+    image, info = read_image(tmp_path / "a.png")
+    np.testing.assert_array_equal(image, stored.transpose(2, 0, 1) / np.float32(65535))
+    assert info == ImageInfo("png", "uint16", 16, channels, mode, stored.shape, "HWC")
+    write_image(tmp_path / "b.png", image, info)
+    assert imageio._png_header(tmp_path / "b.png") == (16, colour_type)
+    again, info2 = read_image(tmp_path / "b.png")
+    np.testing.assert_array_equal(again, image)
+    assert info2 == info
+    with Image.open(tmp_path / "b.png") as im:  # a valid PNG for other readers too (Pillow: 8-bit view of it)
+        assert im.size == (W, H) and im.format == "PNG"
+    data = (tmp_path / "b.png").read_bytes()
+    (tmp_path / "trunc.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match=r"trunc.png: not readable as PNG \("):
+        read_image(tmp_path / "trunc.png")
+
+
+def test_png_16bit_hand_written_gray(tmp_path):
+    png16(tmp_path / "g16.png", ints((H, W), "uint16", seed=3), 0)
     image, _ = read_image(tmp_path / "g16.png")
     np.testing.assert_array_equal(image[0], ints((H, W), "uint16", seed=3) / np.float32(65535))
 
@@ -575,6 +635,13 @@ def test_missing_optional_packages(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tifffile", None)
     with pytest.raises(ImportError, match=r"TIFF files need tifffile: pip install tifffile"):
         read_image(tmp_path / "a.tif")
+    png16(tmp_path / "rgb16.png", ints((H, W, 3), "uint16"), 2)
+    monkeypatch.setitem(sys.modules, "imagecodecs", None)
+    with pytest.raises(ImportError, match=r"16-bit colour PNG files need imagecodecs: pip install imagecodecs"):
+        read_image(tmp_path / "rgb16.png")
+    with pytest.raises(ImportError, match=r"16-bit colour PNG files need imagecodecs"):
+        write_image(tmp_path / "b.png", IMG, "uint16")
+    assert not (tmp_path / "b.png").exists()
 
 
 def test_unhandled_format_is_refused(tmp_path, monkeypatch):
@@ -618,9 +685,9 @@ IMG = np.zeros((3, 4, 5), np.float32)
                                          r"got uint16 with 3 channels \(write .png, .tif or .npy\)"),
     ("a.jpg", IMG[:2], "uint8", ValueError, r"a.jpg: JPEG stores 8-bit images .* got uint8 with 2 channels"),
     ("a.jpg", np.zeros((4, 4, 5), np.float32), "uint8", ValueError, r"got uint8 with 4 channels"),
-    ("a.png", IMG, "uint16", ValueError, r"a.png: PNG stores uint8 with 1-4 channels or uint16 with 1 channel "
-                                         r"\(Pillow\), got uint16 with 3 channels \(write .tif or .npy\)"),
-    ("a.png", IMG, "float32", ValueError, r"a.png: PNG stores .* got float32 with 3 channels"),
+    ("a.png", IMG, "float32", ValueError, r"a.png: PNG stores uint8 or uint16 with 1-4 channels, got float32 with 3 "
+                                          r"channels \(write .tif or .npy\)"),
+    ("a.png", np.zeros((5, 4, 4), np.float32), "uint16", ValueError, r"PNG stores .* got uint16 with 5 channels"),
     ("a.png", np.zeros((5, 4, 4), np.float32), "uint8", ValueError, r"PNG stores .* got uint8 with 5 channels"),
 ])
 def test_write_errors(tmp_path, name, image, dtype, exc, message):

@@ -7,8 +7,8 @@ file dtype    value in ``image``     formats
 ============  =====================  ==============================================================
 uint8         ``v / 255``            PNG (L, LA, RGB, RGBA; 1-bit and palette expanded), JPEG, BMP (L, RGB),
                                      WebP (RGB, RGBA; written lossless), TIFF, npy
-uint16        ``v / 65535``          PNG (gray only: Pillow reduces 16-bit colour PNG to 8 bits, so
-                                     those files are refused), TIFF, npy
+uint16        ``v / 65535``          PNG (L, LA, RGB, RGBA; colour through imagecodecs, as Pillow would
+                                     reduce it to 8 bits), TIFF, npy
 float16/32/64 ``v`` (kept as is)     TIFF, npy (NaN/inf refused)
 ============  =====================  ==============================================================
 
@@ -20,7 +20,9 @@ Stacks (multispectral / hyperspectral): ``stack (S, H, W) float32`` with per-ban
 
 PNG/JPEG/BMP/WebP go through Pillow and TIFF through tifffile; both are imported only when used. GeoTIFF
 georeferencing tags (ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GeoDouble/AsciiParams, GDAL
-metadata and nodata) are kept in the info objects and written back. Writing is atomic (a temp file in the destination
+metadata and nodata) are kept in the info objects and written back, and so is a TIFF's compression: lossless ones
+(LZW, Deflate, ZSTD, PackBits, LZMA..., with their predictor) as they were, lossy ones (JPEG...) as Deflate, so that
+writing never degrades the data a second time. Writing is atomic (a temp file in the destination
 folder, then a rename), as in :mod:`xmodal.io`.
 """
 
@@ -70,6 +72,9 @@ _STACK_DTYPES = ("uint8", "uint16", "int8", "int16", *_FLOATS)
 _GEO_TAGS = (33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113)
 _GDAL_NODATA = 42113
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+# TIFF compressions written back as read: none, LZW, Deflate (Adobe, old), PackBits, LZMA, ZSTD; lossy ones (JPEG,
+# JPEG 2000, WebP, JPEG XL...) are written as Deflate instead.
+_LOSSLESS_TIFF = (1, 5, 8, 32946, 32773, 34925, 50000)
 
 
 class ImageReadError(ValueError):
@@ -90,6 +95,8 @@ class ImageInfo:
         shape: the array shape as stored (before moving channels first).
         layout: axes of ``shape``: ``"HW"``, ``"HWC"`` (channels last) or ``"CHW"``.
         tiff_tags: GeoTIFF tags of a TIFF, written back as they are.
+        tiff_compression: ``(compression, predictor)`` TIFF codes of a TIFF (``(1, 1)``: none), written back (lossy
+            compressions as Deflate).
     """
 
     format: ImageFormat
@@ -100,6 +107,7 @@ class ImageInfo:
     shape: tuple[int, ...]
     layout: Layout
     tiff_tags: tuple[TiffTag, ...] = ()
+    tiff_compression: tuple[int, int] = (1, 1)
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,8 @@ class StackInfo:
         percentiles: the ``(low, high)`` percentiles of ``"band_percentile"``, else ``None``.
         nodata: ``S`` GDAL nodata values (``None`` where the file has none); excluded from band statistics.
         tiff_tags: GeoTIFF tags of the (first) file, written back by :func:`write_stack`.
+        tiff_compression: ``(compression, predictor)`` of the (first) TIFF, written back by :func:`write_stack`
+            (lossy compressions as Deflate).
     """
 
     scaling: StackScaling
@@ -131,6 +141,7 @@ class StackInfo:
     percentiles: tuple[float, float] | None = None
     nodata: tuple[float | None, ...] = ()
     tiff_tags: tuple[TiffTag, ...] = ()
+    tiff_compression: tuple[int, int] = (1, 1)
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
@@ -201,14 +212,34 @@ def _png_header(path: Path) -> tuple[int, int] | None:
     return head[24], head[25]
 
 
+def _import_imagecodecs(what: str) -> Any:
+    try:
+        import imagecodecs
+    except ImportError as e:
+        raise ImportError(f"{what} need imagecodecs: pip install imagecodecs") from e
+    return imagecodecs
+
+
+def _read_png16_colour(path: Path, colour_type: int) -> np.ndarray:
+    """``(H, W, C)`` uint16 samples of a 16-bit gray+alpha, RGB or RGBA PNG, decoded by imagecodecs."""
+    imagecodecs = _import_imagecodecs("16-bit colour PNG files")
+    channels = {2: 3, 4: 2, 6: 4}[colour_type]
+    try:
+        arr = imagecodecs.png_decode(path.read_bytes())
+    except Exception as e:  # imagecodecs raises PngError (and others) for bad files
+        raise ImageReadError(f"{path}: not readable as PNG ({e})") from None
+    if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[-1] != channels:
+        raise ImageReadError(f"{path}: 16-bit PNG decoded as {arr.dtype} {arr.shape}; expected (H, W, {channels}) "
+                             "uint16")
+    return arr
+
+
 def _read_pillow(path: Path) -> tuple[np.ndarray, str, str]:
     """Stored array ``(H, W)`` or ``(H, W, C)``, format and mode of a PNG, JPEG, BMP or WebP file."""
-    Image = _import_pil()
     header = _png_header(path)
-    if header is not None and header[0] == 16 and header[1] in (2, 4, 6):
-        kind = {2: "RGB", 4: "gray+alpha", 6: "RGBA"}[header[1]]
-        raise ImageReadError(f"{path}: 16-bit {kind} PNG: Pillow would reduce it to 8 bits; "
-                             "convert it to a 16-bit TIFF or .npy")
+    if header is not None and header[0] == 16 and header[1] in (2, 4, 6):  # Pillow would reduce these to 8 bits
+        return _read_png16_colour(path, header[1]), "png", {2: "RGB", 4: "LA", 6: "RGBA"}[header[1]]
+    Image = _import_pil()
     try:
         with Image.open(path, formats=[f.upper() for f in PILLOW_FORMATS]) as im:
             im.load()
@@ -221,7 +252,7 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str, str]:
             arr = np.array(im)
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, zlib.error... for bad files
         raise ImageReadError(f"{path}: not readable as PNG, JPEG, BMP or WebP ({e})") from None
-    if header is not None and header[0] == 16:  # 16-bit gray (colour was refused above)
+    if header is not None and header[0] == 16:  # 16-bit gray (colour was decoded above)
         # Pillow's "I;16" modes give uint16 in some byte order; older Pillow versions used "I" (int32)
         if mode not in ("I;16", "I;16L", "I;16B", "I") or arr.dtype.kind not in "ui":
             raise ImageReadError(f"{path}: 16-bit PNG decoded by Pillow as mode {mode!r} ({arr.dtype}); "
@@ -234,8 +265,9 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str, str]:
     return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("=")), fmt, mode
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...]]:
-    """``(C, H, W)`` array in the stored dtype, axes of the stored array, mode and GeoTIFF tags of a TIFF."""
+def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], tuple[int, int]]:
+    """``(C, H, W)`` array in the stored dtype, axes of the stored array, mode, GeoTIFF tags and ``(compression,
+    predictor)`` of a TIFF."""
     tifffile = _import_tifffile()
     try:
         with tifffile.TiffFile(path) as tif:
@@ -248,6 +280,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...]]:
             page = tif.pages[0]
             photometric = int(page.photometric)
             tags = _geotags(page)
+            compression = (int(page.compression), int(page.predictor))
     except ImageReadError:
         raise
     except Exception as e:  # tifffile raises TiffFileError, ValueError, OSError... for bad files
@@ -256,9 +289,11 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...]]:
     arr = arr.transpose(*other, axes.index("Y"), axes.index("X"))  # (..., Y, X): every other axis becomes a band
     arr = arr.reshape(-1, *arr.shape[-2:])  # (..., H, W) -> (C, H, W)
     C = arr.shape[0]
+    if photometric == 6 and compression[0] == 7:  # YCbCr JPEG: tifffile decodes it to RGB
+        photometric = 2
     mode = ("RGB" if C == 3 else "RGBA" if C == 4 else "multiband") if photometric == 2 else \
         "CMYK" if photometric == 5 and C == 4 else ("L" if C == 1 else "multiband")
-    return arr, axes, mode, tags
+    return arr, axes, mode, tags, compression
 
 
 def _layout_npy(arr: np.ndarray, path: Path) -> tuple[np.ndarray, Layout]:
@@ -281,12 +316,13 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
         raise ImageReadError(f"{path}: file not found")
     fmt = _format_of(path)
     tags: tuple[TiffTag, ...] = ()
+    compression = (1, 1)
     if fmt in PILLOW_FORMATS:
         stored, fmt, mode = _read_pillow(path)
         arr, layout = (stored[None], "HW") if stored.ndim == 2 else (stored.transpose(2, 0, 1), "HWC")
         # (H, W) -> (1, H, W); (H, W, C) -> (C, H, W)
     elif fmt == "tiff":
-        arr, axes, mode, tags = _read_tiff(path)
+        arr, axes, mode, tags, compression = _read_tiff(path)
         stored_shape = {"YX": "HW", "YXS": "HWC"}
         layout = stored_shape.get(axes, "CHW")  # type: ignore[assignment]
         stored = arr if layout == "CHW" else (arr[0] if layout == "HW" else arr.transpose(1, 2, 0))
@@ -308,7 +344,8 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
         raise ImageReadError(f"{path}: float data contains NaN or infinite values")
     arr = np.ascontiguousarray(arr, dtype=dtype.newbyteorder("="))
     info = ImageInfo(format=fmt, dtype=dtype.name, bit_depth=dtype.itemsize * 8, channels=int(arr.shape[0]),
-                     mode=mode, shape=tuple(int(n) for n in stored.shape), layout=layout, tiff_tags=tags)
+                     mode=mode, shape=tuple(int(n) for n in stored.shape), layout=layout, tiff_tags=tags,
+                     tiff_compression=compression)
     return arr, info
 
 
@@ -335,10 +372,16 @@ def _quantise(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
-def _write_tiff(path: Path, data: np.ndarray, mode: str, tags: tuple[TiffTag, ...]) -> None:
+def _write_tiff(path: Path, data: np.ndarray, mode: str, tags: tuple[TiffTag, ...],
+                compression: tuple[int, int] = (1, 1)) -> None:
     """Write ``data: (C, H, W)``: 2-D for one band, contiguous RGB(A) (mode RGB or RGBA, 3 or 4 channels) or CMYK
-    (mode CMYK, 4 channels), else one page of C planes."""
+    (mode CMYK, 4 channels), else one page of C planes; ``compression``: ``(compression, predictor)`` TIFF codes, a
+    lossy compression replaced by Deflate (no predictor)."""
     tifffile = _import_tifffile()
+    codec, predictor = compression
+    if codec not in _LOSSLESS_TIFF:
+        codec, predictor = 8, 1  # Deflate (zlib), never a second lossy encoding
+    pack = {} if codec == 1 else {"compression": codec, **({"predictor": predictor} if predictor != 1 else {})}
     C = data.shape[0]
     if C == 1:
         out, kwargs = data[0], {"photometric": "minisblack"}  # (1, H, W) -> (H, W)
@@ -348,7 +391,7 @@ def _write_tiff(path: Path, data: np.ndarray, mode: str, tags: tuple[TiffTag, ..
     else:
         out, kwargs = data, {"photometric": "minisblack", "planarconfig": "separate"}
     atomic_write(path, lambda tmp: tifffile.imwrite(tmp, np.ascontiguousarray(out), extratags=list(tags),
-                                                    **kwargs))
+                                                    **kwargs, **pack))
 
 
 # ----------------------------------------------------------------------------------------------------------- images
@@ -372,8 +415,9 @@ def read_image(path: PathLike) -> tuple[np.ndarray, ImageInfo]:
     Raises:
         ImageReadError: missing file, unknown extension, corrupt or truncated file, not an image, empty array,
             unsupported dtype (bool, complex, int64... in ``.npy``), NaN/inf in float data, wrong number of dims,
-            16-bit colour PNG, several TIFF series.
-        ImportError: Pillow (PNG/JPEG/BMP/WebP) or tifffile (TIFF) is not installed.
+            several TIFF series.
+        ImportError: Pillow (PNG/JPEG/BMP/WebP), imagecodecs (16-bit colour PNG) or tifffile (TIFF) is not
+            installed.
 
     Example:
         >>> image, info = read_image("scan.tif")  # doctest: +SKIP
@@ -409,8 +453,8 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
     Raises:
         TypeError: ``image`` not a float array/tensor.
         ValueError: ``image`` not ``(C, H, W)`` or not finite; unsupported extension or dtype; a combination the
-            format cannot store (JPEG: 8-bit, 1 or 3 channels (4 for CMYK); PNG: 8-bit with 1-4 channels or 16-bit
-            gray; BMP: 8-bit, 1 or 3 channels; WebP: 8-bit, 3 or 4 channels; ``.npy`` ``"HW"`` layout with several
+            format cannot store (JPEG: 8-bit, 1 or 3 channels (4 for CMYK); PNG: 8 or 16-bit with 1-4 channels;
+            BMP: 8-bit, 1 or 3 channels; WebP: 8-bit, 3 or 4 channels; ``.npy`` ``"HW"`` layout with several
             channels); ``quality`` outside [1, 100].
     """
     path = Path(path)
@@ -448,16 +492,20 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
             if dtype.name != "uint8" or C not in channels:
                 raise ValueError(f"{path}: {'BMP' if fmt == 'bmp' else 'WebP'} stores 8-bit images with "
                                  f"{channels[0]} or {channels[1]} channels, got {dtype.name} with {C} "
-                                 f"channel{'s' * (C != 1)} "
-                                 "(write .png, .tif or .npy)")
+                                 f"channel{'s' * (C != 1)} (write .png, .tif or .npy)")
             mode = _MODES[C]
         elif dtype.name == "uint8" and C <= 4:
             mode = _MODES[C]
         elif dtype.name == "uint16" and C == 1:
             mode = "I;16"
+        elif dtype.name == "uint16" and C <= 4:  # Pillow has no 16-bit colour modes
+            imagecodecs = _import_imagecodecs("16-bit colour PNG files")
+            encoded = imagecodecs.png_encode(np.ascontiguousarray(data.transpose(1, 2, 0)))  # (C, H, W) -> (H, W, C)
+            atomic_write(path, lambda tmp: Path(tmp).write_bytes(encoded))
+            return
         else:
-            raise ValueError(f"{path}: PNG stores uint8 with 1-4 channels or uint16 with 1 channel (Pillow), got "
-                             f"{dtype.name} with {C} channels (write .tif or .npy)")
+            raise ValueError(f"{path}: PNG stores uint8 or uint16 with 1-4 channels, got {dtype.name} with {C} "
+                             "channels (write .tif or .npy)")
         Image = _import_pil()
         pixels = data[0] if C == 1 else data.transpose(1, 2, 0)  # (C, H, W) -> (H, W) or (H, W, C)
         pixels = pixels.astype("<u2") if mode == "I;16" else pixels
@@ -466,8 +514,10 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
         options = {"quality": quality} if fmt == "jpeg" else {"lossless": True, "exact": True} if fmt == "webp" else {}
         atomic_write(path, lambda tmp: im.save(tmp, format=fmt.upper(), **options))
     elif fmt == "tiff":
-        mode, tags = (_mode_of(C), ()) if info is None else (info.mode, info.tiff_tags)
-        _write_tiff(path, data, mode, tags)
+        if info is None:
+            _write_tiff(path, data, _mode_of(C), ())
+        else:
+            _write_tiff(path, data, info.mode, info.tiff_tags, info.tiff_compression)
     elif fmt == "npy":
         layout = info.layout if info is not None else "CHW"
         if layout == "HW" and C != 1:
@@ -570,10 +620,11 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
     names: list[str] = []
     nodata: list[float | None] = []
     tiff_tags: tuple[TiffTag, ...] = ()
+    compression = (1, 1)
     for f in files:
         arr, info = _read_raw(f, _STACK_DTYPES)
         if not bands:
-            tiff_tags = info.tiff_tags
+            tiff_tags, compression = info.tiff_tags, info.tiff_compression
         if per_file and arr.shape[0] != 1:
             raise ImageReadError(f"{f}: has {arr.shape[0]} bands; a folder or list of band files needs "
                                  "single-band files")
@@ -595,7 +646,7 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
                      dtype=tuple(b.dtype.name for b in bands), band_names=tuple(names),
                      files=tuple(str(f) for f in files), shape=(len(bands), *bands[0].shape),  # type: ignore[arg-type]
                      percentiles=(lo_p, hi_p) if scaling == "band_percentile" else None, nodata=tuple(nodata),
-                     tiff_tags=tiff_tags)
+                     tiff_tags=tiff_tags, tiff_compression=compression)
     return stack, info
 
 
@@ -607,7 +658,7 @@ def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: S
     :func:`read_stack` gives it) get exactly ``nodata``. The destination decides the layout:
 
     - ``*.tif``/``*.tiff``: one multi-band TIFF (one page, one plane per band; a 2-D TIFF for one band) with
-      ``info``'s GeoTIFF tags;
+      ``info``'s GeoTIFF tags and compression;
     - ``*.npy``: one ``(S, H, W)`` array;
     - a path without extension: a folder with one ``{band_name}.tif`` per band (created if needed; other files in
       it are left alone).
@@ -642,13 +693,14 @@ def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: S
         if suffix == ".npy":
             atomic_write(path, lambda tmp: np.save(tmp, data))
         else:
-            _write_tiff(path, data, "multiband", info.tiff_tags)
+            _write_tiff(path, data, "multiband", info.tiff_tags, info.tiff_compression)
     elif suffix == "":
         repeated = sorted({n for n in info.band_names if info.band_names.count(n) > 1})
         if repeated:
             raise ValueError(f"{path}: band names {repeated} repeat, so their files would overwrite each other; "
                              "write one .tif or .npy file instead")
         for name, band in zip(info.band_names, bands):
-            _write_tiff(path / f"{name}.tif", band[None], "L", info.tiff_tags)  # (H, W) -> (1, H, W)
+            # (H, W) -> (1, H, W)
+            _write_tiff(path / f"{name}.tif", band[None], "L", info.tiff_tags, info.tiff_compression)
     else:
         raise ValueError(f"{path}: expected a .tif/.tiff/.npy file or a folder (no extension), got {path.suffix!r}")
