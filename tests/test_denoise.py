@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,34 @@ def test_matches_one_pass_enhance(den: Denoiser) -> None:
     x = torch.from_numpy(make_wave(16000, 2, 1.3)).unsqueeze(0)  # (1, 2, T)
     ref = enhance(den.model, den.adapter, x, "speech")
     torch.testing.assert_close(den.denoise(x, 16000), ref, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 3000), (2, 2, 3000), (1, 1000)])
+def test_channels_last_equals_channels_first(den: Denoiser, shape: tuple[int, ...]) -> None:
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 0.1  # (..., C, T)
+    ref = den.denoise(x, 16000)
+    tc = np.swapaxes(x, -1, -2).copy()  # (..., T, C), as soundfile.read gives
+    out = den.denoise(tc, 16000, channels_last=True)
+    assert out.shape == tc.shape
+    np.testing.assert_array_equal(out, np.swapaxes(ref, -1, -2))
+    out_t = den.denoise(torch.from_numpy(tc), 16000, channels_last=True, mix=0.5)
+    torch.testing.assert_close(out_t, torch.from_numpy(np.swapaxes(den.denoise(x, 16000, mix=0.5), -1, -2)))
+    with pytest.raises(ValueError, match=r"Expected `wave` of shape \(T, C\) or \(B, T, C\) \(channels_last=True\) "
+                                         r"with no empty axis, got \(1000,\)"):
+        den.denoise(x.reshape(-1)[:1000], 16000, channels_last=True)
+
+
+def test_time_by_channel_looking_wave_warns(den: Denoiser) -> None:
+    tc = np.zeros((3000, 2), np.float32)
+    with pytest.warns(UserWarning, match=r"`wave` of shape \(3000, 2\) is read as \(C, T\): 3000 channels of 2 "
+                                         r"samples; for a \(T, C\) array \(soundfile.read gives those\) pass "
+                                         r"channels_last=True"):
+        den.denoise(tc, 16000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        den.denoise(tc.T, 16000)  # (C, T)
+        den.denoise(np.zeros((2, 5), np.float32), 16000)  # a short (C, T) signal
+        den.denoise(tc, 16000, channels_last=True)
 
 
 def test_batch_equals_items(den: Denoiser) -> None:

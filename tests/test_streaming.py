@@ -368,9 +368,14 @@ def test_stream_argument_and_block_errors(den):
     stereo = den.stream(channels=2)
     with pytest.raises(ValueError, match=r"shape \(2, n\) for a 2-channel stream, got \(100,\)"):
         stereo.push(np.zeros(100, np.float32))
-    with pytest.raises(ValueError, match=r"shape \(2, n\) for a 2-channel stream, got \(3, 100\)"):
+    with pytest.raises(ValueError, match=r"shape \(2, n\) for a 2-channel stream, got \(3, 100\)$"):
         stereo.push(np.zeros((3, 100), np.float32))
+    with pytest.raises(ValueError, match=r"shape \(2, n\) for a 2-channel stream, got \(160, 2\); push block.T for "
+                                         r"an \(n, C\) block, as sounddevice gives"):
+        stereo.push(np.zeros((160, 2), np.float32))
     mono = den.stream()
+    with pytest.raises(ValueError, match=r"1-channel stream, got \(160, 1\); push block.T for an \(n, C\) block"):
+        mono.push(np.zeros((160, 1), np.float32))
     with pytest.raises(ValueError, match=r"shape \(n,\) or \(1, n\) for a 1-channel stream, got \(2, 5\)"):
         mono.push(np.zeros((2, 5), np.float32))
     with pytest.raises(TypeError, match="Expected `block` to be a float array, got dtype int16"):

@@ -402,17 +402,21 @@ class Denoiser:
 
     def denoise(self, wave: np.ndarray | torch.Tensor, sample_rate: int, *, mix: float = 1.0,
                 atten_limit_db: float | None = None, chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
-                context_seconds: float | None = None, progress: bool = False) -> np.ndarray | torch.Tensor:
+                context_seconds: float | None = None, progress: bool = False,
+                channels_last: bool = False) -> np.ndarray | torch.Tensor:
         """Denoise a waveform of any length, rate and channel count.
 
         Args:
-            wave: ``(T,)``, ``(C, T)`` or ``(B, C, T)`` float in [-1, 1], a numpy array or a torch tensor.
+            wave: ``(T,)``, ``(C, T)`` or ``(B, C, T)`` float in [-1, 1], a numpy array or a torch tensor
+                (``(T, C)`` or ``(B, T, C)`` with ``channels_last``).
             sample_rate: rate of ``wave`` in Hz (resampled to the model's rate and back).
             mix: dry/wet in [0, 1]: 0 gives back the input, 1 the fully denoised signal.
             atten_limit_db: suppress noise by at most this many dB (``None`` = no limit); see the class docstring.
             chunk_seconds: process long signals in chunks of about this length (bounded memory).
             context_seconds: context margin each side of a chunk; ``None`` = enough for chunked == unchunked.
             progress: show a progress bar over chunks.
+            channels_last: ``wave`` is ``(T, C)`` (or ``(B, T, C)``), as ``soundfile.read`` and sound-card libraries
+                give it; so is the result.
 
         Returns:
             The denoised waveform, of the same type, dtype, device and shape as ``wave``.
@@ -422,15 +426,28 @@ class Denoiser:
             ValueError: a bad shape, NaN/inf samples, ``sample_rate <= 0``, ``mix`` outside [0, 1], a negative
                 ``atten_limit_db`` or a non-positive ``chunk_seconds``.
 
+        Warns:
+            UserWarning: ``wave`` looks like ``(T, C)`` (more than 64 rows of at most 64 samples) and
+                ``channels_last`` is not set: it would be denoised as that many channels of a few samples.
+
         Example:
             >>> out = denoiser.denoise(np.zeros((2, 48000), np.float32), 48000)  # doctest: +SKIP
             >>> out.shape
             (2, 48000)
         """
         x = _float_numpy(wave, "wave")
-        if x.ndim not in (1, 2, 3) or 0 in x.shape:
+        if channels_last:
+            if x.ndim not in (2, 3) or 0 in x.shape:
+                raise ValueError(f"Expected `wave` of shape (T, C) or (B, T, C) (channels_last=True) with no empty "
+                                 f"axis, got {tuple(x.shape)}")
+            x = np.swapaxes(x, -1, -2)  # (..., T, C) -> (..., C, T)
+        elif x.ndim not in (1, 2, 3) or 0 in x.shape:
             raise ValueError(f"Expected `wave` of shape (T,), (C, T) or (B, C, T) with no empty axis, "
                              f"got {tuple(x.shape)}")
+        elif x.ndim >= 2 and x.shape[-1] <= 64 < x.shape[-2]:
+            warnings.warn(f"`wave` of shape {tuple(x.shape)} is read as {'(B, C, T)' if x.ndim == 3 else '(C, T)'}: "
+                          f"{x.shape[-2]} channels of {x.shape[-1]} samples; for a (T, C) array (soundfile.read "
+                          "gives those) pass channels_last=True", stacklevel=2)
         sample_rate = _check_rate(sample_rate)
         _check_options(mix, atten_limit_db, chunk_seconds, context_seconds)
         if not np.isfinite(x).all():
@@ -445,7 +462,9 @@ class Denoiser:
                                   context_seconds=context_seconds, progress=progress):
             out[..., pos:pos + block.shape[-1]] = block
             pos += block.shape[-1]
-        out = out.reshape(x.shape)  # (B, C, T) -> shape of `wave`
+        out = out.reshape(x.shape)  # (B, C, T) -> (C, T) or (T,) as `wave`
+        if channels_last:
+            out = np.ascontiguousarray(np.swapaxes(out, -1, -2))  # (..., C, T) -> (..., T, C)
         if isinstance(wave, torch.Tensor):
             return torch.from_numpy(out).to(device=wave.device, dtype=wave.dtype)
         return out.astype(wave.dtype, copy=False)

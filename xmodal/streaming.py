@@ -342,8 +342,10 @@ class SpeechStream:
             x = x[None]
         if x.ndim != 2 or x.shape[0] != self.channels:
             expected = "(n,) or (1, n)" if self.channels == 1 else f"({self.channels}, n)"
+            hint = "; push block.T for an (n, C) block, as sounddevice gives" \
+                if x.ndim == 2 and x.shape[1] == self.channels else ""
             raise ValueError(f"Expected a block of shape {expected} for a {self.channels}-channel stream, "
-                             f"got {tuple(x.shape)}")
+                             f"got {tuple(x.shape)}{hint}")
         if not np.isfinite(x).all():
             raise ValueError("the block contains NaN or infinite samples")
         return x
