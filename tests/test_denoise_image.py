@@ -23,7 +23,7 @@ import xmodal
 import xmodal.pretrained
 from xmodal.checkpoint import save_weights
 from xmodal.config import dump_config, load_config
-from xmodal.denoise import Denoiser, ImageDenoiser, StackDenoiser, load, main
+from xmodal.denoise import Denoiser, ImageDenoiser, StackDenoiser, load, main, plausible_unit_range
 from xmodal.imageio import ImageReadError, read_image, read_stack, write_image
 from xmodal.inference import enhance
 from xmodal.modalities import modality_io
@@ -176,6 +176,84 @@ def test_channels_last_looking_image_warns_or_hints(gray: ImageDenoiser, color: 
         gray.denoise(rand(3, 20, 30))
         gray.denoise(rand(4, 3, 3))
         gray.denoise(hwc, channels_last=True)
+
+
+def test_value_range_maps_to_unit_and_back(gray: ImageDenoiser, color: ImageDenoiser, runs: dict[str, Path]) -> None:
+    x = rand(3, 30, 27)
+    for den in (gray, color):
+        ref = den.denoise(x)
+        np.testing.assert_allclose(den.denoise(x * 4000 + 100, value_range=(100, 4100)), ref * 4000 + 100, rtol=1e-5,
+                                   atol=2e-3)
+        lo, hi = np.percentile(x * 255, [0.1, 99.9])  # "auto": the image's own percentiles, all channels together
+        np.testing.assert_allclose(den.denoise(x * 255, value_range="auto"),
+                                   den.denoise((x * 255 - lo) / (hi - lo)) * (hi - lo) + lo, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(gray.denoise(torch.from_numpy(x * 0.01), value_range=(0, 0.01)),
+                               torch.from_numpy(gray.denoise(x) * 0.01), rtol=1e-5, atol=1e-8)
+    nonblind = load(runs["nonblind"])  # sigma is in the image's units too
+    np.testing.assert_allclose(nonblind.denoise(x * 255, sigma=25.0, value_range=(0, 255)),
+                               nonblind.denoise(x, sigma=25 / 255) * 255, rtol=1e-5, atol=1e-3)
+    flat = np.full((1, 8, 8), 7.0, np.float32)
+    np.testing.assert_allclose(gray.denoise(flat, value_range="auto"), gray.denoise(flat - 7.0) + 7.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("value_range, message", [
+    ("minmax", r"`value_range` must be None, 'auto' or \(lo, hi\), got 'minmax'"),
+    ((0, 1, 2), r"`value_range` must be None, 'auto' or \(lo, hi\), got \(0, 1, 2\)"),
+    ((1, 1), r"`value_range` \(lo, hi\) must be finite with lo < hi, got \(1, 1\)"),
+    ((0, float("inf")), r"`value_range` \(lo, hi\) must be finite with lo < hi"),
+])
+def test_value_range_errors(gray: ImageDenoiser, value_range, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        gray.denoise(rand(1, 8, 8), value_range=value_range)
+
+
+def test_values_far_from_unit_range_warn(gray: ImageDenoiser) -> None:
+    x = rand(1, 20, 20)
+    for scale, span in ((255, r"\[0\.\d+, 25\d\.?\d*\]"), (0.01, r"\[[\d.e-]+, 0\.009\d+\]")):
+        with pytest.warns(UserWarning, match=rf"`image` values span {span} \(0.1-99.9 percentiles\), but the "
+                                             r"model denoises \[0, 1\] data; pass value_range=\(lo, hi\)"):
+            gray.denoise(x * scale)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gray.denoise(x)
+        gray.denoise(x * 1.3 - 0.15)  # noisy [0, 1] data overshoots a little
+        gray.denoise(np.zeros((8, 8), np.float32))  # constant
+        gray.denoise(x * 255, value_range=(0, 255))
+    assert plausible_unit_range(x) and not plausible_unit_range(x * 255) and not plausible_unit_range(x * 0.01)
+
+
+def test_denoise_file_value_range(gray: ImageDenoiser, tmp_path: Path) -> None:
+    x = rand(1, 30, 27)
+    tifffile.imwrite(tmp_path / "f.tif", x[0] * 4000)  # float counts, not [0, 1]: "auto" by default
+    gray.denoise_file(tmp_path / "f.tif", tmp_path / "f_out.tif")
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "f_out.tif"), gray.denoise(x * 4000, value_range="auto")[0],
+                               rtol=1e-6, atol=1e-3)
+    tifffile.imwrite(tmp_path / "u.tif", np.rint(x[0] * 4095).astype(np.uint16))  # 12-bit data in a 16-bit file
+    gray.denoise_file(tmp_path / "u.tif", tmp_path / "u_out.tif", value_range=(0, 4095))  # in the file's units
+    image, _ = read_image(tmp_path / "u.tif")
+    expected = np.clip(gray.denoise(image, value_range=(0, 4095 / 65535)) * 65535, 0, 65535)
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "u_out.tif"), expected[0], atol=0.5 + 1e-3)  # rounded
+    gray.denoise_file(tmp_path / "u.tif", tmp_path / "u_dtype.tif")  # integer files: their dtype by default
+    expected = np.clip(gray.denoise(image) * 65535, 0, 65535)
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "u_dtype.tif"), expected[0], atol=0.5 + 1e-3)
+    assert np.abs(tifffile.imread(tmp_path / "u_dtype.tif") - tifffile.imread(tmp_path / "u_out.tif")).max() > 100
+    with pytest.raises(ValueError, match=r"u.tif: `value_range` \(lo, hi\) must be finite with lo < hi"):
+        gray.denoise_file(tmp_path / "u.tif", tmp_path / "bad.tif", value_range=(5, 1))
+    assert not (tmp_path / "bad.tif").exists()
+
+
+def test_cli_value_range(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    x = rand(1, 30, 27)
+    tifffile.imwrite(tmp_path / "u.tif", np.rint(x[0] * 4095).astype(np.uint16))
+    argv = [str(tmp_path / "u.tif"), "-o", str(tmp_path / "out"), "--model", str(runs["gray"]), "--quiet"]
+    assert main(argv + ["--value-range", "0,4095"]) == 0
+    gray = load(runs["gray"])
+    gray.denoise_file(tmp_path / "u.tif", tmp_path / "ref.tif", value_range=(0, 4095))
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "u.tif"), tifffile.imread(tmp_path / "ref.tif"))
+    for bad in ("4095", "a,b", "3,1", "auto,1"):
+        assert main(argv + ["--overwrite", "--value-range", bad]) == 2
+        assert f"--value-range: expected 'auto' or LO,HI with LO < HI (e.g. 0,4095), got '{bad}'" in \
+            capsys.readouterr().err
 
 
 def test_one_tile_equals_the_adapter_path(gray: ImageDenoiser, color: ImageDenoiser) -> None:

@@ -631,6 +631,48 @@ def _channels_first(x: np.ndarray | torch.Tensor, name: str, shapes: tuple[str, 
     return t, f"; for a channels-last {name} pass channels_last=True" if looks_last else ""
 
 
+ValueRange = Union[None, str, tuple[float, float]]
+_RANGE_PERCENTILES = (0.1, 99.9)
+_RANGE_SAMPLES = 1 << 16  # percentiles of larger images are taken on an evenly strided subsample of this many values
+
+
+def _robust_range(x: torch.Tensor) -> tuple[float, float]:
+    """The 0.1 and 99.9 percentiles of ``x`` (an evenly strided subsample of about 65,536 values)."""
+    flat = x.reshape(-1)
+    flat = flat[:: max(1, flat.numel() // _RANGE_SAMPLES)]
+    q = torch.quantile(flat.double(), torch.tensor([p / 100 for p in _RANGE_PERCENTILES], dtype=torch.float64))
+    return float(q[0]), float(q[1])
+
+
+def plausible_unit_range(x: np.ndarray | torch.Tensor) -> bool:
+    """Whether ``x`` looks like [0, 1] image data (noise included): its 0.1 and 99.9 percentiles lie in
+    [-0.5, 1.5] and, unless the image is constant, are at least 0.02 apart. Integer files scaled by their dtype
+    always are; float data from elsewhere (0-255 floats, 12-bit counts, reflectances of 0.01) may not be."""
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    lo, hi = _robust_range(t)
+    return -0.5 <= lo and hi <= 1.5 and not 0.0 < hi - lo < 0.02
+
+
+def _resolve_range(x: torch.Tensor, value_range: ValueRange) -> tuple[float, float]:
+    """``(lo, span)`` such that ``(x - lo) / span`` is the model's [0, 1] scale."""
+    if value_range is None:
+        return 0.0, 1.0
+    if isinstance(value_range, str):
+        if value_range != "auto":
+            raise ValueError(f"`value_range` must be None, 'auto' or (lo, hi), got {value_range!r}")
+        lo, hi = _robust_range(x)
+        if hi <= lo:  # (nearly) constant: its full range, or a shift of the constant to 0
+            lo, hi = float(x.min()), float(x.max())
+        return (lo, hi - lo) if hi > lo else (lo, 1.0)
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"`value_range` must be None, 'auto' or (lo, hi), got {value_range!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"`value_range` (lo, hi) must be finite with lo < hi, got {value_range!r}")
+    return lo, hi - lo
+
+
 def _check_image_dst(src: Path, dst: Path, overwrite: bool, folder: bool = False) -> None:
     """Refuse ``dst`` when it is ``src`` (or one of ``src``'s band files), of the wrong kind, or exists without
     ``overwrite``."""
@@ -722,7 +764,8 @@ class ImageDenoiser:
 
     def denoise(self, image: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                 sigma: float | np.ndarray | torch.Tensor | None = None, ensemble: bool = False,
-                progress: bool = False, channels_last: bool = False) -> np.ndarray | torch.Tensor:
+                progress: bool = False, channels_last: bool = False,
+                value_range: ValueRange = None) -> np.ndarray | torch.Tensor:
         """Denoise an image of any size.
 
         Args:
@@ -738,6 +781,11 @@ class ImageDenoiser:
             progress: show a progress bar over tiles.
             channels_last: ``image`` has its channels last, as arrays from Pillow, OpenCV or imageio do; the result
                 has them last too. ``sigma`` maps keep their shapes above.
+            value_range: the values that map to [0, 1], the range the model was trained on: ``None`` (default) takes
+                ``image`` as [0, 1] data; ``(lo, hi)`` maps ``lo`` -> 0 and ``hi`` -> 1 (e.g. ``(0, 255)`` for 8-bit
+                values in a float array, ``(0, 4095)`` for 12-bit data); ``"auto"`` maps the image's own 0.1 and 99.9
+                percentiles (over all its channels, so colours keep their balance). The result is mapped back, and
+                ``sigma`` is taken in the same units as ``image``.
 
         Returns:
             The denoised image, of the same type, dtype, device and shape as ``image`` (not clipped).
@@ -750,7 +798,8 @@ class ImageDenoiser:
 
         Warns:
             UserWarning: a ``(C, H, W)`` image whose shape looks channels-last (``W <= 4 < C, H``) given to a gray
-                model, which would denoise it as ``C`` images of ``W`` pixels wide.
+                model, which would denoise it as ``C`` images of ``W`` pixels wide; with ``value_range=None``, values
+                far from [0, 1] (see :func:`plausible_unit_range`).
         """
         x, hint = _channels_first(image, "image", ("(H, W), (C, H, W) or (B, C, H, W)", "(H, W, C) or (B, H, W, C)"),
                                   (2, 3, 4), channels_last)
@@ -764,7 +813,17 @@ class ImageDenoiser:
             warnings.warn(f"`image` of shape {tuple(x.shape)} is read as (C, H, W): {C} images of {x.shape[-2]} x "
                           f"{x.shape[-1]} pixels{hint}", stacklevel=2)
         check_tiling(tile, overlap, self.size_multiple)
+        lo, span = _resolve_range(x4, value_range)
+        if value_range is None and not plausible_unit_range(x4):
+            q_lo, q_hi = _robust_range(x4)
+            warnings.warn(f"`image` values span [{q_lo:.4g}, {q_hi:.4g}] (0.1-99.9 percentiles), but the model "
+                          "denoises [0, 1] data; pass value_range=(lo, hi) (e.g. (0, 255)) or value_range='auto'",
+                          stacklevel=2)
+        if span != 1.0 or lo != 0.0:
+            x4 = (x4 - lo) / span  # -> [0, 1]
         sigma_map = self._sigma_map(sigma, tuple(x4.shape))
+        if sigma_map is not None and span != 1.0:
+            sigma_map = sigma_map / span  # the user's units -> [0, 1] units
         inputs = x4 if sigma_map is None else torch.cat([x4, sigma_map], dim=1)  # (B, C [+1], H, W)
 
         def run(t: torch.Tensor) -> torch.Tensor:  # (B, C [+1], h, w) -> (B, C, h, w)
@@ -785,13 +844,15 @@ class ImageDenoiser:
                         out = out.flip(-1) if flip else out
                         y += torch.rot90(out, -k, dims=(-2, -1))
                 y /= 8
+        if span != 1.0 or lo != 0.0:
+            y = y * span + lo  # back to the image's units
         y = y.reshape(x.shape)
         return _to_user(y.movedim(-3, -1) if channels_last else y, image)  # (..., C, H, W) -> (..., H, W, C)
 
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
                      tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                      sigma: float | np.ndarray | torch.Tensor | None = None, ensemble: bool = False,
-                     progress: bool = False) -> Path:
+                     progress: bool = False, value_range: ValueRange = None) -> Path:
         """Denoise an image file into ``dst`` at the input's bit depth (uint8, uint16, float) and layout.
 
         The format follows ``dst``'s extension (``.png``, ``.jpg``, ``.bmp``, ``.webp``, ``.tif``, ``.npy``); GeoTIFF
@@ -802,7 +863,13 @@ class ImageDenoiser:
             src: the noisy image (PNG, JPEG, BMP, WebP, TIFF or ``.npy``; see :func:`xmodal.imageio.read_image`).
             dst: output path (its folder is created).
             overwrite: replace an existing ``dst``. ``dst`` is never allowed to be ``src``.
-            tile, overlap, sigma, ensemble, progress: as in :meth:`denoise`.
+            tile, overlap, sigma, ensemble, progress: as in :meth:`denoise`; ``sigma`` in the units
+                :func:`~xmodal.imageio.read_image` gives (25/255 for sigma 25 in an 8-bit file; values for float
+                files).
+            value_range: ``(lo, hi)`` in the file's own units (e.g. ``(0, 4095)`` for 12-bit data in a 16-bit file)
+                or ``"auto"``, as in :meth:`denoise`. ``None`` (default): integer files are scaled by their dtype
+                (uint8 / 255, uint16 / 65535), and float files are used as they are if they look like [0, 1] data
+                (:func:`plausible_unit_range`), else ``"auto"``.
 
         Returns:
             ``dst`` as a :class:`~pathlib.Path`.
@@ -813,7 +880,7 @@ class ImageDenoiser:
                 the result (e.g. float data as PNG), a channel count the model does not take, a bad ``sigma``.
             FileExistsError: ``dst`` exists and ``overwrite`` is false.
         """
-        from xmodal.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
+        from xmodal.imageio import _INT_MAX, IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
 
         src, dst = Path(src), Path(dst)
         if not src.is_file():
@@ -826,7 +893,15 @@ class ImageDenoiser:
         keep = 1 if info.mode in ("LA", "RGBA") else 0  # alpha: copied, not denoised
         colour = image[: image.shape[0] - keep]  # (C - keep, H, W)
         try:
-            out = self.denoise(colour, tile=tile, overlap=overlap, sigma=sigma, ensemble=ensemble, progress=progress)
+            if value_range is None and info.dtype in _INT_MAX:
+                pass  # dtype scaling: already [0, 1]
+            elif value_range is None:
+                value_range = None if plausible_unit_range(colour) else "auto"
+            elif not isinstance(value_range, str) and info.dtype in _INT_MAX:
+                lo, span = _resolve_range(torch.zeros(1), value_range)  # checked; file units -> read_image's units
+                value_range = (lo / _INT_MAX[info.dtype], (lo + span) / _INT_MAX[info.dtype])
+            out = self.denoise(colour, tile=tile, overlap=overlap, sigma=sigma, ensemble=ensemble, progress=progress,
+                               value_range=value_range)
         except ValueError as e:
             raise ValueError(f"{src}: {e}") from None
         if keep:
@@ -1503,6 +1578,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
                    help="image/stack/video models: bf16 is about twice as fast on CPUs with AVX-512 BF16 / AMX (auto: bf16 "
                         "where native); speech always runs in fp32 (default fp32)")
+    p.add_argument("--value-range", default=None, metavar="auto|LO,HI",
+                   help="images: the values that map to the model's [0, 1], in the file's units: LO,HI (e.g. 0,4095 "
+                        "for 12-bit data in 16-bit files) or auto (the image's 0.1-99.9 percentiles). Default: "
+                        "integer files by their dtype; float files as they are when they look like [0, 1] data, else "
+                        "auto")
     p.add_argument("--format", action="append", default=[], metavar="EXT",
                    help="write outputs with this extension instead of the input's, for the inputs of its kind: an "
                         "image one (png, tif, ...: e.g. JPEGs denoised into lossless PNGs) for image and stack files, "
@@ -1510,6 +1590,18 @@ def _parser() -> argparse.ArgumentParser:
                         "video and .npy clips; repeat it for several kinds (default: each input's own)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary (errors are still printed)")
     return p
+
+
+def _parse_value_range(text: str | None) -> ValueRange:
+    """``--value-range`` -> ``None``, ``"auto"`` or ``(lo, hi)``; ``ValueError`` naming the option otherwise."""
+    if text is None or text == "auto":
+        return text
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+        _resolve_range(torch.zeros(1), (lo, hi))
+    except ValueError:
+        raise ValueError(f"--value-range: expected 'auto' or LO,HI with LO < HI (e.g. 0,4095), got {text!r}") from None
+    return lo, hi
 
 
 def _output_formats(formats: list[str]) -> dict[str, str]:
@@ -1549,7 +1641,8 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace) -
                          chunk_seconds=args.chunk_seconds, progress=progress)
     elif isinstance(den, ImageDenoiser):
         den.denoise_file(job.src, dst, overwrite=args.overwrite, tile=args.tile, overlap=args.overlap,
-                         sigma=args.sigma, ensemble=args.ensemble, progress=progress)
+                         sigma=args.sigma, ensemble=args.ensemble, progress=progress,
+                         value_range=args.value_range)
     elif isinstance(den, StackDenoiser):
         den.denoise_file(job.src, dst, overwrite=args.overwrite, scaling=args.scaling, tile=args.tile,
                          overlap=args.overlap, progress=progress)
@@ -1580,6 +1673,7 @@ def main(argv: list[str] | None = None) -> int:
         _check_options(args.mix, args.atten_limit_db, args.chunk_seconds, None)
         check_tiling(args.tile, args.overlap)
         formats = _output_formats(args.format)
+        args.value_range = _parse_value_range(args.value_range)
     except ValueError as e:
         report(str(e).replace("`mix`", "--mix").replace("`atten_limit_db`", "--atten-limit-db")
                .replace("`chunk_seconds`", "--chunk-seconds").replace("`tile`", "--tile")
