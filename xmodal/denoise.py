@@ -646,11 +646,12 @@ def _robust_range(x: torch.Tensor) -> tuple[float, float]:
 
 def plausible_unit_range(x: np.ndarray | torch.Tensor) -> bool:
     """Whether ``x`` looks like [0, 1] image data (noise included): its 0.1 and 99.9 percentiles lie in
-    [-0.5, 1.5] and, unless the image is constant, are at least 0.02 apart. Integer files scaled by their dtype
-    always are; float data from elsewhere (0-255 floats, 12-bit counts, reflectances of 0.01) may not be."""
+    [-1, 2] (room for noise up to sigma 50/255 and beyond) and, unless the image is constant, are at least 0.02
+    apart. Integer files scaled by their dtype always are; float data from elsewhere (0-255 floats, 12-bit counts,
+    reflectances of 0.01) may not be."""
     t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
     lo, hi = _robust_range(t)
-    return -0.5 <= lo and hi <= 1.5 and not 0.0 < hi - lo < 0.02
+    return -1.0 <= lo and hi <= 2.0 and not 0.0 < hi - lo < 0.02
 
 
 def _resolve_range(x: torch.Tensor, value_range: ValueRange) -> tuple[float, float]:
