@@ -242,6 +242,19 @@ def test_denoise_file_value_range(gray: ImageDenoiser, tmp_path: Path) -> None:
     assert not (tmp_path / "bad.tif").exists()
 
 
+def test_evaluate_model_ranges_float_files_as_the_denoise_command(gray: ImageDenoiser, tmp_path: Path) -> None:
+    from xmodal.evaluate import evaluate_images
+
+    x = rand(1, 30, 27)
+    for folder, image in (("clean", x[0]), ("noisy", x[0] + np.random.default_rng(1).normal(0, 0.1, x[0].shape))):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "a.tif", (image * 4000).astype(np.float32))  # counts, not [0, 1]
+    gray.denoise_file(tmp_path / "noisy" / "a.tif", tmp_path / "written" / "a.tif")
+    by_model = evaluate_images(tmp_path / "clean", tmp_path / "noisy", denoiser=gray, data_range=4000.0)
+    by_files = evaluate_images(tmp_path / "clean", tmp_path / "noisy", tmp_path / "written", data_range=4000.0)
+    assert by_model["files"][0]["enhanced"] == pytest.approx(by_files["files"][0]["enhanced"], abs=1e-9)
+
+
 def test_cli_value_range(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     x = rand(1, 30, 27)
     tifffile.imwrite(tmp_path / "u.tif", np.rint(x[0] * 4095).astype(np.uint16))

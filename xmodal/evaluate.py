@@ -401,9 +401,9 @@ def _resolve_denoiser(denoiser: ArrayDenoiser | str | os.PathLike, modality: str
     return denoiser, name
 
 
-def _denoised(denoiser: ArrayDenoiser, x: np.ndarray, what: str) -> np.ndarray:
-    """``denoiser.denoise(x)`` as float numpy, checked to keep ``x``'s shape."""
-    out = denoiser.denoise(x)
+def _denoised(denoiser: ArrayDenoiser, x: np.ndarray, what: str, **kwargs: object) -> np.ndarray:
+    """``denoiser.denoise(x, **kwargs)`` as float numpy, checked to keep ``x``'s shape."""
+    out = denoiser.denoise(x, **kwargs)
     if hasattr(out, "detach"):  # a torch tensor
         out = out.detach().cpu().numpy()
     out = np.asarray(out)
@@ -623,7 +623,13 @@ def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str
                 "; clips must have the same (T, C, H, W)" if video else "; images must have the same (C, H, W)")})
             continue
         if model is not None:
-            enhanced = _at_bit_depth(_denoised(model, noisy, f"{pair['noisy']}"), noisy_info.dtype)
+            from xmodal.denoise import ImageDenoiser, plausible_unit_range
+
+            # as `python -m xmodal.denoise` does: a float image that is not [0, 1] data is auto-ranged
+            ranged = isinstance(model, ImageDenoiser) and noisy_info.dtype not in _INT_MAX and \
+                not plausible_unit_range(noisy)
+            enhanced = _denoised(model, noisy, f"{pair['noisy']}", **({"value_range": "auto"} if ranged else {}))
+            enhanced = _at_bit_depth(enhanced, noisy_info.dtype)
         if float(clean.min()) < 0 or float(clean.max()) > data_range:
             warnings.append(f"{pair['clean']}: values span [{float(clean.min()):.4g}, {float(clean.max()):.4g}], "
                             f"outside the data range [0, {data_range:g}] used by "
