@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from PIL import Image
+from PIL import Image, ImageCms
 
 from xmodal import imageio
 from xmodal.imageio import (
@@ -178,7 +178,10 @@ def test_bmp_and_lossless_webp_round_trip(tmp_path, ext, channels, mode):
     image, info = read_image(src)
     chw = stored[None] if channels == 1 else stored.transpose(2, 0, 1)
     np.testing.assert_array_equal(image, chw.astype(np.float32) / 255)
-    assert info == ImageInfo(ext[1:], "uint8", 8, channels, mode, stored.shape, "HW" if channels == 1 else "HWC")
+    with Image.open(src) as im:  # Pillow writes BMPs with a resolution (96 dpi), WebPs without
+        meta = (("dpi", tuple(float(v) for v in im.info["dpi"])),) if ext == ".bmp" else ()
+    assert info == ImageInfo(ext[1:], "uint8", 8, channels, mode, stored.shape, "HW" if channels == 1 else "HWC",
+                             metadata=meta)
     write_image(tmp_path / f"b{ext}", image, info)  # WebP is written lossless: the same integers come back
     with Image.open(tmp_path / f"b{ext}") as im:
         assert im.format == ext[1:].upper() and im.mode == mode
@@ -200,6 +203,40 @@ def test_lossy_webp_and_palette_bmp_are_read(tmp_path):
     image, info = read_image(tmp_path / "p.bmp")
     assert (info.format, info.mode) == ("bmp", "RGB")
     np.testing.assert_array_equal(image, np.array(pal.convert("RGB")).transpose(2, 0, 1) / np.float32(255))
+
+
+# -------------------------------------------------------------------------------------------------------- metadata
+
+
+def test_icc_exif_and_dpi_are_written_back(tmp_path):
+    """A phone photo keeps its colour profile and its EXIF orientation (viewers rotate by it), in any format that can
+    hold them."""
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to show
+    exif[0x010F] = "xmodal test camera"  # make
+    src = pil_save(tmp_path / "photo.jpg", smooth_rgb(), "RGB", quality=95, icc_profile=icc, exif=exif.tobytes(),
+                   dpi=(300, 300))
+    image, info = read_image(src)
+    meta = dict(info.metadata)
+    assert meta["icc_profile"] == icc and meta["dpi"] == (300.0, 300.0)
+    for name, kept in (("a.jpg", ("icc", "exif", "dpi")), ("a.png", ("icc", "exif", "dpi")),
+                       ("a.webp", ("icc", "exif")), ("a.bmp", ("dpi",)), ("a.tif", ("icc",))):
+        write_image(tmp_path / name, image, info)
+        if name.endswith(".tif"):
+            with tifffile.TiffFile(tmp_path / name) as tif:
+                assert tif.pages[0].tags[34675].value == icc
+            assert dict(read_image(tmp_path / name)[1].metadata) == {"icc_profile": icc}
+            continue
+        with Image.open(tmp_path / name) as im:
+            assert (im.info.get("icc_profile") == icc) == ("icc" in kept), name
+            assert (im.getexif().get(0x0112), im.getexif().get(0x010F)) == \
+                ((6, "xmodal test camera") if "exif" in kept else (None, None)), name
+            assert ("dpi" in im.info and round(im.info["dpi"][0]) == 300) == ("dpi" in kept), name
+        assert dict(read_image(tmp_path / name)[1].metadata).get("icc_profile") == (icc if "icc" in kept else None)
+    write_image(tmp_path / "plain.png", image, "uint8")  # a dtype instead of an info: nothing to carry
+    with Image.open(tmp_path / "plain.png") as im:
+        assert "icc_profile" not in im.info and not len(im.getexif())
 
 
 # ------------------------------------------------------------------------------------------------------------ TIFF

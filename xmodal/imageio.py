@@ -71,6 +71,10 @@ _IMAGE_DTYPES = (*_INT_MAX, *_FLOATS)
 _STACK_DTYPES = ("uint8", "uint16", "int8", "int16", *_FLOATS)
 _GEO_TAGS = (33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113)
 _GDAL_NODATA = 42113
+_ICC_TAG = 34675  # InterColorProfile
+# what each Pillow format can hold of ImageInfo.metadata
+_PILLOW_METADATA = {"png": ("icc_profile", "exif", "dpi"), "jpeg": ("icc_profile", "exif", "dpi"),
+                    "webp": ("icc_profile", "exif"), "bmp": ("dpi",)}
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 # TIFF compressions written back as read: none, LZW, Deflate (Adobe, old), PackBits, LZMA, ZSTD; lossy ones (JPEG,
 # JPEG 2000, WebP, JPEG XL...) are written as Deflate instead.
@@ -97,6 +101,10 @@ class ImageInfo:
         tiff_tags: GeoTIFF tags of a TIFF, written back as they are.
         tiff_compression: ``(compression, predictor)`` TIFF codes of a TIFF (``(1, 1)``: none), written back (lossy
             compressions as Deflate).
+        metadata: what the file says about how to show its pixels, written back where the output format can hold
+            it: ``("icc_profile", bytes)`` (colour space; PNG, JPEG, WebP, TIFF), ``("exif", bytes)`` (camera
+            data, including the orientation viewers rotate by; PNG, JPEG, WebP) and ``("dpi", (x, y))`` (PNG, JPEG,
+            BMP).
     """
 
     format: ImageFormat
@@ -108,6 +116,7 @@ class ImageInfo:
     layout: Layout
     tiff_tags: tuple[TiffTag, ...] = ()
     tiff_compression: tuple[int, int] = (1, 1)
+    metadata: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -234,16 +243,30 @@ def _read_png16_colour(path: Path, colour_type: int) -> np.ndarray:
     return arr
 
 
-def _read_pillow(path: Path) -> tuple[np.ndarray, str, str]:
-    """Stored array ``(H, W)`` or ``(H, W, C)``, format and mode of a PNG, JPEG, BMP or WebP file."""
+def _pillow_metadata(im: Any) -> tuple[tuple[str, Any], ...]:
+    """ICC profile, EXIF block and dpi of an open Pillow image (those it has)."""
+    meta: list[tuple[str, Any]] = []
+    if im.info.get("icc_profile"):
+        meta.append(("icc_profile", bytes(im.info["icc_profile"])))
+    exif = im.getexif()
+    if len(exif):
+        meta.append(("exif", exif.tobytes()))
+    if im.info.get("dpi"):
+        meta.append(("dpi", tuple(float(v) for v in im.info["dpi"])))
+    return tuple(meta)
+
+
+def _read_pillow(path: Path) -> tuple[np.ndarray, str, str, tuple[tuple[str, Any], ...]]:
+    """Stored array ``(H, W)`` or ``(H, W, C)``, format, mode and metadata of a PNG, JPEG, BMP or WebP file."""
     header = _png_header(path)
     if header is not None and header[0] == 16 and header[1] in (2, 4, 6):  # Pillow would reduce these to 8 bits
-        return _read_png16_colour(path, header[1]), "png", {2: "RGB", 4: "LA", 6: "RGBA"}[header[1]]
+        return _read_png16_colour(path, header[1]), "png", {2: "RGB", 4: "LA", 6: "RGBA"}[header[1]], ()
     Image = _import_pil()
     try:
         with Image.open(path, formats=[f.upper() for f in PILLOW_FORMATS]) as im:
             im.load()
             fmt = im.format.lower()
+            meta = _pillow_metadata(im)
             if im.mode == "1":
                 im = im.convert("L")  # 1-bit: 0/255 in 8 bits
             elif im.mode in ("P", "PA"):
@@ -262,12 +285,13 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str, str]:
     elif mode not in ("L", "LA", "RGB", "RGBA", "CMYK"):
         raise ImageReadError(f"{path}: unsupported image mode {mode!r} "
                              "(expected L, LA, RGB, RGBA, CMYK or 16-bit gray)")
-    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("=")), fmt, mode
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("=")), fmt, mode, meta
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], tuple[int, int]]:
-    """``(C, H, W)`` array in the stored dtype, axes of the stored array, mode, GeoTIFF tags and ``(compression,
-    predictor)`` of a TIFF."""
+def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], tuple[int, int],
+                                    tuple[tuple[str, Any], ...]]:
+    """``(C, H, W)`` array in the stored dtype, axes of the stored array, mode, GeoTIFF tags, ``(compression,
+    predictor)`` and metadata (ICC profile) of a TIFF."""
     tifffile = _import_tifffile()
     try:
         with tifffile.TiffFile(path) as tif:
@@ -281,6 +305,8 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], t
             photometric = int(page.photometric)
             tags = _geotags(page)
             compression = (int(page.compression), int(page.predictor))
+            icc = page.tags.get(_ICC_TAG)
+            meta = (("icc_profile", bytes(icc.value)),) if icc is not None and icc.value else ()
     except ImageReadError:
         raise
     except Exception as e:  # tifffile raises TiffFileError, ValueError, OSError... for bad files
@@ -293,7 +319,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], t
         photometric = 2
     mode = ("RGB" if C == 3 else "RGBA" if C == 4 else "multiband") if photometric == 2 else \
         "CMYK" if photometric == 5 and C == 4 else ("L" if C == 1 else "multiband")
-    return arr, axes, mode, tags, compression
+    return arr, axes, mode, tags, compression, meta
 
 
 def _layout_npy(arr: np.ndarray, path: Path) -> tuple[np.ndarray, Layout]:
@@ -317,12 +343,13 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
     fmt = _format_of(path)
     tags: tuple[TiffTag, ...] = ()
     compression = (1, 1)
+    meta: tuple[tuple[str, Any], ...] = ()
     if fmt in PILLOW_FORMATS:
-        stored, fmt, mode = _read_pillow(path)
+        stored, fmt, mode, meta = _read_pillow(path)
         arr, layout = (stored[None], "HW") if stored.ndim == 2 else (stored.transpose(2, 0, 1), "HWC")
         # (H, W) -> (1, H, W); (H, W, C) -> (C, H, W)
     elif fmt == "tiff":
-        arr, axes, mode, tags, compression = _read_tiff(path)
+        arr, axes, mode, tags, compression, meta = _read_tiff(path)
         stored_shape = {"YX": "HW", "YXS": "HWC"}
         layout = stored_shape.get(axes, "CHW")  # type: ignore[assignment]
         stored = arr if layout == "CHW" else (arr[0] if layout == "HW" else arr.transpose(1, 2, 0))
@@ -345,7 +372,7 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
     arr = np.ascontiguousarray(arr, dtype=dtype.newbyteorder("="))
     info = ImageInfo(format=fmt, dtype=dtype.name, bit_depth=dtype.itemsize * 8, channels=int(arr.shape[0]),
                      mode=mode, shape=tuple(int(n) for n in stored.shape), layout=layout, tiff_tags=tags,
-                     tiff_compression=compression)
+                     tiff_compression=compression, metadata=meta)
     return arr, info
 
 
@@ -512,12 +539,16 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
         im = Image.frombytes(mode, (W, H), np.ascontiguousarray(pixels).tobytes())
         # WebP lossless and exact (colour kept under transparent alpha), so read -> write -> read is exact
         options = {"quality": quality} if fmt == "jpeg" else {"lossless": True, "exact": True} if fmt == "webp" else {}
+        if info is not None:
+            options.update((k, v) for k, v in info.metadata if k in _PILLOW_METADATA[fmt])
         atomic_write(path, lambda tmp: im.save(tmp, format=fmt.upper(), **options))
     elif fmt == "tiff":
         if info is None:
             _write_tiff(path, data, _mode_of(C), ())
         else:
-            _write_tiff(path, data, info.mode, info.tiff_tags, info.tiff_compression)
+            icc = dict(info.metadata).get("icc_profile")
+            tags = info.tiff_tags + (((_ICC_TAG, 7, len(icc), icc, True),) if icc else ())
+            _write_tiff(path, data, info.mode, tags, info.tiff_compression)
     elif fmt == "npy":
         layout = info.layout if info is not None else "CHW"
         if layout == "HW" and C != 1:
