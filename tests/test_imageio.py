@@ -601,6 +601,16 @@ def test_png_16bit_colour_round_trip(tmp_path, colour_type, channels, mode):
         read_image(tmp_path / "trunc.png")
 
 
+def test_png_16bit_colour_unexpected_decode(tmp_path, monkeypatch):
+    import imagecodecs
+
+    png16(tmp_path / "a.png", ints((H, W, 3), "uint16"), 2)
+    monkeypatch.setattr(imagecodecs, "png_decode", lambda data: np.zeros((H, W, 3), np.uint8))
+    with pytest.raises(ImageReadError, match=rf"a.png: 16-bit PNG decoded as uint8 \({H}, {W}, 3\); expected "
+                                             r"\(H, W, 3\) uint16"):
+        read_image(tmp_path / "a.png")
+
+
 def test_png_16bit_hand_written_gray(tmp_path):
     png16(tmp_path / "g16.png", ints((H, W), "uint16", seed=3), 0)
     image, _ = read_image(tmp_path / "g16.png")
