@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from xmodal.streaming import SpeechStream
 
 __all__ = ["DEFAULT_CHUNK_SECONDS", "DEFAULT_CONTEXT_SECONDS", "Chunk", "Denoiser", "ImageDenoiser", "StackDenoiser",
-           "VideoDenoiser", "load", "main", "plan_chunks"]
+           "VideoDenoiser", "load", "main", "plan_chunks", "plausible_unit_range"]
 
 DEFAULT_CHUNK_SECONDS = 20.0
 DEFAULT_CONTEXT_SECONDS = 1.0
