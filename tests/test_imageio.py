@@ -6,6 +6,7 @@ is checked against the reference writers and the writer against the reference re
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import sys
 import zlib
@@ -237,6 +238,21 @@ def test_icc_exif_and_dpi_are_written_back(tmp_path):
     write_image(tmp_path / "plain.png", image, "uint8")  # a dtype instead of an info: nothing to carry
     with Image.open(tmp_path / "plain.png") as im:
         assert "icc_profile" not in im.info and not len(im.getexif())
+    # 16-bit colour PNGs (imagecodecs writes the pixels, xmodal the chunks) keep them too, and read them back
+    info16 = dataclasses.replace(info, dtype="uint16", bit_depth=16)
+    write_image(tmp_path / "deep.png", image, info16)
+    assert imageio._png_header(tmp_path / "deep.png") == (16, 2)
+    with Image.open(tmp_path / "deep.png") as im:
+        assert im.info["icc_profile"] == icc and im.getexif().get(0x0112) == 6 and round(im.info["dpi"][0]) == 300
+    again, info2 = read_image(tmp_path / "deep.png")
+    np.testing.assert_allclose(again, image, atol=0.5 / 65535)
+    meta2 = dict(info2.metadata)
+    assert meta2["icc_profile"] == icc and round(meta2["dpi"][0]) == 300
+    exif2 = Image.Exif()
+    exif2.load(meta2["exif"])
+    assert exif2.get(0x0112) == 6 and exif2.get(0x010F) == "xmodal test camera"
+    write_image(tmp_path / "deep2.png", again, info2)  # and once more: unchanged
+    assert dict(read_image(tmp_path / "deep2.png")[1].metadata) == meta2
 
 
 # ------------------------------------------------------------------------------------------------------------ TIFF
@@ -674,6 +690,7 @@ def test_read_errors_tiff_content(tmp_path):
 
 
 def test_missing_optional_packages(tmp_path, monkeypatch):
+    pil = sys.modules["PIL"]
     pil_save(tmp_path / "a.png", smooth_rgb(), "RGB")
     tifffile.imwrite(tmp_path / "a.tif", np.zeros((4, 4), np.uint8))
     monkeypatch.setitem(sys.modules, "PIL", None)
@@ -683,6 +700,7 @@ def test_missing_optional_packages(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"TIFF files need tifffile: pip install tifffile"):
         read_image(tmp_path / "a.tif")
     png16(tmp_path / "rgb16.png", ints((H, W, 3), "uint16"), 2)
+    monkeypatch.setitem(sys.modules, "PIL", pil)  # Pillow back (it reads the PNG's chunks); imagecodecs gone
     monkeypatch.setitem(sys.modules, "imagecodecs", None)
     with pytest.raises(ImportError, match=r"16-bit colour PNG files need imagecodecs: pip install imagecodecs"):
         read_image(tmp_path / "rgb16.png")

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import os
 import re
+import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +106,7 @@ class ImageInfo:
         metadata: what the file says about how to show its pixels, written back where the output format can hold
             it: ``("icc_profile", bytes)`` (colour space; PNG, JPEG, WebP, TIFF), ``("exif", bytes)`` (camera
             data, including the orientation viewers rotate by; PNG, JPEG, WebP) and ``("dpi", (x, y))`` (PNG, JPEG,
-            BMP).
+            BMP). 16-bit colour PNGs keep all three as well (xmodal writes their iCCP, eXIf and pHYs chunks).
     """
 
     format: ImageFormat
@@ -256,12 +258,35 @@ def _pillow_metadata(im: Any) -> tuple[tuple[str, Any], ...]:
     return tuple(meta)
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _with_png_metadata(png: bytes, metadata: tuple[tuple[str, Any], ...]) -> bytes:
+    """``png`` with iCCP, pHYs and eXIf chunks for ``metadata`` inserted right after its IHDR (all must come before
+    the pixel data; ``png`` has none of them)."""
+    meta = dict(metadata)
+    chunks = b""
+    if meta.get("icc_profile"):
+        chunks += _png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(meta["icc_profile"]))
+    if meta.get("dpi"):
+        chunks += _png_chunk(b"pHYs", struct.pack(">IIB", *(round(v / 0.0254) for v in meta["dpi"]), 1))  # per metre
+    if meta.get("exif"):
+        exif = meta["exif"]
+        chunks += _png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    end_of_ihdr = 8 + 8 + 13 + 4  # signature, IHDR length and type, IHDR data, CRC
+    return png[:end_of_ihdr] + chunks + png[end_of_ihdr:]
+
+
 def _read_pillow(path: Path) -> tuple[np.ndarray, str, str, tuple[tuple[str, Any], ...]]:
     """Stored array ``(H, W)`` or ``(H, W, C)``, format, mode and metadata of a PNG, JPEG, BMP or WebP file."""
     header = _png_header(path)
-    if header is not None and header[0] == 16 and header[1] in (2, 4, 6):  # Pillow would reduce these to 8 bits
-        return _read_png16_colour(path, header[1]), "png", {2: "RGB", 4: "LA", 6: "RGBA"}[header[1]], ()
     Image = _import_pil()
+    if header is not None and header[0] == 16 and header[1] in (2, 4, 6):  # Pillow would reduce these to 8 bits
+        arr = _read_png16_colour(path, header[1])
+        with Image.open(path, formats=["PNG"]) as im:  # the chunks before the pixels, which are not decoded
+            meta = _pillow_metadata(im)
+        return arr, "png", {2: "RGB", 4: "LA", 6: "RGBA"}[header[1]], meta
     try:
         with Image.open(path, formats=[f.upper() for f in PILLOW_FORMATS]) as im:
             im.load()
@@ -528,6 +553,7 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
         elif dtype.name == "uint16" and C <= 4:  # Pillow has no 16-bit colour modes
             imagecodecs = _import_imagecodecs("16-bit colour PNG files")
             encoded = imagecodecs.png_encode(np.ascontiguousarray(data.transpose(1, 2, 0)))  # (C, H, W) -> (H, W, C)
+            encoded = _with_png_metadata(encoded, info.metadata if info is not None else ())
             atomic_write(path, lambda tmp: Path(tmp).write_bytes(encoded))
             return
         else:
