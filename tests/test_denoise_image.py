@@ -23,7 +23,8 @@ import xmodal
 import xmodal.pretrained
 from xmodal.checkpoint import save_weights
 from xmodal.config import dump_config, load_config
-from xmodal.denoise import Denoiser, ImageDenoiser, StackDenoiser, load, main, plausible_unit_range
+from xmodal.denoise import (Denoiser, ImageDenoiser, StackDenoiser, file_value_range, load, main,
+                            plausible_unit_range)
 from xmodal.imageio import ImageReadError, read_image, read_stack, write_image
 from xmodal.inference import enhance
 from xmodal.modalities import modality_io
@@ -224,6 +225,11 @@ def test_values_far_from_unit_range_warn(gray: ImageDenoiser) -> None:
 
 def test_denoise_file_value_range(gray: ImageDenoiser, tmp_path: Path) -> None:
     x = rand(1, 30, 27)
+    # the rule every file path uses: the file's units in, read_image's units out
+    assert file_value_range(x, "uint16") is None and file_value_range(x * 4000, "uint16") is None
+    assert file_value_range(x, "float32") is None and file_value_range(x * 4000, "float32") == "auto"
+    assert file_value_range(x, "uint16", (0, 4095)) == (0.0, 4095 / 65535)
+    assert file_value_range(x, "uint8", "auto") == "auto" and file_value_range(x, "float32", (1, 2)) == (1.0, 2.0)
     tifffile.imwrite(tmp_path / "f.tif", x[0] * 4000)  # float counts, not [0, 1]: "auto" by default
     gray.denoise_file(tmp_path / "f.tif", tmp_path / "f_out.tif")
     np.testing.assert_allclose(tifffile.imread(tmp_path / "f_out.tif"), gray.denoise(x * 4000, value_range="auto")[0],
@@ -664,8 +670,9 @@ def test_cli_unknown_extension_names_what_is_read(bundled: Path, tmp_path: Path,
     assert main([str(tmp_path / "cat.gif"), "-o", str(tmp_path / "out"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert re.search(r"cat.gif: not readable as audio \(.*\); '.gif' is none of the known extensions \(audio: "
-                     r"\.wav, .*, or any other format libsndfile reads; images and stacks: \.png, .*\.bmp, \.webp, "
-                     r".*; video: \.mp4, .*\)", err), err
+                     r"\.wav, .*; images and stacks: \.png, .*\.bmp, \.webp, .*; video: \.mp4, .*; other audio "
+                     r"formats libsndfile reads work too, as do folders of frames or band TIFFs with --modality\)",
+                     err), err
     assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
 
 

@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from xmodal.streaming import SpeechStream
 
 __all__ = ["DEFAULT_CHUNK_SECONDS", "DEFAULT_CONTEXT_SECONDS", "Chunk", "Denoiser", "ImageDenoiser", "StackDenoiser",
-           "VideoDenoiser", "load", "main", "plan_chunks", "plausible_unit_range"]
+           "VideoDenoiser", "file_value_range", "load", "main", "plan_chunks", "plausible_unit_range"]
 
 DEFAULT_CHUNK_SECONDS = 20.0
 DEFAULT_CONTEXT_SECONDS = 1.0
@@ -644,33 +644,64 @@ def _robust_range(x: torch.Tensor) -> tuple[float, float]:
     return float(q[0]), float(q[1])
 
 
+def _plausible(lo: float, hi: float) -> bool:
+    """The rule of :func:`plausible_unit_range` on a ``(0.1, 99.9)`` percentile pair."""
+    return -1.0 <= lo and hi <= 2.0 and not 0.0 < hi - lo < 0.02
+
+
 def plausible_unit_range(x: np.ndarray | torch.Tensor) -> bool:
     """Whether ``x`` looks like [0, 1] image data (noise included): its 0.1 and 99.9 percentiles lie in
     [-1, 2] (room for noise up to sigma 50/255 and beyond) and, unless the image is constant, are at least 0.02
     apart. Integer files scaled by their dtype always are; float data from elsewhere (0-255 floats, 12-bit counts,
     reflectances of 0.01) may not be."""
-    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
-    lo, hi = _robust_range(t)
-    return -1.0 <= lo and hi <= 2.0 and not 0.0 < hi - lo < 0.02
+    return _plausible(*_robust_range(x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))))
 
 
-def _resolve_range(x: torch.Tensor, value_range: ValueRange) -> tuple[float, float]:
-    """``(lo, span)`` such that ``(x - lo) / span`` is the model's [0, 1] scale."""
-    if value_range is None:
-        return 0.0, 1.0
+def _check_value_range(value_range: Any) -> ValueRange:
+    """``value_range`` checked: ``None``, ``"auto"`` or a float ``(lo, hi)`` pair with ``lo < hi``."""
+    if value_range is None or (isinstance(value_range, str) and value_range == "auto"):
+        return value_range
     if isinstance(value_range, str):
-        if value_range != "auto":
-            raise ValueError(f"`value_range` must be None, 'auto' or (lo, hi), got {value_range!r}")
-        lo, hi = _robust_range(x)
-        if hi <= lo:  # (nearly) constant: its full range, or a shift of the constant to 0
-            lo, hi = float(x.min()), float(x.max())
-        return (lo, hi - lo) if hi > lo else (lo, 1.0)
+        raise ValueError(f"`value_range` must be None, 'auto' or (lo, hi), got {value_range!r}")
     try:
         lo, hi = (float(v) for v in value_range)
     except (TypeError, ValueError):
         raise ValueError(f"`value_range` must be None, 'auto' or (lo, hi), got {value_range!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"`value_range` (lo, hi) must be finite with lo < hi, got {value_range!r}")
+    return lo, hi
+
+
+def file_value_range(image: np.ndarray | torch.Tensor, dtype: str, value_range: ValueRange = None) -> ValueRange:
+    """The ``value_range`` for :meth:`ImageDenoiser.denoise` of an image read by :func:`~xmodal.imageio.read_image`
+    from a file of ``dtype``, given one in the file's own units (``None``, ``"auto"`` or ``(lo, hi)``).
+
+    ``None``: integer files are already [0, 1] by their dtype; float files are used as they are when
+    :func:`plausible_unit_range`, else ``"auto"``. ``(lo, hi)`` of an integer file is divided by its dtype's scale
+    (255, 65535), as ``image`` was. The denoise command, :meth:`ImageDenoiser.denoise_file` and ``evaluate --model``
+    all decide through this function."""
+    from xmodal.imageio import _INT_MAX
+
+    value_range = _check_value_range(value_range)
+    scale = _INT_MAX.get(dtype)
+    if value_range is None:
+        return None if scale is not None or plausible_unit_range(image) else "auto"
+    if isinstance(value_range, tuple) and scale is not None:
+        return value_range[0] / scale, value_range[1] / scale
+    return value_range
+
+
+def _resolve_range(x: torch.Tensor, value_range: ValueRange) -> tuple[float, float]:
+    """``(lo, span)`` such that ``(x - lo) / span`` is the model's [0, 1] scale (``value_range`` checked)."""
+    value_range = _check_value_range(value_range)
+    if value_range is None:
+        return 0.0, 1.0
+    if isinstance(value_range, str):  # "auto"
+        lo, hi = _robust_range(x)
+        if hi <= lo:  # (nearly) constant: its full range, or a shift of the constant to 0
+            lo, hi = float(x.min()), float(x.max())
+        return (lo, hi - lo) if hi > lo else (lo, 1.0)
+    lo, hi = value_range
     return lo, hi - lo
 
 
@@ -815,8 +846,8 @@ class ImageDenoiser:
                           f"{x.shape[-1]} pixels{hint}", stacklevel=2)
         check_tiling(tile, overlap, self.size_multiple)
         lo, span = _resolve_range(x4, value_range)
-        if value_range is None and not plausible_unit_range(x4):
-            q_lo, q_hi = _robust_range(x4)
+        if value_range is None and not _plausible(*(q := _robust_range(x4))):
+            q_lo, q_hi = q
             warnings.warn(f"`image` values span [{q_lo:.4g}, {q_hi:.4g}] (0.1-99.9 percentiles), but the model "
                           "denoises [0, 1] data; pass value_range=(lo, hi) (e.g. (0, 255)) or value_range='auto'",
                           stacklevel=2)
@@ -881,7 +912,7 @@ class ImageDenoiser:
                 the result (e.g. float data as PNG), a channel count the model does not take, a bad ``sigma``.
             FileExistsError: ``dst`` exists and ``overwrite`` is false.
         """
-        from xmodal.imageio import _INT_MAX, IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
+        from xmodal.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
 
         src, dst = Path(src), Path(dst)
         if not src.is_file():
@@ -894,15 +925,8 @@ class ImageDenoiser:
         keep = 1 if info.mode in ("LA", "RGBA") else 0  # alpha: copied, not denoised
         colour = image[: image.shape[0] - keep]  # (C - keep, H, W)
         try:
-            if value_range is None and info.dtype in _INT_MAX:
-                pass  # dtype scaling: already [0, 1]
-            elif value_range is None:
-                value_range = None if plausible_unit_range(colour) else "auto"
-            elif not isinstance(value_range, str) and info.dtype in _INT_MAX:
-                lo, span = _resolve_range(torch.zeros(1), value_range)  # checked; file units -> read_image's units
-                value_range = (lo / _INT_MAX[info.dtype], (lo + span) / _INT_MAX[info.dtype])
             out = self.denoise(colour, tile=tile, overlap=overlap, sigma=sigma, ensemble=ensemble, progress=progress,
-                               value_range=value_range)
+                               value_range=file_value_range(colour, info.dtype, value_range))
         except ValueError as e:
             raise ValueError(f"{src}: {e}") from None
         if keep:
@@ -1368,27 +1392,33 @@ class _Job:
     model: str | None  # bundled name of the default model (None: the --model given)
 
 
-def _file_kind(path: Path) -> str | None:
-    """``"speech"`` for an audio extension, ``"image"`` for an image one, ``"video"`` for a video file, else
-    ``None``."""
+def _known_extensions() -> dict[str, tuple[str, ...]]:
+    """The extensions the command line reads, by kind: ``audio``, ``image`` (images and stacks), ``video``."""
     from xmodal.imageio import IMAGE_EXTENSIONS
     from xmodal.io import AUDIO_EXTENSIONS
     from xmodal.videoio import VIDEO_EXTENSIONS
 
+    return {"audio": tuple(AUDIO_EXTENSIONS), "image": tuple(IMAGE_EXTENSIONS), "video": tuple(VIDEO_EXTENSIONS)}
+
+
+def _known_extensions_text() -> str:
+    """``"audio: .wav, ...; images and stacks: .png, ...; video: .mp4, ..."`` for messages."""
+    labels = {"audio": "audio", "image": "images and stacks", "video": "video"}
+    return "; ".join(f"{labels[kind]}: {', '.join(exts)}" for kind, exts in _known_extensions().items())
+
+
+def _file_kind(path: Path) -> str | None:
+    """``"speech"`` for an audio extension, ``"image"`` for an image one, ``"video"`` for a video file, else
+    ``None``."""
     suffix = path.suffix.lower()
-    return "speech" if suffix in AUDIO_EXTENSIONS else "image" if suffix in IMAGE_EXTENSIONS else \
-        "video" if suffix in VIDEO_EXTENSIONS else None
+    kind = next((k for k, exts in _known_extensions().items() if suffix in exts), None)
+    return "speech" if kind == "audio" else kind
 
 
 def _unknown_extension(path: Path) -> str:
     """What the command line reads, for a file it tried as audio because its extension is none of them."""
-    from xmodal.imageio import IMAGE_EXTENSIONS
-    from xmodal.io import AUDIO_EXTENSIONS
-    from xmodal.videoio import VIDEO_EXTENSIONS
-
-    return (f"{path.suffix or 'no extension'!r} is none of the known extensions (audio: {', '.join(AUDIO_EXTENSIONS)}, "
-            f"or any other format libsndfile reads; images and stacks: {', '.join(IMAGE_EXTENSIONS)}; video: "
-            f"{', '.join(VIDEO_EXTENSIONS)}; or a folder of frames or band TIFFs with --modality)")
+    return (f"{path.suffix or 'no extension'!r} is none of the known extensions ({_known_extensions_text()}; other "
+            "audio formats libsndfile reads work too, as do folders of frames or band TIFFs with --modality)")
 
 
 def _peek_channels(path: Path) -> tuple[int, str]:
@@ -1598,28 +1628,20 @@ def _parse_value_range(text: str | None) -> ValueRange:
     if text is None or text == "auto":
         return text
     try:
-        lo, hi = (float(v) for v in text.split(","))
-        _resolve_range(torch.zeros(1), (lo, hi))
+        return _check_value_range(tuple(float(v) for v in text.split(",")))
     except ValueError:
         raise ValueError(f"--value-range: expected 'auto' or LO,HI with LO < HI (e.g. 0,4095), got {text!r}") from None
-    return lo, hi
 
 
 def _output_formats(formats: list[str]) -> dict[str, str]:
     """``--format`` values -> ``{"audio" | "image" | "video": ".ext"}``; ``ValueError`` for an unknown extension or
     two of one kind."""
-    from xmodal.imageio import IMAGE_EXTENSIONS
-    from xmodal.io import AUDIO_EXTENSIONS
-    from xmodal.videoio import VIDEO_EXTENSIONS
-
-    kinds = {"audio": AUDIO_EXTENSIONS, "image": tuple(IMAGE_EXTENSIONS), "video": VIDEO_EXTENSIONS}
     chosen: dict[str, str] = {}
     for value in formats:
         ext = "." + value.lower().lstrip(".")
-        kind = next((k for k, exts in kinds.items() if ext in exts), None)
+        kind = next((k for k, exts in _known_extensions().items() if ext in exts), None)
         if kind is None:
-            raise ValueError(f"--format {value}: unknown extension (audio: {', '.join(AUDIO_EXTENSIONS)}; images and "
-                             f"stacks: {', '.join(IMAGE_EXTENSIONS)}; video: {', '.join(VIDEO_EXTENSIONS)})")
+            raise ValueError(f"--format {value}: unknown extension ({_known_extensions_text()})")
         if kind in chosen and chosen[kind] != ext:
             raise ValueError(f"--format {value}: {kind} outputs are already {chosen[kind]} (one --format per kind)")
         chosen[kind] = ext

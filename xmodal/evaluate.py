@@ -623,12 +623,12 @@ def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str
                 "; clips must have the same (T, C, H, W)" if video else "; images must have the same (C, H, W)")})
             continue
         if model is not None:
-            from xmodal.denoise import ImageDenoiser, plausible_unit_range
+            from xmodal.denoise import ImageDenoiser, file_value_range
 
-            # as `python -m xmodal.denoise` does: a float image that is not [0, 1] data is auto-ranged
-            ranged = isinstance(model, ImageDenoiser) and noisy_info.dtype not in _INT_MAX and \
-                not plausible_unit_range(noisy)
-            enhanced = _denoised(model, noisy, f"{pair['noisy']}", **({"value_range": "auto"} if ranged else {}))
+            # the value range `python -m xmodal.denoise` would use (a float image that is not [0, 1] data: auto)
+            value_range = file_value_range(noisy, noisy_info.dtype) if isinstance(model, ImageDenoiser) else None
+            enhanced = _denoised(model, noisy, f"{pair['noisy']}", **({"value_range": value_range} if value_range
+                                                                      else {}))
             enhanced = _at_bit_depth(enhanced, noisy_info.dtype)
         if float(clean.min()) < 0 or float(clean.max()) > data_range:
             warnings.append(f"{pair['clean']}: values span [{float(clean.min()):.4g}, {float(clean.max()):.4g}], "
