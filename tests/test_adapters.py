@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from xmodal.adapters import AudioAdapter
-from xmodal.adapters.audio import AudioContext, compress, decompress
+from xmodal.adapters.audio import AudioContext, compress, decompress, frame_power, running_gains
 from xmodal.config import AudioConfig
 
 
@@ -95,3 +95,78 @@ def test_errors(adapter):
     with pytest.raises(ValueError, match=r"audio.compress must be in \(0, 1\], got 1.5"):
         AudioAdapter(AudioConfig(compress=1.5))
     assert isinstance(ctx, AudioContext)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# running level normalisation (audio.running_rms_seconds)
+
+
+def level_adapter(**kw) -> AudioAdapter:
+    return AudioAdapter(AudioConfig(normalize_rms=False, running_rms_seconds=kw.pop("seconds", 0.1),
+                                    target_rms=kw.pop("target", 0.05), **kw))
+
+
+@pytest.mark.parametrize("n_fft,win", [(512, None), (256, 200), (255, None)])
+def test_frame_power_is_the_windowed_mean_square(n_fft, win):
+    a = AudioAdapter(AudioConfig(n_fft=n_fft, hop_length=64, win_length=win))
+    torch.manual_seed(0)
+    x = torch.randn(2, 3000) * torch.tensor([[0.01], [0.3]])
+    spec = a.stft(x)  # (2, F, N)
+    w = a.full_window()
+    frames = torch.nn.functional.pad(x[:, None], (n_fft // 2, n_fft // 2), mode="reflect")[:, 0]
+    frames = frames.unfold(-1, n_fft, 64)  # (2, N, n_fft), torch.stft's centred frames
+    direct = (frames.double() * w.double()).square().sum(-1) / w.double().square().sum()
+    torch.testing.assert_close(frame_power(spec, w), direct, rtol=1e-5, atol=0)
+    torch.testing.assert_close(frame_power(spec.transpose(1, 2), w, dim=-1), direct, rtol=1e-5, atol=0)
+
+
+def test_running_gains_average_the_last_frames_and_chunk_exactly():
+    power = torch.tensor([[4.0, 4.0, 16.0, 16.0, 16.0, 0.0]], dtype=torch.float64)
+    g = running_gains(power, power[:, :0], 0, 3, 1.0)
+    rms = torch.tensor([4.0, 4.0, 8.0, 12.0, 16.0, 32.0 / 3]).sqrt()  # windows of 1, 2, then 3 frames
+    torch.testing.assert_close(g[0], 1.0 / rms, rtol=1e-6, atol=0)
+    assert g.dtype == torch.float32
+    pieces = [running_gains(power[:, :2], power[:, :0], 0, 3, 1.0),  # a stream: 2 frames, then 1, then 3
+              running_gains(power[:, 2:3], power[:, :2], 2, 3, 1.0),
+              running_gains(power[:, 3:], power[:, 1:3], 3, 3, 1.0)]
+    torch.testing.assert_close(torch.cat(pieces, 1), g, rtol=0, atol=0)
+    silent = running_gains(torch.zeros(1, 4, dtype=torch.float64), power[:, :0], 0, 3, 0.05)
+    torch.testing.assert_close(silent, torch.full((1, 4), 0.05 / 1e-5))  # the RMS floor bounds the gain
+
+
+def test_running_level_round_trip_and_level_of_the_features():
+    a = level_adapter()
+    assert a.level_frames == 12  # 0.1 s at 16 kHz, hop 128: 12.5 frames, rounded
+    torch.manual_seed(0)
+    loud, quiet = torch.randn(2, 8000) * 0.3, torch.randn(2, 8000) * 0.003
+    x = torch.cat([quiet, loud], dim=1)  # (2, 16000): 40 dB up half way
+    feats, ctx = a.encode(x)
+    assert ctx.frame_gain.shape == (1, feats.shape[-1]) and torch.all(ctx.scale == 1)
+    torch.testing.assert_close(a.decode(feats, ctx), x, atol=1e-4 * 0.3, rtol=0)
+    # the network sees every stretch near the target level once the window is past the change
+    level = frame_power(decompress(torch.view_as_complex(feats.permute(0, 2, 3, 1).contiguous()), 0.3),
+                        a.full_window()).mean(0).sqrt()  # (N,)
+    n = feats.shape[-1]
+    for part in (slice(30, n // 2 - 4), slice(n // 2 + 30, n - 4)):
+        assert level[part].min() > 0.05 / 1.5 and level[part].max() < 0.05 * 1.5
+    assert a.normalize(x, ctx).shape == x.shape
+
+
+def test_running_level_ctx_reuse_scale_invariance_and_errors():
+    a = level_adapter(seconds=0.05)
+    torch.manual_seed(1)
+    noisy = torch.randn(1, 1, 6000) * 0.1
+    feats, ctx = a.encode(noisy)
+    target, ctx2 = a.encode(noisy * 0.5, ctx)  # the clean target takes the noisy input's gains
+    assert ctx2.frame_gain is ctx.frame_gain
+    torch.testing.assert_close(target, feats * 0.5 ** 0.3, atol=1e-5, rtol=1e-4)
+    feats_loud, _ = a.encode(noisy * 100.0)  # a level change is normalised away
+    torch.testing.assert_close(feats_loud, feats, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="`ctx` was made for 47 frames, got a wave of 32 frames"):
+        a.encode(noisy[..., :4000], ctx)
+    with pytest.raises(ValueError, match="running_rms_seconds must be >= 0 \\(0 = off\\), got -1"):
+        AudioAdapter(AudioConfig(normalize_rms=False, running_rms_seconds=-1))
+    with pytest.raises(ValueError, match="set audio.normalize_rms: false to use running_rms_seconds"):
+        AudioAdapter(AudioConfig(running_rms_seconds=1.0))
+    with pytest.raises(ValueError, match="audio.target_rms must be > 0, got 0"):
+        AudioAdapter(AudioConfig(target_rms=0))

@@ -104,6 +104,7 @@ def test_bundled_realtime_model_is_causal_and_matches_its_card():
     n = sum(p.numel() for p in den.model.parameters())
     assert f"{n:,}" in (folder / "MODEL_CARD.md").read_text()
     assert den.config.model.causal and not den.config.audio.normalize_rms and den.sample_rate == 16000
+    assert den.config.audio.running_rms_seconds == 1.0 and den.adapter.level_frames == 125
 
 
 @pytest.mark.parametrize("gain_db", [0.0, -20.0])
@@ -119,6 +120,8 @@ def test_bundled_realtime_model_streams_and_removes_white_noise_at_any_level(gai
     assert out.shape == noisy.shape
     np.testing.assert_allclose(out, den.denoise(noisy, 16000), rtol=0, atol=1e-5 * np.abs(out).max())
     assert si_sdr_score(clean, out) > si_sdr_score(clean, noisy) + 5.0
+    quiet = den.denoise(noisy * np.float32(0.01), 16000)  # 40 dB down: the running level brings it back
+    np.testing.assert_allclose(quiet, 0.01 * out, rtol=0, atol=1e-5 * np.abs(out).max())
 
 
 def test_realtime_example_script(tmp_path):

@@ -245,6 +245,68 @@ def test_stream_bf16_is_close_to_fp32(den):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# running level normalisation (audio.running_rms_seconds): what a stream can do instead of normalize_rms
+
+
+@pytest.fixture(scope="module")
+def den_level() -> Denoiser:
+    """The tiny causal model of `den`, with a 0.3 s running level (75 frames of hop 64) brought to RMS 0.05."""
+    net, cfg = causal_net(["audio.running_rms_seconds=0.3", "audio.target_rms=0.05"])
+    return Denoiser(net, cfg, name="tiny-level")
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_running_level_stream_equals_offline_denoise(den_level, rate):
+    assert den_level.adapter.level_frames == 75
+    for length, channels in ((1, 1), (129, 2), (1000, 1), (3 * rate, 2)):  # shorter and longer than the window
+        x = wave(channels, length, seed=length)
+        x[..., length // 2:] *= 20.0  # a level change inside the signal
+        ref = den_level.denoise(x, rate)
+        y, counts = run_stream(den_level.stream(channels=channels, sample_rate=rate), x, [rate // 100, 37, 0, 1])
+        assert y.shape == x.shape and sum(counts) == length
+        np.testing.assert_allclose(y, ref, rtol=0, atol=1e-6 + 1e-5 * np.abs(ref).max(), err_msg=str(length))
+
+
+def test_running_level_chunked_offline_equals_stream(den_level):
+    """Chunks get enough context for the level's window too (it is part of the receptive field)."""
+    net_rf = den_level.receptive_field - 74 * 64
+    net, cfg = causal_net()
+    assert net_rf == Denoiser(net, cfg).receptive_field  # the same network without the level: 74 frames less
+    x = wave(1, 5 * 16000, seed=7)
+    x[:, 40000:] *= 0.05
+    ref = den_level.denoise(x, 16000, chunk_seconds=1.0)  # several chunks offline
+    y, _ = run_stream(den_level.stream(), x, [160])
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+def test_running_level_makes_the_output_follow_the_input_level(den_level, den):
+    x = wave(2, 16000, seed=3)
+    ref = den_level.denoise(x, 16000)
+    for k in (1e-3, 0.1, 4.0):
+        np.testing.assert_allclose(den_level.denoise(k * x, 16000), k * ref, rtol=0, atol=2e-6 * k)
+    plain = den.denoise(x, 16000)  # without it the network sees the level, and the output does not scale with it
+    assert np.abs(den.denoise(1e-3 * x, 16000) - 1e-3 * plain).max() > 0.1 * 1e-3 * np.abs(plain).max()
+
+
+def test_running_level_model_trains_saves_and_streams(tiny_config, tmp_path):
+    """Training encodes the clean target with the noisy input's frame gains; the saved run keeps the setting."""
+    from dataclasses import replace
+
+    from xmodal.train import train
+
+    cfg = load_config(TINY, CAUSAL + ["audio.running_rms_seconds=0.2", "audio.target_rms=0.05",
+                                      "train.max_steps=2", "train.eval_every=0", f"train.run_dir={tmp_path / 'r'}"])
+    cfg = replace(cfg, data=tiny_config.data)
+    result = train(cfg)
+    assert all(np.isfinite(result.losses))
+    den2 = load(result.run_dir)
+    assert den2.config.audio.running_rms_seconds == 0.2 and den2.adapter.level_frames == 50
+    x = wave(1, 4000, seed=9)
+    y, _ = run_stream(den2.stream(), x, [160])
+    np.testing.assert_allclose(y, den2.denoise(x, 16000), rtol=0, atol=1e-5 * np.abs(y).max())
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # other rates: a streaming resampler in and out
 
 

@@ -60,8 +60,14 @@ class AudioConfig:
         hop_length: hop between frames in samples.
         win_length: window length; ``None`` means ``n_fft``.
         compress: magnitude compression exponent c in ``|X|^c e^{i angle X}`` (1.0 = no compression).
-        normalize_rms: scale each input to ``target_rms`` before the STFT and undo it after the iSTFT.
+        normalize_rms: scale each input to ``target_rms`` before the STFT and undo it after the iSTFT (the whole
+            signal's RMS: offline only).
         target_rms: RMS the input is normalised to.
+        running_rms_seconds: causal level normalisation, for streaming models (with ``normalize_rms: false``): when
+            > 0, each STFT frame is scaled by ``target_rms`` over the input's RMS in the last
+            ``running_rms_seconds`` (the frames ending at this one; fewer at the start of a signal) and the network's
+            output frame is divided by the same gain, so the network sees every signal near ``target_rms`` and the
+            output keeps the input's level. 0 = off.
     """
 
     sample_rate: int = 16000
@@ -71,6 +77,7 @@ class AudioConfig:
     compress: float = 0.3
     normalize_rms: bool = True
     target_rms: float = 0.1
+    running_rms_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,7 @@ class ModelConfig:
         causal: speech only: a network that never looks ahead in time, for streaming with a fixed latency
             (:meth:`xmodal.Denoiser.stream`): causal time convolutions with dilation ``2**i`` at level ``i``,
             frequency-only downsampling. Pair with ``audio.normalize_rms: false`` (a stream cannot know the RMS of
-            a signal that has not arrived yet).
+            a signal that has not arrived yet; ``audio.running_rms_seconds`` normalises by the level so far).
     """
 
     arch: Literal["unet", "cnn"] = "unet"

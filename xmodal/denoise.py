@@ -274,10 +274,12 @@ class Denoiser:
 
     @property
     def receptive_field(self) -> int:
-        """One-sided receptive field in samples at the model's rate (network frames x hop + the STFT window)."""
+        """One-sided receptive field in samples at the model's rate (network frames x hop + the STFT window, and the
+        frames a running level averages, ``audio.running_rms_seconds``)."""
         if self._rf_samples is None:
             frames = _receptive_field_frames(self.model, self.modality, self.adapter.channels, self.device)
-            self._rf_samples = frames * self.config.audio.hop_length + self.config.audio.n_fft
+            level = max(getattr(self.adapter, "level_frames", 0) - 1, 0)  # a running level reaches further back
+            self._rf_samples = (frames + level) * self.config.audio.hop_length + self.config.audio.n_fft
         return self._rf_samples
 
     # -- geometry ---------------------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ any batch). The adapters stay outside, as in the library:
 - video: ``(B, (2k + 1) * C, H, W)``, one frame with its ``k`` neighbours per side (frames in time order, their ``C``
   channels side by side), and the output the middle frame ``(B, C, H, W)``;
 - speech: the compressed complex STFT ``(B, 2, F, N)`` (F = ``n_fft // 2 + 1``, fixed; N frames, any) and the output
-  the estimate of the clean one; the STFT, its inverse and the level normalisation stay with the caller.
+  the estimate of the clean one; the STFT, its inverse and the level normalisation stay with the caller (a running
+  level, ``audio.running_rms_seconds`` in the embedded config: multiply each frame's spectrum by
+  :func:`xmodal.adapters.audio.running_gains` before compressing it, divide the decompressed estimate by it).
 - causal speech models (``model.causal``) also take the past frames of each causal convolution, ``past_0 ..
   past_{k-1}`` (``(B, C_i, F_i, P_i)``, listed in the metadata as ``xmodal.states``), and return the updated ones,
   ``past_0_out ..``: zeros give the whole-signal output; feeding each call's outputs to the next call streams a signal

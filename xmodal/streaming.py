@@ -13,8 +13,11 @@ frames. The output is the same signal as ``Denoiser.denoise`` on the whole input
   out before ``n_fft/2 + 1`` samples have come in; :meth:`SpeechStream.flush` reflects the end the same way and
   returns the rest, so the outputs of all pushes plus the flush are exactly as long as the input.
 * **Levels.** A stream cannot know the level of audio that has not arrived yet, so streaming needs a model that does
-  not normalise by the whole signal's RMS (``audio.normalize_rms: false``; the bundled ``speech_rt`` is trained on
-  speech from -45 to -13 dBFS instead).
+  not normalise by the whole signal's RMS (``audio.normalize_rms: false``). It can normalise by the level so far:
+  with ``audio.running_rms_seconds`` (the bundled ``speech_rt``: 1 s) each frame is brought to ``audio.target_rms``
+  by the RMS of the last second of input and the network's output frame scaled back, in the stream as offline, so
+  the output follows the input's level (``denoise(k x) = k denoise(x)``, tested) whatever level the network was
+  trained at.
 * **Rate.** ``Denoiser.stream(sample_rate=48000)`` takes and returns audio at the audio interface's rate: a
   :class:`StreamResampler` brings each block to the model's rate and the output back, with the same band-limited
   sinc filter as ``Denoiser.denoise`` (``xmodal.io.resample``), so the output still equals ``denoise(whole signal,
@@ -37,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xmodal.adapters.audio import compress, decompress
+from xmodal.adapters.audio import compress, decompress, frame_power, running_gains
 from xmodal.denoise import _check_options, _check_precision, _check_rate, _float_numpy, _limit_gain
 from xmodal.inference import autocast_for
 from xmodal.models.layers import StreamState, streaming
@@ -159,10 +162,8 @@ class _FrameStream:
         audio = denoiser.adapter
         self.n_fft, self.hop = int(audio.n_fft), int(audio.hop_length)
         self._half = self.n_fft // 2
-        window = torch.zeros(self.n_fft)  # torch.stft centres a shorter window in n_fft
-        left = (self.n_fft - audio.win_length) // 2
-        window[left:left + audio.win_length] = audio.window.detach().cpu()
-        self._window = window.to(denoiser.device)
+        self._window = audio.full_window(denoiser.device)  # torch.stft centres a shorter window in n_fft
+        self._level = audio.level_frames  # running level normalisation (audio.running_rms_seconds), 0 = off
         self._power = float(denoiser.config.audio.compress)
         self.reset()
 
@@ -177,6 +178,7 @@ class _FrameStream:
         C = self.channels
         self._ola = torch.zeros(C, 0, device=self.denoiser.device)  # overlap-add from padded index `_emitted + half`
         self._env = torch.zeros(0, device=self.denoiser.device)
+        self._powers = torch.zeros(1, 0, dtype=torch.float64, device=self.denoiser.device)  # last frames' levels
 
     def push(self, x: np.ndarray) -> np.ndarray:
         self._received += x.shape[1]
@@ -216,10 +218,16 @@ class _FrameStream:
                                                                    (done + n - 1) * self.hop + self.n_fft]))
             frames = seg.to(dev).unfold(-1, self.n_fft, self.hop)  # (C, n, n_fft)
             spec = torch.fft.rfft(frames * self._window, dim=-1)  # (C, n, F), as torch.stft
+            gain = None
+            if self._level:
+                gain = self._gains(spec, self._frame + done)  # (n,)
+                spec = spec * gain[:, None]
             feats = torch.view_as_real(compress(spec, self._power)).permute(0, 3, 2, 1)  # -> (C, 2, F, n)
             with torch.no_grad(), streaming(self._state), autocast_for(dev, self.precision):
                 est = self.denoiser.model(feats.contiguous(), self.denoiser.modality).float()  # (C, 2, F, n)
             est = decompress(torch.view_as_complex(est.permute(0, 3, 2, 1).contiguous()), self._power)  # (C, n, F)
+            if gain is not None:
+                est = est / gain[:, None]
             wav = torch.fft.irfft(est, n=self.n_fft, dim=-1) * self._window  # (C, n, n_fft)
             self._overlap_add(self._frame + done, wav)
             done += n
@@ -233,6 +241,15 @@ class _FrameStream:
         self._ola, self._env = self._ola[:, ready:], self._env[ready:]
         self._emitted += ready
         return y
+
+    def _gains(self, spec: torch.Tensor, first: int) -> torch.Tensor:
+        """Running-level gains ``(n,)`` of frames ``first .. first + n - 1`` (``spec: (C, n, F)``), as the offline
+        adapter gives them (the channels share one level)."""
+        power = frame_power(spec, self._window, dim=-1).mean(0, keepdim=True)  # (C, n) -> (1, n)
+        gain = running_gains(power, self._powers, first, self._level, self.denoiser.config.audio.target_rms)
+        kept = torch.cat([self._powers, power], dim=1)
+        self._powers = kept[:, kept.shape[1] - min(kept.shape[1], self._level - 1):]  # the last `level - 1` frames
+        return gain[0]
 
     def _overlap_add(self, first: int, wav: torch.Tensor) -> None:
         """Add frames ``first ..`` (``(C, n, n_fft)``) and their squared-window envelope to the pending output."""
@@ -256,7 +273,8 @@ class SpeechStream:
     """One real-time denoising stream (build it with :meth:`xmodal.Denoiser.stream`).
 
     Args:
-        denoiser: a :class:`xmodal.Denoiser` whose model is causal and does not normalise levels.
+        denoiser: a :class:`xmodal.Denoiser` whose model is causal and does not normalise by the whole signal's RMS
+            (a running level, ``audio.running_rms_seconds``, streams).
         channels: channels of the audio pushed (processed as a batch; each keeps its own network state).
         mix, atten_limit_db: as in :meth:`xmodal.Denoiser.denoise` (dry/wet and attenuation limit).
         precision: ``fp32`` or ``bf16`` (autocast) for the network.

@@ -2,22 +2,24 @@
 
 The feature map is the power-law compressed complex spectrum ``|X|^c e^{i angle X}`` (c = 0.3 by default) as two real
 channels (real, imag), the representation of MP-SENet, CMGAN and DeepFilterNet-style enhancers. Inputs are scaled to a
-fixed RMS before the STFT and scaled back after the iSTFT. Channels of a multi-channel file share one scale (so the
-stereo image is kept) and are processed as a batch.
+fixed RMS before the STFT and scaled back after the iSTFT (``audio.normalize_rms``), or, for streaming models, each
+frame by the RMS of the last ``audio.running_rms_seconds`` of input (:func:`running_gains`). Channels of a
+multi-channel file share one scale (so the stereo image is kept) and are processed as a batch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from xmodal.adapters.base import Adapter
 from xmodal.config import AudioConfig
 
-__all__ = ["AudioAdapter", "AudioContext", "compress", "decompress"]
+__all__ = ["AudioAdapter", "AudioContext", "compress", "decompress", "frame_power", "running_gains"]
 
 _EPS = 1e-12
+_RMS_FLOOR = 1e-5  # levels below this are normalised as if they were this (the gain is at most target / 1e-5)
 
 
 def compress(spec: torch.Tensor, power: float) -> torch.Tensor:
@@ -33,6 +35,55 @@ def decompress(spec: torch.Tensor, power: float) -> torch.Tensor:
     return compress(spec, 1.0 / power)
 
 
+def frame_power(spec: torch.Tensor, window: torch.Tensor, dim: int = -2) -> torch.Tensor:
+    """Mean square of each windowed frame's input, from its one-sided spectrum (Parseval), in float64.
+
+    Args:
+        spec: one-sided spectra of ``n_fft``-point frames, frequency along ``dim``.
+        window: the ``(n_fft,)`` analysis window (zero-padded to ``n_fft``).
+        dim: frequency axis of ``spec``.
+
+    Returns:
+        ``spec`` without ``dim``: ``sum((w x)^2) / sum(w^2)`` of each frame, the window-weighted mean square.
+    """
+    n_fft = window.shape[-1]
+    power = spec.abs().double().square()
+    weight = torch.full((power.shape[dim],), 2.0, dtype=torch.float64, device=power.device)
+    weight[0] = 1.0
+    if n_fft % 2 == 0:
+        weight[-1] = 1.0  # DC and Nyquist appear once in the full spectrum, the other bins twice
+    shape = [1] * power.ndim
+    shape[dim] = -1
+    norm = n_fft * window.double().square().sum().to(power.device)
+    return (power * weight.reshape(shape)).sum(dim) / norm
+
+
+def running_gains(power: torch.Tensor, history: torch.Tensor, seen: int, frames: int, target: float) -> torch.Tensor:
+    """Causal level normalisation: the gain of each frame, ``target / RMS`` of the input over the last ``frames``
+    frames up to and including it (fewer at the start of a signal), the RMS floored at 1e-5.
+
+    The same arithmetic serves a whole signal (``seen = 0``, empty ``history``) and a stream that brings it a few
+    frames at a time, so both give the same gains.
+
+    Args:
+        power: ``(B, n)`` float64 frame mean squares (:func:`frame_power`) of frames ``seen .. seen + n - 1``.
+        history: ``(B, h)`` the mean squares of the ``h = min(seen, frames - 1)`` frames before them.
+        seen: frames of the signal before ``power``.
+        frames: frames averaged (at least 1).
+        target: RMS the frames are brought to.
+
+    Returns:
+        ``(B, n)`` float32 gains.
+    """
+    B, n = power.shape
+    pad = power.new_zeros(B, frames - 1 - history.shape[1])
+    x = torch.cat([pad, history.to(power), power], dim=1)  # (B, frames - 1 + n)
+    sums = x.unfold(1, frames, 1).sum(-1)  # (B, n): each frame's window
+    count = (torch.arange(seen + 1, seen + n + 1, device=power.device).clamp(max=frames)).to(power)
+    rms = (sums.clamp_min(0.0) / count).sqrt()
+    return (target / rms.clamp_min(_RMS_FLOOR)).float()
+
+
 @dataclass
 class AudioContext:
     """What :meth:`AudioAdapter.decode` needs to give back the input's shape and level.
@@ -40,10 +91,13 @@ class AudioContext:
     Attributes:
         shape: shape of the wave given to ``encode`` (``(T,)``, ``(C, T)`` or ``(B, C, T)``).
         scale: ``(B, 1, 1)`` gain applied before the STFT (divided out after the iSTFT).
+        frame_gain: ``(B, N)`` gain of each STFT frame (``audio.running_rms_seconds``; divided out of the network's
+            output frames), or ``None``.
     """
 
     shape: tuple[int, ...]
     scale: torch.Tensor
+    frame_gain: torch.Tensor | None = None
 
 
 class AudioAdapter(Adapter):
@@ -74,12 +128,44 @@ class AudioAdapter(Adapter):
             raise ValueError(f"audio.hop_length must be in (0, win_length={win_length}], got {config.hop_length}")
         if not 0.0 < config.compress <= 1.0:
             raise ValueError(f"audio.compress must be in (0, 1], got {config.compress}")
+        if not config.running_rms_seconds >= 0.0:
+            raise ValueError(f"audio.running_rms_seconds must be >= 0 (0 = off), got {config.running_rms_seconds}")
+        if config.running_rms_seconds > 0.0 and config.normalize_rms:
+            raise ValueError("audio.running_rms_seconds normalises levels as the signal goes, audio.normalize_rms by "
+                             "the whole signal: set audio.normalize_rms: false to use running_rms_seconds")
+        if not config.target_rms > 0.0:
+            raise ValueError(f"audio.target_rms must be > 0, got {config.target_rms}")
         self.config = config
         self.sample_rate = config.sample_rate
         self.n_fft = config.n_fft
         self.hop_length = config.hop_length
         self.win_length = win_length
         self.register_buffer("window", torch.hann_window(win_length), persistent=False)
+
+    @property
+    def level_frames(self) -> int:
+        """Frames the running level averages (``audio.running_rms_seconds``); 0 when off."""
+        seconds = self.config.running_rms_seconds
+        if seconds <= 0.0:
+            return 0
+        return max(1, round(seconds * self.sample_rate / self.hop_length))
+
+    def full_window(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """The analysis window zero-padded to ``n_fft`` and centred, as ``torch.stft`` uses it."""
+        window = torch.zeros(self.n_fft, device=device if device is not None else self.window.device)
+        left = (self.n_fft - self.win_length) // 2
+        window[left:left + self.win_length] = self.window.to(window.device)
+        return window
+
+    def frame_gains(self, spec: torch.Tensor, batch: int, dim: int = -2, history: torch.Tensor | None = None,
+                    seen: int = 0) -> torch.Tensor:
+        """Running-level gains ``(batch, N)`` of the frames of ``spec`` (``(batch * C, ..)``, frequency along
+        ``dim``, frames along the last other axis): the channels of one item share their level."""
+        power = frame_power(spec, self.full_window(spec.device), dim)  # (B*C, N)
+        power = power.reshape(batch, -1, power.shape[-1]).mean(1)  # (B, N), the channels' mean
+        if history is None:
+            history = power.new_zeros(batch, 0)
+        return running_gains(power, history, seen, self.level_frames, self.config.target_rms)
 
     @property
     def _min_length(self) -> int:
@@ -134,6 +220,13 @@ class AudioAdapter(Adapter):
             if T < self._min_length:  # the centred STFT reflects n_fft // 2 samples: zero-pad very short inputs
                 x = torch.nn.functional.pad(x, (0, self._min_length - T))
             spec = self.stft(x)  # (B*C, T) -> (B*C, F, N)
+            if self.level_frames and ctx.frame_gain is None:
+                ctx = replace(ctx, frame_gain=self.frame_gains(spec, B))  # (B, N)
+            elif ctx.frame_gain is not None and ctx.frame_gain.shape[-1] != spec.shape[-1]:
+                raise ValueError(f"`ctx` was made for {ctx.frame_gain.shape[-1]} frames, got a wave of "
+                                 f"{spec.shape[-1]} frames")
+            if ctx.frame_gain is not None:
+                spec = (spec.reshape(B, C, *spec.shape[1:]) * ctx.frame_gain[:, None, None, :]).reshape(spec.shape)
             spec = compress(spec, self.config.compress)
             feats = torch.view_as_real(spec).permute(0, 3, 1, 2).contiguous()  # (B*C, F, N, 2) -> (B*C, 2, F, N)
         return feats, ctx
@@ -145,11 +238,17 @@ class AudioAdapter(Adapter):
             B = ctx.scale.shape[0]
             spec = torch.view_as_complex(features.float().permute(0, 2, 3, 1).contiguous())  # -> (B*C, F, N)
             spec = decompress(spec, self.config.compress)
+            if ctx.frame_gain is not None:
+                spec = (spec.reshape(B, -1, *spec.shape[1:]) / ctx.frame_gain[:, None, None, :]).reshape(spec.shape)
             wave = self.istft(spec, length=max(T, self._min_length))[:, :T]  # (B*C, T)
             wave = wave.reshape(B, -1, T) / ctx.scale  # (B*C, T) -> (B, C, T)
         return wave.reshape(ctx.shape)
 
     def normalize(self, wave: torch.Tensor, ctx: AudioContext) -> torch.Tensor:
-        """``wave`` shaped like the encoded input, times the encoding gain (the level the network works at)."""
+        """``wave`` shaped like the encoded input, times the encoding gain (the level the network works at; with
+        running levels, the geometric mean of the frame gains, one gain per item)."""
         x = self._pack(wave)  # (B, C, T)
-        return (x * ctx.scale.to(x.device)).reshape(wave.shape)
+        scale = ctx.scale.to(x.device)
+        if ctx.frame_gain is not None:
+            scale = scale * ctx.frame_gain.to(x.device).log().mean(-1).exp().reshape(-1, 1, 1)
+        return (x * scale).reshape(wave.shape)
