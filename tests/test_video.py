@@ -539,6 +539,43 @@ def test_denoise_file_errors_write_nothing(gray: VideoDenoiser, tmp_path: Path) 
     assert sorted(os.listdir(tmp_path)) == ["clip", "exists"]  # nothing half-written
 
 
+def test_value_range_maps_clips_to_unit_and_back(gray: VideoDenoiser) -> None:
+    clip = random_clip(4, 1, 16, 20, seed=3)
+    ref = gray.denoise(clip)
+    np.testing.assert_allclose(gray.denoise(clip * 4000 + 100, value_range=(100, 4100)), ref * 4000 + 100,
+                               rtol=0, atol=4000 * 2e-6)
+    auto = gray.denoise(clip, value_range="auto")
+    assert np.abs(auto - ref).max() > 1e-4  # the clip's own percentiles are not exactly (0, 1)
+    np.testing.assert_allclose(gray.denoise(torch.from_numpy(clip * 0.01), value_range="auto").numpy(), auto * 0.01,
+                               rtol=0, atol=0.01 * 2e-6)
+    with pytest.warns(UserWarning, match=r"`clip` values span \[.*\] \(0.1-99.9 percentiles\), but the model "
+                                         r"denoises \[0, 1\] data; pass value_range="):
+        gray.denoise(clip * 255)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gray.denoise(clip * 255, value_range=(0, 255))
+    with pytest.raises(ValueError, match=r"`value_range` \(lo, hi\) must be finite with lo < hi, got \(1, 0\)"):
+        gray.denoise(clip, value_range=(1, 0))
+
+
+def test_denoise_file_value_range(gray: VideoDenoiser, runs: dict[str, Path], tmp_path: Path) -> None:
+    clip = random_clip(5, 1, 16, 20, seed=4)[:, 0]
+    np.save(tmp_path / "counts.npy", clip * 4000)  # float counts: auto-ranged by default, as an image file is
+    gray.denoise_file(tmp_path / "counts.npy", tmp_path / "a.npy")
+    np.testing.assert_allclose(np.load(tmp_path / "a.npy"), gray.denoise(clip * 4000, value_range="auto"),
+                               rtol=0, atol=4000 * 2e-6)
+    np.save(tmp_path / "u16.npy", np.rint(clip * 4095).astype(np.uint16))  # 12-bit data in 16-bit samples
+    gray.denoise_file(tmp_path / "u16.npy", tmp_path / "b.npy", value_range=(0, 4095))  # in the file's units
+    expected = gray.denoise(np.rint(clip * 4095).astype(np.float32), value_range=(0, 4095))
+    np.testing.assert_allclose(np.load(tmp_path / "b.npy"), np.clip(np.rint(expected), 0, 65535), atol=1.0)
+    assert main([str(tmp_path / "u16.npy"), "-o", str(tmp_path / "cli"), "--model", str(runs["gray"]), "--quiet",
+                 "--value-range", "0,4095"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "cli" / "u16.npy"), np.load(tmp_path / "b.npy"))
+    with pytest.raises(ValueError, match=r"u16.npy: `value_range` must be None, 'auto' or \(lo, hi\), got 'max'"):
+        gray.denoise_file(tmp_path / "u16.npy", tmp_path / "c.npy", value_range="max")
+    assert not (tmp_path / "c.npy").exists()
+
+
 def test_load_and_repr(runs: dict[str, Path]) -> None:
     den = xmodal.load(runs["k2"])
     assert isinstance(den, xmodal.VideoDenoiser)

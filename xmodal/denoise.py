@@ -707,6 +707,14 @@ def _resolve_range(x: torch.Tensor, value_range: ValueRange) -> tuple[float, flo
     return lo, hi - lo
 
 
+def _warn_unless_unit(x: torch.Tensor, value_range: ValueRange, what: str) -> None:
+    """Warn (naming the caller's argument ``what``) when ``value_range`` is ``None`` and ``x`` is far from [0, 1]."""
+    if value_range is None and not _plausible(*(q := _robust_range(x))):
+        warnings.warn(f"`{what}` values span [{q[0]:.4g}, {q[1]:.4g}] (0.1-99.9 percentiles), but the model "
+                      "denoises [0, 1] data; pass value_range=(lo, hi) (e.g. (0, 255)) or value_range='auto'",
+                      stacklevel=3)
+
+
 def _check_image_dst(src: Path, dst: Path, overwrite: bool, folder: bool = False) -> None:
     """Refuse ``dst`` when it is ``src`` (or one of ``src``'s band files), of the wrong kind, or exists without
     ``overwrite``."""
@@ -848,11 +856,7 @@ class ImageDenoiser:
                           f"{x.shape[-1]} pixels{hint}", stacklevel=2)
         check_tiling(tile, overlap, self.size_multiple)
         lo, span = _resolve_range(x4, value_range)
-        if value_range is None and not _plausible(*(q := _robust_range(x4))):
-            q_lo, q_hi = q
-            warnings.warn(f"`image` values span [{q_lo:.4g}, {q_hi:.4g}] (0.1-99.9 percentiles), but the model "
-                          "denoises [0, 1] data; pass value_range=(lo, hi) (e.g. (0, 255)) or value_range='auto'",
-                          stacklevel=2)
+        _warn_unless_unit(x4, value_range, "image")
         if span != 1.0 or lo != 0.0:
             x4 = (x4 - lo) / span  # -> [0, 1]
         sigma_map = self._sigma_map(sigma, tuple(x4.shape))
@@ -1149,9 +1153,11 @@ class VideoDenoiser:
         self.adapter.align_range = int(value)
 
     def _frames(self, read: Callable[[int], torch.Tensor], length: int, tile: int, overlap: int,
-                progress: bool) -> Iterator[tuple[int, torch.Tensor]]:
+                progress: bool, lo: float = 0.0, span: float = 1.0) -> Iterator[tuple[int, torch.Tensor]]:
         """``(t, denoised frame (C, H, W))`` for every frame, reading each input frame once (``read(t) -> (C, H,
-        W)``) and keeping only the current temporal window."""
+        W)``) and keeping only the current temporal window; frames are mapped by ``(x - lo) / span`` to the model's
+        [0, 1] and the output back."""
+        mapped = lo != 0.0 or span != 1.0
         from tqdm import tqdm
 
         from xmodal.adapters.image import spectral_neighbours
@@ -1170,6 +1176,8 @@ class VideoDenoiser:
             for i in idx[t]:
                 if i not in cache:
                     cache[i] = read(i).to(self.device)
+                    if mapped:
+                        cache[i] = (cache[i] - lo) / span
             window = torch.stack([cache[i] for i in idx[t]])  # (2k+1, C, H, W)
             shifts = None
             if self.adapter.align_range > 0:  # each pair of frames is aligned once (as `encode` does)
@@ -1184,10 +1192,12 @@ class VideoDenoiser:
             feats, ctx = self.adapter.encode_middle(window, shifts)
             with torch.no_grad():
                 est = tiled_apply(lambda f: _image_forward(self, f), feats, tile, overlap, self.size_multiple)
-            yield t, self.adapter.decode(est, ctx)[0]
+            out = self.adapter.decode(est, ctx)[0]
+            yield t, (out * span + lo if mapped else out)
 
     def denoise(self, clip: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                progress: bool = False, channels_last: bool = False) -> np.ndarray | torch.Tensor:
+                progress: bool = False, channels_last: bool = False,
+                value_range: ValueRange = None) -> np.ndarray | torch.Tensor:
         """Denoise a clip held in memory.
 
         Args:
@@ -1198,6 +1208,10 @@ class VideoDenoiser:
             progress: show a progress bar over frames.
             channels_last: ``clip`` is ``(T, H, W, C)``, as video readers (PyAV, imageio, OpenCV) give frames; so is
                 the result.
+            value_range: the values that map to [0, 1], as in :meth:`ImageDenoiser.denoise`: ``None`` takes the clip
+                as [0, 1] data, ``(lo, hi)`` maps ``lo`` -> 0 and ``hi`` -> 1 (``(0, 255)`` for 8-bit values in
+                floats), ``"auto"`` the clip's own 0.1 and 99.9 percentiles (over all frames and channels, so the
+                frames keep their relative brightness). The result is mapped back.
 
         Returns:
             The denoised clip, of the same type, dtype, device and shape as ``clip``.
@@ -1205,11 +1219,12 @@ class VideoDenoiser:
         Raises:
             TypeError: ``clip`` is not a float numpy array or tensor.
             ValueError: a bad shape, an empty axis, NaN/inf values, a channel count the model cannot take, bad
-                ``tile``/``overlap``.
+                ``tile``/``overlap``, a bad ``value_range``.
 
         Warns:
             UserWarning: the shape looks channels-last (last axis at most 4, the two before it more than 4) and
-                ``channels_last`` is not set: the clip would be denoised as frames a few pixels wide.
+                ``channels_last`` is not set: the clip would be denoised as frames a few pixels wide; with
+                ``value_range=None``, values far from [0, 1] (see :func:`plausible_unit_range`).
         """
         x, hint = _channels_first(clip, "clip", ("(T, H, W) or (T, C, H, W)", "(T, H, W, C)"), (3, 4), channels_last)
         if hint:
@@ -1217,14 +1232,17 @@ class VideoDenoiser:
             warnings.warn(f"`clip` of shape {tuple(x.shape)} is read as {axes}: frames of {x.shape[-2]} x "
                           f"{x.shape[-1]} pixels{hint}", stacklevel=2)
         x4 = x[:, None] if x.ndim == 3 else x  # (T, H, W) -> (T, 1, H, W)
+        lo, span = _resolve_range(x4, value_range)
+        _warn_unless_unit(x4, value_range, "clip")
         out = torch.empty_like(x4)
-        for t, frame in self._frames(lambda i: x4[i], x4.shape[0], tile, overlap, progress):
+        for t, frame in self._frames(lambda i: x4[i], x4.shape[0], tile, overlap, progress, lo, span):
             out[t] = frame.cpu()
         y = out.reshape(x.shape)
         return _to_user(y.movedim(-3, -1) if channels_last else y, clip)  # (T, C, H, W) -> (T, H, W, C)
 
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
-                     tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, progress: bool = False) -> Path:
+                     tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, progress: bool = False,
+                     value_range: ValueRange = None) -> Path:
         """Denoise a clip on disk into ``dst``, frame by frame (see :mod:`xmodal.videoio`).
 
         Args:
@@ -1239,6 +1257,9 @@ class VideoDenoiser:
                 replaced and its other files kept).
             overwrite: replace an existing ``dst``; ``dst`` is never allowed to be ``src`` or one of its frames.
             tile, overlap, progress: as in :meth:`denoise`.
+            value_range: ``(lo, hi)`` in the file's own units, or ``"auto"`` (percentiles of up to 8 evenly spaced
+                frames), as for :meth:`ImageDenoiser.denoise_file`; ``None``: integer frames are scaled by their
+                dtype, float frames used as they are when they look like [0, 1] data and auto-ranged otherwise.
 
         Returns:
             ``dst`` as a :class:`~pathlib.Path`.
@@ -1247,10 +1268,10 @@ class VideoDenoiser:
             ImageReadError: ``src`` missing or not a clip (no frames, a corrupt frame, frames of different sizes or
                 dtypes, a ``.npy`` of the wrong shape or dtype...); nothing is written.
             ValueError: ``dst`` is ``src`` or of the wrong kind, a channel count the model or the container cannot
-                take, bad tiling options.
+                take, bad tiling options, a bad ``value_range``.
             FileExistsError: ``dst`` exists and ``overwrite`` is false.
         """
-        from xmodal.imageio import ImageReadError
+        from xmodal.imageio import _INT_MAX, ImageReadError
         from xmodal.videoio import VIDEO_EXTENSIONS, ClipReader, ClipWriter
 
         src, dst = Path(src), Path(dst)
@@ -1258,12 +1279,21 @@ class VideoDenoiser:
             raise ImageReadError(f"{src}: clip not found (a folder of frames, a .npy file or a video file)")
         folder = dst.suffix.lower() not in (".npy", *VIDEO_EXTENSIONS)
         _check_image_dst(src, dst, overwrite, folder=folder)
+        try:
+            value_range = _check_value_range(value_range)
+        except ValueError as e:
+            raise ValueError(f"{src}: {e}") from None
         reader = ClipReader(src)
         try:
+            lo, span = 0.0, 1.0
+            if value_range is not None or reader.info.dtype not in _INT_MAX:  # the range needs a look at the data
+                picks = np.unique(np.linspace(0, len(reader) - 1, min(len(reader), 8)).round().astype(int))
+                sample = torch.from_numpy(np.stack([reader[int(i)] for i in picks]))  # (<= 8, C, H, W)
+                lo, span = _resolve_range(sample, file_value_range(sample, reader.info.dtype, value_range))
             writer = ClipWriter(dst, reader.info, reader.info.shape, overwrite=overwrite)
             try:
                 for t, frame in self._frames(lambda i: torch.from_numpy(reader[i]), len(reader), tile, overlap,
-                                             progress):
+                                             progress, lo, span):
                     writer.write(t, frame)
             except ValueError as e:
                 writer.abort()
@@ -1612,10 +1642,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="image/stack/video models: bf16 is about twice as fast on CPUs with AVX-512 BF16 / AMX (auto: bf16 "
                         "where native); speech always runs in fp32 (default fp32)")
     p.add_argument("--value-range", default=None, metavar="auto|LO,HI",
-                   help="images: the values that map to the model's [0, 1], in the file's units: LO,HI (e.g. 0,4095 "
-                        "for 12-bit data in 16-bit files) or auto (the image's 0.1-99.9 percentiles). Default: "
-                        "integer files by their dtype; float files as they are when they look like [0, 1] data, else "
-                        "auto")
+                   help="images and video: the values that map to the model's [0, 1], in the file's units: LO,HI "
+                        "(e.g. 0,4095 for 12-bit data in 16-bit files) or auto (the 0.1-99.9 percentiles of the "
+                        "image, or of up to 8 frames of a clip). Default: integer files by their dtype; float files "
+                        "as they are when they look like [0, 1] data, else auto")
     p.add_argument("--format", action="append", default=[], metavar="EXT",
                    help="write outputs with this extension instead of the input's, for the inputs of its kind: an "
                         "image one (png, tif, ...: e.g. JPEGs denoised into lossless PNGs) for image and stack files, "
@@ -1673,7 +1703,7 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace) -
                          overlap=args.overlap, progress=progress)
     elif isinstance(den, VideoDenoiser):
         den.denoise_file(job.src, dst, overwrite=args.overwrite, tile=args.tile, overlap=args.overlap,
-                         progress=progress)
+                         progress=progress, value_range=args.value_range)
     else:  # unreachable: load returns one of the four
         raise TypeError(f"unexpected denoiser {type(den).__name__}")
 
