@@ -222,12 +222,22 @@ def test_icc_exif_and_dpi_are_written_back(tmp_path):
     meta = dict(info.metadata)
     assert meta["icc_profile"] == icc and meta["dpi"] == (300.0, 300.0)
     for name, kept in (("a.jpg", ("icc", "exif", "dpi")), ("a.png", ("icc", "exif", "dpi")),
-                       ("a.webp", ("icc", "exif")), ("a.bmp", ("dpi",)), ("a.tif", ("icc",))):
+                       ("a.webp", ("icc", "exif")), ("a.bmp", ("dpi",)), ("a.tif", ("icc", "dpi", "orientation"))):
         write_image(tmp_path / name, image, info)
-        if name.endswith(".tif"):
+        if name.endswith(".tif"):  # the ICC profile, the dpi and the orientation as TIFF tags (not the camera make)
             with tifffile.TiffFile(tmp_path / name) as tif:
-                assert tif.pages[0].tags[34675].value == icc
-            assert dict(read_image(tmp_path / name)[1].metadata) == {"icc_profile": icc}
+                tags = tif.pages[0].tags
+                assert tags[34675].value == icc and tags[274].value == 6 and int(tags[296].value) == 2
+                assert tags[282].value[0] / tags[282].value[1] == 300 and tags[283].value[0] / tags[283].value[1] == 300
+            tif_info = read_image(tmp_path / name)[1]
+            tif_meta = dict(tif_info.metadata)
+            assert tif_meta["icc_profile"] == icc and tif_meta["dpi"] == (300.0, 300.0)
+            exif_back = Image.Exif()
+            exif_back.load(tif_meta["exif"])
+            assert dict(exif_back) == {0x0112: 6}
+            write_image(tmp_path / "from_tif.jpg", image, tif_info)  # TIFF -> JPEG keeps what the TIFF had
+            with Image.open(tmp_path / "from_tif.jpg") as im:
+                assert im.getexif().get(0x0112) == 6 and round(im.info["dpi"][0]) == 300
             continue
         with Image.open(tmp_path / name) as im:
             assert (im.info.get("icc_profile") == icc) == ("icc" in kept), name
@@ -235,7 +245,9 @@ def test_icc_exif_and_dpi_are_written_back(tmp_path):
                 ((6, "xmodal test camera") if "exif" in kept else (None, None)), name
             assert ("dpi" in im.info and round(im.info["dpi"][0]) == 300) == ("dpi" in kept), name
         assert dict(read_image(tmp_path / name)[1].metadata).get("icc_profile") == (icc if "icc" in kept else None)
-    write_image(tmp_path / "plain.png", image, "uint8")  # a dtype instead of an info: nothing to carry
+    write_image(tmp_path / "plain.tif", image, "uint8")  # a dtype instead of an info: nothing to carry
+    assert read_image(tmp_path / "plain.tif")[1].metadata == ()
+    write_image(tmp_path / "plain.png", image, "uint8")
     with Image.open(tmp_path / "plain.png") as im:
         assert "icc_profile" not in im.info and not len(im.getexif())
     # 16-bit colour PNGs (imagecodecs writes the pixels, xmodal the chunks) keep them too, and read them back
@@ -839,3 +851,16 @@ def test_write_stack_errors(tmp_path):
 
 def test_module_imports_no_optional_package():
     assert "PIL" not in imageio.__dict__ and "tifffile" not in imageio.__dict__
+
+
+def test_tiff_resolution_units_and_damaged_exif(tmp_path):
+    gray = np.zeros((4, 5), np.uint8)
+    tifffile.imwrite(tmp_path / "cm.tif", gray, resolution=(100, 50), resolutionunit="CENTIMETER")
+    assert dict(read_image(tmp_path / "cm.tif")[1].metadata) == {"dpi": (254.0, 127.0)}
+    tifffile.imwrite(tmp_path / "none.tif", gray, resolution=(72, 72), resolutionunit="NONE")  # no physical size
+    assert read_image(tmp_path / "none.tif")[1].metadata == ()
+    image, info = read_image(tmp_path / "cm.tif")
+    bad = dataclasses.replace(info, metadata=(("exif", b"Exif\x00\x00garbage"),))
+    write_image(tmp_path / "bad.tif", image, bad)  # a damaged EXIF block carries nothing, and does not fail
+    with tifffile.TiffFile(tmp_path / "bad.tif") as tif:
+        assert 274 not in tif.pages[0].tags

@@ -105,8 +105,9 @@ class ImageInfo:
             compressions as Deflate).
         metadata: what the file says about how to show its pixels, written back where the output format can hold
             it: ``("icc_profile", bytes)`` (colour space; PNG, JPEG, WebP, TIFF), ``("exif", bytes)`` (camera
-            data, including the orientation viewers rotate by; PNG, JPEG, WebP) and ``("dpi", (x, y))`` (PNG, JPEG,
-            BMP). 16-bit colour PNGs keep all three as well (xmodal writes their iCCP, eXIf and pHYs chunks).
+            data, including the orientation viewers rotate by; PNG, JPEG, WebP; a TIFF keeps the orientation only, as
+            its Orientation tag) and ``("dpi", (x, y))`` (PNG, JPEG, BMP, TIFF). 16-bit colour PNGs keep all three as
+            well (xmodal writes their iCCP, eXIf and pHYs chunks).
     """
 
     format: ImageFormat
@@ -330,8 +331,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], t
             photometric = int(page.photometric)
             tags = _geotags(page)
             compression = (int(page.compression), int(page.predictor))
-            icc = page.tags.get(_ICC_TAG)
-            meta = (("icc_profile", bytes(icc.value)),) if icc is not None and icc.value else ()
+            meta = _tiff_metadata(page)
     except ImageReadError:
         raise
     except Exception as e:  # tifffile raises TiffFileError, ValueError, OSError... for bad files
@@ -424,8 +424,53 @@ def _quantise(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
+def _tiff_metadata(page: Any) -> tuple[tuple[str, Any], ...]:
+    """ICC profile, dpi (a resolution in inches or centimetres) and orientation (as an EXIF block holding it, as the
+    other formats carry it) of a TIFF page."""
+    meta: list[tuple[str, Any]] = []
+    icc = page.tags.get(_ICC_TAG)
+    if icc is not None and icc.value:
+        meta.append(("icc_profile", bytes(icc.value)))
+    x, y, unit = (page.tags.get(code) for code in (282, 283, 296))  # XResolution, YResolution, ResolutionUnit
+    if x is not None and y is not None and unit is not None and int(unit.value) in (2, 3):
+        per_inch = 1.0 if int(unit.value) == 2 else 2.54
+        (xn, xd), (yn, yd) = x.value, y.value
+        if xn and xd and yn and yd:
+            meta.append(("dpi", (xn / xd * per_inch, yn / yd * per_inch)))
+    orientation = page.tags.get(274)
+    if orientation is not None and int(orientation.value) != 1:
+        from PIL import Image
+
+        exif = Image.Exif()
+        exif[0x0112] = int(orientation.value)
+        meta.append(("exif", exif.tobytes()))
+    return tuple(meta)
+
+
+def _tiff_metadata_tags(metadata: tuple[tuple[str, Any], ...]) -> tuple[tuple[TiffTag, ...], dict[str, Any]]:
+    """What a TIFF holds of ``metadata``: the ICC profile and the EXIF orientation as tags, the dpi as
+    ``tifffile.imwrite`` resolution arguments."""
+    meta = dict(metadata)
+    tags: list[TiffTag] = []
+    if meta.get("icc_profile"):
+        tags.append((_ICC_TAG, 7, len(meta["icc_profile"]), meta["icc_profile"], True))
+    if meta.get("exif"):
+        from PIL import Image
+
+        exif = Image.Exif()
+        try:
+            exif.load(meta["exif"])
+            orientation = int(exif.get(0x0112, 1))
+        except Exception:  # a damaged EXIF block: nothing to carry
+            orientation = 1
+        if 2 <= orientation <= 8:
+            tags.append((274, 3, 1, orientation, True))
+    resolution = {"resolution": tuple(meta["dpi"]), "resolutionunit": "INCH"} if meta.get("dpi") else {}
+    return tuple(tags), resolution
+
+
 def _write_tiff(path: Path, data: np.ndarray, mode: str, tags: tuple[TiffTag, ...],
-                compression: tuple[int, int] = (1, 1)) -> None:
+                compression: tuple[int, int] = (1, 1), resolution: dict[str, Any] | None = None) -> None:
     """Write ``data: (C, H, W)``: 2-D for one band, contiguous RGB(A) (mode RGB or RGBA, 3 or 4 channels) or CMYK
     (mode CMYK, 4 channels), else one page of C planes; ``compression``: ``(compression, predictor)`` TIFF codes, a
     lossy compression replaced by Deflate (no predictor)."""
@@ -443,7 +488,7 @@ def _write_tiff(path: Path, data: np.ndarray, mode: str, tags: tuple[TiffTag, ..
     else:
         out, kwargs = data, {"photometric": "minisblack", "planarconfig": "separate"}
     atomic_write(path, lambda tmp: tifffile.imwrite(tmp, np.ascontiguousarray(out), extratags=list(tags),
-                                                    **kwargs, **pack))
+                                                    **kwargs, **pack, **(resolution or {})))
 
 
 # ----------------------------------------------------------------------------------------------------------- images
@@ -572,9 +617,8 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
         if info is None:
             _write_tiff(path, data, _mode_of(C), ())
         else:
-            icc = dict(info.metadata).get("icc_profile")
-            tags = info.tiff_tags + (((_ICC_TAG, 7, len(icc), icc, True),) if icc else ())
-            _write_tiff(path, data, info.mode, tags, info.tiff_compression)
+            tags, resolution = _tiff_metadata_tags(info.metadata)
+            _write_tiff(path, data, info.mode, info.tiff_tags + tags, info.tiff_compression, resolution)
     elif fmt == "npy":
         layout = info.layout if info is not None else "CHW"
         if layout == "HW" and C != 1:
