@@ -178,7 +178,7 @@ class _FrameStream:
         C = self.channels
         self._ola = torch.zeros(C, 0, device=self.denoiser.device)  # overlap-add from padded index `_emitted + half`
         self._env = torch.zeros(0, device=self.denoiser.device)
-        self._powers = torch.zeros(1, 0, dtype=torch.float64, device=self.denoiser.device)  # last frames' levels
+        self._powers = np.zeros((1, 0))  # mean squares of the last frames (running level)
 
     def push(self, x: np.ndarray) -> np.ndarray:
         self._received += x.shape[1]
@@ -245,11 +245,11 @@ class _FrameStream:
     def _gains(self, spec: torch.Tensor, first: int) -> torch.Tensor:
         """Running-level gains ``(n,)`` of frames ``first .. first + n - 1`` (``spec: (C, n, F)``), as the offline
         adapter gives them (the channels share one level)."""
-        power = frame_power(spec, self._window, dim=-1).mean(0, keepdim=True)  # (C, n) -> (1, n)
+        power = frame_power(spec, self._window, dim=-1).mean(0, keepdims=True)  # (C, n) -> (1, n)
         gain = running_gains(power, self._powers, first, self._level, self.denoiser.config.audio.target_rms)
-        kept = torch.cat([self._powers, power], dim=1)
+        kept = np.concatenate([self._powers, power], axis=1)
         self._powers = kept[:, kept.shape[1] - min(kept.shape[1], self._level - 1):]  # the last `level - 1` frames
-        return gain[0]
+        return torch.from_numpy(gain[0]).to(spec.device)
 
     def _overlap_add(self, first: int, wav: torch.Tensor) -> None:
         """Add frames ``first ..`` (``(C, n, n_fft)``) and their squared-window envelope to the pending output."""

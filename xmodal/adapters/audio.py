@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from xmodal.adapters.base import Adapter
@@ -35,7 +36,7 @@ def decompress(spec: torch.Tensor, power: float) -> torch.Tensor:
     return compress(spec, 1.0 / power)
 
 
-def frame_power(spec: torch.Tensor, window: torch.Tensor, dim: int = -2) -> torch.Tensor:
+def frame_power(spec: torch.Tensor, window: torch.Tensor, dim: int = -2) -> np.ndarray:
     """Mean square of each windowed frame's input, from its one-sided spectrum (Parseval), in float64.
 
     Args:
@@ -44,21 +45,18 @@ def frame_power(spec: torch.Tensor, window: torch.Tensor, dim: int = -2) -> torc
         dim: frequency axis of ``spec``.
 
     Returns:
-        ``spec`` without ``dim``: ``sum((w x)^2) / sum(w^2)`` of each frame, the window-weighted mean square.
+        ``spec``'s shape without ``dim``, a float64 numpy array: ``sum((w x)^2) / sum(w^2)`` of each frame, the
+        window-weighted mean square.
     """
     n_fft = window.shape[-1]
-    power = spec.abs().double().square()
-    weight = torch.full((power.shape[dim],), 2.0, dtype=torch.float64, device=power.device)
-    weight[0] = 1.0
-    if n_fft % 2 == 0:
-        weight[-1] = 1.0  # DC and Nyquist appear once in the full spectrum, the other bins twice
-    shape = [1] * power.ndim
-    shape[dim] = -1
-    norm = n_fft * window.double().square().sum().to(power.device)
-    return (power * weight.reshape(shape)).sum(dim) / norm
+    power = torch.view_as_real(spec).double().square().sum(-1)  # |X|^2, (..., F, ...)
+    # DC (and Nyquist for an even n_fft) appear once in the full spectrum, the other bins twice
+    edges = power.select(dim, 0) + (power.select(dim, -1) if n_fft % 2 == 0 else 0.0)
+    full = 2.0 * power.sum(dim) - edges
+    return (full / (n_fft * float(window.double().square().sum()))).cpu().numpy()
 
 
-def running_gains(power: torch.Tensor, history: torch.Tensor, seen: int, frames: int, target: float) -> torch.Tensor:
+def running_gains(power: np.ndarray, history: np.ndarray, seen: int, frames: int, target: float) -> np.ndarray:
     """Causal level normalisation: the gain of each frame, ``target / RMS`` of the input over the last ``frames``
     frames up to and including it (fewer at the start of a signal), the RMS floored at 1e-5.
 
@@ -73,15 +71,14 @@ def running_gains(power: torch.Tensor, history: torch.Tensor, seen: int, frames:
         target: RMS the frames are brought to.
 
     Returns:
-        ``(B, n)`` float32 gains.
+        ``(B, n)`` float32 gains (numpy).
     """
     B, n = power.shape
-    pad = power.new_zeros(B, frames - 1 - history.shape[1])
-    x = torch.cat([pad, history.to(power), power], dim=1)  # (B, frames - 1 + n)
-    sums = x.unfold(1, frames, 1).sum(-1)  # (B, n): each frame's window
-    count = (torch.arange(seen + 1, seen + n + 1, device=power.device).clamp(max=frames)).to(power)
-    rms = (sums.clamp_min(0.0) / count).sqrt()
-    return (target / rms.clamp_min(_RMS_FLOOR)).float()
+    x = np.concatenate([np.zeros((B, frames - 1 - history.shape[1])), history, power], axis=1)  # (B, frames-1+n)
+    sums = np.lib.stride_tricks.sliding_window_view(x, frames, axis=1).sum(-1)  # (B, n): each frame's window
+    count = np.minimum(np.arange(seen + 1, seen + n + 1), frames)
+    rms = np.sqrt(np.maximum(sums, 0.0) / count)
+    return (target / np.maximum(rms, _RMS_FLOOR)).astype(np.float32)
 
 
 @dataclass
@@ -157,15 +154,13 @@ class AudioAdapter(Adapter):
         window[left:left + self.win_length] = self.window.to(window.device)
         return window
 
-    def frame_gains(self, spec: torch.Tensor, batch: int, dim: int = -2, history: torch.Tensor | None = None,
-                    seen: int = 0) -> torch.Tensor:
-        """Running-level gains ``(batch, N)`` of the frames of ``spec`` (``(batch * C, ..)``, frequency along
-        ``dim``, frames along the last other axis): the channels of one item share their level."""
-        power = frame_power(spec, self.full_window(spec.device), dim)  # (B*C, N)
+    def frame_gains(self, spec: torch.Tensor, batch: int) -> torch.Tensor:
+        """Running-level gains ``(batch, N)`` of a whole signal's frames ``spec: (batch * C, F, N)`` (the channels of
+        one item share their level)."""
+        power = frame_power(spec, self.full_window(spec.device))  # (B*C, N)
         power = power.reshape(batch, -1, power.shape[-1]).mean(1)  # (B, N), the channels' mean
-        if history is None:
-            history = power.new_zeros(batch, 0)
-        return running_gains(power, history, seen, self.level_frames, self.config.target_rms)
+        gains = running_gains(power, np.zeros((batch, 0)), 0, self.level_frames, self.config.target_rms)
+        return torch.from_numpy(gains).to(spec.device)
 
     @property
     def _min_length(self) -> int:
