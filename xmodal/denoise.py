@@ -1157,10 +1157,11 @@ class VideoDenoiser:
         """``(t, denoised frame (C, H, W))`` for every frame, reading each input frame once (``read(t) -> (C, H,
         W)``) and keeping only the current temporal window; frames are mapped by ``(x - lo) / span`` to the model's
         [0, 1] and the output back."""
-        mapped = lo != 0.0 or span != 1.0
         from tqdm import tqdm
 
         from xmodal.adapters.image import spectral_neighbours
+
+        mapped = lo != 0.0 or span != 1.0
 
         check_tiling(tile, overlap, self.size_multiple)
         k = self.context_frames
@@ -1285,11 +1286,11 @@ class VideoDenoiser:
             raise ValueError(f"{src}: {e}") from None
         reader = ClipReader(src)
         try:
-            lo, span = 0.0, 1.0
-            if value_range is not None or reader.info.dtype not in _INT_MAX:  # the range needs a look at the data
+            sample = None  # frames are read for the range only when it depends on the data
+            if value_range == "auto" or (value_range is None and reader.info.dtype not in _INT_MAX):
                 picks = np.unique(np.linspace(0, len(reader) - 1, min(len(reader), 8)).round().astype(int))
                 sample = torch.from_numpy(np.stack([reader[int(i)] for i in picks]))  # (<= 8, C, H, W)
-                lo, span = _resolve_range(sample, file_value_range(sample, reader.info.dtype, value_range))
+            lo, span = _resolve_range(sample, file_value_range(sample, reader.info.dtype, value_range))
             writer = ClipWriter(dst, reader.info, reader.info.shape, overwrite=overwrite)
             try:
                 for t, frame in self._frames(lambda i: torch.from_numpy(reader[i]), len(reader), tile, overlap,

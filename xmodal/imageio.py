@@ -439,9 +439,7 @@ def _tiff_metadata(page: Any) -> tuple[tuple[str, Any], ...]:
             meta.append(("dpi", (xn / xd * per_inch, yn / yd * per_inch)))
     orientation = page.tags.get(274)
     if orientation is not None and int(orientation.value) != 1:
-        from PIL import Image
-
-        exif = Image.Exif()
+        exif = _import_pil().Exif()
         exif[0x0112] = int(orientation.value)
         meta.append(("exif", exif.tobytes()))
     return tuple(meta)
@@ -455,9 +453,7 @@ def _tiff_metadata_tags(metadata: tuple[tuple[str, Any], ...]) -> tuple[tuple[Ti
     if meta.get("icc_profile"):
         tags.append((_ICC_TAG, 7, len(meta["icc_profile"]), meta["icc_profile"], True))
     if meta.get("exif"):
-        from PIL import Image
-
-        exif = Image.Exif()
+        exif = _import_pil().Exif()
         try:
             exif.load(meta["exif"])
             orientation = int(exif.get(0x0112, 1))
