@@ -1,7 +1,9 @@
-"""Video denoising on Set12 clips: the video model beside the gray image model frame by frame, same noise, same run.
+"""Video denoising on Set12 (gray) or kodim19-24 (colour) clips: the video model beside the image model frame by frame,
+same noise, same run.
 
-There is no clean video in the project's data, so the clips are made as the model's validation clips are: each Set12
-image (never seen in training) is filmed along a fixed camera path (a straight integer translation of up to
+There is no clean video in the project's data, so the clips are made as the models' validation clips are: each
+held-out image (`--set set12`: Set12, gray, default models `video` and `gray`; `--set kodak-valid`: Kodak24
+kodim19-24, colour, default models `video_color` and `color`; never seen in training, SPLITS.md) is filmed along a fixed camera path (a straight integer translation of up to
 ``--motion`` pixels per frame on each axis, plus up to ``--jitter`` pixels of shake; ``xmodal.data.video.still_clip``,
 seeded by the image index), ``--frames`` frames, as large as the path allows. The path is drawn for each motion
 setting: 0 is a static camera, 3 the training range, 6 twice as fast as anything seen in training.
@@ -11,12 +13,13 @@ Float protocol (as ``image_quality.py``): noise ``sigma/255 * N(0, 1)`` drawn in
 to [0, 1] and rounded to 8 bits before scoring. Metrics (``xmodal.metrics.video_metrics``): PSNR of the clip's mean
 squared error, SSIM averaged over frames, temporal PSNR (the PSNR of the frame-to-frame changes: flicker).
 
-    python benchmarks/video_quality.py [--data ../shared/data] [--sigma 25] [--frames 10] [--motions 0,3,6]
-                                       [--model video] [--image-model gray] [--align-range N] [--objects]
-                                       [--bm3d] [--json out.json]
+    python benchmarks/video_quality.py [--data ../shared/data] [--set set12|kodak-valid] [--sigma 25] [--frames 10]
+                                       [--motions 0,3,6] [--model video] [--image-model gray] [--also MODEL ...]
+                                       [--align-range N] [--objects] [--bm3d] [--json out.json]
 
-``--objects`` adds local motion: an elliptic object cut from another Set12 image moves over each clip on its own
-path (what a global translation cannot align), the video model's weak point.
+``--objects`` adds local motion: an elliptic object cut from another image of the set moves over each clip on its own
+path (what a global translation cannot align), the video model's weak point. ``--also`` scores more video models on
+the same clips (e.g. ``--set kodak-valid --also video_gray``: the gray video model channel by channel).
 
 Also printed: the video model with its motion compensation turned off (the same network given unaligned
 neighbours), and the time per 512 x 512 frame.
@@ -40,6 +43,12 @@ from xmodal.imageio import read_image  # noqa: E402
 from xmodal.metrics import MetricAccumulator, video_metrics  # noqa: E402
 
 
+SETS = {  # folder, files (None: every .png), channels, (default video model, default image model)
+    "set12": ("image/Set12", None, 1, ("video", "gray")),
+    "kodak-valid": ("image/Kodak24", [f"kodim{i:02d}.png" for i in range(19, 25)], 3, ("video_color", "color")),
+}
+
+
 def to_8bit(x: np.ndarray) -> np.ndarray:
     return np.round(np.clip(x, 0.0, 1.0) * 255.0) / 255.0
 
@@ -47,14 +56,20 @@ def to_8bit(x: np.ndarray) -> np.ndarray:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (default ../shared/data)")
+    p.add_argument("--set", choices=sorted(SETS), default="set12",
+                   help="held-out stills the clips are made of: set12 (gray) or kodak-valid (kodim19-24, colour)")
     p.add_argument("--sigma", type=float, default=25.0, help="noise standard deviation on the 0-255 scale")
     p.add_argument("--frames", type=int, default=10, help="frames per clip")
     p.add_argument("--motions", default="0,3,6", help="camera speeds (pixels per frame) to test, comma-separated")
     p.add_argument("--jitter", type=int, default=1, help="camera shake in pixels (0 for a static camera)")
-    p.add_argument("--model", default="video", help="video model: run directory or bundled name")
-    p.add_argument("--image-model", default="gray", help="image model applied frame by frame")
+    p.add_argument("--model", default=None, help="video model: run directory or bundled name (default: video / "
+                                                 "video_color by set)")
+    p.add_argument("--image-model", default=None, help="image model applied frame by frame (default: gray / color "
+                                                       "by set)")
+    p.add_argument("--also", action="append", default=[], metavar="MODEL",
+                   help="another video model to score on the same clips (repeatable)")
     p.add_argument("--objects", action="store_true",
-                   help="add local motion: an elliptic object (a third of the frame, cut from another Set12 image) "
+                   help="add local motion: an elliptic object (a third of the frame, cut from another image of the set) "
                         "moving on its own path over every clip")
     p.add_argument("--object-speed", type=int, default=4, help="the object's largest speed, px/frame per axis")
     p.add_argument("--bm3d", action="store_true", help="also BM3D frame by frame (slow: seconds per frame)")
@@ -69,7 +84,9 @@ def main() -> None:
     import xmodal
     from xmodal.data.video import add_moving_object, still_clip
 
-    root = Path(args.data) / "image" / "Set12"
+    folder, names, channels, (default_video, default_image) = SETS[args.set]
+    args.model, args.image_model = args.model or default_video, args.image_model or default_image
+    root = Path(args.data) / folder
     if not root.is_dir():
         print(f"error: {root}: image folder not found (pass --data)", file=sys.stderr)
         raise SystemExit(2)
@@ -80,10 +97,11 @@ def main() -> None:
     if args.align_range is not None:
         video.align_range = args.align_range
     image = xmodal.load(args.image_model, precision=args.precision)
-    files = sorted(root.glob("*.png"))
+    others = {m: xmodal.load(m, precision=args.precision) for m in args.also}
+    files = [root / n for n in names] if names else sorted(root.glob("*.png"))
     sigma = args.sigma / 255.0
     methods = ["noisy", f"image model ({args.image_model}) frame by frame", f"video model ({args.model})",
-               "video model, motion compensation off"]
+               "video model, motion compensation off", *(f"video model ({m})" for m in others)]
     if args.bm3d:
         import bm3d
 
@@ -91,7 +109,7 @@ def main() -> None:
     results: dict = {"sigma": args.sigma, "frames": args.frames, "jitter": args.jitter, "seed": args.seed,
                      "objects": args.objects, "object_speed": args.object_speed,
                      "precision": args.precision, "motions": {}}
-    print(f"Set12 clips, {args.frames} frames, sigma {args.sigma:g}, jitter {args.jitter} px"
+    print(f"{args.set} clips, {args.frames} frames, sigma {args.sigma:g}, jitter {args.jitter} px"
           + (f", a moving object (up to {args.object_speed} px/frame)" if args.objects else "")
           + f"; video model {video!r}; image model {args.image_model}")
     for motion in motions:
@@ -99,9 +117,11 @@ def main() -> None:
         per_clip = []
         for k, f in enumerate(files):
             still, _ = read_image(f)
+            still = still[:channels] if still.shape[0] >= channels else np.repeat(still, channels, axis=0)
             clean, _ = still_clip(still, args.frames, motion, args.jitter, (args.seed, 104729, k))  # (T, 1, h, w)
             if args.objects:
                 other, _ = read_image(files[(k + 5) % len(files)])
+                other = other[:channels] if other.shape[0] >= channels else np.repeat(other, channels, axis=0)
                 side = min(clean.shape[-2:]) // 3
                 i, j = (other.shape[-2] - side) // 2, (other.shape[-1] - side) // 2
                 clean = add_moving_object(clean, other[:, i:i + side, j:j + side], args.object_speed,
@@ -116,9 +136,13 @@ def main() -> None:
             video.align_range = 0  # the same network on unaligned neighbours: what the alignment is worth
             outs[methods[3]] = to_8bit(video.denoise(noisy))
             video.align_range = align
+            for m, den in others.items():
+                outs[f"video model ({m})"] = to_8bit(den.denoise(noisy))
             if args.bm3d:
-                outs[methods[4]] = to_8bit(np.stack([bm3d.bm3d(frame[0], sigma, profile="np")[None]
-                                                     for frame in noisy]))
+                outs["BM3D frame by frame"] = to_8bit(np.stack(
+                    [bm3d.bm3d(frame[0], sigma, profile="np")[None] if channels == 1 else
+                     np.asarray(bm3d.bm3d_rgb(frame.transpose(1, 2, 0), sigma_psd=sigma)).transpose(2, 0, 1)
+                     for frame in noisy]))
             row = {"name": f.stem, "shape": list(clean.shape)}
             for m, out in outs.items():
                 row[m] = video_metrics(accs[m], "x", f.stem, clean, out)
@@ -126,22 +150,22 @@ def main() -> None:
         means = {m: accs[m].means()["x"] for m in methods}
         results["motions"][str(motion)] = {"mean": means, "clips": per_clip}
         print(f"\ncamera speed up to {motion} px/frame:")
-        print(f"{'':48s}{'PSNR':>9s}{'SSIM':>9s}{'tPSNR':>9s}")
+        print(f"{'':52s}{'PSNR':>9s}{'SSIM':>9s}{'tPSNR':>9s}")
         for m in methods:
             v = means[m]
-            print(f"{m:48s}{v['psnr']:9.2f}{v['ssim']:9.4f}{v['tpsnr']:9.2f}")
+            print(f"{m:52s}{v['psnr']:9.2f}{v['ssim']:9.4f}{v['tpsnr']:9.2f}")
         if motion == motions[0]:
             print("per clip PSNR (image model -> video model): " + ", ".join(
                 f"{r['name']} {r[methods[1]]['psnr']:.2f}->{r[methods[2]]['psnr']:.2f}" for r in per_clip))
 
-    x = np.random.default_rng(0).random((5, 1, 512, 512), dtype=np.float32)
+    x = np.random.default_rng(0).random((5, channels, 512, 512), dtype=np.float32)
     video.denoise(x[:2])
-    image.denoise(x[0, 0])
+    image.denoise(x[0])
     t_video = best_time(lambda: video.denoise(x), 2) / 5
-    t_image = best_time(lambda: image.denoise(x[0, 0]), 3)
+    t_image = best_time(lambda: image.denoise(x[0]), 3)
     from xmodal.align import estimate_shifts
 
-    guides = torch.from_numpy(x[:2, 0])
+    guides = torch.from_numpy(x[:2].mean(axis=1))
     t_align = best_time(lambda: estimate_shifts(guides[:1], guides[1:], video.align_range), 3)
     results["seconds_per_512_frame"] = {"video": t_video, "image": t_image, "align_one_pair": t_align}
     print(f"\nspeed, one 512 x 512 frame ({torch.get_num_threads()} threads, {args.precision}): video model "

@@ -97,6 +97,30 @@ def test_bundled_video_model_uses_its_neighbours():
     assert score(with_video) > score(unaligned) + 0.5
 
 
+def test_bundled_colour_video_model_matches_its_card_and_uses_its_neighbours():
+    """The colour video model: its card's parameter count, 3 channels, the gray model's trunk; on a panning colour
+    clip it beats the colour image model frame by frame and the gray video model channel by channel."""
+    from xmodal.data.synthetic import synth_image
+    from xmodal.data.video import still_clip
+    from xmodal.metrics import psnr_score
+
+    folder = resolve_model("video_color")
+    assert resolve_model("video_colour") == folder
+    video = xmodal.load("video_color")
+    n = sum(p.numel() for p in video.model.parameters())
+    assert f"{n:,}" in (folder / "MODEL_CARD.md").read_text()
+    assert video.config.modality == "video" and video.config.image.channels == 3 and video.context_frames == 2
+    assert video.config.model.widths == (32, 64, 128, 224) and n <= 2_000_000
+    rng = np.random.default_rng(0)
+    clean, _ = still_clip(synth_image(110, 120, 3, rng), 5, 3, 1, 0)  # (5, 3, h, w), up to 3 px per frame
+    noisy = (clean + 0.1 * rng.standard_normal(clean.shape)).astype(np.float32)
+    t = 2  # the middle frame: two real neighbours on each side
+    colour_image, gray_video = xmodal.load("color"), xmodal.load("video")
+    ours = psnr_score(clean[t], video.denoise(noisy)[t])
+    assert ours > psnr_score(clean[t], colour_image.denoise(noisy[t])) + 1.0
+    assert ours > psnr_score(clean[t], gray_video.denoise(noisy)[t]) + 0.5
+
+
 def test_bundled_realtime_model_is_causal_and_matches_its_card():
     folder = resolve_model("speech_rt")
     assert resolve_model("realtime") == folder

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 import xmodal
+import xmodal.pretrained
 from xmodal.adapters import VideoAdapter
 from xmodal.adapters.image import spectral_neighbours
 from xmodal.checkpoint import init_from, save_weights
@@ -610,6 +612,50 @@ def test_cli_denoises_clips(runs: dict[str, Path], tmp_path: Path, capsys) -> No
     clip, _ = read_clip(tmp_path / "out3" / "pan.mkv")
     expected = np.clip(np.rint(np.load(tmp_path / "out" / "pan.npy") * 255), 0, 255) / 255  # FFV1 is lossless
     np.testing.assert_allclose(clip[:, 0], expected, atol=1e-6)
+
+
+def test_cli_picks_the_colour_or_gray_video_model_per_clip(runs: dict[str, Path], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Without --model, RGB clips (video files, (T, H, W, 3) arrays, folders of RGB frames) go to the bundled
+    `video_color` model and gray ones to `video_gray`; each model is loaded once and each output is that model's."""
+    import xmodal.denoise as den_mod
+
+    root = tmp_path / "pretrained"
+    shutil.copytree(runs["gray"], root / "video_gray")
+    shutil.copytree(runs["color"], root / "video_color")
+    monkeypatch.setattr(xmodal.pretrained, "_HERE", root)
+    loaded: list[str | None] = []
+    real_load = den_mod.load
+    monkeypatch.setattr(den_mod, "load", lambda name, device="cpu", precision="fp32":
+                        loaded.append(name) or real_load(name, device, precision))
+    inp = tmp_path / "in"
+    rgb, gray = random_clip(3, 3, 20, 24, seed=1), random_clip(3, 1, 20, 24, seed=2)
+    write_frames(inp / "rgb_frames", rgb)
+    write_frames(inp / "gray_frames", gray)
+    np.save(inp / "rgb.npy", rgb.transpose(0, 2, 3, 1))  # (T, H, W, 3)
+    np.save(inp / "gray.npy", gray[:, 0])  # (T, H, W)
+    (inp / "junk.npy").write_bytes(b"not an array")  # unreadable: the gray model's reader says why
+    files = ["rgb_frames", "gray_frames", "rgb.npy", "gray.npy", "junk.npy"]
+    code = main([*(str(inp / f) for f in files), "-o", str(tmp_path / "out"), "--modality", "video", "--quiet"])
+    assert code == 1 and re.search(r"junk.npy: not readable as .npy", capsys.readouterr().err)
+    assert sorted(loaded) == ["video_color", "video_gray"]  # each once
+    assert sorted(os.listdir(tmp_path / "out")) == ["gray.npy", "gray_frames", "rgb.npy", "rgb_frames"]
+    color, mono = load(runs["color"]), load(runs["gray"])
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "rgb.npy"),
+                                  color.denoise(np.load(inp / "rgb.npy"), channels_last=True))
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "gray.npy"), mono.denoise(np.load(inp / "gray.npy")))
+    assert den_mod._default_video_model(inp / "rgb_frames") == "video_color"
+    assert den_mod._default_video_model(inp / "gray_frames") == "video_gray"
+    pytest.importorskip("av")
+    write_clip(inp / "rgb.mkv", rgb)
+    write_clip(inp / "gray.mkv", gray)  # a gray stream
+    assert den_mod._default_video_model(inp / "rgb.mkv") == "video_color"
+    assert den_mod._default_video_model(inp / "gray.mkv") == "video_gray"
+    loaded.clear()
+    assert main([str(inp / "rgb.mkv"), str(inp / "gray.mkv"), "-o", str(tmp_path / "out2"), "--quiet"]) == 0
+    assert sorted(loaded) == ["video_color", "video_gray"]
+    assert read_clip(tmp_path / "out2" / "rgb.mkv")[1].shape == (3, 3, 20, 24)
+    assert read_clip(tmp_path / "out2" / "gray.mkv")[1].shape == (3, 1, 20, 24)
 
 
 # -------------------------------------------------------------------------------------------------------- metrics

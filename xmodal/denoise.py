@@ -1342,7 +1342,8 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
     Args:
         path_or_name: a bundled name (``None``, ``"default"`` or ``"speech"``: speech; ``"speech_rt"``/``"realtime"``:
             causal speech, streams; ``"image_gray"``/``"gray"``/``"image"``; ``"image_color"``/``"color"``/
-            ``"colour"``; ``"multispectral"``/``"stack"``; ``"video_gray"``/``"video"``); a run
+            ``"colour"``; ``"multispectral"``/``"stack"``; ``"video_gray"``/``"video"``; ``"video_color"``/
+            ``"video_colour"``); a run
             directory (``config.yaml`` + ``model.safetensors``); a ``.safetensors`` file with an embedded config; or
             an ``.onnx`` file written by ``python -m xmodal.export`` (the network then runs in ONNX Runtime, CPU).
         device: ``cpu`` or ``cuda``.
@@ -1500,6 +1501,28 @@ def _default_image_model(path: Path, forced: str | None) -> tuple[str, str]:
     return "image", "image_color" if colour == 3 and mode != "CMYK" else "image_gray"
 
 
+def _default_video_model(src: Path) -> str:
+    """The bundled model for a clip: ``video_color`` for 3-channel frames (RGB: video files other than gray streams,
+    ``(T, H, W, 3)`` arrays, folders of RGB frames), else ``video_gray`` (which denoises any channel count channel by
+    channel). Only a header is read (the stream's pixel format, the array's shape, the first frame's header); a clip
+    that cannot be read this way gets ``video_gray``, whose reader then reports why with the file's name."""
+    from xmodal.videoio import VIDEO_EXTENSIONS, _import_av, clip_frames
+
+    try:
+        if src.is_dir():
+            colour = _peek_channels(clip_frames(src)[0]) == (3, "RGB")
+        elif src.suffix.lower() in VIDEO_EXTENSIONS:
+            with _import_av().open(str(src)) as container:
+                streams = container.streams.video
+                colour = bool(streams) and not str(streams[0].codec_context.pix_fmt or "").startswith("gray")
+        else:
+            shape = np.load(src, mmap_mode="r", allow_pickle=False).shape
+            colour = len(shape) == 4 and shape[-1] == 3
+    except Exception:  # the denoiser's reader gives the real error
+        return "video_gray"
+    return "video_color" if colour else "video_gray"
+
+
 def _list_folder(folder: Path, modality: str | None) -> list[Path]:
     """Files of ``folder`` to denoise (sorted): its audio files, its image files, or both (``modality`` None)."""
     from xmodal.imageio import IMAGE_EXTENSIONS
@@ -1564,7 +1587,7 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
     target = model_modality or forced
     if target is None:  # auto: the file decides
         if kind == "video":
-            return _Job(src, "video", "video_gray")
+            return _Job(src, "video", _default_video_model(src))
         if kind == "image":
             modality, name = _default_image_model(src, None)
             return _Job(src, modality, name)
@@ -1597,7 +1620,7 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
             raise ValueError(f"{src}: {why}; a clip must be a folder of frames, a .npy file (T, H, W) / "
                              f"(T, H, W, C) or a video file ({', '.join(VIDEO_EXTENSIONS)}), got "
                              f"{src.suffix or 'no extension'!r}")
-        return _Job(src, "video", None if model_modality else "video_gray")
+        return _Job(src, "video", None if model_modality else _default_video_model(src))
     raise ValueError(f"unknown modality {target!r}")  # unreachable: argparse checks --modality
 
 
@@ -1611,7 +1634,7 @@ def _parser() -> argparse.ArgumentParser:
                     "a video --model) into OUT_DIR, keeping their names. Without --model the modality and the "
                     "bundled model follow each file: audio -> 'speech', 1-channel images -> 'image_gray', "
                     "3/4-channel -> 'image_color', TIFF/.npy with more than 4 channels -> 'multispectral', video "
-                    "files -> 'video'. Exit status: 0 all done, 1 some files failed (each is reported with its "
+                    "files -> 'video_color' (colour) or 'video_gray' (gray). Exit status: 0 all done, 1 some files failed (each is reported with its "
                     "reason), 2 usage error or model not loadable.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUT_DIR", help="folder for the outputs (created)")
@@ -1620,7 +1643,8 @@ def _parser() -> argparse.ArgumentParser:
                         "real-time speech model); its modality decides (default: a bundled model per file)")
     p.add_argument("--modality", choices=["auto", "speech", "image", "multispectral", "video"], default="auto",
                    help="treat every input as this modality (default auto: from the file, or from --model); with "
-                        "multispectral a folder is one stack, with video one clip (bundled model 'video_gray')")
+                        "multispectral a folder is one stack, with video one clip (bundled model 'video_color' for RGB "
+                        "frames, else 'video_gray')")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
     p.add_argument("--mix", type=float, default=1.0, help="speech: dry/wet: 0 = input, 1 = fully denoised (default 1)")
     p.add_argument("--atten-limit-db", type=float, default=None, metavar="DB",

@@ -9,6 +9,7 @@ A bundled model is a folder next to this file holding ``config.yaml``, ``model.s
     ``"image_color"``, ``"color"``, ``"colour"``    ->  ``xmodal/pretrained/image_color/``
     ``"multispectral"``, ``"stack"``                ->  ``xmodal/pretrained/multispectral/``
     ``"video_gray"``, ``"video"``                   ->  ``xmodal/pretrained/video_gray/``
+    ``"video_color"``, ``"video_colour"``           ->  ``xmodal/pretrained/video_color/``
 
 Anything else must be a run directory (``config.yaml`` + ``model.safetensors``) or a ``.safetensors`` file with an
 embedded config. This module only resolves paths: it imports nothing heavy.
@@ -28,14 +29,15 @@ __all__ = ["BUNDLED", "bundled_names", "resolve_model"]
 _HERE = Path(__file__).resolve().parent
 
 BUNDLED: dict[str, str] = {"speech": "speech_default", "speech_rt": "speech_rt", "image_gray": "image_gray", "image_color": "image_color",
-                           "multispectral": "multispectral", "video_gray": "video_gray"}
+                           "multispectral": "multispectral", "video_gray": "video_gray", "video_color": "video_color"}
 """Bundled model name -> folder inside ``xmodal/pretrained``."""
 
 _ALIASES: dict[str, str] = {"default": "speech", "speech": "speech", "speech_rt": "speech_rt", "realtime": "speech_rt",
                             "image_gray": "image_gray", "gray": "image_gray", "image": "image_gray",
                             "image_color": "image_color", "color": "image_color", "colour": "image_color",
                             "multispectral": "multispectral", "stack": "multispectral",
-                            "video_gray": "video_gray", "video": "video_gray"}
+                            "video_gray": "video_gray", "video": "video_gray",
+                            "video_color": "video_color", "video_colour": "video_color"}
 _REQUIRED = ("config.yaml", "model.safetensors")
 
 
