@@ -6,7 +6,7 @@ import pytest
 import xmodal
 from xmodal.data.synthetic import synth_noise, synth_speech
 from xmodal.metrics import si_sdr_score
-from xmodal.pretrained import resolve_model
+from xmodal.pretrained import BUNDLED, resolve_model
 
 
 def test_bundled_model_loads_and_matches_its_card():
@@ -16,6 +16,21 @@ def test_bundled_model_loads_and_matches_its_card():
     n = sum(p.numel() for p in den.model.parameters())
     assert f"{n:,}" in (folder / "MODEL_CARD.md").read_text()
     assert den.sample_rate == 16000 and den.config.model.widths == (8, 24, 48, 96, 128)
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_bundled_weights_embed_their_folders_config(name):
+    """``xmodal.load(folder / "model.safetensors")`` must give the model ``xmodal.load(name)`` gives: the config in
+    the weights' metadata equals the folder's ``config.yaml`` in every section that inference reads (``train`` only
+    records where and how long it ran)."""
+    import dataclasses
+
+    from xmodal.checkpoint import read_weights_config
+    from xmodal.config import load_config
+
+    folder = resolve_model(name)
+    embedded, shipped = read_weights_config(folder / "model.safetensors"), load_config(folder / "config.yaml")
+    assert dataclasses.replace(embedded, train=shipped.train) == shipped
 
 
 @pytest.mark.parametrize("sample_rate", [16000, 48000])
