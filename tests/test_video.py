@@ -658,6 +658,29 @@ def test_cli_picks_the_colour_or_gray_video_model_per_clip(runs: dict[str, Path]
     assert read_clip(tmp_path / "out2" / "gray.mkv")[1].shape == (3, 1, 20, 24)
 
 
+@pytest.mark.parametrize("key, colours", [("color", 3), ("gray", 1)])
+def test_alpha_of_frames_is_copied(runs: dict[str, Path], tmp_path: Path, key: str, colours: int) -> None:
+    """RGBA / gray+alpha frames: the colour channels are denoised as the clip without alpha, the alpha is copied."""
+    rng = np.random.default_rng(3)
+    clip = random_clip(4, colours + 1, 20, 24, seed=4)
+    clip[:, -1] = rng.integers(0, 256, (4, 20, 24)) / 255.0  # any alpha, to the exact 8-bit level
+    write_frames(tmp_path / "alpha", clip)
+    assert read_image(tmp_path / "alpha" / "frame1.png")[1].mode == ("RGBA" if colours == 3 else "LA")
+    write_frames(tmp_path / "plain", clip[:, :colours])
+    den = load(runs[key])
+    den.denoise_file(tmp_path / "alpha", tmp_path / "out_alpha")
+    den.denoise_file(tmp_path / "plain", tmp_path / "out_plain")
+    for t in range(4):
+        got, info = read_image(tmp_path / "out_alpha" / f"frame{t + 1}.png")
+        assert info.mode == ("RGBA" if colours == 3 else "LA")
+        np.testing.assert_array_equal(got[-1], read_image(tmp_path / "alpha" / f"frame{t + 1}.png")[0][-1])
+        np.testing.assert_array_equal(got[:colours], read_image(tmp_path / "out_plain" / f"frame{t + 1}.png")[0])
+    if colours == 3:  # the command line sends RGBA frames to the colour model
+        import xmodal.denoise as den_mod
+
+        assert den_mod._default_video_model(tmp_path / "alpha") == "video_color"
+
+
 # -------------------------------------------------------------------------------------------------------- metrics
 
 

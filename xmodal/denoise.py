@@ -1247,9 +1247,9 @@ class VideoDenoiser:
         """Denoise a clip on disk into ``dst``, frame by frame (see :mod:`xmodal.videoio`).
 
         Args:
-            src: a folder of frames (PNG, JPEG, BMP, WebP, TIFF, ``.npy``; natural name order), a ``.npy`` clip
-                ``(T, H, W)`` / ``(T, H, W, C)``, or a video file (``.mp4``, ``.mov``, ``.mkv``, ``.avi``, ``.webm``;
-                needs PyAV).
+            src: a folder of frames (PNG, JPEG, BMP, WebP, TIFF, ``.npy``; natural name order; the alpha channel of
+                gray+alpha or RGBA frames is copied, not denoised, as for images), a ``.npy`` clip ``(T, H, W)`` /
+                ``(T, H, W, C)``, or a video file (``.mp4``, ``.mov``, ``.mkv``, ``.avi``, ``.webm``; needs PyAV).
             dst: a folder (a path without one of those extensions): one frame file per frame, with the input's
                 frame names, formats and bit depth (a ``.npy`` or video input gives ``frame_00000.png``...); a
                 ``.npy`` file at the input's dtype; or a video file at the input's frame rate (codecs: see
@@ -1286,16 +1286,26 @@ class VideoDenoiser:
             raise ValueError(f"{src}: {e}") from None
         reader = ClipReader(src)
         try:
+            frame_info = reader.info.frame_info
+            keep = 1 if frame_info is not None and frame_info.mode in ("LA", "RGBA") else 0  # alpha: copied
+            colours = reader.info.shape[1] - keep
+            alphas: dict[int, torch.Tensor] = {}  # frame -> its alpha channel, from its reading to its writing
+
+            def read(i: int) -> torch.Tensor:
+                frame = torch.from_numpy(reader[i])
+                if keep:
+                    alphas[i] = frame[colours:]
+                return frame[:colours]
+
             sample = None  # frames are read for the range only when it depends on the data
             if value_range == "auto" or (value_range is None and reader.info.dtype not in _INT_MAX):
                 picks = np.unique(np.linspace(0, len(reader) - 1, min(len(reader), 8)).round().astype(int))
-                sample = torch.from_numpy(np.stack([reader[int(i)] for i in picks]))  # (<= 8, C, H, W)
+                sample = torch.from_numpy(np.stack([reader[int(i)][:colours] for i in picks]))  # (<= 8, C, H, W)
             lo, span = _resolve_range(sample, file_value_range(sample, reader.info.dtype, value_range))
             writer = ClipWriter(dst, reader.info, reader.info.shape, overwrite=overwrite)
             try:
-                for t, frame in self._frames(lambda i: torch.from_numpy(reader[i]), len(reader), tile, overlap,
-                                             progress, lo, span):
-                    writer.write(t, frame)
+                for t, frame in self._frames(read, len(reader), tile, overlap, progress, lo, span):
+                    writer.write(t, torch.cat([frame.cpu(), alphas.pop(t)]) if keep else frame)  # each read once
             except ValueError as e:
                 writer.abort()
                 raise (e if str(src) in str(e) else ValueError(f"{src}: {e}")) from None
@@ -1503,14 +1513,14 @@ def _default_image_model(path: Path, forced: str | None) -> tuple[str, str]:
 
 def _default_video_model(src: Path) -> str:
     """The bundled model for a clip: ``video_color`` for 3-channel frames (RGB: video files other than gray streams,
-    ``(T, H, W, 3)`` arrays, folders of RGB frames), else ``video_gray`` (which denoises any channel count channel by
+    ``(T, H, W, 3)`` arrays, folders of RGB or RGBA frames), else ``video_gray`` (which denoises any channel count channel by
     channel). Only a header is read (the stream's pixel format, the array's shape, the first frame's header); a clip
     that cannot be read this way gets ``video_gray``, whose reader then reports why with the file's name."""
     from xmodal.videoio import VIDEO_EXTENSIONS, _import_av, clip_frames
 
     try:
         if src.is_dir():
-            colour = _peek_channels(clip_frames(src)[0]) == (3, "RGB")
+            colour = _peek_channels(clip_frames(src)[0])[1] in ("RGB", "RGBA")  # RGBA: the alpha is copied
         elif src.suffix.lower() in VIDEO_EXTENSIONS:
             with _import_av().open(str(src)) as container:
                 streams = container.streams.video
