@@ -447,8 +447,8 @@ def _quantize(raw: Path, out: Path, features: list[dict[str, np.ndarray]], proto
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (0 written and checked, 2 error)."""
     p = argparse.ArgumentParser(prog="python -m xmodal.export", description=__doc__.split("\n")[0])
-    p.add_argument("model", help="bundled name (speech, speech_rt, gray, color, multispectral, video), run directory or "
-                                 ".safetensors")
+    p.add_argument("model", help="bundled name (speech, speech_rt, gray, color, multispectral, video, video_color), "
+                                 "run directory or .safetensors")
     p.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="the ONNX file to write")
     p.add_argument("--modality", choices=["speech", "image", "multispectral", "video"], default=None,
                    help="which modality of a jointly trained model (default: the model's only one)")
