@@ -216,6 +216,31 @@ def test_local_motion_share_of_training_clips(monkeypatch: pytest.MonkeyPatch) -
     assert all(8 <= shape[1] <= 16 and shape[1] == shape[2] and speed == 5 for shape, speed in calls)
 
 
+def test_mixed_channels_take_other_images_along_the_same_path() -> None:
+    """``image.mixed_channels``: that share of the clips takes channels 1.. from other images; every channel follows
+    the clip's camera path (the same frame-to-frame motion)."""
+    H = W = 80
+    pos = (np.arange(H)[:, None] * W + np.arange(W)[None, :]) / 1e4  # a position code in [0, 0.64)
+    images = [np.stack([k + 10 * c + pos for c in range(3)]).astype(np.float32) for k in range(3)]
+    for share, low, high in ((0.0, 0, 0), (1.0, 150, 200), (0.5, 60, 120)):
+        cfg = load_config(TINY_VIDEO, ["image.patch_size=32", f"image.mixed_channels={share}", "image.motion=2",
+                                       "image.channels=3"]).image
+        data = StillMotionClips(images, cfg)
+        mixed = 0
+        for n in range(200):
+            _, clean = data[n]
+            clean = clean.numpy().astype(np.float64)
+            whole = np.floor(clean + 1e-6)
+            assert np.array_equal(whole // 10, np.broadcast_to(np.arange(3)[None, :, None, None], whole.shape))
+            source = whole % 10  # which image each pixel came from: one per channel
+            assert all(len(np.unique(source[:, ch])) == 1 for ch in range(3))
+            mixed += len(np.unique(source)) > 1
+            motion = np.diff(clean - whole, axis=0)  # frame-to-frame change of the position code, per channel
+            np.testing.assert_allclose(motion, np.broadcast_to(motion[:, :1], motion.shape), atol=1e-5)
+        # channels 1 and 2 draw their image at random: with share 1 about 8 clips in 9 mix images
+        assert low <= mixed <= high, (share, mixed)
+
+
 def test_clip_crops_consecutive_frames_and_short_clips() -> None:
     clip = np.broadcast_to(np.arange(9, dtype=np.float32)[:, None, None, None], (9, 1, 40, 40)) / 10
     cfg = load_config(TINY_VIDEO, ["image.clips=true", "image.patch_size=16", "image.frames_per_item=4",
@@ -289,6 +314,7 @@ def test_resolve_video_data_errors(tmp_path: Path, overrides, error, message) ->
     ("image.motion=-1", r"image.motion must be >= 0, got -1"),
     ("image.align_range=-1", r"image.align_range must be >= 0, got -1"),
     ("image.local_motion=1.5", r"image.local_motion must be in \[0, 1\], got 1.5"),
+    ("image.mixed_channels=-0.1", r"image.mixed_channels must be in \[0, 1\], got -0.1"),
     ("image.context_frames=-2", r"image.context_frames must be >= 0, got -2"),
     ("image.frames_per_item=0", r"image.frames_per_item must be at least 1, got 0"),
     ("image.valid_frames=0", r"image.valid_frames must be at least 1, got 0"),

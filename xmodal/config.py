@@ -190,6 +190,9 @@ class ImageDataConfig:
         jitter: video from stills: largest random shake in pixels added to each frame's position.
         local_motion: video from stills: share of training clips (0 to 1) that also show an object moving on its own
             path over the scene (local motion the global alignment cannot undo).
+        mixed_channels: video from stills, colour models: share of training clips (0 to 1) whose channels after the
+            first come from other training images, filmed along the same camera path: colours with no correlation
+            between channels (graphics, false colour), which natural images never show.
         align_range: video: motion compensation: every neighbour frame is translated onto the denoised frame by the
             integer shift (at most this many pixels per axis) that best aligns them (:mod:`xmodal.align`), before
             the network sees them; 0 turns it off (the network alone then has to find moved content).
@@ -226,6 +229,7 @@ class ImageDataConfig:
     motion: int = 3
     jitter: int = 1
     local_motion: float = 0.0
+    mixed_channels: float = 0.0
     align_range: int = 8
     clips: bool = False
     scaling: Literal["dtype", "band_minmax", "band_percentile"] = "band_minmax"
@@ -251,8 +255,9 @@ class ImageDataConfig:
         for key in ("context_frames", "motion", "jitter", "align_range"):
             if getattr(self, key) < 0:
                 raise ValueError(f"image.{key} must be >= 0, got {getattr(self, key)}")
-        if not 0.0 <= self.local_motion <= 1.0:
-            raise ValueError(f"image.local_motion must be in [0, 1], got {self.local_motion}")
+        for key in ("local_motion", "mixed_channels"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"image.{key} must be in [0, 1], got {getattr(self, key)}")
         for key in ("frames_per_item", "valid_frames"):
             if getattr(self, key) < 1:
                 raise ValueError(f"image.{key} must be at least 1, got {getattr(self, key)}")

@@ -7,7 +7,10 @@ up to ``jitter`` pixels of shake per frame, rounded to whole pixels so every fra
 interpolation blur that would tell frames apart). With ``image.local_motion`` a share of the clips also carries an
 object (an elliptic patch of another image) moving on its own path, up to ``2 * motion + 1`` pixels per frame: the
 local motion that the adapter's global alignment cannot undo, so the network learns to tell aligned neighbours from
-mismatched ones. Real clips (``image.clips: true``) can be used instead or to fine-tune.
+mismatched ones. With ``image.mixed_channels`` (colour models) a share of the clips takes each channel after the
+first from another image, along the same path: colours whose channels are unrelated, which natural photographs never
+show, so the network does not learn to rely on the channels' correlation alone. Real clips (``image.clips: true``)
+can be used instead or to fine-tune.
 
 As for images, every random choice of item ``n`` comes from ``numpy.random.default_rng((seed, n))``.
 Items are ``(noisy, clean)`` clips ``(frames_per_item, C, P, P)``; one noise level is drawn per clip (one camera).
@@ -119,6 +122,12 @@ class StillMotionClips(_ClipItems):
         ext_i, ext_j = path.max(axis=0)
         origin = int(rng.integers(0, H - P - ext_i + 1)), int(rng.integers(0, W - P - ext_j + 1))
         clip = _moving_crop(image, path, (P, P), origin)  # (L, C, P, P)
+        if c.mixed_channels > 0 and rng.random() < c.mixed_channels:  # uncorrelated colours, on the same path
+            for ch in range(1, clip.shape[1]):
+                other = self.items[int(rng.integers(len(self.items)))]
+                H2, W2 = other.shape[-2:]
+                start = int(rng.integers(0, H2 - P - ext_i + 1)), int(rng.integers(0, W2 - P - ext_j + 1))
+                clip[:, ch] = _moving_crop(other[ch:ch + 1], path, (P, P), start)[:, 0]
         if c.local_motion > 0 and rng.random() < c.local_motion:  # an object moving on its own over the scene
             other = self.items[int(rng.integers(len(self.items)))]
             side = int(rng.integers(P // 4, P // 2 + 1))
