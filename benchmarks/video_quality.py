@@ -2,10 +2,11 @@
 same noise, same run.
 
 There is no clean video in the project's data, so the clips are made as the models' validation clips are: each
-held-out image (`--set set12`: Set12, gray, default models `video` and `gray`; `--set kodak-valid`: Kodak24
-kodim19-24, colour, default models `video_color` and `color`; never seen in training, SPLITS.md) is filmed along a fixed camera path (a straight integer translation of up to
-``--motion`` pixels per frame on each axis, plus up to ``--jitter`` pixels of shake; ``xmodal.data.video.still_clip``,
-seeded by the image index), ``--frames`` frames, as large as the path allows. The path is drawn for each motion
+held-out image (``--set set12``: Set12, gray, default models ``video`` and ``gray``; ``--set kodak-valid``: Kodak24
+kodim19-24, colour, default models ``video_color`` and ``color``; never seen in training, SPLITS.md) is filmed along a
+fixed camera path (a straight integer translation of up to ``--motion`` pixels per frame on each axis, plus up to
+``--jitter`` pixels of shake; ``xmodal.data.video.still_clip``, seeded by the image index), ``--frames`` frames, as
+large as the path allows. The path is drawn for each motion
 setting: 0 is a static camera, 3 the training range, 6 twice as fast as anything seen in training.
 
 Float protocol (as ``image_quality.py``): noise ``sigma/255 * N(0, 1)`` drawn in float64 from
@@ -69,8 +70,8 @@ def main() -> None:
     p.add_argument("--also", action="append", default=[], metavar="MODEL",
                    help="another video model to score on the same clips (repeatable)")
     p.add_argument("--objects", action="store_true",
-                   help="add local motion: an elliptic object (a third of the frame, cut from another image of the set) "
-                        "moving on its own path over every clip")
+                   help="add local motion: an elliptic object (a third of the frame, cut from another image of the "
+                        "set) moving on its own path over every clip")
     p.add_argument("--object-speed", type=int, default=4, help="the object's largest speed, px/frame per axis")
     p.add_argument("--bm3d", action="store_true", help="also BM3D frame by frame (slow: seconds per frame)")
     p.add_argument("--align-range", type=int, default=None, help="video model's motion search range in pixels "

@@ -1513,9 +1513,10 @@ def _default_image_model(path: Path, forced: str | None) -> tuple[str, str]:
 
 def _default_video_model(src: Path) -> str:
     """The bundled model for a clip: ``video_color`` for 3-channel frames (RGB: video files other than gray streams,
-    ``(T, H, W, 3)`` arrays, folders of RGB or RGBA frames), else ``video_gray`` (which denoises any channel count channel by
-    channel). Only a header is read (the stream's pixel format, the array's shape, the first frame's header); a clip
-    that cannot be read this way gets ``video_gray``, whose reader then reports why with the file's name."""
+    ``(T, H, W, 3)`` arrays, folders of RGB or RGBA frames), else ``video_gray`` (which denoises any channel count,
+    channel by channel). Only a header is read (the stream's pixel format, the array's shape, the first frame's
+    header); a clip that cannot be read this way gets ``video_gray``, whose reader then reports why with the file's
+    name."""
     from xmodal.videoio import VIDEO_EXTENSIONS, _import_av, clip_frames
 
     try:
@@ -1644,8 +1645,8 @@ def _parser() -> argparse.ArgumentParser:
                     "a video --model) into OUT_DIR, keeping their names. Without --model the modality and the "
                     "bundled model follow each file: audio -> 'speech', 1-channel images -> 'image_gray', "
                     "3/4-channel -> 'image_color', TIFF/.npy with more than 4 channels -> 'multispectral', video "
-                    "files -> 'video_color' (colour) or 'video_gray' (gray). Exit status: 0 all done, 1 some files failed (each is reported with its "
-                    "reason), 2 usage error or model not loadable.")
+                    "files -> 'video_color' (colour) or 'video_gray' (gray). Exit status: 0 all done, 1 some files "
+                    "failed (each is reported with its reason), 2 usage error or model not loadable.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUT_DIR", help="folder for the outputs (created)")
     p.add_argument("--model", default=None, metavar="RUN_DIR_OR_NAME",
