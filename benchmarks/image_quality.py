@@ -22,26 +22,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA  # noqa: E402
+from _common import DEFAULT_DATA, IMAGE_SETS, held_out_images, to_8bit, with_channels  # noqa: E402
 
 from xmodal.imageio import read_image  # noqa: E402
 from xmodal.metrics import LPIPS, SSIM_IMPLEMENTATION, lpips_score, psnr_score, ssim_score  # noqa: E402
 
-SETS = {
-    "set12": ("image/Set12", None, 1, "gray"),
-    "kodak-valid": ("image/Kodak24", [f"kodim{i:02d}.png" for i in range(19, 25)], 3, "color"),
-}
-
-
-def to_8bit(x: np.ndarray) -> np.ndarray:
-    """Clip to [0, 1] and round to 8-bit levels (still float in [0, 1])."""
-    return np.round(np.clip(x, 0.0, 1.0) * 255.0) / 255.0
+DEFAULT_MODEL = {"set12": "gray", "kodak-valid": "color"}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (default ../shared/data)")
-    p.add_argument("--set", choices=sorted(SETS), default="set12")
+    p.add_argument("--set", choices=sorted(IMAGE_SETS), default="set12")
     p.add_argument("--sigma", type=float, default=25.0, help="noise standard deviation on the 0-255 scale")
     p.add_argument("--model", default=None, help="run directory or bundled name (default: gray / color by set)")
     p.add_argument("--seed", type=int, default=0)
@@ -60,12 +52,8 @@ def main() -> None:
 
     import xmodal
 
-    folder, names, channels, default_model = SETS[args.set]
-    root = Path(args.data) / folder
-    if not root.is_dir():
-        print(f"error: {root}: image folder not found (pass --data)", file=sys.stderr)
-        raise SystemExit(2)
-    files = [root / n for n in names] if names else sorted(f for f in root.iterdir() if f.suffix == ".png")
+    files, channels = held_out_images(args.data, args.set)
+    default_model = DEFAULT_MODEL[args.set]
     if args.threads:
         torch.set_num_threads(args.threads)
     den = xmodal.load(args.model or default_model, precision=args.precision)
@@ -77,9 +65,7 @@ def main() -> None:
     rows, times = [], {m: 0.0 for m in methods[1:]}
     for k, f in enumerate(files):
         clean, _ = read_image(f)
-        clean = clean.astype(np.float64)
-        if clean.shape[0] != channels:
-            clean = clean[:channels] if clean.shape[0] > channels else np.repeat(clean, channels, axis=0)
+        clean = with_channels(clean, channels).astype(np.float64)
         noisy = clean + sigma * np.random.default_rng((args.seed, k)).standard_normal(clean.shape)
         outs = {"noisy": noisy}
         t = time.perf_counter()

@@ -38,26 +38,19 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA, best_time  # noqa: E402
+from _common import DEFAULT_DATA, IMAGE_SETS, best_time, held_out_images, to_8bit, with_channels  # noqa: E402
 
 from xmodal.imageio import read_image  # noqa: E402
 from xmodal.metrics import MetricAccumulator, video_metrics  # noqa: E402
 
 
-SETS = {  # folder, files (None: every .png), channels, (default video model, default image model)
-    "set12": ("image/Set12", None, 1, ("video", "gray")),
-    "kodak-valid": ("image/Kodak24", [f"kodim{i:02d}.png" for i in range(19, 25)], 3, ("video_color", "color")),
-}
-
-
-def to_8bit(x: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(x, 0.0, 1.0) * 255.0) / 255.0
+DEFAULT_MODELS = {"set12": ("video", "gray"), "kodak-valid": ("video_color", "color")}  # video, image model
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (default ../shared/data)")
-    p.add_argument("--set", choices=sorted(SETS), default="set12",
+    p.add_argument("--set", choices=sorted(IMAGE_SETS), default="set12",
                    help="held-out stills the clips are made of: set12 (gray) or kodak-valid (kodim19-24, colour)")
     p.add_argument("--sigma", type=float, default=25.0, help="noise standard deviation on the 0-255 scale")
     p.add_argument("--frames", type=int, default=10, help="frames per clip")
@@ -85,12 +78,9 @@ def main() -> None:
     import xmodal
     from xmodal.data.video import add_moving_object, still_clip
 
-    folder, names, channels, (default_video, default_image) = SETS[args.set]
+    default_video, default_image = DEFAULT_MODELS[args.set]
     args.model, args.image_model = args.model or default_video, args.image_model or default_image
-    root = Path(args.data) / folder
-    if not root.is_dir():
-        print(f"error: {root}: image folder not found (pass --data)", file=sys.stderr)
-        raise SystemExit(2)
+    files, channels = held_out_images(args.data, args.set)
     if args.threads:
         torch.set_num_threads(args.threads)
     motions = [int(m) for m in args.motions.split(",")]
@@ -99,7 +89,6 @@ def main() -> None:
         video.align_range = args.align_range
     image = xmodal.load(args.image_model, precision=args.precision)
     others = {m: xmodal.load(m, precision=args.precision) for m in args.also}
-    files = [root / n for n in names] if names else sorted(root.glob("*.png"))
     sigma = args.sigma / 255.0
     methods = ["noisy", f"image model ({args.image_model}) frame by frame", f"video model ({args.model})",
                "video model, motion compensation off", *(f"video model ({m})" for m in others)]
@@ -118,11 +107,11 @@ def main() -> None:
         per_clip = []
         for k, f in enumerate(files):
             still, _ = read_image(f)
-            still = still[:channels] if still.shape[0] >= channels else np.repeat(still, channels, axis=0)
+            still = with_channels(still, channels)
             clean, _ = still_clip(still, args.frames, motion, args.jitter, (args.seed, 104729, k))  # (T, 1, h, w)
             if args.objects:
                 other, _ = read_image(files[(k + 5) % len(files)])
-                other = other[:channels] if other.shape[0] >= channels else np.repeat(other, channels, axis=0)
+                other = with_channels(other, channels)
                 side = min(clean.shape[-2:]) // 3
                 i, j = (other.shape[-2] - side) // 2, (other.shape[-1] - side) // 2
                 clean = add_moving_object(clean, other[:, i:i + side, j:j + side], args.object_speed,

@@ -928,7 +928,7 @@ class ImageDenoiser:
             raise ValueError(f"{dst}: unsupported output extension {dst.suffix!r} (expected one of "
                              f"{', '.join(IMAGE_EXTENSIONS)})")
         image, info = read_image(src)  # (C, H, W)
-        keep = 1 if info.mode in ("LA", "RGBA") else 0  # alpha: copied, not denoised
+        keep = _alpha_channels(info.mode)  # copied, not denoised
         colour = image[: image.shape[0] - keep]  # (C - keep, H, W)
         try:
             out = self.denoise(colour, tile=tile, overlap=overlap, sigma=sigma, ensemble=ensemble, progress=progress,
@@ -1287,7 +1287,7 @@ class VideoDenoiser:
         reader = ClipReader(src)
         try:
             frame_info = reader.info.frame_info
-            keep = 1 if frame_info is not None and frame_info.mode in ("LA", "RGBA") else 0  # alpha: copied
+            keep = _alpha_channels(frame_info.mode) if frame_info is not None else 0  # copied, not denoised
             colours = reader.info.shape[1] - keep
             alphas: dict[int, torch.Tensor] = {}  # frame -> its alpha channel, from its reading to its writing
 
@@ -1502,10 +1502,15 @@ def _peek_channels(path: Path) -> tuple[int, str]:
     return image.shape[0], info.mode
 
 
+def _alpha_channels(mode: str) -> int:
+    """1 for an image mode with an alpha channel (gray+alpha ``LA``, ``RGBA``: the last channel), else 0."""
+    return 1 if mode in ("LA", "RGBA") else 0
+
+
 def _default_image_model(path: Path, forced: str | None) -> tuple[str, str]:
     """``(modality, bundled model name)`` for an image file from its channel count (auto or ``--modality image``)."""
     channels, mode = _peek_channels(path)
-    colour = channels - (1 if mode in ("LA", "RGBA") else 0)  # an alpha channel is copied, not denoised
+    colour = channels - _alpha_channels(mode)  # an alpha channel is copied, not denoised
     if forced is None and channels > 4 and path.suffix.lower() in _STACK_SUFFIXES:
         return "multispectral", "multispectral"
     return "image", "image_color" if colour == 3 and mode != "CMYK" else "image_gray"
@@ -1517,15 +1522,13 @@ def _default_video_model(src: Path) -> str:
     channel by channel). Only a header is read (the stream's pixel format, the array's shape, the first frame's
     header); a clip that cannot be read this way gets ``video_gray``, whose reader then reports why with the file's
     name."""
-    from xmodal.videoio import VIDEO_EXTENSIONS, _import_av, clip_frames
+    from xmodal.videoio import VIDEO_EXTENSIONS, clip_frames, video_channels
 
     try:
         if src.is_dir():
             colour = _peek_channels(clip_frames(src)[0])[1] in ("RGB", "RGBA")  # RGBA: the alpha is copied
         elif src.suffix.lower() in VIDEO_EXTENSIONS:
-            with _import_av().open(str(src)) as container:
-                streams = container.streams.video
-                colour = bool(streams) and not str(streams[0].codec_context.pix_fmt or "").startswith("gray")
+            colour = video_channels(src) == 3
         else:
             shape = np.load(src, mmap_mode="r", allow_pickle=False).shape
             colour = len(shape) == 4 and shape[-1] == 3

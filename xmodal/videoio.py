@@ -75,6 +75,24 @@ def _import_av() -> Any:
     return av
 
 
+def _stream_channels(stream: Any) -> int:
+    """Channels a video stream is read with: 1 for a gray pixel format, else 3 (8-bit RGB)."""
+    return 1 if str(stream.codec_context.pix_fmt or "").startswith("gray") else 3
+
+
+def video_channels(path: PathLike) -> int:
+    """Channels :class:`ClipReader` reads a video file with (1 gray, 3 RGB), from the header of its first video
+    stream only (no packet is read); 0 when it holds none.
+
+    Raises:
+        ImportError: PyAV is not installed.
+        Exception: whatever PyAV raises for a file it cannot open (``ClipReader`` names the file and the reason).
+    """
+    with _import_av().open(str(path)) as container:
+        streams = container.streams.video
+        return _stream_channels(streams[0]) if streams else 0
+
+
 def clip_frames(folder: PathLike) -> list[Path]:
     """The frame files of a clip folder, in natural name order.
 
@@ -171,7 +189,7 @@ class ClipReader:
                 stream = container.streams.video[0]
                 ctx = stream.codec_context
                 H, W = int(ctx.height), int(ctx.width)
-                pix_fmt = str(ctx.pix_fmt or "")
+                channels = _stream_channels(stream)
                 rate = stream.average_rate or stream.guessed_rate
                 frames = sum(1 for packet in container.demux(stream) if packet.size)  # exact, without decoding
                 codec = ctx.name
@@ -181,8 +199,8 @@ class ClipReader:
             raise ImageReadError(f"{self.path}: not readable as a video ({e})") from None
         if frames == 0 or H == 0 or W == 0:
             raise ImageReadError(f"{self.path}: empty video ({frames} frames of {W} x {H})")
-        self._gray = pix_fmt.startswith("gray")
-        self.info = ClipInfo("video", (frames, 1 if self._gray else 3, H, W), "uint8",
+        self._gray = channels == 1
+        self.info = ClipInfo("video", (frames, channels, H, W), "uint8",
                              fps=float(rate) if rate else None, codec=codec)
         self._decoder = None
         self._decoded: dict[int, np.ndarray] = {}
