@@ -64,6 +64,7 @@ from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, tiled_app
 
 if TYPE_CHECKING:
     from xmodal.streaming import SpeechStream
+    from xmodal.videoio import AudioProcess
 
 __all__ = ["DEFAULT_CHUNK_SECONDS", "DEFAULT_CONTEXT_SECONDS", "Chunk", "Denoiser", "ImageDenoiser", "StackDenoiser",
            "VideoDenoiser", "file_value_range", "load", "main", "plan_chunks", "plausible_unit_range"]
@@ -1243,7 +1244,7 @@ class VideoDenoiser:
 
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
                      tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, progress: bool = False,
-                     value_range: ValueRange = None) -> Path:
+                     value_range: ValueRange = None, audio: str | Denoiser | AudioProcess = "copy") -> Path:
         """Denoise a clip on disk into ``dst``, frame by frame (see :mod:`xmodal.videoio`).
 
         Args:
@@ -1261,6 +1262,12 @@ class VideoDenoiser:
             value_range: ``(lo, hi)`` in the file's own units, or ``"auto"`` (percentiles of up to 8 evenly spaced
                 frames), as for :meth:`ImageDenoiser.denoise_file`; ``None``: integer frames are scaled by their
                 dtype, float frames used as they are when they look like [0, 1] data and auto-ranged otherwise.
+            audio: what becomes of the soundtrack of a video file written to a video file: ``"copy"`` (default;
+                each audio stream copied as it is, or re-encoded when ``dst``'s container cannot hold its codec),
+                ``"drop"``, a speech :class:`Denoiser` (``xmodal.load("speech")``) that denoises it, or any function
+                ``(wave (C, T) float32, sample_rate) -> wave``. The audio keeps its timing against the frames (a
+                variable frame rate is kept too). A folder or ``.npy`` destination holds no audio: ``"copy"`` then
+                leaves it out, and a denoiser is an error.
 
         Returns:
             ``dst`` as a :class:`~pathlib.Path`.
@@ -1269,7 +1276,8 @@ class VideoDenoiser:
             ImageReadError: ``src`` missing or not a clip (no frames, a corrupt frame, frames of different sizes or
                 dtypes, a ``.npy`` of the wrong shape or dtype...); nothing is written.
             ValueError: ``dst`` is ``src`` or of the wrong kind, a channel count the model or the container cannot
-                take, bad tiling options, a bad ``value_range``.
+                take, bad tiling options, a bad ``value_range``, a bad ``audio``, or an audio denoiser for a video
+                file with sound going to a folder or ``.npy`` file.
             FileExistsError: ``dst`` exists and ``overwrite`` is false.
         """
         from xmodal.imageio import _INT_MAX, ImageReadError
@@ -1284,8 +1292,15 @@ class VideoDenoiser:
             value_range = _check_value_range(value_range)
         except ValueError as e:
             raise ValueError(f"{src}: {e}") from None
+        process = _audio_process(audio)
         reader = ClipReader(src)
         try:
+            audio_from = src if reader.info.audio and audio != "drop" and not folder \
+                and dst.suffix.lower() != ".npy" else None
+            if reader.info.audio and process is not None and audio_from is None:
+                raise ValueError(f"{src}: its soundtrack cannot be denoised into {dst}, a "
+                                 f"{'.npy file' if not folder else 'folder of frames'} (no audio there); write a "
+                                 f"video file ({', '.join(VIDEO_EXTENSIONS)}) or leave the audio out")
             frame_info = reader.info.frame_info
             keep = _alpha_channels(frame_info.mode) if frame_info is not None else 0  # copied, not denoised
             colours = reader.info.shape[1] - keep
@@ -1302,19 +1317,34 @@ class VideoDenoiser:
                 picks = np.unique(np.linspace(0, len(reader) - 1, min(len(reader), 8)).round().astype(int))
                 sample = torch.from_numpy(np.stack([reader[int(i)][:colours] for i in picks]))  # (<= 8, C, H, W)
             lo, span = _resolve_range(sample, file_value_range(sample, reader.info.dtype, value_range))
-            writer = ClipWriter(dst, reader.info, reader.info.shape, overwrite=overwrite)
+            writer = ClipWriter(dst, reader.info, reader.info.shape, overwrite=overwrite, audio_from=audio_from,
+                                audio_process=process)
             try:
                 for t, frame in self._frames(read, len(reader), tile, overlap, progress, lo, span):
                     writer.write(t, torch.cat([frame.cpu(), alphas.pop(t)]) if keep else frame)  # each read once
+                return writer.commit()  # the soundtrack is muxed (and denoised) here
             except ValueError as e:
                 writer.abort()
                 raise (e if str(src) in str(e) else ValueError(f"{src}: {e}")) from None
             except BaseException:
                 writer.abort()
                 raise
-            return writer.commit()
         finally:
             reader.close()
+
+
+def _audio_process(audio: Any) -> AudioProcess | None:
+    """The function :class:`~xmodal.videoio.ClipWriter` applies to a soundtrack for ``audio`` of
+    :meth:`VideoDenoiser.denoise_file` (``None``: copied or dropped)."""
+    if isinstance(audio, str) and audio in ("copy", "drop"):
+        return None
+    if isinstance(audio, Denoiser):
+        return lambda wave, rate: audio.denoise(wave, rate)
+    if callable(audio):
+        return audio
+    kind = f"a {type(audio).__name__}" if not isinstance(audio, str) else repr(audio)
+    raise ValueError(f"`audio` must be 'copy', 'drop', a speech Denoiser (xmodal.load('speech')) or a function "
+                     f"(wave, sample_rate) -> wave, got {kind}")
 
 
 def _is_onnx(path_or_name: Any) -> bool:
@@ -1690,6 +1720,13 @@ def _parser() -> argparse.ArgumentParser:
                         "image one (png, tif, ...: e.g. JPEGs denoised into lossless PNGs) for image and stack files, "
                         "an audio one (wav, flac, ...) for audio files, a video one (mkv: lossless FFV1, ...) for "
                         "video and .npy clips; repeat it for several kinds (default: each input's own)")
+    p.add_argument("--audio", choices=["copy", "denoise", "drop"], default="copy",
+                   help="video files written as video files: their soundtrack is copied (default; re-encoded when "
+                        "the output container cannot hold its codec), denoised with the speech model of "
+                        "--audio-model (with --mix, --atten-limit-db, --chunk-seconds), or dropped; kept in sync "
+                        "with the frames")
+    p.add_argument("--audio-model", default="speech", metavar="RUN_DIR_OR_NAME",
+                   help="the speech model of --audio denoise (default: the bundled 'speech')")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary (errors are still printed)")
     return p
 
@@ -1728,7 +1765,8 @@ def _output_path(out_dir: Path, job: _Job, formats: dict[str, str]) -> Path:
     return out_dir / (job.src.stem + formats[kind])
 
 
-def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace) -> None:
+def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
+             speech: Denoiser | None = None) -> None:
     progress = not args.quiet
     if isinstance(den, Denoiser):
         den.denoise_file(job.src, dst, overwrite=args.overwrite, mix=args.mix, atten_limit_db=args.atten_limit_db,
@@ -1741,8 +1779,13 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace) -
         den.denoise_file(job.src, dst, overwrite=args.overwrite, scaling=args.scaling, tile=args.tile,
                          overlap=args.overlap, progress=progress)
     elif isinstance(den, VideoDenoiser):
+        audio: str | AudioProcess = args.audio
+        if speech is not None:
+            def audio(wave: np.ndarray, rate: int) -> np.ndarray:
+                return speech.denoise(wave, rate, mix=args.mix, atten_limit_db=args.atten_limit_db,
+                                      chunk_seconds=args.chunk_seconds)
         den.denoise_file(job.src, dst, overwrite=args.overwrite, tile=args.tile, overlap=args.overlap,
-                         progress=progress, value_range=args.value_range)
+                         progress=progress, value_range=args.value_range, audio=audio)
     else:  # unreachable: load returns one of the four
         raise TypeError(f"unexpected denoiser {type(den).__name__}")
 
@@ -1826,6 +1869,13 @@ def main(argv: list[str] | None = None) -> int:
                 report(f"{job.src}: needs the bundled {job.model!r} model, which cannot be loaded: {e}"
                        if job.model else str(e))
                 return 2
+    speech = None  # the speech model of --audio denoise, when a video is to be denoised
+    if args.audio == "denoise" and any(job.modality == "video" for job in jobs):
+        try:
+            speech = load(args.audio_model, args.device, modality="speech")
+        except (ValueError, OSError) as e:
+            report(f"--audio-model {args.audio_model}: {e}")
+            return 2
     inputs = {j.src.resolve(): j.src for j in jobs}
     planned: dict[Path, Path] = {}
     for job in tqdm(jobs, desc="files", unit="file", disable=args.quiet or len(jobs) < 2, dynamic_ncols=True):
@@ -1843,7 +1893,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         planned[key] = src
         try:
-            _run_job(models[(job.model, job.modality)], job, dst, args)
+            _run_job(models[(job.model, job.modality)], job, dst, args, speech)
             done += 1
         except (ValueError, OSError, RuntimeError, ImportError) as e:
             # AudioReadError / ImageReadError are ValueErrors; libsndfile raises RuntimeError

@@ -10,7 +10,14 @@ uint16 / 65535, floats as stored). Three containers:
 - a **video file** (``.mp4``, ``.mov``, ``.mkv``, ``.avi``, ``.webm``) through PyAV (``pip install "xmodal[video]"``),
   decoded as 8-bit RGB (gray for gray streams) and read sequentially. Written back in the same container at the
   source's frame rate: H.264 at CRF 12 for ``.mp4``/``.mov`` (4:2:0 when the size is even, else 4:4:4), lossless FFV1
-  for ``.mkv``/``.avi``, lossless VP9 for ``.webm``. Only the first video stream is read; audio is not copied.
+  for ``.mkv``/``.avi``, lossless VP9 for ``.webm``. Only the first video stream is read. Variable frame rate
+  (phones record it) is kept: the frames are written at their source times.
+
+**Soundtracks.** Writing a video file from a video file keeps its audio streams (:class:`ClipWriter`'s
+``audio_from``): copied packet for packet when the destination container can hold their codec, else re-encoded
+(AAC for ``.mp4``/``.mov``, FLAC for ``.mkv``, 16-bit PCM for ``.avi``, Opus for ``.webm``), or decoded, passed
+through a function (``audio_process``: the speech denoiser) and encoded the same way. They keep their timing against
+the video, so the picture and the sound stay in sync. Subtitle and data streams are not copied.
 
 :class:`ClipReader` reads one frame at a time (what the video denoiser keeps in memory is its temporal window), and
 :class:`ClipWriter` writes one frame at a time into a temporary folder or file beside the destination that is renamed
@@ -19,26 +26,34 @@ into place only when every frame is written: nothing is half-written.
 
 from __future__ import annotations
 
+import heapq
+import io
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Iterator, Union
 
 import numpy as np
 import torch
 
+from xmodal._fs import usual_permissions
 from xmodal.imageio import IMAGE_EXTENSIONS, ImageInfo, ImageReadError, natural_key, read_image, write_image
 
-__all__ = ["VIDEO_EXTENSIONS", "ClipInfo", "ClipReader", "ClipWriter", "clip_frames", "is_clip", "read_clip",
-           "write_clip"]
+__all__ = ["VIDEO_EXTENSIONS", "AudioProcess", "ClipInfo", "ClipReader", "ClipWriter", "clip_frames", "is_clip",
+           "read_clip", "write_clip"]
 
 PathLike = Union[str, os.PathLike]
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 _CACHE = 16  # decoded frames a video-file reader keeps (the denoiser's window reads back at most 2k frames)
 _INT_MAX = {"uint8": 255.0, "uint16": 65535.0}
 _DTYPES = ("uint8", "uint16", "float16", "float32", "float64")
+_MUXERS = {".mkv": "matroska", ".avi": "avi", ".webm": "webm", ".mov": "mov"}  # else mp4
+_AUDIO_CODECS = {".mkv": "flac", ".avi": "pcm_s16le", ".webm": "libopus"}  # audio re-encoded into ...; else AAC
+_TIME_BASE = Fraction(1, 90000)  # of frames written at their source times (variable frame rate)
+AudioProcess = Callable[[np.ndarray, int], np.ndarray]  # (wave (C, T) float32 in [-1, 1], rate) -> same shape
 
 
 @dataclass(frozen=True)
@@ -52,8 +67,11 @@ class ClipInfo:
         names: frame file names (``"frames"``), in clip order; empty for ``"npy"``.
         frame_info: the :class:`~xmodal.imageio.ImageInfo` of the first frame file (``"frames"``), else ``None``.
         layout: ``"THW"`` or ``"THWC"`` for ``"npy"``; ``""`` otherwise.
-        fps: frames per second of a video file (``None`` for the others).
+        fps: frames per second of a video file (``None`` for the others; the average one at a variable rate).
         codec: codec of a video file's stream.
+        times: presentation time of each frame in seconds from the first, for a video file at a variable frame
+            rate; ``()`` at a constant rate (frame ``t`` at ``t / fps``) and for the other containers.
+        audio: codecs of a video file's audio streams (``()`` when it has none).
     """
 
     kind: str
@@ -64,6 +82,8 @@ class ClipInfo:
     layout: str = ""
     fps: float | None = None
     codec: str = ""
+    times: tuple[float, ...] = ()
+    audio: tuple[str, ...] = ()
 
 
 def _import_av() -> Any:
@@ -78,6 +98,18 @@ def _import_av() -> Any:
 def _stream_channels(stream: Any) -> int:
     """Channels a video stream is read with: 1 for a gray pixel format, else 3 (8-bit RGB)."""
     return 1 if str(stream.codec_context.pix_fmt or "").startswith("gray") else 3
+
+
+def _frame_times(stamps: list[int | None], time_base: Fraction | None) -> tuple[float, ...]:
+    """Presentation times (seconds from the first frame) of a stream's frames from their packets' timestamps, when
+    they are at a variable rate; ``()`` when the rate is constant (within 1 % of a frame) or a timestamp is missing."""
+    if len(stamps) < 3 or time_base is None or any(s is None for s in stamps) or len(set(stamps)) < len(stamps):
+        return ()
+    ordered = sorted(stamps)  # packets come in decoding order; frames are shown in timestamp order
+    steps = np.diff(ordered)
+    if steps.max() - steps.min() <= 0.01 * steps.mean():
+        return ()
+    return tuple(float((s - ordered[0]) * time_base) for s in ordered)
 
 
 def video_channels(path: PathLike) -> int:
@@ -191,8 +223,11 @@ class ClipReader:
                 H, W = int(ctx.height), int(ctx.width)
                 channels = _stream_channels(stream)
                 rate = stream.average_rate or stream.guessed_rate
-                frames = sum(1 for packet in container.demux(stream) if packet.size)  # exact, without decoding
+                stamps = [packet.pts for packet in container.demux(stream) if packet.size]  # exact, no decoding
+                frames = len(stamps)
                 codec = ctx.name
+                audio = tuple(str(a.codec_context.name) for a in container.streams.audio)
+                times = _frame_times(stamps, stream.time_base)
         except ImageReadError:
             raise
         except Exception as e:  # PyAV raises its own error classes for corrupt or unknown files
@@ -200,8 +235,8 @@ class ClipReader:
         if frames == 0 or H == 0 or W == 0:
             raise ImageReadError(f"{self.path}: empty video ({frames} frames of {W} x {H})")
         self._gray = channels == 1
-        self.info = ClipInfo("video", (frames, channels, H, W), "uint8",
-                             fps=float(rate) if rate else None, codec=codec)
+        self.info = ClipInfo("video", (frames, channels, H, W), "uint8", fps=float(rate) if rate else None,
+                             codec=codec, times=times, audio=audio)
         self._decoder = None
         self._decoded: dict[int, np.ndarray] = {}
         self._next = 0
@@ -300,16 +335,21 @@ class ClipWriter:
         shape: ``(T, C, H, W)`` of the clip to write.
         overwrite: replace an existing destination (a folder's frames are replaced one by one, its other files
             kept).
+        audio_from: a video file whose audio streams go into the destination video file, in sync with the frames
+            (see the module docstring); ``None``: no audio.
+        audio_process: ``(wave (C, T) float32, sample_rate) -> wave`` applied to each of those streams (decoded,
+            processed in memory, re-encoded); ``None`` copies them.
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is false.
         ValueError: a ``.npy`` destination for more than 4 channels or with a ``"THW"`` layout and several channels;
-            a video file for other than 1 or 3 channels.
+            a video file for other than 1 or 3 channels; ``audio_from`` for a destination that is not a video file.
         ImportError: a video file without PyAV.
     """
 
     def __init__(self, path: PathLike, info: ClipInfo | None, shape: tuple[int, int, int, int],
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, audio_from: PathLike | None = None,
+                 audio_process: AudioProcess | None = None) -> None:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path}: exists (pass overwrite=True / --overwrite to replace it)")
@@ -318,9 +358,15 @@ class ClipWriter:
         self.info = info
         self.npy = self.path.suffix.lower() == ".npy"
         self.video = self.path.suffix.lower() in VIDEO_EXTENSIONS
+        if audio_from is not None and not self.video:
+            raise ValueError(f"{self.path}: only a video file ({', '.join(VIDEO_EXTENSIONS)}) can hold the audio of "
+                             f"{audio_from}")
+        self.audio_from = Path(audio_from) if audio_from is not None else None
+        self.audio_process = audio_process
         self.dtype = np.dtype("uint8" if self.video else info.dtype if info is not None else "float32")
         self._array = None
         self._container = None
+        self._muxed: Path | None = None  # the video with its audio, before it is renamed into place
         if self.video:
             if C not in (1, 3):
                 raise ValueError(f"{self.path}: a video file holds 1 or 3 channels, got {C}")
@@ -333,13 +379,14 @@ class ClipWriter:
             self._tmp = Path(tmp)
             suffix = self.path.suffix.lower()
             fps = info.fps if info is not None and info.fps else 25.0
-            from fractions import Fraction
-
-            self._container = av.open(str(self._tmp), "w", format={".mkv": "matroska", ".avi": "avi",
-                                                                   ".webm": "webm", ".mov": "mov"}.get(suffix, "mp4"))
+            self._container = av.open(str(self._tmp), "w", format=_MUXERS.get(suffix, "mp4"))
             codec = {".mkv": "ffv1", ".avi": "ffv1", ".webm": "libvpx-vp9"}.get(suffix, "libx264")
             stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height = W, H
+            # a variable frame rate is kept (AVI has none: its frames are evenly spaced)
+            self._times = info.times if info is not None and len(info.times) == T and suffix != ".avi" else ()
+            if self._times:
+                stream.codec_context.time_base = _TIME_BASE
             if codec == "ffv1":
                 stream.pix_fmt = "gray" if C == 1 else "bgr0"
             elif codec == "libvpx-vp9":
@@ -388,6 +435,8 @@ class ClipWriter:
             image = av.VideoFrame.from_ndarray(np.ascontiguousarray(data[0] if data.shape[0] == 1 else
                                                                     data.transpose(1, 2, 0)),
                                                format="gray" if data.shape[0] == 1 else "rgb24")
+            if self._times:
+                image.pts, image.time_base = round(self._times[t] / _TIME_BASE), _TIME_BASE
             for packet in self._stream.encode(image):
                 self._container.mux(packet)
             self.written += 1
@@ -415,11 +464,21 @@ class ClipWriter:
                 self._container.mux(packet)
             self._container.close()
             self._container = None
+            if self.audio_from is not None and _audio_streams(self.audio_from):
+                fd, muxed = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".mux{self.path.suffix}",
+                                             dir=self.path.parent)
+                os.close(fd)
+                self._muxed = Path(muxed)
+                add_audio(self._tmp, self.audio_from, self._muxed, self.audio_process)
+                self._tmp.unlink()
+                self._tmp, self._muxed = self._muxed, None
+            usual_permissions(self._tmp)
             os.replace(self._tmp, self.path)
         elif self._array is not None:
             self._array.flush()
             del self._array
             self._array = None
+            usual_permissions(self._tmp)
             os.replace(self._tmp, self.path)
         elif self.path.is_dir():  # overwrite: replace the frames, keep the folder's other files
             for f in sorted(self._tmp.iterdir()):
@@ -428,6 +487,7 @@ class ClipWriter:
         else:
             if self.path.exists():
                 self.path.unlink()
+            usual_permissions(self._tmp)
             os.replace(self._tmp, self.path)
         return self.path
 
@@ -444,13 +504,19 @@ class ClipWriter:
             shutil.rmtree(self._tmp, ignore_errors=True)
         elif self._tmp.exists():
             self._tmp.unlink()
+        if self._muxed is not None and self._muxed.exists():
+            self._muxed.unlink()
 
     def __enter__(self) -> ClipWriter:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
-            self.commit()
+            try:
+                self.commit()
+            except BaseException:
+                self.abort()
+                raise
         else:
             self.abort()
 
@@ -467,3 +533,125 @@ def write_clip(path: PathLike, clip: np.ndarray | torch.Tensor, info: ClipInfo |
         for t in range(clip.shape[0]):
             w.write(t, clip[t])
     return Path(path)
+
+
+# ------------------------------------------------------------------------------------------------------- soundtracks
+
+
+def _audio_streams(path: Path) -> int:
+    with _import_av().open(str(path)) as container:
+        return len(container.streams.audio)
+
+
+def _can_copy(stream: Any, muxer: str) -> bool:
+    """Whether a ``muxer`` container takes ``stream``'s packets as they are (tried on an in-memory file: FFmpeg's
+    list of a muxer's codecs is not the whole story, e.g. FLAC in MOV)."""
+    av = _import_av()
+    try:
+        with av.open(io.BytesIO(), "w", format=muxer) as probe:
+            probe.add_stream_from_template(stream)
+            probe.start_encoding()
+        return True
+    except Exception:
+        return False
+
+
+def _decode_audio(container: Any, stream: Any) -> tuple[np.ndarray, float]:
+    """A whole audio stream as ``(C, T) float32`` and the time of its first sample in seconds."""
+    av = _import_av()
+    resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=stream.codec_context.rate)
+    start, chunks = None, []
+    for frame in container.decode(stream):
+        if start is None and frame.pts is not None:
+            start = float(frame.pts * frame.time_base)
+        chunks += [f.to_ndarray() for f in resampler.resample(frame)]
+    chunks += [f.to_ndarray() for f in resampler.resample(None)]
+    channels = stream.codec_context.channels
+    wave = np.concatenate(chunks, axis=1) if chunks else np.zeros((channels, 0), np.float32)
+    return np.ascontiguousarray(wave, dtype=np.float32), start or 0.0
+
+
+def _encode_audio(out: Any, codec: str, wave: np.ndarray, rate: int, layout: Any, start: float) -> list[Any]:
+    """Add a ``codec`` stream to ``out`` and encode ``wave`` (``(C, T)``, first sample at ``start`` seconds) into
+    it; returns its packets (muxed by the caller, interleaved with the video)."""
+    av = _import_av()
+    encoder = av.Codec(codec, "w")
+    rates = encoder.audio_rates
+    out_rate = rate if not rates or rate in rates else max(rates)  # Opus: 48 kHz
+    stream = out.add_stream(codec, rate=out_rate, layout=layout)
+    if codec == "aac":
+        stream.bit_rate = 96_000 * wave.shape[0]
+    skip = max(0, round(-start * rate))  # samples before the first video frame are cut (their time would be < 0)
+    pts = max(0, round(start * rate))
+    packets: list[Any] = []
+    block = 4096
+    for a in range(skip, wave.shape[1], block):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, a:a + block]), format="fltp", layout=layout)
+        frame.sample_rate, frame.pts, frame.time_base = rate, pts, Fraction(1, rate)
+        pts += frame.samples
+        packets += stream.encode(frame)
+    packets += stream.encode(None)
+    return packets
+
+
+def add_audio(video: PathLike, source: PathLike, dst: PathLike, process: AudioProcess | None = None) -> Path:
+    """Write ``dst``: the first video stream of ``video`` (packets copied) and the audio streams of the video file
+    ``source``, copied (``process=None``) when ``dst``'s container takes their codec and re-encoded otherwise, or
+    decoded, passed through ``process`` and encoded. Audio keeps its time against ``source``'s first video frame,
+    which is ``video``'s first frame. Returns ``dst``.
+
+    Raises:
+        ValueError: ``process`` returns another shape or non-finite samples.
+        ImportError: no PyAV.
+    """
+    av = _import_av()
+    video, source, dst = Path(video), Path(source), Path(dst)
+    muxer = _MUXERS.get(dst.suffix.lower(), "mp4")
+    with av.open(str(video)) as vin, av.open(str(source)) as ain, av.open(str(dst), "w", format=muxer) as out:
+        v_in = vin.streams.video[0]
+        v_out = out.add_stream_from_template(v_in)
+        first = ain.streams.video[0] if ain.streams.video else None
+        t0 = float(first.start_time * first.time_base) if first is not None and first.start_time is not None else 0.0
+        copied: dict[int, Any] = {}  # source stream index -> output stream
+        encoded: list[Any] = []  # packets of the re-encoded streams
+        for stream in ain.streams.audio:
+            if process is None and _can_copy(stream, muxer):
+                copied[stream.index] = out.add_stream_from_template(stream)
+                continue
+            with av.open(str(source)) as reader:  # a reader per stream: decoding one does not consume the others
+                wave, start = _decode_audio(reader, reader.streams[stream.index])
+            rate = int(stream.codec_context.rate)
+            if process is not None and wave.shape[1]:
+                done = np.asarray(process(wave, rate), dtype=np.float32)
+                if done.shape != wave.shape:
+                    raise ValueError(f"{source}: denoising audio stream {stream.index} of shape {wave.shape} gave "
+                                     f"shape {done.shape}")
+                if not np.isfinite(done).all():
+                    raise ValueError(f"{source}: denoising audio stream {stream.index} gave NaN or infinite samples")
+                wave = done
+            codec = _AUDIO_CODECS.get(dst.suffix.lower(), "aac")
+            encoded += _encode_audio(out, codec, wave, rate, stream.codec_context.layout, start - t0)
+
+        def timed(packets: Iterator[Any], order: int) -> Iterator[tuple[float, int, Any]]:
+            for packet in packets:
+                if packet.dts is not None:
+                    yield float(packet.dts * packet.time_base), order, packet
+
+        def copies() -> Iterator[Any]:
+            streams = [ain.streams[i] for i in copied]
+            for packet in ain.demux(*streams) if streams else ():
+                if packet.dts is None:
+                    continue
+                shift = round(t0 / packet.time_base)
+                packet.dts -= shift
+                if packet.pts is not None:
+                    packet.pts -= shift
+                packet.stream = copied[packet.stream.index]
+                yield packet
+
+        for _, order, packet in heapq.merge(timed(vin.demux(v_in), 0), timed(copies(), 1),
+                                            timed(iter(encoded), 2), key=lambda item: item[:2]):
+            if order == 0:
+                packet.stream = v_out
+            out.mux(packet)
+    return dst

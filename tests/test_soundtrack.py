@@ -1,0 +1,301 @@
+"""Soundtracks of video files: copied, re-encoded, denoised or dropped, in sync with the frames; variable frame rates.
+
+Sources are tiny synthetic videos made here with PyAV: a gray FFV1 picture that flashes white on one frame, and a
+silent soundtrack with a click at the same instant. Sync is checked by finding the click in the output's audio and
+the flash in its frames.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xmodal.checkpoint import save_weights
+from xmodal.config import dump_config, load_config
+from xmodal.denoise import Denoiser, load, main
+from xmodal.modalities import modality_io
+from xmodal.models import build_model
+from xmodal.videoio import ClipInfo, ClipReader, ClipWriter, add_audio, read_clip, write_clip
+
+av = pytest.importorskip("av")
+
+ROOT = Path(__file__).resolve().parents[1]
+FPS = 25
+FLASH = 8  # the white frame
+SIZE = 32
+
+
+def make_run(folder: Path, recipe: str, overrides: list[str]) -> Path:
+    cfg = load_config(ROOT / "recipes" / recipe, overrides)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    save_weights(build_model(cfg.model, {cfg.modality: modality_io(cfg.modality, cfg)}), folder / "model.safetensors",
+                 cfg)
+    dump_config(cfg, folder / "config.yaml")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("soundtrack_runs")
+    return {"video": make_run(root / "video", "tiny_video.yaml", []),
+            "speech": make_run(root / "speech", "tiny.yaml", [])}
+
+
+def click_track(rate: int, seconds: float, click: float, channels: int = 2) -> np.ndarray:
+    """``(C, T)`` float32: faint noise with a loud 2 ms click at ``click`` seconds."""
+    rng = np.random.default_rng(0)
+    wave = rng.normal(0, 0.003, (channels, int(rate * seconds))).astype(np.float32)
+    a = int(round(click * rate))
+    wave[:, a:a + int(rate * 0.002)] = 0.8
+    return wave
+
+
+def make_video(path: Path, *, frames: int = 20, times: list[float] | None = None, video_start: float = 0.0,
+               audio_codec: str | None = "flac", rate: int = 48000, audio_start: float = 0.0,
+               tracks: int = 1) -> float:
+    """A gray FFV1 (.mkv) or H.264 (.mp4) video whose frame ``FLASH`` is white, with ``tracks`` soundtracks clicking
+    at that frame's time; frame ``t`` at ``video_start + times[t]`` (``t / FPS`` by default), audio from
+    ``audio_start``. Returns the flash time relative to the first frame."""
+    times = times if times is not None else [t / FPS for t in range(frames)]
+    tb = Fraction(1, 90000)
+    flash = times[FLASH]
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("ffv1" if path.suffix == ".mkv" else "libx264", rate=FPS)
+        v.width = v.height = SIZE
+        v.pix_fmt = "gray" if path.suffix == ".mkv" else "yuv420p"
+        v.codec_context.time_base = tb
+        streams = [out.add_stream(audio_codec, rate=rate, layout="stereo") for _ in range(tracks if audio_codec else 0)]
+        for t, when in enumerate(times):
+            image = np.full((SIZE, SIZE), 255 if t == FLASH else 40, np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="gray")
+            frame.pts, frame.time_base = round((video_start + when) / tb), tb
+            for packet in v.encode(frame):
+                out.mux(packet)
+        for packet in v.encode():
+            out.mux(packet)
+        for s in streams:
+            wave = click_track(rate, times[-1] + 0.2 + video_start - audio_start, video_start + flash - audio_start)
+            frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts, frame.time_base = rate, round(audio_start * rate), Fraction(1, rate)
+            for packet in s.encode(frame):
+                out.mux(packet)
+            for packet in s.encode():
+                out.mux(packet)
+    return flash
+
+
+def soundtracks(path: Path) -> list[tuple[str, np.ndarray, int, float]]:
+    """``(codec, wave (C, T), rate, start)`` of each audio stream, ``start`` in seconds from the first frame."""
+    found = []
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        v0 = float(v.start_time * v.time_base) if v.start_time is not None else 0.0
+        for s in c.streams.audio:
+            with av.open(str(path)) as r:
+                frames = list(r.decode(r.streams[s.index]))
+            start = float(frames[0].pts * frames[0].time_base) - v0
+            wave = np.concatenate([f.to_ndarray().astype(np.float32) for f in frames], axis=1)
+            if wave.dtype == np.int16 or np.abs(wave).max() > 2:
+                wave = wave / 32768
+            if frames[0].format.is_packed:  # interleaved samples -> (C, T)
+                wave = wave.reshape(-1, s.codec_context.channels).T
+            found.append((s.codec_context.name, wave, int(s.codec_context.rate), start))
+    return found
+
+
+def click_time(track: tuple[str, np.ndarray, int, float]) -> float:
+    _, wave, rate, start = track
+    return start + int(np.argmax(np.abs(wave).max(axis=0) > 0.2)) / rate
+
+
+def flash_time(path: Path) -> float:
+    clip, info = read_clip(path)
+    t = int(np.argmax(clip.mean(axis=(1, 2, 3))))
+    return info.times[t] if info.times else t / info.fps
+
+
+def denoise_clip(src: Path, dst: Path, process=None, **kwargs) -> Path:
+    """``src``'s frames (unchanged) into ``dst`` through ClipWriter, with its soundtrack."""
+    reader = ClipReader(src)
+    with ClipWriter(dst, reader.info, reader.info.shape, audio_from=src, audio_process=process, **kwargs) as w:
+        for t in range(len(reader)):
+            w.write(t, reader[t])
+    reader.close()
+    return dst
+
+
+# one sample of AAC/Opus encoder delay is not the point; a frame (40 ms) would be
+SYNC = 0.003
+
+
+@pytest.mark.parametrize("src_ext, audio_codec, dst_ext, codec_back", [
+    (".mkv", "flac", ".mkv", "flac"),  # copied
+    (".mkv", "flac", ".mp4", "flac"),  # copied (MP4 holds FLAC)
+    (".mkv", "flac", ".webm", "opus"),  # WebM holds Opus or Vorbis only: re-encoded
+    (".mkv", "flac", ".mov", "aac"),  # FFmpeg lists FLAC for MOV but will not write it: re-encoded
+    (".mp4", "aac", ".mkv", "aac"),  # copied
+    (".mkv", "pcm_s16le", ".avi", "pcm_s16le"),  # copied
+])
+def test_soundtrack_is_copied_in_sync(tmp_path: Path, src_ext: str, audio_codec: str, dst_ext: str,
+                                      codec_back: str) -> None:
+    src = tmp_path / f"src{src_ext}"
+    flash = make_video(src, audio_codec=audio_codec, rate=44100 if audio_codec == "aac" else 48000)
+    assert ClipReader(src).info.audio == (audio_codec,)
+    dst = denoise_clip(src, tmp_path / f"out{dst_ext}")
+    (track,) = soundtracks(dst)
+    assert track[0] == codec_back
+    assert abs(click_time(track) - flash) < SYNC
+    assert abs(flash_time(dst) - flash) < 1e-6 and len(read_clip(dst)[0]) == 20
+    if codec_back == audio_codec == "flac":  # copied packet for packet: the very same samples
+        assert np.array_equal(track[1], soundtracks(src)[0][1])
+    assert sorted(os.listdir(tmp_path)) == sorted([src.name, dst.name])  # no temporary file left
+    assert dst.stat().st_mode & 0o777 == src.stat().st_mode & 0o777  # not mkstemp's 0600
+
+
+@pytest.mark.parametrize("dst_ext, codec_back", [(".mkv", "flac"), (".mp4", "aac"), (".webm", "opus"),
+                                                 (".avi", "pcm_s16le")])
+def test_soundtrack_is_processed_in_sync(tmp_path: Path, dst_ext: str, codec_back: str) -> None:
+    src = tmp_path / "src.mkv"
+    flash = make_video(src, rate=16000)
+    seen = []
+
+    def halve(wave: np.ndarray, rate: int) -> np.ndarray:
+        seen.append((wave.shape, wave.dtype, rate))
+        return wave * 0.5
+
+    dst = denoise_clip(src, tmp_path / f"out{dst_ext}", halve)
+    (track,) = soundtracks(dst)
+    (source,) = soundtracks(src)
+    assert seen == [((2, source[1].shape[1]), np.float32, 16000)]  # the whole track, once, at its own rate
+    assert track[0] == codec_back
+    assert abs(click_time(track) - flash) < SYNC
+    ratio = np.sqrt(np.mean(np.square(track[1])) / np.mean(np.square(source[1])))
+    assert ratio == pytest.approx(0.5, abs=0.03)  # at half the level
+    if codec_back in ("flac", "pcm_s16le"):  # lossless 16 bits: the processed samples themselves
+        assert track[2] == 16000 and np.abs(track[1] - source[1] * 0.5).max() <= 1 / 32768 + 1e-7
+
+
+def test_offsets_between_picture_and_sound_are_kept(tmp_path: Path) -> None:
+    # the picture starts at 0.5 s in the source and the sound at 0.2 s: the sound starts 0.3 s before the first frame
+    src = tmp_path / "src.mkv"
+    flash = make_video(src, video_start=0.5, audio_start=0.2)
+    for dst, process in [(tmp_path / "copy.mkv", None), (tmp_path / "half.mp4", lambda w, r: w * 0.5)]:
+        (track,) = soundtracks(denoise_clip(src, dst, process))
+        assert abs(click_time(track) - flash) < SYNC
+    # the sound starting after the picture: a delay (AAC adds its encoder delay before the first sample)
+    late = tmp_path / "late.mkv"
+    flash = make_video(late, audio_start=0.1)
+    for ext in (".mkv", ".mp4"):
+        (track,) = soundtracks(denoise_clip(late, tmp_path / f"late_out{ext}", lambda w, r: w))
+        assert abs(click_time(track) - flash) < SYNC
+        if ext == ".mkv":
+            assert abs(track[3] - 0.1) < 1e-3
+
+
+def test_several_soundtracks_are_all_kept(tmp_path: Path) -> None:
+    src = tmp_path / "src.mkv"
+    flash = make_video(src, tracks=2)
+    assert ClipReader(src).info.audio == ("flac", "flac")
+    tracks = soundtracks(denoise_clip(src, tmp_path / "out.webm"))
+    assert [t[0] for t in tracks] == ["opus", "opus"]
+    assert all(abs(click_time(t) - flash) < SYNC for t in tracks)
+
+
+def test_variable_frame_rate_is_kept(tmp_path: Path) -> None:
+    times = [0.0, 0.04, 0.08, 0.15, 0.19, 0.30, 0.34, 0.41, 0.50, 0.52, 0.60, 0.71]
+    src = tmp_path / "vfr.mkv"
+    flash = make_video(src, times=times)
+    info = ClipReader(src).info
+    assert info.times == pytest.approx(times, abs=1e-3)  # Matroska keeps milliseconds
+    for ext in (".mkv", ".mp4"):
+        dst = denoise_clip(src, tmp_path / f"out{ext}")
+        assert ClipReader(dst).info.times == pytest.approx(times, abs=1e-3)
+        assert abs(flash_time(dst) - flash) < 1e-3 and abs(click_time(soundtracks(dst)[0]) - flash) < SYNC
+    # AVI has no variable rate: evenly spaced frames at the average rate
+    dst = denoise_clip(src, tmp_path / "out.avi")
+    assert ClipReader(dst).info.times == ()
+    # a constant rate reads as ()
+    make_video(tmp_path / "cfr.mkv")
+    assert ClipReader(tmp_path / "cfr.mkv").info.times == ()
+
+
+def test_audio_errors_leave_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "src.mkv"
+    make_video(src)
+    with pytest.raises(ValueError, match=r"src.mkv: denoising audio stream 1 of shape \(2, \d+\) gave shape \(2, 5\)"):
+        denoise_clip(src, tmp_path / "out.mkv", lambda w, r: w[:, :5])
+    with pytest.raises(ValueError, match=r"src.mkv: denoising audio stream 1 gave NaN or infinite samples"):
+        denoise_clip(src, tmp_path / "out.mkv", lambda w, r: w * np.nan)
+    assert os.listdir(tmp_path) == ["src.mkv"]
+    with pytest.raises(ValueError, match=r"out.npy: only a video file \(.mp4, .mov, .mkv, .avi, .webm\) can hold "
+                                         r"the audio of .*src.mkv"):
+        ClipWriter(tmp_path / "out.npy", None, (2, 1, 8, 8), audio_from=src)
+    assert os.listdir(tmp_path) == ["src.mkv"]
+
+
+def test_video_denoiser_audio_options(runs: dict[str, Path], tmp_path: Path) -> None:
+    src = tmp_path / "src.mkv"
+    make_video(src, rate=16000)
+    den, speech = load(runs["video"]), load(runs["speech"])
+    assert isinstance(speech, Denoiser)
+    frames_only = den.denoise(read_clip(src)[0])
+    (source,) = soundtracks(src)
+    den.denoise_file(src, tmp_path / "copy.mkv")  # default: copied
+    (track,) = soundtracks(tmp_path / "copy.mkv")
+    assert np.array_equal(track[1], source[1])
+    assert np.abs(read_clip(tmp_path / "copy.mkv")[0] - np.rint(np.clip(frames_only, 0, 1) * 255) / 255).max() \
+        <= 1.01 / 255  # the frames are those of denoise()
+    den.denoise_file(src, tmp_path / "drop.mkv", audio="drop")
+    assert soundtracks(tmp_path / "drop.mkv") == [] and ClipReader(tmp_path / "drop.mkv").info.audio == ()
+    den.denoise_file(src, tmp_path / "speech.mkv", audio=speech)
+    (track,) = soundtracks(tmp_path / "speech.mkv")
+    expected = speech.denoise(source[1], 16000)
+    assert np.abs(track[1] - np.clip(expected, -1, 1)).max() <= 1 / 32768 + 1e-6  # FLAC: 16-bit rounding only
+    assert abs(track[3]) < 1e-9 and track[1].shape == source[1].shape  # same start and length
+    # a folder of frames or a .npy holds no audio: "copy" leaves it out, a denoiser is an error
+    den.denoise_file(src, tmp_path / "frames")
+    assert len(os.listdir(tmp_path / "frames")) == 20
+    with pytest.raises(ValueError, match=r"src.mkv: its soundtrack cannot be denoised into .*clip.npy, a .npy file "
+                                         r"\(no audio there\); write a video file"):
+        den.denoise_file(src, tmp_path / "clip.npy", audio=speech)
+    with pytest.raises(ValueError, match=r"`audio` must be 'copy', 'drop', a speech Denoiser \(xmodal.load\('speech'\)\) "
+                                         r"or a function \(wave, sample_rate\) -> wave, got 'denoise'"):
+        den.denoise_file(src, tmp_path / "bad.mkv", audio="denoise")
+    assert not (tmp_path / "clip.npy").exists() and not (tmp_path / "bad.mkv").exists()
+
+
+def test_cli_audio_options(runs: dict[str, Path], tmp_path: Path, capsys) -> None:
+    src = tmp_path / "in" / "talk.mkv"
+    src.parent.mkdir()
+    make_video(src, rate=16000)
+    args = [str(src), "--model", str(runs["video"]), "--quiet"]
+    assert main([*args, "-o", str(tmp_path / "a"), "--audio", "denoise", "--audio-model", str(runs["speech"]),
+                 "--mix", "0.5"]) == 0
+    (track,) = soundtracks(tmp_path / "a" / "talk.mkv")
+    (source,) = soundtracks(src)
+    expected = load(runs["speech"]).denoise(source[1], 16000, mix=0.5)
+    assert np.abs(track[1] - np.clip(expected, -1, 1)).max() <= 1 / 32768 + 1e-6
+    assert main([*args, "-o", str(tmp_path / "b"), "--audio", "drop"]) == 0
+    assert ClipReader(tmp_path / "b" / "talk.mkv").info.audio == ()
+    assert main([*args, "-o", str(tmp_path / "c")]) == 0  # copied by default
+    assert np.array_equal(soundtracks(tmp_path / "c" / "talk.mkv")[0][1], source[1])
+    # --audio-model must be a speech model
+    assert main([*args, "-o", str(tmp_path / "d"), "--audio", "denoise", "--audio-model", str(runs["video"])]) == 2
+    assert re.search(r"--audio-model .*video: .*a model of video, not 'speech'", capsys.readouterr().err)
+    assert not (tmp_path / "d" / "talk.mkv").exists()
+
+
+def test_write_clip_without_audio_keeps_working(tmp_path: Path) -> None:
+    clip = np.zeros((3, 1, 8, 8), np.float32)
+    write_clip(tmp_path / "c.mkv", clip, ClipInfo("video", (3, 1, 8, 8), "uint8", fps=10.0))
+    info = ClipReader(tmp_path / "c.mkv").info
+    assert info.audio == () and info.times == () and info.fps == pytest.approx(10.0)
+    with pytest.raises(FileNotFoundError):
+        add_audio(tmp_path / "missing.mkv", tmp_path / "c.mkv", tmp_path / "x.mkv")
