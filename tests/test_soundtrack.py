@@ -299,3 +299,51 @@ def test_write_clip_without_audio_keeps_working(tmp_path: Path) -> None:
     assert info.audio == () and info.times == () and info.fps == pytest.approx(10.0)
     with pytest.raises(FileNotFoundError):
         add_audio(tmp_path / "missing.mkv", tmp_path / "c.mkv", tmp_path / "x.mkv")
+
+
+# ------------------------------------------------------------------------------------------- high bit depth video
+
+
+def deep_clip(T: int, C: int, H: int, W: int) -> np.ndarray:
+    """A smooth 16-bit clip (values on the 65535 grid, as read from a uint16 file)."""
+    y, x = np.mgrid[0:H, 0:W] / max(H, W)
+    frames = [np.stack([(0.2 + 0.6 * (x + t * 0.05 + c * 0.1) % 1.0) * (0.5 + 0.5 * y) for c in range(C)])
+              for t in range(T)]
+    return (np.rint(np.stack(frames) * 65535) / 65535).astype(np.float32)
+
+
+@pytest.mark.parametrize("ext, C, pix_fmt, tol", [(".mkv", 1, "gray16le", 0.0), (".mkv", 3, "gbrp16le", 0.0),
+                                                  (".avi", 3, "gbrp16le", 0.0), (".mp4", 3, "yuv420p10le", 0.004),
+                                                  (".mov", 1, "yuv420p10le", 0.004)])
+def test_16_bit_clips_stay_deep_in_video_files(tmp_path: Path, ext: str, C: int, pix_fmt: str, tol: float) -> None:
+    clip = deep_clip(4, C, 24, 32)
+    write_clip(tmp_path / f"c{ext}", clip, ClipInfo("npy", clip.shape, "uint16", layout="THWC"))
+    got, info = read_clip(tmp_path / f"c{ext}")
+    with av.open(str(tmp_path / f"c{ext}")) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == pix_fmt
+    assert info.dtype == "uint16" and info.shape[0] == 4
+    got = got[:, :C] if C == 1 else got
+    error = np.abs(got - clip)
+    assert error.max() <= 8 * tol + 1e-7 and error.mean() <= tol  # FFV1 exact at 16 bits; 10-bit H.264 close
+    if tol:  # better than 8 bits could be: steps finer than 1/255 survive
+        assert len(np.unique(np.rint(got * 65535))) > len(np.unique(np.rint(got * 255)))
+    # WebM (8-bit VP9) and an 8-bit source stay 8-bit
+    write_clip(tmp_path / "c.webm", clip, ClipInfo("npy", clip.shape, "uint16", layout="THWC"))
+    assert read_clip(tmp_path / "c.webm")[1].dtype == "uint8"
+    write_clip(tmp_path / "c8.mkv", clip)
+    assert read_clip(tmp_path / "c8.mkv")[1].dtype == "uint8"
+
+
+def test_10_bit_video_is_read_at_16_bits(tmp_path: Path) -> None:
+    levels = np.array([0, 1, 2, 512, 1021, 1023], np.uint16)  # 10-bit codes, steps finer than 8 bits
+    image = np.repeat(np.repeat(levels[None], 16, axis=0), 4, axis=1)  # (16, 24)
+    with av.open(str(tmp_path / "ten.mkv"), "w") as out:
+        s = out.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 24, 16, "yuv420p10le"
+        frame = av.VideoFrame.from_ndarray(image, format="gray10le")  # the encoder converts it to 10-bit YUV
+        for packet in [*s.encode(frame), *s.encode()]:
+            out.mux(packet)
+    got, info = read_clip(tmp_path / "ten.mkv")
+    assert info.dtype == "uint16" and info.shape == (1, 3, 16, 24)
+    row = np.rint(got[0, 1, 8, ::4] * 65535)
+    assert np.all(np.diff(row) > 0)  # codes 0, 1, 2 stay apart (8 bits would merge them)

@@ -8,10 +8,11 @@ uint16 / 65535, floats as stored). Three containers:
 - a **``.npy`` file** ``(T, H, W)`` (gray) or ``(T, H, W, C)`` with ``C <= 4`` (channels last), memory-mapped so a
   long clip is never loaded whole;
 - a **video file** (``.mp4``, ``.mov``, ``.mkv``, ``.avi``, ``.webm``) through PyAV (``pip install "xmodal[video]"``),
-  decoded as 8-bit RGB (gray for gray streams) and read sequentially. Written back in the same container at the
-  source's frame rate: H.264 at CRF 12 for ``.mp4``/``.mov`` (4:2:0 when the size is even, else 4:4:4), lossless FFV1
-  for ``.mkv``/``.avi``, lossless VP9 for ``.webm``. Only the first video stream is read. Variable frame rate
-  (phones record it) is kept: the frames are written at their source times.
+  decoded as 8-bit RGB (gray for gray streams; 16-bit, ``uint16``, for streams of more than 8 bits: 10-bit camera
+  and HDR video, 16-bit FFV1) and read sequentially. Written back in the same container at the source's frame rate:
+  H.264 at CRF 12 for ``.mp4``/``.mov`` (4:2:0 when the size is even, else 4:4:4; 10-bit for a 16-bit clip), lossless
+  FFV1 for ``.mkv``/``.avi`` (16-bit for a 16-bit clip), lossless VP9 for ``.webm`` (8-bit only). Only the first
+  video stream is read. A variable frame rate (phones record it) is kept: frames are written at their source times.
 
 **Soundtracks.** Writing a video file from a video file keeps its audio streams (:class:`ClipWriter`'s
 ``audio_from``): copied packet for packet when the destination container can hold their codec, else re-encoded
@@ -110,6 +111,13 @@ def _frame_times(stamps: list[int | None], time_base: Fraction | None) -> tuple[
     if steps.max() - steps.min() <= 0.01 * steps.mean():
         return ()
     return tuple(float((s - ordered[0]) * time_base) for s in ordered)
+
+
+def _stream_deep(stream: Any) -> bool:
+    """Whether a video stream holds more than 8 bits per sample (10-bit camera or HDR video, 16-bit FFV1): read as
+    16-bit then, not rounded to 8 bits."""
+    fmt = stream.codec_context.format
+    return fmt is not None and max((c.bits for c in fmt.components), default=8) > 8
 
 
 def video_channels(path: PathLike) -> int:
@@ -222,6 +230,7 @@ class ClipReader:
                 ctx = stream.codec_context
                 H, W = int(ctx.height), int(ctx.width)
                 channels = _stream_channels(stream)
+                deep = _stream_deep(stream)
                 rate = stream.average_rate or stream.guessed_rate
                 stamps = [packet.pts for packet in container.demux(stream) if packet.size]  # exact, no decoding
                 frames = len(stamps)
@@ -234,8 +243,10 @@ class ClipReader:
             raise ImageReadError(f"{self.path}: not readable as a video ({e})") from None
         if frames == 0 or H == 0 or W == 0:
             raise ImageReadError(f"{self.path}: empty video ({frames} frames of {W} x {H})")
-        self._gray = channels == 1
-        self.info = ClipInfo("video", (frames, channels, H, W), "uint8", fps=float(rate) if rate else None,
+        self._format = ("gray16le" if deep else "gray") if channels == 1 else ("rgb48le" if deep else "rgb24")
+        dtype = "uint16" if deep else "uint8"
+        self._scale = np.float32(_INT_MAX[dtype])
+        self.info = ClipInfo("video", (frames, channels, H, W), dtype, fps=float(rate) if rate else None,
                              codec=codec, times=times, audio=audio)
         self._decoder = None
         self._decoded: dict[int, np.ndarray] = {}
@@ -252,12 +263,11 @@ class ClipReader:
             self._decoder = self._container.decode(self._container.streams.video[0])
             self._decoded.clear()
             self._next = 0
-        fmt = "gray" if self._gray else "rgb24"
         try:
             while self._next <= t:
-                frame = next(self._decoder).to_ndarray(format=fmt)  # (H, W) or (H, W, 3) uint8
+                frame = next(self._decoder).to_ndarray(format=self._format)  # (H, W) or (H, W, 3) uint8/16
                 frame = frame[None] if frame.ndim == 2 else frame.transpose(2, 0, 1)
-                self._decoded[self._next] = frame.astype(np.float32) / np.float32(255)
+                self._decoded[self._next] = frame.astype(np.float32) / self._scale
                 self._next += 1
                 for old in [i for i in self._decoded if i < self._next - _CACHE]:
                     del self._decoded[old]
@@ -329,7 +339,7 @@ class ClipWriter:
 
     Args:
         path: the destination: a folder (frames), a ``.npy`` file or a video file (see the module docstring for
-            the codecs; 8-bit, 1 or 3 channels).
+            the codecs; 1 or 3 channels, 16-bit when ``info.dtype`` is ``uint16``, else 8-bit).
         info: the source's :class:`ClipInfo` (container, dtype, frame names, layout), or ``None`` for float32
             frames named ``frame_00000.tif``... (folder) / a ``(T, H, W[, C])`` float32 array (``.npy``).
         shape: ``(T, C, H, W)`` of the clip to write.
@@ -363,7 +373,10 @@ class ClipWriter:
                              f"{audio_from}")
         self.audio_from = Path(audio_from) if audio_from is not None else None
         self.audio_process = audio_process
-        self.dtype = np.dtype("uint8" if self.video else info.dtype if info is not None else "float32")
+        # video files: 16 bits (FFV1) or 10 (H.264) for a 16-bit source, except WebM (8-bit VP9 only)
+        deep = info is not None and info.dtype == "uint16" and self.path.suffix.lower() != ".webm"
+        self.dtype = np.dtype(("uint16" if deep else "uint8") if self.video else
+                              info.dtype if info is not None else "float32")
         self._array = None
         self._container = None
         self._muxed: Path | None = None  # the video with its audio, before it is renamed into place
@@ -387,12 +400,13 @@ class ClipWriter:
             self._times = info.times if info is not None and len(info.times) == T and suffix != ".avi" else ()
             if self._times:
                 stream.codec_context.time_base = _TIME_BASE
+            deep = self.dtype.name == "uint16"
             if codec == "ffv1":
-                stream.pix_fmt = "gray" if C == 1 else "bgr0"
+                stream.pix_fmt = ("gray16le" if deep else "gray") if C == 1 else ("gbrp16le" if deep else "bgr0")
             elif codec == "libvpx-vp9":
                 stream.pix_fmt, stream.options = "yuv444p", {"lossless": "1"}
             else:
-                stream.pix_fmt = "yuv420p" if H % 2 == 0 and W % 2 == 0 else "yuv444p"
+                stream.pix_fmt = ("yuv420p" if H % 2 == 0 and W % 2 == 0 else "yuv444p") + ("10le" if deep else "")
                 stream.options = {"crf": "12", "preset": "medium"}
             self._stream = stream
             self.written = 0
@@ -431,10 +445,13 @@ class ClipWriter:
                 raise ValueError(f"{self.path}: a video file is written in order; frame {t} came after "
                                  f"{self.written} frames")
             av = _import_av()
-            data = np.clip(np.rint(frame.astype(np.float64) * 255), 0, 255).astype(np.uint8)
+            top = _INT_MAX[self.dtype.name]
+            data = np.clip(np.rint(frame.astype(np.float64) * top), 0, top).astype(self.dtype)
+            deep = self.dtype.name == "uint16"
             image = av.VideoFrame.from_ndarray(np.ascontiguousarray(data[0] if data.shape[0] == 1 else
                                                                     data.transpose(1, 2, 0)),
-                                               format="gray" if data.shape[0] == 1 else "rgb24")
+                                               format=("gray16le" if deep else "gray") if data.shape[0] == 1 else
+                                               ("rgb48le" if deep else "rgb24"))
             if self._times:
                 image.pts, image.time_base = round(self._times[t] / _TIME_BASE), _TIME_BASE
             for packet in self._stream.encode(image):
