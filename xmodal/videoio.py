@@ -13,6 +13,8 @@ uint16 / 65535, floats as stored). Three containers:
   H.264 at CRF 12 for ``.mp4``/``.mov`` (4:2:0 when the size is even, else 4:4:4; 10-bit for a 16-bit clip), lossless
   FFV1 for ``.mkv``/``.avi`` (16-bit for a 16-bit clip), lossless VP9 for ``.webm`` (8-bit only). Only the first
   video stream is read. A variable frame rate (phones record it) is kept: frames are written at their source times.
+  Colour tags are kept (:attr:`ClipInfo.color`): frames are decoded to RGB with the source's matrix and range and
+  coded back with them, under the same tags.
 
 **Soundtracks.** Writing a video file from a video file keeps its audio streams (:class:`ClipWriter`'s
 ``audio_from``): copied packet for packet when the destination container can hold their codec, else re-encoded
@@ -53,7 +55,8 @@ _INT_MAX = {"uint8": 255.0, "uint16": 65535.0}
 _DTYPES = ("uint8", "uint16", "float16", "float32", "float64")
 _MUXERS = {".mkv": "matroska", ".avi": "avi", ".webm": "webm", ".mov": "mov"}  # else mp4
 _AUDIO_CODECS = {".mkv": "flac", ".avi": "pcm_s16le", ".webm": "libopus"}  # audio re-encoded into ...; else AAC
-_TIME_BASE = Fraction(1, 90000)  # of frames written at their source times (variable frame rate)
+_TIME_BASE = Fraction(1, 90000)
+_SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}  # AVCOL_SPC -> swscale's matrix (BT.709, FCC, BT.601...)  # of frames written at their source times (variable frame rate)
 AudioProcess = Callable[[np.ndarray, int], np.ndarray]  # (wave (C, T) float32 in [-1, 1], rate) -> same shape
 
 
@@ -73,6 +76,10 @@ class ClipInfo:
         times: presentation time of each frame in seconds from the first, for a video file at a variable frame
             rate; ``()`` at a constant rate (frame ``t`` at ``t / fps``) and for the other containers.
         audio: codecs of a video file's audio streams (``()`` when it has none).
+        color: ``(primaries, transfer, matrix, range)`` tags of a video file's stream (FFmpeg's ``AVCOL_*``
+            numbers, e.g. ``(1, 1, 1, 1)`` for BT.709 limited range, ``(9, 16, 9, 1)`` for HDR10), ``()`` when it
+            has none. A video file written from it carries the same tags and is converted to YUV with the same
+            matrix and range, so it shows the source's colours (HDR stays HDR).
     """
 
     kind: str
@@ -85,6 +92,7 @@ class ClipInfo:
     codec: str = ""
     times: tuple[float, ...] = ()
     audio: tuple[str, ...] = ()
+    color: tuple[int, int, int, int] = ()
 
 
 def _import_av() -> Any:
@@ -118,6 +126,14 @@ def _stream_deep(stream: Any) -> bool:
     16-bit then, not rounded to 8 bits."""
     fmt = stream.codec_context.format
     return fmt is not None and max((c.bits for c in fmt.components), default=8) > 8
+
+
+def _stream_color(stream: Any) -> tuple[int, int, int, int]:
+    """``(primaries, transfer, matrix, range)`` tags of a video stream, ``()`` when none is set."""
+    ctx = stream.codec_context
+    tags = tuple(int(getattr(ctx, name) or 0) for name in ("color_primaries", "color_trc", "colorspace",
+                                                           "color_range"))
+    return tags if tags[:3] != (2, 2, 2) or tags[3] else ()  # 2: unspecified, range 0: unspecified
 
 
 def video_channels(path: PathLike) -> int:
@@ -236,6 +252,7 @@ class ClipReader:
                 frames = len(stamps)
                 codec = ctx.name
                 audio = tuple(str(a.codec_context.name) for a in container.streams.audio)
+                color = _stream_color(stream)
                 times = _frame_times(stamps, stream.time_base)
         except ImageReadError:
             raise
@@ -247,7 +264,7 @@ class ClipReader:
         dtype = "uint16" if deep else "uint8"
         self._scale = np.float32(_INT_MAX[dtype])
         self.info = ClipInfo("video", (frames, channels, H, W), dtype, fps=float(rate) if rate else None,
-                             codec=codec, times=times, audio=audio)
+                             codec=codec, times=times, audio=audio, color=color)
         self._decoder = None
         self._decoded: dict[int, np.ndarray] = {}
         self._next = 0
@@ -400,6 +417,12 @@ class ClipWriter:
             self._times = info.times if info is not None and len(info.times) == T and suffix != ".avi" else ()
             if self._times:
                 stream.codec_context.time_base = _TIME_BASE
+            self._color = info.color if info is not None else ()
+            if self._color:  # the source's colour tags; YUV codecs also take its matrix and range
+                ctx = stream.codec_context
+                ctx.color_primaries, ctx.color_trc = self._color[:2]
+                if codec != "ffv1":
+                    ctx.colorspace, ctx.color_range = self._color[2:]
             deep = self.dtype.name == "uint16"
             if codec == "ffv1":
                 stream.pix_fmt = ("gray16le" if deep else "gray") if C == 1 else ("gbrp16le" if deep else "bgr0")
@@ -452,6 +475,11 @@ class ClipWriter:
                                                                     data.transpose(1, 2, 0)),
                                                format=("gray16le" if deep else "gray") if data.shape[0] == 1 else
                                                ("rgb48le" if deep else "rgb24"))
+            if self._color and self._stream.codec_context.name != "ffv1":  # RGB -> YUV as the source was coded
+                primaries, trc, matrix, full = self._color
+                image = image.reformat(format=self._stream.pix_fmt, dst_colorspace=_SWS_MATRIX.get(matrix),
+                                       dst_color_range=full or None)
+                image.color_primaries, image.color_trc, image.colorspace, image.color_range = self._color
             if self._times:
                 image.pts, image.time_base = round(self._times[t] / _TIME_BASE), _TIME_BASE
             for packet in self._stream.encode(image):

@@ -1,8 +1,9 @@
-"""Soundtracks of video files: copied, re-encoded, denoised or dropped, in sync with the frames; variable frame rates.
+"""Video files beyond the pixels: soundtracks (copied, re-encoded, denoised or dropped, in sync with the frames),
+variable frame rates, bit depths above 8 and colour tags (BT.709, full range, HDR10).
 
-Sources are tiny synthetic videos made here with PyAV: a gray FFV1 picture that flashes white on one frame, and a
-silent soundtrack with a click at the same instant. Sync is checked by finding the click in the output's audio and
-the flash in its frames.
+Sources are tiny synthetic videos made here with PyAV. For sync: a gray FFV1 picture that flashes white on one frame,
+and a silent soundtrack with a click at the same instant; sync is checked by finding the click in the output's audio
+and the flash in its frames.
 """
 
 from __future__ import annotations
@@ -347,3 +348,64 @@ def test_10_bit_video_is_read_at_16_bits(tmp_path: Path) -> None:
     assert info.dtype == "uint16" and info.shape == (1, 3, 16, 24)
     row = np.rint(got[0, 1, 8, ::4] * 65535)
     assert np.all(np.diff(row) > 0)  # codes 0, 1, 2 stay apart (8 bits would merge them)
+
+
+# ----------------------------------------------------------------------------------------------------- colour tags
+
+
+def tagged_source(path: Path, pix_fmt: str, tags: tuple[int, int, int, int] | None) -> None:
+    """Three FFV1 frames of a colour ramp coded in ``pix_fmt`` with the matrix and range of ``tags``."""
+    y, x = np.mgrid[0:32, 0:48]
+    deep = "10" in pix_fmt
+    rgb = (np.stack([40 + 3 * x, 60 + 4 * y, 200 - 2 * x - y], -1).clip(0, 255) * (257 if deep else 1))
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("ffv1", rate=FPS)
+        s.width, s.height, s.pix_fmt = 48, 32, pix_fmt
+        if tags:
+            ctx = s.codec_context
+            ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = tags
+        for _ in range(3):
+            frame = av.VideoFrame.from_ndarray(rgb.astype(np.uint16 if deep else np.uint8),
+                                               format="rgb48le" if deep else "rgb24")
+            frame = frame.reformat(format=pix_fmt, dst_colorspace=tags[2] if tags else None,
+                                   dst_color_range=tags[3] if tags else None)
+            if tags:
+                frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range = tags
+            for packet in s.encode(frame):
+                out.mux(packet)
+        for packet in s.encode():
+            out.mux(packet)
+
+
+def luma_and_tags(path: Path) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The first frame's Y plane as coded (no conversion) and the stream's colour tags."""
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        ctx = stream.codec_context
+        frame = next(c.decode(stream))
+        plane = frame.planes[0]
+        dtype = np.uint16 if frame.format.components[0].bits > 8 else np.uint8
+        luma = np.frombuffer(bytes(plane), dtype).reshape(plane.height, -1)[:, :plane.width].astype(int)
+        return luma, (ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range)
+
+
+@pytest.mark.parametrize("pix_fmt, tags, tol", [("yuv444p", (1, 1, 1, 1), 3),  # BT.709, limited range
+                                                ("yuv444p", (1, 1, 1, 2), 3),  # BT.709, full range (phones)
+                                                ("yuv444p10le", (9, 16, 9, 1), 12),  # HDR10: BT.2020, PQ, 10 bits
+                                                ("yuv444p", None, 3)])  # untagged stays untagged
+def test_colour_tags_and_coding_are_kept(tmp_path: Path, pix_fmt: str, tags, tol: int) -> None:
+    src = tmp_path / "src.mkv"
+    tagged_source(src, pix_fmt, tags)
+    info = ClipReader(src).info
+    assert info.color == (tags or ())
+    source_luma, source_tags = luma_and_tags(src)
+    for ext in (".mp4", ".webm"):  # YUV outputs: the same coded values under the same tags
+        luma, out_tags = luma_and_tags(denoise_clip(src, tmp_path / f"out{ext}"))
+        if tags:
+            assert out_tags == tags
+        else:
+            assert out_tags[:3] == (2, 2, 2)
+        if ext == ".mp4" or "10" not in pix_fmt:  # (WebM is 8-bit: 10-bit codes do not compare)
+            assert np.abs(luma - source_luma).max() <= tol  # not re-coded with another matrix or range
+    if tags:  # RGB FFV1: the source's primaries and transfer (HDR stays HDR)
+        assert luma_and_tags(denoise_clip(src, tmp_path / "out.mkv"))[1][:2] == tags[:2]
