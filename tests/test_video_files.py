@@ -409,3 +409,35 @@ def test_colour_tags_and_coding_are_kept(tmp_path: Path, pix_fmt: str, tags, tol
             assert np.abs(luma - source_luma).max() <= tol  # not re-coded with another matrix or range
     if tags:  # RGB FFV1: the source's primaries and transfer (HDR stays HDR)
         assert luma_and_tags(denoise_clip(src, tmp_path / "out.mkv"))[1][:2] == tags[:2]
+
+
+# -------------------------------------------------------------------------------------------------------- rotation
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+@pytest.mark.parametrize("rotation, corner", [(-90, (0, -1)), (90, (-1, 0)), (180, (-1, -1)), (0, (0, 0))])
+def test_rotated_video_is_read_upright(tmp_path: Path, ext: str, rotation: int, corner: tuple[int, int]) -> None:
+    # phones store portrait video as landscape frames with a display rotation (-90: turn clockwise to show)
+    stored = np.full((32, 48), 30, np.uint8)
+    stored[:8, :8] = 250  # a mark in the stored frame's top-left corner
+    src = tmp_path / f"phone{ext}"
+    with av.open(str(src), "w") as out:
+        s = out.add_stream("ffv1" if ext == ".mkv" else "libx264", rate=FPS)
+        s.width, s.height, s.pix_fmt = 48, 32, "gray" if ext == ".mkv" else "yuv444p"
+        s.set_display_rotation(rotation)
+        for _ in range(2):
+            for packet in s.encode(av.VideoFrame.from_ndarray(stored, format="gray")):
+                out.mux(packet)
+        for packet in s.encode():
+            out.mux(packet)
+    clip, info = read_clip(src)
+    shown = (48, 32) if rotation % 180 else (32, 48)
+    assert info.shape[2:] == shown and clip.shape[2:] == shown and info.rotation == rotation
+    frame = clip[0].mean(axis=0)
+    r, c = corner
+    mark = frame[:8, :8] if (r, c) == (0, 0) else frame[-8:, :8] if (r, c) == (-1, 0) else \
+        frame[:8, -8:] if (r, c) == (0, -1) else frame[-8:, -8:]
+    assert mark.mean() > 0.9 and frame.mean() < 0.3  # the mark where a player shows it
+    # written back upright, with no rotation left to apply
+    out_clip, out_info = read_clip(denoise_clip(src, tmp_path / f"out{ext}"))
+    assert out_info.rotation == 0 and np.abs(out_clip - clip).max() <= 3 / 255

@@ -14,7 +14,7 @@ uint16 / 65535, floats as stored). Three containers:
   FFV1 for ``.mkv``/``.avi`` (16-bit for a 16-bit clip), lossless VP9 for ``.webm`` (8-bit only). Only the first
   video stream is read. A variable frame rate (phones record it) is kept: frames are written at their source times.
   Colour tags are kept (:attr:`ClipInfo.color`): frames are decoded to RGB with the source's matrix and range and
-  coded back with them, under the same tags.
+  coded back with them, under the same tags. A display rotation (phones) is applied on reading: frames come upright.
 
 **Soundtracks.** Writing a video file from a video file keeps its audio streams (:class:`ClipWriter`'s
 ``audio_from``): copied packet for packet when the destination container can hold their codec, else re-encoded
@@ -80,6 +80,9 @@ class ClipInfo:
             numbers, e.g. ``(1, 1, 1, 1)`` for BT.709 limited range, ``(9, 16, 9, 1)`` for HDR10), ``()`` when it
             has none. A video file written from it carries the same tags and is converted to YUV with the same
             matrix and range, so it shows the source's colours (HDR stays HDR).
+        rotation: the display rotation of a video file (counter-clockwise degrees, a multiple of 90: phones store
+            portrait video as landscape frames with a rotation to show them with). Frames are read as they are
+            shown, already rotated, so ``shape`` is the shown size and outputs need no rotation.
     """
 
     kind: str
@@ -93,6 +96,7 @@ class ClipInfo:
     times: tuple[float, ...] = ()
     audio: tuple[str, ...] = ()
     color: tuple[int, int, int, int] = ()
+    rotation: int = 0
 
 
 def _import_av() -> Any:
@@ -260,14 +264,30 @@ class ClipReader:
             raise ImageReadError(f"{self.path}: not readable as a video ({e})") from None
         if frames == 0 or H == 0 or W == 0:
             raise ImageReadError(f"{self.path}: empty video ({frames} frames of {W} x {H})")
+        rotation = self._display_rotation()
+        self._turns = (rotation // 90) % 4  # np.rot90 turns (counter-clockwise) from stored to shown
+        if self._turns % 2:
+            H, W = W, H
         self._format = ("gray16le" if deep else "gray") if channels == 1 else ("rgb48le" if deep else "rgb24")
         dtype = "uint16" if deep else "uint8"
         self._scale = np.float32(_INT_MAX[dtype])
         self.info = ClipInfo("video", (frames, channels, H, W), dtype, fps=float(rate) if rate else None,
-                             codec=codec, times=times, audio=audio, color=color)
+                             codec=codec, times=times, audio=audio, color=color,
+                             rotation=rotation % 360 - (360 if rotation % 360 > 180 else 0))  # (-180, 180]
         self._decoder = None
         self._decoded: dict[int, np.ndarray] = {}
         self._next = 0
+
+    def _display_rotation(self) -> int:
+        """Counter-clockwise display rotation of a video file, rounded to 90 degrees (side data of its decoded
+        frames: the first one is decoded)."""
+        av = _import_av()
+        try:
+            with av.open(str(self.path)) as container:
+                first = next(container.decode(container.streams.video[0]), None)
+        except Exception as e:
+            raise ImageReadError(f"{self.path}: frame 0 could not be decoded ({e})") from None
+        return int(round(float(getattr(first, "rotation", 0) or 0) / 90)) * 90
 
     def _video_frame(self, t: int) -> np.ndarray:
         av = _import_av()
@@ -284,6 +304,8 @@ class ClipReader:
             while self._next <= t:
                 frame = next(self._decoder).to_ndarray(format=self._format)  # (H, W) or (H, W, 3) uint8/16
                 frame = frame[None] if frame.ndim == 2 else frame.transpose(2, 0, 1)
+                if self._turns:  # shown upright
+                    frame = np.rot90(frame, self._turns, axes=(1, 2))
                 self._decoded[self._next] = frame.astype(np.float32) / self._scale
                 self._next += 1
                 for old in [i for i in self._decoded if i < self._next - _CACHE]:
