@@ -527,6 +527,7 @@ class Denoiser:
                 if int(m.group(3)) < int(m.group(2)):
                     raise AudioReadError(f"{src}: truncated file (header declares {m.group(2)} bytes of "
                                          f"{m.group(1)}, only {m.group(3)} present)")
+            fmt, subtype = _output_format(dst, f.format, f.subtype, sr)
 
             def read(a: int, b: int) -> np.ndarray:
                 f.seek(a)
@@ -546,7 +547,6 @@ class Denoiser:
                     raise AudioReadError(f"{src}: contains NaN or infinite samples")
                 sum_squares += float(np.square(block, dtype=np.float64).sum())
             scale = self._scale(np.array([sum_squares]), C * T)
-            fmt, subtype = _output_format(dst, f.format, f.subtype)
 
             def write(tmp: str) -> None:  # pass 2: denoise block by block into the temp file
                 clip = not subtype.startswith(("FLOAT", "DOUBLE", "VORBIS", "OPUS"))
@@ -565,16 +565,32 @@ class Denoiser:
         return dst
 
 
-def _output_format(dst: Path, in_format: str, in_subtype: str) -> tuple[str, str]:
-    """libsndfile ``(format, subtype)`` for ``dst``: its extension's format (else the input's), the input's subtype
-    when that format supports it (else the format's default)."""
+_LOSSY = ("MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III", "VORBIS", "OPUS")
+_OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+
+
+def _output_format(dst: Path, in_format: str, in_subtype: str, sample_rate: int) -> tuple[str, str]:
+    """libsndfile ``(format, subtype)`` for ``dst``: its extension's format (else the input's; ``.opus`` is Opus in
+    OGG), the input's subtype when that format supports it and it is not a lossy codec of another format (MP3 ->
+    WAV gives PCM_16, not MP3 in WAV, which libsndfile cannot write), else the format's default.
+
+    Raises:
+        ValueError: Opus output at a rate Opus does not have.
+    """
     import soundfile as sf
 
     ext = dst.suffix[1:].upper()
-    fmt = {"AIF": "AIFF", "OGA": "OGG"}.get(ext, ext)
-    if fmt not in sf.available_formats():
-        fmt = in_format
-    subtype = in_subtype if sf.check_format(fmt, in_subtype) else sf.default_subtype(fmt)
+    if ext == "OPUS":
+        fmt, subtype = "OGG", "OPUS"
+    else:
+        fmt = {"AIF": "AIFF", "OGA": "OGG"}.get(ext, ext)
+        if fmt not in sf.available_formats():
+            fmt = in_format
+        keep = sf.check_format(fmt, in_subtype) and (fmt == in_format or in_subtype not in _LOSSY)
+        subtype = in_subtype if keep else sf.default_subtype(fmt)
+    if subtype == "OPUS" and sample_rate not in _OPUS_RATES:
+        raise ValueError(f"{dst}: Opus holds audio at {', '.join(str(r // 1000) for r in _OPUS_RATES)} kHz, this "
+                         f"is {sample_rate} Hz; write another format (.ogg, .flac, .wav)")
     return fmt, subtype
 
 

@@ -17,7 +17,7 @@ from xmodal._fs import atomic_write
 
 __all__ = ["AUDIO_EXTENSIONS", "AudioReadError", "list_audio_files", "read_audio", "resample", "write_audio"]
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
 
 
 class AudioReadError(ValueError):

@@ -45,8 +45,8 @@ import torch
 from xmodal._fs import usual_permissions
 from xmodal.imageio import IMAGE_EXTENSIONS, ImageInfo, ImageReadError, natural_key, read_image, write_image
 
-__all__ = ["VIDEO_EXTENSIONS", "AudioProcess", "ClipInfo", "ClipReader", "ClipWriter", "clip_frames", "is_clip",
-           "read_clip", "write_clip"]
+__all__ = ["VIDEO_EXTENSIONS", "AudioProcess", "ClipInfo", "ClipReader", "ClipWriter", "add_audio", "clip_frames",
+           "is_clip", "read_clip", "write_clip"]
 
 PathLike = Union[str, os.PathLike]
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
@@ -187,7 +187,7 @@ class ClipReader:
     """Frame-by-frame reader of a clip (see the module docstring for the containers).
 
     Args:
-        path: a folder of frames or a ``.npy`` file.
+        path: a folder of frames, a ``.npy`` file or a video file.
 
     Attributes:
         path, info (:class:`ClipInfo`), frames (``T``).
