@@ -319,6 +319,76 @@ def test_compressed_audio_files(den: Denoiser, tmp_path: Path, ext: str, sample_
     assert (info.format, info.subtype, info.frames) == ("WAV", "PCM_16", a.frames)
 
 
+def write_m4a(path: Path, wave: np.ndarray, sample_rate: int, codec: str) -> Path:
+    """An .m4a as phones write it, made with PyAV directly (not through xmodal)."""
+    import av
+
+    with av.open(str(path), "w", format="ipod") as out:
+        s = out.add_stream(codec, rate=sample_rate, layout="mono" if wave.shape[0] == 1 else "stereo")
+        frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout=s.layout)
+        frame.sample_rate, frame.pts = sample_rate, 0
+        for packet in [*s.encode(frame), *s.encode()]:
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(("codec", "sample_rate", "channels"), [("aac", 44100, 1), ("alac", 48000, 2)])
+def test_m4a_files(den: Denoiser, tmp_path: Path, codec: str, sample_rate: int, channels: int) -> None:
+    pytest.importorskip("av")
+    from xmodal.io import read_audio, read_m4a
+
+    wave = make_wave(sample_rate, channels, 0.7)
+    src = write_m4a(tmp_path / "memo.m4a", wave, sample_rate, codec)
+    x, sr, got_codec = read_m4a(src)
+    # no encoder delay nor padding: ALAC exact, AAC to the few samples by which FFmpeg's MP4 duration rounds
+    slack = 0 if codec == "alac" else 8
+    assert (x.shape[0], sr, got_codec) == (channels, sample_rate, codec)
+    assert 0 <= x.shape[1] - wave.shape[1] <= slack
+    n = wave.shape[1]
+    if codec == "alac":  # lossless (16-bit)
+        assert np.abs(x - wave).max() <= 1.01 / 2 ** 15
+    else:  # AAC, aligned with the samples that were encoded
+        assert 10 * np.log10(np.sum(wave ** 2) / np.sum((x[:, :n] - wave) ** 2)) > 10  # 13 dB seen: AAC drops noise
+    dst = den.denoise_file(src, tmp_path / "out" / "memo.m4a")
+    y, sr_out, out_codec = read_m4a(dst)
+    assert (y.shape[0], sr_out, out_codec) == (channels, sample_rate, codec)  # the input's codec kept
+    assert 0 <= y.shape[1] - x.shape[1] <= slack
+    y = y[:, :x.shape[1]]
+    ref = den.denoise(x, sample_rate)
+    tol = 1.01 / 2 ** 15 if codec == "alac" else None
+    if tol:
+        assert np.abs(y - np.clip(ref, -1, 1)).max() <= tol
+    else:
+        assert 10 * np.log10(np.sum(ref ** 2) / np.sum((y - ref) ** 2)) > 10
+    assert sorted(os.listdir(dst.parent)) == ["memo.m4a"]
+    # to and from other formats
+    info = sf.info(str(den.denoise_file(src, tmp_path / "memo.wav")))
+    assert (info.format, info.subtype, info.frames, info.samplerate) == ("WAV", "PCM_16", x.shape[1], sample_rate)
+    back = den.denoise_file(tmp_path / "memo.wav", tmp_path / "again.m4a")
+    assert read_m4a(back)[2] == "aac" and 0 <= read_audio(back)[0].shape[1] - x.shape[1] <= 8
+
+
+def test_m4a_errors(den: Denoiser, tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    from xmodal.io import read_audio
+    from xmodal.videoio import write_clip
+
+    (tmp_path / "junk.m4a").write_bytes(b"not an mp4 at all")
+    with pytest.raises(AudioReadError, match=r"junk.m4a: not readable as audio"):
+        den.denoise_file(tmp_path / "junk.m4a", tmp_path / "out.m4a")
+    write_clip(tmp_path / "silent.mp4", np.zeros((3, 1, 16, 16), np.float32))  # a video without sound
+    os.replace(tmp_path / "silent.mp4", tmp_path / "silent.m4a")
+    with pytest.raises(AudioReadError, match=r"silent.m4a: holds no audio stream"):
+        read_audio(tmp_path / "silent.m4a")
+    src = write(tmp_path / "in.wav", make_wave(16000, 1, 0.3), 16000)
+    with pytest.raises(ValueError, match=r"out.m4a: an .m4a file holds AAC or ALAC, got subtype 'PCM_16'"):
+        from xmodal.io import write_audio
+
+        write_audio(tmp_path / "out.m4a", np.zeros((1, 100), np.float32), 16000, subtype="PCM_16")
+    assert sorted(os.listdir(tmp_path)) == ["in.wav", "junk.m4a", "silent.m4a"]
+    assert src.exists()
+
+
 def test_opus_rates(den: Denoiser, tmp_path: Path) -> None:
     src = write(tmp_path / "in.wav", make_wave(44100, 1, 0.3), 44100)
     with pytest.raises(ValueError, match=r"out.opus: Opus holds audio at 8, 12, 16, 24, 48 kHz, this is 44100 Hz; "

@@ -40,6 +40,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import math
 import numbers
@@ -59,7 +60,7 @@ from torch import nn
 from xmodal._fs import atomic_write
 from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
-from xmodal.io import AudioReadError, list_audio_files, resample
+from xmodal.io import PYAV_AUDIO_EXTENSIONS, AudioReadError, list_audio_files, resample
 from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, tiled_apply
 
 if TYPE_CHECKING:
@@ -513,6 +514,10 @@ class Denoiser:
             raise ValueError(f"{dst}: `dst` is a directory, expected a file path")
         if dst.exists() and not overwrite:
             raise FileExistsError(f"{dst}: output file already exists (pass overwrite=True, or --overwrite)")
+        if src.suffix.lower() in PYAV_AUDIO_EXTENSIONS or dst.suffix.lower() in PYAV_AUDIO_EXTENSIONS:
+            return self._denoise_whole_file(src, dst, mix=mix, atten_limit_db=atten_limit_db,
+                                            chunk_seconds=chunk_seconds, context_seconds=context_seconds,
+                                            progress=progress)
         try:
             f = sf.SoundFile(str(src))
         except Exception as e:  # libsndfile raises several types (LibsndfileError, RuntimeError, ...)
@@ -562,6 +567,31 @@ class Denoiser:
                     raise RuntimeError(f"{src}: wrote {written} frames instead of {T}")
 
             atomic_write(dst, write)  # temp file in dst's folder, renamed when complete, removed on failure
+        return dst
+
+    def _denoise_whole_file(self, src: Path, dst: Path, **options: Any) -> Path:
+        """:meth:`denoise_file` for ``.m4a`` files (in or out, through PyAV): decoded whole, denoised in memory
+        (``options`` of :meth:`denoise`), encoded whole. An ``.m4a`` output keeps the input's AAC or ALAC (AAC for
+        other inputs); another output follows its extension as for libsndfile inputs."""
+        import soundfile as sf
+
+        from xmodal.io import read_audio, read_m4a, write_audio
+
+        if src.suffix.lower() in PYAV_AUDIO_EXTENSIONS:
+            wave, sr, codec = read_m4a(src)
+            in_format, in_subtype = "M4A", codec.upper()
+        else:
+            wave, sr = read_audio(src)
+            info = sf.info(str(src))
+            in_format, in_subtype = info.format, info.subtype
+        if dst.suffix.lower() in PYAV_AUDIO_EXTENSIONS:
+            fmt, subtype = "M4A", in_subtype if in_subtype in ("AAC", "ALAC") else "AAC"
+        else:
+            fmt, subtype = _output_format(dst, in_format, in_subtype, sr)
+            if fmt == "M4A":
+                raise ValueError(f"{dst}: unknown audio extension for an .m4a input (write .m4a, .wav, .flac, ...)")
+        out = self.denoise(wave, sr, **options)
+        write_audio(dst, out, sr, subtype=subtype)  # atomic
         return dst
 
 
@@ -1795,11 +1825,8 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
         den.denoise_file(job.src, dst, overwrite=args.overwrite, scaling=args.scaling, tile=args.tile,
                          overlap=args.overlap, progress=progress)
     elif isinstance(den, VideoDenoiser):
-        audio: str | AudioProcess = args.audio
-        if speech is not None:
-            def audio(wave: np.ndarray, rate: int) -> np.ndarray:
-                return speech.denoise(wave, rate, mix=args.mix, atten_limit_db=args.atten_limit_db,
-                                      chunk_seconds=args.chunk_seconds)
+        audio: str | AudioProcess = args.audio if speech is None else functools.partial(
+            speech.denoise, mix=args.mix, atten_limit_db=args.atten_limit_db, chunk_seconds=args.chunk_seconds)
         den.denoise_file(job.src, dst, overwrite=args.overwrite, tile=args.tile, overlap=args.overlap,
                          progress=progress, value_range=args.value_range, audio=audio)
     else:  # unreachable: load returns one of the four

@@ -1,27 +1,123 @@
 """Reading and writing files in their natural domain.
 
 Audio: ``wave (C, T) float32 in [-1, 1]`` at the file's sample rate, read and written with soundfile (libsndfile:
-WAV, FLAC, OGG...). Writing is atomic: a temp file in the destination folder, then a rename, so a failure never leaves
-a half-written file.
+WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF), and ``.m4a`` (AAC or ALAC in MP4: phone voice memos, meeting recordings)
+through PyAV (``pip install "xmodal[video]"``). Writing is atomic: a temp file in the destination folder, then a
+rename, so a failure never leaves a half-written file.
 """
 
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from xmodal._fs import atomic_write
 
-__all__ = ["AUDIO_EXTENSIONS", "AudioReadError", "list_audio_files", "read_audio", "resample", "write_audio"]
+__all__ = ["AUDIO_EXTENSIONS", "PYAV_AUDIO_EXTENSIONS", "AudioReadError", "decode_av_audio", "encode_av_audio",
+           "list_audio_files", "read_audio", "read_m4a", "resample", "write_audio"]
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aif", ".aiff")
+PYAV_AUDIO_EXTENSIONS = (".m4a",)  # read and written through PyAV, not libsndfile
+_M4A_CODECS = {"AAC": "aac", "ALAC": "alac"}  # write_audio subtypes of .m4a
 
 
 class AudioReadError(ValueError):
     """A file could not be read as audio; the message names the file and the reason."""
+
+
+def _import_av(path: Path) -> Any:
+    try:
+        import av
+    except ImportError:
+        raise ImportError(f'{path}: {path.suffix} audio needs PyAV: pip install "xmodal[video]" (or pip install '
+                          'av)') from None
+    return av
+
+
+def decode_av_audio(container: Any, stream: Any) -> tuple[np.ndarray, float]:
+    """A whole audio stream as ``(C, T) float32`` and the time of its first sample in seconds."""
+    import av
+
+    resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=stream.codec_context.rate)
+    start, chunks = None, []
+    for frame in container.decode(stream):
+        if start is None and frame.pts is not None:
+            start = float(frame.pts * frame.time_base)
+        chunks += [f.to_ndarray() for f in resampler.resample(frame)]
+    chunks += [f.to_ndarray() for f in resampler.resample(None)]
+    channels = stream.codec_context.channels
+    wave = np.concatenate(chunks, axis=1) if chunks else np.zeros((channels, 0), np.float32)
+    return np.ascontiguousarray(wave, dtype=np.float32), start or 0.0
+
+
+def encode_av_audio(out: Any, codec: str, wave: np.ndarray, rate: int, layout: Any, start: float) -> list[Any]:
+    """Add a ``codec`` stream to ``out`` and encode ``wave`` (``(C, T)``, first sample at ``start`` seconds) into
+    it; returns its packets (for the caller to mux, interleaved with any other streams)."""
+    import av
+
+    encoder = av.Codec(codec, "w")
+    rates = encoder.audio_rates
+    out_rate = rate if not rates or rate in rates else max(rates)  # Opus: 48 kHz
+    stream = out.add_stream(codec, rate=out_rate, layout=layout)
+    if codec == "aac":
+        stream.bit_rate = 96_000 * wave.shape[0]
+    skip = max(0, round(-start * rate))  # samples before time 0 are cut (in a video: before its first frame)
+    pts = max(0, round(start * rate))
+    packets: list[Any] = []
+    block = 4096
+    for a in range(skip, wave.shape[1], block):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, a:a + block]), format="fltp", layout=layout)
+        frame.sample_rate, frame.pts, frame.time_base = rate, pts, Fraction(1, rate)
+        pts += frame.samples
+        packets += stream.encode(frame)
+    packets += stream.encode(None)
+    return packets
+
+
+def read_m4a(path: str | os.PathLike) -> tuple[np.ndarray, int, str]:
+    """The first audio stream of an ``.m4a`` file: ``(wave (C, T) float32, sample_rate, codec)``, cut to the
+    stream's duration (no encoder delay or padding: the samples that were encoded).
+
+    Raises:
+        AudioReadError: unreadable, no audio stream, zero length.
+        ImportError: no PyAV.
+    """
+    path = Path(path)
+    av = _import_av(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioReadError(f"{path}: holds no audio stream")
+            stream = container.streams.audio[0]
+            rate, codec = int(stream.codec_context.rate), str(stream.codec_context.name)
+            wave, start = decode_av_audio(container, stream)
+            duration = stream.duration * stream.time_base if stream.duration and stream.time_base else None
+    except AudioReadError:
+        raise
+    except Exception as e:  # PyAV raises its own error classes for corrupt or unknown files
+        raise AudioReadError(f"{path}: not readable as audio ({e})") from None
+    wave = wave[:, max(0, round(-start * rate)):]  # samples before time 0 (decoder priming) are not part of it
+    if duration is not None:
+        wave = wave[:, :round(float(duration) * rate)]
+    if wave.shape[1] == 0:
+        raise AudioReadError(f"{path}: zero-length audio")
+    if not np.isfinite(wave).all():
+        raise AudioReadError(f"{path}: contains NaN or infinite samples")
+    return np.ascontiguousarray(wave), rate, codec
+
+
+def _write_m4a(path: str, wave: np.ndarray, sample_rate: int, codec: str) -> None:
+    """Encode ``wave (C, T)`` as ``codec`` (``aac``, ``alac``) into the ``.m4a`` file ``path``."""
+    av = _import_av(Path(path))
+    layout = {1: "mono", 2: "stereo"}.get(wave.shape[0], f"{wave.shape[0]}c")
+    with av.open(path, "w", format="ipod") as out:
+        for packet in encode_av_audio(out, codec, wave, sample_rate, layout, 0.0):
+            out.mux(packet)
 
 
 def list_audio_files(folder: str | os.PathLike) -> list[Path]:
@@ -44,7 +140,7 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read an audio file.
 
     Args:
-        path: any format libsndfile reads.
+        path: any format libsndfile reads, or ``.m4a`` (through PyAV, see :func:`read_m4a`).
 
     Returns:
         ``(wave, sample_rate)`` with ``wave: (C, T) float32 in [-1, 1]``.
@@ -57,11 +153,15 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     path = Path(path)
     if not path.is_file():
         raise AudioReadError(f"{path}: file not found")
+    if path.suffix.lower() in PYAV_AUDIO_EXTENSIONS:
+        wave, sr, _ = read_m4a(path)
+        return wave, sr
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
     except Exception as e:  # libsndfile raises several types (LibsndfileError, RuntimeError, ...)
         raise AudioReadError(f"{path}: not readable as audio ({e})") from None
     if sr <= 0:
+
         raise AudioReadError(f"{path}: sample rate {sr} is not valid")
     if data.shape[0] == 0:
         raise AudioReadError(f"{path}: zero-length audio")
@@ -79,6 +179,7 @@ def write_audio(path: str | os.PathLike, wave: np.ndarray | torch.Tensor, sample
         wave: samples in [-1, 1] (clipped for integer subtypes).
         sample_rate: rate in Hz.
         subtype: libsndfile subtype (``PCM_16``, ``PCM_24``, ``FLOAT``...); ``None`` = the format's default.
+            For ``.m4a``: ``AAC`` (default) or ``ALAC`` (lossless).
     """
     import soundfile as sf
 
@@ -91,6 +192,12 @@ def write_audio(path: str | os.PathLike, wave: np.ndarray | torch.Tensor, sample
         raise ValueError(f"Expected `wave` of shape (T,) or (C, T), got {tuple(wave.shape)}")
     if subtype is None or not subtype.startswith(("FLOAT", "DOUBLE")):
         wave = np.clip(wave, -1.0, 1.0)
+    if Path(path).suffix.lower() in PYAV_AUDIO_EXTENSIONS:
+        codec = _M4A_CODECS.get((subtype or "AAC").upper())
+        if codec is None:
+            raise ValueError(f"{path}: an .m4a file holds AAC or ALAC, got subtype {subtype!r}")
+        atomic_write(path, lambda tmp: _write_m4a(tmp, np.clip(wave, -1.0, 1.0), sample_rate, codec))
+        return
     atomic_write(path, lambda tmp: sf.write(tmp, wave.T, sample_rate, subtype=subtype))  # (C, T) -> (T, C)
 
 

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from xmodal._fs import usual_permissions
+from xmodal.io import decode_av_audio, encode_av_audio
 from xmodal.imageio import IMAGE_EXTENSIONS, ImageInfo, ImageReadError, natural_key, read_image, write_image
 
 __all__ = ["VIDEO_EXTENSIONS", "AudioProcess", "ClipInfo", "ClipReader", "ClipWriter", "add_audio", "clip_frames",
@@ -623,44 +624,6 @@ def _can_copy(stream: Any, muxer: str) -> bool:
         return False
 
 
-def _decode_audio(container: Any, stream: Any) -> tuple[np.ndarray, float]:
-    """A whole audio stream as ``(C, T) float32`` and the time of its first sample in seconds."""
-    av = _import_av()
-    resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=stream.codec_context.rate)
-    start, chunks = None, []
-    for frame in container.decode(stream):
-        if start is None and frame.pts is not None:
-            start = float(frame.pts * frame.time_base)
-        chunks += [f.to_ndarray() for f in resampler.resample(frame)]
-    chunks += [f.to_ndarray() for f in resampler.resample(None)]
-    channels = stream.codec_context.channels
-    wave = np.concatenate(chunks, axis=1) if chunks else np.zeros((channels, 0), np.float32)
-    return np.ascontiguousarray(wave, dtype=np.float32), start or 0.0
-
-
-def _encode_audio(out: Any, codec: str, wave: np.ndarray, rate: int, layout: Any, start: float) -> list[Any]:
-    """Add a ``codec`` stream to ``out`` and encode ``wave`` (``(C, T)``, first sample at ``start`` seconds) into
-    it; returns its packets (muxed by the caller, interleaved with the video)."""
-    av = _import_av()
-    encoder = av.Codec(codec, "w")
-    rates = encoder.audio_rates
-    out_rate = rate if not rates or rate in rates else max(rates)  # Opus: 48 kHz
-    stream = out.add_stream(codec, rate=out_rate, layout=layout)
-    if codec == "aac":
-        stream.bit_rate = 96_000 * wave.shape[0]
-    skip = max(0, round(-start * rate))  # samples before the first video frame are cut (their time would be < 0)
-    pts = max(0, round(start * rate))
-    packets: list[Any] = []
-    block = 4096
-    for a in range(skip, wave.shape[1], block):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, a:a + block]), format="fltp", layout=layout)
-        frame.sample_rate, frame.pts, frame.time_base = rate, pts, Fraction(1, rate)
-        pts += frame.samples
-        packets += stream.encode(frame)
-    packets += stream.encode(None)
-    return packets
-
-
 def add_audio(video: PathLike, source: PathLike, dst: PathLike, process: AudioProcess | None = None) -> Path:
     """Write ``dst``: the first video stream of ``video`` (packets copied) and the audio streams of the video file
     ``source``, copied (``process=None``) when ``dst``'s container takes their codec and re-encoded otherwise, or
@@ -686,7 +649,7 @@ def add_audio(video: PathLike, source: PathLike, dst: PathLike, process: AudioPr
                 copied[stream.index] = out.add_stream_from_template(stream)
                 continue
             with av.open(str(source)) as reader:  # a reader per stream: decoding one does not consume the others
-                wave, start = _decode_audio(reader, reader.streams[stream.index])
+                wave, start = decode_av_audio(reader, reader.streams[stream.index])
             rate = int(stream.codec_context.rate)
             if process is not None and wave.shape[1]:
                 done = np.asarray(process(wave, rate), dtype=np.float32)
@@ -697,7 +660,7 @@ def add_audio(video: PathLike, source: PathLike, dst: PathLike, process: AudioPr
                     raise ValueError(f"{source}: denoising audio stream {stream.index} gave NaN or infinite samples")
                 wave = done
             codec = _AUDIO_CODECS.get(dst.suffix.lower(), "aac")
-            encoded += _encode_audio(out, codec, wave, rate, stream.codec_context.layout, start - t0)
+            encoded += encode_av_audio(out, codec, wave, rate, stream.codec_context.layout, start - t0)
 
         def timed(packets: Iterator[Any], order: int) -> Iterator[tuple[float, int, Any]]:
             for packet in packets:
