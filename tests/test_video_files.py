@@ -22,7 +22,7 @@ from xmodal.config import dump_config, load_config
 from xmodal.denoise import Denoiser, load, main
 from xmodal.modalities import modality_io
 from xmodal.models import build_model
-from xmodal.videoio import ClipInfo, ClipReader, ClipWriter, add_audio, read_clip, write_clip
+from xmodal.videoio import ClipInfo, ClipReader, ClipWriter, read_clip, remux_with_source, write_clip
 
 av = pytest.importorskip("av")
 
@@ -125,7 +125,7 @@ def flash_time(path: Path) -> float:
 def denoise_clip(src: Path, dst: Path, process=None, **kwargs) -> Path:
     """``src``'s frames (unchanged) into ``dst`` through ClipWriter, with its soundtrack."""
     reader = ClipReader(src)
-    with ClipWriter(dst, reader.info, reader.info.shape, audio_from=src, audio_process=process, **kwargs) as w:
+    with ClipWriter(dst, reader.info, reader.info.shape, source=src, audio=process or "copy", **kwargs) as w:
         for t in range(len(reader)):
             w.write(t, reader[t])
     reader.close()
@@ -235,9 +235,12 @@ def test_audio_errors_leave_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"src.mkv: denoising audio stream 1 gave NaN or infinite samples"):
         denoise_clip(src, tmp_path / "out.mkv", lambda w, r: w * np.nan)
     assert os.listdir(tmp_path) == ["src.mkv"]
-    with pytest.raises(ValueError, match=r"out.npy: only a video file \(.mp4, .mov, .mkv, .avi, .webm\) can hold "
-                                         r"the audio of .*src.mkv"):
-        ClipWriter(tmp_path / "out.npy", None, (2, 1, 8, 8), audio_from=src)
+    with pytest.raises(ValueError, match=r"out.npy: only a video file \(.mp4, .mov, .mkv, .avi, .webm\) can take "
+                                         r"the audio and tags of .*src.mkv"):
+        ClipWriter(tmp_path / "out.npy", None, (2, 1, 8, 8), source=src)
+    with pytest.raises(ValueError, match=r"`audio` must be 'copy', 'drop' or a function \(wave, sample_rate\) -> "
+                                         r"wave, got 'mute'"):
+        ClipWriter(tmp_path / "out.mkv", None, (2, 1, 8, 8), source=src, audio="mute")
     assert os.listdir(tmp_path) == ["src.mkv"]
 
 
@@ -293,13 +296,31 @@ def test_cli_audio_options(runs: dict[str, Path], tmp_path: Path, capsys) -> Non
     assert not (tmp_path / "d" / "talk.mkv").exists()
 
 
+@pytest.mark.parametrize("src_ext, dst_ext", [(".mp4", ".mp4"), (".mp4", ".mkv"), (".mkv", ".mov")])
+def test_container_tags_are_kept(tmp_path: Path, src_ext: str, dst_ext: str) -> None:
+    src = tmp_path / f"holiday{src_ext}"
+    make_video(src, audio_codec="aac" if src_ext == ".mp4" else "flac")
+    tags = {"title": "Beach, day 2", "creation_time": "2026-07-01T10:00:00.000000Z"}
+    with av.open(str(src)) as c, av.open(str(tmp_path / f"tagged{src_ext}"), "w") as out:  # retag by remuxing
+        out.metadata.update(tags)
+        streams = {s.index: out.add_stream_from_template(s) for s in c.streams}
+        for packet in c.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    dst = denoise_clip(tmp_path / f"tagged{src_ext}", tmp_path / f"out{dst_ext}")
+    with av.open(str(dst)) as c:
+        got = {k.lower(): v for k, v in c.metadata.items()}
+    assert got["title"] == tags["title"] and got["creation_time"].startswith("2026-07-01T10:00:00")
+
+
 def test_write_clip_without_audio_keeps_working(tmp_path: Path) -> None:
     clip = np.zeros((3, 1, 8, 8), np.float32)
     write_clip(tmp_path / "c.mkv", clip, ClipInfo("video", (3, 1, 8, 8), "uint8", fps=10.0))
     info = ClipReader(tmp_path / "c.mkv").info
     assert info.audio == () and info.times == () and info.fps == pytest.approx(10.0)
     with pytest.raises(FileNotFoundError):
-        add_audio(tmp_path / "missing.mkv", tmp_path / "c.mkv", tmp_path / "x.mkv")
+        remux_with_source(tmp_path / "missing.mkv", tmp_path / "c.mkv", tmp_path / "x.mkv")
 
 
 # ------------------------------------------------------------------------------------------- high bit depth video

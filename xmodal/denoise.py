@@ -1341,9 +1341,8 @@ class VideoDenoiser:
         process = _audio_process(audio)
         reader = ClipReader(src)
         try:
-            audio_from = src if reader.info.audio and audio != "drop" and not folder \
-                and dst.suffix.lower() != ".npy" else None
-            if reader.info.audio and process is not None and audio_from is None:
+            to_video = reader.info.kind == "video" and dst.suffix.lower() in VIDEO_EXTENSIONS
+            if reader.info.audio and process is not None and not to_video:
                 raise ValueError(f"{src}: its soundtrack cannot be denoised into {dst}, a "
                                  f"{'.npy file' if not folder else 'folder of frames'} (no audio there); write a "
                                  f"video file ({', '.join(VIDEO_EXTENSIONS)}) or leave the audio out")
@@ -1363,8 +1362,8 @@ class VideoDenoiser:
                 picks = np.unique(np.linspace(0, len(reader) - 1, min(len(reader), 8)).round().astype(int))
                 sample = torch.from_numpy(np.stack([reader[int(i)][:colours] for i in picks]))  # (<= 8, C, H, W)
             lo, span = _resolve_range(sample, file_value_range(sample, reader.info.dtype, value_range))
-            writer = ClipWriter(dst, reader.info, reader.info.shape, overwrite=overwrite, audio_from=audio_from,
-                                audio_process=process)
+            writer = ClipWriter(dst, reader.info, reader.info.shape, overwrite=overwrite,
+                                source=src if to_video else None, audio=process or audio)
             try:
                 for t, frame in self._frames(read, len(reader), tile, overlap, progress, lo, span):
                     writer.write(t, torch.cat([frame.cpu(), alphas.pop(t)]) if keep else frame)  # each read once
@@ -1381,7 +1380,7 @@ class VideoDenoiser:
 
 def _audio_process(audio: Any) -> AudioProcess | None:
     """The function :class:`~xmodal.videoio.ClipWriter` applies to a soundtrack for ``audio`` of
-    :meth:`VideoDenoiser.denoise_file` (``None``: copied or dropped)."""
+    :meth:`VideoDenoiser.denoise_file` (``None``: copied or dropped); ``ValueError`` for anything else."""
     if isinstance(audio, str) and audio in ("copy", "drop"):
         return None
     if isinstance(audio, Denoiser):

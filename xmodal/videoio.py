@@ -16,11 +16,12 @@ uint16 / 65535, floats as stored). Three containers:
   Colour tags are kept (:attr:`ClipInfo.color`): frames are decoded to RGB with the source's matrix and range and
   coded back with them, under the same tags. A display rotation (phones) is applied on reading: frames come upright.
 
-**Soundtracks.** Writing a video file from a video file keeps its audio streams (:class:`ClipWriter`'s
-``audio_from``): copied packet for packet when the destination container can hold their codec, else re-encoded
-(AAC for ``.mp4``/``.mov``, FLAC for ``.mkv``, 16-bit PCM for ``.avi``, Opus for ``.webm``), or decoded, passed
-through a function (``audio_process``: the speech denoiser) and encoded the same way. They keep their timing against
-the video, so the picture and the sound stay in sync. Subtitle and data streams are not copied.
+**Soundtracks and tags.** Writing a video file from a video file (:class:`ClipWriter`'s ``source``) keeps its
+container tags (title, creation time, location...) and its audio streams: copied packet for packet when the
+destination container can hold their codec, else re-encoded (AAC for ``.mp4``/``.mov``, FLAC for ``.mkv``, 16-bit
+PCM for ``.avi``, Opus for ``.webm``), or decoded, passed through a function (``audio``: the speech denoiser) and
+encoded the same way. They keep their timing against the video, so the picture and the sound stay in sync. Subtitle
+and data streams are not copied.
 
 :class:`ClipReader` reads one frame at a time (what the video denoiser keeps in memory is its temporal window), and
 :class:`ClipWriter` writes one frame at a time into a temporary folder or file beside the destination that is renamed
@@ -46,8 +47,8 @@ from xmodal._fs import usual_permissions
 from xmodal.io import decode_av_audio, encode_av_audio
 from xmodal.imageio import IMAGE_EXTENSIONS, ImageInfo, ImageReadError, natural_key, read_image, write_image
 
-__all__ = ["VIDEO_EXTENSIONS", "AudioProcess", "ClipInfo", "ClipReader", "ClipWriter", "add_audio", "clip_frames",
-           "is_clip", "read_clip", "write_clip"]
+__all__ = ["VIDEO_EXTENSIONS", "AudioProcess", "ClipInfo", "ClipReader", "ClipWriter", "clip_frames",
+           "is_clip", "read_clip", "remux_with_source", "write_clip"]
 
 PathLike = Union[str, os.PathLike]
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
@@ -58,6 +59,7 @@ _MUXERS = {".mkv": "matroska", ".avi": "avi", ".webm": "webm", ".mov": "mov"}  #
 _AUDIO_CODECS = {".mkv": "flac", ".avi": "pcm_s16le", ".webm": "libopus"}  # audio re-encoded into ...; else AAC
 _TIME_BASE = Fraction(1, 90000)
 _SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}  # AVCOL_SPC -> swscale's matrix (BT.709, FCC, BT.601...)  # of frames written at their source times (variable frame rate)
+_MUXER_TAGS = ("encoder", "major_brand", "minor_version", "compatible_brands", "duration")  # written by the muxer
 AudioProcess = Callable[[np.ndarray, int], np.ndarray]  # (wave (C, T) float32 in [-1, 1], rate) -> same shape
 
 
@@ -385,21 +387,21 @@ class ClipWriter:
         shape: ``(T, C, H, W)`` of the clip to write.
         overwrite: replace an existing destination (a folder's frames are replaced one by one, its other files
             kept).
-        audio_from: a video file whose audio streams go into the destination video file, in sync with the frames
-            (see the module docstring); ``None``: no audio.
-        audio_process: ``(wave (C, T) float32, sample_rate) -> wave`` applied to each of those streams (decoded,
-            processed in memory, re-encoded); ``None`` copies them.
+        source: the video file the clip comes from: its container tags and audio streams go into the destination
+            video file, the sound in sync with the frames (see the module docstring); ``None``: neither.
+        audio: what becomes of ``source``'s audio streams: ``"copy"``, ``"drop"``, or a function ``(wave (C, T)
+            float32, sample_rate) -> wave`` applied to each (decoded, processed in memory, re-encoded).
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is false.
         ValueError: a ``.npy`` destination for more than 4 channels or with a ``"THW"`` layout and several channels;
-            a video file for other than 1 or 3 channels; ``audio_from`` for a destination that is not a video file.
+            a video file for other than 1 or 3 channels; ``source`` for a destination that is not a video file.
         ImportError: a video file without PyAV.
     """
 
     def __init__(self, path: PathLike, info: ClipInfo | None, shape: tuple[int, int, int, int],
-                 overwrite: bool = False, audio_from: PathLike | None = None,
-                 audio_process: AudioProcess | None = None) -> None:
+                 overwrite: bool = False, source: PathLike | None = None,
+                 audio: str | AudioProcess = "copy") -> None:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path}: exists (pass overwrite=True / --overwrite to replace it)")
@@ -408,11 +410,13 @@ class ClipWriter:
         self.info = info
         self.npy = self.path.suffix.lower() == ".npy"
         self.video = self.path.suffix.lower() in VIDEO_EXTENSIONS
-        if audio_from is not None and not self.video:
-            raise ValueError(f"{self.path}: only a video file ({', '.join(VIDEO_EXTENSIONS)}) can hold the audio of "
-                             f"{audio_from}")
-        self.audio_from = Path(audio_from) if audio_from is not None else None
-        self.audio_process = audio_process
+        if source is not None and not self.video:
+            raise ValueError(f"{self.path}: only a video file ({', '.join(VIDEO_EXTENSIONS)}) can take the audio and "
+                             f"tags of {source}")
+        if not callable(audio) and audio not in ("copy", "drop"):
+            raise ValueError(f"`audio` must be 'copy', 'drop' or a function (wave, sample_rate) -> wave, got {audio!r}")
+        self.source = Path(source) if source is not None else None
+        self.audio = audio
         # video files: 16 bits (FFV1) or 10 (H.264) for a 16-bit source, except WebM (8-bit VP9 only)
         deep = info is not None and info.dtype == "uint16" and self.path.suffix.lower() != ".webm"
         self.dtype = np.dtype(("uint16" if deep else "uint8") if self.video else
@@ -532,12 +536,12 @@ class ClipWriter:
                 self._container.mux(packet)
             self._container.close()
             self._container = None
-            if self.audio_from is not None and _audio_streams(self.audio_from):
+            if self.source is not None:
                 fd, muxed = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".mux{self.path.suffix}",
                                              dir=self.path.parent)
                 os.close(fd)
                 self._muxed = Path(muxed)
-                add_audio(self._tmp, self.audio_from, self._muxed, self.audio_process)
+                remux_with_source(self._tmp, self.source, self._muxed, self.audio)
                 self._tmp.unlink()
                 self._tmp, self._muxed = self._muxed, None
             usual_permissions(self._tmp)
@@ -606,11 +610,6 @@ def write_clip(path: PathLike, clip: np.ndarray | torch.Tensor, info: ClipInfo |
 # ------------------------------------------------------------------------------------------------------- soundtracks
 
 
-def _audio_streams(path: Path) -> int:
-    with _import_av().open(str(path)) as container:
-        return len(container.streams.audio)
-
-
 def _can_copy(stream: Any, muxer: str) -> bool:
     """Whether a ``muxer`` container takes ``stream``'s packets as they are (tried on an in-memory file: FFmpeg's
     list of a muxer's codecs is not the whole story, e.g. FLAC in MOV)."""
@@ -624,27 +623,29 @@ def _can_copy(stream: Any, muxer: str) -> bool:
         return False
 
 
-def add_audio(video: PathLike, source: PathLike, dst: PathLike, process: AudioProcess | None = None) -> Path:
-    """Write ``dst``: the first video stream of ``video`` (packets copied) and the audio streams of the video file
-    ``source``, copied (``process=None``) when ``dst``'s container takes their codec and re-encoded otherwise, or
-    decoded, passed through ``process`` and encoded. Audio keeps its time against ``source``'s first video frame,
-    which is ``video``'s first frame. Returns ``dst``.
+def remux_with_source(video: PathLike, source: PathLike, dst: PathLike, audio: str | AudioProcess = "copy") -> Path:
+    """Write ``dst``: the first video stream of ``video`` (packets copied), the container tags of the video file
+    ``source`` and its audio streams: copied (``audio="copy"``) when ``dst``'s container takes their codec and
+    re-encoded otherwise, left out (``"drop"``), or decoded, passed through the function ``audio`` and encoded. Audio
+    keeps its time against ``source``'s first video frame, which is ``video``'s first frame. Returns ``dst``.
 
     Raises:
-        ValueError: ``process`` returns another shape or non-finite samples.
+        ValueError: ``audio`` returns another shape or non-finite samples.
         ImportError: no PyAV.
     """
     av = _import_av()
     video, source, dst = Path(video), Path(source), Path(dst)
     muxer = _MUXERS.get(dst.suffix.lower(), "mp4")
+    process = audio if callable(audio) else None
     with av.open(str(video)) as vin, av.open(str(source)) as ain, av.open(str(dst), "w", format=muxer) as out:
+        out.metadata.update({k: v for k, v in ain.metadata.items() if k.lower() not in _MUXER_TAGS})
         v_in = vin.streams.video[0]
         v_out = out.add_stream_from_template(v_in)
         first = ain.streams.video[0] if ain.streams.video else None
         t0 = float(first.start_time * first.time_base) if first is not None and first.start_time is not None else 0.0
         copied: dict[int, Any] = {}  # source stream index -> output stream
         encoded: list[Any] = []  # packets of the re-encoded streams
-        for stream in ain.streams.audio:
+        for stream in ain.streams.audio if audio != "drop" else ():
             if process is None and _can_copy(stream, muxer):
                 copied[stream.index] = out.add_stream_from_template(stream)
                 continue
