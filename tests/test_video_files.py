@@ -244,6 +244,22 @@ def test_audio_errors_leave_nothing(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["src.mkv"]
 
 
+def test_undecodable_soundtrack_is_reported_and_nothing_written(runs: dict[str, Path], tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "src.mkv"
+    make_video(src)
+
+    def broken(container, stream):
+        raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+    monkeypatch.setattr("xmodal.videoio.decode_av_audio", broken)  # what a damaged audio stream gives PyAV
+    den = load(runs["video"])
+    with pytest.raises(ValueError, match=r"src.mkv: .*Invalid data found when processing input"):
+        den.denoise_file(src, tmp_path / "out.mp4", audio=lambda w, r: w)
+    den.denoise_file(src, tmp_path / "copied.mkv")  # copying does not decode: the packets go through as they are
+    assert sorted(os.listdir(tmp_path)) == ["copied.mkv", "src.mkv"]
+
+
 def test_video_denoiser_audio_options(runs: dict[str, Path], tmp_path: Path) -> None:
     src = tmp_path / "src.mkv"
     make_video(src, rate=16000)
