@@ -171,6 +171,53 @@ def test_chunked_equals_unchunked_at_any_rate(den: Denoiser, sample_rate: int) -
     assert np.abs(whole - x).max() > 1e-3  # the network did change the signal
 
 
+def _network_gives(den: Denoiser, monkeypatch: pytest.MonkeyPatch, what: str) -> None:
+    """Make the network's estimate the input itself (``"input"``) or silence (``"zeros"``), at the model's rate."""
+    seen = {}
+    encode = den.adapter.encode
+
+    def keep(wave, ctx):
+        seen["wave"] = wave
+        return encode(wave, ctx)
+
+    monkeypatch.setattr(den.adapter, "encode", keep)
+    monkeypatch.setattr(den.adapter, "decode", lambda out, ctx: seen["wave"] if what == "input" else
+                        torch.zeros_like(seen["wave"]))
+
+
+@pytest.mark.parametrize("sample_rate", [44100, 48000])
+def test_full_band_keeps_what_the_network_keeps_above_its_band(den: Denoiser, monkeypatch: pytest.MonkeyPatch,
+                                                              sample_rate: int) -> None:
+    from xmodal.io import resample
+
+    x = make_wave(sample_rate, 2, 1.0)
+    t = np.arange(x.shape[-1]) / sample_rate
+    x += (0.1 * np.sin(2 * np.pi * 12000 * t)).astype(np.float32)  # content above the model's 8 kHz band
+    low = resample(resample(x, sample_rate, 16000), 16000, sample_rate).numpy()[..., :x.shape[-1]]
+    _network_gives(den, monkeypatch, "input")  # a network that keeps everything: the top-octave gain is 1
+    np.testing.assert_allclose(den.denoise(x, sample_rate), x, atol=1e-5, rtol=0)  # the whole input back
+    np.testing.assert_allclose(den.denoise(x, sample_rate, full_band=False), low, atol=1e-5, rtol=0)  # its low band
+    _network_gives(den, monkeypatch, "zeros")  # a network that removes everything: so is the content above
+    assert np.abs(den.denoise(x, sample_rate)).max() < 1e-6
+
+
+def test_full_band_gain_follows_the_network_frame_by_frame(den: Denoiser) -> None:
+    rate = 48000
+    x = make_wave(rate, 1, 1.2)
+    t = np.arange(x.shape[-1]) / rate
+    x += (0.1 * np.sin(2 * np.pi * 12000 * t)).astype(np.float32)
+    full, limited = den.denoise(x, rate), den.denoise(x, rate, full_band=False)
+    added = full - limited  # what the full band adds: the input above 8 kHz times gains in [0, 1]
+    from xmodal.io import resample
+
+    high = x - resample(resample(x, rate, 16000), 16000, rate).numpy()[..., :x.shape[-1]]
+    assert np.all(np.abs(added) <= np.abs(high) + 1e-6)
+    assert 0.0 < np.sum(added * high) / np.sum(high * high) < 1.0  # a real gain, not all or nothing
+    at_model_rate = x[..., :16000]  # taken as a 16 kHz signal: there is no band above the model's
+    np.testing.assert_array_equal(den.denoise(at_model_rate, 16000), den.denoise(at_model_rate, 16000,
+                                                                                  full_band=False))
+
+
 def test_short_context_is_exact_away_from_edges_and_close_at_them(den: Denoiser) -> None:
     sr = 16000
     x = make_wave(sr, 1, 3.0)
@@ -476,7 +523,7 @@ def test_no_partial_output_when_the_network_fails(den: Denoiser, tmp_path: Path,
     src = write(tmp_path / "in" / "a.wav", make_wave(16000, 1, 2.0), 16000)
     calls = []
 
-    def failing(self, x, sample_rate, scale):
+    def failing(self, x, sample_rate, scale, full_band=True):
         calls.append(1)
         if len(calls) > 1:
             raise RuntimeError("boom")

@@ -101,6 +101,12 @@ def _check_rate(sample_rate: int) -> int:
     return int(sample_rate)
 
 
+def _fit(x: torch.Tensor, length: int) -> torch.Tensor:
+    """``x`` cut or zero-padded to ``length`` samples along the last axis."""
+    x = x[..., :length]
+    return torch.nn.functional.pad(x, (0, length - x.shape[-1])) if x.shape[-1] < length else x
+
+
 def _limit_gain(atten_limit_db: float | None) -> float:
     """Share of the removed signal mixed back in so that suppression is at most ``atten_limit_db`` dB."""
     return 0.0 if atten_limit_db is None else 10.0 ** (-atten_limit_db / 20.0)
@@ -323,22 +329,48 @@ class Denoiser:
         return torch.from_numpy(scale.astype(np.float32)).reshape(-1, 1, 1)  # (B,) -> (B, 1, 1)
 
     @torch.no_grad()
-    def _enhance(self, x: np.ndarray, sample_rate: int, scale: torch.Tensor) -> np.ndarray:
-        """Network estimate of ``x: (B, C, L) float32`` at ``sample_rate``; returns ``(B, C, L) float32``."""
+    def _enhance(self, x: np.ndarray, sample_rate: int, scale: torch.Tensor, full_band: bool = True) -> np.ndarray:
+        """Network estimate of ``x: (B, C, L) float32`` at ``sample_rate``; returns ``(B, C, L) float32``. Above the
+        model's rate, ``full_band`` adds the input's content above the model's band with :meth:`_top_band_gains`."""
         L = x.shape[-1]
-        wave = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)  # (B, C, L)
-        wave = resample(wave, sample_rate, self.sample_rate)  # (B, C, L) -> (B, C, L_m)
+        x_t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)  # (B, C, L)
+        wave = resample(x_t, sample_rate, self.sample_rate)  # (B, C, L) -> (B, C, L_m)
         ctx = AudioContext(shape=tuple(wave.shape), scale=scale.to(self.device))
         feats, ctx = self.adapter.encode(wave, ctx)  # (B*C, 2, F, N)
-        est = self.adapter.decode(self.model(feats, self.modality).float(), ctx)  # (B, C, L_m), exact length
-        est = resample(est, self.sample_rate, sample_rate)[..., :L]  # (B, C, L_m) -> (B, C, L)
-        if est.shape[-1] < L:
-            est = torch.nn.functional.pad(est, (0, L - est.shape[-1]))
+        est_m = self.adapter.decode(self.model(feats, self.modality).float(), ctx)  # (B, C, L_m), exact length
+        est = _fit(resample(est_m, self.sample_rate, sample_rate), L)  # (B, C, L_m) -> (B, C, L)
+        if full_band and sample_rate > self.sample_rate:
+            high = x_t - _fit(resample(wave, self.sample_rate, sample_rate), L)  # the input above the model's band
+            est = est + self._top_band_gains(wave, est_m, sample_rate, L) * high
         return est.cpu().numpy()
+
+    def _top_band_gains(self, wave: torch.Tensor, est: torch.Tensor, sample_rate: int, length: int) -> torch.Tensor:
+        """``(B, C, length)`` gains in [0, 1] at ``sample_rate`` for the input's content above the model's band: per
+        model STFT frame, the amplitude ratio of the network's estimate ``est`` to the input ``wave`` (both ``(B, C,
+        L_m)`` at the model's rate) over the top octave of the model's band (4-8 kHz at 16 kHz), interpolated
+        linearly between frame centres. Speech above 8 kHz (fricatives, breath, air) comes with the speech below,
+        noise there is suppressed as much as the network suppresses it just below."""
+        audio = self.config.audio
+        window = torch.hann_window(audio.n_fft, device=wave.device)
+
+        def top_power(w: torch.Tensor) -> torch.Tensor:  # (B, C, L_m) -> (B, C, N) power of the top octave
+            w = _fit(w, max(w.shape[-1], audio.n_fft))  # very short input: zeros after it (the frames stay put)
+            spec = torch.stft(w.reshape(-1, w.shape[-1]), audio.n_fft, audio.hop_length, window=window,
+                              return_complex=True)  # (B*C, F, N), centred frames as the adapter's
+            return spec[:, spec.shape[1] // 2:].abs().square().sum(dim=1).reshape(*w.shape[:-1], -1)
+
+        px, pe = top_power(wave), top_power(est)
+        gains = (pe / (px + 1e-12 * audio.n_fft)).sqrt().clamp(max=1.0)  # (B, C, N)
+        pos = torch.arange(length, device=wave.device, dtype=torch.float64) * (
+            self.sample_rate / (sample_rate * audio.hop_length))  # each output sample's time, in model frames
+        i0 = pos.floor().long().clamp(max=gains.shape[-1] - 1)
+        i1 = (i0 + 1).clamp(max=gains.shape[-1] - 1)
+        frac = (pos - i0).clamp(0.0, 1.0).float()
+        return gains[..., i0] * (1.0 - frac) + gains[..., i1] * frac
 
     def _stream(self, read: Callable[[int, int], np.ndarray], length: int, sample_rate: int, scale: torch.Tensor,
                 *, mix: float, atten_limit_db: float | None, chunk_seconds: float, context_seconds: float | None,
-                progress: bool, desc: str = "") -> Iterator[np.ndarray]:
+                progress: bool, desc: str = "", full_band: bool = True) -> Iterator[np.ndarray]:
         """Denoise a signal chunk by chunk; yields consecutive output blocks ``(B, C, L_i)`` that tile ``length``.
 
         ``read(a, b)`` returns input samples ``[a, b)`` as ``(B, C, b - a) float32``.
@@ -354,7 +386,7 @@ class Denoiser:
         try:
             for ch in chunks:
                 x = read(ch.start, ch.stop)  # (B, C, stop - start)
-                y = x.copy() if mix == 0.0 else self._enhance(x, sample_rate, scale)
+                y = x.copy() if mix == 0.0 else self._enhance(x, sample_rate, scale, full_band)
                 if gain > 0.0:
                     y += gain * (x - y)
                 if mix < 1.0:
@@ -381,7 +413,8 @@ class Denoiser:
                precision: str = "fp32", sample_rate: int | None = None) -> SpeechStream:
         """A real-time stream: push blocks of audio as they arrive, get the denoised audio back ``n_fft - hop``
         model-rate samples later (24 ms for the bundled ``speech_rt``; about 1 ms more at another rate). Its output
-        equals :meth:`denoise` of the whole signal. Needs a causal model (``model.causal: true``,
+        equals :meth:`denoise` of the whole signal with ``full_band=False`` (a stream stops at the model's band).
+        Needs a causal model (``model.causal: true``,
         ``audio.normalize_rms: false``).
 
         Args:
@@ -407,7 +440,7 @@ class Denoiser:
     def denoise(self, wave: np.ndarray | torch.Tensor, sample_rate: int, *, mix: float = 1.0,
                 atten_limit_db: float | None = None, chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
                 context_seconds: float | None = None, progress: bool = False,
-                channels_last: bool = False) -> np.ndarray | torch.Tensor:
+                channels_last: bool = False, full_band: bool = True) -> np.ndarray | torch.Tensor:
         """Denoise a waveform of any length, rate and channel count.
 
         Args:
@@ -421,6 +454,9 @@ class Denoiser:
             progress: show a progress bar over chunks.
             channels_last: ``wave`` is ``(T, C)`` (or ``(B, T, C)``), as ``soundfile.read`` and sound-card libraries
                 give it; so is the result.
+            full_band: at rates above the model's (44.1 or 48 kHz into a 16 kHz model) keep the input's content
+                above the model's band, with the gain the network applies to its top octave, frame by frame (see
+                ``_top_band_gains``); ``False``: the output stops at the model's band (8 kHz), as a stream's does.
 
         Returns:
             The denoised waveform, of the same type, dtype, device and shape as ``wave``.
@@ -463,7 +499,7 @@ class Denoiser:
         pos = 0
         for block in self._stream(lambda a, b: x3[..., a:b], T, sample_rate, scale, mix=mix,
                                   atten_limit_db=atten_limit_db, chunk_seconds=chunk_seconds,
-                                  context_seconds=context_seconds, progress=progress):
+                                  context_seconds=context_seconds, progress=progress, full_band=full_band):
             out[..., pos:pos + block.shape[-1]] = block
             pos += block.shape[-1]
         out = out.reshape(x.shape)  # (B, C, T) -> (C, T) or (T,) as `wave`
@@ -478,7 +514,7 @@ class Denoiser:
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
                      mix: float = 1.0, atten_limit_db: float | None = None,
                      chunk_seconds: float = DEFAULT_CHUNK_SECONDS, context_seconds: float | None = None,
-                     progress: bool = False) -> Path:
+                     progress: bool = False, full_band: bool = True) -> Path:
         """Denoise an audio file of any length into ``dst``, in bounded memory.
 
         The output has the input's sample rate, channel count, subtype (``PCM_16``, ``PCM_24``, ``FLOAT``...) and
@@ -492,7 +528,7 @@ class Denoiser:
             src: input audio file (anything libsndfile reads: WAV, FLAC, OGG, AIFF...).
             dst: output path (its folder is created).
             overwrite: replace an existing ``dst``. ``dst`` is never allowed to be ``src``.
-            mix, atten_limit_db, chunk_seconds, context_seconds, progress: as in :meth:`denoise`.
+            mix, atten_limit_db, chunk_seconds, context_seconds, progress, full_band: as in :meth:`denoise`.
 
         Returns:
             ``dst`` as a :class:`~pathlib.Path`.
@@ -517,7 +553,7 @@ class Denoiser:
         if src.suffix.lower() in PYAV_AUDIO_EXTENSIONS or dst.suffix.lower() in PYAV_AUDIO_EXTENSIONS:
             return self._denoise_whole_file(src, dst, mix=mix, atten_limit_db=atten_limit_db,
                                             chunk_seconds=chunk_seconds, context_seconds=context_seconds,
-                                            progress=progress)
+                                            progress=progress, full_band=full_band)
         try:
             f = sf.SoundFile(str(src))
         except Exception as e:  # libsndfile raises several types (LibsndfileError, RuntimeError, ...)
@@ -559,7 +595,7 @@ class Denoiser:
                 with sf.SoundFile(tmp, "w", samplerate=sr, channels=C, subtype=subtype, format=fmt) as out:
                     for block in self._stream(read, T, sr, scale, mix=mix, atten_limit_db=atten_limit_db,
                                               chunk_seconds=chunk_seconds, context_seconds=context_seconds,
-                                              progress=progress, desc=src.name):
+                                              progress=progress, desc=src.name, full_band=full_band):
                         block = block[0].T  # (1, C, L) -> (L, C)
                         out.write(np.clip(block, -1.0, 1.0) if clip else block)
                         written += block.shape[0]
@@ -1738,6 +1774,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mix", type=float, default=1.0, help="speech: dry/wet: 0 = input, 1 = fully denoised (default 1)")
     p.add_argument("--atten-limit-db", type=float, default=None, metavar="DB",
                    help="speech: suppress noise by at most DB decibels (default: no limit)")
+    p.add_argument("--no-full-band", dest="full_band", action="store_false",
+                   help="speech: stop the output at the model's band (8 kHz) instead of keeping the input's content "
+                        "above it (44.1/48 kHz audio) with the gain the network applies just below")
     p.add_argument("--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS, metavar="S",
                    help=f"speech: process in chunks of about S seconds (default {DEFAULT_CHUNK_SECONDS:g})")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="N",
@@ -1815,7 +1854,7 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
     progress = not args.quiet
     if isinstance(den, Denoiser):
         den.denoise_file(job.src, dst, overwrite=args.overwrite, mix=args.mix, atten_limit_db=args.atten_limit_db,
-                         chunk_seconds=args.chunk_seconds, progress=progress)
+                         chunk_seconds=args.chunk_seconds, progress=progress, full_band=args.full_band)
     elif isinstance(den, ImageDenoiser):
         den.denoise_file(job.src, dst, overwrite=args.overwrite, tile=args.tile, overlap=args.overlap,
                          sigma=args.sigma, ensemble=args.ensemble, progress=progress,
@@ -1825,7 +1864,8 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
                          overlap=args.overlap, progress=progress)
     elif isinstance(den, VideoDenoiser):
         audio: str | AudioProcess = args.audio if speech is None else functools.partial(
-            speech.denoise, mix=args.mix, atten_limit_db=args.atten_limit_db, chunk_seconds=args.chunk_seconds)
+            speech.denoise, mix=args.mix, atten_limit_db=args.atten_limit_db, chunk_seconds=args.chunk_seconds,
+            full_band=args.full_band)
         den.denoise_file(job.src, dst, overwrite=args.overwrite, tile=args.tile, overlap=args.overlap,
                          progress=progress, value_range=args.value_range, audio=audio)
     else:  # unreachable: load returns one of the four

@@ -21,7 +21,8 @@ frames. The output is the same signal as ``Denoiser.denoise`` on the whole input
 * **Rate.** ``Denoiser.stream(sample_rate=48000)`` takes and returns audio at the audio interface's rate: a
   :class:`StreamResampler` brings each block to the model's rate and the output back, with the same band-limited
   sinc filter as ``Denoiser.denoise`` (``xmodal.io.resample``), so the output still equals ``denoise(whole signal,
-  48000)``. The two filters add about 1 ms of delay (:attr:`SpeechStream.delay` counts it).
+  48000, full_band=False)``: the stream stops at the model's band (8 kHz), where the offline path by default keeps
+  the input's content above it. The two filters add about 1 ms of delay (:attr:`SpeechStream.delay` counts it).
 
 Example:
     >>> den = xmodal.load("speech_rt")  # doctest: +SKIP
