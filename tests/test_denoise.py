@@ -366,11 +366,11 @@ def test_compressed_audio_files(den: Denoiser, tmp_path: Path, ext: str, sample_
     assert (info.format, info.subtype, info.frames) == ("WAV", "PCM_16", a.frames)
 
 
-def write_m4a(path: Path, wave: np.ndarray, sample_rate: int, codec: str) -> Path:
-    """An .m4a as phones write it, made with PyAV directly (not through xmodal)."""
+def write_m4a(path: Path, wave: np.ndarray, sample_rate: int, codec: str, muxer: str = "ipod") -> Path:
+    """An .m4a as phones write it (or another audio-only container), made with PyAV directly (not through xmodal)."""
     import av
 
-    with av.open(str(path), "w", format="ipod") as out:
+    with av.open(str(path), "w", format=muxer) as out:
         s = out.add_stream(codec, rate=sample_rate, layout="mono" if wave.shape[0] == 1 else "stereo")
         frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout=s.layout)
         frame.sample_rate, frame.pts = sample_rate, 0
@@ -382,11 +382,11 @@ def write_m4a(path: Path, wave: np.ndarray, sample_rate: int, codec: str) -> Pat
 @pytest.mark.parametrize(("codec", "sample_rate", "channels"), [("aac", 44100, 1), ("alac", 48000, 2)])
 def test_m4a_files(den: Denoiser, tmp_path: Path, codec: str, sample_rate: int, channels: int) -> None:
     pytest.importorskip("av")
-    from xmodal.io import read_audio, read_m4a
+    from xmodal.io import read_audio, read_av_audio
 
     wave = make_wave(sample_rate, channels, 0.7)
     src = write_m4a(tmp_path / "memo.m4a", wave, sample_rate, codec)
-    x, sr, got_codec = read_m4a(src)
+    x, sr, got_codec = read_av_audio(src)
     # no encoder delay nor padding: ALAC exact, AAC to the few samples by which FFmpeg's MP4 duration rounds
     slack = 0 if codec == "alac" else 8
     assert (x.shape[0], sr, got_codec) == (channels, sample_rate, codec)
@@ -397,7 +397,7 @@ def test_m4a_files(den: Denoiser, tmp_path: Path, codec: str, sample_rate: int, 
     else:  # AAC, aligned with the samples that were encoded
         assert 10 * np.log10(np.sum(wave ** 2) / np.sum((x[:, :n] - wave) ** 2)) > 10  # 13 dB seen: AAC drops noise
     dst = den.denoise_file(src, tmp_path / "out" / "memo.m4a")
-    y, sr_out, out_codec = read_m4a(dst)
+    y, sr_out, out_codec = read_av_audio(dst)
     assert (y.shape[0], sr_out, out_codec) == (channels, sample_rate, codec)  # the input's codec kept
     assert 0 <= y.shape[1] - x.shape[1] <= slack
     y = y[:, :x.shape[1]]
@@ -412,7 +412,34 @@ def test_m4a_files(den: Denoiser, tmp_path: Path, codec: str, sample_rate: int, 
     info = sf.info(str(den.denoise_file(src, tmp_path / "memo.wav")))
     assert (info.format, info.subtype, info.frames, info.samplerate) == ("WAV", "PCM_16", x.shape[1], sample_rate)
     back = den.denoise_file(tmp_path / "memo.wav", tmp_path / "again.m4a")
-    assert read_m4a(back)[2] == "aac" and 0 <= read_audio(back)[0].shape[1] - x.shape[1] <= 8
+    assert read_av_audio(back)[2] == "aac" and 0 <= read_audio(back)[0].shape[1] - x.shape[1] <= 8
+
+
+@pytest.mark.parametrize(("name", "muxer", "codec", "sample_rate"), [("talk.webm", "webm", "libopus", 48000),
+                                                                    ("talk.mp4", "mp4", "aac", 44100)])
+def test_audio_only_video_containers(den: Denoiser, tmp_path: Path, name: str, muxer: str, codec: str,
+                                     sample_rate: int) -> None:
+    pytest.importorskip("av")
+    from xmodal.denoise import _plan_job
+    from xmodal.io import read_av_audio
+
+    src = write_m4a(tmp_path / name, make_wave(sample_rate, 1, 0.5), sample_rate, codec, muxer)  # a browser recording
+    assert _plan_job(src, None, None).modality == "speech"  # the command line takes it as sound, not video
+    dst = den.denoise_file(src, tmp_path / "out" / name)
+    x, _, in_codec = read_av_audio(src)
+    y, rate, out_codec = read_av_audio(dst)
+    assert (rate, out_codec, y.shape[0]) == (sample_rate, in_codec, 1) and abs(y.shape[1] - x.shape[1]) <= 8
+
+
+def test_video_with_a_picture_is_not_taken_for_sound(den: Denoiser, tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    from xmodal.videoio import write_clip
+
+    write_clip(tmp_path / "clip.mp4", np.zeros((3, 1, 16, 16), np.float32))
+    with pytest.raises(ValueError, match=r"clip.mp4: a video file with a picture; its sound is denoised with the "
+                                         r"picture: python -m xmodal.denoise FILE -o OUT --audio denoise"):
+        den.denoise_file(tmp_path / "clip.mp4", tmp_path / "out.mp4")
+    assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]
 
 
 def test_m4a_errors(den: Denoiser, tmp_path: Path) -> None:
@@ -428,7 +455,7 @@ def test_m4a_errors(den: Denoiser, tmp_path: Path) -> None:
     with pytest.raises(AudioReadError, match=r"silent.m4a: holds no audio stream"):
         read_audio(tmp_path / "silent.m4a")
     src = write(tmp_path / "in.wav", make_wave(16000, 1, 0.3), 16000)
-    with pytest.raises(ValueError, match=r"out.m4a: an .m4a file holds AAC or ALAC, got subtype 'PCM_16'"):
+    with pytest.raises(ValueError, match=r"out.m4a: a .m4a file is written with AAC, ALAC, got subtype 'PCM_16'"):
         from xmodal.io import write_audio
 
         write_audio(tmp_path / "out.m4a", np.zeros((1, 100), np.float32), 16000, subtype="PCM_16")

@@ -606,26 +606,33 @@ class Denoiser:
         return dst
 
     def _denoise_whole_file(self, src: Path, dst: Path, **options: Any) -> Path:
-        """:meth:`denoise_file` for ``.m4a`` files (in or out, through PyAV): decoded whole, denoised in memory
-        (``options`` of :meth:`denoise`), encoded whole. An ``.m4a`` output keeps the input's AAC or ALAC (AAC for
-        other inputs); another output follows its extension as for libsndfile inputs."""
+        """:meth:`denoise_file` for the PyAV containers (``.m4a``, audio-only video files; in or out): decoded
+        whole, denoised in memory (``options`` of :meth:`denoise`), encoded whole. Such an output keeps the input's
+        codec when its container takes it (else the container's default: AAC, FLAC, Opus...); another output
+        follows its extension as for libsndfile inputs."""
         import soundfile as sf
 
-        from xmodal.io import read_audio, read_m4a, write_audio
+        from xmodal.io import AV_CONTAINERS, av_streams, read_audio, read_av_audio, write_audio
 
-        if src.suffix.lower() in PYAV_AUDIO_EXTENSIONS:
-            wave, sr, codec = read_m4a(src)
-            in_format, in_subtype = "M4A", codec.upper()
+        if src.suffix.lower() in AV_CONTAINERS:
+            if av_streams(src)[0]:  # a picture: writing the sound alone would lose it
+                raise ValueError(f"{src}: a video file with a picture; its sound is denoised with the picture: "
+                                 "python -m xmodal.denoise FILE -o OUT --audio denoise (or VideoDenoiser.denoise_file("
+                                 "..., audio=speech_denoiser))")
+            wave, sr, codec = read_av_audio(src)
+            in_format, in_subtype = "PYAV", codec.upper()
         else:
             wave, sr = read_audio(src)
             info = sf.info(str(src))
             in_format, in_subtype = info.format, info.subtype
-        if dst.suffix.lower() in PYAV_AUDIO_EXTENSIONS:
-            fmt, subtype = "M4A", in_subtype if in_subtype in ("AAC", "ALAC") else "AAC"
+        if dst.suffix.lower() in AV_CONTAINERS:
+            codecs = AV_CONTAINERS[dst.suffix.lower()][1]
+            fmt, subtype = "PYAV", in_subtype if in_subtype.lower() in codecs else codecs[0].upper()
         else:
             fmt, subtype = _output_format(dst, in_format, in_subtype, sr)
-            if fmt == "M4A":
-                raise ValueError(f"{dst}: unknown audio extension for an .m4a input (write .m4a, .wav, .flac, ...)")
+            if fmt == "PYAV":
+                raise ValueError(f"{dst}: unknown audio extension for a {src.suffix} input (write "
+                                 f"{src.suffix}, .wav, .flac, ...)")
         out = self.denoise(wave, sr, **options)
         write_audio(dst, out, sr, subtype=subtype)  # atomic
         return dst
@@ -1627,6 +1634,18 @@ def _default_image_model(path: Path, forced: str | None) -> tuple[str, str]:
     return "image", "image_color" if colour == 3 and mode != "CMYK" else "image_gray"
 
 
+def _audio_only(src: Path) -> bool:
+    """Whether a video-container file holds sound and no picture (from its header; ``False`` without PyAV or when
+    it cannot be read: the video reader then says why)."""
+    from xmodal.io import av_streams
+
+    try:
+        pictures, sounds = av_streams(src)
+    except ImportError:
+        return False
+    return sounds > 0 and pictures == 0
+
+
 def _default_video_model(src: Path) -> str:
     """The bundled model for a clip: ``video_color`` for 3-channel frames (RGB: video files other than gray streams,
     ``(T, H, W, 3)`` arrays, folders of RGB or RGBA frames), else ``video_gray`` (which denoises any channel count,
@@ -1710,6 +1729,8 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
     ``--modality``."""
     kind = "folder" if src.is_dir() else _file_kind(src)
     target = model_modality or forced
+    if kind == "video" and _audio_only(src):  # a video container holding sound only (browser recordings)
+        kind = "speech"
     if target is None:  # auto: the file decides
         if kind == "video":
             return _Job(src, "video", _default_video_model(src))

@@ -2,7 +2,7 @@
 
 Audio: ``wave (C, T) float32 in [-1, 1]`` at the file's sample rate, read and written with soundfile (libsndfile:
 WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF), and ``.m4a`` (AAC or ALAC in MP4: phone voice memos, meeting recordings)
-through PyAV (``pip install "xmodal[video]"``). Writing is atomic: a temp file in the destination folder, then a
+and audio-only video containers (``.webm`` from browsers, ``.mp4``...) through PyAV (``pip install "xmodal[video]"``). Writing is atomic: a temp file in the destination folder, then a
 rename, so a failure never leaves a half-written file.
 """
 
@@ -18,12 +18,17 @@ import torch
 
 from xmodal._fs import atomic_write
 
-__all__ = ["AUDIO_EXTENSIONS", "PYAV_AUDIO_EXTENSIONS", "AudioReadError", "decode_av_audio", "encode_av_audio",
-           "list_audio_files", "read_audio", "read_m4a", "resample", "write_audio"]
+__all__ = ["AUDIO_EXTENSIONS", "AV_CONTAINERS", "PYAV_AUDIO_EXTENSIONS", "AudioReadError", "decode_av_audio",
+           "encode_av_audio", "av_streams", "list_audio_files", "read_audio", "read_av_audio", "resample", "write_audio"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aif", ".aiff")
-PYAV_AUDIO_EXTENSIONS = (".m4a",)  # read and written through PyAV, not libsndfile
-_M4A_CODECS = {"AAC": "aac", "ALAC": "alac"}  # write_audio subtypes of .m4a
+# containers read and written through PyAV, not libsndfile: extension -> (FFmpeg muxer, audio codecs it is written
+# with, the default first). .m4a is audio; the video containers hold audio alone too (browser recordings in .webm)
+AV_CONTAINERS = {".m4a": ("ipod", ("aac", "alac")), ".mp4": ("mp4", ("aac", "alac")),
+                 ".mov": ("mov", ("aac", "alac")), ".mkv": ("matroska", ("flac", "opus", "aac", "alac", "pcm_s16le")),
+                 ".webm": ("webm", ("opus",)), ".avi": ("avi", ("pcm_s16le",))}
+PYAV_AUDIO_EXTENSIONS = tuple(AV_CONTAINERS)
+_ENCODERS = {"opus": "libopus"}  # FFmpeg encoder of a codec, where the names differ
 
 
 class AudioReadError(ValueError):
@@ -60,8 +65,8 @@ def encode_av_audio(out: Any, codec: str, wave: np.ndarray, rate: int, layout: A
     it; returns its packets (for the caller to mux, interleaved with any other streams)."""
     import av
 
-    encoder = av.Codec(codec, "w")
-    rates = encoder.audio_rates
+    codec = _ENCODERS.get(codec, codec)
+    rates = av.Codec(codec, "w").audio_rates
     out_rate = rate if not rates or rate in rates else max(rates)  # Opus: 48 kHz
     stream = out.add_stream(codec, rate=out_rate, layout=layout)
     if codec == "aac":
@@ -79,9 +84,24 @@ def encode_av_audio(out: Any, codec: str, wave: np.ndarray, rate: int, layout: A
     return packets
 
 
-def read_m4a(path: str | os.PathLike) -> tuple[np.ndarray, int, str]:
-    """The first audio stream of an ``.m4a`` file: ``(wave (C, T) float32, sample_rate, codec)``, cut to the
-    stream's duration (no encoder delay or padding: the samples that were encoded).
+def av_streams(path: str | os.PathLike) -> tuple[int, int]:
+    """``(pictures, audio streams)`` of a file PyAV reads, from its header (a cover image, ``attached_pic``, is no
+    picture); ``(0, 0)`` when it cannot be opened (the reader then says why)."""
+    path = Path(path)
+    av = _import_av(path)
+    try:
+        with av.open(str(path)) as container:
+            cover = av.stream.Disposition.attached_pic
+            return (sum(1 for s in container.streams.video if not s.disposition & cover),
+                    len(container.streams.audio))
+    except Exception:
+        return 0, 0
+
+
+def read_av_audio(path: str | os.PathLike) -> tuple[np.ndarray, int, str]:
+    """The first audio stream of a file PyAV reads (``.m4a``, or a video container): ``(wave (C, T) float32,
+    sample_rate, codec)``, cut to the stream's duration (no encoder delay or padding: the samples that were
+    encoded).
 
     Raises:
         AudioReadError: unreadable, no audio stream, zero length.
@@ -111,11 +131,11 @@ def read_m4a(path: str | os.PathLike) -> tuple[np.ndarray, int, str]:
     return np.ascontiguousarray(wave), rate, codec
 
 
-def _write_m4a(path: str, wave: np.ndarray, sample_rate: int, codec: str) -> None:
-    """Encode ``wave (C, T)`` as ``codec`` (``aac``, ``alac``) into the ``.m4a`` file ``path``."""
+def _write_av_audio(path: str, muxer: str, wave: np.ndarray, sample_rate: int, codec: str) -> None:
+    """Encode ``wave (C, T)`` as ``codec`` into the ``muxer`` file ``path`` (an audio-only container)."""
     av = _import_av(Path(path))
     layout = {1: "mono", 2: "stereo"}.get(wave.shape[0], f"{wave.shape[0]}c")
-    with av.open(path, "w", format="ipod") as out:
+    with av.open(path, "w", format=muxer) as out:
         for packet in encode_av_audio(out, codec, wave, sample_rate, layout, 0.0):
             out.mux(packet)
 
@@ -140,7 +160,8 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read an audio file.
 
     Args:
-        path: any format libsndfile reads, or ``.m4a`` (through PyAV, see :func:`read_m4a`).
+        path: any format libsndfile reads, or ``.m4a`` and the video containers (their first audio stream,
+            through PyAV: :func:`read_av_audio`).
 
     Returns:
         ``(wave, sample_rate)`` with ``wave: (C, T) float32 in [-1, 1]``.
@@ -154,7 +175,7 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise AudioReadError(f"{path}: file not found")
     if path.suffix.lower() in PYAV_AUDIO_EXTENSIONS:
-        wave, sr, _ = read_m4a(path)
+        wave, sr, _ = read_av_audio(path)
         return wave, sr
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
@@ -179,7 +200,9 @@ def write_audio(path: str | os.PathLike, wave: np.ndarray | torch.Tensor, sample
         wave: samples in [-1, 1] (clipped for integer subtypes).
         sample_rate: rate in Hz.
         subtype: libsndfile subtype (``PCM_16``, ``PCM_24``, ``FLOAT``...); ``None`` = the format's default.
-            For ``.m4a``: ``AAC`` (default) or ``ALAC`` (lossless).
+            For the PyAV containers (:data:`AV_CONTAINERS`) the codec: ``AAC`` (default) or ``ALAC`` for
+            ``.m4a``/``.mp4``/``.mov``, ``FLAC`` (default), ``OPUS``, ``AAC``, ``ALAC`` or ``PCM_S16LE`` for ``.mkv``,
+            ``OPUS`` for ``.webm``, ``PCM_S16LE`` for ``.avi``.
     """
     import soundfile as sf
 
@@ -192,11 +215,14 @@ def write_audio(path: str | os.PathLike, wave: np.ndarray | torch.Tensor, sample
         raise ValueError(f"Expected `wave` of shape (T,) or (C, T), got {tuple(wave.shape)}")
     if subtype is None or not subtype.startswith(("FLOAT", "DOUBLE")):
         wave = np.clip(wave, -1.0, 1.0)
-    if Path(path).suffix.lower() in PYAV_AUDIO_EXTENSIONS:
-        codec = _M4A_CODECS.get((subtype or "AAC").upper())
-        if codec is None:
-            raise ValueError(f"{path}: an .m4a file holds AAC or ALAC, got subtype {subtype!r}")
-        atomic_write(path, lambda tmp: _write_m4a(tmp, np.clip(wave, -1.0, 1.0), sample_rate, codec))
+    suffix = Path(path).suffix.lower()
+    if suffix in AV_CONTAINERS:
+        muxer, codecs = AV_CONTAINERS[suffix]
+        codec = codecs[0] if subtype is None else subtype.lower()
+        if codec not in codecs:
+            raise ValueError(f"{path}: a {suffix} file is written with {', '.join(c.upper() for c in codecs)}, got "
+                             f"subtype {subtype!r}")
+        atomic_write(path, lambda tmp: _write_av_audio(tmp, muxer, np.clip(wave, -1.0, 1.0), sample_rate, codec))
         return
     atomic_write(path, lambda tmp: sf.write(tmp, wave.T, sample_rate, subtype=subtype))  # (C, T) -> (T, C)
 

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from xmodal._fs import usual_permissions
-from xmodal.io import decode_av_audio, encode_av_audio
+from xmodal.io import AV_CONTAINERS, decode_av_audio, encode_av_audio
 from xmodal.imageio import IMAGE_EXTENSIONS, ImageInfo, ImageReadError, natural_key, read_image, write_image
 
 __all__ = ["VIDEO_EXTENSIONS", "AudioProcess", "ClipInfo", "ClipReader", "ClipWriter", "clip_frames",
@@ -55,8 +55,6 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 _CACHE = 16  # decoded frames a video-file reader keeps (the denoiser's window reads back at most 2k frames)
 _INT_MAX = {"uint8": 255.0, "uint16": 65535.0}
 _DTYPES = ("uint8", "uint16", "float16", "float32", "float64")
-_MUXERS = {".mkv": "matroska", ".avi": "avi", ".webm": "webm", ".mov": "mov"}  # else mp4
-_AUDIO_CODECS = {".mkv": "flac", ".avi": "pcm_s16le", ".webm": "libopus"}  # audio re-encoded into ...; else AAC
 _TIME_BASE = Fraction(1, 90000)
 _SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}  # AVCOL_SPC -> swscale's matrix (BT.709, FCC, BT.601...)  # of frames written at their source times (variable frame rate)
 _MUXER_TAGS = ("encoder", "major_brand", "minor_version", "compatible_brands", "duration")  # written by the muxer
@@ -436,7 +434,7 @@ class ClipWriter:
             self._tmp = Path(tmp)
             suffix = self.path.suffix.lower()
             fps = info.fps if info is not None and info.fps else 25.0
-            self._container = av.open(str(self._tmp), "w", format=_MUXERS.get(suffix, "mp4"))
+            self._container = av.open(str(self._tmp), "w", format=AV_CONTAINERS[suffix][0])
             codec = {".mkv": "ffv1", ".avi": "ffv1", ".webm": "libvpx-vp9"}.get(suffix, "libx264")
             stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height = W, H
@@ -635,7 +633,7 @@ def remux_with_source(video: PathLike, source: PathLike, dst: PathLike, audio: s
     """
     av = _import_av()
     video, source, dst = Path(video), Path(source), Path(dst)
-    muxer = _MUXERS.get(dst.suffix.lower(), "mp4")
+    muxer, codecs = AV_CONTAINERS[dst.suffix.lower()]
     process = audio if callable(audio) else None
     with av.open(str(video)) as vin, av.open(str(source)) as ain, av.open(str(dst), "w", format=muxer) as out:
         out.metadata.update({k: v for k, v in ain.metadata.items() if k.lower() not in _MUXER_TAGS})
@@ -660,7 +658,7 @@ def remux_with_source(video: PathLike, source: PathLike, dst: PathLike, audio: s
                 if not np.isfinite(done).all():
                     raise ValueError(f"{source}: denoising audio stream {stream.index} gave NaN or infinite samples")
                 wave = done
-            codec = _AUDIO_CODECS.get(dst.suffix.lower(), "aac")
+            codec = codecs[0]  # the container's default: AAC, FLAC, Opus, 16-bit PCM
             encoded += encode_av_audio(out, codec, wave, rate, stream.codec_context.layout, start - t0)
 
         def timed(packets: Iterator[Any], order: int) -> Iterator[tuple[float, int, Any]]:
