@@ -525,7 +525,9 @@ class Denoiser:
         cannot be checked.
 
         Args:
-            src: input audio file (anything libsndfile reads: WAV, FLAC, OGG, AIFF...).
+            src: input audio file (anything libsndfile reads: WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF...; or, through
+                PyAV, ``.m4a`` and video containers holding sound only, which are decoded and denoised whole in
+                memory).
             dst: output path (its folder is created).
             overwrite: replace an existing ``dst``. ``dst`` is never allowed to be ``src``.
             mix, atten_limit_db, chunk_seconds, context_seconds, progress, full_band: as in :meth:`denoise`.
@@ -535,7 +537,8 @@ class Denoiser:
 
         Raises:
             AudioReadError: ``src`` missing, not readable as audio, zero-length, truncated, or with NaN/inf samples.
-            ValueError: ``dst`` is ``src`` or a directory, or an option is out of range.
+            ValueError: ``dst`` is ``src`` or a directory, an option is out of range, Opus output at a rate Opus
+                lacks, or ``src`` is a video file with a picture (its sound goes with :class:`VideoDenoiser`).
             FileExistsError: ``dst`` exists and ``overwrite`` is false.
         """
         import soundfile as sf
