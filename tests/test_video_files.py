@@ -222,9 +222,11 @@ def test_variable_frame_rate_is_kept(tmp_path: Path) -> None:
     # AVI has no variable rate: evenly spaced frames at the average rate
     dst = denoise_clip(src, tmp_path / "out.avi")
     assert ClipReader(dst).info.times == ()
-    # a constant rate reads as ()
+    # a constant rate reads as (), also 29.97 fps in Matroska's milliseconds (steps of 33 and 34)
     make_video(tmp_path / "cfr.mkv")
     assert ClipReader(tmp_path / "cfr.mkv").info.times == ()
+    make_video(tmp_path / "ntsc.mkv", times=[t * 1001 / 30000 for t in range(20)])
+    assert ClipReader(tmp_path / "ntsc.mkv").info.times == ()
 
 
 def test_audio_errors_leave_nothing(tmp_path: Path) -> None:
@@ -446,6 +448,26 @@ def test_colour_tags_and_coding_are_kept(tmp_path: Path, pix_fmt: str, tags, tol
             assert np.abs(luma - source_luma).max() <= tol  # not re-coded with another matrix or range
     if tags:  # RGB FFV1: the source's primaries and transfer (HDR stays HDR)
         assert luma_and_tags(denoise_clip(src, tmp_path / "out.mkv"))[1][:2] == tags[:2]
+
+
+def test_rgb_source_tags_do_not_mislabel_yuv_output(tmp_path: Path) -> None:
+    # an RGB-coded source tagged with the RGB "matrix" (0): a YUV output must not carry that tag (players would
+    # read its YUV as GBR), nor one swscale cannot code with
+    src = tmp_path / "rgb.mkv"
+    with av.open(str(src), "w") as out:
+        s = out.add_stream("ffv1", rate=FPS)
+        s.width, s.height, s.pix_fmt = 48, 32, "bgr0"
+        s.codec_context.color_primaries, s.codec_context.color_trc, s.codec_context.colorspace = 1, 13, 0
+        y, x = np.mgrid[0:32, 0:48]
+        rgb = np.stack([40 + 3 * x, 60 + 4 * y, 200 - 2 * x - y], -1).clip(0, 255).astype(np.uint8)
+        for packet in [*s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")), *s.encode()]:
+            out.mux(packet)
+    assert ClipReader(src).info.color[:3] == (1, 13, 0)
+    clip = read_clip(src)[0]
+    out_path = denoise_clip(src, tmp_path / "out.mp4")
+    _, tags = luma_and_tags(out_path)
+    assert tags[:2] == (1, 13) and tags[2] == 2  # primaries and transfer kept, matrix left unspecified
+    assert np.abs(read_clip(out_path)[0] - clip).mean() < 2 / 255  # the colours survive the round trip
 
 
 # -------------------------------------------------------------------------------------------------------- rotation

@@ -116,12 +116,13 @@ def _stream_channels(stream: Any) -> int:
 
 def _frame_times(stamps: list[int | None], time_base: Fraction | None) -> tuple[float, ...]:
     """Presentation times (seconds from the first frame) of a stream's frames from their packets' timestamps, when
-    they are at a variable rate; ``()`` when the rate is constant (within 1 % of a frame) or a timestamp is missing."""
+    they are at a variable rate; ``()`` when the rate is constant (steps within 1 % of a frame or one tick of the
+    time base) or a timestamp is missing."""
     if len(stamps) < 3 or time_base is None or any(s is None for s in stamps) or len(set(stamps)) < len(stamps):
         return ()
     ordered = sorted(stamps)  # packets come in decoding order; frames are shown in timestamp order
     steps = np.diff(ordered)
-    if steps.max() - steps.min() <= 0.01 * steps.mean():
+    if steps.max() - steps.min() <= max(0.01 * steps.mean(), 1):  # 1 tick: 29.97 fps in milliseconds is 33/34
         return ()
     return tuple(float((s - ordered[0]) * time_base) for s in ordered)
 
@@ -443,11 +444,14 @@ class ClipWriter:
             if self._times:
                 stream.codec_context.time_base = _TIME_BASE
             self._color = info.color if info is not None else ()
-            if self._color:  # the source's colour tags; YUV codecs also take its matrix and range
-                ctx = stream.codec_context
+            if self._color:  # the source's colour tags; YUV codecs also take its matrix (one swscale can code
+                ctx = stream.codec_context  # with; an RGB source's is none) and range
                 ctx.color_primaries, ctx.color_trc = self._color[:2]
                 if codec != "ffv1":
-                    ctx.colorspace, ctx.color_range = self._color[2:]
+                    if self._color[2] in _SWS_MATRIX:
+                        ctx.colorspace = self._color[2]
+                    if self._color[3]:
+                        ctx.color_range = self._color[3]
             deep = self.dtype.name == "uint16"
             if codec == "ffv1":
                 stream.pix_fmt = ("gray16le" if deep else "gray") if C == 1 else ("gbrp16le" if deep else "bgr0")
@@ -504,7 +508,11 @@ class ClipWriter:
                 primaries, trc, matrix, full = self._color
                 image = image.reformat(format=self._stream.pix_fmt, dst_colorspace=_SWS_MATRIX.get(matrix),
                                        dst_color_range=full or None)
-                image.color_primaries, image.color_trc, image.colorspace, image.color_range = self._color
+                image.color_primaries, image.color_trc = primaries, trc
+                if matrix in _SWS_MATRIX:
+                    image.colorspace = matrix
+                if full:
+                    image.color_range = full
             if self._times:
                 image.pts, image.time_base = round(self._times[t] / _TIME_BASE), _TIME_BASE
             for packet in self._stream.encode(image):
