@@ -73,7 +73,7 @@ def main() -> None:
           f"max {ms.max():.2f} (budget {budget:g} ms); blocks over budget: {(ms > budget).sum()} of {len(ms)}")
     print(f"real-time factor {total / args.seconds:.3f} ({total:.2f} s for {args.seconds:g} s)")
     t = time.perf_counter()
-    ref = den.denoise(x, rate, full_band=False)  # a stream stops at the model's band
+    ref = den.denoise(x, rate)
     offline_s = time.perf_counter() - t
     print(f"offline Denoiser.denoise of the whole signal: {offline_s:.2f} s (RTF {offline_s / args.seconds:.3f}); "
           f"max |stream - offline| = {np.abs(y - ref).max():.2e} (signal peak {np.abs(ref).max():.2f})")

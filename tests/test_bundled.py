@@ -192,7 +192,7 @@ def test_realtime_example_script(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "at 48000 Hz in 480-sample blocks; latency 24.8 ms + one block" in proc.stdout
     out48, sr = sf.read(tmp_path / "out48.wav", dtype="float32")
-    ref48 = xmodal.load("speech_rt").denoise(noisy48.astype(np.float32), 48000, full_band=False)  # as a stream
+    ref48 = xmodal.load("speech_rt").denoise(noisy48.astype(np.float32), 48000)
     assert sr == 48000 and out48.shape == noisy48.shape
     assert np.abs(out48 - ref48).max() < 1e-4  # 16-bit file
     proc = subprocess.run([sys.executable, str(script), str(tmp_path / "in.wav"), str(tmp_path / "x.wav"),

@@ -261,7 +261,7 @@ def test_running_level_stream_equals_offline_denoise(den_level, rate):
     for length, channels in ((1, 1), (129, 2), (1000, 1), (3 * rate, 2)):  # shorter and longer than the window
         x = wave(channels, length, seed=length)
         x[..., length // 2:] *= 20.0  # a level change inside the signal
-        ref = den_level.denoise(x, rate, full_band=False)  # a stream stops at the model's band
+        ref = den_level.denoise(x, rate)  # at 48 kHz with the band above the model's, as offline
         y, counts = run_stream(den_level.stream(channels=channels, sample_rate=rate), x, [rate // 100, 37, 0, 1])
         assert y.shape == x.shape and sum(counts) == length
         np.testing.assert_allclose(y, ref, rtol=0, atol=1e-6 + 1e-5 * np.abs(ref).max(), err_msg=str(length))
@@ -366,7 +366,7 @@ def test_stream_resampler_delay_reset_and_errors():
 def test_stream_at_another_rate_equals_offline_denoise(den, rate):
     for length, channels in ((1, 1), (7, 2), (300, 1), (rate // 2, 2)):
         x = wave(channels, length, seed=length)
-        ref = den.denoise(x, rate, full_band=False)  # a stream stops at the model's band
+        ref = den.denoise(x, rate)  # above 16 kHz with the band above the model's, as offline
         stream = den.stream(channels=channels, sample_rate=rate)
         assert stream.sample_rate == rate and stream.model_rate == 16000
         y, counts = run_stream(stream, x, [rate // 100, 37, 0, 1, 1000])
@@ -375,8 +375,15 @@ def test_stream_at_another_rate_equals_offline_denoise(den, rate):
     x = wave(2, 4000, seed=3)
     kw = {"mix": 0.5, "atten_limit_db": 9.0}
     y, _ = run_stream(den.stream(channels=2, sample_rate=rate, **kw), x, [480])
-    ref = den.denoise(x, rate, full_band=False, **kw)
+    ref = den.denoise(x, rate, **kw)
     np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+    for full_band in (False, True):  # the band above the model's: kept or not, in the stream as offline
+        y, _ = run_stream(den.stream(channels=2, sample_rate=rate, full_band=full_band), x, [333, 7])
+        ref = den.denoise(x, rate, full_band=full_band)
+        np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+        if rate > 16000:
+            other = den.denoise(x, rate, full_band=not full_band)
+            assert np.abs(y - other).max() > 100 * 1e-5 * np.abs(ref).max()  # and the two differ
 
 
 @pytest.mark.parametrize("rate", [16000, 48000, 44100, 8000])
@@ -504,7 +511,7 @@ def test_causal_onnx_export_streams_like_pytorch(causal_run, tmp_path):
     y, _ = run_stream(den_onnx.stream(channels=2), x, [160])
     np.testing.assert_allclose(y, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
     x48 = wave(1, 4800, seed=10)  # at the sound card's rate too
-    ref = den_torch.denoise(x48, 48000, full_band=False)  # a stream stops at the model's band
+    ref = den_torch.denoise(x48, 48000)
     y, _ = run_stream(den_onnx.stream(sample_rate=48000), x48, [480])
     np.testing.assert_allclose(y, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
     with torch.no_grad(), streaming(StreamState()):  # the exported network keeps one stream's batch too

@@ -107,6 +107,36 @@ def _fit(x: torch.Tensor, length: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, length - x.shape[-1])) if x.shape[-1] < length else x
 
 
+def _spectrum(features: torch.Tensor, power: float) -> torch.Tensor:
+    """The network's compressed features ``(R, 2, F, N)`` -> complex spectrum ``(R, F, N)``."""
+    from xmodal.adapters.audio import decompress
+
+    return decompress(torch.view_as_complex(features.float().permute(0, 2, 3, 1).contiguous()), power)
+
+
+def top_band_gains(noisy: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+    """Gains in [0, 1] for the content above a speech model's band, one per STFT frame: the amplitude ratio of the
+    network's estimate to its input over the top octave of the model's band (4-8 kHz at 16 kHz). ``noisy``,
+    ``estimate``: ``(..., F, N)`` complex spectra (any common scale); returns ``(..., N)``. Speech above the band
+    (fricatives, breath, air) comes with the speech below it; noise there is suppressed as much as the network
+    suppresses it just below."""
+    top = noisy.shape[-2] // 2
+    pn = noisy[..., top:, :].abs().square().sum(-2)
+    pe = estimate[..., top:, :].abs().square().sum(-2)
+    return (pe / (pn + 1e-12 * pn.amax(-1, keepdim=True) + 1e-30)).sqrt().clamp(max=1.0)
+
+
+def gains_at(gains: torch.Tensor, first: int, count: int, frames_per_sample: float, frame0: int = 0) -> torch.Tensor:
+    """Frame gains ``(..., N)`` (frame ``k`` centred on model sample ``k hop``) at output samples ``first ..
+    first + count - 1``, whose times in frames are ``n * frames_per_sample``: linear between frame centres, the
+    last frame's gain after it. ``gains[..., 0]`` is frame ``frame0``. Returns ``(..., count)``."""
+    pos = torch.arange(first, first + count, device=gains.device, dtype=torch.float64) * frames_per_sample - frame0
+    i0 = pos.floor().long().clamp(max=gains.shape[-1] - 1)
+    i1 = (i0 + 1).clamp(max=gains.shape[-1] - 1)
+    frac = (pos - i0).clamp(0.0, 1.0).to(gains.dtype)
+    return gains[..., i0] * (1.0 - frac) + gains[..., i1] * frac
+
+
 def _limit_gain(atten_limit_db: float | None) -> float:
     """Share of the removed signal mixed back in so that suppression is at most ``atten_limit_db`` dB."""
     return 0.0 if atten_limit_db is None else 10.0 ** (-atten_limit_db / 20.0)
@@ -331,42 +361,21 @@ class Denoiser:
     @torch.no_grad()
     def _enhance(self, x: np.ndarray, sample_rate: int, scale: torch.Tensor, full_band: bool = True) -> np.ndarray:
         """Network estimate of ``x: (B, C, L) float32`` at ``sample_rate``; returns ``(B, C, L) float32``. Above the
-        model's rate, ``full_band`` adds the input's content above the model's band with :meth:`_top_band_gains`."""
+        model's rate, ``full_band`` adds the input's content above the model's band, scaled by
+        :func:`top_band_gains` interpolated with :func:`gains_at`."""
         L = x.shape[-1]
         x_t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)  # (B, C, L)
         wave = resample(x_t, sample_rate, self.sample_rate)  # (B, C, L) -> (B, C, L_m)
         ctx = AudioContext(shape=tuple(wave.shape), scale=scale.to(self.device))
         feats, ctx = self.adapter.encode(wave, ctx)  # (B*C, 2, F, N)
-        est_m = self.adapter.decode(self.model(feats, self.modality).float(), ctx)  # (B, C, L_m), exact length
-        est = _fit(resample(est_m, self.sample_rate, sample_rate), L)  # (B, C, L_m) -> (B, C, L)
+        out = self.model(feats, self.modality).float()
+        est = _fit(resample(self.adapter.decode(out, ctx), self.sample_rate, sample_rate), L)  # (B, C, L)
         if full_band and sample_rate > self.sample_rate:
+            power = float(self.config.audio.compress)
+            gains = top_band_gains(_spectrum(feats, power), _spectrum(out, power)).reshape(*x.shape[:2], -1)
             high = x_t - _fit(resample(wave, self.sample_rate, sample_rate), L)  # the input above the model's band
-            est = est + self._top_band_gains(wave, est_m, sample_rate, L) * high
+            est = est + gains_at(gains, 0, L, self.sample_rate / (sample_rate * self.config.audio.hop_length)) * high
         return est.cpu().numpy()
-
-    def _top_band_gains(self, wave: torch.Tensor, est: torch.Tensor, sample_rate: int, length: int) -> torch.Tensor:
-        """``(B, C, length)`` gains in [0, 1] at ``sample_rate`` for the input's content above the model's band: per
-        model STFT frame, the amplitude ratio of the network's estimate ``est`` to the input ``wave`` (both ``(B, C,
-        L_m)`` at the model's rate) over the top octave of the model's band (4-8 kHz at 16 kHz), interpolated
-        linearly between frame centres. Speech above 8 kHz (fricatives, breath, air) comes with the speech below,
-        noise there is suppressed as much as the network suppresses it just below."""
-        audio = self.config.audio
-        window = torch.hann_window(audio.n_fft, device=wave.device)
-
-        def top_power(w: torch.Tensor) -> torch.Tensor:  # (B, C, L_m) -> (B, C, N) power of the top octave
-            w = _fit(w, max(w.shape[-1], audio.n_fft))  # very short input: zeros after it (the frames stay put)
-            spec = torch.stft(w.reshape(-1, w.shape[-1]), audio.n_fft, audio.hop_length, window=window,
-                              return_complex=True)  # (B*C, F, N), centred frames as the adapter's
-            return spec[:, spec.shape[1] // 2:].abs().square().sum(dim=1).reshape(*w.shape[:-1], -1)
-
-        px, pe = top_power(wave), top_power(est)
-        gains = (pe / (px + 1e-12 * audio.n_fft)).sqrt().clamp(max=1.0)  # (B, C, N)
-        pos = torch.arange(length, device=wave.device, dtype=torch.float64) * (
-            self.sample_rate / (sample_rate * audio.hop_length))  # each output sample's time, in model frames
-        i0 = pos.floor().long().clamp(max=gains.shape[-1] - 1)
-        i1 = (i0 + 1).clamp(max=gains.shape[-1] - 1)
-        frac = (pos - i0).clamp(0.0, 1.0).float()
-        return gains[..., i0] * (1.0 - frac) + gains[..., i1] * frac
 
     def _stream(self, read: Callable[[int, int], np.ndarray], length: int, sample_rate: int, scale: torch.Tensor,
                 *, mix: float, atten_limit_db: float | None, chunk_seconds: float, context_seconds: float | None,
@@ -410,12 +419,11 @@ class Denoiser:
     # -- real time ----------------------------------------------------------------------------------------------
 
     def stream(self, channels: int = 1, *, mix: float = 1.0, atten_limit_db: float | None = None,
-               precision: str = "fp32", sample_rate: int | None = None) -> SpeechStream:
+               precision: str = "fp32", sample_rate: int | None = None, full_band: bool = True) -> SpeechStream:
         """A real-time stream: push blocks of audio as they arrive, get the denoised audio back ``n_fft - hop``
         model-rate samples later (24 ms for the bundled ``speech_rt``; about 1 ms more at another rate). Its output
-        equals :meth:`denoise` of the whole signal with ``full_band=False`` (a stream stops at the model's band).
-        Needs a causal model (``model.causal: true``,
-        ``audio.normalize_rms: false``).
+        equals :meth:`denoise` of the whole signal (with the same ``full_band``). Needs a causal model
+        (``model.causal: true``, ``audio.normalize_rms: false``).
 
         Args:
             channels: channels of the blocks pushed.
@@ -423,6 +431,8 @@ class Denoiser:
             precision: ``fp32``, ``bf16`` or ``auto`` for the network.
             sample_rate: rate of the blocks pushed and returned (e.g. the sound card's 48000); ``None`` = the
                 model's. Resampled inside the stream with the filter :meth:`denoise` uses.
+            full_band: above the model's rate, keep the band above the model's as :meth:`denoise` does (no added
+                latency: the gains of the frames a sample needs are computed before the sample is final).
 
         Returns:
             A :class:`xmodal.streaming.SpeechStream` (``push(block)``, ``flush()``, ``reset()``, ``delay``).
@@ -433,7 +443,7 @@ class Denoiser:
         from xmodal.streaming import SpeechStream
 
         return SpeechStream(self, channels, mix=mix, atten_limit_db=atten_limit_db, precision=precision,
-                            sample_rate=sample_rate)
+                            sample_rate=sample_rate, full_band=full_band)
 
     # -- arrays -------------------------------------------------------------------------------------------------
 
@@ -456,7 +466,7 @@ class Denoiser:
                 give it; so is the result.
             full_band: at rates above the model's (44.1 or 48 kHz into a 16 kHz model) keep the input's content
                 above the model's band, with the gain the network applies to its top octave, frame by frame (see
-                ``_top_band_gains``); ``False``: the output stops at the model's band (8 kHz), as a stream's does.
+                :func:`top_band_gains`); ``False``: the output stops at the model's band (8 kHz).
 
         Returns:
             The denoised waveform, of the same type, dtype, device and shape as ``wave``.

@@ -21,8 +21,11 @@ frames. The output is the same signal as ``Denoiser.denoise`` on the whole input
 * **Rate.** ``Denoiser.stream(sample_rate=48000)`` takes and returns audio at the audio interface's rate: a
   :class:`StreamResampler` brings each block to the model's rate and the output back, with the same band-limited
   sinc filter as ``Denoiser.denoise`` (``xmodal.io.resample``), so the output still equals ``denoise(whole signal,
-  48000, full_band=False)``: the stream stops at the model's band (8 kHz), where the offline path by default keeps
-  the input's content above it. The two filters add about 1 ms of delay (:attr:`SpeechStream.delay` counts it).
+  48000)``. The two filters add about 1 ms of delay (:attr:`SpeechStream.delay` counts it).
+* **Full band.** Above the model's rate the stream keeps the input's band above the model's, as ``denoise`` does
+  (``full_band=True``): a third resampler brings the input's low band back on the estimate's path and delay, and each
+  frame's gain (:func:`xmodal.denoise.top_band_gains`) is computed with the frame, before any sample that needs it
+  is final, so it adds no latency.
 
 Example:
     >>> den = xmodal.load("speech_rt")  # doctest: +SKIP
@@ -42,7 +45,8 @@ import numpy as np
 import torch
 
 from xmodal.adapters.audio import compress, decompress, frame_power, running_gains
-from xmodal.denoise import _check_options, _check_precision, _check_rate, _float_numpy, _limit_gain
+from xmodal.denoise import _check_options, _check_precision, _check_rate, _float_numpy, _limit_gain, gains_at, \
+    top_band_gains
 from xmodal.inference import autocast_for
 from xmodal.models.layers import StreamState, streaming
 
@@ -158,8 +162,8 @@ class _FrameStream:
     (no mix, no limit): the outputs of all pushes plus :meth:`flush` equal the offline adapter's decode of the whole
     signal."""
 
-    def __init__(self, denoiser: Any, channels: int, precision: str) -> None:
-        self.denoiser, self.channels, self.precision = denoiser, channels, precision
+    def __init__(self, denoiser: Any, channels: int, precision: str, full_band: bool = False) -> None:
+        self.denoiser, self.channels, self.precision, self.full_band = denoiser, channels, precision, full_band
         audio = denoiser.adapter
         self.n_fft, self.hop = int(audio.n_fft), int(audio.hop_length)
         self._half = self.n_fft // 2
@@ -180,6 +184,8 @@ class _FrameStream:
         self._ola = torch.zeros(C, 0, device=self.denoiser.device)  # overlap-add from padded index `_emitted + half`
         self._env = torch.zeros(0, device=self.denoiser.device)
         self._powers = np.zeros((1, 0))  # mean squares of the last frames (running level)
+        self.top_gains = torch.zeros(self.channels, 0)  # (C, K) gains above the model's band of frames top_first..
+        self.top_first = 0
 
     def push(self, x: np.ndarray) -> np.ndarray:
         self._received += x.shape[1]
@@ -229,6 +235,10 @@ class _FrameStream:
             est = decompress(torch.view_as_complex(est.permute(0, 3, 2, 1).contiguous()), self._power)  # (C, n, F)
             if gain is not None:
                 est = est / gain[:, None]
+            if self.full_band:  # (C, n, F): the input's frames before the level gain, the estimate's after undoing it
+                raw = spec / gain[:, None] if gain is not None else spec
+                self.top_gains = torch.cat([self.top_gains, top_band_gains(raw.transpose(1, 2),
+                                                                           est.transpose(1, 2)).float().cpu()], 1)
             wav = torch.fft.irfft(est, n=self.n_fft, dim=-1) * self._window  # (C, n, n_fft)
             self._overlap_add(self._frame + done, wav)
             done += n
@@ -287,7 +297,7 @@ class SpeechStream:
     """
 
     def __init__(self, denoiser: Any, channels: int = 1, *, mix: float = 1.0, atten_limit_db: float | None = None,
-                 precision: str = "fp32", sample_rate: int | None = None) -> None:
+                 precision: str = "fp32", sample_rate: int | None = None, full_band: bool = True) -> None:
         label = f"the model{' ' + repr(denoiser.name) if denoiser.name else ''}"
         if not getattr(getattr(denoiser.model, "trunk", None), "causal", False):
             raise ValueError(f"{label} is not causal (model.causal: false): its output depends on future frames, so "
@@ -307,13 +317,16 @@ class SpeechStream:
         self._gain = _limit_gain(atten_limit_db)
         self.model_rate = int(denoiser.adapter.sample_rate)
         self.sample_rate = self.model_rate if sample_rate is None else _check_rate(sample_rate)
-        self._frames = _FrameStream(denoiser, self.channels, self.precision)
+        self.full_band = bool(full_band) and self.sample_rate > self.model_rate
+        self._frames = _FrameStream(denoiser, self.channels, self.precision, self.full_band)
         self.n_fft, self.hop = self._frames.n_fft, self._frames.hop
-        self._down = self._up = None
+        self._down = self._up = self._up_low = None
         if self.sample_rate != self.model_rate:
             dev = denoiser.device
             self._down = StreamResampler(self.sample_rate, self.model_rate, self.channels, dev)
             self._up = StreamResampler(self.model_rate, self.sample_rate, self.channels, dev)
+            if self.full_band:  # the input's band below the model's limit, on the estimate's path and delay
+                self._up_low = StreamResampler(self.model_rate, self.sample_rate, self.channels, dev)
         self.reset()
 
     def __repr__(self) -> str:
@@ -344,9 +357,10 @@ class SpeechStream:
     def reset(self) -> None:
         """Start a new signal (forget the past; the stream can be used again after :meth:`flush`)."""
         self._frames.reset()
-        for r in (self._down, self._up):
+        for r in (self._down, self._up, self._up_low):
             if r is not None:
                 r.reset()
+        self._x16 = np.zeros((self.channels, 0), np.float32)  # model-rate input not yet on the low-band path
         self._received = 0  # input samples pushed
         self._emitted = 0  # output samples returned
         self._dry = np.zeros((self.channels, 0), np.float32)  # input from `_emitted` on (kept for mix / limit only)
@@ -384,13 +398,24 @@ class SpeechStream:
         x = self._check(block)
         self._like = block
         self._received += x.shape[1]
-        if self.mix < 1.0 or self._gain > 0.0:  # the input is only needed again to mix it back in
+        if self.mix < 1.0 or self._gain > 0.0 or self.full_band:  # the input is needed again to mix it in
             self._dry = np.concatenate([self._dry, x], axis=1)
         if self._down is None:
             wet = self._frames.push(x)
-        else:
-            wet = self._up.push(self._frames.push(self._down.push(x)))
-        return self._out(self._finish(wet), block)
+            return self._out(self._finish(wet), block)
+        x16 = self._down.push(x)
+        est = self._frames.push(x16)
+        return self._out(self._finish(self._up.push(est), self._low(x16, est.shape[1])), block)
+
+    def _low(self, x16: np.ndarray, count: int) -> np.ndarray | None:
+        """The input's band below the model's limit at the stream's rate, for as many samples as the estimate's
+        path gives: the model-rate input goes through a resampler like the estimate's, ``count`` samples at a time
+        (``None`` without the full band)."""
+        if self._up_low is None:
+            return None
+        self._x16 = np.concatenate([self._x16, x16], axis=1)
+        out, self._x16 = self._x16[:, :count], self._x16[:, count:]
+        return self._up_low.push(out)
 
     def flush(self) -> np.ndarray | torch.Tensor:
         """End of the signal: return the remaining output (so that all pushes plus the flush give exactly as many
@@ -400,25 +425,43 @@ class SpeechStream:
         self._closed = True
         if self._received == 0:
             return self._out(np.zeros((self.channels, 0), np.float32), self._like)
+        low = None
         if self._down is None:
             wet = self._frames.flush()
         else:
             frames = self._frames
-            wet = np.concatenate([self._up.push(frames.push(self._down.flush())), self._up.push(frames.flush()),
-                                  self._up.flush()], axis=1)
+            x16 = self._down.flush()
+            e1 = frames.push(x16)
+            e2 = frames.flush()
+            wet = np.concatenate([self._up.push(e1), self._up.push(e2), self._up.flush()], axis=1)
+            if self._up_low is not None:
+                low = np.concatenate([self._low(x16, e1.shape[1]), self._low(x16[:, :0], e2.shape[1]),
+                                      self._up_low.flush()], axis=1)
         rest = self._received - self._emitted
-        wet = wet[:, :rest]  # the filters' last group can reach past the input's end: cut, as offline
-        if wet.shape[1] < rest:
-            wet = np.pad(wet, ((0, 0), (0, rest - wet.shape[1])))
-        return self._out(self._finish(wet), self._like)
 
-    def _finish(self, wet: np.ndarray) -> np.ndarray:
-        """Apply the attenuation limit and the dry/wet mix against the input samples ``wet`` stands for."""
+        def fit(y: np.ndarray) -> np.ndarray:  # the filters' last group can reach past the input's end: cut
+            y = y[:, :rest]
+            return np.pad(y, ((0, 0), (0, rest - y.shape[1]))) if y.shape[1] < rest else y
+
+        return self._out(self._finish(fit(wet), None if low is None else fit(low)), self._like)
+
+    def _finish(self, wet: np.ndarray, low: np.ndarray | None = None) -> np.ndarray:
+        """Add the band above the model's (``low``: the input's band below it, for the full band), apply the
+        attenuation limit and the dry/wet mix against the input samples ``wet`` stands for."""
         n = wet.shape[1]
+        first = self._emitted
         self._emitted += n
-        if self.mix == 1.0 and self._gain == 0.0:
+        if self.mix == 1.0 and self._gain == 0.0 and low is None:
             return wet.astype(np.float32, copy=False)
         dry, self._dry = self._dry[:, :n], self._dry[:, n:]
+        if low is not None and n:
+            frames = self._frames
+            per_sample = self.model_rate / (self.sample_rate * self.hop)
+            gains = gains_at(frames.top_gains, first, n, per_sample, frames.top_first).numpy()  # (C, n)
+            wet = wet + gains * (dry - low)
+            keep = int(self._emitted * per_sample) - frames.top_first  # frames no later sample needs
+            keep = max(0, min(keep, frames.top_gains.shape[1] - 1))
+            frames.top_gains, frames.top_first = frames.top_gains[:, keep:], frames.top_first + keep
         if self._gain > 0.0:
             wet = wet + self._gain * (dry - wet)
         if self.mix < 1.0:
