@@ -11,7 +11,10 @@ timed on ``--threads`` torch threads (1 by default: a real-time thread next to t
 - the largest difference between the streamed output and ``Denoiser.denoise`` of the whole signal.
 
     python benchmarks/speech_streaming.py [--model speech_rt] [--seconds 60] [--block-ms 10] [--threads 1]
-                                          [--rate 48000]
+                                          [--rate 48000] [--no-full-band]
+
+Above the model's rate the stream keeps the band above the model's by default, as ``denoise`` does;
+``--no-full-band`` times (and compares) both without it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"))
     p.add_argument("--rate", type=int, default=None, help="stream at this rate (default: the model's)")
+    p.add_argument("--no-full-band", dest="full_band", action="store_false",
+                   help="above the model's rate, stop at its band (default: keep the band above it)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     den = load(args.model)
@@ -45,10 +50,10 @@ def main() -> None:
     if rate != SR:
         x = resample(x[None], SR, rate).numpy()[0]
     block = max(1, round(args.block_ms * rate / 1000))
-    warm = den.stream(precision=args.precision, sample_rate=rate)  # warm-up: allocator, kernels
+    warm = den.stream(precision=args.precision, sample_rate=rate, full_band=args.full_band)  # warm-up
     for i in range(0, rate, block):
         warm.push(x[i:i + block])
-    stream = den.stream(precision=args.precision, sample_rate=rate)
+    stream = den.stream(precision=args.precision, sample_rate=rate, full_band=args.full_band)
     times, outs, lag, got = [], [], 0, 0
     for i in range(0, len(x), block):
         t = time.perf_counter()
@@ -73,7 +78,7 @@ def main() -> None:
           f"max {ms.max():.2f} (budget {budget:g} ms); blocks over budget: {(ms > budget).sum()} of {len(ms)}")
     print(f"real-time factor {total / args.seconds:.3f} ({total:.2f} s for {args.seconds:g} s)")
     t = time.perf_counter()
-    ref = den.denoise(x, rate)
+    ref = den.denoise(x, rate, full_band=args.full_band)
     offline_s = time.perf_counter() - t
     print(f"offline Denoiser.denoise of the whole signal: {offline_s:.2f} s (RTF {offline_s / args.seconds:.3f}); "
           f"max |stream - offline| = {np.abs(y - ref).max():.2e} (signal peak {np.abs(ref).max():.2f})")
