@@ -1786,12 +1786,13 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m xmodal.denoise",
-        description="Denoise audio files (any rate, channel count and length), images (PNG, JPEG, BMP, WebP, TIFF, "
-                    ".npy; bit depth and format kept), multispectral stacks (multi-band TIFF/.npy files, or folders of "
-                    "single-band TIFFs with --modality multispectral) and video clips (video files such as .mp4 "
-                    "with PyAV installed; folders of frames or (T, H, W[, C]) .npy files with --modality video or "
-                    "a video --model) into OUT_DIR, keeping their names. Without --model the modality and the "
-                    "bundled model follow each file: audio -> 'speech', 1-channel images -> 'image_gray', "
+        description="Denoise audio files (WAV, FLAC, OGG, Opus, MP3, M4A...; any rate, channel count and length), "
+                    "images (PNG, JPEG, BMP, WebP, TIFF, .npy; bit depth and format kept), multispectral stacks "
+                    "(multi-band TIFF/.npy files, or folders of single-band TIFFs with --modality multispectral) and "
+                    "video clips (video files such as .mp4 with PyAV installed, their sound kept in sync (--audio); "
+                    "folders of frames or (T, H, W[, C]) .npy files with --modality video or a video --model) into "
+                    "OUT_DIR, keeping their names. Without --model the modality and the bundled model follow each "
+                    "file: audio (and video files holding sound only) -> 'speech', 1-channel images -> 'image_gray', "
                     "3/4-channel -> 'image_color', TIFF/.npy with more than 4 channels -> 'multispectral', video "
                     "files -> 'video_color' (colour) or 'video_gray' (gray). Exit status: 0 all done, 1 some files "
                     "failed (each is reported with its reason), 2 usage error or model not loadable.")
