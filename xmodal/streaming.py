@@ -363,7 +363,7 @@ class SpeechStream:
         self._x16 = np.zeros((self.channels, 0), np.float32)  # model-rate input not yet on the low-band path
         self._received = 0  # input samples pushed
         self._emitted = 0  # output samples returned
-        self._dry = np.zeros((self.channels, 0), np.float32)  # input from `_emitted` on (kept for mix / limit only)
+        self._dry = np.zeros((self.channels, 0), np.float32)  # input from `_emitted` on (for mix, limit, full band)
         self._like: Any = np.zeros(0 if self.channels == 1 else (self.channels, 0), np.float32)  # caller's layout
         self._closed = False
 
