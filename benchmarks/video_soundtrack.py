@@ -3,7 +3,8 @@ model against denoising the same recordings as arrays (``speech_quality.py``), a
 
 Each SPLITS.md validation mixture (19 unseen talkers x 4 unseen noises at ``--snrs``, the mixtures of
 ``speech_quality.py``) becomes the soundtrack of a short video as a phone writes it: upsampled to 48 kHz, AAC at
-``--bitrate`` in an ``.mp4`` beside a small gray H.264 picture at 25 fps. Then, through
+``--bitrate`` in an ``.mp4`` beside a small gray H.264 picture at ``--fps`` (10 by default: the picture only carries
+the sound here, and its frames are most of the time). Then, through
 ``VideoDenoiser.denoise_file(..., audio=xmodal.load("speech"))`` (what ``--audio denoise`` runs):
 
 - ``.mp4`` out: the denoised track re-encoded as AAC (what a user keeps by default for an ``.mp4``);
@@ -15,6 +16,7 @@ utterance): the noisy soundtrack as the source ``.mp4`` holds it, both outputs, 
 lag (in 16 kHz samples) of the best cross-correlation between each output and the reference: 0 means in sync.
 
     python benchmarks/video_soundtrack.py [--data ../shared/data] [--snrs 5] [--limit N] [--bitrate 128000]
+                                          [--fps 10]
 """
 
 from __future__ import annotations
@@ -33,16 +35,15 @@ from _common import DEFAULT_DATA, bundled_speech_config  # noqa: E402
 
 METRICS = ("pesq", "stoi", "si_sdr")
 RATE = 48000  # what video files carry
-FPS = 25
 
 
-def write_source(path: Path, wave48: np.ndarray, bitrate: int) -> None:
-    """A gray 64 x 64 H.264 picture (a slow ramp) for the length of ``wave48`` (mono, 48 kHz) as AAC."""
+def write_source(path: Path, wave48: np.ndarray, bitrate: int, fps: int) -> None:
+    """A gray 64 x 64 H.264 picture (a slow ramp) at ``fps`` for the length of ``wave48`` (mono, 48 kHz) as AAC."""
     import av
 
-    frames = int(np.ceil(wave48.shape[-1] / RATE * FPS))
+    frames = int(np.ceil(wave48.shape[-1] / RATE * fps))
     with av.open(str(path), "w") as out:
-        v = out.add_stream("libx264", rate=FPS)
+        v = out.add_stream("libx264", rate=fps)
         v.width = v.height = 64
         v.pix_fmt = "yuv420p"
         a = out.add_stream("aac", rate=RATE, layout="mono")
@@ -104,6 +105,7 @@ def main() -> int:
     p.add_argument("--snrs", default="5", help="comma-separated SNRs of the validation mixtures (0, 5, 10)")
     p.add_argument("--limit", type=int, default=0, help="only the first N mixtures")
     p.add_argument("--bitrate", type=int, default=128000, help="AAC bit rate of the source soundtracks")
+    p.add_argument("--fps", type=int, default=10, help="frame rate of the picture beside the sound (default 10)")
     args = p.parse_args()
     snrs = {f"{float(s):g}dB" for s in args.snrs.split(",")}
     cfg = bundled_speech_config(args.data)
@@ -120,7 +122,7 @@ def main() -> int:
         for i, clip in enumerate(clips):
             noisy, clean = clip.noisy[0].numpy(), clip.clean[0].numpy()
             src = Path(tmp) / "src.mp4"
-            write_source(src, resample(noisy, sr, RATE).numpy(), args.bitrate)
+            write_source(src, resample(noisy, sr, RATE).numpy(), args.bitrate, args.fps)
             t = time.perf_counter()
             reference = np.asarray(speech.denoise(noisy, sr))
             seconds["array"] += time.perf_counter() - t
@@ -137,8 +139,9 @@ def main() -> int:
             if (i + 1) % 10 == 0:
                 print(f"  {i + 1}/{len(clips)} mixtures", file=sys.stderr)
     means = acc.means()
-    print(f"{len(clips)} validation mixtures at {', '.join(sorted(snrs))} as .mp4 soundtracks (AAC {args.bitrate // 1000} "
-          f"kbit/s, 48 kHz mono); bundled speech model; PESQ wide-band, STOI, SI-SDR at 16 kHz")
+    print(f"{len(clips)} validation mixtures at {', '.join(sorted(snrs))} as .mp4 soundtracks (AAC "
+          f"{args.bitrate // 1000} kbit/s, 48 kHz mono; picture at {args.fps} fps); bundled speech model; PESQ "
+          "wide-band, STOI, SI-SDR at 16 kHz")
     print(f"{'':22s}" + "".join(f"{m:>9s}" for m in METRICS) + "   offset (samples at 16 kHz)")
     for name in ("noisy (source .mp4)", "array (reference)", "mp4 (AAC)", "mkv (FLAC)"):
         off = offsets.get(name)
