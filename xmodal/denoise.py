@@ -121,20 +121,23 @@ def top_band_gains(noisy: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
     (fricatives, breath, air) comes with the speech below it; noise there is suppressed as much as the network
     suppresses it just below."""
     top = noisy.shape[-2] // 2
-    pn = noisy[..., top:, :].abs().square().sum(-2)
-    pe = estimate[..., top:, :].abs().square().sum(-2)
+
+    def power(spec: torch.Tensor) -> torch.Tensor:  # (..., F, N) complex -> (..., N)
+        return torch.view_as_real(spec[..., top:, :]).square().sum((-3, -1))
+
+    pn, pe = power(noisy), power(estimate)
     return (pe / (pn + 1e-12 * pn.amax(-1, keepdim=True) + 1e-30)).sqrt().clamp(max=1.0)
 
 
-def gains_at(gains: torch.Tensor, first: int, count: int, frames_per_sample: float, frame0: int = 0) -> torch.Tensor:
-    """Frame gains ``(..., N)`` (frame ``k`` centred on model sample ``k hop``) at output samples ``first ..
-    first + count - 1``, whose times in frames are ``n * frames_per_sample``: linear between frame centres, the
-    last frame's gain after it. ``gains[..., 0]`` is frame ``frame0``. Returns ``(..., count)``."""
-    pos = torch.arange(first, first + count, device=gains.device, dtype=torch.float64) * frames_per_sample - frame0
-    i0 = pos.floor().long().clamp(max=gains.shape[-1] - 1)
-    i1 = (i0 + 1).clamp(max=gains.shape[-1] - 1)
-    frac = (pos - i0).clamp(0.0, 1.0).to(gains.dtype)
-    return gains[..., i0] * (1.0 - frac) + gains[..., i1] * frac
+def gains_at(gains: np.ndarray, first: int, count: int, frames_per_sample: float, frame0: int = 0) -> np.ndarray:
+    """Frame gains ``(..., K)`` (frame ``k`` centred on model sample ``k hop``; ``gains[..., 0]`` is frame
+    ``frame0``) at output samples ``first .. first + count - 1``, whose times in frames are ``n *
+    frames_per_sample``: linear between frame centres, the last frame's gain after it. Returns ``(..., count)``
+    float32."""
+    pos = np.arange(first, first + count, dtype=np.float64) * frames_per_sample - frame0
+    frames = np.arange(gains.shape[-1], dtype=np.float64)
+    rows = [np.interp(pos, frames, row) for row in gains.reshape(-1, gains.shape[-1])]
+    return np.stack(rows).reshape(*gains.shape[:-1], count).astype(np.float32)
 
 
 def _limit_gain(atten_limit_db: float | None) -> float:
@@ -374,7 +377,8 @@ class Denoiser:
             power = float(self.config.audio.compress)
             gains = top_band_gains(_spectrum(feats, power), _spectrum(out, power)).reshape(*x.shape[:2], -1)
             high = x_t - _fit(resample(wave, self.sample_rate, sample_rate), L)  # the input above the model's band
-            est = est + gains_at(gains, 0, L, self.sample_rate / (sample_rate * self.config.audio.hop_length)) * high
+            at = gains_at(gains.cpu().numpy(), 0, L, self.sample_rate / (sample_rate * self.config.audio.hop_length))
+            est = est + torch.from_numpy(at).to(est.device) * high
         return est.cpu().numpy()
 
     def _stream(self, read: Callable[[int, int], np.ndarray], length: int, sample_rate: int, scale: torch.Tensor,

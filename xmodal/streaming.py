@@ -184,7 +184,8 @@ class _FrameStream:
         self._ola = torch.zeros(C, 0, device=self.denoiser.device)  # overlap-add from padded index `_emitted + half`
         self._env = torch.zeros(0, device=self.denoiser.device)
         self._powers = np.zeros((1, 0))  # mean squares of the last frames (running level)
-        self.top_gains = torch.zeros(self.channels, 0)  # (C, K) gains above the model's band of frames top_first..
+        self.top_gains = np.zeros((self.channels, 0), np.float32)  # (C, K) gains above the model's band, frames
+        # top_first, top_first + 1...
         self.top_first = 0
 
     def push(self, x: np.ndarray) -> np.ndarray:
@@ -237,8 +238,8 @@ class _FrameStream:
                 est = est / gain[:, None]
             if self.full_band:  # (C, n, F): the input's frames before the level gain, the estimate's after undoing it
                 raw = spec / gain[:, None] if gain is not None else spec
-                self.top_gains = torch.cat([self.top_gains, top_band_gains(raw.transpose(1, 2),
-                                                                           est.transpose(1, 2)).float().cpu()], 1)
+                gains = top_band_gains(raw.transpose(1, 2), est.transpose(1, 2)).float().cpu().numpy()  # (C, n)
+                self.top_gains = np.concatenate([self.top_gains, gains], axis=1)
             wav = torch.fft.irfft(est, n=self.n_fft, dim=-1) * self._window  # (C, n, n_fft)
             self._overlap_add(self._frame + done, wav)
             done += n
@@ -457,7 +458,7 @@ class SpeechStream:
         if low is not None and n:
             frames = self._frames
             per_sample = self.model_rate / (self.sample_rate * self.hop)
-            gains = gains_at(frames.top_gains, first, n, per_sample, frames.top_first).numpy()  # (C, n)
+            gains = gains_at(frames.top_gains, first, n, per_sample, frames.top_first)  # (C, n)
             wet = wet + gains * (dry - low)
             keep = int(self._emitted * per_sample) - frames.top_first  # frames no later sample needs
             keep = max(0, min(keep, frames.top_gains.shape[1] - 1))
