@@ -455,6 +455,29 @@ def test_m4a_errors(den: Denoiser, tmp_path: Path) -> None:
     assert src.exists()
 
 
+def test_tags_are_kept(den: Denoiser, tmp_path: Path) -> None:
+    tags = {"title": "Interview", "artist": "Ada", "date": "2026-11-30", "comment": "take 2"}
+    src = tmp_path / "in.flac"
+    with sf.SoundFile(src, "w", 16000, 1, format="FLAC") as f:
+        for key, value in tags.items():
+            setattr(f, key, value)
+        f.write(make_wave(16000, 1, 0.5)[0])
+    for name in ("out.flac", "out.wav", "out.ogg"):  # streamed files, also to another format
+        with sf.SoundFile(den.denoise_file(src, tmp_path / name)) as f:
+            assert {k: v for k, v in f.copy_metadata().items() if v} == tags, name
+    pytest.importorskip("av")
+    import av
+
+    from xmodal.io import audio_metadata
+
+    memo = den.denoise_file(src, tmp_path / "memo.m4a")  # to an .m4a and back
+    with av.open(str(memo)) as c:
+        assert {k: c.metadata.get(k) for k in ("title", "artist")} == {"title": "Interview", "artist": "Ada"}
+    back = audio_metadata(den.denoise_file(memo, tmp_path / "back.wav"))
+    assert (back["title"], back["artist"]) == ("Interview", "Ada")
+    assert audio_metadata(tmp_path / "missing.wav") == {}
+
+
 def test_opus_rates(den: Denoiser, tmp_path: Path) -> None:
     src = write(tmp_path / "in.wav", make_wave(44100, 1, 0.3), 44100)
     with pytest.raises(ValueError, match=r"out.opus: Opus holds audio at 8, 12, 16, 24, 48 kHz, this is 44100 Hz; "

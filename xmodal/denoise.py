@@ -60,7 +60,7 @@ from torch import nn
 from xmodal._fs import atomic_write
 from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
-from xmodal.io import PYAV_AUDIO_EXTENSIONS, AudioReadError, list_audio_files, resample
+from xmodal.io import PYAV_AUDIO_EXTENSIONS, AudioReadError, copy_tags, list_audio_files, resample
 from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, tiled_apply
 
 if TYPE_CHECKING:
@@ -610,6 +610,7 @@ class Denoiser:
                 clip = not subtype.startswith(("FLOAT", "DOUBLE", "VORBIS", "OPUS"))
                 written = 0
                 with sf.SoundFile(tmp, "w", samplerate=sr, channels=C, subtype=subtype, format=fmt) as out:
+                    copy_tags(f.copy_metadata(), out)  # title, artist, date...
                     for block in self._stream(read, T, sr, scale, mix=mix, atten_limit_db=atten_limit_db,
                                               chunk_seconds=chunk_seconds, context_seconds=context_seconds,
                                               progress=progress, desc=src.name, full_band=full_band):
@@ -629,7 +630,7 @@ class Denoiser:
         follows its extension as for libsndfile inputs."""
         import soundfile as sf
 
-        from xmodal.io import AV_CONTAINERS, av_streams, read_audio, read_av_audio, write_audio
+        from xmodal.io import AV_CONTAINERS, audio_metadata, av_streams, read_audio, read_av_audio, write_audio
 
         if src.suffix.lower() in AV_CONTAINERS:
             if av_streams(src)[0]:  # a picture: writing the sound alone would lose it
@@ -651,7 +652,7 @@ class Denoiser:
                 raise ValueError(f"{dst}: unknown audio extension for a {src.suffix} input (write "
                                  f"{src.suffix}, .wav, .flac, ...)")
         out = self.denoise(wave, sr, **options)
-        write_audio(dst, out, sr, subtype=subtype)  # atomic
+        write_audio(dst, out, sr, subtype=subtype, metadata=audio_metadata(src))  # atomic, with the source's tags
         return dst
 
 

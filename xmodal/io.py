@@ -19,7 +19,7 @@ import torch
 from xmodal._fs import atomic_write
 
 __all__ = ["AUDIO_EXTENSIONS", "AV_CONTAINERS", "PYAV_AUDIO_EXTENSIONS", "AudioReadError", "decode_av_audio",
-           "encode_av_audio", "av_streams", "list_audio_files", "read_audio", "read_av_audio", "resample", "write_audio"]
+           "encode_av_audio", "audio_metadata", "av_streams", "copy_tags", "list_audio_files", "read_audio", "read_av_audio", "resample", "write_audio"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aif", ".aiff")
 # containers read and written through PyAV, not libsndfile: extension -> (FFmpeg muxer, audio codecs it is written
@@ -29,6 +29,9 @@ AV_CONTAINERS = {".m4a": ("ipod", ("aac", "alac")), ".mp4": ("mp4", ("aac", "ala
                  ".webm": ("webm", ("opus",)), ".avi": ("avi", ("pcm_s16le",))}
 PYAV_AUDIO_EXTENSIONS = tuple(AV_CONTAINERS)
 _ENCODERS = {"opus": "libopus"}  # FFmpeg encoder of a codec, where the names differ
+_MUXER_TAGS = ("encoder", "major_brand", "minor_version", "compatible_brands", "duration")  # written by the muxer
+_SNDFILE_TAGS = ("title", "copyright", "software", "artist", "comment", "date", "album", "license", "tracknumber",
+                 "genre")  # libsndfile's strings
 
 
 class AudioReadError(ValueError):
@@ -131,11 +134,14 @@ def read_av_audio(path: str | os.PathLike) -> tuple[np.ndarray, int, str]:
     return np.ascontiguousarray(wave), rate, codec
 
 
-def _write_av_audio(path: str, muxer: str, wave: np.ndarray, sample_rate: int, codec: str) -> None:
-    """Encode ``wave (C, T)`` as ``codec`` into the ``muxer`` file ``path`` (an audio-only container)."""
+def _write_av_audio(path: str, muxer: str, wave: np.ndarray, sample_rate: int, codec: str,
+                    metadata: dict[str, str]) -> None:
+    """Encode ``wave (C, T)`` as ``codec`` into the ``muxer`` file ``path`` (an audio-only container), with the
+    container tags ``metadata``."""
     av = _import_av(Path(path))
     layout = {1: "mono", 2: "stereo"}.get(wave.shape[0], f"{wave.shape[0]}c")
     with av.open(path, "w", format=muxer) as out:
+        out.metadata.update({"track" if k == "tracknumber" else k: v for k, v in metadata.items()})
         for packet in encode_av_audio(out, codec, wave, sample_rate, layout, 0.0):
             out.mux(packet)
 
@@ -192,7 +198,7 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 
 
 def write_audio(path: str | os.PathLike, wave: np.ndarray | torch.Tensor, sample_rate: int,
-                subtype: str | None = None) -> None:
+                subtype: str | None = None, metadata: dict[str, str] | None = None) -> None:
     """Write ``wave: (C, T) or (T,) float`` atomically (temp file in the same folder, then rename).
 
     Args:
@@ -203,8 +209,9 @@ def write_audio(path: str | os.PathLike, wave: np.ndarray | torch.Tensor, sample
             For the PyAV containers (:data:`AV_CONTAINERS`) the codec: ``AAC`` (default) or ``ALAC`` for
             ``.m4a``/``.mp4``/``.mov``, ``FLAC`` (default), ``OPUS``, ``AAC``, ``ALAC`` or ``PCM_S16LE`` for ``.mkv``,
             ``OPUS`` for ``.webm``, ``PCM_S16LE`` for ``.avi``.
+        metadata: tags to write (:func:`audio_metadata` of a source: title, artist, date...); those the format
+            cannot hold are left out.
     """
-    import soundfile as sf
 
     if isinstance(wave, torch.Tensor):
         wave = wave.detach().cpu().float().numpy()
@@ -222,9 +229,51 @@ def write_audio(path: str | os.PathLike, wave: np.ndarray | torch.Tensor, sample
         if codec not in codecs:
             raise ValueError(f"{path}: a {suffix} file is written with {', '.join(c.upper() for c in codecs)}, got "
                              f"subtype {subtype!r}")
-        atomic_write(path, lambda tmp: _write_av_audio(tmp, muxer, np.clip(wave, -1.0, 1.0), sample_rate, codec))
+        atomic_write(path, lambda tmp: _write_av_audio(tmp, muxer, np.clip(wave, -1.0, 1.0), sample_rate, codec,
+                                                       metadata or {}))
         return
-    atomic_write(path, lambda tmp: sf.write(tmp, wave.T, sample_rate, subtype=subtype))  # (C, T) -> (T, C)
+
+    def write(tmp: str) -> None:
+        import soundfile as sf
+
+        fmt = "OGG" if suffix == ".opus" else None  # libsndfile knows Opus files as OGG
+        with sf.SoundFile(tmp, "w", sample_rate, wave.shape[0], subtype=subtype or ("OPUS" if fmt else None),
+                          format=fmt) as out:
+            copy_tags(metadata or {}, out)
+            out.write(wave.T)  # (C, T) -> (T, C)
+
+    atomic_write(path, write)
+
+
+def audio_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The tags of an audio file (title, artist, album, date, comment, genre, ...), for :func:`write_audio` or
+    :func:`copy_tags`: libsndfile's strings, or a PyAV container's tags (less those its muxer writes itself);
+    ``{}`` when there are none or the file cannot be read."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in AV_CONTAINERS:
+            with _import_av(path).open(str(path)) as container:
+                return {k.lower(): str(v) for k, v in container.metadata.items() if v and k.lower() not in _MUXER_TAGS}
+        import soundfile as sf
+
+        with sf.SoundFile(str(path)) as f:
+            return {k: v for k, v in f.copy_metadata().items() if v}
+    except ImportError:
+        raise
+    except Exception:
+        return {}
+
+
+def copy_tags(metadata: dict[str, str], out: Any) -> None:
+    """Set ``metadata`` on an open libsndfile ``SoundFile`` for writing: the tags libsndfile has a string for
+    (``track`` is its ``tracknumber``); one the format cannot hold is left out."""
+    for key, value in metadata.items():
+        key = {"track": "tracknumber"}.get(key, key)
+        if key in _SNDFILE_TAGS:
+            try:
+                setattr(out, key, value)
+            except Exception:  # a string this format has no field for
+                pass
 
 
 def resample(wave: torch.Tensor | np.ndarray, orig_freq: int, new_freq: int) -> torch.Tensor:

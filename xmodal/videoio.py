@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from xmodal._fs import usual_permissions
-from xmodal.io import AV_CONTAINERS, decode_av_audio, encode_av_audio
+from xmodal.io import _MUXER_TAGS, AV_CONTAINERS, decode_av_audio, encode_av_audio
 from xmodal.imageio import IMAGE_EXTENSIONS, ImageInfo, ImageReadError, natural_key, read_image, write_image
 
 __all__ = ["VIDEO_EXTENSIONS", "AudioProcess", "ClipInfo", "ClipReader", "ClipWriter", "clip_frames",
@@ -57,7 +57,6 @@ _INT_MAX = {"uint8": 255.0, "uint16": 65535.0}
 _DTYPES = ("uint8", "uint16", "float16", "float32", "float64")
 _TIME_BASE = Fraction(1, 90000)
 _SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}  # AVCOL_SPC -> swscale's matrix (BT.709, FCC, BT.601...)  # of frames written at their source times (variable frame rate)
-_MUXER_TAGS = ("encoder", "major_brand", "minor_version", "compatible_brands", "duration")  # written by the muxer
 AudioProcess = Callable[[np.ndarray, int], np.ndarray]  # (wave (C, T) float32 in [-1, 1], rate) -> same shape
 
 
