@@ -287,7 +287,8 @@ def test_video_denoiser_audio_options(runs: dict[str, Path], tmp_path: Path) -> 
     with pytest.raises(ValueError, match=r"src.mkv: its soundtrack cannot be denoised into .*clip.npy, a .npy file "
                                          r"\(no audio there\); write a video file"):
         den.denoise_file(src, tmp_path / "clip.npy", audio=speech)
-    with pytest.raises(ValueError, match=r"`audio` must be 'copy', 'drop', a speech Denoiser \(xmodal.load\('speech'\)\) "
+    with pytest.raises(ValueError, match=r"`audio` must be 'copy', 'drop', a speech Denoiser "
+                                         r"\(xmodal.load\('speech'\)\) "
                                          r"or a function \(wave, sample_rate\) -> wave, got 'denoise'"):
         den.denoise_file(src, tmp_path / "bad.mkv", audio="denoise")
     assert not (tmp_path / "clip.npy").exists() and not (tmp_path / "bad.mkv").exists()

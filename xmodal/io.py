@@ -2,8 +2,9 @@
 
 Audio: ``wave (C, T) float32 in [-1, 1]`` at the file's sample rate, read and written with soundfile (libsndfile:
 WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF), and ``.m4a`` (AAC or ALAC in MP4: phone voice memos, meeting recordings)
-and audio-only video containers (``.webm`` from browsers, ``.mp4``...) through PyAV (``pip install "xmodal[video]"``). Writing is atomic: a temp file in the destination folder, then a
-rename, so a failure never leaves a half-written file.
+and audio-only video containers (``.webm`` from browsers, ``.mp4``...) through PyAV (``pip install
+"xmodal[video]"``). Tags (title, artist, date...) go along. Writing is atomic: a temp file in the destination
+folder, then a rename, so a failure never leaves a half-written file.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import torch
 
 from xmodal._fs import atomic_write
 
-__all__ = ["AUDIO_EXTENSIONS", "AV_CONTAINERS", "PYAV_AUDIO_EXTENSIONS", "AudioReadError", "decode_av_audio",
-           "encode_av_audio", "audio_metadata", "av_streams", "copy_tags", "list_audio_files", "read_audio", "read_av_audio", "resample", "write_audio"]
+__all__ = ["AUDIO_EXTENSIONS", "AV_CONTAINERS", "PYAV_AUDIO_EXTENSIONS", "AudioReadError", "audio_metadata",
+           "av_streams", "copy_tags", "decode_av_audio", "encode_av_audio", "list_audio_files", "read_audio",
+           "read_av_audio", "resample", "write_audio"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aif", ".aiff")
 # containers read and written through PyAV, not libsndfile: extension -> (FFmpeg muxer, audio codecs it is written
