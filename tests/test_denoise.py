@@ -452,7 +452,38 @@ def test_m4a_errors(den: Denoiser, tmp_path: Path) -> None:
 
         write_audio(tmp_path / "out.m4a", np.zeros((1, 100), np.float32), 16000, subtype="PCM_16")
     assert sorted(os.listdir(tmp_path)) == ["in.wav", "junk.m4a", "silent.m4a"]
+    memo = write_m4a(tmp_path / "memo.m4a", make_wave(16000, 1, 0.3), 16000, "aac")
+    with pytest.raises(ValueError, match=r"out.xyz: unknown audio extension '.xyz' \(write .wav, .flac, .ogg, "):
+        den.denoise_file(memo, tmp_path / "out.xyz")
+    import xmodal.io
+
+    for decoded, message in [((np.zeros((1, 0), np.float32), 0.0), r"memo.m4a: zero-length audio"),
+                             ((np.full((1, 99), np.nan, np.float32), 0.0), r"memo.m4a: contains NaN or infinite")]:
+        with pytest.MonkeyPatch.context() as mp:  # what an empty or broken stream decodes to
+            mp.setattr(xmodal.io, "decode_av_audio", lambda container, stream, got=decoded: got)
+            with pytest.raises(AudioReadError, match=message):
+                read_audio(memo)
+    assert sorted(os.listdir(tmp_path)) == ["in.wav", "junk.m4a", "memo.m4a", "silent.m4a"]
     assert src.exists()
+
+
+def test_m4a_without_pyav(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    from xmodal.io import read_audio
+
+    (tmp_path / "memo.m4a").write_bytes(b"whatever")
+    real_import = builtins.__import__
+
+    def no_av(name, *args, **kwargs):
+        if name == "av":
+            raise ImportError("No module named 'av'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_av)
+    with pytest.raises(ImportError, match=r'memo.m4a: .m4a audio needs PyAV: pip install "xmodal\[video\]" \(or pip '
+                                          r"install av\)"):
+        read_audio(tmp_path / "memo.m4a")
 
 
 def test_tags_are_kept(den: Denoiser, tmp_path: Path) -> None:

@@ -107,13 +107,6 @@ def _fit(x: torch.Tensor, length: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, length - x.shape[-1])) if x.shape[-1] < length else x
 
 
-def _spectrum(features: torch.Tensor, power: float) -> torch.Tensor:
-    """The network's compressed features ``(R, 2, F, N)`` -> complex spectrum ``(R, F, N)``."""
-    from xmodal.adapters.audio import decompress
-
-    return decompress(torch.view_as_complex(features.float().permute(0, 2, 3, 1).contiguous()), power)
-
-
 def top_band_gains(noisy: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
     """Gains in [0, 1] for the content above a speech model's band, one per STFT frame: the amplitude ratio of the
     network's estimate to its input over the top octave of the model's band (4-8 kHz at 16 kHz). ``noisy``,
@@ -374,8 +367,8 @@ class Denoiser:
         out = self.model(feats, self.modality).float()
         est = _fit(resample(self.adapter.decode(out, ctx), self.sample_rate, sample_rate), L)  # (B, C, L)
         if full_band and sample_rate > self.sample_rate:
-            power = float(self.config.audio.compress)
-            gains = top_band_gains(_spectrum(feats, power), _spectrum(out, power)).reshape(*x.shape[:2], -1)
+            spectrum = self.adapter.spectrum
+            gains = top_band_gains(spectrum(feats), spectrum(out)).reshape(*x.shape[:2], -1)  # (B, C, N)
             high = x_t - _fit(resample(wave, self.sample_rate, sample_rate), L)  # the input above the model's band
             at = gains_at(gains.cpu().numpy(), 0, L, self.sample_rate / (sample_rate * self.config.audio.hop_length))
             est = est + torch.from_numpy(at).to(est.device) * high
@@ -648,9 +641,6 @@ class Denoiser:
             fmt, subtype = "PYAV", in_subtype if in_subtype.lower() in codecs else codecs[0].upper()
         else:
             fmt, subtype = _output_format(dst, in_format, in_subtype, sr)
-            if fmt == "PYAV":
-                raise ValueError(f"{dst}: unknown audio extension for a {src.suffix} input (write "
-                                 f"{src.suffix}, .wav, .flac, ...)")
         out = self.denoise(wave, sr, **options)
         write_audio(dst, out, sr, subtype=subtype, metadata=audio_metadata(src))  # atomic, with the source's tags
         return dst
@@ -666,7 +656,8 @@ def _output_format(dst: Path, in_format: str, in_subtype: str, sample_rate: int)
     WAV gives PCM_16, not MP3 in WAV, which libsndfile cannot write), else the format's default.
 
     Raises:
-        ValueError: Opus output at a rate Opus does not have.
+        ValueError: Opus output at a rate Opus does not have; an unknown extension for an input libsndfile does not
+            read (no format to fall back on).
     """
     import soundfile as sf
 
@@ -676,6 +667,9 @@ def _output_format(dst: Path, in_format: str, in_subtype: str, sample_rate: int)
     else:
         fmt = {"AIF": "AIFF", "OGA": "OGG"}.get(ext, ext)
         if fmt not in sf.available_formats():
+            if in_format not in sf.available_formats():  # an .m4a input (PyAV): no libsndfile format to fall back on
+                raise ValueError(f"{dst}: unknown audio extension {dst.suffix!r} (write .wav, .flac, .ogg, .mp3, "
+                                 ".m4a...)")
             fmt = in_format
         keep = sf.check_format(fmt, in_subtype) and (fmt == in_format or in_subtype not in _LOSSY)
         subtype = in_subtype if keep else sf.default_subtype(fmt)

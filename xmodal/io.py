@@ -20,8 +20,8 @@ import torch
 from xmodal._fs import atomic_write
 
 __all__ = ["AUDIO_EXTENSIONS", "AV_CONTAINERS", "PYAV_AUDIO_EXTENSIONS", "AudioReadError", "audio_metadata",
-           "av_streams", "copy_tags", "decode_av_audio", "encode_av_audio", "list_audio_files", "read_audio",
-           "read_av_audio", "resample", "write_audio"]
+           "av_streams", "container_tags", "copy_tags", "decode_av_audio", "encode_av_audio", "import_av",
+           "list_audio_files", "read_audio", "read_av_audio", "resample", "write_audio"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aif", ".aiff")
 # containers read and written through PyAV, not libsndfile: extension -> (FFmpeg muxer, audio codecs it is written
@@ -40,13 +40,23 @@ class AudioReadError(ValueError):
     """A file could not be read as audio; the message names the file and the reason."""
 
 
-def _import_av(path: Path) -> Any:
+def import_av(what: str, hint: str = "") -> Any:
+    """PyAV, or an ImportError saying that ``what`` needs it and how to install it (then ``hint``)."""
     try:
         import av
     except ImportError:
-        raise ImportError(f'{path}: {path.suffix} audio needs PyAV: pip install "xmodal[video]" (or pip install '
-                          'av)') from None
+        raise ImportError(f'{what} needs PyAV: pip install "xmodal[video]" (or pip install av){hint}') from None
     return av
+
+
+def _import_av(path: Path) -> Any:
+    return import_av(f"{path}: {path.suffix} audio")
+
+
+def container_tags(container: Any) -> dict[str, str]:
+    """The tags of an open PyAV container (title, artist, creation_time...), lower-cased, without those its muxer
+    writes itself (encoder, brands, duration)."""
+    return {k.lower(): str(v) for k, v in container.metadata.items() if v and k.lower() not in _MUXER_TAGS}
 
 
 def decode_av_audio(container: Any, stream: Any) -> tuple[np.ndarray, float]:
@@ -190,7 +200,6 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     except Exception as e:  # libsndfile raises several types (LibsndfileError, RuntimeError, ...)
         raise AudioReadError(f"{path}: not readable as audio ({e})") from None
     if sr <= 0:
-
         raise AudioReadError(f"{path}: sample rate {sr} is not valid")
     if data.shape[0] == 0:
         raise AudioReadError(f"{path}: zero-length audio")
@@ -214,7 +223,6 @@ def write_audio(path: str | os.PathLike, wave: np.ndarray | torch.Tensor, sample
         metadata: tags to write (:func:`audio_metadata` of a source: title, artist, date...); those the format
             cannot hold are left out.
     """
-
     if isinstance(wave, torch.Tensor):
         wave = wave.detach().cpu().float().numpy()
     wave = np.asarray(wave, dtype=np.float32)
@@ -255,7 +263,7 @@ def audio_metadata(path: str | os.PathLike) -> dict[str, str]:
     try:
         if path.suffix.lower() in AV_CONTAINERS:
             with _import_av(path).open(str(path)) as container:
-                return {k.lower(): str(v) for k, v in container.metadata.items() if v and k.lower() not in _MUXER_TAGS}
+                return container_tags(container)
         import soundfile as sf
 
         with sf.SoundFile(str(path)) as f:

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from xmodal._fs import usual_permissions
-from xmodal.io import _MUXER_TAGS, AV_CONTAINERS, decode_av_audio, encode_av_audio
+from xmodal.io import AV_CONTAINERS, container_tags, decode_av_audio, encode_av_audio, import_av
 from xmodal.imageio import IMAGE_EXTENSIONS, ImageInfo, ImageReadError, natural_key, read_image, write_image
 
 __all__ = ["VIDEO_EXTENSIONS", "AudioProcess", "ClipInfo", "ClipReader", "ClipWriter", "clip_frames",
@@ -100,12 +100,7 @@ class ClipInfo:
 
 
 def _import_av() -> Any:
-    try:
-        import av
-    except ImportError:
-        raise ImportError('reading and writing video files needs PyAV: pip install "xmodal[video]" (or pip install '
-                          "av); clips can also be folders of frames or .npy files") from None
-    return av
+    return import_av("reading and writing video files", "; clips can also be folders of frames or .npy files")
 
 
 def _stream_channels(stream: Any) -> int:
@@ -416,7 +411,7 @@ class ClipWriter:
         self.source = Path(source) if source is not None else None
         self.audio = audio
         # video files: 16 bits (FFV1) or 10 (H.264) for a 16-bit source, except WebM (8-bit VP9 only)
-        deep = info is not None and info.dtype == "uint16" and self.path.suffix.lower() != ".webm"
+        deep = self.video and info is not None and info.dtype == "uint16" and self.path.suffix.lower() != ".webm"
         self.dtype = np.dtype(("uint16" if deep else "uint8") if self.video else
                               info.dtype if info is not None else "float32")
         self._array = None
@@ -451,7 +446,6 @@ class ClipWriter:
                         ctx.colorspace = self._color[2]
                     if self._color[3]:
                         ctx.color_range = self._color[3]
-            deep = self.dtype.name == "uint16"
             if codec == "ffv1":
                 stream.pix_fmt = ("gray16le" if deep else "gray") if C == 1 else ("gbrp16le" if deep else "bgr0")
             elif codec == "libvpx-vp9":
@@ -643,7 +637,7 @@ def remux_with_source(video: PathLike, source: PathLike, dst: PathLike, audio: s
     muxer, codecs = AV_CONTAINERS[dst.suffix.lower()]
     process = audio if callable(audio) else None
     with av.open(str(video)) as vin, av.open(str(source)) as ain, av.open(str(dst), "w", format=muxer) as out:
-        out.metadata.update({k: v for k, v in ain.metadata.items() if k.lower() not in _MUXER_TAGS})
+        out.metadata.update(container_tags(ain))
         v_in = vin.streams.video[0]
         v_out = out.add_stream_from_template(v_in)
         first = ain.streams.video[0] if ain.streams.video else None
@@ -676,7 +670,7 @@ def remux_with_source(video: PathLike, source: PathLike, dst: PathLike, audio: s
         def copies() -> Iterator[Any]:
             streams = [ain.streams[i] for i in copied]
             for packet in ain.demux(*streams) if streams else ():
-                if packet.dts is None:
+                if packet.dts is None:  # the demuxer's empty end-of-stream packets
                     continue
                 shift = round(t0 / packet.time_base)
                 packet.dts -= shift

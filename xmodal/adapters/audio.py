@@ -226,13 +226,18 @@ class AudioAdapter(Adapter):
             feats = torch.view_as_real(spec).permute(0, 3, 1, 2).contiguous()  # (B*C, F, N, 2) -> (B*C, 2, F, N)
         return feats, ctx
 
+    def spectrum(self, features: torch.Tensor) -> torch.Tensor:
+        """Compressed complex spectrum ``(B*C, 2, F, N)`` (the network's input or output) -> complex ``(B*C, F,
+        N)``, at the encoding's level."""
+        spec = torch.view_as_complex(features.float().permute(0, 2, 3, 1).contiguous())  # -> (B*C, F, N)
+        return decompress(spec, self.config.compress)
+
     def decode(self, features: torch.Tensor, ctx: AudioContext) -> torch.Tensor:
         """Compressed complex spectrum ``(B*C, 2, F, N)`` -> waveform shaped like the encoded input."""
         with torch.autocast(features.device.type, enabled=False):
             T = ctx.shape[-1]
             B = ctx.scale.shape[0]
-            spec = torch.view_as_complex(features.float().permute(0, 2, 3, 1).contiguous())  # -> (B*C, F, N)
-            spec = decompress(spec, self.config.compress)
+            spec = self.spectrum(features)
             if ctx.frame_gain is not None:
                 spec = (spec.reshape(B, -1, *spec.shape[1:]) / ctx.frame_gain[:, None, None, :]).reshape(spec.shape)
             wave = self.istft(spec, length=max(T, self._min_length))[:, :T]  # (B*C, T)
