@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -13,8 +15,20 @@ def write(tmp_path, text, name="r.yaml"):
 def test_defaults_and_recipes_load():
     cfg = load_config(None)
     assert cfg == Config()
-    for recipe in ("speech", "speech_bundled", "tiny"):
-        load_config(f"recipes/{recipe}.yaml")
+    recipes = sorted(Path("recipes").glob("*.yaml"))
+    assert len(recipes) >= 16
+    for recipe in recipes:
+        load_config(recipe)
+    noise = load_config("recipes/image_color_real_bundled.yaml").image.noise
+    assert noise.kind == "camera" and noise.jpeg_quality == (60, 100) and noise.peak == (30.0, 10000.0)
+
+
+def test_camera_noise_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"`image.noise`: NoiseSpec.jpeg_quality must be integers with "
+                                          r"1 <= low <= high <= 100, got \(0, 100\)"):
+        load_config("recipes/image_color_real_bundled.yaml", ["image.noise.jpeg_quality=[0, 100]"])
+    with pytest.raises(ConfigError, match=r"NoiseSpec.jpeg_quality is for kind 'camera', got kind 'gaussian'"):
+        load_config("recipes/image.yaml", ["image.noise.jpeg_quality=[80, 90]"])
 
 
 def test_unknown_key_names_file_dotted_key_and_close_match(tmp_path):

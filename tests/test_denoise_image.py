@@ -923,3 +923,46 @@ def test_self_ensemble_is_the_mean_over_the_eight_flips_and_rotations(tmp_path):
     out, info = read_image(tmp_path / "out" / "in.png")
     ref = den.denoise(read_image(tmp_path / "in.png")[0], ensemble=True)
     assert info.dtype == "uint8" and np.abs(out - np.clip(np.round(ref * 255) / 255, 0, 1)).max() <= 1 / 255 + 1e-6
+
+
+def test_subsample_denoises_the_sub_images_of_every_other_pixel(color: ImageDenoiser, runs: dict[str, Path],
+                                                                  tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    """``subsample=2`` = the model on each of the 4 sub-images of every other pixel, interleaved back (also with
+    tiles and the self-ensemble); the file API and ``--subsample`` write the same; bad values are clear errors."""
+    x = torch.from_numpy(rand(3, 34, 27))  # odd width: the last column is repeated, then cropped
+    padded = torch.nn.functional.pad(x[None], (0, 1, 0, 0), mode="replicate")[0]
+
+    def interleaved(**kwargs: object) -> torch.Tensor:  # the model on each sub-image, put back in place
+        out = torch.empty_like(padded)
+        for i in range(2):
+            for j in range(2):
+                out[:, i::2, j::2] = color.denoise(padded[:, i::2, j::2], **kwargs)
+        return out[..., :x.shape[-1]]
+
+    y = color.denoise(x, subsample=2)
+    assert y.shape == x.shape
+    torch.testing.assert_close(y, interleaved(), atol=1e-6, rtol=0)
+    assert not torch.allclose(y, color.denoise(x), atol=1e-3)
+    torch.testing.assert_close(color.denoise(x, subsample=2, tile=16, overlap=4), interleaved(tile=16, overlap=4),
+                               atol=1e-6, rtol=0)  # the sub-images are tiled
+    ens = color.denoise(x, subsample=2, ensemble=True)
+    expected = sum(torch.rot90(color.denoise(torch.rot90(x, k, (-2, -1)), subsample=2), -k, (-2, -1))
+                   for k in range(4))
+    flipped = sum(torch.rot90(color.denoise(torch.rot90(x, k, (-2, -1)).flip(-1), subsample=2).flip(-1), -k, (-2, -1))
+                  for k in range(4))
+    torch.testing.assert_close(ens, (expected + flipped) / 8, atol=1e-6, rtol=0)
+    # the file API and the command line
+    Image.fromarray(np.rint(x.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(tmp_path / "p.png")
+    color.denoise_file(tmp_path / "p.png", tmp_path / "ref.png", subsample=2)
+    argv = [str(tmp_path / "p.png"), "-o", str(tmp_path / "out"), "--model", str(runs["color"]), "--quiet"]
+    assert main(argv + ["--subsample", "2"]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "p.png")),
+                                  np.asarray(Image.open(tmp_path / "ref.png")))
+    assert main(argv + ["--overwrite", "--subsample", "0"]) == 2
+    assert "--subsample must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert main(argv + ["--overwrite", "--subsample", "40"]) == 1  # larger than the 34 x 27 image: that file fails
+    assert f"{tmp_path / 'p.png'}: `stride` (40) must be at most the image's smaller side (27 pixels)" in \
+        capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"`stride` must be an integer >= 1, got 0"):
+        color.denoise(x, subsample=0)

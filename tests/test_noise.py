@@ -19,8 +19,10 @@ from xmodal.noise import (
     NoiseModel,
     NoiseSpec,
     apply_noise,
+    camera,
     curriculum_sigma,
     gaussian,
+    linear_to_srgb,
     poisson_gaussian,
     rician,
     rician_mean,
@@ -28,6 +30,7 @@ from xmodal.noise import (
     salt_and_pepper,
     salt_and_pepper_std,
     speckle,
+    srgb_to_linear,
     stripe,
 )
 
@@ -274,6 +277,7 @@ CALLS = [
     lambda x, g: salt_and_pepper(x, 0.1, g),
     lambda x, g: stripe(x, 0.05, g, direction="horizontal"),
     lambda x, g: rician(x, 0.1, g),
+    lambda x, g: camera(x, (50.0, 5000.0), (0.0, 0.01), g),
 ]
 
 
@@ -409,7 +413,7 @@ def test_spec_accepts_yaml_lists_and_module_wraps_apply_noise():
 
 @pytest.mark.parametrize("kwargs, exc, message", [
     (dict(kind="poisson"), ValueError, r"NoiseSpec.kind must be one of \('gaussian', 'poisson_gaussian', "
-                                       r"'speckle', 'gamma_speckle', 'salt_and_pepper', 'stripe', 'rician'\), "
+                                       r"'speckle', 'gamma_speckle', 'salt_and_pepper', 'stripe', 'rician', 'camera'\), "
                                        r"got 'poisson'"),
     (dict(direction="up"), ValueError, r"NoiseSpec.direction must be one of \('vertical', 'horizontal'\), "
                                        r"got 'up'"),
@@ -422,6 +426,14 @@ def test_spec_accepts_yaml_lists_and_module_wraps_apply_noise():
     (dict(salt_vs_pepper=-1.0), ValueError, r"`NoiseSpec.salt_vs_pepper` must be in \[0, 1\], got -1.0"),
     (dict(low=1.0, high=0.0), ValueError, r"NoiseSpec.low and NoiseSpec.high must be finite with low <= high, "
                                           r"got low=1.0, high=0.0"),
+    (dict(kind="camera", jpeg_quality=(0, 90)), ValueError,
+     r"NoiseSpec.jpeg_quality must be integers with 1 <= low <= high <= 100, got \(0, 90\)"),
+    (dict(kind="camera", jpeg_quality=(95, 90)), ValueError, r"1 <= low <= high <= 100, got \(95, 90\)"),
+    (dict(kind="camera", jpeg_quality=(80.5, 90)), ValueError, r"must be integers .* got \(80.5, 90\)"),
+    (dict(kind="camera", jpeg_quality=90), ValueError,
+     r"NoiseSpec.jpeg_quality must be a \(low, high\) range of JPEG qualities, got 90"),
+    (dict(kind="gaussian", jpeg_quality=(80, 90)), ValueError,
+     r"NoiseSpec.jpeg_quality is for kind 'camera', got kind 'gaussian'"),
 ])
 def test_spec_errors(kwargs, exc, message):
     with pytest.raises(exc, match=message):
@@ -476,3 +488,86 @@ def test_curriculum_shapes_of_the_ramp():
 def test_curriculum_errors(args, message):
     with pytest.raises(ValueError, match=message):
         curriculum_sigma(*args)
+
+
+# ------------------------------------------------------------------------------------------------- camera pipeline
+
+
+def test_srgb_curve_known_values_and_round_trip():
+    v = torch.linspace(0, 1, 1001, dtype=torch.float64)
+    torch.testing.assert_close(linear_to_srgb(srgb_to_linear(v)), v, atol=1e-12, rtol=0)
+    assert srgb_to_linear(torch.tensor(0.5, dtype=torch.float64)).item() == pytest.approx(0.214041140, abs=1e-9)
+    assert srgb_to_linear(torch.tensor(0.04045, dtype=torch.float64)).item() == pytest.approx(0.04045 / 12.92)
+    assert linear_to_srgb(torch.tensor(1.0)).item() == pytest.approx(1.0)
+    assert srgb_to_linear(torch.tensor([-0.5, 1.5])).tolist() == [0.0, 1.0]  # clipped
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_camera_without_noise_gives_flat_colours_back(channels):
+    """Demosaicking (normalised at the borders) and white balance give a flat image back exactly, at any Bayer
+    phase and size; only the noise changes it."""
+    x = torch.tensor([0.2, 0.5, 0.8][:channels], dtype=torch.float64).view(1, -1, 1, 1).expand(6, -1, 5, 8)
+    out = camera(x.contiguous(), 1e14, 0.0, gen(3))
+    assert (out - x).abs().max() < 1e-5
+    assert (camera(x.contiguous(), 100.0, 0.0, gen(3)) - x).abs().max() > 0.01
+
+
+def test_camera_sigma_map_is_the_noise_std_and_the_noise_is_correlated():
+    """Over many draws of a flat colour image the noise variance equals the mean of ``sigma_map**2`` (first order
+    through the sRGB curve, exact through demosaicking: also at the borders and corners), red and blue are noisier
+    than green (white balance), and neighbours are correlated (interpolation), unlike a monochrome sensor's."""
+    R = 3000
+    x = torch.tensor([0.3, 0.5, 0.7], dtype=torch.float64).view(1, 3, 1, 1).expand(R, 3, 6, 7).contiguous()
+    noisy, smap = apply_noise(x, NoiseSpec(kind="camera", peak=(500.0, 500.0), sigma=(0.003, 0.003)), gen(5))
+    e = noisy - x
+    whole, top, corner, last = slice(None), slice(0, 1), slice(0, 1), slice(-1, None)
+    for rows, cols in [(whole, whole), (top, whole), (corner, corner), (last, last)]:
+        per_draw = e[:, :, rows, cols].pow(2).mean(dim=(2, 3))  # (R, 3): independent across draws
+        emp, se = per_draw.mean(dim=0), per_draw.std(dim=0) / math.sqrt(R)
+        pred = smap[:, :, rows, cols].pow(2).mean(dim=(0, 2, 3))
+        assert ((emp - pred).abs() <= Z * se + 0.01 * pred).all(), (rows, cols, emp, pred, se)
+    var = smap.pow(2).mean(dim=(0, 2, 3))
+    assert var[0] > var[1] and var[2] > var[1]  # the red and blue gains amplify their noise
+    g = e[:, 1, 1:-1, 1:-1]
+    corr = (g[..., 1:] * g[..., :-1]).mean() / g.pow(2).mean()
+    assert corr > 0.2, corr
+    mono = camera(x[:, :1], 500.0, 0.003, gen(6)) - x[:, :1]
+    corr_mono = (mono[..., 1:] * mono[..., :-1]).mean() / mono.pow(2).mean()
+    assert abs(corr_mono) < 0.02, corr_mono
+
+
+def test_camera_draws_phase_gains_and_levels_per_image():
+    x = torch.rand(1, 3, 16, 16, generator=gen(7)).expand(8, 3, 16, 16).contiguous()
+    _, smap = apply_noise(x, NoiseSpec(kind="camera", peak=(30.0, 10000.0), sigma=(0.0, 0.01)), gen(8))
+    levels = smap.mean(dim=(1, 2, 3))
+    assert len(set(levels.tolist())) == 8 and levels.max() > 2 * levels.min()
+
+
+def test_camera_jpeg_is_on_the_8_bit_grid_and_deterministic():
+    x = torch.rand(2, 3, 20, 27, generator=gen(9))
+    a = camera(x, 300.0, 0.002, gen(1), jpeg_quality=(50, 90))
+    assert a.shape == x.shape and torch.equal(a, camera(x, 300.0, 0.002, gen(1), jpeg_quality=(50, 90)))
+    assert torch.allclose(a * 255, (a * 255).round(), atol=1e-4) and a.min() >= 0 and a.max() <= 1
+    plain = camera(x, 300.0, 0.002, gen(1))
+    assert not torch.allclose(a, plain, atol=1 / 255)  # JPEG changed it
+    assert camera(x[:, :1], 300.0, 0.002, gen(1), jpeg_quality=(90, 90)).shape == (2, 1, 20, 27)  # gray JPEG
+    spec = NoiseSpec(kind="camera", jpeg_quality=[70, 90])
+    assert spec.jpeg_quality == (70, 90) and hash(spec)
+
+
+def test_camera_errors():
+    with pytest.raises(ValueError, match=r"JPEG \(jpeg_quality\) needs 1 or 3 channels, got 5 \(shape \(5, 8, 8\)\)"):
+        camera(torch.rand(5, 8, 8), 100.0, 0.0, gen(), jpeg_quality=(80, 90))
+    with pytest.raises(ValueError, match=r"`jpeg_quality` must be integers with 1 <= low <= high <= 100, got \(80, 101\)"):
+        camera(torch.rand(3, 8, 8), 100.0, 0.0, gen(), jpeg_quality=(80, 101))
+    with pytest.raises(ValueError, match=r"`peak` must be > 0, got 0.0"):
+        camera(torch.rand(3, 8, 8), 0.0, 0.0, gen())
+    with pytest.raises(ValueError, match=r"`sigma` must be >= 0, got -0.1"):
+        camera(torch.rand(3, 8, 8), 10.0, -0.1, gen())
+    with pytest.raises(TypeError, match=r"Expected `x` to be a floating-point tensor"):
+        camera(torch.zeros(3, 8, 8, dtype=torch.uint8), 10.0, 0.0, gen())
+    with pytest.raises(ValueError, match=r"camera noise on a colour image needs at least 2 x 2 pixels \(one Bayer "
+                                         r"quad\), got shape \(3, 1, 8\)"):
+        camera(torch.rand(3, 1, 8), 10.0, 0.0, gen())
+    assert camera(torch.rand(3, 2, 2), 10.0, 0.0, gen()).isfinite().all()  # the smallest: every colour present
+    assert camera(torch.rand(1, 1, 1), 10.0, 0.0, gen()).shape == (1, 1, 1)  # a monochrome pixel needs no mosaic

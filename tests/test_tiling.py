@@ -11,7 +11,7 @@ from torch import nn
 from xmodal.config import load_config
 from xmodal.modalities import modality_io
 from xmodal.models import build_model
-from xmodal.tiling import blend_window, check_tiling, plan_tiles, tiled_apply
+from xmodal.tiling import blend_window, check_tiling, plan_tiles, subsampled_apply, tiled_apply
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,3 +169,41 @@ def test_input_and_fn_errors() -> None:
         tiled_apply(lambda t: t[..., :9, :9], torch.rand(1, 1, 40, 40), tile=16, overlap=4)
     with pytest.raises(ValueError, match=r"length` must be an integer >= 1, got 0"):
         plan_tiles(0, 16, 4)
+
+
+@pytest.mark.parametrize(("shape", "stride"), [((2, 3, 12, 10), 2), ((1, 1, 13, 7), 2), ((1, 2, 11, 16), 3),
+                                               ((1, 1, 5, 9), 5)])
+def test_subsampled_apply_interleaves_the_sub_images(shape: tuple[int, ...], stride: int) -> None:
+    """Output pixel (y, x) is ``fn``'s output on sub-image ``(y % s, x % s)`` at ``(y // s, x // s)``; sizes that
+    are not multiples of the stride repeat the last rows/columns and crop them off; ``fn`` sees one sub-image at a
+    time, with the batch of the input."""
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(subsampled_apply(lambda t: t, x, stride), x)
+    net = conv_stack(shape[1], 2, depth=2)
+    seen = []
+
+    def fn(t: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(t.shape))
+        return net(t)
+
+    with torch.no_grad():
+        y = subsampled_apply(fn, x, stride)
+        B, C, H, W = shape
+        padded = nn.functional.pad(x, (0, -W % stride, 0, -H % stride), mode="replicate")
+        assert y.shape == (B, 2, H, W)
+        assert seen == [(B, C, padded.shape[-2] // stride, padded.shape[-1] // stride)] * stride ** 2
+        for i in range(stride):
+            for j in range(stride):
+                expected = net(padded[..., i::stride, j::stride])
+                got = y[..., i::stride, j::stride]
+                torch.testing.assert_close(got, expected[..., :got.shape[-2], :got.shape[-1]])
+    assert torch.equal(subsampled_apply(net, x, 1), net(x))
+
+
+@pytest.mark.parametrize(("stride", "match"), [(0, r"`stride` must be an integer >= 1, got 0"),
+                                               (1.5, r"`stride` must be an integer >= 1, got 1.5"),
+                                               (6, r"`stride` \(6\) must be at most the image's smaller side "
+                                                   r"\(5 pixels\)")])
+def test_subsampled_apply_errors(stride: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        subsampled_apply(lambda t: t, torch.rand(1, 1, 5, 9), stride)  # type: ignore[arg-type]

@@ -61,7 +61,7 @@ from xmodal._fs import atomic_write
 from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
 from xmodal.io import PYAV_AUDIO_EXTENSIONS, AudioReadError, copy_tags, list_audio_files, resample
-from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, tiled_apply
+from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, subsampled_apply, tiled_apply
 
 if TYPE_CHECKING:
     from xmodal.streaming import SpeechStream
@@ -907,7 +907,7 @@ class ImageDenoiser:
         return s
 
     def denoise(self, image: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                sigma: float | np.ndarray | torch.Tensor | None = None, ensemble: bool = False,
+                sigma: float | np.ndarray | torch.Tensor | None = None, ensemble: bool = False, subsample: int = 1,
                 progress: bool = False, channels_last: bool = False,
                 value_range: ValueRange = None) -> np.ndarray | torch.Tensor:
         """Denoise an image of any size.
@@ -922,6 +922,11 @@ class ImageDenoiser:
                 ``(H, W)``, ``(1, H, W)`` or ``(B, 1, H, W)``.
             ensemble: geometric self-ensemble: average the outputs for the 8 flips/rotations of the image (8 times
                 slower; typically a tenth or two of a dB of PSNR better).
+            subsample: pixel-shuffle down-sampling (:func:`xmodal.tiling.subsampled_apply`): ``2`` denoises the 4
+                sub-images of every other pixel and interleaves them back. For real photos given to a model trained
+                on white Gaussian noise: their noise is correlated between neighbouring pixels (demosaicking, JPEG),
+                much less so between pixels 2 apart. Costs the detail finer than ``subsample`` pixels; ``1`` (the
+                default) is off. Not needed with a model trained on such noise (``color_real``).
             progress: show a progress bar over tiles.
             channels_last: ``image`` has its channels last, as arrays from Pillow, OpenCV or imageio do; the result
                 has them last too. ``sigma`` maps keep their shapes above.
@@ -938,7 +943,7 @@ class ImageDenoiser:
             TypeError: ``image`` (or ``sigma``) is not a float numpy array or tensor.
             ValueError: a bad shape, an empty axis, NaN/inf values, a channel count the model does not take,
                 ``sigma`` given to a blind model or missing for a non-blind one, a bad ``sigma`` map, or bad
-                ``tile``/``overlap``.
+                ``tile``/``overlap``, a ``subsample`` that is not an integer from 1 to the image's smaller side.
 
         Warns:
             UserWarning: a ``(C, H, W)`` image whose shape looks channels-last (``W <= 4 < C, H``) given to a gray
@@ -970,17 +975,21 @@ class ImageDenoiser:
             feats, ctx = self.adapter.encode(t)
             return self.adapter.decode(_image_forward(self, feats), ctx)
 
+        def whole(t: torch.Tensor) -> torch.Tensor:  # (B, C [+1], H, W) -> (B, C, H, W), tiled, sub-sampled
+            return subsampled_apply(lambda u: tiled_apply(run, u, tile, overlap, self.size_multiple,
+                                                          progress=progress), t, subsample)
+
         with torch.no_grad():
             inputs = inputs.to(self.device)
             if not ensemble:
-                y = tiled_apply(run, inputs, tile, overlap, self.size_multiple, progress=progress)
+                y = whole(inputs)
             else:
                 y = torch.zeros_like(inputs[:, :C])
                 for k in range(4):  # 4 rotations x (plain, flipped), each undone on the output
                     for flip in (False, True):
                         t = torch.rot90(inputs, k, dims=(-2, -1))
                         t = t.flip(-1) if flip else t
-                        out = tiled_apply(run, t, tile, overlap, self.size_multiple, progress=progress)
+                        out = whole(t)
                         out = out.flip(-1) if flip else out
                         y += torch.rot90(out, -k, dims=(-2, -1))
                 y /= 8
@@ -992,7 +1001,7 @@ class ImageDenoiser:
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
                      tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                      sigma: float | np.ndarray | torch.Tensor | None = None, ensemble: bool = False,
-                     progress: bool = False, value_range: ValueRange = None) -> Path:
+                     subsample: int = 1, progress: bool = False, value_range: ValueRange = None) -> Path:
         """Denoise an image file into ``dst`` at the input's bit depth (uint8, uint16, float) and layout.
 
         The format follows ``dst``'s extension (``.png``, ``.jpg``, ``.bmp``, ``.webp``, ``.tif``, ``.npy``); GeoTIFF
@@ -1003,7 +1012,7 @@ class ImageDenoiser:
             src: the noisy image (PNG, JPEG, BMP, WebP, TIFF or ``.npy``; see :func:`xmodal.imageio.read_image`).
             dst: output path (its folder is created).
             overwrite: replace an existing ``dst``. ``dst`` is never allowed to be ``src``.
-            tile, overlap, sigma, ensemble, progress: as in :meth:`denoise`; ``sigma`` in the units
+            tile, overlap, sigma, ensemble, subsample, progress: as in :meth:`denoise`; ``sigma`` in the units
                 :func:`~xmodal.imageio.read_image` gives (25/255 for sigma 25 in an 8-bit file; values for float
                 files).
             value_range: ``(lo, hi)`` in the file's own units (e.g. ``(0, 4095)`` for 12-bit data in a 16-bit file)
@@ -1033,8 +1042,8 @@ class ImageDenoiser:
         keep = _alpha_channels(info.mode)  # copied, not denoised
         colour = image[: image.shape[0] - keep]  # (C - keep, H, W)
         try:
-            out = self.denoise(colour, tile=tile, overlap=overlap, sigma=sigma, ensemble=ensemble, progress=progress,
-                               value_range=file_value_range(colour, info.dtype, value_range))
+            out = self.denoise(colour, tile=tile, overlap=overlap, sigma=sigma, ensemble=ensemble, subsample=subsample,
+                               progress=progress, value_range=file_value_range(colour, info.dtype, value_range))
         except ValueError as e:
             raise ValueError(f"{src}: {e}") from None
         if keep:
@@ -1482,7 +1491,8 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
     Args:
         path_or_name: a bundled name (``None``, ``"default"`` or ``"speech"``: speech; ``"speech_rt"``/``"realtime"``:
             causal speech, streams; ``"image_gray"``/``"gray"``/``"image"``; ``"image_color"``/``"color"``/
-            ``"colour"``; ``"multispectral"``/``"stack"``; ``"video_gray"``/``"video"``; ``"video_color"``/
+            ``"colour"``; ``"image_color_real"``/``"color_real"``/``"colour_real"``/``"photo"``: colour photos with
+            camera noise; ``"multispectral"``/``"stack"``; ``"video_gray"``/``"video"``; ``"video_color"``/
             ``"video_colour"``); a run
             directory (``config.yaml`` + ``model.safetensors``); a ``.safetensors`` file with an embedded config; or
             an ``.onnx`` file written by ``python -m xmodal.export`` (the network then runs in ONNX Runtime, CPU).
@@ -1793,13 +1803,16 @@ def _parser() -> argparse.ArgumentParser:
                     "OUT_DIR, keeping their names. Without --model the modality and the bundled model follow each "
                     "file: audio (and video files holding sound only) -> 'speech', 1-channel images -> 'image_gray', "
                     "3/4-channel -> 'image_color', TIFF/.npy with more than 4 channels -> 'multispectral', video "
-                    "files -> 'video_color' (colour) or 'video_gray' (gray). Exit status: 0 all done, 1 some files "
+                    "files -> 'video_color' (colour) or 'video_gray' (gray). The image models are trained on white "
+                    "Gaussian noise: for colour photos from a camera or phone use --model photo. Exit status: 0 all "
+                    "done, 1 some files "
                     "failed (each is reported with its reason), 2 usage error or model not loadable.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUT_DIR", help="folder for the outputs (created)")
     p.add_argument("--model", default=None, metavar="RUN_DIR_OR_NAME",
                    help="run directory, .safetensors file, .onnx export or bundled name (e.g. speech_rt: the causal "
-                        "real-time speech model); its modality decides (default: a bundled model per file)")
+                        "real-time speech model; photo: colour photos with camera noise); its modality decides "
+                        "(default: a bundled model per file)")
     p.add_argument("--modality", choices=["auto", "speech", "image", "multispectral", "video"], default="auto",
                    help="treat every input as this modality (default auto: from the file, or from --model); with "
                         "multispectral a folder is one stack, with video one clip (bundled model 'video_color' for RGB "
@@ -1824,6 +1837,11 @@ def _parser() -> argparse.ArgumentParser:
                         "image.scaling of its config; band_minmax for the bundled model)")
     p.add_argument("--ensemble", action="store_true",
                    help="images: average the 8 flips/rotations (8 times slower, a little better)")
+    p.add_argument("--subsample", type=int, default=1, metavar="S",
+                   help="images: denoise the S x S sub-images of every S-th pixel and interleave them back "
+                        "(pixel-shuffle down-sampling): real photos, whose noise is correlated between neighbouring "
+                        "pixels, through a model trained on white noise such as 'gray'; 2 is usual. Not needed "
+                        "with 'color_real' (default 1: off)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
                    help="image/stack/video models: bf16 is about twice as fast on CPUs with AVX-512 BF16 / AMX (auto: bf16 "
@@ -1891,7 +1909,7 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
                          chunk_seconds=args.chunk_seconds, progress=progress, full_band=args.full_band)
     elif isinstance(den, ImageDenoiser):
         den.denoise_file(job.src, dst, overwrite=args.overwrite, tile=args.tile, overlap=args.overlap,
-                         sigma=args.sigma, ensemble=args.ensemble, progress=progress,
+                         sigma=args.sigma, ensemble=args.ensemble, subsample=args.subsample, progress=progress,
                          value_range=args.value_range)
     elif isinstance(den, StackDenoiser):
         den.denoise_file(job.src, dst, overwrite=args.overwrite, scaling=args.scaling, tile=args.tile,
@@ -1925,6 +1943,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_options(args.mix, args.atten_limit_db, args.chunk_seconds, None)
         check_tiling(args.tile, args.overlap)
+        if args.subsample < 1:
+            raise ValueError(f"--subsample must be an integer >= 1, got {args.subsample}")
         formats = _output_formats(args.format)
         args.value_range = _parse_value_range(args.value_range)
     except ValueError as e:

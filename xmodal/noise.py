@@ -28,6 +28,9 @@ Models (the per-pixel standard deviation returned as ``sigma_map`` by :func:`app
 - ``stripe`` (push-broom sensors): one offset ``~ N(0, sigma^2)`` per column (or row) and channel [``sigma``];
 - ``rician`` (MRI magnitude): ``sqrt((x + sigma n1)^2 + (sigma n2)^2)`` [the Rice standard deviation given ``|x|``,
   see :func:`rician_std`; the bias is :func:`rician_mean` minus ``|x|``];
+- ``camera`` (the noise of real photos): shot and read noise added on the Bayer mosaic of the image taken back to
+  linear light, then demosaicking, white balance, the sRGB curve and optionally JPEG, see :func:`camera`
+  [first order: the demosaicked linear standard deviation through the slope of the sRGB curve];
 
 with ``n, n1, n2 ~ N(0, 1)`` independent per element.
 """
@@ -40,7 +43,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Literal, Union, get_args
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
@@ -48,8 +53,10 @@ __all__ = [
     "NoiseModel",
     "NoiseSpec",
     "apply_noise",
+    "camera",
     "curriculum_sigma",
     "gaussian",
+    "linear_to_srgb",
     "poisson_gaussian",
     "rician",
     "rician_mean",
@@ -57,10 +64,12 @@ __all__ = [
     "salt_and_pepper",
     "salt_and_pepper_std",
     "speckle",
+    "srgb_to_linear",
     "stripe",
 ]
 
-NoiseKind = Literal["gaussian", "poisson_gaussian", "speckle", "gamma_speckle", "salt_and_pepper", "stripe", "rician"]
+NoiseKind = Literal["gaussian", "poisson_gaussian", "speckle", "gamma_speckle", "salt_and_pepper", "stripe", "rician",
+                    "camera"]
 SpeckleKind = Literal["gaussian", "gamma"]
 StripeDirection = Literal["vertical", "horizontal"]
 ScheduleKind = Literal["linear", "cosine"]
@@ -495,6 +504,176 @@ def rician(x: torch.Tensor, sigma: SigmaLike, generator: torch.Generator | None 
     return _rician(x, sigma, generator, per_channel)[0].to(x.dtype)
 
 
+# sRGB transfer function (IEC 61966-2-1) and the camera pipeline
+
+
+def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
+    """sRGB-coded values in [0, 1] -> linear light (the exact piecewise IEC 61966-2-1 curve; ``x`` clipped to [0, 1])."""
+    x = x.clamp(0.0, 1.0)
+    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
+    """Linear light in [0, 1] -> sRGB-coded values (inverse of :func:`srgb_to_linear`; ``x`` clipped to [0, 1])."""
+    x = x.clamp(0.0, 1.0)
+    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(0.0031308) ** (1.0 / 2.4) - 0.055)
+
+
+def _srgb_slope(linear: torch.Tensor) -> torch.Tensor:
+    """d linear_to_srgb / d linear at ``linear`` (clipped to [0, 1])."""
+    v = linear.clamp(0.0, 1.0)
+    return torch.where(v <= 0.0031308, torch.full_like(v, 12.92), (1.055 / 2.4) * v.clamp_min(0.0031308) ** (-1.4 / 2.4))
+
+
+_WB_GAINS = ((1.9, 2.4), (1.5, 1.9))  # red and blue white-balance gains drawn per image (Brooks et al. 2019)
+_DEMOSAIC = (  # bilinear demosaicking: kernels for the red/blue planes and the green plane of an RGGB mosaic
+    torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 4.0,
+    torch.tensor([[0.0, 1.0, 0.0], [1.0, 4.0, 1.0], [0.0, 1.0, 0.0]]) / 4.0,
+)
+
+
+def _bayer_masks(n: int, h: int, w: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """``(n, 3, h, w)`` 0/1 masks of the R, G, B sites of an RGGB mosaic whose phase is drawn per image."""
+    phase = (_rand((n, 2), x, generator) * 2).floor().long()  # (n, 2): row and column offset, 0 or 1
+    rows = (torch.arange(h, device=x.device)[None, :] + phase[:, :1]) % 2  # (n, h)
+    cols = (torch.arange(w, device=x.device)[None, :] + phase[:, 1:]) % 2  # (n, w)
+    r = ((rows[:, :, None] == 0) & (cols[:, None, :] == 0))  # (n, h, w)
+    b = ((rows[:, :, None] == 1) & (cols[:, None, :] == 1))
+    return torch.stack([r, ~(r | b), b], dim=1).to(_work_dtype(x))  # (n, 3, h, w)
+
+
+def _demosaic(masks: torch.Tensor, values: torch.Tensor, variances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear demosaicking of the ``(n, 1, h, w)`` mosaic ``values`` (sites given by ``(n, 3, h, w)`` ``masks``),
+    and the exact variance of its output when the samples are independent with ``variances``.
+
+    A normalised convolution: each output is the kernel-weighted mean of the samples of its colour present in its
+    3 x 3 neighbourhood, so inside the image it is the usual bilinear interpolation, and at the borders it averages
+    the samples that exist (each counted once: the variance ``sum w^2 var / (sum w)^2`` holds there too).
+    """
+    rb, g = (k.to(values) for k in _DEMOSAIC)
+    weight = torch.stack([rb, g, rb])[:, None]  # (3, 1, 3, 3): one kernel per colour plane
+
+    def conv(t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, w, padding=1, groups=3)
+
+    norm = conv(masks, weight)  # (n, 3, h, w) > 0: every pixel has a sample of each colour in its 3 x 3 neighbourhood
+    return conv(masks * values, weight) / norm, conv(masks * variances, weight * weight) / (norm * norm)
+
+
+def _jpeg(x: torch.Tensor, quality: tuple[int, int], generator: torch.Generator | None) -> torch.Tensor:
+    """Round ``(n, C, h, w)`` (C = 1 or 3) to 8 bits and pass each image through Pillow's JPEG (4:2:0 chroma) at a
+    quality drawn in ``quality``, its 8 x 8 block grid shifted by an offset drawn per image (the image is padded by
+    replication above and to the left)."""
+    import io
+
+    from PIL import Image
+
+    lo, hi = quality
+    n, c, h, w = x.shape
+    q = (lo + (hi - lo + 1) * _rand((n,), x, generator)).floor().clamp(lo, hi).long().tolist()
+    shift = (_rand((n, 2), x, generator) * 8).floor().long().tolist()
+    codes = (x.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (n, h, w, C)
+    out = []
+    for i, (dy, dx) in enumerate(shift):
+        padded = np.pad(codes[i], ((dy, 0), (dx, 0), (0, 0)), mode="edge")
+        buf = io.BytesIO()
+        Image.fromarray(padded[..., 0] if c == 1 else padded).save(buf, "JPEG", quality=int(q[i]))
+        decoded = np.asarray(Image.open(buf)).reshape(h + dy, w + dx, c)[dy:, dx:]
+        out.append(torch.from_numpy(decoded.copy()))
+    return torch.stack(out).permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype) / 255.0
+
+
+def _camera(x: torch.Tensor, peak: Level, sigma: Level, jpeg_quality: tuple[float, float] | None,
+            generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_x(x)
+    peak = _check_level("peak", peak, positive=True)
+    sigma = _check_level("sigma", sigma)
+    if jpeg_quality is not None:
+        jpeg_quality = _check_quality(jpeg_quality)
+        if x.shape[-3] not in (1, 3):
+            raise ValueError(f"JPEG (jpeg_quality) needs 1 or 3 channels, got {x.shape[-3]} (shape {tuple(x.shape)})")
+    *lead, C, H, W = x.shape
+    if C == 3 and min(H, W) < 2:
+        raise ValueError(f"camera noise on a colour image needs at least 2 x 2 pixels (one Bayer quad), got "
+                         f"shape {tuple(x.shape)}")
+    xs = x.reshape(-1, C, H, W).to(_work_dtype(x))  # (n, C, H, W)
+    n = xs.shape[0]
+    lin = srgb_to_linear(xs)
+    lo, hi = peak if isinstance(peak, tuple) else (peak, peak)
+    p = torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * _rand((n, 1, 1, 1), xs, generator))  # log-uniform
+    s = _draw_level("sigma", sigma, xs, False, generator)  # (n, 1, 1, 1) or (1, 1, 1, 1)
+    if C == 3:  # a colour sensor: one RGGB mosaic, white balance undone before the noise and redone after
+        masks = _bayer_masks(n, H, W, xs, generator)
+        (rl, rh), (bl, bh) = _WB_GAINS
+        gains = torch.cat([rl + (rh - rl) * _rand((n, 1), xs, generator), torch.ones((n, 1), dtype=xs.dtype,
+                           device=xs.device), bl + (bh - bl) * _rand((n, 1), xs, generator)], 1)[..., None, None]
+        raw = (masks * lin / gains).sum(dim=1, keepdim=True)  # (n, 1, H, W): the sensor's values
+    else:  # a monochrome sensor: every pixel measured
+        raw, gains = lin, torch.ones((), dtype=xs.dtype, device=xs.device)
+    rate = raw.clamp_min(0.0) * p
+    counts = torch.poisson(rate.to(_gen_device(xs, generator)), generator=generator).to(xs.device)
+    measured = counts / p + s * _randn(raw.shape, xs, generator)
+    var = rate / (p * p) + s * s  # the variance of each measured value
+    if C == 3:
+        noisy_lin, var = _demosaic(masks, measured, var)  # (n, 3, H, W) each
+        noisy_lin, var = noisy_lin * gains, var * gains * gains
+    else:
+        noisy_lin = measured
+    noisy = linear_to_srgb(noisy_lin)
+    std = _srgb_slope(lin) * var.sqrt()  # first order (delta method) through the sRGB curve, before JPEG
+    if jpeg_quality is not None:
+        noisy = _jpeg(noisy, jpeg_quality, generator)
+    return noisy.reshape(x.shape), std.reshape(x.shape)
+
+
+def _check_quality(quality: object, name: str = "`jpeg_quality`") -> tuple[int, int]:
+    if not (isinstance(quality, (tuple, list)) and len(quality) == 2 and all(_is_number(q) for q in quality)):
+        raise ValueError(f"{name} must be a (low, high) range of JPEG qualities, got {quality!r}")
+    lo, hi = quality
+    if not (1 <= lo <= hi <= 100 and float(lo).is_integer() and float(hi).is_integer()):
+        raise ValueError(f"{name} must be integers with 1 <= low <= high <= 100, got {quality!r}")
+    return int(lo), int(hi)
+
+
+def camera(x: torch.Tensor, peak: Level, sigma: Level = 0.0, generator: torch.Generator | None = None, *,
+           jpeg_quality: tuple[int, int] | None = None) -> torch.Tensor:
+    """Noise of a camera's processing pipeline: the noise of real photos (Brooks et al. 2019, CBDNet 2019).
+
+    ``x`` is taken as sRGB-coded and taken back to the sensor: linear light (:func:`srgb_to_linear`), for 3 channels
+    an RGGB Bayer mosaic (phase drawn per image) with the white balance undone (red and blue gains drawn per image
+    in [1.9, 2.4] and [1.5, 1.9]). Shot and read noise are added there, ``Poisson(peak * v) / peak + sigma * n``;
+    then the pipeline runs forward: bilinear demosaicking, white balance, clipping to [0, 1], the sRGB curve and
+    optionally JPEG (its 8 x 8 block grid at an offset drawn per image). The result is noise that depends on the
+    signal (strongest in the shadows, after the sRGB curve), is correlated between neighbouring pixels, and is
+    stronger in red and blue than in green: what a Gaussian-trained denoiser does not expect. No colour-correction
+    matrix is applied, so the noise of different colours stays uncorrelated. Other channel counts are a monochrome
+    sensor (no mosaic, no white balance).
+
+    The returned ``sigma_map`` of :func:`apply_noise` is first order: the exact standard deviation of the demosaicked
+    linear values, through the slope of the sRGB curve at the clean value; it ignores clipping and JPEG.
+
+    Args:
+        x: ``(..., C, H, W)`` float sRGB in [0, 1] (clipped to it).
+        peak: photons at full scale, > 0: a float or a ``(low, high)`` range drawn log-uniformly per image (Brooks et
+            al.'s shot-noise range is about ``(80, 10000)``).
+        sigma: standard deviation of the read noise in linear units (a float or a range drawn per image).
+        generator: source of every random draw.
+        jpeg_quality: ``(low, high)``: JPEG-compress the result at an integer quality drawn per image (1 or 3
+            channels; the output is then on the 8-bit grid); ``None``: no JPEG.
+
+    Returns:
+        ``(..., C, H, W)``, ``x``'s dtype, in [0, 1].
+
+    Raises:
+        TypeError, ValueError: as :func:`poisson_gaussian`; a bad ``jpeg_quality`` or JPEG for other than 1 or 3
+            channels; a colour image smaller than 2 x 2 pixels.
+
+    Example:
+        >>> noisy = camera(torch.rand(2, 3, 32, 32), (100.0, 1000.0), 0.002, torch.Generator().manual_seed(0))
+    """
+    return _camera(x, peak, sigma, jpeg_quality, generator)[0].to(x.dtype)
+
+
 # ----------------------------------------------------------------------------------------------------- config level
 
 
@@ -506,8 +685,9 @@ class NoiseSpec:
         kind: which model (see the module docstring).
         sigma: Gaussian / speckle / stripe / Rician standard deviation range, drawn per image (natural units;
             the default is the [0, 50] / 255 blind range of DRUNet-style training).
-        peak: Poisson photons at ``x = 1``, range drawn per image (``poisson_gaussian``); the Gaussian read part
-            uses ``sigma`` (set ``sigma=(0.0, 0.0)`` for pure Poisson).
+        peak: Poisson photons at ``x = 1``, range drawn per image (``poisson_gaussian``; log-uniformly for
+            ``camera``, at full scale in linear light); the Gaussian read part uses ``sigma`` (set
+            ``sigma=(0.0, 0.0)`` for pure Poisson).
         amount: replaced fraction range (``salt_and_pepper``).
         looks: number of looks L > 0 (``gamma_speckle``).
         salt_vs_pepper: fraction of replaced pixels set to ``high`` (``salt_and_pepper``).
@@ -515,7 +695,8 @@ class NoiseSpec:
         high: salt value (``salt_and_pepper``).
         direction: stripe direction (``stripe``).
         per_channel: draw ranges per image and channel instead of per image (for ``salt_and_pepper`` it replaces
-            channels independently; ``gamma_speckle`` ignores it).
+            channels independently; ``gamma_speckle`` and ``camera`` ignore it).
+        jpeg_quality: ``camera`` only: ``(low, high)`` JPEG quality drawn per image, ``None`` for no JPEG.
     """
 
     kind: NoiseKind = "gaussian"
@@ -528,6 +709,7 @@ class NoiseSpec:
     high: float = 1.0
     direction: StripeDirection = "vertical"
     per_channel: bool = False
+    jpeg_quality: Union[tuple[int, int], None] = None
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(NoiseKind):
@@ -545,6 +727,10 @@ class NoiseSpec:
                     raise TypeError(f"NoiseSpec.{f.name} must be a (low, high) tuple, got {value!r}")
                 _check_level(f"NoiseSpec.{f.name}", value, positive=f.name == "peak",
                              at_most_one=f.name == "amount")
+        if self.jpeg_quality is not None:
+            object.__setattr__(self, "jpeg_quality", _check_quality(self.jpeg_quality, "NoiseSpec.jpeg_quality"))
+            if self.kind != "camera":
+                raise ValueError(f"NoiseSpec.jpeg_quality is for kind 'camera', got kind {self.kind!r}")
         _check_value("NoiseSpec.looks", self.looks, positive=True)
         _check_value("NoiseSpec.salt_vs_pepper", self.salt_vs_pepper, at_most_one=True)
         if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low <= self.high):
@@ -563,7 +749,8 @@ def apply_noise(x: torch.Tensor, spec: NoiseSpec,
     - ``poisson_gaussian``: ``sqrt(max(x, 0) / peak + sigma^2)``;
     - ``speckle``: ``|x| * sigma``; ``gamma_speckle``: ``|x| / sqrt(looks)``;
     - ``salt_and_pepper``: :func:`salt_and_pepper_std` (0 where ``amount`` is 0);
-    - ``rician``: :func:`rician_std` of ``|x|`` (tends to ``sigma`` in bright regions, ``~0.655 sigma`` at 0).
+    - ``rician``: :func:`rician_std` of ``|x|`` (tends to ``sigma`` in bright regions, ``~0.655 sigma`` at 0);
+    - ``camera``: first order, see :func:`camera`.
 
     Args:
         x: ``(..., C, H, W)`` float, natural scale.
@@ -597,6 +784,8 @@ def apply_noise(x: torch.Tensor, spec: NoiseSpec,
         noisy, std = _stripe(x, spec.sigma, generator, spec.direction, pc)
     elif k == "rician":
         noisy, std = _rician(x, spec.sigma, generator, pc)
+    elif k == "camera":
+        noisy, std = _camera(x, spec.peak, spec.sigma, spec.jpeg_quality, generator)
     else:  # unreachable through NoiseSpec.__post_init__, kept for exhaustiveness
         raise ValueError(f"NoiseSpec.kind must be one of {get_args(NoiseKind)}, got {k!r}")
     return noisy.to(x.dtype), std.expand(x.shape).to(x.dtype).contiguous()

@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "blend_window", "plan_tiles", "tiled_apply"]
+__all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "blend_window", "plan_tiles", "subsampled_apply", "tiled_apply"]
 
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 64
@@ -193,3 +193,38 @@ def _checked(y: torch.Tensor, batch: int, h: int, w: int) -> torch.Tensor:
         raise ValueError(f"`fn` must map (B, C, h, w) to (B, C', h, w); for a tile of shape (B={batch}, ..., {h}, "
                          f"{w}) it returned {got}")
     return y
+
+
+def subsampled_apply(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Pixel-shuffle down-sampling (Zhou et al., AAAI 2020): apply ``fn`` to the ``stride**2`` sub-images of every
+    ``stride``-th pixel (as one batch) and interleave their outputs back.
+
+    Noise that is correlated between neighbouring pixels (demosaicking, JPEG, the denoising inside cameras) is much
+    less correlated between pixels ``stride`` apart, so a denoiser trained on white noise sees what it knows; the
+    price is detail finer than ``stride`` pixels, which each sub-image sees aliased. ``stride=1`` is ``fn(x)``.
+
+    Args:
+        fn: maps ``(B, C, h, w) -> (B, C', h, w)``; called once per sub-image.
+        x: ``(B, C, H, W)``; H and W need not be multiples of ``stride`` (the last rows and columns are repeated up
+            to one, and cropped off the output).
+        stride: the sub-sampling step, an integer >= 1 and at most ``min(H, W)``.
+
+    Returns:
+        ``(B, C', H, W)``.
+
+    Raises:
+        ValueError: a bad ``stride``.
+    """
+    stride = _check_int("stride", stride, 1)
+    B, C, H, W = x.shape
+    if stride > min(H, W):
+        raise ValueError(f"`stride` ({stride}) must be at most the image's smaller side ({min(H, W)} pixels)")
+    if stride == 1:
+        return fn(x)
+    pad_h, pad_w = -H % stride, -W % stride
+    if pad_h or pad_w:
+        x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    s2, h, w = stride * stride, x.shape[-2] // stride, x.shape[-1] // stride
+    sub = torch.nn.functional.pixel_unshuffle(x, stride).view(B, C, s2, h, w)  # sub-image k = i * stride + j
+    y = torch.stack([fn(sub[:, :, k]) for k in range(s2)], dim=2)  # one sub-image at a time: (B, C', s2, h, w)
+    return torch.nn.functional.pixel_shuffle(y.flatten(1, 2), stride)[..., :H, :W]

@@ -7,6 +7,8 @@ A bundled model is a folder next to this file holding ``config.yaml``, ``model.s
     ``"speech_rt"``, ``"realtime"``                ->  ``xmodal/pretrained/speech_rt/`` (causal: streams)
     ``"image_gray"``, ``"gray"``, ``"image"``       ->  ``xmodal/pretrained/image_gray/``
     ``"image_color"``, ``"color"``, ``"colour"``    ->  ``xmodal/pretrained/image_color/``
+    ``"image_color_real"``, ``"color_real"``,
+    ``"colour_real"``, ``"photo"``                  ->  ``xmodal/pretrained/image_color_real/`` (camera noise)
     ``"multispectral"``, ``"stack"``                ->  ``xmodal/pretrained/multispectral/``
     ``"video_gray"``, ``"video"``                   ->  ``xmodal/pretrained/video_gray/``
     ``"video_color"``, ``"video_colour"``           ->  ``xmodal/pretrained/video_color/``
@@ -29,12 +31,15 @@ __all__ = ["BUNDLED", "bundled_names", "resolve_model"]
 _HERE = Path(__file__).resolve().parent
 
 BUNDLED: dict[str, str] = {"speech": "speech_default", "speech_rt": "speech_rt", "image_gray": "image_gray", "image_color": "image_color",
+                           "image_color_real": "image_color_real",
                            "multispectral": "multispectral", "video_gray": "video_gray", "video_color": "video_color"}
 """Bundled model name -> folder inside ``xmodal/pretrained``."""
 
 _ALIASES: dict[str, str] = {"default": "speech", "speech": "speech", "speech_rt": "speech_rt", "realtime": "speech_rt",
                             "image_gray": "image_gray", "gray": "image_gray", "image": "image_gray",
                             "image_color": "image_color", "color": "image_color", "colour": "image_color",
+                            "image_color_real": "image_color_real", "color_real": "image_color_real",
+                            "colour_real": "image_color_real", "photo": "image_color_real",
                             "multispectral": "multispectral", "stack": "multispectral",
                             "video_gray": "video_gray", "video": "video_gray",
                             "video_color": "video_color", "video_colour": "video_color"}
