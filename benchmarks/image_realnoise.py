@@ -9,6 +9,10 @@ white balance, sRGB curve, JPEG). Three settings, from a bright scene to a dim o
 and SSIM (``xmodal.metrics.SSIM_IMPLEMENTATION``). CBM3D is ``bm3d.bm3d_rgb`` (profile ``np``) given the RMS of
 ``noisy - clean``: an oracle no real photo offers, and a white-noise model of noise that is not white.
 
+Gray photos: the luminance (BT.601 weights, rounded to 8 bits) of the same noisy and clean images, denoised by the
+``gray`` model (plain and sub-sampled) and by ``color_real`` (a colour model takes gray images as three equal
+channels).
+
 With ``--figure DIR`` it also writes, for each real noisy photo of ``RNI15`` (no clean version: for the eye only), a
 PNG of a 192 x 192 crop from its centre: noisy | color | color, subsample 2 | color_real.
 
@@ -63,6 +67,7 @@ def main() -> None:
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (default ../shared/data)")
     p.add_argument("--model", default="color", help="the Gaussian colour model (default color)")
     p.add_argument("--real-model", default="color_real", help="the model trained on camera noise")
+    p.add_argument("--gray-model", default="gray", help="the Gaussian gray model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--skip-bm3d", action="store_true")
@@ -75,10 +80,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     files, _ = held_out_images(args.data, "kodak-valid")
-    gauss, real = xmodal.load(args.model), xmodal.load(args.real_model)
+    gauss, real, gray = xmodal.load(args.model), xmodal.load(args.real_model), xmodal.load(args.gray_model)
     methods = {"color": (gauss, 1), "color, subsample 2": (gauss, 2), "color_real": (real, 1)}
+    gray_methods = {"gray": (gray, 1), "gray, subsample 2": (gray, 2), "color_real (gray in)": (real, 1)}
     names = ["noisy", *methods] + ([] if args.skip_bm3d else ["cbm3d (oracle rms)"])
     results: dict[str, dict] = {}
+    luma = np.array([0.299, 0.587, 0.114]).reshape(3, 1, 1)
     for si, (setting, (peak, read, quality)) in enumerate(SETTINGS.items()):
         rows, times = [], {m: 0.0 for m in names[1:]}
         for k, f in enumerate(files):
@@ -101,15 +108,21 @@ def main() -> None:
             for m in names:
                 est = to_8bit(outs[m])
                 row[m] = {"psnr": psnr_score(clean, est), "ssim": ssim_score(clean, est)}
+            clean_y, noisy_y = (to_8bit((a * luma).sum(axis=0, keepdims=True)) for a in (clean, noisy))
+            row["gray noisy"] = {"psnr": psnr_score(clean_y, noisy_y), "ssim": ssim_score(clean_y, noisy_y)}
+            for m, (den, sub) in gray_methods.items():
+                est = to_8bit(den.denoise(noisy_y.astype(np.float32), subsample=sub).astype(np.float64))
+                row[m] = {"psnr": psnr_score(clean_y, est), "ssim": ssim_score(clean_y, est)}
             rows.append(row)
             print(f"{setting:7s} {f.stem:8s} " + "  ".join(f"{m} {row[m]['psnr']:6.2f}" for m in names), flush=True)
-        mean = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in ("psnr", "ssim")} for m in names}
+        mean = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in ("psnr", "ssim")}
+                for m in names + ["gray noisy", *gray_methods]}
         results[setting] = {"peak": peak, "read": read, "jpeg_quality": quality, "mean": mean, "seconds": times,
                             "images": rows}
     print(f"\nkodim19-24 with camera-pipeline noise (xmodal.noise.camera), seed {args.seed}; outputs rounded to 8 bits")
     print(f"{'':22s}" + "".join(f"{s + f' (peak {v[0]:g}, read {v[1]:g}, q{v[2]})':>36s}" for s, v in SETTINGS.items()))
     print(f"{'':22s}" + f"{'PSNR (dB) / SSIM':>36s}" * len(SETTINGS))
-    for m in names:
+    for m in names + ["gray noisy", *gray_methods]:
         print(f"{m:22s}" + "".join(f"{results[s]['mean'][m]['psnr']:27.2f} / {results[s]['mean'][m]['ssim']:.4f}"
                                    for s in SETTINGS))
     print(f"SSIM: {SSIM_IMPLEMENTATION}")

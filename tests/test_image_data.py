@@ -112,6 +112,46 @@ def test_curriculum_ramps_the_sigma_range():
     assert float((noisy - clean).std()) == pytest.approx(0.2, rel=0.1)
 
 
+def test_noise_mix_draws_a_model_per_item():
+    """Each item draws its noise model uniformly from ``noise`` and ``noise_mix``; the crop does not depend on the
+    mix (the model is drawn after it), and a curriculum ramps whichever model is drawn."""
+    ims = images(H=48, W=48)
+    plain = ImageCrops(ims, cfg(patch_size=32, noise=NoiseSpec(sigma=(0.2, 0.2))))
+    mixed = ImageCrops(ims, cfg(patch_size=32, noise=NoiseSpec(sigma=(0.2, 0.2)),
+                                noise_mix=(NoiseSpec(sigma=(0.0, 0.0)), NoiseSpec(kind="camera", peak=(50.0, 50.0),
+                                                                                 sigma=(0.0, 0.0)))))
+    kinds = []
+    for n in range(60):
+        noisy, clean = mixed[n]
+        assert torch.equal(clean, plain[n][1])
+        d = noisy - clean
+        if torch.equal(noisy, clean):
+            kinds.append("none")
+        elif float(d.std()) == pytest.approx(0.2, rel=0.15) and float(d.abs().max()) > 0.5:  # unclipped Gaussian
+            kinds.append("gaussian")
+        else:
+            assert noisy.min() >= 0 and noisy.max() <= 1  # the camera pipeline clips
+            kinds.append("camera")
+    counts = {k: kinds.count(k) for k in ("none", "gaussian", "camera")}
+    assert all(8 <= c <= 32 for c in counts.values()), counts  # 60 draws of 1/3: 20 +- 3.7 each
+    ramp = ImageCrops(ims, cfg(patch_size=32, noise=NoiseSpec(sigma=(0.2, 0.2)), curriculum_start=(0.02, 0.02),
+                               noise_mix=(NoiseSpec(sigma=(0.3, 0.3)),)), batch_size=4, max_steps=10)
+    first = {round(float((ramp[n][0] - ramp[n][1]).std()), 2) for n in range(4)}
+    assert first == {0.02}  # step 0: both models start the ramp at 0.02
+
+
+def test_noise_mix_in_a_recipe():
+    from xmodal.config import load_config
+    from xmodal.data.images import noise_description
+
+    c = load_config("recipes/image_color_real_bundled.yaml").image
+    assert [s.kind for s in (c.noise, *c.noise_mix)] == ["camera", "gaussian"]
+    assert noise_description(c) == ("noise camera sigma 0.0000..0.0120 peak 30..10000 + gaussian sigma "
+                                    "0.0000..0.1961")
+    c = load_config("recipes/tiny_image.yaml", ["image.noise_mix=[{kind: rician, sigma: [0.0, 0.1]}]"]).image
+    assert c.noise_mix == (NoiseSpec(kind="rician", sigma=(0.0, 0.1)),)
+
+
 def test_augmentation_keeps_content():
     ims = images(n=2)
     plain, aug = ImageCrops(ims, cfg()), ImageCrops(ims, cfg(augment=True))

@@ -202,9 +202,12 @@ class ImageDataConfig:
         patch_size: side of the random training crops.
         augment: random flips and 90-degree rotations (and spectral order reversal for stacks).
         noise: training noise model (a range of levels: the model is blind to the level).
+        noise_mix: more training noise models: each training item draws its model uniformly from ``noise`` and these
+            (e.g. camera noise and white Gaussian noise for a model that takes both). Empty (default): ``noise`` only.
         valid_noise: validation noise (a fixed level is usual: ``sigma: [0.098, 0.098]`` is 25/255).
         curriculum_start: progressive noise: the ``noise.sigma`` range at step 0, ramped (cosine) to ``noise.sigma``
-            over the first ``curriculum_fraction`` of ``train.max_steps``. ``null`` = no curriculum.
+            over the first ``curriculum_fraction`` of ``train.max_steps`` (with ``noise_mix``, to the ``sigma`` of the
+            model each item draws). ``null`` = no curriculum.
         curriculum_fraction: share of the run spent ramping.
         noise_map: give the network the per-pixel noise standard deviation as an extra input channel (non-blind);
             ``false`` (default) trains a blind model.
@@ -236,6 +239,7 @@ class ImageDataConfig:
     patch_size: int = 64
     augment: bool = True
     noise: NoiseSpec = field(default_factory=NoiseSpec)
+    noise_mix: tuple[NoiseSpec, ...] = ()
     valid_noise: NoiseSpec = field(default_factory=lambda: NoiseSpec(sigma=(25.0 / 255.0, 25.0 / 255.0)))
     curriculum_start: tuple[float, float] | None = None
     curriculum_fraction: float = 0.3

@@ -117,8 +117,22 @@ def _augment(arrays: list[np.ndarray], rng: np.random.Generator, spectral: bool 
     return out
 
 
-def _noise_spec(config: ImageDataConfig, n: int, batch_size: int, max_steps: int) -> NoiseSpec:
+def noise_description(config: ImageDataConfig) -> str:
+    """``noise gaussian sigma 0.0000..0.1961`` (and ``+ ...`` for each model of ``noise_mix``), for run logs."""
+    return "noise " + " + ".join(f"{s.kind} sigma {s.sigma[0]:.4f}..{s.sigma[1]:.4f}"
+                                 + (f" peak {s.peak[0]:g}..{s.peak[1]:g}" if s.kind in ("poisson_gaussian", "camera")
+                                    else "") for s in (config.noise, *config.noise_mix))
+
+
+def _noise_spec(config: ImageDataConfig, n: int, batch_size: int, max_steps: int,
+                rng: np.random.Generator) -> NoiseSpec:
+    """Item ``n``'s noise model: ``config.noise``, or with ``config.noise_mix`` one of ``noise`` and those drawn
+    uniformly from ``rng`` (nothing is drawn without a mix, so the item's other draws do not move); its ``sigma``
+    ramped by the curriculum if there is one."""
     spec = config.noise
+    if config.noise_mix:
+        specs = (config.noise, *config.noise_mix)
+        spec = specs[int(rng.integers(len(specs)))]
     if config.curriculum_start is None:
         return spec
     from dataclasses import replace
@@ -171,7 +185,7 @@ class ImageCrops(Dataset):
         if c.augment:
             crop = _augment([crop], rng)[0]
         clean = torch.from_numpy(np.ascontiguousarray(crop))
-        noisy = noisy_version(clean, _noise_spec(c, n, self.batch_size, self.max_steps),
+        noisy = noisy_version(clean, _noise_spec(c, n, self.batch_size, self.max_steps, rng),
                               int(rng.integers(2 ** 62)), c.noise_map)
         return noisy, clean
 
@@ -229,7 +243,7 @@ class StackCrops(Dataset):
         if c.augment:
             crop = _augment([crop], rng, spectral=True)[0]
         clean = torch.from_numpy(np.ascontiguousarray(crop))
-        noisy = noisy_version(clean, _noise_spec(c, n, self.batch_size, self.max_steps), int(rng.integers(2 ** 62)))
+        noisy = noisy_version(clean, _noise_spec(c, n, self.batch_size, self.max_steps, rng), int(rng.integers(2 ** 62)))
         return noisy, clean
 
 
@@ -342,7 +356,7 @@ def resolve_image_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
         valid = _validation([(f.stem, load_image(f, c.channels)) for f in valid_files], c)
     what = "DEMO images (synthetic shapes and textures, not photographs)" if demo else "clean images + synthetic noise"
     return ImageCorpus(train, valid, f"{what}: {len(files)} training images, {len(valid)} validation images, "
-                                     f"noise {c.noise.kind} sigma {c.noise.sigma[0]:.4f}..{c.noise.sigma[1]:.4f}",
+                                     f"{noise_description(c)}",
                        demo=demo)
 
 

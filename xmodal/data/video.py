@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from xmodal.config import ImageDataConfig
 from xmodal.data.images import (_LUMA, ImageCorpus, _augment, _centre_crop, _noise_spec, _pad_to, contiguous_run,
-                                image_files, load_image, noisy_version)
+                                image_files, load_image, noise_description, noisy_version)
 from xmodal.data.speech import ValidationClip
 
 __all__ = ["ClipCrops", "StillMotionClips", "add_moving_object", "camera_path", "load_clip", "resolve_video_data"]
@@ -99,7 +99,7 @@ class _ClipItems(Dataset):
         if c.augment:
             clip = _augment([clip], rng, spectral=True)[0]
         clean = torch.from_numpy(np.ascontiguousarray(clip))
-        noisy = _noisy_clip(clean, _noise_spec(c, n, self.batch_size, self.max_steps), int(rng.integers(2 ** 62)))
+        noisy = _noisy_clip(clean, _noise_spec(c, n, self.batch_size, self.max_steps, rng), int(rng.integers(2 ** 62)))
         return noisy, clean
 
 
@@ -217,8 +217,7 @@ def resolve_video_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
                 _centre_crop(load_clip(p, c.channels)[:c.valid_frames], c.valid_crop)))
             valid.append(ValidationClip(p.stem, _noisy_clip(clean, c.valid_noise, (c.seed, 7919, k)), clean))
         return ImageCorpus(train, valid, f"clips + synthetic noise: {len(sources)} training clips, {len(valid)} "
-                                         f"validation clips, noise {c.noise.kind} sigma {c.noise.sigma[0]:.4f}.."
-                                         f"{c.noise.sigma[1]:.4f}")
+                                         f"validation clips, {noise_description(c)}")
     if demo:
         from xmodal.data.synthetic import make_demo_images
 
@@ -240,8 +239,8 @@ def resolve_video_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
     what = "DEMO images (synthetic shapes and textures, not photographs)" if demo else "still images"
     return ImageCorpus(train, valid, f"{what} moved along random camera paths (up to {c.motion} px/frame, shake "
                                      f"{c.jitter} px) + synthetic noise: {len(files)} training images, {len(valid)} "
-                                     f"validation clips of {c.valid_frames} frames, noise {c.noise.kind} sigma "
-                                     f"{c.noise.sigma[0]:.4f}..{c.noise.sigma[1]:.4f}", demo=demo)
+                                     f"validation clips of {c.valid_frames} frames, {noise_description(c)}",
+                       demo=demo)
 
 
 def still_clip(image: np.ndarray, frames: int, motion: int, jitter: int,
