@@ -5,7 +5,7 @@ import torch
 
 from tests.conftest import chirp
 from xmodal.config import SpeechDataConfig
-from xmodal.data import MixingDataset, PairedDataset, StepBatchSampler, mix_at_snr, resolve_speech_data
+from xmodal.data import MixingDataset, StepBatchSampler, mix_at_snr, resolve_speech_data
 from xmodal.io import list_audio_files
 
 

@@ -108,7 +108,7 @@ def test_init_from_moves_the_trunk_between_modalities(tmp_path):
     # lr 0: the first step changes nothing, so the saved weights are the initialisation itself
     frozen = ["modality=multispectral", "train.max_steps=1", "optim.lr=0", "image_loss.ssim=0"]
     init = train(config(tmp_path / "ms", *frozen, f"train.init_from={gray_run}"))
-    fresh = train(config(tmp_path / "fresh", *frozen))
+    train(config(tmp_path / "fresh", *frozen))
     a, b = weights(tmp_path / "ms"), weights(tmp_path / "fresh")
     trunk = [k for k in a if k.startswith("trunk.")]
     assert trunk and set(trunk) == {k for k in gray if k.startswith("trunk.")}

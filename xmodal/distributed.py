@@ -45,7 +45,6 @@ def init_distributed(device: str) -> DistInfo:
     Uses nccl on CUDA and gloo on CPU. Without torchrun's variables (or with ``WORLD_SIZE=1``) nothing is initialised.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)
     if world_size <= 1:
