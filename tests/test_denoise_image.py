@@ -966,3 +966,33 @@ def test_subsample_denoises_the_sub_images_of_every_other_pixel(color: ImageDeno
         capsys.readouterr().err
     with pytest.raises(ValueError, match=r"`stride` must be an integer >= 1, got 0"):
         color.denoise(x, subsample=0)
+
+
+def test_heic_photos_are_denoised_into_heic_at_their_depth(runs: dict[str, Path], tmp_path: Path) -> None:
+    """A phone's HEIC photo (8-bit, or 10-bit HDR) comes out as HEIC at its bit depth with its EXIF, upright (a
+    rotated photo is turned once); --format converts it."""
+    heif = pytest.importorskip("pillow_heif")
+    from xmodal.imageio import read_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    y, x = np.mgrid[0:40, 0:56]
+    rgb = np.stack([x * 4, y * 5, (x + y) * 2], -1).astype(np.uint8)
+    heif.from_bytes("RGB", (56, 40), rgb.tobytes()).save(tmp_path / "IMG_1.heic", quality=95, exif=exif.tobytes())
+    deep = (rgb.astype(np.uint16) * 4) << 6  # 10-bit levels
+    heif.from_bytes("RGB;16", (56, 40), deep.astype("<u2").tobytes()).save(tmp_path / "IMG_2.heic", quality=95)
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "IMG_1.heic"), str(tmp_path / "IMG_2.heic"), "-o", str(out), "--model",
+                 str(runs["color"]), "--quiet"]) == 0
+    for name, dtype, depth in (("IMG_1.heic", "uint8", 8), ("IMG_2.heic", "uint16", 10)):
+        image, info = read_image(out / name)
+        src = read_image(tmp_path / name)[0]
+        assert (info.format, info.dtype, dict(info.metadata)["heif_bit_depth"], image.shape) == \
+            ("heif", dtype, depth, src.shape)
+        assert not np.allclose(image, src, atol=1e-3)  # it went through the model
+    exif_back = Image.Exif()
+    exif_back.load(dict(read_image(out / "IMG_1.heic")[1].metadata)["exif"])
+    assert exif_back.get(0x0112) == 1 and read_image(out / "IMG_1.heic")[0].shape == (3, 56, 40)  # upright, once
+    assert main([str(tmp_path / "IMG_2.heic"), "-o", str(tmp_path / "png"), "--model", str(runs["color"]),
+                 "--format", "png", "--quiet"]) == 0
+    assert read_image(tmp_path / "png" / "IMG_2.png")[1].dtype == "uint16"  # 10 bits kept as 16-bit PNG

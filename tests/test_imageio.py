@@ -577,7 +577,7 @@ def test_read_errors_missing_and_extension(tmp_path):
         read_image(tmp_path / "nope.png")
     (tmp_path / "a.gif").write_bytes(b"GIF89a")
     with pytest.raises(ImageReadError, match=r"a.gif: unsupported extension '.gif' \(expected one of .png, .jpg, "
-                                             r".jpeg, .bmp, .webp, .tif, .tiff, .npy\)"):
+                                             r".jpeg, .bmp, .webp, .tif, .tiff, .npy, .heic, .heif\)"):
         read_image(tmp_path / "a.gif")
     assert issubclass(ImageReadError, ValueError)
 
@@ -864,3 +864,99 @@ def test_tiff_resolution_units_and_damaged_exif(tmp_path):
     write_image(tmp_path / "bad.tif", image, bad)  # a damaged EXIF block carries nothing, and does not fail
     with tifffile.TiffFile(tmp_path / "bad.tif") as tif:
         assert 274 not in tif.pages[0].tags
+
+
+# ------------------------------------------------------------------------------------------------------------ HEIC
+
+
+@pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB"), (4, "RGBA")])
+def test_heic_8bit_round_trip_is_close(tmp_path, channels, mode):
+    pytest.importorskip("pillow_heif")
+    rgb = smooth_rgb()
+    arr = {1: rgb[..., 0], 3: rgb, 4: np.dstack([rgb, rgb[..., :1]])}[channels]
+    image = arr.reshape(H, W, -1).transpose(2, 0, 1).astype(np.float32) / 255  # (C, H, W)
+    write_image(tmp_path / "a.heic", image, "uint8")
+    back, info = read_image(tmp_path / "a.heic")
+    assert (info.format, info.dtype, info.mode, info.channels, back.shape) == ("heif", "uint8", mode, channels,
+                                                                                 image.shape)
+    assert dict(info.metadata)["heif_bit_depth"] == 8
+    assert np.abs(back - image).max() <= 6 / 255  # lossy HEVC at quality 95, 4:4:4 chroma
+
+
+@pytest.mark.parametrize("depth", [10, 12])
+def test_heic_high_bit_depth_is_read_at_16_bits_and_written_back_at_its_depth(tmp_path, depth):
+    """10- and 12-bit HEIC (HDR phone photos) are never reduced to 8 bits: read as uint16 with the format's white at
+    65535 (every level exact in a losslessly coded gray file), and written back at the same depth."""
+    heif = pytest.importorskip("pillow_heif")
+    y, x = np.mgrid[0:32, 0:48]
+    levels = ((x * 20 + y * 30) % 2 ** depth).astype(np.uint16)
+    levels[0, 0] = 2 ** depth - 1
+    top = 2 ** depth - 1
+    rgb = np.stack([x * top // 47, y * top // 31, np.full_like(x, top)], -1).astype(np.uint16)  # smooth: 4:2:0 safe
+    heif.options.SAVE_HDR_TO_12_BIT = depth == 12
+    try:
+        for name, mode, arr in (("gray.heic", "L;16", levels), ("rgb.heic", "RGB;16", rgb)):
+            heif.from_bytes(mode, (48, 32), (arr << (16 - depth)).astype("<u2").tobytes()).save(tmp_path / name,
+                                                                                              quality=-1)
+    finally:
+        heif.options.SAVE_HDR_TO_12_BIT = False
+    image, info = read_image(tmp_path / "gray.heic")
+    assert (info.dtype, info.mode, dict(info.metadata)["heif_bit_depth"]) == ("uint16", "L", depth)
+    np.testing.assert_allclose(image[0] * (2 ** depth - 1), levels, atol=0.05)  # white is 1.0, levels exact
+    colour, cinfo = read_image(tmp_path / "rgb.heic")
+    assert cinfo.dtype == "uint16" and cinfo.mode == "RGB" and len(np.unique(colour[0])) > 256
+    assert np.abs(colour - rgb.transpose(2, 0, 1) / (2 ** depth - 1)).max() < 0.03  # colour through YCbCr 4:2:0
+    for back, src_info in ((image, info), (colour, cinfo)):
+        write_image(tmp_path / "out.heic", back, src_info)
+        again, info2 = read_image(tmp_path / "out.heic")
+        assert info2.dtype == "uint16" and dict(info2.metadata)["heif_bit_depth"] == depth
+        assert np.abs(again - back).max() < 0.01  # lossy HEVC at quality 95, far below an 8-bit step
+
+
+def test_heic_keeps_icc_and_exif_reads_upright_and_converts_to_other_formats(tmp_path):
+    """A JPEG shown turned by its EXIF orientation becomes a HEIC that carries the turn (as a HEIF rotation); HEIC
+    pixels are read upright, with the EXIF orientation set to 1 so that no viewer turns them twice."""
+    pytest.importorskip("pillow_heif")
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to show
+    exif[0x010F] = "xmodal test camera"
+    src = pil_save(tmp_path / "photo.jpg", smooth_rgb(), "RGB", quality=95, icc_profile=icc, exif=exif.tobytes())
+    image, info = read_image(src)
+    write_image(tmp_path / "photo.heic", image, info)  # JPEG -> HEIC keeps the profile, the EXIF and the turn
+    back, heic_info = read_image(tmp_path / "photo.heic")
+    assert back.shape == (3, W, H)
+    np.testing.assert_allclose(back, np.rot90(image, -1, axes=(1, 2)), atol=6 / 255)  # shown as a viewer shows it
+    meta = dict(heic_info.metadata)
+    assert meta["icc_profile"] == icc
+    exif_back = Image.Exif()
+    exif_back.load(meta["exif"])
+    assert exif_back.get(0x0112) == 1 and exif_back.get(0x010F) == "xmodal test camera"
+    write_image(tmp_path / "again.heic", back, heic_info)  # upright pixels, orientation 1: not turned again
+    assert read_image(tmp_path / "again.heic")[0].shape == (3, W, H)
+    for name in ("b.png", "b.tif", "b.jpg"):  # and HEIC -> the others
+        write_image(tmp_path / name, back, heic_info)
+        assert dict(read_image(tmp_path / name)[1].metadata)["icc_profile"] == icc
+
+
+def test_heic_errors(tmp_path, monkeypatch):
+    pytest.importorskip("pillow_heif")
+    (tmp_path / "bad.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 40)
+    with pytest.raises(ImageReadError, match=r"bad\.heic: not readable as HEIF"):
+        read_image(tmp_path / "bad.heic")
+    with pytest.raises(ValueError, match=r"x\.heic: HEIC stores 8-bit or 10/12-bit images with 1, 3 or 4 channels, "
+                                         r"got float32 with 3 channels \(write \.png, \.tif or \.npy\)"):
+        write_image(tmp_path / "x.heic", np.zeros((3, 8, 8), np.float32), "float32")
+    with pytest.raises(ValueError, match=r"got uint8 with 2 channels"):
+        write_image(tmp_path / "x.heic", np.zeros((2, 8, 8), np.float32), "uint8")
+    with pytest.raises(ValueError, match=r"`quality` must be in \[1, 100\], got 0"):
+        write_image(tmp_path / "x.heic", np.zeros((3, 8, 8), np.float32), "uint8", quality=0)
+    assert not (tmp_path / "x.heic").exists()
+    write_image(tmp_path / "ok.heic", np.zeros((3, 8, 8), np.float32), "uint8")
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # not installed
+    with pytest.raises(ImageReadError, match=r"ok\.heic: HEIC/HEIF files need pillow-heif: pip install "
+                                             r"'xmodal\[heif\]'"):
+        read_image(tmp_path / "ok.heic")
+    with pytest.raises(ValueError, match=r"y\.heic: HEIC/HEIF files need pillow-heif"):
+        write_image(tmp_path / "y.heic", np.zeros((3, 8, 8), np.float32), "uint8")
+    assert not (tmp_path / "y.heic").exists()

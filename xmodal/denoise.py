@@ -1004,12 +1004,13 @@ class ImageDenoiser:
                      subsample: int = 1, progress: bool = False, value_range: ValueRange = None) -> Path:
         """Denoise an image file into ``dst`` at the input's bit depth (uint8, uint16, float) and layout.
 
-        The format follows ``dst``'s extension (``.png``, ``.jpg``, ``.bmp``, ``.webp``, ``.tif``, ``.npy``); GeoTIFF
-        tags are kept. An alpha channel (gray+alpha, RGBA) is copied unchanged. The output is written to a temp file
+        The format follows ``dst``'s extension (``.png``, ``.jpg``, ``.bmp``, ``.webp``, ``.tif``, ``.npy``,
+        ``.heic``); GeoTIFF tags are kept. An alpha channel (gray+alpha, RGBA) is copied unchanged. The output is written to a temp file
         in ``dst``'s folder and renamed when complete, so a failure never leaves a partial file.
 
         Args:
-            src: the noisy image (PNG, JPEG, BMP, WebP, TIFF or ``.npy``; see :func:`xmodal.imageio.read_image`).
+            src: the noisy image (PNG, JPEG, BMP, WebP, TIFF, ``.npy`` or HEIC; see
+                :func:`xmodal.imageio.read_image`).
             dst: output path (its folder is created).
             overwrite: replace an existing ``dst``. ``dst`` is never allowed to be ``src``.
             tile, overlap, sigma, ensemble, subsample, progress: as in :meth:`denoise`; ``sigma`` in the units
@@ -1796,7 +1797,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m xmodal.denoise",
         description="Denoise audio files (WAV, FLAC, OGG, Opus, MP3, M4A...; any rate, channel count and length), "
-                    "images (PNG, JPEG, BMP, WebP, TIFF, .npy; bit depth and format kept), multispectral stacks "
+                    "images (PNG, JPEG, BMP, WebP, TIFF, .npy, HEIC; bit depth and format kept), multispectral stacks "
                     "(multi-band TIFF/.npy files, or folders of single-band TIFFs with --modality multispectral) and "
                     "video clips (video files such as .mp4 with PyAV installed, their sound kept in sync (--audio); "
                     "folders of frames or (T, H, W[, C]) .npy files with --modality video or a video --model) into "

@@ -6,9 +6,10 @@ Images: ``image (C, H, W) float32`` with dtype-aware scaling, never silently 8-b
 file dtype    value in ``image``     formats
 ============  =====================  ==============================================================
 uint8         ``v / 255``            PNG (L, LA, RGB, RGBA; 1-bit and palette expanded), JPEG, BMP (L, RGB),
-                                     WebP (RGB, RGBA; written lossless), TIFF, npy
+                                     WebP (RGB, RGBA; written lossless), TIFF, npy, HEIC (L, RGB, RGBA)
 uint16        ``v / 65535``          PNG (L, LA, RGB, RGBA; colour through imagecodecs, as Pillow would
-                                     reduce it to 8 bits), TIFF, npy
+                                     reduce it to 8 bits), TIFF, npy, 10- and 12-bit HEIC (level
+                                     ``v_d`` of a d-bit file as ``v_d * 65535 / (2**d - 1)``)
 float16/32/64 ``v`` (kept as is)     TIFF, npy (NaN/inf refused)
 ============  =====================  ==============================================================
 
@@ -18,7 +19,9 @@ read -> write -> read returns the same integers.
 Stacks (multispectral / hyperspectral): ``stack (S, H, W) float32`` with per-band scaling recorded in
 :class:`StackInfo` (``file value = stack * scale + offset``), undone exactly by :func:`write_stack`.
 
-PNG/JPEG/BMP/WebP go through Pillow and TIFF through tifffile; both are imported only when used. GeoTIFF
+PNG/JPEG/BMP/WebP go through Pillow, TIFF through tifffile and HEIC/HEIF (phone photos) through pillow-heif
+(``pip install "xmodal[heif]"``), each imported only when used; HEIC is written with HEVC at the ``quality`` of
+:func:`write_image` and full-resolution (4:4:4) colour. GeoTIFF
 georeferencing tags (ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GeoDouble/AsciiParams, GDAL
 metadata and nodata) are kept in the info objects and written back, and so is a TIFF's compression: lossless ones
 (LZW, Deflate, ZSTD, PackBits, LZMA..., with their predictor) as they were, lossy ones (JPEG...) as Deflate, so that
@@ -54,14 +57,15 @@ __all__ = [
     "write_stack",
 ]
 
-ImageFormat = Literal["png", "jpeg", "bmp", "webp", "tiff", "npy"]
+ImageFormat = Literal["png", "jpeg", "bmp", "webp", "tiff", "npy", "heif"]
 Layout = Literal["HW", "HWC", "CHW"]
 StackScaling = Literal["dtype", "band_minmax", "band_percentile"]
 TiffTag = tuple[int, int, int, Any, bool]  # (code, TIFF datatype, count, value, writeonce): tifffile's extratags
 PathLike = Union[str, os.PathLike]
 
 IMAGE_EXTENSIONS: dict[str, ImageFormat] = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp",
-                                            ".webp": "webp", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy"}
+                                            ".webp": "webp", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy",
+                                            ".heic": "heif", ".heif": "heif"}
 PILLOW_FORMATS = ("png", "jpeg", "bmp", "webp")  # through Pillow; the reader finds which from the bytes
 TIFF_EXTENSIONS = (".tif", ".tiff")
 
@@ -92,8 +96,8 @@ class ImageInfo:
     """What :func:`read_image` found in the file; pass it to :func:`write_image` to write the same kind of file.
 
     Attributes:
-        format: container read (``"png"``, ``"jpeg"``, ``"bmp"``, ``"webp"``, ``"tiff"``, ``"npy"``), detected
-            from the content for the Pillow formats.
+        format: container read (``"png"``, ``"jpeg"``, ``"bmp"``, ``"webp"``, ``"tiff"``, ``"npy"``, ``"heif"``),
+            detected from the content for the Pillow formats.
         dtype: numpy name of the stored sample type (``"uint8"``, ``"uint16"``, ``"float32"``...).
         bit_depth: bits per sample (8, 16, 32, 64).
         channels: ``C`` of the returned ``(C, H, W)`` image.
@@ -107,7 +111,9 @@ class ImageInfo:
             it: ``("icc_profile", bytes)`` (colour space; PNG, JPEG, WebP, TIFF), ``("exif", bytes)`` (camera
             data, including the orientation viewers rotate by; PNG, JPEG, WebP; a TIFF keeps the orientation only, as
             its Orientation tag) and ``("dpi", (x, y))`` (PNG, JPEG, BMP, TIFF). 16-bit colour PNGs keep all three as
-            well (xmodal writes their iCCP, eXIf and pHYs chunks).
+            well (xmodal writes their iCCP, eXIf and pHYs chunks). HEIC keeps the ICC profile and EXIF, and records
+            ``("heif_bit_depth", 8 | 10 | 12)``: 10- and 12-bit images are read as uint16 and written back at their
+            depth.
     """
 
     format: ImageFormat
@@ -165,6 +171,84 @@ def _import_pil() -> Any:
     except ImportError as e:
         raise ImportError("PNG, JPEG, BMP and WebP files need Pillow: pip install Pillow") from e
     return Image
+
+
+def _import_heif(path: Path, error: type[Exception]) -> Any:
+    """pillow-heif, or ``error`` naming ``path`` and how to install it."""
+    try:
+        import pillow_heif
+    except ImportError:
+        raise error(f"{path}: HEIC/HEIF files need pillow-heif: pip install 'xmodal[heif]' (or pillow-heif)") from None
+    return pillow_heif
+
+
+def _upright_exif(exif: bytes) -> bytes:
+    """``exif`` with its orientation set to 1 (upright). libheif hands over HEIF pixels already turned by the file's
+    own rotation and mirroring (which the HEIF standard puts before any EXIF orientation), so an orientation tag left
+    in place would turn them a second time in a viewer of the output."""
+    e = _import_pil().Exif()
+    try:
+        e.load(exif)
+    except Exception:  # a damaged EXIF block: carried as it is
+        return exif
+    if e.get(0x0112, 1) == 1:
+        return exif
+    e[0x0112] = 1
+    return e.tobytes()
+
+
+def _read_heif(path: Path) -> tuple[np.ndarray, str, tuple[tuple[str, Any], ...]]:
+    """Array ``(H, W)`` or ``(H, W, C)`` (uint8, or uint16 for 10- and 12-bit images, scaled so that the format's
+    white is 65535), upright (the file's rotation applied), mode and metadata (ICC, EXIF with an upright orientation,
+    bit depth) of the primary image of a HEIC/HEIF file."""
+    heif = _import_heif(path, ImageReadError)
+    try:
+        f = heif.open_heif(path, convert_hdr_to_8bit=False)
+        arr, mode, info = np.asarray(f), f.mode.split(";")[0], f.info
+        mode = "L" if mode == "I" else mode  # 16-bit gray is "I;16"
+    except Exception as e:  # libheif errors for corrupt or unsupported files
+        raise ImageReadError(f"{path}: not readable as HEIF ({e})") from None
+    if mode not in ("L", "LA", "RGB", "RGBA"):
+        raise ImageReadError(f"{path}: unsupported HEIF mode {f.mode!r} (expected L, RGB or RGBA)")
+    depth = int(info.get("bit_depth") or 8)
+    if arr.dtype == np.uint16:  # pillow-heif puts a d-bit value v at v << (16 - d): map white to 65535 exactly
+        v = (arr >> (16 - depth)).astype(np.float64)
+        arr = np.rint(v * (65535.0 / (2 ** depth - 1))).astype(np.uint16)
+    meta: list[tuple[str, Any]] = []
+    if info.get("icc_profile"):
+        meta.append(("icc_profile", bytes(info["icc_profile"])))
+    if info.get("exif"):
+        meta.append(("exif", _upright_exif(bytes(info["exif"]))))
+    meta.append(("heif_bit_depth", depth))
+    return np.ascontiguousarray(arr), mode, tuple(meta)
+
+
+def _write_heif(path: Path, data: np.ndarray, info: ImageInfo | None, quality: int) -> None:
+    """``data (C, H, W)`` uint8 or uint16 as HEIC (HEVC at ``quality``, 4:4:4 chroma; uint16 as 10 bits, or 12 when
+    the source was 12-bit), with the source's ICC profile and EXIF."""
+    C = data.shape[0]
+    if data.dtype.name not in ("uint8", "uint16") or C not in (1, 3, 4):
+        raise ValueError(f"{path}: HEIC stores 8-bit or 10/12-bit images with 1, 3 or 4 channels, got "
+                         f"{data.dtype.name} with {C} channels (write .png, .tif or .npy)")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"`quality` must be in [1, 100], got {quality}")
+    heif = _import_heif(path, ValueError)
+    meta = dict(info.metadata) if info is not None else {}
+    pixels = data[0] if C == 1 else data.transpose(1, 2, 0)  # (C, H, W) -> (H, W) or (H, W, C)
+    mode = _MODES[C]
+    options: dict[str, Any] = {"quality": quality, "chroma": 444}  # full-resolution colour: no 4:2:0 loss on top
+    if data.dtype == np.uint16:
+        depth = 12 if meta.get("heif_bit_depth") == 12 else 10
+        v = np.rint(pixels.astype(np.float64) * ((2 ** depth - 1) / 65535.0)).astype(np.uint16)
+        pixels, mode = (v << (16 - depth)).astype("<u2"), f"{mode};16"
+        heif.options.SAVE_HDR_TO_12_BIT = depth == 12
+    options.update((k, v) for k, v in meta.items() if k in ("icc_profile", "exif"))
+    H, W = pixels.shape[:2]
+    try:
+        f = heif.from_bytes(mode, (W, H), np.ascontiguousarray(pixels).tobytes())
+        atomic_write(path, lambda tmp: f.save(tmp, format="HEIF", **options))
+    finally:
+        heif.options.SAVE_HDR_TO_12_BIT = False
 
 
 def _import_tifffile() -> Any:
@@ -378,6 +462,9 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
         stored_shape = {"YX": "HW", "YXS": "HWC"}
         layout = stored_shape.get(axes, "CHW")  # type: ignore[assignment]
         stored = arr if layout == "CHW" else (arr[0] if layout == "HW" else arr.transpose(1, 2, 0))
+    elif fmt == "heif":
+        stored, mode, meta = _read_heif(path)
+        arr, layout = (stored[None], "HW") if stored.ndim == 2 else (stored.transpose(2, 0, 1), "HWC")
     elif fmt == "npy":
         try:
             stored = np.load(path, allow_pickle=False)
@@ -537,18 +624,18 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
 
     Args:
         path: destination (``.png``, ``.jpg``/``.jpeg``, ``.bmp``, ``.webp`` (lossless), ``.tif``/``.tiff``,
-            ``.npy``).
+            ``.npy``, ``.heic``/``.heif`` (with pillow-heif)).
         image: ``(C, H, W)`` float (numpy or torch), [0, 1] for integer dtypes.
         info_or_dtype: the :class:`ImageInfo` of the source file, or a dtype (``"uint8"``, ``"uint16"``,
             ``"float32"``...).
-        quality: JPEG quality in [1, 100].
+        quality: JPEG and HEIC quality in [1, 100].
 
     Raises:
         TypeError: ``image`` not a float array/tensor.
         ValueError: ``image`` not ``(C, H, W)`` or not finite; unsupported extension or dtype; a combination the
             format cannot store (JPEG: 8-bit, 1 or 3 channels (4 for CMYK); PNG: 8 or 16-bit with 1-4 channels;
-            BMP: 8-bit, 1 or 3 channels; WebP: 8-bit, 3 or 4 channels; ``.npy`` ``"HW"`` layout with several
-            channels); ``quality`` outside [1, 100].
+            BMP: 8-bit, 1 or 3 channels; WebP: 8-bit, 3 or 4 channels; HEIC: 8 or 16-bit, 1, 3 or 4 channels;
+            ``.npy`` ``"HW"`` layout with several channels); ``quality`` outside [1, 100]; HEIC without pillow-heif.
     """
     path = Path(path)
     image = _to_numpy("image", image, 3, "(C, H, W)")
@@ -615,6 +702,8 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
         else:
             tags, resolution = _tiff_metadata_tags(info.metadata)
             _write_tiff(path, data, info.mode, info.tiff_tags + tags, info.tiff_compression, resolution)
+    elif fmt == "heif":
+        _write_heif(path, data, info, quality)
     elif fmt == "npy":
         layout = info.layout if info is not None else "CHW"
         if layout == "HW" and C != 1:
