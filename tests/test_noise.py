@@ -413,7 +413,8 @@ def test_spec_accepts_yaml_lists_and_module_wraps_apply_noise():
 
 @pytest.mark.parametrize("kwargs, exc, message", [
     (dict(kind="poisson"), ValueError, r"NoiseSpec.kind must be one of \('gaussian', 'poisson_gaussian', "
-                                       r"'speckle', 'gamma_speckle', 'salt_and_pepper', 'stripe', 'rician', 'camera'\), "
+                                       r"'speckle', 'gamma_speckle', 'salt_and_pepper', 'stripe', 'rician', "
+                                       r"'camera'\), "
                                        r"got 'poisson'"),
     (dict(direction="up"), ValueError, r"NoiseSpec.direction must be one of \('vertical', 'horizontal'\), "
                                        r"got 'up'"),
@@ -558,7 +559,8 @@ def test_camera_jpeg_is_on_the_8_bit_grid_and_deterministic():
 def test_camera_errors():
     with pytest.raises(ValueError, match=r"JPEG \(jpeg_quality\) needs 1 or 3 channels, got 5 \(shape \(5, 8, 8\)\)"):
         camera(torch.rand(5, 8, 8), 100.0, 0.0, gen(), jpeg_quality=(80, 90))
-    with pytest.raises(ValueError, match=r"`jpeg_quality` must be integers with 1 <= low <= high <= 100, got \(80, 101\)"):
+    with pytest.raises(ValueError, match=r"`jpeg_quality` must be integers with 1 <= low <= high <= 100, "
+                                         r"got \(80, 101\)"):
         camera(torch.rand(3, 8, 8), 100.0, 0.0, gen(), jpeg_quality=(80, 101))
     with pytest.raises(ValueError, match=r"`peak` must be > 0, got 0.0"):
         camera(torch.rand(3, 8, 8), 0.0, 0.0, gen())

@@ -1005,8 +1005,9 @@ class ImageDenoiser:
         """Denoise an image file into ``dst`` at the input's bit depth (uint8, uint16, float) and layout.
 
         The format follows ``dst``'s extension (``.png``, ``.jpg``, ``.bmp``, ``.webp``, ``.tif``, ``.npy``,
-        ``.heic``); GeoTIFF tags are kept. An alpha channel (gray+alpha, RGBA) is copied unchanged. The output is written to a temp file
-        in ``dst``'s folder and renamed when complete, so a failure never leaves a partial file.
+        ``.heic``); GeoTIFF tags are kept. An alpha channel (gray+alpha, RGBA) is copied unchanged. The output is
+        written to a temp file in ``dst``'s folder and renamed when complete, so a failure never leaves a partial
+        file.
 
         Args:
             src: the noisy image (PNG, JPEG, BMP, WebP, TIFF, ``.npy`` or HEIC; see

@@ -508,7 +508,7 @@ def rician(x: torch.Tensor, sigma: SigmaLike, generator: torch.Generator | None 
 
 
 def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
-    """sRGB-coded values in [0, 1] -> linear light (the exact piecewise IEC 61966-2-1 curve; ``x`` clipped to [0, 1])."""
+    """sRGB-coded values -> linear light (the exact piecewise IEC 61966-2-1 curve; ``x`` clipped to [0, 1])."""
     x = x.clamp(0.0, 1.0)
     return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
 
@@ -522,7 +522,8 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
 def _srgb_slope(linear: torch.Tensor) -> torch.Tensor:
     """d linear_to_srgb / d linear at ``linear`` (clipped to [0, 1])."""
     v = linear.clamp(0.0, 1.0)
-    return torch.where(v <= 0.0031308, torch.full_like(v, 12.92), (1.055 / 2.4) * v.clamp_min(0.0031308) ** (-1.4 / 2.4))
+    return torch.where(v <= 0.0031308, torch.full_like(v, 12.92),
+                       (1.055 / 2.4) * v.clamp_min(0.0031308) ** (-1.4 / 2.4))
 
 
 _WB_GAINS = ((1.9, 2.4), (1.5, 1.9))  # red and blue white-balance gains drawn per image (Brooks et al. 2019)

@@ -243,7 +243,8 @@ class StackCrops(Dataset):
         if c.augment:
             crop = _augment([crop], rng, spectral=True)[0]
         clean = torch.from_numpy(np.ascontiguousarray(crop))
-        noisy = noisy_version(clean, _noise_spec(c, n, self.batch_size, self.max_steps, rng), int(rng.integers(2 ** 62)))
+        spec = _noise_spec(c, n, self.batch_size, self.max_steps, rng)
+        noisy = noisy_version(clean, spec, int(rng.integers(2 ** 62)))
         return noisy, clean
 
 
