@@ -994,3 +994,32 @@ def test_cli_and_evaluate_on_video_files(runs: dict[str, Path], tmp_path: Path, 
     assert main([str(tmp_path / "noisy" / "pan.mkv"), "-o", str(tmp_path / "o2"), "--model",
                  str(make_run(tmp_path / "img", TINY_IMAGE, [])), "--quiet"]) == 1
     assert "pan.mkv: the model is an image model; this is a video file" in capsys.readouterr().err
+
+
+def test_subsample_denoises_the_sub_clips_of_every_other_pixel(runs: dict[str, Path], tmp_path: Path) -> None:
+    """Without motion compensation, ``subsample=2`` is the model on each of the 4 sub-clips of every other pixel,
+    interleaved back; a file and the CLI get the same; a stride larger than the frames is a clear error."""
+    den = load(runs["gray"])
+    clip = random_clip(5, 1, 22, 30)
+    den.align_range = 0  # (sub-clips would be aligned on their own, not with the whole frame's shifts)
+    expected = np.empty_like(clip)
+    for i in range(2):
+        for j in range(2):
+            expected[..., i::2, j::2] = den.denoise(clip[..., i::2, j::2])
+    got = den.denoise(clip, subsample=2)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert not np.allclose(got, den.denoise(clip), atol=1e-3)
+    np.save(tmp_path / "clip.npy", clip[:, 0])  # (T, H, W)
+    den.denoise_file(tmp_path / "clip.npy", tmp_path / "out.npy", subsample=2)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), got[:, 0], atol=1e-6)
+    with pytest.raises(ValueError, match=r"`stride` \(40\) must be at most the image's smaller side \(22 pixels\)"):
+        den.denoise(clip, subsample=40)
+    with pytest.raises(ValueError, match=r"`stride` must be an integer >= 1, got 0"):
+        den.denoise_file(tmp_path / "clip.npy", tmp_path / "bad.npy", subsample=0)
+    assert not (tmp_path / "bad.npy").exists()
+    # the command line passes --subsample to video models (with motion compensation, as configured)
+    assert main([str(tmp_path / "clip.npy"), "-o", str(tmp_path / "cli"), "--model", str(runs["gray"]),
+                 "--modality", "video", "--subsample", "2", "--quiet"]) == 0
+    den_aligned = load(runs["gray"])
+    den_aligned.denoise_file(tmp_path / "clip.npy", tmp_path / "aligned.npy", subsample=2)
+    np.testing.assert_allclose(np.load(tmp_path / "cli" / "clip.npy"), np.load(tmp_path / "aligned.npy"), atol=1e-6)

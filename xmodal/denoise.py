@@ -1266,10 +1266,12 @@ class VideoDenoiser:
         self.adapter.align_range = int(value)
 
     def _frames(self, read: Callable[[int], torch.Tensor], length: int, tile: int, overlap: int,
-                progress: bool, lo: float = 0.0, span: float = 1.0) -> Iterator[tuple[int, torch.Tensor]]:
+                progress: bool, lo: float = 0.0, span: float = 1.0,
+                subsample: int = 1) -> Iterator[tuple[int, torch.Tensor]]:
         """``(t, denoised frame (C, H, W))`` for every frame, reading each input frame once (``read(t) -> (C, H,
         W)``) and keeping only the current temporal window; frames are mapped by ``(x - lo) / span`` to the model's
-        [0, 1] and the output back."""
+        [0, 1] and the output back; ``subsample`` as in :meth:`ImageDenoiser.denoise` (the aligned window is
+        sub-sampled)."""
         from tqdm import tqdm
 
         from xmodal.adapters.image import spectral_neighbours
@@ -1305,12 +1307,13 @@ class VideoDenoiser:
                                       pairs[(t, j)] if t < j else -pairs[(j, t)] for j in idx[t]])
             feats, ctx = self.adapter.encode_middle(window, shifts)
             with torch.no_grad():
-                est = tiled_apply(lambda f: _image_forward(self, f), feats, tile, overlap, self.size_multiple)
+                est = subsampled_apply(lambda u: tiled_apply(lambda f: _image_forward(self, f), u, tile, overlap,
+                                                             self.size_multiple), feats, subsample)
             out = self.adapter.decode(est, ctx)[0]
             yield t, (out * span + lo if mapped else out)
 
     def denoise(self, clip: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                progress: bool = False, channels_last: bool = False,
+                subsample: int = 1, progress: bool = False, channels_last: bool = False,
                 value_range: ValueRange = None) -> np.ndarray | torch.Tensor:
         """Denoise a clip held in memory.
 
@@ -1319,6 +1322,9 @@ class VideoDenoiser:
                 (``(T, H, W, C)`` with ``channels_last``).
             tile: frames larger than ``tile`` pixels on a side are processed in tiles of at most this size.
             overlap: overlap of neighbouring tiles (blended, see :mod:`xmodal.tiling`).
+            subsample: pixel-shuffle down-sampling of each frame's motion-compensated window, as in
+                :meth:`ImageDenoiser.denoise`: for camera video, whose noise is correlated between neighbouring
+                pixels, through a model trained on white noise (``1``, the default, is off).
             progress: show a progress bar over frames.
             channels_last: ``clip`` is ``(T, H, W, C)``, as video readers (PyAV, imageio, OpenCV) give frames; so is
                 the result.
@@ -1333,7 +1339,8 @@ class VideoDenoiser:
         Raises:
             TypeError: ``clip`` is not a float numpy array or tensor.
             ValueError: a bad shape, an empty axis, NaN/inf values, a channel count the model cannot take, bad
-                ``tile``/``overlap``, a bad ``value_range``.
+                ``tile``/``overlap``, a bad ``value_range``, a ``subsample`` that is not an integer from 1 to the
+                frames' smaller side.
 
         Warns:
             UserWarning: the shape looks channels-last (last axis at most 4, the two before it more than 4) and
@@ -1349,14 +1356,15 @@ class VideoDenoiser:
         lo, span = _resolve_range(x4, value_range)
         _warn_unless_unit(x4, value_range, "clip")
         out = torch.empty_like(x4)
-        for t, frame in self._frames(lambda i: x4[i], x4.shape[0], tile, overlap, progress, lo, span):
+        for t, frame in self._frames(lambda i: x4[i], x4.shape[0], tile, overlap, progress, lo, span, subsample):
             out[t] = frame.cpu()
         y = out.reshape(x.shape)
         return _to_user(y.movedim(-3, -1) if channels_last else y, clip)  # (T, C, H, W) -> (T, H, W, C)
 
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
-                     tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, progress: bool = False,
-                     value_range: ValueRange = None, audio: str | Denoiser | AudioProcess = "copy") -> Path:
+                     tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, subsample: int = 1,
+                     progress: bool = False, value_range: ValueRange = None,
+                     audio: str | Denoiser | AudioProcess = "copy") -> Path:
         """Denoise a clip on disk into ``dst``, frame by frame (see :mod:`xmodal.videoio`).
 
         Args:
@@ -1370,7 +1378,7 @@ class VideoDenoiser:
                 renamed when every frame is written (with ``overwrite``, the frames of an existing folder are
                 replaced and its other files kept).
             overwrite: replace an existing ``dst``; ``dst`` is never allowed to be ``src`` or one of its frames.
-            tile, overlap, progress: as in :meth:`denoise`.
+            tile, overlap, subsample, progress: as in :meth:`denoise`.
             value_range: ``(lo, hi)`` in the file's own units, or ``"auto"`` (percentiles of up to 8 evenly spaced
                 frames), as for :meth:`ImageDenoiser.denoise_file`; ``None``: integer frames are scaled by their
                 dtype, float frames used as they are when they look like [0, 1] data and auto-ranged otherwise.
@@ -1431,7 +1439,7 @@ class VideoDenoiser:
             writer = ClipWriter(dst, reader.info, reader.info.shape, overwrite=overwrite,
                                 source=src if to_video else None, audio=process or audio)
             try:
-                for t, frame in self._frames(read, len(reader), tile, overlap, progress, lo, span):
+                for t, frame in self._frames(read, len(reader), tile, overlap, progress, lo, span, subsample):
                     writer.write(t, torch.cat([frame.cpu(), alphas.pop(t)]) if keep else frame)  # each read once
                 return writer.commit()  # the soundtrack is muxed (and denoised) here
             except ValueError as e:
@@ -1840,7 +1848,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", action="store_true",
                    help="images: average the 8 flips/rotations (8 times slower, a little better)")
     p.add_argument("--subsample", type=int, default=1, metavar="S",
-                   help="images: denoise the S x S sub-images of every S-th pixel and interleave them back "
+                   help="images and video: denoise the S x S sub-images of every S-th pixel and interleave them back "
                         "(pixel-shuffle down-sampling): real photos, whose noise is correlated between neighbouring "
                         "pixels, through a model trained on white noise such as 'gray'; 2 is usual. Not needed "
                         "with 'color_real' (default 1: off)")
@@ -1921,7 +1929,7 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
             speech.denoise, mix=args.mix, atten_limit_db=args.atten_limit_db, chunk_seconds=args.chunk_seconds,
             full_band=args.full_band)
         den.denoise_file(job.src, dst, overwrite=args.overwrite, tile=args.tile, overlap=args.overlap,
-                         progress=progress, value_range=args.value_range, audio=audio)
+                         subsample=args.subsample, progress=progress, value_range=args.value_range, audio=audio)
     else:  # unreachable: load returns one of the four
         raise TypeError(f"unexpected denoiser {type(den).__name__}")
 
