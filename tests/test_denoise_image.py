@@ -962,10 +962,11 @@ def test_subsample_denoises_the_sub_images_of_every_other_pixel(color: ImageDeno
     assert main(argv + ["--overwrite", "--subsample", "0"]) == 2
     assert "--subsample must be an integer >= 1, got 0" in capsys.readouterr().err
     assert main(argv + ["--overwrite", "--subsample", "40"]) == 1  # larger than the 34 x 27 image: that file fails
-    assert f"{tmp_path / 'p.png'}: `stride` (40) must be at most the image's smaller side (27 pixels)" in \
+    assert f"{tmp_path / 'p.png'}: `subsample` (40) must be at most the image's smaller side (27 pixels)" in \
         capsys.readouterr().err
-    with pytest.raises(ValueError, match=r"`stride` must be an integer >= 1, got 0"):
-        color.denoise(x, subsample=0)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match=rf"`subsample` must be an integer >= 1, got {bad}"):
+            color.denoise(x, subsample=bad)
 
 
 def test_heic_photos_are_denoised_into_heic_at_their_depth(runs: dict[str, Path], tmp_path: Path) -> None:

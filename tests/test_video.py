@@ -1012,9 +1012,10 @@ def test_subsample_denoises_the_sub_clips_of_every_other_pixel(runs: dict[str, P
     np.save(tmp_path / "clip.npy", clip[:, 0])  # (T, H, W)
     den.denoise_file(tmp_path / "clip.npy", tmp_path / "out.npy", subsample=2)
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), got[:, 0], atol=1e-6)
-    with pytest.raises(ValueError, match=r"`stride` \(40\) must be at most the image's smaller side \(22 pixels\)"):
+    with pytest.raises(ValueError, match=r"`subsample` \(40\) must be at most the image's smaller side \(22 "
+                                         r"pixels\)"):
         den.denoise(clip, subsample=40)
-    with pytest.raises(ValueError, match=r"`stride` must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"`subsample` must be an integer >= 1, got 0"):
         den.denoise_file(tmp_path / "clip.npy", tmp_path / "bad.npy", subsample=0)
     assert not (tmp_path / "bad.npy").exists()
     # the command line passes --subsample to video models (with motion compensation, as configured)

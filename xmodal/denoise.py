@@ -817,6 +817,16 @@ def _warn_unless_unit(x: torch.Tensor, value_range: ValueRange, what: str) -> No
                       stacklevel=3)
 
 
+def _check_subsample(subsample: object, height: int, width: int) -> int:
+    """``subsample`` as an int from 1 to the smaller side, or ``ValueError`` naming it."""
+    if isinstance(subsample, bool) or not isinstance(subsample, numbers.Integral) or subsample < 1:
+        raise ValueError(f"`subsample` must be an integer >= 1, got {subsample!r}")
+    if subsample > min(height, width):
+        raise ValueError(f"`subsample` ({subsample}) must be at most the image's smaller side ({min(height, width)} "
+                         "pixels)")
+    return int(subsample)
+
+
 def _check_image_dst(src: Path, dst: Path, overwrite: bool, folder: bool = False) -> None:
     """Refuse ``dst`` when it is ``src`` (or one of ``src``'s band files), of the wrong kind, or exists without
     ``overwrite``."""
@@ -962,6 +972,7 @@ class ImageDenoiser:
             warnings.warn(f"`image` of shape {tuple(x.shape)} is read as (C, H, W): {C} images of {x.shape[-2]} x "
                           f"{x.shape[-1]} pixels{hint}", stacklevel=2)
         check_tiling(tile, overlap, self.size_multiple)
+        subsample = _check_subsample(subsample, *x4.shape[-2:])
         lo, span = _resolve_range(x4, value_range)
         _warn_unless_unit(x4, value_range, "image")
         if span != 1.0 or lo != 0.0:
@@ -1295,6 +1306,8 @@ class VideoDenoiser:
                     if mapped:
                         cache[i] = (cache[i] - lo) / span
             window = torch.stack([cache[i] for i in idx[t]])  # (2k+1, C, H, W)
+            if t == 0:
+                subsample = _check_subsample(subsample, *window.shape[-2:])
             shifts = None
             if self.adapter.align_range > 0:  # each pair of frames is aligned once (as `encode` does)
                 new = sorted({(min(t, j), max(t, j)) for j in idx[t] if j != t} - set(pairs))
