@@ -476,7 +476,6 @@ def causal_run(tmp_path_factory) -> Path:
 
 
 def test_causal_onnx_export_streams_like_pytorch(causal_run, tmp_path):
-    pytest.importorskip("onnxruntime")
     import onnxruntime as ort
 
     from xmodal.export import OnnxNet, export_onnx
@@ -521,7 +520,6 @@ def test_causal_onnx_export_streams_like_pytorch(causal_run, tmp_path):
 
 
 def test_causal_onnx_export_cli_reports_its_states(causal_run, tmp_path, capsys):
-    pytest.importorskip("onnxruntime")
     from xmodal.export import main
 
     assert main([str(causal_run), "-o", str(tmp_path / "rt.onnx")]) == 0
@@ -531,7 +529,6 @@ def test_causal_onnx_export_cli_reports_its_states(causal_run, tmp_path, capsys)
 
 
 def test_causal_onnx_int8_export_runs_with_zero_pasts(causal_run, tmp_path):
-    pytest.importorskip("onnxruntime")
     import soundfile as sf
 
     from xmodal.export import export_onnx

@@ -13,6 +13,7 @@ import re
 from fractions import Fraction
 from pathlib import Path
 
+import av  # a [dev] dependency: a missing install fails, it does not skip
 import numpy as np
 import pytest
 import torch
@@ -23,8 +24,6 @@ from xmodal.denoise import Denoiser, load, main
 from xmodal.modalities import modality_io
 from xmodal.models import build_model
 from xmodal.videoio import ClipInfo, ClipReader, ClipWriter, read_clip, remux_with_source, write_clip
-
-av = pytest.importorskip("av")
 
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 25
