@@ -23,6 +23,12 @@ def bundled_speech_config(data_root: str | Path, overrides: list[str] = ()):
         f"data.noise_dir=[{speech / 'noise'}, {speech / 'noise_extra'}]", *overrides])
 
 
+CAMERA_SETTINGS = {  # camera-pipeline noise (xmodal.noise.camera), a bright scene to a dim one: photons at full
+    "bright": (1000.0, 0.002, 95),  # scale, read-noise standard deviation in linear light, JPEG quality
+    "indoor": (200.0, 0.005, 90),
+    "dim": (50.0, 0.01, 85),
+}
+
 IMAGE_SETS = {  # held-out images (SPLITS.md): folder under the data root, files (None: every .png), channels
     "set12": ("image/Set12", None, 1),
     "kodak-valid": ("image/Kodak24", [f"kodim{i:02d}.png" for i in range(19, 25)], 3),

@@ -32,17 +32,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA, held_out_images, to_8bit  # noqa: E402
+from _common import CAMERA_SETTINGS, DEFAULT_DATA, held_out_images, to_8bit  # noqa: E402
 
 from xmodal.imageio import read_image  # noqa: E402
 from xmodal.metrics import SSIM_IMPLEMENTATION, psnr_score, ssim_score  # noqa: E402
 from xmodal.noise import camera  # noqa: E402
 
-SETTINGS = {  # name: (peak, read noise, JPEG quality)
-    "bright": (1000.0, 0.002, 95),
-    "indoor": (200.0, 0.005, 90),
-    "dim": (50.0, 0.01, 85),
-}
+SETTINGS = CAMERA_SETTINGS  # name: (peak, read noise, JPEG quality)
 
 
 def figure(data: Path, out: Path, dens: dict[str, object]) -> None:

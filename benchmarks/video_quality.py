@@ -16,7 +16,13 @@ squared error, SSIM averaged over frames, temporal PSNR (the PSNR of the frame-t
 
     python benchmarks/video_quality.py [--data ../shared/data] [--set set12|kodak-valid] [--sigma 25] [--frames 10]
                                        [--motions 0,3,6] [--model video] [--image-model gray] [--also MODEL ...]
-                                       [--align-range N] [--objects] [--bm3d] [--json out.json]
+                                       [--align-range N] [--objects] [--camera SETTING] [--bm3d] [--json out.json]
+
+``--camera bright|indoor|dim`` replaces the white noise by camera-pipeline noise (``xmodal.noise.camera``, the settings
+of ``image_realnoise.py``): one camera films each clip (its white balance, mosaic phase and JPEG grid drawn once from
+``(seed, image index)``), shot and read noise drawn independently in every frame, every frame JPEG-coded (an intra-only
+stand-in for a video codec); the noisy frames are 8-bit. For phone video: ``--set kodak-valid --camera indoor
+--image-model photo --also video_color_real``.
 
 ``--objects`` adds local motion: an elliptic object cut from another image of the set moves over each clip on its own
 path (what a global translation cannot align), the video model's weak point. ``--also`` scores more video models on
@@ -38,10 +44,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DEFAULT_DATA, IMAGE_SETS, best_time, held_out_images, to_8bit, with_channels  # noqa: E402
+from _common import (CAMERA_SETTINGS, DEFAULT_DATA, IMAGE_SETS, best_time, held_out_images,  # noqa: E402
+                     to_8bit, with_channels)
 
 from xmodal.imageio import read_image  # noqa: E402
 from xmodal.metrics import MetricAccumulator, video_metrics  # noqa: E402
+from xmodal.noise import camera  # noqa: E402
 
 
 DEFAULT_MODELS = {"set12": ("video", "gray"), "kodak-valid": ("video_color", "color")}  # video, image model
@@ -66,6 +74,8 @@ def main() -> None:
                    help="add local motion: an elliptic object (a third of the frame, cut from another image of the "
                         "set) moving on its own path over every clip")
     p.add_argument("--object-speed", type=int, default=4, help="the object's largest speed, px/frame per axis")
+    p.add_argument("--camera", choices=sorted(CAMERA_SETTINGS), default=None,
+                   help="camera-pipeline noise at this setting instead of white Gaussian noise (--sigma unused)")
     p.add_argument("--bm3d", action="store_true", help="also BM3D frame by frame (slow: seconds per frame)")
     p.add_argument("--align-range", type=int, default=None, help="video model's motion search range in pixels "
                                                                  "(default: its config's)")
@@ -96,10 +106,14 @@ def main() -> None:
         import bm3d
 
         methods.append("BM3D frame by frame")
-    results: dict = {"sigma": args.sigma, "frames": args.frames, "jitter": args.jitter, "seed": args.seed,
+    results: dict = {"sigma": None if args.camera else args.sigma, "camera": args.camera, "frames": args.frames,
+                     "jitter": args.jitter, "seed": args.seed,
                      "objects": args.objects, "object_speed": args.object_speed,
                      "precision": args.precision, "motions": {}}
-    print(f"{args.set} clips, {args.frames} frames, sigma {args.sigma:g}, jitter {args.jitter} px"
+    noise = (f"camera noise '{args.camera}' (peak {CAMERA_SETTINGS[args.camera][0]:g}, read "
+             f"{CAMERA_SETTINGS[args.camera][1]:g}, JPEG q{CAMERA_SETTINGS[args.camera][2]})" if args.camera
+             else f"sigma {args.sigma:g}")
+    print(f"{args.set} clips, {args.frames} frames, {noise}, jitter {args.jitter} px"
           + (f", a moving object (up to {args.object_speed} px/frame)" if args.objects else "")
           + f"; video model {video!r}; image model {args.image_model}")
     for motion in motions:
@@ -117,8 +131,14 @@ def main() -> None:
                 clean = add_moving_object(clean, other[:, i:i + side, j:j + side], args.object_speed,
                                           np.random.default_rng((args.seed, 7, k)))
             clean = clean.astype(np.float64)
-            rng = np.random.default_rng((args.seed, k))
-            noisy = (clean + sigma * rng.standard_normal(clean.shape)).astype(np.float32)
+            if args.camera:
+                peak, read, quality = CAMERA_SETTINGS[args.camera]
+                gen = torch.Generator().manual_seed(int(np.random.default_rng((args.seed, k)).integers(2 ** 62)))
+                noisy = camera(torch.from_numpy(clean.astype(np.float32)), peak, read, gen,
+                               jpeg_quality=(quality, quality), frames=len(clean)).numpy()
+            else:
+                rng = np.random.default_rng((args.seed, k))
+                noisy = (clean + sigma * rng.standard_normal(clean.shape)).astype(np.float32)
             outs = {methods[0]: noisy,
                     methods[1]: to_8bit(np.stack([image.denoise(frame) for frame in noisy])),
                     methods[2]: to_8bit(video.denoise(noisy))}

@@ -544,6 +544,30 @@ def test_camera_draws_phase_gains_and_levels_per_image():
     assert len(set(levels.tolist())) == 8 and levels.max() > 2 * levels.min()
 
 
+def test_camera_frames_share_one_camera_per_clip():
+    """``frames``: settings (level, gains, mosaic phase, JPEG quality and grid) drawn once per clip, noise in every
+    frame."""
+    x = torch.rand(1, 3, 16, 16, generator=gen(7)).expand(6, 3, 16, 16).contiguous()
+    # without noise what is left is the mosaic phase and the JPEG: the same within a clip, not between clips
+    still = camera(x, 1e14, 0.0, gen(8), jpeg_quality=(30, 100), frames=3)
+    assert torch.equal(still[0], still[1]) and torch.equal(still[0], still[2]) and torch.equal(still[3], still[5])
+    assert not torch.equal(still[0], still[3])
+    assert not torch.equal(*camera(x[:2], 1e14, 0.0, gen(8), jpeg_quality=(30, 100)))  # frames=1: one per image
+    noisy = camera(x, 300.0, 0.002, gen(8), frames=3)
+    assert not torch.equal(noisy[0], noisy[1]) and not torch.equal(noisy[1], noisy[2])  # a new draw in every frame
+    spec = dict(peak=(30.0, 10000.0), sigma=(0.0, 0.01))  # frames=1 is the default's draws
+    assert torch.equal(camera(x, **spec, generator=gen(8)), camera(x, **spec, generator=gen(8), frames=1))
+    # a clip of a flat grey: the frames' noise has one level; the two clips' levels differ
+    flat = torch.full((8, 3, 24, 24), 0.4)
+    err = (camera(flat, (30.0, 10000.0), 0.0, gen(2), frames=4) - flat).pow(2).mean(dim=(1, 2, 3))
+    assert float(err[:4].max() / err[:4].min()) < 1.3 and float(err[4:].max() / err[4:].min()) < 1.3
+    assert max(err[:4].mean() / err[4:].mean(), err[4:].mean() / err[:4].mean()) > 1.5
+    for bad, message in ((0, "`frames` must be a positive integer, got 0"), (2.5, "got 2.5"), (True, "got True"),
+                         (4, r"`frames`=4 must divide the number of images, 6 \(shape \(6, 3, 16, 16\)\)")):
+        with pytest.raises(ValueError, match=message):
+            camera(x, 100.0, 0.0, gen(), frames=bad)
+
+
 def test_camera_jpeg_is_on_the_8_bit_grid_and_deterministic():
     x = torch.rand(2, 3, 20, 27, generator=gen(9))
     a = camera(x, 300.0, 0.002, gen(1), jpeg_quality=(50, 90))

@@ -179,6 +179,29 @@ def test_still_motion_clips_one_noise_level_per_clip() -> None:
         assert float(stds.max() / stds.min()) < 1.25  # the same level in every frame
 
 
+def test_still_motion_clips_with_camera_noise_film_each_clip_with_one_camera() -> None:
+    """Camera noise on colour clips: the frames' noise has one level (one camera's settings per clip), each frame its
+    own draw, JPEG on the 8-bit grid; a noise mix draws Gaussian clips too."""
+    noise = "image.noise={kind: camera, peak: [30, 10000], sigma: [0, 0.01], jpeg_quality: [60, 100]}"
+    cfg = load_config(TINY_VIDEO, ["image.patch_size=32", "image.frames_per_item=4", "image.channels=3",
+                                   "image.augment=false", noise]).image
+    data = StillMotionClips([np.full((3, 64, 64), 0.4, np.float32)], cfg)
+    levels = []
+    for n in range(6):
+        noisy, clean = data[n]
+        assert noisy.shape == clean.shape == (4, 3, 32, 32)
+        assert torch.allclose(noisy * 255, (noisy * 255).round(), atol=1e-4)  # JPEG-coded frames
+        err = (noisy - clean).pow(2).mean(dim=(1, 2, 3))  # (T,)
+        assert float(err.max() / err.min()) < 1.5 and not torch.equal(noisy[0], noisy[1])
+        levels.append(float(err.mean()))
+    assert max(levels) > 3 * min(levels)  # cameras differ between clips
+    mixed = StillMotionClips([np.full((3, 64, 64), 0.4, np.float32)], load_config(
+        TINY_VIDEO, ["image.patch_size=32", "image.channels=3", noise,
+                     "image.noise_mix=[{kind: gaussian, sigma: [0.1, 0.1]}]"]).image)
+    on_grid = [bool(torch.allclose(x * 255, (x * 255).round(), atol=1e-4)) for x, _ in (mixed[n] for n in range(12))]
+    assert 0 < sum(on_grid) < 12  # camera (JPEG) clips and Gaussian clips
+
+
 def test_moving_object_is_local_motion() -> None:
     from xmodal.data.video import add_moving_object
 

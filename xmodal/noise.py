@@ -561,18 +561,20 @@ def _demosaic(masks: torch.Tensor, values: torch.Tensor, variances: torch.Tensor
     return conv(masks * values, weight) / norm, conv(masks * variances, weight * weight) / (norm * norm)
 
 
-def _jpeg(x: torch.Tensor, quality: tuple[int, int], generator: torch.Generator | None) -> torch.Tensor:
+def _jpeg(x: torch.Tensor, quality: tuple[int, int], generator: torch.Generator | None,
+          frames: int = 1) -> torch.Tensor:
     """Round ``(n, C, h, w)`` (C = 1 or 3) to 8 bits and pass each image through Pillow's JPEG (4:2:0 chroma) at a
     quality drawn in ``quality``, its 8 x 8 block grid shifted by an offset drawn per image (the image is padded by
-    replication above and to the left)."""
+    replication above and to the left); both drawn once per group of ``frames`` consecutive images."""
     import io
 
     from PIL import Image
 
     lo, hi = quality
     n, c, h, w = x.shape
-    q = (lo + (hi - lo + 1) * _rand((n,), x, generator)).floor().clamp(lo, hi).long().tolist()
-    shift = (_rand((n, 2), x, generator) * 8).floor().long().tolist()
+    q = (lo + (hi - lo + 1) * _rand((n // frames,), x, generator)).floor().clamp(lo, hi).long()
+    shift = (_rand((n // frames, 2), x, generator) * 8).floor().long()
+    q, shift = q.repeat_interleave(frames).tolist(), shift.repeat_interleave(frames, dim=0).tolist()
     codes = (x.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (n, h, w, C)
     out = []
     for i, (dy, dx) in enumerate(shift):
@@ -585,8 +587,10 @@ def _jpeg(x: torch.Tensor, quality: tuple[int, int], generator: torch.Generator 
 
 
 def _camera(x: torch.Tensor, peak: Level, sigma: Level, jpeg_quality: tuple[float, float] | None,
-            generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+            generator: torch.Generator | None, frames: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     _check_x(x)
+    if not (_is_integer(frames) and frames >= 1):
+        raise ValueError(f"`frames` must be a positive integer, got {frames!r}")
     peak = _check_level("peak", peak, positive=True)
     sigma = _check_level("sigma", sigma)
     if jpeg_quality is not None:
@@ -599,15 +603,24 @@ def _camera(x: torch.Tensor, peak: Level, sigma: Level, jpeg_quality: tuple[floa
                          f"shape {tuple(x.shape)}")
     xs = x.reshape(-1, C, H, W).to(_work_dtype(x))  # (n, C, H, W)
     n = xs.shape[0]
+    if n % frames:
+        raise ValueError(f"`frames`={frames} must divide the number of images, {n} (shape {tuple(x.shape)})")
+    m = n // frames  # cameras: each one's settings are drawn once and repeated over its frames
+
+    def per_frame(t: torch.Tensor) -> torch.Tensor:
+        return t.repeat_interleave(frames, dim=0) if t.shape[0] == m else t
+
     lin = srgb_to_linear(xs)
     lo, hi = peak if isinstance(peak, tuple) else (peak, peak)
-    p = torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * _rand((n, 1, 1, 1), xs, generator))  # log-uniform
-    s = _draw_level("sigma", sigma, xs, False, generator)  # (n, 1, 1, 1) or (1, 1, 1, 1)
+    p = per_frame(torch.exp(math.log(lo) + (math.log(hi) - math.log(lo))
+                            * _rand((m, 1, 1, 1), xs, generator)))  # log-uniform
+    s = per_frame(_draw_level("sigma", sigma, xs[::frames], False, generator))  # (n, 1, 1, 1) or (1, 1, 1, 1)
     if C == 3:  # a colour sensor: one RGGB mosaic, white balance undone before the noise and redone after
-        masks = _bayer_masks(n, H, W, xs, generator)
+        masks = per_frame(_bayer_masks(m, H, W, xs, generator))
         (rl, rh), (bl, bh) = _WB_GAINS
-        gains = torch.cat([rl + (rh - rl) * _rand((n, 1), xs, generator), torch.ones((n, 1), dtype=xs.dtype,
-                           device=xs.device), bl + (bh - bl) * _rand((n, 1), xs, generator)], 1)[..., None, None]
+        gains = per_frame(torch.cat([rl + (rh - rl) * _rand((m, 1), xs, generator),
+                                     torch.ones((m, 1), dtype=xs.dtype, device=xs.device),
+                                     bl + (bh - bl) * _rand((m, 1), xs, generator)], 1)[..., None, None])
         raw = (masks * lin / gains).sum(dim=1, keepdim=True)  # (n, 1, H, W): the sensor's values
     else:  # a monochrome sensor: every pixel measured
         raw, gains = lin, torch.ones((), dtype=xs.dtype, device=xs.device)
@@ -623,7 +636,7 @@ def _camera(x: torch.Tensor, peak: Level, sigma: Level, jpeg_quality: tuple[floa
     noisy = linear_to_srgb(noisy_lin)
     std = _srgb_slope(lin) * var.sqrt()  # first order (delta method) through the sRGB curve, before JPEG
     if jpeg_quality is not None:
-        noisy = _jpeg(noisy, jpeg_quality, generator)
+        noisy = _jpeg(noisy, jpeg_quality, generator, frames)
     return noisy.reshape(x.shape), std.reshape(x.shape)
 
 
@@ -637,7 +650,7 @@ def _check_quality(quality: object, name: str = "`jpeg_quality`") -> tuple[int, 
 
 
 def camera(x: torch.Tensor, peak: Level, sigma: Level = 0.0, generator: torch.Generator | None = None, *,
-           jpeg_quality: tuple[int, int] | None = None) -> torch.Tensor:
+           jpeg_quality: tuple[int, int] | None = None, frames: int = 1) -> torch.Tensor:
     """Noise of a camera's processing pipeline: the noise of real photos (Brooks et al. 2019, CBDNet 2019).
 
     ``x`` is taken as sRGB-coded and taken back to the sensor: linear light (:func:`srgb_to_linear`), for 3 channels
@@ -661,18 +674,22 @@ def camera(x: torch.Tensor, peak: Level, sigma: Level = 0.0, generator: torch.Ge
         generator: source of every random draw.
         jpeg_quality: ``(low, high)``: JPEG-compress the result at an integer quality drawn per image (1 or 3
             channels; the output is then on the 8-bit grid); ``None``: no JPEG.
+        frames: video: the images (over the flattened leading dimensions) come in clips of ``frames`` consecutive
+            frames filmed by one camera: its settings (photon level, read noise, white balance, mosaic phase, JPEG
+            quality and grid) are drawn once per clip, its noise independently in every frame.
 
     Returns:
         ``(..., C, H, W)``, ``x``'s dtype, in [0, 1].
 
     Raises:
         TypeError, ValueError: as :func:`poisson_gaussian`; a bad ``jpeg_quality`` or JPEG for other than 1 or 3
-            channels; a colour image smaller than 2 x 2 pixels.
+            channels; a colour image smaller than 2 x 2 pixels; ``frames`` not a positive integer dividing the
+            number of images.
 
     Example:
         >>> noisy = camera(torch.rand(2, 3, 32, 32), (100.0, 1000.0), 0.002, torch.Generator().manual_seed(0))
     """
-    return _camera(x, peak, sigma, jpeg_quality, generator)[0].to(x.dtype)
+    return _camera(x, peak, sigma, jpeg_quality, generator, frames)[0].to(x.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------- config level

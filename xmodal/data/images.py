@@ -24,7 +24,7 @@ from xmodal.imageio import IMAGE_EXTENSIONS, natural_key, read_image, read_stack
 from xmodal.noise import NoiseSpec, apply_noise, curriculum_sigma
 
 __all__ = ["ImageCorpus", "ImageCrops", "PairedImageCrops", "StackCrops", "image_files", "load_image",
-           "noisy_version", "resolve_image_data", "resolve_stack_data"]
+           "noise_generator", "noisy_version", "resolve_image_data", "resolve_stack_data"]
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
 
@@ -142,13 +142,17 @@ def _noise_spec(config: ImageDataConfig, n: int, batch_size: int, max_steps: int
     return replace(spec, sigma=sigma)
 
 
+def noise_generator(seed: int | tuple[int, ...]) -> torch.Generator:
+    """The generator of a noise draw from an integer ``seed`` or a tuple of them (hashed by NumPy's SeedSequence)."""
+    seed = int(np.random.default_rng(seed).integers(2 ** 62)) if isinstance(seed, tuple) else int(seed)
+    return torch.Generator().manual_seed(seed)
+
+
 def noisy_version(clean: torch.Tensor, spec: NoiseSpec, seed: int | tuple[int, ...],
                   noise_map: bool = False) -> torch.Tensor:
     """``clean (C, H, W)`` plus noise drawn from ``spec`` with a generator seeded from ``seed`` (reproducible); with
     ``noise_map`` the per-pixel sigma (RMS over channels) is appended as one more channel."""
-    seed = int(np.random.default_rng(seed).integers(2 ** 62)) if isinstance(seed, tuple) else int(seed)
-    gen = torch.Generator().manual_seed(seed)
-    noisy, sigma_map = apply_noise(clean[None], spec, gen)
+    noisy, sigma_map = apply_noise(clean[None], spec, noise_generator(seed))
     noisy = noisy[0]
     if noise_map:
         noisy = torch.cat([noisy, sigma_map[0].pow(2).mean(dim=0, keepdim=True).sqrt()], dim=0)

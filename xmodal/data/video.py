@@ -27,8 +27,9 @@ from torch.utils.data import Dataset
 
 from xmodal.config import ImageDataConfig
 from xmodal.data.images import (_LUMA, ImageCorpus, _augment, _centre_crop, _noise_spec, _pad_to, contiguous_run,
-                                image_files, load_image, noise_description, noisy_version)
+                                image_files, load_image, noise_description, noise_generator, noisy_version)
 from xmodal.data.speech import ValidationClip
+from xmodal.noise import camera
 
 __all__ = ["ClipCrops", "StillMotionClips", "add_moving_object", "camera_path", "load_clip", "resolve_video_data"]
 
@@ -72,8 +73,10 @@ def add_moving_object(clip: np.ndarray, texture: np.ndarray, speed: int, rng: np
 
 
 def _noisy_clip(clean: torch.Tensor, spec, seed) -> torch.Tensor:
-    """One noise draw (one level) for the whole clip ``(T, C, H, W)``."""
+    """One noise draw (one level; for camera noise one camera's settings) for the whole clip ``(T, C, H, W)``."""
     T, C, H, W = clean.shape
+    if spec.kind == "camera":
+        return camera(clean, spec.peak, spec.sigma, noise_generator(seed), jpeg_quality=spec.jpeg_quality, frames=T)
     return noisy_version(clean.reshape(T * C, H, W), spec, seed).reshape(T, C, H, W)
 
 
