@@ -714,9 +714,9 @@ def make_bad_images(folder: Path) -> dict[str, str]:
     tifffile.imwrite(folder / "nan.tif", nan)
     tifffile.imwrite(folder / "int64.tif", np.zeros((8, 8), np.int64))
     return {
-        "corrupt.png": r"not readable as PNG, JPEG, BMP or WebP \(",
-        "text.jpg": r"not readable as PNG, JPEG, BMP or WebP \(",
-        "truncated.png": r"not readable as PNG, JPEG, BMP or WebP \(",
+        "corrupt.png": r"not readable as PNG, JPEG, BMP, WebP or AVIF \(",
+        "text.jpg": r"not readable as PNG, JPEG, BMP, WebP or AVIF \(",
+        "truncated.png": r"not readable as PNG, JPEG, BMP, WebP or AVIF \(",
         "bool.npy": r"unsupported dtype bool",
         "complex.npy": r"unsupported dtype complex64",
         "empty.npy": r"empty array of shape \(0, 5\)",

@@ -577,7 +577,7 @@ def test_read_errors_missing_and_extension(tmp_path):
         read_image(tmp_path / "nope.png")
     (tmp_path / "a.gif").write_bytes(b"GIF89a")
     with pytest.raises(ImageReadError, match=r"a.gif: unsupported extension '.gif' \(expected one of .png, .jpg, "
-                                             r".jpeg, .bmp, .webp, .tif, .tiff, .npy, .heic, .heif\)"):
+                                             r".jpeg, .bmp, .webp, .tif, .tiff, .npy, .heic, .heif, .avif\)"):
         read_image(tmp_path / "a.gif")
     assert issubclass(ImageReadError, ValueError)
 
@@ -585,11 +585,12 @@ def test_read_errors_missing_and_extension(tmp_path):
 def test_read_errors_corrupt_files(tmp_path):
     good = pil_save(tmp_path / "good.png", smooth_rgb(), "RGB")
     (tmp_path / "trunc.png").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(ImageReadError, match=r"trunc.png: not readable as PNG, JPEG, BMP or WebP \(.*truncated"):
+    with pytest.raises(ImageReadError, match=r"trunc.png: not readable as PNG, JPEG, BMP, WebP or AVIF \(.*truncated"):
         read_image(tmp_path / "trunc.png")
     for name in ("text.jpg", "text.bmp", "text.webp"):
         (tmp_path / name).write_text("hello")
-        with pytest.raises(ImageReadError, match=rf"{name}: not readable as PNG, JPEG, BMP or WebP \(cannot identify"):
+        with pytest.raises(ImageReadError, match=rf"{name}: not readable as PNG, JPEG, BMP, WebP or AVIF "
+                                                 r"\(cannot identify"):
             read_image(tmp_path / name)
     (tmp_path / "text.tif").write_text("hello")
     with pytest.raises(ImageReadError, match=r"text.tif: not readable as TIFF \(not a TIFF file"):
@@ -706,7 +707,7 @@ def test_missing_optional_packages(tmp_path, monkeypatch):
     pil_save(tmp_path / "a.png", smooth_rgb(), "RGB")
     tifffile.imwrite(tmp_path / "a.tif", np.zeros((4, 4), np.uint8))
     monkeypatch.setitem(sys.modules, "PIL", None)
-    with pytest.raises(ImportError, match=r"PNG, JPEG, BMP and WebP files need Pillow: pip install Pillow"):
+    with pytest.raises(ImportError, match=r"PNG, JPEG, BMP, WebP and AVIF files need Pillow: pip install Pillow"):
         read_image(tmp_path / "a.png")
     monkeypatch.setitem(sys.modules, "tifffile", None)
     with pytest.raises(ImportError, match=r"TIFF files need tifffile: pip install tifffile"):
@@ -957,3 +958,70 @@ def test_heic_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"y\.heic: HEIC/HEIF files need pillow-heif"):
         write_image(tmp_path / "y.heic", np.zeros((3, 8, 8), np.float32), "uint8")
     assert not (tmp_path / "y.heic").exists()
+
+
+# ------------------------------------------------------------------------------------------------------------ AVIF
+
+
+@pytest.mark.parametrize("channels, mode", [(1, "L"), (3, "RGB"), (4, "RGBA")])
+def test_avif_8bit_round_trip_is_close(tmp_path, channels, mode):
+    rgb = smooth_rgb()
+    arr = {1: rgb[..., 0], 3: rgb, 4: np.dstack([rgb, rgb[..., :1]])}[channels]
+    image = arr.reshape(H, W, -1).transpose(2, 0, 1).astype(np.float32) / 255  # (C, H, W)
+    write_image(tmp_path / "a.avif", image, "uint8")
+    back, info = read_image(tmp_path / "a.avif")
+    assert (info.format, info.dtype, info.mode, info.channels, back.shape) == ("avif", "uint8", mode, channels,
+                                                                                 image.shape)
+    assert np.abs(back - image).max() <= 6 / 255  # lossy AV1 at quality 95, 4:4:4 chroma
+    write_image(tmp_path / "q.avif", image, "uint8", quality=30)
+    assert (tmp_path / "q.avif").stat().st_size < (tmp_path / "a.avif").stat().st_size  # quality is passed on
+
+
+def test_avif_keeps_icc_exif_and_orientation(tmp_path):
+    """Pillow keeps AVIF pixels as stored and shows the file's rotation as the EXIF orientation, as for JPEG: a JPEG
+    turned by its orientation becomes an AVIF with the same pixels and the same turn, and back."""
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "xmodal test camera"
+    src = pil_save(tmp_path / "photo.jpg", smooth_rgb(), "RGB", quality=95, icc_profile=icc, exif=exif.tobytes())
+    image, info = read_image(src)
+    write_image(tmp_path / "photo.avif", image, info)
+    back, avif_info = read_image(tmp_path / "photo.avif")
+    assert back.shape == image.shape and np.abs(back - image).max() <= 6 / 255
+    meta = dict(avif_info.metadata)
+    exif_back = Image.Exif()
+    exif_back.load(meta["exif"])
+    assert meta["icc_profile"] == icc and exif_back.get(0x0112) == 6 and exif_back.get(0x010F) == "xmodal test camera"
+    write_image(tmp_path / "b.jpg", back, avif_info)  # and back to JPEG with the turn
+    assert Image.open(tmp_path / "b.jpg").getexif().get(0x0112) == 6
+
+
+def test_avif_errors(tmp_path, monkeypatch):
+    write_image(tmp_path / "ok.avif", np.zeros((3, 8, 8), np.float32), "uint8")
+    data = bytearray((tmp_path / "ok.avif").read_bytes())
+    i = data.find(b"pixi")
+    assert data[i + 8:i + 12] == bytes([3, 8, 8, 8])  # 3 channels of 8 bits
+    data[i + 9:i + 12] = bytes([10, 10, 10])  # what a 10-bit (HDR) AVIF declares; Pillow would decode it to 8 bits
+    (tmp_path / "ten.avif").write_bytes(bytes(data))
+    (tmp_path / "ten_named.png").write_bytes(bytes(data))  # the content decides, not the name
+    for name in ("ten.avif", "ten_named.png"):
+        with pytest.raises(ImageReadError, match=rf"{name}: a 10-bit AVIF; Pillow decodes AVIF to 8 bits, which would "
+                                                 r"lose precision \(convert it to a 16-bit PNG or TIFF first"):
+            read_image(tmp_path / name)
+    (tmp_path / "bad.avif").write_bytes(b"\x00\x00\x00\x1cftypavif" + b"\x00" * 40)
+    with pytest.raises(ImageReadError, match=r"bad\.avif: not readable as PNG, JPEG, BMP, WebP or AVIF"):
+        read_image(tmp_path / "bad.avif")
+    with pytest.raises(ValueError, match=r"x\.avif: AVIF stores 8-bit images with 1, 3 or 4 channels, got uint16 "
+                                         r"with 3 channels \(write \.png, \.tif or \.npy\)"):
+        write_image(tmp_path / "x.avif", np.zeros((3, 8, 8), np.float32), "uint16")
+    with pytest.raises(ValueError, match=r"got uint8 with 2 channels"):
+        write_image(tmp_path / "x.avif", np.zeros((2, 8, 8), np.float32), "uint8")
+    with pytest.raises(ValueError, match=r"`quality` must be in \[1, 100\], got 101"):
+        write_image(tmp_path / "x.avif", np.zeros((3, 8, 8), np.float32), "uint8", quality=101)
+    monkeypatch.setattr(imageio, "pillow_formats", lambda: ["PNG", "JPEG", "BMP", "WEBP"])  # a Pillow before 11.3
+    with pytest.raises(ImageReadError, match=r"ok\.avif: AVIF files need Pillow 11\.3 or later built with libavif"):
+        read_image(tmp_path / "ok.avif")
+    with pytest.raises(ValueError, match=r"x\.avif: writing AVIF needs Pillow 11\.3 or later"):
+        write_image(tmp_path / "x.avif", np.zeros((3, 8, 8), np.float32), "uint8")
+    assert not (tmp_path / "x.avif").exists()

@@ -1021,7 +1021,7 @@ class ImageDenoiser:
         file.
 
         Args:
-            src: the noisy image (PNG, JPEG, BMP, WebP, TIFF, ``.npy`` or HEIC; see
+            src: the noisy image (PNG, JPEG, BMP, WebP, AVIF, TIFF, ``.npy`` or HEIC; see
                 :func:`xmodal.imageio.read_image`).
             dst: output path (its folder is created).
             overwrite: replace an existing ``dst``. ``dst`` is never allowed to be ``src``.
@@ -1631,14 +1631,14 @@ def _unknown_extension(path: Path) -> str:
 def _peek_channels(path: Path) -> tuple[int, str]:
     """``(channels, mode)`` of an image file from its header (no pixel data is read); a file the header reader
     rejects is read by :func:`~xmodal.imageio.read_image`, which raises :class:`ImageReadError` naming the reason."""
-    from xmodal.imageio import IMAGE_EXTENSIONS, PILLOW_FORMATS, read_image
+    from xmodal.imageio import IMAGE_EXTENSIONS, PILLOW_FORMATS, pillow_formats, read_image
 
     suffix = path.suffix.lower()
     try:
         if IMAGE_EXTENSIONS.get(suffix) in PILLOW_FORMATS:
             from PIL import Image
 
-            with Image.open(path, formats=[f.upper() for f in PILLOW_FORMATS]) as im:
+            with Image.open(path, formats=pillow_formats()) as im:
                 mode = {"P": "RGB", "PA": "RGBA", "1": "L"}.get(im.mode, im.mode)
                 mode = "L" if mode.startswith("I") or mode == "F" else mode
                 return len(Image.getmodebands(mode)), mode
@@ -1819,9 +1819,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m xmodal.denoise",
         description="Denoise audio files (WAV, FLAC, OGG, Opus, MP3, M4A...; any rate, channel count and length), "
-                    "images (PNG, JPEG, BMP, WebP, TIFF, .npy, HEIC; bit depth and format kept), multispectral stacks "
-                    "(multi-band TIFF/.npy files, or folders of single-band TIFFs with --modality multispectral) and "
-                    "video clips (video files such as .mp4 with PyAV installed, their sound kept in sync (--audio); "
+                    "images (PNG, JPEG, BMP, WebP, AVIF, TIFF, .npy, HEIC; bit depth and format kept), multispectral "
+                    "stacks (multi-band TIFF/.npy files, or folders of single-band TIFFs with --modality multispectral) "
+                    "and video clips (video files such as .mp4 with PyAV installed, their sound kept in sync (--audio); "
                     "folders of frames or (T, H, W[, C]) .npy files with --modality video or a video --model) into "
                     "OUT_DIR, keeping their names. Without --model the modality and the bundled model follow each "
                     "file: audio (and video files holding sound only) -> 'speech', 1-channel images -> 'image_gray', "

@@ -19,9 +19,9 @@ read -> write -> read returns the same integers.
 Stacks (multispectral / hyperspectral): ``stack (S, H, W) float32`` with per-band scaling recorded in
 :class:`StackInfo` (``file value = stack * scale + offset``), undone exactly by :func:`write_stack`.
 
-PNG/JPEG/BMP/WebP go through Pillow, TIFF through tifffile and HEIC/HEIF (phone photos) through pillow-heif
-(``pip install "xmodal[heif]"``), each imported only when used; HEIC is written with HEVC at the ``quality`` of
-:func:`write_image` and full-resolution (4:4:4) colour. GeoTIFF
+PNG/JPEG/BMP/WebP/AVIF go through Pillow (AVIF: Pillow 11.3 or later, 8-bit files), TIFF through tifffile and
+HEIC/HEIF (phone photos) through pillow-heif (``pip install "xmodal[heif]"``), each imported only when used; HEIC and
+AVIF are written at the ``quality`` of :func:`write_image` with full-resolution (4:4:4) colour. GeoTIFF
 georeferencing tags (ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GeoDouble/AsciiParams, GDAL
 metadata and nodata) are kept in the info objects and written back, and so is a TIFF's compression: lossless ones
 (LZW, Deflate, ZSTD, PackBits, LZMA..., with their predictor) as they were, lossy ones (JPEG...) as Deflate, so that
@@ -57,7 +57,7 @@ __all__ = [
     "write_stack",
 ]
 
-ImageFormat = Literal["png", "jpeg", "bmp", "webp", "tiff", "npy", "heif"]
+ImageFormat = Literal["png", "jpeg", "bmp", "webp", "avif", "tiff", "npy", "heif"]
 Layout = Literal["HW", "HWC", "CHW"]
 StackScaling = Literal["dtype", "band_minmax", "band_percentile"]
 TiffTag = tuple[int, int, int, Any, bool]  # (code, TIFF datatype, count, value, writeonce): tifffile's extratags
@@ -65,8 +65,8 @@ PathLike = Union[str, os.PathLike]
 
 IMAGE_EXTENSIONS: dict[str, ImageFormat] = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp",
                                             ".webp": "webp", ".tif": "tiff", ".tiff": "tiff", ".npy": "npy",
-                                            ".heic": "heif", ".heif": "heif"}
-PILLOW_FORMATS = ("png", "jpeg", "bmp", "webp")  # through Pillow; the reader finds which from the bytes
+                                            ".heic": "heif", ".heif": "heif", ".avif": "avif"}
+PILLOW_FORMATS = ("png", "jpeg", "bmp", "webp", "avif")  # through Pillow; the reader finds which from the bytes
 TIFF_EXTENSIONS = (".tif", ".tiff")
 
 _INT_MAX = {"uint8": 255.0, "uint16": 65535.0}  # dtype scaling of unsigned integers
@@ -80,8 +80,9 @@ _GDAL_NODATA = 42113
 _ICC_TAG = 34675  # InterColorProfile
 # what each Pillow format can hold of ImageInfo.metadata
 _PILLOW_METADATA = {"png": ("icc_profile", "exif", "dpi"), "jpeg": ("icc_profile", "exif", "dpi"),
-                    "webp": ("icc_profile", "exif"), "bmp": ("dpi",)}
+                    "webp": ("icc_profile", "exif"), "avif": ("icc_profile", "exif"), "bmp": ("dpi",)}
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+_FORMAT_NAMES = {"bmp": "BMP", "webp": "WebP", "avif": "AVIF"}
 # TIFF compressions written back as read: none, LZW, Deflate (Adobe, old), PackBits, LZMA, ZSTD; lossy ones (JPEG,
 # JPEG 2000, WebP, JPEG XL...) are written as Deflate instead.
 _LOSSLESS_TIFF = (1, 5, 8, 32946, 32773, 34925, 50000)
@@ -96,7 +97,8 @@ class ImageInfo:
     """What :func:`read_image` found in the file; pass it to :func:`write_image` to write the same kind of file.
 
     Attributes:
-        format: container read (``"png"``, ``"jpeg"``, ``"bmp"``, ``"webp"``, ``"tiff"``, ``"npy"``, ``"heif"``),
+        format: container read (``"png"``, ``"jpeg"``, ``"bmp"``, ``"webp"``, ``"avif"``, ``"tiff"``, ``"npy"``,
+            ``"heif"``),
             detected from the content for the Pillow formats.
         dtype: numpy name of the stored sample type (``"uint8"``, ``"uint16"``, ``"float32"``...).
         bit_depth: bits per sample (8, 16, 32, 64).
@@ -169,8 +171,37 @@ def _import_pil() -> Any:
     try:
         from PIL import Image
     except ImportError as e:
-        raise ImportError("PNG, JPEG, BMP and WebP files need Pillow: pip install Pillow") from e
+        raise ImportError("PNG, JPEG, BMP, WebP and AVIF files need Pillow: pip install Pillow") from e
     return Image
+
+
+def pillow_formats() -> list[str]:
+    """The Pillow format names of ``PILLOW_FORMATS`` this Pillow can open (AVIF needs Pillow 11.3 or later), for
+    ``Image.open(..., formats=...)``."""
+    Image = _import_pil()
+    Image.init()
+    return [f.upper() for f in PILLOW_FORMATS if f.upper() in Image.OPEN]
+
+
+def _check_avif_support(path: Path) -> None:
+    if "AVIF" not in pillow_formats():
+        raise ImageReadError(f"{path}: AVIF files need Pillow 11.3 or later built with libavif (the PyPI wheels are): "
+                             "pip install -U Pillow")
+
+
+def _check_avif_depth(path: Path) -> None:
+    """Refuse an AVIF file (whatever its extension) whose samples have more than 8 bits (declared in its ``pixi``
+    box): Pillow would reduce them to 8 bits."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)  # the meta box, with the item properties, comes first
+    if head[4:8] != b"ftyp" or head[8:12] not in (b"avif", b"avis"):
+        return
+    i = head.find(b"pixi")
+    if i >= 4 and len(head) > i + 8:  # box: size, "pixi", version and flags (4 bytes), channel count, bits per channel
+        bits = tuple(head[i + 9:i + 9 + head[i + 8]])
+        if any(b > 8 for b in bits):
+            raise ImageReadError(f"{path}: a {max(bits)}-bit AVIF; Pillow decodes AVIF to 8 bits, which would lose "
+                                 "precision (convert it to a 16-bit PNG or TIFF first, e.g. avifdec --depth 16)")
 
 
 def _import_heif(path: Path, error: type[Exception]) -> Any:
@@ -223,6 +254,11 @@ def _read_heif(path: Path) -> tuple[np.ndarray, str, tuple[tuple[str, Any], ...]
     return np.ascontiguousarray(arr), mode, tuple(meta)
 
 
+def _check_quality(quality: int) -> None:
+    if not 1 <= quality <= 100:
+        raise ValueError(f"`quality` must be in [1, 100], got {quality}")
+
+
 def _write_heif(path: Path, data: np.ndarray, info: ImageInfo | None, quality: int) -> None:
     """``data (C, H, W)`` uint8 or uint16 as HEIC (HEVC at ``quality``, 4:4:4 chroma; uint16 as 10 bits, or 12 when
     the source was 12-bit), with the source's ICC profile and EXIF."""
@@ -230,8 +266,7 @@ def _write_heif(path: Path, data: np.ndarray, info: ImageInfo | None, quality: i
     if data.dtype.name not in ("uint8", "uint16") or C not in (1, 3, 4):
         raise ValueError(f"{path}: HEIC stores 8-bit or 10/12-bit images with 1, 3 or 4 channels, got "
                          f"{data.dtype.name} with {C} channels (write .png, .tif or .npy)")
-    if not 1 <= quality <= 100:
-        raise ValueError(f"`quality` must be in [1, 100], got {quality}")
+    _check_quality(quality)
     heif = _import_heif(path, ValueError)
     meta = dict(info.metadata) if info is not None else {}
     pixels = data[0] if C == 1 else data.transpose(1, 2, 0)  # (C, H, W) -> (H, W) or (H, W, C)
@@ -364,7 +399,8 @@ def _with_png_metadata(png: bytes, metadata: tuple[tuple[str, Any], ...]) -> byt
 
 
 def _read_pillow(path: Path) -> tuple[np.ndarray, str, str, tuple[tuple[str, Any], ...]]:
-    """Stored array ``(H, W)`` or ``(H, W, C)``, format, mode and metadata of a PNG, JPEG, BMP or WebP file."""
+    """Stored array ``(H, W)`` or ``(H, W, C)``, format, mode and metadata of a PNG, JPEG, BMP, WebP or AVIF
+    file."""
     header = _png_header(path)
     Image = _import_pil()
     if header is not None and header[0] == 16 and header[1] in (2, 4, 6):  # Pillow would reduce these to 8 bits
@@ -373,7 +409,8 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str, str, tuple[tuple[str, Any
             meta = _pillow_metadata(im)
         return arr, "png", {2: "RGB", 4: "LA", 6: "RGBA"}[header[1]], meta
     try:
-        with Image.open(path, formats=[f.upper() for f in PILLOW_FORMATS]) as im:
+        _check_avif_depth(path)
+        with Image.open(path, formats=pillow_formats()) as im:
             im.load()
             fmt = im.format.lower()
             meta = _pillow_metadata(im)
@@ -383,8 +420,10 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str, str, tuple[tuple[str, Any
                 im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
             mode = im.mode
             arr = np.array(im)
+    except ImageReadError:
+        raise
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, zlib.error... for bad files
-        raise ImageReadError(f"{path}: not readable as PNG, JPEG, BMP or WebP ({e})") from None
+        raise ImageReadError(f"{path}: not readable as PNG, JPEG, BMP, WebP or AVIF ({e})") from None
     if header is not None and header[0] == 16:  # 16-bit gray (colour was decoded above)
         # Pillow's "I;16" modes give uint16 in some byte order; older Pillow versions used "I" (int32)
         if mode not in ("I;16", "I;16L", "I;16B", "I") or arr.dtype.kind not in "ui":
@@ -454,6 +493,8 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
     compression = (1, 1)
     meta: tuple[tuple[str, Any], ...] = ()
     if fmt in PILLOW_FORMATS:
+        if fmt == "avif":
+            _check_avif_support(path)
         stored, fmt, mode, meta = _read_pillow(path)
         arr, layout = (stored[None], "HW") if stored.ndim == 2 else (stored.transpose(2, 0, 1), "HWC")
         # (H, W) -> (1, H, W); (H, W, C) -> (C, H, W)
@@ -578,7 +619,7 @@ def _write_tiff(path: Path, data: np.ndarray, mode: str, tags: tuple[TiffTag, ..
 
 
 def read_image(path: PathLike) -> tuple[np.ndarray, ImageInfo]:
-    """Read an image (PNG, JPEG, BMP, WebP, TIFF or ``.npy``) with dtype-aware scaling.
+    """Read an image (PNG, JPEG, BMP, WebP, AVIF, TIFF, ``.npy`` or HEIC) with dtype-aware scaling.
 
     ``.npy`` layout rule: ``(H, W)`` is one channel; a 3-D array is ``(H, W, C)`` when its last axis has at most
     4 entries and its first more than 4, otherwise ``(C, H, W)`` (store band stacks channels first). TIFF: every
@@ -586,7 +627,7 @@ def read_image(path: PathLike) -> tuple[np.ndarray, ImageInfo]:
 
     Args:
         path: the file; the format follows the extension (``.png``, ``.jpg``/``.jpeg``, ``.bmp``, ``.webp``,
-            ``.tif``/``.tiff``, ``.npy``).
+            ``.avif``, ``.tif``/``.tiff``, ``.npy``, ``.heic``/``.heif``).
 
     Returns:
         ``(image, info)``: ``image: (C, H, W) float32``, in [0, 1] for integer files (uint8 / 255,
@@ -595,7 +636,7 @@ def read_image(path: PathLike) -> tuple[np.ndarray, ImageInfo]:
     Raises:
         ImageReadError: missing file, unknown extension, corrupt or truncated file, not an image, empty array,
             unsupported dtype (bool, complex, int64... in ``.npy``), NaN/inf in float data, wrong number of dims,
-            several TIFF series.
+            several TIFF series, an AVIF of more than 8 bits or without a Pillow that reads AVIF.
         ImportError: Pillow (PNG/JPEG/BMP/WebP), imagecodecs (16-bit colour PNG) or tifffile (TIFF) is not
             installed.
 
@@ -623,19 +664,21 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
     ``info.layout`` and TIFF ``info.mode`` (RGB(A) or CMYK contiguous, or one plane per channel) and GeoTIFF tags.
 
     Args:
-        path: destination (``.png``, ``.jpg``/``.jpeg``, ``.bmp``, ``.webp`` (lossless), ``.tif``/``.tiff``,
-            ``.npy``, ``.heic``/``.heif`` (with pillow-heif)).
+        path: destination (``.png``, ``.jpg``/``.jpeg``, ``.bmp``, ``.webp`` (lossless), ``.avif``,
+            ``.tif``/``.tiff``, ``.npy``, ``.heic``/``.heif`` (with pillow-heif)).
         image: ``(C, H, W)`` float (numpy or torch), [0, 1] for integer dtypes.
         info_or_dtype: the :class:`ImageInfo` of the source file, or a dtype (``"uint8"``, ``"uint16"``,
             ``"float32"``...).
-        quality: JPEG and HEIC quality in [1, 100].
+        quality: JPEG, HEIC and AVIF quality in [1, 100].
 
     Raises:
         TypeError: ``image`` not a float array/tensor.
         ValueError: ``image`` not ``(C, H, W)`` or not finite; unsupported extension or dtype; a combination the
             format cannot store (JPEG: 8-bit, 1 or 3 channels (4 for CMYK); PNG: 8 or 16-bit with 1-4 channels;
-            BMP: 8-bit, 1 or 3 channels; WebP: 8-bit, 3 or 4 channels; HEIC: 8 or 16-bit, 1, 3 or 4 channels;
-            ``.npy`` ``"HW"`` layout with several channels); ``quality`` outside [1, 100]; HEIC without pillow-heif.
+            BMP: 8-bit, 1 or 3 channels; WebP: 8-bit, 3 or 4 channels; AVIF: 8-bit, 1, 3 or 4 channels; HEIC: 8
+            or 16-bit, 1, 3 or 4 channels;
+            ``.npy`` ``"HW"`` layout with several channels); ``quality`` outside [1, 100]; HEIC without pillow-heif;
+            AVIF without a Pillow that writes it.
     """
     path = Path(path)
     image = _to_numpy("image", image, 3, "(C, H, W)")
@@ -664,15 +707,19 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
             if dtype.name != "uint8" or not (C in (1, 3) or cmyk):
                 raise ValueError(f"{path}: JPEG stores 8-bit images with 1 or 3 channels (4 for CMYK), got "
                                  f"{dtype.name} with {C} channels (write .png, .tif or .npy)")
-            if not 1 <= quality <= 100:
-                raise ValueError(f"`quality` must be in [1, 100], got {quality}")
+            _check_quality(quality)
             mode = "CMYK" if cmyk else _MODES[C]
-        elif fmt in ("bmp", "webp"):
-            channels = (1, 3) if fmt == "bmp" else (3, 4)  # what Pillow writes and reads back unchanged
+        elif fmt in ("bmp", "webp", "avif"):
+            channels = {"bmp": (1, 3), "webp": (3, 4), "avif": (1, 3, 4)}[fmt]  # what Pillow writes and reads back
             if dtype.name != "uint8" or C not in channels:
-                raise ValueError(f"{path}: {'BMP' if fmt == 'bmp' else 'WebP'} stores 8-bit images with "
-                                 f"{channels[0]} or {channels[1]} channels, got {dtype.name} with {C} "
-                                 f"channel{'s' * (C != 1)} (write .png, .tif or .npy)")
+                raise ValueError(f"{path}: {_FORMAT_NAMES[fmt]} stores 8-bit images with "
+                                 f"{', '.join(map(str, channels[:-1]))} or {channels[-1]} channels, got {dtype.name} "
+                                 f"with {C} channel{'s' * (C != 1)} (write .png, .tif or .npy)")
+            if fmt == "avif":
+                _check_quality(quality)
+                if "AVIF" not in pillow_formats():
+                    raise ValueError(f"{path}: writing AVIF needs Pillow 11.3 or later built with libavif: "
+                                     "pip install -U Pillow")
             mode = _MODES[C]
         elif dtype.name == "uint8" and C <= 4:
             mode = _MODES[C]
@@ -691,8 +738,10 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
         pixels = data[0] if C == 1 else data.transpose(1, 2, 0)  # (C, H, W) -> (H, W) or (H, W, C)
         pixels = pixels.astype("<u2") if mode == "I;16" else pixels
         im = Image.frombytes(mode, (W, H), np.ascontiguousarray(pixels).tobytes())
-        # WebP lossless and exact (colour kept under transparent alpha), so read -> write -> read is exact
-        options = {"quality": quality} if fmt == "jpeg" else {"lossless": True, "exact": True} if fmt == "webp" else {}
+        # WebP lossless and exact (colour kept under transparent alpha), so read -> write -> read is exact; AVIF
+        # lossy as JPEG, with full-resolution colour (Pillow's default halves it)
+        options = {"jpeg": {"quality": quality}, "webp": {"lossless": True, "exact": True},
+                   "avif": {"quality": quality, "subsampling": "4:4:4" if C > 1 else "4:0:0"}}.get(fmt, {})
         if info is not None:
             options.update((k, v) for k, v in info.metadata if k in _PILLOW_METADATA[fmt])
         atomic_write(path, lambda tmp: im.save(tmp, format=fmt.upper(), **options))
