@@ -59,14 +59,23 @@ def click_track(rate: int, seconds: float, click: float, channels: int = 2) -> n
 
 def make_video(path: Path, *, frames: int = 20, times: list[float] | None = None, video_start: float = 0.0,
                audio_codec: str | None = "flac", rate: int = 48000, audio_start: float = 0.0,
-               tracks: int = 1) -> float:
+               tracks: int = 1, subtitles: bool = False) -> float:
     """A gray FFV1 (.mkv) or H.264 (.mp4) video whose frame ``FLASH`` is white, with ``tracks`` soundtracks clicking
-    at that frame's time; frame ``t`` at ``video_start + times[t]`` (``t / FPS`` by default), audio from
-    ``audio_start``. Returns the flash time relative to the first frame."""
+    at that frame's time (and with ``subtitles`` a SubRip stream showing "flash" from then on); frame ``t`` at
+    ``video_start + times[t]`` (``t / FPS`` by default), audio from ``audio_start``. Returns the flash time relative
+    to the first frame."""
     times = times if times is not None else [t / FPS for t in range(frames)]
     tb = Fraction(1, 90000)
     flash = times[FLASH]
+    sub_in = sub = None
+    if subtitles:
+        srt = path.parent / "subtitles" / "subtitles.srt"
+        srt.parent.mkdir()
+        stamp = (lambda x: f"00:00:{int(x):02d},{round(x % 1 * 1000):03d}")  # SubRip's hh:mm:ss,mmm
+        srt.write_text(f"1\n{stamp(video_start + flash)} --> {stamp(video_start + flash + 0.3)}\nflash\n")
+        sub_in = av.open(str(srt))
     with av.open(str(path), "w") as out:
+        sub = out.add_stream_from_template(sub_in.streams.subtitles[0]) if subtitles else None
         v = out.add_stream("ffv1" if path.suffix == ".mkv" else "libx264", rate=FPS)
         v.width = v.height = SIZE
         v.pix_fmt = "gray" if path.suffix == ".mkv" else "yuv420p"
@@ -88,7 +97,23 @@ def make_video(path: Path, *, frames: int = 20, times: list[float] | None = None
                 out.mux(packet)
             for packet in s.encode():
                 out.mux(packet)
+        for packet in sub_in.demux() if sub_in is not None else ():
+            if packet.pts is not None:
+                packet.stream = sub
+                out.mux(packet)
+    if sub_in is not None:
+        sub_in.close()
     return flash
+
+
+def subtitle_packets(path: Path) -> list[tuple[str, float, bytes]]:
+    """``(codec, start, text)`` of each subtitle packet, ``start`` in seconds from the first frame."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        v0 = float(v.start_time * v.time_base) if v.start_time is not None else 0.0
+        return [(p.stream.codec_context.name, float(p.pts * p.time_base) - v0, bytes(p))
+                for p in (c.demux(*c.streams.subtitles) if c.streams.subtitles else ())  # no streams: all of them
+                if p.pts is not None and p.size]
 
 
 def soundtracks(path: Path) -> list[tuple[str, np.ndarray, int, float]]:
@@ -206,6 +231,20 @@ def test_several_soundtracks_are_all_kept(tmp_path: Path) -> None:
     tracks = soundtracks(denoise_clip(src, tmp_path / "out.webm"))
     assert [t[0] for t in tracks] == ["opus", "opus"]
     assert all(abs(click_time(t) - flash) < SYNC for t in tracks)
+
+
+def test_subtitles_are_copied_in_sync_or_left_out_with_a_warning(tmp_path: Path) -> None:
+    src = tmp_path / "src.mkv"
+    flash = make_video(src, video_start=0.3, subtitles=True)
+    ((codec, start, text),) = subtitle_packets(src)
+    assert (codec, text) == ("srt", b"flash") and abs(start - flash) < 1e-3
+    ((codec, start, text),) = subtitle_packets(denoise_clip(src, tmp_path / "out.mkv"))
+    assert (codec, text) == ("srt", b"flash") and abs(start - flash) < 1e-3  # shown with the same frame
+    assert abs(click_time(soundtracks(tmp_path / "out.mkv")[0]) - flash) < SYNC
+    with pytest.warns(UserWarning, match=r"src\.mkv: subtitle stream 0 \(srt\) cannot be stored in a \.mp4 file "
+                                         r"and is left out \(write \.mkv to keep it\)"):
+        out = denoise_clip(src, tmp_path / "out.mp4")
+    assert subtitle_packets(out) == [] and len(soundtracks(out)) == 1
 
 
 def test_variable_frame_rate_is_kept(tmp_path: Path) -> None:

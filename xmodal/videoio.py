@@ -21,7 +21,8 @@ container tags (title, creation time, location...) and its audio streams: copied
 destination container can hold their codec, else re-encoded (AAC for ``.mp4``/``.mov``, FLAC for ``.mkv``, 16-bit
 PCM for ``.avi``, Opus for ``.webm``), or decoded, passed through a function (``audio``: the speech denoiser) and
 encoded the same way. They keep their timing against the video, so the picture and the sound stay in sync. Subtitle
-and data streams are not copied.
+streams are copied the same way when the destination container takes their codec (else left out with a warning);
+data streams (timecodes, telemetry) are not copied.
 
 :class:`ClipReader` reads one frame at a time (what the video denoiser keeps in memory is its temporal window), and
 :class:`ClipWriter` writes one frame at a time into a temporary folder or file beside the destination that is renamed
@@ -35,6 +36,7 @@ import io
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -624,9 +626,11 @@ def _can_copy(stream: Any, muxer: str) -> bool:
 
 def remux_with_source(video: PathLike, source: PathLike, dst: PathLike, audio: str | AudioProcess = "copy") -> Path:
     """Write ``dst``: the first video stream of ``video`` (packets copied), the container tags of the video file
-    ``source`` and its audio streams: copied (``audio="copy"``) when ``dst``'s container takes their codec and
-    re-encoded otherwise, left out (``"drop"``), or decoded, passed through the function ``audio`` and encoded. Audio
-    keeps its time against ``source``'s first video frame, which is ``video``'s first frame. Returns ``dst``.
+    ``source``, its audio streams: copied (``audio="copy"``) when ``dst``'s container takes their codec and
+    re-encoded otherwise, left out (``"drop"``), or decoded, passed through the function ``audio`` and encoded; and its
+    subtitle streams, copied when ``dst``'s container takes their codec (text subtitles: ``.mkv`` takes SubRip, ASS
+    and WebVTT, ``.mp4``/``.mov`` only their own mov_text), else left out with a warning. Audio and subtitles keep
+    their time against ``source``'s first video frame, which is ``video``'s first frame. Returns ``dst``.
 
     Raises:
         ValueError: ``audio`` returns another shape or non-finite samples.
@@ -661,6 +665,12 @@ def remux_with_source(video: PathLike, source: PathLike, dst: PathLike, audio: s
                 wave = done
             codec = codecs[0]  # the container's default: AAC, FLAC, Opus, 16-bit PCM
             encoded += encode_av_audio(out, codec, wave, rate, stream.codec_context.layout, start - t0)
+        for stream in ain.streams.subtitles:
+            if _can_copy(stream, muxer):
+                copied[stream.index] = out.add_stream_from_template(stream)
+            else:
+                warnings.warn(f"{source}: subtitle stream {stream.index} ({stream.codec_context.name}) cannot be "
+                              f"stored in a {dst.suffix} file and is left out (write .mkv to keep it)", stacklevel=2)
 
         def timed(packets: Iterator[Any], order: int) -> Iterator[tuple[float, int, Any]]:
             for packet in packets:
@@ -670,8 +680,10 @@ def remux_with_source(video: PathLike, source: PathLike, dst: PathLike, audio: s
         def copies() -> Iterator[Any]:
             streams = [ain.streams[i] for i in copied]
             for packet in ain.demux(*streams) if streams else ():
-                if packet.dts is None:  # the demuxer's empty end-of-stream packets
-                    continue
+                if packet.dts is None:
+                    if packet.pts is None:  # the demuxer's empty end-of-stream packets
+                        continue
+                    packet.dts = packet.pts  # subtitles may carry only a presentation time
                 shift = round(t0 / packet.time_base)
                 packet.dts -= shift
                 if packet.pts is not None:
