@@ -2,8 +2,8 @@
 
 Exports the gray image model and the speech model with ``xmodal.export.export_onnx`` (fp32, and int8 calibrated on
 16 noisy training inputs per modality: Train400 crops, training-split speech mixtures) into a temporary folder
-(``--keep DIR`` to keep them), then runs the three back-ends through the same denoiser classes (``xmodal.load`` of the model,
-of ``.onnx`` and of ``.int8.onnx``):
+(``--keep DIR`` to keep them), then runs the three back-ends through the same denoiser classes (``xmodal.load`` of the
+model, of ``.onnx`` and of ``.int8.onnx``):
 
 - Set12 at sigma 25, float protocol (as ``benchmarks/image_quality.py``: noise in float64 from
   ``default_rng((seed, index))``, noisy not clipped, outputs clipped and rounded to 8 bits): mean PSNR / SSIM;
@@ -72,8 +72,8 @@ def main() -> None:
     p.add_argument("--sigma", type=float, default=25.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calibration-items", type=int, default=16, help="int8 calibration inputs per modality")
-    p.add_argument("--keep", default=None, metavar="DIR", help="write the exports here (e.g. for "
-                                                              "benchmarks/speech_quality.py --model DIR/speech.int8.onnx)")
+    p.add_argument("--keep", default=None, metavar="DIR",
+                   help="write the exports here (e.g. for benchmarks/speech_quality.py --model DIR/speech.int8.onnx)")
     args = p.parse_args()
 
     import xmodal

@@ -1,4 +1,5 @@
-"""A short real training run on the shared speech data; prints validation PESQ/STOI/ESTOI/SI-SDR against the noisy input.
+"""A short real training run on the shared speech data; prints validation PESQ/STOI/ESTOI/SI-SDR against the noisy
+input.
 
 Uses `recipes/speech_bundled.yaml` (the SPLITS.md split: unseen talkers x unseen noises at 0, 5, 10 dB) with the data
 root taken from --data, so the numbers are comparable with the bundled model's card.

@@ -80,7 +80,8 @@ def test_compress_inverse():
 
 
 def test_errors(adapter):
-    with pytest.raises(ValueError, match=r"Expected `wave` of shape \(T,\), \(C, T\) or \(B, C, T\), got \(2, 3, 4, 5\)"):
+    with pytest.raises(ValueError, match=r"Expected `wave` of shape \(T,\), \(C, T\) or \(B, C, T\), "
+                                         r"got \(2, 3, 4, 5\)"):
         adapter.encode(torch.zeros(2, 3, 4, 5))
     with pytest.raises(ValueError, match=r"Expected `wave` with at least one sample, got length 0"):
         adapter.encode(torch.zeros(2, 0))

@@ -168,7 +168,8 @@ def test_demo_pairs_cli(tmp_path, capsys):
 
 
 def test_demo_image_and_stack_pairs_cli(tmp_path):
-    """`python -m xmodal.data.synthetic OUT --kind image|stack` writes matching noisy/clean files at the stated noise."""
+    """`python -m xmodal.data.synthetic OUT --kind image|stack` writes matching noisy/clean files at the stated
+    noise."""
     from xmodal.data.synthetic import main as demo_main
     from xmodal.imageio import read_image, read_stack
 

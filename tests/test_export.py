@@ -217,5 +217,6 @@ def test_xmodal_load_and_the_cli_take_an_export(image_export, tmp_path, capsys):
     a = np.asarray(Image.open(tmp_path / "out" / "a.png")).astype(int)
     b = np.asarray(Image.open(tmp_path / "ref" / "a.png")).astype(int)
     assert np.abs(a - b).max() <= 1
-    assert denoise_main([str(tmp_path / "a.png"), "-o", str(tmp_path / "o2"), "--model", str(tmp_path / "no.onnx")]) == 2
+    assert denoise_main([str(tmp_path / "a.png"), "-o", str(tmp_path / "o2"), "--model",
+                         str(tmp_path / "no.onnx")]) == 2
     assert "no.onnx: no such ONNX file" in capsys.readouterr().err

@@ -72,7 +72,8 @@ def test_speech_loss_weights_and_fp32_under_autocast():
 def test_loss_errors():
     with pytest.raises(ValueError, match=r"si_sdr: `est` and `ref` must have the same shape, got \(3,\) and \(4,\)"):
         si_sdr(torch.zeros(3), torch.zeros(4))
-    with pytest.raises(ValueError, match=r"complex_loss: expected features of shape \(B, 2, F, N\), got \(1, 3, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"complex_loss: expected features of shape \(B, 2, F, N\), "
+                                         r"got \(1, 3, 4, 4\)"):
         complex_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4))
     with pytest.raises(ValueError, match=r"multi_resolution_stft_loss: `ffts` must hold at least one FFT size"):
         multi_resolution_stft_loss(torch.zeros(1, 100), torch.zeros(1, 100), ())

@@ -198,7 +198,8 @@ def test_checkpoint_errors(tmp_path, tiny_config):
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left
     other = build_model(replace(tiny_config.model, widths=(8, 16, 32)), {"speech": modality_io("speech", tiny_config)})
     with pytest.raises(ckpt.CheckpointError, match=r"m.safetensors: weights do not match the model \(missing "
-                                                   r"trunk\.dec\.1\.0\.conv1\.bias.*shape mismatch trunk\.mid\.0\.conv1\.bias \(16,\) vs \(32,\)"):
+                                                   r"trunk\.dec\.1\.0\.conv1\.bias.*shape mismatch "
+                                                   r"trunk\.mid\.0\.conv1\.bias \(16,\) vs \(32,\)"):
         ckpt.load_weights(other, tmp_path / "m.safetensors")
     narrow = build_model(replace(tiny_config.model, widths=(4, 16)), {"speech": modality_io("speech", tiny_config)})
     with pytest.raises(ckpt.CheckpointError, match=r"shape mismatch"):

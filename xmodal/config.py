@@ -159,8 +159,9 @@ class ImageDataConfig:
     noise from ``valid_noise`` with a fixed seed), else ``valid_pairs_dir``, else ``valid_fraction`` of the files.
 
     ``multispectral``: ``train_dir`` lists stacks, each a multi-band GeoTIFF file, a folder of single-band TIFFs or
-    a list of single-band files (e.g. the 20 m bands of a Sentinel-2 tile), read with ``scaling``; the bottom ``valid_rows`` of every stack's rows is held out for validation (the same rows of
-    every band), the rest is cropped for training.
+    a list of single-band files (e.g. the 20 m bands of a Sentinel-2 tile), read with ``scaling``; the bottom
+    ``valid_rows`` of every stack's rows is held out for validation (the same rows of every band), the rest is
+    cropped for training.
 
     ``video``: with ``clips: false`` (default) ``train_dir``/``valid_dir`` hold clean still images, and every training
     item is a clip of ``frames_per_item`` frames cut from one image along a random camera path (a straight integer
@@ -431,8 +432,9 @@ class Config:
                 raise ValueError(f"`modality` lists a modality twice: {names}")
             pixels = [m for m in names if m in ("image", "multispectral", "video")]
             if len(pixels) > 1:
-                raise ValueError(f"`modality` {names}: {' and '.join(pixels)} {'both' if len(pixels) == 2 else 'all'} read the `image` section, so "
-                                 "they cannot be trained in one run")
+                raise ValueError(f"`modality` {names}: {' and '.join(pixels)} "
+                                 f"{'both' if len(pixels) == 2 else 'all'} read the `image` section, so they cannot be "
+                                 "trained in one run")
             if len(names) == 1:
                 object.__setattr__(self, "modality", names[0])  # a one-item list is that modality
         if self.model.causal and self.modalities != ("speech",):

@@ -30,9 +30,9 @@ computed on the CLEAN stack only and the same offset and scale are applied to th
 three share one scale (scaling each stack on its own would hide a gain or offset error of the denoiser).
 
 Video (:func:`evaluate_videos`): ``--clean``, ``--noisy`` and ``--enhanced`` are folders of clips (each a folder of
-frames, a ``(T, H, W[, C])`` ``.npy`` file or a video file, see :mod:`xmodal.videoio`) matched by name; PSNR of each clip's mean
-squared error, SSIM averaged over its frames, and the temporal PSNR of :func:`xmodal.metrics.temporal_psnr_score`
-(flicker: the PSNR of the frame-to-frame changes).
+frames, a ``(T, H, W[, C])`` ``.npy`` file or a video file, see :mod:`xmodal.videoio`) matched by name; PSNR of each
+clip's mean squared error, SSIM averaged over its frames, and the temporal PSNR of
+:func:`xmodal.metrics.temporal_psnr_score` (flicker: the PSNR of the frame-to-frame changes).
 """
 
 from __future__ import annotations
@@ -1036,8 +1036,9 @@ def detect_modality(clean: str | os.PathLike) -> Literal["speech", "image", "mul
 
     A file is a multispectral stack; a folder is speech when it holds audio files
     (:data:`xmodal.io.AUDIO_EXTENSIONS`), image when it holds images (:data:`xmodal.imageio.IMAGE_EXTENSIONS`) and
-    video when it holds only sub-folders (one clip of frames each) and video files. A folder of single-band TIFFs forming
-    one stack is taken for images: pass ``--modality multispectral``; ``.npy`` clips need ``--modality video``.
+    video when it holds only sub-folders (one clip of frames each) and video files. A folder of single-band TIFFs
+    forming one stack is taken for images: pass ``--modality multispectral``; ``.npy`` clips need ``--modality
+    video``.
 
     Raises:
         FileNotFoundError: ``clean`` does not exist.
@@ -1067,8 +1068,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m xmodal.evaluate",
         description="Score noisy and enhanced data against clean references: PESQ / STOI / ESTOI / SI-SDR for "
-                    "speech, PSNR / SSIM (+ LPIPS with --lpips) for images, PSNR / SSIM / SAM for multispectral stacks, "
-                    "PSNR / SSIM / temporal PSNR (+ LPIPS) for video clips. "
+                    "speech, PSNR / SSIM (+ LPIPS with --lpips) for images, PSNR / SSIM / SAM for multispectral "
+                    "stacks, PSNR / SSIM / temporal PSNR (+ LPIPS) for video clips. "
                     "Exit status: 0 ok (metric failures are listed, not fatal), 1 some files unreadable (or, for "
                     "images, of another shape), 2 usage error (unmatched names, missing folder, model not "
                     "loadable, stacks of different bands).")

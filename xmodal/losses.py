@@ -1,4 +1,5 @@
-"""Losses: speech enhancement, then images and band stacks. Every term runs in fp32 with autocast disabled (half-precision STFTs are a known failure).
+"""Losses: speech enhancement, then images and band stacks. Every term runs in fp32 with autocast disabled
+(half-precision STFTs are a known failure).
 
 Natural-domain terms take waves ``(B, C, T)`` (or any ``(..., T)``); feature-domain terms take the adapter's compressed
 complex features ``(B, 2, F, N)``.

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "make_demo_corpus", "make_demo_image_pairs", "make_demo_images", "make_demo_pairs", "make_demo_stack",
-           "make_demo_stack_pair", "synth_image",
-           "synth_noise", "synth_speech", "synth_stack"]
+__all__ = ["main", "make_demo_corpus", "make_demo_image_pairs", "make_demo_images", "make_demo_pairs",
+           "make_demo_stack", "make_demo_stack_pair", "synth_image", "synth_noise", "synth_speech", "synth_stack"]
 
 _VOWELS = [(730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410),
            (440, 1020, 2240), (660, 1720, 2410), (490, 1350, 1690)]  # (F1, F2, F3) Hz, Peterson & Barney
