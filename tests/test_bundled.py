@@ -159,6 +159,37 @@ def test_bundled_colour_video_model_matches_its_card_and_uses_its_neighbours():
     assert ours > psnr_score(clean[t], gray_video.denoise(noisy)[t]) + 0.5
 
 
+def test_bundled_real_video_model_removes_camera_noise_that_the_gaussian_ones_leave():
+    """`video_color_real` (`video_photo`): its card's parameter count, the `video_color` network; on a panning clip
+    filmed by one simulated camera (shot and read noise, demosaicking, JPEG) it beats `video_color` and the `photo`
+    image model frame by frame, and on white noise it stays close to `video_color`."""
+    import torch
+
+    from xmodal.data.synthetic import synth_image
+    from xmodal.data.video import still_clip
+    from xmodal.metrics import psnr_score
+    from xmodal.noise import camera
+
+    folder = resolve_model("video_photo")
+    assert resolve_model("video_color_real") == resolve_model("video_colour_real") == folder
+    real = xmodal.load("video_photo")
+    n = sum(p.numel() for p in real.model.parameters())
+    assert f"{n:,}" in (folder / "MODEL_CARD.md").read_text()
+    assert real.config.image.channels == 3 and real.context_frames == 2 and real.align_range == 16 and n <= 2_000_000
+    rng = np.random.default_rng(0)
+    still = 0.8 * synth_image(110, 120, 1, rng) + 0.2 * synth_image(110, 120, 3, rng)
+    clean, _ = still_clip(still.astype(np.float32), 5, 3, 1, 0)  # (5, 3, h, w), up to 3 px per frame
+    noisy = camera(torch.from_numpy(clean), 150.0, 0.005, torch.Generator().manual_seed(0), jpeg_quality=(90, 90),
+                   frames=5).numpy()
+    t = 2  # the middle frame: two real neighbours on each side
+    gaussian, photo = xmodal.load("video_color"), xmodal.load("photo")
+    ours = psnr_score(clean[t], real.denoise(noisy)[t])
+    assert ours > psnr_score(clean[t], gaussian.denoise(noisy)[t]) + 1.0
+    assert ours > psnr_score(clean[t], photo.denoise(noisy[t])) + 0.5
+    noisy = (clean + 0.1 * rng.standard_normal(clean.shape)).astype(np.float32)
+    assert psnr_score(clean[t], real.denoise(noisy)[t]) > psnr_score(clean[t], gaussian.denoise(noisy)[t]) - 0.5
+
+
 def test_bundled_realtime_model_is_causal_and_matches_its_card():
     folder = resolve_model("speech_rt")
     assert resolve_model("realtime") == folder
