@@ -416,7 +416,9 @@ def write_images(folder: Path) -> dict[str, tuple[str, str, tuple[int, ...]]]:
     Image.fromarray(rng.integers(0, 256, (19, 23), dtype=np.uint8), "L").save(folder / "gray8.bmp")
     Image.fromarray(rng.integers(0, 256, (18, 21, 4), dtype=np.uint8), "RGBA").save(folder / "rgba8.webp",
                                                                                     lossless=True)
+    Image.fromarray(rng.integers(0, 256, (17, 26, 3), dtype=np.uint8), "RGB").save(folder / "phone.avif")
     return {"gray8.bmp": ("bmp", "uint8", (1, 19, 23)), "rgba8.webp": ("webp", "uint8", (4, 18, 21)),
+            "phone.avif": ("avif", "uint8", (3, 17, 26)),
             "gray8.png": ("png", "uint8", (1, 37, 31)), "rgb8.png": ("png", "uint8", (3, 30, 41)),
             "rgba8.png": ("png", "uint8", (4, 20, 22)), "photo.jpg": ("jpeg", "uint8", (3, 24, 24)),
             "gray16.png": ("png", "uint16", (1, 33, 29)), "gray16.tif": ("tiff", "uint16", (1, 35, 27)),
@@ -636,7 +638,8 @@ def test_stack_nodata_value_does_not_leak_into_valid_pixels(stack_den: StackDeno
 def bundled(runs: dict[str, Path], run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every bundled model installed (untrained tiny copies) in a temporary pretrained folder."""
     root = tmp_path / "pretrained"
-    for key, folder in (("gray", "image_gray"), ("color", "image_color"), ("stack", "multispectral")):
+    for key, folder in (("gray", "image_gray"), ("color", "image_color"), ("color", "image_color_real"),
+                        ("stack", "multispectral")):
         shutil.copytree(runs[key], root / folder)
     shutil.copytree(run_dir, root / "speech_default")
     monkeypatch.setattr(xmodal.pretrained, "_HERE", root)
@@ -649,7 +652,8 @@ def test_cli_auto_picks_modality_and_default_model(bundled: Path, tmp_path: Path
 
     loaded: list[str | None] = []
     real_load = den_mod.load
-    monkeypatch.setattr(den_mod, "load", lambda name, device="cpu", precision="fp32": loaded.append(name) or real_load(name, device, precision))
+    monkeypatch.setattr(den_mod, "load", lambda name, device="cpu", precision="fp32":
+                        loaded.append(name) or real_load(name, device, precision))
     folder = tmp_path / "in"
     write_images(folder)
     tifffile.imwrite(folder / "cube.tif", np.zeros((6, 16, 16), np.uint16) + 7, photometric="minisblack",
@@ -659,7 +663,8 @@ def test_cli_auto_picks_modality_and_default_model(bundled: Path, tmp_path: Path
     out = tmp_path / "out"
     assert main([str(folder), "-o", str(out), "--quiet", "--tile", "24", "--overlap", "8"]) == 0
     assert sorted(os.listdir(out)) == sorted([*write_images(tmp_path / "again"), "cube.tif", "talk.wav"])
-    assert sorted(loaded) == ["image_color", "image_gray", "multispectral", "speech"]  # each once
+    # each once; the colour photos in camera formats (photo.jpg, phone.avif) get the model trained on camera noise
+    assert sorted(loaded) == ["image_color", "image_color_real", "image_gray", "multispectral", "speech"]
     assert tifffile.imread(out / "cube.tif").shape == (6, 16, 16)
     assert sf.info(str(out / "talk.wav")).frames == 4000
 
@@ -683,6 +688,28 @@ def test_cli_folder_is_one_stack_with_modality_multispectral(bundled: Path, tmp_
     # without it, a folder expands to its files: each single-band TIFF is a gray image
     assert main([str(tmp_path / "scene"), "-o", str(tmp_path / "out2"), "--quiet"]) == 0
     assert sorted(os.listdir(tmp_path / "out2")) == ["B1.tif", "B2.tif", "B3.tif", "B4.tif"]
+
+
+def test_default_image_model_by_channels_and_format(tmp_path: Path) -> None:
+    """Colour photos in a camera format (JPEG, HEIC, AVIF) -> the model trained on camera noise; other colour images
+    -> the white-noise colour model; gray and CMYK -> the gray model; more than 4 channels in TIFF/npy -> stacks."""
+    import xmodal.denoise as den_mod
+
+    kinds = write_images(tmp_path)
+    rgb = np.zeros((3, 8, 8), np.float32)
+    write_image(tmp_path / "IMG_0001.HEIC", rgb, "uint8")
+    write_image(tmp_path / "photo.jpeg", rgb, "uint8")
+    write_image(tmp_path / "gray.jpg", rgb[:1], "uint8")
+    Image.new("CMYK", (8, 8)).save(tmp_path / "print.jpg")
+    np.save(tmp_path / "cube.npy", np.zeros((6, 8, 8), np.float32))
+    expected = {"photo.jpg": "image_color_real", "phone.avif": "image_color_real", "IMG_0001.HEIC": "image_color_real",
+                "photo.jpeg": "image_color_real", "rgb8.png": "image_color", "rgba8.png": "image_color",
+                "rgba8.webp": "image_color", "hwc.npy": "image_color", "gray.jpg": "image_gray",
+                "print.jpg": "image_gray", "gray16.tif": "image_gray", "cube.npy": "multispectral"}
+    assert set(expected) - {"IMG_0001.HEIC", "photo.jpeg", "gray.jpg", "print.jpg", "cube.npy"} <= set(kinds)
+    for name, model in expected.items():
+        assert den_mod._default_image_model(tmp_path / name, None)[1] == model, name
+    assert den_mod._default_image_model(tmp_path / "cube.npy", "image") == ("image", "image_gray")  # --modality image
 
 
 def test_cli_missing_bundled_model_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -665,13 +665,15 @@ def test_cli_denoises_clips(runs: dict[str, Path], tmp_path: Path, capsys) -> No
 
 def test_cli_picks_the_colour_or_gray_video_model_per_clip(runs: dict[str, Path], tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    """Without --model, RGB clips (video files, (T, H, W, 3) arrays, folders of RGB frames) go to the bundled
-    `video_color` model and gray ones to `video_gray`; each model is loaded once and each output is that model's."""
+    """Without --model, RGB clips go to the bundled `video_color_real` model when they are video files (camera
+    footage) and to `video_color` when they are (T, H, W, 3) arrays or folders of RGB frames, and gray ones to
+    `video_gray`; each model is loaded once and each output is that model's."""
     import xmodal.denoise as den_mod
 
     root = tmp_path / "pretrained"
     shutil.copytree(runs["gray"], root / "video_gray")
     shutil.copytree(runs["color"], root / "video_color")
+    shutil.copytree(runs["color"], root / "video_color_real")
     monkeypatch.setattr(xmodal.pretrained, "_HERE", root)
     loaded: list[str | None] = []
     real_load = den_mod.load
@@ -697,11 +699,11 @@ def test_cli_picks_the_colour_or_gray_video_model_per_clip(runs: dict[str, Path]
     assert den_mod._default_video_model(inp / "gray_frames") == "video_gray"
     write_clip(inp / "rgb.mkv", rgb)
     write_clip(inp / "gray.mkv", gray)  # a gray stream
-    assert den_mod._default_video_model(inp / "rgb.mkv") == "video_color"
+    assert den_mod._default_video_model(inp / "rgb.mkv") == "video_color_real"
     assert den_mod._default_video_model(inp / "gray.mkv") == "video_gray"
     loaded.clear()
     assert main([str(inp / "rgb.mkv"), str(inp / "gray.mkv"), "-o", str(tmp_path / "out2"), "--quiet"]) == 0
-    assert sorted(loaded) == ["video_color", "video_gray"]
+    assert sorted(loaded) == ["video_color_real", "video_gray"]
     assert read_clip(tmp_path / "out2" / "rgb.mkv")[1].shape == (3, 3, 20, 24)
     assert read_clip(tmp_path / "out2" / "gray.mkv")[1].shape == (3, 1, 20, 24)
 
@@ -1006,7 +1008,8 @@ def test_cli_and_evaluate_on_video_files(runs: dict[str, Path], tmp_path: Path, 
     # an image model given a video file, and a video model given an audio file
     assert main([str(tmp_path / "noisy" / "pan.mkv"), "-o", str(tmp_path / "o2"), "--model",
                  str(make_run(tmp_path / "img", TINY_IMAGE, [])), "--quiet"]) == 1
-    assert "pan.mkv: the model is an image model; this is a video file" in capsys.readouterr().err
+    assert ("pan.mkv: the model is an image model; this is a video file (use a video model, e.g. video_photo for "
+            "phone and camera footage, or leave --model and --modality out)") in capsys.readouterr().err
 
 
 def test_subsample_denoises_the_sub_clips_of_every_other_pixel(runs: dict[str, Path], tmp_path: Path) -> None:

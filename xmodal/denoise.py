@@ -9,7 +9,8 @@ line::
 count), :class:`ImageDenoiser` (images of any size, tiled; bit depth and format of files kept),
 :class:`StackDenoiser` (multispectral stacks of any band count: multi-band TIFF/.npy files or folders of single-band
 TIFFs) or :class:`VideoDenoiser` (clips of any length: folders of frames or ``(T, H, W[, C])`` .npy files, streamed
-frame by frame with their temporal neighbours). Without ``--model`` the command line picks the modality and a bundled model per file (see ``--help``).
+frame by frame with their temporal neighbours). Without ``--model`` the command line picks the modality and a bundled
+model per file (see ``--help``).
 
 Images and stacks go through :func:`xmodal.tiling.tiled_apply` (overlapping tiles aligned to the U-Net's grid,
 blended smoothly), so memory is the output plus one tile; stacks are also cut into groups of bands.
@@ -1516,8 +1517,8 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
             causal speech, streams; ``"image_gray"``/``"gray"``/``"image"``; ``"image_color"``/``"color"``/
             ``"colour"``; ``"image_color_real"``/``"color_real"``/``"colour_real"``/``"photo"``: colour photos with
             camera noise; ``"multispectral"``/``"stack"``; ``"video_gray"``/``"video"``; ``"video_color"``/
-            ``"video_colour"``); a run
-            directory (``config.yaml`` + ``model.safetensors``); a ``.safetensors`` file with an embedded config; or
+            ``"video_colour"``; ``"video_color_real"``/``"video_colour_real"``/``"video_photo"``: colour video with
+            camera noise); a run directory (``config.yaml`` + ``model.safetensors``); a ``.safetensors`` file with an embedded config; or
             an ``.onnx`` file written by ``python -m xmodal.export`` (the network then runs in ONNX Runtime, CPU).
         device: ``cpu`` or ``cuda``.
         precision: image and stack models: ``fp32``, ``bf16`` or ``auto`` (see :class:`ImageDenoiser`); speech
@@ -1670,13 +1671,20 @@ def _alpha_channels(mode: str) -> int:
     return 1 if mode in ("LA", "RGBA") else 0
 
 
+_CAMERA_SUFFIXES = (".jpg", ".jpeg", ".heic", ".heif", ".avif")  # what cameras and phones save photos as
+
+
 def _default_image_model(path: Path, forced: str | None) -> tuple[str, str]:
-    """``(modality, bundled model name)`` for an image file from its channel count (auto or ``--modality image``)."""
+    """``(modality, bundled model name)`` for an image file from its channel count and format (auto or ``--modality
+    image``): colour photos in a camera format (JPEG, HEIC, AVIF) get the model trained on camera noise, other colour
+    images the white-noise one."""
     channels, mode = _peek_channels(path)
     colour = channels - _alpha_channels(mode)  # an alpha channel is copied, not denoised
     if forced is None and channels > 4 and path.suffix.lower() in _STACK_SUFFIXES:
         return "multispectral", "multispectral"
-    return "image", "image_color" if colour == 3 and mode != "CMYK" else "image_gray"
+    if colour != 3 or mode == "CMYK":
+        return "image", "image_gray"
+    return "image", "image_color_real" if path.suffix.lower() in _CAMERA_SUFFIXES else "image_color"
 
 
 def _audio_only(src: Path) -> bool:
@@ -1692,18 +1700,18 @@ def _audio_only(src: Path) -> bool:
 
 
 def _default_video_model(src: Path) -> str:
-    """The bundled model for a clip: ``video_color`` for 3-channel frames (RGB: video files other than gray streams,
-    ``(T, H, W, 3)`` arrays, folders of RGB or RGBA frames), else ``video_gray`` (which denoises any channel count,
-    channel by channel). Only a header is read (the stream's pixel format, the array's shape, the first frame's
-    header); a clip that cannot be read this way gets ``video_gray``, whose reader then reports why with the file's
-    name."""
+    """The bundled model for a clip: for 3-channel frames ``video_color_real`` (trained on camera noise) for video
+    files, which hold what cameras and phones filmed, and ``video_color`` (white noise) for ``(T, H, W, 3)`` arrays
+    and folders of RGB or RGBA frames; else ``video_gray`` (which denoises any channel count, channel by channel).
+    Only a header is read (the stream's pixel format, the array's shape, the first frame's header); a clip that cannot
+    be read this way gets ``video_gray``, whose reader then reports why with the file's name."""
     from xmodal.videoio import VIDEO_EXTENSIONS, clip_frames, video_channels
 
     try:
         if src.is_dir():
             colour = _peek_channels(clip_frames(src)[0])[1] in ("RGB", "RGBA")  # RGBA: the alpha is copied
         elif src.suffix.lower() in VIDEO_EXTENSIONS:
-            colour = video_channels(src) == 3
+            return "video_color_real" if video_channels(src) == 3 else "video_gray"
         else:
             shape = np.load(src, mmap_mode="r", allow_pickle=False).shape
             colour = len(shape) == 4 and shape[-1] == 3
@@ -1793,8 +1801,8 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
         raise ValueError(f"{src}: {why}; this is {_KIND['speech']} (use a speech model, or leave --model and "
                          "--modality out)")
     if kind == "video" and target != "video":
-        raise ValueError(f"{src}: {why}; this is a video file (use a video model, or leave --model and --modality "
-                         "out)")
+        raise ValueError(f"{src}: {why}; this is a video file (use a video model, e.g. video_photo for phone and "
+                         "camera footage, or leave --model and --modality out)")
     if target == "image":
         if kind == "folder":  # unreachable: folders are expanded for image models
             raise ValueError(f"{src}: {why}; a folder is read as one stack by multispectral models only")
@@ -1820,26 +1828,28 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m xmodal.denoise",
         description="Denoise audio files (WAV, FLAC, OGG, Opus, MP3, M4A...; any rate, channel count and length), "
                     "images (PNG, JPEG, BMP, WebP, AVIF, TIFF, .npy, HEIC; bit depth and format kept), multispectral "
-                    "stacks (multi-band TIFF/.npy files, or folders of single-band TIFFs with --modality multispectral) "
-                    "and video clips (video files such as .mp4 with PyAV installed, their sound kept in sync (--audio); "
-                    "folders of frames or (T, H, W[, C]) .npy files with --modality video or a video --model) into "
-                    "OUT_DIR, keeping their names. Without --model the modality and the bundled model follow each "
-                    "file: audio (and video files holding sound only) -> 'speech', 1-channel images -> 'image_gray', "
-                    "3/4-channel -> 'image_color', TIFF/.npy with more than 4 channels -> 'multispectral', video "
-                    "files -> 'video_color' (colour) or 'video_gray' (gray). The image models are trained on white "
-                    "Gaussian noise: for colour photos from a camera or phone use --model photo. Exit status: 0 all "
-                    "done, 1 some files "
-                    "failed (each is reported with its reason), 2 usage error or model not loadable.")
+                    "stacks (multi-band TIFF/.npy files, or folders of single-band TIFFs with --modality "
+                    "multispectral) and video clips (video files such as .mp4 with PyAV installed, their sound kept "
+                    "in sync (--audio); folders of frames or (T, H, W[, C]) .npy files with --modality video or a "
+                    "video --model) into OUT_DIR, keeping their names. Without --model the modality and the bundled "
+                    "model follow each file: audio (and video files holding sound only) -> 'speech', 1-channel "
+                    "images -> 'image_gray', colour JPEG/HEIC/AVIF photos -> 'image_color_real' (trained on camera "
+                    "noise), other 3/4-channel images -> 'image_color' (white Gaussian noise), TIFF/.npy with more "
+                    "than 4 channels -> 'multispectral', colour video files -> 'video_color_real' (camera noise), "
+                    "gray ones -> 'video_gray', colour frame folders and .npy clips -> 'video_color' (white noise). "
+                    "--model color or --model video_color for white noise, --model photo or --model video_photo for "
+                    "camera noise. Exit status: 0 all done, 1 some files failed (each is reported with its reason), "
+                    "2 usage error or model not loadable.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUT_DIR", help="folder for the outputs (created)")
     p.add_argument("--model", default=None, metavar="RUN_DIR_OR_NAME",
                    help="run directory, .safetensors file, .onnx export or bundled name (e.g. speech_rt: the causal "
-                        "real-time speech model; photo: colour photos with camera noise); its modality decides "
-                        "(default: a bundled model per file)")
+                        "real-time speech model; photo / video_photo: colour photos / video with camera noise); its "
+                        "modality decides (default: a bundled model per file)")
     p.add_argument("--modality", choices=["auto", "speech", "image", "multispectral", "video"], default="auto",
                    help="treat every input as this modality (default auto: from the file, or from --model); with "
                         "multispectral a folder is one stack, with video one clip (bundled model 'video_color' for RGB "
-                        "frames, else 'video_gray')")
+                        "frames, 'video_color_real' for colour video files, else 'video_gray')")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
     p.add_argument("--mix", type=float, default=1.0, help="speech: dry/wet: 0 = input, 1 = fully denoised (default 1)")
     p.add_argument("--atten-limit-db", type=float, default=None, metavar="DB",
@@ -1867,8 +1877,8 @@ def _parser() -> argparse.ArgumentParser:
                         "with 'color_real' (default 1: off)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
-                   help="image/stack/video models: bf16 is about twice as fast on CPUs with AVX-512 BF16 / AMX (auto: bf16 "
-                        "where native); speech always runs in fp32 (default fp32)")
+                   help="image/stack/video models: bf16 is about twice as fast on CPUs with AVX-512 BF16 / AMX "
+                        "(auto: bf16 where native); speech always runs in fp32 (default fp32)")
     p.add_argument("--value-range", default=None, metavar="auto|LO,HI",
                    help="images and video: the values that map to the model's [0, 1], in the file's units: LO,HI "
                         "(e.g. 0,4095 for 12-bit data in 16-bit files) or auto (the 0.1-99.9 percentiles of the "
