@@ -665,9 +665,9 @@ def test_cli_denoises_clips(runs: dict[str, Path], tmp_path: Path, capsys) -> No
 
 def test_cli_picks_the_colour_or_gray_video_model_per_clip(runs: dict[str, Path], tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    """Without --model, RGB clips go to the bundled `video_color_real` model when they are video files (camera
-    footage) and to `video_color` when they are (T, H, W, 3) arrays or folders of RGB frames, and gray ones to
-    `video_gray`; each model is loaded once and each output is that model's."""
+    """Without --model, RGB clips go to the bundled `video_color_real` model when they are camera footage (video files,
+    folders of JPEG frames) and to `video_color` when they are (T, H, W, 3) arrays or folders of PNG frames, and gray
+    ones to `video_gray`; each model is loaded once and each output is that model's."""
     import xmodal.denoise as den_mod
 
     root = tmp_path / "pretrained"
@@ -697,6 +697,10 @@ def test_cli_picks_the_colour_or_gray_video_model_per_clip(runs: dict[str, Path]
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "gray.npy"), mono.denoise(np.load(inp / "gray.npy")))
     assert den_mod._default_video_model(inp / "rgb_frames") == "video_color"
     assert den_mod._default_video_model(inp / "gray_frames") == "video_gray"
+    write_frames(inp / "jpeg_frames", rgb, ext=".jpg")  # frames a camera wrote, or extracted from its video
+    write_frames(inp / "gray_jpeg_frames", gray, ext=".jpg")
+    assert den_mod._default_video_model(inp / "jpeg_frames") == "video_color_real"
+    assert den_mod._default_video_model(inp / "gray_jpeg_frames") == "video_gray"
     write_clip(inp / "rgb.mkv", rgb)
     write_clip(inp / "gray.mkv", gray)  # a gray stream
     assert den_mod._default_video_model(inp / "rgb.mkv") == "video_color_real"
