@@ -1016,10 +1016,10 @@ class ImageDenoiser:
                      subsample: int = 1, progress: bool = False, value_range: ValueRange = None) -> Path:
         """Denoise an image file into ``dst`` at the input's bit depth (uint8, uint16, float) and layout.
 
-        The format follows ``dst``'s extension (``.png``, ``.jpg``, ``.bmp``, ``.webp``, ``.tif``, ``.npy``,
-        ``.heic``); GeoTIFF tags are kept. An alpha channel (gray+alpha, RGBA) is copied unchanged. The output is
-        written to a temp file in ``dst``'s folder and renamed when complete, so a failure never leaves a partial
-        file.
+        The format follows ``dst``'s extension (``.png``, ``.jpg``, ``.bmp``, ``.webp``, ``.avif``, ``.tif``,
+        ``.npy``, ``.heic``); GeoTIFF tags are kept. An alpha channel (gray+alpha, RGBA) is copied unchanged. The
+        output is written to a temp file in ``dst``'s folder and renamed when complete, so a failure never leaves a
+        partial file.
 
         Args:
             src: the noisy image (PNG, JPEG, BMP, WebP, AVIF, TIFF, ``.npy`` or HEIC; see

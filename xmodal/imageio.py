@@ -6,7 +6,8 @@ Images: ``image (C, H, W) float32`` with dtype-aware scaling, never silently 8-b
 file dtype    value in ``image``     formats
 ============  =====================  ==============================================================
 uint8         ``v / 255``            PNG (L, LA, RGB, RGBA; 1-bit and palette expanded), JPEG, BMP (L, RGB),
-                                     WebP (RGB, RGBA; written lossless), TIFF, npy, HEIC (L, RGB, RGBA)
+                                     WebP (RGB, RGBA; written lossless), AVIF (L, RGB, RGBA), TIFF, npy,
+                                     HEIC (L, RGB, RGBA)
 uint16        ``v / 65535``          PNG (L, LA, RGB, RGBA; colour through imagecodecs, as Pillow would
                                      reduce it to 8 bits), TIFF, npy, 10- and 12-bit HEIC (level
                                      ``v_d`` of a d-bit file as ``v_d * 65535 / (2**d - 1)``)
@@ -98,8 +99,7 @@ class ImageInfo:
 
     Attributes:
         format: container read (``"png"``, ``"jpeg"``, ``"bmp"``, ``"webp"``, ``"avif"``, ``"tiff"``, ``"npy"``,
-            ``"heif"``),
-            detected from the content for the Pillow formats.
+            ``"heif"``), detected from the content for the Pillow formats.
         dtype: numpy name of the stored sample type (``"uint8"``, ``"uint16"``, ``"float32"``...).
         bit_depth: bits per sample (8, 16, 32, 64).
         channels: ``C`` of the returned ``(C, H, W)`` image.
@@ -110,12 +110,12 @@ class ImageInfo:
         tiff_compression: ``(compression, predictor)`` TIFF codes of a TIFF (``(1, 1)``: none), written back (lossy
             compressions as Deflate).
         metadata: what the file says about how to show its pixels, written back where the output format can hold
-            it: ``("icc_profile", bytes)`` (colour space; PNG, JPEG, WebP, TIFF), ``("exif", bytes)`` (camera
-            data, including the orientation viewers rotate by; PNG, JPEG, WebP; a TIFF keeps the orientation only, as
-            its Orientation tag) and ``("dpi", (x, y))`` (PNG, JPEG, BMP, TIFF). 16-bit colour PNGs keep all three as
-            well (xmodal writes their iCCP, eXIf and pHYs chunks). HEIC keeps the ICC profile and EXIF, and records
-            ``("heif_bit_depth", 8 | 10 | 12)``: 10- and 12-bit images are read as uint16 and written back at their
-            depth.
+            it: ``("icc_profile", bytes)`` (colour space; PNG, JPEG, WebP, AVIF, TIFF), ``("exif", bytes)``
+            (camera data, including the orientation viewers rotate by; PNG, JPEG, WebP, AVIF; a TIFF keeps the
+            orientation only, as its Orientation tag) and ``("dpi", (x, y))`` (PNG, JPEG, BMP, TIFF). 16-bit colour
+            PNGs keep all three as well (xmodal writes their iCCP, eXIf and pHYs chunks). HEIC keeps the ICC profile
+            and EXIF, and records ``("heif_bit_depth", 8 | 10 | 12)``: 10- and 12-bit images are read as uint16 and
+            written back at their depth.
     """
 
     format: ImageFormat
@@ -183,19 +183,20 @@ def pillow_formats() -> list[str]:
     return [f.upper() for f in PILLOW_FORMATS if f.upper() in Image.OPEN]
 
 
-def _check_avif_support(path: Path) -> None:
+def _check_avif_support(path: Path, error: type[Exception]) -> None:
+    """``error`` naming ``path`` when this Pillow cannot read and write AVIF."""
     if "AVIF" not in pillow_formats():
-        raise ImageReadError(f"{path}: AVIF files need Pillow 11.3 or later built with libavif (the PyPI wheels are): "
-                             "pip install -U Pillow")
+        raise error(f"{path}: AVIF files need Pillow 11.3 or later built with libavif (the PyPI wheels are): "
+                    "pip install -U Pillow")
 
 
-def _check_avif_depth(path: Path) -> None:
-    """Refuse an AVIF file (whatever its extension) whose samples have more than 8 bits (declared in its ``pixi``
-    box): Pillow would reduce them to 8 bits."""
+def _check_avif_depth(path: Path, start: bytes) -> None:
+    """Refuse an AVIF file (whatever its extension; ``start``: its first bytes) whose samples have more than 8 bits
+    (declared in its ``pixi`` box): Pillow would reduce them to 8 bits."""
+    if start[4:8] != b"ftyp" or start[8:12] not in (b"avif", b"avis"):
+        return
     with open(path, "rb") as f:
         head = f.read(1 << 16)  # the meta box, with the item properties, comes first
-    if head[4:8] != b"ftyp" or head[8:12] not in (b"avif", b"avis"):
-        return
     i = head.find(b"pixi")
     if i >= 4 and len(head) > i + 8:  # box: size, "pixi", version and flags (4 bytes), channel count, bits per channel
         bits = tuple(head[i + 9:i + 9 + head[i + 8]])
@@ -334,10 +335,9 @@ def _nodata(tags: tuple[TiffTag, ...]) -> float | None:
     return None
 
 
-def _png_header(path: Path) -> tuple[int, int] | None:
-    """``(bit_depth, colour_type)`` from a PNG's IHDR, or ``None`` when the file is not a PNG."""
-    with open(path, "rb") as f:
-        head = f.read(26)
+def _png_header(head: bytes) -> tuple[int, int] | None:
+    """``(bit_depth, colour_type)`` from a PNG's IHDR (in the file's first 26 bytes ``head``), or ``None`` when the
+    file is not a PNG."""
     if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         return None
     return head[24], head[25]
@@ -401,7 +401,9 @@ def _with_png_metadata(png: bytes, metadata: tuple[tuple[str, Any], ...]) -> byt
 def _read_pillow(path: Path) -> tuple[np.ndarray, str, str, tuple[tuple[str, Any], ...]]:
     """Stored array ``(H, W)`` or ``(H, W, C)``, format, mode and metadata of a PNG, JPEG, BMP, WebP or AVIF
     file."""
-    header = _png_header(path)
+    with open(path, "rb") as f:
+        start = f.read(26)
+    header = _png_header(start)
     Image = _import_pil()
     if header is not None and header[0] == 16 and header[1] in (2, 4, 6):  # Pillow would reduce these to 8 bits
         arr = _read_png16_colour(path, header[1])
@@ -409,7 +411,7 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str, str, tuple[tuple[str, Any
             meta = _pillow_metadata(im)
         return arr, "png", {2: "RGB", 4: "LA", 6: "RGBA"}[header[1]], meta
     try:
-        _check_avif_depth(path)
+        _check_avif_depth(path, start)
         with Image.open(path, formats=pillow_formats()) as im:
             im.load()
             fmt = im.format.lower()
@@ -494,7 +496,7 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
     meta: tuple[tuple[str, Any], ...] = ()
     if fmt in PILLOW_FORMATS:
         if fmt == "avif":
-            _check_avif_support(path)
+            _check_avif_support(path, ImageReadError)
         stored, fmt, mode, meta = _read_pillow(path)
         arr, layout = (stored[None], "HW") if stored.ndim == 2 else (stored.transpose(2, 0, 1), "HWC")
         # (H, W) -> (1, H, W); (H, W, C) -> (C, H, W)
@@ -637,7 +639,7 @@ def read_image(path: PathLike) -> tuple[np.ndarray, ImageInfo]:
         ImageReadError: missing file, unknown extension, corrupt or truncated file, not an image, empty array,
             unsupported dtype (bool, complex, int64... in ``.npy``), NaN/inf in float data, wrong number of dims,
             several TIFF series, an AVIF of more than 8 bits or without a Pillow that reads AVIF.
-        ImportError: Pillow (PNG/JPEG/BMP/WebP), imagecodecs (16-bit colour PNG) or tifffile (TIFF) is not
+        ImportError: Pillow (PNG/JPEG/BMP/WebP/AVIF), imagecodecs (16-bit colour PNG) or tifffile (TIFF) is not
             installed.
 
     Example:
@@ -717,9 +719,7 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
                                  f"with {C} channel{'s' * (C != 1)} (write .png, .tif or .npy)")
             if fmt == "avif":
                 _check_quality(quality)
-                if "AVIF" not in pillow_formats():
-                    raise ValueError(f"{path}: writing AVIF needs Pillow 11.3 or later built with libavif: "
-                                     "pip install -U Pillow")
+                _check_avif_support(path, ValueError)
             mode = _MODES[C]
         elif dtype.name == "uint8" and C <= 4:
             mode = _MODES[C]
