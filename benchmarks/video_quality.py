@@ -16,13 +16,18 @@ squared error, SSIM averaged over frames, temporal PSNR (the PSNR of the frame-t
 
     python benchmarks/video_quality.py [--data ../shared/data] [--set set12|kodak-valid] [--sigma 25] [--frames 10]
                                        [--motions 0,3,6] [--model video] [--image-model gray] [--also MODEL ...]
-                                       [--align-range N] [--objects] [--camera SETTING] [--bm3d] [--json out.json]
+                                       [--align-range N] [--objects] [--camera SETTING] [--h264-crf N] [--bm3d]
+                                       [--json out.json]
 
 ``--camera bright|indoor|dim`` replaces the white noise by camera-pipeline noise (``xmodal.noise.camera``, the settings
 of ``image_realnoise.py``): one camera films each clip (its white balance, mosaic phase and JPEG grid drawn once from
 ``(seed, image index)``), shot and read noise drawn independently in every frame, every frame JPEG-coded (an intra-only
 stand-in for a video codec); the noisy frames are 8-bit. For phone video: ``--set kodak-valid --camera indoor
 --image-model photo --also video_color_real``.
+
+``--h264-crf N`` codes each noisy clip as one H.264 video (``xmodal.noise.h264``: libx264 at CRF ``N``, preset
+``--h264-preset``, default ``medium``, 4:2:0 BT.709) as a phone or a video site stores it; with ``--camera`` the frames
+are then not JPEG-coded.
 
 ``--objects`` adds local motion: an elliptic object cut from another image of the set moves over each clip on its own
 path (what a global translation cannot align), the video model's weak point. ``--also`` scores more video models on
@@ -49,7 +54,7 @@ from _common import (CAMERA_SETTINGS, DEFAULT_DATA, IMAGE_SETS, best_time, held_
 
 from xmodal.imageio import read_image  # noqa: E402
 from xmodal.metrics import MetricAccumulator, video_metrics  # noqa: E402
-from xmodal.noise import camera  # noqa: E402
+from xmodal.noise import camera, h264  # noqa: E402
 
 
 DEFAULT_MODELS = {"set12": ("video", "gray"), "kodak-valid": ("video_color", "color")}  # video, image model
@@ -76,6 +81,9 @@ def main() -> None:
     p.add_argument("--object-speed", type=int, default=4, help="the object's largest speed, px/frame per axis")
     p.add_argument("--camera", choices=sorted(CAMERA_SETTINGS), default=None,
                    help="camera-pipeline noise at this setting instead of white Gaussian noise (--sigma unused)")
+    p.add_argument("--h264-crf", type=int, default=None,
+                   help="code each noisy clip with H.264 at this CRF (with --camera: instead of JPEG frames)")
+    p.add_argument("--h264-preset", default="medium", help="libx264 preset of --h264-crf (default medium)")
     p.add_argument("--bm3d", action="store_true", help="also BM3D frame by frame (slow: seconds per frame)")
     p.add_argument("--align-range", type=int, default=None, help="video model's motion search range in pixels "
                                                                  "(default: its config's)")
@@ -107,12 +115,16 @@ def main() -> None:
 
         methods.append("BM3D frame by frame")
     results: dict = {"sigma": None if args.camera else args.sigma, "camera": args.camera, "frames": args.frames,
+                     "h264_crf": args.h264_crf, "h264_preset": args.h264_preset,
                      "jitter": args.jitter, "seed": args.seed,
                      "objects": args.objects, "object_speed": args.object_speed,
                      "precision": args.precision, "motions": {}}
     noise = (f"camera noise '{args.camera}' (peak {CAMERA_SETTINGS[args.camera][0]:g}, read "
-             f"{CAMERA_SETTINGS[args.camera][1]:g}, JPEG q{CAMERA_SETTINGS[args.camera][2]})" if args.camera
+             f"{CAMERA_SETTINGS[args.camera][1]:g}"
+             + (f", JPEG q{CAMERA_SETTINGS[args.camera][2]})" if args.h264_crf is None else ")") if args.camera
              else f"sigma {args.sigma:g}")
+    if args.h264_crf is not None:
+        noise += f", H.264 CRF {args.h264_crf} ({args.h264_preset})"
     print(f"{args.set} clips, {args.frames} frames, {noise}, jitter {args.jitter} px"
           + (f", a moving object (up to {args.object_speed} px/frame)" if args.objects else "")
           + f"; video model {video!r}; image model {args.image_model}")
@@ -135,10 +147,13 @@ def main() -> None:
                 peak, read, quality = CAMERA_SETTINGS[args.camera]
                 gen = torch.Generator().manual_seed(int(np.random.default_rng((args.seed, k)).integers(2 ** 62)))
                 noisy = camera(torch.from_numpy(clean.astype(np.float32)), peak, read, gen,
-                               jpeg_quality=(quality, quality), frames=len(clean)).numpy()
+                               jpeg_quality=(quality, quality) if args.h264_crf is None else None,
+                               frames=len(clean)).numpy()
             else:
                 rng = np.random.default_rng((args.seed, k))
                 noisy = (clean + sigma * rng.standard_normal(clean.shape)).astype(np.float32)
+            if args.h264_crf is not None:
+                noisy = h264(torch.from_numpy(noisy), args.h264_crf, frames=len(noisy), preset=args.h264_preset).numpy()
             outs = {methods[0]: noisy,
                     methods[1]: to_8bit(np.stack([image.denoise(frame) for frame in noisy])),
                     methods[2]: to_8bit(video.denoise(noisy))}

@@ -146,10 +146,13 @@ def test_noise_mix_in_a_recipe():
 
     c = load_config("recipes/image_color_real_bundled.yaml").image
     assert [s.kind for s in (c.noise, *c.noise_mix)] == ["camera", "gaussian"]
-    assert noise_description(c) == ("noise camera sigma 0.0000..0.0120 peak 30..10000 + gaussian sigma "
+    assert noise_description(c) == ("noise camera sigma 0.0000..0.0120 peak 30..10000 JPEG q60..100 + gaussian sigma "
                                     "0.0000..0.1961")
     c = load_config("recipes/tiny_image.yaml", ["image.noise_mix=[{kind: rician, sigma: [0.0, 0.1]}]"]).image
     assert c.noise_mix == (NoiseSpec(kind="rician", sigma=(0.0, 0.1)),)
+    c = load_config("recipes/video_color_real_bundled_stage2.yaml").image
+    assert noise_description(c) == ("noise camera sigma 0.0000..0.0120 peak 30..10000 H.264 CRF 15..32 + camera sigma "
+                                    "0.0000..0.0120 peak 30..10000 JPEG q60..100 + gaussian sigma 0.0000..0.1961")
 
 
 def test_augmentation_keeps_content():

@@ -22,6 +22,7 @@ from xmodal.noise import (
     camera,
     curriculum_sigma,
     gaussian,
+    h264,
     linear_to_srgb,
     poisson_gaussian,
     rician,
@@ -578,6 +579,93 @@ def test_camera_jpeg_is_on_the_8_bit_grid_and_deterministic():
     assert camera(x[:, :1], 300.0, 0.002, gen(1), jpeg_quality=(90, 90)).shape == (2, 1, 20, 27)  # gray JPEG
     spec = NoiseSpec(kind="camera", jpeg_quality=[70, 90])
     assert spec.jpeg_quality == (70, 90) and hash(spec)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(1 / (a.double() - b.double()).pow(2).mean()))
+
+
+def smooth(n: int, c: int, h: int, w: int, seed: int) -> torch.Tensor:
+    """Random colours varying over about 16 pixels (white-noise pixels would be mostly lost to 4:2:0 chroma)."""
+    coarse = torch.rand(n, c, h // 16 + 2, w // 16 + 2, generator=gen(seed))
+    return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True).clamp(0, 1)
+
+
+def test_h264_codes_clips_as_video():
+    """H.264 noise: 8-bit output of the input's shape; more loss at a higher CRF; reproducible; a clip of several
+    frames is coded with prediction between frames (the noise of a still scene stays put), a one-frame clip is a
+    still (every frame coded on its own flickers)."""
+    x = smooth(1, 3, 48, 64, 1)
+    scene = (x + 0.02 * torch.randn(6, 3, 48, 64, generator=gen(2))).clamp(0, 1)  # a still scene, noise per frame
+    coded = {crf: h264(scene, crf, frames=6) for crf in (12, 30, 45)}
+    for out in coded.values():
+        assert out.shape == scene.shape and out.dtype == scene.dtype and 0 <= out.min() and out.max() <= 1
+        assert torch.allclose(out * 255, (out * 255).round(), atol=1e-4)
+    assert psnr(coded[12], scene) > psnr(coded[30], scene) + 1.5 > psnr(coded[45], scene) + 3
+    assert torch.equal(h264(scene, 30, frames=6), coded[30])
+
+    def flicker(clip: torch.Tensor) -> float:
+        return float((clip[1:] - clip[:-1]).pow(2).mean().sqrt())
+
+    stills = h264(scene, 35)  # frames=1: six one-frame videos
+    assert flicker(h264(scene, 35, frames=6)) < 0.25 * flicker(stills)
+    assert flicker(stills) > 0.5 * flicker(scene)
+    # gray and odd sizes (padded for 4:2:0 and cropped back); any leading dimensions
+    gray = torch.rand(2, 2, 1, 17, 23, generator=gen(3))
+    out = h264(gray, 20, frames=2)
+    assert out.shape == gray.shape and psnr(out, gray) > 25
+
+
+def test_h264_draws_one_crf_per_clip():
+    x = torch.rand(12, 3, 24, 40, generator=gen(4))
+    out = h264(x, (20, 35), gen(5), frames=4)
+    assert torch.equal(out, h264(x, (20, 35), gen(5), frames=4))
+    drawn = []
+    for k in range(3):  # each clip is its own video at one CRF of the range
+        clip = slice(4 * k, 4 * k + 4)
+        drawn.append([crf for crf in range(20, 36) if torch.equal(h264(x[clip], crf, frames=4), out[clip])])
+        assert len(drawn[-1]) >= 1
+    assert len({tuple(d) for d in drawn}) > 1
+
+
+def test_h264_in_noise_spec_and_apply_noise():
+    spec = NoiseSpec(kind="gaussian", sigma=[0.05, 0.05], h264_crf=[18, 26])
+    assert spec.h264_crf == (18, 26) and hash(spec) and NoiseSpec(h264_crf=23).h264_crf == (23, 23)
+    x = smooth(2, 3, 32, 32, 6)
+    noisy, sigma_map = apply_noise(x, spec, gen(7))
+    plain, plain_map = apply_noise(x, NoiseSpec(kind="gaussian", sigma=(0.05, 0.05)), gen(7))
+    assert torch.allclose(noisy * 255, (noisy * 255).round(), atol=1e-4) and not torch.equal(noisy, plain)
+    assert torch.equal(sigma_map, plain_map)  # the map is the noise's, before coding
+    assert psnr(noisy, plain) > 20  # coded, not replaced
+    for bad, message in ((52, r"\(low, high\) range of them, integers with 0 <= low <= high <= 51, got 52"),
+                         ((30, 20), r"got \(30, 20\)"), (2.5, "got 2.5"), ([18], r"got \[18\]")):
+        with pytest.raises(ValueError, match="NoiseSpec.h264_crf must be an H.264 CRF or a .*" + message):
+            NoiseSpec(h264_crf=bad)
+    with pytest.raises(ValueError, match=r"H.264 noise needs 1 or 3 channels, got 5 \(shape \(1, 5, 8, 8\)\)"):
+        apply_noise(torch.rand(1, 5, 8, 8), NoiseSpec(h264_crf=(20, 20)), gen())
+
+
+def test_h264_errors(monkeypatch: pytest.MonkeyPatch):
+    x = torch.rand(4, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"`crf` must be an H.264 CRF or a \(low, high\) range of them, integers "
+                                         r"with 0 <= low <= high <= 51, got -1"):
+        h264(x, -1)
+    for bad in (True, 23.0, (10, 60)):
+        with pytest.raises(ValueError, match="`crf` must be an H.264 CRF"):
+            h264(x, bad)
+    for bad, message in ((0, "`frames` must be a positive integer, got 0"),
+                         (3, r"`frames`=3 must divide the number of images, 4 \(shape \(4, 3, 16, 16\)\)")):
+        with pytest.raises(ValueError, match=message):
+            h264(x, 23, frames=bad)
+    with pytest.raises(ValueError, match=r"`preset` must be one of \('ultrafast', .*'veryslow'\), got 'quick'"):
+        h264(x, 23, preset="quick")
+    with pytest.raises(ValueError, match=r"H.264 noise needs 1 or 3 channels, got 2 \(shape \(4, 2, 16, 16\)\)"):
+        h264(x[:, :2], 23)
+    with pytest.raises(TypeError, match="Expected `x` to be a floating-point tensor"):
+        h264(x.to(torch.uint8), 23)
+    monkeypatch.setitem(__import__("sys").modules, "av", None)  # PyAV not installed
+    with pytest.raises(ImportError, match=r'H.264 noise \(h264_crf\) needs PyAV: pip install "xmodal\[video\]"'):
+        h264(x, 23)
 
 
 def test_camera_errors():

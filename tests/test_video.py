@@ -202,6 +202,31 @@ def test_still_motion_clips_with_camera_noise_film_each_clip_with_one_camera() -
     assert 0 < sum(on_grid) < 12  # camera (JPEG) clips and Gaussian clips
 
 
+def test_still_motion_clips_coded_as_h264_video() -> None:
+    """``h264_crf``: each clip is coded as one video after its noise (8-bit frames, a CRF per clip); without it a
+    clip's noise is the draw it always was (Gaussian: the clip's frames as the channels of one image)."""
+    from xmodal.data.images import noise_generator
+    from xmodal.data.video import _noisy_clip
+    from xmodal.noise import NoiseSpec, apply_noise, h264
+
+    clean = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    spec = NoiseSpec(kind="gaussian", sigma=(0.05, 0.05))
+    before = apply_noise(clean.reshape(1, 12, 32, 32), spec, noise_generator(7))[0].reshape(4, 3, 32, 32)
+    assert torch.equal(_noisy_clip(clean, spec, 7), before)
+    generator = noise_generator(7)
+    apply_noise(clean.reshape(1, 12, 32, 32), spec, generator)  # the noise draws, then the CRF draw
+    coded = h264(before, (20, 30), generator, frames=4)
+    assert torch.equal(_noisy_clip(clean, NoiseSpec(kind="gaussian", sigma=(0.05, 0.05), h264_crf=(20, 30)), 7), coded)
+    noise = "image.noise={kind: camera, peak: [30, 10000], sigma: [0, 0.01], h264_crf: [15, 32]}"
+    cfg = load_config(TINY_VIDEO, ["image.patch_size=32", "image.frames_per_item=4", "image.channels=3",
+                                   "image.augment=false", noise]).image
+    data = StillMotionClips([np.full((3, 64, 64), 0.4, np.float32)], cfg)
+    for n in range(3):
+        noisy, clean = data[n]
+        assert noisy.shape == clean.shape == (4, 3, 32, 32)
+        assert torch.allclose(noisy * 255, (noisy * 255).round(), atol=1e-4)  # decoded 8-bit video
+
+
 def test_moving_object_is_local_motion() -> None:
     from xmodal.data.video import add_moving_object
 

@@ -32,7 +32,8 @@ Models (the per-pixel standard deviation returned as ``sigma_map`` by :func:`app
   linear light, then demosaicking, white balance, the sRGB curve and optionally JPEG, see :func:`camera`
   [first order: the demosaicked linear standard deviation through the slope of the sRGB curve];
 
-with ``n, n1, n2 ~ N(0, 1)`` independent per element.
+with ``n, n1, n2 ~ N(0, 1)`` independent per element. Any of them can be followed by video coding, as phones and
+video sites do: H.264 at a drawn quality (:func:`h264`, ``NoiseSpec.h264_crf``; the ``sigma_map`` ignores it).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from fractions import Fraction
 from typing import Literal, Union, get_args
 
 import numpy as np
@@ -56,6 +58,7 @@ __all__ = [
     "camera",
     "curriculum_sigma",
     "gaussian",
+    "h264",
     "linear_to_srgb",
     "poisson_gaussian",
     "rician",
@@ -692,6 +695,106 @@ def camera(x: torch.Tensor, peak: Level, sigma: Level = 0.0, generator: torch.Ge
     return _camera(x, peak, sigma, jpeg_quality, generator, frames)[0].to(x.dtype)
 
 
+_H264_PARAMS = "threads=1:lookahead-threads=1:sliced-threads=0:mbtree=0"  # reproducible: one thread, and no
+# macroblock tree (with it, libx264's output was seen to change from run to run with the state of the heap)
+_X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+_BT709, _LIMITED = 1, 1  # AVCOL_SPC_BT709, AVCOL_RANGE_MPEG: how phones and cameras code HD video
+
+
+def _check_crf(crf: object, name: str = "`crf`") -> tuple[int, int]:
+    pair = (crf, crf) if _is_integer(crf) else crf
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(_is_integer(q) for q in pair)
+            and 0 <= pair[0] <= pair[1] <= 51):
+        raise ValueError(f"{name} must be an H.264 CRF or a (low, high) range of them, integers with 0 <= low <= "
+                         f"high <= 51, got {crf!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _h264(x: torch.Tensor, crf: tuple[int, int], generator: torch.Generator | None, frames: int,
+          preset: str) -> torch.Tensor:
+    """``(n, C, h, w)``, C = 1 or 3, in clips of ``frames`` consecutive images: each clip coded and decoded."""
+    from xmodal.io import import_av
+
+    av = import_av("H.264 noise (h264_crf)")
+    n, c, h, w = x.shape
+    lo, hi = crf
+    q = (lo + (hi - lo + 1) * _rand((n // frames,), x, generator)).floor().clamp(lo, hi).long().tolist()
+    codes = (x.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # (n, h, w, C)
+    codes = np.pad(codes, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # 4:2:0 needs an even size
+    fmt = "gray" if c == 1 else "rgb24"
+    out = []
+    for k, quality in enumerate(q):
+        enc = av.CodecContext.create("libx264", "w")
+        enc.width, enc.height, enc.pix_fmt = codes.shape[2], codes.shape[1], "yuv420p"
+        enc.time_base, enc.framerate = Fraction(1, 30), 30
+        enc.colorspace, enc.color_range = _BT709, _LIMITED
+        enc.options = {"crf": str(quality), "preset": preset, "x264-params": _H264_PARAMS}
+        packets = []
+        for t in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(codes[k * frames + t].squeeze(-1) if c == 1
+                                                                    else codes[k * frames + t]), format=fmt)
+            frame = frame.reformat(format="yuv420p", dst_colorspace=_BT709, dst_color_range=_LIMITED)
+            frame.pts = t
+            packets += enc.encode(frame)
+        packets += enc.encode(None)
+        dec = av.CodecContext.create("h264", "r")
+        dec.thread_count = 1
+        decoded = [f for p in [*packets, None] for f in dec.decode(p)]
+        if len(decoded) != frames:  # not expected from libx264; a clear error rather than a misaligned clip
+            raise RuntimeError(f"H.264 noise: {frames} frames were coded and {len(decoded)} decoded")
+        out += [f.to_ndarray(format=fmt).reshape(codes.shape[1:])[:h, :w] for f in decoded]
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype) / 255.0
+
+
+def h264(x: torch.Tensor, crf: int | tuple[int, int], generator: torch.Generator | None = None, *, frames: int = 1,
+         preset: str = "veryfast") -> torch.Tensor:
+    """Video coding as a noise model: ``x`` coded with H.264 and decoded, as a phone or a video site does.
+
+    Each clip of ``frames`` consecutive images (over the flattened leading dimensions) is one video: rounded to
+    8 bits, taken to 4:2:0 YCbCr (BT.709, limited range) by swscale, coded by libx264 at a constant rate factor
+    drawn per clip in ``crf`` (18: near transparent; 23: x264's default; 28 and above: blocking, smeared texture,
+    mosquito noise at edges), decoded and taken back to RGB the way :mod:`xmodal.videoio` reads video files. The
+    first frame of a clip is an intra frame, the others are predicted (P and B). Coding also removes some of the
+    noise; what it leaves is correlated in space and in time. The output is reproducible: the same input and
+    generator state give the same output (libx264 runs on one thread, without its macroblock tree).
+
+    Args:
+        x: ``(..., C, H, W)`` float in [0, 1] (clipped to it), ``C`` 1 (gray) or 3 (RGB); any size (odd sizes
+            are padded for 4:2:0 and cropped back).
+        crf: the constant rate factor, an integer in [0, 51], or a ``(low, high)`` range drawn per clip.
+        generator: source of the CRF draws.
+        frames: clip length; it must divide the number of images. 1: every image is a one-frame video (intra
+            coded, like a still).
+        preset: libx264's speed preset (``"veryfast"``: close to a phone's hardware encoder, and fast).
+
+    Returns:
+        ``(..., C, H, W)``, ``x``'s dtype, on the 8-bit grid.
+
+    Raises:
+        ImportError: without PyAV (``pip install "xmodal[video]"``).
+        TypeError, ValueError: ``x`` not a float tensor of at least 3 dimensions; ``C`` not 1 or 3; a bad ``crf``;
+            ``frames`` not a positive integer dividing the number of images; an unknown ``preset``.
+
+    Example:
+        >>> clip = torch.rand(8, 3, 64, 64)
+        >>> coded = h264(clip, (18, 28), torch.Generator().manual_seed(0), frames=8)
+    """
+    _check_x(x)
+    crf = _check_crf(crf)
+    if not (_is_integer(frames) and frames >= 1):
+        raise ValueError(f"`frames` must be a positive integer, got {frames!r}")
+    if preset not in _X264_PRESETS:
+        raise ValueError(f"`preset` must be one of {_X264_PRESETS}, got {preset!r}")
+    *lead, C, H, W = x.shape
+    if C not in (1, 3):
+        raise ValueError(f"H.264 noise needs 1 or 3 channels, got {C} (shape {tuple(x.shape)})")
+    xs = x.reshape(-1, C, H, W)
+    if xs.shape[0] % frames:
+        raise ValueError(f"`frames`={frames} must divide the number of images, {xs.shape[0]} (shape "
+                         f"{tuple(x.shape)})")
+    return _h264(xs, crf, generator, frames, preset).reshape(x.shape)
+
+
 # ----------------------------------------------------------------------------------------------------- config level
 
 
@@ -715,6 +818,8 @@ class NoiseSpec:
         per_channel: draw ranges per image and channel instead of per image (for ``salt_and_pepper`` it replaces
             channels independently; ``gamma_speckle`` and ``camera`` ignore it).
         jpeg_quality: ``camera`` only: ``(low, high)`` JPEG quality drawn per image, ``None`` for no JPEG.
+        h264_crf: after the noise, H.264 coding at a CRF (an integer, or a ``(low, high)`` range drawn per image;
+            per clip in video training; :func:`h264`); ``None``: no coding. Needs PyAV and 1 or 3 channels.
     """
 
     kind: NoiseKind = "gaussian"
@@ -728,6 +833,7 @@ class NoiseSpec:
     direction: StripeDirection = "vertical"
     per_channel: bool = False
     jpeg_quality: Union[tuple[int, int], None] = None
+    h264_crf: Union[tuple[int, int], None] = None
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(NoiseKind):
@@ -749,6 +855,8 @@ class NoiseSpec:
             object.__setattr__(self, "jpeg_quality", _check_quality(self.jpeg_quality, "NoiseSpec.jpeg_quality"))
             if self.kind != "camera":
                 raise ValueError(f"NoiseSpec.jpeg_quality is for kind 'camera', got kind {self.kind!r}")
+        if self.h264_crf is not None:
+            object.__setattr__(self, "h264_crf", _check_crf(self.h264_crf, "NoiseSpec.h264_crf"))
         _check_value("NoiseSpec.looks", self.looks, positive=True)
         _check_value("NoiseSpec.salt_vs_pepper", self.salt_vs_pepper, at_most_one=True)
         if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low <= self.high):
@@ -768,7 +876,9 @@ def apply_noise(x: torch.Tensor, spec: NoiseSpec,
     - ``speckle``: ``|x| * sigma``; ``gamma_speckle``: ``|x| / sqrt(looks)``;
     - ``salt_and_pepper``: :func:`salt_and_pepper_std` (0 where ``amount`` is 0);
     - ``rician``: :func:`rician_std` of ``|x|`` (tends to ``sigma`` in bright regions, ``~0.655 sigma`` at 0);
-    - ``camera``: first order, see :func:`camera`.
+    - ``camera``: first order, see :func:`camera`;
+
+    and that of the noise before any ``h264_crf`` coding (every image is then a one-frame video).
 
     Args:
         x: ``(..., C, H, W)`` float, natural scale.
@@ -806,6 +916,8 @@ def apply_noise(x: torch.Tensor, spec: NoiseSpec,
         noisy, std = _camera(x, spec.peak, spec.sigma, spec.jpeg_quality, generator)
     else:  # unreachable through NoiseSpec.__post_init__, kept for exhaustiveness
         raise ValueError(f"NoiseSpec.kind must be one of {get_args(NoiseKind)}, got {k!r}")
+    if spec.h264_crf is not None:
+        noisy = h264(noisy, spec.h264_crf, generator)
     return noisy.to(x.dtype), std.expand(x.shape).to(x.dtype).contiguous()
 
 

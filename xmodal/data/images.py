@@ -119,9 +119,17 @@ def _augment(arrays: list[np.ndarray], rng: np.random.Generator, spectral: bool 
 
 def noise_description(config: ImageDataConfig) -> str:
     """``noise gaussian sigma 0.0000..0.1961`` (and ``+ ...`` for each model of ``noise_mix``), for run logs."""
-    return "noise " + " + ".join(f"{s.kind} sigma {s.sigma[0]:.4f}..{s.sigma[1]:.4f}"
-                                 + (f" peak {s.peak[0]:g}..{s.peak[1]:g}" if s.kind in ("poisson_gaussian", "camera")
-                                    else "") for s in (config.noise, *config.noise_mix))
+    def one(s: NoiseSpec) -> str:
+        text = f"{s.kind} sigma {s.sigma[0]:.4f}..{s.sigma[1]:.4f}"
+        if s.kind in ("poisson_gaussian", "camera"):
+            text += f" peak {s.peak[0]:g}..{s.peak[1]:g}"
+        if s.jpeg_quality is not None:
+            text += f" JPEG q{s.jpeg_quality[0]}..{s.jpeg_quality[1]}"
+        if s.h264_crf is not None:
+            text += f" H.264 CRF {s.h264_crf[0]}..{s.h264_crf[1]}"
+        return text
+
+    return "noise " + " + ".join(one(s) for s in (config.noise, *config.noise_mix))
 
 
 def _noise_spec(config: ImageDataConfig, n: int, batch_size: int, max_steps: int,

@@ -19,6 +19,7 @@ Items are ``(noisy, clean)`` clips ``(frames_per_item, C, P, P)``; one noise lev
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,9 @@ from torch.utils.data import Dataset
 
 from xmodal.config import ImageDataConfig
 from xmodal.data.images import (_LUMA, ImageCorpus, _augment, _centre_crop, _noise_spec, _pad_to, contiguous_run,
-                                image_files, load_image, noise_description, noise_generator, noisy_version)
+                                image_files, load_image, noise_description, noise_generator)
 from xmodal.data.speech import ValidationClip
-from xmodal.noise import camera
+from xmodal.noise import NoiseSpec, apply_noise, camera, h264
 
 __all__ = ["ClipCrops", "StillMotionClips", "add_moving_object", "camera_path", "load_clip", "resolve_video_data"]
 
@@ -72,12 +73,19 @@ def add_moving_object(clip: np.ndarray, texture: np.ndarray, speed: int, rng: np
     return out
 
 
-def _noisy_clip(clean: torch.Tensor, spec, seed) -> torch.Tensor:
-    """One noise draw (one level; for camera noise one camera's settings) for the whole clip ``(T, C, H, W)``."""
+def _noisy_clip(clean: torch.Tensor, spec: NoiseSpec, seed) -> torch.Tensor:
+    """One noise draw (one level; for camera noise one camera's settings) for the whole clip ``(T, C, H, W)``,
+    then, with ``spec.h264_crf``, the clip coded as one video."""
     T, C, H, W = clean.shape
+    generator = noise_generator(seed)
     if spec.kind == "camera":
-        return camera(clean, spec.peak, spec.sigma, noise_generator(seed), jpeg_quality=spec.jpeg_quality, frames=T)
-    return noisy_version(clean.reshape(T * C, H, W), spec, seed).reshape(T, C, H, W)
+        noisy = camera(clean, spec.peak, spec.sigma, generator, jpeg_quality=spec.jpeg_quality, frames=T)
+    else:  # one level for the clip: its frames are the channels of one image
+        noisy = apply_noise(clean.reshape(1, T * C, H, W), replace(spec, h264_crf=None),
+                            generator)[0].reshape(T, C, H, W)
+    if spec.h264_crf is not None:
+        noisy = h264(noisy, spec.h264_crf, generator, frames=T)
+    return noisy
 
 
 class _ClipItems(Dataset):
