@@ -1518,9 +1518,9 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
             ``"colour"``; ``"image_color_real"``/``"color_real"``/``"colour_real"``/``"photo"``: colour photos with
             camera noise; ``"multispectral"``/``"stack"``; ``"video_gray"``/``"video"``; ``"video_color"``/
             ``"video_colour"``; ``"video_color_real"``/``"video_colour_real"``/``"video_photo"``: colour video with
-            camera noise); a run directory (``config.yaml`` + ``model.safetensors``); a ``.safetensors`` file with an
-            embedded config; or an ``.onnx`` file written by ``python -m xmodal.export`` (the network then runs in
-            ONNX Runtime, CPU).
+            camera noise, H.264-coded or not); a run directory (``config.yaml`` + ``model.safetensors``); a
+            ``.safetensors`` file with an embedded config; or an ``.onnx`` file written by ``python -m xmodal.export``
+            (the network then runs in ONNX Runtime, CPU).
         device: ``cpu`` or ``cuda``.
         precision: image and stack models: ``fp32``, ``bf16`` or ``auto`` (see :class:`ImageDenoiser`); speech
             models always run in fp32 (the value is still checked).
@@ -1701,7 +1701,7 @@ def _audio_only(src: Path) -> bool:
 
 
 def _default_video_model(src: Path) -> str:
-    """The bundled model for a clip: for 3-channel frames ``video_color_real`` (trained on camera noise) for what
+    """The bundled model for a clip: for 3-channel frames ``video_color_real`` (camera noise, coded) for what
     cameras and phones film (video files, folders of JPEG/HEIC/AVIF frames), and ``video_color`` (white noise) for
     ``(T, H, W, 3)`` arrays and folders of RGB or RGBA frames in other formats; else ``video_gray`` (which denoises
     any channel count, channel by channel). Only a header is read (the stream's pixel format, the array's shape, the
@@ -1839,10 +1839,11 @@ def _parser() -> argparse.ArgumentParser:
                     "images -> 'image_gray', colour JPEG/HEIC/AVIF photos -> 'image_color_real' (trained on camera "
                     "noise), other 3/4-channel images -> 'image_color' (white Gaussian noise), TIFF/.npy with more "
                     "than 4 channels -> 'multispectral', colour video files and folders of JPEG/HEIC/AVIF frames -> "
-                    "'video_color_real' (camera noise), other colour frame folders and .npy clips -> 'video_color' "
-                    "(white noise), gray clips -> 'video_gray'. --model color or --model video_color for white "
-                    "noise, --model photo or --model video_photo for camera noise. Exit status: 0 all done, 1 some "
-                    "files failed (each is reported with its reason), 2 usage error or model not loadable.")
+                    "'video_color_real' (camera noise, H.264-coded or JPEG frames), other colour frame folders and "
+                    ".npy clips -> 'video_color' (white noise), gray clips -> 'video_gray'. --model color or "
+                    "--model video_color for white noise, --model photo or --model video_photo for camera noise. "
+                    "Exit status: 0 all done, 1 some files failed (each is reported with its reason), 2 usage error "
+                    "or model not loadable.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUT_DIR", help="folder for the outputs (created)")
     p.add_argument("--model", default=None, metavar="RUN_DIR_OR_NAME",
