@@ -412,6 +412,10 @@ def test_resolve_missing_and_empty(tmp_path):
         resolve_image_data(cfg(pairs_dir=str(tmp_path / "nopairs")), tmp_path / "demo")
     with pytest.raises(ValueError, match=r"image.channels must be at least 1, got 0"):
         resolve_image_data(cfg(channels=0), tmp_path / "demo")
+    coded = NoiseSpec(kind="gaussian", h264_crf=(20, 30))
+    with pytest.raises(ValueError, match=r"image.noise_mix\[0\].h264_crf: H.264 codes gray or RGB images, but "
+                                         r"image.channels is 4 \(set 1 or 3, or remove h264_crf\)"):
+        resolve_image_data(cfg(channels=4, noise_mix=(coded,)), tmp_path / "demo")
     with pytest.raises(ValueError, match=r"image.train_dir: expected files or folders, got a list"):
         resolve_image_data(cfg(train_dir=(("a.png", "b.png"),)), tmp_path / "demo")
 

@@ -353,6 +353,8 @@ def test_resolve_video_data_from_stills_and_clips(tmp_path: Path) -> None:
     (["image.clips=true"], ValueError, r"video: image.clips=true needs image.train_dir"),
     (["image.clips=true", "image.train_dir=[/no/such/clip]"], FileNotFoundError,
      r"image.train_dir: /no/such/clip does not exist"),
+    (["image.channels=5", "image.valid_noise={kind: gaussian, sigma: [0.1, 0.1], h264_crf: [23, 23]}"], ValueError,
+     r"image.valid_noise.h264_crf: H.264 codes gray or RGB images, but image.channels is 5"),
 ])
 def test_resolve_video_data_errors(tmp_path: Path, overrides, error, message) -> None:
     with pytest.raises(error, match=message):

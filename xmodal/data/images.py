@@ -132,6 +132,20 @@ def noise_description(config: ImageDataConfig) -> str:
     return "noise " + " + ".join(one(s) for s in (config.noise, *config.noise_mix))
 
 
+def check_channels(config: ImageDataConfig) -> None:
+    """``image.channels`` at least 1, and 1 or 3 where a noise model codes with H.264 (checked before any data is
+    read, not at the first training item)."""
+    c = config
+    if c.channels < 1:
+        raise ValueError(f"image.channels must be at least 1, got {c.channels}")
+    named = [("image.noise", c.noise), *((f"image.noise_mix[{i}]", s) for i, s in enumerate(c.noise_mix)),
+             ("image.valid_noise", c.valid_noise)]
+    for name, spec in named:
+        if spec.h264_crf is not None and c.channels not in (1, 3):
+            raise ValueError(f"{name}.h264_crf: H.264 codes gray or RGB images, but image.channels is {c.channels} "
+                             f"(set 1 or 3, or remove h264_crf)")
+
+
 def _noise_spec(config: ImageDataConfig, n: int, batch_size: int, max_steps: int,
                 rng: np.random.Generator) -> NoiseSpec:
     """Item ``n``'s noise model: ``config.noise``, or with ``config.noise_mix`` one of ``noise`` and those drawn
@@ -317,8 +331,7 @@ def resolve_image_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
         ValueError, FileNotFoundError: conflicting or missing sources, unreadable images (named).
     """
     c = config
-    if c.channels < 1:
-        raise ValueError(f"image.channels must be at least 1, got {c.channels}")
+    check_channels(c)
     if c.pairs_dir and c.train_dir:
         raise ValueError("image: give either `train_dir` (clean images) or `pairs_dir`, not both")
     if c.noise_map and (c.pairs_dir or (c.valid_pairs_dir and not c.valid_dir)):

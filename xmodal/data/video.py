@@ -27,8 +27,8 @@ import torch
 from torch.utils.data import Dataset
 
 from xmodal.config import ImageDataConfig
-from xmodal.data.images import (_LUMA, ImageCorpus, _augment, _centre_crop, _noise_spec, _pad_to, contiguous_run,
-                                image_files, load_image, noise_description, noise_generator)
+from xmodal.data.images import (_LUMA, ImageCorpus, _augment, _centre_crop, _noise_spec, _pad_to, check_channels,
+                                contiguous_run, image_files, load_image, noise_description, noise_generator)
 from xmodal.data.speech import ValidationClip
 from xmodal.noise import NoiseSpec, apply_noise, camera, h264
 
@@ -203,8 +203,7 @@ def resolve_video_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
         ValueError, FileNotFoundError: unsupported options, missing sources, unreadable images or clips (named).
     """
     c = config
-    if c.channels < 1:
-        raise ValueError(f"image.channels must be at least 1, got {c.channels}")
+    check_channels(c)
     if c.pairs_dir or c.valid_pairs_dir:
         raise ValueError("video: `image.pairs_dir`/`valid_pairs_dir` are not supported; give clean stills or clips "
                          "in `image.train_dir` (noise is synthesised)")
