@@ -764,7 +764,7 @@ def h264(x: torch.Tensor, crf: int | tuple[int, int], generator: torch.Generator
         generator: source of the CRF draws.
         frames: clip length; it must divide the number of images. 1: every image is a one-frame video (intra
             coded, like a still).
-        preset: libx264's speed preset (``"veryfast"``: close to a phone's hardware encoder, and fast).
+        preset: libx264's speed preset (``"veryfast"``: fast; the bundled ``video_color_real`` was trained with it).
 
     Returns:
         ``(..., C, H, W)``, ``x``'s dtype, on the 8-bit grid.
