@@ -93,6 +93,15 @@ def _check_x(x: torch.Tensor) -> None:
                          "add a channel axis, e.g. x[None] for one (H, W) image")
 
 
+def _check_frames(frames: object, x: torch.Tensor) -> None:
+    """``frames``: a positive integer dividing the number of images of ``x (..., C, H, W)`` (the clips of a video)."""
+    if not (_is_integer(frames) and frames >= 1):
+        raise ValueError(f"`frames` must be a positive integer, got {frames!r}")
+    n = math.prod(x.shape[:-3])
+    if n % frames:
+        raise ValueError(f"`frames`={frames} must divide the number of images, {n} (shape {tuple(x.shape)})")
+
+
 def _is_number(v: object) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
@@ -592,8 +601,7 @@ def _jpeg(x: torch.Tensor, quality: tuple[int, int], generator: torch.Generator 
 def _camera(x: torch.Tensor, peak: Level, sigma: Level, jpeg_quality: tuple[float, float] | None,
             generator: torch.Generator | None, frames: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     _check_x(x)
-    if not (_is_integer(frames) and frames >= 1):
-        raise ValueError(f"`frames` must be a positive integer, got {frames!r}")
+    _check_frames(frames, x)
     peak = _check_level("peak", peak, positive=True)
     sigma = _check_level("sigma", sigma)
     if jpeg_quality is not None:
@@ -605,10 +613,7 @@ def _camera(x: torch.Tensor, peak: Level, sigma: Level, jpeg_quality: tuple[floa
         raise ValueError(f"camera noise on a colour image needs at least 2 x 2 pixels (one Bayer quad), got "
                          f"shape {tuple(x.shape)}")
     xs = x.reshape(-1, C, H, W).to(_work_dtype(x))  # (n, C, H, W)
-    n = xs.shape[0]
-    if n % frames:
-        raise ValueError(f"`frames`={frames} must divide the number of images, {n} (shape {tuple(x.shape)})")
-    m = n // frames  # cameras: each one's settings are drawn once and repeated over its frames
+    m = xs.shape[0] // frames  # cameras: each one's settings are drawn once and repeated over its frames
 
     def per_frame(t: torch.Tensor) -> torch.Tensor:
         return t.repeat_interleave(frames, dim=0) if t.shape[0] == m else t
@@ -780,18 +785,13 @@ def h264(x: torch.Tensor, crf: int | tuple[int, int], generator: torch.Generator
     """
     _check_x(x)
     crf = _check_crf(crf)
-    if not (_is_integer(frames) and frames >= 1):
-        raise ValueError(f"`frames` must be a positive integer, got {frames!r}")
+    _check_frames(frames, x)
     if preset not in _X264_PRESETS:
         raise ValueError(f"`preset` must be one of {_X264_PRESETS}, got {preset!r}")
-    *lead, C, H, W = x.shape
+    C, H, W = x.shape[-3:]
     if C not in (1, 3):
         raise ValueError(f"H.264 noise needs 1 or 3 channels, got {C} (shape {tuple(x.shape)})")
-    xs = x.reshape(-1, C, H, W)
-    if xs.shape[0] % frames:
-        raise ValueError(f"`frames`={frames} must divide the number of images, {xs.shape[0]} (shape "
-                         f"{tuple(x.shape)})")
-    return _h264(xs, crf, generator, frames, preset).reshape(x.shape)
+    return _h264(x.reshape(-1, C, H, W), crf, generator, frames, preset).reshape(x.shape)
 
 
 # ----------------------------------------------------------------------------------------------------- config level
