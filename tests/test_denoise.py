@@ -453,14 +453,28 @@ def test_m4a_errors(den: Denoiser, tmp_path: Path) -> None:
     memo = write_m4a(tmp_path / "memo.m4a", make_wave(16000, 1, 0.3), 16000, "aac")
     with pytest.raises(ValueError, match=r"out.xyz: unknown audio extension '.xyz' \(write .wav, .flac, .ogg, "):
         den.denoise_file(memo, tmp_path / "out.xyz")
+    import av
+
     import xmodal.io
 
-    for decoded, message in [((np.zeros((1, 0), np.float32), 0.0), r"memo.m4a: zero-length audio"),
-                             ((np.full((1, 99), np.nan, np.float32), 0.0), r"memo.m4a: contains NaN or infinite")]:
+    for decoded, message in [([], r"memo.m4a: zero-length audio"),
+                             ([np.zeros((1, 50), np.float32), np.full((1, 99), np.nan, np.float32)],
+                              r"memo.m4a: contains NaN or infinite")]:
         with pytest.MonkeyPatch.context() as mp:  # what an empty or broken stream decodes to
-            mp.setattr(xmodal.io, "decode_av_audio", lambda container, stream, got=decoded: got)
+            mp.setattr(xmodal.io.AvAudioSource, "blocks", lambda self, got=decoded: iter(got))
             with pytest.raises(AudioReadError, match=message):
                 read_audio(memo)
+            with pytest.raises(AudioReadError, match=message):
+                den.denoise_file(memo, tmp_path / "out.m4a")
+
+    def damaged(frames):  # a stream that stops decoding part way, as PyAV reports it
+        yield next(frames)
+        raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(xmodal.io, "_and_flush", damaged)
+        with pytest.raises(AudioReadError, match=r"memo.m4a: cannot be decoded \(\[Errno 1094995529\] Invalid data"):
+            den.denoise_file(memo, tmp_path / "out.wav")
     assert sorted(os.listdir(tmp_path)) == ["in.wav", "junk.m4a", "memo.m4a", "silent.m4a"]
     assert src.exists()
 
@@ -566,17 +580,46 @@ def test_denoise_file_bad_inputs(den: Denoiser, tmp_path: Path) -> None:
     assert os.listdir(out) == []
 
 
-def test_denoise_file_short_read_and_unseekable(den: Denoiser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_denoise_file_short_reads(den: Denoiser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = write(tmp_path / "a.wav", make_wave(16000, 1, 0.5), 16000)
     real_read = sf.SoundFile.read
     monkeypatch.setattr(sf.SoundFile, "read", lambda self, frames=-1, **kw: real_read(self, max(frames - 1, 0), **kw))
     with pytest.raises(AudioReadError, match=r"a.wav: truncated file \(header declares 8000 frames, read stopped at"):
         den.denoise_file(src, tmp_path / "o.wav")
     monkeypatch.setattr(sf.SoundFile, "read", real_read)
-    monkeypatch.setattr(sf.SoundFile, "seekable", lambda self: False)
-    with pytest.raises(AudioReadError, match=r"a.wav: the file is not seekable"):
+    from xmodal.denoise import _SoundFileSource
+
+    real_blocks, passes = _SoundFileSource.blocks, []
+
+    def shrinking(self):  # the file is cut short between the level pass and the denoising pass
+        passes.append(1)
+        for block in real_blocks(self):
+            yield block if len(passes) == 1 else block[:, :5000]
+            break
+
+    monkeypatch.setattr(_SoundFileSource, "blocks", shrinking)
+    with pytest.raises(AudioReadError, match=r"a.wav: ended at sample 5000 on the second reading, before sample 8000"):
         den.denoise_file(src, tmp_path / "o.wav")
-    assert sorted(os.listdir(tmp_path)) == ["a.wav"]
+    assert len(passes) == 2 and sorted(os.listdir(tmp_path)) == ["a.wav"]
+
+
+def test_forward_reader(tmp_path: Path) -> None:
+    """Reads that only move forward get the samples of the whole file, holding only what comes after the last read's
+    start; a read that goes back is a bug, and says so."""
+    from xmodal.denoise import _ForwardReader, _SoundFileSource
+
+    wave = make_wave(16000, 2, 1.5)
+    source = _SoundFileSource(write(tmp_path / "a.wav", wave, 16000, "FLOAT"))
+    assert source.length == wave.shape[1] and [b.shape for b in source.blocks()] == [(2, wave.shape[1])]
+    source.blocks = lambda: (wave[:, a:a + 700] for a in range(0, wave.shape[1], 700))  # many small blocks
+    reader = _ForwardReader(source)
+    for a, b in [(0, 10), (0, 2000), (1500, 1600), (1500, 9000), (8999, 12000), (15000, 16000), (16000, 24000),
+                 (24000, 24000)]:  # overlapping, skipping ahead, empty
+        got = reader.read(a, b)
+        assert got.shape == (1, 2, b - a) and np.array_equal(got[0], wave[:, a:b])
+        assert reader._buffer.shape[1] <= b - a + 700  # the samples before `a` are let go
+    with pytest.raises(RuntimeError, match=r"a.wav: a read at sample 100 went back before sample 24000"):
+        reader.read(100, 200)
 
 
 def test_no_partial_output_when_the_network_fails(den: Denoiser, tmp_path: Path,

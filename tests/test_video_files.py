@@ -286,16 +286,32 @@ def test_audio_errors_leave_nothing(tmp_path: Path) -> None:
 
 def test_undecodable_soundtrack_is_reported_and_nothing_written(runs: dict[str, Path], tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import xmodal.io
+
     src = tmp_path / "src.mkv"
     make_video(src)
+    real, readings, failing = xmodal.io._and_flush, [], set()
 
-    def broken(container, stream):
+    def damaged(frames):  # what a damaged audio stream gives PyAV, a frame in, on the readings in `failing`
+        readings.append(1)
+        if len(readings) not in failing:
+            yield from real(frames)
+            return
+        yield next(frames)
         raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
 
-    monkeypatch.setattr("xmodal.videoio.decode_av_audio", broken)  # what a damaged audio stream gives PyAV
-    den = load(runs["video"])
-    with pytest.raises(ValueError, match=r"src.mkv: .*Invalid data found when processing input"):
-        den.denoise_file(src, tmp_path / "out.mp4", audio=lambda w, r: w)
+    monkeypatch.setattr(xmodal.io, "_and_flush", damaged)
+    den, speech = load(runs["video"]), load(runs["speech"])
+    # a function takes the track whole: its one reading; the denoiser reads it twice: the level (before the video is
+    # muxed), then the denoising (while it is)
+    for audio, fail_at in [(lambda w, r: w, 1), (speech, 1), (speech, 2)]:
+        readings.clear()
+        failing = {fail_at}
+        with pytest.raises(ValueError, match=r"src.mkv: audio stream 1: cannot be decoded \(\[Errno 1094995529\] "
+                                             r"Invalid data found when processing input\)"):
+            den.denoise_file(src, tmp_path / "out.mp4", audio=audio)
+        assert len(readings) == fail_at
+    assert sorted(os.listdir(tmp_path)) == ["src.mkv"]
     den.denoise_file(src, tmp_path / "copied.mkv")  # copying does not decode: the packets go through as they are
     assert sorted(os.listdir(tmp_path)) == ["copied.mkv", "src.mkv"]
 
@@ -330,6 +346,28 @@ def test_video_denoiser_audio_options(runs: dict[str, Path], tmp_path: Path) -> 
                                          r"or a function \(wave, sample_rate\) -> wave, got 'denoise'"):
         den.denoise_file(src, tmp_path / "bad.mkv", audio="denoise")
     assert not (tmp_path / "clip.npy").exists() and not (tmp_path / "bad.mkv").exists()
+
+
+def test_soundtracks_are_denoised_chunk_by_chunk(runs: dict[str, Path], tmp_path: Path) -> None:
+    """A speech denoiser runs over each soundtrack a chunk at a time (two readings of the stream, never the whole of
+    it in memory): both tracks of a video come out as ``Denoiser.denoise`` gives them, from the same time."""
+    from xmodal.denoise import _audio_process
+    from xmodal.videoio import StreamedAudio
+
+    src = tmp_path / "src.mkv"
+    make_video(src, frames=40, rate=16000, tracks=2)  # 1.76 s of sound a track: 6 chunks of 0.3 s
+    den, speech = load(runs["video"]), load(runs["speech"])
+    audio = _audio_process(speech, chunk_seconds=0.3)
+    assert isinstance(audio, StreamedAudio)
+    den.denoise_file(src, tmp_path / "out.mkv", audio=audio)
+    sources, outputs = soundtracks(src), soundtracks(tmp_path / "out.mkv")
+    assert len(outputs) == 2
+    for (_, wave, rate, start), out in zip(sources, outputs):
+        assert (out[0], out[2], out[1].shape) == ("flac", rate, wave.shape) and abs(out[3] - start) < 1e-9
+        chunked = np.clip(speech.denoise(wave, rate, chunk_seconds=0.3), -1, 1)
+        assert np.abs(out[1] - chunked).max() <= 1 / 32768 + 1e-6  # FLAC: 16-bit rounding only
+        whole = np.clip(speech.denoise(wave, rate, chunk_seconds=60.0), -1, 1)
+        assert np.abs(out[1] - whole).max() <= 1 / 32768 + 1e-4  # chunks with enough context: the whole signal's
 
 
 def test_cli_audio_options(runs: dict[str, Path], tmp_path: Path, capsys) -> None:

@@ -58,15 +58,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from xmodal._fs import atomic_write
 from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
-from xmodal.io import PYAV_AUDIO_EXTENSIONS, AudioReadError, copy_tags, list_audio_files, resample
+from xmodal.io import AudioReadError, list_audio_files, resample
 from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, subsampled_apply, tiled_apply
 
 if TYPE_CHECKING:
+    from xmodal.io import AvAudioSource
     from xmodal.streaming import SpeechStream
-    from xmodal.videoio import AudioProcess
+    from xmodal.videoio import AudioProcess, StreamedAudio
 
 __all__ = ["DEFAULT_CHUNK_SECONDS", "DEFAULT_CONTEXT_SECONDS", "Chunk", "Denoiser", "ImageDenoiser", "StackDenoiser",
            "VideoDenoiser", "file_value_range", "load", "main", "plan_chunks", "plausible_unit_range"]
@@ -414,6 +414,40 @@ class Denoiser:
             if bar is not None:
                 bar.close()
 
+    def _denoise_source(self, source: AudioSource, *, mix: float = 1.0, atten_limit_db: float | None = None,
+                        chunk_seconds: float = DEFAULT_CHUNK_SECONDS, context_seconds: float | None = None,
+                        progress: bool = False, desc: str = "", full_band: bool = True) -> Iterator[np.ndarray]:
+        """Denoise an audio file read in order (:class:`~xmodal.io.AvAudioSource`, :class:`_SoundFileSource`) in
+        bounded memory, in two passes over it. The first, done here, checks every sample and measures the level (a
+        model with ``audio.normalize_rms`` scales by the whole recording's RMS, as :meth:`denoise` does); the
+        returned iterator makes the second: output blocks ``(C, L) float32`` that tile the source exactly, a chunk
+        of ``chunk_seconds`` (plus context) decoded at a time. Options as in :meth:`denoise`.
+
+        Raises:
+            AudioReadError: zero-length audio, NaN or infinite samples, or a file that stops reading part way.
+        """
+        length, sum_squares = 0, 0.0
+        for block in source.blocks():
+            if not np.isfinite(block).all():
+                raise AudioReadError(f"{source.name}: contains NaN or infinite samples")
+            sum_squares += float(np.square(block, dtype=np.float64).sum())
+            length += block.shape[1]
+        if length == 0:
+            raise AudioReadError(f"{source.name}: zero-length audio")
+        scale = self._scale(np.array([sum_squares]), source.channels * length)
+
+        def second_pass() -> Iterator[np.ndarray]:
+            reader, written = _ForwardReader(source), 0
+            for block in self._stream(reader.read, length, source.rate, scale, mix=mix, atten_limit_db=atten_limit_db,
+                                      chunk_seconds=chunk_seconds, context_seconds=context_seconds,
+                                      progress=progress, desc=desc, full_band=full_band):
+                written += block.shape[-1]
+                yield block[0]  # (1, C, L) -> (C, L)
+            if written != length:  # a bug guard: the chunk plan must tile the file exactly
+                raise RuntimeError(f"{source.name}: wrote {written} frames instead of {length}")
+
+        return second_pass()
+
     # -- real time ----------------------------------------------------------------------------------------------
 
     def stream(self, channels: int = 1, *, mix: float = 1.0, atten_limit_db: float | None = None,
@@ -534,8 +568,7 @@ class Denoiser:
 
         Args:
             src: input audio file (anything libsndfile reads: WAV, FLAC, OGG Vorbis/Opus, MP3, AIFF...; or, through
-                PyAV, ``.m4a`` and video containers holding sound only, which are decoded and denoised whole in
-                memory).
+                PyAV, ``.m4a`` and video containers holding sound only, decoded twice the same way).
             dst: output path (its folder is created).
             overwrite: replace an existing ``dst``. ``dst`` is never allowed to be ``src``.
             mix, atten_limit_db, chunk_seconds, context_seconds, progress, full_band: as in :meth:`denoise`.
@@ -549,7 +582,7 @@ class Denoiser:
                 lacks, or ``src`` is a video file with a picture (its sound goes with :class:`VideoDenoiser`).
             FileExistsError: ``dst`` exists and ``overwrite`` is false.
         """
-        import soundfile as sf
+        from xmodal.io import AV_CONTAINERS, AvAudioSource, audio_metadata, av_streams, write_audio_blocks
 
         src, dst = Path(src), Path(dst)
         _check_options(mix, atten_limit_db, chunk_seconds, context_seconds)
@@ -561,90 +594,105 @@ class Denoiser:
             raise ValueError(f"{dst}: `dst` is a directory, expected a file path")
         if dst.exists() and not overwrite:
             raise FileExistsError(f"{dst}: output file already exists (pass overwrite=True, or --overwrite)")
-        if src.suffix.lower() in PYAV_AUDIO_EXTENSIONS or dst.suffix.lower() in PYAV_AUDIO_EXTENSIONS:
-            return self._denoise_whole_file(src, dst, mix=mix, atten_limit_db=atten_limit_db,
-                                            chunk_seconds=chunk_seconds, context_seconds=context_seconds,
-                                            progress=progress, full_band=full_band)
-        try:
-            f = sf.SoundFile(str(src))
-        except Exception as e:  # libsndfile raises several types (LibsndfileError, RuntimeError, ...)
-            raise AudioReadError(f"{src}: not readable as audio ({e})") from None
-        with f:
-            sr, C, T = int(f.samplerate), int(f.channels), int(f.frames)
-            if T == 0:
-                raise AudioReadError(f"{src}: zero-length audio")
-            if not f.seekable():
-                raise AudioReadError(f"{src}: the file is not seekable")
-            for m in _TRUNCATED.finditer(f.extra_info):
-                if int(m.group(3)) < int(m.group(2)):
-                    raise AudioReadError(f"{src}: truncated file (header declares {m.group(2)} bytes of "
-                                         f"{m.group(1)}, only {m.group(3)} present)")
-            fmt, subtype = _output_format(dst, f.format, f.subtype, sr)
-
-            def read(a: int, b: int) -> np.ndarray:
-                f.seek(a)
-                try:
-                    data = f.read(b - a, dtype="float32", always_2d=True)  # (b - a, C)
-                except Exception as e:
-                    raise AudioReadError(f"{src}: cannot read samples {a}..{b} ({e})") from None
-                if data.shape[0] != b - a:
-                    raise AudioReadError(f"{src}: truncated file (header declares {T} frames, read stopped at "
-                                         f"{a + data.shape[0]})")
-                return np.ascontiguousarray(data.T)[None]  # (L, C) -> (1, C, L)
-
-            sum_squares = 0.0
-            for a in range(0, T, _READ_BLOCK):  # pass 1: validate and measure the level
-                block = read(a, min(T, a + _READ_BLOCK))
-                if not np.isfinite(block).all():
-                    raise AudioReadError(f"{src}: contains NaN or infinite samples")
-                sum_squares += float(np.square(block, dtype=np.float64).sum())
-            scale = self._scale(np.array([sum_squares]), C * T)
-
-            def write(tmp: str) -> None:  # pass 2: denoise block by block into the temp file
-                clip = not subtype.startswith(("FLOAT", "DOUBLE", "VORBIS", "OPUS"))
-                written = 0
-                with sf.SoundFile(tmp, "w", samplerate=sr, channels=C, subtype=subtype, format=fmt) as out:
-                    copy_tags(f.copy_metadata(), out)  # title, artist, date...
-                    for block in self._stream(read, T, sr, scale, mix=mix, atten_limit_db=atten_limit_db,
-                                              chunk_seconds=chunk_seconds, context_seconds=context_seconds,
-                                              progress=progress, desc=src.name, full_band=full_band):
-                        block = block[0].T  # (1, C, L) -> (L, C)
-                        out.write(np.clip(block, -1.0, 1.0) if clip else block)
-                        written += block.shape[0]
-                if written != T:  # a bug guard: the chunk plan must tile the file exactly
-                    raise RuntimeError(f"{src}: wrote {written} frames instead of {T}")
-
-            atomic_write(dst, write)  # temp file in dst's folder, renamed when complete, removed on failure
-        return dst
-
-    def _denoise_whole_file(self, src: Path, dst: Path, **options: Any) -> Path:
-        """:meth:`denoise_file` for the PyAV containers (``.m4a``, audio-only video files; in or out): decoded
-        whole, denoised in memory (``options`` of :meth:`denoise`), encoded whole. Such an output keeps the input's
-        codec when its container takes it (else the container's default: AAC, FLAC, Opus...); another output
-        follows its extension as for libsndfile inputs."""
-        import soundfile as sf
-
-        from xmodal.io import AV_CONTAINERS, audio_metadata, av_streams, read_audio, read_av_audio, write_audio
-
+        source: AudioSource
         if src.suffix.lower() in AV_CONTAINERS:
             if av_streams(src)[0]:  # a picture: writing the sound alone would lose it
                 raise ValueError(f"{src}: a video file with a picture; its sound is denoised with the picture: "
                                  "python -m xmodal.denoise FILE -o OUT --audio denoise (or VideoDenoiser.denoise_file("
                                  "..., audio=speech_denoiser))")
-            wave, sr, codec = read_av_audio(src)
-            in_format, in_subtype = "PYAV", codec.upper()
+            source = AvAudioSource(src)
+            in_format, in_subtype = "PYAV", source.codec.upper()
         else:
-            wave, sr = read_audio(src)
-            info = sf.info(str(src))
-            in_format, in_subtype = info.format, info.subtype
-        if dst.suffix.lower() in AV_CONTAINERS:
+            source = _SoundFileSource(src)
+            in_format, in_subtype = source.format, source.subtype
+        fmt: str | None = None
+        if dst.suffix.lower() in AV_CONTAINERS:  # the input's codec when the container takes it, else its default
             codecs = AV_CONTAINERS[dst.suffix.lower()][1]
-            fmt, subtype = "PYAV", in_subtype if in_subtype.lower() in codecs else codecs[0].upper()
+            subtype = in_subtype if in_subtype.lower() in codecs else codecs[0].upper()
         else:
-            fmt, subtype = _output_format(dst, in_format, in_subtype, sr)
-        out = self.denoise(wave, sr, **options)
-        write_audio(dst, out, sr, subtype=subtype, metadata=audio_metadata(src))  # atomic, with the source's tags
+            fmt, subtype = _output_format(dst, in_format, in_subtype, source.rate)
+        blocks = self._denoise_source(source, mix=mix, atten_limit_db=atten_limit_db, chunk_seconds=chunk_seconds,
+                                      context_seconds=context_seconds, progress=progress, desc=src.name,
+                                      full_band=full_band)  # pass 1 (level, checks) runs here, before any writing
+        # pass 2 writes a hidden temp file in dst's folder, renamed when complete, removed on failure
+        write_audio_blocks(dst, blocks, source.rate, source.channels, subtype=subtype, metadata=audio_metadata(src),
+                           clip=not subtype.startswith(("FLOAT", "DOUBLE", "VORBIS", "OPUS")), fmt=fmt)
         return dst
+
+
+class _SoundFileSource:
+    """An audio file libsndfile reads, read in order in blocks, as :class:`~xmodal.io.AvAudioSource` reads a PyAV
+    one: the header is checked when it is made, each :meth:`blocks` call is a fresh pass.
+
+    Raises:
+        AudioReadError: not readable as audio, zero frames, or a data size short of what the header declares.
+    """
+
+    def __init__(self, path: Path) -> None:
+        import soundfile as sf
+
+        self.path, self.name = path, str(path)
+        try:
+            f = sf.SoundFile(str(path))
+        except Exception as e:  # libsndfile raises several types (LibsndfileError, RuntimeError, ...)
+            raise AudioReadError(f"{path}: not readable as audio ({e})") from None
+        with f:
+            self.rate, self.channels, self.length = int(f.samplerate), int(f.channels), int(f.frames)
+            self.format, self.subtype, info = f.format, f.subtype, f.extra_info
+        if self.length == 0:
+            raise AudioReadError(f"{path}: zero-length audio")
+        for m in _TRUNCATED.finditer(info):
+            if int(m.group(3)) < int(m.group(2)):
+                raise AudioReadError(f"{path}: truncated file (header declares {m.group(2)} bytes of "
+                                     f"{m.group(1)}, only {m.group(3)} present)")
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """The file's samples as consecutive ``(C, L) float32`` blocks of :data:`_READ_BLOCK` frames.
+
+        Raises:
+            AudioReadError: a read fails or stops short of the frames the header declares.
+        """
+        import soundfile as sf
+
+        with sf.SoundFile(str(self.path)) as f:
+            for a in range(0, self.length, _READ_BLOCK):
+                b = min(self.length, a + _READ_BLOCK)
+                try:
+                    data = f.read(b - a, dtype="float32", always_2d=True)  # (b - a, C)
+                except Exception as e:
+                    raise AudioReadError(f"{self.path}: cannot read samples {a}..{b} ({e})") from None
+                if data.shape[0] != b - a:
+                    raise AudioReadError(f"{self.path}: truncated file (header declares {self.length} frames, read "
+                                         f"stopped at {a + data.shape[0]})")
+                yield np.ascontiguousarray(data.T)  # (L, C) -> (C, L)
+
+
+AudioSource = Union["AvAudioSource", _SoundFileSource]  # what Denoiser._denoise_source reads
+
+
+class _ForwardReader:
+    """``read(a, b)``: samples ``[a, b)`` of a source as ``(1, C, b - a)``, for reads whose ``a`` never goes back
+    (the chunks of :meth:`Denoiser._stream`, which overlap by their context): blocks are decoded forward and only the
+    samples from the last ``a`` on are kept."""
+
+    def __init__(self, source: AudioSource) -> None:
+        self.name, self._blocks = source.name, source.blocks()
+        self._buffer = np.zeros((source.channels, 0), np.float32)
+        self._start = 0  # the source's index of the buffer's first sample
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        if a < self._start:
+            raise RuntimeError(f"{self.name}: a read at sample {a} went back before sample {self._start}")
+        pieces, end = [self._buffer[:, a - self._start:]], self._start + self._buffer.shape[1]  # end: decoded
+        while end < b:
+            block = next(self._blocks, None)
+            if block is None:  # the first pass counted more: the file changed between the passes
+                raise AudioReadError(f"{self.name}: ended at sample {end} on the second reading, before sample {b}")
+            pieces.append(block[:, max(0, a - end):])
+            end += block.shape[1]
+        self._buffer = np.concatenate(pieces, axis=1) if len(pieces) > 1 else pieces[0]
+        self._start = a
+        return self._buffer[None, :, :b - a].copy()
 
 
 _LOSSY = ("MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III", "VORBIS", "OPUS")
@@ -1378,7 +1426,7 @@ class VideoDenoiser:
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
                      tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, subsample: int = 1,
                      progress: bool = False, value_range: ValueRange = None,
-                     audio: str | Denoiser | AudioProcess = "copy") -> Path:
+                     audio: str | Denoiser | AudioProcess | StreamedAudio = "copy") -> Path:
         """Denoise a clip on disk into ``dst``, frame by frame (see :mod:`xmodal.videoio`).
 
         Args:
@@ -1398,10 +1446,11 @@ class VideoDenoiser:
                 dtype, float frames used as they are when they look like [0, 1] data and auto-ranged otherwise.
             audio: what becomes of the soundtrack of a video file written to a video file: ``"copy"`` (default;
                 each audio stream copied as it is, or re-encoded when ``dst``'s container cannot hold its codec),
-                ``"drop"``, a speech :class:`Denoiser` (``xmodal.load("speech")``) that denoises it, or any function
-                ``(wave (C, T) float32, sample_rate) -> wave``. The audio keeps its timing against the frames (a
-                variable frame rate is kept too). A folder or ``.npy`` destination holds no audio: ``"copy"`` then
-                leaves it out, and a denoiser is an error.
+                ``"drop"``, a speech :class:`Denoiser` (``xmodal.load("speech")``) that denoises it (in two passes
+                over each stream, a chunk in memory at a time, whatever its length), or any function ``(wave (C, T)
+                float32, sample_rate) -> wave`` (given each stream whole). The audio keeps its timing against the
+                frames (a variable frame rate is kept too). A folder or ``.npy`` destination holds no audio:
+                ``"copy"`` then leaves it out, and a denoiser is an error.
 
         Returns:
             ``dst`` as a :class:`~pathlib.Path`.
@@ -1466,14 +1515,18 @@ class VideoDenoiser:
             reader.close()
 
 
-def _audio_process(audio: Any) -> AudioProcess | None:
-    """The function :class:`~xmodal.videoio.ClipWriter` applies to a soundtrack for ``audio`` of
-    :meth:`VideoDenoiser.denoise_file` (``None``: copied or dropped); ``ValueError`` for anything else."""
+def _audio_process(audio: Any, **options: Any) -> AudioProcess | StreamedAudio | None:
+    """What :class:`~xmodal.videoio.ClipWriter` does to a soundtrack for ``audio`` of
+    :meth:`VideoDenoiser.denoise_file`: ``None`` (copied or dropped), the function itself, or for a speech
+    :class:`Denoiser` a :class:`~xmodal.videoio.StreamedAudio` that runs it chunk by chunk with ``options`` (those of
+    :meth:`Denoiser.denoise`); ``ValueError`` for anything else."""
+    from xmodal.videoio import StreamedAudio
+
     if isinstance(audio, str) and audio in ("copy", "drop"):
         return None
     if isinstance(audio, Denoiser):
-        return lambda wave, rate: audio.denoise(wave, rate)
-    if callable(audio):
+        return StreamedAudio(functools.partial(audio._denoise_source, **options))
+    if callable(audio) or isinstance(audio, StreamedAudio):
         return audio
     kind = f"a {type(audio).__name__}" if not isinstance(audio, str) else repr(audio)
     raise ValueError(f"`audio` must be 'copy', 'drop', a speech Denoiser (xmodal.load('speech')) or a function "
@@ -1953,8 +2006,8 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
         den.denoise_file(job.src, dst, overwrite=args.overwrite, scaling=args.scaling, tile=args.tile,
                          overlap=args.overlap, progress=progress)
     elif isinstance(den, VideoDenoiser):
-        audio: str | AudioProcess = args.audio if speech is None else functools.partial(
-            speech.denoise, mix=args.mix, atten_limit_db=args.atten_limit_db, chunk_seconds=args.chunk_seconds,
+        audio = args.audio if speech is None else _audio_process(
+            speech, mix=args.mix, atten_limit_db=args.atten_limit_db, chunk_seconds=args.chunk_seconds,
             full_band=args.full_band)
         den.denoise_file(job.src, dst, overwrite=args.overwrite, tile=args.tile, overlap=args.overlap,
                          subsample=args.subsample, progress=progress, value_range=args.value_range, audio=audio)

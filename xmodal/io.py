@@ -10,6 +10,7 @@ folder, then a rename, so a failure never leaves a half-written file.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,10 @@ import torch
 
 from xmodal._fs import atomic_write
 
-__all__ = ["AUDIO_EXTENSIONS", "AV_CONTAINERS", "PYAV_AUDIO_EXTENSIONS", "AudioReadError", "audio_metadata",
-           "av_streams", "container_tags", "copy_tags", "decode_av_audio", "encode_av_audio", "import_av",
-           "list_audio_files", "read_audio", "read_av_audio", "resample", "write_audio"]
+__all__ = ["AUDIO_EXTENSIONS", "AV_CONTAINERS", "PYAV_AUDIO_EXTENSIONS", "AudioReadError", "AvAudioSource",
+           "audio_metadata", "av_audio_stream", "av_streams", "container_tags", "copy_tags", "encode_av_audio",
+           "import_av", "list_audio_files", "read_audio", "read_av_audio", "resample", "write_audio",
+           "write_audio_blocks"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aif", ".aiff")
 # containers read and written through PyAV, not libsndfile: extension -> (FFmpeg muxer, audio codecs it is written
@@ -30,6 +32,7 @@ AV_CONTAINERS = {".m4a": ("ipod", ("aac", "alac")), ".mp4": ("mp4", ("aac", "ala
                  ".mov": ("mov", ("aac", "alac")), ".mkv": ("matroska", ("flac", "opus", "aac", "alac", "pcm_s16le")),
                  ".webm": ("webm", ("opus",)), ".avi": ("avi", ("pcm_s16le",))}
 PYAV_AUDIO_EXTENSIONS = tuple(AV_CONTAINERS)
+_FRAME = 4096  # samples per frame handed to an encoder
 _ENCODERS = {"opus": "libopus"}  # FFmpeg encoder of a codec, where the names differ
 _MUXER_TAGS = ("encoder", "major_brand", "minor_version", "compatible_brands", "duration")  # written by the muxer
 _SNDFILE_TAGS = ("title", "copyright", "software", "artist", "comment", "date", "album", "license", "tracknumber",
@@ -59,44 +62,129 @@ def container_tags(container: Any) -> dict[str, str]:
     return {k.lower(): str(v) for k, v in container.metadata.items() if v and k.lower() not in _MUXER_TAGS}
 
 
-def decode_av_audio(container: Any, stream: Any) -> tuple[np.ndarray, float]:
-    """A whole audio stream as ``(C, T) float32`` and the time of its first sample in seconds."""
-    import av
+class AvAudioSource:
+    """One audio stream of a file PyAV reads (``.m4a``, a video container), decoded in order in bounded memory.
 
-    resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=stream.codec_context.rate)
-    start, chunks = None, []
-    for frame in container.decode(stream):
-        if start is None and frame.pts is not None:
-            start = float(frame.pts * frame.time_base)
-        chunks += [f.to_ndarray() for f in resampler.resample(frame)]
-    chunks += [f.to_ndarray() for f in resampler.resample(None)]
-    channels = stream.codec_context.channels
-    wave = np.concatenate(chunks, axis=1) if chunks else np.zeros((channels, 0), np.float32)
-    return np.ascontiguousarray(wave, dtype=np.float32), start or 0.0
+    Each :meth:`blocks` call decodes the stream afresh from its start and yields its samples as ``(C, L) float32``
+    blocks (FFmpeg's frames, through ``fltp`` at the stream's layout and rate), never the whole stream at once. The
+    header (rate, channels, codec) is read, and the first frame decoded, when the source is made, so a file that is
+    not audio fails here, naming it.
+
+    Args:
+        path: the file.
+        index: the stream's index in the container; ``None``: its first audio stream.
+        trim: give the samples that were encoded: those before time 0 (decoder priming: AAC's encoder delay) and
+            past the stream's duration (padding to a whole frame) are cut. Without it every decoded sample comes, the
+            first at :attr:`start` seconds (what a soundtrack keeps its timing against the picture with).
+
+    Attributes:
+        name: how messages name it: the path, and ``audio stream N`` when ``index`` was given.
+        rate, channels, layout, codec: the stream's sample rate (Hz), channel count, PyAV layout and codec name.
+        start: the time of the first sample :meth:`blocks` gives, in seconds.
+
+    Raises:
+        AudioReadError: unreadable file, no audio stream (or no stream ``index``), or a stream that does not decode.
+        ImportError: no PyAV.
+    """
+
+    def __init__(self, path: str | os.PathLike, index: int | None = None, *, trim: bool = True) -> None:
+        self.path, self.index = Path(path), index
+        self.name = str(self.path) if index is None else f"{self.path}: audio stream {index}"
+        av = _import_av(self.path)
+        try:
+            with av.open(str(self.path)) as container:
+                stream = self._stream(container)
+                ctx = stream.codec_context
+                self.rate, self.channels, self.codec = int(ctx.rate), int(ctx.channels), str(ctx.name)
+                self.layout = ctx.layout
+                first = next(iter(container.decode(stream)), None)
+                start = float(first.pts * first.time_base) if first is not None and first.pts is not None else 0.0
+                duration = stream.duration * stream.time_base if stream.duration and stream.time_base else None
+        except AudioReadError:
+            raise
+        except Exception as e:  # PyAV raises its own error classes for corrupt or unknown files
+            raise AudioReadError(f"{self.name}: not readable as audio ({e})") from None
+        self._skip = max(0, round(-start * self.rate)) if trim else 0  # priming samples cut at the start
+        self._stop = round(float(duration) * self.rate) if trim and duration is not None else None  # samples kept
+        self.start = start + self._skip / self.rate
+
+    def _stream(self, container: Any) -> Any:
+        if self.index is None:
+            if not container.streams.audio:
+                raise AudioReadError(f"{self.name}: holds no audio stream")
+            return container.streams.audio[0]
+        stream = next((s for s in container.streams.audio if s.index == self.index), None)
+        if stream is None:
+            raise AudioReadError(f"{self.name}: no such audio stream")
+        return stream
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """The stream's samples from its start, as consecutive ``(C, L) float32`` blocks (a fresh decode).
+
+        Raises:
+            AudioReadError: the stream stops decoding part way (the message names the file and FFmpeg's reason).
+        """
+        av = _import_av(self.path)
+        try:
+            with av.open(str(self.path)) as container:
+                stream = self._stream(container)
+                resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate)
+                decoded = (out.to_ndarray() for frame in _and_flush(container.decode(stream))
+                           for out in resampler.resample(frame))
+                for block in _cut(decoded, self._skip, self._stop):
+                    yield np.ascontiguousarray(block, dtype=np.float32)
+        except av.FFmpegError as e:
+            raise AudioReadError(f"{self.name}: cannot be decoded ({e})") from None
 
 
-def encode_av_audio(out: Any, codec: str, wave: np.ndarray, rate: int, layout: Any, start: float) -> list[Any]:
-    """Add a ``codec`` stream to ``out`` and encode ``wave`` (``(C, T)``, first sample at ``start`` seconds) into
-    it; returns its packets (for the caller to mux, interleaved with any other streams)."""
+def _and_flush(frames: Iterator[Any]) -> Iterator[Any]:
+    """``frames``, then ``None`` (what flushes a resampler)."""
+    yield from frames
+    yield None
+
+
+def _cut(blocks: Iterable[np.ndarray], skip: int, keep: int | None = None) -> Iterator[np.ndarray]:
+    """Consecutive ``(C, L)`` blocks without their first ``skip`` samples and, with ``keep``, none past ``keep``
+    samples after those; empty blocks are left out."""
+    for block in blocks:
+        cut = min(skip, block.shape[1])
+        block, skip = block[:, cut:], skip - cut
+        if keep is not None:
+            block, keep = block[:, :keep], keep - min(keep, block.shape[1])
+        if block.shape[1]:
+            yield block
+
+
+def av_audio_stream(out: Any, codec: str, rate: int, layout: Any) -> Any:
+    """Add a ``codec`` audio stream to the PyAV output container ``out`` for samples at ``rate`` Hz (Opus: at
+    48 kHz, which it is resampled to); AAC at 96 kb/s a channel."""
     import av
 
     codec = _ENCODERS.get(codec, codec)
     rates = av.Codec(codec, "w").audio_rates
-    out_rate = rate if not rates or rate in rates else max(rates)  # Opus: 48 kHz
-    stream = out.add_stream(codec, rate=out_rate, layout=layout)
+    stream = out.add_stream(codec, rate=rate if not rates or rate in rates else max(rates), layout=layout)
     if codec == "aac":
-        stream.bit_rate = 96_000 * wave.shape[0]
-    skip = max(0, round(-start * rate))  # samples before time 0 are cut (in a video: before its first frame)
+        stream.bit_rate = 96_000 * stream.codec_context.channels
+    return stream
+
+
+def encode_av_audio(stream: Any, blocks: Iterable[np.ndarray], rate: int, layout: Any,
+                    start: float) -> Iterator[Any]:
+    """Encode consecutive ``(C, L)`` blocks of samples at ``rate`` Hz, the first at ``start`` seconds, into the PyAV
+    ``stream`` (:func:`av_audio_stream`); yields its packets as they come (for the caller to mux, interleaved with any
+    other streams), so memory holds a block at a time. Samples before time 0 are cut (in a video: before its first
+    frame)."""
+    import av
+
     pts = max(0, round(start * rate))
-    packets: list[Any] = []
-    block = 4096
-    for a in range(skip, wave.shape[1], block):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, a:a + block]), format="fltp", layout=layout)
-        frame.sample_rate, frame.pts, frame.time_base = rate, pts, Fraction(1, rate)
-        pts += frame.samples
-        packets += stream.encode(frame)
-    packets += stream.encode(None)
-    return packets
+    for block in _cut(blocks, max(0, round(-start * rate))):
+        for a in range(0, block.shape[1], _FRAME):
+            piece = np.ascontiguousarray(block[:, a:a + _FRAME], dtype=np.float32)
+            frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=layout)
+            frame.sample_rate, frame.pts, frame.time_base = rate, pts, Fraction(1, rate)
+            pts += frame.samples
+            yield from stream.encode(frame)
+    yield from stream.encode(None)
 
 
 def av_streams(path: str | os.PathLike) -> tuple[int, int]:
@@ -114,48 +202,44 @@ def av_streams(path: str | os.PathLike) -> tuple[int, int]:
 
 
 def read_av_audio(path: str | os.PathLike) -> tuple[np.ndarray, int, str]:
-    """The first audio stream of a file PyAV reads (``.m4a``, or a video container): ``(wave (C, T) float32,
-    sample_rate, codec)``, cut to the stream's duration (no encoder delay or padding: the samples that were
-    encoded).
+    """The first audio stream of a file PyAV reads (``.m4a``, or a video container) whole: ``(wave (C, T) float32,
+    sample_rate, codec)``, cut to the samples that were encoded (no encoder delay or padding; see
+    :class:`AvAudioSource`, which reads one in bounded memory).
 
     Raises:
-        AudioReadError: unreadable, no audio stream, zero length.
+        AudioReadError: unreadable, no audio stream, zero length, NaN or infinite samples.
         ImportError: no PyAV.
     """
-    path = Path(path)
-    av = _import_av(path)
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise AudioReadError(f"{path}: holds no audio stream")
-            stream = container.streams.audio[0]
-            rate, codec = int(stream.codec_context.rate), str(stream.codec_context.name)
-            wave, start = decode_av_audio(container, stream)
-            duration = stream.duration * stream.time_base if stream.duration and stream.time_base else None
-    except AudioReadError:
-        raise
-    except Exception as e:  # PyAV raises its own error classes for corrupt or unknown files
-        raise AudioReadError(f"{path}: not readable as audio ({e})") from None
-    wave = wave[:, max(0, round(-start * rate)):]  # samples before time 0 (decoder priming) are not part of it
-    if duration is not None:
-        wave = wave[:, :round(float(duration) * rate)]
+    source = AvAudioSource(path)
+    blocks = list(source.blocks())
+    wave = np.concatenate(blocks, axis=1) if blocks else np.zeros((source.channels, 0), np.float32)
     if wave.shape[1] == 0:
         raise AudioReadError(f"{path}: zero-length audio")
     if not np.isfinite(wave).all():
         raise AudioReadError(f"{path}: contains NaN or infinite samples")
-    return np.ascontiguousarray(wave), rate, codec
+    return wave, source.rate, source.codec
 
 
-def _write_av_audio(path: str, muxer: str, wave: np.ndarray, sample_rate: int, codec: str,
-                    metadata: dict[str, str]) -> None:
-    """Encode ``wave (C, T)`` as ``codec`` into the ``muxer`` file ``path`` (an audio-only container), with the
-    container tags ``metadata``."""
+def _write_av_audio(path: str, muxer: str, blocks: Iterable[np.ndarray], sample_rate: int, channels: int, codec: str,
+                    metadata: dict[str, str]) -> int:
+    """Encode consecutive ``(C, L)`` blocks (clipped to [-1, 1]) as ``codec`` into the ``muxer`` file ``path`` (an
+    audio-only container), with the container tags ``metadata``; returns the samples written."""
     av = _import_av(Path(path))
-    layout = {1: "mono", 2: "stereo"}.get(wave.shape[0], f"{wave.shape[0]}c")
+    layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
+    written = 0
+
+    def clipped() -> Iterator[np.ndarray]:
+        nonlocal written
+        for block in blocks:
+            written += block.shape[1]
+            yield np.clip(block, -1.0, 1.0)
+
     with av.open(path, "w", format=muxer) as out:
         out.metadata.update({"track" if k == "tracknumber" else k: v for k, v in metadata.items()})
-        for packet in encode_av_audio(out, codec, wave, sample_rate, layout, 0.0):
+        stream = av_audio_stream(out, codec, sample_rate, layout)
+        for packet in encode_av_audio(stream, clipped(), sample_rate, layout, 0.0):
             out.mux(packet)
+    return written
 
 
 def list_audio_files(folder: str | os.PathLike) -> list[Path]:
@@ -230,8 +314,25 @@ def write_audio(path: str | os.PathLike, wave: np.ndarray | torch.Tensor, sample
         wave = wave[None]
     if wave.ndim != 2:
         raise ValueError(f"Expected `wave` of shape (T,) or (C, T), got {tuple(wave.shape)}")
-    if subtype is None or not subtype.startswith(("FLOAT", "DOUBLE")):
-        wave = np.clip(wave, -1.0, 1.0)
+    write_audio_blocks(path, [wave], sample_rate, wave.shape[0], subtype=subtype, metadata=metadata,
+                       clip=subtype is None or not subtype.startswith(("FLOAT", "DOUBLE")))
+
+
+def write_audio_blocks(path: str | os.PathLike, blocks: Iterable[np.ndarray], sample_rate: int, channels: int, *,
+                       subtype: str | None = None, metadata: dict[str, str] | None = None, clip: bool = True,
+                       fmt: str | None = None) -> int:
+    """Write consecutive ``(C, L) float32`` blocks as one file, atomically, holding one block at a time (e.g. the
+    output of a chunked denoiser); returns the samples written.
+
+    Args:
+        path, sample_rate, subtype, metadata: as in :func:`write_audio`.
+        blocks: ``(channels, L)`` arrays, in order.
+        clip: clip to [-1, 1] (always done for the PyAV containers, whose codecs take no more).
+        fmt: libsndfile format (``WAV``, ``FLAC``...); ``None``: the extension's.
+
+    Raises:
+        ValueError: a codec the PyAV container is not written with.
+    """
     suffix = Path(path).suffix.lower()
     if suffix in AV_CONTAINERS:
         muxer, codecs = AV_CONTAINERS[suffix]
@@ -239,20 +340,31 @@ def write_audio(path: str | os.PathLike, wave: np.ndarray | torch.Tensor, sample
         if codec not in codecs:
             raise ValueError(f"{path}: a {suffix} file is written with {', '.join(c.upper() for c in codecs)}, got "
                              f"subtype {subtype!r}")
-        atomic_write(path, lambda tmp: _write_av_audio(tmp, muxer, np.clip(wave, -1.0, 1.0), sample_rate, codec,
-                                                       metadata or {}))
-        return
+        written = 0
+
+        def write_av(tmp: str) -> None:
+            nonlocal written
+            written = _write_av_audio(tmp, muxer, blocks, sample_rate, channels, codec, metadata or {})
+
+        atomic_write(path, write_av)
+        return written
+
+    written = 0
 
     def write(tmp: str) -> None:
+        nonlocal written
         import soundfile as sf
 
-        fmt = "OGG" if suffix == ".opus" else None  # libsndfile knows Opus files as OGG
-        with sf.SoundFile(tmp, "w", sample_rate, wave.shape[0], subtype=subtype or ("OPUS" if fmt else None),
-                          format=fmt) as out:
+        form = fmt or ("OGG" if suffix == ".opus" else None)  # libsndfile knows Opus files as OGG
+        with sf.SoundFile(tmp, "w", sample_rate, channels, subtype=subtype or ("OPUS" if suffix == ".opus" else None),
+                          format=form) as out:
             copy_tags(metadata or {}, out)
-            out.write(wave.T)  # (C, T) -> (T, C)
+            for block in blocks:
+                out.write((np.clip(block, -1.0, 1.0) if clip else block).T)  # (C, L) -> (L, C)
+                written += block.shape[1]
 
     atomic_write(path, write)
+    return written
 
 
 def audio_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -19,10 +19,11 @@ uint16 / 65535, floats as stored). Three containers:
 **Soundtracks and tags.** Writing a video file from a video file (:class:`ClipWriter`'s ``source``) keeps its
 container tags (title, creation time, location...) and its audio streams: copied packet for packet when the
 destination container can hold their codec, else re-encoded (AAC for ``.mp4``/``.mov``, FLAC for ``.mkv``, 16-bit
-PCM for ``.avi``, Opus for ``.webm``), or decoded, passed through a function (``audio``: the speech denoiser) and
-encoded the same way. They keep their timing against the video, so the picture and the sound stay in sync. Subtitle
-streams are copied the same way when the destination container takes their codec (else left out with a warning);
-data streams (timecodes, telemetry) are not copied.
+PCM for ``.avi``, Opus for ``.webm``), or decoded, processed (``audio``: the speech denoiser, a chunk at a time, or
+a function of the whole stream) and encoded the same way, block by block as the muxer takes them. They keep their
+timing against the video, so the picture and the sound stay in sync. Subtitle streams are copied the same way when
+the destination container takes their codec (else left out with a warning); data streams (timecodes, telemetry) are
+not copied.
 
 :class:`ClipReader` reads one frame at a time (what the video denoiser keeps in memory is its temporal window), and
 :class:`ClipWriter` writes one frame at a time into a temporary folder or file beside the destination that is renamed
@@ -46,10 +47,10 @@ import numpy as np
 import torch
 
 from xmodal._fs import usual_permissions
-from xmodal.io import AV_CONTAINERS, container_tags, decode_av_audio, encode_av_audio, import_av
+from xmodal.io import AV_CONTAINERS, AvAudioSource, av_audio_stream, container_tags, encode_av_audio, import_av
 from xmodal.imageio import IMAGE_EXTENSIONS, ImageInfo, ImageReadError, natural_key, read_image, write_image
 
-__all__ = ["VIDEO_EXTENSIONS", "AudioProcess", "ClipInfo", "ClipReader", "ClipWriter", "clip_frames",
+__all__ = ["VIDEO_EXTENSIONS", "AudioProcess", "ClipInfo", "ClipReader", "ClipWriter", "StreamedAudio", "clip_frames",
            "is_clip", "read_clip", "remux_with_source", "write_clip"]
 
 PathLike = Union[str, os.PathLike]
@@ -60,6 +61,16 @@ _DTYPES = ("uint8", "uint16", "float16", "float32", "float64")
 _TIME_BASE = Fraction(1, 90000)  # of frames written at their source times (variable frame rate)
 _SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}  # AVCOL_SPC -> swscale's matrix (BT.709, FCC, BT.601...)
 AudioProcess = Callable[[np.ndarray, int], np.ndarray]  # (wave (C, T) float32 in [-1, 1], rate) -> same shape
+
+
+@dataclass(frozen=True)
+class StreamedAudio:
+    """A soundtrack process that runs in bounded memory (a speech :class:`~xmodal.Denoiser`'s, which
+    ``VideoDenoiser.denoise_file(..., audio=speech)`` makes): ``run(source)`` takes an
+    :class:`~xmodal.io.AvAudioSource` (which it may read more than once) and returns an iterator of the processed
+    samples, ``(C, L)`` float32 blocks in order, as many samples as the source has."""
+
+    run: Callable[[AvAudioSource], Iterator[np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -384,8 +395,9 @@ class ClipWriter:
             kept).
         source: the video file the clip comes from: its container tags and audio streams go into the destination
             video file, the sound in sync with the frames (see the module docstring); ``None``: neither.
-        audio: what becomes of ``source``'s audio streams: ``"copy"``, ``"drop"``, or a function ``(wave (C, T)
-            float32, sample_rate) -> wave`` applied to each (decoded, processed in memory, re-encoded).
+        audio: what becomes of ``source``'s audio streams: ``"copy"``, ``"drop"``, a :class:`StreamedAudio` run on
+            each (decoded, processed and re-encoded a block at a time), or a function ``(wave (C, T) float32,
+            sample_rate) -> wave`` applied to each (decoded whole, processed in memory, re-encoded).
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is false.
@@ -396,7 +408,7 @@ class ClipWriter:
 
     def __init__(self, path: PathLike, info: ClipInfo | None, shape: tuple[int, int, int, int],
                  overwrite: bool = False, source: PathLike | None = None,
-                 audio: str | AudioProcess = "copy") -> None:
+                 audio: str | AudioProcess | StreamedAudio = "copy") -> None:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path}: exists (pass overwrite=True / --overwrite to replace it)")
@@ -408,7 +420,7 @@ class ClipWriter:
         if source is not None and not self.video:
             raise ValueError(f"{self.path}: only a video file ({', '.join(VIDEO_EXTENSIONS)}) can take the audio and "
                              f"tags of {source}")
-        if not callable(audio) and audio not in ("copy", "drop"):
+        if not callable(audio) and not isinstance(audio, StreamedAudio) and audio not in ("copy", "drop"):
             raise ValueError(f"`audio` must be 'copy', 'drop' or a function (wave, sample_rate) -> wave, got {audio!r}")
         self.source = Path(source) if source is not None else None
         self.audio = audio
@@ -624,22 +636,25 @@ def _can_copy(stream: Any, muxer: str) -> bool:
         return False
 
 
-def remux_with_source(video: PathLike, source: PathLike, dst: PathLike, audio: str | AudioProcess = "copy") -> Path:
+def remux_with_source(video: PathLike, source: PathLike, dst: PathLike,
+                      audio: str | AudioProcess | StreamedAudio = "copy") -> Path:
     """Write ``dst``: the first video stream of ``video`` (packets copied), the container tags of the video file
     ``source``, its audio streams: copied (``audio="copy"``) when ``dst``'s container takes their codec and
-    re-encoded otherwise, left out (``"drop"``), or decoded, passed through the function ``audio`` and encoded; and its
-    subtitle streams, copied when ``dst``'s container takes their codec (text subtitles: ``.mkv`` takes SubRip, ASS
-    and WebVTT, ``.mp4``/``.mov`` only their own mov_text), else left out with a warning. Audio and subtitles keep
-    their time against ``source``'s first video frame, which is ``video``'s first frame. Returns ``dst``.
+    re-encoded otherwise, left out (``"drop"``), or decoded, processed (a :class:`StreamedAudio`: a block at a time;
+    a function ``(wave, rate) -> wave``: whole) and encoded; and its subtitle streams, copied when ``dst``'s container
+    takes their codec (text subtitles: ``.mkv`` takes SubRip, ASS and WebVTT, ``.mp4``/``.mov`` only their own
+    mov_text), else left out with a warning. Audio and subtitles keep their time against ``source``'s first video
+    frame, which is ``video``'s first frame. Re-encoded audio is decoded, processed and encoded as the muxer needs
+    it, so memory holds a block of it at a time (unless a function takes it whole). Returns ``dst``.
 
     Raises:
-        ValueError: ``audio`` returns another shape or non-finite samples.
+        ValueError: ``audio`` returns another shape or non-finite samples; an audio stream does not decode
+            (:class:`~xmodal.io.AudioReadError`).
         ImportError: no PyAV.
     """
     av = _import_av()
     video, source, dst = Path(video), Path(source), Path(dst)
     muxer, codecs = AV_CONTAINERS[dst.suffix.lower()]
-    process = audio if callable(audio) else None
     with av.open(str(video)) as vin, av.open(str(source)) as ain, av.open(str(dst), "w", format=muxer) as out:
         out.metadata.update(container_tags(ain))
         v_in = vin.streams.video[0]
@@ -647,24 +662,21 @@ def remux_with_source(video: PathLike, source: PathLike, dst: PathLike, audio: s
         first = ain.streams.video[0] if ain.streams.video else None
         t0 = float(first.start_time * first.time_base) if first is not None and first.start_time is not None else 0.0
         copied: dict[int, Any] = {}  # source stream index -> output stream
-        encoded: list[Any] = []  # packets of the re-encoded streams
+        encoded: list[Iterator[Any]] = []  # packets of each re-encoded stream, made as the muxer takes them
         for stream in ain.streams.audio if audio != "drop" else ():
-            if process is None and _can_copy(stream, muxer):
+            if audio == "copy" and _can_copy(stream, muxer):
                 copied[stream.index] = out.add_stream_from_template(stream)
                 continue
-            with av.open(str(source)) as reader:  # a reader per stream: decoding one does not consume the others
-                wave, start = decode_av_audio(reader, reader.streams[stream.index])
-            rate = int(stream.codec_context.rate)
-            if process is not None and wave.shape[1]:
-                done = np.asarray(process(wave, rate), dtype=np.float32)
-                if done.shape != wave.shape:
-                    raise ValueError(f"{source}: denoising audio stream {stream.index} of shape {wave.shape} gave "
-                                     f"shape {done.shape}")
-                if not np.isfinite(done).all():
-                    raise ValueError(f"{source}: denoising audio stream {stream.index} gave NaN or infinite samples")
-                wave = done
-            codec = codecs[0]  # the container's default: AAC, FLAC, Opus, 16-bit PCM
-            encoded += encode_av_audio(out, codec, wave, rate, stream.codec_context.layout, start - t0)
+            # each stream has its own readers: decoding one does not consume another's packets
+            track = AvAudioSource(source, stream.index, trim=False)
+            if isinstance(audio, StreamedAudio):
+                blocks = audio.run(track)
+            elif callable(audio):
+                blocks = iter([_processed(track, audio)])
+            else:
+                blocks = track.blocks()
+            out_stream = av_audio_stream(out, codecs[0], track.rate, track.layout)  # AAC, FLAC, Opus, 16-bit PCM
+            encoded.append(encode_av_audio(out_stream, blocks, track.rate, track.layout, track.start - t0))
         for stream in ain.streams.subtitles:
             if _can_copy(stream, muxer):
                 copied[stream.index] = out.add_stream_from_template(stream)
@@ -692,8 +704,23 @@ def remux_with_source(video: PathLike, source: PathLike, dst: PathLike, audio: s
                 yield packet
 
         for _, order, packet in heapq.merge(timed(vin.demux(v_in), 0), timed(copies(), 1),
-                                            timed(iter(encoded), 2), key=lambda item: item[:2]):
+                                            *(timed(packets, 2) for packets in encoded), key=lambda item: item[:2]):
             if order == 0:
                 packet.stream = v_out
             out.mux(packet)
     return dst
+
+
+def _processed(track: AvAudioSource, process: AudioProcess) -> np.ndarray:
+    """``process`` applied to the whole of ``track``, checked: the input's shape, finite samples."""
+    blocks = list(track.blocks())
+    wave = np.concatenate(blocks, axis=1) if blocks else np.zeros((track.channels, 0), np.float32)
+    if not wave.shape[1]:
+        return wave
+    done = np.asarray(process(wave, track.rate), dtype=np.float32)
+    if done.shape != wave.shape:
+        raise ValueError(f"{track.path}: denoising audio stream {track.index} of shape {wave.shape} gave shape "
+                         f"{done.shape}")
+    if not np.isfinite(done).all():
+        raise ValueError(f"{track.path}: denoising audio stream {track.index} gave NaN or infinite samples")
+    return done
