@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -525,6 +526,52 @@ def test_colour_tags_and_coding_are_kept(tmp_path: Path, pix_fmt: str, tags, tol
             assert np.abs(luma - source_luma).max() <= tol  # not re-coded with another matrix or range
     if tags:  # RGB FFV1: the source's primaries and transfer (HDR stays HDR)
         assert luma_and_tags(denoise_clip(src, tmp_path / "out.mkv"))[1][:2] == tags[:2]
+
+
+MASTERING = (0.68, 0.32, 0.265, 0.69, 0.15, 0.06, 0.3127, 0.329, 0.0001, 1000.0)  # P3 primaries, D65, 1000 nits
+
+
+def test_hdr10_mastering_metadata_is_kept(tmp_path: Path) -> None:
+    """HDR10: 10-bit BT.2020/PQ with the mastering display (SMPTE ST 2086) and content light level (MaxCLL, MaxFALL)
+    in SEI messages (FFmpeg gives HEVC's the same way; PyAV's libx265 aborts on such small frames, so the source is
+    H.264). Read into ClipInfo and written back into .mp4/.mov; containers whose codecs cannot carry them (FFV1, VP9)
+    warn."""
+    src = tmp_path / "hdr.mp4"
+    params = ("mastering-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1):"
+              "cll=1000,400")
+    with av.open(str(src), "w") as out:
+        s = out.add_stream("libx264", rate=FPS)
+        s.width, s.height, s.pix_fmt = 48, 32, "yuv420p10le"
+        ctx = s.codec_context
+        ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = 9, 16, 9, 1
+        s.options = {"x264-params": params}
+        for t in range(3):
+            rgb = np.full((32, 48, 3), 20000 + 5000 * t, np.uint16)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le").reformat(format="yuv420p10le",
+                                                                               dst_colorspace=9)
+            frame.pts = t
+            for packet in s.encode(frame):
+                out.mux(packet)
+        for packet in s.encode():
+            out.mux(packet)
+    info = ClipReader(src).info
+    assert (info.mastering, info.light_level, info.color) == (MASTERING, (1000, 400), (9, 16, 9, 1))
+    for ext in (".mp4", ".mov"):
+        out_info = ClipReader(denoise_clip(src, tmp_path / f"out{ext}")).info
+        assert (out_info.mastering, out_info.light_level, out_info.color, out_info.dtype) == \
+            (MASTERING, (1000, 400), (9, 16, 9, 1), "uint16")
+    for ext, name in [(".mkv", "ffv1"), (".webm", "libvpx-vp9")]:
+        with pytest.warns(UserWarning, match=rf"out{ext}: the source's HDR mastering display and content light level "
+                                             rf"cannot be stored in a \{ext} file \({name}\) and are left out "
+                                             r"\(write .mp4 or .mov to keep them\)"):
+            out_info = ClipReader(denoise_clip(src, tmp_path / f"out{ext}")).info
+        assert (out_info.mastering, out_info.light_level) == ((), ())
+    plain = tmp_path / "plain.mp4"
+    write_clip(plain, np.zeros((2, 3, 16, 16), np.float32))
+    assert (ClipReader(plain).info.mastering, ClipReader(plain).info.light_level) == ((), ())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to leave out: no warning
+        denoise_clip(plain, tmp_path / "plain.mkv")
 
 
 def test_rgb_source_tags_do_not_mislabel_yuv_output(tmp_path: Path) -> None:

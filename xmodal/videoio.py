@@ -14,7 +14,8 @@ uint16 / 65535, floats as stored). Three containers:
   FFV1 for ``.mkv``/``.avi`` (16-bit for a 16-bit clip), lossless VP9 for ``.webm`` (8-bit only). Only the first
   video stream is read. A variable frame rate (phones record it) is kept: frames are written at their source times.
   Colour tags are kept (:attr:`ClipInfo.color`): frames are decoded to RGB with the source's matrix and range and
-  coded back with them, under the same tags. A display rotation (phones) is applied on reading: frames come upright.
+  coded back with them, under the same tags; so is HDR10's mastering display and content light level in ``.mp4``/
+  ``.mov`` (:attr:`ClipInfo.mastering`). A display rotation (phones) is applied on reading: frames come upright.
 
 **Soundtracks and tags.** Writing a video file from a video file (:class:`ClipWriter`'s ``source``) keeps its
 container tags (title, creation time, location...) and its audio streams: copied packet for packet when the
@@ -41,7 +42,7 @@ import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Iterable, Iterator, Union
 
 import numpy as np
 import torch
@@ -96,6 +97,12 @@ class ClipInfo:
         rotation: the display rotation of a video file (counter-clockwise degrees, a multiple of 90: phones store
             portrait video as landscape frames with a rotation to show them with). Frames are read as they are
             shown, already rotated, so ``shape`` is the shown size and outputs need no rotation.
+        mastering: the HDR10 mastering display of a video file (SMPTE ST 2086, from its first frame's side data):
+            ``(Rx, Ry, Gx, Gy, Bx, By, Wx, Wy, min, max)``, the CIE 1931 xy of its red, green and blue primaries and
+            white point and its luminance range in cd/m2; ``()`` when it has none.
+        light_level: ``(MaxCLL, MaxFALL)`` of a video file in cd/m2 (the brightest pixel and the brightest frame
+            average: CTA-861.3 content light level); ``()`` when it has none. A ``.mp4``/``.mov`` written from it
+            carries both (in the H.264 stream, where players read them); other containers cannot (a warning says so).
     """
 
     kind: str
@@ -110,10 +117,46 @@ class ClipInfo:
     audio: tuple[str, ...] = ()
     color: tuple[int, int, int, int] = ()
     rotation: int = 0
+    mastering: tuple[float, ...] = ()
+    light_level: tuple[int, ...] = ()
 
 
 def _import_av() -> Any:
     return import_av("reading and writing video files", "; clips can also be folders of frames or .npy files")
+
+
+def _hdr_metadata(side_data: Iterable[Any]) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """:attr:`ClipInfo.mastering` and :attr:`ClipInfo.light_level` from a decoded frame's side data: FFmpeg's
+    ``AVMasteringDisplayMetadata`` (rationals: primaries R, G, B and white point as (x, y), then min and max luminance;
+    then two flags, kept only when both are set) and ``AVContentLightMetadata`` (two unsigned ints)."""
+    mastering: tuple[float, ...] = ()
+    light: tuple[int, ...] = ()
+    for item in side_data:
+        name = getattr(item.type, "name", "")
+        if name == "MASTERING_DISPLAY_METADATA" and item.buffer_size >= 88:
+            v = np.frombuffer(bytes(item)[:88], dtype=np.int32)
+            if v[20] and v[21] and (v[1:20:2] > 0).all():  # has primaries, has luminance
+                xy = v[:16:2] / v[1:16:2]  # Rx Ry Gx Gy Bx By Wx Wy
+                mastering = (*(round(float(c), 5) for c in xy), round(float(v[16] / v[17]), 4),
+                             round(float(v[18] / v[19]), 4))
+        elif name == "CONTENT_LIGHT_LEVEL" and item.buffer_size >= 8:
+            light = tuple(int(n) for n in np.frombuffer(bytes(item)[:8], dtype=np.uint32))
+    return mastering, light
+
+
+def _x264_hdr(mastering: tuple[float, ...], light: tuple[int, ...]) -> str:
+    """libx264's ``x264-params`` for :attr:`ClipInfo.mastering` and :attr:`ClipInfo.light_level` (its SEI
+    messages): ``mastering-display=G(x,y)B(x,y)R(x,y)WP(x,y)L(max,min)`` in units of 0.00002 and 0.0001 cd/m2, and
+    ``cll=MaxCLL,MaxFALL``."""
+    params = []
+    if mastering:
+        rx, ry, gx, gy, bx, by, wx, wy, lo, hi = mastering
+        xy = lambda x, y: f"({round(x * 50000)},{round(y * 50000)})"  # noqa: E731
+        params.append(f"mastering-display=G{xy(gx, gy)}B{xy(bx, by)}R{xy(rx, ry)}WP{xy(wx, wy)}"
+                      f"L({round(hi * 10000)},{round(lo * 10000)})")
+    if light:
+        params.append(f"cll={light[0]},{light[1]}")
+    return ":".join(params)
 
 
 def _stream_channels(stream: Any) -> int:
@@ -273,7 +316,7 @@ class ClipReader:
             raise ImageReadError(f"{self.path}: not readable as a video ({e})") from None
         if frames == 0 or H == 0 or W == 0:
             raise ImageReadError(f"{self.path}: empty video ({frames} frames of {W} x {H})")
-        rotation = self._display_rotation()
+        rotation, mastering, light_level = self._first_frame_metadata()
         self._turns = (rotation // 90) % 4  # np.rot90 turns (counter-clockwise) from stored to shown
         if self._turns % 2:
             H, W = W, H
@@ -282,21 +325,24 @@ class ClipReader:
         self._scale = np.float32(_INT_MAX[dtype])
         self.info = ClipInfo("video", (frames, channels, H, W), dtype, fps=float(rate) if rate else None,
                              codec=codec, times=times, audio=audio, color=color,
-                             rotation=rotation % 360 - (360 if rotation % 360 > 180 else 0))  # (-180, 180]
+                             rotation=rotation % 360 - (360 if rotation % 360 > 180 else 0),  # (-180, 180]
+                             mastering=mastering, light_level=light_level)
         self._decoder = None
         self._decoded: dict[int, np.ndarray] = {}
         self._next = 0
 
-    def _display_rotation(self) -> int:
-        """Counter-clockwise display rotation of a video file, rounded to 90 degrees (side data of its decoded
-        frames: the first one is decoded)."""
+    def _first_frame_metadata(self) -> tuple[int, tuple[float, ...], tuple[int, ...]]:
+        """From the side data of a video file's first frame (which is decoded): its counter-clockwise display
+        rotation rounded to 90 degrees, and its HDR mastering display and content light level
+        (:attr:`ClipInfo.mastering`, :attr:`ClipInfo.light_level`)."""
         av = _import_av()
         try:
             with av.open(str(self.path)) as container:
                 first = next(container.decode(container.streams.video[0]), None)
         except Exception as e:
             raise ImageReadError(f"{self.path}: frame 0 could not be decoded ({e})") from None
-        return int(round(float(getattr(first, "rotation", 0) or 0) / 90)) * 90
+        rotation = int(round(float(getattr(first, "rotation", 0) or 0) / 90)) * 90
+        return (rotation, *_hdr_metadata(first.side_data if first is not None else ()))
 
     def _video_frame(self, t: int) -> np.ndarray:
         av = _import_av()
@@ -467,6 +513,13 @@ class ClipWriter:
             else:
                 stream.pix_fmt = ("yuv420p" if H % 2 == 0 and W % 2 == 0 else "yuv444p") + ("10le" if deep else "")
                 stream.options = {"crf": "12", "preset": "medium"}
+            hdr = (info.mastering, info.light_level) if info is not None else ((), ())
+            if any(hdr) and codec == "libx264":
+                stream.options = {**stream.options, "x264-params": _x264_hdr(*hdr)}
+            elif any(hdr):
+                warnings.warn(f"{self.path}: the source's HDR mastering display and content light level cannot be "
+                              f"stored in a {suffix} file ({codec}) and are left out (write .mp4 or .mov to keep "
+                              "them)", stacklevel=2)
             self._stream = stream
             self.written = 0
             return
