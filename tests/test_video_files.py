@@ -382,6 +382,20 @@ def test_cli_audio_options(runs: dict[str, Path], tmp_path: Path, capsys) -> Non
     (source,) = soundtracks(src)
     expected = load(runs["speech"]).denoise(source[1], 16000, mix=0.5)
     assert np.abs(track[1] - np.clip(expected, -1, 1)).max() <= 1 / 32768 + 1e-6
+    long = tmp_path / "long" / "speech.mkv"
+    long.parent.mkdir()
+    make_video(long, frames=100, rate=16000)  # 4 s of sound
+    (sound,) = soundtracks(long)
+    speech = load(runs["speech"])
+    chunks = len(speech.chunk_plan(sound[1].shape[1], 16000, chunk_seconds=0.3))
+    assert chunks > 1
+    capsys.readouterr()
+    assert main([str(long), "--model", str(runs["video"]), "-o", str(tmp_path / "e"), "--audio", "denoise",
+                 "--audio-model", str(runs["speech"]), "--chunk-seconds", "0.3"]) == 0  # not --quiet: progress bars
+    assert f"speech.mkv (sound):   0%|          | 0/{chunks}" in capsys.readouterr().err  # the sound has its own
+    (track,) = soundtracks(tmp_path / "e" / "speech.mkv")
+    expected = speech.denoise(sound[1], 16000, chunk_seconds=0.3)
+    assert np.abs(track[1] - np.clip(expected, -1, 1)).max() <= 1 / 32768 + 1e-6
     assert main([*args, "-o", str(tmp_path / "b"), "--audio", "drop"]) == 0
     assert ClipReader(tmp_path / "b" / "talk.mkv").info.audio == ()
     assert main([*args, "-o", str(tmp_path / "c")]) == 0  # copied by default

@@ -1475,7 +1475,7 @@ class VideoDenoiser:
             value_range = _check_value_range(value_range)
         except ValueError as e:
             raise ValueError(f"{src}: {e}") from None
-        process = _audio_process(audio)
+        process = _audio_process(audio, progress=progress, desc=f"{src.name} (sound)")
         reader = ClipReader(src)
         try:
             to_video = reader.info.kind == "video" and dst.suffix.lower() in VIDEO_EXTENSIONS
@@ -1519,7 +1519,7 @@ def _audio_process(audio: Any, **options: Any) -> AudioProcess | StreamedAudio |
     """What :class:`~xmodal.videoio.ClipWriter` does to a soundtrack for ``audio`` of
     :meth:`VideoDenoiser.denoise_file`: ``None`` (copied or dropped), the function itself, or for a speech
     :class:`Denoiser` a :class:`~xmodal.videoio.StreamedAudio` that runs it chunk by chunk with ``options`` (those of
-    :meth:`Denoiser.denoise`); ``ValueError`` for anything else."""
+    :meth:`Denoiser.denoise_file`, and ``desc``: the progress bar's label); ``ValueError`` for anything else."""
     from xmodal.videoio import StreamedAudio
 
     if isinstance(audio, str) and audio in ("copy", "drop"):
@@ -2008,7 +2008,7 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
     elif isinstance(den, VideoDenoiser):
         audio = args.audio if speech is None else _audio_process(
             speech, mix=args.mix, atten_limit_db=args.atten_limit_db, chunk_seconds=args.chunk_seconds,
-            full_band=args.full_band)
+            full_band=args.full_band, progress=progress, desc=f"{job.src.name} (sound)")
         den.denoise_file(job.src, dst, overwrite=args.overwrite, tile=args.tile, overlap=args.overlap,
                          subsample=args.subsample, progress=progress, value_range=args.value_range, audio=audio)
     else:  # unreachable: load returns one of the four
