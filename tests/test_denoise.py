@@ -467,14 +467,24 @@ def test_m4a_errors(den: Denoiser, tmp_path: Path) -> None:
             with pytest.raises(AudioReadError, match=message):
                 den.denoise_file(memo, tmp_path / "out.m4a")
 
-    def damaged(frames):  # a stream that stops decoding part way, as PyAV reports it
+    readings = []
+
+    def damaged(frames, fail_at):  # a stream that stops decoding part way, as PyAV reports it
+        readings.append(1)
+        if len(readings) < fail_at:
+            yield from frames
+            yield None
+            return
         yield next(frames)
         raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(xmodal.io, "_and_flush", damaged)
-        with pytest.raises(AudioReadError, match=r"memo.m4a: cannot be decoded \(\[Errno 1094995529\] Invalid data"):
-            den.denoise_file(memo, tmp_path / "out.wav")
+    for out, fail_at in [("out.wav", 1), ("out.m4a", 2)]:  # the level pass, the denoising pass (output half-written)
+        readings.clear()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(xmodal.io, "_and_flush", lambda frames, n=fail_at: damaged(frames, n))
+            with pytest.raises(AudioReadError, match=r"memo.m4a: cannot be decoded \(\[Errno 1094995529\] Invalid "):
+                den.denoise_file(memo, tmp_path / out)
+        assert len(readings) == fail_at
     assert sorted(os.listdir(tmp_path)) == ["in.wav", "junk.m4a", "memo.m4a", "silent.m4a"]
     assert src.exists()
 
