@@ -662,6 +662,28 @@ def test_length_guard(den: Denoiser, tmp_path: Path, monkeypatch: pytest.MonkeyP
 # Command line
 
 
+def test_console_scripts_are_the_commands(tmp_path: Path) -> None:
+    """The install puts xmodal-train, -denoise, -evaluate and -export on the path: each is its module's main, and its
+    usage names it as it was called."""
+    import importlib
+    from importlib.metadata import distribution
+
+    scripts = {ep.name: ep for ep in distribution("xmodal").entry_points if ep.group == "console_scripts"}
+    assert sorted(scripts) == ["xmodal-denoise", "xmodal-evaluate", "xmodal-export", "xmodal-train"]
+    for name, entry in scripts.items():
+        assert entry.load() is importlib.import_module(f"xmodal.{name.removeprefix('xmodal-')}").main
+    src = write(tmp_path / "in" / "a.wav", make_wave(16000, 1, 0.5), 16000)
+    script = Path(sys.executable).parent / "xmodal-denoise"  # the venv's bin folder, where pip put it
+    done = subprocess.run([str(script), str(src), "-o", str(tmp_path / "out"), "--quiet"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert sf.info(str(tmp_path / "out" / "a.wav")).frames == 8000
+    bad = subprocess.run([str(script), str(src)], capture_output=True, text=True)  # no -o
+    assert bad.returncode == 2 and bad.stderr.startswith("usage: xmodal-denoise ")
+    bad = subprocess.run([sys.executable, "-m", "xmodal.denoise", str(src)], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("usage: python -m xmodal.denoise ")
+
+
 FORMATS = [("m8_pcm16.wav", 8000, 1, "PCM_16"), ("s16_pcm24.wav", 16000, 2, "PCM_24"),
            ("m44_float.wav", 44100, 1, "FLOAT"), ("s48_pcm16.wav", 48000, 2, "PCM_16"),
            ("s44_float.wav", 44100, 2, "FLOAT"), ("m48_pcm24.flac", 48000, 1, "PCM_24")]

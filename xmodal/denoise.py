@@ -58,6 +58,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xmodal._cli import command_name
 from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
 from xmodal.io import AudioReadError, list_audio_files, resample
@@ -1881,7 +1882,7 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m xmodal.denoise",
+        prog=command_name("denoise"),
         description="Denoise audio files (WAV, FLAC, OGG, Opus, MP3, M4A...; any rate, channel count and length), "
                     "images (PNG, JPEG, BMP, WebP, AVIF, TIFF, .npy, HEIC; bit depth and format kept), multispectral "
                     "stacks (multi-band TIFF/.npy files, or folders of single-band TIFFs with --modality "

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from xmodal._cli import command_name
 from xmodal._fs import atomic_write
 from xmodal.imageio import _INT_MAX, IMAGE_EXTENSIONS, ImageReadError, read_image, read_stack
 from xmodal.io import AUDIO_EXTENSIONS, AudioReadError, list_audio_files, read_audio, resample
@@ -1066,7 +1067,7 @@ def detect_modality(clean: str | os.PathLike) -> Literal["speech", "image", "mul
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m xmodal.evaluate",
+        prog=command_name("evaluate"),
         description="Score noisy and enhanced data against clean references: PESQ / STOI / ESTOI / SI-SDR for "
                     "speech, PSNR / SSIM (+ LPIPS with --lpips) for images, PSNR / SSIM / SAM for multispectral "
                     "stacks, PSNR / SSIM / temporal PSNR (+ LPIPS) for video clips. "

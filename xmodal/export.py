@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xmodal._cli import command_name
+
 __all__ = ["ExportReport", "OnnxNet", "OnnxRuntimeNet", "embedded_config", "export_onnx", "load_onnx", "main"]
 
 #: largest |onnxruntime - torch| accepted for the fp32 file (features are O(1); measured differences are ~1e-6)
@@ -446,7 +448,7 @@ def _quantize(raw: Path, out: Path, features: list[dict[str, np.ndarray]], proto
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (0 written and checked, 2 error)."""
-    p = argparse.ArgumentParser(prog="python -m xmodal.export", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=command_name("export"), description=__doc__.split("\n")[0])
     p.add_argument("model", help="bundled name (speech, speech_rt, gray, color, multispectral, video, video_color), "
                                  "run directory or .safetensors")
     p.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="the ONNX file to write")

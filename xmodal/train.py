@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from xmodal import checkpoint as ckpt
+from xmodal._cli import command_name
 from xmodal.config import Config, ConfigError, config_to_dict, dump_config, load_config
 from xmodal.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from xmodal.inference import autocast_for, enhance
@@ -464,7 +465,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``RECIPE [key.sub=value ...]`` and train. Returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m xmodal.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=command_name("train"), description=__doc__.split("\n")[0])
     parser.add_argument("recipe", help="YAML recipe, e.g. recipes/speech.yaml")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=100 optim.lr=3e-4")
     parser.add_argument("--stop-after", type=int, default=None, metavar="N",
