@@ -169,6 +169,56 @@ def test_augmentation_keeps_content():
     assert transformed >= 6  # 7 of 8 transforms change a textured crop
 
 
+def test_saturation_scales_the_distance_from_luma():
+    from xmodal.data.images import _LUMA, _saturate
+
+    rng = np.random.default_rng(0)
+    x = (0.25 + 0.5 * rng.random((2, 3, 8, 9))).astype(np.float32)  # (T, C, H, W) in [0.25, 0.75]
+    luma = np.einsum("c,tchw->thw", _LUMA, x)[:, None]
+    assert _saturate(x, None, rng) is x
+    state = rng.bit_generator.state
+    np.testing.assert_allclose(_saturate(x, (1.0, 1.0), rng), x, atol=1e-6)
+    np.testing.assert_allclose(_saturate(x, (0.0, 0.0), rng), np.broadcast_to(luma, x.shape), atol=1e-6)  # gray
+    y = _saturate(x, (1.4, 1.4), rng)  # no clipping at this factor for these values
+    np.testing.assert_allclose(y - luma, 1.4 * (x - luma), atol=1e-6)
+    np.testing.assert_allclose(np.einsum("c,tchw->thw", _LUMA, y), luma[:, 0], atol=1e-6)  # brightness kept
+    vivid = _saturate(x, (10.0, 10.0), rng)
+    assert vivid.min() == 0.0 and vivid.max() == 1.0 and vivid.dtype == np.float32  # clipped to [0, 1]
+    assert rng.bit_generator.state != state  # one factor drawn per call
+    one = _saturate(x[0], (0.5, 2.0), np.random.default_rng(3))  # (C, H, W) too
+    factor = np.random.default_rng(3).uniform(0.5, 2.0)
+    np.testing.assert_allclose(one, np.clip(luma[0] + factor * (x[0] - luma[0]), 0, 1), atol=1e-6)
+
+
+def test_saturation_of_training_crops():
+    """``image.saturation`` changes the clean crop (the one the noise is added to), nothing else about it."""
+    from xmodal.data.images import _LUMA, noise_description
+
+    plain = ImageCrops(images(C=3), cfg(channels=3, augment=True))
+    vivid = ImageCrops(images(C=3), cfg(channels=3, augment=True, saturation=(2.0, 2.0)))
+    for n in range(4):
+        (_, a), (noisy, b) = plain[n], vivid[n]
+        a, b = a.numpy(), b.numpy()
+        luma = np.einsum("c,chw->hw", _LUMA, a)
+        np.testing.assert_allclose(b, np.clip(luma + 2.0 * (a - luma), 0, 1), atol=1e-6)  # the same window
+        assert 0.08 < float((noisy - torch.from_numpy(b)).std()) < 0.12  # sigma 0.1 on the saturated crop
+    assert noise_description(vivid.config).endswith(", saturation x2..x2")
+    assert "saturation" not in noise_description(plain.config)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(channels=3, saturation=(1.5, 1.0)), r"image.saturation must be a \[low, high\] range with 0 <= low <= "
+                                              r"high, got \[1.5, 1.0\]"),
+    (dict(channels=3, saturation=(-0.5, 1.0)), r"image.saturation must be a \[low, high\] range"),
+    (dict(channels=1, saturation=(1.0, 1.5)), r"image.saturation changes colours: it needs image.channels 3, got 1"),
+    (dict(channels=3, saturation=(1.0, 1.5), pairs_dir="pairs"),
+     r"image.saturation changes the clean images before the noise is added: it cannot apply to noisy/clean pairs "
+     r"\(image.pairs_dir\)")])
+def test_saturation_errors(kw, message):
+    with pytest.raises(ValueError, match=message):
+        cfg(**kw)
+
+
 def test_images_smaller_than_the_patch_are_padded():
     small = images(n=1, H=10, W=13)[0]
     ds = ImageCrops([small], cfg(patch_size=32))

@@ -227,6 +227,30 @@ def test_still_motion_clips_coded_as_h264_video() -> None:
         assert torch.allclose(noisy * 255, (noisy * 255).round(), atol=1e-4)  # decoded 8-bit video
 
 
+def test_still_motion_clips_saturation_from_a_recipe() -> None:
+    """``image.saturation: [low, high]`` in a recipe: every frame of a clip gets the same factor (the colours of an
+    object do not flicker), the clean clip is the vivid one."""
+    from xmodal.data.images import _LUMA
+
+    y, x = np.mgrid[0:64, 0:64] / 64.0
+    image = np.stack([0.3 + 0.4 * x, 0.5 - 0.2 * y, 0.4 + 0.1 * x * y]).astype(np.float32)  # mild colours
+    args = ["image.patch_size=16", "image.frames_per_item=3", "image.channels=3", "image.jitter=0",
+            "image.noise={kind: gaussian, sigma: [0.0, 0.0]}"]
+    plain = StillMotionClips([image], load_config(TINY_VIDEO, args).image)
+    vivid = StillMotionClips([image], load_config(TINY_VIDEO, [*args, "image.saturation=[1.2, 1.8]"]).image)
+    assert vivid.config.saturation == (1.2, 1.8)
+    factors = []
+    for n in range(6):
+        (_, a), (noisy, b) = plain[n], vivid[n]
+        luma = torch.einsum("c,tchw->thw", torch.from_numpy(_LUMA), a)[:, None]
+        ratio = (b - luma) / (a - luma)  # (T, C, H, W) where the colour is clear of gray
+        ratio = ratio[(a - luma).abs() > 0.02]
+        assert float(ratio.max() - ratio.min()) < 1e-3  # one factor for the whole clip
+        factors.append(float(ratio.mean()))
+        assert torch.equal(noisy, b)  # sigma 0: the noisy clip is the vivid clean one
+    assert all(1.2 - 1e-3 < f < 1.8 + 1e-3 for f in factors) and max(factors) - min(factors) > 0.1
+
+
 def test_moving_object_is_local_motion() -> None:
     from xmodal.data.video import add_moving_object
 

@@ -202,6 +202,10 @@ class ImageDataConfig:
         scaling: multispectral per-band scaling (``dtype``, ``band_minmax``, ``band_percentile``).
         patch_size: side of the random training crops.
         augment: random flips and 90-degree rotations (and spectral order reversal for stacks).
+        saturation: colour models trained on clean images or clips: ``[low, high]`` range of a factor drawn per item
+            that scales each pixel's distance from its luma (BT.601) before the noise is added, the result clipped
+            to [0, 1]: 1 keeps the colours, 0 makes them gray, 1.6 makes them more vivid. For training sets short of
+            saturated colours (birds, flowers, signage, stage lights). ``null`` (default): colours as they are.
         noise: training noise model (a range of levels: the model is blind to the level).
         noise_mix: more training noise models: each training item draws its model uniformly from ``noise`` and these
             (e.g. camera noise and white Gaussian noise for a model that takes both). Empty (default): ``noise`` only.
@@ -239,6 +243,7 @@ class ImageDataConfig:
     scaling: Literal["dtype", "band_minmax", "band_percentile"] = "band_minmax"
     patch_size: int = 64
     augment: bool = True
+    saturation: tuple[float, float] | None = None
     noise: NoiseSpec = field(default_factory=NoiseSpec)
     noise_mix: tuple[NoiseSpec, ...] = ()
     valid_noise: NoiseSpec = field(default_factory=lambda: NoiseSpec(sigma=(25.0 / 255.0, 25.0 / 255.0)))
@@ -266,6 +271,16 @@ class ImageDataConfig:
         for key in ("frames_per_item", "valid_frames"):
             if getattr(self, key) < 1:
                 raise ValueError(f"image.{key} must be at least 1, got {getattr(self, key)}")
+        if self.saturation is not None:
+            low, high = self.saturation
+            if not 0.0 <= low <= high:
+                raise ValueError(f"image.saturation must be a [low, high] range with 0 <= low <= high, got "
+                                 f"{list(self.saturation)}")
+            if self.channels != 3:
+                raise ValueError(f"image.saturation changes colours: it needs image.channels 3, got {self.channels}")
+            if self.pairs_dir is not None:
+                raise ValueError("image.saturation changes the clean images before the noise is added: it cannot "
+                                 "apply to noisy/clean pairs (image.pairs_dir)")
 
 
 @dataclass(frozen=True)

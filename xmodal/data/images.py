@@ -117,8 +117,20 @@ def _augment(arrays: list[np.ndarray], rng: np.random.Generator, spectral: bool 
     return out
 
 
+def _saturate(x: np.ndarray, saturation: tuple[float, float] | None, rng: np.random.Generator) -> np.ndarray:
+    """``x (..., 3, H, W)`` with each pixel's distance from its luma (BT.601) scaled by one factor drawn uniformly
+    in ``saturation``, clipped to [0, 1] (``image.saturation``); ``x`` itself when ``saturation`` is ``None`` (and
+    nothing is drawn from ``rng``)."""
+    if saturation is None:
+        return x
+    factor = np.float32(rng.uniform(*saturation))
+    luma = np.einsum("c,...chw->...hw", _LUMA, x)[..., None, :, :]  # (..., 1, H, W)
+    return np.clip(luma + factor * (x - luma), 0.0, 1.0)
+
+
 def noise_description(config: ImageDataConfig) -> str:
-    """``noise gaussian sigma 0.0000..0.1961`` (and ``+ ...`` for each model of ``noise_mix``), for run logs."""
+    """``noise gaussian sigma 0.0000..0.1961`` (and ``+ ...`` for each model of ``noise_mix``; then
+    ``, saturation x1..x1.6`` with ``image.saturation``), for run logs."""
     def one(s: NoiseSpec) -> str:
         text = f"{s.kind} sigma {s.sigma[0]:.4f}..{s.sigma[1]:.4f}"
         if s.kind in ("poisson_gaussian", "camera"):
@@ -129,7 +141,10 @@ def noise_description(config: ImageDataConfig) -> str:
             text += f" H.264 CRF {s.h264_crf[0]}..{s.h264_crf[1]}"
         return text
 
-    return "noise " + " + ".join(one(s) for s in (config.noise, *config.noise_mix))
+    text = "noise " + " + ".join(one(s) for s in (config.noise, *config.noise_mix))
+    if config.saturation is not None:
+        text += f", saturation x{config.saturation[0]:g}..x{config.saturation[1]:g}"
+    return text
 
 
 def check_channels(config: ImageDataConfig) -> None:
@@ -210,7 +225,7 @@ class ImageCrops(Dataset):
         crop = image[:, i:i + c.patch_size, j:j + c.patch_size]
         if c.augment:
             crop = _augment([crop], rng)[0]
-        clean = torch.from_numpy(np.ascontiguousarray(crop))
+        clean = torch.from_numpy(np.ascontiguousarray(_saturate(crop, c.saturation, rng)))
         noisy = noisy_version(clean, _noise_spec(c, n, self.batch_size, self.max_steps, rng),
                               int(rng.integers(2 ** 62)), c.noise_map)
         return noisy, clean

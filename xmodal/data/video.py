@@ -27,8 +27,9 @@ import torch
 from torch.utils.data import Dataset
 
 from xmodal.config import ImageDataConfig
-from xmodal.data.images import (_LUMA, ImageCorpus, _augment, _centre_crop, _noise_spec, _pad_to, check_channels,
-                                contiguous_run, image_files, load_image, noise_description, noise_generator)
+from xmodal.data.images import (_LUMA, ImageCorpus, _augment, _centre_crop, _noise_spec, _pad_to, _saturate,
+                                check_channels, contiguous_run, image_files, load_image, noise_description,
+                                noise_generator)
 from xmodal.data.speech import ValidationClip
 from xmodal.noise import NoiseSpec, apply_noise, camera, h264
 
@@ -109,7 +110,7 @@ class _ClipItems(Dataset):
         c = self.config
         if c.augment:
             clip = _augment([clip], rng, spectral=True)[0]
-        clean = torch.from_numpy(np.ascontiguousarray(clip))
+        clean = torch.from_numpy(np.ascontiguousarray(_saturate(clip, c.saturation, rng)))
         noisy = _noisy_clip(clean, _noise_spec(c, n, self.batch_size, self.max_steps, rng), int(rng.integers(2 ** 62)))
         return noisy, clean
 
