@@ -444,6 +444,10 @@ def test_m4a_errors(den: Denoiser, tmp_path: Path) -> None:
     os.replace(tmp_path / "silent.mp4", tmp_path / "silent.m4a")
     with pytest.raises(AudioReadError, match=r"silent.m4a: holds no audio stream"):
         read_audio(tmp_path / "silent.m4a")
+    from xmodal.io import AvAudioSource
+
+    with pytest.raises(AudioReadError, match=r"silent.m4a: audio stream 5: no such audio stream"):
+        AvAudioSource(tmp_path / "silent.m4a", 5)
     src = write(tmp_path / "in.wav", make_wave(16000, 1, 0.3), 16000)
     with pytest.raises(ValueError, match=r"out.m4a: a .m4a file is written with AAC, ALAC, got subtype 'PCM_16'"):
         from xmodal.io import write_audio

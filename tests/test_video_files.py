@@ -279,8 +279,8 @@ def test_audio_errors_leave_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"out.npy: only a video file \(.mp4, .mov, .mkv, .avi, .webm\) can take "
                                          r"the audio and tags of .*src.mkv"):
         ClipWriter(tmp_path / "out.npy", None, (2, 1, 8, 8), source=src)
-    with pytest.raises(ValueError, match=r"`audio` must be 'copy', 'drop' or a function \(wave, sample_rate\) -> "
-                                         r"wave, got 'mute'"):
+    with pytest.raises(ValueError, match=r"`audio` must be 'copy', 'drop', a StreamedAudio or a function \(wave, "
+                                         r"sample_rate\) -> wave, got 'mute'"):
         ClipWriter(tmp_path / "out.mkv", None, (2, 1, 8, 8), source=src, audio="mute")
     assert os.listdir(tmp_path) == ["src.mkv"]
 

@@ -136,6 +136,11 @@ class AvAudioSource:
         except av.FFmpegError as e:
             raise AudioReadError(f"{self.name}: cannot be decoded ({e})") from None
 
+    def whole(self) -> np.ndarray:
+        """The stream's samples at once, ``(C, T) float32`` (``(C, 0)`` when it has none)."""
+        blocks = list(self.blocks())
+        return np.concatenate(blocks, axis=1) if blocks else np.zeros((self.channels, 0), np.float32)
+
 
 def _and_flush(frames: Iterator[Any]) -> Iterator[Any]:
     """``frames``, then ``None`` (what flushes a resampler)."""
@@ -211,8 +216,7 @@ def read_av_audio(path: str | os.PathLike) -> tuple[np.ndarray, int, str]:
         ImportError: no PyAV.
     """
     source = AvAudioSource(path)
-    blocks = list(source.blocks())
-    wave = np.concatenate(blocks, axis=1) if blocks else np.zeros((source.channels, 0), np.float32)
+    wave = source.whole()
     if wave.shape[1] == 0:
         raise AudioReadError(f"{path}: zero-length audio")
     if not np.isfinite(wave).all():

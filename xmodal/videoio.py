@@ -467,7 +467,8 @@ class ClipWriter:
             raise ValueError(f"{self.path}: only a video file ({', '.join(VIDEO_EXTENSIONS)}) can take the audio and "
                              f"tags of {source}")
         if not callable(audio) and not isinstance(audio, StreamedAudio) and audio not in ("copy", "drop"):
-            raise ValueError(f"`audio` must be 'copy', 'drop' or a function (wave, sample_rate) -> wave, got {audio!r}")
+            raise ValueError(f"`audio` must be 'copy', 'drop', a StreamedAudio or a function (wave, sample_rate) -> wave, "
+                             f"got {audio!r}")
         self.source = Path(source) if source is not None else None
         self.audio = audio
         # video files: 16 bits (FFV1) or 10 (H.264) for a 16-bit source, except WebM (8-bit VP9 only)
@@ -766,8 +767,7 @@ def remux_with_source(video: PathLike, source: PathLike, dst: PathLike,
 
 def _processed(track: AvAudioSource, process: AudioProcess) -> np.ndarray:
     """``process`` applied to the whole of ``track``, checked: the input's shape, finite samples."""
-    blocks = list(track.blocks())
-    wave = np.concatenate(blocks, axis=1) if blocks else np.zeros((track.channels, 0), np.float32)
+    wave = track.whole()
     if not wave.shape[1]:
         return wave
     done = np.asarray(process(wave, track.rate), dtype=np.float32)
