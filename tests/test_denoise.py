@@ -360,12 +360,16 @@ def test_compressed_audio_files(den: Denoiser, tmp_path: Path, ext: str, sample_
     assert (info.format, info.subtype, info.frames) == ("WAV", "PCM_16", a.frames)
 
 
-def write_m4a(path: Path, wave: np.ndarray, sample_rate: int, codec: str, muxer: str = "ipod") -> Path:
-    """An .m4a as phones write it (or another audio-only container), made with PyAV directly (not through xmodal)."""
+def write_m4a(path: Path, wave: np.ndarray, sample_rate: int, codec: str, muxer: str = "ipod",
+              sample_format: str | None = None) -> Path:
+    """An .m4a as phones write it (or another audio-only container), made with PyAV directly (not through xmodal);
+    ``sample_format`` (``s16p``...): the encoder's, else its first."""
     import av
 
     with av.open(str(path), "w", format=muxer) as out:
         s = out.add_stream(codec, rate=sample_rate, layout="mono" if wave.shape[0] == 1 else "stereo")
+        if sample_format:
+            s.format = sample_format
         frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout=s.layout)
         frame.sample_rate, frame.pts = sample_rate, 0
         for packet in [*s.encode(frame), *s.encode()]:
@@ -378,7 +382,7 @@ def test_m4a_files(den: Denoiser, tmp_path: Path, codec: str, sample_rate: int, 
     from xmodal.io import read_audio, read_av_audio
 
     wave = make_wave(sample_rate, channels, 0.7)
-    src = write_m4a(tmp_path / "memo.m4a", wave, sample_rate, codec)
+    src = write_m4a(tmp_path / "memo.m4a", wave, sample_rate, codec, sample_format="s16p" if codec == "alac" else None)
     x, sr, got_codec = read_av_audio(src)
     # no encoder delay nor padding: ALAC exact, AAC to the few samples by which FFmpeg's MP4 duration rounds
     slack = 0 if codec == "alac" else 8
@@ -406,6 +410,40 @@ def test_m4a_files(den: Denoiser, tmp_path: Path, codec: str, sample_rate: int, 
     assert (info.format, info.subtype, info.frames, info.samplerate) == ("WAV", "PCM_16", x.shape[1], sample_rate)
     back = den.denoise_file(tmp_path / "memo.wav", tmp_path / "again.m4a")
     assert read_av_audio(back)[2] == "aac" and 0 <= read_audio(back)[0].shape[1] - x.shape[1] <= 8
+
+
+@pytest.mark.parametrize(("name", "muxer", "codec", "sample_format", "bits"), [
+    ("memo.m4a", "ipod", "alac", "s16p", 16), ("memo.m4a", "ipod", "alac", "s32p", 24),
+    ("talk.mkv", "matroska", "flac", "s16", 16), ("talk.mkv", "matroska", "flac", "s32", 24)])
+def test_lossless_sample_depth_is_kept(den: Denoiser, tmp_path: Path, name: str, muxer: str, codec: str,
+                                       sample_format: str, bits: int) -> None:
+    from xmodal.io import AvAudioSource
+
+    src = write_m4a(tmp_path / name, make_wave(16000, 1, 0.5), 16000, codec, muxer, sample_format)
+    source = AvAudioSource(src)
+    assert (source.codec, source.lossless, source.bits) == (codec, True, bits)
+    ref = np.clip(den.denoise(source.whole(), 16000), -1, 1)
+
+    def check(y: np.ndarray) -> None:  # 16 bits: on their grid; 24: within one of their steps (FFmpeg truncates)
+        if bits == 16:
+            assert np.array_equal(y * 32768, np.round(y * 32768)) and np.abs(y - ref).max() <= 1.01 / 32768
+        else:
+            assert np.abs(y - ref).max() <= 1.01 / 2 ** 23
+
+    out = AvAudioSource(den.denoise_file(src, tmp_path / "out" / name))
+    assert (out.codec, out.bits) == (codec, bits)
+    check(out.whole())
+    for ext in ("flac", "wav"):  # as PCM of the same depth
+        dst = den.denoise_file(src, tmp_path / f"out.{ext}")
+        assert sf.info(str(dst)).subtype == f"PCM_{bits}"
+        check(sf.read(str(dst), dtype="float32", always_2d=True)[0].T)
+        # and back into a PyAV container: FLAC of that depth
+        back = AvAudioSource(den.denoise_file(dst, tmp_path / f"back_{ext}.mkv"))
+        assert (back.codec, back.bits) == ("flac", bits)
+    # a lossy stream is no deeper than 16 bits
+    lossy = AvAudioSource(write_m4a(tmp_path / "lossy.m4a", make_wave(16000, 1, 0.5), 16000, "aac"))
+    assert (lossy.lossless, lossy.bits) == (False, 16)
+    assert AvAudioSource(den.denoise_file(lossy.path, tmp_path / "lossy.mkv")).bits == 16
 
 
 @pytest.mark.parametrize(("name", "muxer", "codec", "sample_rate"), [("talk.webm", "webm", "libopus", 48000),

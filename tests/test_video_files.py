@@ -208,6 +208,20 @@ def test_soundtrack_is_processed_in_sync(tmp_path: Path, dst_ext: str, codec_bac
         assert track[2] == 16000 and np.abs(track[1] - source[1] * 0.5).max() <= 1 / 32768 + 1e-7
 
 
+@pytest.mark.parametrize("dst_ext, codec_back", [(".mkv", "flac"), (".avi", "pcm_s24le")])
+def test_soundtrack_of_24_bits_is_written_at_24_bits(tmp_path: Path, dst_ext: str, codec_back: str) -> None:
+    from xmodal.io import AvAudioSource
+
+    src = tmp_path / "src.mkv"  # a camera's 24-bit PCM soundtrack
+    make_video(src, audio_codec="pcm_s24le", rate=16000)
+    source = AvAudioSource(src)
+    assert (source.codec, source.bits) == ("pcm_s24le", 24)
+    out = AvAudioSource(denoise_clip(src, tmp_path / f"out{dst_ext}", lambda w, r: w * 0.5))
+    assert (out.codec, out.bits) == (codec_back, 24)
+    y, x = out.whole(), source.whole()
+    assert y.shape == x.shape and np.abs(y - x * 0.5).max() <= 1.01 / 2 ** 23  # 16 bits would be 256 times off
+
+
 def test_offsets_between_picture_and_sound_are_kept(tmp_path: Path) -> None:
     # the picture starts at 0.5 s in the source and the sound at 0.2 s: the sound starts 0.3 s before the first frame
     src = tmp_path / "src.mkv"

@@ -610,14 +610,16 @@ class Denoiser:
         if dst.suffix.lower() in AV_CONTAINERS:  # the input's codec when the container takes it, else its default
             codecs = AV_CONTAINERS[dst.suffix.lower()][1]
             subtype = in_subtype if in_subtype.lower() in codecs else codecs[0].upper()
-        else:
-            fmt, subtype = _output_format(dst, in_format, in_subtype, source.rate)
+        else:  # a lossless PyAV stream (ALAC, FLAC in .mkv) as PCM of its depth
+            pcm = f"PCM_{source.bits}" if in_format == "PYAV" and source.lossless else in_subtype
+            fmt, subtype = _output_format(dst, in_format, pcm, source.rate)
         blocks = self._denoise_source(source, mix=mix, atten_limit_db=atten_limit_db, chunk_seconds=chunk_seconds,
                                       context_seconds=context_seconds, progress=progress, desc=src.name,
                                       full_band=full_band)  # pass 1 (level, checks) runs here, before any writing
         # pass 2 writes a hidden temp file in dst's folder, renamed when complete, removed on failure
         write_audio_blocks(dst, blocks, source.rate, source.channels, subtype=subtype, metadata=audio_metadata(src),
-                           clip=not subtype.startswith(("FLOAT", "DOUBLE", "VORBIS", "OPUS")), fmt=fmt)
+                           clip=not subtype.startswith(("FLOAT", "DOUBLE", "VORBIS", "OPUS")), fmt=fmt,
+                           bits=source.bits)
         return dst
 
 
@@ -640,6 +642,7 @@ class _SoundFileSource:
         with f:
             self.rate, self.channels, self.length = int(f.samplerate), int(f.channels), int(f.frames)
             self.format, self.subtype, info = f.format, f.subtype, f.extra_info
+        self.bits = 24 if self.subtype in _WIDE else 16  # of a lossless copy in a PyAV container (ALAC, FLAC)
         if self.length == 0:
             raise AudioReadError(f"{path}: zero-length audio")
         for m in _TRUNCATED.finditer(info):
@@ -697,6 +700,7 @@ class _ForwardReader:
 
 
 _LOSSY = ("MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III", "VORBIS", "OPUS")
+_WIDE = ("PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ALAC_20", "ALAC_24", "ALAC_32")  # more than 16 bits per sample
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
 

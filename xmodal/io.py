@@ -80,6 +80,9 @@ class AvAudioSource:
     Attributes:
         name: how messages name it: the path, and ``audio stream N`` when ``index`` was given.
         rate, channels, layout, codec: the stream's sample rate (Hz), channel count, PyAV layout and codec name.
+        lossless: whether the codec is lossless (ALAC, FLAC, PCM...).
+        bits: the bits per sample a lossless copy needs (:func:`av_audio_stream`): 24 for a lossless stream of more
+            than 16 bits (24-bit ALAC or FLAC, 24- or 32-bit or float PCM), else 16.
         start: the time of the first sample :meth:`blocks` gives, in seconds.
 
     Raises:
@@ -96,7 +99,8 @@ class AvAudioSource:
                 stream = self._stream(container)
                 ctx = stream.codec_context
                 self.rate, self.channels, self.codec = int(ctx.rate), int(ctx.channels), str(ctx.name)
-                self.layout = ctx.layout
+                self.layout, self.lossless = ctx.layout, bool(ctx.codec.lossless)
+                self.bits = 24 if self.lossless and ctx.format is not None and ctx.format.bytes > 2 else 16
                 first = next(iter(container.decode(stream)), None)
                 start = float(first.pts * first.time_base) if first is not None and first.pts is not None else 0.0
                 duration = stream.duration * stream.time_base if stream.duration and stream.time_base else None
@@ -160,16 +164,21 @@ def _cut(blocks: Iterable[np.ndarray], skip: int, keep: int | None = None) -> It
             yield block
 
 
-def av_audio_stream(out: Any, codec: str, rate: int, layout: Any) -> Any:
+def av_audio_stream(out: Any, codec: str, rate: int, layout: Any, bits: int = 16) -> Any:
     """Add a ``codec`` audio stream to the PyAV output container ``out`` for samples at ``rate`` Hz (Opus: at
-    48 kHz, which it is resampled to); AAC at 96 kb/s a channel."""
+    48 kHz, which it is resampled to); AAC at 96 kb/s a channel; the lossless codecs (ALAC, FLAC, and PCM, given as
+    ``pcm_s16le``) at ``bits`` (16 or 24) per sample."""
     import av
 
+    if codec == "pcm_s16le" and bits > 16:
+        codec = "pcm_s24le"
     codec = _ENCODERS.get(codec, codec)
     rates = av.Codec(codec, "w").audio_rates
     stream = out.add_stream(codec, rate=rate if not rates or rate in rates else max(rates), layout=layout)
     if codec == "aac":
         stream.bit_rate = 96_000 * stream.codec_context.channels
+    if codec in ("alac", "flac"):  # FFmpeg codes 24-bit samples from 32-bit ones (FLAC: planar or not, as it takes)
+        stream.format = ("s32" if bits > 16 else "s16") + ("p" if codec == "alac" else "")
     return stream
 
 
@@ -225,9 +234,10 @@ def read_av_audio(path: str | os.PathLike) -> tuple[np.ndarray, int, str]:
 
 
 def _write_av_audio(path: str, muxer: str, blocks: Iterable[np.ndarray], sample_rate: int, channels: int, codec: str,
-                    metadata: dict[str, str]) -> int:
-    """Encode consecutive ``(C, L)`` blocks (clipped to [-1, 1]) as ``codec`` into the ``muxer`` file ``path`` (an
-    audio-only container), with the container tags ``metadata``; returns the samples written."""
+                    metadata: dict[str, str], bits: int) -> int:
+    """Encode consecutive ``(C, L)`` blocks (clipped to [-1, 1]) as ``codec`` (lossless ones at ``bits`` per sample)
+    into the ``muxer`` file ``path`` (an audio-only container), with the container tags ``metadata``; returns the
+    samples written."""
     av = _import_av(Path(path))
     layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
     written = 0
@@ -240,7 +250,7 @@ def _write_av_audio(path: str, muxer: str, blocks: Iterable[np.ndarray], sample_
 
     with av.open(path, "w", format=muxer) as out:
         out.metadata.update({"track" if k == "tracknumber" else k: v for k, v in metadata.items()})
-        stream = av_audio_stream(out, codec, sample_rate, layout)
+        stream = av_audio_stream(out, codec, sample_rate, layout, bits)
         for packet in encode_av_audio(stream, clipped(), sample_rate, layout, 0.0):
             out.mux(packet)
     return written
@@ -324,7 +334,7 @@ def write_audio(path: str | os.PathLike, wave: np.ndarray | torch.Tensor, sample
 
 def write_audio_blocks(path: str | os.PathLike, blocks: Iterable[np.ndarray], sample_rate: int, channels: int, *,
                        subtype: str | None = None, metadata: dict[str, str] | None = None, clip: bool = True,
-                       fmt: str | None = None) -> int:
+                       fmt: str | None = None, bits: int = 16) -> int:
     """Write consecutive ``(C, L) float32`` blocks as one file, atomically, holding one block at a time (e.g. the
     output of a chunked denoiser); returns the samples written.
 
@@ -333,6 +343,8 @@ def write_audio_blocks(path: str | os.PathLike, blocks: Iterable[np.ndarray], sa
         blocks: ``(channels, L)`` arrays, in order.
         clip: clip to [-1, 1] (always done for the PyAV containers, whose codecs take no more).
         fmt: libsndfile format (``WAV``, ``FLAC``...); ``None``: the extension's.
+        bits: 16 or 24: the bits per sample of the PyAV containers' lossless codecs (ALAC, FLAC, PCM); libsndfile
+            files take theirs from ``subtype``.
 
     Raises:
         ValueError: a codec the PyAV container is not written with.
@@ -348,7 +360,7 @@ def write_audio_blocks(path: str | os.PathLike, blocks: Iterable[np.ndarray], sa
 
         def write_av(tmp: str) -> None:
             nonlocal written
-            written = _write_av_audio(tmp, muxer, blocks, sample_rate, channels, codec, metadata or {})
+            written = _write_av_audio(tmp, muxer, blocks, sample_rate, channels, codec, metadata or {}, bits)
 
         atomic_write(path, write_av)
         return written

@@ -729,7 +729,8 @@ def remux_with_source(video: PathLike, source: PathLike, dst: PathLike,
                 blocks = iter([_processed(track, audio)])
             else:
                 blocks = track.blocks()
-            out_stream = av_audio_stream(out, codecs[0], track.rate, track.layout)  # AAC, FLAC, Opus, 16-bit PCM
+            # AAC, FLAC, Opus or PCM; FLAC and PCM at 24 bits from a lossless source of more than 16
+            out_stream = av_audio_stream(out, codecs[0], track.rate, track.layout, track.bits)
             encoded.append(encode_av_audio(out_stream, blocks, track.rate, track.layout, track.start - t0))
         for stream in ain.streams.subtitles:
             if _can_copy(stream, muxer):
