@@ -467,8 +467,8 @@ class ClipWriter:
             raise ValueError(f"{self.path}: only a video file ({', '.join(VIDEO_EXTENSIONS)}) can take the audio and "
                              f"tags of {source}")
         if not callable(audio) and not isinstance(audio, StreamedAudio) and audio not in ("copy", "drop"):
-            raise ValueError(f"`audio` must be 'copy', 'drop', a StreamedAudio or a function (wave, sample_rate) -> wave, "
-                             f"got {audio!r}")
+            raise ValueError(f"`audio` must be 'copy', 'drop', a StreamedAudio or a function (wave, sample_rate) -> "
+                             f"wave, got {audio!r}")
         self.source = Path(source) if source is not None else None
         self.audio = audio
         # video files: 16 bits (FFV1) or 10 (H.264) for a 16-bit source, except WebM (8-bit VP9 only)
