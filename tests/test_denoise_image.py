@@ -29,6 +29,7 @@ from xmodal.imageio import ImageReadError, read_image, read_stack, write_image
 from xmodal.inference import enhance
 from xmodal.modalities import modality_io
 from xmodal.models import build_model
+from xmodal.noise import estimate_sigma
 from xmodal.pretrained import bundled_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -320,10 +321,23 @@ def test_non_blind_model_sigma(runs: dict[str, Path], gray: ImageDenoiser) -> No
         den.denoise(x, sigma=-0.1)
     with pytest.raises(ValueError, match=r"`sigma` contains NaN or infinite values"):
         den.denoise(x, sigma=np.full((24, 20), np.nan, np.float32))
-    with pytest.raises(TypeError, match=r"Expected `sigma` to be a float or a per-pixel map .*got str"):
+    with pytest.raises(ValueError, match=r"`sigma` must be a float, a per-pixel map or 'auto', got '0.1'"):
         den.denoise(x, sigma="0.1")
+    with pytest.raises(TypeError, match=r"Expected `sigma` to be a float or a per-pixel map .*got list"):
+        den.denoise(x, sigma=[0.1])
     with pytest.raises(ValueError, match=r"`sigma` was given but this model is blind"):
         gray.denoise(x, sigma=0.1)
+    # "auto": each image's own level, estimated (blind models take it and ignore it)
+    np.testing.assert_array_equal(gray.denoise(x, sigma="auto"), gray.denoise(x))
+    clean = np.broadcast_to(np.linspace(0.2, 0.8, 64, dtype=np.float32), (2, 3, 64, 64))
+    noisy = clean + np.random.default_rng(1).normal(0, 1, clean.shape).astype(np.float32) * np.array(
+        [0.05, 0.2], np.float32).reshape(2, 1, 1, 1)
+    levels = [float(np.sqrt(np.mean(estimate_sigma(noisy[b]) ** 2))) for b in range(2)]
+    assert levels == pytest.approx([0.05, 0.2], rel=0.1)
+    maps = torch.tensor(levels).view(2, 1, 1, 1).expand(2, 1, 64, 64)
+    np.testing.assert_array_equal(den.denoise(noisy, sigma="auto"), den.denoise(noisy, sigma=maps))
+    np.testing.assert_allclose(den.denoise(noisy * 255, sigma="auto", value_range=(0, 255)),  # in [0, 1] units
+                               den.denoise(noisy, sigma=maps) * 255, rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize(("image", "kwargs", "error", "match"), [
@@ -887,6 +901,14 @@ def test_cli_non_blind_model_needs_sigma(runs: dict[str, Path], tmp_path: Path, 
     assert "gray8.png: this model is non-blind" in capsys.readouterr().err
     assert main([png, "--sigma", "0.1"] + base) == 0
     assert os.listdir(tmp_path / "out") == ["gray8.png"]
+    assert main([png, "--sigma", "auto", "--overwrite"] + base) == 0
+    auto = read_image(tmp_path / "out" / "gray8.png")[0]
+    image = read_image(png)[0]
+    level = float(estimate_sigma(image)[0])
+    expected = np.clip(load(runs["nonblind"]).denoise(image, sigma=level), 0, 1)
+    assert np.abs(auto - expected).max() <= 0.5 / 255 + 1e-6  # the same level, up to the 8-bit rounding
+    assert main([png, "--sigma", "loud"] + base) == 2
+    assert "--sigma: expected a number (0.098 for 25/255) or 'auto', got 'loud'" in capsys.readouterr().err
 
 
 def test_precision_bf16_close_to_fp32_and_errors(tmp_path):

@@ -21,6 +21,7 @@ from xmodal.noise import (
     apply_noise,
     camera,
     curriculum_sigma,
+    estimate_sigma,
     gaussian,
     h264,
     linear_to_srgb,
@@ -685,3 +686,66 @@ def test_camera_errors():
         camera(torch.rand(3, 1, 8), 10.0, 0.0, gen())
     assert camera(torch.rand(3, 2, 2), 10.0, 0.0, gen()).isfinite().all()  # the smallest: every colour present
     assert camera(torch.rand(1, 1, 1), 10.0, 0.0, gen()).shape == (1, 1, 1)  # a monochrome pixel needs no mosaic
+
+
+def scene(h: int, w: int, seed: int) -> np.ndarray:
+    """A gray test scene: smooth shading, sharp-edged discs and a grating, in [0.1, 0.9]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w] / max(h, w)
+    img = 0.3 + 0.3 * xx + 0.1 * np.sin(6 * yy)
+    for cy, cx, r, v in zip(rng.uniform(0, 1, 6), rng.uniform(0, 1, 6), rng.uniform(0.05, 0.2, 6),
+                            rng.uniform(-0.25, 0.25, 6)):
+        img += v * ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r)
+    img[: h // 4, : w // 4] += 0.15 * np.sin(xx[: h // 4, : w // 4] * 150)  # a fine grating in one corner
+    return np.clip(img, 0.1, 0.9)
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.05, 0.2])
+def test_estimate_sigma_reads_the_added_noise(sigma: float) -> None:
+    clean = scene(192, 160, 0)
+    noisy = clean + np.random.default_rng(1).normal(0, sigma, clean.shape)
+    (got,) = estimate_sigma(noisy)
+    assert got == pytest.approx(sigma, rel=0.05)
+    # in the image's own units: 255 times the values, 255 times the estimate
+    assert estimate_sigma(noisy * 255)[0] == pytest.approx(255 * got, rel=1e-4)
+    # numpy or torch, any float dtype; patches sampled on a coarser grid still read it
+    assert estimate_sigma(torch.from_numpy(noisy).float())[0] == pytest.approx(got, rel=1e-3)
+    assert estimate_sigma(noisy, max_patches=4000)[0] == pytest.approx(sigma, rel=0.1)
+
+
+def test_estimate_sigma_per_channel_and_clean_images() -> None:
+    clean = np.stack([scene(128, 128, s) for s in range(3)])  # (3, H, W)
+    sigmas = np.array([0.02, 0.06, 0.12])
+    noisy = clean + np.random.default_rng(2).normal(0, 1, clean.shape) * sigmas[:, None, None]
+    got = estimate_sigma(noisy)
+    assert got.shape == (3,) and got.dtype == np.float64
+    np.testing.assert_allclose(got, sigmas, rtol=0.05)
+    # an 8-bit clean image: about the rounding's 1/sqrt(12) of a step, far below any real noise
+    assert estimate_sigma(np.round(clean[0] * 255) / 255)[0] < 1.0 / 255
+
+
+def test_estimate_sigma_leaves_out_clipped_pixels() -> None:
+    """Pixels at the image's lowest or highest value (clipped or saturated: no noise left) are not read as flat."""
+    noisy = 0.5 + np.random.default_rng(3).normal(0, 0.05, (128, 128))
+    noisy[:, 64:] = 1.0  # half the picture blown out
+    assert estimate_sigma(noisy)[0] == pytest.approx(0.05, rel=0.05)
+
+
+@pytest.mark.parametrize(("image", "kwargs", "error", "match"), [
+    ([[0.1, 0.2]], {}, TypeError, r"Expected `image` to be a numpy array or torch tensor, got list"),
+    (np.zeros((1, 1, 32, 32)), {}, ValueError, r"Expected `image` of shape \(H, W\) or \(C, H, W\), got "
+                                               r"\(1, 1, 32, 32\)"),
+    (np.zeros((14, 40)), {}, ValueError, r"`image` of 14 x 40 pixels is too small to estimate its noise from 7 x 7 "
+                                         r"patches \(it holds 272, at least 196 are needed\)|too small"),
+    (np.zeros((10, 10)), {}, ValueError, r"`image` of 10 x 10 pixels is too small to estimate its noise from 7 x 7 "
+                                         r"patches \(it holds 16, at least 196 are needed\)"),
+    (np.full((32, 32), np.nan), {}, ValueError, r"`image` contains NaN or infinite values"),
+    (np.zeros((32, 32)), {"patch_size": 2}, ValueError, r"`patch_size` must be an integer >= 3, got 2"),
+    (np.zeros((32, 32)), {"max_patches": 0}, ValueError, r"`max_patches` must be an integer >= 1, got 0"),
+])
+def test_estimate_sigma_errors(image: object, kwargs: dict, error: type, match: str) -> None:
+    if isinstance(image, np.ndarray) and image.shape == (14, 40):
+        assert estimate_sigma(image + np.random.default_rng(0).normal(0, 0.1, image.shape))[0] > 0  # 272 is enough
+        return
+    with pytest.raises(error, match=match):
+        estimate_sigma(image, **kwargs)

@@ -62,6 +62,7 @@ from xmodal._cli import command_name
 from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
 from xmodal.io import AudioReadError, list_audio_files, resample
+from xmodal.noise import estimate_sigma
 from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, subsampled_apply, tiled_apply
 
 if TYPE_CHECKING:
@@ -790,6 +791,7 @@ def _channels_first(x: np.ndarray | torch.Tensor, name: str, shapes: tuple[str, 
 
 
 ValueRange = Union[None, str, tuple[float, float]]
+Sigma = Union[None, str, float, np.ndarray, torch.Tensor]  # a non-blind model's noise level: see ImageDenoiser.denoise
 _RANGE_PERCENTILES = (0.1, 99.9)
 _RANGE_SAMPLES = 1 << 16  # percentiles of larger images are taken on an evenly strided subsample of this many values
 
@@ -940,18 +942,25 @@ class ImageDenoiser:
         return (f"ImageDenoiser({self.name or 'model'!s}, {kind}, {'non-blind' if self.noise_map else 'blind'}, "
                 f"device={self.device})")
 
-    def _sigma_map(self, sigma: float | np.ndarray | torch.Tensor | None,
-                   shape: tuple[int, ...]) -> torch.Tensor | None:
-        """``sigma`` -> ``(B, 1, H, W)`` noise-level map for a ``(B, C, H, W)`` image (``None`` for blind models)."""
-        B, _, H, W = shape
+    def _sigma_map(self, sigma: Sigma, x4: torch.Tensor, span: float) -> torch.Tensor | None:
+        """``sigma`` (in units ``span`` times those of ``x4``) -> ``(B, 1, H, W)`` noise-level map in ``x4``'s units
+        for a ``(B, C, H, W)`` image ``x4`` (``None`` for blind models)."""
+        B, _, H, W = x4.shape
         if not self.noise_map:
-            if sigma is not None:
+            if sigma is not None and not (isinstance(sigma, str) and sigma == "auto"):
                 raise ValueError("`sigma` was given but this model is blind (config.image.noise_map is false): it "
                                  "estimates the noise level itself; call it without `sigma`")
             return None
         if sigma is None:
             raise ValueError("this model is non-blind (config.image.noise_map is true): pass `sigma`, the noise "
-                             "standard deviation in image units (a float such as 25/255, or a per-pixel map)")
+                             "standard deviation in image units (a float such as 25/255, a per-pixel map, or "
+                             "'auto' to estimate it)")
+        if isinstance(sigma, str):
+            if sigma != "auto":
+                raise ValueError(f"`sigma` must be a float, a per-pixel map or 'auto', got {sigma!r}")
+            # one level per image: the root mean square of its channels' (xmodal.noise.estimate_sigma)
+            levels = [float(np.sqrt(np.mean(estimate_sigma(x4[b]) ** 2))) for b in range(B)]
+            return torch.tensor(levels, dtype=torch.float32).view(B, 1, 1, 1).expand(B, 1, H, W).contiguous()
         if isinstance(sigma, numbers.Real) and not isinstance(sigma, bool):
             s = torch.full((B, 1, H, W), float(sigma))
         else:
@@ -968,10 +977,10 @@ class ImageDenoiser:
         if not torch.isfinite(s).all() or bool((s < 0).any()):
             raise ValueError(f"`sigma` must be finite and >= 0 (a noise standard deviation), got "
                              f"{sigma if isinstance(sigma, numbers.Real) else 'a map with values outside that'}")
-        return s
+        return s / span if span != 1.0 else s  # the user's units -> [0, 1] units
 
     def denoise(self, image: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                sigma: float | np.ndarray | torch.Tensor | None = None, ensemble: bool = False, subsample: int = 1,
+                sigma: Sigma = None, ensemble: bool = False, subsample: int = 1,
                 progress: bool = False, channels_last: bool = False,
                 value_range: ValueRange = None) -> np.ndarray | torch.Tensor:
         """Denoise an image of any size.
@@ -983,7 +992,9 @@ class ImageDenoiser:
             tile: images larger than ``tile`` pixels on a side are processed in tiles of at most this size.
             overlap: overlap of neighbouring tiles (blended, see :mod:`xmodal.tiling`).
             sigma: non-blind models only: noise standard deviation in image units, a float or a map of shape
-                ``(H, W)``, ``(1, H, W)`` or ``(B, 1, H, W)``.
+                ``(H, W)``, ``(1, H, W)`` or ``(B, 1, H, W)``, or ``"auto"``: estimated from each image
+                (:func:`xmodal.noise.estimate_sigma`, white Gaussian noise; the root mean square of its channels').
+                Blind models take ``None`` or ``"auto"``.
             ensemble: geometric self-ensemble: average the outputs for the 8 flips/rotations of the image (8 times
                 slower; typically a tenth or two of a dB of PSNR better).
             subsample: pixel-shuffle down-sampling (:func:`xmodal.tiling.subsampled_apply`): ``2`` denoises the 4
@@ -1031,9 +1042,7 @@ class ImageDenoiser:
         _warn_unless_unit(x4, value_range, "image")
         if span != 1.0 or lo != 0.0:
             x4 = (x4 - lo) / span  # -> [0, 1]
-        sigma_map = self._sigma_map(sigma, tuple(x4.shape))
-        if sigma_map is not None and span != 1.0:
-            sigma_map = sigma_map / span  # the user's units -> [0, 1] units
+        sigma_map = self._sigma_map(sigma, x4, span)
         inputs = x4 if sigma_map is None else torch.cat([x4, sigma_map], dim=1)  # (B, C [+1], H, W)
 
         def run(t: torch.Tensor) -> torch.Tensor:  # (B, C [+1], h, w) -> (B, C, h, w)
@@ -1065,7 +1074,7 @@ class ImageDenoiser:
 
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
                      tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                     sigma: float | np.ndarray | torch.Tensor | None = None, ensemble: bool = False,
+                     sigma: Sigma = None, ensemble: bool = False,
                      subsample: int = 1, progress: bool = False, value_range: ValueRange = None) -> Path:
         """Denoise an image file into ``dst`` at the input's bit depth (uint8, uint16, float) and layout.
 
@@ -1926,8 +1935,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"images/stacks/video: process in tiles of at most N x N pixels (default {DEFAULT_TILE})")
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, metavar="N",
                    help=f"images/stacks/video: overlap of neighbouring tiles in pixels (default {DEFAULT_OVERLAP})")
-    p.add_argument("--sigma", type=float, default=None, metavar="S",
-                   help="non-blind image models: noise standard deviation in [0, 1] image units (e.g. 0.098 = 25/255)")
+    p.add_argument("--sigma", type=_sigma_arg, default=None, metavar="S",
+                   help="non-blind image models: noise standard deviation in [0, 1] image units (e.g. 0.098 = 25/255), "
+                        "or 'auto': estimated from each image (white Gaussian noise); blind models ignore 'auto'")
     p.add_argument("--scaling", choices=["dtype", "band_minmax", "band_percentile"], default=None,
                    help="stacks: per-band scaling of the input (default: the one the model was trained with, "
                         "image.scaling of its config; band_minmax for the bundled model)")
@@ -1971,6 +1981,16 @@ def _parse_value_range(text: str | None) -> ValueRange:
         return _check_value_range(tuple(float(v) for v in text.split(",")))
     except ValueError:
         raise ValueError(f"--value-range: expected 'auto' or LO,HI with LO < HI (e.g. 0,4095), got {text!r}") from None
+
+
+def _sigma_arg(value: str) -> float | str:
+    """``--sigma``: a number, or ``auto``."""
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number (0.098 for 25/255) or 'auto', got {value!r}") from None
 
 
 def _output_formats(formats: list[str]) -> dict[str, str]:

@@ -1,0 +1,77 @@
+"""Noise-level estimation without a clean image: ``xmodal.noise.estimate_sigma`` beside scikit-image's.
+
+For each held-out image (Set12 gray, Kodak24 kodim19-24 colour, channel by channel) and each sigma, white Gaussian
+noise of that sigma/255 is added to the clean 8-bit image / 255 (float64, ``numpy.random.default_rng((seed, sigma,
+image index))``), either kept in float (the benchmark protocol) or, with ``--8bit``, clipped and rounded to 8 bits as
+a noisy file stores it. Both estimators read the noisy image alone; the table gives their mean estimate, mean error
+and largest error over the images and channels (0-255 scale), and the mean time per image.
+``skimage.restoration.estimate_sigma`` is Donoho's wavelet median absolute deviation (the usual quick estimate).
+
+    python benchmarks/noise_estimation.py [--data ../shared/data] [--set set12|kodak-valid] [--sigmas 0,5,15,25,50]
+                                          [--8bit] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DEFAULT_DATA, IMAGE_SETS, held_out_images, to_8bit  # noqa: E402
+
+from xmodal.imageio import read_image  # noqa: E402
+from xmodal.noise import estimate_sigma  # noqa: E402
+
+
+def skimage_sigma(image: np.ndarray) -> np.ndarray:
+    """scikit-image's estimate, channel by channel (``(C, H, W)`` -> ``(C,)``)."""
+    from skimage.restoration import estimate_sigma as wavelet_sigma
+
+    return np.array([wavelet_sigma(plane) for plane in image])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (default ../shared/data)")
+    p.add_argument("--set", choices=sorted(IMAGE_SETS), default="set12")
+    p.add_argument("--sigmas", default="0,5,15,25,50", help="noise standard deviations on the 0-255 scale")
+    p.add_argument("--8bit", dest="eight_bit", action="store_true",
+                   help="clip and round the noisy images to 8 bits, as noisy files are")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write the per-image estimates here")
+    args = p.parse_args()
+
+    sigmas = [float(s) for s in args.sigmas.split(",")]
+    files, channels = held_out_images(args.data, args.set)
+    cleans = [read_image(f)[0][:channels].astype(np.float64) for f in files]
+    estimators = {"xmodal": estimate_sigma, "skimage": skimage_sigma}
+    protocol = "clipped and rounded to 8 bits" if args.eight_bit else "in float, not clipped"
+    print(f"{args.set}: {len(files)} images x {channels} channel(s); noise {protocol}; estimates on the 0-255 scale")
+    print(f"{'sigma':>6} | {'estimator':<8} | {'mean':>7} | {'mean err':>8} | {'max |err|':>9} | {'s / image':>9}")
+    results: dict[str, dict[str, list]] = {}
+    for sigma in sigmas:
+        noisy = []
+        for i, clean in enumerate(cleans):
+            x = clean + sigma / 255 * np.random.default_rng((args.seed, int(sigma * 100), i)).standard_normal(
+                clean.shape)
+            noisy.append(to_8bit(x) if args.eight_bit else x)
+        for name, estimator in estimators.items():
+            start = time.perf_counter()
+            got = np.stack([estimator(x) * 255 for x in noisy])  # (images, channels)
+            seconds = (time.perf_counter() - start) / len(noisy)
+            err = got - sigma
+            print(f"{sigma:6.1f} | {name:<8} | {got.mean():7.2f} | {err.mean():+8.2f} | {np.abs(err).max():9.2f} | "
+                  f"{seconds:9.3f}")
+            results.setdefault(f"{sigma:g}", {})[name] = got.tolist()
+    if args.json:
+        Path(args.json).write_text(json.dumps({"set": args.set, "eight_bit": args.eight_bit, "files":
+                                               [f.name for f in files], "estimates": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
