@@ -20,10 +20,11 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import xmodal
 import xmodal.denoise
-from xmodal.evaluate import (detect_modality, evaluate_images, evaluate_stacks, main, match_image_files,
-                             save_image_comparison, save_stack_comparison)
+from xmodal.evaluate import (detect_modality, evaluate_images, evaluate_images_no_reference, evaluate_stacks, main,
+                             match_image_files, save_image_comparison, save_stack_comparison)
 from xmodal.imageio import ImageReadError, read_image, write_image
 from xmodal.metrics import SSIM_IMPLEMENTATION
+from xmodal.noise import estimate_sigma
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 H, W = 29, 33  # odd, >= 11 (the SSIM window), <= 64
@@ -378,6 +379,108 @@ def test_shape_mismatch_and_corrupt_files_are_listed(images: tuple[Path, dict], 
     assert data["errors"][1]["file"] == "tif16"
 
 
+# ------------------------------------------------------------------------------------------- without a reference
+
+
+@pytest.fixture(scope="module")
+def real_noisy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict[str, np.ndarray]]]:
+    """``noisy/`` and ``enhanced/`` without clean images (as real photos come): a 16-bit gray PNG and an 8-bit RGB
+    PNG of 64 x 64 pixels, noise of standard deviation 0.04 and 0.06; the enhanced images are the clean ones."""
+    root = tmp_path_factory.mktemp("real")
+    rng = np.random.default_rng(5)
+    values: dict[str, dict[str, np.ndarray]] = {}
+    for stem, channels, sigma, writer in (("scan", 1, 0.04, write_png16), ("photo", 3, 0.06, write_png8)):
+        clean = 0.5 + 0.3 * (smooth(channels, rng, 64, 64) - 0.5)  # in [0.26, 0.74]: no clipping of the noise
+        values[stem] = {"clean": clean, "sigma": sigma}
+        for row, x in (("noisy", clean + sigma * rng.standard_normal(clean.shape)), ("enhanced", clean)):
+            (root / row).mkdir(exist_ok=True)
+            values[stem][row] = writer(root / row / f"{stem}.png", x)
+    return root, values
+
+
+def test_no_reference_noise_levels(real_noisy: tuple[Path, dict], tmp_path: Path,
+                                   capsys: pytest.CaptureFixture) -> None:
+    root, values = real_noisy
+    argv = ["--noisy", str(root / "noisy"), "--enhanced", str(root / "enhanced"), "--json", str(tmp_path / "s.json"),
+            "--figures", str(tmp_path / "figs"), "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "noise (of 255)" in out and "mean (2)" in out and "estimated from each image alone" in out
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["clean_dir"] is None and data["metrics"] == ["noise", "removed"] and data["noise_scale"] == 255
+    assert [f["name"] for f in data["files"]] == ["photo", "scan"]
+    for f in data["files"]:
+        v = values[f["name"]]
+        per_channel = {row: estimate_sigma(v[row]) * 255 for row in ("noisy", "enhanced")}
+        for row in ("noisy", "enhanced"):
+            np.testing.assert_allclose(f["noise_channels"][row], per_channel[row], rtol=1e-5)
+            assert f[row]["noise"] == pytest.approx(np.sqrt(np.mean(per_channel[row] ** 2)), rel=1e-5)
+        assert f["noisy"]["noise"] == pytest.approx(v["sigma"] * 255, rel=0.1)  # what was added
+        assert f["enhanced"]["noise"] < 1.5  # the clean image: about its rounding
+        assert f["enhanced"]["removed"] == pytest.approx(np.std(v["noisy"] - v["enhanced"]) * 255, rel=1e-5)
+    means = data["mean"]
+    assert means["noisy"]["noise"] == pytest.approx(np.mean([f["noisy"]["noise"] for f in data["files"]]))
+    assert means["enhanced"]["removed"] == pytest.approx(np.mean([f["enhanced"]["removed"] for f in data["files"]]))
+    assert data["figures"] == [str(tmp_path / "figs" / "photo.png"), str(tmp_path / "figs" / "scan.png")]
+    for fig in data["figures"]:
+        assert_png(Path(fig), (1200, 480))  # noisy / denoised / residual: three panels
+
+
+def test_no_reference_with_a_model(real_noisy: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    root, values = real_noisy
+    fake = FakeDenoiser("image")
+    monkeypatch.setattr(xmodal, "load", lambda path, device="cpu": fake)
+    by_model = evaluate_images_no_reference(root / "noisy", denoiser="runs/img")
+    assert by_model["enhanced"] == "model runs/img" and len(fake.inputs) == 2
+    for f in by_model["files"]:
+        v = values[f["name"]]
+        levels = 255 if f["dtype"] == "uint8" else 65535  # scored as written: at the file's bit depth
+        est = np.clip(np.rint(blur(v["noisy"].astype(np.float32)).astype(np.float64) * levels), 0, levels) / levels
+        assert f["enhanced"]["removed"] == pytest.approx(np.std(v["noisy"] - est) * 255, rel=1e-4)
+        assert f["enhanced"]["noise"] < f["noisy"]["noise"]  # a blur takes some of it
+        assert set(f["files"]) == {"noisy"}
+
+
+def test_no_reference_errors(real_noisy: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root, values = real_noisy
+    enh = tmp_path / "enh"
+    enh.mkdir()
+    write_png8(enh / "photo.png", values["photo"]["enhanced"][:, :-3])  # 3 rows short
+    write_png16(enh / "scan.png", values["scan"]["enhanced"])
+    (enh / "tiny.png").write_bytes(b"")  # one more stem than --noisy
+    argv = ["--noisy", str(root / "noisy"), "--enhanced", str(enh), "--quiet"]
+    assert main(argv) == 2
+    assert (f"error: --noisy {root / 'noisy'} and --enhanced {enh} do not hold the same image stems (only in "
+            f"--enhanced: tiny.png)") in capsys.readouterr().err
+    (enh / "tiny.png").unlink()
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert (f"error: {enh / 'photo.png'}: shape (3, 61, 64) differs from {root / 'noisy' / 'photo.png'}: "
+            f"(3, 64, 64); images must have the same (C, H, W)") in captured.err
+    assert "skipped files (1):" in captured.out and "scan" in captured.out
+    small = tmp_path / "small"
+    small.mkdir()
+    write_png8(small / "icon.png", np.full((1, 9, 9), 0.5))
+    (small / "broken.png").write_bytes(b"not a png")
+    result = evaluate_images_no_reference(small, small)
+    assert result["files"] == [] and result["mean"]["noisy"]["noise"] is None
+    assert [e["file"] for e in result["errors"]] == ["broken", "icon"]
+    assert "broken.png" in result["errors"][0]["reason"]
+    assert result["errors"][1]["reason"] == (f"{small / 'icon.png'}: `image` of 9 x 9 pixels is too small to "
+                                             "estimate its noise from 7 x 7 patches (it holds 9, at least 196 are "
+                                             "needed)")
+    for extra, message in [(["--lpips"], "--lpips need(s) --clean"),
+                           (["--data-range", "255"], "--data-range need(s) --clean"),
+                           (["--modality", "video"], "video evaluation needs clean references (--clean)")]:
+        assert main(["--noisy", str(root / "noisy"), "--enhanced", str(root / "enhanced"), *extra]) == 2
+        assert message in capsys.readouterr().err
+    sf.write(tmp_path / "talk.wav", np.zeros(1600), 16000)
+    assert main(["--noisy", str(tmp_path), "--quiet"]) == 2
+    assert "speech evaluation needs clean references (--clean)" in capsys.readouterr().err
+    assert main(["--noisy", str(root / "noisy"), "--quiet"]) == 2
+    assert "image evaluation needs the enhanced files" in capsys.readouterr().err
+
+
 # -------------------------------------------------------------------------------------------------------- modality
 
 
@@ -598,7 +701,8 @@ def test_comparison_figures_directly(tmp_path: Path) -> None:
     assert out == tmp_path / "sub" / "g.png"
     assert_png(out)
     rgba = smooth(4, rng)
-    assert_png(save_image_comparison(tmp_path / "rgba.png", rgba, rgba, rgba))
+    assert_png(save_image_comparison(tmp_path / "rgba.png", rgba, rgba, rgba), (1600, 480))
+    assert_png(save_image_comparison(tmp_path / "rgba3.png", rgba, rgba, None), (1200, 480))  # no clean image
     with pytest.raises(ValueError, match=r"`noisy`, `denoised` and `clean` must have the same shape, got "
                                          r"\(1, 29, 33\), \(4, 29, 33\) and \(4, 29, 33\)"):
         save_image_comparison(tmp_path / "x.png", gray, rgba, rgba)
@@ -608,4 +712,4 @@ def test_comparison_figures_directly(tmp_path: Path) -> None:
     assert_png(save_stack_comparison(tmp_path / "s.png", stack, stack, stack, band_names=["a", "b"]))
     with pytest.raises(ValueError, match=r"`band_names` has 1 names for a stack of 2 bands"):
         save_stack_comparison(tmp_path / "s.png", stack, stack, stack, band_names=["a"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["rgba.png", "s.png", "sub"]  # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rgba.png", "rgba3.png", "s.png", "sub"]  # no temp files

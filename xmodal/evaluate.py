@@ -58,7 +58,8 @@ from xmodal.metrics import (IMAGE_METRICS, LPIPS, SPEECH_METRICS, SSIM_IMPLEMENT
 if TYPE_CHECKING:
     from xmodal.denoise import Denoiser
 
-__all__ = ["detect_modality", "evaluate_folders", "evaluate_images", "evaluate_stacks", "evaluate_videos",
+__all__ = ["detect_modality", "evaluate_folders", "evaluate_images", "evaluate_images_no_reference",
+           "evaluate_stacks", "evaluate_videos",
            "format_table", "main", "match_clips", "match_files", "match_image_files", "save_image_comparison",
            "save_spectrogram_figure", "save_stack_comparison"]
 
@@ -66,8 +67,8 @@ Modality = Literal["auto", "speech", "image", "multispectral", "video"]
 Scaling = Literal["band_minmax", "band_percentile", "dtype"]
 
 _LABELS = {"pesq": "PESQ", "stoi": "STOI", "estoi": "ESTOI", "si_sdr": "SI-SDR", "psnr": "PSNR", "ssim": "SSIM",
-           "sam": "SAM", "tpsnr": "tPSNR", "lpips": "LPIPS"}
-_UNITS = {"si_sdr": " dB", "psnr": " dB", "sam": " deg", "tpsnr": " dB"}
+           "sam": "SAM", "tpsnr": "tPSNR", "lpips": "LPIPS", "noise": "noise", "removed": "removed"}
+_UNITS = {"si_sdr": " dB", "psnr": " dB", "sam": " deg", "tpsnr": " dB", "noise": " /255", "removed": " /255"}
 _ROWS = ("noisy", "enhanced")
 
 
@@ -149,24 +150,30 @@ def match_image_files(clean_dir: str | os.PathLike, **others: str | os.PathLike)
         ValueError: a folder holds no image file or two files with one stem, or the stems differ (the message
             lists the unmatched names).
     """
-    clean = _image_files(clean_dir, "clean")
+    return _match_stems("clean", clean_dir, others)
+
+
+def _match_stems(first: str, first_dir: str | os.PathLike,
+                 others: dict[str, str | os.PathLike]) -> list[dict[str, Path]]:
+    """:func:`match_image_files` with the folder the others are matched against labelled ``first``."""
+    reference = _image_files(first_dir, first)
     files = {label: _image_files(folder, label) for label, folder in others.items()}
     problems = []
     for label, theirs in files.items():
-        if set(theirs) != set(clean):
-            ours, other = set(clean) - set(theirs), set(theirs) - set(clean)
+        if set(theirs) != set(reference):
+            ours, other = set(reference) - set(theirs), set(theirs) - set(reference)
             parts = []
             if ours:
-                parts.append(f"only in --clean: {_name_list({clean[s].name for s in ours})}")
+                parts.append(f"only in --{first}: {_name_list({reference[s].name for s in ours})}")
             if other:
                 parts.append(f"only in --{label}: {_name_list({theirs[s].name for s in other})}")
-            none = "no file matches: " if not set(clean) & set(theirs) else ""
-            problems.append(f"--clean {clean_dir} and --{label} {others[label]} do not hold the same image stems "
+            none = "no file matches: " if not set(reference) & set(theirs) else ""
+            problems.append(f"--{first} {first_dir} and --{label} {others[label]} do not hold the same image stems "
                             f"({none}" + "; ".join(parts) + ")")
     if problems:
         raise ValueError("; ".join(problems))
-    return [{"clean": clean[stem], **{label: theirs[stem] for label, theirs in files.items()}}
-            for stem in sorted(clean)]
+    return [{first: reference[stem], **{label: theirs[stem] for label, theirs in files.items()}}
+            for stem in sorted(reference)]
 
 
 def _mono(wave: np.ndarray) -> np.ndarray:
@@ -423,6 +430,17 @@ def _at_bit_depth(x: np.ndarray, dtype: str) -> np.ndarray:
     return np.clip(np.rint(x.astype(np.float64) * levels), 0, levels).astype(np.float32) / np.float32(levels)
 
 
+def _model_output(model: ArrayDenoiser, noisy: np.ndarray, dtype: str, path: Path) -> np.ndarray:
+    """What ``python -m xmodal.denoise`` would write for the noisy file ``path`` (read as ``noisy``, stored as
+    ``dtype``), read back: denoised in the value range it would use (a float image that is not [0, 1] data: auto),
+    rounded to the file's bit depth."""
+    from xmodal.denoise import ImageDenoiser, file_value_range
+
+    value_range = file_value_range(noisy, dtype) if isinstance(model, ImageDenoiser) else None
+    enhanced = _denoised(model, noisy, f"{path}", **({"value_range": value_range} if value_range else {}))
+    return _at_bit_depth(enhanced, dtype)
+
+
 def _mean_or_none(value: float) -> float | None:
     """NaN (every item failed) -> ``None``; a finite value or ``inf`` (identical images) is kept."""
     return None if math.isnan(value) else value
@@ -485,6 +503,112 @@ def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
     return _evaluate_arrays("image", clean_dir, noisy_dir, enhanced_dir, denoiser, device=device, metrics=metrics,
                             data_range=data_range, figures_dir=figures_dir, figure_files=figure_files,
                             progress=progress, lpips=lpips)
+
+
+NOISE_SCALE = 255.0  # no-reference noise levels are reported on the 0-255 scale of [0, 1] images
+
+
+def evaluate_images_no_reference(noisy_dir: str | os.PathLike, enhanced_dir: str | os.PathLike | None = None,
+                                 denoiser: ArrayDenoiser | str | os.PathLike | None = None, *,
+                                 device: str = "cpu", figures_dir: str | os.PathLike | None = None,
+                                 figure_files: int = 3, progress: bool = False) -> dict[str, Any]:
+    """Real noisy images without clean versions (camera photos, scans, ``RNI15``): how much noise the noisy and
+    the enhanced images hold, and how much was taken out, measured without a reference.
+
+    For each image: ``noise``, the standard deviation of the white Gaussian noise it holds, estimated from the image
+    alone (:func:`xmodal.noise.estimate_sigma`, the root mean square of its channels'), for the noisy and the
+    enhanced image; ``removed``, the standard deviation of the residual ``noisy - enhanced``. Both on the 0-255
+    scale of images in [0, 1] (:data:`NOISE_SCALE` times the values :func:`~xmodal.imageio.read_image` gives). A
+    good denoiser leaves ``noise`` near 0 (a clean 8-bit image reads as about 1) and removes about the noisy
+    image's ``noise``: a ``removed`` well above it means image detail went too (look at the residual in the
+    figures: it should show noise, not edges). Real noise that is not white (after demosaicking, JPEG) reads lower
+    than its per-pixel standard deviation.
+
+    Args:
+        noisy_dir: the noisy images.
+        enhanced_dir, denoiser, device, figures_dir, figure_files, progress: as in :func:`evaluate_images`; the
+            figures show noisy / denoised / residual.
+
+    Returns:
+        ``{"modality": "image", "clean_dir": None, "noisy_dir", "enhanced", "metrics": ["noise", "removed"],
+        "noise_scale": 255.0, "noise_estimator", "files": [{"name", "files", "shape", "dtype", "noisy": {"noise"},
+        "enhanced": {"noise", "removed"}, "noise_channels": {"noisy": [...], "enhanced": [...]}}], "mean": {"noisy":
+        {...}, "enhanced": {...}}, "failures": [], "errors": [{"file", "reason"}], "figures": [paths],
+        "warnings": []}``. ``errors`` lists files that could not be read, whose shapes differ, or too small to
+        estimate a noise level (7 x 7 patches).
+
+    Raises:
+        ValueError: both or neither of ``enhanced_dir`` and ``denoiser``, a bad ``figure_files``, unmatched stems,
+            a model for another modality or returning another shape.
+        FileNotFoundError: a folder does not exist.
+    """
+    from tqdm import tqdm
+
+    from xmodal.noise import estimate_sigma
+
+    _check_source(enhanced_dir, denoiser, "image")
+    _check_options(("psnr",), IMAGE_METRICS, 1.0, figure_files)
+    if enhanced_dir is None:
+        pairs = [{"noisy": path} for _, path in sorted(_image_files(noisy_dir, "noisy").items())]
+    else:
+        pairs = _match_stems("noisy", noisy_dir, {"enhanced": enhanced_dir})
+    model, model_name = _resolve_denoiser(denoiser, "image", device) if denoiser is not None else (None, "")
+    if figures_dir is not None:
+        Path(figures_dir).mkdir(parents=True, exist_ok=True)
+    files, errors, figures = [], [], []
+    for pair in tqdm(pairs, desc="evaluate", unit="image", disable=not progress, dynamic_ncols=True):
+        name = pair["noisy"].stem
+        try:
+            noisy, info = read_image(pair["noisy"])
+            enhanced = read_image(pair["enhanced"])[0] if model is None else None
+        except ImageReadError as e:
+            errors.append({"file": name, "reason": str(e)})
+            continue
+        if enhanced is None:
+            enhanced = _model_output(model, noisy, info.dtype, pair["noisy"])
+        elif enhanced.shape != noisy.shape:
+            errors.append({"file": name, "reason": f"{pair['enhanced']}: shape {enhanced.shape} differs from "
+                                                   f"{pair['noisy']}: {noisy.shape}; images must have the same "
+                                                   f"(C, H, W)"})
+            continue
+        try:
+            levels = {row: estimate_sigma(x) * NOISE_SCALE for row, x in (("noisy", noisy), ("enhanced", enhanced))}
+        except ValueError as e:  # too small, or NaN values in a float file
+            errors.append({"file": name, "reason": f"{pair['noisy']}: {e}"})
+            continue
+        noise = {row: float(np.sqrt(np.mean(v ** 2))) for row, v in levels.items()}
+        removed = float(np.std(noisy.astype(np.float64) - enhanced) * NOISE_SCALE)
+        entry = {"name": name, "files": {row: p.name for row, p in pair.items()}, "shape": list(noisy.shape),
+                 "dtype": info.dtype, "noisy": {"noise": noise["noisy"]},
+                 "enhanced": {"noise": noise["enhanced"], "removed": removed},
+                 "noise_channels": {row: v.tolist() for row, v in levels.items()}}
+        files.append(entry)
+        if figures_dir is not None and len(figures) < figure_files:
+            png = Path(figures_dir) / f"{name}.png"
+            save_image_comparison(png, noisy, enhanced, None, {"noise": noise["noisy"]},
+                                  {"noise": noise["enhanced"], "removed": removed}, name=name)
+            figures.append(str(png))
+
+    def mean(row: str, metric: str) -> float | None:
+        return float(np.mean([f[row][metric] for f in files])) if files else None
+
+    return {
+        "modality": "image",
+        "clean_dir": None,
+        "noisy_dir": str(noisy_dir),
+        "enhanced": str(enhanced_dir) if enhanced_dir is not None else f"model {model_name}",
+        "metrics": ["noise", "removed"],
+        "noise_scale": NOISE_SCALE,
+        "noise_estimator": "xmodal.noise.estimate_sigma (Liu et al. 2013, white Gaussian noise), root mean square "
+                           "over channels",
+        "files": files,
+        "mean": {"noisy": {"noise": mean("noisy", "noise")},
+                 "enhanced": {"noise": mean("enhanced", "noise"), "removed": mean("enhanced", "removed")}},
+        "failures": [],
+        "errors": errors,
+        "figures": figures,
+        "warnings": [],
+    }
 
 
 def _clip_items(folder: str | os.PathLike, label: str) -> dict[str, Path]:
@@ -624,13 +748,7 @@ def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str
                 "; clips must have the same (T, C, H, W)" if video else "; images must have the same (C, H, W)")})
             continue
         if model is not None:
-            from xmodal.denoise import ImageDenoiser, file_value_range
-
-            # the value range `python -m xmodal.denoise` would use (a float image that is not [0, 1] data: auto)
-            value_range = file_value_range(noisy, noisy_info.dtype) if isinstance(model, ImageDenoiser) else None
-            enhanced = _denoised(model, noisy, f"{pair['noisy']}", **({"value_range": value_range} if value_range
-                                                                      else {}))
-            enhanced = _at_bit_depth(enhanced, noisy_info.dtype)
+            enhanced = _model_output(model, noisy, noisy_info.dtype, pair["noisy"])
         if float(clean.min()) < 0 or float(clean.max()) > data_range:
             warnings.append(f"{pair['clean']}: values span [{float(clean.min()):.4g}, {float(clean.max()):.4g}], "
                             f"outside the data range [0, {data_range:g}] used by "
@@ -845,14 +963,15 @@ def _comparison_figure(path: str | os.PathLike, shown: tuple[np.ndarray, ...], r
                        band_psnr: tuple[list[str], np.ndarray, np.ndarray] | None = None) -> Path:
     """Noisy / denoised / clean / residual panels (plus a per-band PSNR plot) written atomically as PNG.
 
-    ``shown``: three ``(H, W)`` or ``(H, W, 3)`` arrays in [0, 1]; ``residual``: ``(H, W)``.
+    ``shown``: three ``(H, W)`` or ``(H, W, 3)`` arrays in [0, 1] (two without a clean one, and no ``band_psnr``);
+    ``residual``: ``(H, W)``; ``titles``: one per panel.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg without touching pyplot's global backend
     from matplotlib.figure import Figure
 
-    if band_psnr is None:
-        fig = Figure(figsize=(16, 4.8), layout="constrained")
-        axes = list(fig.subplots(1, 4))
+    if band_psnr is None:  # three images and the residual, or two (no clean one) and the residual
+        fig = Figure(figsize=(4 * (len(shown) + 1), 4.8), layout="constrained")
+        axes = list(fig.subplots(1, len(shown) + 1))
     else:
         fig = Figure(figsize=(16, 8), layout="constrained")
         mosaic = fig.subplot_mosaic([["n", "d", "c", "r"], ["p", "p", "p", "p"]], height_ratios=[1.0, 0.7])
@@ -863,10 +982,10 @@ def _comparison_figure(path: str | os.PathLike, shown: tuple[np.ndarray, ...], r
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
     limit = float(np.abs(residual).max()) or 1e-6  # symmetric scale around 0
-    res = axes[3].imshow(residual, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-    axes[3].set_title(titles[3], fontsize=9)
-    axes[3].set_axis_off()
-    fig.colorbar(res, ax=axes[3], shrink=0.8, label=residual_label)
+    res = axes[-1].imshow(residual, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    axes[-1].set_title(titles[-1], fontsize=9)
+    axes[-1].set_axis_off()
+    fig.colorbar(res, ax=axes[-1], shrink=0.8, label=residual_label)
     if band_psnr is not None:
         names, noisy_db, denoised_db = band_psnr
         ax = mosaic["p"]
@@ -884,11 +1003,12 @@ def _comparison_figure(path: str | os.PathLike, shown: tuple[np.ndarray, ...], r
     return Path(path)
 
 
-def save_image_comparison(path: str | os.PathLike, noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarray,
-                          noisy_scores: dict[str, float] | None = None,
+def save_image_comparison(path: str | os.PathLike, noisy: np.ndarray, denoised: np.ndarray,
+                          clean: np.ndarray | None, noisy_scores: dict[str, float] | None = None,
                           denoised_scores: dict[str, float] | None = None, *, name: str = "",
                           data_range: float = 1.0) -> Path:
-    """PNG (written atomically, matplotlib Agg) of noisy / denoised / clean / residual side by side.
+    """PNG (written atomically, matplotlib Agg) of noisy / denoised / clean / residual side by side (noisy /
+    denoised / residual when ``clean`` is ``None``).
 
     Images with 3 or more channels are shown as RGB (first three channels), others as gray (first channel), all on
     ``[0, data_range]``. The residual ``noisy - denoised`` (mean over channels) uses a diverging colormap symmetric
@@ -896,8 +1016,8 @@ def save_image_comparison(path: str | os.PathLike, noisy: np.ndarray, denoised: 
 
     Args:
         path: PNG to write (its folder is created).
-        noisy, denoised, clean: ``(C, H, W)`` float images of one shape.
-        noisy_scores, denoised_scores: metric name -> value (``psnr``, ``ssim``...), shown in the titles.
+        noisy, denoised, clean: ``(C, H, W)`` float images of one shape (``clean`` may be ``None``).
+        noisy_scores, denoised_scores: metric name -> value (``psnr``, ``ssim``, ``noise``...), shown in the titles.
         name: title of the figure.
         data_range: the value shown as white.
 
@@ -907,18 +1027,19 @@ def save_image_comparison(path: str | os.PathLike, noisy: np.ndarray, denoised: 
     Raises:
         ValueError: the images are not ``(C, H, W)`` or differ in shape.
     """
-    noisy, denoised, clean = _check_triplet(noisy, denoised, clean, "(C, H, W)")
+    arrays = _check_triplet(noisy, denoised, noisy if clean is None else clean, "(C, H, W)")
+    images = arrays[:2] if clean is None else arrays
 
     def shown(x: np.ndarray) -> np.ndarray:
         x = np.clip(x / data_range, 0.0, 1.0)
         return x[:3].transpose(1, 2, 0) if x.shape[0] >= 3 else x[0]  # (C, H, W) -> (H, W, 3) or (H, W)
 
-    C = clean.shape[0]
-    residual = (noisy - denoised).mean(axis=0)  # (C, H, W) -> (H, W)
-    titles = (_image_title("noisy", noisy_scores), _image_title("denoised", denoised_scores), "clean (reference)",
+    C = images[0].shape[0]
+    residual = (images[0] - images[1]).mean(axis=0)  # (C, H, W) -> (H, W)
+    titles = (_image_title("noisy", noisy_scores), _image_title("denoised", denoised_scores),
+              *(("clean (reference)",) if clean is not None else ()),
               "residual noisy - denoised" + (f"\n(mean of {C} channels)" if C > 1 else ""))
-    return _comparison_figure(path, tuple(shown(x) for x in (noisy, denoised, clean)), residual, titles, name,
-                              "noisy - denoised")
+    return _comparison_figure(path, tuple(shown(x) for x in images), residual, titles, name, "noisy - denoised")
 
 
 def save_stack_comparison(path: str | os.PathLike, noisy: np.ndarray, denoised: np.ndarray, clean: np.ndarray,
@@ -984,6 +1105,23 @@ def format_table(result: dict[str, Any]) -> str:
     metrics = result["metrics"]
     label = f"mean ({len(result['files'])})"
     width = min(40, max([len(label)] + [len(f["name"]) for f in result["files"]]))
+    if result.get("modality") == "image" and result.get("clean_dir") is None:  # no reference: noise levels
+        lines = [f"{'file':<{width}}  {'noise (of 255)':^17s}  {'removed':>8s}",
+                 f"{'':<{width}}  {'noisy':>8s} {'enh':>8s}  {'(of 255)':>8s}"]
+
+        def row(first: str, noisy: dict, enhanced: dict) -> str:
+            values = (noisy.get("noise"), enhanced.get("noise"), enhanced.get("removed"))
+            a, b, c = (f"{v:8.2f}" if v is not None else f"{'-':>8s}" for v in values)
+            return f"{first:<{width}}  {a} {b}  {c}"
+
+        lines += [row(f["name"][:width], f["noisy"], f["enhanced"]) for f in result["files"]]
+        lines.append(row(label, result["mean"]["noisy"], result["mean"]["enhanced"]))
+        lines.append(f"no clean reference: noise = white Gaussian noise standard deviation estimated from each image "
+                     f"alone ({result['noise_estimator']}); removed = standard deviation of noisy - enhanced")
+        if result["errors"]:
+            lines.append(f"skipped files ({len(result['errors'])}):")
+            lines += [f"  {x['reason']}" for x in result["errors"]]
+        return "\n".join(lines)
 
     def cells(noisy: dict, enhanced: dict, names: list[str]) -> str:
         out = ""
@@ -1074,9 +1212,11 @@ def _parser() -> argparse.ArgumentParser:
                     "Exit status: 0 ok (metric failures are listed, not fatal), 1 some files unreadable (or, for "
                     "images, of another shape), 2 usage error (unmatched names, missing folder, model not "
                     "loadable, stacks of different bands).")
-    p.add_argument("--clean", required=True, metavar="DIR",
+    p.add_argument("--clean", metavar="DIR",
                    help="clean reference files (a folder; for multispectral one stack: a file or a folder of "
-                        "single-band TIFFs; for video a folder of clips: frame folders or .npy files)")
+                        "single-band TIFFs; for video a folder of clips: frame folders or .npy files). Without it, "
+                        "images (real noisy photos) get no-reference scores: the noise level estimated in the noisy "
+                        "and enhanced images and the amount removed")
     p.add_argument("--noisy", required=True, metavar="DIR", help="noisy files (same names; images: same stems)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--enhanced", metavar="DIR", help="enhanced files (same names; images: same stems)")
@@ -1113,6 +1253,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Run the evaluation the parsed arguments ask for (see :func:`main`)."""
+    if args.clean is None:
+        return _evaluate_no_reference(args)
     modality = detect_modality(args.clean) if args.modality == "auto" else args.modality
     not_for = [opt for opt, value, allowed in (("--data-range", args.data_range, ("image", "multispectral", "video")),
                                                ("--scaling", args.scaling, ("multispectral",)),
@@ -1144,6 +1286,26 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
                                progress=not args.quiet, lpips=lpips)
     else:  # unreachable: argparse checks the choices
         raise ValueError(f"unknown modality {modality!r}")
+
+
+def _evaluate_no_reference(args: argparse.Namespace) -> dict[str, Any]:
+    """No ``--clean``: images scored by their noise levels (:func:`evaluate_images_no_reference`)."""
+    modality = args.modality
+    if modality == "auto":
+        modality = detect_modality(args.noisy) if Path(args.noisy).is_dir() else "multispectral"
+    if modality != "image":
+        raise ValueError(f"{modality} evaluation needs clean references (--clean); without them only images are "
+                         "scored (the noise level estimated in the noisy and enhanced images)")
+    given = [opt for opt, value in (("--data-range", args.data_range), ("--lpips", args.lpips),
+                                    ("--lpips-linear", args.lpips_linear), ("--lpips-net", args.lpips_net),
+                                    ("--scaling", args.scaling), ("--rgb-bands", args.rgb_bands))
+             if value is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} need(s) --clean: without clean references images are scored by their "
+                         "estimated noise levels only")
+    return evaluate_images_no_reference(args.noisy, args.enhanced, args.model, device=args.device,
+                                        figures_dir=args.figures, figure_files=args.figure_files,
+                                        progress=not args.quiet)
 
 
 def main(argv: list[str] | None = None) -> int:
