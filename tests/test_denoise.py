@@ -56,6 +56,19 @@ def write(path: Path, wave: np.ndarray, sample_rate: int, subtype: str = "PCM_16
 
 def test_lazy_public_names(run_dir: Path) -> None:
     assert xmodal.load is load and xmodal.Denoiser is Denoiser
+    # submodules too, after a plain `import xmodal` in a fresh interpreter, which imports none of them by itself
+    code = ("import sys, xmodal\n"
+            "assert 'xmodal.noise' not in sys.modules and 'torch' not in sys.modules\n"
+            "f = xmodal.noise.estimate_sigma\n"
+            "import xmodal.noise\n"
+            "assert f is xmodal.noise.estimate_sigma and xmodal.metrics.__name__ == 'xmodal.metrics'\n"
+            "try:\n"
+            "    xmodal.nothing\n"
+            "except AttributeError as e:\n"
+            "    assert str(e) == \"module 'xmodal' has no attribute 'nothing'\", e\n"
+            "else:\n"
+            "    raise AssertionError('no error')\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_bundled_model_missing_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,6 +34,9 @@ _LAZY = {
     "keep_freed_memory": "xmodal.runtime",
 }
 
+# submodules reachable as attributes after a plain ``import xmodal`` (``xmodal.noise.estimate_sigma(...)``)
+_SUBMODULES = ("evaluate", "imageio", "io", "metrics", "noise", "tiling", "videoio")
+
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
@@ -42,6 +45,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"xmodal.{name}")  # importing sets the attribute too
     raise AttributeError(f"module 'xmodal' has no attribute {name!r}")
 
 

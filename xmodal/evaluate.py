@@ -2,7 +2,7 @@
 multispectral stacks (PSNR, SSIM, SAM) and video clips (PSNR, SSIM, temporal PSNR), per file and on average, with
 figures.
 
-    python -m xmodal.evaluate --clean DIR --noisy DIR [--enhanced DIR | --model M] [--json FILE] [--figures DIR]
+    python -m xmodal.evaluate [--clean DIR] --noisy DIR [--enhanced DIR | --model M] [--json FILE] [--figures DIR]
                               [--figure-files N] [--modality {auto,speech,image,multispectral,video}]
                               [--data-range R] [--scaling {band_minmax,band_percentile,dtype}] [--rgb-bands 3,2,1]
 
@@ -22,7 +22,9 @@ Images (:func:`evaluate_images`): files are matched by stem (``a.png`` pairs wit
 :func:`xmodal.imageio.read_image` (integer files scaled to [0, 1] by their dtype, float files as stored) and must have
 the same ``(C, H, W)`` shape; PSNR uses ``--data-range`` (default 1), SSIM is
 :data:`xmodal.metrics.SSIM_IMPLEMENTATION`. A file that cannot be read or whose shape differs is listed, not fatal.
-Images need ``--enhanced`` or ``--model``.
+Images need ``--enhanced`` or ``--model``. Without ``--clean`` (real noisy photos, which have no clean version) images
+are scored by the noise level estimated in the noisy and enhanced images and the amount removed
+(:func:`evaluate_images_no_reference`); the other modalities need ``--clean``.
 
 Stacks (:func:`evaluate_stacks`): ``--clean``, ``--noisy`` and ``--enhanced`` are each ONE stack (a multi-band
 TIFF/npy file or a folder of single-band TIFFs). The per-band scaling (``--scaling``, default ``band_minmax``) is
