@@ -1039,14 +1039,15 @@ def estimate_sigma(image: np.ndarray | torch.Tensor, *, patch_size: int = 7,
 
     if not isinstance(image, (np.ndarray, torch.Tensor)):
         raise TypeError(f"Expected `image` to be a numpy array or torch tensor, got {type(image).__name__}")
-    x = torch.as_tensor(np.asarray(image) if isinstance(image, np.ndarray) else image.detach()).cpu()
+    x = torch.from_numpy(np.array(image, dtype=np.float32)) if isinstance(image, np.ndarray) else \
+        image.detach().cpu().float()
     if x.ndim not in (2, 3):
         raise ValueError(f"Expected `image` of shape (H, W) or (C, H, W), got {tuple(x.shape)}")
     if not _is_integer(patch_size) or patch_size < 3:
         raise ValueError(f"`patch_size` must be an integer >= 3, got {patch_size!r}")
     if not _is_integer(max_patches) or max_patches < 1:
         raise ValueError(f"`max_patches` must be an integer >= 1, got {max_patches!r}")
-    x = x.reshape((1,) * (3 - x.ndim) + tuple(x.shape)).float()
+    x = x.reshape((1,) * (3 - x.ndim) + tuple(x.shape))
     d, (C, H, W) = patch_size, x.shape
     p, n = d * d, max(0, H - d + 1) * max(0, W - d + 1)
     if n < 4 * p:
@@ -1083,9 +1084,9 @@ def estimate_sigma(image: np.ndarray | torch.Tensor, *, patch_size: int = 7,
             if int(weak.sum()) < 4 * p:  # too few flat patches to go on: keep the estimate so far
                 break
             update = smallest_variance(patches[weak])
-            if abs(update - variance) <= 1e-6 * variance:
-                variance = update
-                break
+            settled = abs(update - variance) <= 1e-6 * variance
             variance = update
+            if settled:
+                break
         sigmas.append(math.sqrt(variance))
     return np.asarray(sigmas, dtype=np.float64)
