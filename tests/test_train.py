@@ -147,6 +147,30 @@ def test_cli_stop_after_then_resume(tmp_path, tiny_config, capsys):
     assert "--stop-after must be at least 1, got 0" in capsys.readouterr().err
 
 
+def test_cli_ctrl_c_saves_and_exits_130(tmp_path, tiny_config, capsys, monkeypatch):
+    """Ctrl-C during training: the checkpoint of the step reached is saved, a line says so, exit status 130 (the
+    shell's for SIGINT), no traceback; the same command resumes from there."""
+    d = tiny_config.data
+    args = [str(TINY), f"train.run_dir={tmp_path / 'r'}", f"data.clean_dir=[{d.clean_dir[0]}]",
+            f"data.noise_dir=[{d.noise_dir[0]}]", "data.valid_fraction=0.25"]
+    clip, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def interrupt_third_step(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return clip(*a, **k)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", interrupt_third_step)
+    assert main(args) == 130
+    assert "interrupted at step 2; checkpoint saved, run the same command to resume" in capsys.readouterr().out
+    assert torch.load(tmp_path / "r" / "train_state.pt", weights_only=False)["step"] == 2
+    monkeypatch.undo()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "at step 2" in out and "done: 4 steps" in out
+
+
 def test_cli_errors(tmp_path, capsys):
     assert main([str(TINY), "train.max_stepz=2"]) == 2
     assert "unknown key `train.max_stepz` (did you mean `train.max_steps`?)" in capsys.readouterr().err

@@ -420,6 +420,34 @@ def test_cli_audio_options(runs: dict[str, Path], tmp_path: Path, capsys) -> Non
     assert not (tmp_path / "d" / "talk.mkv").exists()
 
 
+def test_cli_folders_take_video_files_and_sound_only_ones(runs: dict[str, Path], tmp_path: Path, capsys) -> None:
+    """A folder given to the command line: with no model chosen, each audio, image and video file is denoised as
+    what it is (a video container holding sound only as sound); a speech model takes the sound-only ones too."""
+    import soundfile as sf
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    make_video(folder / "clip.mkv", frames=10, rate=16000)  # a picture and sound
+    sf.write(folder / "talk.wav", click_track(16000, 0.5, 0.2, 1).T, 16000)
+    with av.open(str(folder / "voice.webm"), "w", format="webm") as out:  # a browser recording: sound only
+        s = out.add_stream("libopus", rate=48000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(click_track(48000, 0.5, 0.2, 1), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 48000, 0
+        for packet in [*s.encode(frame), *s.encode()]:
+            out.mux(packet)
+    (folder / "notes.txt").write_text("not a medium")
+    assert main([str(folder), "-o", str(tmp_path / "auto"), "--quiet"]) == 0
+    assert sorted(os.listdir(tmp_path / "auto")) == ["clip.mkv", "talk.wav", "voice.webm"]
+    assert len(read_clip(tmp_path / "auto" / "clip.mkv")[0]) == 10 and soundtracks(tmp_path / "auto" / "clip.mkv")
+    assert main([str(folder), "-o", str(tmp_path / "speech"), "--model", str(runs["speech"]), "--quiet"]) == 0
+    assert sorted(os.listdir(tmp_path / "speech")) == ["talk.wav", "voice.webm"]
+    (tmp_path / "empty").mkdir()
+    capsys.readouterr()
+    assert main([str(tmp_path / "empty"), "-o", str(tmp_path / "none"), "--quiet"]) == 1
+    assert re.search(r"empty: no audio, image or video files \(\.png.*\.wav.*\.webm\) in this folder",
+                     capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("src_ext, dst_ext", [(".mp4", ".mp4"), (".mp4", ".mkv"), (".mkv", ".mov")])
 def test_container_tags_are_kept(tmp_path: Path, src_ext: str, dst_ext: str) -> None:
     src = tmp_path / f"holiday{src_ext}"

@@ -1791,18 +1791,23 @@ def _default_video_model(src: Path) -> str:
 
 
 def _list_folder(folder: Path, modality: str | None) -> list[Path]:
-    """Files of ``folder`` to denoise (sorted): its audio files, its image files, or both (``modality`` None)."""
+    """Files of ``folder`` to denoise (sorted): for a speech model its audio files and the video files that hold
+    sound only (browser recordings), for an image model its image files, and with no model chosen (``modality``
+    None) its audio, image and video files, each to be denoised as what it is."""
     from xmodal.imageio import IMAGE_EXTENSIONS
     from xmodal.io import AUDIO_EXTENSIONS
+    from xmodal.videoio import VIDEO_EXTENSIONS
 
     if modality == "speech":
-        return list_audio_files(folder)  # the audio CLI's message for a folder without audio
-    exts = (*IMAGE_EXTENSIONS, *(AUDIO_EXTENSIONS if modality is None else ()))
+        files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix.lower() in AUDIO_EXTENSIONS or (
+            p.suffix.lower() in VIDEO_EXTENSIONS and _audio_only(p))))
+        return files or list_audio_files(folder)  # the audio CLI's message for a folder without audio
+    exts = (*IMAGE_EXTENSIONS, *((*AUDIO_EXTENSIONS, *VIDEO_EXTENSIONS) if modality is None else ()))
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts
                    and not (p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS))  # as list_audio_files
     # for audio; hidden image files (macOS "._x.png", temp files) are skipped, as read_stack does
     if not files:
-        what = "image" if modality else "audio or image"
+        what = "image" if modality else "audio, image or video"
         raise ValueError(f"{folder}: no {what} files ({', '.join(dict.fromkeys(exts))}) in this folder")
     return files
 
@@ -1810,7 +1815,7 @@ def _list_folder(folder: Path, modality: str | None) -> list[Path]:
 def _expand_inputs(items: list[str], modality: str | None = "speech") -> tuple[list[Path], list[str]]:
     """Files, folders and globs -> (unique paths in order, error messages).
 
-    Folders expand to their files of ``modality`` (audio and image files when ``None``); a ``multispectral`` or
+    Folders expand to their files of ``modality`` (:func:`_list_folder`); a ``multispectral`` or
     ``video`` folder is kept as one path (one stack of single-band TIFFs, one clip of frames), except a ``video``
     folder holding no frame: it expands to its clips (sub-folders, ``.npy`` and video files).
     """

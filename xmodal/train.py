@@ -480,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ckpt.CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: train() has saved the checkpoint and said so; no traceback
+        return 130
     print(f"done: {result.step} steps, run directory {result.run_dir}")
     return 0
 
