@@ -549,7 +549,8 @@ def evaluate_images_no_reference(noisy_dir: str | os.PathLike, enhanced_dir: str
     from xmodal.noise import estimate_sigma
 
     _check_source(enhanced_dir, denoiser, "image")
-    _check_options(("psnr",), IMAGE_METRICS, 1.0, figure_files)
+    if figure_files < 0:
+        raise ValueError(f"`figure_files` must be >= 0, got {figure_files}")
     if enhanced_dir is None:
         pairs = [{"noisy": path} for _, path in sorted(_image_files(noisy_dir, "noisy").items())]
     else:
