@@ -89,7 +89,7 @@ def test_unknown_model_lists_bundled_names(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown model 'nope': no such file or directory; bundled names are "
                                          r"color, color_real, colour, colour_real, default, gray, image, .*photo, "
                                          r"realtime, speech, speech_rt, stack, video, video_color, video_color_real, "
-                                         r"video_colour, video_colour_real, video_gray, video_photo$"):
+                                         r"video_colour, video_colour_real, video_gray, video_gray_real, video_photo$"):
         load("nope")
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(ValueError, match=r"not a run directory or a \.safetensors file"):

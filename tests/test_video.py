@@ -716,15 +716,16 @@ def test_cli_denoises_clips(runs: dict[str, Path], tmp_path: Path, capsys) -> No
 
 def test_cli_picks_the_colour_or_gray_video_model_per_clip(runs: dict[str, Path], tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    """Without --model, RGB clips go to the bundled `video_color_real` model when they are camera footage (video files,
-    folders of JPEG frames) and to `video_color` when they are (T, H, W, 3) arrays or folders of PNG frames, and gray
-    ones to `video_gray`; each model is loaded once and each output is that model's."""
+    """Without --model, camera footage (video files, folders of JPEG frames) goes to the bundled models trained on
+    camera noise, `video_color_real` (RGB) and `video_gray_real` (gray); (T, H, W, 3) arrays and folders of PNG frames
+    to `video_color` (RGB) and `video_gray`; each model is loaded once and each output is that model's."""
     import xmodal.denoise as den_mod
 
     root = tmp_path / "pretrained"
     shutil.copytree(runs["gray"], root / "video_gray")
     shutil.copytree(runs["color"], root / "video_color")
     shutil.copytree(runs["color"], root / "video_color_real")
+    shutil.copytree(runs["gray"], root / "video_gray_real")
     monkeypatch.setattr(xmodal.pretrained, "_HERE", root)
     loaded: list[str | None] = []
     real_load = den_mod.load
@@ -751,14 +752,14 @@ def test_cli_picks_the_colour_or_gray_video_model_per_clip(runs: dict[str, Path]
     write_frames(inp / "jpeg_frames", rgb, ext=".jpg")  # frames a camera wrote, or extracted from its video
     write_frames(inp / "gray_jpeg_frames", gray, ext=".jpg")
     assert den_mod._default_video_model(inp / "jpeg_frames") == "video_color_real"
-    assert den_mod._default_video_model(inp / "gray_jpeg_frames") == "video_gray"
+    assert den_mod._default_video_model(inp / "gray_jpeg_frames") == "video_gray_real"
     write_clip(inp / "rgb.mkv", rgb)
     write_clip(inp / "gray.mkv", gray)  # a gray stream
     assert den_mod._default_video_model(inp / "rgb.mkv") == "video_color_real"
-    assert den_mod._default_video_model(inp / "gray.mkv") == "video_gray"
+    assert den_mod._default_video_model(inp / "gray.mkv") == "video_gray_real"
     loaded.clear()
     assert main([str(inp / "rgb.mkv"), str(inp / "gray.mkv"), "-o", str(tmp_path / "out2"), "--quiet"]) == 0
-    assert sorted(loaded) == ["video_color_real", "video_gray"]
+    assert sorted(loaded) == ["video_color_real", "video_gray_real"]
     assert read_clip(tmp_path / "out2" / "rgb.mkv")[1].shape == (3, 3, 20, 24)
     assert read_clip(tmp_path / "out2" / "gray.mkv")[1].shape == (3, 1, 20, 24)
 

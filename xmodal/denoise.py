@@ -1585,9 +1585,9 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
             ``"colour"``; ``"image_color_real"``/``"color_real"``/``"colour_real"``/``"photo"``: colour photos with
             camera noise; ``"multispectral"``/``"stack"``; ``"video_gray"``/``"video"``; ``"video_color"``/
             ``"video_colour"``; ``"video_color_real"``/``"video_colour_real"``/``"video_photo"``: colour video with
-            camera noise, H.264-coded or not); a run directory (``config.yaml`` + ``model.safetensors``); a
-            ``.safetensors`` file with an embedded config; or an ``.onnx`` file written by ``python -m xmodal.export``
-            (the network then runs in ONNX Runtime, CPU).
+            camera noise, H.264-coded or not; ``"video_gray_real"``: the same for gray video); a run directory
+            (``config.yaml`` + ``model.safetensors``); a ``.safetensors`` file with an embedded config; or an
+            ``.onnx`` file written by ``python -m xmodal.export`` (the network then runs in ONNX Runtime, CPU).
         device: ``cpu`` or ``cuda``.
         precision: image and stack models: ``fp32``, ``bf16`` or ``auto`` (see :class:`ImageDenoiser`); speech
             models always run in fp32 (the value is still checked).
@@ -1768,26 +1768,30 @@ def _audio_only(src: Path) -> bool:
 
 
 def _default_video_model(src: Path) -> str:
-    """The bundled model for a clip: for 3-channel frames ``video_color_real`` (camera noise, coded) for what
-    cameras and phones film (video files, folders of JPEG/HEIC/AVIF frames), and ``video_color`` (white noise) for
-    ``(T, H, W, 3)`` arrays and folders of RGB or RGBA frames in other formats; else ``video_gray`` (which denoises
-    any channel count, channel by channel). Only a header is read (the stream's pixel format, the array's shape, the
-    first frame's header); a clip that cannot be read this way gets ``video_gray``, whose reader then reports why
-    with the file's name."""
+    """The bundled model for a clip. What cameras and phones film (video files, folders of JPEG/HEIC/AVIF frames)
+    gets a model trained on camera noise and video coding: ``video_color_real`` for colour, ``video_gray_real`` for
+    gray (one channel; 8-bit gray frames). ``(T, H, W, 3)`` arrays and folders of RGB or RGBA frames in other formats
+    get ``video_color`` (white noise); the rest ``video_gray`` (which denoises any channel count, channel by
+    channel). Only a header is read (the stream's pixel format, the array's shape, the first frame's header); a clip
+    that cannot be read this way gets ``video_gray``, whose reader then reports why with the file's name."""
     from xmodal.videoio import VIDEO_EXTENSIONS, clip_frames, video_channels
 
     try:
         if src.is_dir():
             first = clip_frames(src)[0]
-            if _peek_channels(first)[1] not in ("RGB", "RGBA"):  # RGBA: the alpha is copied
-                return "video_gray"
-            return "video_color_real" if first.suffix.lower() in _CAMERA_SUFFIXES else "video_color"
-        if src.suffix.lower() in VIDEO_EXTENSIONS:
-            return "video_color_real" if video_channels(src) == 3 else "video_gray"
-        shape = np.load(src, mmap_mode="r", allow_pickle=False).shape
+            camera, mode = first.suffix.lower() in _CAMERA_SUFFIXES, _peek_channels(first)[1]
+            colour, gray = mode in ("RGB", "RGBA"), mode == "L"  # RGBA: the alpha is copied
+        elif src.suffix.lower() in VIDEO_EXTENSIONS:
+            channels = video_channels(src)
+            camera, colour, gray = True, channels == 3, channels == 1
+        else:
+            shape = np.load(src, mmap_mode="r", allow_pickle=False).shape
+            camera, colour, gray = False, len(shape) == 4 and shape[-1] == 3, False
     except Exception:  # the denoiser's reader gives the real error
         return "video_gray"
-    return "video_color" if len(shape) == 4 and shape[-1] == 3 else "video_gray"
+    if colour:
+        return "video_color_real" if camera else "video_color"
+    return "video_gray_real" if camera and gray else "video_gray"
 
 
 def _list_folder(folder: Path, modality: str | None) -> list[Path]:
@@ -1911,9 +1915,10 @@ def _parser() -> argparse.ArgumentParser:
                     "images -> 'image_gray', colour JPEG/HEIC/AVIF photos -> 'image_color_real' (trained on camera "
                     "noise), other 3/4-channel images -> 'image_color' (white Gaussian noise), TIFF/.npy with more "
                     "than 4 channels -> 'multispectral', colour video files and folders of JPEG/HEIC/AVIF frames -> "
-                    "'video_color_real' (camera noise, H.264-coded or JPEG frames), other colour frame folders and "
-                    ".npy clips -> 'video_color' (white noise), gray clips -> 'video_gray'. --model color or "
-                    "--model video_color for white noise, --model photo or --model video_photo for camera noise. "
+                    "'video_color_real' (camera noise, H.264-coded or JPEG frames), gray ones -> 'video_gray_real', "
+                    "other colour frame folders and .npy clips -> 'video_color' (white noise), other gray clips -> "
+                    "'video_gray'. --model color, video_color or video_gray for white noise, --model photo, "
+                    "video_photo or video_gray_real for camera noise. "
                     "Exit status: 0 all done, 1 some files failed (each is reported with its reason), 2 usage error "
                     "or model not loadable.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
@@ -1925,8 +1930,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=["auto", "speech", "image", "multispectral", "video"], default="auto",
                    help="treat every input as this modality (default auto: from the file, or from --model); with "
                         "multispectral a folder is one stack, with video one clip (bundled model 'video_color_real' "
-                        "for colour video files and JPEG/HEIC/AVIF frames, 'video_color' for other RGB frames, else "
-                        "'video_gray')")
+                        "for colour video files and JPEG/HEIC/AVIF frames, 'video_gray_real' for gray ones, "
+                        "'video_color' for other RGB frames, else 'video_gray')")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
     p.add_argument("--mix", type=float, default=1.0, help="speech: dry/wet: 0 = input, 1 = fully denoised (default 1)")
     p.add_argument("--atten-limit-db", type=float, default=None, metavar="DB",

@@ -1013,9 +1013,9 @@ def estimate_sigma(image: np.ndarray | torch.Tensor, *, patch_size: int = 7,
     current estimate alone reaches with probability 1 - 1e-6 (a gamma quantile), re-selected until the estimate
     settles (from all patches at first). The smallest eigenvalue of the sample covariance of ``N`` patches of ``p``
     pixels lies below the noise variance, at the Marchenko-Pastur edge ``(1 - sqrt(p / N))^2`` times it, which is
-    divided out (pure noise then reads within 0.1 % for ``N`` of 7,000 and more, against 8 % low without it). Patches that touch a pixel at the
-    image's lowest or highest value are left out: clipped or saturated pixels carry less noise. Accuracy on real
-    images: ``benchmarks/noise_estimation.py``.
+    divided out (pure noise then reads within 0.1 % for ``N`` of 7,000 and more, against 8 % low without it).
+    Patches that touch a pixel at the image's lowest or highest value are left out: clipped or saturated pixels
+    carry less noise. Accuracy on real images: ``benchmarks/noise_estimation.py``.
 
     For noise that is not white (camera photos after demosaicking and JPEG, coded video) it estimates its white part,
     less than the per-pixel standard deviation.

@@ -14,6 +14,7 @@ A bundled model is a folder next to this file holding ``config.yaml``, ``model.s
     ``"video_color"``, ``"video_colour"``           ->  ``xmodal/pretrained/video_color/``
     ``"video_color_real"``, ``"video_colour_real"``,
     ``"video_photo"``                               ->  ``xmodal/pretrained/video_color_real/`` (camera noise)
+    ``"video_gray_real"``                           ->  ``xmodal/pretrained/video_gray_real/`` (camera noise)
 
 Anything else must be a run directory (``config.yaml`` + ``model.safetensors``) or a ``.safetensors`` file with an
 embedded config. This module only resolves paths: it imports nothing heavy.
@@ -35,7 +36,7 @@ _HERE = Path(__file__).resolve().parent
 BUNDLED: dict[str, str] = {"speech": "speech_default", "speech_rt": "speech_rt", "image_gray": "image_gray",
                            "image_color": "image_color", "image_color_real": "image_color_real",
                            "multispectral": "multispectral", "video_gray": "video_gray", "video_color": "video_color",
-                           "video_color_real": "video_color_real"}
+                           "video_color_real": "video_color_real", "video_gray_real": "video_gray_real"}
 """Bundled model name -> folder inside ``xmodal/pretrained``."""
 
 _ALIASES: dict[str, str] = {"default": "speech", "speech": "speech", "speech_rt": "speech_rt", "realtime": "speech_rt",
@@ -47,7 +48,7 @@ _ALIASES: dict[str, str] = {"default": "speech", "speech": "speech", "speech_rt"
                             "video_gray": "video_gray", "video": "video_gray",
                             "video_color": "video_color", "video_colour": "video_color",
                             "video_color_real": "video_color_real", "video_colour_real": "video_color_real",
-                            "video_photo": "video_color_real"}
+                            "video_photo": "video_color_real", "video_gray_real": "video_gray_real"}
 _REQUIRED = ("config.yaml", "model.safetensors")
 
 
