@@ -430,7 +430,7 @@ def test_m4a_files(den: Denoiser, tmp_path: Path, codec: str, sample_rate: int, 
     ("talk.mkv", "matroska", "flac", "s16", 16), ("talk.mkv", "matroska", "flac", "s32", 24)])
 def test_lossless_sample_depth_is_kept(den: Denoiser, tmp_path: Path, name: str, muxer: str, codec: str,
                                        sample_format: str, bits: int) -> None:
-    from xmodal.io import AvAudioSource
+    from xmodal.io import AvAudioSource, write_audio_blocks
 
     src = write_m4a(tmp_path / name, make_wave(16000, 1, 0.5), 16000, codec, muxer, sample_format)
     source = AvAudioSource(src)
@@ -453,6 +453,9 @@ def test_lossless_sample_depth_is_kept(den: Denoiser, tmp_path: Path, name: str,
         # and back into a PyAV container: FLAC of that depth
         back = AvAudioSource(den.denoise_file(dst, tmp_path / f"back_{ext}.mkv"))
         assert (back.codec, back.bits) == ("flac", bits)
+    with pytest.raises(ValueError, match=r"`bits` must be 16 or 24, got 20"):
+        write_audio_blocks(tmp_path / "x.m4a", [np.zeros((1, 10), np.float32)], 16000, 1, subtype="ALAC", bits=20)
+    assert not (tmp_path / "x.m4a").exists()
     # a lossy stream is no deeper than 16 bits
     lossy = AvAudioSource(write_m4a(tmp_path / "lossy.m4a", make_wave(16000, 1, 0.5), 16000, "aac"))
     assert (lossy.lossless, lossy.bits) == (False, 16)

@@ -347,8 +347,10 @@ def write_audio_blocks(path: str | os.PathLike, blocks: Iterable[np.ndarray], sa
             files take theirs from ``subtype``.
 
     Raises:
-        ValueError: a codec the PyAV container is not written with.
+        ValueError: a codec the PyAV container is not written with; ``bits`` not 16 or 24.
     """
+    if bits not in (16, 24):
+        raise ValueError(f"`bits` must be 16 or 24, got {bits!r}")
     suffix = Path(path).suffix.lower()
     if suffix in AV_CONTAINERS:
         muxer, codecs = AV_CONTAINERS[suffix]
