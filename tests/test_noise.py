@@ -722,6 +722,7 @@ def test_estimate_sigma_per_channel_and_clean_images() -> None:
     np.testing.assert_allclose(got, sigmas, rtol=0.05)
     # an 8-bit clean image: about the rounding's 1/sqrt(12) of a step, far below any real noise
     assert estimate_sigma(np.round(clean[0] * 255) / 255)[0] < 1.0 / 255
+    np.testing.assert_array_equal(estimate_sigma(np.full((2, 32, 32), 0.5)), [0.0, 0.0])  # flat: no noise at all
 
 
 def test_estimate_sigma_leaves_out_clipped_pixels() -> None:
