@@ -479,6 +479,10 @@ def test_no_reference_errors(real_noisy: tuple[Path, dict], tmp_path: Path, caps
     assert "speech evaluation needs clean references (--clean)" in capsys.readouterr().err
     assert main(["--noisy", str(root / "noisy"), "--quiet"]) == 2
     assert "image evaluation needs the enhanced files" in capsys.readouterr().err
+    assert main(["--noisy", str(tmp_path / "nowhere"), "--enhanced", str(root / "enhanced"), "--quiet"]) == 2
+    assert f"error: {tmp_path / 'nowhere'}: image folder not found (--noisy)" in capsys.readouterr().err
+    assert main(["--noisy", str(root / "noisy" / "scan.png"), "--enhanced", str(root / "enhanced"), "--quiet"]) == 2
+    assert "multispectral evaluation needs clean references (--clean)" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"`figure_files` must be >= 0, got -1"):
         evaluate_images_no_reference(root / "noisy", root / "enhanced", figure_files=-1)
 

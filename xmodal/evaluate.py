@@ -576,7 +576,7 @@ def evaluate_images_no_reference(noisy_dir: str | os.PathLike, enhanced_dir: str
             continue
         try:
             levels = {row: estimate_sigma(x) * NOISE_SCALE for row, x in (("noisy", noisy), ("enhanced", enhanced))}
-        except ValueError as e:  # too small, or NaN values in a float file
+        except ValueError as e:  # too small to hold enough patches
             errors.append({"file": name, "reason": f"{pair['noisy']}: {e}"})
             continue
         noise = {row: float(np.sqrt(np.mean(v ** 2))) for row, v in levels.items()}
@@ -1294,8 +1294,10 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
 def _evaluate_no_reference(args: argparse.Namespace) -> dict[str, Any]:
     """No ``--clean``: images scored by their noise levels (:func:`evaluate_images_no_reference`)."""
     modality = args.modality
-    if modality == "auto":
-        modality = detect_modality(args.noisy) if Path(args.noisy).is_dir() else "multispectral"
+    if modality == "auto" and Path(args.noisy).exists():  # a missing folder: the image reader names it
+        modality = detect_modality(args.noisy)
+    elif modality == "auto":
+        modality = "image"
     if modality != "image":
         raise ValueError(f"{modality} evaluation needs clean references (--clean); without them only images are "
                          "scored (the noise level estimated in the noisy and enhanced images)")
