@@ -6,7 +6,7 @@ Float protocol (DESIGN.md): clean = 8-bit file / 255; noisy = clean + sigma/255 
 ``bm3d`` package (``bm3d.bm3d`` for gray, ``bm3d.bm3d_rgb`` for colour, profile ``np``) given the true sigma.
 
     python benchmarks/image_quality.py [--data ../shared/data] [--set set12|kodak-valid] [--sigma 25]
-                                       [--model gray] [--ensemble] [--skip-bm3d] [--json out.json]
+                                       [--model gray] [--ensemble] [--auto-sigma] [--skip-bm3d] [--json out.json]
                                        [--lpips [BACKBONE.pth] [--lpips-net alex] [--lpips-linear FILE]]
 """
 
@@ -41,6 +41,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--skip-bm3d", action="store_true")
     p.add_argument("--ensemble", action="store_true", help="also score the x8 flip/rotation self-ensemble")
+    p.add_argument("--auto-sigma", action="store_true",
+                   help="also score the model given sigma='auto' (the command line's default): noise above its "
+                        "training range is denoised at a lower contrast. Same as the plain model below about 45/255")
     p.add_argument("--lpips", nargs="?", const="", metavar="FILE",
                    help="also score LPIPS (lower is closer) from torchvision's ImageNet backbone weights: FILE, or "
                         "without FILE torchvision's hub cache; linear layers from the lpips package. Nothing is "
@@ -61,7 +64,8 @@ def main() -> None:
     keys = ("psnr", "ssim") + (("lpips",) if lpips else ())
     params = sum(p.numel() for p in den.model.parameters())
     sigma = args.sigma / 255.0
-    methods = ["noisy", "xmodal"] + (["xmodal x8"] if args.ensemble else []) + ([] if args.skip_bm3d else ["bm3d"])
+    methods = ["noisy", "xmodal"] + (["xmodal x8"] if args.ensemble else []) \
+        + (["xmodal auto"] if args.auto_sigma else []) + ([] if args.skip_bm3d else ["bm3d"])
     rows, times = [], {m: 0.0 for m in methods[1:]}
     for k, f in enumerate(files):
         clean, _ = read_image(f)
@@ -75,6 +79,10 @@ def main() -> None:
             t = time.perf_counter()
             outs["xmodal x8"] = den.denoise(noisy.astype(np.float32), ensemble=True).astype(np.float64)
             times["xmodal x8"] += time.perf_counter() - t
+        if args.auto_sigma:
+            t = time.perf_counter()
+            outs["xmodal auto"] = den.denoise(noisy.astype(np.float32), sigma="auto").astype(np.float64)
+            times["xmodal auto"] += time.perf_counter() - t
         if "bm3d" in methods:
             import bm3d
 
@@ -98,9 +106,9 @@ def main() -> None:
     print(f"\n{args.set}, sigma {args.sigma:g}/255, float protocol (noisy unclipped, outputs rounded to 8 bits), "
           f"{len(files)} images, seed {args.seed}")
     print(f"model: {args.model or default_model} ({params / 1e6:.3f} M parameters, {den.precision})")
-    print(f"{'':10s}{'PSNR (dB)':>11s}{'SSIM':>9s}" + (f"{'LPIPS':>9s}" if lpips else "") + f"{'time (s)':>10s}")
+    print(f"{'':12s}{'PSNR (dB)':>11s}{'SSIM':>9s}" + (f"{'LPIPS':>9s}" if lpips else "") + f"{'time (s)':>10s}")
     for m in methods:
-        print(f"{m:10s}{mean[m]['psnr']:11.2f}{mean[m]['ssim']:9.4f}" + (f"{mean[m]['lpips']:9.4f}" if lpips else "")
+        print(f"{m:12s}{mean[m]['psnr']:11.2f}{mean[m]['ssim']:9.4f}" + (f"{mean[m]['lpips']:9.4f}" if lpips else "")
               + (f"{times[m]:10.1f}" if m in times else ""))
     print(f"SSIM: {SSIM_IMPLEMENTATION}")
     if lpips:

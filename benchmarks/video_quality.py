@@ -17,6 +17,7 @@ squared error, SSIM averaged over frames, temporal PSNR (the PSNR of the frame-t
     python benchmarks/video_quality.py [--data ../shared/data] [--set set12|kodak-valid] [--sigma 25] [--frames 10]
                                        [--motions 0,3,6] [--model video] [--image-model gray] [--also MODEL ...]
                                        [--align-range N] [--objects] [--camera SETTING] [--h264-crf N] [--bm3d]
+                                       [--auto-sigma]
                                        [--json out.json]
 
 ``--camera bright|indoor|dim`` replaces the white noise by camera-pipeline noise (``xmodal.noise.camera``, the settings
@@ -85,6 +86,9 @@ def main() -> None:
                    help="code each noisy clip with H.264 at this CRF (with --camera: instead of JPEG frames)")
     p.add_argument("--h264-preset", default="medium", help="libx264 preset of --h264-crf (default medium)")
     p.add_argument("--bm3d", action="store_true", help="also BM3D frame by frame (slow: seconds per frame)")
+    p.add_argument("--auto-sigma", action="store_true",
+                   help="give every model sigma='auto', as the command line does: noise above their training range "
+                        "(50/255) denoised at a lower contrast (each frame on its own for the image model)")
     p.add_argument("--align-range", type=int, default=None, help="video model's motion search range in pixels "
                                                                  "(default: its config's)")
     p.add_argument("--seed", type=int, default=0)
@@ -107,6 +111,7 @@ def main() -> None:
         video.align_range = args.align_range
     image = xmodal.load(args.image_model, precision=args.precision)
     others = {m: xmodal.load(m, precision=args.precision) for m in args.also}
+    given = {"sigma": "auto"} if args.auto_sigma else {}  # what every model is told of the noise level
     sigma = args.sigma / 255.0
     methods = ["noisy", f"image model ({args.image_model}) frame by frame", f"video model ({args.model})",
                "video model, motion compensation off", *(f"video model ({m})" for m in others)]
@@ -127,7 +132,7 @@ def main() -> None:
         noise += f", H.264 CRF {args.h264_crf} ({args.h264_preset})"
     print(f"{args.set} clips, {args.frames} frames, {noise}, jitter {args.jitter} px"
           + (f", a moving object (up to {args.object_speed} px/frame)" if args.objects else "")
-          + f"; video model {video!r}; image model {args.image_model}")
+          + f"; video model {video!r}; image model {args.image_model}" + ("; sigma='auto'" if given else ""))
     for motion in motions:
         accs = {m: MetricAccumulator() for m in methods}
         per_clip = []
@@ -155,14 +160,14 @@ def main() -> None:
             if args.h264_crf is not None:
                 noisy = h264(torch.from_numpy(noisy), args.h264_crf, frames=len(noisy), preset=args.h264_preset).numpy()
             outs = {methods[0]: noisy,
-                    methods[1]: to_8bit(np.stack([image.denoise(frame) for frame in noisy])),
-                    methods[2]: to_8bit(video.denoise(noisy))}
+                    methods[1]: to_8bit(np.stack([image.denoise(frame, **given) for frame in noisy])),
+                    methods[2]: to_8bit(video.denoise(noisy, **given))}
             align = video.align_range
             video.align_range = 0  # the same network on unaligned neighbours: what the alignment is worth
-            outs[methods[3]] = to_8bit(video.denoise(noisy))
+            outs[methods[3]] = to_8bit(video.denoise(noisy, **given))
             video.align_range = align
             for m, den in others.items():
-                outs[f"video model ({m})"] = to_8bit(den.denoise(noisy))
+                outs[f"video model ({m})"] = to_8bit(den.denoise(noisy, **given))
             if args.bm3d:
                 outs["BM3D frame by frame"] = to_8bit(np.stack(
                     [bm3d.bm3d(frame[0], sigma, profile="np")[None] if channels == 1 else

@@ -52,7 +52,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("image_runs")
     return {"gray": make_run(root / "gray", []), "color": make_run(root / "color", ["image.channels=3"]),
             "stack": make_run(root / "stack", ["modality=multispectral"]),
-            "nonblind": make_run(root / "nonblind", ["image.noise_map=true"])}
+            "nonblind": make_run(root / "nonblind", ["image.noise_map=true"]),
+            "camera": make_run(root / "camera", ["image.noise.kind=camera"])}
 
 
 @pytest.fixture(scope="module")
@@ -249,14 +250,17 @@ def test_denoise_file_value_range(gray: ImageDenoiser, tmp_path: Path) -> None:
     assert not (tmp_path / "bad.tif").exists()
 
 
-def test_evaluate_model_ranges_float_files_as_the_denoise_command(gray: ImageDenoiser, tmp_path: Path) -> None:
+def test_evaluate_model_ranges_float_files_as_the_denoise_command(runs: dict[str, Path], gray: ImageDenoiser,
+                                                                  tmp_path: Path) -> None:
+    """``evaluate --model`` scores what ``python -m xmodal.denoise`` writes (its value range and ``--sigma auto``)."""
     from xmodal.evaluate import evaluate_images
 
     x = rand(1, 30, 27)
     for folder, image in (("clean", x[0]), ("noisy", x[0] + np.random.default_rng(1).normal(0, 0.1, x[0].shape))):
         (tmp_path / folder).mkdir()
         tifffile.imwrite(tmp_path / folder / "a.tif", (image * 4000).astype(np.float32))  # counts, not [0, 1]
-    gray.denoise_file(tmp_path / "noisy" / "a.tif", tmp_path / "written" / "a.tif")
+    assert main([str(tmp_path / "noisy" / "a.tif"), "-o", str(tmp_path / "written"), "--model", str(runs["gray"]),
+                 "--quiet"]) == 0
     by_model = evaluate_images(tmp_path / "clean", tmp_path / "noisy", denoiser=gray, data_range=4000.0)
     by_files = evaluate_images(tmp_path / "clean", tmp_path / "noisy", tmp_path / "written", data_range=4000.0)
     assert by_model["files"][0]["enhanced"] == pytest.approx(by_files["files"][0]["enhanced"], abs=1e-9)
@@ -268,7 +272,7 @@ def test_cli_value_range(runs: dict[str, Path], tmp_path: Path, capsys: pytest.C
     argv = [str(tmp_path / "u.tif"), "-o", str(tmp_path / "out"), "--model", str(runs["gray"]), "--quiet"]
     assert main(argv + ["--value-range", "0,4095"]) == 0
     gray = load(runs["gray"])
-    gray.denoise_file(tmp_path / "u.tif", tmp_path / "ref.tif", value_range=(0, 4095))
+    gray.denoise_file(tmp_path / "u.tif", tmp_path / "ref.tif", value_range=(0, 4095), sigma="auto")  # the CLI's
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "u.tif"), tifffile.imread(tmp_path / "ref.tif"))
     for bad in ("4095", "a,b", "3,1", "auto,1"):
         assert main(argv + ["--overwrite", "--value-range", bad]) == 2
@@ -325,10 +329,7 @@ def test_non_blind_model_sigma(runs: dict[str, Path], gray: ImageDenoiser) -> No
         den.denoise(x, sigma="0.1")
     with pytest.raises(TypeError, match=r"Expected `sigma` to be a float or a per-pixel map .*got list"):
         den.denoise(x, sigma=[0.1])
-    with pytest.raises(ValueError, match=r"`sigma` was given but this model is blind"):
-        gray.denoise(x, sigma=0.1)
-    # "auto": each image's own level, estimated (blind models take it and ignore it)
-    np.testing.assert_array_equal(gray.denoise(x, sigma="auto"), gray.denoise(x))
+    # "auto": each image's own level, estimated
     clean = np.broadcast_to(np.linspace(0.2, 0.8, 64, dtype=np.float32), (2, 3, 64, 64))
     noisy = clean + np.random.default_rng(1).normal(0, 1, clean.shape).astype(np.float32) * np.array(
         [0.05, 0.2], np.float32).reshape(2, 1, 1, 1)
@@ -338,6 +339,60 @@ def test_non_blind_model_sigma(runs: dict[str, Path], gray: ImageDenoiser) -> No
     np.testing.assert_array_equal(den.denoise(noisy, sigma="auto"), den.denoise(noisy, sigma=maps))
     np.testing.assert_allclose(den.denoise(noisy * 255, sigma="auto", value_range=(0, 255)),  # in [0, 1] units
                                den.denoise(noisy, sigma=maps) * 255, rtol=1e-5, atol=1e-3)
+
+
+def test_noise_above_the_training_range_is_denoised_at_a_lower_contrast(runs: dict[str, Path],
+                                                                           gray: ImageDenoiser) -> None:
+    """Given ``sigma`` (a level or "auto"), an image whose noise is above 0.9 x the largest level the model was
+    trained on is denoised at its contrast times ``0.9 * max_sigma / level`` about its mean, scaled back after."""
+    assert gray.max_sigma == pytest.approx(50 / 255)  # the default training range, [0, 50] / 255
+    x = torch.from_numpy(rand(2, 3, 40, 36))
+
+    def lowered(den: ImageDenoiser, x: torch.Tensor, level: float, **kwargs: object) -> torch.Tensor:
+        mean = x.mean(dim=(-3, -2, -1), keepdim=True)
+        gain = 0.9 * den.max_sigma / level
+        return (den.denoise((x - mean) * gain + mean, **kwargs) - mean) / gain + mean
+
+    torch.testing.assert_close(gray.denoise(x, sigma=0.4), lowered(gray, x, 0.4), atol=1e-5, rtol=0)
+    assert not torch.allclose(gray.denoise(x, sigma=0.4), gray.denoise(x), atol=1e-3)
+    torch.testing.assert_close(gray.denoise(x, sigma=0.4, ensemble=True, tile=24, overlap=8),
+                               lowered(gray, x, 0.4, ensemble=True, tile=24, overlap=8), atol=1e-5, rtol=0)
+    for level in (0.0, 0.1, 0.9 * 50 / 255):  # at or below 0.9 x the range: the image as it is
+        torch.testing.assert_close(gray.denoise(x, sigma=level), gray.denoise(x), atol=0, rtol=0)
+    # in the image's units with value_range
+    torch.testing.assert_close(gray.denoise(x * 255, sigma=0.4 * 255, value_range=(0, 255)),
+                               gray.denoise(x, sigma=0.4) * 255, atol=2e-3, rtol=0)
+    # "auto": each image's level from the quick estimate (at most 16,384 patches per channel)
+    levels = [float(np.sqrt(np.mean(estimate_sigma(x[b], max_patches=16_384) ** 2))) for b in range(2)]
+    assert min(levels) > 0.9 * 50 / 255  # uniform noise reads high
+    torch.testing.assert_close(gray.denoise(x, sigma="auto"),
+                               torch.cat([lowered(gray, x[b:b + 1], levels[b]) for b in range(2)]), atol=1e-5, rtol=0)
+    smooth = torch.linspace(0.2, 0.8, 40).expand(1, 40, 40).contiguous()  # noiseless: reads 0
+    torch.testing.assert_close(gray.denoise(smooth, sigma="auto"), gray.denoise(smooth), atol=0, rtol=0)
+    tiny = torch.from_numpy(rand(1, 10, 40))  # too small to estimate (136 patches of 7 x 7): as it is
+    torch.testing.assert_close(gray.denoise(tiny, sigma="auto"), gray.denoise(tiny), atol=0, rtol=0)
+    # a non-blind model: the image and its noise map alike (here by the map's largest level, 0.5)
+    nonblind = load(runs["nonblind"])
+    maps = torch.full((2, 1, 40, 36), 0.3)
+    maps[:, :, :10] = 0.5
+    mean = x.mean(dim=(-3, -2, -1), keepdim=True)
+    gain = 0.9 * (50 / 255) / 0.5
+    torch.testing.assert_close(nonblind.denoise(x, sigma=maps),
+                               (nonblind.denoise((x - mean) * gain + mean, sigma=maps * gain) - mean) / gain + mean,
+                               atol=1e-5, rtol=0)
+    # models trained on no white Gaussian noise have no range: sigma is checked, then has no effect
+    camera = load(runs["camera"])
+    assert camera.max_sigma is None
+    torch.testing.assert_close(camera.denoise(x, sigma=0.4), camera.denoise(x), atol=0, rtol=0)
+    for den in (gray, camera):  # a blind model's sigma: one level per image
+        with pytest.raises(TypeError, match=r"Expected `sigma` to be a float or 'auto' for this blind model "
+                                            r"\(per-pixel maps are for non-blind models\), got ndarray"):
+            den.denoise(x, sigma=np.full((40, 36), 0.1, np.float32))
+        with pytest.raises(ValueError, match=r"`sigma` must be a float or 'auto', got 'loud'"):
+            den.denoise(x, sigma="loud")
+        for bad in (-0.1, float("nan"), float("inf")):
+            with pytest.raises(ValueError, match=r"`sigma` must be finite and >= 0 \(a noise standard deviation\)"):
+                den.denoise(x, sigma=bad)
 
 
 @pytest.mark.parametrize(("image", "kwargs", "error", "match"), [
@@ -893,22 +948,32 @@ def test_cli_usage_errors(runs: dict[str, Path], tmp_path: Path, capsys: pytest.
     assert re.search(r"empty: no image files \(.png, .jpg", capsys.readouterr().err)
 
 
-def test_cli_non_blind_model_needs_sigma(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_sigma_of_non_blind_and_blind_models(runs: dict[str, Path], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
     write_images(tmp_path / "in")
     png = str(tmp_path / "in" / "gray8.png")
+    image = read_image(png)[0]
     base = ["-o", str(tmp_path / "out"), "--model", str(runs["nonblind"]), "--quiet"]
-    assert main([png] + base) == 1
+    assert main([png, "--sigma", "none"] + base) == 1
     assert "gray8.png: this model is non-blind" in capsys.readouterr().err
     assert main([png, "--sigma", "0.1"] + base) == 0
     assert os.listdir(tmp_path / "out") == ["gray8.png"]
-    assert main([png, "--sigma", "auto", "--overwrite"] + base) == 0
+    np.testing.assert_array_equal(read_image(tmp_path / "out" / "gray8.png")[0],
+                                  np.round(np.clip(load(runs["nonblind"]).denoise(image, sigma=0.1), 0, 1) * 255) / 255)
+    assert main([png, "--overwrite"] + base) == 0  # --sigma auto by default
     auto = read_image(tmp_path / "out" / "gray8.png")[0]
-    image = read_image(png)[0]
     level = float(estimate_sigma(image)[0])
     expected = np.clip(load(runs["nonblind"]).denoise(image, sigma=level), 0, 1)
     assert np.abs(auto - expected).max() <= 0.5 / 255 + 1e-6  # the same level, up to the 8-bit rounding
     assert main([png, "--sigma", "loud"] + base) == 2
-    assert "--sigma: expected a number (0.098 for 25/255) or 'auto', got 'loud'" in capsys.readouterr().err
+    assert "--sigma: expected a number (0.098 for 25/255), 'auto' or 'none', got 'loud'" in capsys.readouterr().err
+    # a blind model: 'auto' by default (its range check), 'none' = the image as it is
+    gray = load(runs["gray"])
+    base[3] = str(runs["gray"])
+    for flag, sigma in (([], "auto"), (["--sigma", "none"], None), (["--sigma", "0.3"], 0.3)):
+        assert main([png, "--overwrite"] + flag + base) == 0
+        np.testing.assert_array_equal(read_image(tmp_path / "out" / "gray8.png")[0],
+                                      np.round(np.clip(gray.denoise(image, sigma=sigma), 0, 1) * 255) / 255)
 
 
 def test_precision_bf16_close_to_fp32_and_errors(tmp_path):
@@ -970,7 +1035,7 @@ def test_self_ensemble_is_the_mean_over_the_eight_flips_and_rotations(tmp_path):
     assert main([str(tmp_path / "in.png"), "-o", str(tmp_path / "out"), "--model", str(tmp_path), "--ensemble",
                  "--quiet"]) == 0
     out, info = read_image(tmp_path / "out" / "in.png")
-    ref = den.denoise(read_image(tmp_path / "in.png")[0], ensemble=True)
+    ref = den.denoise(read_image(tmp_path / "in.png")[0], ensemble=True, sigma="auto")  # the CLI's default sigma
     assert info.dtype == "uint8" and np.abs(out - np.clip(np.round(ref * 255) / 255, 0, 1)).max() <= 1 / 255 + 1e-6
 
 
@@ -1003,7 +1068,7 @@ def test_subsample_denoises_the_sub_images_of_every_other_pixel(color: ImageDeno
     torch.testing.assert_close(ens, (expected + flipped) / 8, atol=1e-6, rtol=0)
     # the file API and the command line
     Image.fromarray(np.rint(x.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(tmp_path / "p.png")
-    color.denoise_file(tmp_path / "p.png", tmp_path / "ref.png", subsample=2)
+    color.denoise_file(tmp_path / "p.png", tmp_path / "ref.png", subsample=2, sigma="auto")  # the CLI's default
     argv = [str(tmp_path / "p.png"), "-o", str(tmp_path / "out"), "--model", str(runs["color"]), "--quiet"]
     assert main(argv + ["--subsample", "2"]) == 0
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "p.png")),

@@ -20,6 +20,7 @@ from xmodal.noise import (
     NoiseSpec,
     apply_noise,
     camera,
+    can_estimate_sigma,
     curriculum_sigma,
     estimate_sigma,
     gaussian,
@@ -725,6 +726,18 @@ def test_estimate_sigma_per_channel_and_clean_images() -> None:
     np.testing.assert_array_equal(estimate_sigma(np.full((2, 32, 32), 0.5)), [0.0, 0.0])  # flat: no noise at all
     small = 0.5 + np.random.default_rng(0).normal(0, 0.1, (14, 40))  # 272 patches: enough (196 are needed)
     assert estimate_sigma(small)[0] == pytest.approx(0.1, rel=0.3)
+
+
+def test_can_estimate_sigma_is_the_size_estimate_sigma_takes() -> None:
+    """196 patches of 7 x 7 (20 x 20 pixels) are the least; 3 x 3 patches need 36 (8 x 8 pixels)."""
+    for (h, w), ok in (((20, 20), True), ((19, 20), False), ((12, 40), True), ((11, 40), False), ((200, 6), False)):
+        assert can_estimate_sigma(h, w) is ok
+        if ok:
+            estimate_sigma(np.random.default_rng(0).random((h, w)))
+        else:
+            with pytest.raises(ValueError, match=r"too small to estimate its noise"):
+                estimate_sigma(np.random.default_rng(0).random((h, w)))
+    assert can_estimate_sigma(8, 8, patch_size=3) and not can_estimate_sigma(7, 8, patch_size=3)
 
 
 def test_estimate_sigma_leaves_out_clipped_pixels() -> None:

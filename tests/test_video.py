@@ -679,6 +679,50 @@ def test_denoise_file_value_range(gray: VideoDenoiser, runs: dict[str, Path], tm
     assert not (tmp_path / "c.npy").exists()
 
 
+def test_noise_above_the_training_range_lowers_the_clip_contrast(gray: VideoDenoiser, tmp_path: Path) -> None:
+    """Given ``sigma`` (a level or "auto": the root mean square of up to 8 evenly spaced frames' estimates), a clip
+    whose noise is above 0.9 x the model's range is denoised at one lower contrast about those frames' mean: the
+    same as a ``value_range`` that maps it so; in memory and from a file alike."""
+    from xmodal.noise import estimate_sigma
+
+    assert gray.max_sigma == pytest.approx(50 / 255)
+    clip = random_clip(12, 1, 24, 28)  # uniform noise: above the range
+    picks = np.unique(np.linspace(0, 11, 8).round().astype(int))
+    assert len(picks) == 8
+
+    def as_range(level: float) -> tuple[float, float]:  # the value_range equal to lowering the contrast for `level`
+        gain = 0.9 * (50 / 255) / level
+        lo = float(clip[picks].mean()) * (1 - 1 / gain)
+        return lo, lo + 1 / gain
+
+    got = gray.denoise(clip, sigma=0.4)
+    np.testing.assert_allclose(got, gray.denoise(clip, value_range=as_range(0.4)), atol=1e-5)
+    assert not np.allclose(got, gray.denoise(clip), atol=1e-3)
+    levels = [np.sqrt(np.mean(estimate_sigma(clip[t], max_patches=16_384) ** 2)) for t in picks]
+    level = float(np.sqrt(np.mean(np.square(levels))))
+    assert level > 0.9 * 50 / 255
+    auto = gray.denoise(clip, sigma="auto")
+    np.testing.assert_allclose(auto, gray.denoise(clip, value_range=as_range(level)), atol=1e-5)
+    for low in (0.0, 0.1):  # within the range: as it is
+        np.testing.assert_array_equal(gray.denoise(clip, sigma=low), gray.denoise(clip))
+    smooth = np.broadcast_to(np.linspace(0.2, 0.8, 28, dtype=np.float32), (3, 1, 24, 28)).copy()
+    np.testing.assert_array_equal(gray.denoise(smooth, sigma="auto"), gray.denoise(smooth))  # no noise read
+    # in the clip's units with value_range; from a file (the same 8 frames)
+    np.testing.assert_allclose(gray.denoise(clip * 1000, sigma=400.0, value_range=(0, 1000)), got * 1000, atol=1e-2)
+    np.save(tmp_path / "clip.npy", clip[:, 0])  # (T, H, W) float: used as [0, 1] data
+    gray.denoise_file(tmp_path / "clip.npy", tmp_path / "auto.npy", sigma="auto")
+    np.testing.assert_allclose(np.load(tmp_path / "auto.npy"), auto[:, 0], atol=1e-6)
+    # errors name the file and write nothing
+    with pytest.raises(ValueError, match=r"`sigma` must be a float or 'auto', got 'loud'"):
+        gray.denoise(clip, sigma="loud")
+    with pytest.raises(TypeError, match=r"Expected `sigma` to be a float or 'auto' for this blind model"):
+        gray.denoise(clip, sigma=np.full((24, 28), 0.1, np.float32))
+    with pytest.raises(ValueError, match=r"clip.npy: `sigma` must be finite and >= 0 \(a noise standard deviation\), "
+                                         r"got -1"):
+        gray.denoise_file(tmp_path / "clip.npy", tmp_path / "bad.npy", sigma=-1.0)
+    assert not (tmp_path / "bad.npy").exists()
+
+
 def test_load_and_repr(runs: dict[str, Path]) -> None:
     den = xmodal.load(runs["k2"])
     assert isinstance(den, xmodal.VideoDenoiser)
@@ -744,9 +788,10 @@ def test_cli_picks_the_colour_or_gray_video_model_per_clip(runs: dict[str, Path]
     assert sorted(loaded) == ["video_color", "video_gray"]  # each once
     assert sorted(os.listdir(tmp_path / "out")) == ["gray.npy", "gray_frames", "rgb.npy", "rgb_frames"]
     color, mono = load(runs["color"]), load(runs["gray"])
-    np.testing.assert_array_equal(np.load(tmp_path / "out" / "rgb.npy"),
-                                  color.denoise(np.load(inp / "rgb.npy"), channels_last=True))
-    np.testing.assert_array_equal(np.load(tmp_path / "out" / "gray.npy"), mono.denoise(np.load(inp / "gray.npy")))
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "rgb.npy"),  # with the command line's --sigma auto
+                                  color.denoise(np.load(inp / "rgb.npy"), channels_last=True, sigma="auto"))
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "gray.npy"),
+                                  mono.denoise(np.load(inp / "gray.npy"), sigma="auto"))
     assert den_mod._default_video_model(inp / "rgb_frames") == "video_color"
     assert den_mod._default_video_model(inp / "gray_frames") == "video_gray"
     write_frames(inp / "jpeg_frames", rgb, ext=".jpg")  # frames a camera wrote, or extracted from its video
@@ -1094,5 +1139,5 @@ def test_subsample_denoises_the_sub_clips_of_every_other_pixel(runs: dict[str, P
     assert main([str(tmp_path / "clip.npy"), "-o", str(tmp_path / "cli"), "--model", str(runs["gray"]),
                  "--modality", "video", "--subsample", "2", "--quiet"]) == 0
     den_aligned = load(runs["gray"])
-    den_aligned.denoise_file(tmp_path / "clip.npy", tmp_path / "aligned.npy", subsample=2)
+    den_aligned.denoise_file(tmp_path / "clip.npy", tmp_path / "aligned.npy", subsample=2, sigma="auto")  # the CLI's
     np.testing.assert_allclose(np.load(tmp_path / "cli" / "clip.npy"), np.load(tmp_path / "aligned.npy"), atol=1e-6)

@@ -434,12 +434,17 @@ def _at_bit_depth(x: np.ndarray, dtype: str) -> np.ndarray:
 
 def _model_output(model: ArrayDenoiser, noisy: np.ndarray, dtype: str, path: Path) -> np.ndarray:
     """What ``python -m xmodal.denoise`` would write for the noisy file ``path`` (read as ``noisy``, stored as
-    ``dtype``), read back: denoised in the value range it would use (a float image that is not [0, 1] data: auto),
-    rounded to the file's bit depth."""
+    ``dtype``), read back: denoised in the value range it would use (a float image that is not [0, 1] data: auto)
+    and with its ``--sigma auto``, rounded to the file's bit depth."""
     from xmodal.denoise import ImageDenoiser, file_value_range
 
-    value_range = file_value_range(noisy, dtype) if isinstance(model, ImageDenoiser) else None
-    enhanced = _denoised(model, noisy, f"{path}", **({"value_range": value_range} if value_range else {}))
+    kwargs: dict[str, Any] = {}
+    if isinstance(model, ImageDenoiser):
+        kwargs["sigma"] = "auto"
+        value_range = file_value_range(noisy, dtype)
+        if value_range:
+            kwargs["value_range"] = value_range
+    enhanced = _denoised(model, noisy, f"{path}", **kwargs)
     return _at_bit_depth(enhanced, dtype)
 
 

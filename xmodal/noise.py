@@ -57,6 +57,7 @@ __all__ = [
     "apply_noise",
     "camera",
     "curriculum_sigma",
+    "can_estimate_sigma",
     "estimate_sigma",
     "gaussian",
     "h264",
@@ -1003,6 +1004,13 @@ def curriculum_sigma(step: int, max_steps: int, start: tuple[float, float], end:
 _WEAK_TEXTURE_CONFIDENCE = 1.0 - 1e-6  # a noise-only patch is taken for a textured one once in a million
 
 
+def can_estimate_sigma(height: int, width: int, patch_size: int = 7) -> bool:
+    """Whether an image of ``height`` x ``width`` pixels is large enough for :func:`estimate_sigma` (it must hold
+    ``4 p`` patches of ``p = patch_size^2`` pixels: 20 x 20 pixels for the default 7 x 7 patches)."""
+    n = max(0, height - patch_size + 1) * max(0, width - patch_size + 1)
+    return n >= 4 * patch_size * patch_size
+
+
 def estimate_sigma(image: np.ndarray | torch.Tensor, *, patch_size: int = 7,
                    max_patches: int = 65_536) -> np.ndarray:
     """The standard deviation of the white Gaussian noise in ``image``, channel by channel, from the image alone.
@@ -1050,7 +1058,7 @@ def estimate_sigma(image: np.ndarray | torch.Tensor, *, patch_size: int = 7,
     x = x.reshape((1,) * (3 - x.ndim) + tuple(x.shape))
     d, (C, H, W) = patch_size, x.shape
     p, n = d * d, max(0, H - d + 1) * max(0, W - d + 1)
-    if n < 4 * p:
+    if not can_estimate_sigma(H, W, patch_size):
         raise ValueError(f"`image` of {H} x {W} pixels is too small to estimate its noise from {d} x {d} patches "
                          f"(it holds {n}, at least {4 * p} are needed)")
     if not torch.isfinite(x).all():
