@@ -8,7 +8,8 @@ noise. Times are the best of ``--repeats`` after a warm-up, with torch's default
 
 Both inference precisions are timed (fp32, and bf16 autocast, see ``ImageDenoiser``) and their outputs compared,
 first with the process's default allocator settings (as ``xmodal.load`` in a program that changes nothing), then after
-``xmodal.keep_freed_memory()``, as the ``xmodal.denoise`` command line runs. The big image's child process runs as the
+``xmodal.keep_freed_memory()`` and with ``sigma="auto"`` (the noise level estimated for the range check), as the
+``xmodal.denoise`` command line runs. The big image's child process runs as the
 command line does (``keep_freed_memory()`` on), the setting that keeps the most memory.
 
     python benchmarks/image_speed.py [--model gray] [--repeats 3] [--big 8192] [--tile 512] [--skip-bm3d]
@@ -91,13 +92,15 @@ def main() -> None:
             print(f"xmodal.keep_freed_memory(): {'applied' if xmodal.keep_freed_memory() else 'not glibc, no-op'}")
         for precision in ("fp32", "bf16"):
             den = xmodal.load(args.model, precision=precision)
-            outputs[precision] = den.denoise(noisy)  # warm-up
+            as_cli = {"sigma": "auto"} if allocator == "keep_freed_memory" else {}
+            outputs[precision] = den.denoise(noisy, **as_cli)  # warm-up
             times = []
             for _ in range(args.repeats):
                 t = time.perf_counter()
-                den.denoise(noisy)
+                den.denoise(noisy, **as_cli)
                 times.append(time.perf_counter() - t)
-            print(f"xmodal {args.model} ({precision}, {allocator}): {min(times):.3f} s (best of {args.repeats})")
+            print(f"xmodal {args.model} ({precision}, {allocator}{', sigma=auto' if as_cli else ''}): "
+                  f"{min(times):.3f} s (best of {args.repeats})")
     diff = np.abs(outputs["fp32"] - outputs["bf16"])
     print(f"bf16 vs fp32 output: max |diff| {diff.max() * 255:.3f} / 255, mean {diff.mean() * 255:.4f} / 255")
     if not args.skip_bm3d:

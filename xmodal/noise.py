@@ -1092,7 +1092,7 @@ def estimate_sigma(image: np.ndarray | torch.Tensor, *, patch_size: int = 7,
             if int(weak.sum()) < 4 * p:  # too few flat patches to go on: keep the estimate so far
                 break
             update = smallest_variance(patches[weak])
-            settled = abs(update - variance) <= 1e-6 * variance
+            settled = abs(update - variance) <= 1e-4 * variance  # (it can swap between two sets 1e-5 apart)
             variance = update
             if settled:
                 break
