@@ -285,9 +285,13 @@ def _blind_levels(sigma: Sigma, x4: torch.Tensor, span: float, max_sigma: float 
                          for x in x4])
 
 
-def _range_gains(levels: torch.Tensor, max_sigma: float) -> torch.Tensor:
-    """Noise levels -> the contrast gains (at most 1) that bring those above ``_RANGE_TARGET * max_sigma`` to it."""
-    return (_RANGE_TARGET * max_sigma / levels.clamp_min(1e-12)).clamp(max=1.0).float()
+def _range_gains(levels: torch.Tensor | None, max_sigma: float | None, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """Noise levels -> the contrast gains (at most 1, as ``shape``) that bring those above ``_RANGE_TARGET *
+    max_sigma`` to it; ``None`` when there are no levels or no gain below 1."""
+    if levels is None or max_sigma is None:
+        return None
+    gains = (_RANGE_TARGET * max_sigma / levels.clamp_min(1e-12)).clamp(max=1.0).float()
+    return None if bool((gains == 1.0).all()) else gains.view(shape)
 
 
 def _check_precision(precision: str, device: torch.device) -> str:
@@ -1094,13 +1098,11 @@ class ImageDenoiser:
         if span != 1.0 or lo != 0.0:
             x4 = (x4 - lo) / span  # -> [0, 1]
         sigma_map = self._sigma_map(sigma, x4, span)
-        if sigma_map is not None:  # non-blind: the largest level of each image's map
-            levels = sigma_map.reshape(sigma_map.shape[0], -1).amax(dim=1).cpu() if self.max_sigma else None
-        else:
-            levels = _blind_levels(sigma, x4, span, self.max_sigma)
-        gains = None if levels is None else _range_gains(levels, self.max_sigma)
-        gains = None if gains is None or bool((gains == 1.0).all()) else gains.view(-1, 1, 1, 1).to(x4.device)
+        levels = _blind_levels(sigma, x4, span, self.max_sigma) if sigma_map is None else \
+            sigma_map.reshape(sigma_map.shape[0], -1).amax(dim=1).cpu()  # non-blind: each map's largest level
+        gains = _range_gains(levels, self.max_sigma, (-1, 1, 1, 1))
         if gains is not None:  # noise above the training range: denoised at a lower contrast (see `sigma`)
+            gains = gains.to(x4.device)
             mean = x4.mean(dim=(1, 2, 3), keepdim=True)
             x4 = (x4 - mean) * gains + mean
             sigma_map = None if sigma_map is None else sigma_map * gains.to(sigma_map.device)
@@ -1197,7 +1199,8 @@ class StackDenoiser:
     Band ``b`` is denoised from bands ``b - k .. b + k`` (``k = config.image.context_bands``, mirrored at the ends of
     the spectrum). Stacks are processed tile by tile (:func:`xmodal.tiling.tiled_apply`) and, within a tile,
     ``bands_per_batch`` bands at a time, so memory is the output plus one tile of the input plus one band group's
-    activations, whatever the band count.
+    activations, whatever the band count. ``max_sigma``: as for :class:`ImageDenoiser` (``0.1`` of each band's
+    range for the bundled model).
 
     Args:
         model: the network (``DenoisingNet``) in eval mode.
@@ -1222,12 +1225,13 @@ class StackDenoiser:
         self.precision = _check_precision(precision, self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
         self.context_bands = int(config.image.context_bands)
+        self.max_sigma = _trained_max_sigma(self.config)
 
     def __repr__(self) -> str:
         return f"StackDenoiser({self.name or 'model'!s}, context_bands={self.context_bands}, device={self.device})"
 
     def denoise(self, stack: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                bands_per_batch: int = 8, progress: bool = False) -> np.ndarray | torch.Tensor:
+                bands_per_batch: int = 8, progress: bool = False, sigma: Sigma = None) -> np.ndarray | torch.Tensor:
         """Denoise a band stack.
 
         Args:
@@ -1236,13 +1240,19 @@ class StackDenoiser:
             overlap: overlap of neighbouring tiles (blended, see :mod:`xmodal.tiling`).
             bands_per_batch: bands sent through the network together (per item of the batch).
             progress: show a progress bar over tiles.
+            sigma: the noise level, for noise above the levels the model was trained on (``max_sigma``), as in
+                :meth:`ImageDenoiser.denoise` but band by band: a float (every band's, in the stack's units) or
+                ``"auto"`` (each band's own, estimated). A band whose level is above ``0.9 * max_sigma`` is denoised
+                at a contrast lowered about its mean until its noise is at that level, and scaled back; other bands
+                are untouched. ``None`` (default): as it is.
 
         Returns:
             The denoised stack, of the same type, dtype, device and shape as ``stack``.
 
         Raises:
-            TypeError: ``stack`` is not a float numpy array or tensor.
-            ValueError: a bad shape, an empty axis, NaN/inf values, bad ``tile``/``overlap``/``bands_per_batch``.
+            TypeError: ``stack`` is not a float numpy array or tensor, or ``sigma`` a map.
+            ValueError: a bad shape, an empty axis, NaN/inf values, bad ``tile``/``overlap``/``bands_per_batch``,
+                a bad ``sigma``.
         """
         from xmodal.adapters.image import spectral_neighbours
 
@@ -1254,6 +1264,12 @@ class StackDenoiser:
         x4 = x if x.ndim == 4 else x[None]  # (S, H, W) -> (1, S, H, W)
         B, S = x4.shape[:2]
         K = 2 * self.context_bands + 1
+        levels = _blind_levels(sigma, x4.reshape(B * S, 1, *x4.shape[-2:]), 1.0, self.max_sigma)  # band by band
+        gains = _range_gains(levels, self.max_sigma, (B, S, 1, 1))
+        if gains is not None:  # noise above the training range: those bands at a lower contrast (see `sigma`)
+            gains = gains.to(x4.device)
+            mean = x4.mean(dim=(-2, -1), keepdim=True)
+            x4 = (x4 - mean) * gains + mean
         idx = spectral_neighbours(S, self.context_bands, self.device)  # (S, K)
 
         def run(t: torch.Tensor) -> torch.Tensor:  # (B, S, h, w) -> (B, S, h, w)
@@ -1269,12 +1285,14 @@ class StackDenoiser:
 
         with torch.no_grad():
             y = tiled_apply(run, x4.to(self.device), tile, overlap, self.size_multiple, progress=progress)
+        if gains is not None:
+            y = (y - mean.to(y.device)) / gains.to(y.device) + mean.to(y.device)
         return _to_user(y.reshape(x.shape), stack)
 
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
                      scaling: Literal["dtype", "band_minmax", "band_percentile"] | None = None,
                      tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, bands_per_batch: int = 8,
-                     progress: bool = False) -> Path:
+                     progress: bool = False, sigma: Sigma = None) -> Path:
         """Denoise a stack file or folder into ``dst``, keeping each band's dtype and the GeoTIFF tags.
 
         Bands are read with per-band ``scaling`` (see :func:`xmodal.imageio.read_stack`), denoised and written back
@@ -1291,6 +1309,8 @@ class StackDenoiser:
             scaling: per-band scaling of the input; ``None`` (default): the scaling the model was trained with
                 (``config.image.scaling``, usually ``band_minmax``: each band spans [0, 1]).
             tile, overlap, bands_per_batch, progress: as in :meth:`denoise`.
+            sigma: as in :meth:`denoise`, a float in the scaled units (a fraction of each band's range under
+                ``scaling``), or ``"auto"``.
 
         Returns:
             ``dst`` as a :class:`~pathlib.Path`.
@@ -1299,7 +1319,7 @@ class StackDenoiser:
             ImageReadError: ``src`` missing or not readable as a stack (corrupt file, empty folder, bands of
                 different sizes, unsupported dtype, NaN...).
             ValueError: ``dst`` is ``src`` or of the wrong kind, an unsupported ``dst`` extension, bands of different
-                dtypes into one file, an unknown ``scaling``, bad tiling options.
+                dtypes into one file, an unknown ``scaling``, bad tiling options, a bad ``sigma``.
             FileExistsError: ``dst`` exists and ``overwrite`` is false.
         """
         import shutil
@@ -1327,7 +1347,8 @@ class StackDenoiser:
         for b, mask in masks.items():  # the network sees the band's mean there, not the sentinel (e.g. -9999)
             x[b][mask] = stack[b][~mask].mean() if not mask.all() else 0.0
         try:
-            out = self.denoise(x, tile=tile, overlap=overlap, bands_per_batch=bands_per_batch, progress=progress)
+            out = self.denoise(x, tile=tile, overlap=overlap, bands_per_batch=bands_per_batch, progress=progress,
+                               sigma=sigma)
         except ValueError as e:
             raise ValueError(f"{src}: {e}") from None
         for b, mask in masks.items():  # nodata pixels stay nodata
@@ -1459,12 +1480,10 @@ class VideoDenoiser:
         :meth:`denoise`)."""
         mapped = (sample.float() - lo) / span
         levels = _blind_levels(sigma, mapped, span, self.max_sigma)
-        if levels is None:
+        gains = _range_gains(None if levels is None else levels.square().mean().sqrt(), self.max_sigma, (1,))
+        if gains is None:
             return lo, span
-        gain = float(_range_gains(levels.square().mean().sqrt(), self.max_sigma))
-        if gain == 1.0:
-            return lo, span
-        mean = float(mapped.mean())  # ((x - lo) / span - mean) * gain + mean = (x - lo') / span'
+        gain, mean = float(gains), float(mapped.mean())  # ((x - lo) / span - mean) * gain + mean = (x - lo') / span'
         return lo + span * mean * (1.0 - 1.0 / gain), span / gain
 
     def denoise(self, clip: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
@@ -2044,11 +2063,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, metavar="N",
                    help=f"images/stacks/video: overlap of neighbouring tiles in pixels (default {DEFAULT_OVERLAP})")
     p.add_argument("--sigma", type=_sigma_arg, default="auto", metavar="S",
-                   help="images and video: the noise standard deviation in [0, 1] units (e.g. 0.098 = 25/255), "
-                        "'auto' (default: estimated from each image, or from 8 frames of a clip; white Gaussian "
-                        "noise) or 'none'. Non-blind models take it as input; noise above what a model was trained on "
-                        "(50/255 for the bundled ones) is denoised at a lower contrast, restored after ('none': as it "
-                        "is)")
+                   help="images, stacks and video: the noise standard deviation in [0, 1] units (e.g. 0.098 = "
+                        "25/255; of each band's range for stacks), 'auto' (default: estimated from each image, band "
+                        "or 8 frames of a clip; white Gaussian noise) or 'none'. Non-blind models take it as input; "
+                        "noise above what a model was trained on (50/255 for the bundled image and video models, 0.1 "
+                        "for the stack model) is denoised at a lower contrast, restored after ('none': as it is)")
     p.add_argument("--scaling", choices=["dtype", "band_minmax", "band_percentile"], default=None,
                    help="stacks: per-band scaling of the input (default: the one the model was trained with, "
                         "image.scaling of its config; band_minmax for the bundled model)")
@@ -2141,7 +2160,7 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
                          value_range=args.value_range)
     elif isinstance(den, StackDenoiser):
         den.denoise_file(job.src, dst, overwrite=args.overwrite, scaling=args.scaling, tile=args.tile,
-                         overlap=args.overlap, progress=progress)
+                         overlap=args.overlap, progress=progress, sigma=args.sigma)
     elif isinstance(den, VideoDenoiser):
         audio = args.audio if speech is None else _audio_process(
             speech, mix=args.mix, atten_limit_db=args.atten_limit_db, chunk_seconds=args.chunk_seconds,
