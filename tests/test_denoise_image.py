@@ -645,21 +645,21 @@ def test_stack_scaling_defaults_to_the_models_own(tmp_path: Path, trained: str) 
 def test_stack_bands_with_noise_above_the_training_range_are_lowered_band_by_band(runs: dict[str, Path],
                                                                                     stack_den: StackDenoiser,
                                                                                     tmp_path: Path) -> None:
-    """Given ``sigma``, each band whose level (the float, or its own estimate) is above 0.9 x ``max_sigma`` is
+    """Given ``sigma``, each band whose level (the float, or its own estimate) is above ``max_sigma`` is
     denoised at a contrast lowered about its mean, and scaled back; the other bands are untouched."""
     assert stack_den.max_sigma == pytest.approx(50 / 255)
     x = torch.from_numpy(rand(2, 5, 30, 28))
     x[0, 1] = torch.linspace(0.2, 0.8, 28)  # a clean band: no noise read
 
     def lowered(levels: torch.Tensor) -> torch.Tensor:  # (2, 5) levels -> the expected output
-        gains = (0.9 * (50 / 255) / levels.clamp_min(1e-12)).clamp(max=1.0).view(2, 5, 1, 1)
+        gains = ((50 / 255) / levels.clamp_min(1e-12)).clamp(max=1.0).view(2, 5, 1, 1)
         mean = x.mean(dim=(-2, -1), keepdim=True)
         return (stack_den.denoise((x - mean) * gains + mean) - mean) / gains + mean
 
     torch.testing.assert_close(stack_den.denoise(x, sigma=0.4), lowered(torch.full((2, 5), 0.4)), atol=1e-5, rtol=0)
     assert not torch.allclose(stack_den.denoise(x, sigma=0.4), stack_den.denoise(x), atol=1e-3)
     levels = torch.tensor([[float(estimate_sigma(band, max_patches=16_384)[0]) for band in item] for item in x])
-    assert levels[0, 1] < 0.01 and bool((levels[levels > 0.01] > 0.9 * 50 / 255).all())
+    assert levels[0, 1] < 0.01 and bool((levels[levels > 0.01] > 50 / 255).all())
     auto = stack_den.denoise(x, sigma="auto")
     torch.testing.assert_close(auto, lowered(levels), atol=1e-5, rtol=0)
     for level in (0.0, 0.1):
