@@ -679,6 +679,16 @@ def test_stack_bands_with_noise_above_the_training_range_are_lowered_band_by_ban
     with pytest.raises(ValueError, match=r"s.npy: `sigma` must be a float or 'auto', got 'loud'"):
         stack_den.denoise_file(tmp_path / "s.npy", tmp_path / "bad.npy", sigma="loud")
     assert not (tmp_path / "bad.npy").exists()
+    # evaluate with the model scores it as the command line runs it
+    from xmodal.evaluate import evaluate_stacks
+    from xmodal.metrics import psnr_score
+
+    clean = x[0].clone()
+    clean[:, 0, :2] = torch.tensor([0.0, 1.0])  # every band spans [0, 1]: the clean scale is the identity
+    np.save(tmp_path / "clean.npy", clean.numpy())
+    report = evaluate_stacks(tmp_path / "clean.npy", tmp_path / "s.npy", denoiser=stack_den)
+    expected = psnr_score(clean.numpy(), stack_den.denoise(x[0], sigma="auto").numpy())
+    assert report["files"][0]["enhanced"]["psnr"] == pytest.approx(expected, abs=1e-4)
 
 
 def test_stack_folder_overwrite_rules(stack_den: StackDenoiser, tmp_path: Path) -> None:

@@ -884,6 +884,9 @@ def test_evaluate_videos(runs: dict[str, Path], tmp_path: Path, capsys) -> None:
     result = evaluate_videos(tmp_path / "clean", tmp_path / "noisy", denoiser=runs["gray"],
                              figures_dir=tmp_path / "fig", figure_files=1)
     assert result["modality"] == "video" and len(result["files"]) == 2 and result["files"][0]["shape"] == [4, 1, 24, 24]
+    written = np.clip(np.rint(load(runs["gray"]).denoise(noisy, sigma="auto") * 255), 0, 255) / 255  # as the CLI
+    assert result["files"][0]["enhanced"]["psnr"] == pytest.approx(psnr_score(clean.reshape(4, 24, 24),
+                                                                             written.reshape(4, 24, 24)), abs=1e-4)
     assert result["figures"] == [str(tmp_path / "fig" / "a.png")]
     code = evaluate_main(["--clean", str(tmp_path / "clean"), "--noisy", str(tmp_path / "noisy"),
                           "--model", str(runs["gray"]), "--quiet"])

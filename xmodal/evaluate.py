@@ -436,14 +436,12 @@ def _model_output(model: ArrayDenoiser, noisy: np.ndarray, dtype: str, path: Pat
     """What ``python -m xmodal.denoise`` would write for the noisy file ``path`` (read as ``noisy``, stored as
     ``dtype``), read back: denoised in the value range it would use (a float image that is not [0, 1] data: auto)
     and with its ``--sigma auto``, rounded to the file's bit depth."""
-    from xmodal.denoise import ImageDenoiser, file_value_range
+    from xmodal.denoise import ImageDenoiser, VideoDenoiser, file_value_range
 
-    kwargs: dict[str, Any] = {}
-    if isinstance(model, ImageDenoiser):
-        kwargs["sigma"] = "auto"
-        value_range = file_value_range(noisy, dtype)
-        if value_range:
-            kwargs["value_range"] = value_range
+    kwargs: dict[str, Any] = {"sigma": "auto"} if isinstance(model, (ImageDenoiser, VideoDenoiser)) else {}
+    value_range = file_value_range(noisy, dtype) if isinstance(model, ImageDenoiser) else None
+    if value_range:
+        kwargs["value_range"] = value_range
     enhanced = _denoised(model, noisy, f"{path}", **kwargs)
     return _at_bit_depth(enhanced, dtype)
 
@@ -476,8 +474,8 @@ def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
         denoiser: an object with ``denoise(image (C, H, W) float in [0, 1]) -> (C, H, W)`` and
             ``config.modality == "image"`` (an ``ImageDenoiser``), or a run directory / weights file / bundled
             name for :func:`xmodal.load`. Only without ``enhanced_dir``. Its output is scored as ``python -m
-            xmodal.denoise`` writes it: rounded to the noisy file's bit depth and clipped to [0, 1] for 8/16-bit
-            files (float files: as returned).
+            xmodal.denoise`` writes it: ``sigma="auto"`` (for an ``ImageDenoiser``), rounded to the noisy file's bit
+            depth and clipped to [0, 1] for 8/16-bit files (float files: as returned).
         device: where a loaded model runs.
         metrics: names from :data:`xmodal.metrics.IMAGE_METRICS`, and ``lpips``.
         data_range: peak-to-peak range of the images for PSNR, SSIM and LPIPS (1 for integer files).
@@ -689,7 +687,7 @@ def evaluate_videos(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
             ``denoiser``).
         denoiser: a ``VideoDenoiser`` (``denoise(clip (T, C, H, W)) -> (T, C, H, W)``, ``config.modality ==
             "video"``) or a run directory / weights file / bundled name for :func:`xmodal.load`; its output is
-            scored as ``python -m xmodal.denoise`` writes it (rounded to the noisy clip's bit depth).
+            scored as ``python -m xmodal.denoise`` writes it (``sigma="auto"``, rounded to the noisy clip's bit depth).
         device, metrics, data_range, figures_dir, figure_files, progress, lpips: as in :func:`evaluate_images`
             (LPIPS is the mean over frames); a figure shows the middle frame of a clip.
 
@@ -861,8 +859,9 @@ def evaluate_stacks(clean: str | os.PathLike, noisy: str | os.PathLike, enhanced
         noisy: the noisy stack, same bands and size.
         enhanced: the enhanced stack; or ``None`` with ``denoiser``.
         denoiser: an object with ``denoise(stack (S, H, W) float) -> (S, H, W)`` and
-            ``config.modality == "multispectral"`` (a ``StackDenoiser``), given the noisy stack on the clean scale;
-            or a run directory / weights file / bundled name for :func:`xmodal.load`. Only without ``enhanced``.
+            ``config.modality == "multispectral"`` (a ``StackDenoiser``, given ``sigma="auto"`` as the command line
+            gives it), given the noisy stack on the clean scale; or a run directory / weights file / bundled name for
+            :func:`xmodal.load`. Only without ``enhanced``.
         device: where a loaded model runs.
         scaling: ``"band_minmax"`` (each clean band spans [0, 1]), ``"band_percentile"`` (1st-99th percentile of
             each clean band) or ``"dtype"`` (uint8 / 255, uint16 / 65535, floats as stored).
@@ -906,7 +905,10 @@ def evaluate_stacks(clean: str | os.PathLike, noisy: str | os.PathLike, enhanced
     if model is None:
         deg["enhanced"] = _on_clean_scale(enhanced, "enhanced", clean, offset, scale, ref.shape)
     else:
-        deg["enhanced"] = _denoised(model, deg["noisy"], str(noisy))  # (S, H, W)
+        from xmodal.denoise import StackDenoiser
+
+        kwargs = {"sigma": "auto"} if isinstance(model, StackDenoiser) else {}  # as python -m xmodal.denoise
+        deg["enhanced"] = _denoised(model, deg["noisy"], str(noisy), **kwargs)  # (S, H, W)
 
     name = _stack_name(clean)
     acc, band_acc = MetricAccumulator(), MetricAccumulator()
