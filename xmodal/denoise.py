@@ -1053,9 +1053,9 @@ class ImageDenoiser:
                 (``max_sigma``), where a network's output degrades fast: an image whose level exceeds
                 ``0.9 * max_sigma`` is denoised at a contrast reduced about its mean by ``0.9 * max_sigma / level``
                 (its noise then at that level; a map scaled alike), and the output is scaled back. On Set12, ``gray``
-                at sigma 75/255: 25.2 dB with ``"auto"`` against 21.1 dB without (``benchmarks/image_quality.py
-                --sigma 75``). ``None`` (default): blind models take the image as it is. Blind models estimate from
-                at most 16,384 patches per channel (within about 2/255; it only sets the contrast).
+                at sigma 75/255: 25.41 dB with ``"auto"`` against 21.36 dB without (``benchmarks/image_quality.py
+                --sigma 75 --auto-sigma``). ``None`` (default): blind models take the image as it is. Blind models
+                estimate from at most 16,384 patches per channel (within about 2/255; it only sets the contrast).
             ensemble: geometric self-ensemble: average the outputs for the 8 flips/rotations of the image (8 times
                 slower; typically a tenth or two of a dB of PSNR better).
             subsample: pixel-shuffle down-sampling (:func:`xmodal.tiling.subsampled_apply`): ``2`` denoises the 4
