@@ -49,7 +49,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union
@@ -1479,17 +1479,23 @@ class VideoDenoiser:
             out = self.adapter.decode(est, ctx)[0]
             yield t, (out * span + lo if mapped else out)
 
-    def _lowered(self, sigma: Sigma, sample: torch.Tensor, lo: float, span: float) -> tuple[float, float]:
+    def _lowered(self, sigma: Sigma, frames: Iterable[torch.Tensor], lo: float, span: float) -> tuple[float, float]:
         """The ``(lo, span)`` mapping of a clip to [0, 1], changed to also lower its contrast about the mean of
-        ``sample`` (up to 8 of its frames, ``(N, C, H, W)`` in its own units) when its noise level (``sigma``, or
+        ``frames`` (up to 8 of its ``(C, H, W)`` frames, in its own units) when its noise level (``sigma``, or
         ``"auto"``: the root mean square of those frames' estimates) is above the model's range (see ``sigma`` of
         :meth:`denoise`)."""
-        mapped = (sample.float() - lo) / span
-        levels = _blind_levels(sigma, mapped, span, self.max_sigma)
-        gains = _range_gains(None if levels is None else levels.square().mean().sqrt(), self.max_sigma, (1,))
+        levels, means = [], []
+        for frame in frames:  # one at a time in float32: frames can be large (4K)
+            mapped = (frame.float() - lo) / span
+            level = _blind_levels(sigma, mapped[None], span, self.max_sigma)
+            if level is None:
+                return lo, span
+            levels.append(level)
+            means.append(float(mapped.mean()))
+        gains = _range_gains(torch.cat(levels).square().mean().sqrt(), self.max_sigma, (1,))
         if gains is None:
             return lo, span
-        gain, mean = float(gains), float(mapped.mean())  # ((x - lo) / span - mean) * gain + mean = (x - lo') / span'
+        gain, mean = float(gains), float(np.mean(means))  # ((x - lo) / span - mean) * gain + mean = (x - lo') / span'
         return lo + span * mean * (1.0 - 1.0 / gain), span / gain
 
     def denoise(self, clip: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
@@ -1541,7 +1547,7 @@ class VideoDenoiser:
         lo, span = _resolve_range(x4, value_range)
         _warn_unless_unit(x4, value_range, "clip")
         if sigma is not None:
-            lo, span = self._lowered(sigma, x4[_sample_frames(x4.shape[0])], lo, span)
+            lo, span = self._lowered(sigma, (x4[int(i)] for i in _sample_frames(x4.shape[0])), lo, span)
         out = torch.empty_like(x4)
         for t, frame in self._frames(lambda i: x4[i], x4.shape[0], tile, overlap, progress, lo, span, subsample):
             out[t] = frame.cpu()
@@ -1619,15 +1625,16 @@ class VideoDenoiser:
                     alphas[i] = frame[colours:]
                 return frame[:colours]
 
-            sample = None  # frames are read for the range or the noise level only when they depend on the data
-            by_data = value_range == "auto" or (value_range is None and reader.info.dtype not in _INT_MAX)
-            if sigma is not None or by_data:
-                sample = torch.from_numpy(np.stack([reader[int(i)][:colours]
-                                                    for i in _sample_frames(len(reader))]))  # (<= 8, C, H, W)
+            picks = _sample_frames(len(reader))
+            sample = None  # frames are read for the range only when it depends on the data
+            if value_range == "auto" or (value_range is None and reader.info.dtype not in _INT_MAX):
+                sample = torch.from_numpy(np.stack([reader[int(i)][:colours] for i in picks]))  # (<= 8, C, H, W)
             lo, span = _resolve_range(sample, file_value_range(sample, reader.info.dtype, value_range))
-            if sigma is not None:
+            if sigma is not None:  # the same frames, read one at a time
+                frames = iter(sample) if sample is not None else \
+                    (torch.from_numpy(reader[int(i)][:colours]) for i in picks)
                 try:
-                    lo, span = self._lowered(sigma, sample, lo, span)
+                    lo, span = self._lowered(sigma, frames, lo, span)
                 except ValueError as e:
                     raise ValueError(f"{src}: {e}") from None
             writer = ClipWriter(dst, reader.info, reader.info.shape, overwrite=overwrite,
