@@ -45,7 +45,7 @@ if run == "1":
     for r in range(0, n, 1024):  # a smooth gradient plus noise, written in strips
         rows = np.arange(r, min(n, r + 1024), dtype=np.float32)[:, None] / n
         image[0, r:r + len(rows)] = 0.5 * rows + 0.25 + 0.1 * rng.standard_normal((len(rows), n), dtype=np.float32)
-    out = den.denoise(image, tile=int(tile))
+    out = den.denoise(image, tile=int(tile), sigma="auto")  # as the command line
     assert out.shape == image.shape, out.shape
 print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """

@@ -1110,7 +1110,7 @@ class ImageDenoiser:
         if gains is not None:  # noise above the training range: denoised at a lower contrast (see `sigma`)
             gains = gains.to(x4.device)
             mean = x4.mean(dim=(1, 2, 3), keepdim=True)
-            x4 = (x4 - mean) * gains + mean
+            x4 = x4.sub(mean).mul_(gains).add_(mean)  # one image-sized copy
             sigma_map = None if sigma_map is None else sigma_map * gains.to(sigma_map.device)
         inputs = x4 if sigma_map is None else torch.cat([x4, sigma_map], dim=1)  # (B, C [+1], H, W)
 
@@ -1137,7 +1137,7 @@ class ImageDenoiser:
                         y += torch.rot90(out, -k, dims=(-2, -1))
                 y /= 8
         if gains is not None:
-            y = (y - mean.to(y.device)) / gains.to(y.device) + mean.to(y.device)
+            y = y.sub_(mean.to(y.device)).div_(gains.to(y.device)).add_(mean.to(y.device))  # y is ours: in place
         if span != 1.0 or lo != 0.0:
             y = y * span + lo  # back to the image's units
         y = y.reshape(x.shape)
@@ -1275,7 +1275,7 @@ class StackDenoiser:
         if gains is not None:  # noise above the training range: those bands at a lower contrast (see `sigma`)
             gains = gains.to(x4.device)
             mean = x4.mean(dim=(-2, -1), keepdim=True)
-            x4 = (x4 - mean) * gains + mean
+            x4 = x4.sub(mean).mul_(gains).add_(mean)  # one image-sized copy
         idx = spectral_neighbours(S, self.context_bands, self.device)  # (S, K)
 
         def run(t: torch.Tensor) -> torch.Tensor:  # (B, S, h, w) -> (B, S, h, w)
@@ -1292,7 +1292,7 @@ class StackDenoiser:
         with torch.no_grad():
             y = tiled_apply(run, x4.to(self.device), tile, overlap, self.size_multiple, progress=progress)
         if gains is not None:
-            y = (y - mean.to(y.device)) / gains.to(y.device) + mean.to(y.device)
+            y = y.sub_(mean.to(y.device)).div_(gains.to(y.device)).add_(mean.to(y.device))  # y is ours: in place
         return _to_user(y.reshape(x.shape), stack)
 
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
