@@ -296,9 +296,19 @@ def test_tiled_close_to_untiled(gray: ImageDenoiser, color: ImageDenoiser) -> No
 
 
 def test_color_model_channels(color: ImageDenoiser) -> None:
-    assert color.denoise(rand(3, 20, 21)).shape == (3, 20, 21)
-    assert color.denoise(rand(20, 21)).shape == (20, 21)  # gray: replicated, outputs averaged
-    assert color.denoise(rand(2, 1, 20, 21)).shape == (2, 1, 20, 21)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # colour images: no warning
+        assert color.denoise(rand(3, 20, 21)).shape == (3, 20, 21)
+    gray_in_colour = r"a colour model given a gray image copies it into its three channels, where the noise is then " \
+                     r"the same in all three.*use a gray model \('gray'\)"
+    with pytest.warns(UserWarning, match=gray_in_colour):  # gray: replicated, outputs averaged
+        out = color.denoise(rand(20, 21))
+    x = torch.from_numpy(rand(20, 21))
+    feats = x.expand(1, 3, 20, 21)  # the model on the gray image copied to its channels, the outputs averaged
+    torch.testing.assert_close(torch.from_numpy(out), enhance(color.model, color.adapter, feats, "image").mean(dim=1)[0],
+                               atol=1e-6, rtol=0)
+    with pytest.warns(UserWarning, match=gray_in_colour):
+        assert color.denoise(rand(2, 1, 20, 21)).shape == (2, 1, 20, 21)
     with pytest.raises(ValueError, match=r"this model denoises 3-channel \(or gray\) images; `image` has 5 channels "
                                          r"\(shape \(5, 20, 21\)\); use a gray model"):
         color.denoise(rand(5, 20, 21))
@@ -339,6 +349,10 @@ def test_non_blind_model_sigma(runs: dict[str, Path], gray: ImageDenoiser) -> No
     np.testing.assert_array_equal(den.denoise(noisy, sigma="auto"), den.denoise(noisy, sigma=maps))
     np.testing.assert_allclose(den.denoise(noisy * 255, sigma="auto", value_range=(0, 255)),  # in [0, 1] units
                                den.denoise(noisy, sigma=maps) * 255, rtol=1e-5, atol=1e-3)
+
+
+# a blind model's message for sigma="loud"
+LOUD = r"`sigma` must be a float or 'auto' \(None: the image as it is\), got 'loud'"
 
 
 def test_noise_above_the_training_range_is_denoised_at_a_lower_contrast(runs: dict[str, Path],
@@ -388,11 +402,28 @@ def test_noise_above_the_training_range_is_denoised_at_a_lower_contrast(runs: di
         with pytest.raises(TypeError, match=r"Expected `sigma` to be a float or 'auto' for this blind model "
                                             r"\(per-pixel maps are for non-blind models\), got ndarray"):
             den.denoise(x, sigma=np.full((40, 36), 0.1, np.float32))
-        with pytest.raises(ValueError, match=r"`sigma` must be a float or 'auto', got 'loud'"):
+        with pytest.raises(ValueError, match=LOUD):
             den.denoise(x, sigma="loud")
         for bad in (-0.1, float("nan"), float("inf")):
             with pytest.raises(ValueError, match=r"`sigma` must be finite and >= 0 \(a noise standard deviation\)"):
                 den.denoise(x, sigma=bad)
+    # a level above the whole range of the data is a level in the wrong units (25 meant as 25/255)
+    for den, kwargs in ((gray, {}), (nonblind, {}), (gray, {"value_range": (0, 255)})):
+        span = 255 if kwargs else 1
+        with pytest.raises(ValueError, match=rf"`sigma` \({span + 1}\) is above the whole range of the data \({span} "
+                                             r"in its units\): it is a standard deviation in the image's units"):
+            den.denoise(x * span, sigma=span + 1.0, **kwargs)
+    with pytest.raises(ValueError, match=r"`sigma` \(1.5\) is above the whole range of the data"):
+        nonblind.denoise(x, sigma=maps * 3)  # a map's largest value
+    torch.testing.assert_close(gray.denoise(x, sigma=torch.tensor(0.4)), gray.denoise(x, sigma=0.4), atol=0, rtol=0)
+    # in a batch, the images within the range are exactly as without sigma
+    batch = torch.stack([torch.linspace(0.2, 0.8, 36).expand(3, 40, 36), x[1]])
+    torch.testing.assert_close(gray.denoise(batch, sigma="auto")[0], gray.denoise(batch)[0], atol=0, rtol=0)
+    assert not torch.allclose(gray.denoise(batch, sigma="auto")[1], gray.denoise(batch)[1], atol=1e-3)
+    # a non-blind model cannot take "auto" on an image too small to estimate: it says what to do
+    with pytest.raises(ValueError, match=r"sigma='auto': an image of 10 x 40 pixels is too small to estimate its "
+                                         r"noise level \(20 x 20 pixels at least\); pass the level as a number"):
+        nonblind.denoise(tiny, sigma="auto")
 
 
 @pytest.mark.parametrize(("image", "kwargs", "error", "match"), [
@@ -671,13 +702,15 @@ def test_stack_bands_with_noise_above_the_training_range_are_lowered_band_by_ban
     stack_den.denoise_file(tmp_path / "s.npy", tmp_path / "plain.npy")
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "s.npy"), np.load(tmp_path / "auto.npy"))
     assert not np.allclose(np.load(tmp_path / "auto.npy"), np.load(tmp_path / "plain.npy"), atol=1e-3)
-    for bad, error, match in (("loud", ValueError, r"`sigma` must be a float or 'auto', got 'loud'"),
+    for bad, error, match in (("loud", ValueError, LOUD),
                               (-1.0, ValueError, r"`sigma` must be finite and >= 0"),
                               (np.zeros((30, 28), np.float32), TypeError, r"per-pixel maps are for non-blind")):
         with pytest.raises(error, match=match):
             stack_den.denoise(x, sigma=bad)
-    with pytest.raises(ValueError, match=r"s.npy: `sigma` must be a float or 'auto', got 'loud'"):
+    with pytest.raises(ValueError, match="s.npy: " + LOUD):
         stack_den.denoise_file(tmp_path / "s.npy", tmp_path / "bad.npy", sigma="loud")
+    with pytest.raises(TypeError, match=r"s.npy: Expected `sigma` to be a float or 'auto' for this blind model"):
+        stack_den.denoise_file(tmp_path / "s.npy", tmp_path / "bad.npy", sigma=np.zeros((30, 28), np.float32))
     assert not (tmp_path / "bad.npy").exists()
     # evaluate with the model scores it as the command line runs it
     from xmodal.evaluate import evaluate_stacks
@@ -1014,10 +1047,17 @@ def test_cli_sigma_of_non_blind_and_blind_models(runs: dict[str, Path], tmp_path
     level = float(estimate_sigma(image)[0])
     expected = np.clip(load(runs["nonblind"]).denoise(image, sigma=level), 0, 1)
     assert np.abs(auto - expected).max() <= 0.5 / 255 + 1e-6  # the same level, up to the 8-bit rounding
-    assert main([png, "--sigma", "loud"] + base) == 2
-    assert "--sigma: expected a number (0.098 for 25/255), 'auto' or 'none', got 'loud'" in capsys.readouterr().err
+    for bad in ("loud", "-1", "nan", "inf"):  # usage errors: nothing is denoised
+        assert main([png, "--sigma", bad, "--overwrite"] + base) == 2
+        assert f"--sigma: expected a number >= 0 (0.098 for 25/255), 'auto' or 'none', got '{bad}'" in \
+            capsys.readouterr().err
+    assert main([png, "--sigma", "25", "--overwrite"] + base) == 1  # 25 meant as 25/255: named, nothing written
+    assert "gray8.png: `sigma` (25) is above the whole range of the data (1 in its units)" in capsys.readouterr().err
     # a blind model: 'auto' by default (its range check), 'none' = the image as it is
     gray = load(runs["gray"])
+    with pytest.raises(TypeError, match=r"gray8.png: Expected `sigma` to be a float or 'auto' for this blind model"):
+        gray.denoise_file(png, tmp_path / "bad.png", sigma=np.zeros(image.shape[1:], np.float32))
+    assert not (tmp_path / "bad.png").exists()
     base[3] = str(runs["gray"])
     for flag, sigma in (([], "auto"), (["--sigma", "none"], None), (["--sigma", "0.3"], 0.3)):
         assert main([png, "--overwrite"] + flag + base) == 0

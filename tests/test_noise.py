@@ -738,6 +738,12 @@ def test_can_estimate_sigma_is_the_size_estimate_sigma_takes() -> None:
             with pytest.raises(ValueError, match=r"too small to estimate its noise"):
                 estimate_sigma(np.random.default_rng(0).random((h, w)))
     assert can_estimate_sigma(8, 8, patch_size=3) and not can_estimate_sigma(7, 8, patch_size=3)
+    for args, match in (((20.5, 20), r"`height` must be an integer >= 0, got 20.5"),
+                        ((20, "20"), r"`width` must be an integer >= 0, got '20'"),
+                        ((20, -1), r"`width` must be an integer >= 0, got -1"),
+                        ((10, 10, 2), r"`patch_size` must be an integer >= 3, got 2")):
+        with pytest.raises(ValueError, match=match):
+            can_estimate_sigma(*args)
 
 
 def test_estimate_sigma_leaves_out_clipped_pixels() -> None:

@@ -606,6 +606,11 @@ def test_channels_last_clip_equals_channels_first(runs: dict[str, Path], gray: V
 def test_colour_model_refuses_other_channel_counts(runs: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match=r"this model denoises 3-channel videos; got frames with 2 channels"):
         load(runs["color"]).denoise(random_clip(3, 2, 16, 16))
+    gray_in_colour = r"a colour model given a gray clip copies it into its three channels.*use a gray model " \
+                     r"\('video' or 'video_gray_real'\)"
+    for clip in (random_clip(3, 1, 16, 16), random_clip(3, 1, 16, 16)[:, 0]):  # (T, 1, H, W) and (T, H, W)
+        with pytest.warns(UserWarning, match=gray_in_colour):
+            assert load(runs["color"]).denoise(clip).shape == clip.shape
 
 
 def test_denoise_file_streams_equal_to_memory(gray: VideoDenoiser, tmp_path: Path) -> None:
@@ -713,13 +718,16 @@ def test_noise_above_the_training_range_lowers_the_clip_contrast(gray: VideoDeno
     gray.denoise_file(tmp_path / "clip.npy", tmp_path / "auto.npy", sigma="auto")
     np.testing.assert_allclose(np.load(tmp_path / "auto.npy"), auto[:, 0], atol=1e-6)
     # errors name the file and write nothing
-    with pytest.raises(ValueError, match=r"`sigma` must be a float or 'auto', got 'loud'"):
+    with pytest.raises(ValueError, match=r"`sigma` must be a float or 'auto' \(None: the image as it is\), "
+                                         r"got 'loud'"):
         gray.denoise(clip, sigma="loud")
     with pytest.raises(TypeError, match=r"Expected `sigma` to be a float or 'auto' for this blind model"):
         gray.denoise(clip, sigma=np.full((24, 28), 0.1, np.float32))
     with pytest.raises(ValueError, match=r"clip.npy: `sigma` must be finite and >= 0 \(a noise standard deviation\), "
                                          r"got -1"):
         gray.denoise_file(tmp_path / "clip.npy", tmp_path / "bad.npy", sigma=-1.0)
+    with pytest.raises(TypeError, match=r"clip.npy: Expected `sigma` to be a float or 'auto' for this blind model"):
+        gray.denoise_file(tmp_path / "clip.npy", tmp_path / "bad.npy", sigma=np.zeros((24, 28), np.float32))
     assert not (tmp_path / "bad.npy").exists()
 
 

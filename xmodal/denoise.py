@@ -276,14 +276,16 @@ def _blind_levels(sigma: Sigma, x4: torch.Tensor, span: float, max_sigma: float 
     (``sigma`` is ``None``, the model has no range, or images too small to estimate)."""
     if sigma is None:
         return None
+    if isinstance(sigma, (np.ndarray, torch.Tensor)) and sigma.ndim == 0:
+        sigma = float(sigma)  # a number held in an array
     if isinstance(sigma, str):
         if sigma != "auto":
-            raise ValueError(f"`sigma` must be a float or 'auto', got {sigma!r}")
+            raise ValueError(f"`sigma` must be a float or 'auto' (None: the image as it is), got {sigma!r}")
     elif not isinstance(sigma, numbers.Real) or isinstance(sigma, bool):
         raise TypeError(f"Expected `sigma` to be a float or 'auto' for this blind model (per-pixel maps are for "
                         f"non-blind models), got {type(sigma).__name__}")
-    elif not math.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"`sigma` must be finite and >= 0 (a noise standard deviation), got {sigma}")
+    else:
+        _check_level(float(sigma), span)
     if max_sigma is None:
         return None
     if not isinstance(sigma, str):
@@ -292,6 +294,16 @@ def _blind_levels(sigma: Sigma, x4: torch.Tensor, span: float, max_sigma: float 
         return None  # too small to tell: taken as it is
     return torch.tensor([float(np.sqrt(np.mean(estimate_sigma(x, max_patches=_RANGE_CHECK_PATCHES) ** 2)))
                          for x in x4])
+
+
+def _check_level(sigma: float, span: float) -> None:
+    """``ValueError`` for a noise level that is negative, not finite, or above the whole range of the data (``span``
+    in the level's units: a level in the wrong units, such as 25 meant as 25/255)."""
+    if not math.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"`sigma` must be finite and >= 0 (a noise standard deviation), got {sigma}")
+    if sigma > span:
+        raise ValueError(f"`sigma` ({sigma:g}) is above the whole range of the data ({span:g} in its units): it is a "
+                         f"standard deviation in the image's units (0.098 for 25/255 in [0, 1] data)")
 
 
 def _range_gains(levels: torch.Tensor | None, max_sigma: float | None, shape: tuple[int, ...],
@@ -843,6 +855,12 @@ def _channels_first(x: np.ndarray | torch.Tensor, name: str, shapes: tuple[str, 
 ValueRange = Union[None, str, tuple[float, float]]
 Sigma = Union[None, str, float, np.ndarray, torch.Tensor]  # an image's noise level: see ImageDenoiser.denoise
 
+# a colour model given a gray input copies it to its channels: noise identical in all three, which it was not
+# trained on and mostly leaves (Set12 02 at sigma 25 through `color`: 22.98 dB from 20.18; `gray`: 33.14 dB)
+_GRAY_INTO_COLOUR = ("a colour model given a gray {what} copies it into its three channels, where the noise is then "
+                     "the same in all three, unlike the independent colour noise it was trained on: it barely "
+                     "denoises it (Set12 02, sigma 25: 22.98 dB from 20.18, against 33.14 dB with 'gray'); use a gray "
+                     "model ({model})")
 _RANGE_PERCENTILES = (0.1, 99.9)
 _RANGE_SAMPLES = 1 << 16  # percentiles of larger images are taken on an evenly strided subsample of this many values
 
@@ -957,7 +975,8 @@ class ImageDenoiser:
 
     Images are float in [0, 1] (dtype scaling of :func:`xmodal.imageio.read_image`). A gray model (1 channel)
     denoises each channel of any image on its own; a colour model (3 channels) takes RGB images and gray ones
-    (replicated, outputs averaged). Large images go through :func:`xmodal.tiling.tiled_apply`.
+    (replicated, outputs averaged; with a warning: its noise is then identical in the three channels, which a colour
+    model mostly leaves). Large images go through :func:`xmodal.tiling.tiled_apply`.
 
     Non-blind models (``config.image.noise_map``) take the noise standard deviation ``sigma`` (image units, e.g.
     ``25 / 255``), a float or a per-pixel map, appended as an extra input channel; blind models estimate it. Either
@@ -1013,10 +1032,14 @@ class ImageDenoiser:
         if isinstance(sigma, str):
             if sigma != "auto":
                 raise ValueError(f"`sigma` must be a float, a per-pixel map or 'auto', got {sigma!r}")
+            if not can_estimate_sigma(H, W):
+                raise ValueError(f"sigma='auto': an image of {H} x {W} pixels is too small to estimate its noise "
+                                 f"level (20 x 20 pixels at least); pass the level as a number")
             # one level per image: the root mean square of its channels' (xmodal.noise.estimate_sigma)
             levels = [float(np.sqrt(np.mean(estimate_sigma(x4[b]) ** 2))) for b in range(B)]
             return torch.tensor(levels, dtype=torch.float32).view(B, 1, 1, 1).expand(B, 1, H, W).contiguous()
         if isinstance(sigma, numbers.Real) and not isinstance(sigma, bool):
+            _check_level(float(sigma), span)
             s = torch.full((B, 1, H, W), float(sigma))
         else:
             s = _from_user(sigma, "sigma", "(H, W), (1, H, W) or (B, 1, H, W)", (2, 3, 4)) \
@@ -1030,8 +1053,10 @@ class ImageDenoiser:
                 raise ValueError(f"Expected `sigma` of shape (H, W), (1, H, W) or (B, 1, H, W) with B={B}, H={H}, "
                                  f"W={W} (one map per image, shared by its channels), got {tuple(s.shape)}") from None
         if not torch.isfinite(s).all() or bool((s < 0).any()):
-            raise ValueError(f"`sigma` must be finite and >= 0 (a noise standard deviation), got "
-                             f"{sigma if isinstance(sigma, numbers.Real) else 'a map with values outside that'}")
+            raise ValueError("`sigma` must be finite and >= 0 (a noise standard deviation), got a map with values "
+                             "outside that")
+        if bool((s > span).any()):
+            _check_level(float(s.max()), span)
         return s / span if span != 1.0 else s  # the user's units -> [0, 1] units
 
     def denoise(self, image: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
@@ -1055,7 +1080,9 @@ class ImageDenoiser:
                 (its noise then at that level; a map scaled alike), and the output is scaled back. On Set12, ``gray``
                 at sigma 75/255: 25.41 dB with ``"auto"`` against 21.36 dB without (``benchmarks/image_quality.py
                 --sigma 75 --auto-sigma``). ``None`` (default): blind models take the image as it is. Blind models
-                estimate from at most 16,384 patches per channel (within about 2/255; it only sets the contrast).
+                estimate from at most 16,384 patches per channel (within about 2/255; it only sets the contrast), and
+                take images too small to estimate (under about 20 x 20 pixels) as they are. A level above the whole
+                range of the data (e.g. 25 meant as 25/255) is an error.
             ensemble: geometric self-ensemble: average the outputs for the 8 flips/rotations of the image (8 times
                 slower; typically a tenth or two of a dB of PSNR better).
             subsample: pixel-shuffle down-sampling (:func:`xmodal.tiling.subsampled_apply`): ``2`` denoises the 4
@@ -1097,6 +1124,8 @@ class ImageDenoiser:
         if hint:
             warnings.warn(f"`image` of shape {tuple(x.shape)} is read as (C, H, W): {C} images of {x.shape[-2]} x "
                           f"{x.shape[-1]} pixels{hint}", stacklevel=2)
+        if C == 1 and self.channels != 1:
+            warnings.warn(_GRAY_INTO_COLOUR.format(what="image", model="'gray'"), stacklevel=2)
         check_tiling(tile, overlap, self.size_multiple)
         subsample = _check_subsample(subsample, *x4.shape[-2:])
         lo, span = _resolve_range(x4, value_range)
@@ -1109,7 +1138,7 @@ class ImageDenoiser:
         gains = _range_gains(levels, self.max_sigma, (-1, 1, 1, 1))
         if gains is not None:  # noise above the training range: denoised at a lower contrast (see `sigma`)
             gains = gains.to(x4.device)
-            mean = x4.mean(dim=(1, 2, 3), keepdim=True)
+            mean = x4.mean(dim=(1, 2, 3), keepdim=True).where(gains != 1.0, 0.0)  # 0: the others stay exact
             x4 = x4.sub(mean).mul_(gains).add_(mean)  # one image-sized copy
             sigma_map = None if sigma_map is None else sigma_map * gains.to(sigma_map.device)
         inputs = x4 if sigma_map is None else torch.cat([x4, sigma_map], dim=1)  # (B, C [+1], H, W)
@@ -1191,8 +1220,8 @@ class ImageDenoiser:
         try:
             out = self.denoise(colour, tile=tile, overlap=overlap, sigma=sigma, ensemble=ensemble, subsample=subsample,
                                progress=progress, value_range=file_value_range(colour, info.dtype, value_range))
-        except ValueError as e:
-            raise ValueError(f"{src}: {e}") from None
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{src}: {e}") from None
         if keep:
             out = np.concatenate([out, image[-keep:]], axis=0)  # (C, H, W)
         write_image(dst, out, info)  # atomic; the dtype, layout, mode and GeoTIFF tags of the input
@@ -1249,8 +1278,9 @@ class StackDenoiser:
             sigma: the noise level, for noise above the levels the model was trained on (``max_sigma``), as in
                 :meth:`ImageDenoiser.denoise` but band by band: a float (every band's, in the stack's units) or
                 ``"auto"`` (each band's own, estimated). A band whose level is above ``max_sigma`` is denoised at a
-                contrast lowered about its mean until its noise is at that level, and scaled back; other bands are
-                untouched. ``None`` (default): as it is.
+                contrast lowered about its mean until its noise is at that level, and scaled back; other bands keep
+                their contrast (their outputs still change through the lowered bands they take as spectral
+                context). ``None`` (default): as it is.
 
         Returns:
             The denoised stack, of the same type, dtype, device and shape as ``stack``.
@@ -1274,7 +1304,7 @@ class StackDenoiser:
         gains = _range_gains(levels, self.max_sigma, (B, S, 1, 1), _STACK_RANGE_TARGET)
         if gains is not None:  # noise above the training range: those bands at a lower contrast (see `sigma`)
             gains = gains.to(x4.device)
-            mean = x4.mean(dim=(-2, -1), keepdim=True)
+            mean = x4.mean(dim=(-2, -1), keepdim=True).where(gains != 1.0, 0.0)  # 0: the others stay exact
             x4 = x4.sub(mean).mul_(gains).add_(mean)  # one image-sized copy
         idx = spectral_neighbours(S, self.context_bands, self.device)  # (S, K)
 
@@ -1355,8 +1385,8 @@ class StackDenoiser:
         try:
             out = self.denoise(x, tile=tile, overlap=overlap, bands_per_batch=bands_per_batch, progress=progress,
                                sigma=sigma)
-        except ValueError as e:
-            raise ValueError(f"{src}: {e}") from None
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{src}: {e}") from None
         for b, mask in masks.items():  # nodata pixels stay nodata
             out[b][mask] = stack[b][mask]
         if not folder:
@@ -1388,7 +1418,8 @@ class VideoDenoiser:
     ends of the clip), one frame at a time and tile by tile (:func:`xmodal.tiling.tiled_apply`): memory is one
     temporal window of ``2k + 1`` frames plus one tile's activations, whatever the clip's length or size, and
     :meth:`denoise_file` streams frames from and to disk. A gray model denoises each channel of a colour clip as a gray
-    clip; a colour model replicates a gray clip. ``max_sigma``: as for :class:`ImageDenoiser`.
+    clip; a colour model replicates a gray clip (with a warning, as :class:`ImageDenoiser`). ``max_sigma``: as for
+    :class:`ImageDenoiser`.
 
     Args:
         model: the network (``DenoisingNet``) in eval mode.
@@ -1543,6 +1574,8 @@ class VideoDenoiser:
             axes = "(T, C, H, W)" if x.ndim == 4 else "(T, H, W)"
             warnings.warn(f"`clip` of shape {tuple(x.shape)} is read as {axes}: frames of {x.shape[-2]} x "
                           f"{x.shape[-1]} pixels{hint}", stacklevel=2)
+        if (x.ndim == 3 or x.shape[1] == 1) and int(self.config.image.channels) != 1:
+            warnings.warn(_GRAY_INTO_COLOUR.format(what="clip", model="'video' or 'video_gray_real'"), stacklevel=2)
         x4 = x[:, None] if x.ndim == 3 else x  # (T, H, W) -> (T, 1, H, W)
         lo, span = _resolve_range(x4, value_range)
         _warn_unless_unit(x4, value_range, "clip")
@@ -1635,8 +1668,8 @@ class VideoDenoiser:
                     (torch.from_numpy(reader[int(i)][:colours]) for i in picks)
                 try:
                     lo, span = self._lowered(sigma, frames, lo, span)
-                except ValueError as e:
-                    raise ValueError(f"{src}: {e}") from None
+                except (TypeError, ValueError) as e:
+                    raise type(e)(f"{src}: {e}") from None
             writer = ClipWriter(dst, reader.info, reader.info.shape, overwrite=overwrite,
                                 source=src if to_video else None, audio=process or audio)
             try:
@@ -2076,9 +2109,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, metavar="N",
                    help=f"images/stacks/video: overlap of neighbouring tiles in pixels (default {DEFAULT_OVERLAP})")
     p.add_argument("--sigma", type=_sigma_arg, default="auto", metavar="S",
-                   help="images, stacks and video: the noise standard deviation in [0, 1] units (e.g. 0.098 = "
-                        "25/255; of each band's range for stacks), 'auto' (default: estimated from each image, band "
-                        "or 8 frames of a clip; white Gaussian noise) or 'none'. Non-blind models take it as input; "
+                   help="images, stacks and video: the noise standard deviation in the units files are read in "
+                        "(integer files: a fraction of the dtype's range, 0.098 = 25/255 in an 8-bit file, even with "
+                        "--value-range; float files: their values; stacks: a fraction of each band's scaled range), "
+                        "'auto' (default: estimated from each image, band or 8 frames of a clip; white Gaussian "
+                        "noise) or 'none'. Non-blind models take it as input; "
                         "noise above what a model was trained on (50/255 for the bundled image and video models, 0.1 "
                         "for the stack model) is denoised at a lower contrast, restored after ('none': as it is)")
     p.add_argument("--scaling", choices=["dtype", "band_minmax", "band_percentile"], default=None,
@@ -2127,14 +2162,16 @@ def _parse_value_range(text: str | None) -> ValueRange:
 
 
 def _sigma_arg(value: str) -> float | str | None:
-    """``--sigma``: a number, ``auto`` or ``none`` (-> ``None``)."""
+    """``--sigma``: a number >= 0, ``auto`` or ``none`` (-> ``None``)."""
     if value in ("auto", "none"):
         return None if value == "none" else value
     try:
-        return float(value)
+        level = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number (0.098 for 25/255), 'auto' or 'none', got {value!r}") \
-            from None
+        level = math.nan
+    if not math.isfinite(level) or level < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 (0.098 for 25/255), 'auto' or 'none', got {value!r}")
+    return level
 
 
 def _output_formats(formats: list[str]) -> dict[str, str]:

@@ -1005,8 +1005,16 @@ _WEAK_TEXTURE_CONFIDENCE = 1.0 - 1e-6  # a noise-only patch is taken for a textu
 
 
 def can_estimate_sigma(height: int, width: int, patch_size: int = 7) -> bool:
-    """Whether an image of ``height`` x ``width`` pixels is large enough for :func:`estimate_sigma` (it must hold
-    ``4 p`` patches of ``p = patch_size^2`` pixels: 20 x 20 pixels for the default 7 x 7 patches)."""
+    """Whether an image of ``height`` x ``width`` pixels is large enough for :func:`estimate_sigma`: it must hold
+    ``4 p`` patch positions, ``(height - d + 1) (width - d + 1) >= 4 d^2`` for ``d = patch_size`` (e.g. 20 x 20 or
+    12 x 40 pixels for the default 7 x 7 patches).
+
+    Raises:
+        ValueError: ``height`` or ``width`` not an integer >= 0, or ``patch_size`` not an integer >= 3.
+    """
+    for name, value, least in (("height", height, 0), ("width", width, 0), ("patch_size", patch_size, 3)):
+        if not _is_integer(value) or value < least:
+            raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}")
     n = max(0, height - patch_size + 1) * max(0, width - patch_size + 1)
     return n >= 4 * patch_size * patch_size
 
