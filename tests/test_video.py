@@ -552,7 +552,9 @@ def test_init_from_image_model_is_the_image_model_frame_by_frame(tmp_path: Path,
 def test_denoise_equals_whole_clip_forward(runs: dict[str, Path], run: str, C: int, T: int) -> None:
     den = load(runs[run])
     clip = random_clip(T, C, 21, 30, seed=T)
-    out = den.denoise(clip)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a gray clip through the colour model warns (tested elsewhere)
+        out = den.denoise(clip)
     assert out.shape == clip.shape and out.dtype == np.float32
     with torch.no_grad():
         ref = enhance(den.model, den.adapter, torch.from_numpy(clip), "video").numpy()
