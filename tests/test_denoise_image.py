@@ -305,8 +305,8 @@ def test_color_model_channels(color: ImageDenoiser) -> None:
         out = color.denoise(rand(20, 21))
     x = torch.from_numpy(rand(20, 21))
     feats = x.expand(1, 3, 20, 21)  # the model on the gray image copied to its channels, the outputs averaged
-    torch.testing.assert_close(torch.from_numpy(out), enhance(color.model, color.adapter, feats, "image").mean(dim=1)[0],
-                               atol=1e-6, rtol=0)
+    expected = enhance(color.model, color.adapter, feats, "image").mean(dim=1)[0]
+    torch.testing.assert_close(torch.from_numpy(out), expected, atol=1e-6, rtol=0)
     with pytest.warns(UserWarning, match=gray_in_colour):
         assert color.denoise(rand(2, 1, 20, 21)).shape == (2, 1, 20, 21)
     with pytest.raises(ValueError, match=r"this model denoises 3-channel \(or gray\) images; `image` has 5 channels "
