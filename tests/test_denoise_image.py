@@ -843,21 +843,36 @@ def test_cli_folder_is_one_stack_with_modality_multispectral(bundled: Path, tmp_
 
 def test_default_image_model_by_channels_and_format(tmp_path: Path) -> None:
     """Colour photos in a camera format (JPEG, HEIC, AVIF) -> the model trained on camera noise; other colour images
-    -> the white-noise colour model; gray and CMYK -> the gray model; more than 4 channels in TIFF/npy -> stacks."""
+    -> the white-noise colour model; gray, CMYK and gray pictures saved as RGB (channels within 2 levels) -> the gray
+    model; more than 4 channels in TIFF/npy -> stacks."""
     import xmodal.denoise as den_mod
 
     kinds = write_images(tmp_path)
-    rgb = np.zeros((3, 8, 8), np.float32)
+    rng = np.random.default_rng(5)
+    rgb = rng.random((3, 40, 48)).astype(np.float32)
     write_image(tmp_path / "IMG_0001.HEIC", rgb, "uint8")
     write_image(tmp_path / "photo.jpeg", rgb, "uint8")
     write_image(tmp_path / "gray.jpg", rgb[:1], "uint8")
     Image.new("CMYK", (8, 8)).save(tmp_path / "print.jpg")
     np.save(tmp_path / "cube.npy", np.zeros((6, 8, 8), np.float32))
+    mono = np.repeat(rgb[:1], 3, axis=0)  # a gray picture with its noise, saved as colour
+    write_image(tmp_path / "mono.jpg", mono, "uint8")  # JPEG: the channels within a level or two after decoding
+    write_image(tmp_path / "mono.png", mono, "uint8")
+    levels = np.rint(mono * 255).astype(np.uint8)
+    for name, offset in (("near.png", 2), ("tinted.png", 3)):  # blue off by 2 levels (gray) or 3 (colour)
+        tint = levels.copy()
+        tint[2] = np.clip(tint[2].astype(int) + offset, 0, 255).astype(np.uint8)
+        Image.fromarray(tint.transpose(1, 2, 0), "RGB").save(tmp_path / name)
+    big = np.repeat(rng.integers(0, 256, (1, 1500, 1200), dtype=np.uint8), 3, axis=0)  # read at a reduced size
+    Image.fromarray(big.transpose(1, 2, 0), "RGB").save(tmp_path / "big_mono.png")
     expected = {"photo.jpg": "image_color_real", "phone.avif": "image_color_real", "IMG_0001.HEIC": "image_color_real",
                 "photo.jpeg": "image_color_real", "rgb8.png": "image_color", "rgba8.png": "image_color",
                 "rgba8.webp": "image_color", "hwc.npy": "image_color", "gray.jpg": "image_gray",
-                "print.jpg": "image_gray", "gray16.tif": "image_gray", "cube.npy": "multispectral"}
-    assert set(expected) - {"IMG_0001.HEIC", "photo.jpeg", "gray.jpg", "print.jpg", "cube.npy"} <= set(kinds)
+                "print.jpg": "image_gray", "gray16.tif": "image_gray", "cube.npy": "multispectral",
+                "mono.jpg": "image_gray", "mono.png": "image_gray", "near.png": "image_gray",
+                "tinted.png": "image_color", "big_mono.png": "image_gray"}
+    assert set(expected) - {"IMG_0001.HEIC", "photo.jpeg", "gray.jpg", "print.jpg", "cube.npy", "mono.jpg",
+                            "mono.png", "near.png", "tinted.png", "big_mono.png"} <= set(kinds)
     for name, model in expected.items():
         assert den_mod._default_image_model(tmp_path / name, None)[1] == model, name
     assert den_mod._default_image_model(tmp_path / "cube.npy", "image") == ("image", "image_gray")  # --modality image

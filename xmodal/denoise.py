@@ -1908,14 +1908,38 @@ _CAMERA_SUFFIXES = (".jpg", ".jpeg", ".heic", ".heif", ".avif")  # what cameras 
 def _default_image_model(path: Path, forced: str | None) -> tuple[str, str]:
     """``(modality, bundled model name)`` for an image file from its channel count and format (auto or ``--modality
     image``): colour photos in a camera format (JPEG, HEIC, AVIF) get the model trained on camera noise, other colour
-    images the white-noise one."""
+    images the white-noise one; gray pictures stored as RGB (:func:`_gray_picture`) the gray model."""
     channels, mode = _peek_channels(path)
     colour = channels - _alpha_channels(mode)  # an alpha channel is copied, not denoised
     if forced is None and channels > 4 and path.suffix.lower() in _STACK_SUFFIXES:
         return "multispectral", "multispectral"
-    if colour != 3 or mode == "CMYK":
+    if colour != 3 or mode == "CMYK" or _gray_picture(path):
         return "image", "image_gray"
     return "image", "image_color_real" if path.suffix.lower() in _CAMERA_SUFFIXES else "image_color"
+
+
+def _gray_picture(path: Path, levels: int = 2) -> bool:
+    """Whether an 8-bit RGB(A) file in a Pillow format holds a gray picture: its three channels within ``levels`` of
+    each other everywhere (a gray photo saved as colour, whose noise is then the same in the three channels, which a
+    colour model barely removes). Read at most 1024 pixels on a side (JPEG decoded at a reduced scale); any other
+    file, or one Pillow cannot read, is taken as colour."""
+    from PIL import Image
+
+    from xmodal.imageio import IMAGE_EXTENSIONS, PILLOW_FORMATS, pillow_formats
+
+    if IMAGE_EXTENSIONS.get(path.suffix.lower()) not in PILLOW_FORMATS:
+        return False
+    try:
+        with Image.open(path, formats=pillow_formats()) as im:
+            if im.mode not in ("RGB", "RGBA"):
+                return False
+            im.draft("RGB", (1024, 1024))  # JPEG: a reduced-scale decode, no-op for other formats
+            small = im.convert("RGB")
+            small.thumbnail((1024, 1024))  # equal channels stay equal
+            rgb = np.asarray(small, dtype=np.int16)  # (h, w, 3)
+    except (OSError, ValueError):
+        return False
+    return int(np.abs(np.diff(rgb, axis=-1)).max()) <= levels
 
 
 def _audio_only(src: Path) -> bool:
@@ -2075,7 +2099,8 @@ def _parser() -> argparse.ArgumentParser:
                     "in sync (--audio); folders of frames or (T, H, W[, C]) .npy files with --modality video or a "
                     "video --model) into OUT_DIR, keeping their names. Without --model the modality and the bundled "
                     "model follow each file: audio (and video files holding sound only) -> 'speech', 1-channel "
-                    "images -> 'image_gray', colour JPEG/HEIC/AVIF photos -> 'image_color_real' (trained on camera "
+                    "images and gray pictures saved as RGB -> 'image_gray', colour JPEG/HEIC/AVIF photos -> "
+                    "'image_color_real' (trained on camera "
                     "noise), other 3/4-channel images -> 'image_color' (white Gaussian noise), TIFF/.npy with more "
                     "than 4 channels -> 'multispectral', colour video files and folders of JPEG/HEIC/AVIF frames -> "
                     "'video_color_real' (camera noise, H.264-coded or JPEG frames), gray ones -> 'video_gray_real', "
