@@ -812,6 +812,17 @@ def test_cli_picks_the_colour_or_gray_video_model_per_clip(runs: dict[str, Path]
     write_clip(inp / "gray.mkv", gray)  # a gray stream
     assert den_mod._default_video_model(inp / "rgb.mkv") == "video_color_real"
     assert den_mod._default_video_model(inp / "gray.mkv") == "video_gray_real"
+    # gray footage stored as colour goes to the gray models; a black first frame does not make a colour clip gray
+    mono = np.repeat(gray, 3, axis=1)  # (T, 3, H, W), equal channels
+    write_clip(inp / "mono.mkv", mono)
+    write_frames(inp / "mono_frames", mono)
+    np.save(inp / "mono.npy", mono.transpose(0, 2, 3, 1))
+    fade_in = rgb.copy()
+    fade_in[0] = 0.0
+    np.save(inp / "fade_in.npy", fade_in.transpose(0, 2, 3, 1))
+    for name, model in (("mono.mkv", "video_gray_real"), ("mono_frames", "video_gray"), ("mono.npy", "video_gray"),
+                        ("fade_in.npy", "video_color")):
+        assert den_mod._default_video_model(inp / name) == model, name
     loaded.clear()
     assert main([str(inp / "rgb.mkv"), str(inp / "gray.mkv"), "-o", str(tmp_path / "out2"), "--quiet"]) == 0
     assert sorted(loaded) == ["video_color_real", "video_gray_real"]

@@ -1959,8 +1959,9 @@ def _default_video_model(src: Path) -> str:
     gets a model trained on camera noise and video coding: ``video_color_real`` for colour, ``video_gray_real`` for
     gray (one channel; 8-bit gray frames). ``(T, H, W, 3)`` arrays and folders of RGB or RGBA frames in other formats
     get ``video_color`` (white noise); the rest ``video_gray`` (which denoises any channel count, channel by
-    channel). Only a header is read (the stream's pixel format, the array's shape, the first frame's header); a clip
-    that cannot be read this way gets ``video_gray``, whose reader then reports why with the file's name."""
+    channel), gray footage stored as colour (:func:`_gray_clip`) included. Only a header is read (the stream's pixel
+    format, the array's shape, the first frame's header), and for colour clips up to 8 frames; a clip that cannot be
+    read this way gets ``video_gray``, whose reader then reports why with the file's name."""
     from xmodal.videoio import VIDEO_EXTENSIONS, clip_frames, video_channels
 
     try:
@@ -1976,9 +1977,33 @@ def _default_video_model(src: Path) -> str:
             camera, colour, gray = False, len(shape) == 4 and shape[-1] == 3, False
     except Exception:  # the denoiser's reader gives the real error
         return "video_gray"
+    if colour and _gray_clip(src):  # gray footage stored as colour: a gray model, as for images
+        colour, gray = False, True
     if colour:
         return "video_color_real" if camera else "video_color"
     return "video_gray_real" if camera and gray else "video_gray"
+
+
+def _gray_clip(src: Path, levels: int = 2) -> bool:
+    """Whether a colour clip holds gray pictures: in each of up to 8 evenly spaced frames (one black frame says
+    nothing about the rest) the first three channels are within ``levels`` of 255 of each other everywhere. A clip
+    that cannot be read is taken as colour (its reader reports why later)."""
+    from xmodal.videoio import ClipReader
+
+    try:
+        reader = ClipReader(src)
+    except Exception:
+        return False
+    try:
+        for t in _sample_frames(len(reader)):
+            frame = reader[int(t)][:3]  # (3, H, W) float32 in [0, 1] for integer frames
+            if frame.shape[0] < 3 or float(np.abs(np.diff(frame, axis=0)).max()) > (levels + 0.5) / 255:
+                return False
+        return True
+    except Exception:
+        return False
+    finally:
+        reader.close()
 
 
 def _list_folder(folder: Path, modality: str | None) -> list[Path]:
@@ -2103,7 +2128,8 @@ def _parser() -> argparse.ArgumentParser:
                     "'image_color_real' (trained on camera "
                     "noise), other 3/4-channel images -> 'image_color' (white Gaussian noise), TIFF/.npy with more "
                     "than 4 channels -> 'multispectral', colour video files and folders of JPEG/HEIC/AVIF frames -> "
-                    "'video_color_real' (camera noise, H.264-coded or JPEG frames), gray ones -> 'video_gray_real', "
+                    "'video_color_real' (camera noise, H.264-coded or JPEG frames), gray ones (gray footage stored as "
+                    "colour too) -> 'video_gray_real', "
                     "other colour frame folders and .npy clips -> 'video_color' (white noise), other gray clips -> "
                     "'video_gray'. --model color, video_color or video_gray for white noise, --model photo, "
                     "video_photo or video_gray_real for camera noise. "
