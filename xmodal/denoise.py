@@ -1937,7 +1937,7 @@ def _gray_picture(path: Path, levels: int = 2) -> bool:
             small = im.convert("RGB")
             small.thumbnail((1024, 1024))  # equal channels stay equal
             rgb = np.asarray(small, dtype=np.int16)  # (h, w, 3)
-    except (OSError, ValueError):
+    except Exception:  # a heuristic: whatever fails here, the file is taken as colour and its reader says why
         return False
     return int(np.abs(np.diff(rgb, axis=-1)).max()) <= levels
 
