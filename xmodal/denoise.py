@@ -316,6 +316,19 @@ def _range_gains(levels: torch.Tensor | None, max_sigma: float | None, shape: tu
     return None if bool((gains == 1.0).all()) else gains.view(shape)
 
 
+def _lower_contrast(x: torch.Tensor, gains: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` at contrast ``gains`` about its mean over ``dims`` (a new tensor; items whose gain is 1 get pivot 0 and
+    stay exact) and that pivot, for :func:`_restore_contrast`."""
+    gains = gains.to(x.device)
+    pivot = x.mean(dim=dims, keepdim=True).where(gains != 1.0, 0.0)
+    return x.sub(pivot).mul_(gains).add_(pivot), pivot
+
+
+def _restore_contrast(y: torch.Tensor, gains: torch.Tensor, pivot: torch.Tensor) -> torch.Tensor:
+    """Undo :func:`_lower_contrast` on the output ``y``, in place."""
+    return y.sub_(pivot.to(y.device)).div_(gains.to(y.device)).add_(pivot.to(y.device))
+
+
 def _check_precision(precision: str, device: torch.device) -> str:
     """``fp32``, ``bf16`` or ``auto`` (bf16 where the hardware computes it natively: CUDA with bf16 support, or a
     CPU with AVX-512 BF16 / AMX; else fp32) -> ``fp32`` or ``bf16``."""
@@ -1137,9 +1150,7 @@ class ImageDenoiser:
             sigma_map.reshape(sigma_map.shape[0], -1).amax(dim=1).cpu()  # non-blind: each map's largest level
         gains = _range_gains(levels, self.max_sigma, (-1, 1, 1, 1))
         if gains is not None:  # noise above the training range: denoised at a lower contrast (see `sigma`)
-            gains = gains.to(x4.device)
-            mean = x4.mean(dim=(1, 2, 3), keepdim=True).where(gains != 1.0, 0.0)  # 0: the others stay exact
-            x4 = x4.sub(mean).mul_(gains).add_(mean)  # one image-sized copy
+            x4, pivot = _lower_contrast(x4, gains, (1, 2, 3))
             sigma_map = None if sigma_map is None else sigma_map * gains.to(sigma_map.device)
         inputs = x4 if sigma_map is None else torch.cat([x4, sigma_map], dim=1)  # (B, C [+1], H, W)
 
@@ -1166,7 +1177,7 @@ class ImageDenoiser:
                         y += torch.rot90(out, -k, dims=(-2, -1))
                 y /= 8
         if gains is not None:
-            y = y.sub_(mean.to(y.device)).div_(gains.to(y.device)).add_(mean.to(y.device))  # y is ours: in place
+            y = _restore_contrast(y, gains, pivot)
         if span != 1.0 or lo != 0.0:
             y = y * span + lo  # back to the image's units
         y = y.reshape(x.shape)
@@ -1303,9 +1314,7 @@ class StackDenoiser:
         levels = _blind_levels(sigma, x4.reshape(B * S, 1, *x4.shape[-2:]), 1.0, self.max_sigma)  # band by band
         gains = _range_gains(levels, self.max_sigma, (B, S, 1, 1), _STACK_RANGE_TARGET)
         if gains is not None:  # noise above the training range: those bands at a lower contrast (see `sigma`)
-            gains = gains.to(x4.device)
-            mean = x4.mean(dim=(-2, -1), keepdim=True).where(gains != 1.0, 0.0)  # 0: the others stay exact
-            x4 = x4.sub(mean).mul_(gains).add_(mean)  # one image-sized copy
+            x4, pivot = _lower_contrast(x4, gains, (-2, -1))
         idx = spectral_neighbours(S, self.context_bands, self.device)  # (S, K)
 
         def run(t: torch.Tensor) -> torch.Tensor:  # (B, S, h, w) -> (B, S, h, w)
@@ -1322,7 +1331,7 @@ class StackDenoiser:
         with torch.no_grad():
             y = tiled_apply(run, x4.to(self.device), tile, overlap, self.size_multiple, progress=progress)
         if gains is not None:
-            y = y.sub_(mean.to(y.device)).div_(gains.to(y.device)).add_(mean.to(y.device))  # y is ours: in place
+            y = _restore_contrast(y, gains, pivot)
         return _to_user(y.reshape(x.shape), stack)
 
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
@@ -2125,16 +2134,14 @@ def _parser() -> argparse.ArgumentParser:
                     "video --model) into OUT_DIR, keeping their names. Without --model the modality and the bundled "
                     "model follow each file: audio (and video files holding sound only) -> 'speech', 1-channel "
                     "images and gray pictures saved as RGB -> 'image_gray', colour JPEG/HEIC/AVIF photos -> "
-                    "'image_color_real' (trained on camera "
-                    "noise), other 3/4-channel images -> 'image_color' (white Gaussian noise), TIFF/.npy with more "
-                    "than 4 channels -> 'multispectral', colour video files and folders of JPEG/HEIC/AVIF frames -> "
-                    "'video_color_real' (camera noise, H.264-coded or JPEG frames), gray ones (gray footage stored as "
-                    "colour too) -> 'video_gray_real', "
-                    "other colour frame folders and .npy clips -> 'video_color' (white noise), other gray clips -> "
-                    "'video_gray'. --model color, video_color or video_gray for white noise, --model photo, "
-                    "video_photo or video_gray_real for camera noise. "
-                    "Exit status: 0 all done, 1 some files failed (each is reported with its reason), 2 usage error "
-                    "or model not loadable.")
+                    "'image_color_real' (trained on camera noise), other 3/4-channel images -> 'image_color' (white "
+                    "Gaussian noise), TIFF/.npy with more than 4 channels -> 'multispectral', colour video files and "
+                    "folders of JPEG/HEIC/AVIF frames -> 'video_color_real' (camera noise, H.264-coded or JPEG "
+                    "frames), gray ones (gray footage stored as colour too) -> 'video_gray_real', other colour frame "
+                    "folders and .npy clips -> 'video_color' (white noise), other gray clips -> 'video_gray'. "
+                    "--model color, video_color or video_gray for white noise, --model photo, video_photo or "
+                    "video_gray_real for camera noise. Exit status: 0 all done, 1 some files failed (each is "
+                    "reported with its reason), 2 usage error or model not loadable.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUT_DIR", help="folder for the outputs (created)")
     p.add_argument("--model", default=None, metavar="RUN_DIR_OR_NAME",
@@ -2164,9 +2171,9 @@ def _parser() -> argparse.ArgumentParser:
                         "(integer files: a fraction of the dtype's range, 0.098 = 25/255 in an 8-bit file, even with "
                         "--value-range; float files: their values; stacks: a fraction of each band's scaled range), "
                         "'auto' (default: estimated from each image, band or 8 frames of a clip; white Gaussian "
-                        "noise) or 'none'. Non-blind models take it as input; "
-                        "noise above what a model was trained on (50/255 for the bundled image and video models, 0.1 "
-                        "for the stack model) is denoised at a lower contrast, restored after ('none': as it is)")
+                        "noise) or 'none'. Non-blind models take it as input; noise above what a model was trained "
+                        "on (50/255 for the bundled image and video models, 0.1 for the stack model) is denoised at a "
+                        "lower contrast, restored after ('none': as it is)")
     p.add_argument("--scaling", choices=["dtype", "band_minmax", "band_percentile"], default=None,
                    help="stacks: per-band scaling of the input (default: the one the model was trained with, "
                         "image.scaling of its config; band_minmax for the bundled model)")
