@@ -373,6 +373,28 @@ def test_compressed_audio_files(den: Denoiser, tmp_path: Path, ext: str, sample_
     assert (info.format, info.subtype, info.frames) == ("WAV", "PCM_16", a.frames)
 
 
+@pytest.mark.parametrize(("subtype", "ext", "expected"), [
+    ("FLOAT", "flac", "PCM_24"), ("PCM_32", "flac", "PCM_24"), ("DOUBLE", "flac", "PCM_24"), ("DOUBLE", "aiff", "DOUBLE"),
+    ("PCM_24", "flac", "PCM_24"), ("PCM_16", "flac", "PCM_16"), ("FLOAT", "ogg", "VORBIS")])
+def test_wide_audio_into_another_format_keeps_24_bits(den: Denoiser, tmp_path: Path, subtype: str, ext: str,
+                                                      expected: str) -> None:
+    src = write(tmp_path / "in.wav", make_wave(16000, 1, 0.5), 16000, subtype)
+    info = sf.info(str(den.denoise_file(src, tmp_path / f"out.{ext}")))
+    assert (info.subtype, info.frames) == (expected, 8000)
+
+
+def test_load_leaves_the_callers_rng_and_denoise_works_in_inference_mode(run_dir: Path) -> None:
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    fresh = load(run_dir)  # its network is built (randomly initialised), then overwritten by the weights
+    assert torch.equal(torch.rand(4), expected)
+    x = make_wave(16000, 1, 0.5)
+    with torch.inference_mode():  # the first call measures the receptive field with autograd: still works here
+        y = fresh.denoise(x, 16000)
+    np.testing.assert_array_equal(y, fresh.denoise(x, 16000))
+
+
 def write_m4a(path: Path, wave: np.ndarray, sample_rate: int, codec: str, muxer: str = "ipod",
               sample_format: str | None = None) -> Path:
     """An .m4a as phones write it (or another audio-only container), made with PyAV directly (not through xmodal);

@@ -781,6 +781,78 @@ def test_stack_nodata_value_does_not_leak_into_valid_pixels(stack_den: StackDeno
     np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize(("value", "dtype"), [("0", np.uint16), ("-9999", np.float32), ("nan", np.float32)])
+def test_image_nodata_pixels_are_kept(gray: ImageDenoiser, tmp_path: Path, value: str, dtype: type) -> None:
+    """A one-band GeoTIFF (a DEM...) through the image path: nodata pixels stay nodata (NaN too) and the sentinel
+    does not reach the network: the valid pixels denoise as they do with the nodata block set to their mean."""
+    rng = np.random.default_rng(0)
+    data = (rng.uniform(0.2, 0.8, (32, 32)) * (65535 if dtype == np.uint16 else 1)).astype(dtype)
+    x = data.copy()
+    x[:8, :8] = float(value)
+    tifffile.imwrite(tmp_path / "dem.tif", x, extratags=[(42113, 2, 0, value, True)])
+    gray.denoise_file(tmp_path / "dem.tif", tmp_path / "out.tif", sigma=None)
+    out = tifffile.imread(tmp_path / "out.tif")
+    block = out[:8, :8]
+    assert (np.isnan(block) if value == "nan" else block == float(value)).all()
+    assert np.isfinite(out[8:]).all() and out.dtype == dtype
+    filled = x.astype(np.float32) / np.float32(65535 if dtype == np.uint16 else 1)
+    mask = np.zeros(x.shape, bool)
+    mask[:8, :8] = True
+    filled[mask] = filled[~mask].mean()
+    ref = gray.denoise(filled[None])[0] * (65535 if dtype == np.uint16 else 1)
+    ref = np.clip(np.rint(ref), 0, 65535) if dtype == np.uint16 else ref
+    np.testing.assert_allclose(out[8:].astype(np.float64), ref[8:], atol=1.0 if dtype == np.uint16 else 1e-6)
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        assert tif.pages[0].tags[42113].value == value
+
+
+def test_float_stack_with_nan_nodata(stack_den: StackDenoiser, tmp_path: Path) -> None:
+    """NaN, the usual nodata of float reflectance products, is accepted where the GDAL tag says so, kept as NaN, and
+    left out of band statistics; without the tag a NaN is still refused."""
+    data = np.random.default_rng(0).uniform(0.1, 0.4, (6, 24, 24)).astype(np.float32)
+    data[:, :4, :4] = np.nan
+    tifffile.imwrite(tmp_path / "refl.tif", data, photometric="minisblack", planarconfig="separate",
+                     extratags=[(42113, 2, 0, "nan", True)])
+    stack, info = read_stack(tmp_path / "refl.tif", "band_minmax")
+    assert np.isnan(info.nodata[0]) and np.isfinite(info.offset).all() and np.isfinite(info.scale).all()
+    stack_den.denoise_file(tmp_path / "refl.tif", tmp_path / "out.tif")
+    out = tifffile.imread(tmp_path / "out.tif")
+    assert np.isnan(out[:, :4, :4]).all() and np.isfinite(out[:, 4:]).all() and np.isfinite(out[:, :, 4:]).all()
+    tifffile.imwrite(tmp_path / "untagged.tif", data, photometric="minisblack", planarconfig="separate")
+    with pytest.raises(ImageReadError, match=r"untagged.tif: float data contains NaN or infinite values \(NaN is "
+                                             r"allowed as the GDAL nodata value\)"):
+        stack_den.denoise_file(tmp_path / "untagged.tif", tmp_path / "out2.tif")
+    assert not (tmp_path / "out2.tif").exists()
+
+
+def test_stacks_stored_bands_last_come_back_bands_last(stack_den: StackDenoiser, tmp_path: Path) -> None:
+    """An (H, W, 8) .npy and a pixel-interleaved RGB+NIR TIFF (extra sample "unspecified", not alpha) are stacks:
+    every band is denoised (none copied as alpha) and the output keeps the input's layout."""
+    rng = np.random.default_rng(1)
+    clean = np.repeat(rng.uniform(0.2, 0.8, (1, 24, 20)), 8, axis=0).astype(np.float32)
+    noisy = (clean + rng.normal(0, 0.05, clean.shape)).astype(np.float32)  # (8, 24, 20)
+    np.save(tmp_path / "hwc.npy", noisy.transpose(1, 2, 0))
+    stack, info = read_stack(tmp_path / "hwc.npy")
+    assert stack.shape == (8, 24, 20) and info.interleaved
+    np.save(tmp_path / "chw.npy", noisy)
+    for name in ("hwc", "chw"):
+        stack_den.denoise_file(tmp_path / f"{name}.npy", tmp_path / f"out_{name}.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "out_hwc.npy").transpose(2, 0, 1), np.load(tmp_path / "out_chw.npy"))
+    four = np.clip(noisy[:4] * 65535, 0, 65535).astype(np.uint16).transpose(1, 2, 0)  # (H, W, 4)
+    tifffile.imwrite(tmp_path / "rgbn.tif", four, photometric="rgb", extrasamples=[0])
+    np.save(tmp_path / "four.npy", four.transpose(2, 0, 1))  # (4, H, W): no alpha in a .npy
+    for name in ("rgbn.tif", "four.npy"):
+        stack_den.denoise_file(tmp_path / name, tmp_path / f"out_{name}")
+    with tifffile.TiffFile(tmp_path / "out_rgbn.tif") as tif:
+        out = tif.asarray()
+        assert tif.series[0].axes == "YXS" and out.shape == four.shape
+        assert all(int(v) == 0 for v in tif.pages[0].tags[338].value)  # extra samples stay "unspecified"
+    assert all((out[..., b] != four[..., b]).any() for b in range(4))
+    np.testing.assert_array_equal(np.load(tmp_path / "out_four.npy"), out.transpose(2, 0, 1))
+    assert read_image(tmp_path / "four.npy")[1].mode == "multiband"
+    assert read_image(tmp_path / "rgbn.tif")[1].mode == "multiband"
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Command line: modality selection, bad inputs, overwrite
 
@@ -863,6 +935,15 @@ def test_default_image_model_by_channels_and_format(tmp_path: Path) -> None:
         tint = levels.copy()
         tint[2] = np.clip(tint[2].astype(int) + offset, 0, 255).astype(np.uint8)
         Image.fromarray(tint.transpose(1, 2, 0), "RGB").save(tmp_path / name)
+    np.save(tmp_path / "hwc8.npy", np.zeros((20, 24, 8), np.float32))  # bands last: a stack, not 20 bands
+    np.save(tmp_path / "four.npy", np.zeros((4, 8, 8), np.float32))  # .npy has no alpha: 4 bands
+    np.save(tmp_path / "pair.npy", np.zeros((2, 8, 8), np.float32))  # a VV/VH pair: each band by the gray model
+    four = rng.integers(0, 65536, (8, 8, 4), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "rgbn.tif", four, photometric="rgb", extrasamples=[0])  # RGB + near infrared
+    tifffile.imwrite(tmp_path / "rgba.tif", four, photometric="rgb", extrasamples=[2])  # RGB + alpha
+    tifffile.imwrite(tmp_path / "mono16.tif", np.repeat(np.rint(mono * 65535).astype(np.uint16), 3, axis=0)[:3]
+                     .transpose(1, 2, 0), photometric="rgb")
+    np.save(tmp_path / "mono.npy", np.rint(mono * 255).astype(np.uint8).transpose(1, 2, 0))
     big = np.repeat(rng.integers(0, 256, (1, 1500, 1200), dtype=np.uint8), 3, axis=0)  # read at a reduced size
     Image.fromarray(big.transpose(1, 2, 0), "RGB").save(tmp_path / "big_mono.png")
     expected = {"photo.jpg": "image_color_real", "phone.avif": "image_color_real", "IMG_0001.HEIC": "image_color_real",
@@ -870,9 +951,12 @@ def test_default_image_model_by_channels_and_format(tmp_path: Path) -> None:
                 "rgba8.webp": "image_color", "hwc.npy": "image_color", "gray.jpg": "image_gray",
                 "print.jpg": "image_gray", "gray16.tif": "image_gray", "cube.npy": "multispectral",
                 "mono.jpg": "image_gray", "mono.png": "image_gray", "near.png": "image_gray",
-                "tinted.png": "image_color", "big_mono.png": "image_gray"}
+                "tinted.png": "image_color", "big_mono.png": "image_gray", "hwc8.npy": "multispectral",
+                "four.npy": "multispectral", "pair.npy": "image_gray", "rgbn.tif": "multispectral",
+                "rgba.tif": "image_color", "mono16.tif": "image_gray", "mono.npy": "image_gray"}
     assert set(expected) - {"IMG_0001.HEIC", "photo.jpeg", "gray.jpg", "print.jpg", "cube.npy", "mono.jpg",
-                            "mono.png", "near.png", "tinted.png", "big_mono.png"} <= set(kinds)
+                            "mono.png", "near.png", "tinted.png", "big_mono.png", "hwc8.npy", "four.npy", "pair.npy",
+                            "rgbn.tif", "rgba.tif", "mono16.tif", "mono.npy"} <= set(kinds)
     for name, model in expected.items():
         assert den_mod._default_image_model(tmp_path / name, None)[1] == model, name
     assert den_mod._default_image_model(tmp_path / "cube.npy", "image") == ("image", "image_gray")  # --modality image

@@ -257,6 +257,7 @@ def load_run(run_dir: str | os.PathLike, weights: str = WEIGHTS) -> tuple[nn.Mod
     run_dir = Path(run_dir)
     config = run_config(run_dir)
     path = run_dir if run_dir.is_file() else run_dir / weights
-    model = build_model(config.model, {m: modality_io(m, config) for m in config.modalities})
+    with torch.random.fork_rng(devices=[]):  # the random initialisation is overwritten: leave the caller's RNG be
+        model = build_model(config.model, {m: modality_io(m, config) for m in config.modalities})
     load_weights(model, path)
     return model.eval(), config

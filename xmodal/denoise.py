@@ -211,9 +211,10 @@ def _receptive_field_frames(model: nn.Module, modality: str, channels: int, devi
     gen = torch.Generator().manual_seed(0)
     n = max(64, 16 * m)
     while True:
-        x = torch.randn(1, channels, 2 * m, n, generator=gen).to(device).requires_grad_(True)  # (1, C_m, F, N)
+        x = torch.randn(1, channels, 2 * m, n, generator=gen).to(device)  # (1, C_m, F, N)
         c = n // 2 // m * m
-        with torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad():  # also when called inside inference_mode
+            x = x.clone().requires_grad_(True)
             y = model(x, modality)[..., c:c + m]  # (1, C_m, F, m): one cell of the down-sampling grid
             (g,) = torch.autograd.grad((y * torch.randn(y.shape, generator=gen).to(device)).sum(), x)
         support = g.abs().sum(dim=(0, 1, 2)).nonzero().flatten()  # (1, C_m, F, N) -> (N,) -> indices
@@ -803,6 +804,8 @@ def _output_format(dst: Path, in_format: str, in_subtype: str, sample_rate: int)
             fmt = in_format
         keep = sf.check_format(fmt, in_subtype) and (fmt == in_format or in_subtype not in _LOSSY)
         subtype = in_subtype if keep else sf.default_subtype(fmt)
+        if not keep and in_subtype in _WIDE and subtype.startswith("PCM_") and sf.check_format(fmt, "PCM_24"):
+            subtype = "PCM_24"  # a float or 32-bit input into FLAC...: the deepest integer the format holds
     if subtype == "OPUS" and sample_rate not in _OPUS_RATES:
         raise ValueError(f"{dst}: Opus holds audio at {', '.join(str(r // 1000) for r in _OPUS_RATES)} kHz, this "
                          f"is {sample_rate} Hz; write another format (.ogg, .flac, .wav)")
@@ -1216,7 +1219,7 @@ class ImageDenoiser:
                 the result (e.g. float data as PNG), a channel count the model does not take, a bad ``sigma``.
             FileExistsError: ``dst`` exists and ``overwrite`` is false.
         """
-        from xmodal.imageio import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
+        from xmodal.imageio import IMAGE_EXTENSIONS, ImageReadError, nodata_value, read_image, write_image
 
         src, dst = Path(src), Path(dst)
         if not src.is_file():
@@ -1228,15 +1231,39 @@ class ImageDenoiser:
         image, info = read_image(src)  # (C, H, W)
         keep = _alpha_channels(info.mode)  # copied, not denoised
         colour = image[: image.shape[0] - keep]  # (C - keep, H, W)
+        colour, masks = _fill_nodata(colour, [nodata_value(info)] * colour.shape[0])
         try:
             out = self.denoise(colour, tile=tile, overlap=overlap, sigma=sigma, ensemble=ensemble, subsample=subsample,
                                progress=progress, value_range=file_value_range(colour, info.dtype, value_range))
         except (TypeError, ValueError) as e:
             raise type(e)(f"{src}: {e}") from None
+        _restore_nodata(out, image, masks)
         if keep:
             out = np.concatenate([out, image[-keep:]], axis=0)  # (C, H, W)
         write_image(dst, out, info)  # atomic; the dtype, layout, mode and GeoTIFF tags of the input
         return dst
+
+
+def _fill_nodata(x: np.ndarray, values: list[float | None]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """``(filled, masks)`` for ``x: (C, H, W)`` with GDAL nodata ``values`` per channel (in ``x``'s units; ``nan``
+    allowed; ``None``: none): ``filled`` has the channel's mean where it holds nodata, so the network sees no
+    sentinel (e.g. -9999) and value ranges ignore it; ``masks``: channel -> ``(H, W)`` nodata pixels."""
+    masks = {}
+    for c, value in enumerate(values):
+        if value is not None:
+            mask = np.isnan(x[c]) if math.isnan(value) else x[c] == np.float32(value)  # (H, W)
+            if mask.any():
+                masks[c] = mask
+    filled = x.copy() if masks else x
+    for c, mask in masks.items():
+        filled[c][mask] = x[c][~mask].mean() if not mask.all() else 0.0
+    return filled, masks
+
+
+def _restore_nodata(out: np.ndarray, x: np.ndarray, masks: dict[int, np.ndarray]) -> None:
+    """Put the nodata pixels of :func:`_fill_nodata` back into ``out`` (in place): nodata stays nodata."""
+    for c, mask in masks.items():
+        out[c][mask] = x[c][mask]
 
 
 class StackDenoiser:
@@ -1382,22 +1409,14 @@ class StackDenoiser:
                              f"{dst.suffix!r}")
         _check_image_dst(src, dst, overwrite, folder=folder)
         stack, info = read_stack(src, self.config.image.scaling if scaling is None else scaling)  # (S, H, W)
-        masks = {}  # band -> (H, W) nodata pixels
-        for b, nodata in enumerate(info.nodata):
-            if nodata is not None:
-                mask = stack[b] == np.float32((nodata - info.offset[b]) / info.scale[b])  # (H, W)
-                if mask.any():
-                    masks[b] = mask
-        x = stack.copy() if masks else stack
-        for b, mask in masks.items():  # the network sees the band's mean there, not the sentinel (e.g. -9999)
-            x[b][mask] = stack[b][~mask].mean() if not mask.all() else 0.0
+        x, masks = _fill_nodata(stack, [None if n is None else float(np.float32((n - o) / c))
+                                         for n, o, c in zip(info.nodata, info.offset, info.scale)])
         try:
             out = self.denoise(x, tile=tile, overlap=overlap, bands_per_batch=bands_per_batch, progress=progress,
                                sigma=sigma)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{src}: {e}") from None
-        for b, mask in masks.items():  # nodata pixels stay nodata
-            out[b][mask] = stack[b][mask]
+        _restore_nodata(out, stack, masks)
         if not folder:
             write_stack(dst, out, info)  # atomic
             return dst
@@ -1767,8 +1786,8 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
             those, optional for single-modality models (then it must be the model's).
 
     Returns:
-        A :class:`Denoiser` (``config.modality`` speech), :class:`ImageDenoiser` (image) or :class:`StackDenoiser`
-        (multispectral).
+        A :class:`Denoiser` (``config.modality`` speech), :class:`ImageDenoiser` (image), :class:`StackDenoiser`
+        (multispectral) or :class:`VideoDenoiser` (video).
 
     Raises:
         FileNotFoundError: the bundled model is not installed.
@@ -1872,7 +1891,8 @@ def _unknown_extension(path: Path) -> str:
 def _peek_channels(path: Path) -> tuple[int, str]:
     """``(channels, mode)`` of an image file from its header (no pixel data is read); a file the header reader
     rejects is read by :func:`~xmodal.imageio.read_image`, which raises :class:`ImageReadError` naming the reason."""
-    from xmodal.imageio import IMAGE_EXTENSIONS, PILLOW_FORMATS, pillow_formats, read_image
+    from xmodal.imageio import (IMAGE_EXTENSIONS, PILLOW_FORMATS, _tiff_alpha, npy_channels_last, pillow_formats,
+                                read_image, tiff_mode)
 
     suffix = path.suffix.lower()
     try:
@@ -1891,15 +1911,13 @@ def _peek_channels(path: Path) -> tuple[int, str]:
                     series = tif.series[0]
                     channels = math.prod(n for n, a in zip(series.shape, series.axes) if a not in "YX")
                     if channels > 0 and 0 not in series.shape:
-                        rgb = int(tif.pages[0].photometric) == 2
-                        return channels, ("RGB" if channels == 3 else "RGBA" if channels == 4 else "multiband") \
-                            if rgb else ("L" if channels == 1 else "multiband")
+                        page = tif.pages[0]
+                        return channels, tiff_mode(int(page.photometric), channels, _tiff_alpha(page))
         if suffix == ".npy":
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
             if arr.size and arr.ndim in (2, 3) and arr.dtype.kind in "uif":
-                channels = 1 if arr.ndim == 2 else arr.shape[-1] if arr.shape[-1] <= 4 < arr.shape[0] \
-                    else arr.shape[0]
-                return int(channels), "multiband" if channels > 4 else "L"
+                channels = 1 if arr.ndim == 2 else arr.shape[-1] if npy_channels_last(arr.shape) else arr.shape[0]
+                return int(channels), {1: "L", 3: "RGB"}.get(int(channels), "multiband")  # .npy holds no alpha
     except Exception:  # a corrupt header: read_image below names the reason
         pass
     image, info = read_image(path)  # raises ImageReadError for anything it cannot read
@@ -1920,24 +1938,31 @@ def _default_image_model(path: Path, forced: str | None) -> tuple[str, str]:
     images the white-noise one; gray pictures stored as RGB (:func:`_gray_picture`) the gray model."""
     channels, mode = _peek_channels(path)
     colour = channels - _alpha_channels(mode)  # an alpha channel is copied, not denoised
-    if forced is None and channels > 4 and path.suffix.lower() in _STACK_SUFFIXES:
-        return "multispectral", "multispectral"
+    if forced is None and colour > 3 and mode != "CMYK" and path.suffix.lower() in _STACK_SUFFIXES:
+        return "multispectral", "multispectral"  # 4 bands or more, none of them alpha: RGB+NIR, a band stack
     if colour != 3 or mode == "CMYK" or _gray_picture(path):
         return "image", "image_gray"
     return "image", "image_color_real" if path.suffix.lower() in _CAMERA_SUFFIXES else "image_color"
 
 
 def _gray_picture(path: Path, levels: int = 2) -> bool:
-    """Whether an 8-bit RGB(A) file in a Pillow format holds a gray picture: its three channels within ``levels`` of
-    each other everywhere (a gray photo saved as colour, whose noise is then the same in the three channels, which a
-    colour model barely removes). Read at most 1024 pixels on a side (JPEG decoded at a reduced scale); any other
-    file, or one Pillow cannot read, is taken as colour."""
+    """Whether an RGB(A) file holds a gray picture: its three channels within ``levels`` 8-bit levels of each other
+    everywhere (a gray photo saved as colour, whose noise is then the same in the three channels, which a colour
+    model barely removes). Pillow formats are read at most 1024 pixels on a side (JPEG decoded at a reduced scale);
+    8/16-bit TIFF and ``.npy`` whole, up to 16 M pixels. Float files, larger ones, and any file that cannot be read
+    are taken as colour (its reader then says why)."""
     from PIL import Image
 
-    from xmodal.imageio import IMAGE_EXTENSIONS, PILLOW_FORMATS, pillow_formats
+    from xmodal.imageio import IMAGE_EXTENSIONS, PILLOW_FORMATS, pillow_formats, read_image
 
     if IMAGE_EXTENSIONS.get(path.suffix.lower()) not in PILLOW_FORMATS:
-        return False
+        try:
+            image, info = read_image(path)  # (C, H, W) in [0, 1]
+        except Exception:
+            return False
+        if info.dtype not in ("uint8", "uint16") or info.mode not in ("RGB", "RGBA") or image[0].size > 1 << 24:
+            return False
+        return float(np.abs(np.diff(image[:3], axis=0)).max()) <= (levels + 0.5) / 255
     try:
         with Image.open(path, formats=pillow_formats()) as im:
             if im.mode not in ("RGB", "RGBA"):

@@ -32,6 +32,7 @@ folder, then a rename), as in :mod:`xmodal.io`.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import struct
@@ -147,6 +148,8 @@ class StackInfo:
         percentiles: the ``(low, high)`` percentiles of ``"band_percentile"``, else ``None``.
         nodata: ``S`` GDAL nodata values (``None`` where the file has none); excluded from band statistics.
         tiff_tags: GeoTIFF tags of the (first) file, written back by :func:`write_stack`.
+        interleaved: one file storing its bands last (``.npy`` ``(H, W, S)``, a pixel-interleaved TIFF), written
+            back the same way by :func:`write_stack` (else bands first, one plane each).
         tiff_compression: ``(compression, predictor)`` of the (first) TIFF, written back by :func:`write_stack`
             (lossy compressions as Deflate).
     """
@@ -162,6 +165,7 @@ class StackInfo:
     nodata: tuple[float | None, ...] = ()
     tiff_tags: tuple[TiffTag, ...] = ()
     tiff_compression: tuple[int, int] = (1, 1)
+    interleaved: bool = False
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
@@ -326,6 +330,7 @@ def _geotags(page: Any) -> tuple[TiffTag, ...]:
 
 
 def _nodata(tags: tuple[TiffTag, ...]) -> float | None:
+    """The GDAL nodata value of a TIFF's tags (``nan`` possible), or ``None``."""
     for code, _, _, value, _ in tags:
         if code == _GDAL_NODATA:
             try:
@@ -454,6 +459,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], t
             axes = series[0].axes
             page = tif.pages[0]
             photometric = int(page.photometric)
+            alpha = _tiff_alpha(page)
             tags = _geotags(page)
             compression = (int(page.compression), int(page.predictor))
             meta = _tiff_metadata(page)
@@ -467,18 +473,38 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], t
     C = arr.shape[0]
     if photometric == 6 and compression[0] == 7:  # YCbCr JPEG: tifffile decodes it to RGB
         photometric = 2
-    mode = ("RGB" if C == 3 else "RGBA" if C == 4 else "multiband") if photometric == 2 else \
-        "CMYK" if photometric == 5 and C == 4 else ("L" if C == 1 else "multiband")
-    return arr, axes, mode, tags, compression, meta
+    return arr, axes, tiff_mode(photometric, C, alpha), tags, compression, meta
+
+
+def _tiff_alpha(page: Any) -> bool:
+    """Whether a TIFF page's extra sample is alpha (ExtraSamples 1 or 2; 0, "unspecified", is a band: the NIR of
+    an RGB+NIR scene)."""
+    extra = page.tags.get(338)  # ExtraSamples
+    values = extra.value if extra is not None else ()
+    values = values if isinstance(values, tuple) else (values,)
+    return any(int(v) in (1, 2) for v in values)
+
+
+def tiff_mode(photometric: int, channels: int, alpha: bool) -> str:
+    """Image mode of a TIFF: ``RGB``, ``RGBA`` (an extra sample tagged alpha), ``CMYK``, ``L`` or ``multiband``."""
+    if photometric == 2:
+        return "RGB" if channels == 3 else "RGBA" if channels == 4 and alpha else "multiband"
+    return "CMYK" if photometric == 5 and channels == 4 else ("L" if channels == 1 else "multiband")
+
+
+def npy_channels_last(shape: tuple[int, ...]) -> bool:
+    """Whether a 3-D ``.npy`` array of ``shape`` is read as ``(H, W, C)``: its last axis has at most 4 entries and
+    its first more than 4, or its last axis is shorter than both others (a ``(H, W, 8)`` band stack); else
+    ``(C, H, W)``."""
+    return len(shape) == 3 and (shape[2] <= 4 < shape[0] or shape[2] < min(shape[0], shape[1]))
 
 
 def _layout_npy(arr: np.ndarray, path: Path) -> tuple[np.ndarray, Layout]:
-    """``(C, H, W)`` view of a 2-D or 3-D array: ``(H, W, C)`` when the last axis has <= 4 entries and the first more
-    than 4, else ``(C, H, W)``."""
+    """``(C, H, W)`` view of a 2-D or 3-D array (:func:`npy_channels_last`)."""
     if arr.ndim == 2:
         return arr[None], "HW"  # (H, W) -> (1, H, W)
     if arr.ndim == 3:
-        if arr.shape[-1] <= 4 < arr.shape[0]:
+        if npy_channels_last(arr.shape):
             return arr.transpose(2, 0, 1), "HWC"  # (H, W, C) -> (C, H, W)
         return arr, "CHW"
     raise ImageReadError(f"{path}: expected 2 or 3 dims ((H, W), (H, W, C) or (C, H, W)), "
@@ -514,7 +540,7 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
         except Exception as e:  # numpy raises ValueError, EOFError, OSError, UnpicklingError for bad files
             raise ImageReadError(f"{path}: not readable as .npy ({e})") from None
         arr, layout = _layout_npy(stored, path)
-        mode = _mode_of(arr.shape[0])
+        mode = "L" if arr.shape[0] == 1 else "RGB" if arr.shape[0] == 3 else "multiband"  # .npy holds no alpha
     else:  # unreachable: _format_of only returns the formats above
         raise ImageReadError(f"{path}: unsupported format {fmt!r}")
     if arr.size == 0:
@@ -522,8 +548,10 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
     dtype = arr.dtype
     if dtype.name not in allowed:
         raise ImageReadError(f"{path}: unsupported dtype {dtype.name} (expected {', '.join(allowed)})")
-    if dtype.kind == "f" and not np.isfinite(arr).all():
-        raise ImageReadError(f"{path}: float data contains NaN or infinite values")
+    nan_nodata = fmt == "tiff" and math.isnan(_nodata(tags) or 0.0)  # GDAL nodata NaN: NaN pixels are nodata
+    if dtype.kind == "f" and not (np.isfinite(arr) | (nan_nodata & np.isnan(arr))).all():
+        raise ImageReadError(f"{path}: float data contains NaN or infinite values"
+                             + ("" if fmt != "tiff" else " (NaN is allowed as the GDAL nodata value)"))
     arr = np.ascontiguousarray(arr, dtype=dtype.newbyteorder("="))
     info = ImageInfo(format=fmt, dtype=dtype.name, bit_depth=dtype.itemsize * 8, channels=int(arr.shape[0]),
                      mode=mode, shape=tuple(int(n) for n in stored.shape), layout=layout, tiff_tags=tags,
@@ -531,7 +559,8 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
     return arr, info
 
 
-def _to_numpy(name: str, x: np.ndarray | torch.Tensor, ndim: int, axes: str) -> np.ndarray:
+def _to_numpy(name: str, x: np.ndarray | torch.Tensor, ndim: int, axes: str, nan: bool = False) -> np.ndarray:
+    """``x`` as a float numpy array of ``ndim`` dims, finite (NaN allowed with ``nan``)."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()
         x = (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bfloat16
@@ -541,8 +570,9 @@ def _to_numpy(name: str, x: np.ndarray | torch.Tensor, ndim: int, axes: str) -> 
         raise TypeError(f"Expected `{name}` to be float (scaled values), got {x.dtype}")
     if x.ndim != ndim or 0 in x.shape:
         raise ValueError(f"Expected `{name}` of shape {axes} (non-empty), got {tuple(x.shape)}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"`{name}` contains NaN or infinite values")
+    if not (np.isfinite(x) | (nan & np.isnan(x))).all():
+        raise ValueError(f"`{name}` contains NaN or infinite values" if not nan else f"`{name}` contains infinite "
+                         "values")
     return x
 
 
@@ -611,6 +641,8 @@ def _write_tiff(path: Path, data: np.ndarray, mode: str, tags: tuple[TiffTag, ..
     elif (mode in ("RGB", "RGBA") and C in (3, 4)) or (mode == "CMYK" and C == 4):
         photometric = "separated" if mode == "CMYK" else "rgb"
         out, kwargs = data.transpose(1, 2, 0), {"photometric": photometric}  # (C, H, W) -> (H, W, C)
+    elif mode == "interleaved":  # bands as samples of each pixel (extra samples "unspecified": bands, not alpha)
+        out, kwargs = data.transpose(1, 2, 0), {"photometric": "minisblack", "planarconfig": "contig"}
     else:
         out, kwargs = data, {"photometric": "minisblack", "planarconfig": "separate"}
     atomic_write(path, lambda tmp: tifffile.imwrite(tmp, np.ascontiguousarray(out), extratags=list(tags),
@@ -620,11 +652,20 @@ def _write_tiff(path: Path, data: np.ndarray, mode: str, tags: tuple[TiffTag, ..
 # ----------------------------------------------------------------------------------------------------------- images
 
 
+def nodata_value(info: ImageInfo) -> float | None:
+    """The GDAL nodata value of an image's TIFF tags in the units :func:`read_image` gives (``nan`` possible), or
+    ``None``: pixels holding it are no data, not picture."""
+    nodata = _nodata(info.tiff_tags)
+    if nodata is None or math.isnan(nodata):
+        return nodata
+    return float(np.float32(nodata) / np.float32(_INT_MAX.get(info.dtype, 1.0)))  # as read_image computes it
+
+
 def read_image(path: PathLike) -> tuple[np.ndarray, ImageInfo]:
     """Read an image (PNG, JPEG, BMP, WebP, AVIF, TIFF, ``.npy`` or HEIC) with dtype-aware scaling.
 
-    ``.npy`` layout rule: ``(H, W)`` is one channel; a 3-D array is ``(H, W, C)`` when its last axis has at most
-    4 entries and its first more than 4, otherwise ``(C, H, W)`` (store band stacks channels first). TIFF: every
+    ``.npy`` layout rule: ``(H, W)`` is one channel; a 3-D array is ``(H, W, C)`` when its last axis is shorter than
+    both others, or has at most 4 entries and its first more than 4, otherwise ``(C, H, W)``. TIFF: every
     axis other than Y and X (pages, samples) becomes a channel, pages outermost.
 
     Args:
@@ -652,7 +693,7 @@ def read_image(path: PathLike) -> tuple[np.ndarray, ImageInfo]:
     else:
         with np.errstate(over="ignore"):
             image = arr.astype(np.float32)
-        if not np.isfinite(image).all():
+        if np.isinf(image).any():
             raise ImageReadError(f"{path}: float data exceeds the float32 range")
     return image, info
 
@@ -683,7 +724,8 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
             AVIF without a Pillow that writes it.
     """
     path = Path(path)
-    image = _to_numpy("image", image, 3, "(C, H, W)")
+    image = _to_numpy("image", image, 3, "(C, H, W)", nan=isinstance(info_or_dtype, ImageInfo)
+                      and math.isnan(nodata_value(info_or_dtype) or 0.0))
     fmt = IMAGE_EXTENSIONS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"{path}: unsupported extension {path.suffix!r} (expected one of "
@@ -794,7 +836,7 @@ def _band_scaling(band: np.ndarray, name: str, scaling: str, percentiles: tuple[
             raise ImageReadError(f"{name}: dtype {band.dtype.name} has no natural [0, 1] scale; use "
                                  "scaling='band_minmax' or 'band_percentile'")
         return 0.0, _INT_MAX.get(band.dtype.name, 1.0)
-    values = band[band != nodata] if nodata is not None else band
+    values = band[(band != nodata) & ~np.isnan(band)] if nodata is not None else band
     if values.size == 0:  # all nodata: identity
         return 0.0, 1.0
     lo, hi = float(values.min()), float(values.max())
@@ -856,10 +898,12 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
     nodata: list[float | None] = []
     tiff_tags: tuple[TiffTag, ...] = ()
     compression = (1, 1)
+    interleaved = False
     for f in files:
         arr, info = _read_raw(f, _STACK_DTYPES)
         if not bands:
             tiff_tags, compression = info.tiff_tags, info.tiff_compression
+            interleaved = not per_file and info.layout == "HWC" and arr.shape[0] > 1
         if per_file and arr.shape[0] != 1:
             raise ImageReadError(f"{f}: has {arr.shape[0]} bands; a folder or list of band files needs "
                                  "single-band files")
@@ -881,7 +925,7 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
                      dtype=tuple(b.dtype.name for b in bands), band_names=tuple(names),
                      files=tuple(str(f) for f in files), shape=(len(bands), *bands[0].shape),  # type: ignore[arg-type]
                      percentiles=(lo_p, hi_p) if scaling == "band_percentile" else None, nodata=tuple(nodata),
-                     tiff_tags=tiff_tags, tiff_compression=compression)
+                     tiff_tags=tiff_tags, tiff_compression=compression, interleaved=interleaved)
     return stack, info
 
 
@@ -910,7 +954,10 @@ def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: S
             extension.
     """
     path = Path(path_or_dir)
-    stack = _to_numpy("stack", stack, 3, "(S, H, W)")
+    nan_bands = [n is not None and math.isnan(n) for n in info.nodata]
+    stack = _to_numpy("stack", stack, 3, "(S, H, W)", nan=any(nan_bands))
+    if any(np.isnan(band).any() for band, nan in zip(stack, nan_bands) if not nan):
+        raise ValueError("`stack` contains NaN in a band whose nodata value is not NaN")
     S = stack.shape[0]
     if S != len(info.offset):
         raise ValueError(f"`stack` has {S} bands but `info` describes {len(info.offset)}")
@@ -926,9 +973,11 @@ def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: S
                              "write to a folder instead")
         data = np.stack(bands)  # S x (H, W) -> (S, H, W)
         if suffix == ".npy":
-            atomic_write(path, lambda tmp: np.save(tmp, data))
+            out = data.transpose(1, 2, 0) if info.interleaved else data  # (S, H, W) -> (H, W, S) as read
+            atomic_write(path, lambda tmp: np.save(tmp, np.ascontiguousarray(out)))
         else:
-            _write_tiff(path, data, "multiband", info.tiff_tags, info.tiff_compression)
+            _write_tiff(path, data, "interleaved" if info.interleaved else "multiband", info.tiff_tags,
+                        info.tiff_compression)
     elif suffix == "":
         repeated = sorted({n for n in info.band_names if info.band_names.count(n) > 1})
         if repeated:
