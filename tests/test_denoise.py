@@ -817,7 +817,7 @@ def test_cli_overwrite_rules(run_dir: Path, tmp_path: Path, capsys: pytest.Captu
     base = ["-o", str(out), "--model", str(run_dir), "--quiet"]
     assert main([str(src)] + base) == 0
     assert main([str(src)] + base) == 1
-    assert "a.wav: output file already exists" in capsys.readouterr().err
+    assert "a.wav: output file already exists (pass --overwrite)\n" in capsys.readouterr().err
     assert main([str(src), "--overwrite"] + base) == 0
     # the output folder is the input folder: never overwrite an input, even with --overwrite
     assert main([str(src), "-o", str(tmp_path / "in"), "--model", str(run_dir), "--quiet", "--overwrite"]) == 1

@@ -620,7 +620,8 @@ def write_band_folder(folder: Path, bands: int, size: tuple[int, int] = (23, 19)
 
 
 @pytest.mark.parametrize("bands", [1, 5, 31])
-def test_cli_stack_file_and_folder(runs: dict[str, Path], tmp_path: Path, bands: int) -> None:
+def test_cli_stack_file_and_folder(runs: dict[str, Path], tmp_path: Path, bands: int,
+                                   capsys: pytest.CaptureFixture) -> None:
     rng = np.random.default_rng(0)
     cube = rng.integers(0, 65536, (bands, 24, 21), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "cube.tif", cube[0] if bands == 1 else cube, photometric="minisblack",
@@ -638,6 +639,11 @@ def test_cli_stack_file_and_folder(runs: dict[str, Path], tmp_path: Path, bands:
     assert sorted(os.listdir(out / "scene")) == sorted(os.listdir(tmp_path / "scene"))  # same band file names
     stack, info = read_stack(out / "scene", "dtype")
     assert stack.shape == (bands, 23, 19) and info.band_names == tuple(f"B{b + 1}" for b in range(bands))
+    if bands > 1:  # a value range is an image's; a stack is scaled band by band, and says so rather than ignore it
+        assert main([*argv[:1], "-o", str(tmp_path / "vr"), *argv[5:], "--value-range", "0,4095"]) == 1
+        assert (f"{tmp_path / 'cube.tif'}: --value-range applies to images and clips; a band stack is scaled band "
+                "by band (--scaling)") in capsys.readouterr().err
+        assert not (tmp_path / "vr" / "cube.tif").exists()
 
 
 def test_stack_denoise_file_equals_in_memory(stack_den: StackDenoiser, tmp_path: Path) -> None:
@@ -1032,7 +1038,7 @@ def test_cli_overwrite_rules(runs: dict[str, Path], tmp_path: Path, capsys: pyte
     base = ["-o", str(tmp_path / "out"), "--model", str(runs["gray"]), "--quiet"]
     assert main([str(src)] + base) == 0
     assert main([str(src)] + base) == 1
-    assert "gray16.tif: output file already exists" in capsys.readouterr().err
+    assert "gray16.tif: output file already exists (pass --overwrite)\n" in capsys.readouterr().err
     assert main([str(src), "--overwrite"] + base) == 0
     assert main([str(src), "-o", str(tmp_path / "in"), "--model", str(runs["gray"]), "--quiet", "--overwrite"]) == 1
     assert "would overwrite the input file" in capsys.readouterr().err

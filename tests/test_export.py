@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 import xmodal
@@ -151,6 +152,10 @@ def test_errors(image_export, tmp_path, capsys, monkeypatch):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match=r"bad.png: "):
         export_onnx(run, tmp_path / "x.onnx", int8=True, calibration=[tmp_path / "bad.png"])
+    sf.write(tmp_path / "talk.wav", np.zeros(1600, np.float32), 16000)
+    with pytest.raises(ValueError, match=r"talk.wav: a calibration file of this image model must be one it denoises, "
+                                         r"this is an audio file$"):
+        export_onnx(run, tmp_path / "x.onnx", int8=True, calibration=[tmp_path / "talk.wav"])
     assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.int8.onnx").exists()  # nothing half-written
     assert main([str(run), "-o", str(tmp_path / "x.onnx"), "--calibrate", str(tmp_path / "a.png")]) == 2
     assert "--calibrate is for --int8" in capsys.readouterr().err
@@ -164,7 +169,7 @@ def test_errors(image_export, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(export_mod, "TOLERANCE", -1.0)
     with pytest.raises(ValueError, match=r"y.onnx: the ONNX graph differs from PyTorch by .* nothing was written"):
         export_onnx(run, tmp_path / "y.onnx")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.png"]  # no file, no temp folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.png", "talk.wav"]  # no file, no temp folder
     monkeypatch.undo()
     # missing packages are named with the install command
     import importlib.util

@@ -2,6 +2,7 @@
 not change on resume, train.init_from across modalities, and a loss that goes down."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -143,6 +144,20 @@ def test_init_from_moves_the_trunk_between_modalities(tmp_path):
     train(cfg)
     log = (tmp_path / "ms2" / "log.txt").read_text()
     assert log.count("initialised ") == 1 and "resumed from" in log
+
+
+def test_init_from_a_bundled_name(tmp_path, monkeypatch):
+    import shutil
+
+    import xmodal.pretrained
+
+    gray_run = tmp_path / "gray_run"
+    train(config(gray_run, "train.max_steps=1"))
+    shutil.copytree(gray_run, tmp_path / "pretrained" / "image_gray")
+    monkeypatch.setattr(xmodal.pretrained, "_HERE", tmp_path / "pretrained")
+    monkeypatch.chdir(tmp_path)  # no ./gray here: the name is the bundled model's
+    train(config(tmp_path / "ms", "modality=multispectral", "train.max_steps=1", "train.init_from=gray"))
+    assert re.search(r"initialised (\d+) of \1 tensors from gray\n", (tmp_path / "ms" / "log.txt").read_text())
 
 
 def test_init_from_errors(tmp_path):

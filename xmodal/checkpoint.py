@@ -99,7 +99,8 @@ def init_from(model: nn.Module, path: str | os.PathLike) -> tuple[list[str], lis
 
     Args:
         model: the freshly built network.
-        path: a run directory (its ``model.safetensors``) or a ``.safetensors`` file.
+        path: a run directory (its ``model.safetensors``), a ``.safetensors`` file, or a bundled model's name
+            (``"gray"``...: :func:`xmodal.pretrained.resolve_model`) where no such path exists.
 
     Returns:
         ``(loaded names, names of the model left at their initialisation)``.
@@ -110,11 +111,16 @@ def init_from(model: nn.Module, path: str | os.PathLike) -> tuple[list[str], lis
     """
     from safetensors.torch import load_file
 
+    from xmodal.pretrained import _ALIASES, resolve_model
+
+    if not Path(path).exists() and str(path) in _ALIASES:  # a bundled model's name: `train.init_from=gray`
+        path = resolve_model(str(path))
     path = Path(path)
     if path.is_dir():
         path = path / WEIGHTS
     if not path.is_file():
-        raise CheckpointError(f"{path}: train.init_from weights file not found")
+        raise CheckpointError(f"{path}: train.init_from weights file not found (a run directory, a .safetensors "
+                              "file or a bundled model's name)")
     try:
         state = load_file(str(path))
     except Exception as e:

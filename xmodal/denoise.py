@@ -2292,6 +2292,9 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
                          sigma=args.sigma, ensemble=args.ensemble, subsample=args.subsample, progress=progress,
                          value_range=args.value_range)
     elif isinstance(den, StackDenoiser):
+        if args.value_range is not None:
+            raise ValueError(f"{job.src}: --value-range applies to images and clips; a band stack is scaled band by "
+                             "band (--scaling)")
         den.denoise_file(job.src, dst, overwrite=args.overwrite, scaling=args.scaling, tile=args.tile,
                          overlap=args.overlap, progress=progress, sigma=args.sigma)
     elif isinstance(den, VideoDenoiser):
@@ -2414,7 +2417,7 @@ def main(argv: list[str] | None = None) -> int:
             done += 1
         except (ValueError, OSError, RuntimeError, ImportError) as e:
             # AudioReadError / ImageReadError are ValueErrors; libsndfile raises RuntimeError
-            message = str(e)
+            message = re.sub(r"\(pass overwrite=True(, or | / )--overwrite", "(pass --overwrite", str(e))  # the CLI's
             if isinstance(e, AudioReadError) and job.model is not None and _file_kind(src) is None:
                 message += f"; {_unknown_extension(src)}"  # read as audio only because its extension is unknown
             report(message if str(src) in message else f"{src}: {message}")

@@ -391,7 +391,7 @@ MAX_CALIBRATION_INPUTS = 64
 
 def _calibration_features(source: Path, modality: str, files, tmp: Path) -> list[np.ndarray]:
     """The network inputs the PyTorch denoiser of ``source`` produces on ``files`` (recorded with a forward hook)."""
-    from xmodal.denoise import load
+    from xmodal.denoise import _KIND, _file_kind, load
 
     den = load(source, modality=modality)
     if hasattr(den, "receptive_field"):
@@ -408,10 +408,15 @@ def _calibration_features(source: Path, modality: str, files, tmp: Path) -> list
             f = Path(f)
             if not f.exists():
                 raise ValueError(f"{f}: calibration file not found")
+            kind = _file_kind(f) if f.is_file() else None
+            wanted = {"multispectral": "image"}.get(den.modality, den.modality)  # stacks are image files
+            if kind is not None and kind != wanted:
+                raise ValueError(f"{f}: a calibration file of this {den.modality} model must be one it denoises, "
+                                 f"this is {_KIND[kind]}")
             try:
                 den.denoise_file(f, tmp / f"calibration_{i}{f.suffix}")
             except (ValueError, OSError, RuntimeError) as e:
-                message = str(e)
+                message = str(e).replace(str(tmp / f"calibration_{i}{f.suffix}"), "its calibration output")
                 raise ValueError(message if str(f) in message else f"{f}: {message}") from None
     finally:
         handle.remove()
