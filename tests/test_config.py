@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,53 @@ def test_dump_round_trip(tmp_path):
     dump_config(cfg, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == cfg
     assert config_to_dict(cfg)["model"]["widths"] == list(cfg.model.widths)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.log_every=0", r"`train\.log_every` must be at least 1, got 0"),
+    ("optim.lr=-1", r"`optim\.lr` must be a finite number >= 0, got -1\.0"),
+    ("optim.lr=nan", r"`optim\.lr` must be a finite number >= 0, got nan"),
+    ("optim.lr=1e999", r"`optim\.lr` must be a finite number >= 0, got inf"),
+    ("optim.betas=[0.9,1.5]", r"`optim\.betas\[1\]` must be in \[0, 1\), got 1\.5"),
+    ("optim.weight_decay=-1", r"`optim\.weight_decay` must be a finite number >= 0, got -1\.0"),
+    ("optim.min_lr_ratio=2", r"`optim\.min_lr_ratio` must be in \[0, 1\], got 2\.0"),
+    ("optim.grad_clip=-1", r"`optim\.grad_clip` must be a finite number >= 0 \(0 = off\), got -1\.0"),
+    ("optim.warmup_steps=-1", r"`optim\.warmup_steps` must be >= 0, got -1"),
+    ("data.num_workers=-1", r"`data\.num_workers` must be >= 0, got -1"),
+    ("data.epoch_size=0", r"`data\.epoch_size` must be at least 1, got 0"),
+    ("data.valid_fraction=1", r"`data\.valid_fraction` must be in \[0, 1\), got 1\.0"),
+    ("data.segment_seconds=0", r"`data\.segment_seconds` must be a finite number > 0, got 0\.0"),
+    ("data.snr_range=[5,1]",
+     r"`data\.snr_range` must be a finite \[low, high\] range with low <= high, got \[5\.0, 1\.0\]"),
+    ("data.seed=-1", r"`data\.seed` must be an int >= 0, got -1"),
+    ("audio.sample_rate=0", r"`audio\.sample_rate` must be at least 1, got 0"),
+    ("audio.compress=0", r"`audio\.compress` must be in \(0, 1\], got 0\.0"),
+    ("audio.hop_length=300", r"`audio\.hop_length` must be at most the window length \(256\), got 300"),
+    ("audio.win_length=512", r"`audio\.win_length` must be at most `audio\.n_fft` \(256\), got 512"),
+    ("model.blocks=[1,0]", r"`model\.blocks\[1\]` must be at least 1, got 0"),
+    ("model.mask_bound=0", r"`model\.mask_bound` must be a finite number > 0, got 0\.0"),
+    ("loss.waveform=-1", r"`loss\.waveform` must be a finite number >= 0, got -1\.0"),
+    ("loss.mrstft_ffts=[512,2]", r"`loss\.mrstft_ffts\[1\]` must be at least 4 \(the hop is n_fft / 4\), got 2"),
+    ("image.num_workers=-1", r"`image\.num_workers` must be >= 0, got -1"),
+    ("image.patch_size=0", r"`image\.patch_size` must be at least 1, got 0"),
+    ("image.valid_rows=1", r"`image\.valid_rows` must be in \[0, 1\), got 1\.0"),
+    ("image_loss.ssim=-0.5", r"`image_loss\.ssim` must be a finite number >= 0, got -0\.5"),
+    ("train.threads=-2", r"`train\.threads` must be >= 0 \(0 = torch's default\), got -2"),
+    ("train.save_every=-1", r"`train\.save_every` must be >= 0 \(0 = at validations and at the end only\), got -1"),
+    ("train.eval_every=-1", r"`train\.eval_every` must be >= 0 \(0 = only at the end\), got -1"),
+    ("train.batch_size=0", r"`train\.batch_size` must be at least 1, got 0"),
+    ("train.max_steps=-1", r"`train\.max_steps` must be >= 0, got -1"),
+])
+def test_out_of_range_values_name_the_dotted_key(override, message):
+    with pytest.raises(ConfigError, match=rf"^override `{re.escape(override)}`: {message}$"):
+        load_config("recipes/tiny.yaml", [override])
+
+
+def test_range_checks_in_recipes_and_allowed_edges(tmp_path):
+    with pytest.raises(ConfigError, match=r"r\.yaml: `optim\.lr` must be a finite number >= 0, got -0\.1"):
+        load_config(write(tmp_path, "optim:\n  lr: -0.1\n"))
+    cfg = load_config("recipes/tiny.yaml", ["optim.lr=0", "train.eval_every=0", "train.save_every=0",
+                                            "train.threads=0", "data.num_workers=0", "optim.grad_clip=0",
+                                            "data.valid_fraction=0", "optim.betas=[0, 0.5]", "audio.win_length=128",
+                                            "audio.hop_length=128"])
+    assert cfg.optim.lr == 0.0 and cfg.audio.hop_length == 128 and cfg.optim.betas == (0.0, 0.5)

@@ -186,3 +186,19 @@ def test_demo_image_and_stack_pairs_cli(tmp_path):
     span = clean.max(axis=(1, 2)) - clean.min(axis=(1, 2))
     rel = np.std(noisy - clean, axis=(1, 2)) / span  # noise relative to each band's full scale
     assert np.all(np.abs(rel - 0.05) < 0.01), rel
+
+
+def test_silent_validation_noise_names_both_files_and_the_snr(demo_corpus, tmp_path):
+    clean_dir, noise_dir = demo_corpus
+    quiet_dir = tmp_path / "noise"
+    quiet_dir.mkdir()
+    for f in list_audio_files(noise_dir):
+        (quiet_dir / f.name).write_bytes(f.read_bytes())
+    sf.write(quiet_dir / "quiet.wav", np.zeros(16000, dtype=np.float32), 16000)
+    first_clean = list_audio_files(clean_dir)[0]
+    cfg = SpeechDataConfig(clean_dir=(str(clean_dir),), noise_dir=(str(quiet_dir),), valid_clean=(first_clean.name,),
+                           valid_noise=("quiet.wav",), valid_snrs=(5.0,))
+    with pytest.raises(ValueError, match=rf"{quiet_dir / 'quiet.wav'}: the validation noise segment mixed into "
+                                         rf"{first_clean} at 5 dB SNR is silent .*remove the file from the "
+                                         r"validation noise \(data.valid_noise, data.noise_dir\)"):
+        resolve_speech_data(cfg, 16000, tmp_path)

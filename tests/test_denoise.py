@@ -154,12 +154,14 @@ def test_channels_last_equals_channels_first(den: Denoiser, shape: tuple[int, ..
         den.denoise(x.reshape(-1)[:1000], 16000, channels_last=True)
 
 
-def test_time_by_channel_looking_wave_warns(den: Denoiser) -> None:
+def test_time_by_channel_looking_wave_is_refused(den: Denoiser) -> None:
     tc = np.zeros((3000, 2), np.float32)
-    with pytest.warns(UserWarning, match=r"`wave` of shape \(3000, 2\) is read as \(C, T\): 3000 channels of 2 "
-                                         r"samples; for a \(T, C\) array \(soundfile.read gives those\) pass "
+    with pytest.raises(ValueError, match=r"`wave` of shape \(3000, 2\) would be read as \(C, T\): 3000 channels of "
+                                         r"2 samples; for a \(T, C\) array \(soundfile.read gives those\) pass "
                                          r"channels_last=True"):
         den.denoise(tc, 16000)
+    with pytest.raises(ValueError, match=r"would be read as \(B, C, T\): 3000 channels of 2 samples"):
+        den.denoise(tc[None], 16000)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         den.denoise(tc.T, 16000)  # (C, T)
@@ -278,6 +280,9 @@ def test_very_short_input(den: Denoiser) -> None:
     (np.zeros(100, np.float32), {"sample_rate": 0}, ValueError, r"`sample_rate` must be a positive integer \(Hz\), "
                                                                 r"got 0"),
     (np.zeros(100, np.float32), {"sample_rate": 1.5}, ValueError, r"`sample_rate` must be a positive integer"),
+    (np.zeros(100, np.float32), {"sample_rate": 1}, ValueError, r"`sample_rate` must be an audio rate, 1000 to "
+                                                                r"768000 Hz, got 1$"),
+    (np.zeros(100, np.float32), {"sample_rate": 10 ** 6}, ValueError, r"768000 Hz, got 1000000$"),
     (np.zeros(100, np.float32), {"mix": 1.5}, ValueError, r"`mix` must be in \[0, 1\] .*got 1.5"),
     (np.zeros(100, np.float32), {"mix": float("nan")}, ValueError, r"`mix` must be in \[0, 1\]"),
     (np.zeros(100, np.float32), {"atten_limit_db": -3}, ValueError, r"`atten_limit_db` must be a non-negative "

@@ -42,11 +42,11 @@ def read64(path: Path) -> np.ndarray:
     return sf.read(str(path), dtype="float32")[0].astype(np.float64)
 
 
-def si_sdr_ref(ref: np.ndarray, deg: np.ndarray, eps: float = 1e-8) -> float:
-    """Le Roux et al. 2019, with xmodal.losses.si_sdr's energy floor ``eps`` (it matters for near-silent output)."""
+def si_sdr_ref(ref: np.ndarray, deg: np.ndarray) -> float:
+    """Le Roux et al. 2019, float64, no energy floor (the metric is exactly scale invariant)."""
     ref, deg = ref - ref.mean(), deg - deg.mean()
-    target = (deg @ ref) / (ref @ ref + eps) * ref
-    return float(10 * np.log10((target @ target + eps) / ((deg - target) @ (deg - target) + eps)))
+    target = (deg @ ref) / (ref @ ref) * ref
+    return float(10 * np.log10((target @ target) / ((deg - target) @ (deg - target))))
 
 
 def reference_scores(ref: np.ndarray, deg: np.ndarray, sample_rate: int = SR) -> dict[str, float]:
@@ -205,3 +205,53 @@ def test_length_mismatch_is_scored_on_the_common_part_with_a_warning(pairs: Path
     ref = read64(pairs / "clean" / "utt1.wav")[: 2 * SR]
     assert data["files"][1]["enhanced"]["pesq"] == pytest.approx(pesq(SR, ref, short.astype(np.float64), "wb"),
                                                                  abs=1e-6)
+
+
+def test_means_are_paired_when_an_enhanced_file_fails(pairs: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """A silent output fails PESQ and SI-SDR: it leaves those means in BOTH rows, and the table says so."""
+    for sub in ("clean", "noisy", "enhanced"):
+        (tmp_path / sub).mkdir()
+        for name in ("utt0.wav", "utt1.wav"):
+            os.symlink(pairs / sub / name, tmp_path / sub / name)
+        os.symlink(pairs / sub / "utt1.wav", tmp_path / sub / "utt2.wav")
+    (tmp_path / "enhanced" / "utt2.wav").unlink()
+    sf.write(tmp_path / "enhanced" / "utt2.wav", np.zeros(3 * SR, np.float32), SR, subtype="FLOAT")
+    argv = ["--clean", str(tmp_path / "clean"), "--noisy", str(tmp_path / "noisy"), "--enhanced",
+            str(tmp_path / "enhanced"), "--json", str(tmp_path / "s.json"), "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    data = json.loads((tmp_path / "s.json").read_text())
+    failed = sorted((x["row"], x["metric"]) for x in data["failures"])
+    assert failed == [("enhanced", "pesq"), ("enhanced", "si_sdr")]
+    assert "utt2.wav enhanced si_sdr: si_sdr failed: the estimate is silent" in out
+    both = [f for f in data["files"] if f["name"] != "utt2.wav"]
+    for m in ("pesq", "si_sdr"):
+        for row in ("noisy", "enhanced"):
+            assert data["mean"][row][m] == pytest.approx(np.mean([f[row][m] for f in both]), abs=1e-9)
+        assert data["mean_counts"][m] == 2
+    for m in ("stoi", "estoi"):  # scored everywhere (STOI of silence is 0, a valid score): over all three files
+        assert data["mean"]["noisy"][m] == pytest.approx(np.mean([f["noisy"][m] for f in data["files"]]), abs=1e-9)
+        assert data["mean_counts"][m] == 3
+    assert "mean (3)*" in out
+    assert ("* each mean is over the files that every row scored: PESQ over 2 of 3, SI-SDR over 2 of 3 (a file on "
+            "which a metric failed in one row is left out of that metric's means)") in out
+    # every metric over every file: the plain label, no note
+    assert main(["--clean", str(pairs / "clean"), "--noisy", str(pairs / "noisy"), "--enhanced",
+                 str(pairs / "enhanced"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "mean (2) " in out and "mean (2)*" not in out and "each mean is over" not in out
+
+
+def test_json_to_an_unwritable_place_is_an_error_not_a_traceback(pairs: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "some_file").write_text("x")
+    target = tmp_path / "some_file" / "s.json"  # a regular file where a folder should be (fails even as root)
+    argv = ["--clean", str(pairs / "clean"), "--noisy", str(pairs / "noisy"), "--enhanced", str(pairs / "enhanced"),
+            "--json", str(target), "--quiet"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "mean (2)" in captured.out  # the table is printed first
+    assert captured.err.startswith(f"error: {target}: ")
+    assert "Traceback" not in captured.err and captured.err.count("\n") == 1  # one line: the path and the reason
+    assert captured.err.strip() != f"error: {target}:"  # the OS's reason follows ("File exists", "Not a directory")

@@ -372,7 +372,7 @@ def test_shape_mismatch_and_corrupt_files_are_listed(images: tuple[Path, dict], 
                   "images must have the same (C, H, W)")
     assert f"error: {want_shape}" in captured.err
     assert f"{enh / 'tif16.tif'}: not readable as TIFF" in captured.err
-    assert "skipped files (unreadable or shape mismatch) (2):" in captured.out
+    assert "skipped files (unreadable, shape mismatch or refused by the model) (2):" in captured.out
     data = json.loads((tmp_path / "s.json").read_text())
     assert [f["name"] for f in data["files"]] == ["gray16"]
     assert data["errors"][0] == {"file": "rgb8", "reason": want_shape}
@@ -578,7 +578,9 @@ def test_stack_scores_on_the_clean_scale(stacks: tuple[Path, dict]) -> None:
         deg = scaled[row]
         assert entry[row]["psnr"] == pytest.approx(peak_signal_noise_ratio(ref, deg, data_range=1.0), abs=1e-4)
         assert entry[row]["ssim"] == pytest.approx(ref_ssim(ref, deg), abs=1e-4)
-        assert entry[row]["sam"] == pytest.approx(sam_ref(ref, deg), abs=1e-4)
+        # SAM on the file values themselves: the clean min/max scaling subtracts a per-band offset, changing angles
+        assert entry[row]["sam"] == pytest.approx(sam_ref(values["clean"], values[row]), abs=1e-4)
+        assert abs(entry[row]["sam"] - sam_ref(ref, deg)) > 0.5
         assert result["mean"][row] == entry[row]
         for i, band in enumerate(result["bands"]):
             assert band[row]["psnr"] == pytest.approx(peak_signal_noise_ratio(ref[i], deg[i], data_range=1.0),
@@ -636,14 +638,21 @@ def test_model_path_with_a_fake_stack_denoiser(stacks: tuple[Path, dict], tmp_pa
     assert main(["--clean", str(root / "clean.tif"), "--noisy", str(root / "noisy"), "--model", "ms-run",
                  "--json", str(tmp_path / "s.json"), "--quiet"]) == 0
     data = json.loads((tmp_path / "s.json").read_text())
-    scaled = minmax_on_clean(values)
     (given,) = fake.inputs
-    np.testing.assert_allclose(given, scaled["noisy"], atol=1e-5)  # the noisy stack on the clean scale
-    est = blur(given).astype(np.float64)
+    lo = values["noisy"].min(axis=(1, 2), keepdims=True)
+    span = values["noisy"].max(axis=(1, 2), keepdims=True) - lo
+    # the noisy stack on its OWN per-band min/max scale, as python -m xmodal.denoise gives it (no clean leak)
+    np.testing.assert_allclose(given, (values["noisy"] - lo) / span, atol=1e-6)
+    written = np.clip(np.rint(blur(given).astype(np.float64) * span + lo), 0, 65535)  # uint16 bands: rounded
+    scaled = minmax_on_clean({"clean": values["clean"], "enhanced": written})
     assert data["enhanced"] == "model ms-run"
     assert data["files"][0]["enhanced"]["psnr"] == pytest.approx(
-        peak_signal_noise_ratio(scaled["clean"], est, data_range=1.0), abs=1e-4)
-    assert data["files"][0]["enhanced"]["sam"] == pytest.approx(sam_ref(scaled["clean"], est), abs=1e-4)
+        peak_signal_noise_ratio(scaled["clean"], scaled["enhanced"], data_range=1.0), abs=1e-4)
+    assert data["files"][0]["enhanced"]["sam"] == pytest.approx(sam_ref(values["clean"], written), abs=1e-4)
+    # the same as scoring those rounded values written to a file
+    np.save(tmp_path / "written.npy", written.astype(np.uint16))
+    by_file = evaluate_stacks(root / "clean.tif", root / "noisy", tmp_path / "written.npy")
+    assert by_file["files"][0]["enhanced"] == pytest.approx(data["files"][0]["enhanced"], abs=1e-6)
     with pytest.raises(ValueError, match=r"model fake: it denoises modality 'image', but the evaluation is of "
                                          r"'multispectral' data"):
         evaluate_stacks(root / "clean.tif", root / "noisy", denoiser=FakeDenoiser("image"))
@@ -719,3 +728,46 @@ def test_comparison_figures_directly(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"`band_names` has 1 names for a stack of 2 bands"):
         save_stack_comparison(tmp_path / "s.png", stack, stack, stack, band_names=["a"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rgba.png", "rgba3.png", "s.png", "sub"]  # no temp files
+
+
+def test_rgba_alpha_is_set_aside_and_a_refused_file_is_listed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rng = np.random.default_rng(8)
+    rgb = {k: np.clip(smooth(3, rng, 32, 30) + (0.05 if k == "noisy" else 0.02) * rng.standard_normal((3, 32, 30)),
+                      0, 1) for k in ("clean", "noisy", "enhanced")}
+    for k in rgb:
+        (tmp_path / k).mkdir()
+        alpha = np.full((1, 32, 30), 1.0 if k != "enhanced" else 0.2)  # an alpha the scores must not see
+        rgba = np.rint(np.concatenate([rgb[k], alpha]) * 255).astype(np.uint8)
+        Image.fromarray(rgba.transpose(1, 2, 0), "RGBA").save(tmp_path / k / "a.png")
+        rgb[k] = rgba[:3].astype(np.float64) / 255
+    Image.fromarray(np.rint(rgb["clean"][0] * 255).astype(np.uint8), "L").save(tmp_path / "clean" / "g.png")
+    for k in ("noisy", "enhanced"):
+        Image.fromarray(np.rint(rgb[k][0] * 255).astype(np.uint8), "L").save(tmp_path / k / "g.png")
+    result = evaluate_images(tmp_path / "clean", tmp_path / "noisy", tmp_path / "enhanced")
+    a = result["files"][0]
+    assert a["name"] == "a" and a["shape"] == [3, 32, 30] and a["alpha"] == "set aside (not scored)"
+    for row in ("noisy", "enhanced"):
+        assert a[row]["psnr"] == pytest.approx(peak_signal_noise_ratio(rgb["clean"], rgb[row], data_range=1.0),
+                                               abs=1e-6)
+        assert a[row]["ssim"] == pytest.approx(ref_ssim(rgb["clean"], rgb[row]), abs=1e-4)
+
+    class ColourOnly(FakeDenoiser):  # refuses what a 3-channel model refuses, as ImageDenoiser does
+        def denoise(self, x: np.ndarray, **kwargs: object) -> np.ndarray:
+            if x.shape[0] != 3:
+                raise ValueError(f"this model denoises 3-channel images; `image` has {x.shape[0]} channels")
+            self.inputs.append(x.copy())
+            return blur(x)
+
+    model = ColourOnly("image")
+    result = evaluate_images(tmp_path / "clean", tmp_path / "noisy", denoiser=model)
+    assert [f["name"] for f in result["files"]] == ["a"] and model.inputs[0].shape == (3, 32, 30)  # alpha not fed
+    assert result["errors"] == [{"file": "g", "reason": f"{tmp_path / 'noisy' / 'g.png'}: the model cannot denoise "
+                                                        "this file: this model denoises 3-channel images; `image` has "
+                                                        "1 channels"}]
+    assert result["mean_counts"] == {"psnr": 1, "ssim": 1}
+    est = np.clip(np.rint(blur(rgb["noisy"]) * 255), 0, 255) / 255
+    assert result["files"][0]["enhanced"]["psnr"] == pytest.approx(
+        peak_signal_noise_ratio(rgb["clean"], est, data_range=1.0), abs=1e-4)
+    no_ref = evaluate_images_no_reference(tmp_path / "noisy", denoiser=model)  # no clean: the same rules
+    assert [f["name"] for f in no_ref["files"]] == ["a"] and no_ref["files"][0]["shape"] == [3, 32, 30]
+    assert no_ref["errors"][0]["reason"].startswith(f"{tmp_path / 'noisy' / 'g.png'}: the model cannot denoise")

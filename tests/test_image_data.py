@@ -294,6 +294,27 @@ def test_load_image_conversions(tmp_path):
     assert np.array_equal(load_image(tmp_path / "five.npy", 5), five)
 
 
+def test_load_image_refuses_float_images_off_the_unit_scale(tmp_path):
+    """Float files must hold [0, 1] values (noise a little beyond is fine); 12-bit counts stored as float32 are
+    refused naming the file and its range; integer files are scaled by their dtype."""
+    rng = np.random.default_rng(3)
+    counts = np.round(rng.random((1, 16, 18)) * 4095).astype(np.float32)
+    counts[0, 0, :2] = (0.0, 4095.0)
+    write_image(tmp_path / "counts.tif", counts, "float32")
+    with pytest.raises(ValueError, match=r"counts.tif: float32 image with values from 0 to 4095; float images must "
+                                         r"hold values in \[0, 1\] .*integer images are scaled by their dtype"):
+        load_image(tmp_path / "counts.tif", 1)
+    noisy = (synth_image(16, 18, 1, rng) + 0.2 * rng.standard_normal((1, 16, 18))).astype(np.float32)
+    assert noisy.min() < 0 and noisy.max() > 1  # noise beyond [0, 1]: accepted as it is
+    write_image(tmp_path / "noisy.tif", noisy, "float32")
+    assert np.array_equal(load_image(tmp_path / "noisy.tif", 1), noisy)
+    write_image(tmp_path / "counts16.png", counts / 65535, "uint16")
+    np.testing.assert_allclose(load_image(tmp_path / "counts16.png", 1), counts / 65535, atol=1e-6)
+    np.save(tmp_path / "bytes.npy", (counts / 16).astype(np.float64))  # 0-255 floats
+    with pytest.raises(ValueError, match=r"bytes.npy: float64 image with values from 0 to 255.9"):
+        resolve_image_data(cfg(train_dir=(str(tmp_path / "bytes.npy"),)), tmp_path / "demo")
+
+
 @pytest.mark.parametrize("C", [2, 4])
 def test_load_image_keeps_every_channel_of_a_model_with_that_many(tmp_path, C):
     """A 4-channel image on a 4-channel model (or 2 on 2) is taken as it is; alpha is dropped only to convert."""

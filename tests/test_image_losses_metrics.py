@@ -215,13 +215,43 @@ def test_psnr_known_values_and_errors():
         ssim_score(np.zeros((12, 12)), np.zeros((12, 13)))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+def test_psnr_and_ssim_infer_the_range_of_integer_images_as_skimage(dtype):
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    rng = np.random.default_rng(4)
+    top = np.iinfo(dtype).max
+    ref = rng.integers(top // 4, 3 * (top // 4), (3, 24, 21)).astype(dtype)
+    if dtype == np.int16:
+        ref[0, 0, 0] = -5  # negative values: skimage's PSNR takes the dtype's max - min
+    deg = np.clip(ref + rng.normal(0, top / 20, ref.shape), np.iinfo(dtype).min, top).astype(dtype)
+    expected_psnr = peak_signal_noise_ratio(ref, deg)
+    kw = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=0)
+    expected_ssim = structural_similarity(ref, deg, data_range=float(top) - np.iinfo(dtype).min, **kw)
+    assert psnr_score(ref, deg) == pytest.approx(expected_psnr, rel=1e-9)
+    assert psnr_score(torch.from_numpy(ref.astype(np.int32)), torch.from_numpy(deg.astype(np.int32)),
+                      data_range=float(top if dtype != np.int16 else 65535)) == pytest.approx(expected_psnr, rel=1e-9)
+    assert ssim_score(ref, deg) == pytest.approx(expected_ssim, abs=1e-6)
+    if dtype == np.uint8:
+        assert expected_psnr > 20  # not the -20 dB a range of 1 gives
+        assert psnr_score(torch.from_numpy(ref), torch.from_numpy(deg)) == pytest.approx(expected_psnr, rel=1e-9)
+        assert psnr_score(ref, deg, data_range=1.0) == pytest.approx(expected_psnr - 20 * math.log10(255), rel=1e-9)
+        acc = MetricAccumulator()
+        scores = image_metrics(acc, "noisy", "u8", ref, deg)
+        assert scores["psnr"] == pytest.approx(expected_psnr, rel=1e-9)
+        assert scores["ssim"] == pytest.approx(expected_ssim, abs=1e-6)
+
+
 def sam_reference(ref: np.ndarray, deg: np.ndarray) -> float:
     angles = []
     for i in range(ref.shape[1]):
         for j in range(ref.shape[2]):
             u, v = ref[:, i, j].astype(np.float64), deg[:, i, j].astype(np.float64)
             nu, nv = np.linalg.norm(u), np.linalg.norm(v)
-            if nu == 0 or nv == 0:
+            if nu == 0 and nv == 0:  # no angle: left out
+                continue
+            if nu == 0 or nv == 0:  # one spectrum collapsed to 0: at right angles to anything
+                angles.append(90.0)
                 continue
             angles.append(np.degrees(np.arccos(np.clip(u @ v / (nu * nv), -1, 1))))
     return float(np.mean(angles))
@@ -231,8 +261,9 @@ def test_sam_against_numpy_reference():
     rng = np.random.default_rng(0)
     ref = rng.random((6, 7, 9))
     deg = ref + 0.05 * rng.standard_normal(ref.shape)
-    ref[:, 0, 0] = 0  # zero spectra are left out, in either image
+    ref[:, 0, 0] = 0  # a zero spectrum in one image only: 90 degrees
     deg[:, 3, 4] = 0
+    ref[:, 6, 8] = deg[:, 6, 8] = 0  # zero in both: left out
     deg[:, 5, 5] = -ref[:, 5, 5]  # an opposite spectrum: 180 degrees
     assert sam_score(ref, deg) == pytest.approx(sam_reference(ref, deg), rel=1e-9)
     assert sam_score(ref, ref * 3.0) == pytest.approx(0.0, abs=1e-5)  # scale invariant
@@ -241,8 +272,22 @@ def test_sam_against_numpy_reference():
     b = np.zeros((2, 1, 1))
     a[0], b[1] = 1.0, 2.0
     assert sam_score(a, b) == pytest.approx(90.0)
-    with pytest.raises(ValueError, match=r"sam failed: every pixel has an all-zero spectrum"):
-        sam_score(np.zeros((3, 4, 4)), rng.random((3, 4, 4)))
+    with pytest.raises(ValueError, match=r"sam failed: every pixel has an all-zero spectrum in both `ref` and `deg`"):
+        sam_score(np.zeros((3, 4, 4)), np.zeros((3, 4, 4)))
+    assert sam_score(np.zeros((3, 4, 4)), rng.random((3, 4, 4))) == pytest.approx(90.0)
+
+
+def test_sam_counts_a_collapsed_half_as_90_degrees():
+    rng = np.random.default_rng(3)
+    ref = rng.random((5, 8, 8)) + 0.1
+    good = ref * (1 + 0.01 * rng.standard_normal(ref.shape))
+    collapsed = good.copy()
+    collapsed[:, :4] = 0  # the output went to 0 on half the scene
+    assert sam_score(ref, good) < 1.0
+    assert sam_score(ref, collapsed) == pytest.approx(0.5 * sam_score(ref[:, 4:], good[:, 4:]) + 45.0, rel=1e-9)
+    both_zero = ref.copy()
+    both_zero[:, :4] = 0  # dark in the reference too: those pixels have no angle and are left out
+    assert sam_score(both_zero, collapsed) == pytest.approx(sam_score(ref[:, 4:], good[:, 4:]), rel=1e-9)
     with pytest.raises(ValueError, match=r"sam: `ref` and `deg` must have the same shape"):
         sam_score(np.zeros((3, 4, 4)), np.zeros((2, 4, 4)))
 
@@ -302,7 +347,7 @@ def test_bundled_image_recipes_load_and_build_their_loss():
     ("image.chanels=3", r"unknown key `image.chanels` \(did you mean `image.channels`\?\)"),
     ("image.curriculum_start=[0.1,0.0]", r"`image`: image.curriculum_start must be a \(low, high\) range with "
                                          r"0 <= low <= high, got \[0.1, 0.0\]"),
-    ("image.curriculum_fraction=1.5", r"`image`: image.curriculum_fraction must be in \[0, 1\], got 1.5"),
+    ("image.curriculum_fraction=1.5", r"`image.curriculum_fraction` must be in \[0, 1\], got 1.5"),
     ("modality=radar", r"`modality` must be 'speech' \| 'image' \| 'multispectral' \| 'video' or a list of 'speech' "
                        r"\| 'image' \| 'multispectral' \| 'video', got str 'radar'"),
 ])

@@ -280,3 +280,168 @@ def test_non_finite_loss_stops_naming_its_step_and_saves_no_nan(tiny_config, mon
     run = Path(tiny_config.train.run_dir)
     assert ckpt.load_train_state(run / ckpt.STATE)["step"] == 2
     assert all(torch.isfinite(w).all() for w in weights(run).values())
+
+
+def _interrupting_scheduler(monkeypatch, at_call, how):
+    """Make the LR scheduler's ``at_call``-th step (call 1 is at construction; call k + 1 is in training step k, after
+    the optimizer has updated the weights) interrupt: ``how`` is ``"signal"`` (a real SIGINT, as Ctrl-C sends) or
+    ``"raise"`` (a KeyboardInterrupt raised there, as a second Ctrl-C would)."""
+    import signal
+
+    real, calls = torch.optim.lr_scheduler.LambdaLR.step, []
+
+    def step(self, *a, **k):
+        calls.append(1)
+        if len(calls) == at_call:
+            if how == "signal":
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.lr_scheduler.LambdaLR, "step", step)
+
+
+def _assert_same_weights(run_a, run_b):
+    wa, wb = weights(run_a), weights(run_b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_sigint_inside_a_step_saves_a_checkpoint_that_resumes_exactly(tiny_config, tmp_path, monkeypatch, capsys):
+    """Ctrl-C landing after the optimizer's update of step 4 (before the step is counted): the step is finished and
+    saved as step 4, and resuming gives the uninterrupted run bit for bit; the SIGINT handler is given back."""
+    import signal
+    from dataclasses import replace
+
+    full = replace(tiny_config, train=replace(tiny_config.train, run_dir=str(tmp_path / "a"), max_steps=6,
+                                              save_every=100))
+    cut = replace(full, train=replace(full.train, run_dir=str(tmp_path / "b")))
+    a = train(full)
+    handler = signal.getsignal(signal.SIGINT)
+    _interrupting_scheduler(monkeypatch, at_call=5, how="signal")
+    with pytest.raises(KeyboardInterrupt):
+        train(cut)
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert "interrupted at step 4; checkpoint saved, run the same command to resume" in capsys.readouterr().out
+    assert ckpt.load_train_state(tmp_path / "b" / ckpt.STATE)["step"] == 4
+    monkeypatch.undo()
+    b = train(cut)
+    assert b.resumed_from == 4 and b.step == 6
+    assert b.losses == a.losses[4:]
+    _assert_same_weights(tmp_path / "a", tmp_path / "b")
+
+
+def test_keyboard_interrupt_inside_the_update_keeps_the_last_checkpoint(tiny_config, tmp_path, monkeypatch, capsys):
+    """A KeyboardInterrupt raised between the optimizer's update and the step count (a second Ctrl-C) saves nothing:
+    the checkpoint of step 2 stays, and resuming from it gives the uninterrupted run."""
+    from dataclasses import replace
+
+    full = replace(tiny_config, train=replace(tiny_config.train, run_dir=str(tmp_path / "a"), max_steps=6))
+    cut = replace(full, train=replace(full.train, run_dir=str(tmp_path / "b")))
+    train(full)
+    _interrupting_scheduler(monkeypatch, at_call=4, how="raise")  # in step 3; save_every 2
+    with pytest.raises(KeyboardInterrupt):
+        train(cut)
+    out = capsys.readouterr().out
+    assert "interrupted during step 3, in the middle of the weight update: not saved; the checkpoint on disk is " \
+           "kept" in out
+    assert ckpt.load_train_state(tmp_path / "b" / ckpt.STATE)["step"] == 2
+    monkeypatch.undo()
+    assert train(cut).resumed_from == 2
+    _assert_same_weights(tmp_path / "a", tmp_path / "b")
+
+
+def test_second_ctrl_c_while_waiting_raises_at_once():
+    import signal
+
+    from xmodal.train import _CtrlC
+
+    before = signal.getsignal(signal.SIGINT)
+    with _CtrlC() as ctrl_c:
+        assert signal.getsignal(signal.SIGINT) == ctrl_c._handle
+        os.kill(os.getpid(), signal.SIGINT)  # recorded only
+        assert ctrl_c.requested
+        ctrl_c.hold = True
+        os.kill(os.getpid(), signal.SIGINT)  # while a checkpoint is written: recorded only
+        ctrl_c.hold = False
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100):  # the handler runs at the next bytecode
+                pass
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def _nan_weights_at_update(monkeypatch, at_call):
+    """Make AdamW's ``at_call``-th update leave NaN in the first weight (the loss, computed before, stays finite)."""
+    real, calls = torch.optim.AdamW.step, []
+
+    def step(self, *a, **k):
+        out = real(self, *a, **k)
+        calls.append(1)
+        if len(calls) == at_call:
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+
+
+def test_non_finite_weights_are_not_saved(tiny_config, monkeypatch):
+    """An update that leaves NaN weights at the last step: the run stops naming the step and optim.lr, and the
+    checkpoint of step 2 stays on disk; the SIGINT handler, thread count and global RNG are given back."""
+    import signal
+
+    _nan_weights_at_update(monkeypatch, 4)
+    handler, rng = signal.getsignal(signal.SIGINT), torch.random.get_rng_state()
+    with pytest.raises(FloatingPointError, match=r"non-finite weights after step 4 \(.+\); lower optim.lr \(now "
+                                                 r"0.002\) or use train.precision=fp32. Nothing was saved"):
+        train(tiny_config)  # max_steps 4, save_every 2
+    assert signal.getsignal(signal.SIGINT) is handler and torch.equal(torch.random.get_rng_state(), rng)
+    run = Path(tiny_config.train.run_dir)
+    assert ckpt.load_train_state(run / ckpt.STATE)["step"] == 2
+    assert all(torch.isfinite(w).all() for w in weights(run).values())
+
+
+def test_cli_non_finite_weights_is_an_error_and_saves_nothing(tmp_path, capsys, monkeypatch):
+    _nan_weights_at_update(monkeypatch, 1)
+    run = tmp_path / "r"
+    assert main([str(TINY), f"train.run_dir={run}", "optim.lr=1e30", "train.max_steps=1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: non-finite weights after step 1 (") and "lower optim.lr (now 1e+30)" in err
+    assert not (run / "model.safetensors").exists() and not (run / ckpt.STATE).exists()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.log_every=0", "train.log_every"), ("optim.lr=-1", "optim.lr"), ("optim.lr=nan", "optim.lr"),
+    ("optim.lr=1e999", "optim.lr"), ("optim.betas=[0.9,1.5]", "optim.betas[1]"),
+    ("data.num_workers=-1", "data.num_workers"), ("audio.sample_rate=0", "audio.sample_rate"),
+    ("train.threads=-2", "train.threads"), ("train.save_every=-1", "train.save_every"),
+    ("optim.weight_decay=-1", "optim.weight_decay"),
+])
+def test_cli_out_of_range_values_name_their_key_and_write_nothing(tmp_path, capsys, override, key):
+    run = tmp_path / "r"
+    assert main([str(TINY), f"train.run_dir={run}", override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: override `{override}`: `{key}` must be ") and ", got " in err
+    assert "Traceback" not in err and not run.exists()
+
+
+def test_cli_os_error_names_the_path(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main([str(TINY), f"train.run_dir={blocker / 'run'}", "train.max_steps=1"]) == 1
+    assert capsys.readouterr().err == f"error: {blocker / 'run'}: Not a directory\n"
+
+
+def test_train_gives_back_threads_and_rng(tiny_config):
+    from dataclasses import replace
+
+    threads = torch.get_num_threads()
+    torch.manual_seed(1234)
+    rng = torch.random.get_rng_state()
+    other = 2 if threads != 2 else 1
+    train(replace(tiny_config, train=replace(tiny_config.train, threads=other, max_steps=1, seed=7)))
+    assert torch.get_num_threads() == threads
+    assert torch.equal(torch.random.get_rng_state(), rng)

@@ -119,7 +119,7 @@ def test_adapter_errors(x, error, message) -> None:
 
 
 def test_adapter_bad_arguments() -> None:
-    with pytest.raises(ValueError, match=r"image.context_frames must be >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"`image.context_frames` must be >= 0, got -1"):
         VideoAdapter(1, -1)
     with pytest.raises(ValueError, match=r"image.channels must be at least 1, got 0"):
         VideoAdapter(0, 1)
@@ -386,13 +386,13 @@ def test_resolve_video_data_errors(tmp_path: Path, overrides, error, message) ->
 
 
 @pytest.mark.parametrize("override, message", [
-    ("image.motion=-1", r"image.motion must be >= 0, got -1"),
-    ("image.align_range=-1", r"image.align_range must be >= 0, got -1"),
-    ("image.local_motion=1.5", r"image.local_motion must be in \[0, 1\], got 1.5"),
-    ("image.mixed_channels=-0.1", r"image.mixed_channels must be in \[0, 1\], got -0.1"),
-    ("image.context_frames=-2", r"image.context_frames must be >= 0, got -2"),
-    ("image.frames_per_item=0", r"image.frames_per_item must be at least 1, got 0"),
-    ("image.valid_frames=0", r"image.valid_frames must be at least 1, got 0"),
+    ("image.motion=-1", r"`image.motion` must be >= 0, got -1"),
+    ("image.align_range=-1", r"`image.align_range` must be >= 0 \(0 = off\), got -1"),
+    ("image.local_motion=1.5", r"`image.local_motion` must be in \[0, 1\], got 1.5"),
+    ("image.mixed_channels=-0.1", r"`image.mixed_channels` must be in \[0, 1\], got -0.1"),
+    ("image.context_frames=-2", r"`image.context_frames` must be >= 0, got -2"),
+    ("image.frames_per_item=0", r"`image.frames_per_item` must be at least 1, got 0"),
+    ("image.valid_frames=0", r"`image.valid_frames` must be at least 1, got 0"),
     ("modality=[speech, image, video]", r"image and video both read the `image` section"),
     ("modality=[image, multispectral, video]", r"image and multispectral and video all read the `image` section"),
     ("modality=[video, multispectral]", r"video and multispectral both read the `image` section"),

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -597,6 +599,86 @@ def _unknown_key(source: str, prefix: str, key: str, names: list[str]) -> Config
     return ConfigError(f"{source}: unknown key `{dotted}`{hint}")
 
 
+# Value ranges of the numeric fields, checked when a recipe or override is read (so that a bad value stops the run
+# before anything is written, naming its key). Each rule: (test, what is expected). Tuples are checked item by item,
+# except where a rule is on the whole tuple (the `(low, high)` ranges). The components keep their own checks for
+# configs built in Python.
+
+
+def _finite(v: float) -> bool:
+    return math.isfinite(v)
+
+
+_COUNT_1 = (lambda v: v >= 1, "at least 1")
+_COUNT_0 = (lambda v: v >= 0, ">= 0")
+_OFF_0 = (lambda v: v >= 0, ">= 0 (0 = off)")
+_POSITIVE = (lambda v: _finite(v) and v > 0, "a finite number > 0")
+_NON_NEGATIVE = (lambda v: _finite(v) and v >= 0, "a finite number >= 0")
+_FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
+_PROBABILITY = (lambda v: 0 <= v <= 1, "in [0, 1]")
+_FINITE = (_finite, "a finite number")
+_LOW_HIGH = (lambda v: all(map(_finite, v)) and v[0] <= v[1], "a finite [low, high] range with low <= high")
+_SEED = (lambda v: v >= 0, "an int >= 0")
+
+_ITEMWISE = {"widths", "blocks", "valid_snrs", "mrstft_ffts", "perceptual_layers", "betas"}
+
+_RANGES: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
+    "AudioConfig": {
+        "sample_rate": _COUNT_1, "n_fft": _COUNT_1, "hop_length": _COUNT_1, "win_length": _COUNT_1,
+        "compress": (lambda v: _finite(v) and 0 < v <= 1, "in (0, 1]"), "target_rms": _POSITIVE,
+        "running_rms_seconds": (lambda v: _finite(v) and v >= 0, "a finite number >= 0 (0 = off)"),
+    },
+    "ModelConfig": {"widths": _COUNT_1, "blocks": _COUNT_1, "cnn_depth": _COUNT_1, "mask_bound": _POSITIVE},
+    "SpeechDataConfig": {
+        "valid_fraction": _FRACTION, "valid_snrs": _FINITE,
+        "valid_max_seconds": (lambda v: _finite(v) and v >= 0, "a finite number >= 0 (0 = whole files)"),
+        "segment_seconds": _POSITIVE, "snr_range": _LOW_HIGH, "gain_range": _LOW_HIGH, "epoch_size": _COUNT_1,
+        "num_workers": _COUNT_0, "seed": _SEED,
+    },
+    "ImageDataConfig": {
+        "valid_fraction": _FRACTION, "valid_rows": _FRACTION,
+        "valid_crop": (lambda v: v >= 0, ">= 0 (0 = whole images)"),
+        "channels": _COUNT_1, "context_bands": _COUNT_0, "bands_per_item": _COUNT_1, "context_frames": _COUNT_0,
+        "frames_per_item": _COUNT_1, "valid_frames": _COUNT_1, "motion": _COUNT_0, "jitter": _COUNT_0,
+        "local_motion": _PROBABILITY, "mixed_channels": _PROBABILITY, "align_range": _OFF_0, "patch_size": _COUNT_1,
+        "curriculum_fraction": _PROBABILITY, "epoch_size": _COUNT_1, "num_workers": _COUNT_0, "seed": _SEED,
+    },
+    "LossConfig": {
+        "magnitude": _NON_NEGATIVE, "complex": _NON_NEGATIVE, "waveform": _NON_NEGATIVE, "mrstft": _NON_NEGATIVE,
+        "si_sdr": _NON_NEGATIVE, "mrstft_ffts": (lambda v: v >= 4, "at least 4 (the hop is n_fft / 4)"),
+    },
+    "ImageLossConfig": {
+        "l1": _NON_NEGATIVE, "charbonnier_eps": _NON_NEGATIVE, "mse": _NON_NEGATIVE, "ssim": _NON_NEGATIVE,
+        "ms_ssim": _NON_NEGATIVE, "perceptual": _NON_NEGATIVE, "perceptual_layers": _COUNT_0, "lpips": _NON_NEGATIVE,
+    },
+    "OptimConfig": {
+        "lr": _NON_NEGATIVE, "weight_decay": _NON_NEGATIVE, "betas": _FRACTION, "warmup_steps": _COUNT_0,
+        "min_lr_ratio": _PROBABILITY, "grad_clip": (lambda v: _finite(v) and v >= 0, "a finite number >= 0 (0 = off)"),
+    },
+    "TrainConfig": {
+        "max_steps": _COUNT_0, "batch_size": _COUNT_1, "log_every": _COUNT_1,
+        "eval_every": (lambda v: v >= 0, ">= 0 (0 = only at the end)"),
+        "save_every": (lambda v: v >= 0, ">= 0 (0 = at validations and at the end only)"),
+        "threads": (lambda v: v >= 0, ">= 0 (0 = torch's default)"),
+        "seed": _SEED,
+    },
+}
+
+
+def _check_range(cls: type, key: str, value: Any, dotted: str, source: str) -> None:
+    """Raise :class:`ConfigError` naming ``dotted`` when ``value`` is outside its field's range (see ``_RANGES``)."""
+    rule = _RANGES.get(cls.__name__, {}).get(key)
+    if rule is None or value is None:
+        return
+    ok, expected = rule
+    items = [(f"{dotted}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, tuple) and key in _ITEMWISE \
+        else [(dotted, value)]
+    for name, v in items:
+        if not ok(v):
+            shown = list(v) if isinstance(v, tuple) else v
+            raise ConfigError(f"{source}: `{name}` must be {expected}, got {shown!r}")
+
+
 def _build(cls: type, raw: dict, prefix: str, source: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
@@ -611,6 +693,16 @@ def _build(cls: type, raw: dict, prefix: str, source: str) -> Any:
             raise ConfigError(
                 f"{source}: `{dotted}` must be {_type_name(hints[k])}, got {_describe(v)}"
             ) from None
+    for k, v in kwargs.items():
+        _check_range(cls, k, v, f"{prefix}.{k}" if prefix else k, source)
+    if cls is AudioConfig:  # the STFT's sizes against each other (defaults for the keys not given)
+        n_fft = kwargs.get("n_fft", AudioConfig.n_fft)
+        win = kwargs.get("win_length") or n_fft
+        if win > n_fft:
+            raise ConfigError(f"{source}: `{prefix}.win_length` must be at most `{prefix}.n_fft` ({n_fft}), got {win}")
+        if kwargs.get("hop_length", AudioConfig.hop_length) > win:
+            raise ConfigError(f"{source}: `{prefix}.hop_length` must be at most the window length ({win}), got "
+                              f"{kwargs['hop_length']}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:  # a section's own checks (e.g. NoiseSpec ranges)

@@ -101,6 +101,8 @@ def _check_rate(sample_rate: int) -> int:
     if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, np.integer, float)) \
             or not sample_rate > 0 or int(sample_rate) != sample_rate:
         raise ValueError(f"`sample_rate` must be a positive integer (Hz), got {sample_rate!r}")
+    if not 1000 <= sample_rate <= 768000:  # 1 Hz would resample a second of audio to hours of it
+        raise ValueError(f"`sample_rate` must be an audio rate, 1000 to 768000 Hz, got {sample_rate!r}")
     return int(sample_rate)
 
 
@@ -604,10 +606,10 @@ class Denoiser:
         elif x.ndim not in (1, 2, 3) or 0 in x.shape:
             raise ValueError(f"Expected `wave` of shape (T,), (C, T) or (B, C, T) with no empty axis, "
                              f"got {tuple(x.shape)}")
-        elif x.ndim >= 2 and x.shape[-1] <= 64 < x.shape[-2]:
-            warnings.warn(f"`wave` of shape {tuple(x.shape)} is read as {'(B, C, T)' if x.ndim == 3 else '(C, T)'}: "
-                          f"{x.shape[-2]} channels of {x.shape[-1]} samples; for a (T, C) array (soundfile.read "
-                          "gives those) pass channels_last=True", stacklevel=2)
+        elif x.ndim >= 2 and x.shape[-1] <= 64 < x.shape[-2]:  # denoising that would take minutes, for nothing
+            raise ValueError(f"`wave` of shape {tuple(x.shape)} would be read as "
+                             f"{'(B, C, T)' if x.ndim == 3 else '(C, T)'}: {x.shape[-2]} channels of {x.shape[-1]} "
+                             "samples; for a (T, C) array (soundfile.read gives those) pass channels_last=True")
         sample_rate = _check_rate(sample_rate)
         _check_options(mix, atten_limit_db, chunk_seconds, context_seconds)
         if not np.isfinite(x).all():

@@ -29,7 +29,9 @@ are scored by the noise level estimated in the noisy and enhanced images and the
 Stacks (:func:`evaluate_stacks`): ``--clean``, ``--noisy`` and ``--enhanced`` are each ONE stack (a multi-band
 TIFF/npy file or a folder of single-band TIFFs). The per-band scaling (``--scaling``, default ``band_minmax``) is
 computed on the CLEAN stack only and the same offset and scale are applied to the noisy and enhanced stacks, so the
-three share one scale (scaling each stack on its own would hide a gain or offset error of the denoiser).
+three share one scale for PSNR and SSIM (scaling each stack on its own would hide a gain or offset error of the
+denoiser). SAM is computed on the stacks' own values (as read from the files, in float): a per-band offset would change
+the spectral angles. With ``--model`` the enhanced stack is what ``python -m xmodal.denoise`` writes for the noisy one.
 
 Video (:func:`evaluate_videos`): ``--clean``, ``--noisy`` and ``--enhanced`` are folders of clips (each a folder of
 frames, a ``(T, H, W[, C])`` ``.npy`` file or a video file, see :mod:`xmodal.videoio`) matched by name; PSNR of each
@@ -270,9 +272,11 @@ def evaluate_folders(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
 
     Returns:
         ``{"clean_dir", "noisy_dir", "enhanced", "metrics", "files": [{"name", "sample_rate", "noisy": {metric:
-        value}, "enhanced": {...}}], "mean": {"noisy": {...}, "enhanced": {...}}, "failures": [{"row", "metric",
-        "file", "reason"}], "errors": [{"file", "reason"}], "figures": [paths], "warnings": [str]}``. A metric
-        that failed is absent from the file's scores (``None`` in the mean when it failed everywhere); ``errors``
+        value}, "enhanced": {...}}], "mean": {"noisy": {...}, "enhanced": {...}}, "mean_counts": {metric: n},
+        "failures": [{"row", "metric", "file", "reason"}], "errors": [{"file", "reason"}], "figures": [paths],
+        "warnings": [str]}``. A metric that failed is absent from the file's scores; the means are paired: a
+        metric's mean, in both rows, is over the ``mean_counts[metric]`` files where it scored both the noisy and
+        the enhanced file (``None`` when there is none), so a failure cannot favour one row; ``errors``
         lists unreadable files; ``warnings`` files whose lengths differ (scored on their common part).
 
     Raises:
@@ -341,6 +345,7 @@ def evaluate_folders(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
         "metrics": list(metrics),
         "files": files,
         "mean": mean,
+        "mean_counts": _mean_counts(acc, metrics),
         "failures": [{"row": r, "metric": m, "file": f, "reason": why} for r, m, f, why in acc.failures],
         "errors": errors,
         "figures": figures,
@@ -413,7 +418,11 @@ def _resolve_denoiser(denoiser: ArrayDenoiser | str | os.PathLike, modality: str
 
 def _denoised(denoiser: ArrayDenoiser, x: np.ndarray, what: str, **kwargs: object) -> np.ndarray:
     """``denoiser.denoise(x, **kwargs)`` as float numpy, checked to keep ``x``'s shape."""
-    out = denoiser.denoise(x, **kwargs)
+    return _checked(denoiser.denoise(x, **kwargs), x, what)
+
+
+def _checked(out: Any, x: np.ndarray, what: str) -> np.ndarray:
+    """A model's output ``out`` for the input ``x`` as float32 numpy, checked to have ``x``'s shape."""
     if hasattr(out, "detach"):  # a torch tensor
         out = out.detach().cpu().numpy()
     out = np.asarray(out)
@@ -432,6 +441,19 @@ def _at_bit_depth(x: np.ndarray, dtype: str) -> np.ndarray:
     return np.clip(np.rint(x.astype(np.float64) * levels), 0, levels).astype(np.float32) / np.float32(levels)
 
 
+_ALPHA_MODES = ("LA", "RGBA")  # gray+alpha and RGBA images: the last channel is alpha
+
+
+def _colour(x: np.ndarray, info: Any) -> np.ndarray:
+    """``(C, H, W)`` image without its alpha channel (the last one of an ``LA``/``RGBA`` file), which ``python -m
+    xmodal.denoise`` copies unchanged and the evaluation sets aside: neither scored nor given to a model."""
+    return x[:-1] if getattr(info, "mode", None) in _ALPHA_MODES else x
+
+
+class _ModelRefused(Exception):
+    """The model refused one file (``denoise`` raised ``ValueError``/``TypeError``): listed, not fatal."""
+
+
 def _model_output(model: ArrayDenoiser, noisy: np.ndarray, dtype: str, path: Path) -> np.ndarray:
     """What ``python -m xmodal.denoise`` would write for the noisy file ``path`` (read as ``noisy``, stored as
     ``dtype``), read back: denoised in the value range it would use (a float image that is not [0, 1] data: auto)
@@ -442,8 +464,11 @@ def _model_output(model: ArrayDenoiser, noisy: np.ndarray, dtype: str, path: Pat
     value_range = file_value_range(noisy, dtype) if isinstance(model, ImageDenoiser) else None
     if value_range:
         kwargs["value_range"] = value_range
-    enhanced = _denoised(model, noisy, f"{path}", **kwargs)
-    return _at_bit_depth(enhanced, dtype)
+    try:
+        out = model.denoise(noisy, **kwargs)
+    except (TypeError, ValueError) as e:  # e.g. a colour model given a gray image
+        raise _ModelRefused(f"{path}: the model cannot denoise this file: {e}") from None
+    return _at_bit_depth(_checked(out, noisy, f"{path}"), dtype)
 
 
 def _mean_or_none(value: float) -> float | None:
@@ -454,6 +479,12 @@ def _mean_or_none(value: float) -> float | None:
 def _means(acc: MetricAccumulator, metrics: tuple[str, ...]) -> dict[str, dict[str, float | None]]:
     means = acc.means()
     return {row: {m: _mean_or_none(means.get(row, {}).get(m, float("nan"))) for m in metrics} for row in _ROWS}
+
+
+def _mean_counts(acc: MetricAccumulator, metrics: tuple[str, ...]) -> dict[str, int]:
+    """Metric -> how many files its (paired) means are over: the files that every row scored with it."""
+    counts = acc.mean_counts()
+    return {m: min((counts.get(row, {}).get(m, 0) for row in _ROWS), default=0) for m in metrics}
 
 
 def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
@@ -490,13 +521,15 @@ def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
     Returns:
         ``{"modality": "image", "clean_dir", "noisy_dir", "enhanced", "metrics", "data_range",
         "ssim_implementation"[, "lpips_implementation"], "files": [{"name" (stem), "files": {"clean", "noisy"[,
-        "enhanced"]: file name},
-        "shape": [C, H, W], "dtype", "noisy": {metric: value}, "enhanced": {...}}], "mean": {"noisy": {...},
-        "enhanced": {...}}, "failures": [{"row", "metric", "file", "reason"}], "errors": [{"file", "reason"}],
-        "figures": [paths], "warnings": [str]}``. PSNR of identical images is ``inf``; a metric that failed (SSIM
-        of an image smaller than 11 x 11) is absent from the file's scores and ``None`` in the mean when it failed
-        everywhere. ``errors`` lists files that could not be read or whose shape differs from the clean one;
-        ``warnings`` clean images with values outside ``[0, data_range]``.
+        "enhanced"]: file name}, "shape": [C, H, W], "dtype"[, "alpha"], "noisy": {metric: value}, "enhanced":
+        {...}}], "mean": {"noisy": {...}, "enhanced": {...}}, "mean_counts": {metric: n}, "failures": [{"row",
+        "metric", "file", "reason"}], "errors": [{"file", "reason"}], "figures": [paths], "warnings": [str]}``.
+        PSNR of identical images is ``inf``; a metric that failed (SSIM of an image smaller than 11 x 11) is absent
+        from the file's scores; the means are paired as in :func:`evaluate_folders` (``None`` when no file scored
+        in both rows). The alpha channel of a gray+alpha or RGBA file is set aside (``"alpha"`` in its entry): not
+        scored and not given to a model, as ``python -m xmodal.denoise`` copies it unchanged. ``errors`` lists
+        files that could not be read, whose shape differs from the clean one, or that the model refused (naming
+        the file); ``warnings`` clean images with values outside ``[0, data_range]``.
 
     Raises:
         ValueError: both or neither of ``enhanced_dir`` and ``denoiser``, unknown metrics, ``lpips`` in
@@ -566,13 +599,18 @@ def evaluate_images_no_reference(noisy_dir: str | os.PathLike, enhanced_dir: str
         name = pair["noisy"].stem
         try:
             noisy, info = read_image(pair["noisy"])
-            enhanced = read_image(pair["enhanced"])[0] if model is None else None
+            enhanced, enhanced_info = read_image(pair["enhanced"]) if model is None else (None, None)
         except ImageReadError as e:
             errors.append({"file": name, "reason": str(e)})
             continue
+        noisy = _colour(noisy, info)  # alpha set aside, as python -m xmodal.denoise does
         if enhanced is None:
-            enhanced = _model_output(model, noisy, info.dtype, pair["noisy"])
-        elif enhanced.shape != noisy.shape:
+            try:
+                enhanced = _model_output(model, noisy, info.dtype, pair["noisy"])
+            except _ModelRefused as e:
+                errors.append({"file": name, "reason": str(e)})
+                continue
+        elif (enhanced := _colour(enhanced, enhanced_info)).shape != noisy.shape:
             errors.append({"file": name, "reason": f"{pair['enhanced']}: shape {enhanced.shape} differs from "
                                                    f"{pair['noisy']}: {noisy.shape}; images must have the same "
                                                    f"(C, H, W)"})
@@ -742,10 +780,14 @@ def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str
         try:
             clean, info = read(pair["clean"])  # (C, H, W) or (T, C, H, W)
             noisy, noisy_info = read(pair["noisy"])
-            enhanced = read(pair["enhanced"])[0] if model is None else None
+            enhanced, enhanced_info = read(pair["enhanced"]) if model is None else (None, None)
         except ImageReadError as e:
             errors.append({"file": name, "reason": str(e)})
             continue
+        alpha = not video and any(getattr(i, "mode", None) in _ALPHA_MODES for i in (info, noisy_info, enhanced_info))
+        if alpha:  # (C, H, W) -> (C - 1, H, W) for each file that has one
+            clean, noisy = _colour(clean, info), _colour(noisy, noisy_info)
+            enhanced = _colour(enhanced, enhanced_info) if enhanced is not None else None
         mismatch = [f"{pair[row]}: shape {x.shape} differs from {pair['clean']}: {clean.shape}"
                     for row, x in (("noisy", noisy), ("enhanced", enhanced))
                     if x is not None and x.shape != clean.shape]
@@ -754,13 +796,17 @@ def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str
                 "; clips must have the same (T, C, H, W)" if video else "; images must have the same (C, H, W)")})
             continue
         if model is not None:
-            enhanced = _model_output(model, noisy, noisy_info.dtype, pair["noisy"])
+            try:
+                enhanced = _model_output(model, noisy, noisy_info.dtype, pair["noisy"])
+            except _ModelRefused as e:
+                errors.append({"file": name, "reason": str(e)})
+                continue
         if float(clean.min()) < 0 or float(clean.max()) > data_range:
             warnings.append(f"{pair['clean']}: values span [{float(clean.min()):.4g}, {float(clean.max()):.4g}], "
                             f"outside the data range [0, {data_range:g}] used by "
                             f"{' and '.join(_LABELS[m] for m in metrics)}")
         entry = {"name": name, "files": {row: p.name for row, p in pair.items()}, "shape": list(clean.shape),
-                 "dtype": info.dtype,
+                 "dtype": info.dtype, **({"alpha": "set aside (not scored)"} if alpha else {}),
                  "noisy": score(acc, "noisy", name, clean, noisy, metrics, data_range, lpips),
                  "enhanced": score(acc, "enhanced", name, clean, enhanced, metrics, data_range, lpips)}
         files.append(entry)
@@ -782,6 +828,7 @@ def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str
         **({"lpips_implementation": lpips.description} if lpips is not None else {}),
         "files": files,
         "mean": _means(acc, metrics),
+        "mean_counts": _mean_counts(acc, metrics),
         "failures": [{"row": r, "metric": m, "file": f, "reason": why} for r, m, f, why in acc.failures],
         "errors": errors,
         "figures": figures,
@@ -812,16 +859,16 @@ def _parse_rgb_bands(rgb_bands: str | tuple[int, ...] | list[int] | None, bands:
     return numbers  # type: ignore[return-value]
 
 
-def _on_clean_scale(path: str | os.PathLike, label: str, clean_path: str | os.PathLike, offset: np.ndarray,
-                    scale: np.ndarray, clean_shape: tuple[int, ...]) -> np.ndarray:
-    """Read the stack at ``path`` and put it on the clean stack's per-band ``offset`` / ``scale`` (file units).
+def _stack_values(path: str | os.PathLike, label: str, clean_path: str | os.PathLike,
+                  clean_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Read the stack at ``path``: its file values and its own per-band min/max scaling.
 
     The stack is read with ``band_minmax`` scaling (which takes every stack dtype, signed integers included, unlike
-    ``dtype`` scaling), that scaling is undone to recover file values, then ``(value - offset) / scale`` of the
-    clean stack is applied band by band.
+    ``dtype`` scaling) and that scaling is undone to recover file values.
 
     Returns:
-        ``(S, H, W) float32`` on the clean stack's scale.
+        ``(values, scaled, info)``: ``values: (S, H, W) float64`` in file units, ``scaled: (S, H, W) float32``
+        each band in [0, 1] by its own min/max, and the :class:`~xmodal.imageio.StackInfo`.
     """
     stack, info = read_stack(path, "band_minmax")  # (S, H, W), each band in [0, 1] by its own min/max
     if stack.shape[0] != clean_shape[0]:
@@ -832,8 +879,34 @@ def _on_clean_scale(path: str | os.PathLike, label: str, clean_path: str | os.Pa
                          f"{clean_path}: {clean_shape[1]} x {clean_shape[2]}; the stacks must have the same size")
     own_scale = np.asarray(info.scale, np.float64)[:, None, None]  # (S, 1, 1)
     own_offset = np.asarray(info.offset, np.float64)[:, None, None]  # (S, 1, 1)
-    values = stack.astype(np.float64) * own_scale + own_offset  # (S, H, W) file values
-    return ((values - offset[:, None, None]) / scale[:, None, None]).astype(np.float32)  # (S, H, W)
+    return stack.astype(np.float64) * own_scale + own_offset, stack, info  # (S, H, W) file values
+
+
+def _stack_model_values(model: ArrayDenoiser, noisy: str | os.PathLike, scaled: np.ndarray, info: Any,
+                        clean_shape: tuple[int, ...]) -> np.ndarray:
+    """File values ``(S, H, W) float64`` of what ``python -m xmodal.denoise`` writes for the noisy stack.
+
+    A ``StackDenoiser`` runs its own ``denoise_file`` (the model's scaling of the noisy stack, ``sigma="auto"``)
+    into a temporary folder, read back. Another model gets the noisy stack on its own per-band min/max scale
+    (``scaled``); its output is mapped back to file units and rounded to the band's dtype for integer bands.
+    """
+    import tempfile
+
+    from xmodal.denoise import StackDenoiser
+
+    if isinstance(model, StackDenoiser):
+        with tempfile.TemporaryDirectory(prefix="xmodal-evaluate-") as tmp:
+            dst = Path(tmp) / Path(noisy).name
+            model.denoise_file(noisy, dst, sigma="auto")
+            return _stack_values(dst, "model", noisy, clean_shape)[0]
+    out = _denoised(model, scaled, str(noisy)).astype(np.float64)  # (S, H, W), own scale
+    own_scale = np.asarray(info.scale, np.float64)[:, None, None]  # (S, 1, 1)
+    values = out * own_scale + np.asarray(info.offset, np.float64)[:, None, None]  # (S, H, W) file units
+    for i, dtype in enumerate(info.dtype):
+        if np.dtype(dtype).kind in "ui":  # as write_stack stores it: rounded and clipped
+            limits = np.iinfo(np.dtype(dtype))
+            values[i] = np.clip(np.rint(values[i]), limits.min, limits.max)
+    return values
 
 
 def _stack_name(path: str | os.PathLike) -> str:
@@ -849,19 +922,22 @@ def evaluate_stacks(clean: str | os.PathLike, noisy: str | os.PathLike, enhanced
     """Score a noisy and an enhanced (or model-denoised) multispectral stack against the clean one: PSNR, SSIM and
     SAM over the whole stack, PSNR and SSIM per band.
 
-    Scaling: ``scaling`` (see :func:`xmodal.imageio.read_stack`) is computed on the CLEAN stack only, and the same
-    per-band offset and scale are applied to the noisy and enhanced stacks (their file values are recovered and
-    mapped with the clean offset/scale), so all three share one scale and a gain or offset error of the denoiser
-    shows in the scores.
+    Scaling: for PSNR and SSIM, ``scaling`` (see :func:`xmodal.imageio.read_stack`) is computed on the CLEAN stack
+    only, and the same per-band offset and scale are applied to the noisy and enhanced stacks (their file values are
+    recovered and mapped with the clean offset/scale), so all three share one scale and a gain or offset error of
+    the denoiser shows in the scores. SAM is computed on the file values themselves (in float64): subtracting a
+    per-band offset would change the spectral angles.
 
     Args:
         clean: the clean stack: a multi-band TIFF/npy file or a folder of single-band TIFFs.
         noisy: the noisy stack, same bands and size.
         enhanced: the enhanced stack; or ``None`` with ``denoiser``.
         denoiser: an object with ``denoise(stack (S, H, W) float) -> (S, H, W)`` and
-            ``config.modality == "multispectral"`` (a ``StackDenoiser``, given ``sigma="auto"`` as the command line
-            gives it), given the noisy stack on the clean scale; or a run directory / weights file / bundled name for
-            :func:`xmodal.load`. Only without ``enhanced``.
+            ``config.modality == "multispectral"``, or a run directory / weights file / bundled name for
+            :func:`xmodal.load`. Only without ``enhanced``. The enhanced stack is what ``python -m xmodal.denoise``
+            writes for the noisy one: a ``StackDenoiser`` runs its ``denoise_file`` (``sigma="auto"``); another
+            object gets the noisy stack scaled by its OWN per-band min/max (never the clean one's) and its output is
+            mapped back to file units, rounded and clipped to the dtype of integer bands.
         device: where a loaded model runs.
         scaling: ``"band_minmax"`` (each clean band spans [0, 1]), ``"band_percentile"`` (1st-99th percentile of
             each clean band) or ``"dtype"`` (uint8 / 255, uint16 / 65535, floats as stored).
@@ -901,19 +977,24 @@ def evaluate_stacks(clean: str | os.PathLike, noisy: str | os.PathLike, enhanced
     ref, info = read_stack(clean, scaling)  # (S, H, W) on the clean scale
     offset, scale = np.asarray(info.offset, np.float64), np.asarray(info.scale, np.float64)  # (S,)
     rgb = _parse_rgb_bands(rgb_bands, ref.shape[0])
-    deg = {"noisy": _on_clean_scale(noisy, "noisy", clean, offset, scale, ref.shape)}  # (S, H, W)
+    values = {"clean": ref.astype(np.float64) * scale[:, None, None] + offset[:, None, None]}  # (S, H, W) file units
+    values["noisy"], noisy_scaled, noisy_info = _stack_values(noisy, "noisy", clean, ref.shape)
     if model is None:
-        deg["enhanced"] = _on_clean_scale(enhanced, "enhanced", clean, offset, scale, ref.shape)
-    else:
-        from xmodal.denoise import StackDenoiser
-
-        kwargs = {"sigma": "auto"} if isinstance(model, StackDenoiser) else {}  # as python -m xmodal.denoise
-        deg["enhanced"] = _denoised(model, deg["noisy"], str(noisy), **kwargs)  # (S, H, W)
+        values["enhanced"] = _stack_values(enhanced, "enhanced", clean, ref.shape)[0]
+    else:  # what python -m xmodal.denoise writes for the noisy stack (scaled by its own range, not the clean one)
+        values["enhanced"] = _stack_model_values(model, noisy, noisy_scaled, noisy_info, ref.shape)
+    deg = {row: ((values[row] - offset[:, None, None]) / scale[:, None, None]).astype(np.float32)
+           for row in _ROWS}  # (S, H, W) on the clean scale
 
     name = _stack_name(clean)
     acc, band_acc = MetricAccumulator(), MetricAccumulator()
-    entry = {"name": name, "shape": list(ref.shape),
-             **{row: image_metrics(acc, row, name, ref, deg[row], metrics, data_range) for row in _ROWS}}
+    scaled_metrics = tuple(m for m in metrics if m != "sam")
+    entry: dict[str, Any] = {"name": name, "shape": list(ref.shape)}
+    for row in _ROWS:  # PSNR/SSIM on the clean scale; SAM on the file values (a per-band offset changes angles)
+        scores = image_metrics(acc, row, name, ref, deg[row], scaled_metrics, data_range)
+        if "sam" in metrics:
+            scores.update(image_metrics(acc, row, name, values["clean"], values[row], ("sam",)))
+        entry[row] = {m: scores[m] for m in metrics if m in scores}
     band_metrics = tuple(m for m in metrics if m in IMAGE_METRICS)
     bands = [{"name": band,
               **{row: image_metrics(band_acc, row, f"{name} band {band}", ref[i], deg[row][i], band_metrics,
@@ -940,6 +1021,7 @@ def evaluate_stacks(clean: str | os.PathLike, noisy: str | os.PathLike, enhanced
         "files": [entry],
         "bands": bands,
         "mean": _means(acc, metrics),
+        "mean_counts": _mean_counts(acc, metrics),
         "failures": [{"row": r, "metric": m, "file": f, "reason": why}
                      for r, m, f, why in acc.failures + band_acc.failures],
         "errors": [],
@@ -1113,7 +1195,9 @@ def format_table(result: dict[str, Any]) -> str:
     one row per file plus the mean, noisy and enhanced side by side for each metric; a per-band table for stacks;
     the SSIM implementation, data range and scaling for images and stacks; then the failures and skipped files."""
     metrics = result["metrics"]
-    label = f"mean ({len(result['files'])})"
+    n_files = len(result["files"])
+    partial = {m: n for m, n in result.get("mean_counts", {}).items() if n != n_files}
+    label = f"mean ({n_files})" + ("*" if partial else "")
     width = min(40, max([len(label)] + [len(f["name"]) for f in result["files"]]))
     if result.get("modality") == "image" and result.get("clean_dir") is None:  # no reference: noise levels
         lines = [f"{'file':<{width}}  {'noise (of 255)':^17s}  {'removed':>8s}",
@@ -1152,6 +1236,10 @@ def format_table(result: dict[str, Any]) -> str:
     for f in result["files"]:
         lines.append(f"{cut(f['name'], width):<{width}}" + cells(f["noisy"], f["enhanced"], metrics))
     lines.append(f"{label:<{width}}" + cells(result["mean"]["noisy"], result["mean"]["enhanced"], metrics))
+    if partial:
+        lines.append("* each mean is over the files that every row scored: "
+                     + ", ".join(f"{_LABELS[m]} over {n} of {n_files}" for m, n in partial.items())
+                     + " (a file on which a metric failed in one row is left out of that metric's means)")
     if result.get("bands"):
         band_metrics = [m for m in metrics if m in IMAGE_METRICS]
         bw = min(40, max([4] + [len(b["name"]) for b in result["bands"]]))
@@ -1174,7 +1262,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines += [f"  {w}" for w in result["warnings"]]
     if result["errors"]:
         what = "unreadable files" if result.get("modality", "speech") == "speech" else \
-            "skipped files (unreadable or shape mismatch)"
+            "skipped files (unreadable, shape mismatch or refused by the model)"
         lines.append(f"{what} ({len(result['errors'])}):")
         lines += [f"  {x['reason']}" for x in result["errors"]]
     return "\n".join(lines)
@@ -1337,7 +1425,11 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(result))
     if args.json:
         text = json.dumps(result, indent=2) + "\n"
-        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        try:
+            atomic_write(args.json, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        except OSError as e:  # a folder that does not exist, no permission, a file where a folder should be
+            print(f"error: {args.json}: {e.strerror or e}", file=sys.stderr)
+            return 1
     for err in result["errors"]:
         print(f"error: {err['reason']}", file=sys.stderr)
     return 1 if result["errors"] else 0

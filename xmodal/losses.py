@@ -65,7 +65,12 @@ def waveform_l1_loss(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 
 def si_sdr(est: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Scale-invariant SDR in dB (Le Roux et al. 2019), zero-mean, over the last axis.
+    """Scale-invariant SDR in dB (Le Roux et al. 2019), zero-mean, over the last axis: the training loss's form.
+
+    ``eps`` is added to both energies so that the loss and its gradient stay finite for silent signals (an all-zero
+    ``est`` gives 0 dB here, not -inf); it makes the value depend on the level of signals whose energy is near
+    ``eps``. To score, use :func:`xmodal.metrics.si_sdr_score` (float64, exactly scale invariant, raises on a
+    silent estimate).
 
     Args:
         est: ``(..., T)`` estimate.

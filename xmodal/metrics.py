@@ -69,13 +69,15 @@ def stoi_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor, s
     """STOI (or ESTOI with ``extended=True``) of ``deg`` against ``ref`` (both ``(T,)``), via pystoi.
 
     Raises:
-        ValueError: shapes differ, or the clip is too short / silent for STOI.
+        ValueError: shapes differ, the reference is all zeros, or the clip is too short / silent for STOI.
     """
     from pystoi import stoi
 
     ref, deg = _mono(ref, "ref"), _mono(deg, "deg")
     if ref.shape != deg.shape:
         raise ValueError(f"stoi: `ref` and `deg` must have the same length, got {ref.shape[0]} and {deg.shape[0]}")
+    if not np.any(ref):  # pystoi returns 0.0 here (its silent-frame removal leaves nothing), not an error
+        raise ValueError("stoi failed: the reference is silent (all zeros)")
     import warnings
 
     with warnings.catch_warnings():
@@ -87,48 +89,105 @@ def stoi_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor, s
 
 
 def si_sdr_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor) -> float:
-    """SI-SDR in dB of ``deg`` against ``ref`` (both ``(T,)``), zero-mean.
+    """SI-SDR in dB of ``deg`` against ``ref`` (both ``(T,)``), zero-mean, in float64.
+
+    Exactly scale invariant: no absolute epsilon (unlike the training loss :func:`xmodal.losses.si_sdr`), so
+    ``si_sdr_score(ref, k * deg)`` is the same for every ``k > 0`` however quiet the signals. Only a relative guard
+    bounds the value to about +-313 dB (an estimate exactly proportional to, or exactly orthogonal to, the reference).
 
     Raises:
-        ValueError: shapes differ or the reference is silent.
+        ValueError: shapes differ, the reference is silent, or the estimate is silent (its SI-SDR is -inf).
     """
-    from xmodal.losses import si_sdr
-
     ref, deg = _mono(ref, "ref"), _mono(deg, "deg")
     if ref.shape != deg.shape:
         raise ValueError(f"si_sdr: `ref` and `deg` must have the same length, got {ref.shape[0]} and "
                          f"{deg.shape[0]}")
-    if not np.any(ref - ref.mean()):
+    ref, deg = ref - ref.mean(), deg - deg.mean()
+    if not np.any(ref):
         raise ValueError("si_sdr failed: the reference is silent")
-    return float(si_sdr(torch.from_numpy(deg), torch.from_numpy(ref)))
+    if not np.any(deg):
+        raise ValueError("si_sdr failed: the estimate is silent (all zeros after removing its mean; SI-SDR is -inf)")
+    target = (deg @ ref) / (ref @ ref) * ref  # (T,) projection of the estimate on the reference
+    noise = deg - target  # (T,)
+    t, n = float(target @ target), float(noise @ noise)
+    guard = np.finfo(np.float64).eps ** 2  # relative: scales with the signals, keeps log10 finite
+    return 10 * math.log10(max(t, guard * n) / max(n, guard * t))
 
 
 @dataclass
 class MetricAccumulator:
-    """Sums per (row, metric) with counts, plus a list of failures. Rows are e.g. ``noisy`` and ``enhanced``."""
+    """Scores per (row, metric) with counts, plus a list of failures. Rows are e.g. ``noisy`` and ``enhanced``.
 
-    sums: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
-    counts: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    :meth:`means` is PAIRED: the mean of a metric, in every row, is over the items that every row scored with it.
+    An item on which the metric failed in one row (PESQ of a silent output) leaves every row's mean of that metric,
+    so a failure can neither improve nor worsen one row against another. Items are recorded by name under
+    ``(row, metric, item)`` keys of ``sums`` and ``counts``, next to the ``(row, metric)`` totals, so a copy of
+    ``sums``, ``counts`` and ``failures`` into another accumulator keeps the pairing.
+    """
+
+    sums: dict[tuple[str, ...], float] = field(default_factory=lambda: defaultdict(float))
+    counts: dict[tuple[str, ...], int] = field(default_factory=lambda: defaultdict(int))
     failures: list[tuple[str, str, str, str]] = field(default_factory=list)  # (row, metric, item, reason)
 
-    def add(self, row: str, metric: str, value: float) -> None:
+    def add(self, row: str, metric: str, value: float, item: str | None = None) -> None:
+        """Add ``value`` of ``metric`` under ``row``; with ``item`` (its name) it takes part in the pairing,
+        without it the metric's means fall back to unpaired totals."""
         self.sums[(row, metric)] += float(value)
         self.counts[(row, metric)] += 1
+        if item is not None:
+            self.sums[(row, metric, item)] += float(value)
+            self.counts[(row, metric, item)] += 1
 
     def fail(self, row: str, metric: str, item: str, reason: str) -> None:
         self.failures.append((row, metric, item, reason))
 
+    def _totals(self) -> dict[tuple[str, str], tuple[float, int]]:
+        """``(row, metric) -> (sum, count)`` over the items every row scored; unpaired totals for a metric added
+        without item names (or already reduced over processes)."""
+        per_item: dict[tuple[str, str], dict[str, tuple[float, int]]] = defaultdict(dict)
+        for key, value in self.sums.items():
+            if len(key) == 3:
+                per_item[key[:2]][key[2]] = (value, self.counts.get(key, 0))
+        failed: dict[str, set[str]] = defaultdict(set)
+        rows_of: dict[str, set[str]] = defaultdict(set)
+        for row, metric, item, _ in self.failures:
+            failed[metric].add(item)
+            rows_of[metric].add(row)
+        for key in self.sums:
+            if len(key) == 2:
+                rows_of[key[1]].add(key[0])
+        out = {}
+        for metric, rows in rows_of.items():
+            itemised = all(sum(n for _, n in per_item[(r, metric)].values()) == self.counts.get((r, metric), 0)
+                           for r in rows)
+            if not itemised:
+                out.update({(r, metric): (self.sums.get((r, metric), 0.0), self.counts.get((r, metric), 0))
+                            for r in rows})
+                continue
+            common = sorted(set.intersection(*(set(per_item[(r, metric)]) for r in rows)) - failed[metric])
+            for r in rows:
+                scored = per_item[(r, metric)]
+                out[(r, metric)] = (sum(scored[i][0] for i in common), sum(scored[i][1] for i in common))
+        return out
+
     def means(self) -> dict[str, dict[str, float]]:
-        """``{row: {metric: mean}}`` (NaN where every clip failed)."""
+        """``{row: {metric: mean}}`` over the items every row scored with that metric (NaN where there is none)."""
         out: dict[str, dict[str, float]] = defaultdict(dict)
-        for key in sorted(set(self.sums) | {(r, m) for r, m, _, _ in self.failures}):
-            row, metric = key
-            n = self.counts.get(key, 0)
-            out[row][metric] = self.sums[key] / n if n else float("nan")
+        for (row, metric), (s, n) in sorted(self._totals().items()):
+            out[row][metric] = s / n if n else float("nan")
+        return dict(out)
+
+    def mean_counts(self) -> dict[str, dict[str, int]]:
+        """``{row: {metric: number of items}}`` that each mean of :meth:`means` is over."""
+        out: dict[str, dict[str, int]] = defaultdict(dict)
+        for (row, metric), (_, n) in sorted(self._totals().items()):
+            out[row][metric] = n
         return dict(out)
 
     def all_reduce(self, keys: list[tuple[str, str]]) -> int:
-        """Sum ``keys``' sums and counts over the default process group (no-op without one).
+        """Sum ``keys``' paired sums and counts (each process pairs its own items) over the default process group
+        (no-op without one). Afterwards :meth:`means` gives the reduced means and the per-item records of ``keys``
+        are gone.
 
         Returns:
             The number of failures over all ranks (failure details stay on the rank that saw them).
@@ -137,12 +196,17 @@ class MetricAccumulator:
 
         if not (dist.is_available() and dist.is_initialized()):
             return len(self.failures)
-        buf = torch.tensor([[self.sums[k], self.counts[k]] for k in keys] + [[len(self.failures), 0]],
+        totals = self._totals()
+        buf = torch.tensor([list(totals.get(k, (0.0, 0))) for k in keys] + [[len(self.failures), 0]],
                            dtype=torch.float64)
         if dist.get_backend() == "nccl":
             buf = buf.cuda()
         dist.all_reduce(buf)
         buf = buf.cpu()
+        wanted = set(keys)
+        for key in [k for k in self.sums if len(k) == 3 and k[:2] in wanted]:
+            del self.sums[key]
+            self.counts.pop(key, None)
         for k, (s, n) in zip(keys, buf[:-1].tolist()):
             self.sums[k], self.counts[k] = s, int(n)
         return int(buf[-1, 0])
@@ -191,7 +255,7 @@ def _score_into(acc: MetricAccumulator, row: str, item: str, fns: dict, metrics:
         except ValueError as e:
             acc.fail(row, name, item, str(e))
             continue
-        acc.add(row, name, value)
+        acc.add(row, name, value, item)
         scores[name] = value
     return scores
 
@@ -215,12 +279,47 @@ def _image4(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
     return x[None]  # (1, C, H, W)
 
 
-def psnr_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor, data_range: float = 1.0) -> float:
+def _integer_range(x: np.ndarray | torch.Tensor) -> tuple[int, int] | None:
+    """``(min, max)`` of ``x``'s integer dtype (``None`` for float, complex and bool arrays)."""
+    if isinstance(x, torch.Tensor):
+        dtype = x.dtype
+        if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+            return None
+        info = torch.iinfo(dtype)
+        return int(info.min), int(info.max)
+    dtype = np.asarray(x).dtype
+    if not np.issubdtype(dtype, np.integer):
+        return None
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
+def _data_range(ref: np.ndarray | torch.Tensor, data_range: float | None, kind: str) -> float:
+    """``data_range``, or when ``None`` the one scikit-image infers from ``ref``'s dtype: for an integer dtype
+    ``kind="psnr"`` takes the dtype's maximum (``max - min`` when ``ref`` holds negative values) and ``kind="ssim"``
+    its ``max - min`` (255 for uint8, 65535 for uint16); for float images 1."""
+    if data_range is not None:
+        return float(data_range)
+    limits = _integer_range(ref)
+    if limits is None:
+        return 1.0
+    lo, hi = limits
+    if kind == "psnr" and (lo == 0 or float(ref.min() if isinstance(ref, torch.Tensor) else np.min(ref)) >= 0):
+        return float(hi)
+    return float(hi - lo)
+
+
+def psnr_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor,
+               data_range: float | None = None) -> float:
     """PSNR in dB over all pixels and channels: ``10 log10(data_range^2 / MSE)`` (``inf`` for identical images).
+
+    ``data_range`` ``None``: inferred from ``ref``'s dtype as scikit-image does (integer images: the dtype's
+    maximum, e.g. 255 for uint8, or ``max - min`` of the dtype when ``ref`` has negative values; float images: 1).
 
     Raises:
         ValueError: shapes differ.
     """
+    data_range = _data_range(ref, data_range, "psnr")
     a, b = _image4(ref, "ref"), _image4(deg, "deg")
     if a.shape != b.shape:
         raise ValueError(f"psnr: `ref` and `deg` must have the same shape, got {tuple(a.shape[1:])} and "
@@ -229,13 +328,19 @@ def psnr_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor, d
     return math.inf if mse == 0 else 10 * math.log10(data_range ** 2 / mse)
 
 
-def ssim_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor, data_range: float = 1.0) -> float:
+def ssim_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor,
+               data_range: float | None = None) -> float:
     """Mean SSIM over pixels and channels, see :data:`SSIM_IMPLEMENTATION`.
+
+    ``data_range`` ``None``: inferred from ``ref``'s dtype as scikit-image does (integer images: the dtype's
+    ``max - min``, e.g. 255 for uint8; float images: 1).
 
     Raises:
         ValueError: shapes differ, or the image is smaller than the 11 x 11 window.
     """
     from pytorch_msssim import ssim
+
+    data_range = _data_range(ref, data_range, "ssim")
 
     a, b = _image4(ref, "ref"), _image4(deg, "deg")
     if a.shape != b.shape:
@@ -248,20 +353,25 @@ def ssim_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor, d
 
 def sam_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor) -> float:
     """Spectral angle mapper: mean over pixels of the angle (degrees) between the ``S``-band spectra of ``ref``
-    and ``deg`` (``(S, H, W)``). Pixels where either spectrum is all zero are left out.
+    and ``deg`` (``(S, H, W)``).
+
+    A pixel where exactly one of the two spectra is all zero counts as 90 degrees (a spectrum that collapsed to 0,
+    or appeared from nothing, shares no direction with the other). A pixel where both are all zero has no angle and
+    is left out of the mean.
 
     Raises:
-        ValueError: shapes differ, or no pixel has two non-zero spectra.
+        ValueError: shapes differ, or every pixel has two all-zero spectra.
     """
     a, b = _image4(ref, "ref")[0], _image4(deg, "deg")[0]  # (S, H, W)
     if a.shape != b.shape:
         raise ValueError(f"sam: `ref` and `deg` must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    na, nb = a.norm(dim=0), b.norm(dim=0)
-    valid = (na > 0) & (nb > 0)
-    if not bool(valid.any()):
-        raise ValueError("sam failed: every pixel has an all-zero spectrum")
-    cos = ((a * b).sum(dim=0)[valid] / (na[valid] * nb[valid])).clamp(-1.0, 1.0)
-    return float(torch.rad2deg(torch.arccos(cos)).mean())
+    na, nb = a.norm(dim=0), b.norm(dim=0)  # (H, W)
+    both, one = (na > 0) & (nb > 0), (na > 0) ^ (nb > 0)  # (H, W)
+    if not bool((both | one).any()):
+        raise ValueError("sam failed: every pixel has an all-zero spectrum in both `ref` and `deg`")
+    cos = ((a * b).sum(dim=0)[both] / (na[both] * nb[both])).clamp(-1.0, 1.0)  # (N,)
+    angles = torch.cat([torch.rad2deg(torch.arccos(cos)), torch.full((int(one.sum()),), 90.0, dtype=cos.dtype)])
+    return float(angles.mean())
 
 
 def _lpips_fn(metrics: tuple[str, ...], lpips: LPIPS | None, ref: object, deg: object, data_range: float) -> dict:
@@ -276,9 +386,10 @@ def _lpips_fn(metrics: tuple[str, ...], lpips: LPIPS | None, ref: object, deg: o
 
 def image_metrics(acc: MetricAccumulator, row: str, item: str, ref: np.ndarray | torch.Tensor,
                   deg: np.ndarray | torch.Tensor, metrics: tuple[str, ...] = IMAGE_METRICS,
-                  data_range: float = 1.0, lpips: LPIPS | None = None) -> dict[str, float]:
+                  data_range: float | None = None, lpips: LPIPS | None = None) -> dict[str, float]:
     """Score one image or stack ``(C, H, W)`` with ``metrics`` (from :data:`STACK_METRICS`, and ``lpips`` with an
     ``lpips`` model, for 1- and 3-channel images) into ``acc``; a metric that fails is recorded, not raised.
+    ``data_range`` ``None``: from ``ref``'s dtype, as :func:`psnr_score` and :func:`ssim_score` infer it.
 
     Raises:
         ValueError: an unknown metric, or ``lpips`` asked for without a model.
@@ -287,7 +398,7 @@ def image_metrics(acc: MetricAccumulator, row: str, item: str, ref: np.ndarray |
         "psnr": lambda: psnr_score(ref, deg, data_range),
         "ssim": lambda: ssim_score(ref, deg, data_range),
         "sam": lambda: sam_score(ref, deg),
-        **_lpips_fn(metrics, lpips, ref, deg, data_range),
+        **_lpips_fn(metrics, lpips, ref, deg, _data_range(ref, data_range, "ssim")),
     }
     return _score_into(acc, row, item, fns, metrics, "image", STACK_METRICS + ("lpips",))
 
@@ -305,18 +416,19 @@ def _clip4(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
 
 
 def temporal_psnr_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor,
-                        data_range: float = 1.0) -> float:
+                        data_range: float | None = None) -> float:
     """Temporal PSNR (flicker) in dB: the PSNR of the frame-to-frame changes,
     ``10 log10(data_range^2 / mean((d_deg - d_ref)^2))`` with ``d_x[t] = x[t] - x[t-1]``.
 
     An error that stays put from one frame to the next costs nothing here; an error that changes from frame to frame
     (flicker, the independent residual noise of a frame-by-frame denoiser) does. For an error independent between
     frames this is about the clip's PSNR minus 3 dB; for a temporally consistent output it is higher than the PSNR.
-    ``inf`` when the changes match exactly.
+    ``inf`` when the changes match exactly. ``data_range`` ``None``: from ``ref``'s dtype, as in :func:`psnr_score`.
 
     Raises:
         ValueError: shapes differ, or fewer than 2 frames.
     """
+    data_range = _data_range(ref, data_range, "psnr")
     a, b = _clip4(ref, "ref"), _clip4(deg, "deg")
     if a.shape != b.shape:
         raise ValueError(f"tpsnr: `ref` and `deg` must have the same shape, got {tuple(a.shape)} and "
@@ -330,23 +442,25 @@ def temporal_psnr_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.
 
 def video_metrics(acc: MetricAccumulator, row: str, item: str, ref: np.ndarray | torch.Tensor,
                   deg: np.ndarray | torch.Tensor, metrics: tuple[str, ...] = VIDEO_METRICS,
-                  data_range: float = 1.0, lpips: LPIPS | None = None) -> dict[str, float]:
+                  data_range: float | None = None, lpips: LPIPS | None = None) -> dict[str, float]:
     """Score one clip ``(T, C, H, W)`` (or ``(T, H, W)``) into ``acc``: ``psnr`` of the whole clip's mean squared
     error, ``ssim`` averaged over frames and channels, ``tpsnr`` (:func:`temporal_psnr_score`), ``lpips`` (with an
-    ``lpips`` model) averaged over frames. A metric that fails is recorded, not raised.
+    ``lpips`` model) averaged over frames. A metric that fails is recorded, not raised. ``data_range`` ``None``:
+    from ``ref``'s dtype, as :func:`psnr_score` and :func:`ssim_score` infer it.
 
     Raises:
         ValueError: an unknown metric, or ``lpips`` asked for without a model.
     """
-    a, b = _clip4(ref, "ref"), _clip4(deg, "deg")
+    psnr_range, ssim_range = _data_range(ref, data_range, "psnr"), _data_range(ref, data_range, "ssim")
+    a, b = _clip4(ref, "ref"), _clip4(deg, "deg")  # float64: the ranges come from the dtypes given
 
     def same_shape(name: str) -> None:  # (T, C) and (C, T) flatten alike: the frames must match, not just the count
         if a.shape != b.shape:
             raise ValueError(f"{name}: `ref` and `deg` must have the same shape, got {tuple(a.shape)} and "
                              f"{tuple(b.shape)}")
 
-    fns = {"psnr": lambda: same_shape("psnr") or psnr_score(a.flatten(0, 1), b.flatten(0, 1), data_range),
-           "ssim": lambda: same_shape("ssim") or ssim_score(a.flatten(0, 1), b.flatten(0, 1), data_range),
-           "tpsnr": lambda: temporal_psnr_score(a, b, data_range),
-           **_lpips_fn(metrics, lpips, a, b, data_range)}
+    fns = {"psnr": lambda: same_shape("psnr") or psnr_score(a.flatten(0, 1), b.flatten(0, 1), psnr_range),
+           "ssim": lambda: same_shape("ssim") or ssim_score(a.flatten(0, 1), b.flatten(0, 1), ssim_range),
+           "tpsnr": lambda: temporal_psnr_score(a, b, psnr_range),
+           **_lpips_fn(metrics, lpips, a, b, ssim_range)}
     return _score_into(acc, row, item, fns, metrics, "video", VIDEO_METRICS + ("lpips",))

@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +86,49 @@ class _Track:
     loss_fn: nn.Module
     corpus: object
     validator: _Validator | None = None
+
+
+class _CtrlC:
+    """Ctrl-C (SIGINT) during the training loop, acted on at a step boundary.
+
+    A step that is cut between the optimizer's update and the step counter would save weights one step ahead of the
+    state, so the first Ctrl-C is only recorded (:attr:`requested`) and the loop stops at the end of the step. A
+    second one while waiting raises :class:`KeyboardInterrupt` at once (the loop then saves only if the state is
+    consistent), except while a checkpoint is being written (:attr:`hold`). Installed from the main thread only (Python
+    runs signal handlers there); the previous handler is given back on exit. A SIGINT that was ignored stays ignored.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.hold = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and not self.hold:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous not in (None, signal.SIG_IGN):  # None: a handler not installed from Python, left alone
+                signal.signal(signal.SIGINT, self._handle)
+                self._previous = previous
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _non_finite_tensors(model: nn.Module) -> list[str]:
+    """Names of the floating-point tensors of ``model`` holding a NaN or an infinity (one device sync)."""
+    floats = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+    if not floats:
+        return []
+    finite = torch.stack([torch.isfinite(v).all() for v in floats.values()]).tolist()
+    return [k for k, ok in zip(floats, finite) if not ok]
 
 
 def cosine_with_warmup(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
@@ -206,6 +252,14 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
     Returns:
         A :class:`TrainResult`. In a joint run the validation rows are prefixed with their modality
         (``speech/enhanced``, ``image/noisy``...).
+
+    Raises:
+        FloatingPointError: a non-finite loss, or non-finite weights at a checkpoint (nothing is saved then: the last
+            good checkpoint stays on disk).
+        KeyboardInterrupt: Ctrl-C; the checkpoint of the last completed step has been saved.
+
+    The process-wide settings it changes (torch's thread count, the global RNG, cuDNN's benchmark switch) are given
+    back as found when it returns or raises.
     """
     from xmodal.data import StepBatchSampler
     from xmodal.models import build_model
@@ -214,13 +268,14 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
     if tc.max_steps < 0:
         raise ValueError(f"train.max_steps must be >= 0, got {tc.max_steps}")
     info = init_distributed(tc.device)
-    cudnn_benchmark = torch.backends.cudnn.benchmark  # a process-wide switch: given back as found
+    # process-wide settings, given back as found
+    cudnn_benchmark, num_threads = torch.backends.cudnn.benchmark, torch.get_num_threads()
+    rng = torch.random.fork_rng(devices=[info.device] if info.device.type == "cuda" else [])
+    rng.__enter__()
     try:
         if tc.threads > 0:
             torch.set_num_threads(tc.threads)
         elif info.world_size > 1 and info.device.type == "cpu":
-            import os
-
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
         autocast_for(info.device, tc.precision)  # validates the precision for this device early
         if info.device.type == "cuda":
@@ -327,13 +382,28 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
             log.line(f"resumed from {run_dir} at step {resumed_from}")
 
         def save(path_best: bool = False) -> None:
+            nonlocal saved_step
+            # every rank checks (their weights are the same), so that all stop together
+            bad = _non_finite_tensors(model)
+            if bad:
+                more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+                raise FloatingPointError(f"non-finite weights after step {step} ({bad[0]}{more}); lower optim.lr "
+                                         f"(now {oc.lr:g}) or use train.precision=fp32. Nothing was saved: the "
+                                         f"checkpoint in {run_dir} (if any) is the last good one")
             if not info.is_main:
+                saved_step = step
                 return
-            ckpt.save_weights(model, run_dir / ckpt.WEIGHTS, config)
-            if path_best:
-                ckpt.save_weights(model, run_dir / ckpt.BEST, config)
-            ckpt.save_train_state(state_path, {"step": step, "best": best, "optimizer": optimizer.state_dict(),
-                                               "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()})
+            ctrl_c.hold = True  # a second Ctrl-C must not cut the weights/state pair in half
+            try:
+                ckpt.save_weights(model, run_dir / ckpt.WEIGHTS, config)
+                if path_best:
+                    ckpt.save_weights(model, run_dir / ckpt.BEST, config)
+                ckpt.save_train_state(state_path, {"step": step, "best": best, "optimizer": optimizer.state_dict(),
+                                                   "scheduler": scheduler.state_dict(),
+                                                   "scaler": scaler.state_dict()})
+            finally:
+                ctrl_c.hold = False
+            saved_step = step
 
         def validate() -> tuple[dict, int, bool]:
             """Every modality's validation; the best checkpoint follows the first modality's primary metric."""
@@ -368,6 +438,9 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         # still stops the run, naming its step, before any checkpoint is written). On the CPU reading is free.
         pending: list[torch.Tensor] = []
         sync_every_step = info.device.type != "cuda" and _READ_LOSS_EVERY_STEP_ON_CPU
+        # Ctrl-C is acted on between steps; `updating` is true while the weights are ahead of `step` (a
+        # KeyboardInterrupt raised then must not save).
+        ctrl_c, updating, saved_step = _CtrlC(), False, None
 
         def check_losses() -> None:
             if not pending:
@@ -382,8 +455,11 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
             result.losses.extend(values)
             if bar is not None:
                 bar.set_postfix(loss=f"{values[-1]:.4f}")
+        ctrl_c.__enter__()
         try:
             for batches in zip(*loaders):
+                if ctrl_c.requested:
+                    raise KeyboardInterrupt
                 feats, ctxs, cleans = {}, {}, {}
                 for t, (noisy, clean) in zip(tracks, batches):
                     noisy = noisy.to(info.device, non_blocking=True)  # speech (b, 1, T); images (b, C, P, P)
@@ -408,10 +484,12 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                 scaler.unscale_(optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), oc.grad_clip if oc.grad_clip > 0
                                                            else float("inf"))
+                updating = True
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
                 step += 1
+                updating = False
                 n_last += step_items
                 pending.append(loss.detach())
                 if bar is not None:
@@ -438,12 +516,22 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                     save(path_best=improved)
                 elif saving:
                     save()
+                if ctrl_c.requested:
+                    raise KeyboardInterrupt
+            if ctrl_c.requested:
+                raise KeyboardInterrupt
         except KeyboardInterrupt:
+            if updating:  # a second Ctrl-C inside the update: weights and step disagree, keep what is on disk
+                log.line(f"interrupted during step {step + 1}, in the middle of the weight update: not saved; the "
+                         f"checkpoint on disk is kept, run the same command to resume from it")
+                raise
             check_losses()
-            save()
+            if saved_step != step:
+                save()
             log.line(f"interrupted at step {step}; checkpoint saved, run the same command to resume")
             raise
         finally:
+            ctrl_c.__exit__(None, None, None)
             if bar is not None:
                 bar.close()
         if step == resumed_from and has_valid and step == tc.max_steps and not result.validation:
@@ -460,6 +548,9 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         return result
     finally:
         torch.backends.cudnn.benchmark = cudnn_benchmark
+        if torch.get_num_threads() != num_threads:
+            torch.set_num_threads(num_threads)
+        rng.__exit__(None, None, None)
         cleanup_distributed(info)
 
 
@@ -480,6 +571,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ckpt.CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:  # a diverging run: the message names the step and what to change
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # e.g. train.run_dir on a read-only file system or under a regular file
+        where = e.filename if e.filename is not None else ""
+        print(f"error: {where}: {e.strerror}" if where and e.strerror else f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # Ctrl-C: train() has saved the checkpoint and said so; no traceback
         return 130
     print(f"done: {result.step} steps, run directory {result.run_dir}")

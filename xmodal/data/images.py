@@ -55,14 +55,38 @@ def image_files(items: tuple[str, ...] | list[str], what: str) -> list[Path]:
     return files
 
 
+# Float image files hold [0, 1] values; noisy ones reach a little beyond. The bounds of the 0.1 and 99.9 percentiles
+# (of an evenly strided subsample) are those xmodal.denoise uses to take a float file as it is.
+_FLOAT_PERCENTILES, _FLOAT_BOUNDS, _FLOAT_SAMPLES = (0.1, 99.9), (-1.0, 2.0), 65536
+
+
+def _check_float_scale(path: Path, image: np.ndarray, dtype: str) -> None:
+    """Raise ``ValueError`` when a float image (``image: (C, H, W)`` as read) is not on the [0, 1] scale."""
+    if not dtype.startswith("float"):
+        return
+    flat = image.reshape(-1)[:: max(1, image.size // _FLOAT_SAMPLES)]
+    lo, hi = (float(q) for q in np.percentile(flat, _FLOAT_PERCENTILES))
+    if lo < _FLOAT_BOUNDS[0] or hi > _FLOAT_BOUNDS[1]:
+        raise ValueError(f"{path}: {dtype} image with values from {float(image.min()):.6g} to "
+                         f"{float(image.max()):.6g}; float images must hold values in [0, 1] (noise a little "
+                         "beyond: the 0.1 and 99.9 percentiles within [-1, 2]), integer images are scaled by "
+                         "their dtype (uint8 / 255, uint16 / 65535): rescale the file to [0, 1] or store it as "
+                         "uint8 / uint16")
+
+
 def load_image(path: Path, channels: int) -> np.ndarray:
     """Read ``path`` as ``(channels, H, W) float32``: colour -> BT.601 luma for gray, gray -> replicated for colour,
     an alpha channel dropped.
 
+    Integer files are scaled by their dtype (uint8 / 255, uint16 / 65535); float files must already hold [0, 1]
+    values (noise a little beyond, as the denoise command allows: the 0.1 and 99.9 percentiles in [-1, 2]).
+
     Raises:
-        ImageReadError: unreadable file; ValueError: a channel count that cannot be converted.
+        ImageReadError: unreadable file; ValueError: a channel count that cannot be converted, or a float file whose
+            values are not on the [0, 1] scale (0-255 floats, 12-bit counts).
     """
-    image, _ = read_image(path)
+    image, info = read_image(path)
+    _check_float_scale(path, image, info.dtype)
     C = image.shape[0]
     if C == channels:  # checked first: a 2- or 4-channel model keeps its last channel
         return image

@@ -252,6 +252,11 @@ def _validation_mixtures(clean_files: list[Path], noise_files: list[Path], snrs:
         for ni, (nf, noise_wave) in enumerate(zip(noise_files, noises)):
             offset = int(np.random.default_rng((seed, ci, ni)).integers(len(noise_wave)))
             noise = _loop_crop(noise_wave, len(clean), offset)
+            if _rms(noise) < 1e-9:  # mix_at_snr would refuse it, naming neither file
+                raise ValueError(f"{nf}: the validation noise segment mixed into {cf} at "
+                                 f"{', '.join(f'{s:g}' for s in snrs)} dB SNR is silent (the SNR would be "
+                                 "meaningless); remove the file from the validation noise (data.valid_noise, "
+                                 "data.noise_dir) or give it some sound")
             for snr in snrs:
                 noisy = mix_at_snr(clean, noise, snr)
                 peak = float(np.abs(noisy).max())
