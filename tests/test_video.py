@@ -119,7 +119,7 @@ def test_adapter_errors(x, error, message) -> None:
 
 
 def test_adapter_bad_arguments() -> None:
-    with pytest.raises(ValueError, match=r"`image.context_frames` must be >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"image.context_frames must be >= 0, got -1"):
         VideoAdapter(1, -1)
     with pytest.raises(ValueError, match=r"image.channels must be at least 1, got 0"):
         VideoAdapter(0, 1)

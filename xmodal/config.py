@@ -381,9 +381,9 @@ class TrainConfig:
         progress: show a progress bar (rank 0).
         threads: torch intra-op threads (0 = leave torch's default).
         seed: seed of the model initialisation.
-        init_from: start a fresh run from these weights (a run directory or ``.safetensors`` file): every tensor
-            whose name and shape match is copied (e.g. a trunk trained on another modality; a fine-tune). Ignored
-            when the run resumes.
+        init_from: start a fresh run from these weights (a run directory, a ``.safetensors`` file or a bundled
+            model's name such as ``gray``): every tensor whose name and shape match is copied (e.g. a trunk trained
+            on another modality; a fine-tune). Ignored when the run resumes.
     """
 
     run_dir: str = "runs/speech"
