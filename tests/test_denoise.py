@@ -379,8 +379,9 @@ def test_compressed_audio_files(den: Denoiser, tmp_path: Path, ext: str, sample_
 
 
 @pytest.mark.parametrize(("subtype", "ext", "expected"), [
-    ("FLOAT", "flac", "PCM_24"), ("PCM_32", "flac", "PCM_24"), ("DOUBLE", "flac", "PCM_24"), ("DOUBLE", "aiff", "DOUBLE"),
-    ("PCM_24", "flac", "PCM_24"), ("PCM_16", "flac", "PCM_16"), ("FLOAT", "ogg", "VORBIS")])
+    ("FLOAT", "flac", "PCM_24"), ("PCM_32", "flac", "PCM_24"), ("DOUBLE", "flac", "PCM_24"),
+    ("DOUBLE", "aiff", "DOUBLE"), ("PCM_24", "flac", "PCM_24"), ("PCM_16", "flac", "PCM_16"),
+    ("FLOAT", "ogg", "VORBIS")])
 def test_wide_audio_into_another_format_keeps_24_bits(den: Denoiser, tmp_path: Path, subtype: str, ext: str,
                                                       expected: str) -> None:
     src = write(tmp_path / "in.wav", make_wave(16000, 1, 0.5), 16000, subtype)

@@ -843,7 +843,8 @@ def test_stacks_stored_bands_last_come_back_bands_last(stack_den: StackDenoiser,
     np.save(tmp_path / "chw.npy", noisy)
     for name in ("hwc", "chw"):
         stack_den.denoise_file(tmp_path / f"{name}.npy", tmp_path / f"out_{name}.npy")
-    np.testing.assert_array_equal(np.load(tmp_path / "out_hwc.npy").transpose(2, 0, 1), np.load(tmp_path / "out_chw.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "out_hwc.npy").transpose(2, 0, 1),
+                                  np.load(tmp_path / "out_chw.npy"))
     four = np.clip(noisy[:4] * 65535, 0, 65535).astype(np.uint16).transpose(1, 2, 0)  # (H, W, 4)
     tifffile.imwrite(tmp_path / "rgbn.tif", four, photometric="rgb", extrasamples=[0])
     np.save(tmp_path / "four.npy", four.transpose(2, 0, 1))  # (4, H, W): no alpha in a .npy
