@@ -389,6 +389,26 @@ def test_wide_audio_into_another_format_keeps_24_bits(den: Denoiser, tmp_path: P
     assert (info.subtype, info.frames) == (expected, 8000)
 
 
+def test_cli_ctrl_c_exits_130_with_nothing_half_written(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import xmodal.denoise as den_mod
+
+    for name in ("a", "b"):
+        write(tmp_path / "in" / f"{name}.wav", make_wave(16000, 1, 0.5), 16000)
+    real = den_mod._run_job
+
+    def run_job(den, job, dst, args, speech=None):
+        if job.src.name == "b.wav":
+            raise KeyboardInterrupt
+        real(den, job, dst, args, speech)
+
+    monkeypatch.setattr(den_mod, "_run_job", run_job)
+    assert main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(run_dir), "--quiet"]) == 130
+    assert capsys.readouterr().err.endswith("interrupted (Ctrl-C): the files finished so far are written; the one "
+                                            "in progress was not\n")
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.wav"]
+
+
 def test_load_leaves_the_callers_rng_and_denoise_works_in_inference_mode(run_dir: Path) -> None:
     torch.manual_seed(3)
     expected = torch.rand(4)

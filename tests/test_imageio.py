@@ -697,9 +697,17 @@ def test_read_errors_tiff_content(tmp_path):
     with tifffile.TiffWriter(tmp_path / "two.tif") as tif:
         tif.write(np.zeros((4, 5), np.uint8))
         tif.write(np.zeros((6, 7), np.uint8))
-    with pytest.raises(ImageReadError, match=r"two.tif: holds 2 image series; expected one \(pages of different "
-                                             r"sizes are not a band stack\)"):
+    with pytest.raises(ImageReadError, match=r"two.tif: holds 2 image series of shapes \(4, 5\), \(6, 7\) and dtypes "
+                                             r"uint8; expected one, or 2-D pages of one size and dtype \(the bands "
+                                             r"of a stack\)$"):
         read_image(tmp_path / "two.tif")
+    bands = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5)
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as tif:  # one series per page: the bands of a stack
+        for band in bands:
+            tif.write(band)
+    stack, info = read_stack(tmp_path / "pages.tif")
+    np.testing.assert_array_equal(stack * 65535, bands)
+    assert info.shape == (3, 4, 5)
 
 
 def test_missing_optional_packages(tmp_path, monkeypatch):

@@ -2311,7 +2311,16 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; returns the exit status (0 ok, 1 some files failed, 2 usage error)."""
+    """Command line entry point; returns the exit status (0 ok, 1 some files failed, 2 usage error, 130 Ctrl-C)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # outputs are written whole or not at all: say so instead of a traceback
+        print("\ninterrupted (Ctrl-C): the files finished so far are written; the one in progress was not",
+              file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     from tqdm import tqdm
 
     try:

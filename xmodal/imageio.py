@@ -452,11 +452,17 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], t
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series
-            if len(series) != 1:
-                raise ImageReadError(f"{path}: holds {len(series)} image series; expected one "
-                                     "(pages of different sizes are not a band stack)")
-            arr = series[0].asarray()
-            axes = series[0].axes
+            if len(series) > 1 and all(x.axes == "YX" and x.shape == series[0].shape and x.dtype == series[0].dtype
+                                       for x in series):  # one 2-D page per band, written one at a time
+                arr, axes = np.stack([x.asarray() for x in series]), "QYX"  # (C, H, W)
+            elif len(series) != 1:
+                raise ImageReadError(f"{path}: holds {len(series)} image series of shapes "
+                                     f"{', '.join(str(x.shape) for x in series[:4])}{', ...' if len(series) > 4 else ''}"
+                                     f" and dtypes {', '.join(sorted({str(x.dtype) for x in series}))}; expected one, "
+                                     "or 2-D pages of one size and dtype (the bands of a stack)")
+            else:
+                arr = series[0].asarray()
+                axes = series[0].axes
             page = tif.pages[0]
             photometric = int(page.photometric)
             alpha = _tiff_alpha(page)
