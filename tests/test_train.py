@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -286,7 +287,6 @@ def _interrupting_scheduler(monkeypatch, at_call, how):
     """Make the LR scheduler's ``at_call``-th step (call 1 is at construction; call k + 1 is in training step k, after
     the optimizer has updated the weights) interrupt: ``how`` is ``"signal"`` (a real SIGINT, as Ctrl-C sends) or
     ``"raise"`` (a KeyboardInterrupt raised there, as a second Ctrl-C would)."""
-    import signal
 
     real, calls = torch.optim.lr_scheduler.LambdaLR.step, []
 
@@ -309,10 +309,19 @@ def _assert_same_weights(run_a, run_b):
         assert torch.equal(wa[k], wb[k]), k
 
 
-def test_sigint_inside_a_step_saves_a_checkpoint_that_resumes_exactly(tiny_config, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def python_sigint():
+    """SIGINT handled as an interactive Python handles it (KeyboardInterrupt): a background job, as CI may run the
+    tests, starts with SIGINT ignored, and training leaves an ignored SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_sigint_inside_a_step_saves_a_checkpoint_that_resumes_exactly(tiny_config, tmp_path, monkeypatch, capsys,
+                                                                      python_sigint):
     """Ctrl-C landing after the optimizer's update of step 4 (before the step is counted): the step is finished and
     saved as step 4, and resuming gives the uninterrupted run bit for bit; the SIGINT handler is given back."""
-    import signal
     from dataclasses import replace
 
     full = replace(tiny_config, train=replace(tiny_config.train, run_dir=str(tmp_path / "a"), max_steps=6,
@@ -353,8 +362,7 @@ def test_keyboard_interrupt_inside_the_update_keeps_the_last_checkpoint(tiny_con
     _assert_same_weights(tmp_path / "a", tmp_path / "b")
 
 
-def test_second_ctrl_c_while_waiting_raises_at_once():
-    import signal
+def test_second_ctrl_c_while_waiting_raises_at_once(python_sigint):
 
     from xmodal.train import _CtrlC
 
@@ -391,7 +399,6 @@ def _nan_weights_at_update(monkeypatch, at_call):
 def test_non_finite_weights_are_not_saved(tiny_config, monkeypatch):
     """An update that leaves NaN weights at the last step: the run stops naming the step and optim.lr, and the
     checkpoint of step 2 stays on disk; the SIGINT handler, thread count and global RNG are given back."""
-    import signal
 
     _nan_weights_at_update(monkeypatch, 4)
     handler, rng = signal.getsignal(signal.SIGINT), torch.random.get_rng_state()
