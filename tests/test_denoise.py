@@ -83,6 +83,14 @@ def test_bundled_model_resolves_when_installed(tmp_path: Path, run_dir: Path, mo
     monkeypatch.setattr(xmodal.pretrained, "_HERE", tmp_path)
     assert load().sample_rate == 16000
     assert load("default").name == "default"
+    # a run directory named like a bundled model, in the working directory: the name still means the bundled model,
+    # and says so; './speech' is the directory
+    shutil.copytree(run_dir, tmp_path / "work" / "speech")
+    monkeypatch.chdir(tmp_path / "work")
+    with pytest.warns(UserWarning, match=r"'speech' is a bundled model's name and also a run directory here; loading "
+                                         r"the bundled model \(pass './speech' for the directory\)"):
+        assert load("speech").name == "speech"
+    assert load("./speech").name == "./speech"
 
 
 def test_unknown_model_lists_bundled_names(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 __all__ = ["BUNDLED", "bundled_names", "resolve_model"]
@@ -74,6 +75,9 @@ def resolve_model(path_or_name: str | os.PathLike | None = None) -> Path:
     """
     if path_or_name is None or (isinstance(path_or_name, str) and path_or_name in _ALIASES):
         name = _ALIASES["default" if path_or_name is None else path_or_name]
+        if path_or_name is not None and (Path(path_or_name) / "config.yaml").is_file():
+            warnings.warn(f"{path_or_name!r} is a bundled model's name and also a run directory here; loading the "
+                          f"bundled model (pass './{path_or_name}' for the directory)", stacklevel=3)
         folder = _HERE / BUNDLED[name]
         missing = [f for f in _REQUIRED if not (folder / f).is_file()]
         if missing:
