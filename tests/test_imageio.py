@@ -379,7 +379,9 @@ def test_geotiff_tags_survive_read_and_write(tmp_path):
 
 
 @pytest.mark.parametrize("shape, layout", [((H, W), "HW"), ((H, W, 3), "HWC"), ((H, W, 4), "HWC"),
-                                           ((5, H, W), "CHW"), ((31, H, W), "CHW"), ((3, 4, 4), "CHW")])
+                                           ((5, H, W), "CHW"), ((31, H, W), "CHW"), ((3, 4, 4), "CHW"),
+                                           ((H, W, 8), "HWC"), ((H, W, 13), "HWC"), ((31, 20, 18), "CHW"),
+                                           ((60, 32, 24), "CHW")])
 @pytest.mark.parametrize("dtype", ["float32", "uint16", "uint8", "float64"])
 def test_npy_round_trip_and_layout_rule(tmp_path, shape, layout, dtype):
     stored = floats(shape).astype(dtype) if dtype.startswith("float") else ints(shape, dtype)

@@ -456,10 +456,10 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], t
                                        for x in series):  # one 2-D page per band, written one at a time
                 arr, axes = np.stack([x.asarray() for x in series]), "QYX"  # (C, H, W)
             elif len(series) != 1:
-                raise ImageReadError(f"{path}: holds {len(series)} image series of shapes "
-                                     f"{', '.join(str(x.shape) for x in series[:4])}{', ...' if len(series) > 4 else ''}"
-                                     f" and dtypes {', '.join(sorted({str(x.dtype) for x in series}))}; expected one, "
-                                     "or 2-D pages of one size and dtype (the bands of a stack)")
+                shapes = ", ".join(str(x.shape) for x in series[:4]) + (", ..." if len(series) > 4 else "")
+                raise ImageReadError(f"{path}: holds {len(series)} image series of shapes {shapes} and dtypes "
+                                     f"{', '.join(sorted({str(x.dtype) for x in series}))}; expected one, or 2-D "
+                                     "pages of one size and dtype (the bands of a stack)")
             else:
                 arr = series[0].asarray()
                 axes = series[0].axes
@@ -500,9 +500,9 @@ def tiff_mode(photometric: int, channels: int, alpha: bool) -> str:
 
 def npy_channels_last(shape: tuple[int, ...]) -> bool:
     """Whether a 3-D ``.npy`` array of ``shape`` is read as ``(H, W, C)``: its last axis has at most 4 entries and
-    its first more than 4, or its last axis is shorter than both others (a ``(H, W, 8)`` band stack); else
-    ``(C, H, W)``."""
-    return len(shape) == 3 and (shape[2] <= 4 < shape[0] or shape[2] < min(shape[0], shape[1]))
+    its first more than 4, or at most 16 entries and fewer than both others (a ``(H, W, 13)`` Sentinel-2 stack);
+    else ``(C, H, W)`` (so a hyperspectral ``(200, 128, 100)`` stays bands first)."""
+    return len(shape) == 3 and (shape[2] <= 4 < shape[0] or shape[2] <= 16 and shape[2] < min(shape[0], shape[1]))
 
 
 def _layout_npy(arr: np.ndarray, path: Path) -> tuple[np.ndarray, Layout]:
@@ -670,8 +670,8 @@ def nodata_value(info: ImageInfo) -> float | None:
 def read_image(path: PathLike) -> tuple[np.ndarray, ImageInfo]:
     """Read an image (PNG, JPEG, BMP, WebP, AVIF, TIFF, ``.npy`` or HEIC) with dtype-aware scaling.
 
-    ``.npy`` layout rule: ``(H, W)`` is one channel; a 3-D array is ``(H, W, C)`` when its last axis is shorter than
-    both others, or has at most 4 entries and its first more than 4, otherwise ``(C, H, W)``. TIFF: every
+    ``.npy`` layout rule: ``(H, W)`` is one channel; a 3-D array is ``(H, W, C)`` when its last axis has at most 16
+    entries and fewer than both others, or at most 4 and its first more than 4, otherwise ``(C, H, W)``. TIFF: every
     axis other than Y and X (pages, samples) becomes a channel, pages outermost.
 
     Args:
