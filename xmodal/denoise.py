@@ -1221,7 +1221,8 @@ class ImageDenoiser:
                 the result (e.g. float data as PNG), a channel count the model does not take, a bad ``sigma``.
             FileExistsError: ``dst`` exists and ``overwrite`` is false.
         """
-        from xmodal.imageio import IMAGE_EXTENSIONS, ImageReadError, nodata_value, read_image, write_image
+        from xmodal.imageio import (IMAGE_EXTENSIONS, ImageReadError, alpha_channels, nodata_value, read_image,
+                                    write_image)
 
         src, dst = Path(src), Path(dst)
         if not src.is_file():
@@ -1231,7 +1232,7 @@ class ImageDenoiser:
             raise ValueError(f"{dst}: unsupported output extension {dst.suffix!r} (expected one of "
                              f"{', '.join(IMAGE_EXTENSIONS)})")
         image, info = read_image(src)  # (C, H, W)
-        keep = _alpha_channels(info.mode)  # copied, not denoised
+        keep = alpha_channels(info.mode)  # copied, not denoised
         colour = image[: image.shape[0] - keep]  # (C - keep, H, W)
         colour, masks = _fill_nodata(colour, [nodata_value(info)] * colour.shape[0])
         try:
@@ -1657,7 +1658,7 @@ class VideoDenoiser:
                 for a video file with sound going to a folder or ``.npy`` file.
             FileExistsError: ``dst`` exists and ``overwrite`` is false.
         """
-        from xmodal.imageio import _INT_MAX, ImageReadError
+        from xmodal.imageio import _INT_MAX, ImageReadError, alpha_channels
         from xmodal.videoio import VIDEO_EXTENSIONS, ClipReader, ClipWriter
 
         src, dst = Path(src), Path(dst)
@@ -1678,7 +1679,7 @@ class VideoDenoiser:
                                  f"{'.npy file' if not folder else 'folder of frames'} (no audio there); write a "
                                  f"video file ({', '.join(VIDEO_EXTENSIONS)}) or leave the audio out")
             frame_info = reader.info.frame_info
-            keep = _alpha_channels(frame_info.mode) if frame_info is not None else 0  # copied, not denoised
+            keep = alpha_channels(frame_info.mode) if frame_info is not None else 0  # copied, not denoised
             colours = reader.info.shape[1] - keep
             alphas: dict[int, torch.Tensor] = {}  # frame -> its alpha channel, from its reading to its writing
 
@@ -1926,11 +1927,6 @@ def _peek_channels(path: Path) -> tuple[int, str]:
     return image.shape[0], info.mode
 
 
-def _alpha_channels(mode: str) -> int:
-    """1 for an image mode with an alpha channel (gray+alpha ``LA``, ``RGBA``: the last channel), else 0."""
-    return 1 if mode in ("LA", "RGBA") else 0
-
-
 _CAMERA_SUFFIXES = (".jpg", ".jpeg", ".heic", ".heif", ".avif")  # what cameras and phones save photos as
 
 
@@ -1938,8 +1934,10 @@ def _default_image_model(path: Path, forced: str | None) -> tuple[str, str]:
     """``(modality, bundled model name)`` for an image file from its channel count and format (auto or ``--modality
     image``): colour photos in a camera format (JPEG, HEIC, AVIF) get the model trained on camera noise, other colour
     images the white-noise one; gray pictures stored as RGB (:func:`_gray_picture`) the gray model."""
+    from xmodal.imageio import alpha_channels
+
     channels, mode = _peek_channels(path)
-    colour = channels - _alpha_channels(mode)  # an alpha channel is copied, not denoised
+    colour = channels - alpha_channels(mode)  # an alpha channel is copied, not denoised
     if forced is None and colour > 3 and mode != "CMYK" and path.suffix.lower() in _STACK_SUFFIXES:
         return "multispectral", "multispectral"  # 4 bands or more, none of them alpha: RGB+NIR, a band stack
     if colour != 3 or mode == "CMYK" or _gray_picture(path):

@@ -53,7 +53,7 @@ import numpy as np
 
 from xmodal._cli import command_name
 from xmodal._fs import atomic_write
-from xmodal.imageio import _INT_MAX, IMAGE_EXTENSIONS, ImageReadError, read_image, read_stack
+from xmodal.imageio import _INT_MAX, IMAGE_EXTENSIONS, ImageReadError, _quantise, alpha_channels, read_image, read_stack
 from xmodal.io import AUDIO_EXTENSIONS, AudioReadError, list_audio_files, read_audio, resample
 from xmodal.videoio import VIDEO_EXTENSIONS
 from xmodal.metrics import (IMAGE_METRICS, LPIPS, SPEECH_METRICS, SSIM_IMPLEMENTATION, STACK_METRICS, VIDEO_METRICS,
@@ -441,13 +441,10 @@ def _at_bit_depth(x: np.ndarray, dtype: str) -> np.ndarray:
     return np.clip(np.rint(x.astype(np.float64) * levels), 0, levels).astype(np.float32) / np.float32(levels)
 
 
-_ALPHA_MODES = ("LA", "RGBA")  # gray+alpha and RGBA images: the last channel is alpha
-
-
 def _colour(x: np.ndarray, info: Any) -> np.ndarray:
     """``(C, H, W)`` image without its alpha channel (the last one of an ``LA``/``RGBA`` file), which ``python -m
     xmodal.denoise`` copies unchanged and the evaluation sets aside: neither scored nor given to a model."""
-    return x[:-1] if getattr(info, "mode", None) in _ALPHA_MODES else x
+    return x[:-1] if alpha_channels(getattr(info, "mode", None)) else x
 
 
 class _ModelRefused(Exception):
@@ -784,7 +781,7 @@ def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str
         except ImageReadError as e:
             errors.append({"file": name, "reason": str(e)})
             continue
-        alpha = not video and any(getattr(i, "mode", None) in _ALPHA_MODES for i in (info, noisy_info, enhanced_info))
+        alpha = not video and any(alpha_channels(getattr(i, "mode", None)) for i in (info, noisy_info, enhanced_info))
         if alpha:  # (C, H, W) -> (C - 1, H, W) for each file that has one
             clean, noisy = _colour(clean, info), _colour(noisy, noisy_info)
             enhanced = _colour(enhanced, enhanced_info) if enhanced is not None else None
@@ -902,11 +899,8 @@ def _stack_model_values(model: ArrayDenoiser, noisy: str | os.PathLike, scaled: 
     out = _denoised(model, scaled, str(noisy)).astype(np.float64)  # (S, H, W), own scale
     own_scale = np.asarray(info.scale, np.float64)[:, None, None]  # (S, 1, 1)
     values = out * own_scale + np.asarray(info.offset, np.float64)[:, None, None]  # (S, H, W) file units
-    for i, dtype in enumerate(info.dtype):
-        if np.dtype(dtype).kind in "ui":  # as write_stack stores it: rounded and clipped
-            limits = np.iinfo(np.dtype(dtype))
-            values[i] = np.clip(np.rint(values[i]), limits.min, limits.max)
-    return values
+    # as write_stack stores it: integer bands rounded and clipped to their dtype
+    return np.stack([_quantise(v, np.dtype(d)).astype(np.float64) for v, d in zip(values, info.dtype)])
 
 
 def _stack_name(path: str | os.PathLike) -> str:

@@ -317,6 +317,11 @@ def _mode_of(channels: int) -> str:
     return _MODES.get(channels, "multiband")
 
 
+def alpha_channels(mode: str | None) -> int:
+    """1 for an image mode with an alpha channel (gray+alpha ``LA``, ``RGBA``: the last channel), else 0."""
+    return 1 if mode in ("LA", "RGBA") else 0
+
+
 def _geotags(page: Any) -> tuple[TiffTag, ...]:
     tags = []
     for tag in page.tags.values():
