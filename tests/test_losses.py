@@ -52,6 +52,26 @@ def test_waveform_and_mrstft_known_values():
     assert multi_resolution_stft_loss(2 * ref, ref).item() == pytest.approx(1 + math.log(2), abs=1e-3)
 
 
+def test_mrstft_ignores_differences_far_below_the_signal():
+    # A clip with a silent second half (as padded segments and the demo corpus have), and an estimate that differs
+    # only by noise 120 dB below the signal there. The log-magnitude term compares bins above the power floor (1e-7,
+    # magnitude 3.2e-4), as the paper's reference code does: such an estimate is as good as exact, and its gradient is
+    # small (0.007; noise 40 dB down everywhere gets 0.06). A floor on the magnitude itself (1e-7) scored it 2.2 and
+    # sent gradients of up to 347 (1 / magnitude) into the silent half.
+    torch.manual_seed(0)
+    ref = torch.randn(2, 1, 16000)
+    ref[..., 8000:] = 0
+    est = ref.clone()
+    est[..., 8000:] = 1e-6 * torch.randn(2, 1, 8000)
+    est.requires_grad_(True)
+    loss = multi_resolution_stft_loss(est, ref)
+    loss.backward()
+    assert loss.item() < 1e-3
+    assert est.grad.abs().max() < 0.02
+    # the same noise 30 dB below the signal is a real difference, and is scored as one
+    assert multi_resolution_stft_loss(torch.where(ref == 0, 0.03 * torch.randn_like(ref), ref), ref).item() > 0.5
+
+
 def test_speech_loss_weights_and_fp32_under_autocast():
     torch.manual_seed(0)
     wave, feats = torch.randn(2, 1, 4000), torch.randn(2, 2, 33, 20)

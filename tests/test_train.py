@@ -185,26 +185,27 @@ def test_cli_errors(tmp_path, capsys):
 def test_ddp_two_gloo_processes_equal_one_process(tiny_config, tmp_path):
     from dataclasses import replace
 
-    single = replace(tiny_config, train=replace(tiny_config.train, run_dir=str(tmp_path / "one"), max_steps=3))
+    steps = 6
+    single = replace(tiny_config, train=replace(tiny_config.train, run_dir=str(tmp_path / "one"), max_steps=steps))
     r1 = train(single)
     d = tiny_config.data
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "xmodal.train",
-           str(TINY), f"train.run_dir={tmp_path / 'two'}", "train.max_steps=3", f"data.clean_dir=[{d.clean_dir[0]}]",
-           f"data.noise_dir=[{d.noise_dir[0]}]", f"data.valid_fraction={d.valid_fraction}"]
+           str(TINY), f"train.run_dir={tmp_path / 'two'}", f"train.max_steps={steps}",
+           f"data.clean_dir=[{d.clean_dir[0]}]", f"data.noise_dir=[{d.noise_dir[0]}]",
+           f"data.valid_fraction={d.valid_fraction}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout
     w1, w2 = weights(tmp_path / "one"), weights(tmp_path / "two")
     # Same global batch -> same averaged gradient up to float summation order (one process with 2 threads vs two
-    # processes with one each). Adam divides by sqrt(v), which magnifies that rounding where a gradient nearly
-    # cancels: a handful of weights move by up to a tenth of a step (lr), the rest agree to rounding. Ranks that did
-    # not average their gradients would differ by a large part of lr almost everywhere.
+    # processes with one each), so the same weights step after step: measured within 1e-3 lr after 6 steps (Adam
+    # can move a weight whose gradient nearly cancels by a part of lr, hence the bound). Ranks that did not average
+    # their gradients, or a loss that did not split over the batch, differ by a large part of lr almost everywhere.
     lr = tiny_config.optim.lr
     diffs = torch.cat([(w2[k] - w1[k]).abs().flatten() for k in w1])
-    assert diffs.max() < 0.5 * lr
-    assert (diffs > 0.05 * lr).float().mean() < 0.01
-    assert diffs.mean() < 1e-3 * lr
+    assert diffs.max() < 0.05 * lr
+    assert diffs.mean() < 1e-4 * lr
     # metrics were reduced over both ranks: the same means as one process over all clips
     report = json.loads((tmp_path / "two" / "validation.json").read_text())["report"]
     for metric, value in r1.validation["noisy"].items():
