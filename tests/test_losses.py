@@ -55,9 +55,9 @@ def test_waveform_and_mrstft_known_values():
 def test_mrstft_ignores_differences_far_below_the_signal():
     # A clip with a silent second half (as padded segments and the demo corpus have), and an estimate that differs
     # only by noise 120 dB below the signal there. The log-magnitude term compares bins above the power floor (1e-7,
-    # magnitude 3.2e-4), as the ParallelWaveGAN implementation does: such an estimate is as good as exact, and its gradient is
-    # small (0.007; noise 40 dB down everywhere gets 0.06). A floor on the magnitude itself (1e-7) scored it 2.2 and
-    # sent gradients of up to 347 (1 / magnitude) into the silent half.
+    # magnitude 3.2e-4), as the ParallelWaveGAN implementation does: such an estimate is as good as exact, and its
+    # gradient is small (0.007; noise 40 dB down everywhere gets 0.06). A floor on the magnitude itself (1e-7) scored
+    # it 2.2 and sent gradients of up to 347 (1 / magnitude) into the silent half.
     torch.manual_seed(0)
     ref = torch.randn(2, 1, 16000)
     ref[..., 8000:] = 0

@@ -102,9 +102,9 @@ def _stft_mag(x: torch.Tensor, n_fft: int) -> torch.Tensor:
     hop = n_fft // 4
     window = torch.hann_window(n_fft, device=x.device)
     spec = torch.stft(x.reshape(-1, x.shape[-1]), n_fft, hop, n_fft, window, return_complex=True)  # (R, F, N)
-    # Power floored at 1e-7 before the square root, as in the ParallelWaveGAN implementation (a magnitude floor of 3.2e-4,
-    # about -93 dB below unit-RMS white noise at n_fft 512): a floor on the magnitude itself (1e-7) lets the log term
-    # chase bins 140 dB down, whose gradient (1 / magnitude) swings with rounding noise.
+    # Power floored at 1e-7 before the square root, as in the ParallelWaveGAN implementation (a magnitude floor of
+    # 3.2e-4, about -93 dB below unit-RMS white noise at n_fft 512): a floor on the magnitude itself (1e-7) lets the
+    # log term chase bins 140 dB down, whose gradient (1 / magnitude) swings with rounding noise.
     return torch.view_as_real(spec).pow(2).sum(-1).clamp_min(_STFT_POWER_FLOOR).sqrt()
 
 
@@ -112,9 +112,9 @@ def multi_resolution_stft_loss(est: torch.Tensor, ref: torch.Tensor,
                                ffts: tuple[int, ...] = (512, 1024, 256)) -> torch.Tensor:
     """Multi-resolution STFT loss (Yamamoto et al. 2020): spectral convergence + log-magnitude L1, averaged.
 
-    Spectral convergence is computed per signal and averaged over signals. Magnitudes are floored at
-    ``sqrt(1e-7)`` (power 1e-7), as in the ParallelWaveGAN implementation, so that bins far below the signal neither count nor
-    send a ``1 / magnitude`` gradient.
+    Spectral convergence is computed per signal and averaged over signals. Magnitudes are floored at ``sqrt(1e-7)``
+    (power 1e-7), as in the ParallelWaveGAN implementation, so that bins far below the signal neither count nor send
+    a ``1 / magnitude`` gradient.
 
     Args:
         est: ``(..., T)`` estimate.
