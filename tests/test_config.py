@@ -4,7 +4,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xmodal.config import (Config, ConfigError, config_to_dict, dump_config, load_config, parse_overrides)
+from xmodal.config import (Config, ConfigError, bundled_recipes, config_to_dict, dump_config, load_config,
+                           parse_overrides)
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write(tmp_path, text, name="r.yaml"):
@@ -22,6 +25,35 @@ def test_defaults_and_recipes_load():
         load_config(recipe)
     noise = load_config("recipes/image_color_real_bundled.yaml").image.noise
     assert noise.kind == "camera" and noise.jpeg_quality == (60, 100) and noise.peak == (30.0, 10000.0)
+
+
+def test_recipes_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # names resolve wherever the command runs
+    assert set(bundled_recipes()) == {p.stem for p in (REPO / "recipes").glob("*.yaml")}
+    assert load_config("tiny", ["train.max_steps=9"]) == load_config(REPO / "recipes" / "tiny.yaml",
+                                                                     ["train.max_steps=9"])
+    assert load_config("speech").modality == "speech" and load_config("multispectral").modality == "multispectral"
+    # a file of that name in the working directory wins over the bundled recipe
+    write(tmp_path, "train:\n  max_steps: 7\n", name="tiny")
+    assert load_config("tiny").train.max_steps == 7
+    # an unknown name lists the general recipes; a path gets no list
+    with pytest.raises(ConfigError) as e:
+        load_config("speeh")
+    assert str(e.value).startswith("speeh: recipe file not found; recipes that come with xmodal: image, joint, ")
+    assert " speech, tiny," in str(e.value) and "speech_bundled" not in str(e.value)
+    assert "*_bundled* recipes, those the bundled models were trained with)" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        load_config("recipes/speeh.yaml")
+    assert str(e.value) == "recipes/speeh.yaml: recipe file not found"
+
+
+def test_every_package_folder_ships():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    setup = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "xmodal").rglob("__init__.py")}
+    assert set(setup["packages"]) == folders | {"xmodal.recipes"}
+    assert setup["package-dir"] == {"xmodal.recipes": "recipes"}
+    assert setup["package-data"]["xmodal.recipes"] == ["*.yaml"]
 
 
 def test_camera_noise_errors_name_the_key():

@@ -40,6 +40,7 @@ __all__ = [
     "OptimConfig",
     "SpeechDataConfig",
     "TrainConfig",
+    "bundled_recipes",
     "config_from_dict",
     "config_to_dict",
     "dump_config",
@@ -776,11 +777,23 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
     return config
 
 
+def bundled_recipes() -> dict[str, Path]:
+    """The recipes that come with xmodal, by name (``speech``, ``image``, ``tiny``...): ``xmodal/recipes`` in an
+    installed wheel, the repository's ``recipes/`` folder in a source checkout."""
+    package = Path(__file__).resolve().parent
+    for folder, inside in ((package / "recipes", True), (package.parent / "recipes", False)):
+        # beside the package only in a checkout (never another distribution's `recipes` in site-packages)
+        if folder.is_dir() and (inside or (package.parent / "pyproject.toml").is_file()):
+            return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+    return {}
+
+
 def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML recipe strictly and apply dotted overrides.
 
     Args:
-        path: recipe file; ``None`` starts from the defaults.
+        path: recipe file, or the name of a bundled recipe (:func:`bundled_recipes`: ``speech``, ``image``...) when
+            no file of that name exists; ``None`` starts from the defaults.
         overrides: ``key.sub=value`` strings applied in order.
 
     Returns:
@@ -793,10 +806,18 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
         config = Config()
     else:
         path = Path(path)
+        named = len(path.parts) == 1 and not path.suffix and not path.exists()  # `speech`: a bundled recipe's name
+        if named and path.name in bundled_recipes():
+            path = bundled_recipes()[path.name]
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise ConfigError(f"{path}: recipe file not found") from None
+            hint = ""
+            if named and bundled_recipes():
+                names = [n for n in bundled_recipes() if "_bundled" not in n]
+                hint = f"; recipes that come with xmodal: {', '.join(names)} (and {len(bundled_recipes()) - len(names)}" \
+                    " *_bundled* recipes, those the bundled models were trained with)"
+            raise ConfigError(f"{path}: recipe file not found{hint}") from None
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: cannot read recipe ({e})") from None
         try:

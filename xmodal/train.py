@@ -557,7 +557,8 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``RECIPE [key.sub=value ...]`` and train. Returns the exit status."""
     parser = argparse.ArgumentParser(prog=command_name("train"), description=__doc__.split("\n")[0])
-    parser.add_argument("recipe", help="YAML recipe, e.g. recipes/speech.yaml")
+    parser.add_argument("recipe", help="YAML recipe file (recipes/speech.yaml), or a bundled recipe's name: "
+                        "speech, image, multispectral, joint, video, tiny...")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=100 optim.lr=3e-4")
     parser.add_argument("--stop-after", type=int, default=None, metavar="N",
                         help="stop after N steps in this call, checkpointed (run the command again to resume)")
