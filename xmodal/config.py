@@ -812,11 +812,11 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            hint = ""
-            if named and bundled_recipes():
-                names = [n for n in bundled_recipes() if "_bundled" not in n]
-                hint = f"; recipes that come with xmodal: {', '.join(names)} (and {len(bundled_recipes()) - len(names)}" \
-                    " *_bundled* recipes, those the bundled models were trained with)"
+            hint, recipes = "", bundled_recipes()
+            if named and recipes:
+                names = [n for n in recipes if "_bundled" not in n]
+                hint = f"; recipes that come with xmodal: {', '.join(names)} (and {len(recipes) - len(names)} " \
+                    "*_bundled* recipes, those the bundled models were trained with)"
             raise ConfigError(f"{path}: recipe file not found{hint}") from None
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: cannot read recipe ({e})") from None
