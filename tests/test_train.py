@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +171,78 @@ def test_cli_ctrl_c_saves_and_exits_130(tmp_path, tiny_config, capsys, monkeypat
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "at step 2" in out and "done: 4 steps" in out
+
+
+@pytest.fixture
+def python_sigterm():
+    """SIGTERM raising in Python while the test runs (so that a test where training does not catch it fails instead
+    of killing pytest), given back after."""
+    def terminated(signum, frame):
+        raise SystemExit("SIGTERM reached the test's handler")
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    yield terminated
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_cli_sigterm_saves_and_exits_143(tmp_path, tiny_config, capsys, monkeypatch, python_sigterm):
+    """SIGTERM (a job scheduler pre-empting the run) arriving inside step 3: the step is finished and saved, a line
+    says so, exit status 143 (128 + SIGTERM); the handler is given back and the same command resumes."""
+    d = tiny_config.data
+    args = [str(TINY), f"train.run_dir={tmp_path / 'r'}", f"data.clean_dir=[{d.clean_dir[0]}]",
+            f"data.noise_dir=[{d.noise_dir[0]}]", "data.valid_fraction=0.25", "train.save_every=100"]
+    clip, calls = torch.nn.utils.clip_grad_norm_, []
+
+    def terminate_in_third_step(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return clip(*a, **k)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", terminate_in_third_step)
+    assert main(args) == 143
+    assert "stopped by SIGTERM at step 3; checkpoint saved, run the same command to resume" in capsys.readouterr().out
+    assert torch.load(tmp_path / "r" / "train_state.pt", weights_only=False)["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is python_sigterm
+    monkeypatch.undo()
+    assert main(args) == 0
+    assert "done: 4 steps" in capsys.readouterr().out
+
+
+def test_ddp_signal_on_one_rank_stops_both_after_the_same_step(tiny_config, tmp_path):
+    """Ctrl-C seen by rank 1 only, inside step 3 (its third gradient clip): both ranks stop after step 3 (a rank that
+    went on would wait for the other's gradients: rank 0 crashed in its backward and saved nothing), rank 0 saves
+    that step, rank 1 exits 130 (torchrun then ends rank 0, already past its checkpoint), and the run resumes."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, signal, torch\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    clip, calls = torch.nn.utils.clip_grad_norm_, []\n"
+        "    def clip_and_signal(*a, **k):\n"
+        "        calls.append(1)\n"
+        "        if len(calls) == 3:\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "        return clip(*a, **k)\n"
+        "    torch.nn.utils.clip_grad_norm_ = clip_and_signal\n")
+    d = tiny_config.data
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "xmodal.train",
+           str(TINY), f"train.run_dir={tmp_path / 'two'}", "train.max_steps=6", "train.save_every=100",
+           f"data.clean_dir=[{d.clean_dir[0]}]", f"data.noise_dir=[{d.noise_dir[0]}]",
+           f"data.valid_fraction={d.valid_fraction}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{hook}{os.pathsep}{REPO}"}
+    # a worker's SIGINT handler is installed only where SIGINT is not ignored (a background job ignores it)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.returncode != 0
+    assert "interrupted at step 3; checkpoint saved, run the same command to resume" in proc.stdout, \
+        proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "exitcode  : 130" in proc.stderr or "exitcode: 130" in proc.stderr, proc.stderr[-3000:]
+    assert torch.load(tmp_path / "two" / "train_state.pt", weights_only=False)["step"] == 3
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stdout and "done: 6 steps" in proc.stdout
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -364,22 +437,37 @@ def test_keyboard_interrupt_inside_the_update_keeps_the_last_checkpoint(tiny_con
 
 
 def test_second_ctrl_c_while_waiting_raises_at_once(python_sigint):
-
-    from xmodal.train import _CtrlC
+    from xmodal.train import TrainingStopped, _Stop
 
     before = signal.getsignal(signal.SIGINT)
-    with _CtrlC() as ctrl_c:
-        assert signal.getsignal(signal.SIGINT) == ctrl_c._handle
+    with _Stop() as stop:
+        assert signal.getsignal(signal.SIGINT) == stop._handle
         os.kill(os.getpid(), signal.SIGINT)  # recorded only
-        assert ctrl_c.requested
-        ctrl_c.hold = True
+        assert stop.requested == signal.SIGINT
+        stop.hold = True
         os.kill(os.getpid(), signal.SIGINT)  # while a checkpoint is written: recorded only
-        ctrl_c.hold = False
-        with pytest.raises(KeyboardInterrupt):
+        stop.hold = False
+        with pytest.raises(TrainingStopped) as e:
             os.kill(os.getpid(), signal.SIGINT)
             for _ in range(100):  # the handler runs at the next bytecode
                 pass
+        assert e.value.signum == signal.SIGINT and isinstance(e.value, KeyboardInterrupt)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_signal_copies_within_the_grace_period_are_one_request(python_sigint):
+    """Under torchrun a worker gets the terminal's Ctrl-C and torchrun's copy of it: one request, not two."""
+    from xmodal.train import TrainingStopped, _Stop
+
+    with _Stop(grace=0.3) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.requested == signal.SIGINT
+        time.sleep(0.35)
+        with pytest.raises(TrainingStopped):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100):
+                pass
 
 
 def _nan_weights_at_update(monkeypatch, at_call):

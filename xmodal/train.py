@@ -33,7 +33,7 @@ from xmodal.metrics import MetricAccumulator
 from xmodal.modalities import (make_adapter, make_corpus, make_loss, metric_names, modality_io, num_workers,
                                primary_metric, score, tensorboard_sample)
 
-__all__ = ["TrainResult", "cosine_with_warmup", "main", "train"]
+__all__ = ["TrainResult", "TrainingStopped", "cosine_with_warmup", "main", "train"]
 
 
 @dataclass
@@ -88,38 +88,57 @@ class _Track:
     validator: _Validator | None = None
 
 
-class _CtrlC:
-    """Ctrl-C (SIGINT) during the training loop, acted on at a step boundary.
+class TrainingStopped(KeyboardInterrupt):
+    """Training stopped by a signal (``signum``: SIGINT for Ctrl-C, SIGTERM for a scheduler's pre-emption); raised
+    after the checkpoint of the last completed step was saved. A :class:`KeyboardInterrupt`, so code that catches
+    Ctrl-C catches it."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+class _Stop:
+    """Ctrl-C (SIGINT) or SIGTERM (a job scheduler's pre-emption, or torchrun passing either on) during the training
+    loop, acted on at a step boundary.
 
     A step that is cut between the optimizer's update and the step counter would save weights one step ahead of the
-    state, so the first Ctrl-C is only recorded (:attr:`requested`) and the loop stops at the end of the step. A
-    second one while waiting raises :class:`KeyboardInterrupt` at once (the loop then saves only if the state is
-    consistent), except while a checkpoint is being written (:attr:`hold`). Installed from the main thread only (Python
-    runs signal handlers there); the previous handler is given back on exit. A SIGINT that was ignored stays ignored.
+    state, so the first signal is only recorded (:attr:`requested`, its number) and the loop stops at the end of the
+    step. A second one while waiting raises :class:`TrainingStopped` at once (the loop then saves only if the state is
+    consistent), except while a checkpoint is being written (:attr:`hold`) and within ``grace`` seconds of the first:
+    under torchrun every worker gets the terminal's Ctrl-C and then the copy torchrun sends on, which must not count
+    as a second press. Installed from the main thread only (Python runs signal handlers there); the previous handlers
+    are given back on exit. A signal that was ignored stays ignored.
     """
 
-    def __init__(self) -> None:
-        self.requested = False
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, grace: float = 0.0) -> None:
+        self.requested: int | None = None
         self.hold = False
-        self._previous = None
+        self.grace = grace
+        self._first = 0.0
+        self._previous: dict[int, object] = {}
 
     def _handle(self, signum, frame) -> None:
-        if self.requested and not self.hold:
-            raise KeyboardInterrupt
-        self.requested = True
+        if self.requested is None:
+            self.requested, self._first = int(signum), time.monotonic()
+        elif not self.hold and time.monotonic() - self._first >= self.grace:
+            raise TrainingStopped(signum)
 
-    def __enter__(self) -> _CtrlC:
+    def __enter__(self) -> _Stop:
         if threading.current_thread() is threading.main_thread():
-            previous = signal.getsignal(signal.SIGINT)
-            if previous not in (None, signal.SIG_IGN):  # None: a handler not installed from Python, left alone
-                signal.signal(signal.SIGINT, self._handle)
-                self._previous = previous
+            for signum in self.SIGNALS:
+                previous = signal.getsignal(signum)
+                if previous not in (None, signal.SIG_IGN):  # None: a handler not installed from Python, left alone
+                    signal.signal(signum, self._handle)
+                    self._previous[signum] = previous
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
 
 
 def _non_finite_tensors(model: nn.Module) -> list[str]:
@@ -256,7 +275,8 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
     Raises:
         FloatingPointError: a non-finite loss, or non-finite weights at a checkpoint (nothing is saved then: the last
             good checkpoint stays on disk).
-        KeyboardInterrupt: Ctrl-C; the checkpoint of the last completed step has been saved.
+        TrainingStopped: Ctrl-C (SIGINT) or SIGTERM, a :class:`KeyboardInterrupt`; the checkpoint of the last
+            completed step has been saved (under DDP, all ranks stop after the same step).
 
     The process-wide settings it changes (torch's thread count, the global RNG, cuDNN's benchmark switch) are given
     back as found when it returns or raises.
@@ -393,7 +413,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
             if not info.is_main:
                 saved_step = step
                 return
-            ctrl_c.hold = True  # a second Ctrl-C must not cut the weights/state pair in half
+            stop.hold = True  # a second Ctrl-C must not cut the weights/state pair in half
             try:
                 ckpt.save_weights(model, run_dir / ckpt.WEIGHTS, config)
                 if path_best:
@@ -402,7 +422,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                                                    "scheduler": scheduler.state_dict(),
                                                    "scaler": scaler.state_dict()})
             finally:
-                ctrl_c.hold = False
+                stop.hold = False
             saved_step = step
 
         def validate() -> tuple[dict, int, bool]:
@@ -438,9 +458,25 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         # still stops the run, naming its step, before any checkpoint is written). On the CPU reading is free.
         pending: list[torch.Tensor] = []
         sync_every_step = info.device.type != "cuda" and _READ_LOSS_EVERY_STEP_ON_CPU
-        # Ctrl-C is acted on between steps; `updating` is true while the weights are ahead of `step` (a
+        # Ctrl-C and SIGTERM are acted on between steps; `updating` is true while the weights are ahead of `step` (a
         # KeyboardInterrupt raised then must not save).
-        ctrl_c, updating, saved_step = _CtrlC(), False, None
+        stop, updating, saved_step = _Stop(grace=1.0 if info.world_size > 1 else 0.0), False, None
+
+        def stop_here(synced: bool) -> bool:
+            """Whether to stop after this step. Under DDP every rank must stop at the same step (a rank that went on
+            would wait for the others' gradients for ever), so the request is all-reduced, at the steps where the
+            host reads the device anyway (every step on the CPU; log, validation and save steps on CUDA), and a rank
+            that got no signal stops with the others."""
+            if info.world_size == 1:
+                return stop.requested is not None
+            if not synced:
+                return False
+            flag = torch.tensor([stop.requested or 0], device=info.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            signum = int(flag.item())
+            if signum and stop.requested is None:
+                stop.requested = signum
+            return bool(signum)
 
         def check_losses() -> None:
             if not pending:
@@ -455,11 +491,12 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
             result.losses.extend(values)
             if bar is not None:
                 bar.set_postfix(loss=f"{values[-1]:.4f}")
-        ctrl_c.__enter__()
+        stop.__enter__()
+        agreed = False  # all ranks stop after the same step (and meet once more after the checkpoint is written)
         try:
             for batches in zip(*loaders):
-                if ctrl_c.requested:
-                    raise KeyboardInterrupt
+                if info.world_size == 1 and stop.requested is not None:
+                    raise TrainingStopped(stop.requested)
                 feats, ctxs, cleans = {}, {}, {}
                 for t, (noisy, clean) in zip(tracks, batches):
                     noisy = noisy.to(info.device, non_blocking=True)  # speech (b, 1, T); images (b, C, P, P)
@@ -498,7 +535,8 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                 evaluating = bool(has_valid and ((tc.eval_every and step % tc.eval_every == 0)
                                                  or step == tc.max_steps))
                 saving = (tc.save_every and step % tc.save_every == 0) or step == end_step
-                if sync_every_step or logging or evaluating or saving:
+                synced = sync_every_step or logging or evaluating or saving
+                if synced:
                     check_losses()
                 if logging:
                     dt = time.perf_counter() - t_last
@@ -516,22 +554,27 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                     save(path_best=improved)
                 elif saving:
                     save()
-                if ctrl_c.requested:
-                    raise KeyboardInterrupt
-            if ctrl_c.requested:
-                raise KeyboardInterrupt
-        except KeyboardInterrupt:
+                if stop_here(synced):
+                    agreed = True
+                    raise TrainingStopped(stop.requested)
+            if info.world_size == 1 and stop.requested is not None:  # under DDP the last step's check had the say
+                raise TrainingStopped(stop.requested)
+        except KeyboardInterrupt as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
             if updating:  # a second Ctrl-C inside the update: weights and step disagree, keep what is on disk
-                log.line(f"interrupted during step {step + 1}, in the middle of the weight update: not saved; the "
+                log.line(f"{what} during step {step + 1}, in the middle of the weight update: not saved; the "
                          f"checkpoint on disk is kept, run the same command to resume from it")
                 raise
             check_losses()
             if saved_step != step:
                 save()
-            log.line(f"interrupted at step {step}; checkpoint saved, run the same command to resume")
+            log.line(f"{what} at step {step}; checkpoint saved, run the same command to resume")
+            if agreed:
+                barrier(info)  # the other ranks leave once rank 0 has written the checkpoint
             raise
         finally:
-            ctrl_c.__exit__(None, None, None)
+            stop.__exit__(None, None, None)
             if bar is not None:
                 bar.close()
         if step == resumed_from and has_valid and step == tc.max_steps and not result.validation:
@@ -579,8 +622,8 @@ def main(argv: list[str] | None = None) -> int:
         where = e.filename if e.filename is not None else ""
         print(f"error: {where}: {e.strerror}" if where and e.strerror else f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C: train() has saved the checkpoint and said so; no traceback
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: train() has saved the checkpoint and said so; no traceback
+        return 128 + getattr(e, "signum", signal.SIGINT)
     print(f"done: {result.step} steps, run directory {result.run_dir}")
     return 0
 
