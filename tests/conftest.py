@@ -59,3 +59,17 @@ def chirp(seconds: float, sample_rate: int, f0: float = 200.0, f1: float = 3000.
     """``(T,)`` float32 linear chirp."""
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     return (amp * np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t ** 2 / (2 * seconds)))).astype(np.float32)
+
+
+@pytest.fixture
+def python_sigterm():
+    """SIGTERM raising in Python while the test runs (a test whose code under test does not catch it then fails
+    instead of killing pytest), given back after; yields the test's handler."""
+    import signal
+
+    def terminated(signum, frame):
+        raise SystemExit("SIGTERM reached the test's handler")
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    yield terminated
+    signal.signal(signal.SIGTERM, previous)

@@ -173,18 +173,6 @@ def test_cli_ctrl_c_saves_and_exits_130(tmp_path, tiny_config, capsys, monkeypat
     assert "at step 2" in out and "done: 4 steps" in out
 
 
-@pytest.fixture
-def python_sigterm():
-    """SIGTERM raising in Python while the test runs (so that a test where training does not catch it fails instead
-    of killing pytest), given back after."""
-    def terminated(signum, frame):
-        raise SystemExit("SIGTERM reached the test's handler")
-
-    previous = signal.signal(signal.SIGTERM, terminated)
-    yield terminated
-    signal.signal(signal.SIGTERM, previous)
-
-
 def test_cli_sigterm_saves_and_exits_143(tmp_path, tiny_config, capsys, monkeypatch, python_sigterm):
     """SIGTERM (a job scheduler pre-empting the run) arriving inside step 3: the step is finished and saved, a line
     says so, exit status 143 (128 + SIGTERM); the handler is given back and the same command resumes."""

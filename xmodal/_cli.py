@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["command_name"]
+__all__ = ["Interrupted", "command_name", "exit_status", "interrupt_name", "terminate_as_interrupt"]
 
 
 def command_name(module: str) -> str:
@@ -13,3 +17,47 @@ def command_name(module: str) -> str:
     console script the install puts on the path, else ``python -m xmodal.<module>``."""
     name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     return name if name == f"xmodal-{module}" else f"python -m xmodal.{module}"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM as an exception, with the signal's number (``signum``). A
+    :class:`KeyboardInterrupt`, so whatever cleans up after Ctrl-C (temp files, half-written outputs) cleans up after
+    it too."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+def exit_status(e: KeyboardInterrupt) -> int:
+    """The shell's status for a command ended by the signal behind ``e``: 128 + its number (130 Ctrl-C, 143 SIGTERM)."""
+    return 128 + getattr(e, "signum", signal.SIGINT)
+
+
+def interrupt_name(e: KeyboardInterrupt) -> str:
+    """``interrupted (Ctrl-C)`` or ``terminated (SIGTERM)``, for the line a command prints as it stops."""
+    signum = getattr(e, "signum", signal.SIGINT)
+    return "interrupted (Ctrl-C)" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Inside the block SIGTERM (``kill``, a job's time limit, a container stopping) raises :class:`Interrupted`, as
+    Ctrl-C raises KeyboardInterrupt, so that a terminated command removes its temp files and says what it wrote
+    instead of dying with them on disk. Main thread only; a SIGTERM that was ignored stays ignored; the previous
+    handler is given back."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous in (None, signal.SIG_IGN):  # None: a handler not installed from Python, left alone
+            previous = None
+        else:
+            def terminated(signum, frame):
+                raise Interrupted(signum)
+
+            signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

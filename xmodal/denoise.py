@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xmodal._cli import command_name
+from xmodal._cli import command_name, exit_status, interrupt_name, terminate_as_interrupt
 from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
 from xmodal.io import AudioReadError, list_audio_files, resample
@@ -2309,13 +2309,15 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; returns the exit status (0 ok, 1 some files failed, 2 usage error, 130 Ctrl-C)."""
+    """Command line entry point; returns the exit status (0 ok, 1 some files failed, 2 usage error, 130 Ctrl-C, 143
+    SIGTERM)."""
     try:
-        return _main(argv)
-    except KeyboardInterrupt:  # outputs are written whole or not at all: say so instead of a traceback
-        print("\ninterrupted (Ctrl-C): the files finished so far are written; the one in progress was not",
+        with terminate_as_interrupt():
+            return _main(argv)
+    except KeyboardInterrupt as e:  # outputs are written whole or not at all: say so instead of a traceback
+        print(f"\n{interrupt_name(e)}: the files finished so far are written; the one in progress was not",
               file=sys.stderr)
-        return 130
+        return exit_status(e)
 
 
 def _main(argv: list[str] | None) -> int:

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmodal._cli import command_name
+from xmodal._cli import command_name, exit_status, interrupt_name, terminate_as_interrupt
 
 __all__ = ["ExportReport", "OnnxNet", "OnnxRuntimeNet", "embedded_config", "export_onnx", "load_onnx", "main"]
 
@@ -452,7 +452,16 @@ def _quantize(raw: Path, out: Path, features: list[dict[str, np.ndarray]], proto
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line entry point; returns the exit status (0 written and checked, 2 error)."""
+    """Command line entry point; returns the exit status (0 written and checked, 2 error, 130 Ctrl-C, 143 SIGTERM)."""
+    try:
+        with terminate_as_interrupt():
+            return _main(argv)
+    except KeyboardInterrupt as e:  # temp files are removed on the way out: say so instead of a traceback
+        print(f"\n{interrupt_name(e)}: no file left half-written", file=sys.stderr)
+        return exit_status(e)
+
+
+def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(prog=command_name("export"), description=__doc__.split("\n")[0])
     p.add_argument("model", help="bundled name (speech, speech_rt, gray, color, multispectral, video, video_color), "
                                  "run directory or .safetensors")

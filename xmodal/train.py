@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from xmodal import checkpoint as ckpt
-from xmodal._cli import command_name
+from xmodal._cli import Interrupted, command_name, exit_status
 from xmodal.config import Config, ConfigError, config_to_dict, dump_config, load_config
 from xmodal.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from xmodal.inference import autocast_for, enhance
@@ -88,14 +88,10 @@ class _Track:
     validator: _Validator | None = None
 
 
-class TrainingStopped(KeyboardInterrupt):
+class TrainingStopped(Interrupted):
     """Training stopped by a signal (``signum``: SIGINT for Ctrl-C, SIGTERM for a scheduler's pre-emption); raised
     after the checkpoint of the last completed step was saved. A :class:`KeyboardInterrupt`, so code that catches
     Ctrl-C catches it."""
-
-    def __init__(self, signum: int = signal.SIGINT) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = int(signum)
 
 
 class _Stop:
@@ -623,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {where}: {e.strerror}" if where and e.strerror else f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: train() has saved the checkpoint and said so; no traceback
-        return 128 + getattr(e, "signum", signal.SIGINT)
+        return exit_status(e)
     print(f"done: {result.step} steps, run directory {result.run_dir}")
     return 0
 
