@@ -350,6 +350,43 @@ def test_tiff_compression_is_kept(tmp_path, compression, predictor, dtype, chann
         np.testing.assert_array_equal(tifffile.imread(tmp_path / "bands" / "band_01.tif"), stored[0])
 
 
+def tiff_tile(path: Path) -> tuple[int, int] | None:
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        return (int(page.tilelength), int(page.tilewidth)) if page.is_tiled else None
+
+
+@pytest.mark.parametrize("dtype, channels, planar", [("uint16", 1, None), ("uint8", 3, "contig"),
+                                                     ("uint16", 5, "separate"), ("float32", 4, "contig")])
+def test_tiled_tiff_is_written_back_tiled(tmp_path, dtype, channels, planar):
+    """Tiled rasters (Cloud-Optimized GeoTIFFs, most large ones) come back tiled the same way, images and stacks;
+    stripped ones stay stripped."""
+    stored = floats((channels, H, W)) if dtype == "float32" else ints((channels, H, W), dtype)
+    data = stored[0] if channels == 1 else stored.transpose(1, 2, 0) if planar == "contig" else stored
+    extra = {"photometric": "rgb" if channels == 3 else "minisblack"}
+    if planar:
+        extra["planarconfig"] = planar
+    tifffile.imwrite(tmp_path / "a.tif", data, tile=(16, 32), compression="zlib", **extra)
+    image, info = read_image(tmp_path / "a.tif") if channels <= 4 else (None, None)
+    if info is not None:
+        assert info.tiff_tile == (16, 32)
+        write_image(tmp_path / "b.tif", image, info)
+        assert tiff_tile(tmp_path / "b.tif") == (16, 32) and tiff_codes(tmp_path / "b.tif")[0] == 8
+        np.testing.assert_array_equal(read_image(tmp_path / "b.tif")[0], image)
+    if dtype != "float32":
+        stack, sinfo = read_stack(tmp_path / "a.tif")
+        assert sinfo.tiff_tile == (16, 32)
+        write_stack(tmp_path / "c.tif", stack, sinfo)
+        write_stack(tmp_path / "bands", stack, sinfo)
+        assert tiff_tile(tmp_path / "c.tif") == (16, 32) and tiff_tile(tmp_path / "bands" / "band_01.tif") == (16, 32)
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "c.tif"), data)
+    tifffile.imwrite(tmp_path / "s.tif", data, **extra)  # strips in, strips out
+    image, info = read_stack(tmp_path / "s.tif") if channels > 4 else read_image(tmp_path / "s.tif")
+    assert info.tiff_tile is None
+    (write_stack if channels > 4 else write_image)(tmp_path / "t.tif", image, info)
+    assert tiff_tile(tmp_path / "t.tif") is None
+
+
 def test_lossy_tiff_is_written_back_lossless(tmp_path):
     tifffile.imwrite(tmp_path / "a.tif", smooth_rgb(), photometric="rgb", compression="jpeg")
     image, info = read_image(tmp_path / "a.tif")

@@ -26,7 +26,8 @@ AVIF are written at the ``quality`` of :func:`write_image` with full-resolution 
 georeferencing tags (ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GeoDouble/AsciiParams, GDAL
 metadata and nodata) are kept in the info objects and written back, and so is a TIFF's compression: lossless ones
 (LZW, Deflate, ZSTD, PackBits, LZMA..., with their predictor) as they were, lossy ones (JPEG...) as Deflate, so that
-writing never degrades the data a second time. Writing is atomic (a temp file in the destination
+writing never degrades the data a second time, and its tiling (tiles of the same shape; strips stay strips; overviews
+are not rebuilt). Writing is atomic (a temp file in the destination
 folder, then a rename), as in :mod:`xmodal.io`.
 """
 
@@ -110,6 +111,8 @@ class ImageInfo:
         tiff_tags: GeoTIFF tags of a TIFF, written back as they are.
         tiff_compression: ``(compression, predictor)`` TIFF codes of a TIFF (``(1, 1)``: none), written back (lossy
             compressions as Deflate).
+        tiff_tile: ``(rows, columns)`` of a tiled TIFF's tiles (Cloud-Optimized GeoTIFFs and most large rasters are
+            tiled), written back tiled the same way; ``None``: strips.
         metadata: what the file says about how to show its pixels, written back where the output format can hold
             it: ``("icc_profile", bytes)`` (colour space; PNG, JPEG, WebP, AVIF, TIFF), ``("exif", bytes)``
             (camera data, including the orientation viewers rotate by; PNG, JPEG, WebP, AVIF; a TIFF keeps the
@@ -129,6 +132,7 @@ class ImageInfo:
     tiff_tags: tuple[TiffTag, ...] = ()
     tiff_compression: tuple[int, int] = (1, 1)
     metadata: tuple[tuple[str, Any], ...] = ()
+    tiff_tile: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,7 @@ class StackInfo:
             back the same way by :func:`write_stack` (else bands first, one plane each).
         tiff_compression: ``(compression, predictor)`` of the (first) TIFF, written back by :func:`write_stack`
             (lossy compressions as Deflate).
+        tiff_tile: ``(rows, columns)`` of the (first) TIFF's tiles when it is tiled, written back so; ``None``: strips.
     """
 
     scaling: StackScaling
@@ -166,6 +171,7 @@ class StackInfo:
     tiff_tags: tuple[TiffTag, ...] = ()
     tiff_compression: tuple[int, int] = (1, 1)
     interleaved: bool = False
+    tiff_tile: tuple[int, int] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
@@ -450,9 +456,9 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str, str, tuple[tuple[str, Any
 
 
 def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], tuple[int, int],
-                                    tuple[tuple[str, Any], ...]]:
+                                    tuple[tuple[str, Any], ...], tuple[int, int] | None]:
     """``(C, H, W)`` array in the stored dtype, axes of the stored array, mode, GeoTIFF tags, ``(compression,
-    predictor)`` and metadata (ICC profile) of a TIFF."""
+    predictor)``, metadata (ICC profile) and tile shape (``None``: strips) of a TIFF."""
     tifffile = _import_tifffile()
     try:
         with tifffile.TiffFile(path) as tif:
@@ -474,6 +480,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], t
             tags = _geotags(page)
             compression = (int(page.compression), int(page.predictor))
             meta = _tiff_metadata(page)
+            tile = (int(page.tilelength), int(page.tilewidth)) if page.is_tiled else None
     except ImageReadError:
         raise
     except Exception as e:  # tifffile raises TiffFileError, ValueError, OSError... for bad files
@@ -484,7 +491,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], t
     C = arr.shape[0]
     if photometric == 6 and compression[0] == 7:  # YCbCr JPEG: tifffile decodes it to RGB
         photometric = 2
-    return arr, axes, tiff_mode(photometric, C, alpha), tags, compression, meta
+    return arr, axes, tiff_mode(photometric, C, alpha), tags, compression, meta, tile
 
 
 def _tiff_alpha(page: Any) -> bool:
@@ -529,7 +536,7 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
         raise ImageReadError(f"{path}: file not found")
     fmt = _format_of(path)
     tags: tuple[TiffTag, ...] = ()
-    compression = (1, 1)
+    compression, tile = (1, 1), None
     meta: tuple[tuple[str, Any], ...] = ()
     if fmt in PILLOW_FORMATS:
         if fmt == "avif":
@@ -538,7 +545,7 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
         arr, layout = (stored[None], "HW") if stored.ndim == 2 else (stored.transpose(2, 0, 1), "HWC")
         # (H, W) -> (1, H, W); (H, W, C) -> (C, H, W)
     elif fmt == "tiff":
-        arr, axes, mode, tags, compression, meta = _read_tiff(path)
+        arr, axes, mode, tags, compression, meta, tile = _read_tiff(path)
         stored_shape = {"YX": "HW", "YXS": "HWC"}
         layout = stored_shape.get(axes, "CHW")  # type: ignore[assignment]
         stored = arr if layout == "CHW" else (arr[0] if layout == "HW" else arr.transpose(1, 2, 0))
@@ -566,7 +573,7 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
     arr = np.ascontiguousarray(arr, dtype=dtype.newbyteorder("="))
     info = ImageInfo(format=fmt, dtype=dtype.name, bit_depth=dtype.itemsize * 8, channels=int(arr.shape[0]),
                      mode=mode, shape=tuple(int(n) for n in stored.shape), layout=layout, tiff_tags=tags,
-                     tiff_compression=compression, metadata=meta)
+                     tiff_compression=compression, metadata=meta, tiff_tile=tile)
     return arr, info
 
 
@@ -637,15 +644,18 @@ def _tiff_metadata_tags(metadata: tuple[tuple[str, Any], ...]) -> tuple[tuple[Ti
 
 
 def _write_tiff(path: Path, data: np.ndarray, mode: str, tags: tuple[TiffTag, ...],
-                compression: tuple[int, int] = (1, 1), resolution: dict[str, Any] | None = None) -> None:
+                compression: tuple[int, int] = (1, 1), resolution: dict[str, Any] | None = None,
+                tile: tuple[int, int] | None = None) -> None:
     """Write ``data: (C, H, W)``: 2-D for one band, contiguous RGB(A) (mode RGB or RGBA, 3 or 4 channels) or CMYK
     (mode CMYK, 4 channels), else one page of C planes; ``compression``: ``(compression, predictor)`` TIFF codes, a
-    lossy compression replaced by Deflate (no predictor)."""
+    lossy compression replaced by Deflate (no predictor); ``tile``: ``(rows, columns)`` tiles, else strips."""
     tifffile = _import_tifffile()
     codec, predictor = compression
     if codec not in _LOSSLESS_TIFF:
         codec, predictor = 8, 1  # Deflate (zlib), never a second lossy encoding
     pack = {} if codec == 1 else {"compression": codec, **({"predictor": predictor} if predictor != 1 else {})}
+    if tile is not None:
+        pack["tile"] = tile
     C = data.shape[0]
     if C == 1:
         out, kwargs = data[0], {"photometric": "minisblack"}  # (1, H, W) -> (H, W)
@@ -803,7 +813,8 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
             _write_tiff(path, data, _mode_of(C), ())
         else:
             tags, resolution = _tiff_metadata_tags(info.metadata)
-            _write_tiff(path, data, info.mode, info.tiff_tags + tags, info.tiff_compression, resolution)
+            _write_tiff(path, data, info.mode, info.tiff_tags + tags, info.tiff_compression, resolution,
+                        info.tiff_tile)
     elif fmt == "heif":
         _write_heif(path, data, info, quality)
     elif fmt == "npy":
@@ -908,12 +919,12 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
     names: list[str] = []
     nodata: list[float | None] = []
     tiff_tags: tuple[TiffTag, ...] = ()
-    compression = (1, 1)
+    compression, tile = (1, 1), None
     interleaved = False
     for f in files:
         arr, info = _read_raw(f, _STACK_DTYPES)
         if not bands:
-            tiff_tags, compression = info.tiff_tags, info.tiff_compression
+            tiff_tags, compression, tile = info.tiff_tags, info.tiff_compression, info.tiff_tile
             interleaved = not per_file and info.layout == "HWC" and arr.shape[0] > 1
         if per_file and arr.shape[0] != 1:
             raise ImageReadError(f"{f}: has {arr.shape[0]} bands; a folder or list of band files needs "
@@ -936,7 +947,7 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
                      dtype=tuple(b.dtype.name for b in bands), band_names=tuple(names),
                      files=tuple(str(f) for f in files), shape=(len(bands), *bands[0].shape),  # type: ignore[arg-type]
                      percentiles=(lo_p, hi_p) if scaling == "band_percentile" else None, nodata=tuple(nodata),
-                     tiff_tags=tiff_tags, tiff_compression=compression, interleaved=interleaved)
+                     tiff_tags=tiff_tags, tiff_compression=compression, interleaved=interleaved, tiff_tile=tile)
     return stack, info
 
 
@@ -988,7 +999,7 @@ def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: S
             atomic_write(path, lambda tmp: np.save(tmp, np.ascontiguousarray(out)))
         else:
             _write_tiff(path, data, "interleaved" if info.interleaved else "multiband", info.tiff_tags,
-                        info.tiff_compression)
+                        info.tiff_compression, tile=info.tiff_tile)
     elif suffix == "":
         repeated = sorted({n for n in info.band_names if info.band_names.count(n) > 1})
         if repeated:
@@ -996,6 +1007,7 @@ def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: S
                              "write one .tif or .npy file instead")
         for name, band in zip(info.band_names, bands):
             # (H, W) -> (1, H, W)
-            _write_tiff(path / f"{name}.tif", band[None], "L", info.tiff_tags, info.tiff_compression)
+            _write_tiff(path / f"{name}.tif", band[None], "L", info.tiff_tags, info.tiff_compression,
+                        tile=info.tiff_tile)
     else:
         raise ValueError(f"{path}: expected a .tif/.tiff/.npy file or a folder (no extension), got {path.suffix!r}")
