@@ -77,6 +77,30 @@ def test_resume_equals_uninterrupted(tiny_config, tmp_path):
     assert b3.step == 6 and b3.losses == [] and b3.resumed_from == 6
 
 
+def test_resume_applies_changed_optimizer_settings(tiny_config, tmp_path, capsys):
+    """optim keys may change on resume (a lower lr to fine-tune): the new lr, weight decay and betas are used from
+    the next step on, not the saved state's, the log says what changed, and the logged lr is the one each step ran
+    with."""
+    from dataclasses import replace
+
+    from xmodal.train import cosine_with_warmup
+
+    cfg = replace(tiny_config, train=replace(tiny_config.train, run_dir=str(tmp_path / "r"), max_steps=6, log_every=1,
+                                             save_every=0))
+    train(cfg, stop_after=2)
+    oc = replace(cfg.optim, lr=1e-5, weight_decay=0.5, betas=(0.8, 0.99))
+    train(replace(cfg, optim=oc))
+    assert "resumed from" in capsys.readouterr().out and "at step 2 with optim.lr 0.002 -> 1e-05, optim.weight_decay " \
+        "0.01 -> 0.5, optim.betas (0.9, 0.999) -> (0.8, 0.99)" in (tmp_path / "r" / "log.txt").read_text()
+    logged = {r["step"]: r["lr"] for r in map(json.loads, (tmp_path / "r" / "metrics.jsonl").read_text().splitlines())
+              if r.get("kind") == "train"}
+    for step in range(1, 7):  # step k ran with the schedule's value at k - 1
+        peak = cfg.optim.lr if step <= 2 else 1e-5
+        assert logged[step] == pytest.approx(peak * cosine_with_warmup(step - 1, oc.warmup_steps, 6, oc.min_lr_ratio))
+    groups = ckpt.load_train_state(tmp_path / "r" / ckpt.STATE)["optimizer"]["param_groups"]
+    assert [(g["weight_decay"], tuple(g["betas"])) for g in groups] == [(0.5, (0.8, 0.99)), (0.0, (0.8, 0.99))]
+
+
 def test_resume_refuses_a_different_model(tiny_config):
     train(tiny_config, stop_after=1)
     from dataclasses import replace

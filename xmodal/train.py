@@ -324,7 +324,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         scaler = torch.amp.GradScaler(info.device.type, enabled=tc.precision == "fp16")
 
         # ---- resume
-        step, best = 0, -math.inf
+        step, best, changed = 0, -math.inf, []
         state_path = run_dir / ckpt.STATE
         if tc.resume and state_path.is_file():
             saved = load_config(run_dir / ckpt.CONFIG)
@@ -342,6 +342,16 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
             step, best = int(state["step"]), float(state["best"])
+            # The saved state holds the old run's lr, weight decay and betas; the recipe's win (the README's "optim
+            # keys may change on resume": a lower lr to fine-tune, say), Adam's moments are kept.
+            changed = [f"optim.{k} {getattr(saved.optim, k)} -> {getattr(oc, k)}"
+                       for k in ("lr", "weight_decay", "betas", "warmup_steps", "min_lr_ratio", "grad_clip")
+                       if getattr(saved.optim, k) != getattr(oc, k)]
+            factor = cosine_with_warmup(step, oc.warmup_steps, tc.max_steps, oc.min_lr_ratio)
+            for group, fresh in zip(optimizer.param_groups, _param_groups(model, oc.weight_decay)):
+                group.update(weight_decay=fresh["weight_decay"], betas=oc.betas, initial_lr=oc.lr, lr=oc.lr * factor)
+            scheduler.base_lrs = [oc.lr] * len(optimizer.param_groups)
+            scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
         resumed_from = step
         init_note = ""
         if not resumed_from and tc.init_from:
@@ -395,7 +405,8 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         if init_note:
             log.line(init_note)
         if resumed_from:
-            log.line(f"resumed from {run_dir} at step {resumed_from}")
+            log.line(f"resumed from {run_dir} at step {resumed_from}"
+                     + (f" with {', '.join(changed)}" if changed else ""))
 
         def save(path_best: bool = False) -> None:
             nonlocal saved_step
@@ -517,6 +528,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                 scaler.unscale_(optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), oc.grad_clip if oc.grad_clip > 0
                                                            else float("inf"))
+                lr_used = optimizer.param_groups[0]["lr"]  # this step's (the scheduler then sets the next one's)
                 updating = True
                 scaler.step(optimizer)
                 scaler.update()
@@ -538,7 +550,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                     dt = time.perf_counter() - t_last
                     rate = n_last / dt if dt > 0 else float("nan")
                     values = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()},
-                              "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                              "lr": lr_used, "grad_norm": float(grad_norm),
                               "samples_per_s": rate}
                     log.scalars(step, "train", values)
                     log.line(f"step {step}/{tc.max_steps} loss {loss.item():.4f} "
