@@ -202,19 +202,46 @@ def test_still_motion_clips_with_camera_noise_film_each_clip_with_one_camera() -
     assert 0 < sum(on_grid) < 12  # camera (JPEG) clips and Gaussian clips
 
 
+@pytest.mark.parametrize("spec", [{"kind": "salt_and_pepper", "amount": (0.0, 0.2)},
+                                  {"kind": "gaussian", "sigma": (0.0, 0.2), "per_channel": True},
+                                  {"kind": "poisson_gaussian", "peak": (5.0, 50.0), "sigma": (0.0, 0.05)}])
+def test_clip_noise_one_level_per_clip_independent_frames(spec) -> None:
+    """One level per clip (per channel with per_channel), a new draw in every frame: salt-and-pepper hit the same
+    pixels of every frame, and per-channel levels changed from frame to frame, when frames were an image's channels."""
+    from xmodal.data.video import _noisy_clip
+    from xmodal.noise import NoiseSpec
+
+    clean = torch.full((6, 3, 48, 48), 0.5)
+    noise = _noisy_clip(clean, NoiseSpec(**spec), 11) - clean  # (T, C, H, W)
+    for t in range(1, 6):
+        assert not torch.equal(noise[t], noise[0])
+    hits = noise.abs() > 1e-6
+    if spec["kind"] == "salt_and_pepper":  # a pixel's channels are hit together, frames apart
+        assert torch.equal(hits, hits[:, :1].expand_as(hits))
+        share = hits[:, 0].float().mean((1, 2))  # (T,) one amount for the clip: shares within sampling error
+        assert share.max() - share.min() < 0.05 and share.mean() > 0
+        assert (hits[1:, 0] & hits[:-1, 0]).float().mean() < 1.5 * share.mean() ** 2 + 0.01  # independent frames
+    else:
+        std = noise.std(dim=(2, 3))  # (T, C): the same level in every frame
+        assert ((std.max(0).values - std.min(0).values) / std.mean(0)).max() < 0.15
+        if spec.get("per_channel"):
+            assert std.mean(0).max() / std.mean(0).min() > 1.2  # channels drawn apart
+
+
 def test_still_motion_clips_coded_as_h264_video() -> None:
     """``h264_crf``: each clip is coded as one video after its noise (8-bit frames, a CRF per clip); without it a
-    clip's noise is the draw it always was (Gaussian: the clip's frames as the channels of one image)."""
+    clip's noise is the draw of one image: the clip's frames stacked into one tall image."""
     from xmodal.data.images import noise_generator
     from xmodal.data.video import _noisy_clip
     from xmodal.noise import NoiseSpec, apply_noise, h264
 
     clean = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     spec = NoiseSpec(kind="gaussian", sigma=(0.05, 0.05))
-    before = apply_noise(clean.reshape(1, 12, 32, 32), spec, noise_generator(7))[0].reshape(4, 3, 32, 32)
+    tall = clean.permute(1, 0, 2, 3).reshape(1, 3, 128, 32)
+    before = apply_noise(tall, spec, noise_generator(7))[0][0].reshape(3, 4, 32, 32).permute(1, 0, 2, 3)
     assert torch.equal(_noisy_clip(clean, spec, 7), before)
     generator = noise_generator(7)
-    apply_noise(clean.reshape(1, 12, 32, 32), spec, generator)  # the noise draws, then the CRF draw
+    apply_noise(tall, spec, generator)  # the noise draws, then the CRF draw
     coded = h264(before, (20, 30), generator, frames=4)
     assert torch.equal(_noisy_clip(clean, NoiseSpec(kind="gaussian", sigma=(0.05, 0.05), h264_crf=(20, 30)), 7), coded)
     noise = "image.noise={kind: camera, peak: [30, 10000], sigma: [0, 0.01], h264_crf: [15, 32]}"

@@ -81,9 +81,12 @@ def _noisy_clip(clean: torch.Tensor, spec: NoiseSpec, seed) -> torch.Tensor:
     generator = noise_generator(seed)
     if spec.kind == "camera":
         noisy = camera(clean, spec.peak, spec.sigma, generator, jpeg_quality=spec.jpeg_quality, frames=T)
-    else:  # one level for the clip: its frames are the channels of one image
-        noisy = apply_noise(clean.reshape(1, T * C, H, W), replace(spec, h264_crf=None),
-                            generator)[0].reshape(T, C, H, W)
+    else:  # the frames stacked into one tall image: one level for the clip (per channel with `per_channel`), every
+        # frame's noise drawn on its own pixels (salt-and-pepper hits too, shared by the channels of a pixel as in
+        # an image); vertical stripes run down the whole stack: a sensor's column pattern stays from frame to frame
+        tall = clean.permute(1, 0, 2, 3).reshape(1, C, T * H, W)  # (T, C, H, W) -> (1, C, T*H, W)
+        noisy = apply_noise(tall, replace(spec, h264_crf=None), generator)[0]
+        noisy = noisy[0].reshape(C, T, H, W).permute(1, 0, 2, 3).contiguous()
     if spec.h264_crf is not None:
         noisy = h264(noisy, spec.h264_crf, generator, frames=T)
     return noisy
