@@ -333,9 +333,15 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                 if config_to_dict(getattr(saved, section)) != config_to_dict(getattr(config, section)):
                     raise ConfigError(f"{run_dir}: holds a run with a different `{section}` config; use another "
                                       "train.run_dir, or train.resume=false to start over")
-            if any(modality_io(m, saved) != modality_io(m, config) for m in config.modalities):
-                raise ConfigError(f"{run_dir}: holds a run whose network input/output differs (image.channels, "
-                                  "image.context_bands or image.noise_map changed); use another train.run_dir")
+            io_keys = {"image": ("channels", "noise_map"), "multispectral": ("context_bands",),
+                       "video": ("channels", "context_frames")}
+            for m in config.modalities:
+                if modality_io(m, saved) != modality_io(m, config):
+                    keys = [f"image.{k} {getattr(saved.image, k)} -> {getattr(config.image, k)}"
+                            for k in io_keys.get(m, ()) if getattr(saved.image, k) != getattr(config.image, k)]
+                    raise ConfigError(f"{run_dir}: holds a run whose {m} network input/output differs ("
+                                      f"{', '.join(keys) or 'its modality settings changed'}); use another "
+                                      "train.run_dir, or train.resume=false to start over")
             ckpt.load_weights(model, run_dir / ckpt.WEIGHTS)
             state = ckpt.load_train_state(state_path)
             optimizer.load_state_dict(state["optimizer"])
