@@ -112,6 +112,30 @@ def test_resume_refuses_a_different_model(tiny_config):
     assert train(fresh, stop_after=1).resumed_from == 0
 
 
+def test_starting_over_clears_the_old_runs_records(tiny_config):
+    """train.resume=false starts over: the old run's weights, best checkpoint, validation, logs and TensorBoard
+    events go (its metrics were appended to the new run's, an old best.safetensors outlived it), the log says so;
+    other files in the run directory stay."""
+    from dataclasses import replace
+
+    run = Path(tiny_config.train.run_dir)
+    old = replace(tiny_config, train=replace(tiny_config.train, max_steps=2, log_every=1, tensorboard=True))
+    train(old)
+    assert (run / ckpt.BEST).is_file() and (run / "validation.json").is_file() and list((run / "tb").iterdir())
+    (run / "notes.txt").write_text("mine")
+    new = replace(old, train=replace(old.train, resume=False))
+    train(new, stop_after=1)
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1]
+    log = (run / "log.txt").read_text()
+    assert log.count("xmodal train:") == 1 and "step 2/2" not in log
+    assert f"started over in {run}: removed the previous run's model.safetensors, best.safetensors, " \
+           "train_state.pt, validation.json, log.txt, metrics.jsonl, tb/events.out." in log
+    assert not (run / ckpt.BEST).exists() and not (run / "validation.json").exists()
+    assert len(list((run / "tb").glob("events.out.*"))) == 1 and (run / "notes.txt").read_text() == "mine"
+    assert ckpt.load_train_state(run / ckpt.STATE)["step"] == 1
+
+
 def test_bf16_autocast_and_fp16_refused_on_cpu(tiny_config):
     from dataclasses import replace
 

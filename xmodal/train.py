@@ -365,6 +365,14 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
             init_note = (f"initialised {len(loaded)} of {len(loaded) + len(fresh)} tensors from {tc.init_from}"
                          + (f" (left fresh: {', '.join(sorted({k.rsplit('.', 2)[0] for k in fresh}))})"
                             if fresh else ""))
+        cleared: list[str] = []
+        if info.is_main and not resumed_from:  # a new run (or train.resume=false): no record of an old one mixed in
+            stale = [run_dir / name for name in (ckpt.WEIGHTS, ckpt.BEST, ckpt.STATE, "validation.json", "log.txt",
+                                                 "metrics.jsonl")] + sorted((run_dir / "tb").glob("events.out.*"))
+            for path in stale:
+                if path.is_file():
+                    path.unlink()
+                    cleared.append(str(path.relative_to(run_dir)))
         if info.is_main:
             dump_config(config, run_dir / ckpt.CONFIG)
 
@@ -408,6 +416,8 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                     "image.train_dir" + (" or image.pairs_dir" if t.modality == "image" else "")
                 log.line(f"NOTE: no {t.modality + ' ' if joint else ''}data configured ({keys}): this is a DEMO run "
                          "on a synthetic corpus; its numbers say nothing about real data.")
+        if cleared:
+            log.line(f"started over in {run_dir}: removed the previous run's {', '.join(cleared)}")
         if init_note:
             log.line(init_note)
         if resumed_from:
