@@ -84,6 +84,31 @@ def test_cli_main_runs_the_tiny_image_recipe(tmp_path, capsys):
     assert "`image.noise`: `NoiseSpec.sigma` range must have low <= high" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("modality", ["image", "video"])
+def test_validation_scores_outputs_clipped_as_files_hold_them(tmp_path, monkeypatch, modality):
+    """An output beyond [0, 1] is scored as written (clipped), as evaluate scores it and as best.safetensors should
+    be chosen; the noisy row stays unclipped (the float protocol)."""
+    import xmodal.train as train_mod
+    from xmodal.distributed import DistInfo
+    from xmodal.metrics import psnr_score
+    from xmodal.modalities import make_corpus
+    from xmodal.train import _Validator
+
+    overrides = ["modality=video", "image.frames_per_item=3"] if modality == "video" else []
+    cfg = config(tmp_path / "run", *overrides)
+    clips = make_corpus(modality, cfg, tmp_path / "demo").valid
+    monkeypatch.setattr(train_mod, "enhance", lambda model, adapter, noisy, *a: noisy + 0.5)
+    report, failures, _ = _Validator(clips, cfg, DistInfo(0, 1, 0, torch.device("cpu")))(torch.nn.Identity(), None)
+    def psnr(ref, est):  # a video's PSNR over its frames' pixels, as an image's
+        return psnr_score(ref.reshape(-1, *ref.shape[-2:]), est.reshape(-1, *est.shape[-2:]))
+
+    expected = np.mean([psnr(c.clean, (c.noisy + 0.5).clamp(0, 1)) for c in clips])
+    unclipped = np.mean([psnr(c.clean, c.noisy + 0.5) for c in clips])
+    assert failures == 0 and report["enhanced"]["psnr"] == pytest.approx(expected, abs=1e-3)
+    assert abs(expected - unclipped) > 0.5
+    assert report["noisy"]["psnr"] == pytest.approx(np.mean([psnr(c.clean, c.noisy) for c in clips]), abs=1e-3)
+
+
 @pytest.mark.parametrize("base, change, what", [
     ([], "image.channels=3", "whose image network input/output differs (image.channels 1 -> 3)"),
     ([], "image.noise_map=true", "whose image network input/output differs (image.noise_map False -> True)"),

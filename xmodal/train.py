@@ -246,6 +246,8 @@ class _Validator:
         for clip in self.clips:
             est = enhance(model, adapter, clip.noisy.to(self.info.device), self.modality,
                           self.config.train.precision).cpu()
+            if self.modality in ("image", "video"):  # pixels as every written file holds them, as evaluate scores
+                est = est.clamp(0, 1)
             first = est if first is None else first
             score(self.modality, acc, "enhanced", clip.name, clip.clean, est, self.config)
         model.train()
