@@ -219,6 +219,23 @@ def test_saturation_errors(kw, message):
         cfg(**kw)
 
 
+@pytest.mark.parametrize("kw, message", [
+    (dict(curriculum_start=(0.0, 0.05), pairs_dir="pairs"),
+     r"image.curriculum_start ramps the level of the noise xmodal adds: it cannot apply to noisy/clean pairs "
+     r"\(image.pairs_dir\)"),
+    (dict(curriculum_start=(0.0, 0.0), noise=NoiseSpec(kind="salt_and_pepper")),
+     r"image.curriculum_start ramps the noise's sigma, and `image.noise` of kind 'salt_and_pepper' has none \(kinds "
+     r"with a sigma: gaussian, poisson_gaussian, speckle, stripe, rician, camera\)"),
+    (dict(curriculum_start=(0.0, 0.0), noise_mix=(NoiseSpec(kind="gaussian"), NoiseSpec(kind="gamma_speckle"))),
+     r"`image.noise_mix\[1\]` of kind 'gamma_speckle' has none")])
+def test_curriculum_errors(kw, message):
+    """A curriculum that would be silently ignored (pairs carry their own noise; these kinds have no sigma) is an
+    error; with a sigma it is accepted."""
+    with pytest.raises(ValueError, match=message):
+        cfg(**kw)
+    assert cfg(curriculum_start=(0.0, 0.0), noise=NoiseSpec(kind="rician")).curriculum_start == (0.0, 0.0)
+
+
 def test_images_smaller_than_the_patch_are_padded():
     small = images(n=1, H=10, W=13)[0]
     ds = ImageCrops([small], cfg(patch_size=32))

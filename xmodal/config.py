@@ -152,6 +152,10 @@ class SpeechDataConfig:
     seed: int = 0
 
 
+# noise kinds with a `sigma` (what image.curriculum_start ramps)
+_SIGMA_KINDS = ("gaussian", "poisson_gaussian", "speckle", "stripe", "rician", "camera")
+
+
 @dataclass(frozen=True)
 class ImageDataConfig:
     """Image, band-stack and video training data (modalities ``image``, ``multispectral`` and ``video``).
@@ -263,6 +267,14 @@ class ImageDataConfig:
             if not 0.0 <= low <= high:
                 raise ValueError(f"image.curriculum_start must be a (low, high) range with 0 <= low <= high, got "
                                  f"{list(self.curriculum_start)}")
+            if self.pairs_dir is not None:
+                raise ValueError("image.curriculum_start ramps the level of the noise xmodal adds: it cannot apply "
+                                 "to noisy/clean pairs (image.pairs_dir)")
+            for key, spec in [("image.noise", self.noise)] + [(f"image.noise_mix[{i}]", m)
+                                                               for i, m in enumerate(self.noise_mix)]:
+                if spec.kind not in _SIGMA_KINDS:
+                    raise ValueError(f"image.curriculum_start ramps the noise's sigma, and `{key}` of kind "
+                                     f"{spec.kind!r} has none (kinds with a sigma: {', '.join(_SIGMA_KINDS)})")
         if not 0.0 <= self.curriculum_fraction <= 1.0:
             raise ValueError(f"image.curriculum_fraction must be in [0, 1], got {self.curriculum_fraction}")
         for key in ("context_frames", "motion", "jitter", "align_range"):
