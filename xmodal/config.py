@@ -130,7 +130,9 @@ class SpeechDataConfig:
         segment_seconds: length of random training crops.
         snr_range: training SNR range in dB, drawn uniformly.
         gain_range: random gain of the mixture in dB, drawn uniformly.
-        epoch_size: mixtures per epoch for on-the-fly mixing.
+        epoch_size: ``len()`` of the training dataset when it is used on its own (a PyTorch DataLoader's epoch).
+            Training has no epochs: it counts ``train.max_steps`` and draws mixture ``step * batch + i``, so this
+            does not change what a run sees (kept so that older recipes and checkpoints load).
         num_workers: DataLoader worker processes.
         seed: seed of every random choice in the data (crops, SNRs, noise segments, split).
     """
@@ -223,7 +225,9 @@ class ImageDataConfig:
         curriculum_fraction: share of the run spent ramping.
         noise_map: give the network the per-pixel noise standard deviation as an extra input channel (non-blind);
             ``false`` (default) trains a blind model.
-        epoch_size: items per epoch.
+        epoch_size: ``len()`` of the training dataset when it is used on its own (a PyTorch DataLoader's epoch).
+            Training has no epochs: it counts ``train.max_steps`` and draws item ``step * batch + i``, so this
+            does not change what a run sees (kept so that older recipes and checkpoints load).
         num_workers: DataLoader worker processes.
         seed: seed of every random choice (crops, flips, noise, split).
     """
