@@ -56,6 +56,25 @@ def test_every_package_folder_ships():
     assert setup["package-data"]["xmodal.recipes"] == ["*.yaml"]
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["image.noise.sigma=[0, 50]"], r"`image.noise.sigma` is a fraction of full scale \(pixels and bands run 0-1: "
+                                    r"25/255 is 0.098\), got \[0.0, 50.0\]: a level on the 0-255 scale\?"),
+    (["image.valid_noise.sigma=[25, 25]"], r"`image.valid_noise.sigma` is a fraction of full scale"),
+    (["image.noise_mix=[{kind: rician, sigma: [0, 20]}]"], r"`image.noise_mix\[0\].sigma` is a fraction"),
+    (["image.patch_size=7", "image_loss.ssim=0.2"],
+     r"image_loss.ssim needs image.patch_size of at least 11 \(its 11 x 11 window\), got 7"),
+    (["image_loss.ms_ssim=0.2"], r"image_loss.ms_ssim needs image.patch_size above 160 \(5 scales\), got 32; raise "
+                                 r"image.patch_size or use image_loss.ssim"),
+])
+def test_image_settings_caught_before_training(overrides, message):
+    """Mistakes that used to train silently (a sigma on the 0-255 scale, an SSIM window larger than the patch) or fail
+    at the first step with a run directory half made (MS-SSIM on small patches) stop at the recipe."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(REPO / "recipes" / "tiny_image.yaml", ["image.patch_size=32", *overrides])
+    # speckle's sigma is relative (of the signal), not of full scale
+    assert load_config(REPO / "recipes" / "tiny_image.yaml", ["image.noise={kind: speckle, sigma: [0, 1.5]}"])
+
+
 def test_camera_noise_errors_name_the_key():
     with pytest.raises(ConfigError, match=r"`image.noise`: NoiseSpec.jpeg_quality must be integers with "
                                           r"1 <= low <= high <= 100, got \(0, 100\)"):

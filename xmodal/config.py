@@ -281,6 +281,12 @@ class ImageDataConfig:
                                      f"{spec.kind!r} has none (kinds with a sigma: {', '.join(_SIGMA_KINDS)})")
         if not 0.0 <= self.curriculum_fraction <= 1.0:
             raise ValueError(f"image.curriculum_fraction must be in [0, 1], got {self.curriculum_fraction}")
+        models = [("image.noise", self.noise), ("image.valid_noise", self.valid_noise)] + [
+            (f"image.noise_mix[{i}]", m) for i, m in enumerate(self.noise_mix)]
+        for key, spec in models:  # additive noise in units of full scale: 25/255 is 0.098
+            if spec.kind in _SIGMA_KINDS and spec.kind != "speckle" and max(spec.sigma) > 1:
+                raise ValueError(f"`{key}.sigma` is a fraction of full scale (pixels and bands run 0-1: 25/255 is "
+                                 f"0.098), got {list(spec.sigma)}: a level on the 0-255 scale?")
         for key in ("context_frames", "motion", "jitter", "align_range"):
             if getattr(self, key) < 0:
                 raise ValueError(f"image.{key} must be >= 0, got {getattr(self, key)}")
@@ -483,6 +489,14 @@ class Config:
             raise ValueError(f"`joint.weights` must be >= 0 and not all 0, got {list(self.joint.weights)}")
         if any(b < 1 for b in self.joint.batch_size):
             raise ValueError(f"`joint.batch_size` must be at least 1 each, got {list(self.joint.batch_size)}")
+        if any(m in ("image", "multispectral", "video") for m in self.modalities):  # caught before anything is written
+            patch = self.image.patch_size
+            if self.image_loss.ssim > 0 and patch < 11:
+                raise ValueError(f"image_loss.ssim needs image.patch_size of at least 11 (its 11 x 11 window), got "
+                                 f"{patch}")
+            if self.image_loss.ms_ssim > 0 and patch <= 160:
+                raise ValueError(f"image_loss.ms_ssim needs image.patch_size above 160 (5 scales), got {patch}; raise "
+                                 "image.patch_size or use image_loss.ssim")
 
     @property
     def modalities(self) -> tuple[str, ...]:
