@@ -91,8 +91,9 @@ def main() -> None:
         calib = Path(tmp) / "calibration"
         calib.mkdir()
         image_calib, speech_calib = calibration_files(Path(args.data), calib, args.calibration_items)
-        img = export_onnx(args.model, out / "image.onnx", int8=True, calibration=image_calib)
-        sp = export_onnx(args.speech_model, out / "speech.onnx", int8=True, calibration=speech_calib)
+        img = export_onnx(args.model, out / "image.onnx", int8=True, calibration=image_calib, overwrite=True)
+        sp = export_onnx(args.speech_model, out / "speech.onnx", int8=True, calibration=speech_calib,
+                         overwrite=True)
         print(f"exported {args.model}: ONNX Runtime vs PyTorch max |difference| {img.max_abs_diff:.2e} (fp32), "
               f"{img.int8_max_abs_diff:.2e} (int8); {args.speech_model}: {sp.max_abs_diff:.2e}, "
               f"{sp.int8_max_abs_diff:.2e}")

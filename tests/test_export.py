@@ -225,3 +225,48 @@ def test_xmodal_load_and_the_cli_take_an_export(image_export, tmp_path, capsys):
     assert denoise_main([str(tmp_path / "a.png"), "-o", str(tmp_path / "o2"), "--model",
                          str(tmp_path / "no.onnx")]) == 2
     assert "no.onnx: no such ONNX file" in capsys.readouterr().err
+
+
+def test_video_int8_export_calibrates_on_npy_clips(tmp_path, capsys):
+    run = _run(tmp_path, "tiny_video.yaml", ["image.channels=3"])
+    clip = (np.random.default_rng(13).random((4, 24, 30, 3)) * 255).astype(np.uint8)  # (T, H, W, C), as denoise reads
+    np.save(tmp_path / "clip.npy", clip)
+    assert main([str(run), "-o", str(tmp_path / "v.onnx"), "--int8", "--calibrate", str(tmp_path / "clip.npy")]) == 0
+    assert "calibrated on 4 network inputs" in capsys.readouterr().out  # one per frame
+    assert (tmp_path / "v.onnx").is_file() and (tmp_path / "v.int8.onnx").is_file()
+    # a .npy that is no clip is named by the clip reader; an image file is refused as before
+    np.save(tmp_path / "flat.npy", np.zeros((24, 30), np.float32))
+    with pytest.raises(ValueError, match=r"flat.npy: a clip array is \(T, H, W\) or \(T, H, W, C\)"):
+        export_onnx(run, tmp_path / "w.onnx", int8=True, calibration=[tmp_path / "flat.npy"])
+    _noisy_pngs(tmp_path / "png", n=1)
+    with pytest.raises(ValueError, match=r"n0.png: a calibration file of this video model must be one it denoises, "
+                                         r"this is an image file$"):
+        export_onnx(run, tmp_path / "w.onnx", int8=True, calibration=[tmp_path / "png" / "n0.png"])
+    assert not (tmp_path / "w.onnx").exists() and not (tmp_path / "w.int8.onnx").exists()
+
+
+def test_existing_outputs_need_overwrite(image_export, tmp_path, capsys):
+    run, _ = image_export
+    calib = [str(p) for p in _noisy_pngs(tmp_path / "calib", n=1)]
+    (tmp_path / "x.onnx").write_bytes(b"old")
+    with pytest.raises(FileExistsError, match=r"x.onnx: output file already exists \(pass overwrite=True, or "
+                                              r"--overwrite\)"):
+        export_onnx(run, tmp_path / "x.onnx")
+    assert main([str(run), "-o", str(tmp_path / "x.onnx")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'x.onnx'}: output file already exists (pass --overwrite)\n"
+    assert (tmp_path / "x.onnx").read_bytes() == b"old"
+    # the int8 file too: refused before any work, the fp32 file not written either
+    (tmp_path / "y.int8.onnx").write_bytes(b"old")
+    with pytest.raises(FileExistsError, match=r"y.int8.onnx: output file already exists"):
+        export_onnx(run, tmp_path / "y.onnx", int8=True, calibration=calib)
+    assert main([str(run), "-o", str(tmp_path / "y.onnx"), "--int8", "--calibrate", *calib]) == 2
+    assert "y.int8.onnx: output file already exists (pass --overwrite)" in capsys.readouterr().err
+    assert not (tmp_path / "y.onnx").exists() and (tmp_path / "y.int8.onnx").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calib", "x.onnx", "y.int8.onnx"]  # no temp folder
+    # without --int8 an existing .int8.onnx is not an output; with --overwrite both are replaced
+    assert main([str(run), "-o", str(tmp_path / "y.onnx")]) == 0
+    assert main([str(run), "-o", str(tmp_path / "x.onnx"), "--overwrite"]) == 0
+    assert main([str(run), "-o", str(tmp_path / "y.onnx"), "--int8", "--calibrate", *calib, "--overwrite"]) == 0
+    capsys.readouterr()
+    for name in ("x.onnx", "y.onnx", "y.int8.onnx"):
+        assert load_onnx(tmp_path / name).modality == "image"

@@ -1,6 +1,6 @@
 """ONNX export of a trained network, checked against PyTorch with ONNX Runtime, optionally quantised to int8.
 
-``python -m xmodal.export MODEL -o model.onnx [--modality M] [--int8 --calibrate FILE ...]``
+``python -m xmodal.export MODEL -o model.onnx [--modality M] [--int8 --calibrate FILE ...] [--overwrite]``
 
 What is exported is the network of one modality: its stem, the shared trunk and its head, on that modality's
 feature map, with the padding to the trunk's size multiple and the crop back inside the graph (any height and width,
@@ -27,8 +27,9 @@ PyTorch's; a difference above the tolerance removes the file and raises.
 
 ``--int8`` writes a second file quantised statically to int8 (ONNX Runtime QDQ: per-channel int8 weights, uint8
 activations, the convolutions of the trunk in int8; the stem and the head stay in float). Activation ranges are
-calibrated on ``--calibrate`` files: a few noisy inputs like those the model will denoise, run through the PyTorch
-denoiser as in deployment (tiles, chunks, scaling) while the network's inputs are recorded. Its difference from
+calibrated on ``--calibrate`` files: a few noisy inputs like those the model will denoise (for a video model, clips:
+video files, folders of frames or ``(T, H, W[, C])`` ``.npy`` files, as ``xmodal.denoise`` reads them), run through the
+PyTorch denoiser as in deployment (tiles, chunks, scaling) while the network's inputs are recorded. Its difference from
 PyTorch is reported without a tolerance: ``benchmarks/onnx_export.py`` measures what it costs in PSNR and gains in
 speed.
 """
@@ -268,17 +269,20 @@ def _need(module: str) -> None:
 
 def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modality: str | None = None,
                 opset: int = 17, int8: bool = False, calibration: list[str | os.PathLike] | tuple = (),
-                seed: int = 0) -> ExportReport:
+                seed: int = 0, overwrite: bool = False) -> ExportReport:
     """Export one modality of a trained model to ONNX and check it against PyTorch with ONNX Runtime.
 
     Args:
         model: a bundled name, a run directory or a ``.safetensors`` file (as :func:`xmodal.load`).
-        path: the ``.onnx`` file to write (replaced atomically; its folder is created).
+        path: the ``.onnx`` file to write (written atomically; its folder is created).
         modality: which modality (needed for a jointly trained model; else it must be the model's, or ``None``).
         opset: ONNX opset version.
         int8: also write ``<stem>.int8.onnx``, statically quantised to int8 (see the module docstring).
-        calibration: for ``int8``: noisy input files (audio, image or stack files the model's denoiser reads).
+        calibration: for ``int8``: noisy input files (audio, image or stack files, or clips: the files the model's
+            denoiser reads).
         seed: seed of the random check inputs.
+        overwrite: replace an existing ``path`` (and ``<stem>.int8.onnx`` with ``int8``); else they are refused
+            before any work.
 
     Returns:
         An :class:`ExportReport`.
@@ -287,6 +291,8 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
         ValueError: a bad ``path`` suffix or ``opset``, an unknown model, a modality the model lacks, ``int8``
             without ``calibration`` (or a calibration file the denoiser cannot read, named), or an export that
             differs from PyTorch by more than :data:`TOLERANCE` (the file is then not written).
+        FileExistsError: ``path`` (or, with ``int8``, ``<stem>.int8.onnx``) exists and ``overwrite`` is false
+            (nothing is written).
         ImportError: ``onnx`` or ``onnxruntime`` is not installed.
     """
     from xmodal._fs import atomic_write
@@ -299,6 +305,9 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
         raise ValueError(f"{path}: the output must be a .onnx file, got {path.suffix or 'no extension'!r}")
     if not 11 <= opset <= 21:
         raise ValueError(f"`opset` must be between 11 and 21, got {opset}")
+    for out in (path, path.with_name(path.stem + ".int8.onnx")) if int8 else (path,):
+        if out.exists() and not overwrite:  # as xmodal.denoise's outputs
+            raise FileExistsError(f"{out}: output file already exists (pass overwrite=True, or --overwrite)")
     if int8 and not calibration:
         raise ValueError("int8 needs calibration inputs (--calibrate FILE ...): a few noisy files like those the "
                          "model will denoise; the int8 activation ranges are measured on them")
@@ -409,6 +418,8 @@ def _calibration_features(source: Path, modality: str, files, tmp: Path) -> list
             if not f.exists():
                 raise ValueError(f"{f}: calibration file not found")
             kind = _file_kind(f) if f.is_file() else None
+            if den.modality == "video" and f.suffix.lower() == ".npy":
+                kind = "video"  # a (T, H, W[, C]) clip, as xmodal.denoise reads a .npy for a video model
             wanted = {"multispectral": "image"}.get(den.modality, den.modality)  # stacks are image files
             if kind is not None and kind != wanted:
                 raise ValueError(f"{f}: a calibration file of this {den.modality} model must be one it denoises, "
@@ -474,6 +485,7 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--calibrate", nargs="+", default=(), metavar="FILE",
                    help="noisy inputs (audio, image, stack files or clips) like those the model will denoise: the int8 "
                         "activation ranges are measured on them")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (FILE.onnx, FILE.int8.onnx)")
     try:
         args = p.parse_args(argv)
     except SystemExit as e:
@@ -482,9 +494,10 @@ def _main(argv: list[str] | None) -> int:
         if args.calibrate and not args.int8:
             raise ValueError("--calibrate is for --int8")
         report = export_onnx(args.model, args.output, args.modality, args.opset, args.int8,
-                             calibration=args.calibrate)
+                             calibration=args.calibrate, overwrite=args.overwrite)
     except (ValueError, OSError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        message = str(e).replace("(pass overwrite=True, or --overwrite)", "(pass --overwrite)")  # the CLI's flag
+        print(f"error: {message}", file=sys.stderr)
         return 2
     print(f"wrote {report.path} ({report.modality}, input {list(report.input_shape)}); ONNX Runtime vs PyTorch: max "
           f"|difference| {report.max_abs_diff:.2e}")
