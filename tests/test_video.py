@@ -806,7 +806,8 @@ def test_cli_denoises_clips(runs: dict[str, Path], tmp_path: Path, capsys) -> No
                  str(runs["gray"]), "--quiet", "--format", "mkv"])
     assert code == 0 and sorted(os.listdir(tmp_path / "out3")) == ["pan.mkv", "walk"]
     clip, _ = read_clip(tmp_path / "out3" / "pan.mkv")
-    expected = np.clip(np.rint(np.load(tmp_path / "out" / "pan.npy") * 255), 0, 255) / 255  # FFV1 is lossless
+    # a float clip in [0, 1] goes into 16-bit FFV1 (lossless): within half a code of 65535
+    expected = np.clip(np.rint(np.load(tmp_path / "out" / "pan.npy") * 65535), 0, 65535) / 65535
     np.testing.assert_allclose(clip[:, 0], expected, atol=1e-6)
 
 

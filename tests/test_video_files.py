@@ -239,6 +239,49 @@ def test_offsets_between_picture_and_sound_are_kept(tmp_path: Path) -> None:
             assert abs(track[3] - 0.1) < 1e-3
 
 
+def video_pts(path: Path) -> list[int]:
+    with av.open(str(path)) as c:
+        return [f.pts for f in c.decode(video=0)]
+
+
+@pytest.mark.parametrize("src_ext, audio_codec, video_start, audio_start, process", [
+    (".mkv", "flac", 0.0, 0.1, None),  # the sound starts 0.1 s after the picture (AVI would take the FLAC packets)
+    (".mkv", "flac", 0.0, 0.1, "halve"),  # the same, processed
+    (".mp4", "aac", 0.0, 0.0, None),  # AAC's encoder priming: its first packet is at -1024 samples
+    (".mkv", "pcm_s16le", 0.5, 0.2, None),  # the sound starts 0.3 s before the picture, in a codec AVI takes
+])
+def test_avi_keeps_offsets_between_picture_and_sound(tmp_path: Path, src_ext: str, audio_codec: str,
+                                                     video_start: float, audio_start: float, process) -> None:
+    # AVI has no start time per stream: the offset must survive in the samples, and the frames stay 0, 1, 2...
+    src = tmp_path / f"src{src_ext}"
+    flash = make_video(src, audio_codec=audio_codec, rate=44100 if audio_codec == "aac" else 48000,
+                       video_start=video_start, audio_start=audio_start)
+    dst = denoise_clip(src, tmp_path / "out.avi", (lambda w, r: w * 0.5) if process else None)
+    assert video_pts(dst) == list(range(20))
+    assert abs(flash_time(dst) - flash) < 1e-6
+    (track,) = soundtracks(dst)
+    assert track[0] == "pcm_s16le" and abs(track[3]) < 1e-6  # re-encoded to start with the first frame
+    assert abs(click_time(track) - flash) < SYNC  # was 100 ms early (late start), 40 ms of picture lost (AAC)
+    if audio_start > video_start:  # silence before the sound's first sample
+        assert np.abs(track[1][:, :round(0.1 * track[2]) - 1]).max() == 0
+    # (a soundtrack that starts with the picture is copied packet for packet: test_soundtrack_is_copied_in_sync)
+
+
+def test_avi_refuses_a_copied_packet_before_the_first_frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # what a copied stream that starts before the picture (XSUB subtitles, say) would meet: FFmpeg's AVI muxer would
+    # move every stream, the video too, to fit it; refused, nothing written
+    import xmodal.videoio as videoio
+
+    src = tmp_path / "src.mkv"
+    make_video(src, audio_codec="pcm_s16le", video_start=0.5, audio_start=0.2)
+    monkeypatch.setattr(videoio, "_starts_at", lambda *args: True)  # taken for a stream that starts with the picture
+    with pytest.raises(ValueError, match=r"src.mkv: stream 1 \(pcm_s16le\) has a packet at -0.300 s, before the first "
+                                         r"frame, which a .avi file cannot hold \(every stream starts with the "
+                                         r"picture\); write .mkv or .mp4"):
+        denoise_clip(src, tmp_path / "out.avi")
+    assert os.listdir(tmp_path) == ["src.mkv"]
+
+
 def test_several_soundtracks_are_all_kept(tmp_path: Path) -> None:
     src = tmp_path / "src.mkv"
     flash = make_video(src, tracks=2)
@@ -506,6 +549,88 @@ def test_16_bit_clips_stay_deep_in_video_files(tmp_path: Path, ext: str, C: int,
     assert read_clip(tmp_path / "c.webm")[1].dtype == "uint8"
     write_clip(tmp_path / "c8.mkv", clip)
     assert read_clip(tmp_path / "c8.mkv")[1].dtype == "uint8"
+
+
+@pytest.mark.parametrize("units", [1.0, 1000.0])  # [0, 1] data; a clip in its own units (auto-ranged)
+@pytest.mark.parametrize("ext, C, pix_fmt, tol", [(".mkv", 1, "gray16le", 0.0), (".mkv", 3, "gbrp16le", 0.0),
+                                                  (".mp4", 3, "yuv420p10le", 0.004)])
+def test_float_clips_keep_their_range_in_video_files(tmp_path: Path, units: float, ext: str, C: int, pix_fmt: str,
+                                                     tol: float) -> None:
+    arr = deep_clip(4, C, 24, 32).transpose(0, 2, 3, 1) * np.float32(units)  # (T, H, W, C)
+    np.save(tmp_path / "c.npy", arr[..., 0] if C == 1 else arr)
+    clip, info = read_clip(tmp_path / "c.npy")
+    lo, hi = info.value_range
+    if units == 1:
+        assert (lo, hi) == (0.0, 1.0)  # looks like [0, 1] data: used as it is
+    else:  # the 0.1 and 99.9 percentiles, as the denoiser auto-ranges it: a few values fall outside
+        assert clip.min() < lo < hi < clip.max() and np.mean((clip < lo) | (clip > hi)) <= 0.0025
+    write_clip(tmp_path / f"c{ext}", clip, info)
+    got, back = read_clip(tmp_path / f"c{ext}")
+    with av.open(str(tmp_path / f"c{ext}")) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == pix_fmt
+    assert back.dtype == "uint16"  # not cut to 8 bits; a clip in other units was all white (every value above 1)
+    got = (got[:, :C] if C == 1 else got) * (hi - lo) + lo  # the codes back in the clip's units
+    error = np.abs(got - np.clip(clip, lo, hi)) / (hi - lo)
+    assert error.max() <= 0.51 / 65535 + 8 * tol and error.mean() <= 0.26 / 65535 + tol  # FFV1: 16-bit rounding
+
+
+def test_float_clip_range_is_the_denoisers(tmp_path: Path) -> None:
+    from xmodal.denoise import _resolve_range, _sample_frames, file_value_range
+
+    rng = np.random.default_rng(0)
+    for name, arr in [("units", 200 + 800 * rng.random((12, 20, 24, 3))), ("unit", rng.random((12, 20, 24))),
+                      ("flat", np.full((3, 8, 8), 500.0)), ("frames", rng.normal(0, 5, (30, 8, 8)))]:
+        np.save(tmp_path / f"{name}.npy", arr.astype(np.float32))
+        reader = ClipReader(tmp_path / f"{name}.npy")
+        sample = torch.from_numpy(np.stack([reader[int(t)] for t in _sample_frames(len(reader))]))
+        lo, span = _resolve_range(sample, file_value_range(sample, "float32"))
+        assert reader.info.value_range == pytest.approx((lo, lo + span), rel=1e-12, abs=1e-12), name
+    assert ClipReader(tmp_path / "flat.npy").info.value_range == (500.0, 501.0)
+    np.save(tmp_path / "u8.npy", np.zeros((2, 8, 8), np.uint8))
+    assert ClipReader(tmp_path / "u8.npy").info.value_range == ()  # integer clips: [0, 1] by their dtype
+
+
+def test_float_clip_to_webm_warns_and_bad_ranges_are_refused(tmp_path: Path) -> None:
+    clip = deep_clip(2, 3, 16, 16) * 1000
+    info = ClipInfo("npy", clip.shape, "float32", layout="THWC", value_range=(0.0, 1000.0))
+    with pytest.warns(UserWarning, match=r"c.webm: a float32 clip is stored at 8 bits in a .webm file \(VP9 here is "
+                                         r"8-bit only\), 0..1000 in 255 steps; write .mkv for 16-bit FFV1"):
+        write_clip(tmp_path / "c.webm", clip, info)
+    got, back = read_clip(tmp_path / "c.webm")
+    assert back.dtype == "uint8" and np.abs(got * 1000 - clip).max() <= 3 * 1000 / 255  # 8-bit (and YUV), not white
+    for bad in [(5.0, 5.0), (0.0, float("inf")), (1.0,)]:
+        with pytest.raises(ValueError, match=r"bad.mkv: `info.value_range` must be \(lo, hi\) with finite lo < hi, "
+                                             rf"got {re.escape(repr(bad))}"):
+            ClipWriter(tmp_path / "bad.mkv", ClipInfo("npy", clip.shape, "float32", value_range=bad), clip.shape)
+    assert sorted(os.listdir(tmp_path)) == ["c.webm"]
+
+
+def test_cli_writes_a_float_clip_in_its_own_units_as_16_bit_video(runs: dict[str, Path], tmp_path: Path) -> None:
+    # what the denoiser writes as .npy (the clip's own units, 0..1000) comes back from --format mkv after rescaling
+    rng = np.random.default_rng(0)
+    arr = (deep_clip(5, 1, 32, 32)[:, 0] + rng.normal(0, 0.02, (5, 32, 32))) * 1000
+    np.save(tmp_path / "pan.npy", arr.astype(np.float32))
+    for fmt in ([], ["--format", "mkv"]):
+        assert main([str(tmp_path / "pan.npy"), "-o", str(tmp_path / "out"), "--model", str(runs["video"]),
+                     "--quiet", *fmt]) == 0
+    expected = np.load(tmp_path / "out" / "pan.npy")
+    got, info = read_clip(tmp_path / "out" / "pan.mkv")
+    lo, hi = ClipReader(tmp_path / "pan.npy").info.value_range  # what the denoiser mapped to [0, 1]
+    # only what the (untrained) model put outside that range is at the ends; the clip's units taken for [0, 1]
+    # made nearly all of it white
+    outside = np.mean((expected <= lo) | (expected >= hi))
+    assert abs(np.mean((got == 0) | (got == 1)) - outside) < 0.01
+    assert info.dtype == "uint16" and info.codec == "ffv1"
+    error = np.abs(got[:, 0] * (hi - lo) + lo - np.clip(expected, lo, hi))
+    assert error.max() <= 0.51 * (hi - lo) / 65535
+    # a range given on the command line is the one the video file's codes span
+    for fmt in ([], ["--format", "mkv"]):
+        assert main([str(tmp_path / "pan.npy"), "-o", str(tmp_path / "given"), "--model", str(runs["video"]),
+                     "--quiet", "--value-range=-500,2000", *fmt]) == 0
+    expected = np.load(tmp_path / "given" / "pan.npy")
+    got, _ = read_clip(tmp_path / "given" / "pan.mkv")
+    error = np.abs(got[:, 0] * 2500 - 500 - np.clip(expected, -500, 2000))
+    assert error.max() <= 0.51 * 2500 / 65535
 
 
 def test_10_bit_video_is_read_at_16_bits(tmp_path: Path) -> None:

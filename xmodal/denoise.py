@@ -50,7 +50,7 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union
 
@@ -1694,6 +1694,8 @@ class VideoDenoiser:
             if value_range == "auto" or (value_range is None and reader.info.dtype not in _INT_MAX):
                 sample = torch.from_numpy(np.stack([reader[int(i)][:colours] for i in picks]))  # (<= 8, C, H, W)
             lo, span = _resolve_range(sample, file_value_range(sample, reader.info.dtype, value_range))
+            info = reader.info  # a float clip goes into a video file from the range it was denoised in
+            info = replace(info, value_range=(lo, lo + span)) if info.dtype not in _INT_MAX else info
             if sigma is not None:  # the same frames, read one at a time
                 frames = iter(sample) if sample is not None else \
                     (torch.from_numpy(reader[int(i)][:colours]) for i in picks)
@@ -1701,7 +1703,7 @@ class VideoDenoiser:
                     lo, span = self._lowered(sigma, frames, lo, span)
                 except (TypeError, ValueError) as e:
                     raise type(e)(f"{src}: {e}") from None
-            writer = ClipWriter(dst, reader.info, reader.info.shape, overwrite=overwrite,
+            writer = ClipWriter(dst, info, info.shape, overwrite=overwrite,
                                 source=src if to_video else None, audio=process or audio)
             try:
                 for t, frame in self._frames(read, len(reader), tile, overlap, progress, lo, span, subsample):

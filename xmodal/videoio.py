@@ -10,9 +10,11 @@ uint16 / 65535, floats as stored). Three containers:
 - a **video file** (``.mp4``, ``.mov``, ``.mkv``, ``.avi``, ``.webm``) through PyAV (``pip install "xmodal[video]"``),
   decoded as 8-bit RGB (gray for gray streams; 16-bit, ``uint16``, for streams of more than 8 bits: 10-bit camera
   and HDR video, 16-bit FFV1) and read sequentially. Written back in the same container at the source's frame rate:
-  H.264 at CRF 12 for ``.mp4``/``.mov`` (4:2:0 when the size is even, else 4:4:4; 10-bit for a 16-bit clip), lossless
-  FFV1 for ``.mkv``/``.avi`` (16-bit for a 16-bit clip), lossless VP9 for ``.webm`` (8-bit only). Only the first
-  video stream is read. A variable frame rate (phones record it) is kept: frames are written at their source times.
+  H.264 at CRF 12 for ``.mp4``/``.mov`` (4:2:0 when the size is even, else 4:4:4; 10-bit for a 16-bit or float clip),
+  lossless FFV1 for ``.mkv``/``.avi`` (16-bit for a 16-bit or float clip), lossless VP9 for ``.webm`` (8-bit only, a
+  warning for a float clip). A float clip's :attr:`ClipInfo.value_range` (``(0, 1)``, or its own range when its
+  values are in other units) is mapped to the codes (0..65535 at 16 bits). Only the first video stream is read. A
+  variable frame rate (phones record it) is kept: frames are written at their source times.
   Colour tags are kept (:attr:`ClipInfo.color`): frames are decoded to RGB with the source's matrix and range and
   coded back with them, under the same tags; so is HDR10's mastering display and content light level in ``.mp4``/
   ``.mov`` (:attr:`ClipInfo.mastering`). A display rotation (phones) is applied on reading: frames come upright.
@@ -22,9 +24,10 @@ container tags (title, creation time, location...) and its audio streams: copied
 destination container can hold their codec, else re-encoded (AAC for ``.mp4``/``.mov``, FLAC for ``.mkv``, 16-bit
 PCM for ``.avi``, Opus for ``.webm``), or decoded, processed (``audio``: the speech denoiser, a chunk at a time, or
 a function of the whole stream) and encoded the same way, block by block as the muxer takes them. They keep their
-timing against the video, so the picture and the sound stay in sync. Subtitle streams are copied the same way when
-the destination container takes their codec (else left out with a warning); data streams (timecodes, telemetry) are
-not copied.
+timing against the video, so the picture and the sound stay in sync (an AVI file, whose streams all start
+together, gets a soundtrack that starts before or after the first frame as PCM, cut or led by silence to start with
+it). Subtitle streams are copied the same way when the destination container takes their codec (else left out with a
+warning); data streams (timecodes, telemetry) are not copied.
 
 :class:`ClipReader` reads one frame at a time (what the video denoiser keeps in memory is its temporal window), and
 :class:`ClipWriter` writes one frame at a time into a temporary folder or file beside the destination that is renamed
@@ -39,7 +42,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Union
@@ -49,7 +52,8 @@ import torch
 
 from xmodal._fs import usual_permissions
 from xmodal.io import AV_CONTAINERS, AvAudioSource, av_audio_stream, container_tags, encode_av_audio, import_av
-from xmodal.imageio import IMAGE_EXTENSIONS, ImageInfo, ImageReadError, natural_key, read_image, write_image
+from xmodal.imageio import (IMAGE_EXTENSIONS, ImageInfo, ImageReadError, alpha_channels, natural_key, read_image,
+                             write_image)
 
 __all__ = ["VIDEO_EXTENSIONS", "AudioProcess", "ClipInfo", "ClipReader", "ClipWriter", "StreamedAudio", "clip_frames",
            "is_clip", "read_clip", "remux_with_source", "write_clip"]
@@ -60,8 +64,11 @@ _CACHE = 16  # decoded frames a video-file reader keeps (the denoiser's window r
 _INT_MAX = {"uint8": 255.0, "uint16": 65535.0}
 _DTYPES = ("uint8", "uint16", "float16", "float32", "float64")
 _TIME_BASE = Fraction(1, 90000)  # of frames written at their source times (variable frame rate)
+_RANGE_FRAMES = 8  # evenly spaced frames a float clip's value range is read from (as the denoiser reads it)
 _SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}  # AVCOL_SPC -> swscale's matrix (BT.709, FCC, BT.601...)
 AudioProcess = Callable[[np.ndarray, int], np.ndarray]  # (wave (C, T) float32 in [-1, 1], rate) -> same shape
+_NO_START_TIMES = ("avi",)  # muxers whose streams all start at 0: an offset between them must be in the samples
+_SILENCE = 1 << 16  # samples per block of the silence put before a soundtrack that starts after the first frame
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,11 @@ class ClipInfo:
         light_level: ``(MaxCLL, MaxFALL)`` of a video file in cd/m2 (the brightest pixel and the brightest frame
             average: CTA-861.3 content light level); ``()`` when it has none. A ``.mp4``/``.mov`` written from it
             carries both (in the H.264 stream, where players read them); other containers cannot (a warning says so).
+        value_range: ``(lo, hi)``, the values of a float clip (``.npy``, float frames) that a video file written from
+            it stores as its lowest and highest codes (0 and 65535 at 16 bits): ``(0, 1)`` when the clip looks like
+            [0, 1] data, else the 0.1 and 99.9 percentiles of up to 8 evenly spaced frames; the range the denoiser
+            maps such a clip to [0, 1] with when it is given none (``value_range=None``, auto-ranged). ``()`` for
+            integer clips, which are [0, 1] by their dtype. Read from the frames, so not compared between infos.
     """
 
     kind: str
@@ -119,6 +131,7 @@ class ClipInfo:
     rotation: int = 0
     mastering: tuple[float, ...] = ()
     light_level: tuple[int, ...] = ()
+    value_range: tuple[float, ...] = field(default=(), compare=False)
 
 
 def _import_av() -> Any:
@@ -289,6 +302,26 @@ class ClipReader:
             self._array = arr
             self._files = []
         self.frames = self.info.shape[0]
+        if self.info.dtype not in _INT_MAX:  # float frames: in their own units
+            self.info = replace(self.info, value_range=self._value_range())
+
+    def _value_range(self) -> tuple[float, float]:
+        """:attr:`ClipInfo.value_range` of a float clip: the denoiser's rule for a clip given no range (``(0, 1)``
+        when the 0.1 and 99.9 percentiles of up to 8 evenly spaced frames, alpha channels left out, look like [0, 1]
+        data (:func:`xmodal.denoise.plausible_unit_range`); else those percentiles; their min and max when those are
+        equal; ``(lo, lo + 1)`` for a constant clip)."""
+        from xmodal.denoise import _plausible, _robust_range  # one rule (imported here: denoise imports this module)
+
+        mode = self.info.frame_info.mode if self.info.frame_info is not None else None
+        colours = self.info.shape[1] - alpha_channels(mode)
+        picks = np.unique(np.linspace(0, self.frames - 1, min(self.frames, _RANGE_FRAMES)).round().astype(int))
+        sample = torch.from_numpy(np.stack([self[int(t)][:colours] for t in picks]).astype(np.float64))
+        lo, hi = _robust_range(sample)  # (<= 8, C, H, W)
+        if _plausible(lo, hi):  # [0, 1] data, noise included
+            return 0.0, 1.0
+        if hi <= lo:
+            lo, hi = float(sample.min()), float(sample.max())
+        return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
     # -------------------------------------------------------------------------------------------- video files
 
@@ -433,7 +466,9 @@ class ClipWriter:
 
     Args:
         path: the destination: a folder (frames), a ``.npy`` file or a video file (see the module docstring for
-            the codecs; 1 or 3 channels, 16-bit when ``info.dtype`` is ``uint16``, else 8-bit).
+            the codecs; 1 or 3 channels; 16-bit when ``info.dtype`` is ``uint16`` or a float type, the frames of a
+            float clip mapped from ``info.value_range`` (:attr:`ClipInfo.value_range`; ``(0, 1)`` when empty) to
+            the codes; else 8-bit).
         info: the source's :class:`ClipInfo` (container, dtype, frame names, layout), or ``None`` for float32
             frames named ``frame_00000.tif``... (folder) / a ``(T, H, W[, C])`` float32 array (``.npy``).
         shape: ``(T, C, H, W)`` of the clip to write.
@@ -471,8 +506,19 @@ class ClipWriter:
                              f"wave, got {audio!r}")
         self.source = Path(source) if source is not None else None
         self.audio = audio
-        # video files: 16 bits (FFV1) or 10 (H.264) for a 16-bit source, except WebM (8-bit VP9 only)
-        deep = self.video and info is not None and info.dtype == "uint16" and self.path.suffix.lower() != ".webm"
+        # video files: 16 bits (FFV1) or 10 (H.264) for a 16-bit or float source, except WebM (8-bit VP9 only); a
+        # float clip's values are mapped from its value range (what the denoiser maps to [0, 1]) to the codes
+        floating = info is not None and info.dtype not in _INT_MAX
+        deep = self.video and info is not None and (info.dtype == "uint16" or floating) \
+            and self.path.suffix.lower() != ".webm"
+        self._range = tuple(info.value_range) if self.video and info is not None and info.value_range else (0.0, 1.0)
+        if len(self._range) != 2 or not np.isfinite(self._range).all() or self._range[1] <= self._range[0]:
+            raise ValueError(f"{self.path}: `info.value_range` must be (lo, hi) with finite lo < hi, got "
+                             f"{info.value_range!r}")
+        if self.video and floating and not deep:
+            warnings.warn(f"{self.path}: a {info.dtype} clip is stored at 8 bits in a .webm file (VP9 here is 8-bit "
+                          f"only), {self._range[0]:.6g}..{self._range[1]:.6g} in 255 steps; write .mkv for 16-bit "
+                          "FFV1", stacklevel=2)
         self.dtype = np.dtype(("uint16" if deep else "uint8") if self.video else
                               info.dtype if info is not None else "float32")
         self._array = None
@@ -559,7 +605,8 @@ class ClipWriter:
                                  f"{self.written} frames")
             av = _import_av()
             top = _INT_MAX[self.dtype.name]
-            data = np.clip(np.rint(frame.astype(np.float64) * top), 0, top).astype(self.dtype)
+            lo, hi = self._range
+            data = np.clip(np.rint((frame.astype(np.float64) - lo) * (top / (hi - lo))), 0, top).astype(self.dtype)
             deep = self.dtype.name == "uint16"
             image = av.VideoFrame.from_ndarray(np.ascontiguousarray(data[0] if data.shape[0] == 1 else
                                                                     data.transpose(1, 2, 0)),
@@ -699,16 +746,22 @@ def remux_with_source(video: PathLike, source: PathLike, dst: PathLike,
     takes their codec (text subtitles: ``.mkv`` takes SubRip, ASS and WebVTT, ``.mp4``/``.mov`` only their own
     mov_text), else left out with a warning. Audio and subtitles keep their time against ``source``'s first video
     frame, which is ``video``'s first frame. Re-encoded audio is decoded, processed and encoded as the muxer needs
-    it, so memory holds a block of it at a time (unless a function takes it whole). Returns ``dst``.
+    it, so memory holds a block of it at a time (unless a function takes it whole). An AVI file has no start time per
+    stream (every stream starts at 0, and FFmpeg's muxer would move them all, the video too, to make a negative time
+    fit): there an audio stream is copied only when it starts with the first frame, else re-encoded (PCM) with its
+    samples before the first frame cut (AAC's encoder priming too) or silence before its first sample. Returns
+    ``dst``.
 
     Raises:
         ValueError: ``audio`` returns another shape or non-finite samples; an audio stream does not decode
-            (:class:`~xmodal.io.AudioReadError`).
+            (:class:`~xmodal.io.AudioReadError`); a copied stream (subtitles) has a packet before the first frame
+            and ``dst`` is an AVI file.
         ImportError: no PyAV.
     """
     av = _import_av()
     video, source, dst = Path(video), Path(source), Path(dst)
     muxer, codecs = AV_CONTAINERS[dst.suffix.lower()]
+    offsets = muxer not in _NO_START_TIMES  # whether a stream of `dst` may start later or earlier than the video
     with av.open(str(video)) as vin, av.open(str(source)) as ain, av.open(str(dst), "w", format=muxer) as out:
         out.metadata.update(container_tags(ain))
         v_in = vin.streams.video[0]
@@ -718,7 +771,7 @@ def remux_with_source(video: PathLike, source: PathLike, dst: PathLike,
         copied: dict[int, Any] = {}  # source stream index -> output stream
         encoded: list[Iterator[Any]] = []  # packets of each re-encoded stream, made as the muxer takes them
         for stream in ain.streams.audio if audio != "drop" else ():
-            if audio == "copy" and _can_copy(stream, muxer):
+            if audio == "copy" and _can_copy(stream, muxer) and (offsets or _starts_at(source, stream, t0)):
                 copied[stream.index] = out.add_stream_from_template(stream)
                 continue
             # each stream has its own readers: decoding one does not consume another's packets
@@ -731,7 +784,10 @@ def remux_with_source(video: PathLike, source: PathLike, dst: PathLike,
                 blocks = track.blocks()
             # AAC, FLAC, Opus or PCM; FLAC and PCM at 24 bits from a lossless source of more than 16
             out_stream = av_audio_stream(out, codecs[0], track.rate, track.layout, track.bits)
-            encoded.append(encode_av_audio(out_stream, blocks, track.rate, track.layout, track.start - t0))
+            start = track.start - t0  # samples before the first frame are cut (encode_av_audio)
+            if not offsets and start > 0:  # a late start: silence until then, as every stream of `dst` starts at 0
+                blocks, start = _after_silence(blocks, round(start * track.rate), track.channels), 0.0
+            encoded.append(encode_av_audio(out_stream, blocks, track.rate, track.layout, start))
         for stream in ain.streams.subtitles:
             if _can_copy(stream, muxer):
                 copied[stream.index] = out.add_stream_from_template(stream)
@@ -755,6 +811,11 @@ def remux_with_source(video: PathLike, source: PathLike, dst: PathLike,
                 packet.dts -= shift
                 if packet.pts is not None:
                     packet.pts -= shift
+                if not offsets and packet.dts < 0:  # the muxer would move every stream, the video too, to fit it
+                    raise ValueError(f"{source}: stream {packet.stream.index} ({packet.stream.codec_context.name}) "
+                                     f"has a packet at {float(packet.dts * packet.time_base):.3f} s, before the "
+                                     f"first frame, which a {dst.suffix} file cannot hold (every stream starts "
+                                     "with the picture); write .mkv or .mp4")
                 packet.stream = copied[packet.stream.index]
                 yield packet
 
@@ -764,6 +825,34 @@ def remux_with_source(video: PathLike, source: PathLike, dst: PathLike,
                 packet.stream = v_out
             out.mux(packet)
     return dst
+
+
+def _starts_at(path: Path, stream: Any, t0: float) -> bool:
+    """Whether the audio ``stream`` of the file ``path`` starts at ``t0`` seconds (its first video frame's time): its
+    first packet and its first decoded sample (after any decoder priming an edit list cuts, as AAC's) within half a
+    sample (or half a tick of its time base, when that is longer) of ``t0``. What a container without per-stream
+    start times (AVI) needs to take its packets as they are and keep them in sync."""
+    av = _import_av()
+    rate = int(stream.codec_context.sample_rate or 0)
+    tick = float(stream.time_base) if stream.time_base else 0.0
+    near = max(0.5 / rate if rate else 0.0, 0.5 * tick)
+    try:
+        with av.open(str(path)) as container:
+            packet = next((p for p in container.demux(container.streams[stream.index]) if p.pts is not None), None)
+        decoded = AvAudioSource(path, stream.index, trim=False).start
+    except Exception:  # undecodable: re-encoding it reports why
+        return False
+    return packet is not None and abs(float(packet.pts * packet.time_base) - t0) <= near and abs(decoded - t0) <= near
+
+
+def _after_silence(blocks: Iterable[np.ndarray], samples: int, channels: int) -> Iterator[np.ndarray]:
+    """``samples`` samples of silence, as ``(channels, L)`` float32 blocks of at most ``_SILENCE`` samples, then the
+    ``(channels, L)`` ``blocks``."""
+    while samples > 0:
+        n = min(samples, _SILENCE)
+        yield np.zeros((channels, n), np.float32)
+        samples -= n
+    yield from blocks
 
 
 def _processed(track: AvAudioSource, process: AudioProcess) -> np.ndarray:
