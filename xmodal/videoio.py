@@ -515,10 +515,11 @@ class ClipWriter:
         if len(self._range) != 2 or not np.isfinite(self._range).all() or self._range[1] <= self._range[0]:
             raise ValueError(f"{self.path}: `info.value_range` must be (lo, hi) with finite lo < hi, got "
                              f"{info.value_range!r}")
-        if self.video and floating and not deep:
+        if self.video and info is not None and (floating or info.dtype == "uint16") and not deep:  # >8-bit, float
+            steps = f", {self._range[0]:.6g}..{self._range[1]:.6g} in 255 steps" if floating else \
+                " (a 10-bit or HDR source bands in smooth gradients)"
             warnings.warn(f"{self.path}: a {info.dtype} clip is stored at 8 bits in a .webm file (VP9 here is 8-bit "
-                          f"only), {self._range[0]:.6g}..{self._range[1]:.6g} in 255 steps; write .mkv for 16-bit "
-                          "FFV1", stacklevel=2)
+                          f"only){steps}; write .mkv for 16-bit FFV1", stacklevel=2)
         self.dtype = np.dtype(("uint16" if deep else "uint8") if self.video else
                               info.dtype if info is not None else "float32")
         self._array = None
