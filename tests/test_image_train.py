@@ -213,6 +213,8 @@ def test_init_from_errors(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not weights")
     with pytest.raises(ckpt.CheckpointError, match=r"bad.safetensors: not a readable safetensors file"):
         train(config(tmp_path / "d", f"train.init_from={tmp_path / 'bad.safetensors'}"))
+    # each refused before the run directory (demo data, config, logs) was made
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors", "gray", "not_a_run"]
 
 
 def test_init_from_function_reports_loaded_and_fresh(tmp_path):

@@ -301,6 +301,11 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
         run_dir = Path(tc.run_dir)
         joint = config.joint_run
         views = {m: config.for_modality(m) for m in config.modalities}
+        fresh_start = not (tc.resume and (run_dir / ckpt.STATE).is_file())
+        if tc.init_from and fresh_start:  # a weights file that cannot start this model stops before anything is written
+            with torch.random.fork_rng(devices=[]):  # a throwaway network: the run's own is built from the seed below
+                ckpt.init_from(build_model(config.model, {m: modality_io(m, v) for m, v in views.items()}),
+                               tc.init_from)
 
         # ---- data (rank 0 writes the demo corpora first, the others then read them)
         demo_root = run_dir / "demo_data"
