@@ -5,11 +5,11 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["Interrupted", "command_name", "exit_status", "interrupt_name", "terminate_as_interrupt"]
+__all__ = ["Interrupted", "command_name", "exit_status", "interrupt_name", "run_command", "terminate_as_interrupt"]
 
 
 def command_name(module: str) -> str:
@@ -61,3 +61,16 @@ def terminate_as_interrupt() -> Iterator[None]:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def run_command(command: Callable[[list[str] | None], int], argv: list[str] | None, stopped: str) -> int:
+    """``command(argv)`` (a command line's body, returning its exit status) with SIGTERM handled as Ctrl-C
+    (:func:`terminate_as_interrupt`). On either, temp files are removed on the way out, a line ``interrupted
+    (Ctrl-C): <stopped>`` (or ``terminated (SIGTERM): ...``) goes to stderr instead of a traceback, and the status
+    is 128 + the signal's number."""
+    try:
+        with terminate_as_interrupt():
+            return command(argv)
+    except KeyboardInterrupt as e:
+        print(f"\n{interrupt_name(e)}: {stopped}", file=sys.stderr)
+        return exit_status(e)

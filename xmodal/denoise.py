@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xmodal._cli import command_name, exit_status, interrupt_name, terminate_as_interrupt
+from xmodal._cli import command_name, run_command
 from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
 from xmodal.io import AudioReadError, list_audio_files, resample
@@ -1601,6 +1601,10 @@ class VideoDenoiser:
                 ``value_range=None``, values far from [0, 1] (see :func:`plausible_unit_range`).
         """
         x, hint = _channels_first(clip, "clip", ("(T, H, W) or (T, C, H, W)", "(T, H, W, C)"), (3, 4), channels_last)
+        C, M = (1 if x.ndim == 3 else x.shape[1]), int(self.config.image.channels)
+        if M != 1 and C not in (1, M):  # as images: the channels-last hint where the shape suggests it
+            raise ValueError(f"this model denoises {M}-channel (or gray) videos; `clip` has {C} channels (shape "
+                             f"{tuple(x.shape)}); use a gray video model, which takes any channel count{hint}")
         if hint:
             axes = "(T, C, H, W)" if x.ndim == 4 else "(T, H, W)"
             warnings.warn(f"`clip` of shape {tuple(x.shape)} is read as {axes}: frames of {x.shape[-2]} x "
@@ -2313,13 +2317,7 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (0 ok, 1 some files failed, 2 usage error, 130 Ctrl-C, 143
     SIGTERM)."""
-    try:
-        with terminate_as_interrupt():
-            return _main(argv)
-    except KeyboardInterrupt as e:  # outputs are written whole or not at all: say so instead of a traceback
-        print(f"\n{interrupt_name(e)}: the files finished so far are written; the one in progress was not",
-              file=sys.stderr)
-        return exit_status(e)
+    return run_command(_main, argv, "the files finished so far are written; the one in progress was not")
 
 
 def _main(argv: list[str] | None) -> int:

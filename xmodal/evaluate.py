@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from xmodal._cli import command_name, exit_status, interrupt_name, terminate_as_interrupt
+from xmodal._cli import command_name, run_command
 from xmodal._fs import atomic_write
 from xmodal.imageio import _INT_MAX, IMAGE_EXTENSIONS, ImageReadError, _quantise, alpha_channels, read_image, read_stack
 from xmodal.io import AUDIO_EXTENSIONS, AudioReadError, list_audio_files, read_audio, resample
@@ -1405,12 +1405,7 @@ def _evaluate_no_reference(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (0 ok, 1 unreadable files, 2 usage error, 130 Ctrl-C, 143
     SIGTERM)."""
-    try:
-        with terminate_as_interrupt():
-            return _main(argv)
-    except KeyboardInterrupt as e:  # temp files are removed on the way out: say so instead of a traceback
-        print(f"\n{interrupt_name(e)}: no report written (figures finished so far are kept, whole)", file=sys.stderr)
-        return exit_status(e)
+    return run_command(_main, argv, "no report written (figures finished so far are kept, whole)")
 
 
 def _main(argv: list[str] | None) -> int:

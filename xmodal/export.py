@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmodal._cli import command_name, exit_status, interrupt_name, terminate_as_interrupt
+from xmodal._cli import command_name, run_command
 
 __all__ = ["ExportReport", "OnnxNet", "OnnxRuntimeNet", "embedded_config", "export_onnx", "load_onnx", "main"]
 
@@ -464,12 +464,7 @@ def _quantize(raw: Path, out: Path, features: list[dict[str, np.ndarray]], proto
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status (0 written and checked, 2 error, 130 Ctrl-C, 143 SIGTERM)."""
-    try:
-        with terminate_as_interrupt():
-            return _main(argv)
-    except KeyboardInterrupt as e:  # temp files are removed on the way out: say so instead of a traceback
-        print(f"\n{interrupt_name(e)}: no file left half-written", file=sys.stderr)
-        return exit_status(e)
+    return run_command(_main, argv, "no file left half-written")
 
 
 def _main(argv: list[str] | None) -> int:

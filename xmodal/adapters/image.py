@@ -62,23 +62,15 @@ def _pack(x: torch.Tensor, what: str) -> torch.Tensor:
     return (x if x.ndim == 4 else x[None]).float()  # (C, H, W) -> (1, C, H, W)
 
 
-def _channel_mode(C: int, M: int, items: str, got: str, gray: str,
-                  frame: tuple[int, int, int] | None = None) -> str:
+def _channel_mode(C: int, M: int, items: str, got: str, gray: str) -> str:
     """How ``C`` input channels map onto a model of ``M``: ``same``, ``fold`` (a gray model: channels become items),
-    ``replicate`` (a gray input on a colour model); else ``ValueError`` naming ``items`` and what came. A ``frame``
-    shape ``(C, H, W)`` whose last axis looks like channels (``W <= 4 < C, H``: a ``(T, H, W, C)`` clip read as
-    ``(T, C, H, W)``) gets the ``channels_last=True`` advice instead of the gray model's, which would denoise it
-    wrongly."""
+    ``replicate`` (a gray input on a colour model); else ``ValueError`` naming ``items`` and what came."""
     if C == M:
         return "same"
     if M == 1:
         return "fold"
     if C == 1:
         return "replicate"
-    if frame is not None and frame[-1] <= 4 < min(frame[-3], frame[-2]):
-        raise ValueError(f"this model denoises {M}-channel {items}; got frames of shape {tuple(frame)} read as (C, H, "
-                         f"W): {C} channels of {frame[-2]} x {frame[-1]} pixels; their last axis looks like channels: "
-                         "for a channels-last (T, H, W, C) clip pass channels_last=True")
     raise ValueError(f"this model denoises {M}-channel {items}; got {got} {C} channels (use a {gray}, which takes "
                      "any channel count)")
 
@@ -297,7 +289,7 @@ class VideoAdapter(Adapter):
         B, T, C, H, W = x.shape
         M = self.model_channels
         if ctx is None:
-            ctx = VideoContext(shape=(B, T, C, H, W), mode=self._mode(C, H, W), batched=batched)
+            ctx = VideoContext(shape=(B, T, C, H, W), mode=self._mode(C), batched=batched)
         elif ctx.shape != (B, T, C, H, W):
             raise ValueError(f"`ctx` was made for videos of shape {ctx.shape}, got {(B, T, C, H, W)}")
         windows = self._windows(x)  # (B, T, K, C, H, W); aligned on the channel mean, the same for every channel
@@ -310,8 +302,8 @@ class VideoAdapter(Adapter):
             feats = windows.reshape(B * T, K * C, H, W)
         return feats, ctx
 
-    def _mode(self, C: int, H: int, W: int) -> str:
-        return _channel_mode(C, self.model_channels, "videos", "frames with", "gray video model", (C, H, W))
+    def _mode(self, C: int) -> str:
+        return _channel_mode(C, self.model_channels, "videos", "frames with", "gray video model")
 
     def encode_middle(self, window: torch.Tensor,
                       shifts: torch.Tensor | None = None) -> tuple[torch.Tensor, VideoContext]:
@@ -325,7 +317,7 @@ class VideoAdapter(Adapter):
         if window.ndim != 4 or window.shape[0] != K:
             raise ValueError(f"Expected a window of shape ({K}, C, H, W), got {tuple(window.shape)}")
         _, C, H, W = window.shape
-        mode = self._mode(C, H, W)
+        mode = self._mode(C)
         M = self.model_channels
         window = window.float()
         if shifts is None and self.align_range > 0:
