@@ -1695,9 +1695,12 @@ class VideoDenoiser:
 
             picks = _sample_frames(len(reader))
             sample = None  # frames are read for the range only when it depends on the data
-            if value_range == "auto" or (value_range is None and reader.info.dtype not in _INT_MAX):
-                sample = torch.from_numpy(np.stack([reader[int(i)][:colours] for i in picks]))  # (<= 8, C, H, W)
-            lo, span = _resolve_range(sample, file_value_range(sample, reader.info.dtype, value_range))
+            if value_range is None and reader.info.value_range:  # a float clip: read when the reader opened it
+                lo, span = reader.info.value_range[0], reader.info.value_range[1] - reader.info.value_range[0]
+            else:
+                if value_range == "auto":
+                    sample = torch.from_numpy(np.stack([reader[int(i)][:colours] for i in picks]))  # (<= 8, C, H, W)
+                lo, span = _resolve_range(sample, file_value_range(sample, reader.info.dtype, value_range))
             info = reader.info  # a float clip goes into a video file from the range it was denoised in
             info = replace(info, value_range=(lo, lo + span)) if info.dtype not in _INT_MAX else info
             if sigma is not None:  # the same frames, read one at a time

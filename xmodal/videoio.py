@@ -64,7 +64,6 @@ _CACHE = 16  # decoded frames a video-file reader keeps (the denoiser's window r
 _INT_MAX = {"uint8": 255.0, "uint16": 65535.0}
 _DTYPES = ("uint8", "uint16", "float16", "float32", "float64")
 _TIME_BASE = Fraction(1, 90000)  # of frames written at their source times (variable frame rate)
-_RANGE_FRAMES = 8  # evenly spaced frames a float clip's value range is read from (as the denoiser reads it)
 _SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}  # AVCOL_SPC -> swscale's matrix (BT.709, FCC, BT.601...)
 AudioProcess = Callable[[np.ndarray, int], np.ndarray]  # (wave (C, T) float32 in [-1, 1], rate) -> same shape
 _NO_START_TIMES = ("avi",)  # muxers whose streams all start at 0: an offset between them must be in the samples
@@ -306,22 +305,15 @@ class ClipReader:
             self.info = replace(self.info, value_range=self._value_range())
 
     def _value_range(self) -> tuple[float, float]:
-        """:attr:`ClipInfo.value_range` of a float clip: the denoiser's rule for a clip given no range (``(0, 1)``
-        when the 0.1 and 99.9 percentiles of up to 8 evenly spaced frames, alpha channels left out, look like [0, 1]
-        data (:func:`xmodal.denoise.plausible_unit_range`); else those percentiles; their min and max when those are
-        equal; ``(lo, lo + 1)`` for a constant clip)."""
-        from xmodal.denoise import _plausible, _robust_range  # one rule (imported here: denoise imports this module)
+        """:attr:`ClipInfo.value_range` of a float clip: what the denoiser maps to [0, 1] when given no range
+        (:func:`xmodal.denoise.file_value_range` on up to 8 evenly spaced frames, alpha channels left out)."""
+        from xmodal.denoise import _resolve_range, _sample_frames, file_value_range  # (denoise imports this module)
 
         mode = self.info.frame_info.mode if self.info.frame_info is not None else None
         colours = self.info.shape[1] - alpha_channels(mode)
-        picks = np.unique(np.linspace(0, self.frames - 1, min(self.frames, _RANGE_FRAMES)).round().astype(int))
-        sample = torch.from_numpy(np.stack([self[int(t)][:colours] for t in picks]).astype(np.float64))
-        lo, hi = _robust_range(sample)  # (<= 8, C, H, W)
-        if _plausible(lo, hi):  # [0, 1] data, noise included
-            return 0.0, 1.0
-        if hi <= lo:
-            lo, hi = float(sample.min()), float(sample.max())
-        return (lo, hi) if hi > lo else (lo, lo + 1.0)
+        sample = torch.from_numpy(np.stack([self[int(t)][:colours] for t in _sample_frames(self.frames)]))
+        lo, span = _resolve_range(sample, file_value_range(sample, self.info.dtype))
+        return lo, lo + span
 
     # -------------------------------------------------------------------------------------------- video files
 
