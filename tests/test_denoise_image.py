@@ -657,7 +657,7 @@ def test_stack_denoise_file_equals_in_memory(stack_den: StackDenoiser, tmp_path:
     # a multi-band file into a folder and a folder into one file
     stack_den.denoise_file(tmp_path / "scene", tmp_path / "one.tif")
     assert read_stack(tmp_path / "one.tif")[0].shape == (5, 23, 19)
-    with pytest.raises(ValueError, match=r"x.png: a stack is written to a .tif/.tiff/.npy file or a folder"):
+    with pytest.raises(ValueError, match=r"x.png: a stack is written to a .tif/.tiff/.npy/.mat/.hdr file or a folder"):
         stack_den.denoise_file(tmp_path / "one.tif", tmp_path / "x.png")
 
 
@@ -1068,8 +1068,8 @@ def test_cli_format_changes_the_output_extension_per_kind(bundled: Path, tmp_pat
     argv = [*files, "-o", str(out), "--quiet", "--tile", "24", "--overlap", "8"]
     assert main(argv + ["--format", "png", "--format", ".FLAC"]) == 1  # cube.tif: 6 bands do not fit a PNG
     err = capsys.readouterr().err
-    assert re.search(r"cube.png: a stack is written to a .tif/.tiff/.npy file or a folder \(no extension\), got "
-                     r"'.png'", err), err
+    assert re.search(r"cube.png: a stack is written to a .tif/.tiff/.npy/.mat/.hdr file or a folder "
+                     r"\(no extension\), got '.png'", err), err
     assert sorted(os.listdir(out)) == ["gray8.png", "hwc.png", "photo.png", "talk.flac"]
     for name, like in (("photo.png", "photo.jpg"), ("gray8.png", "gray8.bmp"), ("hwc.png", "hwc.npy")):
         image, info = read_image(out / name)
@@ -1116,8 +1116,8 @@ def test_cli_model_of_the_wrong_modality(runs: dict[str, Path], run_dir: Path, t
     assert re.search(r"gray8.png: the model is a speech model; this is an image file \(use an image or multispectral",
                      capsys.readouterr().err)
     assert main([str(png), "-o", str(tmp_path / "o3"), "--model", str(runs["stack"]), "--quiet"]) == 1
-    assert re.search(r"gray8.png: the model is a multispectral model; a stack must be a .tif/.tiff/.npy file or a "
-                     r"folder of single-band TIFFs, got '.png'", capsys.readouterr().err)
+    assert re.search(r"gray8.png: the model is a multispectral model; a stack must be a .tif/.tiff/.npy/.mat/.hdr "
+                     r"file or a folder of single-band TIFFs, got '.png'", capsys.readouterr().err)
     assert main([str(wav), "-o", str(tmp_path / "o4"), "--modality", "image", "--quiet"]) == 1
     assert "x.wav: --modality image was given; this is an audio file" in capsys.readouterr().err
     assert main([str(png), "-o", str(tmp_path / "o5"), "--model", str(run_dir), "--modality", "image"]) == 2
@@ -1306,3 +1306,53 @@ def test_heic_photos_are_denoised_into_heic_at_their_depth(runs: dict[str, Path]
     assert main([str(tmp_path / "IMG_2.heic"), "-o", str(tmp_path / "png"), "--model", str(runs["color"]),
                  "--format", "png", "--quiet"]) == 0
     assert read_image(tmp_path / "png" / "IMG_2.png")[1].dtype == "uint16"  # 10 bits kept as 16-bit PNG
+
+
+def test_cli_matlab_and_envi_stacks(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A .mat array named after its file (``pair.mat:input``) and an ENVI raster: denoised as stacks, written back
+    in their own format with everything else of the source kept; every refusal names the file."""
+    import scipy.io as sio
+    envi = pytest.importorskip("spectral.io.envi")
+
+    rng = np.random.default_rng(0)
+    gt = rng.random((20, 18, 7)).astype(np.float32)
+    sio.savemat(tmp_path / "pair.mat", {"gt": gt, "input": gt + 0.05 * rng.standard_normal(gt.shape, np.float32)})
+    cube = rng.integers(-500, 4000, (20, 18, 7)).astype(np.int16)
+    envi.save_image(str(tmp_path / "scene.hdr"), cube, interleave="bil", ext=".img",
+                    metadata={"wavelength": [1] * 7})
+    out, pair = tmp_path / "out", f"{tmp_path / 'pair.mat'}:input"
+    argv = [pair, str(tmp_path / "scene.hdr"), "-o", str(out), "--model", str(runs["stack"]), "--quiet"]
+    assert main(argv) == 0
+    assert sorted(os.listdir(out)) == ["pair.mat", "scene.hdr", "scene.img"]
+    den = load(runs["stack"])
+    stack, info = read_stack(pair, "band_minmax")
+    expected = den.denoise(stack) * np.array(info.scale, np.float32)[:, None, None] \
+        + np.array(info.offset, np.float32)[:, None, None]  # file units, (S, H, W)
+    result = sio.loadmat(out / "pair.mat")
+    np.testing.assert_array_equal(result["gt"], gt)  # the other array is kept
+    np.testing.assert_allclose(result["input"], expected.transpose(1, 2, 0), atol=1e-5)
+    denoised = envi.open(str(out / "scene.hdr"))
+    assert denoised.metadata["interleave"] == "bil" and denoised.metadata["wavelength"] == ["1"] * 7
+    assert np.dtype(denoised.dtype) == np.int16  # the file's type (spectral's load() gives float32)
+    # refusals: the output exists (header, or the data file alone), several arrays unnamed, an image model
+    assert main(argv) == 1
+    assert "scene.hdr: output file already exists (pass --overwrite" in capsys.readouterr().err
+    (out / "scene.hdr").unlink()
+    assert main(argv[1:]) == 1
+    assert f"{out / 'scene.img'}: output file already exists (pass --overwrite" in capsys.readouterr().err
+    assert main([*argv[1:], "--overwrite"]) == 0 and (out / "scene.hdr").is_file()
+    assert main([str(tmp_path / "pair.mat"), "-o", str(tmp_path / "o2"), *argv[4:]]) == 1
+    assert "pair.mat: holds several arrays that could be the stack (gt 20x18x7 single, input 20x18x7 single); " \
+           f"name one: {tmp_path / 'pair.mat'}:gt" in capsys.readouterr().err
+    assert main([pair, "-o", str(tmp_path / "o3"), "--model", str(runs["gray"]), "--quiet"]) == 1
+    assert f"{pair}: the model is an image model; a .mat or ENVI file is read as a band stack (use a multispectral " \
+           "model" in capsys.readouterr().err
+    assert main([pair, "-o", str(tmp_path), *argv[4:]]) == 1  # into the input's own folder: its own file
+    assert "would overwrite the input file" in capsys.readouterr().err
+    assert all(not (tmp_path / d).exists() or os.listdir(tmp_path / d) == [] for d in ("o2", "o3"))  # nothing written
+    np.testing.assert_array_equal(sio.loadmat(tmp_path / "pair.mat")["gt"], gt)
+    # --format converts: the .mat array into a new ENVI raster (float32, BSQ; header of its own)
+    assert main([pair, "-o", str(tmp_path / "o4"), "--format", "hdr", *argv[4:]]) == 0
+    assert sorted(os.listdir(tmp_path / "o4")) == ["pair.hdr", "pair.img"]
+    np.testing.assert_allclose(np.asarray(envi.open(str(tmp_path / "o4" / "pair.hdr")).load()), result["input"],
+                               atol=1e-5)

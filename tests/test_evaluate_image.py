@@ -590,6 +590,30 @@ def test_stack_scores_on_the_clean_scale(stacks: tuple[Path, dict]) -> None:
     assert result["failures"] == [] and result["errors"] == []
 
 
+def test_stacks_in_one_mat_file_and_envi(stacks: tuple[Path, dict], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    """The clean and noisy arrays of one .mat file (``scene.mat:gt`` / ``scene.mat:input``) and an ENVI raster score
+    as the same stacks in TIFF/.npy files do."""
+    import scipy.io as sio
+    envi = pytest.importorskip("spectral.io.envi")
+
+    root, values = stacks
+    sio.savemat(tmp_path / "scene.mat", {"gt": values["clean"].astype(np.uint16).transpose(1, 2, 0),
+                                         "input": values["noisy"].astype(np.uint16).transpose(1, 2, 0)})
+    envi.save_image(str(tmp_path / "enh.hdr"), values["enhanced"].astype(np.float32).transpose(1, 2, 0))
+    result = evaluate_stacks(f"{tmp_path / 'scene.mat'}:gt", f"{tmp_path / 'scene.mat'}:input", tmp_path / "enh.hdr")
+    direct = evaluate_stacks(root / "clean.tif", root / "noisy", root / "enhanced.npy")
+    for row in ("noisy", "enhanced"):
+        for metric in ("psnr", "ssim", "sam"):
+            assert result["files"][0][row][metric] == pytest.approx(direct["files"][0][row][metric], abs=1e-6)
+    assert result["files"][0]["name"] == "scene"
+    assert main(["--clean", f"{tmp_path / 'scene.mat'}:gt", "--noisy", f"{tmp_path / 'scene.mat'}:input",
+                 "--enhanced", str(tmp_path / "enh.hdr"), "--quiet"]) == 0  # auto: a named .mat array is a stack
+    assert "SAM" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match=r"nope.mat:gt: stack file or folder not found \(--clean\)"):
+        evaluate_stacks(f"{tmp_path / 'nope.mat'}:gt", tmp_path / "enh.hdr", tmp_path / "enh.hdr")
+
+
 def test_stacks_share_the_clean_scale(stacks: tuple[Path, dict], tmp_path: Path) -> None:
     """A denoiser output with a constant offset must score worse, not perfectly (as per-stack min/max would)."""
     root, values = stacks

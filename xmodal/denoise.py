@@ -62,6 +62,7 @@ from xmodal._cli import command_name, run_command
 from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
 from xmodal.io import AudioReadError, list_audio_files, resample
+from xmodal.stackio import CONTAINER_EXTENSIONS, envi_data_path, is_container, split_variable
 from xmodal.noise import can_estimate_sigma, estimate_sigma
 from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, subsampled_apply, tiled_apply
 
@@ -1375,8 +1376,12 @@ class StackDenoiser:
         network sees the band's mean there (never the sentinel value, which would bleed into valid pixels).
 
         Args:
-            src: a multi-band TIFF or ``.npy`` file, or a folder of single-band TIFFs (one band each, natural order).
-            dst: a ``.tif``/``.tiff``/``.npy`` file, or a folder (a path without extension, or any path when ``src``
+            src: a multi-band TIFF or ``.npy`` file, a MATLAB ``.mat`` file (``"scene.mat:variable"`` for one of
+                several arrays) or ENVI header (:mod:`xmodal.stackio`), or a folder of single-band TIFFs (one band
+                each, natural order).
+            dst: a ``.tif``/``.tiff``/``.npy``/``.mat``/``.hdr`` file (a ``.mat`` or ENVI source written to its own
+                format keeps its other variables or header fields; an ENVI destination also writes its data file), or
+                a folder (a path without extension, or any path when ``src``
                 is a folder) that receives one file per band with the input's band file names. Written atomically:
                 a temp file, or a temp folder renamed when complete (with ``overwrite``, band files replace those of
                 an existing folder one by one; its other files are left alone).
@@ -1403,15 +1408,20 @@ class StackDenoiser:
         from xmodal.imageio import ImageReadError, read_stack, write_stack
 
         src, dst = Path(src), Path(dst)
-        if not src.exists():
+        src_file = split_variable(src)[0]  # scene.mat:input -> scene.mat
+        if not src_file.exists():
             raise ImageReadError(f"{src}: file or folder not found")
         suffix = dst.suffix.lower()
-        folder = suffix not in (".tif", ".tiff", ".npy") and (src.is_dir() or suffix == "")
-        if not folder and suffix not in (".tif", ".tiff", ".npy"):
-            raise ValueError(f"{dst}: a stack is written to a .tif/.tiff/.npy file or a folder (no extension), got "
-                             f"{dst.suffix!r}")
-        _check_image_dst(src, dst, overwrite, folder=folder)
+        folder = suffix not in _STACK_SUFFIXES and (src_file.is_dir() or suffix == "")
+        if not folder and suffix not in _STACK_SUFFIXES:
+            raise ValueError(f"{dst}: a stack is written to a {'/'.join(_STACK_SUFFIXES)} file or a folder (no "
+                             f"extension), got {dst.suffix!r}")
+        _check_image_dst(src_file, dst, overwrite, folder=folder)
         stack, info = read_stack(src, self.config.image.scaling if scaling is None else scaling)  # (S, H, W)
+        if suffix == ".hdr":  # the ENVI data file beside dst: never the input's, never replaced unasked
+            data = envi_data_path(dst, info.container)
+            src_data = envi_data_path(src_file, info.container) if src_file.suffix.lower() == ".hdr" else None
+            _check_image_dst(src_file if src_data is None else src_data, data, overwrite)
         x, masks = _fill_nodata(stack, [None if n is None else float(np.float32((n - o) / c))
                                          for n, o, c in zip(info.nodata, info.offset, info.scale)])
         try:
@@ -1854,7 +1864,7 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
 # ----------------------------------------------------------------------------------------------------------------
 # Command line
 
-_STACK_SUFFIXES = (".tif", ".tiff", ".npy")
+_STACK_SUFFIXES = (".tif", ".tiff", ".npy", ".mat", ".hdr")
 _KIND = {"speech": "an audio file", "image": "an image file", "multispectral": "a multispectral stack",
          "video": "a video clip"}
 _MODEL_KIND = {"speech": "a speech model", "image": "an image model", "multispectral": "a multispectral model",
@@ -1877,7 +1887,8 @@ def _known_extensions() -> dict[str, tuple[str, ...]]:
     from xmodal.io import AUDIO_EXTENSIONS
     from xmodal.videoio import VIDEO_EXTENSIONS
 
-    return {"audio": tuple(AUDIO_EXTENSIONS), "image": tuple(IMAGE_EXTENSIONS), "video": tuple(VIDEO_EXTENSIONS)}
+    return {"audio": tuple(AUDIO_EXTENSIONS), "image": (*IMAGE_EXTENSIONS, *CONTAINER_EXTENSIONS),
+            "video": tuple(VIDEO_EXTENSIONS)}
 
 
 def _known_extensions_text() -> str:
@@ -1887,8 +1898,10 @@ def _known_extensions_text() -> str:
 
 
 def _file_kind(path: Path) -> str | None:
-    """``"speech"`` for an audio extension, ``"image"`` for an image one, ``"video"`` for a video file, else
-    ``None``."""
+    """``"speech"`` for an audio extension, ``"image"`` for an image one, ``"stack"`` for a MATLAB or ENVI file (always
+    a band stack), ``"video"`` for a video file, else ``None``."""
+    if is_container(path):
+        return "stack"
     suffix = path.suffix.lower()
     kind = next((k for k, exts in _known_extensions().items() if suffix in exts), None)
     return "speech" if kind == "audio" else kind
@@ -2061,7 +2074,8 @@ def _list_folder(folder: Path, modality: str | None) -> list[Path]:
         files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix.lower() in AUDIO_EXTENSIONS or (
             p.suffix.lower() in VIDEO_EXTENSIONS and _audio_only(p))))
         return files or list_audio_files(folder)  # the audio CLI's message for a folder without audio
-    exts = (*IMAGE_EXTENSIONS, *((*AUDIO_EXTENSIONS, *VIDEO_EXTENSIONS) if modality is None else ()))
+    exts = (*IMAGE_EXTENSIONS, *((*CONTAINER_EXTENSIONS, *AUDIO_EXTENSIONS, *VIDEO_EXTENSIONS) if modality is None
+                                 else ()))
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts
                    and not (p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS))  # as list_audio_files
     # for audio; hidden image files (macOS "._x.png", temp files) are skipped, as read_stack does
@@ -2085,7 +2099,7 @@ def _expand_inputs(items: list[str], modality: str | None = "speech") -> tuple[l
     errors: list[str] = []
     for item in items:
         p = Path(item)
-        matches = [p] if p.exists() else [Path(m) for m in sorted(glob.glob(item, recursive=True))]
+        matches = [p] if split_variable(p)[0].exists() else [Path(m) for m in sorted(glob.glob(item, recursive=True))]
         if not matches:
             errors.append(f"{item}: file not found" + (" (no match for this pattern)" if glob.has_magic(item) else ""))
         for m in matches:
@@ -2119,6 +2133,8 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
     if kind == "video" and _audio_only(src):  # a video container holding sound only (browser recordings)
         kind = "speech"
     if target is None:  # auto: the file decides
+        if kind == "stack":
+            return _Job(src, "multispectral", "multispectral")
         if kind == "video":
             return _Job(src, "video", _default_video_model(src))
         if kind == "image":
@@ -2127,13 +2143,16 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
         return _Job(src, "speech", "speech")  # audio, and unknown extensions (libsndfile decides), as before
     why = (f"the model is {_MODEL_KIND[target]}" if model_modality else f"--modality {target} was given")
     if target == "speech":
-        if kind in ("image", "folder"):
+        if kind in ("image", "stack", "folder"):
             raise ValueError(f"{src}: {why}; this is {'a folder' if kind == 'folder' else _KIND['image']} (use an "
                              "image or multispectral model)")
         return _Job(src, "speech", None if model_modality else "speech")
     if kind == "speech":
         raise ValueError(f"{src}: {why}; this is {_KIND['speech']} (use a speech model, or leave --model and "
                          "--modality out)")
+    if kind == "stack" and target != "multispectral":
+        raise ValueError(f"{src}: {why}; a .mat or ENVI file is read as a band stack (use a multispectral model, or "
+                         "leave --model and --modality out)")
     if kind == "video" and target != "video":
         raise ValueError(f"{src}: {why}; this is a video file (use a video model, e.g. video_photo for phone and "
                          "camera footage, or leave --model and --modality out)")
@@ -2142,9 +2161,9 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
             raise ValueError(f"{src}: {why}; a folder is read as one stack by multispectral models only")
         return _Job(src, "image", None if model_modality else _default_image_model(src, "image")[1])
     if target == "multispectral":
-        if kind != "folder" and src.suffix.lower() not in _STACK_SUFFIXES:
-            raise ValueError(f"{src}: {why}; a stack must be a .tif/.tiff/.npy file or a folder of single-band TIFFs, "
-                             f"got {src.suffix or 'no extension'!r}")
+        if kind not in ("folder", "stack") and src.suffix.lower() not in _STACK_SUFFIXES:
+            raise ValueError(f"{src}: {why}; a stack must be a {'/'.join(_STACK_SUFFIXES)} file or a folder of "
+                             f"single-band TIFFs, got {src.suffix or 'no extension'!r}")
         return _Job(src, "multispectral", None if model_modality else "multispectral")
     if target == "video":
         from xmodal.videoio import VIDEO_EXTENSIONS
@@ -2284,10 +2303,11 @@ def _output_formats(formats: list[str]) -> dict[str, str]:
 def _output_path(out_dir: Path, job: _Job, formats: dict[str, str]) -> Path:
     """Where ``job``'s output goes: its name in ``out_dir``, with the ``--format`` extension of its kind if any
     (folders, read as one stack or clip, keep their names)."""
+    src = split_variable(job.src)[0]  # scene.mat:input -> scene.mat (its other variables are kept)
     kind = {"speech": "audio", "image": "image", "multispectral": "image", "video": "video"}[job.modality]
-    if job.src.is_dir() or kind not in formats:
-        return out_dir / job.src.name
-    return out_dir / (job.src.stem + formats[kind])
+    if src.is_dir() or kind not in formats:
+        return out_dir / src.name
+    return out_dir / (src.stem + formats[kind])
 
 
 def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
@@ -2410,7 +2430,7 @@ def _main(argv: list[str] | None) -> int:
         except (ValueError, OSError) as e:
             report(f"--audio-model {args.audio_model}: {e}")
             return 2
-    inputs = {j.src.resolve(): j.src for j in jobs}
+    inputs = {split_variable(j.src)[0].resolve(): j.src for j in jobs}  # scene.mat:input is scene.mat
     planned: dict[Path, Path] = {}
     for job in tqdm(jobs, desc="files", unit="file", disable=args.quiet or len(jobs) < 2, dynamic_ncols=True):
         src = job.src

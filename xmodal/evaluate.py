@@ -55,6 +55,7 @@ from xmodal._cli import command_name, run_command
 from xmodal._fs import atomic_write
 from xmodal.imageio import _INT_MAX, IMAGE_EXTENSIONS, ImageReadError, _quantise, alpha_channels, read_image, read_stack
 from xmodal.io import AUDIO_EXTENSIONS, AudioReadError, list_audio_files, read_audio, resample
+from xmodal.stackio import is_container, split_variable
 from xmodal.videoio import VIDEO_EXTENSIONS
 from xmodal.metrics import (IMAGE_METRICS, LPIPS, SPEECH_METRICS, SSIM_IMPLEMENTATION, STACK_METRICS, VIDEO_METRICS,
                             MetricAccumulator, image_metrics, psnr_score, speech_metrics, video_metrics)
@@ -904,7 +905,7 @@ def _stack_model_values(model: ArrayDenoiser, noisy: str | os.PathLike, scaled: 
 
 
 def _stack_name(path: str | os.PathLike) -> str:
-    p = Path(path)
+    p = split_variable(path)[0]
     return p.name if p.is_dir() else p.stem
 
 
@@ -963,7 +964,7 @@ def evaluate_stacks(clean: str | os.PathLike, noisy: str | os.PathLike, enhanced
                          f"got {scaling!r}")
     sources = {"clean": clean, "noisy": noisy, **({"enhanced": enhanced} if enhanced is not None else {})}
     for label, path in sources.items():
-        if not Path(path).exists():
+        if not split_variable(path)[0].exists():  # scene.mat:gt is scene.mat
             raise FileNotFoundError(f"{path}: stack file or folder not found (--{label})")
     model, model_name = (_resolve_denoiser(denoiser, "multispectral", device) if denoiser is not None
                          else (None, ""))
@@ -1276,7 +1277,7 @@ def detect_modality(clean: str | os.PathLike) -> Literal["speech", "image", "mul
         ValueError: the folder holds both kinds of files, or neither.
     """
     path = Path(clean)
-    if path.is_file():
+    if path.is_file() or is_container(path):  # scene.mat:gt names an array of scene.mat
         return "multispectral"
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: --clean file or folder not found")

@@ -157,6 +157,8 @@ class StackInfo:
         tiff_compression: ``(compression, predictor)`` of the (first) TIFF, written back by :func:`write_stack`
             (lossy compressions as Deflate).
         tiff_tile: ``(rows, columns)`` of the (first) TIFF's tiles when it is tiled, written back so; ``None``: strips.
+        container: a MATLAB ``.mat`` or ENVI source's :class:`~xmodal.stackio.StackContainer` (variable, version,
+            header...), written back by :func:`write_stack` to a ``.mat``/``.hdr`` destination; ``None`` otherwise.
     """
 
     scaling: StackScaling
@@ -172,6 +174,7 @@ class StackInfo:
     tiff_compression: tuple[int, int] = (1, 1)
     interleaved: bool = False
     tiff_tile: tuple[int, int] | None = None
+    container: Any = None  # xmodal.stackio.StackContainer, imported only when used
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
@@ -564,17 +567,24 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
     if arr.size == 0:
         raise ImageReadError(f"{path}: empty array of shape {stored.shape}")
     dtype = arr.dtype
-    if dtype.name not in allowed:
-        raise ImageReadError(f"{path}: unsupported dtype {dtype.name} (expected {', '.join(allowed)})")
-    nan_nodata = fmt == "tiff" and math.isnan(_nodata(tags) or 0.0)  # GDAL nodata NaN: NaN pixels are nodata
-    if dtype.kind == "f" and not (np.isfinite(arr) | (nan_nodata & np.isnan(arr))).all():
-        raise ImageReadError(f"{path}: float data contains NaN or infinite values"
-                             + ("" if fmt != "tiff" else " (NaN is allowed as the GDAL nodata value)"))
+    _check_values(path, arr, allowed, _nodata(tags) if fmt == "tiff" else None,
+                  "" if fmt != "tiff" else " (NaN is allowed as the GDAL nodata value)")
     arr = np.ascontiguousarray(arr, dtype=dtype.newbyteorder("="))
     info = ImageInfo(format=fmt, dtype=dtype.name, bit_depth=dtype.itemsize * 8, channels=int(arr.shape[0]),
                      mode=mode, shape=tuple(int(n) for n in stored.shape), layout=layout, tiff_tags=tags,
                      tiff_compression=compression, metadata=meta, tiff_tile=tile)
     return arr, info
+
+
+def _check_values(path: PathLike, arr: np.ndarray, allowed: tuple[str, ...], nodata: float | None,
+                  nan_hint: str) -> None:
+    """``ImageReadError`` for a dtype not in ``allowed`` or float data with NaN (unless ``nodata`` is NaN) or
+    infinities."""
+    if arr.dtype.name not in allowed:
+        raise ImageReadError(f"{path}: unsupported dtype {arr.dtype.name} (expected {', '.join(allowed)})")
+    nan_nodata = nodata is not None and math.isnan(nodata)  # nodata NaN: NaN pixels are nodata
+    if arr.dtype.kind == "f" and not (np.isfinite(arr) | (nan_nodata & np.isnan(arr))).all():
+        raise ImageReadError(f"{path}: float data contains NaN or infinite values{nan_hint}")
 
 
 def _to_numpy(name: str, x: np.ndarray | torch.Tensor, ndim: int, axes: str, nan: bool = False) -> np.ndarray:
@@ -841,7 +851,9 @@ def _band_files(path_or_paths: PathLike | Sequence[PathLike]) -> tuple[list[Path
             if not files:
                 raise ImageReadError(f"{path}: no TIFF files ({', '.join(TIFF_EXTENSIONS)}) in this folder")
             return files, True
-        if not path.exists():
+        from xmodal.stackio import split_variable
+
+        if not split_variable(path)[0].exists():
             raise ImageReadError(f"{path}: file or folder not found")
         return [path], False
     files = [Path(p) for p in path_or_paths]
@@ -877,6 +889,8 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
 
     - one file (GeoTIFF with bands as pages or samples, or any :func:`read_image` format): its channels are the
       bands;
+    - a MATLAB ``.mat`` file (its one 3-D array, or ``"scene.mat:variable"``) or an ENVI header ``scene.hdr``
+      (beside its data file), the containers of hyperspectral data: see :mod:`xmodal.stackio`;
     - a folder: every ``.tif``/``.tiff`` in it (hidden files skipped), one band each, in natural order
       (``l8_B1.tif``, ``l8_B2.tif``, ..., ``l8_B9.tif``, ``l8_B10.tif``);
     - a list of single-band files, in the order given.
@@ -914,6 +928,8 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
     lo_p, hi_p = (float(v) for v in percentiles)
     if not 0.0 <= lo_p < hi_p <= 100.0:
         raise ValueError(f"`percentiles` must be (low, high) with 0 <= low < high <= 100, got {percentiles!r}")
+    from xmodal.stackio import is_container, read_container
+
     files, per_file = _band_files(path_or_paths)
     bands: list[np.ndarray] = []
     names: list[str] = []
@@ -921,7 +937,20 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
     tiff_tags: tuple[TiffTag, ...] = ()
     compression, tile = (1, 1), None
     interleaved = False
+    container = None
     for f in files:
+        if is_container(f):
+            if per_file:
+                raise ImageReadError(f"{f}: a list of band files takes TIFFs; read a .mat or .hdr stack on its own")
+            arr, container, container_nodata, container_names = read_container(f)
+            if arr.size == 0:
+                raise ImageReadError(f"{f}: empty array of shape {arr.shape}")
+            _check_values(f, arr, _STACK_DTYPES, container_nodata, "")
+            bands.extend(arr)
+            names.extend(container_names or [f"band_{i + 1:02d}" for i in range(arr.shape[0])])
+            nodata.extend([container_nodata] * arr.shape[0])
+            interleaved = container.bands_last if container.format == "mat" else container.interleave == "bip"
+            continue
         arr, info = _read_raw(f, _STACK_DTYPES)
         if not bands:
             tiff_tags, compression, tile = info.tiff_tags, info.tiff_compression, info.tiff_tile
@@ -947,7 +976,8 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
                      dtype=tuple(b.dtype.name for b in bands), band_names=tuple(names),
                      files=tuple(str(f) for f in files), shape=(len(bands), *bands[0].shape),  # type: ignore[arg-type]
                      percentiles=(lo_p, hi_p) if scaling == "band_percentile" else None, nodata=tuple(nodata),
-                     tiff_tags=tiff_tags, tiff_compression=compression, interleaved=interleaved, tiff_tile=tile)
+                     tiff_tags=tiff_tags, tiff_compression=compression, interleaved=interleaved, tiff_tile=tile,
+                     container=container)
     return stack, info
 
 
@@ -960,7 +990,9 @@ def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: S
 
     - ``*.tif``/``*.tiff``: one multi-band TIFF (one page, one plane per band; a 2-D TIFF for one band) with
       ``info``'s GeoTIFF tags and compression;
-    - ``*.npy``: one ``(S, H, W)`` array;
+    - ``*.npy``: one ``(S, H, W)`` array (``(H, W, S)`` when the source stored its bands last);
+    - ``*.mat``, ``*.hdr``: a MATLAB file or an ENVI raster (:mod:`xmodal.stackio`): a source of the same format
+      is written back as it was (its other variables, its header fields...);
     - a path without extension: a folder with one ``{band_name}.tif`` per band (created if needed; other files in
       it are left alone).
 
@@ -989,12 +1021,18 @@ def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: S
         if nodata is not None and len(info.nodata) == S and bands[i].dtype.kind == "f":
             bands[i][stack[i] == np.float32((nodata - info.offset[i]) / info.scale[i])] = nodata
     suffix = path.suffix.lower()
-    if suffix in TIFF_EXTENSIONS or suffix == ".npy":
+    if suffix in TIFF_EXTENSIONS or suffix in (".npy", ".mat", ".hdr"):
         if len(set(info.dtype)) != 1:
             raise ValueError(f"{path}: one file holds one dtype, but the bands have {sorted(set(info.dtype))}; "
                              "write to a folder instead")
         data = np.stack(bands)  # S x (H, W) -> (S, H, W)
-        if suffix == ".npy":
+        if suffix in (".mat", ".hdr"):
+            from xmodal.stackio import write_container
+
+            shared = set(info.nodata)
+            write_container(path, data, info.container, shared.pop() if len(shared) == 1 else None,
+                            info.band_names)
+        elif suffix == ".npy":
             out = data.transpose(1, 2, 0) if info.interleaved else data  # (S, H, W) -> (H, W, S) as read
             atomic_write(path, lambda tmp: np.save(tmp, np.ascontiguousarray(out)))
         else:
@@ -1010,4 +1048,5 @@ def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: S
             _write_tiff(path / f"{name}.tif", band[None], "L", info.tiff_tags, info.tiff_compression,
                         tile=info.tiff_tile)
     else:
-        raise ValueError(f"{path}: expected a .tif/.tiff/.npy file or a folder (no extension), got {path.suffix!r}")
+        raise ValueError(f"{path}: expected a .tif/.tiff/.npy/.mat/.hdr file or a folder (no extension), got "
+                         f"{path.suffix!r}")

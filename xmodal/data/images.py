@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from xmodal.config import ImageDataConfig
 from xmodal.data.speech import ValidationClip
 from xmodal.imageio import IMAGE_EXTENSIONS, natural_key, read_image, read_stack
+from xmodal.stackio import split_variable
 from xmodal.noise import NoiseSpec, apply_noise, curriculum_sigma
 
 __all__ = ["ImageCorpus", "ImageCrops", "PairedImageCrops", "StackCrops", "image_files", "load_image",
@@ -452,7 +453,7 @@ def resolve_stack_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
     train_parts, valid = [], []
     for src in sources:
         for part in ([src] if isinstance(src, str) else list(src)):
-            if not Path(part).exists():
+            if not split_variable(part)[0].exists():  # scene.mat:variable is scene.mat
                 raise FileNotFoundError(f"image.train_dir: {part} does not exist")
         stack, _ = read_stack(src if isinstance(src, str) else list(src), c.scaling)
         src = src if isinstance(src, str) else str(Path(src[0]).parent)

@@ -1,0 +1,279 @@
+"""MATLAB ``.mat`` and ENVI band stacks (:mod:`xmodal.stackio`): exact round trips against the reference readers and
+writers (SciPy, h5py, the ``spectral`` package), what is kept of the source, and every error message."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io as sio
+import tifffile
+
+from xmodal.imageio import ImageReadError, read_stack, write_stack
+from xmodal.stackio import envi_data_path, split_variable
+
+h5py = pytest.importorskip("h5py")  # part of the dev extra, so CI runs these
+envi = pytest.importorskip("spectral.io.envi")
+
+H, W, S = 13, 11, 6  # odd sizes, bands fewer than both
+
+
+def cube(dtype: str = "uint16", shape: tuple[int, ...] = (H, W, S), seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "f":
+        return rng.random(shape).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+
+
+def write_mat73(path: Path, variables: dict[str, np.ndarray]) -> None:
+    """A MATLAB 7.3 file as MATLAB writes one: HDF5 after a 512-byte user block holding the MAT header, each array
+    stored reversed (column-major) with its ``MATLAB_class``."""
+    classes = {"float64": "double", "float32": "single", "uint16": "uint16", "uint8": "uint8", "int16": "int16"}
+    with h5py.File(path, "w", userblock_size=512) as f:
+        for name, arr in variables.items():
+            f.create_dataset(name, data=np.ascontiguousarray(arr.T), compression="gzip")
+            f[name].attrs["MATLAB_class"] = np.bytes_(classes[arr.dtype.name])
+    text = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Thu Dec  3 06:00:00 2026 HDF5 schema 1.00 ."
+    with open(path, "r+b") as f:
+        f.write(text.ljust(116) + b"\x00" * 8 + struct.pack("<H", 0x0200) + b"IM")
+
+
+def roundtrip(src: Path | str, dst: Path, scaling: str = "band_minmax") -> tuple[np.ndarray, object]:
+    stack, info = read_stack(src, scaling)
+    write_stack(dst, stack, info)
+    return stack, info
+
+
+# --------------------------------------------------------------------------------------------------------------- .mat
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "float32", "float64", "uint8"])
+def test_mat_round_trip_keeps_the_array_and_every_other_variable(tmp_path, compressed, dtype):
+    data = cube(dtype)
+    others = {"wavelength": np.linspace(400.0, 1000.0, S)[None], "note": "AVIRIS-like",
+              "meta": {"sensor": "x", "gain": np.array([[2.5]])}}
+    sio.savemat(tmp_path / "scene.mat", {"cube": data, **others}, do_compression=compressed)
+    exact = "dtype" if data.dtype.kind == "f" else "band_minmax"  # floats: identity; integers: undone and rounded
+    stack, info = roundtrip(tmp_path / "scene.mat", tmp_path / "out.mat", exact)
+    assert stack.shape == (S, H, W) and info.interleaved and info.band_names[0] == "band_01"
+    c = info.container
+    assert (c.format, c.variable, c.mat_version, c.compressed, c.bands_last) == ("mat", "cube", "5", compressed,
+                                                                                  True)
+    out = sio.loadmat(tmp_path / "out.mat")
+    src = sio.loadmat(tmp_path / "scene.mat")
+    assert out["cube"].dtype == data.dtype and out["cube"].shape == (H, W, S)
+    np.testing.assert_array_equal(out["cube"], data.astype(np.float32).astype(data.dtype))  # stacks are float32
+    assert sorted(k for k in out if not k.startswith("__")) == ["cube", "meta", "note", "wavelength"]
+    np.testing.assert_array_equal(out["wavelength"], src["wavelength"])
+    assert out["note"][0] == "AVIRIS-like" and out["meta"]["gain"][0, 0][0, 0] == 2.5
+    with open(tmp_path / "out.mat", "rb") as f:  # MATLAB 7's zlib elements (tag 15) only where the source had them
+        assert (struct.unpack("<I", f.read(132)[128:])[0] == 15) == compressed
+
+
+def test_mat_bands_first_2d_and_layout_rule(tmp_path):
+    first = cube("float32", (5, 12, 14))  # saved bands first from Python: the first axis is the shortest
+    square = cube("uint16", (8, 8, 8), seed=1)  # not shorter than both others: MATLAB's (rows, columns, bands)
+    sio.savemat(tmp_path / "first.mat", {"x": first})
+    sio.savemat(tmp_path / "square.mat", {"x": square})
+    sio.savemat(tmp_path / "band.mat", {"x": cube("uint8", (9, 7)), "label": np.zeros((1, 1))})
+    stack, info = roundtrip(tmp_path / "first.mat", tmp_path / "first_out.mat", "dtype")
+    np.testing.assert_array_equal(stack, first)
+    assert not info.container.bands_last and not info.interleaved
+    np.testing.assert_array_equal(sio.loadmat(tmp_path / "first_out.mat")["x"], first)
+    stack, _ = read_stack(tmp_path / "square.mat", "dtype")
+    np.testing.assert_array_equal(stack * 65535, square.transpose(2, 0, 1))
+    stack, _ = roundtrip(tmp_path / "band.mat", tmp_path / "band_out.mat", "dtype")
+    assert stack.shape == (1, 9, 7)  # a 2-D array is one band, and stays 2-D
+    assert sio.loadmat(tmp_path / "band_out.mat")["x"].shape == (9, 7)
+
+
+def test_mat_variable_choice_and_its_errors(tmp_path):
+    gt, noisy = cube("float32"), cube("float32", seed=1)
+    sio.savemat(tmp_path / "pair.mat", {"gt": gt, "input": noisy, "name": "x", "bands": np.arange(S)[None]})
+    with pytest.raises(ImageReadError, match=r"pair.mat: holds several arrays that could be the stack \(gt 13x11x6 "
+                                             r"single, input 13x11x6 single\); name one: .*pair.mat:gt"):
+        read_stack(tmp_path / "pair.mat")
+    stack, info = read_stack(f"{tmp_path / 'pair.mat'}:input")
+    np.testing.assert_array_equal(stack, noisy.transpose(2, 0, 1))
+    assert info.container.variable == "input" and split_variable(f"{tmp_path}/pair.mat:input")[1] == "input"
+    write_stack(tmp_path / "out.mat", stack * 0 + 0.5, info)  # the other arrays stay as they were
+    out = sio.loadmat(tmp_path / "out.mat")
+    np.testing.assert_array_equal(out["gt"], gt)
+    assert (out["input"] == 0.5).all()
+    with pytest.raises(ImageReadError, match=r"pair.mat: no variable 'nope' \(the file holds: gt 13x11x6 single, "
+                                             r"input 13x11x6 single, name 1 char, bands 1x6 int64\)"):
+        read_stack(f"{tmp_path / 'pair.mat'}:nope")
+    with pytest.raises(ImageReadError, match=r"pair.mat: variable 'name' is 1 char; expected a non-empty numeric "
+                                             r"2-D or 3-D array"):
+        read_stack(f"{tmp_path / 'pair.mat'}:name")
+    sio.savemat(tmp_path / "none.mat", {"name": "x", "v": np.arange(4)[None], "flag": np.array([[True]])})
+    with pytest.raises(ImageReadError, match=r"none.mat: no numeric 3-D array \(or 2-D image\) to read as a stack \(the "
+                                             r"file holds: name 1 char, v 1x4 int64, flag 1x1 logical\)"):
+        read_stack(tmp_path / "none.mat")
+    with pytest.raises(ImageReadError, match=r"missing.mat:gt: file or folder not found"):
+        read_stack(f"{tmp_path / 'missing.mat'}:gt")
+
+
+def test_mat_bad_files(tmp_path):
+    (tmp_path / "junk.mat").write_bytes(b"not a mat file at all" * 10)
+    with pytest.raises(ImageReadError, match=r"junk.mat: not a MATLAB .mat file"):
+        read_stack(tmp_path / "junk.mat")
+    sio.savemat(tmp_path / "cut.mat", {"x": cube()}, do_compression=False)
+    data = (tmp_path / "cut.mat").read_bytes()
+    (tmp_path / "cut.mat").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match=r"cut.mat: not readable as a MATLAB .mat file"):
+        read_stack(tmp_path / "cut.mat")
+    sio.savemat(tmp_path / "wide.mat", {"x": cube("uint32")})
+    with pytest.raises(ImageReadError, match=r"wide.mat: unsupported dtype uint32 \(expected uint8, uint16, int8"):
+        read_stack(tmp_path / "wide.mat", "band_minmax")
+    bad = cube("float32")
+    bad[1, 2, 3] = np.nan
+    sio.savemat(tmp_path / "nan.mat", {"x": bad})
+    with pytest.raises(ImageReadError, match=r"nan.mat: float data contains NaN or infinite values$"):
+        read_stack(tmp_path / "nan.mat")
+
+
+def test_mat73_read_and_write_back_in_place(tmp_path):
+    data, other = cube("uint16", (20, 17, 9)), np.arange(12.0).reshape(3, 4)
+    write_mat73(tmp_path / "v73.mat", {"rad": data, "other": other})
+    stack, info = read_stack(tmp_path / "v73.mat", "dtype")
+    np.testing.assert_array_equal(stack * 65535, data.transpose(2, 0, 1))
+    assert info.container.mat_version == "7.3" and info.container.variable == "rad"
+    write_stack(tmp_path / "out.mat", np.clip(stack + 0.01, 0, 1), info)
+    assert sio.matlab.matfile_version(str(tmp_path / "out.mat"))[0] == 2  # still 7.3
+    with h5py.File(tmp_path / "out.mat", "r") as f:
+        np.testing.assert_array_equal(f["other"][()].T, other)  # untouched
+        assert f["rad"].attrs["MATLAB_class"] == b"uint16" and f["rad"].compression == "gzip"
+        expected = np.clip(np.rint(np.clip(stack + 0.01, 0, 1) * 65535), 0, 65535).astype(np.uint16)
+        np.testing.assert_array_equal(f["rad"][()].T, expected.transpose(1, 2, 0))
+    write_mat73(tmp_path / "two.mat", {"a": data, "b": data})
+    with pytest.raises(ImageReadError, match=r"two.mat: holds several arrays that could be the stack \(a 20x17x9 "
+                                             r"uint16, b 20x17x9 uint16\)"):
+        read_stack(tmp_path / "two.mat")
+
+
+def test_other_formats_to_mat_and_mat_to_others(tmp_path):
+    data = cube("uint16", (S, H, W))
+    tifffile.imwrite(tmp_path / "s.tif", data, photometric="minisblack", planarconfig="separate")
+    roundtrip(tmp_path / "s.tif", tmp_path / "s.mat")
+    out = sio.loadmat(tmp_path / "s.mat")  # a new file: `data`, MATLAB's (rows, columns, bands)
+    np.testing.assert_array_equal(out["data"], data.transpose(1, 2, 0))
+    roundtrip(tmp_path / "s.mat", tmp_path / "back.tif")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "back.tif").reshape(H, W, S), out["data"])
+    roundtrip(tmp_path / "s.mat", tmp_path / "back.npy")  # stored bands last, written bands last
+    np.testing.assert_array_equal(np.load(tmp_path / "back.npy"), out["data"])
+
+
+# --------------------------------------------------------------------------------------------------------------- ENVI
+
+
+@pytest.mark.parametrize("interleave", ["bsq", "bil", "bip"])
+@pytest.mark.parametrize("byteorder", [0, 1])
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "float32", "float64", "uint8"])
+def test_envi_matches_the_spectral_package_both_ways(tmp_path, interleave, byteorder, dtype):
+    data = cube(dtype)  # spectral's (rows, columns, bands)
+    meta = {"wavelength": [f"{w:.1f}" for w in np.linspace(400, 900, S)], "description": "test scene",
+            "band names": [f"B{i}" for i in range(S)], "map info": "{UTM, 1, 1, 500000, 4000000, 30, 30, 33, North}"}
+    envi.save_image(str(tmp_path / "s.hdr"), data, interleave=interleave, byteorder=byteorder, ext=".dat",
+                    metadata=meta)
+    stack, info = roundtrip(tmp_path / "s.hdr", tmp_path / "o.hdr", "dtype" if data.dtype.kind == "f" else "band_minmax")
+    assert stack.shape == (S, H, W) and info.band_names == tuple(f"B{i}" for i in range(S))
+    assert (info.container.interleave, info.container.big_endian) == (interleave, bool(byteorder))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.dat", "o.hdr", "s.dat", "s.hdr"]  # data suffix kept
+    back, src = envi.open(str(tmp_path / "o.hdr")), envi.open(str(tmp_path / "s.hdr"))
+    np.testing.assert_array_equal(np.asarray(back.load()), data.astype(np.float32).astype(data.dtype))  # exact
+    assert back.metadata["interleave"] == interleave and back.metadata["byte order"] == str(byteorder)
+    for key in ("wavelength", "description", "band names", "map info"):  # the source's fields, as spectral reads them
+        assert back.metadata[key] == src.metadata[key], key
+
+
+def test_envi_header_offset_data_without_extension_and_nodata(tmp_path):
+    data = cube("int16", (S, H, W))
+    data[:, 0, :3] = -9999
+    (tmp_path / "scene").write_bytes(b"\x00" * 64 + data.astype("<i2").tobytes())  # BSQ after a 64-byte offset
+    (tmp_path / "scene.hdr").write_text("ENVI\ndescription = {multi-line\n  description}\nsamples = 11\n"
+                                        "lines = 13\nbands = 6\nheader offset = 64\nfile type = ENVI Standard\n"
+                                        "data type = 2\ninterleave = bsq\nbyte order = 0\ndata ignore value = -9999\n"
+                                        "wavelength = {\n 450, 550,\n 650, 750, 850, 950}\n")
+    stack, info = read_stack(tmp_path / "scene.hdr", "band_minmax")
+    assert info.nodata == (-9999.0,) * S and info.offset[0] == data[0][data[0] != -9999].min()  # left out
+    assert info.container.data_suffix == ""
+    write_stack(tmp_path / "out.hdr", stack, info)
+    assert (tmp_path / "out").is_file() and (tmp_path / "out").stat().st_size == data.nbytes  # offset 0 now
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "out", "<i2").reshape(S, H, W), data)
+    text = (tmp_path / "out.hdr").read_text()
+    assert "header offset = 0\n" in text and "data ignore value = -9999\n" in text
+    assert "wavelength = {\n 450, 550,\n 650, 750, 850, 950}\n" in text and "description = {multi-line\n" in text
+    # scene.img.hdr names its data file scene.img
+    (tmp_path / "two.img").write_bytes(data.astype("<i2").tobytes())
+    (tmp_path / "two.img.hdr").write_text("ENVI\nsamples = 11\nlines = 13\nbands = 6\ndata type = 2\n")
+    stack2, info2 = read_stack(tmp_path / "two.img.hdr", "band_minmax")
+    np.testing.assert_array_equal(stack2, read_stack(tmp_path / "scene.hdr", "band_minmax")[0])
+    assert envi_data_path(tmp_path / "x.img.hdr", info2.container) == tmp_path / "x.img"
+    assert envi_data_path(tmp_path / "x.hdr", info2.container) == tmp_path / "x.img"
+
+
+def test_stack_from_a_tiff_becomes_a_new_envi_raster(tmp_path):
+    data = cube("float32", (S, H, W))
+    folder = tmp_path / "bands"
+    folder.mkdir()
+    for i in range(S):
+        tifffile.imwrite(folder / f"B{i + 1}.tif", data[i])
+    roundtrip(folder, tmp_path / "new.hdr", "dtype")
+    img = envi.open(str(tmp_path / "new.hdr"))
+    np.testing.assert_array_equal(np.asarray(img.load()), data.transpose(1, 2, 0))
+    assert img.metadata["band names"] == [f"B{i + 1}" for i in range(S)] and img.metadata["interleave"] == "bsq"
+    assert (tmp_path / "new.img").is_file()
+    stack, info = read_stack(folder, "dtype")
+    with pytest.raises(ValueError, match=r"i8.hdr: ENVI has no int8 data type \(it has uint8, int16, int32, float32, "
+                                         r"float64, uint16, uint32, int64, uint64\); write a .tif or .npy file"):
+        write_stack(tmp_path / "i8.hdr", stack, type(info)(**{**info.__dict__, "dtype": ("int8",) * S}))
+    assert not (tmp_path / "i8.hdr").exists() and not (tmp_path / "i8.img").exists()
+
+
+def test_envi_write_is_all_or_nothing(tmp_path):
+    data = cube("uint16", (S, H, W))
+    np.save(tmp_path / "s.npy", data)
+    stack, info = read_stack(tmp_path / "s.npy")
+    (tmp_path / "o.img").mkdir()  # the data file cannot be written: no header may appear
+    with pytest.raises(IsADirectoryError):
+        write_stack(tmp_path / "o.hdr", stack, info)
+    assert sorted(os.listdir(tmp_path)) == ["o.img", "s.npy"] and os.listdir(tmp_path / "o.img") == []
+
+
+HEADER = "ENVI\nsamples = 4\nlines = 3\nbands = 2\ndata type = 12\n"
+
+
+@pytest.mark.parametrize("header, data, message", [
+    ("ENVX\n", 48, r"h.hdr: not an ENVI header \(its first line is not 'ENVI'\)"),
+    ("ENVI\nlines = 3\nbands = 2\ndata type = 12\n", 48, r"h.hdr: the header has no 'samples' field"),
+    (HEADER.replace("lines = 3", "lines = three"), 48, r"h.hdr: lines = 'three', expected an integer"),
+    (HEADER.replace("bands = 2", "bands = 0"), 48, r"h.hdr: bands = 0, expected at least 1"),
+    (HEADER.replace("= 12", "= 6"), 48, r"h.hdr: data type = 6 is not supported \(expected one of 1 \(uint8\), "
+                                        r"2 \(int16\).*complex data cannot be denoised\)"),
+    (HEADER + "interleave = bxx\n", 48, r"h.hdr: interleave = 'bxx', expected bsq, bil or bip"),
+    (HEADER + "byte order = 2\n", 48, r"h.hdr: byte order = 2, expected 0 \(little endian\) or 1 \(big endian\)"),
+    (HEADER + "wavelength = {1, 2,\n", 48, r"h.hdr: field 'wavelength' opens a '\{' list that is never closed"),
+    (HEADER + "data ignore value = none\n", 48, r"h.hdr: data ignore value = 'none', expected a number"),
+    (HEADER, 47, r"h.img: 47 bytes, but .*h.hdr describes 48 \(2 bands of 3 x 4 uint16 after a 0-byte offset\)"),
+    (HEADER, None, r"h.hdr: no data file beside this ENVI header \(looked for h with extensions \(none\), .img"),
+    (HEADER.replace("= 12", "= 13"), 96, r"h.hdr: unsupported dtype uint32 \(expected uint8, uint16"),
+])
+def test_envi_errors(tmp_path, header, data, message):
+    (tmp_path / "h.hdr").write_text(header)
+    if data is not None:
+        (tmp_path / "h.img").write_bytes(b"\x01" * data)
+    with pytest.raises(ImageReadError, match=message):
+        read_stack(tmp_path / "h.hdr", "band_minmax")
+
+
+def test_container_in_a_list_of_band_files_is_refused(tmp_path):
+    sio.savemat(tmp_path / "a.mat", {"x": cube()})
+    with pytest.raises(ImageReadError, match=r"a.mat: a list of band files takes TIFFs; read a .mat or .hdr stack on "
+                                             r"its own"):
+        read_stack([tmp_path / "a.mat"])

@@ -1,0 +1,430 @@
+"""Band stacks in the containers hyperspectral data comes in: MATLAB ``.mat`` files and ENVI rasters (``.hdr``).
+
+:func:`xmodal.imageio.read_stack` and :func:`~xmodal.imageio.write_stack` call this module for these extensions; the
+rest of xmodal sees ``(S, H, W)`` stacks as from any TIFF.
+
+MATLAB (``scene.mat``): versions 4, 5/6/7 through SciPy and 7.3 (HDF5) through h5py (``pip install h5py``). The stack
+is the file's one numeric 3-D array (or, with none, its one 2-D array of at least 2 x 2), read MATLAB's way: ``(rows,
+columns, bands)``, unless its first axis is shorter than both others (``(31, 512, 512)``, saved bands first from
+Python). A file holding several (``gt`` and ``input``) names the one to use: ``scene.mat:input``. Written back, the
+``.mat`` keeps every other variable of the file it was read from, the array's name, layout and dtype, and the
+version: a 7.3 file is copied and its array replaced in place; older files are rewritten by SciPy as version 5
+(compressed when the source was, as MATLAB 7 writes them). A stack from another format becomes the variable ``data``
+``(rows, columns, bands)`` of a compressed version-5 file.
+
+ENVI (``scene.hdr`` beside its data file ``scene``, ``scene.img``, ``.dat``, ``.raw``, ``.bsq``, ``.bil``, ``.bip``,
+``.bin``, or ``scene.img.hdr`` beside ``scene.img``): BSQ, BIL and BIP interleaves, either byte order, a header
+offset, data types 1, 2, 4, 5 and 12 (uint8, int16, float32, float64, uint16; 3, 13, 14 and 15 are read and then
+refused as stack dtypes, as TIFFs of those types are, and complex types 6 and 9 are refused). ``data ignore value`` is
+the nodata value, ``band names`` name the bands. Written back, the header keeps every field of the one read
+(wavelengths, map info, description...) with the size, type, interleave and byte order of the data written, and
+``header offset = 0``; the data file keeps the source's extension. The data file is written first and the header
+renamed into place last, both atomically, so a header never describes a half-written file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from xmodal._fs import atomic_write
+
+__all__ = ["CONTAINER_EXTENSIONS", "StackContainer", "envi_data_path", "is_container", "read_container",
+           "split_variable", "write_container"]
+
+CONTAINER_EXTENSIONS = (".mat", ".hdr")
+_ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin")
+_ENVI_TYPES = {1: "uint8", 2: "int16", 3: "int32", 4: "float32", 5: "float64", 12: "uint16", 13: "uint32",
+               14: "int64", 15: "uint64"}
+_ENVI_CODES = {v: k for k, v in _ENVI_TYPES.items()}
+_MAT_NUMERIC = ("double", "single", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
+_VARIABLE = re.compile(r"(.+\.mat):([A-Za-z]\w*)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class StackContainer:
+    """What :func:`write_container` needs to write a stack back the way its ``.mat`` or ENVI file held it.
+
+    Attributes:
+        format: ``"mat"`` or ``"envi"``.
+        source: the file read (the ``.mat``, or the ENVI header).
+        variable: ``mat``: the array's name.
+        mat_version: ``mat``: ``"4"``, ``"5"`` (5, 6 and 7) or ``"7.3"``.
+        compressed: ``mat`` version 5: whether the file's variables were zlib-compressed (MATLAB 7's default).
+        bands_last: ``mat``: the array was stored ``(rows, columns, bands)`` (else ``(bands, rows, columns)``).
+        header: ``envi``: the header's ``(key, value)`` fields in order, as written (values of ``{...}`` lists
+            included).
+        interleave: ``envi``: ``"bsq"``, ``"bil"`` or ``"bip"``.
+        big_endian: ``envi``: ``byte order = 1``.
+        data_suffix: ``envi``: the data file's extension (``""``: none).
+    """
+
+    format: Literal["mat", "envi"]
+    source: str
+    variable: str = ""
+    mat_version: str = ""
+    compressed: bool = False
+    bands_last: bool = True
+    header: tuple[tuple[str, str], ...] = ()
+    interleave: str = "bsq"
+    big_endian: bool = False
+    data_suffix: str = ".img"
+
+
+def _error(message: str) -> Exception:
+    from xmodal.imageio import ImageReadError
+
+    return ImageReadError(message)
+
+
+def split_variable(path: str | os.PathLike) -> tuple[Path, str | None]:
+    """``("scene.mat", "input")`` for ``"scene.mat:input"`` (when no file has that whole name), else ``(path,
+    None)``."""
+    text = os.fspath(path)
+    m = _VARIABLE.fullmatch(text)
+    if m and not os.path.exists(text):
+        return Path(m[1]), m[2]
+    return Path(text), None
+
+
+def is_container(path: str | os.PathLike) -> bool:
+    """Whether ``path`` (``scene.mat:input`` included) names a ``.mat`` file or an ENVI header."""
+    return split_variable(path)[0].suffix.lower() in CONTAINER_EXTENSIONS
+
+
+def read_container(path: str | os.PathLike) -> tuple[np.ndarray, StackContainer, float | None, tuple[str, ...]]:
+    """``(stack (S, H, W) in the file's dtype, container, nodata or None, band names or ())`` of a ``.mat`` file
+    (``scene.mat:variable`` allowed) or an ENVI header.
+
+    Raises:
+        ImageReadError: a missing or unreadable file, no (or an ambiguous) array, an unknown variable, a bad
+            header, a data file missing or shorter than the header says.
+    """
+    file, variable = split_variable(path)
+    if not file.is_file():
+        raise _error(f"{file}: file not found")
+    if variable is not None and file.suffix.lower() != ".mat":  # unreachable: split_variable only takes .mat
+        raise _error(f"{path}: a variable can only be named in a .mat file")
+    if file.suffix.lower() == ".mat":
+        arr, container = _read_mat(file, variable)
+        return arr, container, None, ()
+    return _read_envi(file)
+
+
+def write_container(path: str | os.PathLike, data: np.ndarray, container: StackContainer | None,
+                    nodata: float | None = None, band_names: tuple[str, ...] = ()) -> None:
+    """Write ``data: (S, H, W)`` (file dtype) to a ``.mat`` file or an ENVI header + data file, atomically.
+
+    ``container`` is that of the stack as read (``None`` or another format's: a new file; see the module
+    docstring). ``nodata`` and ``band_names`` go into a new ENVI header.
+
+    Raises:
+        ValueError: an extension other than ``.mat``/``.hdr``; a dtype the format cannot hold (ENVI: int8,
+            float16); other variables of the source ``.mat`` that SciPy cannot write back.
+        ImportError: a version 7.3 ``.mat`` without h5py.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".mat":
+        _write_mat(path, data, container if container is not None and container.format == "mat" else None)
+    elif suffix == ".hdr":
+        _write_envi(path, data, container if container is not None and container.format == "envi" else None,
+                    nodata, band_names)
+    else:
+        raise ValueError(f"{path}: expected a .mat or .hdr destination, got {path.suffix!r}")
+
+
+# -------------------------------------------------------------------------------------------------------------- MATLAB
+
+
+def _bands_first(shape: tuple[int, ...]) -> bool:
+    """A 3-D array stored bands first: its first axis is shorter than both others."""
+    return shape[0] < min(shape[1], shape[2])
+
+
+def _pick(file: Path, arrays: list[tuple[str, tuple[int, ...], str]], variable: str | None) -> str:
+    """The name of the stack among ``(name, MATLAB shape, class)`` entries."""
+    def describe(entries: list[tuple[str, tuple[int, ...], str]]) -> str:
+        return ", ".join(f"{n} {'x'.join(map(str, s))} {c}" for n, s, c in entries) or "none"
+
+    numeric = [a for a in arrays if a[2] in _MAT_NUMERIC and 0 not in a[1]]
+    if variable is not None:
+        found = [a for a in arrays if a[0] == variable]
+        if not found:
+            raise _error(f"{file}: no variable {variable!r} (the file holds: {describe(arrays)})")
+        name, shape, cls = found[0]
+        if found[0] not in numeric or len(shape) not in (2, 3):
+            raise _error(f"{file}: variable {variable!r} is {'x'.join(map(str, shape))} {cls}; expected a non-empty "
+                         "numeric 2-D or 3-D array")
+        return name
+    cubes = [a for a in numeric if len(a[1]) == 3]
+    candidates = cubes or [a for a in numeric if len(a[1]) == 2 and min(a[1]) > 1]
+    if len(candidates) == 1:
+        return candidates[0][0]
+    if not candidates:
+        raise _error(f"{file}: no numeric 3-D array (or 2-D image) to read as a stack (the file holds: "
+                     f"{describe(arrays)})")
+    raise _error(f"{file}: holds several arrays that could be the stack ({describe(candidates)}); name one: "
+                 f"{file}:{candidates[0][0]}")
+
+
+def _mat_version(file: Path) -> str:
+    from scipy.io.matlab import matfile_version
+
+    try:
+        major, _ = matfile_version(str(file))
+    except Exception as e:  # scipy raises ValueError / MatReadError for files that are not .mat
+        raise _error(f"{file}: not a MATLAB .mat file ({e})") from None
+    return {0: "4", 1: "5", 2: "7.3"}.get(int(major), str(major))
+
+
+def _mat5_compressed(file: Path) -> bool:
+    """Whether a version-5 file's first variable is a zlib-compressed element (``miCOMPRESSED``, 15)."""
+    with open(file, "rb") as f:
+        head = f.read(136)
+    if len(head) < 136:
+        return False
+    order = "<" if head[126:128] == b"IM" else ">"
+    return struct.unpack(order + "I", head[128:132])[0] == 15
+
+
+def _h5py() -> Any:
+    try:
+        import h5py
+    except ImportError as e:
+        raise ImportError("MATLAB 7.3 .mat files are HDF5 files and need h5py: pip install h5py") from e
+    return h5py
+
+
+def _h5_class(ds: Any) -> str:
+    """A MATLAB 7.3 dataset's ``MATLAB_class`` attribute (``"double"``, ``"uint16"``, ``"cell"``...)."""
+    cls = ds.attrs.get("MATLAB_class", b"")
+    return cls.decode() if isinstance(cls, bytes) else str(cls)
+
+
+def _read_mat(file: Path, variable: str | None) -> tuple[np.ndarray, StackContainer]:
+    version = _mat_version(file)
+    if version == "7.3":
+        h5py = _h5py()
+        try:
+            with h5py.File(file, "r") as f:
+                arrays = [(name, tuple(reversed(ds.shape)), _h5_class(ds))
+                          for name, ds in f.items() if isinstance(ds, h5py.Dataset) and not name.startswith("#")]
+                name = _pick(file, arrays, variable)
+                arr = np.asarray(f[name][()]).T  # HDF5 keeps MATLAB's column-major array reversed
+        except (OSError, KeyError) as e:
+            raise _error(f"{file}: not readable as a MATLAB 7.3 (HDF5) file ({e})") from None
+    else:
+        from scipy.io import loadmat, whosmat
+
+        unreadable = (ValueError, TypeError, OSError, EOFError, NotImplementedError, struct.error)
+        try:
+            arrays = [(n, tuple(int(d) for d in s), c) for n, s, c in whosmat(str(file))]
+        except unreadable as e:
+            raise _error(f"{file}: not readable as a MATLAB .mat file ({e})") from None
+        name = _pick(file, arrays, variable)
+        try:
+            arr = loadmat(str(file), variable_names=[name])[name]
+        except unreadable as e:
+            raise _error(f"{file}: not readable as a MATLAB .mat file ({e})") from None
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]  # one band: (H, W) -> (H, W, 1)
+    bands_last = not _bands_first(arr.shape)
+    stack = arr.transpose(2, 0, 1) if bands_last else arr  # (H, W, S) -> (S, H, W)
+    container = StackContainer("mat", str(file), variable=name, mat_version=version, bands_last=bands_last,
+                               compressed=version == "5" and _mat5_compressed(file))
+    return np.ascontiguousarray(stack, dtype=stack.dtype.newbyteorder("=")), container
+
+
+def _write_mat(path: Path, data: np.ndarray, container: StackContainer | None) -> None:
+    if container is None:  # from another format: a new file, MATLAB's layout
+        _savemat(path, {"data": data.transpose(1, 2, 0)}, compressed=True)
+        return
+    stored = data.transpose(1, 2, 0) if container.bands_last else data  # (S, H, W) -> as read
+    if stored.shape[-1] == 1 and container.bands_last:
+        stored = stored[:, :, 0]  # one band was a 2-D array
+    if container.mat_version == "7.3":
+        h5py = _h5py()
+
+        def write(tmp: str) -> None:
+            shutil.copyfile(container.source, tmp)
+            with h5py.File(tmp, "r+") as f:
+                f[container.variable][...] = np.ascontiguousarray(stored.T)  # MATLAB's order, as stored
+
+        atomic_write(path, write)
+        return
+    from scipy.io import loadmat
+
+    variables = {k: v for k, v in loadmat(container.source).items() if not k.startswith("__")}
+    variables[container.variable] = stored
+    _savemat(path, variables, compressed=container.compressed, source=container.source)
+
+
+def _savemat(path: Path, variables: dict[str, Any], compressed: bool, source: str | None = None) -> None:
+    from scipy.io import savemat
+
+    def write(tmp: str) -> None:
+        try:
+            savemat(tmp, variables, format="5", do_compression=compressed, long_field_names=True, oned_as="column")
+        except (ValueError, TypeError) as e:
+            what = f"the other variables of {source}" if source else "the stack"
+            raise ValueError(f"{path}: SciPy cannot write {what} as a .mat file ({e}); write a .hdr, .tif or .npy "
+                             "file instead") from None
+
+    atomic_write(path, write)
+
+
+# ---------------------------------------------------------------------------------------------------------------- ENVI
+
+
+def _parse_header(file: Path) -> list[tuple[str, str]]:
+    """The ``(key, value)`` fields of an ENVI header, in order (``{...}`` values may span lines)."""
+    try:
+        text = file.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise _error(f"{file}: not readable ({e.strerror})") from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip().startswith("ENVI"):
+        raise _error(f"{file}: not an ENVI header (its first line is not 'ENVI')")
+    fields: list[tuple[str, str]] = []
+    i = 1
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if "=" not in line or line.lstrip().startswith(";"):
+            continue
+        key, value = (s.strip() for s in line.split("=", 1))
+        if value.startswith("{"):
+            while "}" not in value and i < len(lines):
+                value += "\n" + lines[i]
+                i += 1
+            if "}" not in value:
+                raise _error(f"{file}: field {key!r} opens a '{{' list that is never closed")
+        fields.append((key, value))
+    return fields
+
+
+def _field(fields: list[tuple[str, str]], key: str) -> str | None:
+    return next((v for k, v in fields if k.lower() == key), None)
+
+
+def _int_field(file: Path, fields: list[tuple[str, str]], key: str, default: int | None = None,
+               minimum: int = 1) -> int:
+    value = _field(fields, key)
+    if value is None:
+        if default is None:
+            raise _error(f"{file}: the header has no {key!r} field")
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise _error(f"{file}: {key} = {value!r}, expected an integer") from None
+    if number < minimum:
+        raise _error(f"{file}: {key} = {number}, expected at least {minimum}")
+    return number
+
+
+def _list_field(value: str | None) -> list[str]:
+    if value is None:
+        return []
+    return [s.strip() for s in value.strip().lstrip("{").rstrip("}").split(",") if s.strip()]
+
+
+def _data_file(header: Path) -> Path:
+    """The data file beside ``header``: ``scene.hdr`` -> ``scene`` / ``scene.img`` / ...; ``scene.img.hdr`` ->
+    ``scene.img``."""
+    base = header.with_suffix("")
+    names = {p.name.lower(): p for p in header.parent.iterdir() if p.is_file()}
+    for suffix in _ENVI_DATA_SUFFIXES:
+        found = names.get((base.name + suffix).lower())
+        if found is not None and found != header:
+            return found
+    raise _error(f"{header}: no data file beside this ENVI header (looked for {base.name} with extensions "
+                 f"{', '.join(s or '(none)' for s in _ENVI_DATA_SUFFIXES)})")
+
+
+def envi_data_path(header: str | os.PathLike, container: StackContainer | None) -> Path:
+    """The data file :func:`write_container` writes beside the ENVI ``header``: ``scene.img.hdr`` -> ``scene.img``,
+    else the header's name with the ENVI source's data extension (``container``; ``.img`` for other sources)."""
+    header = Path(header)
+    if Path(header.stem).suffix.lower() in _ENVI_DATA_SUFFIXES[1:]:
+        return header.with_suffix("")
+    envi = container is not None and container.format == "envi"
+    return header.with_suffix(container.data_suffix if envi else ".img")
+
+
+def _read_envi(header: Path) -> tuple[np.ndarray, StackContainer, float | None, tuple[str, ...]]:
+    fields = _parse_header(header)
+    samples, lines, bands = (_int_field(header, fields, k) for k in ("samples", "lines", "bands"))
+    offset = _int_field(header, fields, "header offset", 0, minimum=0)
+    code = _int_field(header, fields, "data type")
+    if code not in _ENVI_TYPES:
+        raise _error(f"{header}: data type = {code} is not supported (expected one of "
+                     f"{', '.join(f'{c} ({t})' for c, t in _ENVI_TYPES.items())}; complex data cannot be denoised)")
+    interleave = (_field(fields, "interleave") or "bsq").lower()
+    if interleave not in ("bsq", "bil", "bip"):
+        raise _error(f"{header}: interleave = {interleave!r}, expected bsq, bil or bip")
+    order = _int_field(header, fields, "byte order", 0, minimum=0)
+    if order not in (0, 1):
+        raise _error(f"{header}: byte order = {order}, expected 0 (little endian) or 1 (big endian)")
+    dtype = np.dtype(_ENVI_TYPES[code]).newbyteorder(">" if order else "<")
+    data = _data_file(header)
+    need = offset + samples * lines * bands * dtype.itemsize
+    size = data.stat().st_size
+    if size < need:
+        raise _error(f"{data}: {size} bytes, but {header} describes {need} ({bands} bands of {lines} x {samples} "
+                     f"{dtype.name} after a {offset}-byte offset)")
+    shape = {"bsq": (bands, lines, samples), "bil": (lines, bands, samples), "bip": (lines, samples, bands)}
+    raw = np.fromfile(data, dtype=dtype, count=samples * lines * bands, offset=offset).reshape(shape[interleave])
+    stack = {"bsq": raw, "bil": raw.transpose(1, 0, 2), "bip": raw.transpose(2, 0, 1)}[interleave]  # -> (S, H, W)
+    ignore = _field(fields, "data ignore value")
+    try:
+        nodata = None if ignore is None else float(ignore)
+    except ValueError:
+        raise _error(f"{header}: data ignore value = {ignore!r}, expected a number") from None
+    names = _list_field(_field(fields, "band names"))
+    container = StackContainer("envi", str(header), header=tuple(fields), interleave=interleave,
+                               big_endian=bool(order), data_suffix=data.suffix)
+    return (np.ascontiguousarray(stack, dtype=dtype.newbyteorder("=")), container, nodata,
+            tuple(names) if len(names) == bands else ())
+
+
+def _write_envi(path: Path, data: np.ndarray, container: StackContainer | None, nodata: float | None,
+                band_names: tuple[str, ...]) -> None:
+    code = _ENVI_CODES.get(data.dtype.name)
+    if code is None:
+        raise ValueError(f"{path}: ENVI has no {data.dtype.name} data type (it has "
+                         f"{', '.join(_ENVI_CODES)}); write a .tif or .npy file instead")
+    S, H, W = data.shape
+    interleave = container.interleave if container else "bsq"
+    big_endian = container.big_endian if container else False
+    data_path = envi_data_path(path, container)
+    sizes = {"samples": str(W), "lines": str(H), "bands": str(S), "header offset": "0", "data type": str(code),
+             "interleave": interleave, "byte order": str(int(big_endian))}
+    if container is not None:
+        fields = [(k, sizes.pop(k.lower(), v)) for k, v in container.header]
+        fields += list(sizes.items())  # required fields the source lacked
+    else:
+        fields = [("description", "{written by xmodal}"), *sizes.items(), ("file type", "ENVI Standard")]
+        if nodata is not None and not math.isnan(nodata):
+            fields.append(("data ignore value", repr(float(nodata))))
+        if len(band_names) == S:
+            fields.append(("band names", "{" + ", ".join(band_names) + "}"))
+    layout = {"bsq": data, "bil": data.transpose(1, 0, 2), "bip": data.transpose(1, 2, 0)}[interleave]
+    raw = np.ascontiguousarray(layout, dtype=data.dtype.newbyteorder(">" if big_endian else "<"))
+    text = "ENVI\n" + "".join(f"{k} = {v}\n" for k, v in fields)
+
+    def write_header(tmp: str) -> None:
+        Path(tmp).write_text(text, encoding="utf-8")
+        atomic_write(data_path, raw.tofile)  # the data in place first: the header is renamed after it
+
+    atomic_write(path, write_header)
