@@ -580,6 +580,12 @@ def test_stack_scores_on_the_clean_scale(stacks: tuple[Path, dict]) -> None:
         assert entry[row]["ssim"] == pytest.approx(ref_ssim(ref, deg), abs=1e-4)
         # SAM on the file values themselves: the clean min/max scaling subtracts a per-band offset, changing angles
         assert entry[row]["sam"] == pytest.approx(sam_ref(values["clean"], values[row]), abs=1e-4)
+        # MPSNR: per-band PSNRs on the clean scale, averaged; ERGAS on file values (band means of the clean stack)
+        band_psnr = [peak_signal_noise_ratio(ref[i], deg[i], data_range=1.0) for i in range(S)]
+        assert entry[row]["mpsnr"] == pytest.approx(np.mean(band_psnr), abs=1e-6)
+        mse = ((values["clean"] - values[row]) ** 2).mean(axis=(1, 2))
+        ergas = 100 * np.sqrt(np.mean(mse / values["clean"].mean(axis=(1, 2)) ** 2))
+        assert entry[row]["ergas"] == pytest.approx(ergas, rel=1e-6)
         assert abs(entry[row]["sam"] - sam_ref(ref, deg)) > 0.5
         assert result["mean"][row] == entry[row]
         for i, band in enumerate(result["bands"]):

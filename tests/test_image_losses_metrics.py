@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 from pytorch_msssim import ms_ssim, ssim
+from skimage.metrics import peak_signal_noise_ratio
 
 from tests.conftest import REPO
 from xmodal.config import ConfigError, ImageLossConfig, load_config
 from xmodal.losses import ImageLoss, PerceptualLoss, charbonnier_loss, ms_ssim_loss, mse_loss, ssim_loss
-from xmodal.metrics import (IMAGE_METRICS, STACK_METRICS, MetricAccumulator, image_metrics, psnr_score, sam_score,
-                            ssim_score)
+from xmodal.metrics import (IMAGE_METRICS, STACK_METRICS, MetricAccumulator, ergas_score, image_metrics, mpsnr_score,
+                            psnr_score, sam_score, ssim_score)
 
 TINY_IMAGE = REPO / "recipes" / "tiny_image.yaml"
 
@@ -292,12 +293,43 @@ def test_sam_counts_a_collapsed_half_as_90_degrees():
         sam_score(np.zeros((3, 4, 4)), np.zeros((2, 4, 4)))
 
 
+def test_mpsnr_and_ergas_against_numpy_references():
+    rng = np.random.default_rng(11)
+    ref = rng.uniform(200, 3000, (6, 24, 20))  # radiance-like band levels
+    deg = ref + rng.normal(0, 1, ref.shape) * np.arange(1, 7)[:, None, None] * 20  # each band its own error
+    mse = ((ref - deg) ** 2).mean(axis=(1, 2))
+    # MPSNR: the mean of per-band PSNRs (skimage's), not the PSNR of the pooled MSE
+    per_band = [peak_signal_noise_ratio(ref[i], deg[i], data_range=4000) for i in range(6)]
+    assert mpsnr_score(ref, deg, 4000) == pytest.approx(np.mean(per_band), rel=1e-12)
+    assert mpsnr_score(ref, deg, 4000) > psnr_score(ref, deg, 4000) + 0.5  # the loud bands weigh less here
+    exact = deg.copy()
+    exact[2] = ref[2]
+    assert mpsnr_score(ref, exact, 4000) == math.inf
+    # ERGAS as Vivone et al.'s benchmark toolbox writes it: (100 / ratio) sqrt(mean_b MSE_b / mean(ref_b)^2)
+    want = 100 * math.sqrt(np.mean(mse / ref.mean(axis=(1, 2)) ** 2))
+    assert ergas_score(ref, deg) == pytest.approx(want, rel=1e-12)
+    assert ergas_score(ref, deg, ratio=4) == pytest.approx(want / 4, rel=1e-12)
+    assert ergas_score(ref * 10, deg * 10) == pytest.approx(want, rel=1e-12)  # dimensionless: a gain cancels
+    assert ergas_score(ref, ref) == 0.0
+    dark = ref.copy()
+    dark[[1, 4]] = 0
+    with pytest.raises(ValueError, match=r"ergas failed: band\(s\) \[2, 5\] of `ref` have mean 0 \(the error is "
+                                         r"relative to it\)"):
+        ergas_score(dark, deg)
+    with pytest.raises(ValueError, match=r"ergas: `ratio` must be positive, got 0"):
+        ergas_score(ref, deg, ratio=0)
+    for fn in (mpsnr_score, ergas_score):
+        with pytest.raises(ValueError, match=r"must have the same shape, got \(6, 24, 20\) and \(5, 24, 20\)"):
+            fn(ref, deg[:5])
+
+
 def test_image_metrics_records_failures():
     acc = MetricAccumulator()
     est, ref = pair((3, 20, 20), seed=6)
     scores = image_metrics(acc, "enhanced", "a", ref, est, STACK_METRICS)
-    assert set(scores) == {"psnr", "ssim", "sam"}
+    assert set(scores) == {"psnr", "mpsnr", "ssim", "sam", "ergas"}
     assert scores["psnr"] == pytest.approx(psnr_score(ref, est))
+    assert scores["mpsnr"] == pytest.approx(mpsnr_score(ref, est)) and scores["ergas"] == ergas_score(ref, est)
     small_est, small_ref = pair((1, 8, 30), seed=7)
     scores = image_metrics(acc, "enhanced", "tiny", small_ref, small_est, IMAGE_METRICS)
     assert set(scores) == {"psnr"}  # ssim failed, recorded
@@ -307,7 +339,7 @@ def test_image_metrics_records_failures():
     means = acc.means()
     assert means["enhanced"]["psnr"] == pytest.approx((psnr_score(ref, est) + psnr_score(small_ref, small_est)) / 2)
     assert means["enhanced"]["ssim"] == pytest.approx(ssim_score(ref, est))  # the failed item is not averaged
-    with pytest.raises(ValueError, match=r"unknown image metric 'ms_ssim' \(known: psnr, ssim, sam, lpips\)"):
+    with pytest.raises(ValueError, match=r"unknown image metric 'ms_ssim' \(known: psnr, mpsnr, ssim, sam, ergas, lpips\)"):
         image_metrics(acc, "enhanced", "a", ref, est, ("ms_ssim",))
 
 

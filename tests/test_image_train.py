@@ -22,7 +22,7 @@ TINY_IMAGE = REPO / "recipes" / "tiny_image.yaml"
 VARIANTS = {
     "gray": ([], ("psnr", "ssim")),
     "colour": (["image.channels=3"], ("psnr", "ssim")),
-    "multispectral": (["modality=multispectral"], ("psnr", "ssim", "sam")),
+    "multispectral": (["modality=multispectral"], ("psnr", "mpsnr", "ssim", "sam")),  # ERGAS: evaluate, file values
     "noise_map": (["image.noise_map=true"], ("psnr", "ssim")),
 }
 

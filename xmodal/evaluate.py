@@ -1,5 +1,5 @@
 """Score denoising against clean references: speech (PESQ, STOI, ESTOI, SI-SDR), images (PSNR, SSIM),
-multispectral stacks (PSNR, SSIM, SAM) and video clips (PSNR, SSIM, temporal PSNR), per file and on average, with
+multispectral stacks (PSNR, MPSNR, SSIM, SAM, ERGAS) and video clips (PSNR, SSIM, temporal PSNR), per file and on average, with
 figures.
 
     python -m xmodal.evaluate [--clean DIR] --noisy DIR [--enhanced DIR | --model M] [--json FILE] [--figures DIR]
@@ -27,11 +27,13 @@ are scored by the noise level estimated in the noisy and enhanced images and the
 (:func:`evaluate_images_no_reference`); the other modalities need ``--clean``.
 
 Stacks (:func:`evaluate_stacks`): ``--clean``, ``--noisy`` and ``--enhanced`` are each ONE stack (a multi-band
-TIFF/npy file or a folder of single-band TIFFs). The per-band scaling (``--scaling``, default ``band_minmax``) is
+TIFF/npy file, a MATLAB ``.mat`` array (``scene.mat:gt``), an ENVI header or a folder of single-band TIFFs). PSNR is
+that of the whole stack (one MSE), MPSNR the mean of the bands' PSNRs (what hyperspectral papers report as PSNR),
+SSIM the mean over bands. The per-band scaling (``--scaling``, default ``band_minmax``) is
 computed on the CLEAN stack only and the same offset and scale are applied to the noisy and enhanced stacks, so the
 three share one scale for PSNR and SSIM (scaling each stack on its own would hide a gain or offset error of the
-denoiser). SAM is computed on the stacks' own values (as read from the files, in float): a per-band offset would change
-the spectral angles. With ``--model`` the enhanced stack is what ``python -m xmodal.denoise`` writes for the noisy one.
+denoiser). SAM and ERGAS are computed on the stacks' own values (as read from the files, in float): a per-band offset
+would change the spectral angles and the band means ERGAS divides by. With ``--model`` the enhanced stack is what ``python -m xmodal.denoise`` writes for the noisy one.
 
 Video (:func:`evaluate_videos`): ``--clean``, ``--noisy`` and ``--enhanced`` are folders of clips (each a folder of
 frames, a ``(T, H, W[, C])`` ``.npy`` file or a video file, see :mod:`xmodal.videoio`) matched by name; PSNR of each
@@ -72,8 +74,10 @@ Modality = Literal["auto", "speech", "image", "multispectral", "video"]
 Scaling = Literal["band_minmax", "band_percentile", "dtype"]
 
 _LABELS = {"pesq": "PESQ", "stoi": "STOI", "estoi": "ESTOI", "si_sdr": "SI-SDR", "psnr": "PSNR", "ssim": "SSIM",
-           "sam": "SAM", "tpsnr": "tPSNR", "lpips": "LPIPS", "noise": "noise", "removed": "removed"}
-_UNITS = {"si_sdr": " dB", "psnr": " dB", "sam": " deg", "tpsnr": " dB", "noise": " /255", "removed": " /255"}
+           "sam": "SAM", "tpsnr": "tPSNR", "lpips": "LPIPS", "noise": "noise", "removed": "removed", "mpsnr": "MPSNR",
+           "ergas": "ERGAS"}
+_UNITS = {"si_sdr": " dB", "psnr": " dB", "sam": " deg", "tpsnr": " dB", "noise": " /255", "removed": " /255",
+          "mpsnr": " dB"}
 _ROWS = ("noisy", "enhanced")
 
 
@@ -914,17 +918,18 @@ def evaluate_stacks(clean: str | os.PathLike, noisy: str | os.PathLike, enhanced
                     scaling: Scaling = "band_minmax", metrics: tuple[str, ...] = STACK_METRICS,
                     data_range: float = 1.0, rgb_bands: str | tuple[int, ...] | list[int] | None = None,
                     figures_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Score a noisy and an enhanced (or model-denoised) multispectral stack against the clean one: PSNR, SSIM and
-    SAM over the whole stack, PSNR and SSIM per band.
+    """Score a noisy and an enhanced (or model-denoised) multispectral stack against the clean one: PSNR, MPSNR
+    (mean of the bands' PSNRs), SSIM (mean over bands), SAM and ERGAS over the whole stack, PSNR and SSIM per band.
 
     Scaling: for PSNR and SSIM, ``scaling`` (see :func:`xmodal.imageio.read_stack`) is computed on the CLEAN stack
     only, and the same per-band offset and scale are applied to the noisy and enhanced stacks (their file values are
     recovered and mapped with the clean offset/scale), so all three share one scale and a gain or offset error of
-    the denoiser shows in the scores. SAM is computed on the file values themselves (in float64): subtracting a
-    per-band offset would change the spectral angles.
+    the denoiser shows in the scores. SAM and ERGAS are computed on the file values themselves (in float64):
+    subtracting a per-band offset would change the spectral angles and the band means ERGAS divides by.
 
     Args:
-        clean: the clean stack: a multi-band TIFF/npy file or a folder of single-band TIFFs.
+        clean: the clean stack: a multi-band TIFF/npy file, a ``.mat`` array, an ENVI header, or a folder of
+            single-band TIFFs.
         noisy: the noisy stack, same bands and size.
         enhanced: the enhanced stack; or ``None`` with ``denoiser``.
         denoiser: an object with ``denoise(stack (S, H, W) float) -> (S, H, W)`` and
@@ -983,12 +988,13 @@ def evaluate_stacks(clean: str | os.PathLike, noisy: str | os.PathLike, enhanced
 
     name = _stack_name(clean)
     acc, band_acc = MetricAccumulator(), MetricAccumulator()
-    scaled_metrics = tuple(m for m in metrics if m != "sam")
+    physical = tuple(m for m in metrics if m in ("sam", "ergas"))  # on file values: an offset changes them
+    scaled_metrics = tuple(m for m in metrics if m not in physical)
     entry: dict[str, Any] = {"name": name, "shape": list(ref.shape)}
-    for row in _ROWS:  # PSNR/SSIM on the clean scale; SAM on the file values (a per-band offset changes angles)
+    for row in _ROWS:  # PSNR/SSIM on the clean scale; SAM and ERGAS on the file values
         scores = image_metrics(acc, row, name, ref, deg[row], scaled_metrics, data_range)
-        if "sam" in metrics:
-            scores.update(image_metrics(acc, row, name, values["clean"], values[row], ("sam",)))
+        if physical:
+            scores.update(image_metrics(acc, row, name, values["clean"], values[row], physical))
         entry[row] = {m: scores[m] for m in metrics if m in scores}
     band_metrics = tuple(m for m in metrics if m in IMAGE_METRICS)
     bands = [{"name": band,
@@ -1300,8 +1306,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=command_name("evaluate"),
         description="Score noisy and enhanced data against clean references: PESQ / STOI / ESTOI / SI-SDR for "
-                    "speech, PSNR / SSIM (+ LPIPS with --lpips) for images, PSNR / SSIM / SAM for multispectral "
-                    "stacks, PSNR / SSIM / temporal PSNR (+ LPIPS) for video clips. "
+                    "speech, PSNR / SSIM (+ LPIPS with --lpips) for images, PSNR / MPSNR / SSIM / SAM / ERGAS for "
+                    "multispectral stacks, PSNR / SSIM / temporal PSNR (+ LPIPS) for video clips. "
                     "Exit status: 0 ok (metric failures are listed, not fatal), 1 some files unreadable (or, for "
                     "images, of another shape), 2 usage error (unmatched names, missing folder, model not "
                     "loadable, stacks of different bands).")

@@ -19,8 +19,9 @@ import torch
 from xmodal.perceptual import LPIPS, lpips_score
 
 __all__ = ["IMAGE_METRICS", "LPIPS", "SPEECH_METRICS", "SSIM_IMPLEMENTATION", "STACK_METRICS", "VIDEO_METRICS",
-           "MetricAccumulator", "image_metrics", "lpips_score", "pesq_score", "psnr_score", "sam_score", "si_sdr_score",
-           "speech_metrics", "ssim_score", "stoi_score", "temporal_psnr_score", "video_metrics"]
+           "MetricAccumulator", "ergas_score", "image_metrics", "lpips_score", "mpsnr_score", "pesq_score",
+           "psnr_score", "sam_score", "si_sdr_score", "speech_metrics", "ssim_score", "stoi_score",
+           "temporal_psnr_score", "video_metrics"]
 
 SPEECH_METRICS = ("pesq", "stoi", "estoi", "si_sdr")
 
@@ -263,7 +264,7 @@ def _score_into(acc: MetricAccumulator, row: str, item: str, fns: dict, metrics:
 # ------------------------------------------------------------------------------------------------- images / stacks
 
 IMAGE_METRICS = ("psnr", "ssim")
-STACK_METRICS = ("psnr", "ssim", "sam")
+STACK_METRICS = ("psnr", "mpsnr", "ssim", "sam", "ergas")
 VIDEO_METRICS = ("psnr", "ssim", "tpsnr")
 SSIM_IMPLEMENTATION = ("pytorch-msssim ssim: 11x11 Gaussian window (sigma 1.5), K1 0.01, K2 0.03, valid "
                        "convolution, channels averaged (Wang et al. 2004; equals skimage with gaussian_weights=True, "
@@ -326,6 +327,49 @@ def psnr_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor,
                          f"{tuple(b.shape[1:])}")
     mse = float((a - b).pow(2).mean())
     return math.inf if mse == 0 else 10 * math.log10(data_range ** 2 / mse)
+
+
+def mpsnr_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor,
+                data_range: float | None = None) -> float:
+    """Mean over bands of each band's PSNR in dB (the MPSNR of hyperspectral denoising papers), ``(S, H, W)``.
+
+    Unlike :func:`psnr_score` of the whole stack (one MSE over all bands), every band weighs the same, so a few
+    badly denoised bands pull it down even when their squared error is small beside the others'. ``inf`` when a band
+    is identical. ``data_range`` as in :func:`psnr_score`.
+
+    Raises:
+        ValueError: shapes differ.
+    """
+    data_range = _data_range(ref, data_range, "psnr")
+    a, b = _image4(ref, "ref")[0], _image4(deg, "deg")[0]  # (S, H, W)
+    if a.shape != b.shape:
+        raise ValueError(f"mpsnr: `ref` and `deg` must have the same shape, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    mse = (a - b).pow(2).mean(dim=(1, 2))  # (S,)
+    return float(torch.where(mse == 0, math.inf, 10 * torch.log10(data_range ** 2 / mse)).mean())
+
+
+def ergas_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor, ratio: float = 1.0) -> float:
+    """ERGAS (Wald 2000), lower is better: ``100 / ratio * sqrt(mean over bands of RMSE_b^2 / mean(ref_b)^2)`` for
+    ``(S, H, W)`` stacks, each band's error relative to its own mean level. ``ratio`` is the resolution ratio of
+    fusion tasks; 1 for denoising. Meant for physical values (radiance, reflectance, digital numbers), not values
+    with an offset removed.
+
+    Raises:
+        ValueError: shapes differ, ``ratio`` not positive, or a band of ``ref`` has mean 0.
+    """
+    if not ratio > 0:
+        raise ValueError(f"ergas: `ratio` must be positive, got {ratio}")
+    a, b = _image4(ref, "ref")[0], _image4(deg, "deg")[0]  # (S, H, W)
+    if a.shape != b.shape:
+        raise ValueError(f"ergas: `ref` and `deg` must have the same shape, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    level = a.mean(dim=(1, 2))  # (S,)
+    if bool((level == 0).any()):
+        zero = [int(i) + 1 for i in torch.nonzero(level == 0).flatten()]
+        raise ValueError(f"ergas failed: band(s) {zero} of `ref` have mean 0 (the error is relative to it)")
+    mse = (a - b).pow(2).mean(dim=(1, 2))  # (S,)
+    return float(100.0 / ratio * torch.sqrt((mse / level ** 2).mean()))
 
 
 def ssim_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor,
@@ -397,7 +441,9 @@ def image_metrics(acc: MetricAccumulator, row: str, item: str, ref: np.ndarray |
     fns = {
         "psnr": lambda: psnr_score(ref, deg, data_range),
         "ssim": lambda: ssim_score(ref, deg, data_range),
+        "mpsnr": lambda: mpsnr_score(ref, deg, data_range),
         "sam": lambda: sam_score(ref, deg),
+        "ergas": lambda: ergas_score(ref, deg),
         **_lpips_fn(metrics, lpips, ref, deg, _data_range(ref, data_range, "ssim")),
     }
     return _score_into(acc, row, item, fns, metrics, "image", STACK_METRICS + ("lpips",))
