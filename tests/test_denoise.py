@@ -890,3 +890,26 @@ def test_python_dash_m_entry_point(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "xmodal.denoise", str(tmp_path / "x.wav")], capture_output=True,
                        text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and "-o/--output-dir" in r.stderr
+
+
+def test_full_disk_is_named_when_libsndfile_says_system_error(tmp_path, monkeypatch):
+    """libsndfile reports a full disk as "System error."; the error says what it is, and nothing is left behind."""
+    import errno
+
+    import xmodal.io
+    from xmodal.io import write_audio
+
+    def fail(self, data):
+        raise sf.LibsndfileError(2)  # what libsndfile raises when write(2) fails with ENOSPC
+
+    monkeypatch.setattr(sf.SoundFile, "write", fail)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(xmodal.io.shutil, "disk_usage", lambda p: usage._replace(free=4096))
+    with pytest.raises(OSError, match=r"out.wav: no space left on the device \(libsndfile: System error.\); nothing "
+                                      r"was written") as info:
+        write_audio(tmp_path / "out.wav", np.zeros((1, 100), np.float32), 16000)
+    assert info.value.errno == errno.ENOSPC and os.listdir(tmp_path) == []
+    monkeypatch.setattr(xmodal.io.shutil, "disk_usage", lambda p: usage._replace(free=10 << 30))
+    with pytest.raises(sf.LibsndfileError, match=r"System error"):  # space left: libsndfile's own error, unchanged
+        write_audio(tmp_path / "out.wav", np.zeros((1, 100), np.float32), 16000)
+    assert os.listdir(tmp_path) == []

@@ -9,7 +9,9 @@ folder, then a rename, so a failure never leaves a half-written file.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -33,6 +35,7 @@ AV_CONTAINERS = {".m4a": ("ipod", ("aac", "alac")), ".mp4": ("mp4", ("aac", "ala
                  ".webm": ("webm", ("opus",)), ".avi": ("avi", ("pcm_s16le",))}
 PYAV_AUDIO_EXTENSIONS = tuple(AV_CONTAINERS)
 _FRAME = 4096  # samples per frame handed to an encoder
+_FULL_DISK = 1 << 20  # free bytes under which libsndfile's "System error." on writing is taken for a full disk
 _ENCODERS = {"opus": "libopus"}  # FFmpeg encoder of a codec, where the names differ
 _MUXER_TAGS = ("encoder", "major_brand", "minor_version", "compatible_brands", "duration")  # written by the muxer
 _SNDFILE_TAGS = ("title", "copyright", "software", "artist", "comment", "date", "album", "license", "tracknumber",
@@ -374,12 +377,19 @@ def write_audio_blocks(path: str | os.PathLike, blocks: Iterable[np.ndarray], sa
         import soundfile as sf
 
         form = fmt or ("OGG" if suffix == ".opus" else None)  # libsndfile knows Opus files as OGG
-        with sf.SoundFile(tmp, "w", sample_rate, channels, subtype=subtype or ("OPUS" if suffix == ".opus" else None),
-                          format=form) as out:
-            copy_tags(metadata or {}, out)
-            for block in blocks:
-                out.write((np.clip(block, -1.0, 1.0) if clip else block).T)  # (C, L) -> (L, C)
-                written += block.shape[1]
+        try:
+            with sf.SoundFile(tmp, "w", sample_rate, channels, format=form,
+                              subtype=subtype or ("OPUS" if suffix == ".opus" else None)) as out:
+                copy_tags(metadata or {}, out)
+                for block in blocks:
+                    out.write((np.clip(block, -1.0, 1.0) if clip else block).T)  # (C, L) -> (L, C)
+                    written += block.shape[1]
+        except sf.LibsndfileError as e:
+            if e.code == 2 and shutil.disk_usage(Path(tmp).parent).free < _FULL_DISK:  # libsndfile: "System error."
+                full = OSError(f"{path}: no space left on the device (libsndfile: {e}); nothing was written")
+                full.errno = errno.ENOSPC
+                raise full from None
+            raise
 
     atomic_write(path, write)
     return written
