@@ -387,6 +387,61 @@ def test_tiled_tiff_is_written_back_tiled(tmp_path, dtype, channels, planar):
     assert tiff_tile(tmp_path / "t.tif") is None
 
 
+def overview_levels(path: Path) -> list[tuple[int, ...]]:
+    with tifffile.TiffFile(path) as tif:
+        assert all(int(p.subfiletype) == (i > 0) for i, p in enumerate(tif.pages))  # reduced-resolution pages
+        return [lvl.shape for lvl in tif.series[0].levels]
+
+
+@pytest.mark.parametrize("channels", [1, 3, 6])
+def test_cog_overviews_are_rebuilt_from_the_output(tmp_path, channels):
+    """A Cloud-Optimized GeoTIFF's pyramid comes back at the same factors, tiled and compressed like the image, each
+    level the area average of what was written (nodata left out; an area of nodata only stays nodata)."""
+    data = ints((channels, 64, 80), "uint16")
+    data[:, :8, :8] = 0  # nodata corner: whole 8 x 8 blocks, and a partial one
+    data[:, 8:10, 8:12] = 0
+    stored = data[0] if channels == 1 else data.transpose(1, 2, 0) if channels == 3 else data
+    extra = {"photometric": "rgb"} if channels == 3 else {"photometric": "minisblack", "planarconfig": "separate"}
+    extra = extra if channels > 1 else {"photometric": "minisblack"}
+    nodata = [(42113, 2, 0, "0", True)]
+    with tifffile.TiffWriter(tmp_path / "cog.tif") as tif:
+        tif.write(stored, tile=(16, 16), compression="zlib", extratags=nodata, **extra)
+        for f in (2, 4, 8):
+            tif.write(np.ascontiguousarray(stored[::f, ::f] if channels != 6 else stored[:, ::f, ::f]), tile=(16, 16),
+                      compression="zlib", subfiletype=1, **extra)
+    out = tmp_path / "out.tif"
+    if channels == 6:
+        stack, info = read_stack(tmp_path / "cog.tif", "band_minmax")
+        assert info.tiff_overviews == (2, 4, 8)
+        nodata = stack[:, :1, :1]  # the scaled nodata value of each band, kept
+        write_stack(out, np.where(stack == nodata, stack, stack * 0.5), info)  # the pyramid must be the output's
+        written = tifffile.imread(out).astype(np.float64)
+    else:
+        image, info = read_image(tmp_path / "cog.tif")
+        assert info.tiff_overviews == (2, 4, 8)
+        write_image(out, image * 0.5, info)
+        written = read_image(out)[0].astype(np.float64) * 65535
+    written = np.rint(written).reshape(channels, 64, 80)  # file values
+    levels = overview_levels(out)
+    spatial = [lvl[-2:] if channels != 3 else lvl[:2] for lvl in levels]
+    assert spatial == [(64, 80), (32, 40), (16, 20), (8, 10)] and tiff_tile(out) == (16, 16)
+    with tifffile.TiffFile(out) as tif:
+        assert {int(p.compression) for p in tif.pages} == {8} and all(p.is_tiled for p in tif.pages)
+        for f, lvl in zip((2, 4, 8), tif.series[0].levels[1:]):
+            got = lvl.asarray().astype(np.float64)
+            got = got[None] if channels == 1 else got.transpose(2, 0, 1) if channels == 3 else got
+            blocks = written.reshape(channels, 64 // f, f, 80 // f, f)
+            valid = (blocks != 0).sum(axis=(2, 4))
+            mean = np.where(valid > 0, blocks.sum(axis=(2, 4)) / np.maximum(valid, 1), 0)
+            np.testing.assert_array_equal(got, np.rint(mean))
+            assert (got[:, : 8 // f, : 8 // f] == 0).all()  # nodata only: nodata
+    tifffile.imwrite(tmp_path / "plain.tif", stored, **extra)  # no pyramid in, none out
+    image, info = read_stack(tmp_path / "plain.tif") if channels == 6 else read_image(tmp_path / "plain.tif")
+    assert info.tiff_overviews == ()
+    (write_stack if channels == 6 else write_image)(tmp_path / "plain_out.tif", image, info)
+    assert len(overview_levels(tmp_path / "plain_out.tif")) == 1
+
+
 def test_lossy_tiff_is_written_back_lossless(tmp_path):
     tifffile.imwrite(tmp_path / "a.tif", smooth_rgb(), photometric="rgb", compression="jpeg")
     image, info = read_image(tmp_path / "a.tif")

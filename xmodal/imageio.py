@@ -26,8 +26,9 @@ AVIF are written at the ``quality`` of :func:`write_image` with full-resolution 
 georeferencing tags (ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GeoDouble/AsciiParams, GDAL
 metadata and nodata) are kept in the info objects and written back, and so is a TIFF's compression: lossless ones
 (LZW, Deflate, ZSTD, PackBits, LZMA..., with their predictor) as they were, lossy ones (JPEG...) as Deflate, so that
-writing never degrades the data a second time, and its tiling (tiles of the same shape; strips stay strips; overviews
-are not rebuilt). Writing is atomic (a temp file in the destination
+writing never degrades the data a second time, and its tiling (tiles of the same shape; strips stay strips) and
+internal overviews (a COG's pyramid: rebuilt from the written data at the same reduction factors, by area average with
+nodata left out, as GDAL's ``AVERAGE`` resampling). Writing is atomic (a temp file in the destination
 folder, then a rename), as in :mod:`xmodal.io`.
 """
 
@@ -113,6 +114,8 @@ class ImageInfo:
             compressions as Deflate).
         tiff_tile: ``(rows, columns)`` of a tiled TIFF's tiles (Cloud-Optimized GeoTIFFs and most large rasters are
             tiled), written back tiled the same way; ``None``: strips.
+        tiff_overviews: the reduction factors of a TIFF's internal overviews (``(2, 4, 8)`` for a COG's pyramid),
+            rebuilt from the written data (area average, nodata left out) at the same factors.
         metadata: what the file says about how to show its pixels, written back where the output format can hold
             it: ``("icc_profile", bytes)`` (colour space; PNG, JPEG, WebP, AVIF, TIFF), ``("exif", bytes)``
             (camera data, including the orientation viewers rotate by; PNG, JPEG, WebP, AVIF; a TIFF keeps the
@@ -133,6 +136,7 @@ class ImageInfo:
     tiff_compression: tuple[int, int] = (1, 1)
     metadata: tuple[tuple[str, Any], ...] = ()
     tiff_tile: tuple[int, int] | None = None
+    tiff_overviews: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,8 @@ class StackInfo:
         tiff_compression: ``(compression, predictor)`` of the (first) TIFF, written back by :func:`write_stack`
             (lossy compressions as Deflate).
         tiff_tile: ``(rows, columns)`` of the (first) TIFF's tiles when it is tiled, written back so; ``None``: strips.
+        tiff_overviews: reduction factors of the (first) TIFF's internal overviews, rebuilt on writing (as
+            :class:`ImageInfo`'s).
         container: a MATLAB ``.mat`` or ENVI source's :class:`~xmodal.stackio.StackContainer` (variable, version,
             header...), written back by :func:`write_stack` to a ``.mat``/``.hdr`` destination; ``None`` otherwise.
     """
@@ -174,6 +180,7 @@ class StackInfo:
     tiff_compression: tuple[int, int] = (1, 1)
     interleaved: bool = False
     tiff_tile: tuple[int, int] | None = None
+    tiff_overviews: tuple[int, ...] = ()
     container: Any = None  # xmodal.stackio.StackContainer, imported only when used
 
 
@@ -459,9 +466,9 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str, str, tuple[tuple[str, Any
 
 
 def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], tuple[int, int],
-                                    tuple[tuple[str, Any], ...], tuple[int, int] | None]:
+                                    tuple[tuple[str, Any], ...], tuple[int, int] | None, tuple[int, ...]]:
     """``(C, H, W)`` array in the stored dtype, axes of the stored array, mode, GeoTIFF tags, ``(compression,
-    predictor)``, metadata (ICC profile) and tile shape (``None``: strips) of a TIFF."""
+    predictor)``, metadata (ICC profile), tile shape (``None``: strips) and overview reduction factors of a TIFF."""
     tifffile = _import_tifffile()
     try:
         with tifffile.TiffFile(path) as tif:
@@ -477,6 +484,9 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], t
             else:
                 arr = series[0].asarray()
                 axes = series[0].axes
+            levels = series[0].levels[1:] if len(series) == 1 else []  # internal overviews (reduced pages)
+            overviews = tuple(max(1, round(arr.shape[axes.index("X")] / lvl.shape[lvl.axes.index("X")]))
+                              for lvl in levels if "X" in lvl.axes)
             page = tif.pages[0]
             photometric = int(page.photometric)
             alpha = _tiff_alpha(page)
@@ -494,7 +504,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], t
     C = arr.shape[0]
     if photometric == 6 and compression[0] == 7:  # YCbCr JPEG: tifffile decodes it to RGB
         photometric = 2
-    return arr, axes, tiff_mode(photometric, C, alpha), tags, compression, meta, tile
+    return arr, axes, tiff_mode(photometric, C, alpha), tags, compression, meta, tile, overviews
 
 
 def _tiff_alpha(page: Any) -> bool:
@@ -539,7 +549,7 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
         raise ImageReadError(f"{path}: file not found")
     fmt = _format_of(path)
     tags: tuple[TiffTag, ...] = ()
-    compression, tile = (1, 1), None
+    compression, tile, overviews = (1, 1), None, ()
     meta: tuple[tuple[str, Any], ...] = ()
     if fmt in PILLOW_FORMATS:
         if fmt == "avif":
@@ -548,7 +558,7 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
         arr, layout = (stored[None], "HW") if stored.ndim == 2 else (stored.transpose(2, 0, 1), "HWC")
         # (H, W) -> (1, H, W); (H, W, C) -> (C, H, W)
     elif fmt == "tiff":
-        arr, axes, mode, tags, compression, meta, tile = _read_tiff(path)
+        arr, axes, mode, tags, compression, meta, tile, overviews = _read_tiff(path)
         stored_shape = {"YX": "HW", "YXS": "HWC"}
         layout = stored_shape.get(axes, "CHW")  # type: ignore[assignment]
         stored = arr if layout == "CHW" else (arr[0] if layout == "HW" else arr.transpose(1, 2, 0))
@@ -572,7 +582,7 @@ def _read_raw(path: PathLike, allowed: tuple[str, ...]) -> tuple[np.ndarray, Ima
     arr = np.ascontiguousarray(arr, dtype=dtype.newbyteorder("="))
     info = ImageInfo(format=fmt, dtype=dtype.name, bit_depth=dtype.itemsize * 8, channels=int(arr.shape[0]),
                      mode=mode, shape=tuple(int(n) for n in stored.shape), layout=layout, tiff_tags=tags,
-                     tiff_compression=compression, metadata=meta, tiff_tile=tile)
+                     tiff_compression=compression, metadata=meta, tiff_tile=tile, tiff_overviews=overviews)
     return arr, info
 
 
@@ -655,10 +665,12 @@ def _tiff_metadata_tags(metadata: tuple[tuple[str, Any], ...]) -> tuple[tuple[Ti
 
 def _write_tiff(path: Path, data: np.ndarray, mode: str, tags: tuple[TiffTag, ...],
                 compression: tuple[int, int] = (1, 1), resolution: dict[str, Any] | None = None,
-                tile: tuple[int, int] | None = None) -> None:
+                tile: tuple[int, int] | None = None, overviews: tuple[int, ...] = ()) -> None:
     """Write ``data: (C, H, W)``: 2-D for one band, contiguous RGB(A) (mode RGB or RGBA, 3 or 4 channels) or CMYK
     (mode CMYK, 4 channels), else one page of C planes; ``compression``: ``(compression, predictor)`` TIFF codes, a
-    lossy compression replaced by Deflate (no predictor); ``tile``: ``(rows, columns)`` tiles, else strips."""
+    lossy compression replaced by Deflate (no predictor); ``tile``: ``(rows, columns)`` tiles, else strips;
+    ``overviews``: reduction factors of internal overviews (:func:`_overview`), written as reduced-resolution pages
+    after the image, as GDAL writes them."""
     tifffile = _import_tifffile()
     codec, predictor = compression
     if codec not in _LOSSLESS_TIFF:
@@ -676,8 +688,34 @@ def _write_tiff(path: Path, data: np.ndarray, mode: str, tags: tuple[TiffTag, ..
         out, kwargs = data.transpose(1, 2, 0), {"photometric": "minisblack", "planarconfig": "contig"}
     else:
         out, kwargs = data, {"photometric": "minisblack", "planarconfig": "separate"}
-    atomic_write(path, lambda tmp: tifffile.imwrite(tmp, np.ascontiguousarray(out), extratags=list(tags),
-                                                    **kwargs, **pack, **(resolution or {})))
+    layout = out.ndim == 3 and out.shape[-1] == C and C > 1 and out is not data  # channels last
+
+    def write(tmp: str) -> None:
+        # BigTIFF where the image and its pyramid (at most a third more) could pass the 4 GiB of classic TIFF, as
+        # tifffile.imwrite decides for an image alone
+        with tifffile.TiffWriter(tmp, bigtiff=data.nbytes * 4 / 3 > (1 << 32) - (1 << 25)) as tif:
+            tif.write(np.ascontiguousarray(out), extratags=list(tags), **kwargs, **pack, **(resolution or {}))
+            nodata = _nodata(tags)
+            for factor in overviews:
+                small = _overview(data, factor, nodata)  # (C, h, w)
+                small = small[0] if C == 1 else small.transpose(1, 2, 0) if layout else small
+                tif.write(np.ascontiguousarray(small), subfiletype=1, **kwargs, **pack)
+
+    atomic_write(path, write)
+
+
+def _overview(data: np.ndarray, factor: int, nodata: float | None) -> np.ndarray:
+    """``(C, ceil(H / factor), ceil(W / factor))`` area average of ``data: (C, H, W)`` (GDAL's ``AVERAGE``
+    overviews): ``nodata`` pixels are left out of each average and an area of nodata only stays nodata; integers are
+    rounded and clipped to their dtype."""
+    size = (-(-data.shape[1] // factor), -(-data.shape[2] // factor))
+    x = torch.from_numpy(data.astype(np.float64))[None]  # (1, C, H, W)
+    valid = torch.ones_like(x, dtype=torch.bool) if nodata is None else \
+        ~torch.isnan(x) if math.isnan(nodata) else x != nodata
+    total = torch.nn.functional.adaptive_avg_pool2d(torch.where(valid, x, 0.0), size)
+    share = torch.nn.functional.adaptive_avg_pool2d(valid.double(), size)
+    mean = torch.where(share > 0, total / share.clamp_min(1e-12), nodata if nodata is not None else 0.0)
+    return _quantise(mean[0].numpy(), data.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------- images
@@ -824,7 +862,7 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
         else:
             tags, resolution = _tiff_metadata_tags(info.metadata)
             _write_tiff(path, data, info.mode, info.tiff_tags + tags, info.tiff_compression, resolution,
-                        info.tiff_tile)
+                        info.tiff_tile, info.tiff_overviews)
     elif fmt == "heif":
         _write_heif(path, data, info, quality)
     elif fmt == "npy":
@@ -935,7 +973,7 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
     names: list[str] = []
     nodata: list[float | None] = []
     tiff_tags: tuple[TiffTag, ...] = ()
-    compression, tile = (1, 1), None
+    compression, tile, overviews = (1, 1), None, ()
     interleaved = False
     container = None
     for f in files:
@@ -953,7 +991,8 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
             continue
         arr, info = _read_raw(f, _STACK_DTYPES)
         if not bands:
-            tiff_tags, compression, tile = info.tiff_tags, info.tiff_compression, info.tiff_tile
+            tiff_tags, compression, tile, overviews = (info.tiff_tags, info.tiff_compression, info.tiff_tile,
+                                                       info.tiff_overviews)
             interleaved = not per_file and info.layout == "HWC" and arr.shape[0] > 1
         if per_file and arr.shape[0] != 1:
             raise ImageReadError(f"{f}: has {arr.shape[0]} bands; a folder or list of band files needs "
@@ -977,7 +1016,7 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
                      files=tuple(str(f) for f in files), shape=(len(bands), *bands[0].shape),  # type: ignore[arg-type]
                      percentiles=(lo_p, hi_p) if scaling == "band_percentile" else None, nodata=tuple(nodata),
                      tiff_tags=tiff_tags, tiff_compression=compression, interleaved=interleaved, tiff_tile=tile,
-                     container=container)
+                     tiff_overviews=overviews, container=container)
     return stack, info
 
 
@@ -1037,7 +1076,7 @@ def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: S
             atomic_write(path, lambda tmp: np.save(tmp, np.ascontiguousarray(out)))
         else:
             _write_tiff(path, data, "interleaved" if info.interleaved else "multiband", info.tiff_tags,
-                        info.tiff_compression, tile=info.tiff_tile)
+                        info.tiff_compression, tile=info.tiff_tile, overviews=info.tiff_overviews)
     elif suffix == "":
         repeated = sorted({n for n in info.band_names if info.band_names.count(n) > 1})
         if repeated:
@@ -1046,7 +1085,7 @@ def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: S
         for name, band in zip(info.band_names, bands):
             # (H, W) -> (1, H, W)
             _write_tiff(path / f"{name}.tif", band[None], "L", info.tiff_tags, info.tiff_compression,
-                        tile=info.tiff_tile)
+                        tile=info.tiff_tile, overviews=info.tiff_overviews)
     else:
         raise ValueError(f"{path}: expected a .tif/.tiff/.npy/.mat/.hdr file or a folder (no extension), got "
                          f"{path.suffix!r}")
