@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -165,7 +166,11 @@ def test_failing_validation_clip_is_recorded_not_fatal(tmp_path, demo_corpus):
                              "train.max_steps=1"])
     result = train(cfg)
     assert result.failures >= 3  # pesq, si_sdr and stoi on the silent reference, for noisy and enhanced
-    assert "metric failures" in (tmp_path / "run" / "log.txt").read_text()
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert re.search(r"\d+ metric failures\):", log)
+    # and why: each distinct failure on its own line (at most 5), naming the metric, the row and the clip
+    assert re.search(r"\n  failed: si_sdr of noisy 'silent\+\S+': si_sdr failed: the reference is silent\n", log), log
+    assert log.count("\n  failed: ") == 5 and "\n  ... and 3 more" in log  # 8 failures: 4 metrics x 2 rows
 
 
 def test_cosine_with_warmup():

@@ -232,7 +232,8 @@ class _Validator:
         self.info = info
         self.noisy_acc: MetricAccumulator | None = None
 
-    def __call__(self, model: nn.Module, adapter) -> tuple[dict, int, torch.Tensor | None]:
+    def __call__(self, model: nn.Module, adapter) -> tuple[dict, int, torch.Tensor | None, list[str]]:
+        """``(report, failures on all ranks, this rank's first output, this rank's failure reasons)``."""
         if self.noisy_acc is None:
             self.noisy_acc = MetricAccumulator()
             for clip in self.clips:
@@ -254,8 +255,9 @@ class _Validator:
         rows = ("noisy", "enhanced")
         failures = acc.all_reduce([(row, m) for row in rows for m in self.metrics])
         means = acc.means()
+        reasons = list(dict.fromkeys(f"{m} of {row} {item!r}: {why}" for row, m, item, why in acc.failures))
         return {row: {m: means.get(row, {}).get(m, float("nan")) for m in self.metrics} for row in rows}, \
-            failures, first
+            failures, first, reasons
 
 
 def train(config: Config, stop_after: int | None = None) -> TrainResult:
@@ -462,14 +464,16 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
             for i, t in enumerate(tracks):
                 if not t.corpus.valid:
                     continue
-                report, failures, first = t.validator(model, t.adapter)
+                report, failures, first, reasons = t.validator(model, t.adapter)
                 if i == 0:
                     value = report["enhanced"].get(primary_metric(t.modality), float("nan"))
                 prefix = f"{t.modality}/" if joint else ""
                 merged.update({prefix + row: vals for row, vals in report.items()})
                 total_failures += failures
                 log.line(f"validation{f' of {t.modality}' if joint else ''} at step {step} ({len(t.corpus.valid)} "
-                         f"clips, {failures} metric failures):\n" + format_report(report, t.validator.metrics))
+                         f"clips, {failures} metric failures):\n" + format_report(report, t.validator.metrics)
+                         + "".join(f"\n  failed: {why}" for why in reasons[:5])
+                         + (f"\n  ... and {len(reasons) - 5} more" if len(reasons) > 5 else ""))
                 log.scalars(step, "valid", {f"{prefix}{row}/{m}": v for row, vals in report.items()
                                             for m, v in vals.items()})
                 if first is not None:
