@@ -1356,3 +1356,27 @@ def test_cli_matlab_and_envi_stacks(runs: dict[str, Path], tmp_path: Path, capsy
     assert sorted(os.listdir(tmp_path / "o4")) == ["pair.hdr", "pair.img"]
     np.testing.assert_allclose(np.asarray(envi.open(str(tmp_path / "o4" / "pair.hdr")).load()), result["input"],
                                atol=1e-5)
+
+
+def test_stack_container_problems_are_found_before_any_work(stack_den: StackDenoiser, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ambiguous .mat is named before the output question, and an output that cannot hold the bands (int8 into
+    ENVI) before the denoising: nothing runs, nothing is written."""
+    import scipy.io as sio
+
+    rng = np.random.default_rng(0)
+    sio.savemat(tmp_path / "two.mat", {"a": rng.random((20, 18, 7)), "b": rng.random((20, 18, 7))})
+    sio.savemat(tmp_path / "i8.mat", {"x": rng.integers(-100, 100, (20, 18, 7)).astype(np.int8)})
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "two.mat").write_bytes(b"existing")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the network ran")
+
+    monkeypatch.setattr(stack_den, "denoise", fail)
+    with pytest.raises(ImageReadError, match=r"two.mat: holds several arrays that could be the stack"):
+        stack_den.denoise_file(tmp_path / "two.mat", tmp_path / "out" / "two.mat")  # exists, but that comes second
+    with pytest.raises(ValueError, match=r"i8.hdr: an ENVI stack holds uint8, int16, uint16, float32, float64 bands, "
+                                         r"not int8; write a .tif, .npy or .mat file instead"):
+        stack_den.denoise_file(tmp_path / "i8.mat", tmp_path / "out" / "i8.hdr", scaling="band_minmax")
+    assert sorted(os.listdir(tmp_path / "out")) == ["two.mat"]

@@ -13,7 +13,7 @@ import scipy.io as sio
 import tifffile
 
 from xmodal.imageio import ImageReadError, read_stack, write_stack
-from xmodal.stackio import envi_data_path, split_variable
+from xmodal.stackio import check_container, envi_data_path, split_variable
 
 h5py = pytest.importorskip("h5py")  # part of the dev extra, so CI runs these
 envi = pytest.importorskip("spectral.io.envi")
@@ -54,9 +54,12 @@ def roundtrip(src: Path | str, dst: Path, scaling: str = "band_minmax") -> tuple
 @pytest.mark.parametrize("compressed", [True, False])
 @pytest.mark.parametrize("dtype", ["uint16", "int16", "float32", "float64", "uint8"])
 def test_mat_round_trip_keeps_the_array_and_every_other_variable(tmp_path, compressed, dtype):
+    import scipy.sparse
+
     data = cube(dtype)
     others = {"wavelength": np.linspace(400.0, 1000.0, S)[None], "note": "AVIRIS-like",
-              "meta": {"sensor": "x", "gain": np.array([[2.5]])}}
+              "meta": {"sensor": "x", "gain": np.array([[2.5]])}, "mask": cube("uint8", (H, W)) > 100,
+              "weights": scipy.sparse.random(5, 4, 0.3, format="csc", random_state=0)}
     sio.savemat(tmp_path / "scene.mat", {"cube": data, **others}, do_compression=compressed)
     exact = "dtype" if data.dtype.kind == "f" else "band_minmax"  # floats: identity; integers: undone and rounded
     stack, info = roundtrip(tmp_path / "scene.mat", tmp_path / "out.mat", exact)
@@ -68,16 +71,34 @@ def test_mat_round_trip_keeps_the_array_and_every_other_variable(tmp_path, compr
     src = sio.loadmat(tmp_path / "scene.mat")
     assert out["cube"].dtype == data.dtype and out["cube"].shape == (H, W, S)
     np.testing.assert_array_equal(out["cube"], data.astype(np.float32).astype(data.dtype))  # stacks are float32
-    assert sorted(k for k in out if not k.startswith("__")) == ["cube", "meta", "note", "wavelength"]
+    assert sorted(k for k in out if not k.startswith("__")) == ["cube", "mask", "meta", "note", "wavelength", "weights"]
     np.testing.assert_array_equal(out["wavelength"], src["wavelength"])
+    # the other variables are copied as written: a logical mask stays logical (SciPy would rewrite it as uint8)
+    assert sio.whosmat(tmp_path / "out.mat") == sio.whosmat(tmp_path / "scene.mat")
+    np.testing.assert_array_equal(out["mask"], src["mask"])
+    assert (out["weights"] != src["weights"]).nnz == 0
     assert out["note"][0] == "AVIRIS-like" and out["meta"]["gain"][0, 0][0, 0] == 2.5
     with open(tmp_path / "out.mat", "rb") as f:  # MATLAB 7's zlib elements (tag 15) only where the source had them
         assert (struct.unpack("<I", f.read(132)[128:])[0] == 15) == compressed
 
 
+@pytest.mark.parametrize("shape", [(8, 8, 8), (100, 145, 200), (30, 60, 31), (145, 145, 200), (40, 119, 120)])
+def test_mat_is_read_in_matlab_order_unless_clearly_bands_first(tmp_path, shape):
+    """MATLAB's (rows, columns, bands), crops with few rows included (an audit found (100, 145, 200) and an ICVL crop
+    (30, 60, 31) read with rows as bands); bands first only when the first axis is at most a third of both others.
+    A stack xmodal writes to a new .mat reads back the same."""
+    data = cube("uint16", shape)
+    sio.savemat(tmp_path / "x.mat", {"x": data})
+    stack, _ = read_stack(tmp_path / "x.mat", "dtype")
+    np.testing.assert_array_equal(stack * 65535, data.transpose(2, 0, 1))
+    np.save(tmp_path / "x.npy", data.transpose(2, 0, 1))  # the same bands from another format, into a new .mat
+    roundtrip(tmp_path / "x.npy", tmp_path / "new.mat", "dtype")
+    np.testing.assert_array_equal(read_stack(tmp_path / "new.mat", "dtype")[0] * 65535, data.transpose(2, 0, 1))
+
+
 def test_mat_bands_first_2d_and_layout_rule(tmp_path):
-    first = cube("float32", (5, 12, 14))  # saved bands first from Python: the first axis is the shortest
-    square = cube("uint16", (8, 8, 8), seed=1)  # not shorter than both others: MATLAB's (rows, columns, bands)
+    first = cube("float32", (5, 16, 15))  # saved bands first from Python: the first axis a third of the others
+    square = cube("uint16", (8, 8, 8), seed=1)  # MATLAB's (rows, columns, bands)
     sio.savemat(tmp_path / "first.mat", {"x": first})
     sio.savemat(tmp_path / "square.mat", {"x": square})
     sio.savemat(tmp_path / "band.mat", {"x": cube("uint8", (9, 7)), "label": np.zeros((1, 1))})
@@ -230,8 +251,8 @@ def test_stack_from_a_tiff_becomes_a_new_envi_raster(tmp_path):
     assert img.metadata["band names"] == [f"B{i + 1}" for i in range(S)] and img.metadata["interleave"] == "bsq"
     assert (tmp_path / "new.img").is_file()
     stack, info = read_stack(folder, "dtype")
-    with pytest.raises(ValueError, match=r"i8.hdr: ENVI has no int8 data type \(it has uint8, int16, int32, float32, "
-                                         r"float64, uint16, uint32, int64, uint64\); write a .tif or .npy file"):
+    with pytest.raises(ValueError, match=r"i8.hdr: an ENVI stack holds uint8, int16, uint16, float32, float64 bands, "
+                                         r"not int8; write a .tif, .npy or .mat file instead"):
         write_stack(tmp_path / "i8.hdr", stack, type(info)(**{**info.__dict__, "dtype": ("int8",) * S}))
     assert not (tmp_path / "i8.hdr").exists() and not (tmp_path / "i8.img").exists()
 
@@ -254,22 +275,39 @@ HEADER = "ENVI\nsamples = 4\nlines = 3\nbands = 2\ndata type = 12\n"
     ("ENVI\nlines = 3\nbands = 2\ndata type = 12\n", 48, r"h.hdr: the header has no 'samples' field"),
     (HEADER.replace("lines = 3", "lines = three"), 48, r"h.hdr: lines = 'three', expected an integer"),
     (HEADER.replace("bands = 2", "bands = 0"), 48, r"h.hdr: bands = 0, expected at least 1"),
-    (HEADER.replace("= 12", "= 6"), 48, r"h.hdr: data type = 6 is not supported \(expected one of 1 \(uint8\), "
-                                        r"2 \(int16\).*complex data cannot be denoised\)"),
+    (HEADER.replace("= 12", "= 6"), 48, r"h.hdr: data type = 6 \(complex64\) cannot be read as a stack \(expected 1 "
+                                        r"\(uint8\), 2 \(int16\), 12 \(uint16\), 4 \(float32\), 5 \(float64\); "
+                                        r"complex data cannot be denoised\)"),
+    (HEADER.replace("= 12", "= 3"), 96, r"h.hdr: data type = 3 \(int32\) cannot be read as a stack \(expected 1 .*5 "
+                                        r"\(float64\); convert the raster to one of these first\)"),
+    (HEADER.replace("= 12", "= 7"), 96, r"h.hdr: data type = 7 cannot be read as a stack \(expected 1 .*5 "
+                                        r"\(float64\)\)$"),
     (HEADER + "interleave = bxx\n", 48, r"h.hdr: interleave = 'bxx', expected bsq, bil or bip"),
     (HEADER + "byte order = 2\n", 48, r"h.hdr: byte order = 2, expected 0 \(little endian\) or 1 \(big endian\)"),
     (HEADER + "wavelength = {1, 2,\n", 48, r"h.hdr: field 'wavelength' opens a '\{' list that is never closed"),
     (HEADER + "data ignore value = none\n", 48, r"h.hdr: data ignore value = 'none', expected a number"),
     (HEADER, 47, r"h.img: 47 bytes, but .*h.hdr describes 48 \(2 bands of 3 x 4 uint16 after a 0-byte offset\)"),
     (HEADER, None, r"h.hdr: no data file beside this ENVI header \(looked for h with extensions \(none\), .img"),
-    (HEADER.replace("= 12", "= 13"), 96, r"h.hdr: unsupported dtype uint32 \(expected uint8, uint16"),
 ])
 def test_envi_errors(tmp_path, header, data, message):
+    """Every refusal of a header or data file, by read_stack and by the check run before any work (check_container),
+    with the same message."""
     (tmp_path / "h.hdr").write_text(header)
     if data is not None:
         (tmp_path / "h.img").write_bytes(b"\x01" * data)
     with pytest.raises(ImageReadError, match=message):
         read_stack(tmp_path / "h.hdr", "band_minmax")
+    with pytest.raises(ImageReadError, match=message):
+        check_container(tmp_path / "h.hdr")
+
+
+def test_envi_header_with_a_byte_order_mark_and_lower_case_magic(tmp_path):
+    data = cube("uint16", (2, 3, 4))
+    data.astype("<u2").tofile(tmp_path / "a.img")
+    for text in ("\ufeffENVI\n", "envi\r\n"):  # a BOM, as some Windows tools write; CRLF lines
+        (tmp_path / "a.hdr").write_text(text + "samples = 4\nlines = 3\nbands = 2\ndata type = 12\n",
+                                       encoding="utf-8")
+        np.testing.assert_array_equal(read_stack(tmp_path / "a.hdr", "dtype")[0] * 65535, data)
 
 
 def test_container_in_a_list_of_band_files_is_refused(tmp_path):

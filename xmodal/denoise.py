@@ -62,7 +62,7 @@ from xmodal._cli import command_name, run_command
 from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
 from xmodal.io import AudioReadError, list_audio_files, resample
-from xmodal.stackio import CONTAINER_EXTENSIONS, envi_data_path, is_container, split_variable
+from xmodal.stackio import CONTAINER_EXTENSIONS, check_container, envi_data_path, is_container, split_variable
 from xmodal.noise import can_estimate_sigma, estimate_sigma
 from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, subsampled_apply, tiled_apply
 
@@ -1405,7 +1405,7 @@ class StackDenoiser:
         import shutil
         import tempfile
 
-        from xmodal.imageio import ImageReadError, read_stack, write_stack
+        from xmodal.imageio import ImageReadError, check_stack_destination, read_stack, write_stack
 
         src, dst = Path(src), Path(dst)
         src_file = split_variable(src)[0]  # scene.mat:input -> scene.mat
@@ -1416,8 +1416,11 @@ class StackDenoiser:
         if not folder and suffix not in _STACK_SUFFIXES:
             raise ValueError(f"{dst}: a stack is written to a {'/'.join(_STACK_SUFFIXES)} file or a folder (no "
                              f"extension), got {dst.suffix!r}")
+        if is_container(src):
+            check_container(src)  # an ambiguous .mat or a bad ENVI header is named before any output question
         _check_image_dst(src_file, dst, overwrite, folder=folder)
         stack, info = read_stack(src, self.config.image.scaling if scaling is None else scaling)  # (S, H, W)
+        check_stack_destination(dst, info)  # before the denoising: an ENVI output of int8 bands...
         if suffix == ".hdr":  # the ENVI data file beside dst: never the input's, never replaced unasked
             data = envi_data_path(dst, info.container)
             src_data = envi_data_path(src_file, info.container) if src_file.suffix.lower() == ".hdr" else None

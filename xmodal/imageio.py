@@ -54,6 +54,7 @@ __all__ = [
     "ImageInfo",
     "ImageReadError",
     "StackInfo",
+    "check_stack_destination",
     "natural_key",
     "read_image",
     "read_stack",
@@ -1020,6 +1021,21 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
     return stack, info
 
 
+def check_stack_destination(path: PathLike, info: StackInfo) -> None:
+    """``ValueError`` naming ``path`` when :func:`write_stack` could not write ``info``'s bands there: bands of
+    several dtypes into one file, a dtype an ENVI raster cannot hold. Cheap: call it before the work that makes the
+    stack."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (*TIFF_EXTENSIONS, ".npy", ".mat", ".hdr") and len(set(info.dtype)) != 1:
+        raise ValueError(f"{path}: one file holds one dtype, but the bands have {sorted(set(info.dtype))}; "
+                         "write to a folder instead")
+    if suffix == ".hdr":
+        from xmodal.stackio import check_envi_dtype
+
+        check_envi_dtype(path, info.dtype[0])
+
+
 def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: StackInfo) -> None:
     """Undo the scaling of :func:`read_stack` and write the bands in their original dtypes, atomically.
 
@@ -1060,10 +1076,8 @@ def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: S
         if nodata is not None and len(info.nodata) == S and bands[i].dtype.kind == "f":
             bands[i][stack[i] == np.float32((nodata - info.offset[i]) / info.scale[i])] = nodata
     suffix = path.suffix.lower()
+    check_stack_destination(path, info)
     if suffix in TIFF_EXTENSIONS or suffix in (".npy", ".mat", ".hdr"):
-        if len(set(info.dtype)) != 1:
-            raise ValueError(f"{path}: one file holds one dtype, but the bands have {sorted(set(info.dtype))}; "
-                             "write to a folder instead")
         data = np.stack(bands)  # S x (H, W) -> (S, H, W)
         if suffix in (".mat", ".hdr"):
             from xmodal.stackio import write_container

@@ -5,17 +5,18 @@ rest of xmodal sees ``(S, H, W)`` stacks as from any TIFF.
 
 MATLAB (``scene.mat``): versions 4, 5/6/7 through SciPy and 7.3 (HDF5) through h5py (``pip install h5py``). The stack
 is the file's one numeric 3-D array (or, with none, its one 2-D array of at least 2 x 2), read MATLAB's way: ``(rows,
-columns, bands)``, unless its first axis is shorter than both others (``(31, 512, 512)``, saved bands first from
-Python). A file holding several (``gt`` and ``input``) names the one to use: ``scene.mat:input``. Written back, the
-``.mat`` keeps every other variable of the file it was read from, the array's name, layout and dtype, and the
-version: a 7.3 file is copied and its array replaced in place; older files are rewritten by SciPy as version 5
-(compressed when the source was, as MATLAB 7 writes them). A stack from another format becomes the variable ``data``
-``(rows, columns, bands)`` of a compressed version-5 file.
+columns, bands)``, unless its first axis is at most a third of both others (``(31, 512, 512)``, saved bands first
+from Python). A file holding several (``gt`` and ``input``) names the one to use: ``scene.mat:input``. Written back,
+the ``.mat`` keeps every other variable of the file it was read from, the array's name, layout and dtype, and the
+version: a 7.3 file is copied and its array replaced in place; in a version 5-7 file only the array's data element is
+replaced (compressed if it was) and every other one copied byte for byte (logical masks, sparse matrices, objects stay
+as MATLAB wrote them); version 4 and big-endian files are rewritten by SciPy as version 5. A stack from another format
+becomes the variable ``data`` ``(rows, columns, bands)`` of a compressed version-5 file.
 
 ENVI (``scene.hdr`` beside its data file ``scene``, ``scene.img``, ``.dat``, ``.raw``, ``.bsq``, ``.bil``, ``.bip``,
 ``.bin``, or ``scene.img.hdr`` beside ``scene.img``): BSQ, BIL and BIP interleaves, either byte order, a header
-offset, data types 1, 2, 4, 5 and 12 (uint8, int16, float32, float64, uint16; 3, 13, 14 and 15 are read and then
-refused as stack dtypes, as TIFFs of those types are, and complex types 6 and 9 are refused). ``data ignore value`` is
+offset, data types 1, 2, 12, 4 and 5 (uint8, int16, uint16, float32, float64; 32/64-bit integers and complex data are
+refused, naming the type). A header may start with a byte-order mark or ``envi`` in lower case. ``data ignore value`` is
 the nodata value, ``band names`` name the bands. Written back, the header keeps every field of the one read
 (wavelengths, map info, description...) with the size, type, interleave and byte order of the data written, and
 ``header offset = 0``; the data file keeps the source's extension. The data file is written first and the header
@@ -29,6 +30,7 @@ import os
 import re
 import shutil
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,14 +39,15 @@ import numpy as np
 
 from xmodal._fs import atomic_write
 
-__all__ = ["CONTAINER_EXTENSIONS", "StackContainer", "envi_data_path", "is_container", "read_container",
-           "split_variable", "write_container"]
+__all__ = ["CONTAINER_EXTENSIONS", "StackContainer", "check_container", "check_envi_dtype", "envi_data_path",
+           "is_container", "read_container", "split_variable", "write_container"]
 
 CONTAINER_EXTENSIONS = (".mat", ".hdr")
 _ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin")
-_ENVI_TYPES = {1: "uint8", 2: "int16", 3: "int32", 4: "float32", 5: "float64", 12: "uint16", 13: "uint32",
-               14: "int64", 15: "uint64"}
+_ENVI_TYPES = {1: "uint8", 2: "int16", 12: "uint16", 4: "float32", 5: "float64"}  # the stack dtypes ENVI has
+_ENVI_OTHER = {3: "int32", 6: "complex64", 9: "complex128", 13: "uint32", 14: "int64", 15: "uint64"}
 _ENVI_CODES = {v: k for k, v in _ENVI_TYPES.items()}
+_ENVI_LIST = ", ".join(f"{c} ({t})" for c, t in _ENVI_TYPES.items())
 _MAT_NUMERIC = ("double", "single", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
 _VARIABLE = re.compile(r"(.+\.mat):([A-Za-z]\w*)", re.IGNORECASE)
 
@@ -119,6 +122,19 @@ def read_container(path: str | os.PathLike) -> tuple[np.ndarray, StackContainer,
     return _read_envi(file)
 
 
+def check_container(path: str | os.PathLike) -> None:
+    """Check a ``.mat`` file or ENVI header from its table of contents or header alone (no array is read): the
+    errors :func:`read_container` would raise for a missing file, an unknown or ambiguous variable, a bad header or
+    a short data file, before any work is done on it."""
+    file, variable = split_variable(path)
+    if not file.is_file():
+        raise _error(f"{file}: file not found")
+    if file.suffix.lower() == ".mat":
+        _mat_variable(file, variable)
+    else:
+        _envi_layout(file)
+
+
 def write_container(path: str | os.PathLike, data: np.ndarray, container: StackContainer | None,
                     nodata: float | None = None, band_names: tuple[str, ...] = ()) -> None:
     """Write ``data: (S, H, W)`` (file dtype) to a ``.mat`` file or an ENVI header + data file, atomically.
@@ -146,8 +162,10 @@ def write_container(path: str | os.PathLike, data: np.ndarray, container: StackC
 
 
 def _bands_first(shape: tuple[int, ...]) -> bool:
-    """A 3-D array stored bands first: its first axis is shorter than both others."""
-    return shape[0] < min(shape[1], shape[2])
+    """A 3-D array stored bands first (saved from Python as ``(bands, rows, columns)``): its first axis is at most a
+    third of both others, ``(31, 512, 512)``; anything else is MATLAB's ``(rows, columns, bands)``, crops with few rows
+    included (``(100, 145, 200)``, ``(30, 60, 31)``)."""
+    return 3 * shape[0] <= min(shape[1], shape[2])
 
 
 def _pick(file: Path, arrays: list[tuple[str, tuple[int, ...], str]], variable: str | None) -> str:
@@ -210,31 +228,41 @@ def _h5_class(ds: Any) -> str:
     return cls.decode() if isinstance(cls, bytes) else str(cls)
 
 
-def _read_mat(file: Path, variable: str | None) -> tuple[np.ndarray, StackContainer]:
+_UNREADABLE = (ValueError, TypeError, OSError, EOFError, NotImplementedError, struct.error, KeyError)
+
+
+def _mat_variable(file: Path, variable: str | None) -> tuple[str, str]:
+    """``(version, name of the stack's array)`` from the file's table of contents (no array is read)."""
     version = _mat_version(file)
-    if version == "7.3":
-        h5py = _h5py()
-        try:
+    try:
+        if version == "7.3":
+            h5py = _h5py()
             with h5py.File(file, "r") as f:
                 arrays = [(name, tuple(reversed(ds.shape)), _h5_class(ds))
                           for name, ds in f.items() if isinstance(ds, h5py.Dataset) and not name.startswith("#")]
-                name = _pick(file, arrays, variable)
-                arr = np.asarray(f[name][()]).T  # HDF5 keeps MATLAB's column-major array reversed
-        except (OSError, KeyError) as e:
-            raise _error(f"{file}: not readable as a MATLAB 7.3 (HDF5) file ({e})") from None
-    else:
-        from scipy.io import loadmat, whosmat
+        else:
+            from scipy.io import whosmat
 
-        unreadable = (ValueError, TypeError, OSError, EOFError, NotImplementedError, struct.error)
-        try:
             arrays = [(n, tuple(int(d) for d in s), c) for n, s, c in whosmat(str(file))]
-        except unreadable as e:
-            raise _error(f"{file}: not readable as a MATLAB .mat file ({e})") from None
-        name = _pick(file, arrays, variable)
-        try:
+    except _UNREADABLE as e:
+        raise _error(f"{file}: not readable as a MATLAB {'7.3 (HDF5)' if version == '7.3' else '.mat'} file "
+                     f"({e})") from None
+    return version, _pick(file, arrays, variable)
+
+
+def _read_mat(file: Path, variable: str | None) -> tuple[np.ndarray, StackContainer]:
+    version, name = _mat_variable(file, variable)
+    try:
+        if version == "7.3":
+            with _h5py().File(file, "r") as f:
+                arr = np.asarray(f[name][()]).T  # HDF5 keeps MATLAB's column-major array reversed
+        else:
+            from scipy.io import loadmat
+
             arr = loadmat(str(file), variable_names=[name])[name]
-        except unreadable as e:
-            raise _error(f"{file}: not readable as a MATLAB .mat file ({e})") from None
+    except _UNREADABLE as e:
+        raise _error(f"{file}: not readable as a MATLAB {'7.3 (HDF5)' if version == '7.3' else '.mat'} file "
+                     f"({e})") from None
     arr = np.asarray(arr)
     if arr.ndim == 2:
         arr = arr[:, :, None]  # one band: (H, W) -> (H, W, 1)
@@ -262,11 +290,81 @@ def _write_mat(path: Path, data: np.ndarray, container: StackContainer | None) -
 
         atomic_write(path, write)
         return
-    from scipy.io import loadmat
+    source = Path(container.source)
+    if container.mat_version == "5" and _rewrite_mat5(path, source, container.variable, stored):
+        return
+    from scipy.io import loadmat  # version 4 and big-endian files: every variable through SciPy
 
     variables = {k: v for k, v in loadmat(container.source).items() if not k.startswith("__")}
     variables[container.variable] = stored
     _savemat(path, variables, compressed=container.compressed, source=container.source)
+
+
+def _matrix_name(m: bytes, order: str) -> str:
+    """The array name of an ``miMATRIX`` element's content (after its tag): the subelement after the array flags
+    and the dimensions, in the small (4-byte) format or the normal one."""
+    p = 16  # array flags: an 8-byte tag and 8 bytes
+    n = struct.unpack(order + "I", m[p + 4:p + 8])[0]
+    p += 8 + n + (-n % 8)  # dimensions, padded to 8 bytes
+    first, second = struct.unpack(order + "II", m[p:p + 8])
+    if first >> 16:  # small data element: size in the upper half of the tag, data in its last 4 bytes
+        return m[p + 4:p + 4 + (first >> 16)].decode("latin-1")
+    return m[p + 8:p + 8 + second].decode("latin-1")
+
+
+def _mat5_elements(raw: bytes) -> list[tuple[int, int, str | None, bool]]:
+    """``(offset, end, variable name or None, compressed)`` of each top-level data element of a version-5 file."""
+    order = "<" if raw[126:128] == b"IM" else ">"
+    elements, pos = [], 128
+    while pos + 8 <= len(raw):
+        mdtype, nbytes = struct.unpack(order + "II", raw[pos:pos + 8])
+        end = pos + 8 + nbytes
+        if nbytes == 0 or end > len(raw):
+            raise ValueError(f"element at byte {pos} runs past the end of the file")
+        body, compressed = raw[pos + 8:end], mdtype == 15
+        if compressed:  # miCOMPRESSED: a zlib stream holding one miMATRIX element; its start names it
+            body = zlib.decompressobj().decompress(body, 4096)
+            mdtype, body = struct.unpack(order + "I", body[:4])[0], body[8:]
+        elements.append((pos, end, _matrix_name(body, order) if mdtype == 14 else None, compressed))
+        pos = end
+    return elements
+
+
+def _rewrite_mat5(path: Path, source: Path, variable: str, stored: np.ndarray) -> bool:
+    """Write ``source`` to ``path`` with only ``variable``'s element replaced (compressed if it was), every other
+    element copied byte for byte (logical, sparse, objects... as MATLAB wrote them) and the subsystem offset moved
+    with its element. ``False`` (nothing written) for a big-endian file, which SciPy cannot add an element to."""
+    import io
+
+    from scipy.io import savemat
+
+    raw = source.read_bytes()
+    if raw[126:128] != b"IM":
+        return False
+    try:
+        elements = _mat5_elements(raw)
+    except (ValueError, struct.error, zlib.error, UnicodeDecodeError):
+        return False
+    target = [e for e in elements if e[2] == variable]
+    if len(target) != 1:
+        return False
+    buf = io.BytesIO()
+    savemat(buf, {variable: stored}, format="5", do_compression=target[0][3], long_field_names=True,
+            oned_as="column")
+    new = buf.getvalue()[128:]
+    parts, moved, pos = [], {}, 128
+    for start, end, name, _ in elements:
+        moved[start] = pos
+        chunk = new if name == variable else raw[start:end]
+        parts.append(chunk)
+        pos += len(chunk)
+    header = raw[:128]
+    subsys = struct.unpack("<Q", header[116:124])[0]  # offset of MATLAB's subsystem data (objects), if any
+    if subsys in moved:
+        header = header[:116] + struct.pack("<Q", moved[subsys]) + header[124:]
+    tail = raw[elements[-1][1]:] if elements else raw[128:]
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(header + b"".join(parts) + tail))
+    return True
 
 
 def _savemat(path: Path, variables: dict[str, Any], compressed: bool, source: str | None = None) -> None:
@@ -292,8 +390,8 @@ def _parse_header(file: Path) -> list[tuple[str, str]]:
         text = file.read_text(encoding="utf-8", errors="replace")
     except OSError as e:
         raise _error(f"{file}: not readable ({e.strerror})") from None
-    lines = text.splitlines()
-    if not lines or not lines[0].strip().startswith("ENVI"):
+    lines = text.lstrip("\ufeff").splitlines()  # a byte-order mark, as some Windows tools write
+    if not lines or not lines[0].strip().upper().startswith("ENVI"):
         raise _error(f"{file}: not an ENVI header (its first line is not 'ENVI')")
     fields: list[tuple[str, str]] = []
     i = 1
@@ -352,6 +450,13 @@ def _data_file(header: Path) -> Path:
                  f"{', '.join(s or '(none)' for s in _ENVI_DATA_SUFFIXES)})")
 
 
+def check_envi_dtype(path: str | os.PathLike, dtype: str) -> None:
+    """``ValueError`` naming ``path`` when an ENVI stack cannot hold ``dtype`` bands (int8, float16)."""
+    if dtype not in _ENVI_CODES:
+        raise ValueError(f"{path}: an ENVI stack holds {', '.join(_ENVI_CODES)} bands, not {dtype}; write a .tif, "
+                         ".npy or .mat file instead")
+
+
 def envi_data_path(header: str | os.PathLike, container: StackContainer | None) -> Path:
     """The data file :func:`write_container` writes beside the ENVI ``header``: ``scene.img.hdr`` -> ``scene.img``,
     else the header's name with the ENVI source's data extension (``container``; ``.img`` for other sources)."""
@@ -362,20 +467,30 @@ def envi_data_path(header: str | os.PathLike, container: StackContainer | None) 
     return header.with_suffix(container.data_suffix if envi else ".img")
 
 
-def _read_envi(header: Path) -> tuple[np.ndarray, StackContainer, float | None, tuple[str, ...]]:
+def _envi_layout(header: Path) -> tuple[StackContainer, tuple[int, int, int], int, np.dtype, Path, float | None,
+                                         tuple[str, ...]]:
+    """``(container, (bands, lines, samples), header offset, dtype in file order, data file, nodata, band names)`` of
+    an ENVI header, every field checked and the data file's size with it (no pixel is read)."""
     fields = _parse_header(header)
     samples, lines, bands = (_int_field(header, fields, k) for k in ("samples", "lines", "bands"))
     offset = _int_field(header, fields, "header offset", 0, minimum=0)
     code = _int_field(header, fields, "data type")
     if code not in _ENVI_TYPES:
-        raise _error(f"{header}: data type = {code} is not supported (expected one of "
-                     f"{', '.join(f'{c} ({t})' for c, t in _ENVI_TYPES.items())}; complex data cannot be denoised)")
+        what = f" ({_ENVI_OTHER[code]})" if code in _ENVI_OTHER else ""
+        raise _error(f"{header}: data type = {code}{what} cannot be read as a stack (expected {_ENVI_LIST}"
+                     + ("; complex data cannot be denoised" if code in (6, 9) else
+                        "; convert the raster to one of these first" if what else "") + ")")
     interleave = (_field(fields, "interleave") or "bsq").lower()
     if interleave not in ("bsq", "bil", "bip"):
         raise _error(f"{header}: interleave = {interleave!r}, expected bsq, bil or bip")
     order = _int_field(header, fields, "byte order", 0, minimum=0)
     if order not in (0, 1):
         raise _error(f"{header}: byte order = {order}, expected 0 (little endian) or 1 (big endian)")
+    ignore = _field(fields, "data ignore value")
+    try:
+        nodata = None if ignore is None else float(ignore)
+    except ValueError:
+        raise _error(f"{header}: data ignore value = {ignore!r}, expected a number") from None
     dtype = np.dtype(_ENVI_TYPES[code]).newbyteorder(">" if order else "<")
     data = _data_file(header)
     need = offset + samples * lines * bands * dtype.itemsize
@@ -383,27 +498,26 @@ def _read_envi(header: Path) -> tuple[np.ndarray, StackContainer, float | None, 
     if size < need:
         raise _error(f"{data}: {size} bytes, but {header} describes {need} ({bands} bands of {lines} x {samples} "
                      f"{dtype.name} after a {offset}-byte offset)")
-    shape = {"bsq": (bands, lines, samples), "bil": (lines, bands, samples), "bip": (lines, samples, bands)}
-    raw = np.fromfile(data, dtype=dtype, count=samples * lines * bands, offset=offset).reshape(shape[interleave])
-    stack = {"bsq": raw, "bil": raw.transpose(1, 0, 2), "bip": raw.transpose(2, 0, 1)}[interleave]  # -> (S, H, W)
-    ignore = _field(fields, "data ignore value")
-    try:
-        nodata = None if ignore is None else float(ignore)
-    except ValueError:
-        raise _error(f"{header}: data ignore value = {ignore!r}, expected a number") from None
     names = _list_field(_field(fields, "band names"))
     container = StackContainer("envi", str(header), header=tuple(fields), interleave=interleave,
                                big_endian=bool(order), data_suffix=data.suffix)
-    return (np.ascontiguousarray(stack, dtype=dtype.newbyteorder("=")), container, nodata,
+    return (container, (bands, lines, samples), offset, dtype, data, nodata,
             tuple(names) if len(names) == bands else ())
+
+
+def _read_envi(header: Path) -> tuple[np.ndarray, StackContainer, float | None, tuple[str, ...]]:
+    container, (bands, lines, samples), offset, dtype, data, nodata, names = _envi_layout(header)
+    shape = {"bsq": (bands, lines, samples), "bil": (lines, bands, samples), "bip": (lines, samples, bands)}
+    raw = np.fromfile(data, dtype=dtype, count=samples * lines * bands, offset=offset)
+    raw = raw.reshape(shape[container.interleave])
+    stack = {"bsq": raw, "bil": raw.transpose(1, 0, 2), "bip": raw.transpose(2, 0, 1)}[container.interleave]
+    return np.ascontiguousarray(stack, dtype=dtype.newbyteorder("=")), container, nodata, names  # (S, H, W)
 
 
 def _write_envi(path: Path, data: np.ndarray, container: StackContainer | None, nodata: float | None,
                 band_names: tuple[str, ...]) -> None:
-    code = _ENVI_CODES.get(data.dtype.name)
-    if code is None:
-        raise ValueError(f"{path}: ENVI has no {data.dtype.name} data type (it has "
-                         f"{', '.join(_ENVI_CODES)}); write a .tif or .npy file instead")
+    check_envi_dtype(path, data.dtype.name)
+    code = _ENVI_CODES[data.dtype.name]
     S, H, W = data.shape
     interleave = container.interleave if container else "bsq"
     big_endian = container.big_endian if container else False
