@@ -706,17 +706,22 @@ def _write_tiff(path: Path, data: np.ndarray, mode: str, tags: tuple[TiffTag, ..
 
 
 def _overview(data: np.ndarray, factor: int, nodata: float | None) -> np.ndarray:
-    """``(C, ceil(H / factor), ceil(W / factor))`` area average of ``data: (C, H, W)`` (GDAL's ``AVERAGE``
-    overviews): ``nodata`` pixels are left out of each average and an area of nodata only stays nodata; integers are
-    rounded and clipped to their dtype."""
-    size = (-(-data.shape[1] // factor), -(-data.shape[2] // factor))
-    x = torch.from_numpy(data.astype(np.float64))[None]  # (1, C, H, W)
-    valid = torch.ones_like(x, dtype=torch.bool) if nodata is None else \
-        ~torch.isnan(x) if math.isnan(nodata) else x != nodata
-    total = torch.nn.functional.adaptive_avg_pool2d(torch.where(valid, x, 0.0), size)
-    share = torch.nn.functional.adaptive_avg_pool2d(valid.double(), size)
-    mean = torch.where(share > 0, total / share.clamp_min(1e-12), nodata if nodata is not None else 0.0)
-    return _quantise(mean[0].numpy(), data.dtype)
+    """``(C, ceil(H / factor), ceil(W / factor))`` average of ``data: (C, H, W)`` over GDAL's ``AVERAGE`` windows
+    (output pixel ``i`` averages source pixels ``int(0.5 + i r)`` to ``int(0.5 + (i + 1) r)``, ``r`` = source /
+    output size): ``nodata`` pixels are left out and an area of nodata only stays nodata; integers are rounded (halves
+    up) and clipped to their dtype. Checked against GDAL 3.10 (``build_overviews(..., average)``, uint16): the first
+    level is identical; GDAL averages each further level from the previous, rounded one where every level here is
+    averaged from the full image, so they differ by 1 where the factor divides the size and more where it does not."""
+    x = data.astype(np.float64)
+    valid = np.ones(x.shape, bool) if nodata is None else ~np.isnan(x) if math.isnan(nodata) else x != nodata
+    total, count = np.where(valid, x, 0.0), valid.astype(np.float64)
+    for axis in (1, 2):
+        n = x.shape[axis]
+        size = -(-n // factor)
+        starts = np.unique(np.minimum((0.5 + np.arange(size) * (n / size)).astype(np.int64), n - 1))
+        total, count = (np.add.reduceat(a, starts, axis=axis) for a in (total, count))
+    mean = np.where(count > 0, total / np.maximum(count, 1), nodata if nodata is not None else 0.0)
+    return _quantise(np.floor(mean + 0.5) if data.dtype.kind in "ui" else mean, data.dtype)  # GDAL: halves up
 
 
 # ----------------------------------------------------------------------------------------------------------- images
