@@ -98,13 +98,14 @@ def test_validation_scores_outputs_clipped_as_files_hold_them(tmp_path, monkeypa
     cfg = config(tmp_path / "run", *overrides)
     clips = make_corpus(modality, cfg, tmp_path / "demo").valid
     monkeypatch.setattr(train_mod, "enhance", lambda model, adapter, noisy, *a: noisy + 0.5)
-    report, failures, _ = _Validator(clips, cfg, DistInfo(0, 1, 0, torch.device("cpu")))(torch.nn.Identity(), None)
+    report, failures, _, reasons = _Validator(clips, cfg, DistInfo(0, 1, 0, torch.device("cpu")))(torch.nn.Identity(),
+                                                                                                  None)
     def psnr(ref, est):  # a video's PSNR over its frames' pixels, as an image's
         return psnr_score(ref.reshape(-1, *ref.shape[-2:]), est.reshape(-1, *est.shape[-2:]))
 
     expected = np.mean([psnr(c.clean, (c.noisy + 0.5).clamp(0, 1)) for c in clips])
     unclipped = np.mean([psnr(c.clean, c.noisy + 0.5) for c in clips])
-    assert failures == 0 and report["enhanced"]["psnr"] == pytest.approx(expected, abs=1e-3)
+    assert failures == 0 and reasons == [] and report["enhanced"]["psnr"] == pytest.approx(expected, abs=1e-3)
     assert abs(expected - unclipped) > 0.5
     assert report["noisy"]["psnr"] == pytest.approx(np.mean([psnr(c.clean, c.noisy) for c in clips]), abs=1e-3)
 
