@@ -1347,6 +1347,9 @@ def test_cli_matlab_and_envi_stacks(runs: dict[str, Path], tmp_path: Path, capsy
     assert main([pair, "-o", str(tmp_path / "o3"), "--model", str(runs["gray"]), "--quiet"]) == 1
     assert f"{pair}: the model is an image model; a .mat or ENVI file is read as a band stack (use a multispectral " \
            "model" in capsys.readouterr().err
+    assert main([pair, "-o", str(tmp_path / "o5"), "--modality", "speech", "--quiet"]) == 1
+    assert f"{pair}: --modality speech was given; this is a multispectral stack (use an image or multispectral " \
+           "model)" in capsys.readouterr().err
     assert main([pair, "-o", str(tmp_path), *argv[4:]]) == 1  # into the input's own folder: its own file
     assert "would overwrite the input file" in capsys.readouterr().err
     assert all(not (tmp_path / d).exists() or os.listdir(tmp_path / d) == [] for d in ("o2", "o3"))  # nothing written

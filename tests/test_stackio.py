@@ -13,7 +13,7 @@ import scipy.io as sio
 import tifffile
 
 from xmodal.imageio import ImageReadError, read_stack, write_stack
-from xmodal.stackio import check_container, envi_data_path, split_variable
+from xmodal.stackio import check_container, envi_data_path, split_variable, write_container
 
 h5py = pytest.importorskip("h5py")  # part of the dev extra, so CI runs these
 envi = pytest.importorskip("spectral.io.envi")
@@ -172,10 +172,43 @@ def test_mat73_read_and_write_back_in_place(tmp_path):
         assert f["rad"].attrs["MATLAB_class"] == b"uint16" and f["rad"].compression == "gzip"
         expected = np.clip(np.rint(np.clip(stack + 0.01, 0, 1) * 65535), 0, 65535).astype(np.uint16)
         np.testing.assert_array_equal(f["rad"][()].T, expected.transpose(1, 2, 0))
+    raw = (tmp_path / "v73.mat").read_bytes()
+    (tmp_path / "cut73.mat").write_bytes(raw[:1024])  # the MAT header says 7.3; the HDF5 part is cut short
+    with pytest.raises(ImageReadError, match=r"cut73.mat: not readable as a MATLAB 7.3 \(HDF5\) file"):
+        read_stack(tmp_path / "cut73.mat")
+    import sys
+
+    with pytest.MonkeyPatch.context() as mp:  # h5py missing: the 7.3 file says what it needs
+        mp.setitem(sys.modules, "h5py", None)
+        with pytest.raises(ImportError, match=r"MATLAB 7.3 .mat files are HDF5 files and need h5py: pip install h5py"):
+            read_stack(tmp_path / "v73.mat")
     write_mat73(tmp_path / "two.mat", {"a": data, "b": data})
     with pytest.raises(ImageReadError, match=r"two.mat: holds several arrays that could be the stack \(a 20x17x9 "
                                              r"uint16, b 20x17x9 uint16\)"):
         read_stack(tmp_path / "two.mat")
+
+
+def test_mat_version_4_is_written_back_as_version_5_by_scipy(tmp_path, monkeypatch):
+    band, other = cube("float64", (9, 7)), np.arange(6.0).reshape(2, 3)
+    sio.savemat(tmp_path / "v4.mat", {"x": band, "other": other}, format="4")
+    stack, info = read_stack(f"{tmp_path / 'v4.mat'}:x", "dtype")
+    assert info.container.mat_version == "4" and stack.shape == (1, 9, 7)
+    write_stack(tmp_path / "out.mat", stack, info)
+    assert sio.matlab.matfile_version(str(tmp_path / "out.mat"))[0] == 1  # version 5
+    out = sio.loadmat(tmp_path / "out.mat")
+    np.testing.assert_array_equal(out["x"], band.astype(np.float32).astype(np.float64))
+    np.testing.assert_array_equal(out["other"], other)
+
+    def refuse(*args, **kwargs):
+        raise ValueError("cannot write this")
+
+    monkeypatch.setattr(sio, "savemat", refuse)
+    with pytest.raises(ValueError, match=r"out2.mat: SciPy cannot write the other variables of .*v4.mat as a .mat "
+                                         r"file \(cannot write this\); write a .hdr, .tif or .npy file instead"):
+        write_stack(tmp_path / "out2.mat", stack, info)
+    assert not (tmp_path / "out2.mat").exists()
+    with pytest.raises(ValueError, match=r"o.png: expected a .mat or .hdr destination, got '.png'"):
+        write_container(tmp_path / "o.png", np.zeros((1, 2, 2), np.uint8), None)
 
 
 def test_other_formats_to_mat_and_mat_to_others(tmp_path):

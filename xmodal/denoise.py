@@ -2147,8 +2147,8 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
     why = (f"the model is {_MODEL_KIND[target]}" if model_modality else f"--modality {target} was given")
     if target == "speech":
         if kind in ("image", "stack", "folder"):
-            raise ValueError(f"{src}: {why}; this is {'a folder' if kind == 'folder' else _KIND['image']} (use an "
-                             "image or multispectral model)")
+            this = {"folder": "a folder", "stack": _KIND["multispectral"]}.get(kind, _KIND["image"])
+            raise ValueError(f"{src}: {why}; this is {this} (use an image or multispectral model)")
         return _Job(src, "speech", None if model_modality else "speech")
     if kind == "speech":
         raise ValueError(f"{src}: {why}; this is {_KIND['speech']} (use a speech model, or leave --model and "

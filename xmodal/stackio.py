@@ -114,8 +114,6 @@ def read_container(path: str | os.PathLike) -> tuple[np.ndarray, StackContainer,
     file, variable = split_variable(path)
     if not file.is_file():
         raise _error(f"{file}: file not found")
-    if variable is not None and file.suffix.lower() != ".mat":  # unreachable: split_variable only takes .mat
-        raise _error(f"{path}: a variable can only be named in a .mat file")
     if file.suffix.lower() == ".mat":
         arr, container = _read_mat(file, variable)
         return arr, container, None, ()
