@@ -339,7 +339,8 @@ def test_image_metrics_records_failures():
     means = acc.means()
     assert means["enhanced"]["psnr"] == pytest.approx((psnr_score(ref, est) + psnr_score(small_ref, small_est)) / 2)
     assert means["enhanced"]["ssim"] == pytest.approx(ssim_score(ref, est))  # the failed item is not averaged
-    with pytest.raises(ValueError, match=r"unknown image metric 'ms_ssim' \(known: psnr, mpsnr, ssim, sam, ergas, lpips\)"):
+    with pytest.raises(ValueError, match=r"unknown image metric 'ms_ssim' \(known: psnr, mpsnr, ssim, sam, ergas, "
+                                         r"lpips\)"):
         image_metrics(acc, "enhanced", "a", ref, est, ("ms_ssim",))
 
 

@@ -133,8 +133,8 @@ def test_mat_variable_choice_and_its_errors(tmp_path):
                                              r"2-D or 3-D array"):
         read_stack(f"{tmp_path / 'pair.mat'}:name")
     sio.savemat(tmp_path / "none.mat", {"name": "x", "v": np.arange(4)[None], "flag": np.array([[True]])})
-    with pytest.raises(ImageReadError, match=r"none.mat: no numeric 3-D array \(or 2-D image\) to read as a stack \(the "
-                                             r"file holds: name 1 char, v 1x4 int64, flag 1x1 logical\)"):
+    with pytest.raises(ImageReadError, match=r"none.mat: no numeric 3-D array \(or 2-D image\) to read as a stack "
+                                             r"\(the file holds: name 1 char, v 1x4 int64, flag 1x1 logical\)"):
         read_stack(tmp_path / "none.mat")
     with pytest.raises(ImageReadError, match=r"missing.mat:gt: file or folder not found"):
         read_stack(f"{tmp_path / 'missing.mat'}:gt")
@@ -235,7 +235,8 @@ def test_envi_matches_the_spectral_package_both_ways(tmp_path, interleave, byteo
             "band names": [f"B{i}" for i in range(S)], "map info": "{UTM, 1, 1, 500000, 4000000, 30, 30, 33, North}"}
     envi.save_image(str(tmp_path / "s.hdr"), data, interleave=interleave, byteorder=byteorder, ext=".dat",
                     metadata=meta)
-    stack, info = roundtrip(tmp_path / "s.hdr", tmp_path / "o.hdr", "dtype" if data.dtype.kind == "f" else "band_minmax")
+    stack, info = roundtrip(tmp_path / "s.hdr", tmp_path / "o.hdr",
+                            "dtype" if data.dtype.kind == "f" else "band_minmax")
     assert stack.shape == (S, H, W) and info.band_names == tuple(f"B{i}" for i in range(S))
     assert (info.container.interleave, info.container.big_endian) == (interleave, bool(byteorder))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.dat", "o.hdr", "s.dat", "s.hdr"]  # data suffix kept

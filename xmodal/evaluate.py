@@ -1,6 +1,6 @@
 """Score denoising against clean references: speech (PESQ, STOI, ESTOI, SI-SDR), images (PSNR, SSIM),
-multispectral stacks (PSNR, MPSNR, SSIM, SAM, ERGAS) and video clips (PSNR, SSIM, temporal PSNR), per file and on average, with
-figures.
+multispectral stacks (PSNR, MPSNR, SSIM, SAM, ERGAS) and video clips (PSNR, SSIM, temporal PSNR), per file and on
+average, with figures.
 
     python -m xmodal.evaluate [--clean DIR] --noisy DIR [--enhanced DIR | --model M] [--json FILE] [--figures DIR]
                               [--figure-files N] [--modality {auto,speech,image,multispectral,video}]
@@ -33,7 +33,8 @@ SSIM the mean over bands. The per-band scaling (``--scaling``, default ``band_mi
 computed on the CLEAN stack only and the same offset and scale are applied to the noisy and enhanced stacks, so the
 three share one scale for PSNR and SSIM (scaling each stack on its own would hide a gain or offset error of the
 denoiser). SAM and ERGAS are computed on the stacks' own values (as read from the files, in float): a per-band offset
-would change the spectral angles and the band means ERGAS divides by. With ``--model`` the enhanced stack is what ``python -m xmodal.denoise`` writes for the noisy one.
+would change the spectral angles and the band means ERGAS divides by. With ``--model`` the enhanced stack is what
+``python -m xmodal.denoise`` writes for the noisy one.
 
 Video (:func:`evaluate_videos`): ``--clean``, ``--noisy`` and ``--enhanced`` are folders of clips (each a folder of
 frames, a ``(T, H, W[, C])`` ``.npy`` file or a video file, see :mod:`xmodal.videoio`) matched by name; PSNR of each
