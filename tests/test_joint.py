@@ -287,7 +287,7 @@ def test_speech_and_stacks_train_together(joint_config, tmp_path):
     assert result.step == 2 and len(result.losses) == 2 and all(np.isfinite(result.losses))
     assert set(result.validation) == {"multispectral/noisy", "multispectral/enhanced", "speech/noisy",
                                       "speech/enhanced"}
-    assert set(result.validation["multispectral/enhanced"]) == {"psnr", "ssim", "sam"}
+    assert set(result.validation["multispectral/enhanced"]) == {"psnr", "mpsnr", "ssim", "sam"}
     stacks = xmodal.load(result.run_dir, modality="multispectral")
     assert type(stacks).__name__ == "StackDenoiser"
     stack = np.random.default_rng(4).random((5, 20, 22), dtype=np.float32)
