@@ -1383,3 +1383,40 @@ def test_stack_container_problems_are_found_before_any_work(stack_den: StackDeno
                                          r"not int8; write a .tif, .npy or .mat file instead"):
         stack_den.denoise_file(tmp_path / "i8.mat", tmp_path / "out" / "i8.hdr", scaling="band_minmax")
     assert sorted(os.listdir(tmp_path / "out")) == ["two.mat"]
+
+
+def test_cli_nifti_volumes(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """NIfTI volumes are stacks of slices: no bundled model is offered for them (none is trained on MRI), a model
+    given denoises them with the header kept byte for byte; --format converts without doubling the extension."""
+    import gzip
+
+    nib = pytest.importorskip("nibabel")
+    from xmodal.evaluate import main as evaluate_main
+
+    rng = np.random.default_rng(0)
+    clean = (rng.random((24, 20, 6)) * 800).astype(np.int16)  # (X, Y, Z)
+    noisy = np.clip(clean + rng.normal(0, 40, clean.shape), -32768, 32767).astype(np.int16)
+    for name, volume in (("clean.nii.gz", clean), ("brain.nii.gz", noisy)):
+        img = nib.Nifti1Image(volume, np.diag([0.9, 0.9, 3.0, 1.0]))
+        img.header["descrip"] = b"volume"
+        nib.save(img, str(tmp_path / name))
+    src, out = tmp_path / "brain.nii.gz", tmp_path / "out"
+    assert main([str(src), "-o", str(out), "--quiet"]) == 1
+    assert f"{src}: no bundled model is trained on medical volumes (MRI magnitude noise is Rician" in \
+        capsys.readouterr().err
+    assert main([str(src), "-o", str(out), "--model", str(runs["stack"]), "--quiet"]) == 0
+    assert os.listdir(out) == ["brain.nii.gz"]
+    offset = nib.load(str(src)).dataobj.offset
+    assert gzip.open(out / "brain.nii.gz").read()[:offset] == gzip.open(src).read()[:offset]
+    den = load(runs["stack"])
+    stack, info = read_stack(src, "band_minmax")
+    expected = den.denoise(stack, sigma="auto") * np.array(info.scale, np.float32)[:, None, None] \
+        + np.array(info.offset, np.float32)[:, None, None]  # (Z, Y, X) file units; --sigma auto is the default
+    got = np.asanyarray(nib.load(str(out / "brain.nii.gz")).dataobj.get_unscaled())  # (X, Y, Z) int16
+    np.testing.assert_allclose(got, np.clip(np.rint(expected), -32768, 32767).transpose(2, 1, 0), atol=1)
+    assert main([str(src), "-o", str(tmp_path / "plain"), "--model", str(runs["stack"]), "--format", "nii",
+                 "--quiet"]) == 0
+    assert os.listdir(tmp_path / "plain") == ["brain.nii"]
+    assert evaluate_main(["--clean", str(tmp_path / "clean.nii.gz"), "--noisy", str(src), "--enhanced",
+                          str(out / "brain.nii.gz"), "--quiet"]) == 0
+    assert "clean " in capsys.readouterr().out  # the stack's name, without .nii.gz

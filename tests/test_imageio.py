@@ -934,8 +934,8 @@ def test_write_stack_errors(tmp_path):
     stack, info = read_stack(tmp_path / "s.tif")
     with pytest.raises(ValueError, match=r"`stack` has 2 bands but `info` describes 3"):
         write_stack(tmp_path / "o.tif", stack[:2], info)
-    with pytest.raises(ValueError, match=r"o.png: expected a .tif/.tiff/.npy/.mat/.hdr file or a folder "
-                                         r"\(no extension\), got '.png'"):
+    with pytest.raises(ValueError, match=r"o.png: expected a .tif/.tiff/.npy/.mat/.hdr/.nii/.nii.gz file or a "
+                                         r"folder \(no extension\), got '.png'"):
         write_stack(tmp_path / "o.png", stack, info)
     with pytest.raises(ValueError, match=r"Expected `stack` of shape \(S, H, W\) \(non-empty\), got \(4, 5\)"):
         write_stack(tmp_path / "o.tif", stack[0], info)

@@ -3,6 +3,7 @@ writers (SciPy, h5py, the ``spectral`` package), what is kept of the source, and
 
 from __future__ import annotations
 
+import gzip
 import os
 import struct
 from pathlib import Path
@@ -349,3 +350,85 @@ def test_container_in_a_list_of_band_files_is_refused(tmp_path):
     with pytest.raises(ImageReadError, match=r"a.mat: a list of band files takes TIFFs; read a .mat or .hdr stack on "
                                              r"its own"):
         read_stack([tmp_path / "a.mat"])
+
+
+# -------------------------------------------------------------------------------------------------------------- NIfTI
+
+
+def nifti(path: Path, volume: np.ndarray, endianness: str = "<", slope: float | None = None) -> None:
+    """A NIfTI-1 file written by nibabel, the reference implementation, with an affine, a description and an
+    extension; ``slope``: stored scaling (set on the header bytes: nibabel resets it for in-memory arrays)."""
+    nib = pytest.importorskip("nibabel")
+    header = nib.Nifti1Header(endianness=endianness)
+    header.set_data_dtype(volume.dtype)
+    img = nib.Nifti1Image(volume, np.diag([0.9, 0.9, 3.0, 1.0]), header)
+    img.header["descrip"] = b"test volume"
+    img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"kept as written"))
+    raw = img.to_bytes()
+    if slope is not None:
+        order = endianness
+        raw = raw[:112] + struct.pack(order + "ff", slope, 5.0) + raw[120:]
+    path.write_bytes(gzip.compress(raw) if path.name.endswith(".gz") else raw)
+
+
+@pytest.mark.parametrize("name", ["v.nii", "v.nii.gz"])
+@pytest.mark.parametrize("dtype, endianness", [("int16", "<"), ("uint8", "<"), ("float32", ">"), ("uint16", ">")])
+def test_nifti_round_trip_keeps_the_header_bytes(tmp_path, name, dtype, endianness):
+    nib = pytest.importorskip("nibabel")
+    volume = cube(dtype, (11, 13, 6))  # (X, Y, Z): 6 slices of 13 rows x 11 columns
+    nifti(tmp_path / name, volume, endianness, slope=2.0)
+    stack, info = read_stack(tmp_path / name, "dtype" if dtype[0] in "uf" and dtype != "int16" else "band_minmax")
+    assert stack.shape == (6, 13, 11) and info.band_names[:2] == ("slice_001", "slice_002")
+    assert info.container.format == "nifti" and info.container.shape == (11, 13, 6)
+    out = tmp_path / ("o" + name[1:])
+    write_stack(out, stack, info)
+    read = (lambda p: gzip.open(p).read()) if name.endswith(".gz") else (lambda p: p.read_bytes())
+    src_bytes, out_bytes = read(tmp_path / name), read(out)
+    offset = nib.load(str(tmp_path / name)).dataobj.offset
+    assert out_bytes[:offset] == src_bytes[:offset]  # header, scaling (slope 2, intercept 5), extension, as written
+    back = nib.load(str(out))
+    np.testing.assert_array_equal(np.asanyarray(back.dataobj.get_unscaled()),
+                                  volume.astype(np.float32).astype(dtype) if dtype == "float32" else volume)
+    assert (back.dataobj.slope, back.dataobj.inter) == (2.0, 5.0)  # nibabel moves the scaling to the data proxy
+    assert back.get_data_dtype() == np.dtype(dtype).newbyteorder(endianness)  # stored as the source stored them
+
+
+def test_nifti_shapes_conversions_and_errors(tmp_path, monkeypatch):
+    nib = pytest.importorskip("nibabel")
+    nifti(tmp_path / "flat.nii", cube("int16", (11, 13)))  # one slice
+    nifti(tmp_path / "single.nii", cube("int16", (11, 13, 4, 1)))  # a series of one volume
+    nifti(tmp_path / "series.nii", cube("int16", (11, 13, 4, 3)))
+    assert read_stack(tmp_path / "flat.nii", "band_minmax")[0].shape == (1, 13, 11)
+    stack, info = roundtrip(tmp_path / "single.nii", tmp_path / "single_out.nii")
+    assert nib.load(str(tmp_path / "single_out.nii")).shape == (11, 13, 4, 1)
+    with pytest.raises(ImageReadError, match=r"series.nii: a volume of shape \(11, 13, 4, 3\); expected \(X, Y\), "
+                                             r"\(X, Y, Z\) or \(X, Y, Z, 1\) \(a series of volumes is denoised one "
+                                             r"volume at a time\)"):
+        read_stack(tmp_path / "series.nii")
+    with pytest.raises(ValueError, match=r"crop.nii: the stack is 4 x 10 x 11 \(slices x rows x columns\) but the "
+                                         r"header of .*single.nii describes 4 x 13 x 11; write it to a new .tif/.npy"):
+        write_stack(tmp_path / "crop.nii", stack[:, :10], info)
+    assert not (tmp_path / "crop.nii").exists()
+    # .nii <-> .nii.gz keep the header; another format makes a new NIfTI-1 file (identity affine)
+    roundtrip(tmp_path / "single.nii", tmp_path / "packed.nii.gz")
+    assert gzip.open(tmp_path / "packed.nii.gz").read() == (tmp_path / "single_out.nii").read_bytes()
+    np.save(tmp_path / "s.npy", cube("float32", (S, H, W)))
+    roundtrip(tmp_path / "s.npy", tmp_path / "new.nii.gz", "dtype")
+    new = nib.load(str(tmp_path / "new.nii.gz"))
+    np.testing.assert_array_equal(new.get_fdata(dtype=np.float32), np.load(tmp_path / "s.npy").transpose(2, 1, 0))
+    assert (new.affine == np.eye(4)).all()
+    (tmp_path / "bad.nii").write_bytes(b"\x00" * 400)
+    with pytest.raises(ImageReadError, match=r"bad.nii: not readable as NIfTI"):
+        read_stack(tmp_path / "bad.nii")
+    with pytest.raises(ImageReadError, match=r"bad.nii: not readable as NIfTI"):
+        check_container(tmp_path / "bad.nii")
+    data = (tmp_path / "single.nii").read_bytes()
+    (tmp_path / "cut.nii").write_bytes(data[:300])
+    with pytest.raises(ImageReadError, match=r"cut.nii: not readable as NIfTI"):
+        read_stack(tmp_path / "cut.nii")
+    import sys
+
+    monkeypatch.setitem(sys.modules, "nibabel", None)
+    with pytest.raises(ImportError, match=r"NIfTI volumes \(.nii, .nii.gz\) are read with nibabel: pip install "
+                                          r"nibabel \(or the \[medical\] extra\)"):
+        read_stack(tmp_path / "single.nii")

@@ -62,7 +62,8 @@ from xmodal._cli import command_name, run_command
 from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
 from xmodal.io import AudioReadError, list_audio_files, resample
-from xmodal.stackio import CONTAINER_EXTENSIONS, check_container, envi_data_path, is_container, split_variable
+from xmodal.stackio import (CONTAINER_EXTENSIONS, check_container, envi_data_path, is_container, split_variable,
+                             stack_stem, stack_suffix)
 from xmodal.noise import can_estimate_sigma, estimate_sigma
 from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, subsampled_apply, tiled_apply
 
@@ -1411,11 +1412,11 @@ class StackDenoiser:
         src_file = split_variable(src)[0]  # scene.mat:input -> scene.mat
         if not src_file.exists():
             raise ImageReadError(f"{src}: file or folder not found")
-        suffix = dst.suffix.lower()
+        suffix = stack_suffix(dst)
         folder = suffix not in _STACK_SUFFIXES and (src_file.is_dir() or suffix == "")
         if not folder and suffix not in _STACK_SUFFIXES:
             raise ValueError(f"{dst}: a stack is written to a {'/'.join(_STACK_SUFFIXES)} file or a folder (no "
-                             f"extension), got {dst.suffix!r}")
+                             f"extension), got {suffix!r}")
         if is_container(src):
             check_container(src)  # an ambiguous .mat or a bad ENVI header is named before any output question
         _check_image_dst(src_file, dst, overwrite, folder=folder)
@@ -1867,7 +1868,7 @@ def load(path_or_name: str | os.PathLike | None = None, device: str | torch.devi
 # ----------------------------------------------------------------------------------------------------------------
 # Command line
 
-_STACK_SUFFIXES = (".tif", ".tiff", ".npy", ".mat", ".hdr")
+_STACK_SUFFIXES = (".tif", ".tiff", ".npy", *CONTAINER_EXTENSIONS)
 _KIND = {"speech": "an audio file", "image": "an image file", "multispectral": "a multispectral stack",
          "video": "a video clip"}
 _MODEL_KIND = {"speech": "a speech model", "image": "an image model", "multispectral": "a multispectral model",
@@ -1905,7 +1906,7 @@ def _file_kind(path: Path) -> str | None:
     a band stack), ``"video"`` for a video file, else ``None``."""
     if is_container(path):
         return "stack"
-    suffix = path.suffix.lower()
+    suffix = stack_suffix(path)
     kind = next((k for k, exts in _known_extensions().items() if suffix in exts), None)
     return "speech" if kind == "audio" else kind
 
@@ -2079,7 +2080,7 @@ def _list_folder(folder: Path, modality: str | None) -> list[Path]:
         return files or list_audio_files(folder)  # the audio CLI's message for a folder without audio
     exts = (*IMAGE_EXTENSIONS, *((*CONTAINER_EXTENSIONS, *AUDIO_EXTENSIONS, *VIDEO_EXTENSIONS) if modality is None
                                  else ()))
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts
+    files = sorted(p for p in folder.iterdir() if p.is_file() and stack_suffix(p) in exts
                    and not (p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS))  # as list_audio_files
     # for audio; hidden image files (macOS "._x.png", temp files) are skipped, as read_stack does
     if not files:
@@ -2136,6 +2137,11 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
     if kind == "video" and _audio_only(src):  # a video container holding sound only (browser recordings)
         kind = "speech"
     if target is None:  # auto: the file decides
+        if kind == "stack" and stack_suffix(src) in (".nii", ".nii.gz"):
+            raise ValueError(f"{src}: no bundled model is trained on medical volumes (MRI magnitude noise is Rician, "
+                             "with a bias a Gaussian denoiser keeps): pass --model with a run trained on your scans "
+                             "(recipes/multispectral.yaml with image.noise.kind=rician, slices as bands), or "
+                             "--model multispectral for the satellite-trained band model")
         if kind == "stack":
             return _Job(src, "multispectral", "multispectral")
         if kind == "video":
@@ -2310,7 +2316,7 @@ def _output_path(out_dir: Path, job: _Job, formats: dict[str, str]) -> Path:
     kind = {"speech": "audio", "image": "image", "multispectral": "image", "video": "video"}[job.modality]
     if src.is_dir() or kind not in formats:
         return out_dir / src.name
-    return out_dir / (src.stem + formats[kind])
+    return out_dir / (stack_stem(src) + formats[kind])
 
 
 def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,

@@ -58,7 +58,7 @@ from xmodal._cli import command_name, run_command
 from xmodal._fs import atomic_write
 from xmodal.imageio import _INT_MAX, IMAGE_EXTENSIONS, ImageReadError, _quantise, alpha_channels, read_image, read_stack
 from xmodal.io import AUDIO_EXTENSIONS, AudioReadError, list_audio_files, read_audio, resample
-from xmodal.stackio import is_container, split_variable
+from xmodal.stackio import is_container, split_variable, stack_stem
 from xmodal.videoio import VIDEO_EXTENSIONS
 from xmodal.metrics import (IMAGE_METRICS, LPIPS, SPEECH_METRICS, SSIM_IMPLEMENTATION, STACK_METRICS, VIDEO_METRICS,
                             MetricAccumulator, image_metrics, psnr_score, speech_metrics, video_metrics)
@@ -911,7 +911,7 @@ def _stack_model_values(model: ArrayDenoiser, noisy: str | os.PathLike, scaled: 
 
 def _stack_name(path: str | os.PathLike) -> str:
     p = split_variable(path)[0]
-    return p.name if p.is_dir() else p.stem
+    return p.name if p.is_dir() else stack_stem(p)
 
 
 def evaluate_stacks(clean: str | os.PathLike, noisy: str | os.PathLike, enhanced: str | os.PathLike | None = None,

@@ -48,6 +48,8 @@ import numpy as np
 import torch
 
 from xmodal._fs import atomic_write
+from xmodal.stackio import (CONTAINER_EXTENSIONS, check_envi_dtype, is_container, read_container, split_variable,
+                             stack_suffix, write_container)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -895,8 +897,6 @@ def _band_files(path_or_paths: PathLike | Sequence[PathLike]) -> tuple[list[Path
             if not files:
                 raise ImageReadError(f"{path}: no TIFF files ({', '.join(TIFF_EXTENSIONS)}) in this folder")
             return files, True
-        from xmodal.stackio import split_variable
-
         if not split_variable(path)[0].exists():
             raise ImageReadError(f"{path}: file or folder not found")
         return [path], False
@@ -972,8 +972,6 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
     lo_p, hi_p = (float(v) for v in percentiles)
     if not 0.0 <= lo_p < hi_p <= 100.0:
         raise ValueError(f"`percentiles` must be (low, high) with 0 <= low < high <= 100, got {percentiles!r}")
-    from xmodal.stackio import is_container, read_container
-
     files, per_file = _band_files(path_or_paths)
     bands: list[np.ndarray] = []
     names: list[str] = []
@@ -1031,13 +1029,11 @@ def check_stack_destination(path: PathLike, info: StackInfo) -> None:
     several dtypes into one file, a dtype an ENVI raster cannot hold. Cheap: call it before the work that makes the
     stack."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (*TIFF_EXTENSIONS, ".npy", ".mat", ".hdr") and len(set(info.dtype)) != 1:
+    suffix = stack_suffix(path)
+    if suffix in (*TIFF_EXTENSIONS, ".npy", *CONTAINER_EXTENSIONS) and len(set(info.dtype)) != 1:
         raise ValueError(f"{path}: one file holds one dtype, but the bands have {sorted(set(info.dtype))}; "
                          "write to a folder instead")
     if suffix == ".hdr":
-        from xmodal.stackio import check_envi_dtype
-
         check_envi_dtype(path, info.dtype[0])
 
 
@@ -1080,13 +1076,11 @@ def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: S
     for i, nodata in enumerate(info.nodata):  # float bands: nodata exactly (integers are exact once rounded)
         if nodata is not None and len(info.nodata) == S and bands[i].dtype.kind == "f":
             bands[i][stack[i] == np.float32((nodata - info.offset[i]) / info.scale[i])] = nodata
-    suffix = path.suffix.lower()
+    suffix = stack_suffix(path)
     check_stack_destination(path, info)
-    if suffix in TIFF_EXTENSIONS or suffix in (".npy", ".mat", ".hdr"):
+    if suffix in TIFF_EXTENSIONS or suffix in (".npy", *CONTAINER_EXTENSIONS):
         data = np.stack(bands)  # S x (H, W) -> (S, H, W)
-        if suffix in (".mat", ".hdr"):
-            from xmodal.stackio import write_container
-
+        if suffix in CONTAINER_EXTENSIONS:
             shared = set(info.nodata)
             write_container(path, data, info.container, shared.pop() if len(shared) == 1 else None,
                             info.band_names)
@@ -1106,5 +1100,5 @@ def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: S
             _write_tiff(path / f"{name}.tif", band[None], "L", info.tiff_tags, info.tiff_compression,
                         tile=info.tiff_tile, overviews=info.tiff_overviews)
     else:
-        raise ValueError(f"{path}: expected a .tif/.tiff/.npy/.mat/.hdr file or a folder (no extension), got "
-                         f"{path.suffix!r}")
+        raise ValueError(f"{path}: expected a .tif/.tiff/.npy/.mat/.hdr/.nii/.nii.gz file or a folder (no extension), "
+                         f"got {suffix!r}")

@@ -1,4 +1,5 @@
-"""Band stacks in the containers hyperspectral data comes in: MATLAB ``.mat`` files and ENVI rasters (``.hdr``).
+"""Band stacks in the containers hyperspectral and medical data come in: MATLAB ``.mat`` files, ENVI rasters
+(``.hdr``) and NIfTI volumes (``.nii``, ``.nii.gz``).
 
 :func:`xmodal.imageio.read_stack` and :func:`~xmodal.imageio.write_stack` call this module for these extensions; the
 rest of xmodal sees ``(S, H, W)`` stacks as from any TIFF.
@@ -21,6 +22,12 @@ the nodata value, ``band names`` name the bands. Written back, the header keeps 
 (wavelengths, map info, description...) with the size, type, interleave and byte order of the data written, and
 ``header offset = 0``; the data file keeps the source's extension. The data file is written first and the header
 renamed into place last, both atomically, so a header never describes a half-written file.
+
+NIfTI-1/2 single files (``brain.nii.gz``; through nibabel, ``pip install nibabel``): the slices along the third voxel
+axis are the bands, ``(Z, Y, X)``, in the stored dtype (``scl_slope``/``scl_inter`` stay in the header, not applied);
+``(X, Y)`` is one slice, ``(X, Y, Z, 1)`` one volume, a longer 4-D series is refused. Written back, the source's bytes
+before its voxels (header, extensions) are copied unchanged and the voxels written in its dtype and byte order; from
+another format, a new NIfTI-1 file with an identity affine.
 """
 
 from __future__ import annotations
@@ -40,9 +47,9 @@ import numpy as np
 from xmodal._fs import atomic_write
 
 __all__ = ["CONTAINER_EXTENSIONS", "StackContainer", "check_container", "check_envi_dtype", "envi_data_path",
-           "is_container", "read_container", "split_variable", "write_container"]
+           "is_container", "read_container", "split_variable", "stack_stem", "stack_suffix", "write_container"]
 
-CONTAINER_EXTENSIONS = (".mat", ".hdr")
+CONTAINER_EXTENSIONS = (".mat", ".hdr", ".nii", ".nii.gz")
 _ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin")
 _ENVI_TYPES = {1: "uint8", 2: "int16", 12: "uint16", 4: "float32", 5: "float64"}  # the stack dtypes ENVI has
 _ENVI_OTHER = {3: "int32", 6: "complex64", 9: "complex128", 13: "uint32", 14: "int64", 15: "uint64"}
@@ -54,11 +61,11 @@ _VARIABLE = re.compile(r"(.+\.mat):([A-Za-z]\w*)", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class StackContainer:
-    """What :func:`write_container` needs to write a stack back the way its ``.mat`` or ENVI file held it.
+    """What :func:`write_container` needs to write a stack back the way its ``.mat``, ENVI or NIfTI file held it.
 
     Attributes:
-        format: ``"mat"`` or ``"envi"``.
-        source: the file read (the ``.mat``, or the ENVI header).
+        format: ``"mat"``, ``"envi"`` or ``"nifti"``.
+        source: the file read (the ``.mat``, the ENVI header, the ``.nii``/``.nii.gz``).
         variable: ``mat``: the array's name.
         mat_version: ``mat``: ``"4"``, ``"5"`` (5, 6 and 7) or ``"7.3"``.
         compressed: ``mat`` version 5: whether the file's variables were zlib-compressed (MATLAB 7's default).
@@ -68,9 +75,12 @@ class StackContainer:
         interleave: ``envi``: ``"bsq"``, ``"bil"`` or ``"bip"``.
         big_endian: ``envi``: ``byte order = 1``.
         data_suffix: ``envi``: the data file's extension (``""``: none).
+        raw_header: ``nifti``: the file's bytes before its voxels (header, extensions), written back as they are.
+        file_dtype: ``nifti``: the voxels' numpy dtype as stored, byte order included (``"<i2"``).
+        shape: ``nifti``: the volume's shape as stored (``(X, Y)``, ``(X, Y, Z)`` or ``(X, Y, Z, 1)``).
     """
 
-    format: Literal["mat", "envi"]
+    format: Literal["mat", "envi", "nifti"]
     source: str
     variable: str = ""
     mat_version: str = ""
@@ -80,6 +90,9 @@ class StackContainer:
     interleave: str = "bsq"
     big_endian: bool = False
     data_suffix: str = ".img"
+    raw_header: bytes = b""
+    file_dtype: str = ""
+    shape: tuple[int, ...] = ()
 
 
 def _error(message: str) -> Exception:
@@ -98,9 +111,21 @@ def split_variable(path: str | os.PathLike) -> tuple[Path, str | None]:
     return Path(text), None
 
 
+def stack_suffix(path: str | os.PathLike) -> str:
+    """``path``'s extension in lower case, ``.nii.gz`` counted as one (``Path.suffix`` says ``.gz``)."""
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def stack_stem(path: str | os.PathLike) -> str:
+    """``path``'s name without :func:`stack_suffix` (``brain`` for ``brain.nii.gz``)."""
+    name = Path(path).name
+    return name[: len(name) - len(stack_suffix(name))]
+
+
 def is_container(path: str | os.PathLike) -> bool:
-    """Whether ``path`` (``scene.mat:input`` included) names a ``.mat`` file or an ENVI header."""
-    return split_variable(path)[0].suffix.lower() in CONTAINER_EXTENSIONS
+    """Whether ``path`` (``scene.mat:input`` included) names a ``.mat`` file, an ENVI header or a NIfTI volume."""
+    return stack_suffix(split_variable(path)[0]) in CONTAINER_EXTENSIONS
 
 
 def read_container(path: str | os.PathLike) -> tuple[np.ndarray, StackContainer, float | None, tuple[str, ...]]:
@@ -117,6 +142,9 @@ def read_container(path: str | os.PathLike) -> tuple[np.ndarray, StackContainer,
     if file.suffix.lower() == ".mat":
         arr, container = _read_mat(file, variable)
         return arr, container, None, ()
+    if stack_suffix(file) in (".nii", ".nii.gz"):
+        arr, container = _read_nifti(file)
+        return arr, container, None, tuple(f"slice_{k + 1:03d}" for k in range(arr.shape[0]))
     return _read_envi(file)
 
 
@@ -129,6 +157,8 @@ def check_container(path: str | os.PathLike) -> None:
         raise _error(f"{file}: file not found")
     if file.suffix.lower() == ".mat":
         _mat_variable(file, variable)
+    elif stack_suffix(file) in (".nii", ".nii.gz"):
+        _nifti_image(file)
     else:
         _envi_layout(file)
 
@@ -146,14 +176,16 @@ def write_container(path: str | os.PathLike, data: np.ndarray, container: StackC
         ImportError: a version 7.3 ``.mat`` without h5py.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".mat":
+    suffix = stack_suffix(path)
+    if suffix in (".nii", ".nii.gz"):
+        _write_nifti(path, data, container if container is not None and container.format == "nifti" else None)
+    elif suffix == ".mat":
         _write_mat(path, data, container if container is not None and container.format == "mat" else None)
     elif suffix == ".hdr":
         _write_envi(path, data, container if container is not None and container.format == "envi" else None,
                     nodata, band_names)
     else:
-        raise ValueError(f"{path}: expected a .mat or .hdr destination, got {path.suffix!r}")
+        raise ValueError(f"{path}: expected a .mat, .hdr, .nii or .nii.gz destination, got {suffix!r}")
 
 
 # -------------------------------------------------------------------------------------------------------------- MATLAB
@@ -284,7 +316,13 @@ def _write_mat(path: Path, data: np.ndarray, container: StackContainer | None) -
         def write(tmp: str) -> None:
             shutil.copyfile(container.source, tmp)
             with h5py.File(tmp, "r+") as f:
-                f[container.variable][...] = np.ascontiguousarray(stored.T)  # MATLAB's order, as stored
+                dataset = f[container.variable]
+                if dataset.shape != stored.T.shape:
+                    raise ValueError(f"{path}: the stack is {' x '.join(map(str, data.shape))} but "
+                                     f"{container.source}'s {container.variable!r} holds "
+                                     f"{' x '.join(map(str, dataset.shape[::-1]))} (an array of a 7.3 file is "
+                                     "replaced in place); write it to a new file instead")
+                dataset[...] = np.ascontiguousarray(stored.T)  # MATLAB's order, as stored
 
         atomic_write(path, write)
         return
@@ -540,3 +578,78 @@ def _write_envi(path: Path, data: np.ndarray, container: StackContainer | None, 
         atomic_write(data_path, raw.tofile)  # the data in place first: the header is renamed after it
 
     atomic_write(path, write_header)
+
+
+# --------------------------------------------------------------------------------------------------------------- NIfTI
+
+
+def _nibabel() -> Any:
+    try:
+        import nibabel
+    except ImportError as e:
+        raise ImportError("NIfTI volumes (.nii, .nii.gz) are read with nibabel: pip install nibabel (or the "
+                          "[medical] extra)") from e
+    return nibabel
+
+
+def _nifti_image(file: Path) -> Any:
+    """The nibabel image of a NIfTI-1/2 single file, its shape checked (no voxel is read)."""
+    nib = _nibabel()
+    try:
+        img = nib.load(str(file))
+    except Exception as e:  # nibabel raises ImageFileError, HeaderDataError, OSError, EOFError... for bad files
+        raise _error(f"{file}: not readable as NIfTI ({e})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise _error(f"{file}: a {type(img).__name__}, expected a single-file NIfTI-1 or NIfTI-2 volume")
+    shape = tuple(int(n) for n in img.shape)
+    if not (len(shape) in (2, 3) or (len(shape) == 4 and shape[3] == 1)):
+        raise _error(f"{file}: a volume of shape {shape}; expected (X, Y), (X, Y, Z) or (X, Y, Z, 1) (a series of "
+                     "volumes is denoised one volume at a time)")
+    return img
+
+
+def _read_nifti(file: Path) -> tuple[np.ndarray, StackContainer]:
+    """Slices along the third voxel axis as bands, ``(Z, Y, X)``, in the stored dtype (``scl_slope``/``scl_inter``
+    stay in the header, not applied)."""
+    import gzip
+
+    img = _nifti_image(file)
+    try:
+        raw = np.asanyarray(img.dataobj.get_unscaled())
+        offset = int(img.dataobj.offset)  # where the voxels start (the header's vox_offset as nibabel reads it)
+        with (gzip.open if stack_suffix(file) == ".nii.gz" else open)(file, "rb") as f:
+            head = f.read(offset)
+    except Exception as e:  # a cut file: nibabel and gzip raise OSError, EOFError, ValueError...
+        raise _error(f"{file}: not readable as NIfTI ({e})") from None
+    if len(head) != offset:
+        raise _error(f"{file}: not readable as NIfTI (the file ends inside its {offset}-byte header)")
+    volume = raw.reshape(raw.shape[:2] + (raw.shape[2] if raw.ndim > 2 else 1,))  # (X, Y, Z)
+    container = StackContainer("nifti", str(file), raw_header=head, file_dtype=img.get_data_dtype().str,
+                               shape=tuple(int(n) for n in img.shape))
+    stack = volume.transpose(2, 1, 0)  # (X, Y, Z) -> (Z, Y, X): slice k is rows j, columns i
+    return np.ascontiguousarray(stack, dtype=stack.dtype.newbyteorder("=")), container
+
+
+def _write_nifti(path: Path, data: np.ndarray, container: StackContainer | None) -> None:
+    """The source's header bytes (every field, extensions, scaling) then the voxels in its dtype and byte order, in
+    NIfTI's order (X fastest); gzip for ``.nii.gz``. From another format: a new NIfTI-1 file with an identity
+    affine."""
+    import gzip
+
+    volume = data.transpose(2, 1, 0)  # (S, H, W) -> (X, Y, Z)
+    if container is not None:
+        xyz = container.shape[:2] + (container.shape[2] if len(container.shape) > 2 else 1,)
+        if volume.shape != xyz:
+            raise ValueError(f"{path}: the stack is {' x '.join(map(str, data.shape))} (slices x rows x columns) but "
+                             f"the header of {container.source} describes {' x '.join(map(str, xyz[::-1]))}; write "
+                             "it to a new .tif/.npy file instead")
+        voxels = np.asarray(volume.reshape(container.shape), dtype=np.dtype(container.file_dtype))
+        content = container.raw_header + voxels.tobytes(order="F")
+    else:
+        nib = _nibabel()
+        img = nib.Nifti1Image(volume, np.eye(4))
+        img.header.set_data_dtype(volume.dtype)
+        content = img.to_bytes()
+    if stack_suffix(path) == ".nii.gz":
+        content = gzip.compress(content, compresslevel=6, mtime=0)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(content))
