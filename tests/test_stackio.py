@@ -173,6 +173,10 @@ def test_mat73_read_and_write_back_in_place(tmp_path):
         assert f["rad"].attrs["MATLAB_class"] == b"uint16" and f["rad"].compression == "gzip"
         expected = np.clip(np.rint(np.clip(stack + 0.01, 0, 1) * 65535), 0, 65535).astype(np.uint16)
         np.testing.assert_array_equal(f["rad"][()].T, expected.transpose(1, 2, 0))
+    with pytest.raises(ValueError, match=r"crop.mat: the stack is 9 x 5 x 17 but .*v73.mat's 'rad' holds 20 x 17 x 9 "
+                                         r"\(an array of a 7.3 file is replaced in place\); write it to a new file"):
+        write_stack(tmp_path / "crop.mat", stack[:, :5], info)
+    assert not (tmp_path / "crop.mat").exists()
     raw = (tmp_path / "v73.mat").read_bytes()
     (tmp_path / "cut73.mat").write_bytes(raw[:1024])  # the MAT header says 7.3; the HDF5 part is cut short
     with pytest.raises(ImageReadError, match=r"cut73.mat: not readable as a MATLAB 7.3 \(HDF5\) file"):
