@@ -657,7 +657,8 @@ def test_stack_denoise_file_equals_in_memory(stack_den: StackDenoiser, tmp_path:
     # a multi-band file into a folder and a folder into one file
     stack_den.denoise_file(tmp_path / "scene", tmp_path / "one.tif")
     assert read_stack(tmp_path / "one.tif")[0].shape == (5, 23, 19)
-    with pytest.raises(ValueError, match=r"x.png: a stack is written to a .tif/.tiff/.npy/.mat/.hdr file or a folder"):
+    with pytest.raises(ValueError, match=r"x.png: a stack is written to a .tif/.tiff/.npy/.mat/.hdr/.nii/.nii.gz file "
+                                         r"or a folder"):
         stack_den.denoise_file(tmp_path / "one.tif", tmp_path / "x.png")
 
 
@@ -1068,7 +1069,7 @@ def test_cli_format_changes_the_output_extension_per_kind(bundled: Path, tmp_pat
     argv = [*files, "-o", str(out), "--quiet", "--tile", "24", "--overlap", "8"]
     assert main(argv + ["--format", "png", "--format", ".FLAC"]) == 1  # cube.tif: 6 bands do not fit a PNG
     err = capsys.readouterr().err
-    assert re.search(r"cube.png: a stack is written to a .tif/.tiff/.npy/.mat/.hdr file or a folder "
+    assert re.search(r"cube.png: a stack is written to a .tif/.tiff/.npy/.mat/.hdr/.nii/.nii.gz file or a folder "
                      r"\(no extension\), got '.png'", err), err
     assert sorted(os.listdir(out)) == ["gray8.png", "hwc.png", "photo.png", "talk.flac"]
     for name, like in (("photo.png", "photo.jpg"), ("gray8.png", "gray8.bmp"), ("hwc.png", "hwc.npy")):
@@ -1116,8 +1117,9 @@ def test_cli_model_of_the_wrong_modality(runs: dict[str, Path], run_dir: Path, t
     assert re.search(r"gray8.png: the model is a speech model; this is an image file \(use an image or multispectral",
                      capsys.readouterr().err)
     assert main([str(png), "-o", str(tmp_path / "o3"), "--model", str(runs["stack"]), "--quiet"]) == 1
-    assert re.search(r"gray8.png: the model is a multispectral model; a stack must be a .tif/.tiff/.npy/.mat/.hdr "
-                     r"file or a folder of single-band TIFFs, got '.png'", capsys.readouterr().err)
+    assert re.search(r"gray8.png: the model is a multispectral model; a stack must be a "
+                     r".tif/.tiff/.npy/.mat/.hdr/.nii/.nii.gz file or a folder of single-band TIFFs, got '.png'",
+                     capsys.readouterr().err)
     assert main([str(wav), "-o", str(tmp_path / "o4"), "--modality", "image", "--quiet"]) == 1
     assert "x.wav: --modality image was given; this is an audio file" in capsys.readouterr().err
     assert main([str(png), "-o", str(tmp_path / "o5"), "--model", str(run_dir), "--modality", "image"]) == 2

@@ -212,7 +212,7 @@ def test_mat_version_4_is_written_back_as_version_5_by_scipy(tmp_path, monkeypat
                                          r"file \(cannot write this\); write a .hdr, .tif or .npy file instead"):
         write_stack(tmp_path / "out2.mat", stack, info)
     assert not (tmp_path / "out2.mat").exists()
-    with pytest.raises(ValueError, match=r"o.png: expected a .mat or .hdr destination, got '.png'"):
+    with pytest.raises(ValueError, match=r"o.png: expected a .mat, .hdr, .nii or .nii.gz destination, got '.png'"):
         write_container(tmp_path / "o.png", np.zeros((1, 2, 2), np.uint8), None)
 
 
