@@ -6,6 +6,7 @@ tests check shapes, dtypes, formats, errors and tiled == untiled equivalences, n
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -1413,12 +1414,56 @@ def test_cli_nifti_volumes(runs: dict[str, Path], tmp_path: Path, capsys: pytest
     den = load(runs["stack"])
     stack, info = read_stack(src, "band_minmax")
     expected = den.denoise(stack, sigma="auto") * np.array(info.scale, np.float32)[:, None, None] \
-        + np.array(info.offset, np.float32)[:, None, None]  # (Z, Y, X) file units; --sigma auto is the default
+        + np.array(info.offset, np.float32)[:, None, None]  # (Z, X, Y) file units; --sigma auto is the default
     got = np.asanyarray(nib.load(str(out / "brain.nii.gz")).dataobj.get_unscaled())  # (X, Y, Z) int16
-    np.testing.assert_allclose(got, np.clip(np.rint(expected), -32768, 32767).transpose(2, 1, 0), atol=1)
+    np.testing.assert_allclose(got, np.clip(np.rint(expected), -32768, 32767).transpose(1, 2, 0), atol=1)
     assert main([str(src), "-o", str(tmp_path / "plain"), "--model", str(runs["stack"]), "--format", "nii",
                  "--quiet"]) == 0
     assert os.listdir(tmp_path / "plain") == ["brain.nii"]
     assert evaluate_main(["--clean", str(tmp_path / "clean.nii.gz"), "--noisy", str(src), "--enhanced",
                           str(out / "brain.nii.gz"), "--quiet"]) == 0
     assert "clean " in capsys.readouterr().out  # the stack's name, without .nii.gz
+    # a folder of volumes with a multispectral model: each volume on its own (not one stack of band TIFFs)
+    (tmp_path / "scans").mkdir()
+    for name in ("a.nii.gz", "b.nii"):
+        shutil.copy(src, tmp_path / "scans" / "tmp.nii.gz")
+        nib.save(nib.load(str(tmp_path / "scans" / "tmp.nii.gz")), str(tmp_path / "scans" / name))
+        (tmp_path / "scans" / "tmp.nii.gz").unlink()
+    assert main([str(tmp_path / "scans"), "-o", str(tmp_path / "scans_out"), "--model", str(runs["stack"]),
+                 "--quiet"]) == 0
+    assert sorted(os.listdir(tmp_path / "scans_out")) == ["a.nii.gz", "b.nii"]
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "-o", str(tmp_path / "o6"), "--model", str(runs["stack"]), "--quiet"]) == 1
+    assert "empty: holds no band TIFFs (one stack) and no stack files (.npy, .mat, .hdr, .nii, .nii.gz)" in \
+        capsys.readouterr().err
+
+
+def test_evaluate_scores_nifti_physical_values(tmp_path: Path) -> None:
+    """Two volumes holding the same physical values with different scl_slope/scl_inter score as identical; with
+    empty slices, stack_minmax (one scale for the volume) keeps them from dominating the scores."""
+    import struct
+
+    nib = pytest.importorskip("nibabel")
+    from xmodal.evaluate import evaluate_stacks
+
+    rng = np.random.default_rng(1)
+    clean = rng.integers(100, 900, (24, 20, 6)).astype(np.int16)
+    clean[:, :, 0] = 0  # an empty edge slice
+    noisy = np.clip(clean + rng.normal(0, 30, clean.shape), 0, 32767).astype(np.int16)
+    noisy[:, :, 0] = np.clip(rng.normal(0, 30, (24, 20)), 0, None).astype(np.int16)
+
+    def save(name: str, stored: np.ndarray, slope: float = 1.0, inter: float = 0.0) -> Path:
+        raw = nib.Nifti1Image(stored, np.eye(4)).to_bytes()
+        (tmp_path / name).write_bytes(raw[:112] + struct.pack("<ff", slope, inter) + raw[120:])
+        return tmp_path / name
+
+    a, n = save("clean.nii", clean), save("noisy.nii", noisy)
+    same = save("same.nii", (clean - 100).astype(np.int16), 1.0, 100.0)  # the same physical values, stored offset
+    result = evaluate_stacks(a, n, same)
+    assert result["files"][0]["enhanced"]["psnr"] == math.inf and result["files"][0]["enhanced"]["sam"] < 1e-6
+    band = evaluate_stacks(a, n, n)["files"][0]["noisy"]["psnr"]
+    whole = evaluate_stacks(a, n, n, scaling="stack_minmax")["files"][0]["noisy"]
+    span = float(clean.max()) - float(clean.min())
+    expected = 10 * np.log10(span ** 2 / ((noisy.astype(np.float64) - clean) ** 2).mean())
+    assert whole["psnr"] == pytest.approx(expected, abs=1e-6)
+    assert band < whole["psnr"] - 10  # the empty slice's scale of 1 (stored units) dominates per-slice scaling

@@ -721,8 +721,8 @@ def test_stack_errors(stacks: tuple[Path, dict], tmp_path: Path, capsys: pytest.
     with pytest.raises(FileNotFoundError, match=r"gone.tif: stack file or folder not found \(--enhanced\)"):
         evaluate_stacks(clean, root / "noisy", tmp_path / "gone.tif")
     # options
-    with pytest.raises(ValueError, match=r"`scaling` \(--scaling\) must be 'band_minmax', 'band_percentile' or "
-                                         r"'dtype', got 'zscore'"):
+    with pytest.raises(ValueError, match=r"`scaling` \(--scaling\) must be 'band_minmax', 'band_percentile', "
+                                         r"'stack_minmax' or 'dtype', got 'zscore'"):
         evaluate_stacks(clean, root / "noisy", root / "enhanced.npy", scaling="zscore")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"multispectral evaluation needs the enhanced files"):
         evaluate_stacks(clean, root / "noisy")

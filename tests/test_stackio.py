@@ -4,6 +4,7 @@ writers (SciPy, h5py, the ``spectral`` package), what is kept of the source, and
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 from pathlib import Path
@@ -379,10 +380,13 @@ def nifti(path: Path, volume: np.ndarray, endianness: str = "<", slope: float | 
 @pytest.mark.parametrize("dtype, endianness", [("int16", "<"), ("uint8", "<"), ("float32", ">"), ("uint16", ">")])
 def test_nifti_round_trip_keeps_the_header_bytes(tmp_path, name, dtype, endianness):
     nib = pytest.importorskip("nibabel")
-    volume = cube(dtype, (11, 13, 6))  # (X, Y, Z): 6 slices of 13 rows x 11 columns
+    volume = cube(dtype, (11, 13, 6))  # (X, Y, Z): 6 slices, stack[k] = volume[:, :, k]
     nifti(tmp_path / name, volume, endianness, slope=2.0)
     stack, info = read_stack(tmp_path / name, "dtype" if dtype[0] in "uf" and dtype != "int16" else "band_minmax")
-    assert stack.shape == (6, 13, 11) and info.band_names[:2] == ("slice_001", "slice_002")
+    assert stack.shape == (6, 11, 13) and info.band_names[:2] == ("slice_001", "slice_002")
+    scaled = (volume.astype(np.float64) - np.array(info.offset)) / np.array(info.scale)  # per slice: (X, Y, Z)
+    np.testing.assert_allclose(stack, scaled.transpose(2, 0, 1), rtol=1e-6, atol=1e-7)
+    assert (info.container.slope, info.container.inter) == (2.0, 5.0)
     assert info.container.format == "nifti" and info.container.shape == (11, 13, 6)
     out = tmp_path / ("o" + name[1:])
     write_stack(out, stack, info)
@@ -402,15 +406,22 @@ def test_nifti_shapes_conversions_and_errors(tmp_path, monkeypatch):
     nifti(tmp_path / "flat.nii", cube("int16", (11, 13)))  # one slice
     nifti(tmp_path / "single.nii", cube("int16", (11, 13, 4, 1)))  # a series of one volume
     nifti(tmp_path / "series.nii", cube("int16", (11, 13, 4, 3)))
-    assert read_stack(tmp_path / "flat.nii", "band_minmax")[0].shape == (1, 13, 11)
+    assert read_stack(tmp_path / "flat.nii", "band_minmax")[0].shape == (1, 11, 13)
+    nifti(tmp_path / "five.nii", cube("uint8", (11, 13, 4, 1, 1)))  # trailing dimensions of 1
+    assert read_stack(tmp_path / "five.nii", "dtype")[0].shape == (4, 11, 13)
     stack, info = roundtrip(tmp_path / "single.nii", tmp_path / "single_out.nii")
     assert nib.load(str(tmp_path / "single_out.nii")).shape == (11, 13, 4, 1)
-    with pytest.raises(ImageReadError, match=r"series.nii: a volume of shape \(11, 13, 4, 3\); expected \(X, Y\), "
-                                             r"\(X, Y, Z\) or \(X, Y, Z, 1\) \(a series of volumes is denoised one "
-                                             r"volume at a time\)"):
+    with pytest.raises(ImageReadError, match=r"series.nii: a volume of shape \(11, 13, 4, 3\); expected \(X, Y\) or "
+                                             r"\(X, Y, Z\) \(trailing dimensions of 1 allowed\): split a series into "
+                                             r"single volumes first \(nibabel's four_to_three, fslsplit\)"):
         read_stack(tmp_path / "series.nii")
-    with pytest.raises(ValueError, match=r"crop.nii: the stack is 4 x 10 x 11 \(slices x rows x columns\) but the "
-                                         r"header of .*single.nii describes 4 x 13 x 11; write it to a new .tif/.npy"):
+    rgb = np.zeros((11, 13, 2), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(tmp_path / "rgb.nii"))
+    with pytest.raises(ImageReadError, match=r"rgb.nii: voxels of type .* \(RGB/RGBA NIfTI\); expected one value per "
+                                             r"voxel: split the colour channels into volumes first"):
+        read_stack(tmp_path / "rgb.nii")
+    with pytest.raises(ValueError, match=r"crop.nii: the stack is 4 x 10 x 13 \(slices x X x Y\) but the header of "
+                                         r".*single.nii describes 4 x 11 x 13; write it to a new .tif/.npy"):
         write_stack(tmp_path / "crop.nii", stack[:, :10], info)
     assert not (tmp_path / "crop.nii").exists()
     # .nii <-> .nii.gz keep the header; another format makes a new NIfTI-1 file (identity affine)
@@ -419,7 +430,7 @@ def test_nifti_shapes_conversions_and_errors(tmp_path, monkeypatch):
     np.save(tmp_path / "s.npy", cube("float32", (S, H, W)))
     roundtrip(tmp_path / "s.npy", tmp_path / "new.nii.gz", "dtype")
     new = nib.load(str(tmp_path / "new.nii.gz"))
-    np.testing.assert_array_equal(new.get_fdata(dtype=np.float32), np.load(tmp_path / "s.npy").transpose(2, 1, 0))
+    np.testing.assert_array_equal(new.get_fdata(dtype=np.float32), np.load(tmp_path / "s.npy").transpose(1, 2, 0))
     assert (new.affine == np.eye(4)).all()
     (tmp_path / "bad.nii").write_bytes(b"\x00" * 400)
     with pytest.raises(ImageReadError, match=r"bad.nii: not readable as NIfTI"):
@@ -436,3 +447,46 @@ def test_nifti_shapes_conversions_and_errors(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"NIfTI volumes \(.nii, .nii.gz\) are read with nibabel: pip install "
                                           r"nibabel \(or the \[medical\] extra\)"):
         read_stack(tmp_path / "single.nii")
+
+
+def test_nifti_nan_mask_is_nodata_and_new_files_refuse_float16(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    volume = cube("float32", (11, 13, 4))
+    volume[:3] = np.nan  # outside the object, as FSL/SPM write masked maps
+    nifti(tmp_path / "masked.nii.gz", volume)
+    stack, info = read_stack(tmp_path / "masked.nii.gz", "band_minmax")
+    assert all(math.isnan(n) for n in info.nodata)
+    assert info.offset[0] == np.nanmin(volume[:, :, 0])  # NaN left out of the scaling
+    write_stack(tmp_path / "out.nii.gz", stack, info)
+    back = nib.load(str(tmp_path / "out.nii.gz")).get_fdata(dtype=np.float32)
+    np.testing.assert_array_equal(np.isnan(back), np.isnan(volume))
+    np.testing.assert_allclose(back[3:], volume[3:], rtol=1e-6)
+    np.save(tmp_path / "h.npy", cube("float16", (S, H, W)))
+    half, hinfo = read_stack(tmp_path / "h.npy")
+    with pytest.raises(ValueError, match=r"h.nii: NIfTI has no float16 voxels; write a .tif, .npy or .mat file"):
+        write_stack(tmp_path / "h.nii", half, hinfo)
+    assert not (tmp_path / "h.nii").exists()
+
+
+def test_analyze_and_nifti_pair_headers_are_named(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    nib.save(nib.AnalyzeImage(cube("int16", (5, 6, 3)), np.eye(4)), str(tmp_path / "ana.hdr"))
+    nib.save(nib.Nifti1Pair(cube("int16", (5, 6, 3)), np.eye(4)), str(tmp_path / "pair.hdr"))
+    for name in ("ana", "pair"):
+        with pytest.raises(ImageReadError, match=rf"{name}.hdr: an Analyze 7.5 or NIfTI-1 pair header \(binary\), not "
+                                                 rf"an ENVI one; convert the pair to one .nii file first \(nibabel: "
+                                                 rf"nib.save\(nib.load\('{name}.hdr'\), '{name}.nii'\)\)"):
+            read_stack(tmp_path / f"{name}.hdr")
+
+
+def test_stack_minmax_scales_every_band_alike(tmp_path):
+    data = cube("uint16", (S, H, W)) // 4  # bands of different ranges
+    data[0] = 7  # an empty slice: constant
+    data[1, 0, 0] = 0
+    np.save(tmp_path / "s.npy", data)
+    stack, info = read_stack(tmp_path / "s.npy", "stack_minmax")
+    lo, hi = float(data.min()), float(data.max())
+    assert info.offset == (lo,) * S and info.scale == (hi - lo,) * S
+    np.testing.assert_allclose(stack, (data - lo) / (hi - lo), rtol=1e-6)
+    write_stack(tmp_path / "o.npy", stack, info)
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), data)  # exact

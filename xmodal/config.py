@@ -208,7 +208,7 @@ class ImageDataConfig:
             the network sees them; 0 turns it off (the network alone then has to find moved content).
         clips: video: ``train_dir``/``valid_dir`` items are real clips (frame folders or ``(T, H, W[, C])`` .npy
             files), not still images.
-        scaling: multispectral per-band scaling (``dtype``, ``band_minmax``, ``band_percentile``).
+        scaling: multispectral per-band scaling (``dtype``, ``band_minmax``, ``band_percentile``, ``stack_minmax``).
         patch_size: side of the random training crops.
         augment: random flips and 90-degree rotations (and spectral order reversal for stacks).
         saturation: colour models trained on clean images or clips: ``[low, high]`` range of a factor drawn per item
@@ -251,7 +251,7 @@ class ImageDataConfig:
     mixed_channels: float = 0.0
     align_range: int = 8
     clips: bool = False
-    scaling: Literal["dtype", "band_minmax", "band_percentile"] = "band_minmax"
+    scaling: Literal["dtype", "band_minmax", "band_percentile", "stack_minmax"] = "band_minmax"
     patch_size: int = 64
     augment: bool = True
     saturation: tuple[float, float] | None = None

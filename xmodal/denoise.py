@@ -1367,7 +1367,7 @@ class StackDenoiser:
         return _to_user(y.reshape(x.shape), stack)
 
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
-                     scaling: Literal["dtype", "band_minmax", "band_percentile"] | None = None,
+                     scaling: Literal["dtype", "band_minmax", "band_percentile", "stack_minmax"] | None = None,
                      tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, bands_per_batch: int = 8,
                      progress: bool = False, sigma: Sigma = None) -> Path:
         """Denoise a stack file or folder into ``dst``, keeping each band's dtype and the GeoTIFF tags.
@@ -2093,8 +2093,10 @@ def _expand_inputs(items: list[str], modality: str | None = "speech") -> tuple[l
     """Files, folders and globs -> (unique paths in order, error messages).
 
     Folders expand to their files of ``modality`` (:func:`_list_folder`); a ``multispectral`` or
-    ``video`` folder is kept as one path (one stack of single-band TIFFs, one clip of frames), except a ``video``
-    folder holding no frame: it expands to its clips (sub-folders, ``.npy`` and video files).
+    ``video`` folder is kept as one path (one stack of single-band TIFFs, one clip of frames), except a
+    ``multispectral`` folder holding no TIFF, which expands to its stack files (``.npy``, ``.mat``, ENVI headers,
+    NIfTI volumes), and a ``video`` folder holding no frame, which expands to its clips (sub-folders, ``.npy`` and
+    video files).
     """
     from xmodal.imageio import IMAGE_EXTENSIONS
     from xmodal.videoio import VIDEO_EXTENSIONS
@@ -2112,6 +2114,16 @@ def _expand_inputs(items: list[str], modality: str | None = "speech") -> tuple[l
                     paths.extend(_list_folder(m, modality))
                 except (ValueError, OSError) as e:
                     errors.append(str(e))
+            elif m.is_dir() and modality == "multispectral" and not any(
+                    f.is_file() and f.suffix.lower() in (".tif", ".tiff") and not f.name.startswith(".")
+                    for f in m.iterdir()):  # no band TIFFs: a folder of stack files (.mat, ENVI, NIfTI...)
+                files = sorted(f for f in m.iterdir() if f.is_file() and not f.name.startswith(".")
+                               and stack_suffix(f) in (".npy", *CONTAINER_EXTENSIONS))
+                if files:
+                    paths.extend(files)
+                else:
+                    errors.append(f"{m}: holds no band TIFFs (one stack) and no stack files (.npy, "
+                                  f"{', '.join(CONTAINER_EXTENSIONS)})")
             elif m.is_dir() and modality == "video" and not any(
                     f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")
                     for f in m.iterdir()):
@@ -2236,7 +2248,7 @@ def _parser() -> argparse.ArgumentParser:
                         "noise) or 'none'. Non-blind models take it as input; noise above what a model was trained "
                         "on (50/255 for the bundled image and video models, 0.1 for the stack model) is denoised at a "
                         "lower contrast, restored after ('none': as it is)")
-    p.add_argument("--scaling", choices=["dtype", "band_minmax", "band_percentile"], default=None,
+    p.add_argument("--scaling", choices=["dtype", "band_minmax", "band_percentile", "stack_minmax"], default=None,
                    help="stacks: per-band scaling of the input (default: the one the model was trained with, "
                         "image.scaling of its config; band_minmax for the bundled model)")
     p.add_argument("--ensemble", action="store_true",

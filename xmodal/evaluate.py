@@ -4,7 +4,8 @@ average, with figures.
 
     python -m xmodal.evaluate [--clean DIR] --noisy DIR [--enhanced DIR | --model M] [--json FILE] [--figures DIR]
                               [--figure-files N] [--modality {auto,speech,image,multispectral,video}]
-                              [--data-range R] [--scaling {band_minmax,band_percentile,dtype}] [--rgb-bands 3,2,1]
+                              [--data-range R] [--scaling {band_minmax,band_percentile,stack_minmax,dtype}]
+                              [--rgb-bands 3,2,1]
 
 ``--modality auto`` (the default) looks at ``--clean``: a folder of audio files is speech, a folder of images
 (:data:`xmodal.imageio.IMAGE_EXTENSIONS`) is image, a folder holding only sub-folders is video (one clip each), a
@@ -72,7 +73,7 @@ __all__ = ["detect_modality", "evaluate_folders", "evaluate_images", "evaluate_i
            "save_spectrogram_figure", "save_stack_comparison"]
 
 Modality = Literal["auto", "speech", "image", "multispectral", "video"]
-Scaling = Literal["band_minmax", "band_percentile", "dtype"]
+Scaling = Literal["band_minmax", "band_percentile", "stack_minmax", "dtype"]
 
 _LABELS = {"pesq": "PESQ", "stoi": "STOI", "estoi": "ESTOI", "si_sdr": "SI-SDR", "psnr": "PSNR", "ssim": "SSIM",
            "sam": "SAM", "tpsnr": "tPSNR", "lpips": "LPIPS", "noise": "noise", "removed": "removed", "mpsnr": "MPSNR",
@@ -899,14 +900,22 @@ def _stack_model_values(model: ArrayDenoiser, noisy: str | os.PathLike, scaled: 
 
     if isinstance(model, StackDenoiser):
         with tempfile.TemporaryDirectory(prefix="xmodal-evaluate-") as tmp:
-            dst = Path(tmp) / Path(noisy).name
+            file, variable = split_variable(noisy)  # scene.mat:input -> scene.mat, its `input` denoised
+            dst = Path(tmp) / file.name
             model.denoise_file(noisy, dst, sigma="auto")
-            return _stack_values(dst, "model", noisy, clean_shape)[0]
+            return _stack_values(f"{dst}:{variable}" if variable else dst, "model", noisy, clean_shape)[0]
     out = _denoised(model, scaled, str(noisy)).astype(np.float64)  # (S, H, W), own scale
     own_scale = np.asarray(info.scale, np.float64)[:, None, None]  # (S, 1, 1)
     values = out * own_scale + np.asarray(info.offset, np.float64)[:, None, None]  # (S, H, W) file units
     # as write_stack stores it: integer bands rounded and clipped to their dtype
     return np.stack([_quantise(v, np.dtype(d)).astype(np.float64) for v, d in zip(values, info.dtype)])
+
+
+def _physical(info: Any) -> tuple[float, float]:
+    """``(slope, intercept)`` from a stack's stored values to physical ones: a NIfTI volume's ``scl_slope`` and
+    ``scl_inter``, else ``(1, 0)``."""
+    c = info.container
+    return (c.slope, c.inter) if c is not None and c.format == "nifti" else (1.0, 0.0)
 
 
 def _stack_name(path: str | os.PathLike) -> str:
@@ -926,7 +935,9 @@ def evaluate_stacks(clean: str | os.PathLike, noisy: str | os.PathLike, enhanced
     only, and the same per-band offset and scale are applied to the noisy and enhanced stacks (their file values are
     recovered and mapped with the clean offset/scale), so all three share one scale and a gain or offset error of
     the denoiser shows in the scores. SAM and ERGAS are computed on the file values themselves (in float64):
-    subtracting a per-band offset would change the spectral angles and the band means ERGAS divides by.
+    subtracting a per-band offset would change the spectral angles and the band means ERGAS divides by. A NIfTI
+    volume's file values are its physical ones (``scl_slope`` x stored value + ``scl_inter``), so volumes stored
+    with different scalings compare as what they hold.
 
     Args:
         clean: the clean stack: a multi-band TIFF/npy file, a ``.mat`` array, an ENVI header, or a folder of
@@ -940,7 +951,9 @@ def evaluate_stacks(clean: str | os.PathLike, noisy: str | os.PathLike, enhanced
             object gets the noisy stack scaled by its OWN per-band min/max (never the clean one's) and its output is
             mapped back to file units, rounded and clipped to the dtype of integer bands.
         device: where a loaded model runs.
-        scaling: ``"band_minmax"`` (each clean band spans [0, 1]), ``"band_percentile"`` (1st-99th percentile of
+        scaling: ``"band_minmax"`` (each clean band spans [0, 1]), ``"stack_minmax"`` (the clean stack's min and max
+            over all bands: one scale, as hyperspectral benchmarks normalise a cube and as a volume's slices share
+            one), ``"band_percentile"`` (1st-99th percentile of
             each clean band) or ``"dtype"`` (uint8 / 255, uint16 / 65535, floats as stored).
         metrics: names from :data:`xmodal.metrics.STACK_METRICS`.
         data_range: peak-to-peak range for PSNR and SSIM on the scaled stacks.
@@ -965,8 +978,8 @@ def evaluate_stacks(clean: str | os.PathLike, noisy: str | os.PathLike, enhanced
     """
     _check_source(enhanced, denoiser, "multispectral")
     _check_options(metrics, STACK_METRICS, data_range, 0)
-    if scaling not in ("band_minmax", "band_percentile", "dtype"):
-        raise ValueError(f"`scaling` (--scaling) must be 'band_minmax', 'band_percentile' or 'dtype', "
+    if scaling not in ("band_minmax", "band_percentile", "stack_minmax", "dtype"):
+        raise ValueError(f"`scaling` (--scaling) must be 'band_minmax', 'band_percentile', 'stack_minmax' or 'dtype', "
                          f"got {scaling!r}")
     sources = {"clean": clean, "noisy": noisy, **({"enhanced": enhanced} if enhanced is not None else {})}
     for label, path in sources.items():
@@ -978,12 +991,18 @@ def evaluate_stacks(clean: str | os.PathLike, noisy: str | os.PathLike, enhanced
     ref, info = read_stack(clean, scaling)  # (S, H, W) on the clean scale
     offset, scale = np.asarray(info.offset, np.float64), np.asarray(info.scale, np.float64)  # (S,)
     rgb = _parse_rgb_bands(rgb_bands, ref.shape[0])
-    values = {"clean": ref.astype(np.float64) * scale[:, None, None] + offset[:, None, None]}  # (S, H, W) file units
-    values["noisy"], noisy_scaled, noisy_info = _stack_values(noisy, "noisy", clean, ref.shape)
+    # file values: what the files hold, in physical units where a NIfTI header scales its stored integers
+    slope, inter = _physical(info)
+    offset, scale = offset * slope + inter, scale * slope  # the clean scaling, in physical units
+    values = {"clean": ref.astype(np.float64) * scale[:, None, None] + offset[:, None, None]}  # (S, H, W)
+    noisy_values, noisy_scaled, noisy_info = _stack_values(noisy, "noisy", clean, ref.shape)
+    values["noisy"] = noisy_values * _physical(noisy_info)[0] + _physical(noisy_info)[1]
     if model is None:
-        values["enhanced"] = _stack_values(enhanced, "enhanced", clean, ref.shape)[0]
+        enhanced_values, _, enhanced_info = _stack_values(enhanced, "enhanced", clean, ref.shape)
     else:  # what python -m xmodal.denoise writes for the noisy stack (scaled by its own range, not the clean one)
-        values["enhanced"] = _stack_model_values(model, noisy, noisy_scaled, noisy_info, ref.shape)
+        enhanced_values = _stack_model_values(model, noisy, noisy_scaled, noisy_info, ref.shape)
+        enhanced_info = noisy_info  # written with the noisy stack's header
+    values["enhanced"] = enhanced_values * _physical(enhanced_info)[0] + _physical(enhanced_info)[1]
     deg = {row: ((values[row] - offset[:, None, None]) / scale[:, None, None]).astype(np.float32)
            for row in _ROWS}  # (S, H, W) on the clean scale
 
@@ -1332,7 +1351,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--figure-files", type=int, default=3, metavar="N", help="how many files get a figure (default 3)")
     p.add_argument("--data-range", type=float, metavar="R",
                    help="images, stacks and video: peak-to-peak range for PSNR and SSIM (default 1)")
-    p.add_argument("--scaling", choices=["band_minmax", "band_percentile", "dtype"],
+    p.add_argument("--scaling", choices=["band_minmax", "band_percentile", "stack_minmax", "dtype"],
                    help="multispectral: per-band scaling computed on the clean stack and applied to all three "
                         "(default band_minmax)")
     p.add_argument("--rgb-bands", metavar="R,G,B",

@@ -48,8 +48,8 @@ import numpy as np
 import torch
 
 from xmodal._fs import atomic_write
-from xmodal.stackio import (CONTAINER_EXTENSIONS, check_envi_dtype, is_container, read_container, split_variable,
-                             stack_suffix, write_container)
+from xmodal.stackio import (CONTAINER_EXTENSIONS, check_envi_dtype, check_nifti_dtype, is_container, read_container,
+                             split_variable, stack_suffix, write_container)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -66,7 +66,7 @@ __all__ = [
 
 ImageFormat = Literal["png", "jpeg", "bmp", "webp", "avif", "tiff", "npy", "heif"]
 Layout = Literal["HW", "HWC", "CHW"]
-StackScaling = Literal["dtype", "band_minmax", "band_percentile"]
+StackScaling = Literal["dtype", "band_minmax", "band_percentile", "stack_minmax"]
 TiffTag = tuple[int, int, int, Any, bool]  # (code, TIFF datatype, count, value, writeonce): tifffile's extratags
 PathLike = Union[str, os.PathLike]
 
@@ -906,15 +906,20 @@ def _band_files(path_or_paths: PathLike | Sequence[PathLike]) -> tuple[list[Path
     return files, True
 
 
+def _valid_values(band: np.ndarray, nodata: float | None) -> np.ndarray:
+    """The pixels of ``band`` that are not ``nodata`` (nor NaN, where there is a nodata value)."""
+    return band[(band != nodata) & ~np.isnan(band)] if nodata is not None else band
+
+
 def _band_scaling(band: np.ndarray, name: str, scaling: str, percentiles: tuple[float, float],
                   nodata: float | None) -> tuple[float, float]:
     """``(offset, scale)`` of one band (file units); ``nodata`` pixels are left out of the statistics."""
     if scaling == "dtype":
         if band.dtype.name not in _IMAGE_DTYPES:
             raise ImageReadError(f"{name}: dtype {band.dtype.name} has no natural [0, 1] scale; use "
-                                 "scaling='band_minmax' or 'band_percentile'")
+                                 "scaling='band_minmax', 'band_percentile' or 'stack_minmax'")
         return 0.0, _INT_MAX.get(band.dtype.name, 1.0)
-    values = band[(band != nodata) & ~np.isnan(band)] if nodata is not None else band
+    values = _valid_values(band, nodata)
     if values.size == 0:  # all nodata: identity
         return 0.0, 1.0
     lo, hi = float(values.min()), float(values.max())
@@ -944,6 +949,8 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
 
     - ``"dtype"``: offset 0, scale 255 (uint8), 65535 (uint16) or 1 (float): as :func:`read_image`;
     - ``"band_minmax"``: offset = band minimum, scale = maximum - minimum: each band spans [0, 1];
+    - ``"stack_minmax"``: one offset and scale for all bands, from their minimum and maximum together: the bands keep
+      their relative levels (slices of a volume; the whole-cube normalisation of hyperspectral benchmarks);
     - ``"band_percentile"``: offset and offset + scale = the band's ``percentiles``: robust to hot pixels; values
       beyond the percentiles fall outside [0, 1]. A band whose percentiles coincide falls back to min/max.
 
@@ -1009,9 +1016,15 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
         nodata.extend([_nodata(info.tiff_tags)] * arr.shape[0])
     stack = np.empty((len(bands), *bands[0].shape), dtype=np.float32)  # (S, H, W)
     offsets, scales = [], []
+    shared = None
+    if scaling == "stack_minmax":  # one offset and scale for every band: their min and max together
+        valid = [v for v in (_valid_values(b, n) for b, n in zip(bands, nodata)) if v.size]
+        lo = min((float(v.min()) for v in valid), default=0.0)
+        hi = max((float(v.max()) for v in valid), default=1.0)
+        shared = (lo, (hi - lo) if hi > lo else 1.0)
     for i, band in enumerate(bands):
-        offset, scale = _band_scaling(band, str(files[i] if per_file else files[0]), scaling, (lo_p, hi_p),
-                                      nodata[i])
+        offset, scale = shared or _band_scaling(band, str(files[i] if per_file else files[0]), scaling,
+                                                (lo_p, hi_p), nodata[i])
         stack[i] = (band.astype(np.float64) - offset) / scale
         offsets.append(offset)
         scales.append(scale)
@@ -1035,6 +1048,8 @@ def check_stack_destination(path: PathLike, info: StackInfo) -> None:
                          "write to a folder instead")
     if suffix == ".hdr":
         check_envi_dtype(path, info.dtype[0])
+    if suffix in (".nii", ".nii.gz") and (info.container is None or info.container.format != "nifti"):
+        check_nifti_dtype(path, info.dtype[0])  # a new file (a NIfTI source's own dtype always fits)
 
 
 def write_stack(path_or_dir: PathLike, stack: np.ndarray | torch.Tensor, info: StackInfo) -> None:

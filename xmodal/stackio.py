@@ -24,8 +24,10 @@ the nodata value, ``band names`` name the bands. Written back, the header keeps 
 renamed into place last, both atomically, so a header never describes a half-written file.
 
 NIfTI-1/2 single files (``brain.nii.gz``; through nibabel, ``pip install nibabel``): the slices along the third voxel
-axis are the bands, ``(Z, Y, X)``, in the stored dtype (``scl_slope``/``scl_inter`` stay in the header, not applied);
-``(X, Y)`` is one slice, ``(X, Y, Z, 1)`` one volume, a longer 4-D series is refused. Written back, the source's bytes
+axis are the bands, ``(Z, X, Y)`` (``stack[k]`` is nibabel's ``volume[:, :, k]``), in the stored dtype
+(``scl_slope``/``scl_inter`` stay in the header; evaluation applies them); NaN voxels of a float volume (masks) are
+nodata, kept as they are; ``(X, Y)`` is one slice, trailing dimensions of 1 are dropped, a series of volumes is
+refused. Written back, the source's bytes
 before its voxels (header, extensions) are copied unchanged and the voxels written in its dtype and byte order; from
 another format, a new NIfTI-1 file with an identity affine.
 """
@@ -46,8 +48,9 @@ import numpy as np
 
 from xmodal._fs import atomic_write
 
-__all__ = ["CONTAINER_EXTENSIONS", "StackContainer", "check_container", "check_envi_dtype", "envi_data_path",
-           "is_container", "read_container", "split_variable", "stack_stem", "stack_suffix", "write_container"]
+__all__ = ["CONTAINER_EXTENSIONS", "StackContainer", "check_container", "check_envi_dtype", "check_nifti_dtype",
+           "envi_data_path", "is_container", "read_container", "split_variable", "stack_stem", "stack_suffix",
+           "write_container"]
 
 CONTAINER_EXTENSIONS = (".mat", ".hdr", ".nii", ".nii.gz")
 _ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin")
@@ -77,7 +80,10 @@ class StackContainer:
         data_suffix: ``envi``: the data file's extension (``""``: none).
         raw_header: ``nifti``: the file's bytes before its voxels (header, extensions), written back as they are.
         file_dtype: ``nifti``: the voxels' numpy dtype as stored, byte order included (``"<i2"``).
-        shape: ``nifti``: the volume's shape as stored (``(X, Y)``, ``(X, Y, Z)`` or ``(X, Y, Z, 1)``).
+        shape: ``nifti``: the volume's shape as stored (``(X, Y)``, ``(X, Y, Z)``, ``(X, Y, Z, 1)``...).
+        slope, inter: ``nifti``: ``scl_slope``/``scl_inter`` (1 and 0 where the header has none): physical value =
+            slope x stored value + inter. Kept in the header; :func:`xmodal.evaluate.evaluate_stacks` scores physical
+            values.
     """
 
     format: Literal["mat", "envi", "nifti"]
@@ -93,6 +99,8 @@ class StackContainer:
     raw_header: bytes = b""
     file_dtype: str = ""
     shape: tuple[int, ...] = ()
+    slope: float = 1.0
+    inter: float = 0.0
 
 
 def _error(message: str) -> Exception:
@@ -144,7 +152,8 @@ def read_container(path: str | os.PathLike) -> tuple[np.ndarray, StackContainer,
         return arr, container, None, ()
     if stack_suffix(file) in (".nii", ".nii.gz"):
         arr, container = _read_nifti(file)
-        return arr, container, None, tuple(f"slice_{k + 1:03d}" for k in range(arr.shape[0]))
+        nan = arr.dtype.kind == "f" and bool(np.isnan(arr).any())  # NaN outside the object (FSL/SPM masks): nodata
+        return arr, container, math.nan if nan else None, tuple(f"slice_{k + 1:03d}" for k in range(arr.shape[0]))
     return _read_envi(file)
 
 
@@ -423,9 +432,13 @@ def _savemat(path: Path, variables: dict[str, Any], compressed: bool, source: st
 def _parse_header(file: Path) -> list[tuple[str, str]]:
     """The ``(key, value)`` fields of an ENVI header, in order (``{...}`` values may span lines)."""
     try:
-        text = file.read_text(encoding="utf-8", errors="replace")
+        raw = file.read_bytes()
     except OSError as e:
         raise _error(f"{file}: not readable ({e.strerror})") from None
+    if raw[:4] in (struct.pack("<i", 348), struct.pack(">i", 348)):  # sizeof_hdr of an Analyze / NIfTI-1 header
+        raise _error(f"{file}: an Analyze 7.5 or NIfTI-1 pair header (binary), not an ENVI one; convert the pair to "
+                     f"one .nii file first (nibabel: nib.save(nib.load('{file.name}'), '{file.stem}.nii'))")
+    text = raw.decode("utf-8", errors="replace")
     lines = text.lstrip("\ufeff").splitlines()  # a byte-order mark, as some Windows tools write
     if not lines or not lines[0].strip().upper().startswith("ENVI"):
         raise _error(f"{file}: not an ENVI header (its first line is not 'ENVI')")
@@ -484,6 +497,12 @@ def _data_file(header: Path) -> Path:
             return found
     raise _error(f"{header}: no data file beside this ENVI header (looked for {base.name} with extensions "
                  f"{', '.join(s or '(none)' for s in _ENVI_DATA_SUFFIXES)})")
+
+
+def check_nifti_dtype(path: str | os.PathLike, dtype: str) -> None:
+    """``ValueError`` naming ``path`` when a new NIfTI file cannot hold ``dtype`` voxels (float16)."""
+    if dtype == "float16":
+        raise ValueError(f"{path}: NIfTI has no float16 voxels; write a .tif, .npy or .mat file instead")
 
 
 def check_envi_dtype(path: str | os.PathLike, dtype: str) -> None:
@@ -602,21 +621,25 @@ def _nifti_image(file: Path) -> Any:
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise _error(f"{file}: a {type(img).__name__}, expected a single-file NIfTI-1 or NIfTI-2 volume")
     shape = tuple(int(n) for n in img.shape)
-    if not (len(shape) in (2, 3) or (len(shape) == 4 and shape[3] == 1)):
-        raise _error(f"{file}: a volume of shape {shape}; expected (X, Y), (X, Y, Z) or (X, Y, Z, 1) (a series of "
-                     "volumes is denoised one volume at a time)")
+    if len(shape) < 2 or any(n != 1 for n in shape[3:]):
+        raise _error(f"{file}: a volume of shape {shape}; expected (X, Y) or (X, Y, Z) (trailing dimensions of 1 "
+                     "allowed): split a series into single volumes first (nibabel's four_to_three, fslsplit)")
+    if img.get_data_dtype().fields is not None:
+        raise _error(f"{file}: voxels of type {img.get_data_dtype()} (RGB/RGBA NIfTI); expected one value per voxel: "
+                     "split the colour channels into volumes first")
     return img
 
 
 def _read_nifti(file: Path) -> tuple[np.ndarray, StackContainer]:
-    """Slices along the third voxel axis as bands, ``(Z, Y, X)``, in the stored dtype (``scl_slope``/``scl_inter``
-    stay in the header, not applied)."""
+    """Slices along the third voxel axis as bands, ``(Z, X, Y)`` (``stack[k]`` is nibabel's ``volume[:, :, k]``),
+    in the stored dtype (``scl_slope``/``scl_inter`` stay in the header, recorded in the container)."""
     import gzip
 
     img = _nifti_image(file)
     try:
         raw = np.asanyarray(img.dataobj.get_unscaled())
         offset = int(img.dataobj.offset)  # where the voxels start (the header's vox_offset as nibabel reads it)
+        slope, inter = float(img.dataobj.slope), float(img.dataobj.inter)  # 1 and 0 where the header has none
         with (gzip.open if stack_suffix(file) == ".nii.gz" else open)(file, "rb") as f:
             head = f.read(offset)
     except Exception as e:  # a cut file: nibabel and gzip raise OSError, EOFError, ValueError...
@@ -625,8 +648,8 @@ def _read_nifti(file: Path) -> tuple[np.ndarray, StackContainer]:
         raise _error(f"{file}: not readable as NIfTI (the file ends inside its {offset}-byte header)")
     volume = raw.reshape(raw.shape[:2] + (raw.shape[2] if raw.ndim > 2 else 1,))  # (X, Y, Z)
     container = StackContainer("nifti", str(file), raw_header=head, file_dtype=img.get_data_dtype().str,
-                               shape=tuple(int(n) for n in img.shape))
-    stack = volume.transpose(2, 1, 0)  # (X, Y, Z) -> (Z, Y, X): slice k is rows j, columns i
+                               shape=tuple(int(n) for n in img.shape), slope=slope, inter=inter)
+    stack = volume.transpose(2, 0, 1)  # (X, Y, Z) -> (Z, X, Y): slice k is volume[:, :, k]
     return np.ascontiguousarray(stack, dtype=stack.dtype.newbyteorder("=")), container
 
 
@@ -636,13 +659,13 @@ def _write_nifti(path: Path, data: np.ndarray, container: StackContainer | None)
     affine."""
     import gzip
 
-    volume = data.transpose(2, 1, 0)  # (S, H, W) -> (X, Y, Z)
+    volume = data.transpose(1, 2, 0)  # (Z, X, Y) -> (X, Y, Z)
     if container is not None:
         xyz = container.shape[:2] + (container.shape[2] if len(container.shape) > 2 else 1,)
         if volume.shape != xyz:
-            raise ValueError(f"{path}: the stack is {' x '.join(map(str, data.shape))} (slices x rows x columns) but "
-                             f"the header of {container.source} describes {' x '.join(map(str, xyz[::-1]))}; write "
-                             "it to a new .tif/.npy file instead")
+            raise ValueError(f"{path}: the stack is {' x '.join(map(str, data.shape))} (slices x X x Y) but the "
+                             f"header of {container.source} describes {' x '.join(map(str, xyz[2:] + xyz[:2]))}; "
+                             "write it to a new .tif/.npy file instead")
         voxels = np.asarray(volume.reshape(container.shape), dtype=np.dtype(container.file_dtype))
         content = container.raw_header + voxels.tobytes(order="F")
     else:
