@@ -1348,8 +1348,8 @@ def test_cli_matlab_and_envi_stacks(runs: dict[str, Path], tmp_path: Path, capsy
     assert "pair.mat: holds several arrays that could be the stack (gt 20x18x7 single, input 20x18x7 single); " \
            f"name one: {tmp_path / 'pair.mat'}:gt" in capsys.readouterr().err
     assert main([pair, "-o", str(tmp_path / "o3"), "--model", str(runs["gray"]), "--quiet"]) == 1
-    assert f"{pair}: the model is an image model; a .mat or ENVI file is read as a band stack (use a multispectral " \
-           "model" in capsys.readouterr().err
+    assert f"{pair}: the model is an image model; a .mat, ENVI or NIfTI file is read as a band stack (use a " \
+           "multispectral model" in capsys.readouterr().err
     assert main([pair, "-o", str(tmp_path / "o5"), "--modality", "speech", "--quiet"]) == 1
     assert f"{pair}: --modality speech was given; this is a multispectral stack (use an image or multispectral " \
            "model)" in capsys.readouterr().err
@@ -1407,6 +1407,8 @@ def test_cli_nifti_volumes(runs: dict[str, Path], tmp_path: Path, capsys: pytest
     assert main([str(src), "-o", str(out), "--quiet"]) == 1
     assert f"{src}: no bundled model is trained on medical volumes (MRI magnitude noise is Rician" in \
         capsys.readouterr().err
+    assert main([str(src), "-o", str(out), "--modality", "multispectral", "--quiet"]) == 1  # a modality is no model
+    assert f"{src}: no bundled model is trained on medical volumes" in capsys.readouterr().err
     assert main([str(src), "-o", str(out), "--model", str(runs["stack"]), "--quiet"]) == 0
     assert os.listdir(out) == ["brain.nii.gz"]
     offset = nib.load(str(src)).dataobj.offset

@@ -889,8 +889,8 @@ def test_write_errors_with_info(tmp_path):
 
 
 def test_read_stack_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"`scaling` must be one of \('dtype', 'band_minmax', 'band_percentile'\), "
-                                         r"got 'minmax'"):
+    with pytest.raises(ValueError, match=r"`scaling` must be one of \('dtype', 'band_minmax', 'band_percentile', "
+                                         r"'stack_minmax'\), got 'minmax'"):
         read_stack(tmp_path, "minmax")
     for p in ((5.0, 5.0), (-1.0, 50.0), (10.0, 101.0)):
         with pytest.raises(ValueError, match=r"`percentiles` must be \(low, high\) with 0 <= low < high <= 100"):
@@ -920,7 +920,7 @@ def test_read_stack_band_errors(tmp_path):
         read_stack(d)
     tifffile.imwrite(d / "l8_B2.tif", np.zeros((32, 40), np.int16))
     with pytest.raises(ImageReadError, match=r"l8_B2.tif: dtype int16 has no natural \[0, 1\] scale; use "
-                                             r"scaling='band_minmax' or 'band_percentile'"):
+                                             r"scaling='band_minmax', 'band_percentile' or 'stack_minmax'"):
         read_stack(d, "dtype")
     tifffile.imwrite(d / "l8_B2.tif", np.zeros((32, 40), np.uint32))
     with pytest.raises(ImageReadError, match=r"l8_B2.tif: unsupported dtype uint32 \(expected uint8, uint16, int8, "

@@ -1378,11 +1378,11 @@ class StackDenoiser:
 
         Args:
             src: a multi-band TIFF or ``.npy`` file, a MATLAB ``.mat`` file (``"scene.mat:variable"`` for one of
-                several arrays) or ENVI header (:mod:`xmodal.stackio`), or a folder of single-band TIFFs (one band
-                each, natural order).
-            dst: a ``.tif``/``.tiff``/``.npy``/``.mat``/``.hdr`` file (a ``.mat`` or ENVI source written to its own
-                format keeps its other variables or header fields; an ENVI destination also writes its data file), or
-                a folder (a path without extension, or any path when ``src``
+                several arrays), an ENVI header or a NIfTI volume (:mod:`xmodal.stackio`), or a folder of
+                single-band TIFFs (one band each, natural order).
+            dst: a ``.tif``/``.tiff``/``.npy``/``.mat``/``.hdr``/``.nii``/``.nii.gz`` file (a ``.mat``, ENVI or
+                NIfTI source written to its own format keeps its other variables, header fields or header bytes; an
+                ENVI destination also writes its data file), or a folder (a path without extension, or any path when ``src``
                 is a folder) that receives one file per band with the input's band file names. Written atomically:
                 a temp file, or a temp folder renamed when complete (with ``overwrite``, band files replace those of
                 an existing folder one by one; its other files are left alone).
@@ -1902,8 +1902,8 @@ def _known_extensions_text() -> str:
 
 
 def _file_kind(path: Path) -> str | None:
-    """``"speech"`` for an audio extension, ``"image"`` for an image one, ``"stack"`` for a MATLAB or ENVI file (always
-    a band stack), ``"video"`` for a video file, else ``None``."""
+    """``"speech"`` for an audio extension, ``"image"`` for an image one, ``"stack"`` for a MATLAB, ENVI or NIfTI file
+    (always a band stack), ``"video"`` for a video file, else ``None``."""
     if is_container(path):
         return "stack"
     suffix = stack_suffix(path)
@@ -2148,12 +2148,12 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
     target = model_modality or forced
     if kind == "video" and _audio_only(src):  # a video container holding sound only (browser recordings)
         kind = "speech"
+    if kind == "stack" and not model_modality and stack_suffix(src) in (".nii", ".nii.gz"):
+        raise ValueError(f"{src}: no bundled model is trained on medical volumes (MRI magnitude noise is Rician, "
+                         "with a bias a Gaussian denoiser keeps): pass --model with a run trained on your scans "
+                         "(recipes/multispectral.yaml with image.noise.kind=rician, slices as bands), or "
+                         "--model multispectral for the satellite-trained band model")
     if target is None:  # auto: the file decides
-        if kind == "stack" and stack_suffix(src) in (".nii", ".nii.gz"):
-            raise ValueError(f"{src}: no bundled model is trained on medical volumes (MRI magnitude noise is Rician, "
-                             "with a bias a Gaussian denoiser keeps): pass --model with a run trained on your scans "
-                             "(recipes/multispectral.yaml with image.noise.kind=rician, slices as bands), or "
-                             "--model multispectral for the satellite-trained band model")
         if kind == "stack":
             return _Job(src, "multispectral", "multispectral")
         if kind == "video":
@@ -2172,8 +2172,8 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
         raise ValueError(f"{src}: {why}; this is {_KIND['speech']} (use a speech model, or leave --model and "
                          "--modality out)")
     if kind == "stack" and target != "multispectral":
-        raise ValueError(f"{src}: {why}; a .mat or ENVI file is read as a band stack (use a multispectral model, or "
-                         "leave --model and --modality out)")
+        raise ValueError(f"{src}: {why}; a .mat, ENVI or NIfTI file is read as a band stack (use a multispectral "
+                         "model, or leave --model and --modality out)")
     if kind == "video" and target != "video":
         raise ValueError(f"{src}: {why}; this is a video file (use a video model, e.g. video_photo for phone and "
                          "camera footage, or leave --model and --modality out)")
