@@ -1382,10 +1382,10 @@ class StackDenoiser:
                 single-band TIFFs (one band each, natural order).
             dst: a ``.tif``/``.tiff``/``.npy``/``.mat``/``.hdr``/``.nii``/``.nii.gz`` file (a ``.mat``, ENVI or
                 NIfTI source written to its own format keeps its other variables, header fields or header bytes; an
-                ENVI destination also writes its data file), or a folder (a path without extension, or any path when ``src``
-                is a folder) that receives one file per band with the input's band file names. Written atomically:
-                a temp file, or a temp folder renamed when complete (with ``overwrite``, band files replace those of
-                an existing folder one by one; its other files are left alone).
+                ENVI destination also writes its data file), or a folder (a path without extension, or any path
+                when ``src`` is a folder) that receives one file per band with the input's band file names. Written
+                atomically: a temp file, or a temp folder renamed when complete (with ``overwrite``, band files
+                replace those of an existing folder one by one; its other files are left alone).
             overwrite: replace an existing ``dst``. ``dst`` is never allowed to be ``src`` or one of its bands.
             scaling: per-band scaling of the input; ``None`` (default): the scaling the model was trained with
                 (``config.image.scaling``, usually ``band_minmax``: each band spans [0, 1]).
