@@ -352,8 +352,8 @@ def test_envi_header_with_a_byte_order_mark_and_lower_case_magic(tmp_path):
 
 def test_container_in_a_list_of_band_files_is_refused(tmp_path):
     sio.savemat(tmp_path / "a.mat", {"x": cube()})
-    with pytest.raises(ImageReadError, match=r"a.mat: a list of band files takes TIFFs; read a .mat or .hdr stack on "
-                                             r"its own"):
+    with pytest.raises(ImageReadError, match=r"a.mat: a list of band files takes TIFFs; read a .mat, .hdr or NIfTI "
+                                             r"stack on its own"):
         read_stack([tmp_path / "a.mat"])
 
 

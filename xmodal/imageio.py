@@ -48,8 +48,8 @@ import numpy as np
 import torch
 
 from xmodal._fs import atomic_write
-from xmodal.stackio import (CONTAINER_EXTENSIONS, check_envi_dtype, check_nifti_dtype, is_container, read_container,
-                             split_variable, stack_suffix, write_container)
+from xmodal.stackio import (CONTAINER_EXTENSIONS, StackContainer, check_envi_dtype, check_nifti_dtype, is_container,
+                             read_container, split_variable, stack_suffix, write_container)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -166,8 +166,9 @@ class StackInfo:
         tiff_tile: ``(rows, columns)`` of the (first) TIFF's tiles when it is tiled, written back so; ``None``: strips.
         tiff_overviews: reduction factors of the (first) TIFF's internal overviews, rebuilt on writing (as
             :class:`ImageInfo`'s).
-        container: a MATLAB ``.mat`` or ENVI source's :class:`~xmodal.stackio.StackContainer` (variable, version,
-            header...), written back by :func:`write_stack` to a ``.mat``/``.hdr`` destination; ``None`` otherwise.
+        container: a MATLAB ``.mat``, ENVI or NIfTI source's :class:`~xmodal.stackio.StackContainer` (variable,
+            version, header...), written back by :func:`write_stack` to a destination of the same format; ``None``
+            otherwise.
     """
 
     scaling: StackScaling
@@ -184,7 +185,7 @@ class StackInfo:
     interleaved: bool = False
     tiff_tile: tuple[int, int] | None = None
     tiff_overviews: tuple[int, ...] = ()
-    container: Any = None  # xmodal.stackio.StackContainer, imported only when used
+    container: StackContainer | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
@@ -938,8 +939,9 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
 
     - one file (GeoTIFF with bands as pages or samples, or any :func:`read_image` format): its channels are the
       bands;
-    - a MATLAB ``.mat`` file (its one 3-D array, or ``"scene.mat:variable"``) or an ENVI header ``scene.hdr``
-      (beside its data file), the containers of hyperspectral data: see :mod:`xmodal.stackio`;
+    - a MATLAB ``.mat`` file (its one 3-D array, or ``"scene.mat:variable"``), an ENVI header ``scene.hdr`` (beside
+      its data file) or a NIfTI volume (``.nii``, ``.nii.gz``; its slices), the containers of hyperspectral and
+      medical data: see :mod:`xmodal.stackio`;
     - a folder: every ``.tif``/``.tiff`` in it (hidden files skipped), one band each, in natural order
       (``l8_B1.tif``, ``l8_B2.tif``, ..., ``l8_B9.tif``, ``l8_B10.tif``);
     - a list of single-band files, in the order given.
@@ -990,7 +992,8 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
     for f in files:
         if is_container(f):
             if per_file:
-                raise ImageReadError(f"{f}: a list of band files takes TIFFs; read a .mat or .hdr stack on its own")
+                raise ImageReadError(f"{f}: a list of band files takes TIFFs; read a .mat, .hdr or NIfTI stack on its "
+                                     "own")
             arr, container, container_nodata, container_names = read_container(f)
             if arr.size == 0:
                 raise ImageReadError(f"{f}: empty array of shape {arr.shape}")
