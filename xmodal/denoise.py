@@ -2202,8 +2202,9 @@ def _parser() -> argparse.ArgumentParser:
         prog=command_name("denoise"),
         description="Denoise audio files (WAV, FLAC, OGG, Opus, MP3, M4A...; any rate, channel count and length), "
                     "images (PNG, JPEG, BMP, WebP, AVIF, TIFF, .npy, HEIC; bit depth and format kept), multispectral "
-                    "stacks (multi-band TIFF/.npy files, or folders of single-band TIFFs with --modality "
-                    "multispectral) and video clips (video files such as .mp4 with PyAV installed, their sound kept "
+                    "stacks (multi-band TIFF/.npy files, MATLAB .mat (scene.mat:variable for one of several "
+                    "arrays), ENVI .hdr rasters, NIfTI .nii/.nii.gz volumes with --model, or folders of single-band "
+                    "TIFFs with --modality multispectral) and video clips (video files such as .mp4 with PyAV installed, their sound kept "
                     "in sync (--audio); folders of frames or (T, H, W[, C]) .npy files with --modality video or a "
                     "video --model) into OUT_DIR, keeping their names. Without --model the modality and the bundled "
                     "model follow each file: audio (and video files holding sound only) -> 'speech', 1-channel "
