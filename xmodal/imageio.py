@@ -1001,7 +1001,7 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
             bands.extend(arr)
             names.extend(container_names or [f"band_{i + 1:02d}" for i in range(arr.shape[0])])
             nodata.extend([container_nodata] * arr.shape[0])
-            interleaved = container.bands_last if container.format == "mat" else container.interleave == "bip"
+            interleaved = container.format == "mat" or container.interleave == "bip"  # stored bands last
             continue
         arr, info = _read_raw(f, _STACK_DTYPES)
         if not bands:

@@ -6,8 +6,9 @@ rest of xmodal sees ``(S, H, W)`` stacks as from any TIFF.
 
 MATLAB (``scene.mat``): versions 4, 5/6/7 through SciPy and 7.3 (HDF5) through h5py (``pip install h5py``). The stack
 is the file's one numeric 3-D array (or, with none, its one 2-D array of at least 2 x 2), read MATLAB's way: ``(rows,
-columns, bands)``, unless its first axis is at most a third of both others (``(31, 512, 512)``, saved bands first
-from Python). A file holding several (``gt`` and ``input``) names the one to use: ``scene.mat:input``. Written back,
+columns, bands)``, always (a crop with few rows, ``(10, 100, 200)``, and an array saved bands first from Python,
+``(31, 512, 512)``, have the same shape; a warning says which was assumed when the first axis is at most a third of
+both others). A file holding several (``gt`` and ``input``) names the one to use: ``scene.mat:input``. Written back,
 the ``.mat`` keeps every other variable of the file it was read from, the array's name, layout and dtype, and the
 version: a 7.3 file is copied and its array replaced in place; in a version 5-7 file only the array's data element is
 replaced (compressed if it was) and every other one copied byte for byte (logical masks, sparse matrices, objects stay
@@ -72,7 +73,6 @@ class StackContainer:
         variable: ``mat``: the array's name.
         mat_version: ``mat``: ``"4"``, ``"5"`` (5, 6 and 7) or ``"7.3"``.
         compressed: ``mat`` version 5: whether the file's variables were zlib-compressed (MATLAB 7's default).
-        bands_last: ``mat``: the array was stored ``(rows, columns, bands)`` (else ``(bands, rows, columns)``).
         header: ``envi``: the header's ``(key, value)`` fields in order, as written (values of ``{...}`` lists
             included).
         interleave: ``envi``: ``"bsq"``, ``"bil"`` or ``"bip"``.
@@ -91,7 +91,6 @@ class StackContainer:
     variable: str = ""
     mat_version: str = ""
     compressed: bool = False
-    bands_last: bool = True
     header: tuple[tuple[str, str], ...] = ()
     interleave: str = "bsq"
     big_endian: bool = False
@@ -200,10 +199,9 @@ def write_container(path: str | os.PathLike, data: np.ndarray, container: StackC
 # -------------------------------------------------------------------------------------------------------------- MATLAB
 
 
-def _bands_first(shape: tuple[int, ...]) -> bool:
-    """A 3-D array stored bands first (saved from Python as ``(bands, rows, columns)``): its first axis is at most a
-    third of both others, ``(31, 512, 512)``; anything else is MATLAB's ``(rows, columns, bands)``, crops with few rows
-    included (``(100, 145, 200)``, ``(30, 60, 31)``)."""
+def _looks_bands_first(shape: tuple[int, ...]) -> bool:
+    """Whether a 3-D array read in MATLAB's order may have been saved bands first from Python: its first axis is at
+    most a third of both others (``(31, 512, 512)``; a thin crop ``(10, 100, 200)`` looks the same)."""
     return 3 * shape[0] <= min(shape[1], shape[2])
 
 
@@ -305,9 +303,14 @@ def _read_mat(file: Path, variable: str | None) -> tuple[np.ndarray, StackContai
     arr = np.asarray(arr)
     if arr.ndim == 2:
         arr = arr[:, :, None]  # one band: (H, W) -> (H, W, 1)
-    bands_last = not _bands_first(arr.shape)
-    stack = arr.transpose(2, 0, 1) if bands_last else arr  # (H, W, S) -> (S, H, W)
-    container = StackContainer("mat", str(file), variable=name, mat_version=version, bands_last=bands_last,
+    if _looks_bands_first(arr.shape):
+        import warnings
+
+        warnings.warn(f"{file}: {name!r} of shape {arr.shape} is read in MATLAB's order, (rows, columns, bands): "
+                      f"{arr.shape[2]} bands of {arr.shape[0]} x {arr.shape[1]}; if it was saved bands first from "
+                      "Python, save it as (rows, columns, bands) (or as .npy) instead", stacklevel=2)
+    stack = arr.transpose(2, 0, 1)  # (H, W, S) -> (S, H, W)
+    container = StackContainer("mat", str(file), variable=name, mat_version=version,
                                compressed=version == "5" and _mat5_compressed(file))
     return np.ascontiguousarray(stack, dtype=stack.dtype.newbyteorder("=")), container
 
@@ -316,8 +319,8 @@ def _write_mat(path: Path, data: np.ndarray, container: StackContainer | None) -
     if container is None:  # from another format: a new file, MATLAB's layout
         _savemat(path, {"data": data.transpose(1, 2, 0)}, compressed=True)
         return
-    stored = data.transpose(1, 2, 0) if container.bands_last else data  # (S, H, W) -> as read
-    if stored.shape[-1] == 1 and container.bands_last:
+    stored = data.transpose(1, 2, 0)  # (S, H, W) -> (rows, columns, bands), as read
+    if stored.shape[-1] == 1:
         stored = stored[:, :, 0]  # one band was a 2-D array
     if container.mat_version == "7.3":
         h5py = _h5py()
@@ -435,8 +438,8 @@ def _parse_header(file: Path) -> list[tuple[str, str]]:
         raw = file.read_bytes()
     except OSError as e:
         raise _error(f"{file}: not readable ({e.strerror})") from None
-    if raw[:4] in (struct.pack("<i", 348), struct.pack(">i", 348)):  # sizeof_hdr of an Analyze / NIfTI-1 header
-        raise _error(f"{file}: an Analyze 7.5 or NIfTI-1 pair header (binary), not an ENVI one; convert the pair to "
+    if raw[:4] in {struct.pack(o + "i", n) for o in "<>" for n in (348, 540)}:  # Analyze / NIfTI-1 / NIfTI-2 sizes
+        raise _error(f"{file}: an Analyze 7.5 or NIfTI pair header (binary), not an ENVI one; convert the pair to "
                      f"one .nii file first (nibabel: nib.save(nib.load('{file.name}'), '{file.stem}.nii'))")
     text = raw.decode("utf-8", errors="replace")
     lines = text.lstrip("\ufeff").splitlines()  # a byte-order mark, as some Windows tools write
