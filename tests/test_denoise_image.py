@@ -978,7 +978,7 @@ def test_cli_missing_bundled_model_is_a_usage_error(tmp_path: Path, monkeypatch:
     assert main([str(tmp_path / "in" / "gray8.png"), "-o", str(tmp_path / "out"), "--quiet"]) == 2
     assert re.search(r"gray8.png: needs the bundled 'image_gray' model, which cannot be loaded: bundled model "
                      r"'image_gray' is not installed", capsys.readouterr().err)
-    assert os.listdir(tmp_path / "out") == []
+    assert not (tmp_path / "out").exists()  # made for the outputs, removed when none came
 
 
 def make_bad_images(folder: Path) -> dict[str, str]:
@@ -1031,7 +1031,7 @@ def test_cli_bad_images_reported_batch_continues(runs: dict[str, Path], bundled:
     assert main([str(scene), "-o", str(tmp_path / "out2"), "--modality", "multispectral", "--quiet"]) == 1
     assert re.search(r"B4.tif: shape \(10, 10\) differs from .*B1.tif: \(23, 19\); all bands must have the same size",
                      capsys.readouterr().err)
-    assert os.listdir(tmp_path / "out2") == []
+    assert not (tmp_path / "out2").exists()  # nothing written: no folder left behind
 
 
 def test_cli_overwrite_rules(runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -1355,7 +1355,10 @@ def test_cli_matlab_and_envi_stacks(runs: dict[str, Path], tmp_path: Path, capsy
            "model)" in capsys.readouterr().err
     assert main([pair, "-o", str(tmp_path), *argv[4:]]) == 1  # into the input's own folder: its own file
     assert "would overwrite the input file" in capsys.readouterr().err
-    assert all(not (tmp_path / d).exists() or os.listdir(tmp_path / d) == [] for d in ("o2", "o3"))  # nothing written
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()  # no output: no folder left behind
+    (tmp_path / "kept").mkdir()
+    assert main([str(tmp_path / "pair.mat"), "-o", str(tmp_path / "kept"), *argv[4:]]) == 1
+    assert (tmp_path / "kept").is_dir()  # a folder that was there stays
     np.testing.assert_array_equal(sio.loadmat(tmp_path / "pair.mat")["gt"], gt)
     # --format converts: the .mat array into a new ENVI raster (float32, BSQ; header of its own)
     assert main([pair, "-o", str(tmp_path / "o4"), "--format", "hdr", *argv[4:]]) == 0

@@ -2394,95 +2394,105 @@ def _main(argv: list[str] | None) -> int:
                .replace("`overlap`", "--overlap"))
         return 2
     out_dir = Path(args.output_dir)
+    created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         report(f"{out_dir}: cannot create the output folder ({e.strerror or e})")
         return 2
-    forced = None if args.modality == "auto" else args.modality
-    # denoisers by (bundled name, modality); (None, modality) is --model's (a joint model gives one per modality)
-    models: dict[tuple[str | None, str], AnyDenoiser] = {}
-    model_modality = None
-    available: tuple[str, ...] = ()
-    if args.model is not None:
-        try:
-            available = model_modalities(args.model)
-            if forced is not None and forced not in available:
-                report(f"--modality {forced} does not match the model {args.model}: it is "
-                       + (_MODEL_KIND[available[0]] if len(available) == 1 else
-                          f"a joint model of {' and '.join(available)}"))
-                return 2
-            first = forced or available[0]
-            models[(None, first)] = load(args.model, args.device, args.precision, modality=first)
-        except (ValueError, OSError) as e:  # unknown name, bundled model missing, bad checkpoint, no CUDA
-            report(str(e))
-            return 2
-        model_modality = forced or (available[0] if len(available) == 1 else None)  # None: joint, per file
-    paths, errors = _expand_inputs(args.inputs, model_modality or forced)
-    for message in errors:
-        report(message)
-    failed, done = len(errors), 0
-    jobs: list[_Job] = []
-    for src in paths:  # the modality and model of each input, from its extension and header
-        try:
-            job = _plan_job(src, model_modality, forced)
-            if available and model_modality is None:  # a joint model: the file decides among its modalities
-                if job.modality not in available:
-                    raise ValueError(f"{src}: the model {args.model} is a joint model of {' and '.join(available)}; "
-                                     f"this is {_KIND[job.modality]}")
-                job = _Job(src, job.modality, None)
-            jobs.append(job)
-        except (ValueError, OSError) as e:  # ImageReadError is a ValueError
-            message = str(e)
-            report(message if str(src) in message else f"{src}: {message}")
-            failed += 1
-    for job in jobs:  # each needed model, once, before any work
-        key = (job.model, job.modality)
-        if key not in models:
+
+    def denoise_all() -> int:
+        forced = None if args.modality == "auto" else args.modality
+        # denoisers by (bundled name, modality); (None, modality) is --model's (a joint model gives one per modality)
+        models: dict[tuple[str | None, str], AnyDenoiser] = {}
+        model_modality = None
+        available: tuple[str, ...] = ()
+        if args.model is not None:
             try:
-                models[key] = load(job.model, args.device, args.precision) if job.model else \
-                    load(args.model, args.device, args.precision, modality=job.modality)
-            except (ValueError, OSError) as e:
-                report(f"{job.src}: needs the bundled {job.model!r} model, which cannot be loaded: {e}"
-                       if job.model else str(e))
+                available = model_modalities(args.model)
+                if forced is not None and forced not in available:
+                    report(f"--modality {forced} does not match the model {args.model}: it is "
+                           + (_MODEL_KIND[available[0]] if len(available) == 1 else
+                              f"a joint model of {' and '.join(available)}"))
+                    return 2
+                first = forced or available[0]
+                models[(None, first)] = load(args.model, args.device, args.precision, modality=first)
+            except (ValueError, OSError) as e:  # unknown name, bundled model missing, bad checkpoint, no CUDA
+                report(str(e))
                 return 2
-    speech = None  # the speech model of --audio denoise, when a video is to be denoised
-    if args.audio == "denoise" and any(job.modality == "video" for job in jobs):
-        try:
-            speech = load(args.audio_model, args.device, modality="speech")
-        except (ValueError, OSError) as e:
-            report(f"--audio-model {args.audio_model}: {e}")
-            return 2
-    inputs = {split_variable(j.src)[0].resolve(): j.src for j in jobs}  # scene.mat:input is scene.mat
-    planned: dict[Path, Path] = {}
-    for job in tqdm(jobs, desc="files", unit="file", disable=args.quiet or len(jobs) < 2, dynamic_ncols=True):
-        src = job.src
-        dst = _output_path(out_dir, job, formats)
-        key = dst.resolve()
-        if key in inputs:
-            report(f"{src}: its output {dst} would overwrite the input {'folder' if src.is_dir() else 'file'} "
-                   f"{inputs[key]}; choose another -o")
-            failed += 1
-            continue
-        if key in planned:
-            report(f"{src}: its output {dst} collides with that of {planned[key]} (same file name); skipped")
-            failed += 1
-            continue
-        planned[key] = src
-        try:
-            _run_job(models[(job.model, job.modality)], job, dst, args, speech)
-            done += 1
-        except (ValueError, OSError, RuntimeError, ImportError) as e:
-            # AudioReadError / ImageReadError are ValueErrors; libsndfile raises RuntimeError
-            message = re.sub(r"\(pass overwrite=True(, or | / )--overwrite", "(pass --overwrite", str(e))  # the CLI's
-            if isinstance(e, AudioReadError) and job.model is not None and _file_kind(src) is None:
-                message += f"; {_unknown_extension(src)}"  # read as audio only because its extension is unknown
-            report(message if str(src) in message else f"{src}: {message}")
-            failed += 1
-    if not args.quiet:
-        print(f"denoised {done} file(s) into {out_dir}"
-              + (f"; {failed} failed" if failed else ""), file=sys.stderr)
-    return 1 if failed else 0
+            model_modality = forced or (available[0] if len(available) == 1 else None)  # None: joint, per file
+        paths, errors = _expand_inputs(args.inputs, model_modality or forced)
+        for message in errors:
+            report(message)
+        failed, done = len(errors), 0
+        jobs: list[_Job] = []
+        for src in paths:  # the modality and model of each input, from its extension and header
+            try:
+                job = _plan_job(src, model_modality, forced)
+                if available and model_modality is None:  # a joint model: the file decides among its modalities
+                    if job.modality not in available:
+                        raise ValueError(f"{src}: the model {args.model} is a joint model of "
+                                         f"{' and '.join(available)}; this is {_KIND[job.modality]}")
+                    job = _Job(src, job.modality, None)
+                jobs.append(job)
+            except (ValueError, OSError) as e:  # ImageReadError is a ValueError
+                message = str(e)
+                report(message if str(src) in message else f"{src}: {message}")
+                failed += 1
+        for job in jobs:  # each needed model, once, before any work
+            key = (job.model, job.modality)
+            if key not in models:
+                try:
+                    models[key] = load(job.model, args.device, args.precision) if job.model else \
+                        load(args.model, args.device, args.precision, modality=job.modality)
+                except (ValueError, OSError) as e:
+                    report(f"{job.src}: needs the bundled {job.model!r} model, which cannot be loaded: {e}"
+                           if job.model else str(e))
+                    return 2
+        speech = None  # the speech model of --audio denoise, when a video is to be denoised
+        if args.audio == "denoise" and any(job.modality == "video" for job in jobs):
+            try:
+                speech = load(args.audio_model, args.device, modality="speech")
+            except (ValueError, OSError) as e:
+                report(f"--audio-model {args.audio_model}: {e}")
+                return 2
+        inputs = {split_variable(j.src)[0].resolve(): j.src for j in jobs}  # scene.mat:input is scene.mat
+        planned: dict[Path, Path] = {}
+        for job in tqdm(jobs, desc="files", unit="file", disable=args.quiet or len(jobs) < 2, dynamic_ncols=True):
+            src = job.src
+            dst = _output_path(out_dir, job, formats)
+            key = dst.resolve()
+            if key in inputs:
+                report(f"{src}: its output {dst} would overwrite the input {'folder' if src.is_dir() else 'file'} "
+                       f"{inputs[key]}; choose another -o")
+                failed += 1
+                continue
+            if key in planned:
+                report(f"{src}: its output {dst} collides with that of {planned[key]} (same file name); skipped")
+                failed += 1
+                continue
+            planned[key] = src
+            try:
+                _run_job(models[(job.model, job.modality)], job, dst, args, speech)
+                done += 1
+            except (ValueError, OSError, RuntimeError, ImportError) as e:
+                # AudioReadError / ImageReadError are ValueErrors; libsndfile raises RuntimeError
+                # the CLI's option, not the API's argument
+                message = re.sub(r"\(pass overwrite=True(, or | / )--overwrite", "(pass --overwrite", str(e))
+                if isinstance(e, AudioReadError) and job.model is not None and _file_kind(src) is None:
+                    message += f"; {_unknown_extension(src)}"  # read as audio only because its extension is unknown
+                report(message if str(src) in message else f"{src}: {message}")
+                failed += 1
+        if not args.quiet:
+            print(f"denoised {done} file(s) into {out_dir}"
+                  + (f"; {failed} failed" if failed else ""), file=sys.stderr)
+        return 1 if failed else 0
+
+    try:
+        return denoise_all()
+    finally:  # a folder made for outputs that never came is not left behind
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
 
 
 if __name__ == "__main__":
