@@ -61,6 +61,12 @@ def test_every_package_folder_ships():
                                     r"25/255 is 0.098\), got \[0.0, 50.0\]: a level on the 0-255 scale\?"),
     (["image.valid_noise.sigma=[25, 25]"], r"`image.valid_noise.sigma` is a fraction of full scale"),
     (["image.noise_mix=[{kind: rician, sigma: [0, 20]}]"], r"`image.noise_mix\[0\].sigma` is a fraction"),
+    (["image.noise_then=[{kind: stripe, sigma: [0, 20]}]"], r"`image.noise_then\[0\].sigma` is a fraction"),
+    (["image.valid_noise_then=[{kind: gaussian, sigma: [5, 5]}]"], r"`image.valid_noise_then\[0\].sigma` is a "
+                                                                   r"fraction"),
+    (["image.pairs_dir=/tmp/pairs", "image.noise_then=[{kind: salt_and_pepper}]"],
+     r"image.noise_then adds to the noise xmodal synthesises: it cannot apply to noisy/clean pairs "
+     r"\(image.pairs_dir\)"),
     (["image.patch_size=7", "image_loss.ssim=0.2"],
      r"image_loss.ssim needs image.patch_size of at least 11 \(its 11 x 11 window\), got 7"),
     (["image_loss.ms_ssim=0.2"], r"image_loss.ms_ssim needs image.patch_size above 160 \(5 scales\), got 32; raise "

@@ -155,6 +155,34 @@ def test_noise_mix_in_a_recipe():
                                     "0.0000..0.0120 peak 30..10000 JPEG q60..100 + gaussian sigma 0.0000..0.1961")
 
 
+def test_noise_then_composes_models_on_every_item():
+    """``noise_then`` applies after the item's model, to the noisy image: Gaussian then salt-and-pepper leaves about
+    ``amount`` of the pixels at 0 or 1 and the others with the Gaussian's deviation; the composition is the two
+    draws of one generator in turn; the noise map sums the variances."""
+    from xmodal.data.images import noise_description, noise_generator
+    from xmodal.noise import apply_noise
+
+    flat = torch.full((4, 64, 64), 0.5)
+    gauss, sp = NoiseSpec(sigma=(0.05, 0.05)), NoiseSpec(kind="salt_and_pepper", amount=(0.1, 0.1))
+    noisy = noisy_version(flat, gauss, 7, then=(sp,))
+    hit = (noisy == 0) | (noisy == 1)
+    assert abs(float(hit.float().mean()) - 0.1) < 0.01
+    assert float(noisy[~hit].std()) == pytest.approx(0.05, rel=0.03)
+    generator = noise_generator(7)
+    first, _ = apply_noise(flat[None], gauss, generator)
+    torch.testing.assert_close(noisy, apply_noise(first, sp, generator)[0][0])
+    with_map = noisy_version(flat, gauss, 7, noise_map=True, then=(NoiseSpec(sigma=(0.12, 0.12)),))
+    torch.testing.assert_close(with_map[-1], torch.full((64, 64), (0.05 ** 2 + 0.12 ** 2) ** 0.5))
+    c = cfg(noise=gauss, noise_then=(NoiseSpec(kind="stripe", sigma=(0.02, 0.02)), sp))
+    assert noise_description(c) == ("noise gaussian sigma 0.0500..0.0500, then stripe sigma 0.0200..0.0200, then "
+                                    "salt_and_pepper amount 0.100..0.100")
+    stacks = StackCrops([synth_stack(8, 48, 48, np.random.default_rng(0))], replace(c, patch_size=32, bands_per_item=5))
+    plain = StackCrops(stacks.stacks, replace(stacks.config, noise_then=()))
+    noisy_item, clean_item = stacks[3]
+    assert torch.equal(clean_item, plain[3][1]) and not torch.equal(noisy_item, plain[3][0])
+    assert float(((noisy_item == 0) | (noisy_item == 1)).float().mean()) > 0.05  # the impulses are there
+
+
 def test_augmentation_keeps_content():
     ims = images(n=2)
     plain, aug = ImageCrops(ims, cfg()), ImageCrops(ims, cfg(augment=True))

@@ -401,6 +401,9 @@ def test_resolve_video_data_from_stills_and_clips(tmp_path: Path) -> None:
 @pytest.mark.parametrize("overrides, error, message", [
     (["image.pairs_dir=x"], ValueError, r"video: `image.pairs_dir`/`valid_pairs_dir` are not supported"),
     (["image.noise_map=true"], ValueError, r"image.noise_map is supported for the image modality only"),
+    (["image.noise_then=[{kind: salt_and_pepper}]"], ValueError, r"image.noise_then / valid_noise_then compose "
+                                                                 r"noise for images and stacks; video clips take one "
+                                                                 r"model per item"),
     (["image.clips=true"], ValueError, r"video: image.clips=true needs image.train_dir"),
     (["image.clips=true", "image.train_dir=[/no/such/clip]"], FileNotFoundError,
      r"image.train_dir: /no/such/clip does not exist"),

@@ -218,7 +218,12 @@ class ImageDataConfig:
         noise: training noise model (a range of levels: the model is blind to the level).
         noise_mix: more training noise models: each training item draws its model uniformly from ``noise`` and these
             (e.g. camera noise and white Gaussian noise for a model that takes both). Empty (default): ``noise`` only.
+        noise_then: noise models applied after the item's one (``noise`` or a ``noise_mix`` draw), in order, to
+            every training item: a composition, such as the "complex" noise of hyperspectral benchmarks (per-band
+            Gaussian, then stripes, then salt-and-pepper). Empty (default): none. The curriculum ramps ``noise``
+            only.
         valid_noise: validation noise (a fixed level is usual: ``sigma: [0.098, 0.098]`` is 25/255).
+        valid_noise_then: noise models applied after ``valid_noise``, in order (as ``noise_then``).
         curriculum_start: progressive noise: the ``noise.sigma`` range at step 0, ramped (cosine) to ``noise.sigma``
             over the first ``curriculum_fraction`` of ``train.max_steps`` (with ``noise_mix``, to the ``sigma`` of the
             model each item draws). ``null`` = no curriculum.
@@ -257,7 +262,9 @@ class ImageDataConfig:
     saturation: tuple[float, float] | None = None
     noise: NoiseSpec = field(default_factory=NoiseSpec)
     noise_mix: tuple[NoiseSpec, ...] = ()
+    noise_then: tuple[NoiseSpec, ...] = ()
     valid_noise: NoiseSpec = field(default_factory=lambda: NoiseSpec(sigma=(25.0 / 255.0, 25.0 / 255.0)))
+    valid_noise_then: tuple[NoiseSpec, ...] = ()
     curriculum_start: tuple[float, float] | None = None
     curriculum_fraction: float = 0.3
     noise_map: bool = False
@@ -281,8 +288,12 @@ class ImageDataConfig:
                                      f"{spec.kind!r} has none (kinds with a sigma: {', '.join(_SIGMA_KINDS)})")
         if not 0.0 <= self.curriculum_fraction <= 1.0:
             raise ValueError(f"image.curriculum_fraction must be in [0, 1], got {self.curriculum_fraction}")
+        if self.pairs_dir is not None and self.noise_then:
+            raise ValueError("image.noise_then adds to the noise xmodal synthesises: it cannot apply to noisy/clean "
+                             "pairs (image.pairs_dir)")
         models = [("image.noise", self.noise), ("image.valid_noise", self.valid_noise)] + [
-            (f"image.noise_mix[{i}]", m) for i, m in enumerate(self.noise_mix)]
+            (f"image.{key}[{i}]", m) for key in ("noise_mix", "noise_then", "valid_noise_then")
+            for i, m in enumerate(getattr(self, key))]
         for key, spec in models:  # additive noise in units of full scale: 25/255 is 0.098
             if spec.kind in _SIGMA_KINDS and spec.kind != "speckle" and max(spec.sigma) > 1:
                 raise ValueError(f"`{key}.sigma` is a fraction of full scale (pixels and bands run 0-1: 25/255 is "

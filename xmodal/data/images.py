@@ -157,6 +157,8 @@ def noise_description(config: ImageDataConfig) -> str:
     """``noise gaussian sigma 0.0000..0.1961`` (and ``+ ...`` for each model of ``noise_mix``; then
     ``, saturation x1..x1.6`` with ``image.saturation``), for run logs."""
     def one(s: NoiseSpec) -> str:
+        if s.kind == "salt_and_pepper":
+            return f"{s.kind} amount {s.amount[0]:.3f}..{s.amount[1]:.3f}"
         text = f"{s.kind} sigma {s.sigma[0]:.4f}..{s.sigma[1]:.4f}"
         if s.kind in ("poisson_gaussian", "camera"):
             text += f" peak {s.peak[0]:g}..{s.peak[1]:g}"
@@ -167,6 +169,8 @@ def noise_description(config: ImageDataConfig) -> str:
         return text
 
     text = "noise " + " + ".join(one(s) for s in (config.noise, *config.noise_mix))
+    if config.noise_then:
+        text += ", then " + ", then ".join(one(s) for s in config.noise_then)
     if config.saturation is not None:
         text += f", saturation x{config.saturation[0]:g}..x{config.saturation[1]:g}"
     return text
@@ -178,8 +182,9 @@ def check_channels(config: ImageDataConfig) -> None:
     c = config
     if c.channels < 1:
         raise ValueError(f"image.channels must be at least 1, got {c.channels}")
-    named = [("image.noise", c.noise), *((f"image.noise_mix[{i}]", s) for i, s in enumerate(c.noise_mix)),
-             ("image.valid_noise", c.valid_noise)]
+    named = [("image.noise", c.noise), ("image.valid_noise", c.valid_noise),
+             *((f"image.{key}[{i}]", s) for key in ("noise_mix", "noise_then", "valid_noise_then")
+               for i, s in enumerate(getattr(c, key)))]
     for name, spec in named:
         if spec.h264_crf is not None and c.channels not in (1, 3):
             raise ValueError(f"{name}.h264_crf: H.264 codes gray or RGB images, but image.channels is {c.channels} "
@@ -211,10 +216,16 @@ def noise_generator(seed: int | tuple[int, ...]) -> torch.Generator:
 
 
 def noisy_version(clean: torch.Tensor, spec: NoiseSpec, seed: int | tuple[int, ...],
-                  noise_map: bool = False) -> torch.Tensor:
-    """``clean (C, H, W)`` plus noise drawn from ``spec`` with a generator seeded from ``seed`` (reproducible); with
-    ``noise_map`` the per-pixel sigma (RMS over channels) is appended as one more channel."""
-    noisy, sigma_map = apply_noise(clean[None], spec, noise_generator(seed))
+                  noise_map: bool = False, then: tuple[NoiseSpec, ...] = ()) -> torch.Tensor:
+    """``clean (C, H, W)`` plus noise drawn from ``spec``, then from each model of ``then`` in turn (applied to the
+    noisy image: salt-and-pepper after Gaussian replaces noisy pixels), with one generator seeded from ``seed``
+    (reproducible); with ``noise_map`` the per-pixel sigma (RMS over channels; the models' variances summed) is
+    appended as one more channel."""
+    generator = noise_generator(seed)
+    noisy, sigma_map = apply_noise(clean[None], spec, generator)
+    for more in then:
+        noisy, extra = apply_noise(noisy, more, generator)
+        sigma_map = (sigma_map.pow(2) + extra.pow(2)).sqrt()
     noisy = noisy[0]
     if noise_map:
         noisy = torch.cat([noisy, sigma_map[0].pow(2).mean(dim=0, keepdim=True).sqrt()], dim=0)
@@ -252,7 +263,7 @@ class ImageCrops(Dataset):
             crop = _augment([crop], rng)[0]
         clean = torch.from_numpy(np.ascontiguousarray(_saturate(crop, c.saturation, rng)))
         noisy = noisy_version(clean, _noise_spec(c, n, self.batch_size, self.max_steps, rng),
-                              int(rng.integers(2 ** 62)), c.noise_map)
+                              int(rng.integers(2 ** 62)), c.noise_map, c.noise_then)
         return noisy, clean
 
 
@@ -310,7 +321,7 @@ class StackCrops(Dataset):
             crop = _augment([crop], rng, spectral=True)[0]
         clean = torch.from_numpy(np.ascontiguousarray(crop))
         spec = _noise_spec(c, n, self.batch_size, self.max_steps, rng)
-        noisy = noisy_version(clean, spec, int(rng.integers(2 ** 62)))
+        noisy = noisy_version(clean, spec, int(rng.integers(2 ** 62)), then=c.noise_then)
         return noisy, clean
 
 
@@ -336,7 +347,8 @@ def _validation(images: list[tuple[str, np.ndarray]], config: ImageDataConfig) -
     clips = []
     for k, (name, image) in enumerate(images):
         clean = torch.from_numpy(np.ascontiguousarray(_centre_crop(image, config.valid_crop)))
-        noisy = noisy_version(clean, config.valid_noise, (config.seed, 7919, k), config.noise_map)
+        noisy = noisy_version(clean, config.valid_noise, (config.seed, 7919, k), config.noise_map,
+                              config.valid_noise_then)
         clips.append(ValidationClip(name, noisy, clean))
     return clips
 
@@ -464,7 +476,7 @@ def resolve_stack_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
         train_parts.append(np.ascontiguousarray(stack[:, :cut]))
         if cut < H:
             clean = torch.from_numpy(np.ascontiguousarray(_centre_crop(stack[:, cut:], c.valid_crop)))
-            noisy = noisy_version(clean, c.valid_noise, (c.seed, 7919, len(valid)))
+            noisy = noisy_version(clean, c.valid_noise, (c.seed, 7919, len(valid)), then=c.valid_noise_then)
             valid.append(ValidationClip(Path(src).stem, noisy, clean))
     train = StackCrops(train_parts, c, batch_size, max_steps)
     what = "DEMO stack (synthetic, not a real scene)" if demo else "band stacks + synthetic noise"

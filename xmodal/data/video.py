@@ -213,6 +213,9 @@ def resolve_video_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
                          "in `image.train_dir` (noise is synthesised)")
     if c.noise_map:
         raise ValueError("image.noise_map is supported for the image modality only (videos are denoised blind)")
+    if c.noise_then or c.valid_noise_then:
+        raise ValueError("image.noise_then / valid_noise_then compose noise for images and stacks; video clips take "
+                         "one model per item (image.noise, image.noise_mix)")
     demo = not c.train_dir
     if demo and c.clips:
         raise ValueError("video: image.clips=true needs image.train_dir (folders of frames or .npy clips)")
