@@ -22,6 +22,7 @@ from xmodal.noise import (
     camera,
     can_estimate_sigma,
     curriculum_sigma,
+    deadline,
     estimate_sigma,
     gaussian,
     h264,
@@ -395,6 +396,32 @@ def test_salt_and_pepper_errors():
         salt_and_pepper(X, 0.1, gen(), low=1.0, high=0.0)
 
 
+@pytest.mark.parametrize("direction", ["vertical", "horizontal"])
+def test_dead_lines_are_whole_lines_of_one_channel(direction):
+    """Each column (row) of each channel is lost with probability ``amount``, all of it set to ``low``; the rest is
+    untouched; channels lose different lines; the returned sigma map is the exact deviation of that loss."""
+    x = torch.rand(16, 3, 48, 64, generator=gen(3), dtype=torch.float64) * 0.8 + 0.1  # never equal to low
+    y = deadline(x, 0.1, gen(4), direction=direction, low=0.0)
+    lost = y != x
+    axis = -2 if direction == "vertical" else -1
+    lines = lost.all(dim=axis)  # (B, C, W) or (B, C, H): a line is lost whole or not at all
+    assert torch.equal(lost, lines.unsqueeze(axis).expand_as(lost)) and (y[lost] == 0).all()
+    n = lines.numel()
+    assert abs(lines.double().mean().item() - 0.1) < 3 * math.sqrt(0.1 * 0.9 / n)
+    assert not torch.equal(lines[:, 0], lines[:, 1])  # each channel its own lines
+    _, sigma_map = apply_noise(x, NoiseSpec(kind="deadline", amount=(0.1, 0.1), direction=direction))
+    torch.testing.assert_close(sigma_map, math.sqrt(0.1 * 0.9) * x)  # |x - low| sqrt(p (1 - p))
+    ranged = deadline(x, (0.0, 0.4), gen(5), per_channel=True)  # a fraction per image and channel
+    fractions = (ranged != x).all(dim=-2).double().mean(dim=-1)  # (B, C)
+    assert fractions.std() > 0.05 and fractions.max() <= 0.6
+    with pytest.raises(ValueError, match=r"`direction` must be one of \('vertical', 'horizontal'\), got 'up'"):
+        deadline(x, 0.1, gen(), direction="up")
+    with pytest.raises(ValueError, match=r"`amount`.*1"):
+        deadline(x, 1.5, gen())
+    with pytest.raises(ValueError, match=r"`low` must be finite, got nan"):
+        deadline(x, 0.1, gen(), low=float("nan"))
+
+
 def test_stripe_direction_error():
     with pytest.raises(ValueError, match=r"`direction` must be one of \('vertical', 'horizontal'\), "
                                          r"got 'diagonal'"):
@@ -416,8 +443,8 @@ def test_spec_accepts_yaml_lists_and_module_wraps_apply_noise():
 
 @pytest.mark.parametrize("kwargs, exc, message", [
     (dict(kind="poisson"), ValueError, r"NoiseSpec.kind must be one of \('gaussian', 'poisson_gaussian', "
-                                       r"'speckle', 'gamma_speckle', 'salt_and_pepper', 'stripe', 'rician', "
-                                       r"'camera'\), "
+                                       r"'speckle', 'gamma_speckle', 'salt_and_pepper', 'stripe', 'deadline', "
+                                       r"'rician', 'camera'\), "
                                        r"got 'poisson'"),
     (dict(direction="up"), ValueError, r"NoiseSpec.direction must be one of \('vertical', 'horizontal'\), "
                                        r"got 'up'"),

@@ -26,6 +26,8 @@ Models (the per-pixel standard deviation returned as ``sigma_map`` by :func:`app
 - ``salt_and_pepper``: a fraction ``amount`` of pixels set to ``high`` (salt) or ``low`` (pepper)
   [the exact standard deviation of that replacement given ``x``, see :func:`salt_and_pepper_std`];
 - ``stripe`` (push-broom sensors): one offset ``~ N(0, sigma^2)`` per column (or row) and channel [``sigma``];
+- ``deadline`` (dead detector lines of hyperspectral sensors): each column (or row) of each channel lost with
+  probability ``amount``, set to ``low`` [``sqrt(amount (1 - amount)) |x - low|``, see :func:`salt_and_pepper_std`];
 - ``rician`` (MRI magnitude): ``sqrt((x + sigma n1)^2 + (sigma n2)^2)`` [the Rice standard deviation given ``|x|``,
   see :func:`rician_std`; the bias is :func:`rician_mean` minus ``|x|``];
 - ``camera`` (the noise of real photos): shot and read noise added on the Bayer mosaic of the image taken back to
@@ -58,6 +60,7 @@ __all__ = [
     "camera",
     "can_estimate_sigma",
     "curriculum_sigma",
+    "deadline",
     "estimate_sigma",
     "gaussian",
     "h264",
@@ -73,8 +76,8 @@ __all__ = [
     "stripe",
 ]
 
-NoiseKind = Literal["gaussian", "poisson_gaussian", "speckle", "gamma_speckle", "salt_and_pepper", "stripe", "rician",
-                    "camera"]
+NoiseKind = Literal["gaussian", "poisson_gaussian", "speckle", "gamma_speckle", "salt_and_pepper", "stripe", "deadline",
+                    "rician", "camera"]
 SpeckleKind = Literal["gaussian", "gamma"]
 StripeDirection = Literal["vertical", "horizontal"]
 ScheduleKind = Literal["linear", "cosine"]
@@ -425,6 +428,46 @@ def _stripe(x: torch.Tensor, sigma: SigmaLike, generator: torch.Generator | None
     else:
         raise ValueError(f"`direction` must be one of {get_args(StripeDirection)}, got {direction!r}")
     return x.to(_work_dtype(x)) + s * offsets, s
+
+
+def _deadline(x: torch.Tensor, amount: Level, generator: torch.Generator | None, direction: str, low: float,
+              per_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_x(x)
+    p = _draw_level("amount", _check_level("amount", amount, at_most_one=True), x, per_channel, generator)
+    if not math.isfinite(low):
+        raise ValueError(f"`low` must be finite, got {low}")
+    *lead, C, H, W = x.shape
+    if direction == "vertical":
+        dead = _rand((*lead, C, 1, W), x, generator) < p  # a column of a channel, top to bottom
+    elif direction == "horizontal":
+        dead = _rand((*lead, C, H, 1), x, generator) < p
+    else:
+        raise ValueError(f"`direction` must be one of {get_args(StripeDirection)}, got {direction!r}")
+    xw = x.to(_work_dtype(x))
+    return torch.where(dead, torch.full_like(xw, low), xw), salt_and_pepper_std(xw, p, 0.0, low, low)
+
+
+def deadline(x: torch.Tensor, amount: Level, generator: torch.Generator | None = None, *,
+             direction: StripeDirection = "vertical", low: float = 0.0, per_channel: bool = False) -> torch.Tensor:
+    """Dead lines of push-broom hyperspectral sensors: each column (``"vertical"``) or row (``"horizontal"``) of each
+    channel is lost with probability ``amount``: every pixel of it set to ``low``. Channels lose different lines.
+
+    Args:
+        x: ``(..., C, H, W)`` float, natural scale.
+        amount: the fraction of lines lost, in [0, 1]: a float or a ``(low, high)`` range drawn per image.
+        generator: source of every random draw.
+        direction: ``"vertical"`` (dead columns) or ``"horizontal"`` (dead rows).
+        low: the value of a dead line (0 for data in [0, 1]).
+        per_channel: with an ``amount`` range, draw it per image and channel.
+
+    Returns:
+        ``(..., C, H, W)``, ``x``'s dtype.
+
+    Raises:
+        TypeError, ValueError: ``x`` as in :func:`gaussian`; ``amount`` outside [0, 1]; unknown ``direction``;
+            non-finite ``low``.
+    """
+    return _deadline(x, amount, generator, direction, low, per_channel)[0].to(x.dtype)
 
 
 def stripe(x: torch.Tensor, sigma: SigmaLike, generator: torch.Generator | None = None, *,
@@ -810,12 +853,12 @@ class NoiseSpec:
         peak: Poisson photons at ``x = 1``, range drawn per image (``poisson_gaussian``; log-uniformly for
             ``camera``, at full scale in linear light); the Gaussian read part uses ``sigma`` (set
             ``sigma=(0.0, 0.0)`` for pure Poisson).
-        amount: replaced fraction range (``salt_and_pepper``).
+        amount: replaced fraction range (``salt_and_pepper``; lost lines, ``deadline``).
         looks: number of looks L > 0 (``gamma_speckle``).
         salt_vs_pepper: fraction of replaced pixels set to ``high`` (``salt_and_pepper``).
-        low: pepper value (``salt_and_pepper``).
+        low: pepper value (``salt_and_pepper``); value of a dead line (``deadline``).
         high: salt value (``salt_and_pepper``).
-        direction: stripe direction (``stripe``).
+        direction: stripe or dead-line direction (``stripe``, ``deadline``).
         per_channel: draw ranges per image and channel instead of per image (for ``salt_and_pepper`` it replaces
             channels independently; ``gamma_speckle`` and ``camera`` ignore it).
         jpeg_quality: ``camera`` only: ``(low, high)`` JPEG quality drawn per image, ``None`` for no JPEG.
@@ -911,6 +954,8 @@ def apply_noise(x: torch.Tensor, spec: NoiseSpec,
         noisy, std = _salt_and_pepper(x, spec.amount, generator, spec.salt_vs_pepper, spec.low, spec.high, pc)
     elif k == "stripe":
         noisy, std = _stripe(x, spec.sigma, generator, spec.direction, pc)
+    elif k == "deadline":
+        noisy, std = _deadline(x, spec.amount, generator, spec.direction, spec.low, pc)
     elif k == "rician":
         noisy, std = _rician(x, spec.sigma, generator, pc)
     elif k == "camera":

@@ -157,7 +157,7 @@ def noise_description(config: ImageDataConfig) -> str:
     """``noise gaussian sigma 0.0000..0.1961`` (and ``+ ...`` for each model of ``noise_mix``; then
     ``, saturation x1..x1.6`` with ``image.saturation``), for run logs."""
     def one(s: NoiseSpec) -> str:
-        if s.kind == "salt_and_pepper":
+        if s.kind in ("salt_and_pepper", "deadline"):
             return f"{s.kind} amount {s.amount[0]:.3f}..{s.amount[1]:.3f}"
         text = f"{s.kind} sigma {s.sigma[0]:.4f}..{s.sigma[1]:.4f}"
         if s.kind in ("poisson_gaussian", "camera"):
