@@ -52,7 +52,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args
 
 import numpy as np
 import torch
@@ -62,9 +62,9 @@ from xmodal._cli import command_name, run_command
 from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
 from xmodal.io import AudioReadError, list_audio_files, resample
-from xmodal.stackio import (CONTAINER_EXTENSIONS, check_container, envi_data_path, is_container, split_variable,
-                             stack_stem, stack_suffix)
 from xmodal.noise import can_estimate_sigma, estimate_sigma
+from xmodal.stackio import (CONTAINER_EXTENSIONS, NIFTI_EXTENSIONS, check_container, envi_data_path, is_container,
+                             split_variable, stack_stem, stack_suffix)
 from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, subsampled_apply, tiled_apply
 
 if TYPE_CHECKING:
@@ -2098,7 +2098,7 @@ def _expand_inputs(items: list[str], modality: str | None = "speech") -> tuple[l
     NIfTI volumes), and a ``video`` folder holding no frame, which expands to its clips (sub-folders, ``.npy`` and
     video files).
     """
-    from xmodal.imageio import IMAGE_EXTENSIONS
+    from xmodal.imageio import IMAGE_EXTENSIONS, TIFF_EXTENSIONS
     from xmodal.videoio import VIDEO_EXTENSIONS
 
     paths: list[Path] = []
@@ -2115,7 +2115,7 @@ def _expand_inputs(items: list[str], modality: str | None = "speech") -> tuple[l
                 except (ValueError, OSError) as e:
                     errors.append(str(e))
             elif m.is_dir() and modality == "multispectral" and not any(
-                    f.is_file() and f.suffix.lower() in (".tif", ".tiff") and not f.name.startswith(".")
+                    f.is_file() and f.suffix.lower() in TIFF_EXTENSIONS and not f.name.startswith(".")
                     for f in m.iterdir()):  # no band TIFFs: a folder of stack files (.mat, ENVI, NIfTI...)
                 files = sorted(f for f in m.iterdir() if f.is_file() and not f.name.startswith(".")
                                and stack_suffix(f) in (".npy", *CONTAINER_EXTENSIONS))
@@ -2148,7 +2148,7 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
     target = model_modality or forced
     if kind == "video" and _audio_only(src):  # a video container holding sound only (browser recordings)
         kind = "speech"
-    if kind == "stack" and not model_modality and stack_suffix(src) in (".nii", ".nii.gz"):
+    if kind == "stack" and not model_modality and stack_suffix(src) in NIFTI_EXTENSIONS:
         raise ValueError(f"{src}: no bundled model is trained on medical volumes (MRI magnitude noise is Rician, "
                          "with a bias a Gaussian denoiser keeps): pass --model with a run trained on your scans "
                          "(recipes/multispectral.yaml with image.noise.kind=rician, slices as bands), or "
@@ -2198,6 +2198,8 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
 
 
 def _parser() -> argparse.ArgumentParser:
+    from xmodal.imageio import StackScaling
+
     p = argparse.ArgumentParser(
         prog=command_name("denoise"),
         description="Denoise audio files (WAV, FLAC, OGG, Opus, MP3, M4A...; any rate, channel count and length), "
@@ -2250,7 +2252,7 @@ def _parser() -> argparse.ArgumentParser:
                         "noise) or 'none'. Non-blind models take it as input; noise above what a model was trained "
                         "on (50/255 for the bundled image and video models, 0.1 for the stack model) is denoised at a "
                         "lower contrast, restored after ('none': as it is)")
-    p.add_argument("--scaling", choices=["dtype", "band_minmax", "band_percentile", "stack_minmax"], default=None,
+    p.add_argument("--scaling", choices=list(get_args(StackScaling)), default=None,
                    help="stacks: per-band scaling of the input (default: the one the model was trained with, "
                         "image.scaling of its config; band_minmax for the bundled model)")
     p.add_argument("--ensemble", action="store_true",

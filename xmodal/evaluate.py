@@ -918,6 +918,12 @@ def _physical(info: Any) -> tuple[float, float]:
     return (c.slope, c.inter) if c is not None and c.format == "nifti" else (1.0, 0.0)
 
 
+def _physical_values(values: np.ndarray, info: Any) -> np.ndarray:
+    """Stored values of a stack (file units) in physical units (:func:`_physical`)."""
+    slope, inter = _physical(info)
+    return values * slope + inter
+
+
 def _stack_name(path: str | os.PathLike) -> str:
     p = split_variable(path)[0]
     return p.name if p.is_dir() else stack_stem(p)
@@ -996,13 +1002,13 @@ def evaluate_stacks(clean: str | os.PathLike, noisy: str | os.PathLike, enhanced
     offset, scale = offset * slope + inter, scale * slope  # the clean scaling, in physical units
     values = {"clean": ref.astype(np.float64) * scale[:, None, None] + offset[:, None, None]}  # (S, H, W)
     noisy_values, noisy_scaled, noisy_info = _stack_values(noisy, "noisy", clean, ref.shape)
-    values["noisy"] = noisy_values * _physical(noisy_info)[0] + _physical(noisy_info)[1]
+    values["noisy"] = _physical_values(noisy_values, noisy_info)
     if model is None:
         enhanced_values, _, enhanced_info = _stack_values(enhanced, "enhanced", clean, ref.shape)
     else:  # what python -m xmodal.denoise writes for the noisy stack (scaled by its own range, not the clean one)
         enhanced_values = _stack_model_values(model, noisy, noisy_scaled, noisy_info, ref.shape)
         enhanced_info = noisy_info  # written with the noisy stack's header
-    values["enhanced"] = enhanced_values * _physical(enhanced_info)[0] + _physical(enhanced_info)[1]
+    values["enhanced"] = _physical_values(enhanced_values, enhanced_info)
     deg = {row: ((values[row] - offset[:, None, None]) / scale[:, None, None]).astype(np.float32)
            for row in _ROWS}  # (S, H, W) on the clean scale
 

@@ -48,8 +48,9 @@ import numpy as np
 import torch
 
 from xmodal._fs import atomic_write
-from xmodal.stackio import (CONTAINER_EXTENSIONS, StackContainer, check_envi_dtype, check_nifti_dtype, is_container,
-                             read_container, split_variable, stack_suffix, write_container)
+from xmodal.stackio import (CONTAINER_EXTENSIONS, NIFTI_EXTENSIONS, StackContainer, check_envi_dtype,
+                             check_nifti_dtype, is_container, read_container, split_variable, stack_suffix,
+                             write_container)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -1051,7 +1052,7 @@ def check_stack_destination(path: PathLike, info: StackInfo) -> None:
                          "write to a folder instead")
     if suffix == ".hdr":
         check_envi_dtype(path, info.dtype[0])
-    if suffix in (".nii", ".nii.gz") and (info.container is None or info.container.format != "nifti"):
+    if suffix in NIFTI_EXTENSIONS and (info.container is None or info.container.format != "nifti"):
         check_nifti_dtype(path, info.dtype[0])  # a new file (a NIfTI source's own dtype always fits)
 
 

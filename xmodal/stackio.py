@@ -49,11 +49,12 @@ import numpy as np
 
 from xmodal._fs import atomic_write
 
-__all__ = ["CONTAINER_EXTENSIONS", "StackContainer", "check_container", "check_envi_dtype", "check_nifti_dtype",
-           "envi_data_path", "is_container", "read_container", "split_variable", "stack_stem", "stack_suffix",
-           "write_container"]
+__all__ = ["CONTAINER_EXTENSIONS", "NIFTI_EXTENSIONS", "StackContainer", "check_container", "check_envi_dtype",
+           "check_nifti_dtype", "envi_data_path", "is_container", "read_container", "split_variable", "stack_stem",
+           "stack_suffix", "write_container"]
 
-CONTAINER_EXTENSIONS = (".mat", ".hdr", ".nii", ".nii.gz")
+NIFTI_EXTENSIONS = (".nii", ".nii.gz")
+CONTAINER_EXTENSIONS = (".mat", ".hdr", *NIFTI_EXTENSIONS)
 _ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip", ".bin")
 _ENVI_TYPES = {1: "uint8", 2: "int16", 12: "uint16", 4: "float32", 5: "float64"}  # the stack dtypes ENVI has
 _ENVI_OTHER = {3: "int32", 6: "complex64", 9: "complex128", 13: "uint32", 14: "int64", 15: "uint64"}
@@ -137,7 +138,7 @@ def is_container(path: str | os.PathLike) -> bool:
 
 def read_container(path: str | os.PathLike) -> tuple[np.ndarray, StackContainer, float | None, tuple[str, ...]]:
     """``(stack (S, H, W) in the file's dtype, container, nodata or None, band names or ())`` of a ``.mat`` file
-    (``scene.mat:variable`` allowed) or an ENVI header.
+    (``scene.mat:variable`` allowed), an ENVI header or a NIfTI volume.
 
     Raises:
         ImageReadError: a missing or unreadable file, no (or an ambiguous) array, an unknown variable, a bad
@@ -149,7 +150,7 @@ def read_container(path: str | os.PathLike) -> tuple[np.ndarray, StackContainer,
     if file.suffix.lower() == ".mat":
         arr, container = _read_mat(file, variable)
         return arr, container, None, ()
-    if stack_suffix(file) in (".nii", ".nii.gz"):
+    if stack_suffix(file) in NIFTI_EXTENSIONS:
         arr, container = _read_nifti(file)
         nan = arr.dtype.kind == "f" and bool(np.isnan(arr).any())  # NaN outside the object (FSL/SPM masks): nodata
         return arr, container, math.nan if nan else None, tuple(f"slice_{k + 1:03d}" for k in range(arr.shape[0]))
@@ -157,15 +158,15 @@ def read_container(path: str | os.PathLike) -> tuple[np.ndarray, StackContainer,
 
 
 def check_container(path: str | os.PathLike) -> None:
-    """Check a ``.mat`` file or ENVI header from its table of contents or header alone (no array is read): the
-    errors :func:`read_container` would raise for a missing file, an unknown or ambiguous variable, a bad header or
-    a short data file, before any work is done on it."""
+    """Check a ``.mat`` file, ENVI header or NIfTI volume from its table of contents or header alone (no array is
+    read): the errors :func:`read_container` would raise for a missing file, an unknown or ambiguous variable, a bad
+    header or a short data file, before any work is done on it."""
     file, variable = split_variable(path)
     if not file.is_file():
         raise _error(f"{file}: file not found")
     if file.suffix.lower() == ".mat":
         _mat_variable(file, variable)
-    elif stack_suffix(file) in (".nii", ".nii.gz"):
+    elif stack_suffix(file) in NIFTI_EXTENSIONS:
         _nifti_image(file)
     else:
         _envi_layout(file)
@@ -173,19 +174,21 @@ def check_container(path: str | os.PathLike) -> None:
 
 def write_container(path: str | os.PathLike, data: np.ndarray, container: StackContainer | None,
                     nodata: float | None = None, band_names: tuple[str, ...] = ()) -> None:
-    """Write ``data: (S, H, W)`` (file dtype) to a ``.mat`` file or an ENVI header + data file, atomically.
+    """Write ``data: (S, H, W)`` (file dtype) to a ``.mat`` file, an ENVI header + data file or a NIfTI volume,
+    atomically.
 
     ``container`` is that of the stack as read (``None`` or another format's: a new file; see the module
     docstring). ``nodata`` and ``band_names`` go into a new ENVI header.
 
     Raises:
-        ValueError: an extension other than ``.mat``/``.hdr``; a dtype the format cannot hold (ENVI: int8,
-            float16); other variables of the source ``.mat`` that SciPy cannot write back.
-        ImportError: a version 7.3 ``.mat`` without h5py.
+        ValueError: another extension; a dtype the format cannot hold (ENVI: int8, float16; a new NIfTI: float16);
+            other variables of the source ``.mat`` that SciPy cannot write back; a stack of another size than its
+            7.3 ``.mat`` or NIfTI source, whose array is replaced in place.
+        ImportError: a version 7.3 ``.mat`` without h5py, a NIfTI volume without nibabel.
     """
     path = Path(path)
     suffix = stack_suffix(path)
-    if suffix in (".nii", ".nii.gz"):
+    if suffix in NIFTI_EXTENSIONS:
         _write_nifti(path, data, container if container is not None and container.format == "nifti" else None)
     elif suffix == ".mat":
         _write_mat(path, data, container if container is not None and container.format == "mat" else None)
