@@ -650,8 +650,6 @@ def _read_nifti(file: Path) -> tuple[np.ndarray, StackContainer]:
             head = f.read(offset)
     except Exception as e:  # a cut file: nibabel and gzip raise OSError, EOFError, ValueError...
         raise _error(f"{file}: not readable as NIfTI ({e})") from None
-    if len(head) != offset:
-        raise _error(f"{file}: not readable as NIfTI (the file ends inside its {offset}-byte header)")
     volume = raw.reshape(raw.shape[:2] + (raw.shape[2] if raw.ndim > 2 else 1,))  # (X, Y, Z)
     container = StackContainer("nifti", str(file), raw_header=head, file_dtype=img.get_data_dtype().str,
                                shape=tuple(int(n) for n in img.shape), slope=slope, inter=inter)
