@@ -292,3 +292,15 @@ def test_speech_and_stacks_train_together(joint_config, tmp_path):
     assert type(stacks).__name__ == "StackDenoiser"
     stack = np.random.default_rng(4).random((5, 20, 22), dtype=np.float32)
     assert stacks.denoise(stack).shape == (5, 20, 22)
+
+
+def test_self_supervised_images_beside_supervised_speech(joint_config, tmp_path):
+    """`image.self_supervised` changes the image track only: speech keeps its clean targets and its loss terms."""
+    cfg = replace(joint_config, image=replace(joint_config.image, self_supervised="neighbor2neighbor"),
+                  train=replace(joint_config.train, max_steps=2, log_every=1))
+    result = train(cfg)
+    assert result.step == 2 and all(np.isfinite(result.losses))
+    log = (Path(cfg.train.run_dir) / "log.txt").read_text()
+    assert "loss (image): self-supervised (Neighbor2Neighbor)" in log and "loss (speech)" not in log
+    assert " image/rec " in log and " image/reg " in log and " speech/loss " in log and " image/l1 " not in log
+    assert set(result.validation) == {"speech/noisy", "speech/enhanced"}  # the noisy images have no clean reference

@@ -230,6 +230,13 @@ class ImageDataConfig:
         curriculum_fraction: share of the run spent ramping.
         noise_map: give the network the per-pixel noise standard deviation as an extra input channel (non-blind);
             ``false`` (default) trains a blind model.
+        self_supervised: ``neighbor2neighbor``: train without clean images (:mod:`xmodal.selfsup`): ``train_dir``
+            holds the noisy images or stacks themselves (set ``noise.sigma: [0, 0]`` to add nothing), and the
+            network learns from pairs of neighbouring pixels. For noise independent from pixel to pixel. Images and
+            stacks; validation needs clean references (``valid_dir`` or ``valid_pairs_dir`` for images), so
+            nothing of ``train_dir`` is held out. ``null`` (default): supervised.
+        self_supervised_gamma: Neighbor2Neighbor's regulariser weight, reached at the end of the run (linear ramp
+            from 0).
         epoch_size: ``len()`` of the training dataset when it is used on its own (a PyTorch DataLoader's epoch).
             Training has no epochs: it counts ``train.max_steps`` and draws item ``step * batch + i``, so this
             does not change what a run sees (kept so that older recipes and checkpoints load).
@@ -268,6 +275,8 @@ class ImageDataConfig:
     curriculum_start: tuple[float, float] | None = None
     curriculum_fraction: float = 0.3
     noise_map: bool = False
+    self_supervised: Union[Literal["neighbor2neighbor"], None] = None
+    self_supervised_gamma: float = 2.0
     epoch_size: int = 1000
     num_workers: int = 2
     seed: int = 0
@@ -288,6 +297,18 @@ class ImageDataConfig:
                                      f"{spec.kind!r} has none (kinds with a sigma: {', '.join(_SIGMA_KINDS)})")
         if not 0.0 <= self.curriculum_fraction <= 1.0:
             raise ValueError(f"image.curriculum_fraction must be in [0, 1], got {self.curriculum_fraction}")
+        if self.self_supervised is not None:
+            if self.pairs_dir is not None:
+                raise ValueError("image.self_supervised trains without clean images; image.pairs_dir has them: "
+                                 "train supervised (image.self_supervised: null)")
+            if self.noise_map:
+                raise ValueError("image.self_supervised cannot give the network a noise-level map (image.noise_map): "
+                                 "the level of real noise is not known")
+            if self.patch_size % 2:
+                raise ValueError(f"image.self_supervised splits crops into 2 x 2 cells: image.patch_size must be "
+                                 f"even, got {self.patch_size}")
+        if self.self_supervised_gamma < 0:
+            raise ValueError(f"image.self_supervised_gamma must be >= 0, got {self.self_supervised_gamma}")
         if self.pairs_dir is not None and self.noise_then:
             raise ValueError("image.noise_then adds to the noise xmodal synthesises: it cannot apply to noisy/clean "
                              "pairs (image.pairs_dir)")
@@ -508,6 +529,13 @@ class Config:
             if self.image_loss.ms_ssim > 0 and patch <= 160:
                 raise ValueError(f"image_loss.ms_ssim needs image.patch_size above 160 (5 scales), got {patch}; raise "
                                  "image.patch_size or use image_loss.ssim")
+            if self.image.self_supervised is not None:
+                if "video" in self.modalities:
+                    raise ValueError("image.self_supervised is for the image and multispectral modalities, not video")
+                terms = [k for k in ("ssim", "ms_ssim", "perceptual", "lpips") if getattr(self.image_loss, k) > 0]
+                if terms:
+                    raise ValueError(f"image.self_supervised trains with Neighbor2Neighbor's squared error against "
+                                     f"noisy pixels; image_loss.{terms[0]} would compare with noise: set it to 0")
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -802,10 +830,17 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
-    """Return ``config`` with ``key.sub=value`` overrides applied, each checked like a recipe key."""
+    """Return ``config`` with ``key.sub=value`` overrides applied, each checked like a recipe key.
+
+    The config is checked after every override, so that a wrong key or value is named by its override; a check
+    between keys (``image_loss.ms_ssim`` needs a larger ``image.patch_size``) that a later override satisfies does not
+    stop the ones before it, so their order does not matter. What still fails after the last one is reported with
+    the override that started the failure.
+    """
+    raw = config_to_dict(config)
+    failed: ConfigError | None = None  # the first error of the overrides failing up to now
     for arg, (key, value) in zip(overrides, parse_overrides(overrides)):
         source = f"override `{arg}`"
-        raw = config_to_dict(config)
         node, parts = raw, key.split(".")
         for i, part in enumerate(parts[:-1]):
             if part not in node:
@@ -814,7 +849,13 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
             if not isinstance(node, dict):
                 raise ConfigError(f"{source}: `{'.'.join(parts[: i + 1])}` is a value, not a section")
         node[parts[-1]] = value
-        config = config_from_dict(raw, source)
+        try:
+            config = config_from_dict(raw, source)
+            failed = None
+        except ConfigError as e:
+            failed = failed or e
+    if failed is not None:
+        raise failed
     return config
 
 

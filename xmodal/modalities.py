@@ -98,6 +98,10 @@ def make_loss(modality: str, config: Config) -> nn.Module:
 
         return SpeechLoss(config.loss)
     if modality in _PIXELS:
+        if config.image.self_supervised is not None:
+            from xmodal.selfsup import Neighbor2NeighborLoss
+
+            return Neighbor2NeighborLoss()
         from xmodal.losses import ImageLoss
 
         return ImageLoss(config.image_loss)

@@ -32,6 +32,7 @@ from xmodal.inference import autocast_for, enhance
 from xmodal.metrics import MetricAccumulator
 from xmodal.modalities import (make_adapter, make_corpus, make_loss, metric_names, modality_io, num_workers,
                                primary_metric, score, tensorboard_sample)
+from xmodal.selfsup import gamma_at, subsample
 
 __all__ = ["TrainResult", "TrainingStopped", "cosine_with_warmup", "main", "train"]
 
@@ -86,6 +87,11 @@ class _Track:
     loss_fn: nn.Module
     corpus: object
     validator: _Validator | None = None
+
+    @property
+    def self_supervised(self) -> bool:
+        """Trained with Neighbor2Neighbor (:mod:`xmodal.selfsup`): batches are ``(noisy, neighbour choices)``."""
+        return self.modality != "speech" and self.config.image.self_supervised is not None
 
 
 class TrainingStopped(Interrupted):
@@ -420,6 +426,10 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                  f"process(es) on {info.device}, precision {tc.precision}")
         for t in tracks:
             log.line(f"data{f' ({t.modality})' if joint else ''}: {t.corpus.description}")
+            if t.self_supervised:
+                log.line(f"loss{f' ({t.modality})' if joint else ''}: self-supervised (Neighbor2Neighbor): squared "
+                         f"error to the neighbour sub-image + regulariser ramped 0 -> "
+                         f"{t.config.image.self_supervised_gamma:g} (image_loss is not used)")
             if t.corpus.demo:
                 keys = "data.clean_dir/data.noise_dir or data.pairs_dir" if t.modality == "speech" else \
                     "image.train_dir" + (" or image.pairs_dir" if t.modality == "image" else "")
@@ -531,10 +541,14 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
             for batches in zip(*loaders):
                 if info.world_size == 1 and stop.requested is not None:
                     raise TrainingStopped(stop.requested)
-                feats, ctxs, cleans = {}, {}, {}
+                feats, ctxs, cleans, pairs = {}, {}, {}, {}
                 for t, (noisy, clean) in zip(tracks, batches):
                     noisy = noisy.to(info.device, non_blocking=True)  # speech (b, 1, T); images (b, C, P, P)
-                    cleans[t.modality] = clean.to(info.device, non_blocking=True)
+                    clean = clean.to(info.device, non_blocking=True)
+                    if t.self_supervised:  # `clean` holds the neighbour choices (b, 2, P/2, P/2): the input is one
+                        pairs[t.modality] = noisy, clean  # sub-image, the target the other
+                        noisy, clean = subsample(noisy, clean[:, 0]), subsample(noisy, clean[:, 1])
+                    cleans[t.modality] = clean
                     # speech (b, 2, F, N); images (b', C_m, P, P); fp32
                     feats[t.modality], ctxs[t.modality] = t.adapter.encode(noisy)
                 with autocast_for(info.device, tc.precision):
@@ -542,11 +556,20 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                 loss, terms = 0.0, {}
                 for t in tracks:
                     m, ctx, clean = t.modality, ctxs[t.modality], cleans[t.modality]
-                    target, _ = t.adapter.encode(clean, ctx)
                     est = ests[m].float()
                     est_wave = t.adapter.decode(est, ctx)  # natural domain, shaped like `clean`
-                    loss_m, terms_m = t.loss_fn(t.adapter.normalize(est_wave, ctx), t.adapter.normalize(clean, ctx),
-                                                est, target)
+                    if t.self_supervised:
+                        noisy, choices = pairs[m]
+                        with torch.no_grad(), autocast_for(info.device, tc.precision):  # f(y) on the whole crops
+                            whole_feats, whole_ctx = t.adapter.encode(noisy)
+                            whole = t.adapter.decode(model(whole_feats, m).float(), whole_ctx)
+                        loss_m, terms_m = t.loss_fn(est_wave, clean, subsample(whole, choices[:, 0]),
+                                                    subsample(whole, choices[:, 1]),
+                                                    gamma_at(step, tc.max_steps, t.config.image.self_supervised_gamma))
+                    else:
+                        target, _ = t.adapter.encode(clean, ctx)
+                        loss_m, terms_m = t.loss_fn(t.adapter.normalize(est_wave, ctx),
+                                                    t.adapter.normalize(clean, ctx), est, target)
                     loss = loss + t.weight * loss_m if joint else loss_m
                     terms.update({f"{m}/loss": loss_m, **{f"{m}/{k}": v for k, v in terms_m.items()}}
                                  if joint else terms_m)

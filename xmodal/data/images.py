@@ -23,10 +23,13 @@ from xmodal.data.speech import ValidationClip
 from xmodal.imageio import IMAGE_EXTENSIONS, natural_key, read_image, read_stack
 from xmodal.stackio import split_variable
 from xmodal.noise import NoiseSpec, apply_noise, curriculum_sigma
+from xmodal.selfsup import NeighbourPairs
 
 __all__ = ["ImageCorpus", "ImageCrops", "PairedImageCrops", "StackCrops", "image_files", "load_image",
            "noise_generator", "noisy_version", "resolve_image_data", "resolve_stack_data"]
 
+_SELF_SUPERVISED = "noisy images, self-supervised (Neighbor2Neighbor)"
+_NO_REFERENCE = " (none: no clean reference; image.valid_dir or image.valid_pairs_dir give one)"
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
 
 
@@ -168,7 +171,10 @@ def noise_description(config: ImageDataConfig) -> str:
             text += f" H.264 CRF {s.h264_crf[0]}..{s.h264_crf[1]}"
         return text
 
-    text = "noise " + " + ".join(one(s) for s in (config.noise, *config.noise_mix))
+    models = (config.noise, *config.noise_mix)
+    silent = not config.noise_then and all(s.kind == "gaussian" and max(s.sigma) == 0 and s.h264_crf is None
+                                           for s in models)
+    text = "no noise added" if silent else "noise " + " + ".join(one(s) for s in models)
     if config.noise_then:
         text += ", then " + ", then ".join(one(s) for s in config.noise_then)
     if config.saturation is not None:
@@ -420,20 +426,24 @@ def resolve_image_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
     valid_files: list[Path] = []
     if c.valid_dir:
         valid_files = image_files(c.valid_dir, "image.valid_dir")
-    elif not c.valid_pairs_dir and c.valid_fraction > 0 and len(files) > 1:
+    elif not c.valid_pairs_dir and c.valid_fraction > 0 and len(files) > 1 and not c.self_supervised:
         order = np.random.default_rng(c.seed).permutation(len(files))
         n_valid = math.ceil(c.valid_fraction * len(files))
         valid_files = [files[i] for i in sorted(order[:n_valid])]
         files = [files[i] for i in sorted(order[n_valid:])]
     train = ImageCrops([load_image(f, c.channels) for f in files], c, batch_size, max_steps)
+    if c.self_supervised:
+        train = NeighbourPairs(train, c.seed)
     if c.valid_pairs_dir and not c.valid_dir:
         valid = [ValidationClip(n, torch.from_numpy(_centre_crop(a, c.valid_crop).copy()),
                                 torch.from_numpy(_centre_crop(b, c.valid_crop).copy()))
                  for n, a, b in _paired_images(c.valid_pairs_dir, c.channels)]
     else:
         valid = _validation([(f.stem, load_image(f, c.channels)) for f in valid_files], c)
-    what = "DEMO images (synthetic shapes and textures, not photographs)" if demo else "clean images + synthetic noise"
-    return ImageCorpus(train, valid, f"{what}: {len(files)} training images, {len(valid)} validation images, "
+    what = "DEMO images (synthetic shapes and textures, not photographs)" if demo else \
+        _SELF_SUPERVISED if c.self_supervised else "clean images + synthetic noise"
+    return ImageCorpus(train, valid, f"{what}: {len(files)} training images, {len(valid)} validation images"
+                                     f"{_NO_REFERENCE if c.self_supervised and not valid else ''}, "
                                      f"{noise_description(c)}",
                        demo=demo)
 
@@ -451,6 +461,7 @@ def resolve_stack_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
         raise ValueError("multispectral: `image.pairs_dir` is not supported for stacks; use `image.train_dir`")
     if not 0.0 <= c.valid_rows < 1.0:
         raise ValueError(f"image.valid_rows must be in [0, 1), got {c.valid_rows}")
+    valid_rows = 0.0 if c.self_supervised else c.valid_rows  # noisy stacks: held-out rows have no clean reference
     if c.bands_per_item < 1:
         raise ValueError(f"image.bands_per_item must be at least 1, got {c.bands_per_item}")
     if c.noise_map:
@@ -470,16 +481,21 @@ def resolve_stack_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
         stack, _ = read_stack(src if isinstance(src, str) else list(src), c.scaling)
         src = src if isinstance(src, str) else str(Path(src[0]).parent)
         H = stack.shape[1]
-        cut = H - int(round(c.valid_rows * H))
+        cut = H - int(round(valid_rows * H))
         if cut < 1:
-            raise ValueError(f"image.valid_rows={c.valid_rows} leaves no training rows in {src} ({H} rows)")
+            raise ValueError(f"image.valid_rows={valid_rows} leaves no training rows in {src} ({H} rows)")
         train_parts.append(np.ascontiguousarray(stack[:, :cut]))
         if cut < H:
             clean = torch.from_numpy(np.ascontiguousarray(_centre_crop(stack[:, cut:], c.valid_crop)))
             noisy = noisy_version(clean, c.valid_noise, (c.seed, 7919, len(valid)), then=c.valid_noise_then)
             valid.append(ValidationClip(Path(src).stem, noisy, clean))
     train = StackCrops(train_parts, c, batch_size, max_steps)
-    what = "DEMO stack (synthetic, not a real scene)" if demo else "band stacks + synthetic noise"
+    if c.self_supervised:
+        train = NeighbourPairs(train, c.seed)
+    what = "DEMO stack (synthetic, not a real scene)" if demo else \
+        _SELF_SUPERVISED if c.self_supervised else "band stacks + synthetic noise"
     bands = ", ".join(str(s.shape[0]) for s in train_parts)
-    return ImageCorpus(train, valid, f"{what}: {len(train_parts)} stacks ({bands} bands), bottom {c.valid_rows:g} "
-                                     f"of the rows for validation, scaling {c.scaling}", demo=demo)
+    split = "no validation rows (noisy stacks: no clean reference)" if c.self_supervised else \
+        f"bottom {c.valid_rows:g} of the rows for validation"
+    return ImageCorpus(train, valid, f"{what}: {len(train_parts)} stacks ({bands} bands), {split}, scaling "
+                                     f"{c.scaling}, {noise_description(c)}", demo=demo)
