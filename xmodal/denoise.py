@@ -62,7 +62,7 @@ from xmodal._cli import command_name, run_command
 from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
 from xmodal.io import AudioReadError, list_audio_files, resample
-from xmodal.noise import can_estimate_sigma, estimate_sigma
+from xmodal.noise import can_estimate_sigma, estimate_photon_noise, estimate_sigma
 from xmodal.stackio import (CONTAINER_EXTENSIONS, NIFTI_EXTENSIONS, check_container, envi_data_path, is_container,
                              split_variable, stack_stem, stack_suffix)
 from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, subsampled_apply, tiled_apply
@@ -310,15 +310,25 @@ class _PhotonNoise:
     range: tuple[float, float]  # (transform of 0, transform of 1 minus it)
 
 
-def _photon_noise(poisson: object, read_noise: object, sigma: Sigma) -> _PhotonNoise | None:
+def _photon_noise(poisson: object, read_noise: object, sigma: Sigma, x4: torch.Tensor) -> _PhotonNoise | None:
+    """``poisson`` (a number, ``"auto"``: estimated from the ``(B, C, H, W)`` images ``x4`` in [0, 1] units, or
+    ``None``) and ``read_noise``, checked."""
+    no_read_noise = isinstance(read_noise, numbers.Real) and read_noise == 0
     if poisson is None:
-        if not (isinstance(read_noise, numbers.Real) and read_noise == 0):
+        if not no_read_noise:
             raise ValueError(f"`read_noise` ({read_noise}) is the Gaussian part of photon noise: it goes with "
                              "`poisson` (photons at full scale)")
         return None
     if sigma is not None:
         raise ValueError("`poisson` and `sigma` cannot both be given: the Anscombe transform of photon noise sets "
                          "the level the network sees")
+    if isinstance(poisson, str):
+        if poisson != "auto":
+            raise ValueError(f"`poisson` must be the photons at full scale (a number > 0) or 'auto', got {poisson!r}")
+        if not no_read_noise:
+            raise ValueError("poisson='auto' estimates photon noise without read noise: give `poisson` as a number "
+                             "with `read_noise`")
+        poisson = estimate_photon_noise(x4.reshape(-1, *x4.shape[-2:]))  # the images and channels pooled
     peak, rn = check_photon_noise(poisson, read_noise)
     ends = anscombe(torch.tensor([0.0, 1.0], dtype=torch.float64), peak, rn)
     return _PhotonNoise((peak, rn), (float(ends[0]), float(ends[1] - ends[0])))
@@ -1105,7 +1115,7 @@ class ImageDenoiser:
     def denoise(self, image: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                 sigma: Sigma = None, ensemble: bool = False, subsample: int = 1,
                 progress: bool = False, channels_last: bool = False,
-                value_range: ValueRange = None, poisson: float | None = None,
+                value_range: ValueRange = None, poisson: float | Literal["auto"] | None = None,
                 read_noise: float = 0.0) -> np.ndarray | torch.Tensor:
         """Denoise an image of any size.
 
@@ -1148,7 +1158,9 @@ class ImageDenoiser:
                 through the generalized Anscombe transform, which makes it white Gaussian noise of a known level,
                 is denoised there, and comes back through the exact unbiased inverse (:mod:`xmodal.vst`), never
                 below 0. On Set12 with 30 photons at full scale: ``gray`` 29.32 dB against 27.02 dB without.
-                ``None`` (default): the noise is taken as Gaussian. Not with ``sigma`` (the transform sets it).
+                ``"auto"`` estimates it from the image (:func:`xmodal.noise.estimate_photon_noise`, no read noise;
+                one value for all of ``image``). ``None`` (default): the noise is taken as Gaussian. Not with
+                ``sigma`` (the transform sets it).
             read_noise: with ``poisson``: the sensor's Gaussian read noise, a standard deviation in the units where
                 full scale is 1 (as ``sigma`` after ``value_range``).
 
@@ -1188,7 +1200,7 @@ class ImageDenoiser:
         _warn_unless_unit(x4, value_range, "image")
         if span != 1.0 or lo != 0.0:
             x4 = (x4 - lo) / span  # -> [0, 1]
-        sigma_span, photons = span, _photon_noise(poisson, read_noise, sigma)
+        sigma_span, photons = span, _photon_noise(poisson, read_noise, sigma, x4)
         if photons is not None:  # the Anscombe domain, mapped to [0, 1]: white noise of level 1 / t_span
             t_lo, t_span = photons.range
             x4 = (anscombe(x4, *photons.params) - t_lo) / t_span
@@ -1237,7 +1249,7 @@ class ImageDenoiser:
                      tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                      sigma: Sigma = None, ensemble: bool = False,
                      subsample: int = 1, progress: bool = False, value_range: ValueRange = None,
-                     poisson: float | None = None, read_noise: float = 0.0) -> Path:
+                     poisson: float | Literal["auto"] | None = None, read_noise: float = 0.0) -> Path:
         """Denoise an image file into ``dst`` at the input's bit depth (uint8, uint16, float) and layout.
 
         The format follows ``dst``'s extension (``.png``, ``.jpg``, ``.bmp``, ``.webp``, ``.avif``, ``.tif``,
@@ -2298,12 +2310,12 @@ def _parser() -> argparse.ArgumentParser:
                         "noise) or 'none'. Non-blind models take it as input; noise above what a model was trained "
                         "on (50/255 for the bundled image and video models, 0.1 for the stack model) is denoised at a "
                         "lower contrast, restored after ('none': as it is)")
-    p.add_argument("--poisson", type=float, default=None, metavar="PHOTONS",
+    p.add_argument("--poisson", type=_poisson_arg, default=None, metavar="PHOTONS",
                    help="images: photon-limited data (microscopy, astronomy, X-ray, low light), PHOTONS the photons "
                         "(electrons) a pixel at full scale holds (full scale: the dtype's maximum, or HI of "
                         "--value-range LO,HI with LO the black level): the image is denoised through the generalized "
                         "Anscombe transform and its exact unbiased inverse, so signal-dependent noise becomes what "
-                        "the model knows (replaces --sigma)")
+                        "the model knows (replaces --sigma); 'auto' estimates PHOTONS from each image (no read noise)")
     p.add_argument("--read-noise", type=float, default=0.0, metavar="S",
                    help="with --poisson: the sensor's Gaussian read noise, a standard deviation as a fraction of full "
                         "scale (default 0)")
@@ -2350,6 +2362,17 @@ def _parse_value_range(text: str | None) -> ValueRange:
         return _check_value_range(tuple(float(v) for v in text.split(",")))
     except ValueError:
         raise ValueError(f"--value-range: expected 'auto' or LO,HI with LO < HI (e.g. 0,4095), got {text!r}") from None
+
+
+def _poisson_arg(value: str) -> float | str:
+    """``--poisson``: a number or ``auto`` (checked later, with ``--read-noise``)."""
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected the photons at full scale (a number) or 'auto', got {value!r}") \
+            from None
 
 
 def _sigma_arg(value: str) -> float | str | None:
@@ -2453,7 +2476,12 @@ def _main(argv: list[str] | None) -> int:
                 raise ValueError("--poisson and --sigma cannot both be given: the Anscombe transform of photon noise "
                                  "sets the level the model sees")
             args.sigma = None
-            check_photon_noise(args.poisson, args.read_noise)
+            if args.poisson == "auto":
+                if args.read_noise:
+                    raise ValueError("--poisson auto estimates photon noise without read noise: give --poisson as a "
+                                     "number with --read-noise")
+            else:
+                check_photon_noise(args.poisson, args.read_noise)
         elif args.read_noise:
             raise ValueError("--read-noise is the Gaussian part of photon noise: it goes with --poisson")
     except ValueError as e:

@@ -61,6 +61,7 @@ __all__ = [
     "can_estimate_sigma",
     "curriculum_sigma",
     "deadline",
+    "estimate_photon_noise",
     "estimate_sigma",
     "gaussian",
     "h264",
@@ -1133,20 +1134,111 @@ def estimate_sigma(image: np.ndarray | torch.Tensor, *, patch_size: int = 7,
         if int(unclipped.sum()) >= 4 * p:
             patches, energy = patches[unclipped], energy[unclipped]
 
-        def smallest_variance(rows: torch.Tensor) -> float:
-            centred = rows - rows.mean(0)
-            low = float(torch.linalg.eigvalsh((centred.T @ centred).double() / rows.shape[0])[0])
-            return max(0.0, low) / (1.0 - math.sqrt(p / rows.shape[0])) ** 2
-
-        variance = smallest_variance(patches)
-        for _ in range(10):  # settles in two to four rounds
-            weak = energy < variance * threshold
-            if int(weak.sum()) < 4 * p:  # too few flat patches to go on: keep the estimate so far
-                break
-            update = smallest_variance(patches[weak])
-            settled = abs(update - variance) <= 1e-4 * variance  # (it can swap between two sets 1e-5 apart)
-            variance = update
-            if settled:
-                break
-        sigmas.append(math.sqrt(variance))
+        sigmas.append(math.sqrt(_weak_texture_variance(patches, energy, threshold)[0]))
     return np.asarray(sigmas, dtype=np.float64)
+
+
+def estimate_photon_noise(image: np.ndarray | torch.Tensor, *, patch_size: int = 7, max_patches: int = 65_536,
+                          min_photons: float = 3.0) -> float:
+    """The photons at full scale of the Poisson noise in ``image`` ([0, 1] units), from the image alone: the noise of
+    a pixel of mean ``x`` is ``Poisson(photons * x) / photons``, its variance ``x / photons``.
+
+    Under the Anscombe transform with any guess ``g`` of the photons (:func:`xmodal.vst.anscombe`) that noise becomes
+    white with a variance of ``g / photons`` (for counts of a few photons and more), which :func:`estimate_sigma`'s
+    method (Liu et al. 2013, the weakly textured patches) measures; the guess is then ``g / variance``, repeated until
+    it settles (once or twice: at the answer the variance is 1). Patches darker than ``min_photons`` on average (where
+    the transform leaves the variance below 1) and patches touching the image's largest value (saturation) are left
+    out. Channels are pooled (one sensor). Read noise is not estimated: it is taken as 0.
+
+    Args:
+        image: ``(H, W)`` or ``(C, H, W)`` in [0, 1] units (full scale at 1), numpy array or torch tensor.
+        patch_size, max_patches: as for :func:`estimate_sigma` (``max_patches`` per channel).
+        min_photons: the darkest patch mean (in photons) taken into account.
+
+    Returns:
+        Photons at full scale (the ``poisson`` of :meth:`xmodal.denoise.ImageDenoiser.denoise`).
+
+    Raises:
+        TypeError: ``image`` is not a numpy array or torch tensor.
+        ValueError: as :func:`estimate_sigma`; negative values (counts cannot be); too few unsaturated patches.
+    """
+    from scipy.stats import gamma
+
+    from xmodal.vst import anscombe
+
+    if not isinstance(image, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"Expected `image` to be a numpy array or torch tensor, got {type(image).__name__}")
+    x = torch.from_numpy(np.array(image, dtype=np.float32)) if isinstance(image, np.ndarray) else \
+        image.detach().cpu().float()
+    if x.ndim not in (2, 3):
+        raise ValueError(f"Expected `image` of shape (H, W) or (C, H, W), got {tuple(x.shape)}")
+    if not _is_integer(patch_size) or patch_size < 3:
+        raise ValueError(f"`patch_size` must be an integer >= 3, got {patch_size!r}")
+    if not _is_integer(max_patches) or max_patches < 1:
+        raise ValueError(f"`max_patches` must be an integer >= 1, got {max_patches!r}")
+    x = x.reshape((1,) * (3 - x.ndim) + tuple(x.shape))
+    d, (C, H, W) = patch_size, x.shape
+    p, n = d * d, max(0, H - d + 1) * max(0, W - d + 1)
+    if not can_estimate_sigma(H, W, patch_size):
+        raise ValueError(f"`image` of {H} x {W} pixels is too small to estimate its noise from {d} x {d} patches "
+                         f"(it holds {n}, at least {4 * p} are needed)")
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError("`image` contains NaN or infinite values")
+    if lo < 0:
+        raise ValueError(f"`image` has negative values (down to {lo:.3g}): photon counts cannot be; give the "
+                         "black level as the low end of the value range")
+    stride = max(1, math.ceil(math.sqrt(n / max_patches)))
+    threshold = float(gamma.ppf(_WEAK_TEXTURE_CONFIDENCE, p / 2, scale=2.0 * d * (d - 2) / p))
+    def patches_of(image: torch.Tensor) -> torch.Tensor:  # (C, H, W) -> the sampled patches (N, p), channels pooled
+        return torch.cat([F.unfold(image[c][None, None], d, stride=stride)[0].T for c in range(C)])
+
+    raw = patches_of(x)
+    kept = ~(raw == hi).any(dim=1)  # saturated (or the one brightest) pixels carry less noise
+    if int(kept.sum()) < 4 * p:
+        raise ValueError(f"`image` holds {int(kept.sum())} {d} x {d} patches below its largest value; {4 * p} are "
+                         "needed")
+    means = raw.mean(dim=1)
+    photons = 1.0  # any guess: the first round (every patch, dark ones too) gives the order of magnitude
+    for round_ in range(12):
+        bright = kept & (means * photons >= min_photons) if round_ else kept
+        if int(bright.sum()) < 4 * p:  # a very dark image: its brightest patches (biased high there)
+            bright = kept & (means >= torch.topk(means[kept], 4 * p).values[-1])
+        z = patches_of(anscombe(x, photons))[bright]  # the transform of the image, not of its overlapping patches
+        square = z.view(-1, d, d)
+        energy = (((square[:, :, 2:] - square[:, :, :-2]) * 0.5).square().sum(dim=(1, 2))
+                  + ((square[:, 2:] - square[:, :-2]) * 0.5).square().sum(dim=(1, 2)))  # (N,)
+        variance, _ = _weak_texture_variance(z, energy, threshold)
+        update = photons / max(variance, 1e-12)
+        settled = abs(update - photons) <= 1e-3 * photons
+        photons = update
+        if settled:
+            break
+    return float(photons)
+
+
+def _smallest_variance(rows: torch.Tensor) -> float:
+    """The smallest eigenvalue of the sample covariance of ``rows`` (N, p), its Marchenko-Pastur bias divided out."""
+    p = rows.shape[1]
+    centred = rows - rows.mean(0)
+    low = float(torch.linalg.eigvalsh((centred.T @ centred).double() / rows.shape[0])[0])
+    return max(0.0, low) / (1.0 - math.sqrt(p / rows.shape[0])) ** 2
+
+
+def _weak_texture_variance(patches: torch.Tensor, energy: torch.Tensor,
+                           threshold: float) -> tuple[float, torch.Tensor]:
+    """Liu et al.'s iteration on ``patches`` (N, p) with gradient ``energy`` (N,): ``(noise variance, the weakly
+    textured patches' mask)``."""
+    p = patches.shape[1]
+    variance, weak = _smallest_variance(patches), torch.ones(len(patches), dtype=torch.bool)
+    for _ in range(10):  # settles in two to four rounds
+        selected = energy < variance * threshold
+        if int(selected.sum()) < 4 * p:  # too few flat patches to go on: keep the estimate so far
+            break
+        weak = selected
+        update = _smallest_variance(patches[weak])
+        settled = abs(update - variance) <= 1e-4 * variance  # (it can swap between two sets 1e-5 apart)
+        variance = update
+        if settled:
+            break
+    return variance, weak
