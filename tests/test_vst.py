@@ -160,8 +160,9 @@ def test_photon_count_is_estimated_from_the_image_alone(photons):
 def test_estimate_photon_noise_errors():
     with pytest.raises(TypeError, match="Expected `image` to be a numpy array or torch tensor, got list"):
         estimate_photon_noise([[0.5]])
-    with pytest.raises(ValueError, match=r"`image` has negative values \(down to -0.1\): photon counts cannot be; "
-                                         "give the black level as the low end of the value range"):
+    with pytest.raises(ValueError, match=r"`image` has negative values \(down to -0.1\): photon counts alone cannot "
+                                         r"be; there is read noise \(give the photons and the read noise as numbers\) "
+                                         "or a black level above the low end of the value range"):
         estimate_photon_noise(np.full((64, 64), -0.1))
     with pytest.raises(ValueError, match="`image` of 8 x 64 pixels is too small to estimate its noise"):
         estimate_photon_noise(np.random.default_rng(0).random((8, 64)))

@@ -1098,43 +1098,17 @@ def estimate_sigma(image: np.ndarray | torch.Tensor, *, patch_size: int = 7,
         ValueError: not 2-D or 3-D, NaN or infinite values, a bad ``patch_size`` or ``max_patches``, or an image
             too small to hold ``4 p`` patches (``p = patch_size^2``).
     """
-    from scipy.stats import gamma
-
-    if not isinstance(image, (np.ndarray, torch.Tensor)):
-        raise TypeError(f"Expected `image` to be a numpy array or torch tensor, got {type(image).__name__}")
-    x = torch.from_numpy(np.array(image, dtype=np.float32)) if isinstance(image, np.ndarray) else \
-        image.detach().cpu().float()
-    if x.ndim not in (2, 3):
-        raise ValueError(f"Expected `image` of shape (H, W) or (C, H, W), got {tuple(x.shape)}")
-    if not _is_integer(patch_size) or patch_size < 3:
-        raise ValueError(f"`patch_size` must be an integer >= 3, got {patch_size!r}")
-    if not _is_integer(max_patches) or max_patches < 1:
-        raise ValueError(f"`max_patches` must be an integer >= 1, got {max_patches!r}")
-    x = x.reshape((1,) * (3 - x.ndim) + tuple(x.shape))
-    d, (C, H, W) = patch_size, x.shape
-    p, n = d * d, max(0, H - d + 1) * max(0, W - d + 1)
-    if not can_estimate_sigma(H, W, patch_size):
-        raise ValueError(f"`image` of {H} x {W} pixels is too small to estimate its noise from {d} x {d} patches "
-                         f"(it holds {n}, at least {4 * p} are needed)")
-    if not all(math.isfinite(float(v)) for v in torch.aminmax(x)):  # (NaN propagates; no image-sized temporary)
-        raise ValueError("`image` contains NaN or infinite values")
-    stride = max(1, math.ceil(math.sqrt(n / max_patches)))
-    # noise alone gives a patch a gradient energy of sigma^2 times a gamma variable of shape p/2 and mean
-    # tr(Dh'Dh + Dv'Dv) = 2 d (d - 2) x 1/2: the central differences [-1/2, 0, 1/2] inside the patch (Liu et al.)
-    threshold = float(gamma.ppf(_WEAK_TEXTURE_CONFIDENCE, p / 2, scale=2.0 * d * (d - 2) / p))
+    x, sampling = _patch_sampling(image, patch_size, max_patches)
     sigmas = []
-    for c in range(C):
+    for c in range(x.shape[0]):
         plane = x[c][None, None]  # (1, 1, H, W)
-        patches = F.unfold(plane, d, stride=stride)[0].T  # (N, p): only the sampled patches, whatever the image size
-        square = patches.view(-1, d, d)
-        energy = (((square[:, :, 2:] - square[:, :, :-2]) * 0.5).square().sum(dim=(1, 2))
-                  + ((square[:, 2:] - square[:, :-2]) * 0.5).square().sum(dim=(1, 2)))  # (N,)
+        patches = sampling.patches(plane[0])  # (N, p): only the sampled patches, whatever the image size
+        energy = sampling.energy(patches)  # (N,)
         # patches touching the plane's lowest or highest value: clipped (or saturated) pixels carry less noise
         unclipped = ~((patches == plane.min()) | (patches == plane.max())).any(dim=1)
-        if int(unclipped.sum()) >= 4 * p:
+        if int(unclipped.sum()) >= 4 * patches.shape[1]:
             patches, energy = patches[unclipped], energy[unclipped]
-
-        sigmas.append(math.sqrt(_weak_texture_variance(patches, energy, threshold)[0]))
+        sigmas.append(math.sqrt(_weak_texture_variance(patches, energy, sampling.threshold)[0]))
     return np.asarray(sigmas, dtype=np.float64)
 
 
@@ -1162,36 +1136,17 @@ def estimate_photon_noise(image: np.ndarray | torch.Tensor, *, patch_size: int =
         TypeError: ``image`` is not a numpy array or torch tensor.
         ValueError: as :func:`estimate_sigma`; negative values (counts cannot be); too few unsaturated patches.
     """
-    from scipy.stats import gamma
-
     from xmodal.vst import anscombe
 
-    if not isinstance(image, (np.ndarray, torch.Tensor)):
-        raise TypeError(f"Expected `image` to be a numpy array or torch tensor, got {type(image).__name__}")
-    x = torch.from_numpy(np.array(image, dtype=np.float32)) if isinstance(image, np.ndarray) else \
-        image.detach().cpu().float()
-    if x.ndim not in (2, 3):
-        raise ValueError(f"Expected `image` of shape (H, W) or (C, H, W), got {tuple(x.shape)}")
-    if not _is_integer(patch_size) or patch_size < 3:
-        raise ValueError(f"`patch_size` must be an integer >= 3, got {patch_size!r}")
-    if not _is_integer(max_patches) or max_patches < 1:
-        raise ValueError(f"`max_patches` must be an integer >= 1, got {max_patches!r}")
-    x = x.reshape((1,) * (3 - x.ndim) + tuple(x.shape))
-    d, (C, H, W) = patch_size, x.shape
-    p, n = d * d, max(0, H - d + 1) * max(0, W - d + 1)
-    if not can_estimate_sigma(H, W, patch_size):
-        raise ValueError(f"`image` of {H} x {W} pixels is too small to estimate its noise from {d} x {d} patches "
-                         f"(it holds {n}, at least {4 * p} are needed)")
+    x, sampling = _patch_sampling(image, patch_size, max_patches)
+    d, p = sampling.size, sampling.size ** 2
     lo, hi = (float(v) for v in torch.aminmax(x))
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError("`image` contains NaN or infinite values")
     if lo < 0:
-        raise ValueError(f"`image` has negative values (down to {lo:.3g}): photon counts cannot be; give the "
-                         "black level as the low end of the value range")
-    stride = max(1, math.ceil(math.sqrt(n / max_patches)))
-    threshold = float(gamma.ppf(_WEAK_TEXTURE_CONFIDENCE, p / 2, scale=2.0 * d * (d - 2) / p))
+        raise ValueError(f"`image` has negative values (down to {lo:.3g}): photon counts alone cannot be; there is "
+                         "read noise (give the photons and the read noise as numbers) or a black level above the "
+                         "low end of the value range")
     def patches_of(image: torch.Tensor) -> torch.Tensor:  # (C, H, W) -> the sampled patches (N, p), channels pooled
-        return torch.cat([F.unfold(image[c][None, None], d, stride=stride)[0].T for c in range(C)])
+        return torch.cat([sampling.patches(plane[None]) for plane in image])
 
     raw = patches_of(x)
     kept = ~(raw == hi).any(dim=1)  # saturated (or the one brightest) pixels carry less noise
@@ -1205,16 +1160,61 @@ def estimate_photon_noise(image: np.ndarray | torch.Tensor, *, patch_size: int =
         if int(bright.sum()) < 4 * p:  # a very dark image: its brightest patches (biased high there)
             bright = kept & (means >= torch.topk(means[kept], 4 * p).values[-1])
         z = patches_of(anscombe(x, photons))[bright]  # the transform of the image, not of its overlapping patches
-        square = z.view(-1, d, d)
-        energy = (((square[:, :, 2:] - square[:, :, :-2]) * 0.5).square().sum(dim=(1, 2))
-                  + ((square[:, 2:] - square[:, :-2]) * 0.5).square().sum(dim=(1, 2)))  # (N,)
-        variance, _ = _weak_texture_variance(z, energy, threshold)
+        variance, _ = _weak_texture_variance(z, sampling.energy(z), sampling.threshold)
         update = photons / max(variance, 1e-12)
         settled = abs(update - photons) <= 1e-3 * photons
         photons = update
         if settled:
             break
     return float(photons)
+
+
+@dataclass(frozen=True)
+class _PatchSampling:
+    """How :func:`estimate_sigma` and :func:`estimate_photon_noise` read an image's patches."""
+
+    size: int  # patch side d
+    stride: int  # every stride-th patch position on each axis
+    threshold: float  # weak texture: gradient energy below threshold x noise variance
+
+    def patches(self, plane: torch.Tensor) -> torch.Tensor:
+        """``(1, H, W)`` -> the sampled ``(N, d * d)`` patches."""
+        return F.unfold(plane[None], self.size, stride=self.stride)[0].T
+
+    def energy(self, patches: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` gradient energy of each patch: central differences ``[-1/2, 0, 1/2]`` inside it."""
+        square = patches.view(-1, self.size, self.size)
+        return (((square[:, :, 2:] - square[:, :, :-2]) * 0.5).square().sum(dim=(1, 2))
+                + ((square[:, 2:] - square[:, :-2]) * 0.5).square().sum(dim=(1, 2)))
+
+
+def _patch_sampling(image: object, patch_size: object, max_patches: object) -> tuple[torch.Tensor, _PatchSampling]:
+    """``image`` checked as ``(C, H, W)`` float32 (CPU), and how to sample its patches (the errors of
+    :func:`estimate_sigma`)."""
+    from scipy.stats import gamma
+
+    if not isinstance(image, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"Expected `image` to be a numpy array or torch tensor, got {type(image).__name__}")
+    x = torch.from_numpy(np.array(image, dtype=np.float32)) if isinstance(image, np.ndarray) else \
+        image.detach().cpu().float()
+    if x.ndim not in (2, 3):
+        raise ValueError(f"Expected `image` of shape (H, W) or (C, H, W), got {tuple(x.shape)}")
+    if not _is_integer(patch_size) or patch_size < 3:
+        raise ValueError(f"`patch_size` must be an integer >= 3, got {patch_size!r}")
+    if not _is_integer(max_patches) or max_patches < 1:
+        raise ValueError(f"`max_patches` must be an integer >= 1, got {max_patches!r}")
+    x = x.reshape((1,) * (3 - x.ndim) + tuple(x.shape))
+    d, (_, H, W) = int(patch_size), x.shape
+    p, n = d * d, max(0, H - d + 1) * max(0, W - d + 1)
+    if not can_estimate_sigma(H, W, d):
+        raise ValueError(f"`image` of {H} x {W} pixels is too small to estimate its noise from {d} x {d} patches "
+                         f"(it holds {n}, at least {4 * p} are needed)")
+    if not all(math.isfinite(float(v)) for v in torch.aminmax(x)):  # (NaN propagates; no image-sized temporary)
+        raise ValueError("`image` contains NaN or infinite values")
+    # noise alone gives a patch a gradient energy of sigma^2 times a gamma variable of shape p/2 and mean
+    # tr(Dh'Dh + Dv'Dv) = 2 d (d - 2) x 1/2: the central differences [-1/2, 0, 1/2] inside the patch (Liu et al.)
+    threshold = float(gamma.ppf(_WEAK_TEXTURE_CONFIDENCE, p / 2, scale=2.0 * d * (d - 2) / p))
+    return x, _PatchSampling(d, max(1, math.ceil(math.sqrt(n / int(max_patches)))), threshold)
 
 
 def _smallest_variance(rows: torch.Tensor) -> float:
