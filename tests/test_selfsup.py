@@ -115,6 +115,9 @@ def test_neighbour_pairs_keep_the_crop_and_draw_choices_from_the_item_number(tmp
     (["image_loss.ssim=0.1"], "image_loss.ssim would compare with noise: set it to 0"),
     (["image.self_supervised=noise2void"], "`image.self_supervised` must be 'neighbor2neighbor' or null, got str "
                                            "'noise2void'"),
+    (["image.self_supervised=null", "image.self_supervised_gamma=5"],
+     "image.self_supervised_gamma (5) weighs Neighbor2Neighbor's regulariser: it needs image.self_supervised: "
+     "neighbor2neighbor"),
 ])
 def test_config_errors(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -134,6 +137,10 @@ def test_overrides_in_any_order_satisfy_checks_between_keys(tmp_path):
                                           r"above 160"):
         load_config(TINY_IMAGE, base + ["image_loss.ms_ssim=1", "train.batch_size=2"])
     assert load_config(TINY_IMAGE, base + ["train.max_steps=abc", "train.max_steps=7"]).train.max_steps == 7
+    # a first failure fixed later, a second one left: the second is reported, with the override that made it
+    with pytest.raises(ConfigError, match=r"override `image.patch_size=33`: `image`: image.self_supervised splits "
+                                          r"crops into 2 x 2 cells: image.patch_size must be even, got 33"):
+        load_config(TINY_IMAGE, base + [SELF[0], "image.patch_size=33", SELF[1], "train.batch_size=2"])
 
 
 def test_image_corpus_holds_nothing_out_without_a_clean_reference(tmp_path):
@@ -214,3 +221,16 @@ def test_learns_to_denoise_from_noisy_images_alone(tmp_path, monkeypatch):
     # control: the same pixel in both sub-images makes the target the input, and the network learns the identity
     monkeypatch.setattr(selfsup, "NEIGHBOUR_PAIRS", np.array([(k, k) for k in range(4)], dtype=np.int64))
     assert abs(_trained_gain(tmp_path, "same_pixel")) < 1.0
+
+
+def test_images_smaller_than_a_crop_are_refused(tmp_path):
+    """Mirror padding would put copies of the target pixels' noise into the input sub-images."""
+    folder = make_demo_images(tmp_path / "noisy", n=3, size=48, seed=1)
+    cfg = config(tmp_path / "run", f"image.train_dir=[{folder}]", "image.patch_size=64").image
+    with pytest.raises(ValueError, match=r"image.self_supervised: .*demo_00.png is 48 x 48 pixels, smaller than "
+                                         r"image.patch_size 64: its mirrored padding would show the network the noise"):
+        resolve_image_data(cfg, tmp_path / "demo")
+    stack = make_demo_stack(tmp_path / "stack", bands=6, size=40, seed=0)
+    cfg = config(tmp_path / "run", "modality=multispectral", f"image.train_dir=[{stack}]", "image.patch_size=64")
+    with pytest.raises(ValueError, match=r"is 40 x 40 pixels, smaller than image.patch_size 64"):
+        resolve_stack_data(cfg.image, tmp_path / "demo")

@@ -309,6 +309,9 @@ class ImageDataConfig:
                                  f"even, got {self.patch_size}")
         if self.self_supervised_gamma < 0:
             raise ValueError(f"image.self_supervised_gamma must be >= 0, got {self.self_supervised_gamma}")
+        if self.self_supervised is None and self.self_supervised_gamma != 2.0:
+            raise ValueError(f"image.self_supervised_gamma ({self.self_supervised_gamma:g}) weighs Neighbor2Neighbor's "
+                             "regulariser: it needs image.self_supervised: neighbor2neighbor")
         if self.pairs_dir is not None and self.noise_then:
             raise ValueError("image.noise_then adds to the noise xmodal synthesises: it cannot apply to noisy/clean "
                              "pairs (image.pairs_dir)")
@@ -835,10 +838,10 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
     The config is checked after every override, so that a wrong key or value is named by its override; a check
     between keys (``image_loss.ms_ssim`` needs a larger ``image.patch_size``) that a later override satisfies does not
     stop the ones before it, so their order does not matter. What still fails after the last one is reported with
-    the override that started the failure.
+    the override from which on it failed that way.
     """
     raw = config_to_dict(config)
-    failed: ConfigError | None = None  # the first error of the overrides failing up to now
+    reasons: list[str | None] = []  # per override: why the config built after it fails (None: it builds)
     for arg, (key, value) in zip(overrides, parse_overrides(overrides)):
         source = f"override `{arg}`"
         node, parts = raw, key.split(".")
@@ -851,11 +854,14 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
         node[parts[-1]] = value
         try:
             config = config_from_dict(raw, source)
-            failed = None
+            reasons.append(None)
         except ConfigError as e:
-            failed = failed or e
-    if failed is not None:
-        raise failed
+            reasons.append(str(e).removeprefix(f"{source}: "))
+    if reasons and reasons[-1] is not None:
+        first = len(reasons) - 1
+        while first > 0 and reasons[first - 1] == reasons[-1]:
+            first -= 1
+        raise ConfigError(f"override `{overrides[first]}`: {reasons[-1]}")
     return config
 
 

@@ -304,16 +304,21 @@ def _blind_levels(sigma: Sigma, x4: torch.Tensor, span: float, max_sigma: float 
 
 @dataclass(frozen=True)
 class _PhotonNoise:
-    """Checked ``poisson`` / ``read_noise`` of :meth:`ImageDenoiser.denoise` and the Anscombe values of 0 and 1."""
+    """Checked ``poisson`` / ``read_noise`` of :meth:`ImageDenoiser.denoise`, and the mapping of the images'
+    Anscombe transform to [0, 1]: ``(f - lo) / span``, its noise level ``1 / span``."""
 
     params: tuple[float, float]  # (photons at full scale, read noise)
-    range: tuple[float, float]  # (transform of 0, transform of 1 minus it)
+    range: tuple[float, float]  # (lo, span)
 
 
 def _photon_noise(poisson: object, read_noise: object, sigma: Sigma, x4: torch.Tensor) -> _PhotonNoise | None:
     """``poisson`` (a number, ``"auto"``: estimated from the ``(B, C, H, W)`` images ``x4`` in [0, 1] units, or
-    ``None``) and ``read_noise``, checked."""
-    no_read_noise = isinstance(read_noise, numbers.Real) and read_noise == 0
+    ``None``) and ``read_noise``, checked; the transform is mapped to [0, 1] by its own 0.1 and 99.9 percentiles (of
+    every image and channel), so that dim data (a few photons in a 16-bit file) fills the model's range instead of
+    a corner of it, where a model's small errors near black would be magnified by the whole scale."""
+    from xmodal.vst import _number
+
+    no_read_noise = _number("read_noise", read_noise) == 0
     if poisson is None:
         if not no_read_noise:
             raise ValueError(f"`read_noise` ({read_noise}) is the Gaussian part of photon noise: it goes with "
@@ -330,8 +335,12 @@ def _photon_noise(poisson: object, read_noise: object, sigma: Sigma, x4: torch.T
                              "with `read_noise`")
         poisson = estimate_photon_noise(x4.reshape(-1, *x4.shape[-2:]))  # the images and channels pooled
     peak, rn = check_photon_noise(poisson, read_noise)
-    ends = anscombe(torch.tensor([0.0, 1.0], dtype=torch.float64), peak, rn)
-    return _PhotonNoise((peak, rn), (float(ends[0]), float(ends[1] - ends[0])))
+    lo, hi = _robust_range(anscombe(x4, peak, rn))
+    if not hi - lo > 1.0:  # less than the noise's own level (1): nothing but noise, or nearly no photons
+        raise ValueError(f"`poisson` {peak:g}: the image's Anscombe transform spans {hi - lo:.3g} (0.1-99.9 "
+                         "percentiles), under its noise level of 1: too few photons at that count to denoise, or the "
+                         "photons at full scale are far too low (raw counts in float files: poisson=1)")
+    return _PhotonNoise((peak, rn), (lo, hi - lo))
 
 
 def _check_level(sigma: float, span: float) -> None:
@@ -1157,7 +1166,7 @@ class ImageDenoiser:
                 noise ``Poisson(poisson * x) / poisson`` (plus ``read_noise``) grows with the signal; the image goes
                 through the generalized Anscombe transform, which makes it white Gaussian noise of a known level,
                 is denoised there, and comes back through the exact unbiased inverse (:mod:`xmodal.vst`), never
-                below 0. On Set12 with 30 photons at full scale: ``gray`` 29.32 dB against 27.02 dB without.
+                below 0. On Set12 with 30 photons at full scale: ``gray`` 29.30 dB against 27.02 dB without.
                 ``"auto"`` estimates it from the image (:func:`xmodal.noise.estimate_photon_noise`, no read noise;
                 one value for all of ``image``). ``None`` (default): the noise is taken as Gaussian. Not with
                 ``sigma`` (the transform sets it).
@@ -1197,7 +1206,8 @@ class ImageDenoiser:
         check_tiling(tile, overlap, self.size_multiple)
         subsample = _check_subsample(subsample, *x4.shape[-2:])
         lo, span = _resolve_range(x4, value_range)
-        _warn_unless_unit(x4, value_range, "image")
+        if poisson is None:  # photon data: values above 1 are photon counts above full scale, not a wrong range
+            _warn_unless_unit(x4, value_range, "image")
         if span != 1.0 or lo != 0.0:
             x4 = (x4 - lo) / span  # -> [0, 1]
         sigma_span, photons = span, _photon_noise(poisson, read_noise, sigma, x4)
@@ -1264,8 +1274,9 @@ class ImageDenoiser:
             overwrite: replace an existing ``dst``. ``dst`` is never allowed to be ``src``.
             tile, overlap, sigma, ensemble, subsample, progress, poisson, read_noise: as in :meth:`denoise`;
                 ``sigma`` in the units :func:`~xmodal.imageio.read_image` gives (25/255 for sigma 25 in an 8-bit
-                file; values for float files); ``poisson``: photons at the top of ``value_range`` (by default the
-                dtype's maximum: 255 or 65535).
+                file; values for float files); ``poisson``: photons at the top of ``value_range``: by default the
+                dtype's maximum (255, 65535) and, for float files, 1 (taken as they are, not by percentiles; raw
+                photon counts in a float file: ``poisson=1``).
             value_range: ``(lo, hi)`` in the file's own units (e.g. ``(0, 4095)`` for 12-bit data in a 16-bit file)
                 or ``"auto"``, as in :meth:`denoise`. ``None`` (default): integer files are scaled by their dtype
                 (uint8 / 255, uint16 / 65535), and float files are used as they are if they look like [0, 1] data
@@ -1295,8 +1306,10 @@ class ImageDenoiser:
         colour = image[: image.shape[0] - keep]  # (C - keep, H, W)
         colour, masks = _fill_nodata(colour, [nodata_value(info)] * colour.shape[0])
         try:
+            photon_range = (0.0, 1.0) if poisson is not None and value_range is None \
+                and info.dtype.startswith("float") else value_range  # photon data in a float file: as it is
             out = self.denoise(colour, tile=tile, overlap=overlap, sigma=sigma, ensemble=ensemble, subsample=subsample,
-                               progress=progress, value_range=file_value_range(colour, info.dtype, value_range),
+                               progress=progress, value_range=file_value_range(colour, info.dtype, photon_range),
                                poisson=poisson, read_noise=read_noise)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{src}: {e}") from None
@@ -2416,6 +2429,9 @@ def _output_path(out_dir: Path, job: _Job, formats: dict[str, str]) -> Path:
 def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
              speech: Denoiser | None = None) -> None:
     progress = not args.quiet
+    if args.poisson is not None and not isinstance(den, ImageDenoiser):
+        what = {"speech": "audio", "multispectral": "a band stack", "video": "video"}.get(den.modality, den.modality)
+        raise ValueError(f"{job.src}: --poisson applies to images, not to {what}")
     if isinstance(den, Denoiser):
         den.denoise_file(job.src, dst, overwrite=args.overwrite, mix=args.mix, atten_limit_db=args.atten_limit_db,
                          chunk_seconds=args.chunk_seconds, progress=progress, full_band=args.full_band)
@@ -2423,9 +2439,6 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
         den.denoise_file(job.src, dst, overwrite=args.overwrite, tile=args.tile, overlap=args.overlap,
                          sigma=args.sigma, ensemble=args.ensemble, subsample=args.subsample, progress=progress,
                          value_range=args.value_range, poisson=args.poisson, read_noise=args.read_noise)
-    elif args.poisson is not None:
-        what = {"speech": "audio", "multispectral": "a band stack", "video": "video"}.get(den.modality, den.modality)
-        raise ValueError(f"{job.src}: --poisson applies to images, not to {what}")
     elif isinstance(den, StackDenoiser):
         if args.value_range is not None:
             raise ValueError(f"{job.src}: --value-range applies to images and clips; a band stack is scaled band by "

@@ -38,15 +38,23 @@ def check_photon_noise(peak: object, read_noise: object = 0.0) -> tuple[float, f
         TypeError: not real numbers.
         ValueError: ``peak`` not finite and > 0, ``read_noise`` not finite and >= 0.
     """
-    for name, value in (("poisson", peak), ("read_noise", read_noise)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"`{name}` must be a number, got {type(value).__name__}")
+    peak, read_noise = _number("poisson", peak), _number("read_noise", read_noise)
     if not (math.isfinite(peak) and peak > 0):
         raise ValueError(f"`poisson` (photons at full scale, value 1) must be > 0, got {peak}")
     if not (math.isfinite(read_noise) and read_noise >= 0):
         raise ValueError(f"`read_noise` (standard deviation of the sensor's Gaussian noise, in the units where full "
                          f"scale is 1) must be >= 0, got {read_noise}")
     return float(peak), float(read_noise)
+
+
+def _number(name: str, value: object) -> float:
+    """``value`` as a float: a real number, or one held in a 0-d numpy array or tensor; ``TypeError`` otherwise."""
+    if isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 0 and value.dtype != bool \
+            and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a number, got {type(value).__name__}")
+    return float(value)
 
 
 def anscombe(y: torch.Tensor, peak: float, read_noise: float = 0.0) -> torch.Tensor:

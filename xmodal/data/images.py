@@ -341,6 +341,18 @@ class ImageCorpus:
     demo: bool = False
 
 
+def _check_crop_fits(items, patch_size: int) -> None:
+    """Self-supervised training: ``ValueError`` naming the first ``(source, (C, H, W) array)`` smaller than a crop.
+    Mirror padding would put copies of a pixel (and of its noise) into both sub-images of a cell, and the network
+    would learn to copy noise there."""
+    for source, x in items:
+        if min(x.shape[-2:]) < patch_size:
+            raise ValueError(f"image.self_supervised: {source} is {x.shape[-2]} x {x.shape[-1]} pixels, smaller than "
+                             f"image.patch_size {patch_size}: its mirrored padding would show the network the noise "
+                             "of the pixels it learns to predict; lower image.patch_size (an even size) or leave the "
+                             "file out")
+
+
 def _centre_crop(x: np.ndarray, size: int) -> np.ndarray:
     if size <= 0:
         return x
@@ -431,7 +443,10 @@ def resolve_image_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
         n_valid = math.ceil(c.valid_fraction * len(files))
         valid_files = [files[i] for i in sorted(order[:n_valid])]
         files = [files[i] for i in sorted(order[n_valid:])]
-    train = ImageCrops([load_image(f, c.channels) for f in files], c, batch_size, max_steps)
+    images = [load_image(f, c.channels) for f in files]
+    if c.self_supervised:
+        _check_crop_fits(zip(files, images), c.patch_size)
+    train = ImageCrops(images, c, batch_size, max_steps)
     if c.self_supervised:
         train = NeighbourPairs(train, c.seed)
     if c.valid_pairs_dir and not c.valid_dir:
@@ -489,6 +504,8 @@ def resolve_stack_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
             clean = torch.from_numpy(np.ascontiguousarray(_centre_crop(stack[:, cut:], c.valid_crop)))
             noisy = noisy_version(clean, c.valid_noise, (c.seed, 7919, len(valid)), then=c.valid_noise_then)
             valid.append(ValidationClip(Path(src).stem, noisy, clean))
+    if c.self_supervised:
+        _check_crop_fits(zip(sources, train_parts), c.patch_size)
     train = StackCrops(train_parts, c, batch_size, max_steps)
     if c.self_supervised:
         train = NeighbourPairs(train, c.seed)
