@@ -7,8 +7,12 @@ a noisy file stores it. Both estimators read the noisy image alone; the table gi
 and largest error over the images and channels (0-255 scale), and the mean time per image.
 ``skimage.restoration.estimate_sigma`` is Donoho's wavelet median absolute deviation (the usual quick estimate).
 
+With ``--photons 3,10,30,100,1000`` it measures ``xmodal.noise.estimate_photon_noise`` instead: photon noise
+``Poisson(P * clean) / P`` (``numpy.random.default_rng((seed, P, image index))``), the estimated photon count at full
+scale per image against the true ``P`` (as a ratio), and the warnings it gave.
+
     python benchmarks/noise_estimation.py [--data ../shared/data] [--set set12|kodak-valid] [--sigmas 0,5,15,25,50]
-                                          [--8bit] [--json out.json]
+                                          [--8bit] [--photons 3,10,30,100,1000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, IMAGE_SETS, held_out_images, to_8bit  # noqa: E402
 
 from xmodal.imageio import read_image  # noqa: E402
-from xmodal.noise import estimate_sigma  # noqa: E402
+from xmodal.noise import estimate_photon_noise, estimate_sigma  # noqa: E402
 
 
 def skimage_sigma(image: np.ndarray) -> np.ndarray:
@@ -42,6 +46,7 @@ def main() -> None:
     p.add_argument("--sigmas", default="0,5,15,25,50", help="noise standard deviations on the 0-255 scale")
     p.add_argument("--8bit", dest="eight_bit", action="store_true",
                    help="clip and round the noisy images to 8 bits, as noisy files are")
+    p.add_argument("--photons", default=None, help="photon counts at full scale: measure estimate_photon_noise")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the per-image estimates here")
     args = p.parse_args()
@@ -49,6 +54,8 @@ def main() -> None:
     sigmas = [float(s) for s in args.sigmas.split(",")]
     files, channels = held_out_images(args.data, args.set)
     cleans = [read_image(f)[0][:channels].astype(np.float64) for f in files]
+    if args.photons:
+        return photon_counts([float(v) for v in args.photons.split(",")], cleans, args)
     estimators = {"xmodal": estimate_sigma, "skimage": skimage_sigma}
     protocol = "clipped and rounded to 8 bits" if args.eight_bit else "in float, not clipped"
     print(f"{args.set}: {len(files)} images x {channels} channel(s); noise {protocol}; estimates on the 0-255 scale")
@@ -71,6 +78,30 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"set": args.set, "eight_bit": args.eight_bit, "files":
                                                [f.name for f in files], "estimates": results}, indent=1))
+
+
+def photon_counts(counts: list[float], cleans: list[np.ndarray], args: argparse.Namespace) -> None:
+    """``--photons``: estimate_photon_noise on each image at each photon count."""
+    import warnings
+
+    print(f"{args.set}: {len(cleans)} images; photon noise in float; estimated photons at full scale")
+    print(f"{'photons':>8} | {'min':>8} | {'max':>8} | {'mean ratio':>10} | {'warned':>6} | {'s / image':>9}")
+    results = {}
+    for count in counts:
+        got, warned = [], 0
+        start = time.perf_counter()
+        for i, clean in enumerate(cleans):
+            noisy = np.random.default_rng((args.seed, int(count * 100), i)).poisson(count * clean) / count
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                got.append(estimate_photon_noise(noisy))
+            warned += bool(caught)
+        seconds = (time.perf_counter() - start) / len(cleans)
+        print(f"{count:8g} | {min(got):8.2f} | {max(got):8.2f} | {np.mean(got) / count:10.3f} | {warned:6d} | "
+              f"{seconds:9.3f}")
+        results[f"{count:g}"] = got
+    if args.json:
+        Path(args.json).write_text(json.dumps({"set": args.set, "photons": results}, indent=1))
 
 
 if __name__ == "__main__":
