@@ -12,6 +12,7 @@ noise the image's RMS noise) unless ``--skip-bm3d``, and beside the ``--init-fro
     python benchmarks/self_supervised.py [--data ../shared/data] [--steps 3000] [--noise gaussian --sigma 25 |
                                          --noise poisson --peak 30] [--init-from gray] [--lr 8e-4]
                                          [--out runs/selfsup] [--threads 2] [--skip-bm3d] [--only self|supervised]
+                                         [--score-only]
 
 The self-supervised run uses crops of ``2 * patch`` pixels (its network sees the half-size sub-images, as the
 supervised run sees ``patch``-pixel crops), and costs about 2.5 times as much per step (one more forward pass on the
@@ -73,6 +74,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-bm3d", action="store_true")
     p.add_argument("--only", choices=["self", "supervised"], help="train and score one of the two runs")
+    p.add_argument("--score-only", action="store_true", help="score the runs already in --out, without training")
     args = p.parse_args()
 
     import torch
@@ -93,16 +95,17 @@ def main() -> None:
               "train.log_every=100", f"train.threads={args.threads}", "train.progress=false", "image.num_workers=1"]
     common += [f"train.init_from={args.init_from}"] if args.init_from else []
     common += [f"optim.lr={args.lr}"] if args.lr else []
+    noisy_dir = out / f"train400_{tag}"
     runs = {
         "supervised": [f"image.train_dir=[{data / 'image' / 'Train400'}]", f"image.noise={spec}",
                        f"image.patch_size={args.patch}", f"train.run_dir={out / 'supervised'}"],
-        "self": [f"image.train_dir=[{noisy_train400(data, out / f'train400_{tag}', args)}]",
+        "self": [f"image.train_dir=[{noisy_dir if args.score_only else noisy_train400(data, noisy_dir, args)}]",
                  "image.noise.sigma=[0,0]", "image.self_supervised=neighbor2neighbor",
                  f"image.patch_size={2 * args.patch}", f"train.run_dir={out / 'self'}"],
     }
     names = [args.only] if args.only else list(runs)
     minutes = {}
-    for name in names:
+    for name in [] if args.score_only else names:
         t = time.perf_counter()
         train(xmodal.load_config(REPO / "recipes" / "image.yaml", [*runs[name], *common]))
         minutes[name] = (time.perf_counter() - t) / 60
