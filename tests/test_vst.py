@@ -265,3 +265,7 @@ def test_estimate_ignores_flat_padding_and_warns_on_dark_images():
         estimate_photon_noise(dark)
     with pytest.raises(ValueError, match=r"`image` is constant \(0 everywhere\): no noise to measure"):
         estimate_photon_noise(np.zeros((64, 64)))
+    ramp = 0.2 + 0.5 * np.mgrid[0:64, 0:64][1] / 64.0  # no noise at all
+    with pytest.raises(ValueError, match=r"no photon noise found in `image` \(its Anscombe transform's variance reads "
+                                         r"0\): it looks clean, or its noise is not photon noise"):
+        estimate_photon_noise(ramp)
