@@ -11,7 +11,7 @@ makes that noise close to Gaussian with unit variance, which a model trained on 
 denoised value is then an estimate of ``E[f(c) | x]``, not of ``f(peak * x)``. The algebraic inverse of ``f`` is biased
 at low counts (a dark image comes out too dark); the *exact unbiased* inverse maps ``E[f(c) | x]`` back to ``x``. It is
 computed here from the distribution itself: ``E[f(c) | lambda]`` tabulated for photon means ``lambda`` from 0 to
-``TABLE_PHOTONS`` (a sum over the Poisson counts, Gauss-Hermite quadrature over the read noise), inverted by
+``TABLE_PHOTONS`` (a sum over the Poisson counts, a fine grid over the read noise), inverted by
 interpolation, and above the table the asymptotic inverse ``(d / 2)^2 - 1/8 - (peak * read_noise)^2``.
 """
 
