@@ -7,7 +7,8 @@ nothing added). The supervised run is the usual one: clean Train400 with a fresh
 crop. Both use ``recipes/image.yaml`` (batch 16, AdamW, cosine), from scratch or from ``--init-from`` (a bundled
 model: adapting it to a sensor's noise), validate on Set12 during training, and are then scored on Set12 with the
 float protocol of ``image_quality.py`` (outputs rounded to 8 bits), beside BM3D (given the true sigma; for Poisson
-noise the image's RMS noise) unless ``--skip-bm3d``, and beside the ``--init-from`` model as it is.
+noise the image's RMS noise) unless ``--skip-bm3d``, and beside the ``--init-from`` model as it is (and, for Poisson
+noise, through the Anscombe transform with the true photon count: no training at all).
 
     python benchmarks/self_supervised.py [--data ../shared/data] [--steps 3000] [--noise gaussian --sigma 25 |
                                          --noise poisson --peak 30] [--init-from gray] [--lr 8e-4]
@@ -111,17 +112,20 @@ def main() -> None:
         minutes[name] = (time.perf_counter() - t) / 60
 
     torch.set_num_threads(args.threads)
-    dens = {name: xmodal.load(out / name) for name in names}
+    dens = {name: (xmodal.load(out / name), {}) for name in names}  # name -> (denoiser, denoise() arguments)
     if args.init_from:
-        dens = {f"{args.init_from} as is": xmodal.load(args.init_from), **dens}
+        start = xmodal.load(args.init_from)
+        dens = {f"{args.init_from} as is": (start, {}), **dens}
+        if args.noise == "poisson":  # no training: the Anscombe transform (xmodal.vst) with the true photon count
+            dens = {f"{args.init_from} --poisson": (start, {"poisson": args.peak}), **dens}
     methods = ["noisy", *dens] + ([] if args.skip_bm3d else ["bm3d"])
     scores: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
     for k, f in enumerate(set12):
         clean, _ = read_image(f)
         clean = clean.astype(np.float64)
         noisy = add_noise(clean, args, np.random.default_rng((args.seed, k)))
-        outs = {"noisy": noisy, **{n: to_8bit(d.denoise(noisy.astype(np.float32)).astype(np.float64))
-                                   for n, d in dens.items()}}
+        outs = {"noisy": noisy, **{n: to_8bit(d.denoise(noisy.astype(np.float32), **kw).astype(np.float64))
+                                   for n, (d, kw) in dens.items()}}
         if "bm3d" in methods:
             import bm3d
 
@@ -136,7 +140,7 @@ def main() -> None:
     for m in methods:
         psnr, ssim = np.mean(scores[m], axis=0)
         note = f"   trained in {minutes[m]:.1f} min" if m in minutes else ""
-        print(f"{m:16s} PSNR {psnr:6.2f} dB  SSIM {ssim:.4f}{note}")
+        print(f"{m:18s} PSNR {psnr:6.2f} dB  SSIM {ssim:.4f}{note}")
 
 
 if __name__ == "__main__":
