@@ -66,7 +66,7 @@ from xmodal.noise import can_estimate_sigma, estimate_photon_noise, estimate_sig
 from xmodal.stackio import (CONTAINER_EXTENSIONS, NIFTI_EXTENSIONS, check_container, envi_data_path, is_container,
                              split_variable, stack_stem, stack_suffix)
 from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, subsampled_apply, tiled_apply
-from xmodal.vst import anscombe, check_photon_noise, inverse_anscombe
+from xmodal.vst import anscombe, as_number, check_photon_noise, inverse_anscombe
 
 if TYPE_CHECKING:
     from xmodal.io import AvAudioSource
@@ -316,9 +316,7 @@ def _photon_noise(poisson: object, read_noise: object, sigma: Sigma, x4: torch.T
     ``None``) and ``read_noise``, checked; the transform is mapped to [0, 1] by its own 0.1 and 99.9 percentiles (of
     every image and channel), so that dim data (a few photons in a 16-bit file) fills the model's range instead of
     a corner of it, where a model's small errors near black would be magnified by the whole scale."""
-    from xmodal.vst import _number
-
-    no_read_noise = _number("read_noise", read_noise) == 0
+    no_read_noise = as_number("read_noise", read_noise) == 0
     if poisson is None:
         if not no_read_noise:
             raise ValueError(f"`read_noise` ({read_noise}) is the Gaussian part of photon noise: it goes with "

@@ -24,7 +24,7 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["TABLE_PHOTONS", "anscombe", "check_photon_noise", "expected_anscombe", "inverse_anscombe"]
+__all__ = ["TABLE_PHOTONS", "anscombe", "as_number", "check_photon_noise", "expected_anscombe", "inverse_anscombe"]
 
 #: Photon means up to which the exact inverse is tabulated; above, the asymptotic one (they meet within 1e-6).
 TABLE_PHOTONS = 1000.0
@@ -38,7 +38,7 @@ def check_photon_noise(peak: object, read_noise: object = 0.0) -> tuple[float, f
         TypeError: not real numbers.
         ValueError: ``peak`` not finite and > 0, ``read_noise`` not finite and >= 0.
     """
-    peak, read_noise = _number("poisson", peak), _number("read_noise", read_noise)
+    peak, read_noise = as_number("poisson", peak), as_number("read_noise", read_noise)
     if not (math.isfinite(peak) and peak > 0):
         raise ValueError(f"`poisson` (photons at full scale, value 1) must be > 0, got {peak}")
     if not (math.isfinite(read_noise) and read_noise >= 0):
@@ -47,7 +47,7 @@ def check_photon_noise(peak: object, read_noise: object = 0.0) -> tuple[float, f
     return float(peak), float(read_noise)
 
 
-def _number(name: str, value: object) -> float:
+def as_number(name: str, value: object) -> float:
     """``value`` as a float: a real number, or one held in a 0-d numpy array or tensor; ``TypeError`` otherwise."""
     if isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 0 and value.dtype != bool \
             and value.dtype != torch.bool:
