@@ -133,8 +133,8 @@ def test_cli_poisson_writes_the_denoised_image_and_refuses_what_it_cannot_do(tmp
     den = xmodal.load("gray").denoise(read_image(src)[0], poisson=30.0)
     assert np.abs(out - np.clip(np.rint(den * 65535), 0, 65535) / 65535).max() <= 1 / 65535
     for args, message in [(["--poisson", "30", "--sigma", "0.1"], "--poisson and --sigma cannot both be given"),
-                          (["--read-noise", "0.01"], "--read-noise is the Gaussian part of photon noise: it goes "
-                                                     "with --poisson"),
+                          (["--read-noise", "0.01"], "--read-noise (0.01) is the Gaussian part of photon noise: it "
+                                                     "goes with --poisson (photons at full scale)"),
                           (["--poisson", "0"], "--poisson (photons at full scale, value 1) must be > 0, got 0.0")]:
         assert main([str(src), "-o", str(tmp_path / "bad"), *args]) == 2
         assert f"error: {message}" in capsys.readouterr().err
@@ -178,7 +178,7 @@ def test_auto_photons_equal_the_estimate_given_by_hand(gray):
     photons = estimate_photon_noise(noisy)
     auto = gray.denoise(noisy.astype(np.float32), poisson="auto")
     assert np.array_equal(auto, gray.denoise(noisy.astype(np.float32), poisson=photons))
-    with pytest.raises(ValueError, match="poisson='auto' estimates photon noise without read noise"):
+    with pytest.raises(ValueError, match="`poisson` 'auto' estimates photon noise without read noise"):
         gray.denoise(noisy.astype(np.float32), poisson="auto", read_noise=0.01)
     with pytest.raises(ValueError, match=r"`poisson` must be the photons at full scale \(a number > 0\) or 'auto', "
                                          r"got 'many'"):
@@ -195,7 +195,8 @@ def test_cli_poisson_auto(tmp_path, capsys):
     assert np.abs(read_image(tmp_path / "out" / "dim.tif")[0] - np.clip(np.rint(expected * 65535), 0, 65535)
                   / 65535).max() <= 1 / 65535
     assert main([str(src), "-o", str(tmp_path / "bad"), "--poisson", "auto", "--read-noise", "0.01"]) == 2
-    assert "error: --poisson auto estimates photon noise without read noise" in capsys.readouterr().err
+    assert "error: --poisson 'auto' estimates photon noise without read noise: give --poisson as a number with " \
+        "--read-noise" in capsys.readouterr().err
     assert main([str(src), "-o", str(tmp_path / "bad"), "--poisson", "lots"]) == 2
     assert "argument --poisson: expected the photons at full scale (a number) or 'auto', got 'lots'" in \
         capsys.readouterr().err

@@ -158,6 +158,9 @@ class SpeechDataConfig:
 _SIGMA_KINDS = ("gaussian", "poisson_gaussian", "speckle", "stripe", "rician", "camera")
 
 
+_N2N_GAMMA = 2.0  # Neighbor2Neighbor's regulariser weight (Huang et al. 2021)
+
+
 @dataclass(frozen=True)
 class ImageDataConfig:
     """Image, band-stack and video training data (modalities ``image``, ``multispectral`` and ``video``).
@@ -276,7 +279,7 @@ class ImageDataConfig:
     curriculum_fraction: float = 0.3
     noise_map: bool = False
     self_supervised: Union[Literal["neighbor2neighbor"], None] = None
-    self_supervised_gamma: float = 2.0
+    self_supervised_gamma: float = _N2N_GAMMA
     epoch_size: int = 1000
     num_workers: int = 2
     seed: int = 0
@@ -309,7 +312,7 @@ class ImageDataConfig:
                                  f"even, got {self.patch_size}")
         if self.self_supervised_gamma < 0:
             raise ValueError(f"image.self_supervised_gamma must be >= 0, got {self.self_supervised_gamma}")
-        if self.self_supervised is None and self.self_supervised_gamma != 2.0:
+        if self.self_supervised is None and self.self_supervised_gamma != _N2N_GAMMA:
             raise ValueError(f"image.self_supervised_gamma ({self.self_supervised_gamma:g}) weighs Neighbor2Neighbor's "
                              "regulariser: it needs image.self_supervised: neighbor2neighbor")
         if self.pairs_dir is not None and self.noise_then:

@@ -311,17 +311,15 @@ class _PhotonNoise:
     range: tuple[float, float]  # (lo, span)
 
 
-def _photon_noise(poisson: object, read_noise: object, sigma: Sigma, x4: torch.Tensor) -> _PhotonNoise | None:
-    """``poisson`` (a number, ``"auto"``: estimated from the ``(B, C, H, W)`` images ``x4`` in [0, 1] units, or
-    ``None``) and ``read_noise``, checked; the transform is mapped to [0, 1] by its own 0.1 and 99.9 percentiles (of
-    every image and channel), so that dim data (a few photons in a 16-bit file) fills the model's range instead of
-    a corner of it, where a model's small errors near black would be magnified by the whole scale."""
-    no_read_noise = as_number("read_noise", read_noise) == 0
+def _check_photon_args(poisson: object, read_noise: object, sigma: Sigma) -> None:
+    """``ValueError``/``TypeError`` for ``poisson`` / ``read_noise`` of :meth:`ImageDenoiser.denoise` that cannot go
+    together (with ``sigma``); the messages name the arguments in backticks (the command line swaps in its flags)."""
+    no_read_noise = (rn := as_number("read_noise", read_noise)) == 0
     if poisson is None:
         if not no_read_noise:
-            raise ValueError(f"`read_noise` ({read_noise}) is the Gaussian part of photon noise: it goes with "
+            raise ValueError(f"`read_noise` ({rn:g}) is the Gaussian part of photon noise: it goes with "
                              "`poisson` (photons at full scale)")
-        return None
+        return
     if sigma is not None:
         raise ValueError("`poisson` and `sigma` cannot both be given: the Anscombe transform of photon noise sets "
                          "the level the network sees")
@@ -329,8 +327,21 @@ def _photon_noise(poisson: object, read_noise: object, sigma: Sigma, x4: torch.T
         if poisson != "auto":
             raise ValueError(f"`poisson` must be the photons at full scale (a number > 0) or 'auto', got {poisson!r}")
         if not no_read_noise:
-            raise ValueError("poisson='auto' estimates photon noise without read noise: give `poisson` as a number "
+            raise ValueError("`poisson` 'auto' estimates photon noise without read noise: give `poisson` as a number "
                              "with `read_noise`")
+    else:
+        check_photon_noise(poisson, read_noise)
+
+
+def _photon_noise(poisson: object, read_noise: object, sigma: Sigma, x4: torch.Tensor) -> _PhotonNoise | None:
+    """``poisson`` (a number, ``"auto"``: estimated from the ``(B, C, H, W)`` images ``x4`` in [0, 1] units, or
+    ``None``) and ``read_noise``, checked; the transform is mapped to [0, 1] by its own 0.1 and 99.9 percentiles (of
+    every image and channel), so that dim data (a few photons in a 16-bit file) fills the model's range instead of
+    a corner of it, where a model's small errors near black would be magnified by the whole scale."""
+    _check_photon_args(poisson, read_noise, sigma)
+    if poisson is None:
+        return None
+    if poisson == "auto":
         poisson = estimate_photon_noise(x4.reshape(-1, *x4.shape[-2:]))  # the images and channels pooled
     peak, rn = check_photon_noise(poisson, read_noise)
     lo, hi = _robust_range(anscombe(x4, peak, rn))
@@ -2482,24 +2493,14 @@ def _main(argv: list[str] | None) -> int:
             raise ValueError(f"--subsample must be an integer >= 1, got {args.subsample}")
         formats = _output_formats(args.format)
         args.value_range = _parse_value_range(args.value_range)
+        _check_photon_args(args.poisson, args.read_noise, args.sigma if isinstance(args.sigma, float) else None)
         if args.poisson is not None:
-            if isinstance(args.sigma, float):
-                raise ValueError("--poisson and --sigma cannot both be given: the Anscombe transform of photon noise "
-                                 "sets the level the model sees")
-            args.sigma = None
-            if args.poisson == "auto":
-                if args.read_noise:
-                    raise ValueError("--poisson auto estimates photon noise without read noise: give --poisson as a "
-                                     "number with --read-noise")
-            else:
-                check_photon_noise(args.poisson, args.read_noise)
-        elif args.read_noise:
-            raise ValueError("--read-noise is the Gaussian part of photon noise: it goes with --poisson")
+            args.sigma = None  # the default 'auto' gives way to the transform's level
     except ValueError as e:
         report(str(e).replace("`mix`", "--mix").replace("`atten_limit_db`", "--atten-limit-db")
                .replace("`chunk_seconds`", "--chunk-seconds").replace("`tile`", "--tile")
                .replace("`overlap`", "--overlap").replace("`poisson`", "--poisson")
-               .replace("`read_noise`", "--read-noise"))
+               .replace("`read_noise`", "--read-noise").replace("`sigma`", "--sigma"))
         return 2
     out_dir = Path(args.output_dir)
     created = not out_dir.exists()

@@ -559,9 +559,9 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                     est = ests[m].float()
                     est_wave = t.adapter.decode(est, ctx)  # natural domain, shaped like `clean`
                     if t.self_supervised:
-                        noisy, choices = pairs[m]
+                        crops, choices = pairs[m]
                         with torch.no_grad(), autocast_for(info.device, tc.precision):  # f(y) on the whole crops
-                            whole_feats, whole_ctx = t.adapter.encode(noisy)
+                            whole_feats, whole_ctx = t.adapter.encode(crops)
                             whole = t.adapter.decode(model(whole_feats, m).float(), whole_ctx)
                         loss_m, terms_m = t.loss_fn(est_wave, clean, subsample(whole, choices[:, 0]),
                                                     subsample(whole, choices[:, 1]),
