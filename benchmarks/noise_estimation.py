@@ -9,10 +9,14 @@ and largest error over the images and channels (0-255 scale), and the mean time 
 
 With ``--photons 3,10,30,100,1000`` it measures ``xmodal.noise.estimate_photon_noise`` instead: photon noise
 ``Poisson(P * clean) / P`` (``numpy.random.default_rng((seed, P, image index))``), the estimated photon count at full
-scale per image against the true ``P`` (as a ratio), and the warnings it gave.
+scale per image against the true ``P`` (as a ratio), and the warnings it gave. With ``--read-noise 0,0.01,0.03`` as
+well, ``xmodal.noise.estimate_poisson_gaussian`` on Poisson-Gaussian noise ``Poisson(P * clean) / P + N(0, r^2)``
+(not clipped: values below 0 kept, as after a black level is subtracted in float): the photons (ratio) and the read
+noise (in [0, 1] units) it reads, both fitted together.
 
     python benchmarks/noise_estimation.py [--data ../shared/data] [--set set12|kodak-valid] [--sigmas 0,5,15,25,50]
-                                          [--8bit] [--photons 3,10,30,100,1000] [--json out.json]
+                                          [--8bit] [--photons 3,10,30,100,1000 [--read-noise 0,0.01,0.03]]
+                                          [--json out.json]
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, IMAGE_SETS, held_out_images, to_8bit  # noqa: E402
 
 from xmodal.imageio import read_image  # noqa: E402
-from xmodal.noise import estimate_photon_noise, estimate_sigma  # noqa: E402
+from xmodal.noise import estimate_photon_noise, estimate_poisson_gaussian, estimate_sigma  # noqa: E402
 
 
 def skimage_sigma(image: np.ndarray) -> np.ndarray:
@@ -47,6 +51,9 @@ def main() -> None:
     p.add_argument("--8bit", dest="eight_bit", action="store_true",
                    help="clip and round the noisy images to 8 bits, as noisy files are")
     p.add_argument("--photons", default=None, help="photon counts at full scale: measure estimate_photon_noise")
+    p.add_argument("--read-noise", default=None,
+                   help="with --photons: read-noise standard deviations (fractions of full scale): measure "
+                        "estimate_poisson_gaussian")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the per-image estimates here")
     args = p.parse_args()
@@ -54,6 +61,11 @@ def main() -> None:
     sigmas = [float(s) for s in args.sigmas.split(",")]
     files, channels = held_out_images(args.data, args.set)
     cleans = [read_image(f)[0][:channels].astype(np.float64) for f in files]
+    if args.read_noise:
+        if not args.photons:
+            p.error("--read-noise goes with --photons")
+        return poisson_gaussian([float(v) for v in args.photons.split(",")],
+                                [float(v) for v in args.read_noise.split(",")], cleans, args)
     if args.photons:
         return photon_counts([float(v) for v in args.photons.split(",")], cleans, args)
     estimators = {"xmodal": estimate_sigma, "skimage": skimage_sigma}
@@ -102,6 +114,34 @@ def photon_counts(counts: list[float], cleans: list[np.ndarray], args: argparse.
         results[f"{count:g}"] = got
     if args.json:
         Path(args.json).write_text(json.dumps({"set": args.set, "photons": results}, indent=1))
+
+
+def poisson_gaussian(counts: list[float], reads: list[float], cleans: list[np.ndarray],
+                     args: argparse.Namespace) -> None:
+    """``--photons`` with ``--read-noise``: estimate_poisson_gaussian on each image at each pair."""
+    print(f"{args.set}: {len(cleans)} images; Poisson-Gaussian noise in float, not clipped; photons at full scale "
+          "(ratio to the true count) and read noise (fraction of full scale) fitted together")
+    print(f"{'photons':>8} | {'read':>6} | {'ratio min':>9} | {'max':>6} | {'mean':>6} | {'read min':>8} | "
+          f"{'max':>6} | {'mean':>6} | {'failed':>6} | {'s / image':>9}")
+    results = {}
+    for count in counts:
+        for read in reads:
+            got, failed = [], 0
+            start = time.perf_counter()
+            for i, clean in enumerate(cleans):
+                rng = np.random.default_rng((args.seed, int(count * 100), int(read * 1e5), i))
+                noisy = rng.poisson(count * clean) / count + read * rng.standard_normal(clean.shape)
+                try:
+                    got.append(estimate_poisson_gaussian(noisy))
+                except ValueError:
+                    failed += 1
+            seconds = (time.perf_counter() - start) / len(cleans)
+            ratio, est = np.array([g[0] for g in got]) / count, np.array([g[1] for g in got])
+            print(f"{count:8g} | {read:6g} | {ratio.min():9.3f} | {ratio.max():6.3f} | {ratio.mean():6.3f} | "
+                  f"{est.min():8.4f} | {est.max():6.4f} | {est.mean():6.4f} | {failed:6d} | {seconds:9.3f}")
+            results[f"{count:g},{read:g}"] = [list(g) for g in got]
+    if args.json:
+        Path(args.json).write_text(json.dumps({"set": args.set, "poisson_gaussian": results}, indent=1))
 
 
 if __name__ == "__main__":

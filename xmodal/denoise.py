@@ -62,7 +62,7 @@ from xmodal._cli import command_name, run_command
 from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
 from xmodal.io import AudioReadError, list_audio_files, resample
-from xmodal.noise import can_estimate_sigma, estimate_photon_noise, estimate_sigma
+from xmodal.noise import can_estimate_sigma, estimate_photon_noise, estimate_poisson_gaussian, estimate_sigma
 from xmodal.stackio import (CONTAINER_EXTENSIONS, NIFTI_EXTENSIONS, check_container, envi_data_path, is_container,
                              split_variable, stack_stem, stack_suffix)
 from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, subsampled_apply, tiled_apply
@@ -314,11 +314,16 @@ class _PhotonNoise:
 def _check_photon_args(poisson: object, read_noise: object, sigma: Sigma) -> None:
     """``ValueError``/``TypeError`` for ``poisson`` / ``read_noise`` of :meth:`ImageDenoiser.denoise` that cannot go
     together (with ``sigma``); the messages name the arguments in backticks (the command line swaps in its flags)."""
-    no_read_noise = (rn := as_number("read_noise", read_noise)) == 0
+    if isinstance(read_noise, str):
+        if read_noise != "auto":
+            raise ValueError(f"`read_noise` must be a standard deviation (a number >= 0) or 'auto', got {read_noise!r}")
+        given = "'auto'"
+    else:
+        given = "" if (rn := as_number("read_noise", read_noise)) == 0 else f"{rn:g}"
     if poisson is None:
-        if not no_read_noise:
-            raise ValueError(f"`read_noise` ({rn:g}) is the Gaussian part of photon noise: it goes with "
-                             "`poisson` (photons at full scale)")
+        if given:
+            raise ValueError(f"`read_noise` ({given}) is the Gaussian part of photon noise: it goes with `poisson` "
+                             "(photons at full scale)")
         return
     if sigma is not None:
         raise ValueError("`poisson` and `sigma` cannot both be given: the Anscombe transform of photon noise sets "
@@ -326,23 +331,26 @@ def _check_photon_args(poisson: object, read_noise: object, sigma: Sigma) -> Non
     if isinstance(poisson, str):
         if poisson != "auto":
             raise ValueError(f"`poisson` must be the photons at full scale (a number > 0) or 'auto', got {poisson!r}")
-        if not no_read_noise:
-            raise ValueError("`poisson` 'auto' estimates photon noise without read noise: give `poisson` as a number "
-                             "with `read_noise`")
     else:
-        check_photon_noise(poisson, read_noise)
+        check_photon_noise(poisson, 0.0 if isinstance(read_noise, str) else read_noise)
 
 
 def _photon_noise(poisson: object, read_noise: object, sigma: Sigma, x4: torch.Tensor) -> _PhotonNoise | None:
     """``poisson`` (a number, ``"auto"``: estimated from the ``(B, C, H, W)`` images ``x4`` in [0, 1] units, or
-    ``None``) and ``read_noise``, checked; the transform is mapped to [0, 1] by its own 0.1 and 99.9 percentiles (of
-    every image and channel), so that dim data (a few photons in a 16-bit file) fills the model's range instead of
-    a corner of it, where a model's small errors near black would be magnified by the whole scale."""
+    ``None``) and ``read_noise`` (a number or ``"auto"``), checked; the transform is mapped to [0, 1] by its own 0.1
+    and 99.9 percentiles (of every image and channel), so that dim data (a few photons in a 16-bit file) fills the
+    model's range instead of a corner of it, where a model's small errors near black would be magnified by the whole
+    scale."""
     _check_photon_args(poisson, read_noise, sigma)
     if poisson is None:
         return None
-    if poisson == "auto":
-        poisson = estimate_photon_noise(x4.reshape(-1, *x4.shape[-2:]))  # the images and channels pooled
+    pooled = x4.reshape(-1, *x4.shape[-2:])  # the images and channels pooled: one sensor
+    auto_photons, auto_read = isinstance(poisson, str), isinstance(read_noise, str)
+    if auto_photons and not auto_read and as_number("read_noise", read_noise) == 0:
+        poisson = estimate_photon_noise(pooled)
+    elif auto_photons or auto_read:
+        poisson, read_noise = estimate_poisson_gaussian(pooled, photons=None if auto_photons else poisson,
+                                                        read_noise=None if auto_read else read_noise)
     peak, rn = check_photon_noise(poisson, read_noise)
     lo, hi = _robust_range(anscombe(x4, peak, rn))
     if not hi - lo > 1.0:  # less than the noise's own level (1): nothing but noise, or nearly no photons
@@ -1134,7 +1142,7 @@ class ImageDenoiser:
                 sigma: Sigma = None, ensemble: bool = False, subsample: int = 1,
                 progress: bool = False, channels_last: bool = False,
                 value_range: ValueRange = None, poisson: float | Literal["auto"] | None = None,
-                read_noise: float = 0.0) -> np.ndarray | torch.Tensor:
+                read_noise: float | Literal["auto"] = 0.0) -> np.ndarray | torch.Tensor:
         """Denoise an image of any size.
 
         Args:
@@ -1176,11 +1184,14 @@ class ImageDenoiser:
                 through the generalized Anscombe transform, which makes it white Gaussian noise of a known level,
                 is denoised there, and comes back through the exact unbiased inverse (:mod:`xmodal.vst`), never
                 below 0. On Set12 with 30 photons at full scale: ``gray`` 29.30 dB against 27.02 dB without.
-                ``"auto"`` estimates it from the image (:func:`xmodal.noise.estimate_photon_noise`, no read noise;
-                one value for all of ``image``). ``None`` (default): the noise is taken as Gaussian. Not with
-                ``sigma`` (the transform sets it).
+                ``"auto"`` estimates it from the image (one value for all of ``image``):
+                :func:`xmodal.noise.estimate_photon_noise` without read noise, otherwise
+                :func:`xmodal.noise.estimate_poisson_gaussian`. ``None`` (default): the noise is taken as Gaussian.
+                Not with ``sigma`` (the transform sets it).
             read_noise: with ``poisson``: the sensor's Gaussian read noise, a standard deviation in the units where
-                full scale is 1 (as ``sigma`` after ``value_range``).
+                full scale is 1 (as ``sigma`` after ``value_range``), or ``"auto"``: estimated from the image with
+                the photons, or given them (:func:`xmodal.noise.estimate_poisson_gaussian`; data with a black level
+                subtracted has values below 0, which photon counts alone cannot have).
 
         Returns:
             The denoised image, of the same type, dtype, device and shape as ``image`` (not clipped).
@@ -1191,8 +1202,9 @@ class ImageDenoiser:
             ValueError: a bad shape, an empty axis, NaN/inf values, a channel count the model does not take,
                 ``sigma`` missing for a non-blind model, negative, or a bad map or string, or bad
                 ``tile``/``overlap``, a ``subsample`` that is not an integer from 1 to the image's smaller side;
-                ``poisson`` not > 0, ``read_noise`` negative or given without ``poisson``, ``poisson`` with
-                ``sigma``.
+                ``poisson`` not > 0, ``read_noise`` negative, a string other than ``"auto"`` or given without
+                ``poisson``, ``poisson`` with ``sigma``; with ``"auto"``, an image the estimate fails on (see the
+                estimators).
 
         Warns:
             UserWarning: a ``(C, H, W)`` image whose shape looks channels-last (``W <= 4 < C, H``) given to a gray
@@ -1268,7 +1280,8 @@ class ImageDenoiser:
                      tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                      sigma: Sigma = None, ensemble: bool = False,
                      subsample: int = 1, progress: bool = False, value_range: ValueRange = None,
-                     poisson: float | Literal["auto"] | None = None, read_noise: float = 0.0) -> Path:
+                     poisson: float | Literal["auto"] | None = None,
+                     read_noise: float | Literal["auto"] = 0.0) -> Path:
         """Denoise an image file into ``dst`` at the input's bit depth (uint8, uint16, float) and layout.
 
         The format follows ``dst``'s extension (``.png``, ``.jpg``, ``.bmp``, ``.webp``, ``.avif``, ``.tif``,
@@ -2332,15 +2345,15 @@ def _parser() -> argparse.ArgumentParser:
                         "noise) or 'none'. Non-blind models take it as input; noise above what a model was trained "
                         "on (50/255 for the bundled image and video models, 0.1 for the stack model) is denoised at a "
                         "lower contrast, restored after ('none': as it is)")
-    p.add_argument("--poisson", type=_poisson_arg, default=None, metavar="PHOTONS",
+    p.add_argument("--poisson", type=_number_or_auto("the photons at full scale"), default=None, metavar="PHOTONS",
                    help="images: photon-limited data (microscopy, astronomy, X-ray, low light), PHOTONS the photons "
                         "(electrons) a pixel at full scale holds (full scale: the dtype's maximum, or HI of "
                         "--value-range LO,HI with LO the black level): the image is denoised through the generalized "
                         "Anscombe transform and its exact unbiased inverse, so signal-dependent noise becomes what "
-                        "the model knows (replaces --sigma); 'auto' estimates PHOTONS from each image (no read noise)")
-    p.add_argument("--read-noise", type=float, default=0.0, metavar="S",
+                        "the model knows (replaces --sigma); 'auto' estimates PHOTONS from each image")
+    p.add_argument("--read-noise", type=_number_or_auto("the read noise"), default=0.0, metavar="S",
                    help="with --poisson: the sensor's Gaussian read noise, a standard deviation as a fraction of full "
-                        "scale (default 0)")
+                        "scale (default 0), or 'auto': estimated from each image (with PHOTONS, or given them)")
     p.add_argument("--scaling", choices=list(get_args(StackScaling)), default=None,
                    help="stacks: per-band scaling of the input (default: the one the model was trained with, "
                         "image.scaling of its config; band_minmax for the bundled model)")
@@ -2386,15 +2399,16 @@ def _parse_value_range(text: str | None) -> ValueRange:
         raise ValueError(f"--value-range: expected 'auto' or LO,HI with LO < HI (e.g. 0,4095), got {text!r}") from None
 
 
-def _poisson_arg(value: str) -> float | str:
-    """``--poisson``: a number or ``auto`` (checked later, with ``--read-noise``)."""
-    if value == "auto":
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected the photons at full scale (a number) or 'auto', got {value!r}") \
-            from None
+def _number_or_auto(expected: str) -> Callable[[str], float | str]:
+    """An argparse type: a number or ``auto`` (checked later, together: :func:`_check_photon_args`)."""
+    def parse(value: str) -> float | str:
+        if value == "auto":
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected} (a number) or 'auto', got {value!r}") from None
+    return parse
 
 
 def _sigma_arg(value: str) -> float | str | None:

@@ -30,17 +30,17 @@ __all__ = ["TABLE_PHOTONS", "anscombe", "as_number", "check_photon_noise", "expe
 TABLE_PHOTONS = 1000.0
 
 
-def check_photon_noise(peak: object, read_noise: object = 0.0) -> tuple[float, float]:
+def check_photon_noise(peak: object, read_noise: object = 0.0, name: str = "poisson") -> tuple[float, float]:
     """``(peak, read_noise)`` as floats, checked: ``peak`` > 0 photons at full scale, ``read_noise`` >= 0 (a
-    standard deviation in [0, 1] units).
+    standard deviation in [0, 1] units). ``name``: the name of ``peak`` in the messages.
 
     Raises:
         TypeError: not real numbers.
         ValueError: ``peak`` not finite and > 0, ``read_noise`` not finite and >= 0.
     """
-    peak, read_noise = as_number("poisson", peak), as_number("read_noise", read_noise)
+    peak, read_noise = as_number(name, peak), as_number("read_noise", read_noise)
     if not (math.isfinite(peak) and peak > 0):
-        raise ValueError(f"`poisson` (photons at full scale, value 1) must be > 0, got {peak}")
+        raise ValueError(f"`{name}` (photons at full scale, value 1) must be > 0, got {peak}")
     if not (math.isfinite(read_noise) and read_noise >= 0):
         raise ValueError(f"`read_noise` (standard deviation of the sensor's Gaussian noise, in the units where full "
                          f"scale is 1) must be >= 0, got {read_noise}")
