@@ -17,7 +17,7 @@ squared error, SSIM averaged over frames, temporal PSNR (the PSNR of the frame-t
     python benchmarks/video_quality.py [--data ../shared/data] [--set set12|kodak-valid] [--sigma 25] [--frames 10]
                                        [--motions 0,3,6] [--model video] [--image-model gray] [--also MODEL ...]
                                        [--align-range N] [--objects] [--camera SETTING] [--h264-crf N] [--bm3d]
-                                       [--auto-sigma]
+                                       [--auto-sigma] [--poisson P]
                                        [--json out.json]
 
 ``--camera bright|indoor|dim`` replaces the white noise by camera-pipeline noise (``xmodal.noise.camera``, the settings
@@ -29,6 +29,10 @@ stand-in for a video codec); the noisy frames are 8-bit. For phone video: ``--se
 ``--h264-crf N`` codes each noisy clip as one H.264 video (``xmodal.noise.h264``: libx264 at CRF ``N``, preset
 ``--h264-preset``, default ``medium``, 4:2:0 BT.709) as a phone or a video site stores it; with ``--camera`` the frames
 are then not JPEG-coded.
+
+``--poisson P`` replaces the white noise by photon noise ``Poisson(P * clean) / P`` (P photons at full scale, drawn
+independently in every frame, in float), and every model is given ``poisson=P`` (the Anscombe transform and its
+exact unbiased inverse); the video model is also scored without it (the noise taken as it is).
 
 ``--objects`` adds local motion: an elliptic object cut from another image of the set moves over each clip on its own
 path (what a global translation cannot align), the video model's weak point. ``--also`` scores more video models on
@@ -91,6 +95,8 @@ def main() -> None:
                         "(50/255) denoised at a lower contrast (each frame on its own for the image model)")
     p.add_argument("--align-range", type=int, default=None, help="video model's motion search range in pixels "
                                                                  "(default: its config's)")
+    p.add_argument("--poisson", type=float, default=None, metavar="P",
+                   help="photon noise of P photons at full scale instead of white noise; models given poisson=P")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -111,15 +117,22 @@ def main() -> None:
         video.align_range = args.align_range
     image = xmodal.load(args.image_model, precision=args.precision)
     others = {m: xmodal.load(m, precision=args.precision) for m in args.also}
+    if args.poisson is not None and (args.camera or args.h264_crf is not None or args.bm3d or args.auto_sigma):
+        p.error("--poisson goes without --camera, --h264-crf, --bm3d and --auto-sigma")
     given = {"sigma": "auto"} if args.auto_sigma else {}  # what every model is told of the noise level
+    if args.poisson is not None:
+        given = {"poisson": args.poisson}
     sigma = args.sigma / 255.0
     methods = ["noisy", f"image model ({args.image_model}) frame by frame", f"video model ({args.model})",
                "video model, motion compensation off", *(f"video model ({m})" for m in others)]
+    if args.poisson is not None:
+        methods.append(f"video model ({args.model}) without --poisson")
     if args.bm3d:
         import bm3d
 
         methods.append("BM3D frame by frame")
-    results: dict = {"sigma": None if args.camera else args.sigma, "camera": args.camera, "frames": args.frames,
+    results: dict = {"sigma": None if args.camera or args.poisson else args.sigma, "poisson": args.poisson,
+                     "camera": args.camera, "frames": args.frames,
                      "h264_crf": args.h264_crf, "h264_preset": args.h264_preset,
                      "jitter": args.jitter, "seed": args.seed,
                      "objects": args.objects, "object_speed": args.object_speed,
@@ -127,12 +140,13 @@ def main() -> None:
     noise = (f"camera noise '{args.camera}' (peak {CAMERA_SETTINGS[args.camera][0]:g}, read "
              f"{CAMERA_SETTINGS[args.camera][1]:g}"
              + (f", JPEG q{CAMERA_SETTINGS[args.camera][2]})" if args.h264_crf is None else ")") if args.camera
+             else f"photon noise, {args.poisson:g} photons at full scale" if args.poisson is not None
              else f"sigma {args.sigma:g}")
     if args.h264_crf is not None:
         noise += f", H.264 CRF {args.h264_crf} ({args.h264_preset})"
     print(f"{args.set} clips, {args.frames} frames, {noise}, jitter {args.jitter} px"
           + (f", a moving object (up to {args.object_speed} px/frame)" if args.objects else "")
-          + f"; video model {video!r}; image model {args.image_model}" + ("; sigma='auto'" if given else ""))
+          + f"; video model {video!r}; image model {args.image_model}" + ("; sigma='auto'" if args.auto_sigma else ""))
     for motion in motions:
         accs = {m: MetricAccumulator() for m in methods}
         per_clip = []
@@ -154,6 +168,9 @@ def main() -> None:
                 noisy = camera(torch.from_numpy(clean.astype(np.float32)), peak, read, gen,
                                jpeg_quality=(quality, quality) if args.h264_crf is None else None,
                                frames=len(clean)).numpy()
+            elif args.poisson is not None:
+                rng = np.random.default_rng((args.seed, k))
+                noisy = (rng.poisson(args.poisson * clean) / args.poisson).astype(np.float32)
             else:
                 rng = np.random.default_rng((args.seed, k))
                 noisy = (clean + sigma * rng.standard_normal(clean.shape)).astype(np.float32)
@@ -168,6 +185,8 @@ def main() -> None:
             video.align_range = align
             for m, den in others.items():
                 outs[f"video model ({m})"] = to_8bit(den.denoise(noisy, **given))
+            if args.poisson is not None:
+                outs[f"video model ({args.model}) without --poisson"] = to_8bit(video.denoise(noisy))
             if args.bm3d:
                 outs["BM3D frame by frame"] = to_8bit(np.stack(
                     [bm3d.bm3d(frame[0], sigma, profile="np")[None] if channels == 1 else

@@ -143,7 +143,7 @@ def test_cli_poisson_writes_the_denoised_image_and_refuses_what_it_cannot_do(tmp
     np.save(stack, np.random.default_rng(0).random((6, 32, 32), dtype=np.float32))
     assert main([str(stack), "-o", str(tmp_path / "out2"), "--poisson", "30", "--modality", "multispectral",
                  "--quiet"]) == 1
-    assert f"{stack}: --poisson applies to images, not to a band stack" in capsys.readouterr().err
+    assert f"{stack}: --poisson applies to images and video, not to a band stack" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("photons", [10.0, 30.0, 100.0])
@@ -246,7 +246,7 @@ def test_cli_poisson_refuses_audio(tmp_path, capsys):
     wav = tmp_path / "talk.wav"
     sf.write(wav, np.zeros(8000, np.float32), 16000)
     assert main([str(wav), "-o", str(tmp_path / "out"), "--poisson", "30", "--quiet"]) == 1
-    assert f"{wav}: --poisson applies to images, not to audio" in capsys.readouterr().err
+    assert f"{wav}: --poisson applies to images and video, not to audio" in capsys.readouterr().err
     assert not (tmp_path / "out" / "talk.wav").exists()
 
 
@@ -359,4 +359,67 @@ def test_auto_read_noise_in_denoise_and_on_the_command_line(tmp_path, gray, caps
                                                                        "noise (a number) or 'auto', got 'low'")]:
         assert main([str(src), "-o", str(tmp_path / "bad"), *args]) == 2
         assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.fixture(scope="module")
+def video():
+    return xmodal.load("video")
+
+
+def _photon_clip(peak: float, frames: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth pattern panning across 64 x 80 frames, in [0.05, 0.95], and one draw of photon noise on it."""
+    yy, xx = np.mgrid[0:64, 0:80] / 64.0
+    clean = np.stack([0.5 + 0.45 * np.sin(3 * (xx + 0.05 * t) + 1) * np.cos(2 * yy) for t in range(frames)])
+    return clean, np.random.default_rng(seed).poisson(peak * clean) / peak
+
+
+def test_video_through_the_transform_beats_taking_photon_noise_as_it_is(video):
+    clean, noisy = _photon_clip(20.0)
+    x = noisy.astype(np.float32)
+    vst = video.denoise(x, poisson=20.0)
+    assert vst.dtype == np.float32 and vst.shape == x.shape and (vst >= 0).all()
+
+    def psnr(y):
+        return 10 * np.log10(1 / np.mean((np.clip(y, 0, 1) - clean) ** 2))
+
+    assert psnr(vst) > psnr(video.denoise(x)) + 1.5  # measured 41.8 against 38.6 dB on a 96 x 128 version
+    # in value_range's units, and channels last, the same
+    scaled = video.denoise(x[..., None] * 1000, poisson=20.0, value_range=(0, 1000), channels_last=True)
+    assert np.allclose(scaled[..., 0] / 1000, vst, atol=1e-5)
+
+
+def test_video_photon_noise_is_estimated_from_its_sampled_frames(video):
+    _, noisy = _photon_clip(20.0, frames=4, seed=1)
+    x = noisy.astype(np.float32)  # 4 frames: all of them sampled, pooled
+    assert np.array_equal(video.denoise(x, poisson="auto"), video.denoise(x, poisson=estimate_photon_noise(x)))
+    photons, read = estimate_poisson_gaussian(x)
+    assert np.array_equal(video.denoise(x, poisson="auto", read_noise="auto"),
+                          video.denoise(x, poisson=photons, read_noise=read))
+    with pytest.raises(ValueError, match="`poisson` and `sigma` cannot both be given"):
+        video.denoise(x, poisson=20.0, sigma="auto")
+    with pytest.raises(ValueError, match=r"`read_noise` \(0.01\) is the Gaussian part of photon noise"):
+        video.denoise(x, read_noise=0.01)
+
+
+def test_cli_poisson_denoises_a_time_lapse_of_16_bit_frames_as_the_api_does(tmp_path, video, capsys):
+    _, noisy = _photon_clip(30.0, frames=4, seed=2)
+    frames = tmp_path / "timelapse"
+    frames.mkdir()
+    counts = np.rint(noisy * 30).astype(np.uint16)  # raw photon counts
+    for t, frame in enumerate(counts):
+        tifffile.imwrite(frames / f"t{t:03d}.tif", frame)
+    assert main([str(frames), "-o", str(tmp_path / "out"), "--modality", "video", "--poisson", "65535",
+                 "--quiet"]) == 0
+    out = np.stack([tifffile.imread(tmp_path / "out" / "timelapse" / f"t{t:03d}.tif") for t in range(4)])
+    expected = video.denoise(counts.astype(np.float32) / 65535, poisson=65535.0)
+    assert np.abs(out.astype(np.float64) - np.clip(np.rint(expected * 65535), 0, 65535)).max() <= 1
+    # raw counts in a float .npy clip: taken as they are (poisson=1), not auto-ranged
+    np.save(tmp_path / "counts.npy", counts.astype(np.float32))
+    assert main([str(tmp_path / "counts.npy"), "-o", str(tmp_path / "out2"), "--modality", "video",
+                 "--poisson", "1", "--quiet"]) == 0
+    assert np.allclose(np.load(tmp_path / "out2" / "counts.npy"), video.denoise(counts.astype(np.float32), poisson=1.0),
+                       atol=1e-5)
+    assert main([str(frames), "-o", str(tmp_path / "bad"), "--modality", "video", "--poisson", "1e-300"]) == 1
+    assert "timelapse: `poisson` 1e-300: the image's Anscombe transform spans" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

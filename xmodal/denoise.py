@@ -1600,12 +1600,12 @@ class VideoDenoiser:
         self.adapter.align_range = int(value)
 
     def _frames(self, read: Callable[[int], torch.Tensor], length: int, tile: int, overlap: int,
-                progress: bool, lo: float = 0.0, span: float = 1.0,
-                subsample: int = 1) -> Iterator[tuple[int, torch.Tensor]]:
+                progress: bool, lo: float = 0.0, span: float = 1.0, subsample: int = 1,
+                photons: _PhotonNoise | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         """``(t, denoised frame (C, H, W))`` for every frame, reading each input frame once (``read(t) -> (C, H,
         W)``) and keeping only the current temporal window; frames are mapped by ``(x - lo) / span`` to the model's
-        [0, 1] and the output back; ``subsample`` as in :meth:`ImageDenoiser.denoise` (the aligned window is
-        sub-sampled)."""
+        [0, 1] (photon data: then through the Anscombe transform of ``photons``, mapped by its range) and the output
+        back; ``subsample`` as in :meth:`ImageDenoiser.denoise` (the aligned window is sub-sampled)."""
         from tqdm import tqdm
 
         from xmodal.adapters.image import spectral_neighbours
@@ -1628,6 +1628,8 @@ class VideoDenoiser:
                     cache[i] = read(i).to(self.device)
                     if mapped:
                         cache[i] = (cache[i] - lo) / span
+                    if photons is not None:
+                        cache[i] = (anscombe(cache[i], *photons.params) - photons.range[0]) / photons.range[1]
             window = torch.stack([cache[i] for i in idx[t]])  # (2k+1, C, H, W)
             if t == 0:
                 subsample = _check_subsample(subsample, *window.shape[-2:])
@@ -1646,7 +1648,23 @@ class VideoDenoiser:
                 est = subsampled_apply(lambda u: tiled_apply(lambda f: _image_forward(self, f), u, tile, overlap,
                                                              self.size_multiple), feats, subsample)
             out = self.adapter.decode(est, ctx)[0]
+            if photons is not None:
+                out = inverse_anscombe(out * photons.range[1] + photons.range[0], *photons.params)
             yield t, (out * span + lo if mapped else out)
+
+    def _photons(self, poisson: object, read_noise: object, sigma: Sigma,
+                 frames: Callable[[], Iterable[torch.Tensor]]) -> _PhotonNoise | None:
+        """``poisson`` / ``read_noise`` of :meth:`denoise` for a clip, checked (with ``sigma``): the photon noise
+        (estimated from ``frames()``: up to 8 of its ``(C, H, W)`` frames in [0, 1] units, when ``"auto"``) and the
+        mapping of its Anscombe transform to [0, 1], by the range of those frames' transforms, its contrast lowered as
+        :meth:`_lowered` does for noise (the transform's, of level 1) above the model's range."""
+        _check_photon_args(poisson, read_noise, sigma)
+        if poisson is None:
+            return None
+        sample = torch.stack([frame.float() for frame in frames()])
+        photons = _photon_noise(poisson, read_noise, sigma, sample)
+        lowered = self._lowered(1.0, (anscombe(frame, *photons.params) for frame in sample), *photons.range)
+        return replace(photons, range=lowered)
 
     def _lowered(self, sigma: Sigma, frames: Iterable[torch.Tensor], lo: float, span: float) -> tuple[float, float]:
         """The ``(lo, span)`` mapping of a clip to [0, 1], changed to also lower its contrast about the mean of
@@ -1669,7 +1687,9 @@ class VideoDenoiser:
 
     def denoise(self, clip: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                 subsample: int = 1, progress: bool = False, channels_last: bool = False,
-                value_range: ValueRange = None, sigma: Sigma = None) -> np.ndarray | torch.Tensor:
+                value_range: ValueRange = None, sigma: Sigma = None,
+                poisson: float | Literal["auto"] | None = None,
+                read_noise: float | Literal["auto"] = 0.0) -> np.ndarray | torch.Tensor:
         """Denoise a clip held in memory.
 
         Args:
@@ -1692,15 +1712,21 @@ class VideoDenoiser:
                 evenly spaced frames, the root mean square of their levels). Above ``0.9 * max_sigma`` the whole
                 clip is denoised at a contrast lowered about the mean of those frames, one factor for every frame
                 (no flicker), and scaled back. ``None`` (default): as it is.
+            poisson, read_noise: photon-limited video (time-lapse microscopy, low-light video), as in
+                :meth:`ImageDenoiser.denoise`: the photons at full scale (after ``value_range``) and the read noise;
+                every frame goes through the same Anscombe transform, mapped by the range of up to 8 evenly spaced
+                frames' transforms, and comes back through the exact unbiased inverse. ``"auto"`` estimates them from
+                those frames (one value for the clip). Not with ``sigma``.
 
         Returns:
             The denoised clip, of the same type, dtype, device and shape as ``clip``.
 
         Raises:
-            TypeError: ``clip`` is not a float numpy array or tensor.
+            TypeError: ``clip`` is not a float numpy array or tensor; ``poisson`` or ``read_noise`` not a number.
             ValueError: a bad shape, an empty axis, NaN/inf values, a channel count the model cannot take, bad
                 ``tile``/``overlap``, a bad ``value_range`` or ``sigma``, a ``subsample`` that is not an integer from 1
-                to the frames' smaller side.
+                to the frames' smaller side; bad ``poisson`` / ``read_noise`` (as for
+                :meth:`ImageDenoiser.denoise`).
 
         Warns:
             UserWarning: the shape looks channels-last (last axis at most 4, the two before it more than 4) and
@@ -1720,11 +1746,15 @@ class VideoDenoiser:
             warnings.warn(_GRAY_INTO_COLOUR.format(what="clip", model="'video' or 'video_gray_real'"), stacklevel=2)
         x4 = x[:, None] if x.ndim == 3 else x  # (T, H, W) -> (T, 1, H, W)
         lo, span = _resolve_range(x4, value_range)
-        _warn_unless_unit(x4, value_range, "clip")
+        if poisson is None:  # photon data: values above 1 are photon counts above full scale, not a wrong range
+            _warn_unless_unit(x4, value_range, "clip")
+        picks = _sample_frames(x4.shape[0])
+        photons = self._photons(poisson, read_noise, sigma, lambda: ((x4[int(i)].float() - lo) / span for i in picks))
         if sigma is not None:
-            lo, span = self._lowered(sigma, (x4[int(i)] for i in _sample_frames(x4.shape[0])), lo, span)
+            lo, span = self._lowered(sigma, (x4[int(i)] for i in picks), lo, span)
         out = torch.empty_like(x4)
-        for t, frame in self._frames(lambda i: x4[i], x4.shape[0], tile, overlap, progress, lo, span, subsample):
+        for t, frame in self._frames(lambda i: x4[i], x4.shape[0], tile, overlap, progress, lo, span, subsample,
+                                     photons):
             out[t] = frame.cpu()
         y = out.reshape(x.shape)
         return _to_user(y.movedim(-3, -1) if channels_last else y, clip)  # (T, C, H, W) -> (T, H, W, C)
@@ -1732,6 +1762,7 @@ class VideoDenoiser:
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
                      tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, subsample: int = 1,
                      progress: bool = False, value_range: ValueRange = None, sigma: Sigma = None,
+                     poisson: float | Literal["auto"] | None = None, read_noise: float | Literal["auto"] = 0.0,
                      audio: str | Denoiser | AudioProcess | StreamedAudio = "copy") -> Path:
         """Denoise a clip on disk into ``dst``, frame by frame (see :mod:`xmodal.videoio`).
 
@@ -1746,7 +1777,9 @@ class VideoDenoiser:
                 renamed when every frame is written (with ``overwrite``, the frames of an existing folder are
                 replaced and its other files kept).
             overwrite: replace an existing ``dst``; ``dst`` is never allowed to be ``src`` or one of its frames.
-            tile, overlap, subsample, progress, sigma: as in :meth:`denoise`.
+            tile, overlap, subsample, progress, sigma, poisson, read_noise: as in :meth:`denoise` (``poisson``:
+                photons at the top of ``value_range``, by default the dtype's maximum; float frames with ``poisson``
+                are taken as they are, 1 being full scale, as for :meth:`ImageDenoiser.denoise_file`).
             value_range: ``(lo, hi)`` in the file's own units, or ``"auto"`` (percentiles of up to 8 evenly spaced
                 frames), as for :meth:`ImageDenoiser.denoise_file`; ``None``: integer frames are scaled by their
                 dtype, float frames used as they are when they look like [0, 1] data and auto-ranged otherwise.
@@ -1802,7 +1835,9 @@ class VideoDenoiser:
 
             picks = _sample_frames(len(reader))
             sample = None  # frames are read for the range only when it depends on the data
-            if value_range is None and reader.info.value_range:  # a float clip: read when the reader opened it
+            if poisson is not None and value_range is None and reader.info.dtype not in _INT_MAX:
+                lo, span = 0.0, 1.0  # photon data in a float clip: as it is (raw counts: poisson=1)
+            elif value_range is None and reader.info.value_range:  # a float clip: read when the reader opened it
                 lo, span = reader.info.value_range[0], reader.info.value_range[1] - reader.info.value_range[0]
             else:
                 if value_range == "auto":
@@ -1810,17 +1845,22 @@ class VideoDenoiser:
                 lo, span = _resolve_range(sample, file_value_range(sample, reader.info.dtype, value_range))
             info = reader.info  # a float clip goes into a video file from the range it was denoised in
             info = replace(info, value_range=(lo, lo + span)) if info.dtype not in _INT_MAX else info
-            if sigma is not None:  # the same frames, read one at a time
-                frames = iter(sample) if sample is not None else \
+
+            def frames() -> Iterator[torch.Tensor]:  # the sampled frames, read one at a time
+                return iter(sample) if sample is not None else \
                     (torch.from_numpy(reader[int(i)][:colours]) for i in picks)
-                try:
-                    lo, span = self._lowered(sigma, frames, lo, span)
-                except (TypeError, ValueError) as e:
-                    raise type(e)(f"{src}: {e}") from None
+
+            try:
+                photons = self._photons(poisson, read_noise, sigma, lambda: ((f.float() - lo) / span for f in frames()))
+                if sigma is not None:
+                    lo, span = self._lowered(sigma, frames(), lo, span)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"{src}: {e}") from None
             writer = ClipWriter(dst, info, info.shape, overwrite=overwrite,
                                 source=src if to_video else None, audio=process or audio)
             try:
-                for t, frame in self._frames(read, len(reader), tile, overlap, progress, lo, span, subsample):
+                for t, frame in self._frames(read, len(reader), tile, overlap, progress, lo, span, subsample,
+                                             photons):
                     writer.write(t, torch.cat([frame.cpu(), alphas.pop(t)]) if keep else frame)  # each read once
                 return writer.commit()  # the soundtrack is muxed (and denoised) here
             except ValueError as e:
@@ -2346,11 +2386,12 @@ def _parser() -> argparse.ArgumentParser:
                         "on (50/255 for the bundled image and video models, 0.1 for the stack model) is denoised at a "
                         "lower contrast, restored after ('none': as it is)")
     p.add_argument("--poisson", type=_number_or_auto("the photons at full scale"), default=None, metavar="PHOTONS",
-                   help="images: photon-limited data (microscopy, astronomy, X-ray, low light), PHOTONS the photons "
-                        "(electrons) a pixel at full scale holds (full scale: the dtype's maximum, or HI of "
-                        "--value-range LO,HI with LO the black level): the image is denoised through the generalized "
-                        "Anscombe transform and its exact unbiased inverse, so signal-dependent noise becomes what "
-                        "the model knows (replaces --sigma); 'auto' estimates PHOTONS from each image")
+                   help="images and video: photon-limited data (microscopy and its time-lapses, astronomy, X-ray, "
+                        "low light), PHOTONS the photons (electrons) a pixel at full scale holds (full scale: the "
+                        "dtype's maximum, or HI of --value-range LO,HI with LO the black level): the data is denoised "
+                        "through the generalized Anscombe transform and its exact unbiased inverse, so "
+                        "signal-dependent noise becomes what the model knows (replaces --sigma); 'auto' estimates "
+                        "PHOTONS from each image or clip (8 of its frames)")
     p.add_argument("--read-noise", type=_number_or_auto("the read noise"), default=0.0, metavar="S",
                    help="with --poisson: the sensor's Gaussian read noise, a standard deviation as a fraction of full "
                         "scale (default 0), or 'auto': estimated from each image (with PHOTONS, or given them)")
@@ -2452,9 +2493,9 @@ def _output_path(out_dir: Path, job: _Job, formats: dict[str, str]) -> Path:
 def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
              speech: Denoiser | None = None) -> None:
     progress = not args.quiet
-    if args.poisson is not None and not isinstance(den, ImageDenoiser):
-        what = {"speech": "audio", "multispectral": "a band stack", "video": "video"}.get(den.modality, den.modality)
-        raise ValueError(f"{job.src}: --poisson applies to images, not to {what}")
+    if args.poisson is not None and not isinstance(den, (ImageDenoiser, VideoDenoiser)):
+        what = {"speech": "audio", "multispectral": "a band stack"}.get(den.modality, den.modality)
+        raise ValueError(f"{job.src}: --poisson applies to images and video, not to {what}")
     if isinstance(den, Denoiser):
         den.denoise_file(job.src, dst, overwrite=args.overwrite, mix=args.mix, atten_limit_db=args.atten_limit_db,
                          chunk_seconds=args.chunk_seconds, progress=progress, full_band=args.full_band)
@@ -2474,7 +2515,7 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
             full_band=args.full_band, progress=progress, desc=f"{job.src.name} (sound)")
         den.denoise_file(job.src, dst, overwrite=args.overwrite, tile=args.tile, overlap=args.overlap,
                          subsample=args.subsample, progress=progress, value_range=args.value_range, sigma=args.sigma,
-                         audio=audio)
+                         poisson=args.poisson, read_noise=args.read_noise, audio=audio)
     else:  # unreachable: load returns one of the four
         raise TypeError(f"unexpected denoiser {type(den).__name__}")
 
