@@ -475,8 +475,8 @@ def test_npy_clip_round_trip(tmp_path: Path, shape, layout: str, C: int, dtype: 
 
 
 def test_clip_read_errors(tmp_path: Path) -> None:
-    with pytest.raises(ImageReadError, match=r"nope: clip not found \(a folder of frames, a .npy file or a video "
-                                             r"file\)"):
+    with pytest.raises(ImageReadError, match=r"nope: clip not found \(a folder of frames, a .npy file, a multi-page "
+                                             r"TIFF or a video file\)"):
         ClipReader(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("x")
@@ -516,8 +516,8 @@ def test_clip_read_errors(tmp_path: Path) -> None:
     with pytest.raises(ImageReadError, match=r"junk.npy: not readable as .npy"):
         ClipReader(tmp_path / "junk.npy")
     (tmp_path / "clip.gif").write_bytes(b"")
-    with pytest.raises(ImageReadError, match=r"clip.gif: a clip is a folder of frames, a .npy file or a video file "
-                                             r"\(.mp4, .mov, .mkv, .avi, .webm\), got '.gif'"):
+    with pytest.raises(ImageReadError, match=r"clip.gif: a clip is a folder of frames, a .npy file, a multi-page TIFF "
+                                             r"or a video file \(.mp4, .mov, .mkv, .avi, .webm\), got '.gif'"):
         ClipReader(tmp_path / "clip.gif")
 
 
@@ -796,7 +796,8 @@ def test_cli_denoises_clips(runs: dict[str, Path], tmp_path: Path, capsys) -> No
     err = capsys.readouterr().err
     assert code == 1
     assert re.search(r"still.png: the model is a video model; a clip must be a folder of frames, a .npy file "
-                     r"\(T, H, W\) / \(T, H, W, C\) or a video file \(.mp4, .mov, .mkv, .avi, .webm\), got '.png'", err)
+                     r"\(T, H, W\) / \(T, H, W, C\), a multi-page TIFF or a video file \(.mp4, .mov, .mkv, .avi, "
+                     r"\.webm\), got '.png'", err)
     assert sorted(os.listdir(tmp_path / "out")) == ["pan.npy", "walk"]
     assert len(os.listdir(tmp_path / "out" / "walk")) == 4
     code = main([str(src), "-o", str(tmp_path / "out2"), "--modality", "image", "--model", str(runs["gray"]),
@@ -1061,8 +1062,8 @@ def test_demo_clips_and_a_folder_of_clips_on_the_cli(runs: dict[str, Path], tmp_
     assert code == 0 and sorted(os.listdir(tmp_path / "out")) == ["clip_00", "clip_01"]
     (tmp_path / "nothing").mkdir()
     assert main([str(tmp_path / "nothing"), "-o", str(tmp_path / "o2"), "--model", str(runs["gray"]), "--quiet"]) == 1
-    assert "nothing: holds no frames and no clips (sub-folders of frames, .npy or video files)" in \
-        capsys.readouterr().err
+    assert "nothing: holds no frames and no clips (sub-folders of frames, .npy, multi-page TIFF or video files)" \
+        in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------------- video files

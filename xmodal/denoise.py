@@ -1769,13 +1769,14 @@ class VideoDenoiser:
         Args:
             src: a folder of frames (PNG, JPEG, BMP, WebP, TIFF, ``.npy``; natural name order; the alpha channel of
                 gray+alpha or RGBA frames is copied, not denoised, as for images), a ``.npy`` clip ``(T, H, W)`` /
-                ``(T, H, W, C)``, or a video file (``.mp4``, ``.mov``, ``.mkv``, ``.avi``, ``.webm``; needs PyAV).
+                ``(T, H, W, C)``, a multi-page TIFF (one frame per page: a time-lapse or z-stack), or a video file
+                (``.mp4``, ``.mov``, ``.mkv``, ``.avi``, ``.webm``; needs PyAV).
             dst: a folder (a path without one of those extensions): one frame file per frame, with the input's
                 frame names, formats and bit depth (a ``.npy`` or video input gives ``frame_00000.png``...); a
-                ``.npy`` file at the input's dtype; or a video file at the input's frame rate (codecs: see
-                :mod:`xmodal.videoio`). Written atomically: a temporary folder or file beside ``dst``,
-                renamed when every frame is written (with ``overwrite``, the frames of an existing folder are
-                replaced and its other files kept).
+                ``.npy`` file or a multi-page TIFF (``.tif``, an ImageJ stack) at the input's dtype; or a video file
+                at the input's frame rate (codecs: see :mod:`xmodal.videoio`). Written atomically: a temporary
+                folder or file beside ``dst``, renamed when every frame is written (with ``overwrite``, the frames
+                of an existing folder are replaced and its other files kept).
             overwrite: replace an existing ``dst``; ``dst`` is never allowed to be ``src`` or one of its frames.
             tile, overlap, subsample, progress, sigma, poisson, read_noise: as in :meth:`denoise` (``poisson``:
                 photons at the top of ``value_range``, by default the dtype's maximum; float frames with ``poisson``
@@ -1803,12 +1804,13 @@ class VideoDenoiser:
             FileExistsError: ``dst`` exists and ``overwrite`` is false.
         """
         from xmodal.imageio import _INT_MAX, ImageReadError, alpha_channels
-        from xmodal.videoio import VIDEO_EXTENSIONS, ClipReader, ClipWriter
+        from xmodal.videoio import TIFF_CLIP_EXTENSIONS, VIDEO_EXTENSIONS, ClipReader, ClipWriter
 
         src, dst = Path(src), Path(dst)
         if not src.exists():
-            raise ImageReadError(f"{src}: clip not found (a folder of frames, a .npy file or a video file)")
-        folder = dst.suffix.lower() not in (".npy", *VIDEO_EXTENSIONS)
+            raise ImageReadError(f"{src}: clip not found (a folder of frames, a .npy file, a multi-page TIFF or a "
+                                 "video file)")
+        folder = dst.suffix.lower() not in (".npy", *TIFF_CLIP_EXTENSIONS, *VIDEO_EXTENSIONS)
         _check_image_dst(src, dst, overwrite, folder=folder)
         try:
             value_range = _check_value_range(value_range)
@@ -2150,12 +2152,13 @@ def _audio_only(src: Path) -> bool:
 def _default_video_model(src: Path) -> str:
     """The bundled model for a clip. What cameras and phones film (video files, folders of JPEG/HEIC/AVIF frames)
     gets a model trained on camera noise and video coding: ``video_color_real`` for colour, ``video_gray_real`` for
-    gray (one channel; 8-bit gray frames). ``(T, H, W, 3)`` arrays and folders of RGB or RGBA frames in other formats
-    get ``video_color`` (white noise); the rest ``video_gray`` (which denoises any channel count, channel by
-    channel), gray footage stored as colour (:func:`_gray_clip`) included. Only a header is read (the stream's pixel
-    format, the array's shape, the first frame's header), and for colour clips up to 8 frames; a clip that cannot be
-    read this way gets ``video_gray``, whose reader then reports why with the file's name."""
-    from xmodal.videoio import VIDEO_EXTENSIONS, clip_frames, video_channels
+    gray (one channel; 8-bit gray frames). ``(T, H, W, 3)`` arrays, RGB multi-page TIFFs and folders of RGB or RGBA
+    frames in other formats get ``video_color`` (white noise); the rest ``video_gray`` (which denoises any channel
+    count, channel by channel), gray footage stored as colour (:func:`_gray_clip`) included. Only a header is read
+    (the stream's pixel format, the array's or TIFF's shape, the first frame's header), and for colour clips up to 8
+    frames; a clip that cannot be read this way gets ``video_gray``, whose reader then reports why with the file's
+    name."""
+    from xmodal.videoio import TIFF_CLIP_EXTENSIONS, VIDEO_EXTENSIONS, clip_frames, video_channels
 
     try:
         if src.is_dir():
@@ -2165,6 +2168,12 @@ def _default_video_model(src: Path) -> str:
         elif src.suffix.lower() in VIDEO_EXTENSIONS:
             channels = video_channels(src)
             camera, colour, gray = True, channels == 3, channels == 1
+        elif src.suffix.lower() in TIFF_CLIP_EXTENSIONS:
+            import tifffile
+
+            with tifffile.TiffFile(src) as tif:
+                shape = tif.series[0].shape
+            camera, colour, gray = False, len(shape) == 4 and shape[-1] == 3, False
         else:
             shape = np.load(src, mmap_mode="r", allow_pickle=False).shape
             camera, colour, gray = False, len(shape) == 4 and shape[-1] == 3, False
@@ -2222,6 +2231,18 @@ def _list_folder(folder: Path, modality: str | None) -> list[Path]:
     return files
 
 
+def _holds_frames(folder: Path) -> bool:
+    """Whether ``folder`` is one clip of frames: it holds image files, and its first TIFF (in name order), if any, is
+    a single image rather than a multi-page TIFF clip (a folder of time-lapses is a folder of clips)."""
+    from xmodal.imageio import IMAGE_EXTENSIONS
+    from xmodal.videoio import TIFF_CLIP_EXTENSIONS, is_clip
+
+    images = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                    and not f.name.startswith("."))
+    tiffs = [f for f in images if f.suffix.lower() in TIFF_CLIP_EXTENSIONS]
+    return bool(images) and not (len(tiffs) == len(images) and is_clip(tiffs[0]))
+
+
 def _expand_inputs(items: list[str], modality: str | None = "speech") -> tuple[list[Path], list[str]]:
     """Files, folders and globs -> (unique paths in order, error messages).
 
@@ -2231,8 +2252,8 @@ def _expand_inputs(items: list[str], modality: str | None = "speech") -> tuple[l
     NIfTI volumes), and a ``video`` folder holding no frame, which expands to its clips (sub-folders, ``.npy`` and
     video files).
     """
-    from xmodal.imageio import IMAGE_EXTENSIONS, TIFF_EXTENSIONS
-    from xmodal.videoio import VIDEO_EXTENSIONS
+    from xmodal.imageio import TIFF_EXTENSIONS
+    from xmodal.videoio import TIFF_CLIP_EXTENSIONS, VIDEO_EXTENSIONS
 
     paths: list[Path] = []
     errors: list[str] = []
@@ -2257,15 +2278,14 @@ def _expand_inputs(items: list[str], modality: str | None = "speech") -> tuple[l
                 else:
                     errors.append(f"{m}: holds no band TIFFs (one stack) and no stack files (.npy, "
                                   f"{', '.join(CONTAINER_EXTENSIONS)})")
-            elif m.is_dir() and modality == "video" and not any(
-                    f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")
-                    for f in m.iterdir()):
-                clips = sorted(f for f in m.iterdir() if not f.name.startswith(".")
-                               and (f.is_dir() or f.suffix.lower() in (".npy", *VIDEO_EXTENSIONS)))
+            elif m.is_dir() and modality == "video" and not _holds_frames(m):
+                clips = sorted(f for f in m.iterdir() if not f.name.startswith(".") and (
+                    f.is_dir() or f.suffix.lower() in (".npy", *TIFF_CLIP_EXTENSIONS, *VIDEO_EXTENSIONS)))
                 if clips:
                     paths.extend(clips)
                 else:
-                    errors.append(f"{m}: holds no frames and no clips (sub-folders of frames, .npy or video files)")
+                    errors.append(f"{m}: holds no frames and no clips (sub-folders of frames, .npy, multi-page TIFF "
+                                  "or video files)")
             else:
                 paths.append(m)
     unique: dict[Path, Path] = {}
@@ -2320,11 +2340,11 @@ def _plan_job(src: Path, model_modality: str | None, forced: str | None) -> _Job
                              f"single-band TIFFs, got {src.suffix or 'no extension'!r}")
         return _Job(src, "multispectral", None if model_modality else "multispectral")
     if target == "video":
-        from xmodal.videoio import VIDEO_EXTENSIONS
+        from xmodal.videoio import TIFF_CLIP_EXTENSIONS, VIDEO_EXTENSIONS
 
-        if kind != "folder" and src.suffix.lower() not in (".npy", *VIDEO_EXTENSIONS):
+        if kind != "folder" and src.suffix.lower() not in (".npy", *TIFF_CLIP_EXTENSIONS, *VIDEO_EXTENSIONS):
             raise ValueError(f"{src}: {why}; a clip must be a folder of frames, a .npy file (T, H, W) / "
-                             f"(T, H, W, C) or a video file ({', '.join(VIDEO_EXTENSIONS)}), got "
+                             f"(T, H, W, C), a multi-page TIFF or a video file ({', '.join(VIDEO_EXTENSIONS)}), got "
                              f"{src.suffix or 'no extension'!r}")
         return _Job(src, "video", None if model_modality else _default_video_model(src))
     raise ValueError(f"unknown modality {target!r}")  # unreachable: argparse checks --modality
@@ -2495,7 +2515,9 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
     progress = not args.quiet
     if args.poisson is not None and not isinstance(den, (ImageDenoiser, VideoDenoiser)):
         what = {"speech": "audio", "multispectral": "a band stack"}.get(den.modality, den.modality)
-        raise ValueError(f"{job.src}: --poisson applies to images and video, not to {what}")
+        hint = " (a time-lapse or z-stack in one TIFF: --modality video)" if den.modality == "multispectral" \
+            and job.src.suffix.lower() in (".tif", ".tiff") else ""
+        raise ValueError(f"{job.src}: --poisson applies to images and video, not to {what}{hint}")
     if isinstance(den, Denoiser):
         den.denoise_file(job.src, dst, overwrite=args.overwrite, mix=args.mix, atten_limit_db=args.atten_limit_db,
                          chunk_seconds=args.chunk_seconds, progress=progress, full_band=args.full_band)

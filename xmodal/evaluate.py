@@ -60,7 +60,7 @@ from xmodal._fs import atomic_write
 from xmodal.imageio import _INT_MAX, IMAGE_EXTENSIONS, ImageReadError, _quantise, alpha_channels, read_image, read_stack
 from xmodal.io import AUDIO_EXTENSIONS, AudioReadError, list_audio_files, read_audio, resample
 from xmodal.stackio import is_container, split_variable, stack_stem
-from xmodal.videoio import VIDEO_EXTENSIONS
+from xmodal.videoio import TIFF_CLIP_EXTENSIONS, VIDEO_EXTENSIONS, is_clip
 from xmodal.metrics import (IMAGE_METRICS, LPIPS, SPEECH_METRICS, SSIM_IMPLEMENTATION, STACK_METRICS, VIDEO_METRICS,
                             MetricAccumulator, image_metrics, psnr_score, speech_metrics, video_metrics)
 
@@ -660,7 +660,8 @@ def evaluate_images_no_reference(noisy_dir: str | os.PathLike, enhanced_dir: str
 
 
 def _clip_items(folder: str | os.PathLike, label: str) -> dict[str, Path]:
-    """Name -> clip directly inside ``folder``: its sub-folders (by name), ``.npy`` and video files (by stem).
+    """Name -> clip directly inside ``folder``: its sub-folders (by name), ``.npy``, multi-page TIFF and video files
+    (by stem).
 
     Raises:
         FileNotFoundError: ``folder`` is not a directory.
@@ -675,11 +676,12 @@ def _clip_items(folder: str | os.PathLike, label: str) -> dict[str, Path]:
             continue
         if p.is_dir():
             items.setdefault(p.name, []).append(p)
-        elif p.is_file() and p.suffix.lower() in (".npy", *VIDEO_EXTENSIONS):
+        elif p.is_file() and (p.suffix.lower() in (".npy", *VIDEO_EXTENSIONS) or (
+                p.suffix.lower() in TIFF_CLIP_EXTENSIONS and is_clip(p))):
             items.setdefault(p.stem, []).append(p)
     if not items:
-        raise ValueError(f"{folder}: no clips (sub-folders of frames, .npy or video files) in this folder "
-                         f"(--{label})")
+        raise ValueError(f"{folder}: no clips (sub-folders of frames, .npy, multi-page TIFF or video files) in this "
+                         f"folder (--{label})")
     repeated = {name: ps for name, ps in items.items() if len(ps) > 1}
     if repeated:
         name, ps = sorted(repeated.items())[0]
@@ -1301,8 +1303,8 @@ def detect_modality(clean: str | os.PathLike) -> Literal["speech", "image", "mul
     A file is a multispectral stack; a folder is speech when it holds audio files
     (:data:`xmodal.io.AUDIO_EXTENSIONS`), image when it holds images (:data:`xmodal.imageio.IMAGE_EXTENSIONS`) and
     video when it holds only sub-folders (one clip of frames each) and video files. A folder of single-band TIFFs
-    forming one stack is taken for images: pass ``--modality multispectral``; ``.npy`` clips need ``--modality
-    video``.
+    forming one stack is taken for images: pass ``--modality multispectral``; ``.npy`` clips and multi-page TIFF
+    clips need ``--modality video``.
 
     Raises:
         FileNotFoundError: ``clean`` does not exist.

@@ -1,12 +1,17 @@
-"""Reading and writing video clips frame by frame: a folder of frames, one ``.npy`` array, or a video file.
+"""Reading and writing video clips frame by frame: a folder of frames, one ``.npy`` array, a multi-page TIFF, or a
+video file.
 
 A clip is ``(T, C, H, W) float32`` with the dtype-aware scaling of :mod:`xmodal.imageio` (uint8 / 255,
-uint16 / 65535, floats as stored). Three containers:
+uint16 / 65535, floats as stored). Four containers:
 
 - a **folder of frames**: every image file in it (PNG, JPEG, BMP, WebP, TIFF, ``.npy``; hidden files skipped), in
   natural name order (``frame2.png`` before ``frame10.png``); all frames must have the same size and channel count;
 - a **``.npy`` file** ``(T, H, W)`` (gray) or ``(T, H, W, C)`` with ``C <= 4`` (channels last), memory-mapped so a
   long clip is never loaded whole;
+- a **multi-page TIFF** (``.tif``/``.tiff``; a microscope's time-lapse or z-stack, an ImageJ stack): one frame per
+  page, ``(T, H, W)`` or ``(T, H, W, S)`` with ``S <= 4`` samples (RGB); memory-mapped when uncompressed, else read
+  a page at a time. Written back as an ImageJ-compatible stack (``TYX``; ``TYXS`` for 8-bit RGB; uint8, uint16 or
+  float32; other dtypes and colour layouts as tifffile's shaped TIFF) at the source's dtype, memory-mapped;
 - a **video file** (``.mp4``, ``.mov``, ``.mkv``, ``.avi``, ``.webm``) through PyAV (``pip install "xmodal[video]"``),
   decoded as 8-bit RGB (gray for gray streams; 16-bit, ``uint16``, for streams of more than 8 bits: 10-bit camera
   and HDR video, 16-bit FFV1) and read sequentially. Written back in the same container at the source's frame rate:
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import heapq
 import io
+import math
 import os
 import shutil
 import tempfile
@@ -63,6 +69,7 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm")
 _CACHE = 16  # decoded frames a video-file reader keeps (the denoiser's window reads back at most 2k frames)
 _INT_MAX = {"uint8": 255.0, "uint16": 65535.0}
 _DTYPES = ("uint8", "uint16", "float16", "float32", "float64")
+TIFF_CLIP_EXTENSIONS = (".tif", ".tiff")
 _TIME_BASE = Fraction(1, 90000)  # of frames written at their source times (variable frame rate)
 _SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}  # AVCOL_SPC -> swscale's matrix (BT.709, FCC, BT.601...)
 AudioProcess = Callable[[np.ndarray, int], np.ndarray]  # (wave (C, T) float32 in [-1, 1], rate) -> same shape
@@ -85,12 +92,13 @@ class ClipInfo:
     """What :class:`ClipReader` found; :class:`ClipWriter` writes the same kind of clip from it.
 
     Attributes:
-        kind: ``"frames"`` (a folder of frame files), ``"npy"`` or ``"video"`` (a video file).
+        kind: ``"frames"`` (a folder of frame files), ``"npy"``, ``"tiff"`` (a multi-page TIFF) or ``"video"`` (a
+            video file).
         shape: ``(T, C, H, W)`` of the clip as read.
         dtype: numpy name of the stored sample type.
         names: frame file names (``"frames"``), in clip order; empty for ``"npy"``.
         frame_info: the :class:`~xmodal.imageio.ImageInfo` of the first frame file (``"frames"``), else ``None``.
-        layout: ``"THW"`` or ``"THWC"`` for ``"npy"``; ``""`` otherwise.
+        layout: ``"THW"`` or ``"THWC"`` for ``"npy"`` and ``"tiff"``; ``""`` otherwise.
         fps: frames per second of a video file (``None`` for the others; the average one at a variable rate).
         codec: codec of a video file's stream.
         times: presentation time of each frame in seconds from the first, for a video file at a variable frame
@@ -234,17 +242,95 @@ def clip_frames(folder: PathLike) -> list[Path]:
 
 
 def is_clip(path: PathLike) -> bool:
-    """Whether ``path`` can be read as a clip: a folder, a video file (by extension), or a ``.npy`` file with 3 or 4
-    dims (header only)."""
+    """Whether ``path`` can be read as a clip: a folder, a video file (by extension), a ``.npy`` file with 3 or 4
+    dims, or a TIFF whose first series is a clip (headers only)."""
     path = Path(path)
     if path.is_dir() or (path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS):
         return True
-    if path.suffix.lower() != ".npy" or not path.is_file():
+    if path.suffix.lower() not in (".npy", *TIFF_CLIP_EXTENSIONS) or not path.is_file():
         return False
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False).ndim in (3, 4)
+        if path.suffix.lower() == ".npy":
+            return np.load(path, mmap_mode="r", allow_pickle=False).ndim in (3, 4)
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return _tiff_clip_problem(tif.series[0].axes, tif.series[0].shape) is None
     except Exception:
         return False
+
+
+def _tiff_clip_problem(axes: str, shape: tuple[int, ...]) -> str | None:
+    """Why a TIFF series of ``axes`` and ``shape`` is not a clip (one frame per page), or ``None`` when it is."""
+    if len(shape) == 3 and axes[0] not in "CS" and axes[-1] != "S":
+        return None
+    if len(shape) == 4 and axes[-1] == "S" and shape[-1] <= 4 and axes[0] not in "CS":
+        return None
+    what = "its pages are channels, not frames" if len(shape) >= 3 and axes[0] in "CS" else \
+        "one image, not a clip" if len(shape) <= 2 or (len(shape) == 3 and axes[-1] == "S") else \
+        "split it into one clip per position, channel or time point"
+    return (f"a TIFF clip holds one frame per page, (T, H, W) or (T, H, W, S) with at most 4 samples; this one's "
+            f"first series is {axes} {tuple(shape)}: {what}")
+
+
+class _TiffPages:
+    """The pages of a compressed multi-page TIFF, read one at a time: ``[t]`` -> ``(H, W[, S])``."""
+
+    def __init__(self, tif: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.tif, self.shape, self.dtype = tif, shape, dtype
+        self.ndim, self.size = len(shape), math.prod(shape)
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        return self.tif.pages[t].asarray()
+
+
+def _tiff_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.memmap:
+    """A new multi-page TIFF at ``path`` for a ``(T, H, W)`` / ``(T, H, W, S)`` clip, memory-mapped for writing:
+    an ImageJ stack where ImageJ takes it (uint8, uint16 or float32 gray; 8-bit RGB), else tifffile's shaped TIFF;
+    BigTIFF above 2 GiB."""
+    import tifffile
+
+    samples = shape[3] if len(shape) == 4 else 1
+    imagej = dtype.name in ("uint8", "uint16", "float32") and (samples == 1 or (samples == 3 and dtype.name == "uint8"))
+    big = not imagej and math.prod(shape) * dtype.itemsize > 2 ** 31
+    return tifffile.memmap(path, shape=shape, dtype=dtype, imagej=imagej, bigtiff=big,
+                           photometric="rgb" if samples in (3, 4) else "minisblack",
+                           metadata={"axes": "TYX" if len(shape) == 3 else "TYXS"})
+
+
+def _open_tiff_clip(path: Path) -> tuple[Any, Any]:
+    """``(frames, open TiffFile or None)`` of a multi-page TIFF clip: a read-only memory map when its data is
+    uncompressed and contiguous, else its pages one at a time (one page per frame), else the whole series."""
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception as e:
+        raise ImageReadError(f"{path}: not readable as TIFF ({e})") from None
+    try:
+        if not tif.series:
+            raise ImageReadError(f"{path}: a TIFF that holds no image (corrupt or truncated)")
+        series = tif.series[0]
+        problem = _tiff_clip_problem(series.axes, series.shape)
+        if problem:
+            raise ImageReadError(f"{path}: {problem}")
+        try:
+            frames = tifffile.memmap(path, mode="r", series=0)
+            tif.close()
+            return frames, None
+        except ValueError:  # compressed or not contiguous
+            pass
+        if len(tif.pages) == series.shape[0]:
+            return _TiffPages(tif, tuple(series.shape), series.dtype), tif
+        frames = series.asarray()
+        tif.close()
+        return frames, None
+    except ImageReadError:
+        tif.close()
+        raise
+    except Exception as e:
+        tif.close()
+        raise ImageReadError(f"{path}: not readable as a TIFF clip ({e})") from None
 
 
 class ClipReader:
@@ -265,7 +351,9 @@ class ClipReader:
     def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
         if not self.path.exists():
-            raise ImageReadError(f"{self.path}: clip not found (a folder of frames, a .npy file or a video file)")
+            raise ImageReadError(f"{self.path}: clip not found (a folder of frames, a .npy file, a multi-page TIFF or "
+                                 "a video file)")
+        self._tif = None
         if self.path.is_dir():
             self._files = clip_frames(self.path)
             first, info = read_image(self._files[0])
@@ -278,13 +366,17 @@ class ClipReader:
             self._array = None
             self._files = []
         else:
-            if self.path.suffix.lower() != ".npy":
-                raise ImageReadError(f"{self.path}: a clip is a folder of frames, a .npy file or a video file "
-                                     f"({', '.join(VIDEO_EXTENSIONS)}), got {self.path.suffix!r}")
-            try:
-                arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
-            except Exception as e:
-                raise ImageReadError(f"{self.path}: not readable as .npy ({e})") from None
+            kind = "tiff" if self.path.suffix.lower() in TIFF_CLIP_EXTENSIONS else "npy"
+            if self.path.suffix.lower() != ".npy" and kind != "tiff":
+                raise ImageReadError(f"{self.path}: a clip is a folder of frames, a .npy file, a multi-page TIFF or "
+                                     f"a video file ({', '.join(VIDEO_EXTENSIONS)}), got {self.path.suffix!r}")
+            if kind == "tiff":
+                arr, self._tif = _open_tiff_clip(self.path)
+            else:
+                try:
+                    arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
+                except Exception as e:
+                    raise ImageReadError(f"{self.path}: not readable as .npy ({e})") from None
             if arr.ndim == 3:
                 layout, shape = "THW", (arr.shape[0], 1, *arr.shape[1:])
             elif arr.ndim == 4 and arr.shape[-1] <= 4:
@@ -297,7 +389,7 @@ class ClipReader:
             if arr.dtype.name not in _DTYPES:
                 raise ImageReadError(f"{self.path}: unsupported dtype {arr.dtype.name} (expected "
                                      f"{', '.join(_DTYPES)})")
-            self.info = ClipInfo("npy", tuple(int(n) for n in shape), arr.dtype.name, layout=layout)
+            self.info = ClipInfo(kind, tuple(int(n) for n in shape), arr.dtype.name, layout=layout)
             self._array = arr
             self._files = []
         self.frames = self.info.shape[0]
@@ -400,7 +492,10 @@ class ClipReader:
         return self._decoded[t]
 
     def close(self) -> None:
-        """Release a video file's decoder (also done when the reader is garbage-collected)."""
+        """Release a video file's decoder or a TIFF's file (also done when the reader is garbage-collected)."""
+        if getattr(self, "_tif", None) is not None:
+            self._tif.close()
+            self._tif = None
         if getattr(self, "_container", None) is not None:
             self._container.close()
             self._container = None
@@ -489,6 +584,7 @@ class ClipWriter:
         self.shape = shape
         self.info = info
         self.npy = self.path.suffix.lower() == ".npy"
+        self.tiff = self.path.suffix.lower() in TIFF_CLIP_EXTENSIONS
         self.video = self.path.suffix.lower() in VIDEO_EXTENSIONS
         if source is not None and not self.video:
             raise ValueError(f"{self.path}: only a video file ({', '.join(VIDEO_EXTENSIONS)}) can take the audio and "
@@ -563,17 +659,21 @@ class ClipWriter:
             self._stream = stream
             self.written = 0
             return
-        if self.npy:
+        if self.npy or self.tiff:
             layout = info.layout if info is not None and info.layout else ("THW" if C == 1 else "THWC")
             if (layout == "THW" and C != 1) or C > 4:
-                raise ValueError(f"{self.path}: a .npy clip holds 1 channel (T, H, W) or up to 4 (T, H, W, C), "
-                                 f"got {C}")
+                raise ValueError(f"{self.path}: a {'.npy' if self.npy else 'TIFF'} clip holds 1 channel (T, H, W) or "
+                                 f"up to 4 (T, H, W, C), got {C}")
             self.layout = layout
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part.npy", dir=self.path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=f".part{self.path.suffix}",
+                                       dir=self.path.parent)
             os.close(fd)
             self._tmp = Path(tmp)
             out_shape = (T, H, W) if layout == "THW" else (T, H, W, C)
-            self._array = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=self.dtype, shape=out_shape)
+            if self.npy:
+                self._array = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=self.dtype, shape=out_shape)
+            else:
+                self._array = _tiff_memmap(self._tmp, out_shape, self.dtype)
         else:
             self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent))
             self._array = None

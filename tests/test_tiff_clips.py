@@ -1,0 +1,138 @@
+"""Multi-page TIFF clips (microscope time-lapses and z-stacks, ImageJ stacks): read one page per frame (memory-mapped,
+or page by page when compressed), written back as ImageJ stacks at the source's dtype, and denoised from the command
+line with --modality video."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+import xmodal
+from xmodal.denoise import _default_video_model, main
+from xmodal.evaluate import evaluate_videos
+from xmodal.metrics import psnr_score
+from xmodal.imageio import ImageReadError
+from xmodal.videoio import ClipReader, ClipWriter, is_clip, read_clip, write_clip
+
+
+def _clip(shape: tuple[int, ...], dtype: str, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if dtype.startswith("float"):
+        return rng.random(shape).astype(dtype)
+    return rng.integers(0, np.iinfo(dtype).max, size=shape, endpoint=True).astype(dtype)
+
+
+@pytest.mark.parametrize("shape, dtype, compression", [((5, 12, 16), "uint16", None), ((4, 12, 16, 3), "uint8", None),
+                                                       ((3, 12, 16), "float32", None), ((4, 12, 16), "uint16", "zlib"),
+                                                       ((3, 12, 16, 2), "uint16", None)])
+def test_tiff_clips_read_a_frame_per_page_and_write_back_the_same(tmp_path, shape, dtype, compression):
+    data = _clip(shape, dtype)
+    src = tmp_path / "stack.tif"
+    tifffile.imwrite(src, data, compression=compression, photometric="rgb" if shape[-1] == 3 else "minisblack",
+                     metadata={"axes": "TYX" if len(shape) == 3 else "TYXS"})
+    assert is_clip(src)
+    clip, info = read_clip(src)
+    assert info.kind == "tiff" and info.dtype == dtype and info.layout == ("THW" if len(shape) == 3 else "THWC")
+    scale = np.iinfo(dtype).max if dtype.startswith("uint") else 1
+    channels_first = data[:, None] if len(shape) == 3 else data.transpose(0, 3, 1, 2)
+    assert clip.shape == channels_first.shape and np.array_equal(clip, channels_first.astype(np.float32) / scale)
+    dst = write_clip(tmp_path / "back.tif", clip, info)
+    with tifffile.TiffFile(dst) as tif:
+        assert tif.series[0].shape == shape and tif.series[0].dtype == np.dtype(dtype)
+        # ImageJ opens gray uint8/uint16/float32 and 8-bit RGB stacks as stacks (T frames)
+        assert tif.is_imagej == (len(shape) == 3 or (shape[-1] == 3 and dtype == "uint8"))
+        assert np.array_equal(tif.asarray(), data)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.tif", "stack.tif"]  # no temporary file left
+
+
+def test_tiff_that_is_not_a_clip_is_refused_with_the_reason(tmp_path):
+    cases = {"one.tif": (np.zeros((12, 16), np.uint16), {}, "first series is YX (12, 16): one image, not a clip"),
+             "rgb.tif": (np.zeros((12, 16, 3), np.uint8), {"photometric": "rgb"},
+                     "first series is YXS (12, 16, 3): one image, not a clip"),
+             "channels.tif": (np.zeros((3, 12, 16), np.uint16), {"imagej": True, "metadata": {"axes": "CYX"}},
+                              "first series is CYX (3, 12, 16): its pages are channels, not frames"),
+             "hyper.tif": (np.zeros((2, 3, 12, 16), np.uint16), {"imagej": True, "metadata": {"axes": "TZYX"}},
+                           "first series is TZYX (2, 3, 12, 16): split it into one clip per position, channel or "
+                           "time point")}
+    for name, (data, options, reason) in cases.items():
+        tifffile.imwrite(tmp_path / name, data, **options)
+        assert not is_clip(tmp_path / name)
+        with pytest.raises(ImageReadError) as e:
+            ClipReader(tmp_path / name)
+        assert str(e.value) == (f"{tmp_path / name}: a TIFF clip holds one frame per page, (T, H, W) or (T, H, W, S) "
+                                f"with at most 4 samples; this one's {reason}")
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
+    with pytest.raises(ImageReadError, match=r"broken.tif: a TIFF that holds no image \(corrupt or truncated\)"):
+        ClipReader(tmp_path / "broken.tif")
+    (tmp_path / "text.tif").write_text("not a TIFF at all")
+    with pytest.raises(ImageReadError, match=r"text.tif: not readable as TIFF \("):
+        ClipReader(tmp_path / "text.tif")
+
+
+def test_tiff_writer_refuses_five_channels_and_aborts_cleanly(tmp_path):
+    with pytest.raises(ValueError, match=r"out.tif: a TIFF clip holds 1 channel \(T, H, W\) or up to 4 \(T, H, W, C\), "
+                                         "got 5"):
+        ClipWriter(tmp_path / "out.tif", None, (2, 5, 8, 8))
+    writer = ClipWriter(tmp_path / "out.tif", None, (2, 1, 8, 8))
+    writer.write(0, np.zeros((1, 8, 8), np.float32))
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_denoises_a_photon_time_lapse_in_one_tiff(tmp_path, capsys):
+    yy, xx = np.mgrid[0:48, 0:64] / 48.0
+    lam = np.stack([30 * (0.5 + 0.45 * np.sin(3 * xx + 0.2 * t) * np.cos(2 * yy)) for t in range(6)])
+    counts = np.random.default_rng(0).poisson(lam).astype(np.uint16)
+    src = tmp_path / "cells.tif"
+    tifffile.imwrite(src, counts, imagej=True, metadata={"axes": "TYX"})
+    assert _default_video_model(src) == "video_gray"
+    assert main([str(src), "-o", str(tmp_path / "out"), "--modality", "video", "--poisson", "65535", "--quiet"]) == 0
+    with tifffile.TiffFile(tmp_path / "out" / "cells.tif") as tif:
+        assert tif.is_imagej and tif.series[0].axes == "TYX"
+        out = tif.asarray()
+    assert out.dtype == np.uint16 and out.shape == counts.shape
+    expected = xmodal.load("video").denoise(counts.astype(np.float32) / 65535, poisson=65535.0)
+    assert np.abs(out.astype(np.float64) - np.clip(np.rint(expected * 65535), 0, 65535)).max() <= 1
+    assert np.sqrt(np.mean((out - lam) ** 2)) < 0.3 * np.sqrt(np.mean((counts - lam) ** 2))
+    # without --modality a multi-page TIFF is a band stack, which --poisson does not take: the message says what to do
+    assert main([str(src), "-o", str(tmp_path / "bad"), "--poisson", "65535"]) == 1
+    assert (f"{src}: --poisson applies to images and video, not to a band stack (a time-lapse or z-stack in one "
+            "TIFF: --modality video)") in capsys.readouterr().err
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, _clip((2, 8, 8, 3), "uint8"), photometric="rgb")
+    assert _default_video_model(rgb) == "video_color"
+    tifffile.imwrite(rgb, np.zeros((2, 8, 8, 3), np.uint8), photometric="rgb")  # gray pictures stored as RGB
+    assert _default_video_model(rgb) == "video_gray"
+
+
+def test_a_folder_of_tiff_stacks_is_a_folder_of_clips_and_one_of_single_tiffs_one_clip(tmp_path):
+    video = xmodal.load("video")
+    stacks, frames = tmp_path / "stacks", tmp_path / "frames"
+    stacks.mkdir(), frames.mkdir()
+    for k in range(2):
+        tifffile.imwrite(stacks / f"well{k}.tif", _clip((3, 24, 24), "uint16", seed=k), imagej=True,
+                         metadata={"axes": "TYX"})
+    for t in range(3):
+        tifffile.imwrite(frames / f"t{t}.tif", _clip((24, 24), "uint16", seed=t))
+    assert main([str(stacks), "-o", str(tmp_path / "out"), "--modality", "video", "--sigma", "none", "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["well0.tif", "well1.tif"]
+    clip = tifffile.imread(stacks / "well1.tif").astype(np.float32) / 65535
+    expected = np.clip(np.rint(video.denoise(clip) * 65535), 0, 65535)
+    assert np.abs(tifffile.imread(tmp_path / "out" / "well1.tif") - expected).max() <= 1
+    assert main([str(frames), "-o", str(tmp_path / "out2"), "--modality", "video", "--sigma", "none", "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out2" / "frames").iterdir()) == ["t0.tif", "t1.tif", "t2.tif"]
+
+
+def test_tiff_clips_are_evaluated_as_clips(tmp_path):
+    for folder in ("clean", "noisy"):
+        (tmp_path / folder).mkdir()
+    clean = _clip((3, 20, 24), "uint16")
+    noisy = np.clip(clean.astype(np.int64) + np.random.default_rng(1).integers(-2000, 2000, clean.shape), 0, 65535)
+    tifffile.imwrite(tmp_path / "clean" / "cells.tif", clean, imagej=True, metadata={"axes": "TYX"})
+    tifffile.imwrite(tmp_path / "noisy" / "cells.tif", noisy.astype(np.uint16), imagej=True, metadata={"axes": "TYX"})
+    tifffile.imwrite(tmp_path / "noisy" / "note.tif", clean[0])  # a single image: not a clip, not matched
+    result = evaluate_videos(tmp_path / "clean", tmp_path / "noisy", enhanced_dir=tmp_path / "clean")
+    assert [f["name"] for f in result["files"]] == ["cells"] and result["files"][0]["shape"] == [3, 1, 20, 24]
+    assert result["files"][0]["noisy"]["psnr"] == pytest.approx(psnr_score(clean / 65535, noisy / 65535), abs=1e-4)
+    assert result["files"][0]["enhanced"]["psnr"] == np.inf
