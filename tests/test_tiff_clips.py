@@ -47,13 +47,13 @@ def test_tiff_clips_read_a_frame_per_page_and_write_back_the_same(tmp_path, shap
 
 
 def test_tiff_that_is_not_a_clip_is_refused_with_the_reason(tmp_path):
-    cases = {"one.tif": (np.zeros((12, 16), np.uint16), {}, "first series is YX (12, 16): one image, not a clip"),
+    cases = {"one.tif": (np.zeros((12, 16), np.uint16), {}, "series is YX (12, 16): one image, not a clip"),
              "rgb.tif": (np.zeros((12, 16, 3), np.uint8), {"photometric": "rgb"},
-                     "first series is YXS (12, 16, 3): one image, not a clip"),
+                     "series is YXS (12, 16, 3): one image, not a clip"),
              "channels.tif": (np.zeros((3, 12, 16), np.uint16), {"imagej": True, "metadata": {"axes": "CYX"}},
-                              "first series is CYX (3, 12, 16): its pages are channels, not frames"),
+                              "series is CYX (3, 12, 16): its pages are channels, not frames"),
              "hyper.tif": (np.zeros((2, 3, 12, 16), np.uint16), {"imagej": True, "metadata": {"axes": "TZYX"}},
-                           "first series is TZYX (2, 3, 12, 16): split it into one clip per position, channel or "
+                           "series is TZYX (2, 3, 12, 16): split it into one clip per position, channel or "
                            "time point")}
     for name, (data, options, reason) in cases.items():
         tifffile.imwrite(tmp_path / name, data, **options)
@@ -62,6 +62,24 @@ def test_tiff_that_is_not_a_clip_is_refused_with_the_reason(tmp_path):
             ClipReader(tmp_path / name)
         assert str(e.value) == (f"{tmp_path / name}: a TIFF clip holds one frame per page, (T, H, W) or (T, H, W, S) "
                                 f"with at most 4 samples; this one's {reason}")
+    tifffile.imwrite(tmp_path / "planar.tif", np.zeros((3, 12, 16), np.uint8), photometric="rgb",
+                     planarconfig="separate")
+    with pytest.raises(ImageReadError, match=r"series is SYX \(3, 12, 16\): one image of 3 planar samples \(colours\), "
+                                             "not a clip"):
+        ClipReader(tmp_path / "planar.tif")
+    with tifffile.TiffWriter(tmp_path / "positions.ome.tif", ome=True) as tw:  # a multi-position acquisition
+        for _ in range(2):
+            tw.write(np.zeros((3, 12, 16), np.uint16), metadata={"axes": "TYX"})
+    assert not is_clip(tmp_path / "positions.ome.tif")
+    with pytest.raises(ImageReadError, match=r"positions.ome.tif: a TIFF clip is one series of frames; this one "
+                                             r"holds 2 series \(TYX \(3, 12, 16\), TYX \(3, 12, 16\): positions or "
+                                             r"acquisitions\): split them into one file each"):
+        ClipReader(tmp_path / "positions.ome.tif")
+    tifffile.imwrite(tmp_path / "int16.tif", np.zeros((4, 12, 16), np.int16), photometric="minisblack")
+    assert not is_clip(tmp_path / "int16.tif")
+    with pytest.raises(ImageReadError, match=r"int16.tif: unsupported dtype int16 \(expected uint8, uint16, float16, "
+                                             r"float32, float64\)"):
+        ClipReader(tmp_path / "int16.tif")
     (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
     with pytest.raises(ImageReadError, match=r"broken.tif: a TIFF that holds no image \(corrupt or truncated\)"):
         ClipReader(tmp_path / "broken.tif")
@@ -131,8 +149,78 @@ def test_tiff_clips_are_evaluated_as_clips(tmp_path):
     noisy = np.clip(clean.astype(np.int64) + np.random.default_rng(1).integers(-2000, 2000, clean.shape), 0, 65535)
     tifffile.imwrite(tmp_path / "clean" / "cells.tif", clean, imagej=True, metadata={"axes": "TYX"})
     tifffile.imwrite(tmp_path / "noisy" / "cells.tif", noisy.astype(np.uint16), imagej=True, metadata={"axes": "TYX"})
-    tifffile.imwrite(tmp_path / "noisy" / "note.tif", clean[0])  # a single image: not a clip, not matched
+    for folder in ("clean", "noisy"):  # a single image where a clip was expected: reported by name, not skipped
+        tifffile.imwrite(tmp_path / folder / "note.tif", clean[0])
     result = evaluate_videos(tmp_path / "clean", tmp_path / "noisy", enhanced_dir=tmp_path / "clean")
     assert [f["name"] for f in result["files"]] == ["cells"] and result["files"][0]["shape"] == [3, 1, 20, 24]
+    assert [e["file"] for e in result["errors"]] == ["note"]
+    assert "one image, not a clip" in result["errors"][0]["reason"]
     assert result["files"][0]["noisy"]["psnr"] == pytest.approx(psnr_score(clean / 65535, noisy / 65535), abs=1e-4)
     assert result["files"][0]["enhanced"]["psnr"] == np.inf
+
+
+def test_pages_written_one_at_a_time_are_frames(tmp_path):
+    """tifffile's TiffWriter.write in a loop stores one series per page (Fiji opens it as a stack): its pages are the
+    frames, read one at a time."""
+    data = _clip((4, 10, 12), "uint16")
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as tw:
+        for frame in data:
+            tw.write(frame)
+    assert is_clip(tmp_path / "pages.tif")
+    clip, info = read_clip(tmp_path / "pages.tif")
+    assert clip.shape == (4, 1, 10, 12) and np.array_equal(clip[:, 0], data / np.float32(65535))
+    folder = tmp_path / "wells"
+    folder.mkdir()
+    (tmp_path / "pages.tif").rename(folder / "a.tif")
+    tifffile.imwrite(folder / "b.tif", data, imagej=True, metadata={"axes": "TYX"})
+    assert main([str(folder), "-o", str(tmp_path / "out"), "--modality", "video", "--sigma", "none", "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.tif", "b.tif"]  # two clips, not two frames
+    assert np.array_equal(tifffile.imread(tmp_path / "out" / "a.tif"), tifffile.imread(tmp_path / "out" / "b.tif"))
+
+
+def test_tiff_clips_keep_their_axis_pixel_size_and_calibration(tmp_path):
+    data = _clip((4, 10, 12), "uint16")
+    tifffile.imwrite(tmp_path / "z.tif", data, imagej=True, resolution=(1 / 0.108, 1 / 0.108),
+                     metadata={"axes": "ZYX", "spacing": 0.3, "unit": "um"})
+    clip, z_info = read_clip(tmp_path / "z.tif")
+    write_clip(tmp_path / "z_out.tif", clip, z_info)
+    with tifffile.TiffFile(tmp_path / "z_out.tif") as tif:
+        assert tif.series[0].axes == "ZYX" and tif.pages[0].resolution == pytest.approx((1 / 0.108, 1 / 0.108))
+        assert tif.imagej_metadata["spacing"] == 0.3 and tif.imagej_metadata["unit"] == "um"
+        assert np.array_equal(tif.asarray(), data)
+    tifffile.imwrite(tmp_path / "t.ome.tif", data, ome=True, metadata={"axes": "TYX"})
+    clip, info = read_clip(tmp_path / "t.ome.tif")
+    write_clip(tmp_path / "t_out.ome.tif", clip, info)
+    with tifffile.TiffFile(tmp_path / "t_out.ome.tif") as tif:
+        assert tif.is_ome and tif.series[0].axes == "TYX" and np.array_equal(tif.asarray(), data)
+    # one frame: ImageJ would store a single image; written so that it reads back as a 1-frame clip
+    write_clip(tmp_path / "one.tif", clip[:1], z_info)
+    assert is_clip(tmp_path / "one.tif") and read_clip(tmp_path / "one.tif")[0].shape == (1, 1, 10, 12)
+
+
+def test_format_turns_npy_and_tiff_clips_into_each_other(tmp_path):
+    data = _clip((3, 16, 16), "float32")
+    np.save(tmp_path / "a.npy", data)
+    assert main([str(tmp_path / "a.npy"), "-o", str(tmp_path / "out"), "--modality", "video", "--format", "tif",
+                 "--sigma", "none", "--quiet"]) == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.tif"]
+    expected = xmodal.load("video").denoise(data)
+    assert np.allclose(tifffile.imread(tmp_path / "out" / "a.tif"), expected, atol=1e-6)
+
+
+def test_a_failed_tiff_writer_leaves_nothing(tmp_path, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tifffile, "memmap", full)
+    with pytest.raises(OSError, match=r"out.tif: cannot write the clip \(No space left on device\)"):
+        ClipWriter(tmp_path / "out.tif", None, (3, 1, 8, 8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_clip_estimate_errors_name_the_clip():
+    video = xmodal.load("video")
+    tiny = np.random.default_rng(0).random((3, 8, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"`clip` \(3 of its frames\) of 8 x 8 pixels is too small to estimate its "
+                                         "noise"):
+        video.denoise(tiny, poisson="auto")

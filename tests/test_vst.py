@@ -421,5 +421,5 @@ def test_cli_poisson_denoises_a_time_lapse_of_16_bit_frames_as_the_api_does(tmp_
     assert np.allclose(np.load(tmp_path / "out2" / "counts.npy"), video.denoise(counts.astype(np.float32), poisson=1.0),
                        atol=1e-5)
     assert main([str(frames), "-o", str(tmp_path / "bad"), "--modality", "video", "--poisson", "1e-300"]) == 1
-    assert "timelapse: `poisson` 1e-300: the image's Anscombe transform spans" in capsys.readouterr().err
+    assert "timelapse: `poisson` 1e-300: the clip's Anscombe transform spans" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

@@ -1662,7 +1662,11 @@ class VideoDenoiser:
         if poisson is None:
             return None
         sample = torch.stack([frame.float() for frame in frames()])
-        photons = _photon_noise(poisson, read_noise, sigma, sample)
+        try:
+            photons = _photon_noise(poisson, read_noise, sigma, sample)
+        except ValueError as e:  # the estimators name what they read `image`: here, frames of the clip
+            raise ValueError(str(e).replace("`image`", f"`clip` ({len(sample)} of its frames)")
+                             .replace("the image's", "the clip's")) from None
         lowered = self._lowered(1.0, (anscombe(frame, *photons.params) for frame in sample), *photons.range)
         return replace(photons, range=lowered)
 
@@ -2171,8 +2175,10 @@ def _default_video_model(src: Path) -> str:
         elif src.suffix.lower() in TIFF_CLIP_EXTENSIONS:
             import tifffile
 
+            from xmodal.videoio import _tiff_layout
+
             with tifffile.TiffFile(src) as tif:
-                shape = tif.series[0].shape
+                shape = _tiff_layout(tif)[1]
             camera, colour, gray = False, len(shape) == 4 and shape[-1] == 3, False
         else:
             shape = np.load(src, mmap_mode="r", allow_pickle=False).shape
@@ -2438,7 +2444,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="write outputs with this extension instead of the input's, for the inputs of its kind: an "
                         "image one (png, tif, ...: e.g. JPEGs denoised into lossless PNGs) for image and stack files, "
                         "an audio one (wav, flac, ...) for audio files, a video one (mkv: lossless FFV1, ...) for "
-                        "video and .npy clips; repeat it for several kinds (default: each input's own)")
+                        "video, .npy and TIFF clips (npy or tif also turn .npy and TIFF clips into each other); repeat "
+                        "it for several kinds (default: each input's own)")
     p.add_argument("--audio", choices=["copy", "denoise", "drop"], default="copy",
                    help="video files written as video files: their soundtrack is copied (default; re-encoded when "
                         "the output container cannot hold its codec), denoised with the speech model of "
@@ -2505,6 +2512,10 @@ def _output_path(out_dir: Path, job: _Job, formats: dict[str, str]) -> Path:
     (folders, read as one stack or clip, keep their names)."""
     src = split_variable(job.src)[0]  # scene.mat:input -> scene.mat (its other variables are kept)
     kind = {"speech": "audio", "image": "image", "multispectral": "image", "video": "video"}[job.modality]
+    array_clips = (".npy", ".tif", ".tiff")
+    if kind == "video" and "video" not in formats and src.suffix.lower() in array_clips \
+            and formats.get("image") in array_clips:
+        kind = "image"  # a .npy clip written as a TIFF stack, or the other way round
     if src.is_dir() or kind not in formats:
         return out_dir / src.name
     return out_dir / (stack_stem(src) + formats[kind])

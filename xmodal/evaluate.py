@@ -60,7 +60,7 @@ from xmodal._fs import atomic_write
 from xmodal.imageio import _INT_MAX, IMAGE_EXTENSIONS, ImageReadError, _quantise, alpha_channels, read_image, read_stack
 from xmodal.io import AUDIO_EXTENSIONS, AudioReadError, list_audio_files, read_audio, resample
 from xmodal.stackio import is_container, split_variable, stack_stem
-from xmodal.videoio import TIFF_CLIP_EXTENSIONS, VIDEO_EXTENSIONS, is_clip
+from xmodal.videoio import TIFF_CLIP_EXTENSIONS, VIDEO_EXTENSIONS
 from xmodal.metrics import (IMAGE_METRICS, LPIPS, SPEECH_METRICS, SSIM_IMPLEMENTATION, STACK_METRICS, VIDEO_METRICS,
                             MetricAccumulator, image_metrics, psnr_score, speech_metrics, video_metrics)
 
@@ -676,8 +676,7 @@ def _clip_items(folder: str | os.PathLike, label: str) -> dict[str, Path]:
             continue
         if p.is_dir():
             items.setdefault(p.name, []).append(p)
-        elif p.is_file() and (p.suffix.lower() in (".npy", *VIDEO_EXTENSIONS) or (
-                p.suffix.lower() in TIFF_CLIP_EXTENSIONS and is_clip(p))):
+        elif p.is_file() and p.suffix.lower() in (".npy", *TIFF_CLIP_EXTENSIONS, *VIDEO_EXTENSIONS):
             items.setdefault(p.stem, []).append(p)
     if not items:
         raise ValueError(f"{folder}: no clips (sub-folders of frames, .npy, multi-page TIFF or video files) in this "

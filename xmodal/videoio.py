@@ -122,6 +122,9 @@ class ClipInfo:
             [0, 1] data, else the 0.1 and 99.9 percentiles of up to 8 evenly spaced frames; the range the denoiser
             maps such a clip to [0, 1] with when it is given none (``value_range=None``, auto-ranged). ``()`` for
             integer clips, which are [0, 1] by their dtype. Read from the frames, so not compared between infos.
+        tiff: what a multi-page TIFF clip (``"tiff"``) written back as one keeps: ``(key, value)`` pairs of its frame
+            axis (``"axis"``: ``"T"`` or ``"Z"``), pixel size (``"resolution"``, ``"resolutionunit"``), ImageJ
+            calibration (``"spacing"``, ``"finterval"``, ``"unit"``) and whether it is an OME-TIFF (``"ome"``).
     """
 
     kind: str
@@ -139,6 +142,7 @@ class ClipInfo:
     mastering: tuple[float, ...] = ()
     light_level: tuple[int, ...] = ()
     value_range: tuple[float, ...] = field(default=(), compare=False)
+    tiff: tuple[tuple[str, Any], ...] = ()
 
 
 def _import_av() -> Any:
@@ -255,52 +259,101 @@ def is_clip(path: PathLike) -> bool:
         import tifffile
 
         with tifffile.TiffFile(path) as tif:
-            return _tiff_clip_problem(tif.series[0].axes, tif.series[0].shape) is None
+            return _tiff_layout(tif)[3].name in _DTYPES
     except Exception:
         return False
 
 
-def _tiff_clip_problem(axes: str, shape: tuple[int, ...]) -> str | None:
-    """Why a TIFF series of ``axes`` and ``shape`` is not a clip (one frame per page), or ``None`` when it is."""
-    if len(shape) == 3 and axes[0] not in "CS" and axes[-1] != "S":
-        return None
-    if len(shape) == 4 and axes[-1] == "S" and shape[-1] <= 4 and axes[0] not in "CS":
-        return None
-    what = "its pages are channels, not frames" if len(shape) >= 3 and axes[0] in "CS" else \
-        "one image, not a clip" if len(shape) <= 2 or (len(shape) == 3 and axes[-1] == "S") else \
-        "split it into one clip per position, channel or time point"
-    return (f"a TIFF clip holds one frame per page, (T, H, W) or (T, H, W, S) with at most 4 samples; this one's "
-            f"first series is {axes} {tuple(shape)}: {what}")
+def _tiff_layout(tif: Any) -> tuple[str, tuple[int, ...], bool, np.dtype]:
+    """``(axes, shape, pagewise, dtype)`` of the clip in an open TIFF: its one series (``pagewise`` False), or the
+    pages of a file written a page at a time (one series per page, all alike: ``pagewise``, axes ``I...``);
+    ``ValueError`` saying why it is not a clip (one frame per page)."""
+    series = tif.series
+    if not series:
+        raise ValueError("a TIFF that holds no image (corrupt or truncated)")
+    first = series[0]
+    if len(series) > 1:
+        if len(tif.pages) == len(series) and first.axes in ("YX", "YXS") and all(
+                s.shape == first.shape and s.dtype == first.dtype and s.axes == first.axes for s in series):
+            axes, shape, pagewise = "I" + first.axes, (len(series), *first.shape), True
+        else:
+            listed = ", ".join(f"{s.axes} {tuple(s.shape)}" for s in series[:3]) + (", ..." if len(series) > 3 else "")
+            raise ValueError(f"a TIFF clip is one series of frames; this one holds {len(series)} series ({listed}: "
+                             "positions or acquisitions): split them into one file each")
+    else:
+        axes, shape, pagewise = first.axes, tuple(first.shape), False
+    one = len(shape) == 3 and axes[-1] == "S" or len(shape) <= 2
+    if (len(shape) == 3 and axes[0] not in "CS" and not one) or (
+            len(shape) == 4 and axes[-1] == "S" and shape[-1] <= 4 and axes[0] not in "CS"):
+        return axes, shape, pagewise, first.dtype
+    what = ("one image, not a clip" if one else
+            f"one image of {shape[0]} planar samples (colours), not a clip" if axes[0] == "S" else
+            "its pages are channels, not frames" if axes[0] == "C" else
+            "split it into one clip per position, channel or time point")
+    raise ValueError(f"a TIFF clip holds one frame per page, (T, H, W) or (T, H, W, S) with at most 4 samples; this "
+                     f"one's series is {axes} {tuple(shape)}: {what}")
 
 
 class _TiffPages:
-    """The pages of a compressed multi-page TIFF, read one at a time: ``[t]`` -> ``(H, W[, S])``."""
+    """The pages of a compressed (or written page by page) multi-page TIFF, read one at a time: ``[t]`` -> ``(H,
+    W[, S])``."""
 
-    def __init__(self, tif: Any, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self.tif, self.shape, self.dtype = tif, shape, dtype
+    def __init__(self, tif: Any, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.tif, self.path, self.shape, self.dtype = tif, path, shape, dtype
         self.ndim, self.size = len(shape), math.prod(shape)
 
     def __getitem__(self, t: int) -> np.ndarray:
-        return self.tif.pages[t].asarray()
+        try:
+            return self.tif.pages[t].asarray()
+        except Exception as e:
+            raise ImageReadError(f"{self.path}: frame {t} (page {t + 1} of {self.shape[0]}) cannot be read ({e})") \
+                from None
 
 
-def _tiff_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> np.memmap:
+def _tiff_metadata(tif: Any, axes: str) -> tuple[tuple[str, Any], ...]:
+    """What a TIFF clip written back keeps of its source (:attr:`ClipInfo.tiff`): the frame axis (``T`` time or ``Z``
+    depth), the pixel size (resolution tags), ImageJ's slice spacing, frame interval and unit, and OME-ness."""
+    meta: dict[str, Any] = {"axis": axes[0] if axes[0] in "TZ" else "T", "ome": bool(tif.is_ome)}
+    page = tif.pages[0]
+    if "XResolution" in page.tags and "YResolution" in page.tags:
+        meta["resolution"] = tuple(float(v) for v in page.resolution)
+        meta["resolutionunit"] = int(page.resolutionunit)
+    imagej = tif.imagej_metadata or {}
+    meta.update({key: imagej[key] for key in ("spacing", "finterval", "unit") if key in imagej})
+    return tuple(sorted(meta.items()))
+
+
+def _tiff_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype, meta: tuple[tuple[str, Any], ...] = (),
+                 ome: bool = False) -> np.memmap:
     """A new multi-page TIFF at ``path`` for a ``(T, H, W)`` / ``(T, H, W, S)`` clip, memory-mapped for writing:
-    an ImageJ stack where ImageJ takes it (uint8, uint16 or float32 gray; 8-bit RGB), else tifffile's shaped TIFF;
-    BigTIFF above 2 GiB."""
+    OME-TIFF with ``ome`` (a ``.ome.tif`` destination) or for an OME source; else an ImageJ stack where ImageJ takes
+    it (uint8, uint16 or float32 gray; 8-bit RGB; more than one frame, as ImageJ stores one frame as a single image),
+    else tifffile's shaped TIFF (BigTIFF above 2 GiB); with the source's frame axis, pixel size and ImageJ
+    calibration (``meta``: :attr:`ClipInfo.tiff`)."""
     import tifffile
 
+    meta_ = dict(meta)
     samples = shape[3] if len(shape) == 4 else 1
-    imagej = dtype.name in ("uint8", "uint16", "float32") and (samples == 1 or (samples == 3 and dtype.name == "uint8"))
+    axes = meta_.get("axis", "T") + ("YX" if len(shape) == 3 else "YXS")
+    ome = ome or bool(meta_.get("ome"))
+    imagej = not ome and shape[0] > 1 and dtype.name in ("uint8", "uint16", "float32") and (
+        samples == 1 or (samples == 3 and dtype.name == "uint8"))
     big = not imagej and math.prod(shape) * dtype.itemsize > 2 ** 31
-    return tifffile.memmap(path, shape=shape, dtype=dtype, imagej=imagej, bigtiff=big,
-                           photometric="rgb" if samples in (3, 4) else "minisblack",
-                           metadata={"axes": "TYX" if len(shape) == 3 else "TYXS"})
+    metadata: dict[str, Any] = {"axes": axes}
+    if imagej:
+        metadata.update({key: meta_[key] for key in ("spacing", "finterval", "unit") if key in meta_})
+    extra: dict[str, Any] = {}
+    if "resolution" in meta_:  # pixels per unit; ImageJ keeps its unit in the metadata
+        extra["resolution"] = meta_["resolution"]
+        if not imagej:
+            extra["resolutionunit"] = meta_["resolutionunit"]
+    return tifffile.memmap(path, shape=shape, dtype=dtype, imagej=imagej, ome=ome, bigtiff=big,
+                           photometric="rgb" if samples in (3, 4) else "minisblack", metadata=metadata, **extra)
 
 
-def _open_tiff_clip(path: Path) -> tuple[Any, Any]:
-    """``(frames, open TiffFile or None)`` of a multi-page TIFF clip: a read-only memory map when its data is
-    uncompressed and contiguous, else its pages one at a time (one page per frame), else the whole series."""
+def _open_tiff_clip(path: Path) -> tuple[Any, Any, tuple[tuple[str, Any], ...]]:
+    """``(frames, open TiffFile or None, metadata)`` of a multi-page TIFF clip: a read-only memory map when its data
+    is uncompressed and contiguous, else its pages one at a time (one page per frame), else the whole series."""
     import tifffile
 
     try:
@@ -308,23 +361,23 @@ def _open_tiff_clip(path: Path) -> tuple[Any, Any]:
     except Exception as e:
         raise ImageReadError(f"{path}: not readable as TIFF ({e})") from None
     try:
-        if not tif.series:
-            raise ImageReadError(f"{path}: a TIFF that holds no image (corrupt or truncated)")
-        series = tif.series[0]
-        problem = _tiff_clip_problem(series.axes, series.shape)
-        if problem:
-            raise ImageReadError(f"{path}: {problem}")
         try:
-            frames = tifffile.memmap(path, mode="r", series=0)
-            tif.close()
-            return frames, None
-        except ValueError:  # compressed or not contiguous
-            pass
-        if len(tif.pages) == series.shape[0]:
-            return _TiffPages(tif, tuple(series.shape), series.dtype), tif
-        frames = series.asarray()
+            axes, shape, pagewise, dtype = _tiff_layout(tif)
+        except ValueError as e:
+            raise ImageReadError(f"{path}: {e}") from None
+        meta = _tiff_metadata(tif, axes)
+        if not pagewise:
+            try:
+                frames = tifffile.memmap(path, mode="r", series=0)
+                tif.close()
+                return frames, None, meta
+            except ValueError:  # compressed or not contiguous
+                pass
+        if len(tif.pages) == shape[0]:
+            return _TiffPages(tif, path, shape, dtype), tif, meta
+        frames = tif.series[0].asarray()
         tif.close()
-        return frames, None
+        return frames, None, meta
     except ImageReadError:
         tif.close()
         raise
@@ -371,7 +424,7 @@ class ClipReader:
                 raise ImageReadError(f"{self.path}: a clip is a folder of frames, a .npy file, a multi-page TIFF or "
                                      f"a video file ({', '.join(VIDEO_EXTENSIONS)}), got {self.path.suffix!r}")
             if kind == "tiff":
-                arr, self._tif = _open_tiff_clip(self.path)
+                arr, self._tif, tiff_meta = _open_tiff_clip(self.path)
             else:
                 try:
                     arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
@@ -389,7 +442,8 @@ class ClipReader:
             if arr.dtype.name not in _DTYPES:
                 raise ImageReadError(f"{self.path}: unsupported dtype {arr.dtype.name} (expected "
                                      f"{', '.join(_DTYPES)})")
-            self.info = ClipInfo(kind, tuple(int(n) for n in shape), arr.dtype.name, layout=layout)
+            self.info = ClipInfo(kind, tuple(int(n) for n in shape), arr.dtype.name, layout=layout,
+                                 tiff=tiff_meta if kind == "tiff" else ())
             self._array = arr
             self._files = []
         self.frames = self.info.shape[0]
@@ -670,10 +724,17 @@ class ClipWriter:
             os.close(fd)
             self._tmp = Path(tmp)
             out_shape = (T, H, W) if layout == "THW" else (T, H, W, C)
-            if self.npy:
-                self._array = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=self.dtype, shape=out_shape)
-            else:
-                self._array = _tiff_memmap(self._tmp, out_shape, self.dtype)
+            try:
+                if self.npy:
+                    self._array = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=self.dtype, shape=out_shape)
+                else:
+                    self._array = _tiff_memmap(self._tmp, out_shape, self.dtype, info.tiff if info is not None else (),
+                                               self.path.name.lower().endswith((".ome.tif", ".ome.tiff")))
+            except BaseException as e:
+                self._tmp.unlink(missing_ok=True)  # nothing is left behind
+                if isinstance(e, OSError):
+                    raise OSError(e.errno, f"{self.path}: cannot write the clip ({e.strerror or e})") from None
+                raise
         else:
             self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent))
             self._array = None
