@@ -330,6 +330,9 @@ def test_estimate_poisson_gaussian_errors():
                                          r"\+ [0-9.e-]+\): it looks clean, or its noise is not photon noise"):
         clean = np.linspace(0.1, 0.9, 96 * 96).reshape(96, 96)  # its noise falls as the level rises
         estimate_poisson_gaussian(clean + (1.0 - clean) * 0.05 * np.random.default_rng(0).standard_normal(clean.shape))
+    with pytest.raises(ValueError, match=r"no signal-dependent noise found in `image` .*, or the `read_noise` given "
+                                         r"\(0.5\) is above its noise"):
+        estimate_poisson_gaussian(noisy, read_noise=0.5)
 
 
 def test_auto_read_noise_in_denoise_and_on_the_command_line(tmp_path, gray, capsys):
