@@ -98,7 +98,8 @@ class ClipInfo:
         dtype: numpy name of the stored sample type.
         names: frame file names (``"frames"``), in clip order; empty for ``"npy"``.
         frame_info: the :class:`~xmodal.imageio.ImageInfo` of the first frame file (``"frames"``), else ``None``.
-        layout: ``"THW"`` or ``"THWC"`` for ``"npy"`` and ``"tiff"``; ``""`` otherwise.
+        layout: ``"THW"`` or ``"THWC"`` for ``"npy"`` and ``"tiff"`` (and ``"TCHW"`` for a TIFF with a channel
+            axis: a multi-channel time-lapse); ``""`` otherwise.
         fps: frames per second of a video file (``None`` for the others; the average one at a variable rate).
         codec: codec of a video file's stream.
         times: presentation time of each frame in seconds from the first, for a video file at a variable frame
@@ -283,15 +284,15 @@ def _tiff_layout(tif: Any) -> tuple[str, tuple[int, ...], bool, np.dtype]:
     else:
         axes, shape, pagewise = first.axes, tuple(first.shape), False
     one = len(shape) == 3 and axes[-1] == "S" or len(shape) <= 2
-    if (len(shape) == 3 and axes[0] not in "CS" and not one) or (
-            len(shape) == 4 and axes[-1] == "S" and shape[-1] <= 4 and axes[0] not in "CS"):
+    if axes[0] not in "CS" and ((len(shape) == 3 and not one) or (len(shape) == 4 and (
+            (axes[-1] == "S" and shape[-1] <= 4) or (axes[1] == "C" and axes[-1] != "S")))):
         return axes, shape, pagewise, first.dtype
     what = ("one image, not a clip" if one else
             f"one image of {shape[0]} planar samples (colours), not a clip" if axes[0] == "S" else
             "its pages are channels, not frames" if axes[0] == "C" else
-            "split it into one clip per position, channel or time point")
-    raise ValueError(f"a TIFF clip holds one frame per page, (T, H, W) or (T, H, W, S) with at most 4 samples; this "
-                     f"one's series is {axes} {tuple(shape)}: {what}")
+            "split it into one clip per position, depth or time point")
+    raise ValueError(f"a TIFF clip holds one frame per page, (T, H, W) or (T, H, W, S) with at most 4 samples, or "
+                     f"(T, C, H, W) with a channel axis; this one's series is {axes} {tuple(shape)}: {what}")
 
 
 class _TiffPages:
@@ -324,8 +325,9 @@ def _tiff_metadata(tif: Any, axes: str) -> tuple[tuple[str, Any], ...]:
 
 
 def _tiff_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype, meta: tuple[tuple[str, Any], ...] = (),
-                 ome: bool = False) -> np.memmap:
-    """A new multi-page TIFF at ``path`` for a ``(T, H, W)`` / ``(T, H, W, S)`` clip, memory-mapped for writing:
+                 ome: bool = False, channel_axis: bool = False) -> np.memmap:
+    """A new multi-page TIFF at ``path`` for a ``(T, H, W)`` / ``(T, H, W, S)`` clip (``(T, C, H, W)`` with
+    ``channel_axis``), memory-mapped for writing:
     OME-TIFF with ``ome`` (a ``.ome.tif`` destination) or for an OME source; else an ImageJ stack where ImageJ takes
     it (uint8, uint16 or float32 gray; 8-bit RGB; more than one frame, as ImageJ stores one frame as a single image),
     else tifffile's shaped TIFF (BigTIFF above 2 GiB); with the source's frame axis, pixel size and ImageJ
@@ -333,8 +335,8 @@ def _tiff_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype, meta: tupl
     import tifffile
 
     meta_ = dict(meta)
-    samples = shape[3] if len(shape) == 4 else 1
-    axes = meta_.get("axis", "T") + ("YX" if len(shape) == 3 else "YXS")
+    samples = shape[3] if len(shape) == 4 and not channel_axis else 1
+    axes = meta_.get("axis", "T") + ("CYX" if channel_axis else "YX" if len(shape) == 3 else "YXS")
     ome = ome or bool(meta_.get("ome"))
     imagej = not ome and shape[0] > 1 and dtype.name in ("uint8", "uint16", "float32") and (
         samples == 1 or (samples == 3 and dtype.name == "uint8"))
@@ -351,9 +353,10 @@ def _tiff_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype, meta: tupl
                            photometric="rgb" if samples in (3, 4) else "minisblack", metadata=metadata, **extra)
 
 
-def _open_tiff_clip(path: Path) -> tuple[Any, Any, tuple[tuple[str, Any], ...]]:
-    """``(frames, open TiffFile or None, metadata)`` of a multi-page TIFF clip: a read-only memory map when its data
-    is uncompressed and contiguous, else its pages one at a time (one page per frame), else the whole series."""
+def _open_tiff_clip(path: Path) -> tuple[Any, Any, tuple[tuple[str, Any], ...], str]:
+    """``(frames, open TiffFile or None, metadata, layout)`` of a multi-page TIFF clip: a read-only memory map when
+    its data is uncompressed and contiguous, else its pages one at a time (one page per frame), else the whole series;
+    ``layout`` ``"TCHW"`` for a channel axis, else ``""`` (from the frames' shape)."""
     import tifffile
 
     try:
@@ -366,18 +369,19 @@ def _open_tiff_clip(path: Path) -> tuple[Any, Any, tuple[tuple[str, Any], ...]]:
         except ValueError as e:
             raise ImageReadError(f"{path}: {e}") from None
         meta = _tiff_metadata(tif, axes)
+        layout = "TCHW" if len(shape) == 4 and axes[1] == "C" else ""
         if not pagewise:
             try:
                 frames = tifffile.memmap(path, mode="r", series=0)
                 tif.close()
-                return frames, None, meta
+                return frames, None, meta, layout
             except ValueError:  # compressed or not contiguous
                 pass
         if len(tif.pages) == shape[0]:
-            return _TiffPages(tif, path, shape, dtype), tif, meta
+            return _TiffPages(tif, path, shape, dtype), tif, meta, layout
         frames = tif.series[0].asarray()
         tif.close()
-        return frames, None, meta
+        return frames, None, meta, layout
     except ImageReadError:
         tif.close()
         raise
@@ -423,14 +427,17 @@ class ClipReader:
             if self.path.suffix.lower() != ".npy" and kind != "tiff":
                 raise ImageReadError(f"{self.path}: a clip is a folder of frames, a .npy file, a multi-page TIFF or "
                                      f"a video file ({', '.join(VIDEO_EXTENSIONS)}), got {self.path.suffix!r}")
+            tiff_layout = ""
             if kind == "tiff":
-                arr, self._tif, tiff_meta = _open_tiff_clip(self.path)
+                arr, self._tif, tiff_meta, tiff_layout = _open_tiff_clip(self.path)
             else:
                 try:
                     arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
                 except Exception as e:
                     raise ImageReadError(f"{self.path}: not readable as .npy ({e})") from None
-            if arr.ndim == 3:
+            if tiff_layout == "TCHW":  # a channel axis: frames are (C, H, W) as stored
+                layout, shape = "TCHW", tuple(arr.shape)
+            elif arr.ndim == 3:
                 layout, shape = "THW", (arr.shape[0], 1, *arr.shape[1:])
             elif arr.ndim == 4 and arr.shape[-1] <= 4:
                 layout, shape = "THWC", (arr.shape[0], arr.shape[3], *arr.shape[1:3])
@@ -572,7 +579,8 @@ class ClipReader:
             return self._video_frame(t)
         if self._array is not None:
             raw = np.asarray(self._array[t])  # (H, W) or (H, W, C)
-            raw = raw[None] if self.info.layout == "THW" else raw.transpose(2, 0, 1)  # -> (C, H, W)
+            raw = raw[None] if self.info.layout == "THW" else raw if self.info.layout == "TCHW" else \
+                raw.transpose(2, 0, 1)  # -> (C, H, W)
             if raw.dtype.name in _INT_MAX:
                 return raw.astype(np.float32) / np.float32(_INT_MAX[raw.dtype.name])
             frame = raw.astype(np.float32)
@@ -715,21 +723,23 @@ class ClipWriter:
             return
         if self.npy or self.tiff:
             layout = info.layout if info is not None and info.layout else ("THW" if C == 1 else "THWC")
-            if (layout == "THW" and C != 1) or C > 4:
-                raise ValueError(f"{self.path}: a {'.npy' if self.npy else 'TIFF'} clip holds 1 channel (T, H, W) or "
-                                 f"up to 4 (T, H, W, C), got {C}")
+            if self.tiff and C > 4 or (self.npy and layout == "TCHW"):  # TIFF: a channel axis; .npy: channels last
+                layout = "TCHW" if self.tiff else "THWC" if C > 1 else "THW"
+            if (layout == "THW" and C != 1) or (C > 4 and layout != "TCHW"):
+                raise ValueError(f"{self.path}: a .npy clip holds 1 channel (T, H, W) or up to 4 (T, H, W, C), got {C}")
             self.layout = layout
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=f".part{self.path.suffix}",
                                        dir=self.path.parent)
             os.close(fd)
             self._tmp = Path(tmp)
-            out_shape = (T, H, W) if layout == "THW" else (T, H, W, C)
+            out_shape = (T, H, W) if layout == "THW" else (T, C, H, W) if layout == "TCHW" else (T, H, W, C)
             try:
                 if self.npy:
                     self._array = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=self.dtype, shape=out_shape)
                 else:
                     self._array = _tiff_memmap(self._tmp, out_shape, self.dtype, info.tiff if info is not None else (),
-                                               self.path.name.lower().endswith((".ome.tif", ".ome.tiff")))
+                                               self.path.name.lower().endswith((".ome.tif", ".ome.tiff")),
+                                               channel_axis=layout == "TCHW")
             except BaseException as e:
                 self._tmp.unlink(missing_ok=True)  # nothing is left behind
                 if isinstance(e, OSError):
@@ -788,7 +798,8 @@ class ClipWriter:
                 info = np.iinfo(self.dtype)
                 data = np.clip(np.rint(data), info.min, info.max)
             data = data.astype(self.dtype)
-            self._array[t] = data[0] if self.layout == "THW" else data.transpose(1, 2, 0)
+            self._array[t] = data[0] if self.layout == "THW" else data if self.layout == "TCHW" else \
+                data.transpose(1, 2, 0)
         else:
             frame_info: Any = self.info.frame_info if self.info is not None and self.info.frame_info is not None \
                 else self.dtype.name
