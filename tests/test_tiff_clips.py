@@ -4,6 +4,8 @@ line with --modality video."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import tifffile
@@ -241,3 +243,38 @@ def test_multichannel_time_lapses_keep_their_channel_axis(tmp_path):
     assert read_clip(tmp_path / "five.tif")[1].layout == "TCHW"
     write_clip(tmp_path / "two.npy", clip, info)  # .npy keeps channels last
     assert np.load(tmp_path / "two.npy").shape == (4, 24, 24, 2)
+
+
+def test_evaluate_denoises_photon_data_as_the_denoise_command_does(tmp_path, capsys):
+    from xmodal.evaluate import main as evaluate_main
+
+    for folder in ("clean", "noisy"):
+        (tmp_path / folder).mkdir()
+    yy, xx = np.mgrid[0:32, 0:40] / 32.0
+    lam = np.stack([30 * (0.5 + 0.45 * np.sin(3 * xx + 0.2 * t) * np.cos(2 * yy)) for t in range(4)])
+    counts = np.random.default_rng(3).poisson(lam).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "clean" / "c.tif", np.rint(lam).astype(np.uint16), imagej=True,
+                     metadata={"axes": "TYX"})
+    tifffile.imwrite(tmp_path / "noisy" / "c.tif", counts, imagej=True, metadata={"axes": "TYX"})
+    result = evaluate_videos(tmp_path / "clean", tmp_path / "noisy", denoiser="video", poisson=65535.0)
+    assert main([str(tmp_path / "noisy" / "c.tif"), "-o", str(tmp_path / "den"), "--modality", "video", "--poisson",
+                 "65535", "--quiet"]) == 0
+    by_cli = evaluate_videos(tmp_path / "clean", tmp_path / "noisy", enhanced_dir=tmp_path / "den")
+    assert result["files"][0]["enhanced"]["psnr"] == pytest.approx(by_cli["files"][0]["enhanced"]["psnr"], abs=1e-6)
+    assert result["mean"]["enhanced"]["psnr"] > result["mean"]["noisy"]["psnr"] + 10
+    with pytest.raises(ValueError, match=r"`poisson` sets how the model denoises \(`denoiser`, --model\); the "
+                                         "enhanced files are given"):
+        evaluate_videos(tmp_path / "clean", tmp_path / "noisy", enhanced_dir=tmp_path / "den", poisson=30.0)
+    for args, message in [(["--enhanced", str(tmp_path / "den"), "--poisson", "30"],
+                           "error: --poisson sets how the model denoises (--model); the enhanced files are given"),
+                          (["--model", "video", "--read-noise", "0.01"],
+                           "error: --read-noise (0.01) is the Gaussian part of photon noise: it goes with --poisson"),
+                          (["--model", "video", "--poisson", "lots"],
+                           "argument --poisson: expected the photons at full scale (a number) or 'auto', got 'lots'")]:
+        assert evaluate_main(["--clean", str(tmp_path / "clean"), "--noisy", str(tmp_path / "noisy"), "--modality",
+                              "video", "--quiet", *args]) == 2
+        assert message in capsys.readouterr().err
+    assert evaluate_main(["--clean", str(tmp_path / "clean"), "--noisy", str(tmp_path / "noisy"), "--modality", "video",
+                          "--model", "video", "--poisson", "65535", "--quiet", "--json", str(tmp_path / "r.json")]) == 0
+    reported = json.loads((tmp_path / "r.json").read_text())
+    assert reported["mean"]["enhanced"]["psnr"] == pytest.approx(result["mean"]["enhanced"]["psnr"], abs=1e-6)

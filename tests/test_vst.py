@@ -426,3 +426,17 @@ def test_cli_poisson_denoises_a_time_lapse_of_16_bit_frames_as_the_api_does(tmp_
     assert main([str(frames), "-o", str(tmp_path / "bad"), "--modality", "video", "--poisson", "1e-300"]) == 1
     assert "timelapse: `poisson` 1e-300: the clip's Anscombe transform spans" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_evaluate_images_with_photon_noise_scores_what_the_command_writes(tmp_path):
+    from xmodal.evaluate import evaluate_images
+
+    clean, noisy = _photon_image(30.0, seed=6)
+    for folder, image in (("clean", clean), ("noisy", noisy)):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "a.tif", np.rint(np.clip(image, 0, 1) * 65535).astype(np.uint16))
+    result = evaluate_images(tmp_path / "clean", tmp_path / "noisy", denoiser="gray", poisson=30.0)
+    assert main([str(tmp_path / "noisy" / "a.tif"), "-o", str(tmp_path / "den"), "--poisson", "30", "--quiet"]) == 0
+    written = evaluate_images(tmp_path / "clean", tmp_path / "noisy", enhanced_dir=tmp_path / "den")
+    assert result["mean"]["enhanced"]["psnr"] == pytest.approx(written["mean"]["enhanced"]["psnr"], abs=1e-6)
+    assert result["mean"]["enhanced"]["psnr"] > result["mean"]["noisy"]["psnr"] + 8

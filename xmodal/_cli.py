@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
@@ -9,7 +10,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["Interrupted", "command_name", "exit_status", "interrupt_name", "run_command", "terminate_as_interrupt"]
+__all__ = ["Interrupted", "command_name", "exit_status", "interrupt_name", "number_or_auto", "run_command",
+           "terminate_as_interrupt"]
 
 
 def command_name(module: str) -> str:
@@ -17,6 +19,19 @@ def command_name(module: str) -> str:
     console script the install puts on the path, else ``python -m xmodal.<module>``."""
     name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     return name if name == f"xmodal-{module}" else f"python -m xmodal.{module}"
+
+
+def number_or_auto(expected: str) -> Callable[[str], float | str]:
+    """An argparse type: a number or ``auto`` (``--poisson``, ``--read-noise``; checked later, together:
+    :func:`xmodal.vst.check_photon_args`); ``expected`` names the number in the usage error."""
+    def parse(value: str) -> float | str:
+        if value == "auto":
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected} (a number) or 'auto', got {value!r}") from None
+    return parse
 
 
 class Interrupted(KeyboardInterrupt):

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xmodal._cli import command_name, run_command
+from xmodal._cli import command_name, number_or_auto, run_command
 from xmodal.adapters.audio import AudioContext
 from xmodal.config import Config
 from xmodal.io import AudioReadError, list_audio_files, resample
@@ -66,7 +66,7 @@ from xmodal.noise import can_estimate_sigma, estimate_photon_noise, estimate_poi
 from xmodal.stackio import (CONTAINER_EXTENSIONS, NIFTI_EXTENSIONS, check_container, envi_data_path, is_container,
                              split_variable, stack_stem, stack_suffix)
 from xmodal.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, subsampled_apply, tiled_apply
-from xmodal.vst import anscombe, as_number, check_photon_noise, inverse_anscombe
+from xmodal.vst import anscombe, as_number, check_photon_args, check_photon_noise, inverse_anscombe
 
 if TYPE_CHECKING:
     from xmodal.io import AvAudioSource
@@ -311,37 +311,13 @@ class _PhotonNoise:
     range: tuple[float, float]  # (lo, span)
 
 
-def _check_photon_args(poisson: object, read_noise: object, sigma: Sigma) -> None:
-    """``ValueError``/``TypeError`` for ``poisson`` / ``read_noise`` of :meth:`ImageDenoiser.denoise` that cannot go
-    together (with ``sigma``); the messages name the arguments in backticks (the command line swaps in its flags)."""
-    if isinstance(read_noise, str):
-        if read_noise != "auto":
-            raise ValueError(f"`read_noise` must be a standard deviation (a number >= 0) or 'auto', got {read_noise!r}")
-        given = "'auto'"
-    else:
-        given = "" if (rn := as_number("read_noise", read_noise)) == 0 else f"{rn:g}"
-    if poisson is None:
-        if given:
-            raise ValueError(f"`read_noise` ({given}) is the Gaussian part of photon noise: it goes with `poisson` "
-                             "(photons at full scale)")
-        return
-    if sigma is not None:
-        raise ValueError("`poisson` and `sigma` cannot both be given: the Anscombe transform of photon noise sets "
-                         "the level the network sees")
-    if isinstance(poisson, str):
-        if poisson != "auto":
-            raise ValueError(f"`poisson` must be the photons at full scale (a number > 0) or 'auto', got {poisson!r}")
-    else:
-        check_photon_noise(poisson, 0.0 if isinstance(read_noise, str) else read_noise)
-
-
 def _photon_noise(poisson: object, read_noise: object, sigma: Sigma, x4: torch.Tensor) -> _PhotonNoise | None:
     """``poisson`` (a number, ``"auto"``: estimated from the ``(B, C, H, W)`` images ``x4`` in [0, 1] units, or
     ``None``) and ``read_noise`` (a number or ``"auto"``), checked; the transform is mapped to [0, 1] by its own 0.1
     and 99.9 percentiles (of every image and channel), so that dim data (a few photons in a 16-bit file) fills the
     model's range instead of a corner of it, where a model's small errors near black would be magnified by the whole
     scale."""
-    _check_photon_args(poisson, read_noise, sigma)
+    check_photon_args(poisson, read_noise, sigma)
     if poisson is None:
         return None
     pooled = x4.reshape(-1, *x4.shape[-2:])  # the images and channels pooled: one sensor
@@ -1658,7 +1634,7 @@ class VideoDenoiser:
         (estimated from ``frames()``: up to 8 of its ``(C, H, W)`` frames in [0, 1] units, when ``"auto"``) and the
         mapping of its Anscombe transform to [0, 1], by the range of those frames' transforms, its contrast lowered as
         :meth:`_lowered` does for noise (the transform's, of level 1) above the model's range."""
-        _check_photon_args(poisson, read_noise, sigma)
+        check_photon_args(poisson, read_noise, sigma)
         if poisson is None:
             return None
         sample = torch.stack([frame.float() for frame in frames()])
@@ -2411,14 +2387,14 @@ def _parser() -> argparse.ArgumentParser:
                         "noise) or 'none'. Non-blind models take it as input; noise above what a model was trained "
                         "on (50/255 for the bundled image and video models, 0.1 for the stack model) is denoised at a "
                         "lower contrast, restored after ('none': as it is)")
-    p.add_argument("--poisson", type=_number_or_auto("the photons at full scale"), default=None, metavar="PHOTONS",
+    p.add_argument("--poisson", type=number_or_auto("the photons at full scale"), default=None, metavar="PHOTONS",
                    help="images and video: photon-limited data (microscopy and its time-lapses, astronomy, X-ray, "
                         "low light), PHOTONS the photons (electrons) a pixel at full scale holds (full scale: the "
                         "dtype's maximum, or HI of --value-range LO,HI with LO the black level): the data is denoised "
                         "through the generalized Anscombe transform and its exact unbiased inverse, so "
                         "signal-dependent noise becomes what the model knows (replaces --sigma); 'auto' estimates "
                         "PHOTONS from each image or clip (8 of its frames)")
-    p.add_argument("--read-noise", type=_number_or_auto("the read noise"), default=0.0, metavar="S",
+    p.add_argument("--read-noise", type=number_or_auto("the read noise"), default=0.0, metavar="S",
                    help="with --poisson: the sensor's Gaussian read noise, a standard deviation as a fraction of full "
                         "scale (default 0), or 'auto': estimated from each image (with PHOTONS, or given them)")
     p.add_argument("--scaling", choices=list(get_args(StackScaling)), default=None,
@@ -2465,18 +2441,6 @@ def _parse_value_range(text: str | None) -> ValueRange:
         return _check_value_range(tuple(float(v) for v in text.split(",")))
     except ValueError:
         raise ValueError(f"--value-range: expected 'auto' or LO,HI with LO < HI (e.g. 0,4095), got {text!r}") from None
-
-
-def _number_or_auto(expected: str) -> Callable[[str], float | str]:
-    """An argparse type: a number or ``auto`` (checked later, together: :func:`_check_photon_args`)."""
-    def parse(value: str) -> float | str:
-        if value == "auto":
-            return value
-        try:
-            return float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected} (a number) or 'auto', got {value!r}") from None
-    return parse
 
 
 def _sigma_arg(value: str) -> float | str | None:
@@ -2581,7 +2545,7 @@ def _main(argv: list[str] | None) -> int:
             raise ValueError(f"--subsample must be an integer >= 1, got {args.subsample}")
         formats = _output_formats(args.format)
         args.value_range = _parse_value_range(args.value_range)
-        _check_photon_args(args.poisson, args.read_noise, args.sigma if isinstance(args.sigma, float) else None)
+        check_photon_args(args.poisson, args.read_noise, args.sigma if isinstance(args.sigma, float) else None)
         if args.poisson is not None:
             args.sigma = None  # the default 'auto' gives way to the transform's level
     except ValueError as e:

@@ -55,12 +55,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from xmodal._cli import command_name, run_command
+from xmodal._cli import command_name, number_or_auto, run_command
 from xmodal._fs import atomic_write
 from xmodal.imageio import _INT_MAX, IMAGE_EXTENSIONS, ImageReadError, _quantise, alpha_channels, read_image, read_stack
 from xmodal.io import AUDIO_EXTENSIONS, AudioReadError, list_audio_files, read_audio, resample
 from xmodal.stackio import is_container, split_variable, stack_stem
 from xmodal.videoio import TIFF_CLIP_EXTENSIONS, VIDEO_EXTENSIONS
+from xmodal.vst import check_photon_args
 from xmodal.metrics import (IMAGE_METRICS, LPIPS, SPEECH_METRICS, SSIM_IMPLEMENTATION, STACK_METRICS, VIDEO_METRICS,
                             MetricAccumulator, image_metrics, psnr_score, speech_metrics, video_metrics)
 
@@ -383,6 +384,17 @@ def _check_source(enhanced: object, denoiser: object, modality: str) -> None:
                          "(`denoiser`, --model); neither was given")
 
 
+def _photon_options(poisson: object, read_noise: object, denoiser: object) -> dict[str, Any] | None:
+    """``poisson`` / ``read_noise`` of :func:`evaluate_images` checked, as ``denoise`` keywords (``None``: not
+    given)."""
+    check_photon_args(poisson, read_noise)
+    if poisson is None:
+        return None
+    if denoiser is None:
+        raise ValueError("`poisson` sets how the model denoises (`denoiser`, --model); the enhanced files are given")
+    return {"poisson": poisson, "read_noise": read_noise}
+
+
 def _check_options(metrics: tuple[str, ...], known: tuple[str, ...], data_range: float, figure_files: int) -> None:
     unknown = [m for m in metrics if m not in known]
     if unknown or not metrics:
@@ -458,14 +470,18 @@ class _ModelRefused(Exception):
     """The model refused one file (``denoise`` raised ``ValueError``/``TypeError``): listed, not fatal."""
 
 
-def _model_output(model: ArrayDenoiser, noisy: np.ndarray, dtype: str, path: Path) -> np.ndarray:
+def _model_output(model: ArrayDenoiser, noisy: np.ndarray, dtype: str, path: Path,
+                  photons: dict[str, Any] | None = None) -> np.ndarray:
     """What ``python -m xmodal.denoise`` would write for the noisy file ``path`` (read as ``noisy``, stored as
     ``dtype``), read back: denoised in the value range it would use (a float image that is not [0, 1] data: auto)
-    and with its ``--sigma auto``, rounded to the file's bit depth."""
+    and with its ``--sigma auto`` (or its ``--poisson`` and ``--read-noise``: ``photons``, float files then taken as
+    they are), rounded to the file's bit depth."""
     from xmodal.denoise import ImageDenoiser, VideoDenoiser, file_value_range
 
     kwargs: dict[str, Any] = {"sigma": "auto"} if isinstance(model, (ImageDenoiser, VideoDenoiser)) else {}
-    value_range = file_value_range(noisy, dtype) if isinstance(model, ImageDenoiser) else None
+    if photons:
+        kwargs = dict(photons)
+    value_range = file_value_range(noisy, dtype) if isinstance(model, ImageDenoiser) and not photons else None
     if value_range:
         kwargs["value_range"] = value_range
     try:
@@ -496,7 +512,8 @@ def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
                     denoiser: ArrayDenoiser | str | os.PathLike | None = None, *, device: str = "cpu",
                     metrics: tuple[str, ...] = IMAGE_METRICS, data_range: float = 1.0,
                     figures_dir: str | os.PathLike | None = None, figure_files: int = 3,
-                    progress: bool = False, lpips: LPIPS | str | os.PathLike | None = None) -> dict[str, Any]:
+                    progress: bool = False, lpips: LPIPS | str | os.PathLike | None = None,
+                    poisson: float | str | None = None, read_noise: float | str = 0.0) -> dict[str, Any]:
     """Score noisy and enhanced (or model-denoised) images against clean references with PSNR and SSIM.
 
     Files are paired by stem (:func:`match_image_files`) and read by :func:`xmodal.imageio.read_image`: integer
@@ -521,6 +538,9 @@ def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
         lpips: score LPIPS too (``lpips`` is added to ``metrics``): an :class:`xmodal.metrics.LPIPS`, or the path of
             its backbone weights (AlexNet, linear layers from the ``lpips`` package). Gray and RGB images only; it
             fails (recorded, not raised) on other channel counts and on images smaller than the backbone needs.
+        poisson, read_noise: photon-limited data: the model denoises with them (as
+            :meth:`xmodal.denoise.ImageDenoiser.denoise`, ``python -m xmodal.denoise --poisson``) instead of
+            ``sigma="auto"``; only with ``denoiser``.
 
     Returns:
         ``{"modality": "image", "clean_dir", "noisy_dir", "enhanced", "metrics", "data_range",
@@ -544,7 +564,7 @@ def evaluate_images(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
     """
     return _evaluate_arrays("image", clean_dir, noisy_dir, enhanced_dir, denoiser, device=device, metrics=metrics,
                             data_range=data_range, figures_dir=figures_dir, figure_files=figure_files,
-                            progress=progress, lpips=lpips)
+                            progress=progress, lpips=lpips, poisson=poisson, read_noise=read_noise)
 
 
 NOISE_SCALE = 255.0  # no-reference noise levels are reported on the 0-255 scale of [0, 1] images
@@ -719,7 +739,8 @@ def evaluate_videos(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
                     denoiser: ArrayDenoiser | str | os.PathLike | None = None, *, device: str = "cpu",
                     metrics: tuple[str, ...] = VIDEO_METRICS, data_range: float = 1.0,
                     figures_dir: str | os.PathLike | None = None, figure_files: int = 3,
-                    progress: bool = False, lpips: LPIPS | str | os.PathLike | None = None) -> dict[str, Any]:
+                    progress: bool = False, lpips: LPIPS | str | os.PathLike | None = None,
+                    poisson: float | str | None = None, read_noise: float | str = 0.0) -> dict[str, Any]:
     """Score noisy and enhanced (or model-denoised) clips against clean clips with PSNR, SSIM and temporal PSNR.
 
     Clips are paired by name (:func:`match_clips`) and read by :func:`xmodal.videoio.read_clip` (integer frames in
@@ -731,8 +752,8 @@ def evaluate_videos(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
         denoiser: a ``VideoDenoiser`` (``denoise(clip (T, C, H, W)) -> (T, C, H, W)``, ``config.modality ==
             "video"``) or a run directory / weights file / bundled name for :func:`xmodal.load`; its output is
             scored as ``python -m xmodal.denoise`` writes it (``sigma="auto"``, rounded to the noisy clip's bit depth).
-        device, metrics, data_range, figures_dir, figure_files, progress, lpips: as in :func:`evaluate_images`
-            (LPIPS is the mean over frames); a figure shows the middle frame of a clip.
+        device, metrics, data_range, figures_dir, figure_files, progress, lpips, poisson, read_noise: as in
+            :func:`evaluate_images` (LPIPS is the mean over frames); a figure shows the middle frame of a clip.
 
     Returns:
         The dictionary of :func:`evaluate_images` with ``"modality": "video"``; each file entry has ``"shape":
@@ -745,14 +766,15 @@ def evaluate_videos(clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
     """
     return _evaluate_arrays("video", clean_dir, noisy_dir, enhanced_dir, denoiser, device=device, metrics=metrics,
                             data_range=data_range, figures_dir=figures_dir, figure_files=figure_files,
-                            progress=progress, lpips=lpips)
+                            progress=progress, lpips=lpips, poisson=poisson, read_noise=read_noise)
 
 
 def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str | os.PathLike,
                      enhanced_dir: str | os.PathLike | None, denoiser: ArrayDenoiser | str | os.PathLike | None, *,
                      device: str, metrics: tuple[str, ...], data_range: float,
                      figures_dir: str | os.PathLike | None, figure_files: int, progress: bool,
-                     lpips: LPIPS | str | os.PathLike | None) -> dict[str, Any]:
+                     lpips: LPIPS | str | os.PathLike | None, poisson: float | str | None = None,
+                     read_noise: float | str = 0.0) -> dict[str, Any]:
     """The loop of :func:`evaluate_images` and :func:`evaluate_videos`: pair, read, check shapes, denoise (rounded
     to the noisy file's bit depth), score noisy and enhanced, draw the first figures (a clip: its middle frame)."""
     from tqdm import tqdm
@@ -763,6 +785,7 @@ def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str
     known, match, read, score = (VIDEO_METRICS, match_clips, read_clip, video_metrics) if video else \
         (IMAGE_METRICS, match_image_files, read_image, image_metrics)
     _check_source(enhanced_dir, denoiser, modality)
+    photons = _photon_options(poisson, read_noise, denoiser)
     if lpips is not None and "lpips" not in metrics:
         metrics = (*metrics, "lpips")
     _check_options(metrics, known + ("lpips",), data_range, figure_files)
@@ -802,7 +825,7 @@ def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str
             continue
         if model is not None:
             try:
-                enhanced = _model_output(model, noisy, noisy_info.dtype, pair["noisy"])
+                enhanced = _model_output(model, noisy, noisy_info.dtype, pair["noisy"], photons)
             except _ModelRefused as e:
                 errors.append({"file": name, "reason": str(e)})
                 continue
@@ -1372,6 +1395,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="LPIPS linear layers (v0.1; default: from the installed `lpips` package)")
     p.add_argument("--lpips-net", choices=["alex", "vgg", "squeeze"],
                    help="LPIPS backbone (default alex, as in the paper)")
+    p.add_argument("--poisson", type=number_or_auto("the photons at full scale"), default=None, metavar="PHOTONS",
+                   help="with --model, images and video: photon-limited data, denoised as python -m xmodal.denoise "
+                        "--poisson does (photons at full scale, or 'auto')")
+    p.add_argument("--read-noise", type=number_or_auto("the read noise"), default=0.0, metavar="S",
+                   help="with --poisson: the sensor's read noise (a fraction of full scale, or 'auto')")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -1387,12 +1415,18 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
                                                ("--rgb-bands", args.rgb_bands, ("multispectral",)),
                                                ("--lpips", args.lpips, ("image", "video")),
                                                ("--lpips-linear", args.lpips_linear, ("image", "video")),
-                                               ("--lpips-net", args.lpips_net, ("image", "video")))
+                                               ("--lpips-net", args.lpips_net, ("image", "video")),
+                                               ("--poisson", args.poisson, ("image", "video")))
                if value is not None and modality not in allowed]
     if not_for:
         raise ValueError(f"{', '.join(not_for)} do(es) not apply to {modality} evaluation")
     if args.lpips is None and (args.lpips_linear is not None or args.lpips_net is not None):
         raise ValueError("--lpips-linear and --lpips-net need --lpips")
+    try:
+        _photon_options(args.poisson, args.read_noise, args.model)
+    except ValueError as e:
+        raise ValueError(str(e).replace("`poisson`", "--poisson").replace("`read_noise`", "--read-noise")
+                         .replace("`denoiser`, --model", "--model")) from None
     data_range = 1.0 if args.data_range is None else args.data_range
     lpips = None if args.lpips is None else LPIPS(args.lpips or None, args.lpips_linear, args.lpips_net or "alex")
     if modality == "speech":
@@ -1401,7 +1435,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     elif modality == "image":
         return evaluate_images(args.clean, args.noisy, args.enhanced, args.model, device=args.device,
                                data_range=data_range, figures_dir=args.figures, figure_files=args.figure_files,
-                               progress=not args.quiet, lpips=lpips)
+                               progress=not args.quiet, lpips=lpips, poisson=args.poisson, read_noise=args.read_noise)
     elif modality == "multispectral":
         return evaluate_stacks(args.clean, args.noisy, args.enhanced, args.model, device=args.device,
                                scaling=args.scaling or "band_minmax", data_range=data_range,
@@ -1409,7 +1443,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     elif modality == "video":
         return evaluate_videos(args.clean, args.noisy, args.enhanced, args.model, device=args.device,
                                data_range=data_range, figures_dir=args.figures, figure_files=args.figure_files,
-                               progress=not args.quiet, lpips=lpips)
+                               progress=not args.quiet, lpips=lpips, poisson=args.poisson, read_noise=args.read_noise)
     else:  # unreachable: argparse checks the choices
         raise ValueError(f"unknown modality {modality!r}")
 
@@ -1426,7 +1460,8 @@ def _evaluate_no_reference(args: argparse.Namespace) -> dict[str, Any]:
                          "scored (the noise level estimated in the noisy and enhanced images)")
     given = [opt for opt, value in (("--data-range", args.data_range), ("--lpips", args.lpips),
                                     ("--lpips-linear", args.lpips_linear), ("--lpips-net", args.lpips_net),
-                                    ("--scaling", args.scaling), ("--rgb-bands", args.rgb_bands))
+                                    ("--scaling", args.scaling), ("--rgb-bands", args.rgb_bands),
+                                    ("--poisson", args.poisson))
              if value is not None]
     if given:
         raise ValueError(f"{', '.join(given)} need(s) --clean: without clean references images are scored by their "

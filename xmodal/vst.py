@@ -24,7 +24,8 @@ import numbers
 import numpy as np
 import torch
 
-__all__ = ["TABLE_PHOTONS", "anscombe", "as_number", "check_photon_noise", "expected_anscombe", "inverse_anscombe"]
+__all__ = ["TABLE_PHOTONS", "anscombe", "as_number", "check_photon_args", "check_photon_noise", "expected_anscombe",
+           "inverse_anscombe"]
 
 #: Photon means up to which the exact inverse is tabulated; above, the asymptotic one (they meet within 1e-6).
 TABLE_PHOTONS = 1000.0
@@ -45,6 +46,32 @@ def check_photon_noise(peak: object, read_noise: object = 0.0, name: str = "pois
         raise ValueError(f"`read_noise` (standard deviation of the sensor's Gaussian noise, in the units where full "
                          f"scale is 1) must be >= 0, got {read_noise}")
     return float(peak), float(read_noise)
+
+
+def check_photon_args(poisson: object, read_noise: object, sigma: object = None) -> None:
+    """``ValueError``/``TypeError`` for the ``poisson`` / ``read_noise`` of the image and video denoisers (and the
+    evaluation) that cannot go together, or with a noise level ``sigma``: ``poisson`` a number > 0, ``"auto"`` or
+    ``None``; ``read_noise`` a number >= 0 or ``"auto"``, only with ``poisson``. The messages name the arguments in
+    backticks (the command lines swap in their flags)."""
+    if isinstance(read_noise, str):
+        if read_noise != "auto":
+            raise ValueError(f"`read_noise` must be a standard deviation (a number >= 0) or 'auto', got {read_noise!r}")
+        given = "'auto'"
+    else:
+        given = "" if (rn := as_number("read_noise", read_noise)) == 0 else f"{rn:g}"
+    if poisson is None:
+        if given:
+            raise ValueError(f"`read_noise` ({given}) is the Gaussian part of photon noise: it goes with `poisson` "
+                             "(photons at full scale)")
+        return
+    if sigma is not None:
+        raise ValueError("`poisson` and `sigma` cannot both be given: the Anscombe transform of photon noise sets "
+                         "the level the network sees")
+    if isinstance(poisson, str):
+        if poisson != "auto":
+            raise ValueError(f"`poisson` must be the photons at full scale (a number > 0) or 'auto', got {poisson!r}")
+    else:
+        check_photon_noise(poisson, 0.0 if isinstance(read_noise, str) else read_noise)
 
 
 def as_number(name: str, value: object) -> float:
