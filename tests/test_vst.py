@@ -324,8 +324,11 @@ def test_estimate_poisson_gaussian_errors():
         estimate_poisson_gaussian(padded)
     with pytest.raises(ValueError, match=r"`image` has 0 noise levels to fit, 2 needed: 16 of its 16 have more than 2% "
                                          r"of their pixels at its lowest value \(0: clipped, or dark counts of 0\) "
-                                         r"or at its highest \(1: saturated\)"):
+                                         r"or at its highest \(1: saturated\); photon counts without read noise: "
+                                         "estimate_photon_noise"):
         estimate_poisson_gaussian(np.clip(noisy * 3 - 1, 0, 1))  # clipped and saturated everywhere
+    with pytest.raises(ValueError, match=r"at its highest \(1.3: saturated\)$"):  # no hint when 0 is not the lowest
+        estimate_poisson_gaussian(np.clip(noisy * 3 - 1, 0.1, 1.3))
     with pytest.raises(ValueError, match=r"no signal-dependent noise found in `image` \(variance -?[0-9.e-]+ x mean "
                                          r"\+ [0-9.e-]+\): it looks clean, or its noise is not photon noise"):
         clean = np.linspace(0.1, 0.9, 96 * 96).reshape(96, 96)  # its noise falls as the level rises
