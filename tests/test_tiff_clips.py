@@ -187,11 +187,15 @@ def test_tiff_clips_keep_their_axis_pixel_size_and_calibration(tmp_path):
         assert tif.series[0].axes == "ZYX" and tif.pages[0].resolution == pytest.approx((1 / 0.108, 1 / 0.108))
         assert tif.imagej_metadata["spacing"] == 0.3 and tif.imagej_metadata["unit"] == "um"
         assert np.array_equal(tif.asarray(), data)
-    tifffile.imwrite(tmp_path / "t.ome.tif", data, ome=True, metadata={"axes": "TYX"})
+    calibration = {"PhysicalSizeX": 0.108, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": 0.108,
+                   "PhysicalSizeYUnit": "µm", "TimeIncrement": 2.5, "TimeIncrementUnit": "s"}
+    tifffile.imwrite(tmp_path / "t.ome.tif", data, ome=True, metadata={"axes": "TYX", **calibration})
     clip, info = read_clip(tmp_path / "t.ome.tif")
     write_clip(tmp_path / "t_out.ome.tif", clip, info)
     with tifffile.TiffFile(tmp_path / "t_out.ome.tif") as tif:
         assert tif.is_ome and tif.series[0].axes == "TYX" and np.array_equal(tif.asarray(), data)
+        for key, value in calibration.items():
+            assert f'{key}="{value}"' in tif.ome_metadata
     # one frame: ImageJ would store a single image; written so that it reads back as a 1-frame clip
     write_clip(tmp_path / "one.tif", clip[:1], z_info)
     assert is_clip(tmp_path / "one.tif") and read_clip(tmp_path / "one.tif")[0].shape == (1, 1, 10, 12)

@@ -125,7 +125,8 @@ class ClipInfo:
             integer clips, which are [0, 1] by their dtype. Read from the frames, so not compared between infos.
         tiff: what a multi-page TIFF clip (``"tiff"``) written back as one keeps: ``(key, value)`` pairs of its frame
             axis (``"axis"``: ``"T"`` or ``"Z"``), pixel size (``"resolution"``, ``"resolutionunit"``), ImageJ
-            calibration (``"spacing"``, ``"finterval"``, ``"unit"``) and whether it is an OME-TIFF (``"ome"``).
+            calibration (``"spacing"``, ``"finterval"``, ``"unit"``), whether it is an OME-TIFF (``"ome"``) and its
+            OME physical sizes and time increment (``"ome_pixels"``).
     """
 
     kind: str
@@ -311,9 +312,14 @@ class _TiffPages:
                 from None
 
 
+_OME_CALIBRATION = ("PhysicalSizeX", "PhysicalSizeXUnit", "PhysicalSizeY", "PhysicalSizeYUnit", "PhysicalSizeZ",
+                    "PhysicalSizeZUnit", "TimeIncrement", "TimeIncrementUnit")
+
+
 def _tiff_metadata(tif: Any, axes: str) -> tuple[tuple[str, Any], ...]:
     """What a TIFF clip written back keeps of its source (:attr:`ClipInfo.tiff`): the frame axis (``T`` time or ``Z``
-    depth), the pixel size (resolution tags), ImageJ's slice spacing, frame interval and unit, and OME-ness."""
+    depth), the pixel size (resolution tags), ImageJ's slice spacing, frame interval and unit, and OME-ness with
+    OME's physical sizes and time increment."""
     meta: dict[str, Any] = {"axis": axes[0] if axes[0] in "TZ" else "T", "ome": bool(tif.is_ome)}
     page = tif.pages[0]
     if "XResolution" in page.tags and "YResolution" in page.tags:
@@ -321,6 +327,15 @@ def _tiff_metadata(tif: Any, axes: str) -> tuple[tuple[str, Any], ...]:
         meta["resolutionunit"] = int(page.resolutionunit)
     imagej = tif.imagej_metadata or {}
     meta.update({key: imagej[key] for key in ("spacing", "finterval", "unit") if key in imagej})
+    if tif.is_ome:  # OME's physical sizes and time increment, from its first Pixels element
+        import xml.etree.ElementTree as ElementTree
+
+        try:
+            pixels = next(e for e in ElementTree.fromstring(tif.ome_metadata).iter() if e.tag.endswith("Pixels"))
+            meta["ome_pixels"] = tuple(sorted((key, value) for key, value in pixels.attrib.items()
+                                              if key in _OME_CALIBRATION))
+        except (ElementTree.ParseError, StopIteration, TypeError):
+            pass  # no readable OME-XML: the pixels are read all the same
     return tuple(sorted(meta.items()))
 
 
@@ -342,6 +357,9 @@ def _tiff_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype, meta: tupl
         samples == 1 or (samples == 3 and dtype.name == "uint8"))
     big = not imagej and math.prod(shape) * dtype.itemsize > 2 ** 31
     metadata: dict[str, Any] = {"axes": axes}
+    if ome:  # numbers as numbers, units as they came
+        metadata.update({key: value if key.endswith("Unit") else float(value)
+                         for key, value in meta_.get("ome_pixels", ())})
     if imagej:
         metadata.update({key: meta_[key] for key in ("spacing", "finterval", "unit") if key in meta_})
     extra: dict[str, Any] = {}
