@@ -5,6 +5,7 @@ line with --modality video."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -209,6 +210,10 @@ def test_format_turns_npy_and_tiff_clips_into_each_other(tmp_path):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.tif"]
     expected = xmodal.load("video").denoise(data)
     assert np.allclose(tifffile.imread(tmp_path / "out" / "a.tif"), expected, atol=1e-6)
+    tifffile.imwrite(tmp_path / "b.ome.tif", data, ome=True, metadata={"axes": "TYX"})
+    assert main([str(tmp_path / "b.ome.tif"), "-o", str(tmp_path / "out"), "--modality", "video", "--format", "npy",
+                 "--sigma", "none", "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.tif", "b.npy"]  # not b.ome.npy
 
 
 def test_a_failed_tiff_writer_leaves_nothing(tmp_path, monkeypatch):
@@ -266,11 +271,12 @@ def test_evaluate_denoises_photon_data_as_the_denoise_command_does(tmp_path, cap
     by_cli = evaluate_videos(tmp_path / "clean", tmp_path / "noisy", enhanced_dir=tmp_path / "den")
     assert result["files"][0]["enhanced"]["psnr"] == pytest.approx(by_cli["files"][0]["enhanced"]["psnr"], abs=1e-6)
     assert result["mean"]["enhanced"]["psnr"] > result["mean"]["noisy"]["psnr"] + 10
-    with pytest.raises(ValueError, match=r"`poisson` sets how the model denoises \(`denoiser`, --model\); the "
-                                         "enhanced files are given"):
+    with pytest.raises(ValueError, match=r"`poisson` sets how the model denoises \(`denoiser`, --model\), not with "
+                                         r"the enhanced files \(`enhanced_dir`, --enhanced\)"):
         evaluate_videos(tmp_path / "clean", tmp_path / "noisy", enhanced_dir=tmp_path / "den", poisson=30.0)
     for args, message in [(["--enhanced", str(tmp_path / "den"), "--poisson", "30"],
-                           "error: --poisson sets how the model denoises (--model); the enhanced files are given"),
+                           "error: --poisson sets how the model denoises (--model), not with the enhanced files "
+                           "(--enhanced)"),
                           (["--model", "video", "--read-noise", "0.01"],
                            "error: --read-noise (0.01) is the Gaussian part of photon noise: it goes with --poisson"),
                           (["--model", "video", "--poisson", "lots"],
@@ -280,5 +286,55 @@ def test_evaluate_denoises_photon_data_as_the_denoise_command_does(tmp_path, cap
         assert message in capsys.readouterr().err
     assert evaluate_main(["--clean", str(tmp_path / "clean"), "--noisy", str(tmp_path / "noisy"), "--modality", "video",
                           "--model", "video", "--poisson", "65535", "--quiet", "--json", str(tmp_path / "r.json")]) == 0
+    assert evaluate_main(["--noisy", str(tmp_path / "noisy"), "--model", "gray", "--read-noise", "0.01"]) == 2
+    assert "error: --read-noise need(s) --clean" in capsys.readouterr().err
     reported = json.loads((tmp_path / "r.json").read_text())
     assert reported["mean"]["enhanced"]["psnr"] == pytest.approx(result["mean"]["enhanced"]["psnr"], abs=1e-6)
+
+
+def test_evaluate_scores_a_float_clip_as_the_denoise_command_writes_it(tmp_path):
+    """A float clip of photon counts (not [0, 1] data): the model denoises it in the range its reader finds, as the
+    denoise command does (it was given the raw values as [0, 1] data: 4.7 dB against 43.1)."""
+    for folder in ("clean", "noisy"):
+        (tmp_path / folder).mkdir()
+    yy, xx = np.mgrid[0:32, 0:40] / 32.0
+    lam = np.stack([150 + 100 * np.sin(3 * xx + 0.2 * t) * np.cos(2 * yy) for t in range(4)]).astype(np.float32)
+    noisy = np.random.default_rng(4).poisson(lam).astype(np.float32)
+    tifffile.imwrite(tmp_path / "clean" / "c.tif", lam, imagej=True, metadata={"axes": "TYX"})
+    tifffile.imwrite(tmp_path / "noisy" / "c.tif", noisy, imagej=True, metadata={"axes": "TYX"})
+    result = evaluate_videos(tmp_path / "clean", tmp_path / "noisy", denoiser="video", data_range=300.0)
+    assert main([str(tmp_path / "noisy" / "c.tif"), "-o", str(tmp_path / "den"), "--modality", "video", "--quiet"]) == 0
+    by_cli = evaluate_videos(tmp_path / "clean", tmp_path / "noisy", enhanced_dir=tmp_path / "den", data_range=300.0)
+    assert result["mean"]["enhanced"]["psnr"] == pytest.approx(by_cli["mean"]["enhanced"]["psnr"], abs=1e-4)
+    assert result["mean"]["enhanced"]["psnr"] > result["mean"]["noisy"]["psnr"]
+
+
+def test_a_stray_image_among_tiff_stacks_is_reported_on_its_own(tmp_path, capsys):
+    folder = tmp_path / "wells"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", _clip((16, 16), "uint16"))  # a single image, first in name order
+    tifffile.imwrite(folder / "b.tif", _clip((3, 16, 16), "uint16"), imagej=True, metadata={"axes": "TYX"})
+    assert main([str(folder), "-o", str(tmp_path / "out"), "--modality", "video", "--sigma", "none", "--quiet"]) == 1
+    assert "a.tif: a TIFF clip holds one frame per page" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["b.tif"]
+
+
+def test_ome_outputs_carry_an_imagej_source_s_calibration_and_refuse_clearly(tmp_path):
+    data = _clip((4, 8, 8), "uint16")
+    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, resolution=(1 / 0.65, 1 / 0.65),
+                     metadata={"axes": "TYX", "finterval": 2.5, "unit": "um"})
+    clip, info = read_clip(tmp_path / "ij.tif")
+    write_clip(tmp_path / "ij.ome.tif", clip, info)
+    with tifffile.TiffFile(tmp_path / "ij.ome.tif") as tif:
+        assert tif.is_ome and np.array_equal(tif.asarray(), data)
+        for text in ('PhysicalSizeX="0.649999', 'PhysicalSizeXUnit="µm"', 'TimeIncrement="2.5"',
+                     'TimeIncrementUnit="s"'):
+            assert text in tif.ome_metadata
+    two = _clip((3, 8, 8, 2), "float32")  # 2 channels last: an OME channel axis
+    write_clip(tmp_path / "two.ome.tif", two.transpose(0, 3, 1, 2))
+    with tifffile.TiffFile(tmp_path / "two.ome.tif") as tif:
+        assert tif.series[0].axes == "TCYX" and np.array_equal(tif.asarray(), two.transpose(0, 3, 1, 2))
+    with pytest.raises(ValueError, match=r"half.ome.tif: a float16 clip of 1 channel\(s\) cannot be written as an "
+                                         r"OME-TIFF \("):
+        ClipWriter(tmp_path / "half.ome.tif", replace(info, dtype="float16", tiff=()), (2, 1, 8, 8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ij.ome.tif", "ij.tif", "two.ome.tif"]

@@ -2214,15 +2214,16 @@ def _list_folder(folder: Path, modality: str | None) -> list[Path]:
 
 
 def _holds_frames(folder: Path) -> bool:
-    """Whether ``folder`` is one clip of frames: it holds image files, and its first TIFF (in name order), if any, is
-    a single image rather than a multi-page TIFF clip (a folder of time-lapses is a folder of clips)."""
+    """Whether ``folder`` is one clip of frames: it holds image files, and none of its first 3 TIFFs (in name order)
+    is a multi-page TIFF clip (a folder of time-lapses is a folder of clips, a stray single image among them
+    reported on its own)."""
     from xmodal.imageio import IMAGE_EXTENSIONS
     from xmodal.videoio import TIFF_CLIP_EXTENSIONS, is_clip
 
     images = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
                     and not f.name.startswith("."))
     tiffs = [f for f in images if f.suffix.lower() in TIFF_CLIP_EXTENSIONS]
-    return bool(images) and not (len(tiffs) == len(images) and is_clip(tiffs[0]))
+    return bool(images) and not any(is_clip(f) for f in tiffs[:3])
 
 
 def _expand_inputs(items: list[str], modality: str | None = "speech") -> tuple[list[Path], list[str]]:
@@ -2482,7 +2483,10 @@ def _output_path(out_dir: Path, job: _Job, formats: dict[str, str]) -> Path:
         kind = "image"  # a .npy clip written as a TIFF stack, or the other way round
     if src.is_dir() or kind not in formats:
         return out_dir / src.name
-    return out_dir / (stack_stem(src) + formats[kind])
+    stem = stack_stem(src)
+    if stem.lower().endswith(".ome") and formats[kind] not in (".tif", ".tiff"):  # cells.ome.tif -> cells.npy
+        stem = stem[:-4]
+    return out_dir / (stem + formats[kind])
 
 
 def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,

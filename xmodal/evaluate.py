@@ -384,14 +384,15 @@ def _check_source(enhanced: object, denoiser: object, modality: str) -> None:
                          "(`denoiser`, --model); neither was given")
 
 
-def _photon_options(poisson: object, read_noise: object, denoiser: object) -> dict[str, Any] | None:
+def _photon_options(poisson: object, read_noise: object, enhanced: object) -> dict[str, Any] | None:
     """``poisson`` / ``read_noise`` of :func:`evaluate_images` checked, as ``denoise`` keywords (``None``: not
     given)."""
     check_photon_args(poisson, read_noise)
     if poisson is None:
         return None
-    if denoiser is None:
-        raise ValueError("`poisson` sets how the model denoises (`denoiser`, --model); the enhanced files are given")
+    if enhanced is not None:
+        raise ValueError("`poisson` sets how the model denoises (`denoiser`, --model), not with the enhanced files "
+                         "(`enhanced_dir`, --enhanced)")
     return {"poisson": poisson, "read_noise": read_noise}
 
 
@@ -471,17 +472,19 @@ class _ModelRefused(Exception):
 
 
 def _model_output(model: ArrayDenoiser, noisy: np.ndarray, dtype: str, path: Path,
-                  photons: dict[str, Any] | None = None) -> np.ndarray:
+                  photons: dict[str, Any] | None = None, clip_range: tuple[float, ...] = ()) -> np.ndarray:
     """What ``python -m xmodal.denoise`` would write for the noisy file ``path`` (read as ``noisy``, stored as
     ``dtype``), read back: denoised in the value range it would use (a float image that is not [0, 1] data: auto)
     and with its ``--sigma auto`` (or its ``--poisson`` and ``--read-noise``: ``photons``, float files then taken as
-    they are), rounded to the file's bit depth."""
+    they are), rounded to the file's bit depth; a float clip in the range its reader found (``clip_range``)."""
     from xmodal.denoise import ImageDenoiser, VideoDenoiser, file_value_range
 
     kwargs: dict[str, Any] = {"sigma": "auto"} if isinstance(model, (ImageDenoiser, VideoDenoiser)) else {}
     if photons:
         kwargs = dict(photons)
     value_range = file_value_range(noisy, dtype) if isinstance(model, ImageDenoiser) and not photons else None
+    if isinstance(model, VideoDenoiser) and not photons and clip_range:  # a float clip: the range its reader
+        value_range = tuple(clip_range)  # gives the denoise command (:attr:`~xmodal.videoio.ClipInfo.value_range`)
     if value_range:
         kwargs["value_range"] = value_range
     try:
@@ -785,7 +788,7 @@ def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str
     known, match, read, score = (VIDEO_METRICS, match_clips, read_clip, video_metrics) if video else \
         (IMAGE_METRICS, match_image_files, read_image, image_metrics)
     _check_source(enhanced_dir, denoiser, modality)
-    photons = _photon_options(poisson, read_noise, denoiser)
+    photons = _photon_options(poisson, read_noise, enhanced_dir)
     if lpips is not None and "lpips" not in metrics:
         metrics = (*metrics, "lpips")
     _check_options(metrics, known + ("lpips",), data_range, figure_files)
@@ -825,7 +828,8 @@ def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str
             continue
         if model is not None:
             try:
-                enhanced = _model_output(model, noisy, noisy_info.dtype, pair["noisy"], photons)
+                enhanced = _model_output(model, noisy, noisy_info.dtype, pair["noisy"], photons,
+                                         noisy_info.value_range if video else ())
             except _ModelRefused as e:
                 errors.append({"file": name, "reason": str(e)})
                 continue
@@ -1423,10 +1427,11 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.lpips is None and (args.lpips_linear is not None or args.lpips_net is not None):
         raise ValueError("--lpips-linear and --lpips-net need --lpips")
     try:
-        _photon_options(args.poisson, args.read_noise, args.model)
+        _photon_options(args.poisson, args.read_noise, args.enhanced)
     except ValueError as e:
         raise ValueError(str(e).replace("`poisson`", "--poisson").replace("`read_noise`", "--read-noise")
-                         .replace("`denoiser`, --model", "--model")) from None
+                         .replace("`denoiser`, --model", "--model").replace("`enhanced_dir`, --enhanced",
+                                                                           "--enhanced")) from None
     data_range = 1.0 if args.data_range is None else args.data_range
     lpips = None if args.lpips is None else LPIPS(args.lpips or None, args.lpips_linear, args.lpips_net or "alex")
     if modality == "speech":
@@ -1461,7 +1466,8 @@ def _evaluate_no_reference(args: argparse.Namespace) -> dict[str, Any]:
     given = [opt for opt, value in (("--data-range", args.data_range), ("--lpips", args.lpips),
                                     ("--lpips-linear", args.lpips_linear), ("--lpips-net", args.lpips_net),
                                     ("--scaling", args.scaling), ("--rgb-bands", args.rgb_bands),
-                                    ("--poisson", args.poisson))
+                                    ("--poisson", args.poisson),
+                                    ("--read-noise", None if args.read_noise == 0 else args.read_noise))
              if value is not None]
     if given:
         raise ValueError(f"{', '.join(given)} need(s) --clean: without clean references images are scored by their "

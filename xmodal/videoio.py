@@ -339,6 +339,26 @@ def _tiff_metadata(tif: Any, axes: str) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(meta.items()))
 
 
+_IMAGEJ_UNITS = {"micron": "µm", "um": "µm", "µm": "µm", "\\u00B5m": "µm", "nm": "nm", "mm": "mm", "cm": "cm",
+                 "m": "m"}
+
+
+def _ome_from_imagej(meta: dict[str, Any]) -> dict[str, Any]:
+    """OME ``Pixels`` attributes for an ImageJ (or resolution-tagged) source's calibration: pixel size from its
+    resolution (pixels per unit), slice spacing (``Z`` clips) and frame interval (``T`` clips, seconds)."""
+    unit = _IMAGEJ_UNITS.get(meta.get("unit", ""))  # lengths only (ImageJ's "pixel": no physical size)
+    pixels: dict[str, Any] = {}
+    resolution = meta.get("resolution")
+    if unit and resolution and all(r > 0 for r in resolution):
+        pixels.update(PhysicalSizeX=1.0 / resolution[0], PhysicalSizeXUnit=unit, PhysicalSizeY=1.0 / resolution[1],
+                      PhysicalSizeYUnit=unit)
+    if unit and meta.get("axis") == "Z" and meta.get("spacing"):
+        pixels.update(PhysicalSizeZ=meta["spacing"], PhysicalSizeZUnit=unit)
+    if meta.get("axis") == "T" and meta.get("finterval"):
+        pixels.update(TimeIncrement=meta["finterval"], TimeIncrementUnit="s")
+    return pixels
+
+
 def _tiff_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype, meta: tuple[tuple[str, Any], ...] = (),
                  ome: bool = False, channel_axis: bool = False) -> np.memmap:
     """A new multi-page TIFF at ``path`` for a ``(T, H, W)`` / ``(T, H, W, S)`` clip (``(T, C, H, W)`` with
@@ -357,9 +377,9 @@ def _tiff_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype, meta: tupl
         samples == 1 or (samples == 3 and dtype.name == "uint8"))
     big = not imagej and math.prod(shape) * dtype.itemsize > 2 ** 31
     metadata: dict[str, Any] = {"axes": axes}
-    if ome:  # numbers as numbers, units as they came
-        metadata.update({key: value if key.endswith("Unit") else float(value)
-                         for key, value in meta_.get("ome_pixels", ())})
+    if ome:  # numbers as numbers, units as they came; from an ImageJ source, its calibration in OME's terms
+        pixels = dict(meta_.get("ome_pixels", ())) or _ome_from_imagej(meta_)
+        metadata.update({key: value if key.endswith("Unit") else float(value) for key, value in pixels.items()})
     if imagej:
         metadata.update({key: meta_[key] for key in ("spacing", "finterval", "unit") if key in meta_})
     extra: dict[str, Any] = {}
@@ -741,7 +761,10 @@ class ClipWriter:
             return
         if self.npy or self.tiff:
             layout = info.layout if info is not None and info.layout else ("THW" if C == 1 else "THWC")
-            if self.tiff and C > 4 or (self.npy and layout == "TCHW"):  # TIFF: a channel axis; .npy: channels last
+            ome = self.tiff and (self.path.name.lower().endswith((".ome.tif", ".ome.tiff")) or bool(
+                dict(info.tiff if info is not None else ()).get("ome")))
+            if self.tiff and (C > 4 or (ome and layout == "THWC" and C not in (3, 4))) or (
+                    self.npy and layout == "TCHW"):  # TIFF: a channel axis (OME: unless RGB); .npy: channels last
                 layout = "TCHW" if self.tiff else "THWC" if C > 1 else "THW"
             if (layout == "THW" and C != 1) or (C > 4 and layout != "TCHW"):
                 raise ValueError(f"{self.path}: a .npy clip holds 1 channel (T, H, W) or up to 4 (T, H, W, C), got {C}")
@@ -756,12 +779,14 @@ class ClipWriter:
                     self._array = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=self.dtype, shape=out_shape)
                 else:
                     self._array = _tiff_memmap(self._tmp, out_shape, self.dtype, info.tiff if info is not None else (),
-                                               self.path.name.lower().endswith((".ome.tif", ".ome.tiff")),
-                                               channel_axis=layout == "TCHW")
+                                               ome, channel_axis=layout == "TCHW")
             except BaseException as e:
                 self._tmp.unlink(missing_ok=True)  # nothing is left behind
                 if isinstance(e, OSError):
                     raise OSError(e.errno, f"{self.path}: cannot write the clip ({e.strerror or e})") from None
+                if isinstance(e, Exception):  # tifffile's refusals (an OME-TIFF of float16...)
+                    raise ValueError(f"{self.path}: a {self.dtype.name} clip of {C} channel(s) cannot be written as "
+                                     f"{'an OME-TIFF' if ome else 'a TIFF'} ({e})") from None
                 raise
         else:
             self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent))
