@@ -1,6 +1,6 @@
-"""Multi-page TIFF clips (microscope time-lapses and z-stacks, ImageJ stacks): read one page per frame (memory-mapped,
-or page by page when compressed), written back as ImageJ stacks at the source's dtype, and denoised from the command
-line with --modality video."""
+"""Multi-page TIFF clips (microscope time-lapses and z-stacks, ImageJ and OME stacks): read one page per frame
+(memory-mapped, or page by page when compressed or written so), written back at the source's dtype with its axes and
+calibration, denoised from the command line with --modality video (photon noise included) and evaluated."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import tifffile
 import xmodal
 from xmodal.denoise import _default_video_model, main
 from xmodal.evaluate import evaluate_videos
-from xmodal.metrics import psnr_score
 from xmodal.imageio import ImageReadError
+from xmodal.metrics import psnr_score
 from xmodal.videoio import ClipReader, ClipWriter, is_clip, read_clip, write_clip
 
 
