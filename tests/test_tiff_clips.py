@@ -83,6 +83,18 @@ def test_tiff_that_is_not_a_clip_is_refused_with_the_reason(tmp_path):
     with pytest.raises(ImageReadError, match=r"int16.tif: unsupported dtype int16 \(expected uint8, uint16, float16, "
                                              r"float32, float64\)"):
         ClipReader(tmp_path / "int16.tif")
+    tifffile.imwrite(tmp_path / "zlib.tif", _clip((3, 16, 16), "uint16"), compression="zlib",
+                     photometric="minisblack")
+    with tifffile.TiffFile(tmp_path / "zlib.tif") as tif:  # the second page's compressed data zeroed
+        start, length = tif.pages[1].dataoffsets[0], tif.pages[1].databytecounts[0]
+    raw = bytearray((tmp_path / "zlib.tif").read_bytes())
+    raw[start:start + length] = bytes(length)
+    (tmp_path / "zlib.tif").write_bytes(bytes(raw))
+    reader = ClipReader(tmp_path / "zlib.tif")  # read a page at a time: the first frame is fine
+    assert reader[0].shape == (1, 16, 16)
+    with pytest.raises(ImageReadError, match=r"zlib.tif: frame 1 \(page 2 of 3\) cannot be read \("):
+        reader[1]
+    reader.close()
     (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
     with pytest.raises(ImageReadError, match=r"broken.tif: a TIFF that holds no image \(corrupt or truncated\)"):
         ClipReader(tmp_path / "broken.tif")
@@ -288,6 +300,9 @@ def test_evaluate_denoises_photon_data_as_the_denoise_command_does(tmp_path, cap
                           "--model", "video", "--poisson", "65535", "--quiet", "--json", str(tmp_path / "r.json")]) == 0
     assert evaluate_main(["--noisy", str(tmp_path / "noisy"), "--model", "gray", "--read-noise", "0.01"]) == 2
     assert "error: --read-noise need(s) --clean" in capsys.readouterr().err
+    assert evaluate_main(["--clean", str(tmp_path / "clean"), "--noisy", str(tmp_path / "noisy"), "--modality",
+                          "speech", "--model", "speech", "--poisson", "30"]) == 2
+    assert "error: --poisson do(es) not apply to speech evaluation" in capsys.readouterr().err
     reported = json.loads((tmp_path / "r.json").read_text())
     assert reported["mean"]["enhanced"]["psnr"] == pytest.approx(result["mean"]["enhanced"]["psnr"], abs=1e-6)
 
