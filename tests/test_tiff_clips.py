@@ -55,8 +55,8 @@ def test_tiff_that_is_not_a_clip_is_refused_with_the_reason(tmp_path):
                      "series is YXS (12, 16, 3): one image, not a clip"),
              "channels.tif": (np.zeros((3, 12, 16), np.uint16), {"imagej": True, "metadata": {"axes": "CYX"}},
                               "series is CYX (3, 12, 16): its pages are channels, not frames"),
-             "hyper.tif": (np.zeros((2, 3, 12, 16), np.uint16), {"imagej": True, "metadata": {"axes": "TZYX"}},
-                           "series is TZYX (2, 3, 12, 16): split it into one clip per position, depth or "
+             "hyper.tif": (np.zeros((2, 3, 2, 12, 16), np.uint16), {"imagej": True, "metadata": {"axes": "TZCYX"}},
+                           "series is TZCYX (2, 3, 2, 12, 16): split it into one clip per position, depth or "
                            "time point")}
     for name, (data, options, reason) in cases.items():
         tifffile.imwrite(tmp_path / name, data, **options)
@@ -64,7 +64,8 @@ def test_tiff_that_is_not_a_clip_is_refused_with_the_reason(tmp_path):
         with pytest.raises(ImageReadError) as e:
             ClipReader(tmp_path / name)
         assert str(e.value) == (f"{tmp_path / name}: a TIFF clip holds one frame per page, (T, H, W) or (T, H, W, S) "
-                                f"with at most 4 samples, or (T, C, H, W) with a channel axis; this one's {reason}")
+                                f"with at most 4 samples, (T, C, H, W) with a channel axis or (T, Z, H, W), a depth "
+                                f"stack per time point; this one's {reason}")
     tifffile.imwrite(tmp_path / "planar.tif", np.zeros((3, 12, 16), np.uint8), photometric="rgb",
                      planarconfig="separate")
     with pytest.raises(ImageReadError, match=r"series is SYX \(3, 12, 16\): one image of 3 planar samples \(colours\), "
@@ -264,6 +265,31 @@ def test_multichannel_time_lapses_keep_their_channel_axis(tmp_path):
     assert read_clip(tmp_path / "five.tif")[1].layout == "TCHW"
     write_clip(tmp_path / "two.npy", clip, info)  # .npy keeps channels last
     assert np.load(tmp_path / "two.npy").shape == (4, 24, 24, 2)
+
+
+def test_depth_stacks_over_time_are_clips_of_planes(tmp_path):
+    """A ``TZYX`` hyperstack (a z-stack per time point): each plane is denoised over time, the axes, the slice spacing
+    and the frame interval written back as they came, and into OME as physical sizes."""
+    data = _clip((3, 4, 20, 20), "uint16")
+    src = tmp_path / "cells.tif"
+    tifffile.imwrite(src, data, imagej=True, resolution=(1 / 0.2, 1 / 0.2),
+                     metadata={"axes": "TZYX", "spacing": 0.5, "finterval": 30.0, "unit": "um"})
+    assert is_clip(src) and _default_video_model(src) == "video_gray"
+    clip, info = read_clip(src)
+    assert info.layout == "TCHW" and clip.shape == (3, 4, 20, 20) and dict(info.tiff)["planes"] == "Z"
+    assert main([str(src), "-o", str(tmp_path / "out"), "--modality", "video", "--sigma", "none", "--quiet"]) == 0
+    with tifffile.TiffFile(tmp_path / "out" / "cells.tif") as tif:
+        assert tif.is_imagej and tif.series[0].axes == "TZYX" and tif.series[0].shape == (3, 4, 20, 20)
+        assert (tif.imagej_metadata["spacing"], tif.imagej_metadata["finterval"]) == (0.5, 30.0)
+        out = tif.asarray()
+    # each plane denoised over time as a channel (motion found once per time point, on the planes' mean)
+    expected = xmodal.load("video").denoise(clip)
+    assert np.abs(out - np.clip(np.rint(expected * 65535), 0, 65535)).max() <= 1
+    write_clip(tmp_path / "cells.ome.tif", clip, info)
+    with tifffile.TiffFile(tmp_path / "cells.ome.tif") as tif:
+        assert tif.is_ome and tif.series[0].axes == "TZYX" and np.array_equal(tif.asarray(), data)
+        for key, value in {"PhysicalSizeZ": 0.5, "PhysicalSizeX": 0.2, "TimeIncrement": 30.0}.items():
+            assert f'{key}="{value}"' in tif.ome_metadata
 
 
 def test_evaluate_denoises_photon_data_as_the_denoise_command_does(tmp_path, capsys):

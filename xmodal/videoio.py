@@ -9,7 +9,8 @@ uint16 / 65535, floats as stored). Four containers:
 - a **``.npy`` file** ``(T, H, W)`` (gray) or ``(T, H, W, C)`` with ``C <= 4`` (channels last), memory-mapped so a
   long clip is never loaded whole;
 - a **multi-page TIFF** (``.tif``/``.tiff``; a microscope's time-lapse or z-stack, an ImageJ stack): one frame per
-  page, ``(T, H, W)`` or ``(T, H, W, S)`` with ``S <= 4`` samples (RGB); memory-mapped when uncompressed, else read
+  page, ``(T, H, W)`` or ``(T, H, W, S)`` with ``S <= 4`` samples (RGB), or ``(T, C, H, W)`` with a channel axis
+  (fluorophores) or a depth stack per time point (``TZYX``: its planes are the frames' channels); memory-mapped when uncompressed, else read
   a page at a time. Written back as an ImageJ-compatible stack (``TYX``; ``TYXS`` for 8-bit RGB; uint8, uint16 or
   float32; other dtypes and colour layouts as tifffile's shaped TIFF) at the source's dtype, memory-mapped;
 - a **video file** (``.mp4``, ``.mov``, ``.mkv``, ``.avi``, ``.webm``) through PyAV (``pip install "xmodal[video]"``),
@@ -99,7 +100,7 @@ class ClipInfo:
         names: frame file names (``"frames"``), in clip order; empty for ``"npy"``.
         frame_info: the :class:`~xmodal.imageio.ImageInfo` of the first frame file (``"frames"``), else ``None``.
         layout: ``"THW"`` or ``"THWC"`` for ``"npy"`` and ``"tiff"`` (and ``"TCHW"`` for a TIFF with a channel
-            axis: a multi-channel time-lapse); ``""`` otherwise.
+            axis, a multi-channel time-lapse, or with the planes of a ``TZYX`` stack); ``""`` otherwise.
         fps: frames per second of a video file (``None`` for the others; the average one at a variable rate).
         codec: codec of a video file's stream.
         times: presentation time of each frame in seconds from the first, for a video file at a variable frame
@@ -124,7 +125,7 @@ class ClipInfo:
             maps such a clip to [0, 1] with when it is given none (``value_range=None``, auto-ranged). ``()`` for
             integer clips, which are [0, 1] by their dtype. Read from the frames, so not compared between infos.
         tiff: what a multi-page TIFF clip (``"tiff"``) written back as one keeps: ``(key, value)`` pairs of its frame
-            axis (``"axis"``: ``"T"`` or ``"Z"``), pixel size (``"resolution"``, ``"resolutionunit"``), ImageJ
+            axis (``"axis"``: ``"T"`` or ``"Z"``), the axis of a ``TZYX`` clip's planes (``"planes"``), pixel size (``"resolution"``, ``"resolutionunit"``), ImageJ
             calibration (``"spacing"``, ``"finterval"``, ``"unit"``), whether it is an OME-TIFF (``"ome"``) and its
             OME physical sizes and time increment (``"ome_pixels"``).
     """
@@ -286,14 +287,15 @@ def _tiff_layout(tif: Any) -> tuple[str, tuple[int, ...], bool, np.dtype]:
         axes, shape, pagewise = first.axes, tuple(first.shape), False
     one = len(shape) == 3 and axes[-1] == "S" or len(shape) <= 2
     if axes[0] not in "CS" and ((len(shape) == 3 and not one) or (len(shape) == 4 and (
-            (axes[-1] == "S" and shape[-1] <= 4) or (axes[1] == "C" and axes[-1] != "S")))):
+            (axes[-1] == "S" and shape[-1] <= 4) or ((axes[1] == "C" or axes[:2] == "TZ") and axes[-1] != "S")))):
         return axes, shape, pagewise, first.dtype
     what = ("one image, not a clip" if one else
             f"one image of {shape[0]} planar samples (colours), not a clip" if axes[0] == "S" else
             "its pages are channels, not frames" if axes[0] == "C" else
             "split it into one clip per position, depth or time point")
-    raise ValueError(f"a TIFF clip holds one frame per page, (T, H, W) or (T, H, W, S) with at most 4 samples, or "
-                     f"(T, C, H, W) with a channel axis; this one's series is {axes} {tuple(shape)}: {what}")
+    raise ValueError(f"a TIFF clip holds one frame per page, (T, H, W) or (T, H, W, S) with at most 4 samples, "
+                     f"(T, C, H, W) with a channel axis or (T, Z, H, W), a depth stack per time point; this one's "
+                     f"series is {axes} {tuple(shape)}: {what}")
 
 
 class _TiffPages:
@@ -318,9 +320,11 @@ _OME_CALIBRATION = ("PhysicalSizeX", "PhysicalSizeXUnit", "PhysicalSizeY", "Phys
 
 def _tiff_metadata(tif: Any, axes: str) -> tuple[tuple[str, Any], ...]:
     """What a TIFF clip written back keeps of its source (:attr:`ClipInfo.tiff`): the frame axis (``T`` time or ``Z``
-    depth), the pixel size (resolution tags), ImageJ's slice spacing, frame interval and unit, and OME-ness with
+    depth), the axis of a ``TZYX`` clip's planes (``planes``: ``Z``, a channel axis otherwise), the pixel size (resolution tags), ImageJ's slice spacing, frame interval and unit, and OME-ness with
     OME's physical sizes and time increment."""
     meta: dict[str, Any] = {"axis": axes[0] if axes[0] in "TZ" else "T", "ome": bool(tif.is_ome)}
+    if axes[:2] == "TZ" and len(axes) == 4:  # a depth stack per time point: its planes are the frames' channels
+        meta["planes"] = "Z"
     page = tif.pages[0]
     if "XResolution" in page.tags and "YResolution" in page.tags:
         meta["resolution"] = tuple(float(v) for v in page.resolution)
@@ -352,7 +356,7 @@ def _ome_from_imagej(meta: dict[str, Any]) -> dict[str, Any]:
     if unit and resolution and all(r > 0 for r in resolution):
         pixels.update(PhysicalSizeX=1.0 / resolution[0], PhysicalSizeXUnit=unit, PhysicalSizeY=1.0 / resolution[1],
                       PhysicalSizeYUnit=unit)
-    if unit and meta.get("axis") == "Z" and meta.get("spacing"):
+    if unit and "Z" in (meta.get("axis"), meta.get("planes")) and meta.get("spacing"):
         pixels.update(PhysicalSizeZ=meta["spacing"], PhysicalSizeZUnit=unit)
     if meta.get("axis") == "T" and meta.get("finterval"):
         pixels.update(TimeIncrement=meta["finterval"], TimeIncrementUnit="s")
@@ -371,7 +375,8 @@ def _tiff_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype, meta: tupl
 
     meta_ = dict(meta)
     samples = shape[3] if len(shape) == 4 and not channel_axis else 1
-    axes = meta_.get("axis", "T") + ("CYX" if channel_axis else "YX" if len(shape) == 3 else "YXS")
+    axes = meta_.get("axis", "T") + (meta_.get("planes", "C") + "YX" if channel_axis else "YX" if len(shape) == 3
+                                     else "YXS")
     ome = ome or bool(meta_.get("ome"))
     imagej = not ome and shape[0] > 1 and dtype.name in ("uint8", "uint16", "float32") and (
         samples == 1 or (samples == 3 and dtype.name == "uint8"))
@@ -407,7 +412,7 @@ def _open_tiff_clip(path: Path) -> tuple[Any, Any, tuple[tuple[str, Any], ...], 
         except ValueError as e:
             raise ImageReadError(f"{path}: {e}") from None
         meta = _tiff_metadata(tif, axes)
-        layout = "TCHW" if len(shape) == 4 and axes[1] == "C" else ""
+        layout = "TCHW" if len(shape) == 4 and axes[1] in "CZ" else ""
         if not pagewise:
             try:
                 frames = tifffile.memmap(path, mode="r", series=0)
