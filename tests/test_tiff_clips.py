@@ -55,8 +55,9 @@ def test_tiff_that_is_not_a_clip_is_refused_with_the_reason(tmp_path):
                      "series is YXS (12, 16, 3): one image, not a clip"),
              "channels.tif": (np.zeros((3, 12, 16), np.uint16), {"imagej": True, "metadata": {"axes": "CYX"}},
                               "series is CYX (3, 12, 16): its pages are channels, not frames"),
-             "hyper.tif": (np.zeros((2, 3, 2, 12, 16), np.uint16), {"imagej": True, "metadata": {"axes": "TZCYX"}},
-                           "series is TZCYX (2, 3, 2, 12, 16): split it into one clip per position, depth or "
+             "hyper.tif": (np.zeros((2, 3, 12, 16), np.uint16),
+                           {"photometric": "minisblack", "metadata": {"axes": "ZTYX"}},
+                           "series is ZTYX (2, 3, 12, 16): split it into one clip per position, depth or "
                            "time point")}
     for name, (data, options, reason) in cases.items():
         tifffile.imwrite(tmp_path / name, data, **options)
@@ -64,8 +65,8 @@ def test_tiff_that_is_not_a_clip_is_refused_with_the_reason(tmp_path):
         with pytest.raises(ImageReadError) as e:
             ClipReader(tmp_path / name)
         assert str(e.value) == (f"{tmp_path / name}: a TIFF clip holds one frame per page, (T, H, W) or (T, H, W, S) "
-                                f"with at most 4 samples, (T, C, H, W) with a channel axis or (T, Z, H, W), a depth "
-                                f"stack per time point; this one's {reason}")
+                                f"with at most 4 samples, (T, C, H, W) with a channel axis, or (T, Z[, C], H, W), a "
+                                f"depth stack per time point; this one's {reason}")
     tifffile.imwrite(tmp_path / "planar.tif", np.zeros((3, 12, 16), np.uint8), photometric="rgb",
                      planarconfig="separate")
     with pytest.raises(ImageReadError, match=r"series is SYX \(3, 12, 16\): one image of 3 planar samples \(colours\), "
@@ -290,6 +291,23 @@ def test_depth_stacks_over_time_are_clips_of_planes(tmp_path):
         assert tif.is_ome and tif.series[0].axes == "TZYX" and np.array_equal(tif.asarray(), data)
         for key, value in {"PhysicalSizeZ": 0.5, "PhysicalSizeX": 0.2, "TimeIncrement": 30.0}.items():
             assert f'{key}="{value}"' in tif.ome_metadata
+
+
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_depth_and_channel_hyperstacks_are_clips_of_their_planes(tmp_path, compression):
+    """ImageJ's full hyperstack (``TZCYX``): each time point's depth x channel planes are its frame's channels, in
+    storage order, and are written back with the same axes."""
+    data = _clip((3, 2, 3, 16, 16), "uint8")
+    tifffile.imwrite(tmp_path / "h.tif", data, imagej=True, compression=compression, metadata={"axes": "TZCYX"})
+    clip, info = read_clip(tmp_path / "h.tif")
+    assert clip.shape == (3, 6, 16, 16) and np.array_equal(clip, data.reshape(3, 6, 16, 16) / np.float32(255))
+    assert dict(info.tiff)["planes"] == "ZC" and dict(info.tiff)["plane_shape"] == (2, 3)
+    write_clip(tmp_path / "back.tif", clip, info)
+    with tifffile.TiffFile(tmp_path / "back.tif") as tif:
+        assert tif.is_imagej and tif.series[0].axes == "TZCYX" and np.array_equal(tif.asarray(), data)
+    write_clip(tmp_path / "five.tif", clip[:, :5], info)  # not the source's depth x channels: a channel axis
+    with tifffile.TiffFile(tmp_path / "five.tif") as tif:
+        assert tif.series[0].axes == "TCYX" and np.array_equal(tif.asarray(), data.reshape(3, 6, 16, 16)[:, :5])
 
 
 def test_evaluate_denoises_photon_data_as_the_denoise_command_does(tmp_path, capsys):

@@ -10,7 +10,8 @@ uint16 / 65535, floats as stored). Four containers:
   long clip is never loaded whole;
 - a **multi-page TIFF** (``.tif``/``.tiff``; a microscope's time-lapse or z-stack, an ImageJ stack): one frame per
   page, ``(T, H, W)`` or ``(T, H, W, S)`` with ``S <= 4`` samples (RGB), or ``(T, C, H, W)`` with a channel axis
-  (fluorophores) or a depth stack per time point (``TZYX``: its planes are the frames' channels); memory-mapped when uncompressed, else read
+  (fluorophores) or a depth stack per time point (``TZYX``, ``TZCYX``: its planes are the frames' channels);
+  memory-mapped when uncompressed, else read
   a page at a time. Written back as an ImageJ-compatible stack (``TYX``; ``TYXS`` for 8-bit RGB; uint8, uint16 or
   float32; other dtypes and colour layouts as tifffile's shaped TIFF) at the source's dtype, memory-mapped;
 - a **video file** (``.mp4``, ``.mov``, ``.mkv``, ``.avi``, ``.webm``) through PyAV (``pip install "xmodal[video]"``),
@@ -125,9 +126,10 @@ class ClipInfo:
             maps such a clip to [0, 1] with when it is given none (``value_range=None``, auto-ranged). ``()`` for
             integer clips, which are [0, 1] by their dtype. Read from the frames, so not compared between infos.
         tiff: what a multi-page TIFF clip (``"tiff"``) written back as one keeps: ``(key, value)`` pairs of its frame
-            axis (``"axis"``: ``"T"`` or ``"Z"``), the axis of a ``TZYX`` clip's planes (``"planes"``), pixel size (``"resolution"``, ``"resolutionunit"``), ImageJ
-            calibration (``"spacing"``, ``"finterval"``, ``"unit"``), whether it is an OME-TIFF (``"ome"``) and its
-            OME physical sizes and time increment (``"ome_pixels"``).
+            axis (``"axis"``: ``"T"`` or ``"Z"``), the axes of a ``TZYX`` / ``TZCYX`` clip's planes (``"planes"``:
+            ``"Z"`` / ``"ZC"``, with ``"plane_shape"`` ``(Z, C)`` for the latter), pixel size (``"resolution"``,
+            ``"resolutionunit"``), ImageJ calibration (``"spacing"``, ``"finterval"``, ``"unit"``), whether it is an
+            OME-TIFF (``"ome"``) and its OME physical sizes and time increment (``"ome_pixels"``).
     """
 
     kind: str
@@ -287,15 +289,16 @@ def _tiff_layout(tif: Any) -> tuple[str, tuple[int, ...], bool, np.dtype]:
         axes, shape, pagewise = first.axes, tuple(first.shape), False
     one = len(shape) == 3 and axes[-1] == "S" or len(shape) <= 2
     if axes[0] not in "CS" and ((len(shape) == 3 and not one) or (len(shape) == 4 and (
-            (axes[-1] == "S" and shape[-1] <= 4) or ((axes[1] == "C" or axes[:2] == "TZ") and axes[-1] != "S")))):
+            (axes[-1] == "S" and shape[-1] <= 4) or ((axes[1] == "C" or axes[:2] == "TZ") and axes[-1] != "S")))
+                                or axes == "TZCYX"):
         return axes, shape, pagewise, first.dtype
     what = ("one image, not a clip" if one else
             f"one image of {shape[0]} planar samples (colours), not a clip" if axes[0] == "S" else
             "its pages are channels, not frames" if axes[0] == "C" else
             "split it into one clip per position, depth or time point")
     raise ValueError(f"a TIFF clip holds one frame per page, (T, H, W) or (T, H, W, S) with at most 4 samples, "
-                     f"(T, C, H, W) with a channel axis or (T, Z, H, W), a depth stack per time point; this one's "
-                     f"series is {axes} {tuple(shape)}: {what}")
+                     f"(T, C, H, W) with a channel axis, or (T, Z[, C], H, W), a depth stack per time point; this "
+                     f"one's series is {axes} {tuple(shape)}: {what}")
 
 
 class _TiffPages:
@@ -320,11 +323,14 @@ _OME_CALIBRATION = ("PhysicalSizeX", "PhysicalSizeXUnit", "PhysicalSizeY", "Phys
 
 def _tiff_metadata(tif: Any, axes: str) -> tuple[tuple[str, Any], ...]:
     """What a TIFF clip written back keeps of its source (:attr:`ClipInfo.tiff`): the frame axis (``T`` time or ``Z``
-    depth), the axis of a ``TZYX`` clip's planes (``planes``: ``Z``, a channel axis otherwise), the pixel size (resolution tags), ImageJ's slice spacing, frame interval and unit, and OME-ness with
-    OME's physical sizes and time increment."""
+    depth), the axes of a ``TZYX`` or ``TZCYX`` clip's planes (``planes``: ``Z`` or ``ZC``, a channel axis
+    otherwise; ``plane_shape``: ``(Z, C)`` of the latter), the pixel size (resolution tags), ImageJ's slice
+    spacing, frame interval and unit, and OME-ness with OME's physical sizes and time increment."""
     meta: dict[str, Any] = {"axis": axes[0] if axes[0] in "TZ" else "T", "ome": bool(tif.is_ome)}
-    if axes[:2] == "TZ" and len(axes) == 4:  # a depth stack per time point: its planes are the frames' channels
-        meta["planes"] = "Z"
+    if axes in ("TZYX", "TZCYX"):  # a depth stack per time point: its planes are the frames' channels
+        meta["planes"] = axes[1:-2]
+        if axes == "TZCYX":
+            meta["plane_shape"] = tuple(int(n) for n in tif.series[0].shape[1:3])
     page = tif.pages[0]
     if "XResolution" in page.tags and "YResolution" in page.tags:
         meta["resolution"] = tuple(float(v) for v in page.resolution)
@@ -366,7 +372,8 @@ def _ome_from_imagej(meta: dict[str, Any]) -> dict[str, Any]:
 def _tiff_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype, meta: tuple[tuple[str, Any], ...] = (),
                  ome: bool = False, channel_axis: bool = False) -> np.memmap:
     """A new multi-page TIFF at ``path`` for a ``(T, H, W)`` / ``(T, H, W, S)`` clip (``(T, C, H, W)`` with
-    ``channel_axis``), memory-mapped for writing:
+    ``channel_axis``: the source's planes, ``Z`` or ``Z x C`` stored as ``TZCYX``, else ``C``), memory-mapped for
+    writing:
     OME-TIFF with ``ome`` (a ``.ome.tif`` destination) or for an OME source; else an ImageJ stack where ImageJ takes
     it (uint8, uint16 or float32 gray; 8-bit RGB; more than one frame, as ImageJ stores one frame as a single image),
     else tifffile's shaped TIFF (BigTIFF above 2 GiB); with the source's frame axis, pixel size and ImageJ
@@ -375,8 +382,11 @@ def _tiff_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype, meta: tupl
 
     meta_ = dict(meta)
     samples = shape[3] if len(shape) == 4 and not channel_axis else 1
-    axes = meta_.get("axis", "T") + (meta_.get("planes", "C") + "YX" if channel_axis else "YX" if len(shape) == 3
-                                     else "YXS")
+    planes = meta_.get("planes", "C") if channel_axis else ""
+    if planes == "ZC" and math.prod(meta_.get("plane_shape", ())) != shape[1]:
+        planes = "C"  # not the source's depth x channels
+    axes = meta_.get("axis", "T") + (planes + "YX" if channel_axis else "YX" if len(shape) == 3 else "YXS")
+    stored = (shape[0], *meta_["plane_shape"], *shape[2:]) if planes == "ZC" else shape
     ome = ome or bool(meta_.get("ome"))
     imagej = not ome and shape[0] > 1 and dtype.name in ("uint8", "uint16", "float32") and (
         samples == 1 or (samples == 3 and dtype.name == "uint8"))
@@ -392,8 +402,9 @@ def _tiff_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype, meta: tupl
         extra["resolution"] = meta_["resolution"]
         if not imagej:
             extra["resolutionunit"] = meta_["resolutionunit"]
-    return tifffile.memmap(path, shape=shape, dtype=dtype, imagej=imagej, ome=ome, bigtiff=big,
-                           photometric="rgb" if samples in (3, 4) else "minisblack", metadata=metadata, **extra)
+    return tifffile.memmap(path, shape=stored, dtype=dtype, imagej=imagej, ome=ome, bigtiff=big,
+                           photometric="rgb" if samples in (3, 4) else "minisblack", metadata=metadata,
+                           **extra).reshape(shape)  # (T, Z, C, H, W) stored: a view of the frames' planes
 
 
 def _open_tiff_clip(path: Path) -> tuple[Any, Any, tuple[tuple[str, Any], ...], str]:
@@ -412,19 +423,20 @@ def _open_tiff_clip(path: Path) -> tuple[Any, Any, tuple[tuple[str, Any], ...], 
         except ValueError as e:
             raise ImageReadError(f"{path}: {e}") from None
         meta = _tiff_metadata(tif, axes)
-        layout = "TCHW" if len(shape) == 4 and axes[1] in "CZ" else ""
+        layout = "TCHW" if len(shape) >= 4 and axes[1] in "CZ" else ""
+        planes = (shape[0], shape[1] * shape[2], *shape[3:]) if len(shape) == 5 else shape  # TZCYX: Z x C planes
         if not pagewise:
             try:
                 frames = tifffile.memmap(path, mode="r", series=0)
                 tif.close()
-                return frames, None, meta, layout
+                return frames.reshape(planes), None, meta, layout
             except ValueError:  # compressed or not contiguous
                 pass
         if len(tif.pages) == shape[0]:
             return _TiffPages(tif, path, shape, dtype), tif, meta, layout
         frames = tif.series[0].asarray()
         tif.close()
-        return frames, None, meta, layout
+        return frames.reshape(planes), None, meta, layout
     except ImageReadError:
         tif.close()
         raise
