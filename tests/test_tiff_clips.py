@@ -310,6 +310,42 @@ def test_depth_and_channel_hyperstacks_are_clips_of_their_planes(tmp_path, compr
         assert tif.series[0].axes == "TCYX" and np.array_equal(tif.asarray(), data.reshape(3, 6, 16, 16)[:, :5])
 
 
+def test_tiff_clips_keep_their_display_and_channel_names(tmp_path):
+    """What Fiji shows a two-colour time-lapse with (composite mode, each channel's display range and LUT, slice
+    labels) and OME's channel names, colours and wavelengths come through denoising; a clip of another channel count
+    leaves the per-channel ones out."""
+    data = _clip((3, 2, 16, 16), "uint16")
+    green, magenta = np.zeros((3, 256), np.uint8), np.zeros((3, 256), np.uint8)
+    green[1], magenta[0], magenta[2] = np.arange(256), np.arange(256), np.arange(256)
+    labels = [f"t{t}c{c}" for t in range(3) for c in range(2)]
+    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True,
+                     metadata={"axes": "TCYX", "mode": "composite", "Ranges": (100.0, 3000.0, 50.0, 9000.0),
+                               "LUTs": [green, magenta], "Labels": labels})
+    assert main([str(tmp_path / "ij.tif"), "-o", str(tmp_path / "out"), "--modality", "video", "--sigma", "none",
+                 "--quiet"]) == 0
+    with tifffile.TiffFile(tmp_path / "out" / "ij.tif") as tif:
+        meta = tif.imagej_metadata
+        assert (meta["mode"], meta["Ranges"], meta["Labels"]) == ("composite", (100.0, 3000.0, 50.0, 9000.0), labels)
+        assert np.array_equal(meta["LUTs"][0], green) and np.array_equal(meta["LUTs"][1], magenta)
+    clip, info = read_clip(tmp_path / "ij.tif")
+    write_clip(tmp_path / "three.tif", np.concatenate([clip, clip[:, :1]], axis=1), info)
+    with tifffile.TiffFile(tmp_path / "three.tif") as tif:
+        assert tif.imagej_metadata["mode"] == "composite"
+        assert not {"Ranges", "LUTs", "Labels"} & set(tif.imagej_metadata)
+    channel = {"Name": ["DAPI", "GFP"], "Color": [-16776961, 16711935], "EmissionWavelength": [461.0, 510.0]}
+    tifffile.imwrite(tmp_path / "o.ome.tif", data, ome=True, metadata={"axes": "TCYX", "Channel": channel})
+    clip, info = read_clip(tmp_path / "o.ome.tif")
+    write_clip(tmp_path / "o_out.ome.tif", clip, info)
+    with tifffile.TiffFile(tmp_path / "o_out.ome.tif") as tif:
+        for n in range(2):
+            assert (f'Name="{channel["Name"][n]}"' in tif.ome_metadata and f'Color="{channel["Color"][n]}"'
+                    in tif.ome_metadata and f'EmissionWavelength="{channel["EmissionWavelength"][n]}"'
+                    in tif.ome_metadata)
+    write_clip(tmp_path / "one.ome.tif", clip[:, :1], info)
+    with tifffile.TiffFile(tmp_path / "one.ome.tif") as tif:
+        assert "DAPI" not in tif.ome_metadata
+
+
 def test_evaluate_denoises_photon_data_as_the_denoise_command_does(tmp_path, capsys):
     from xmodal.evaluate import main as evaluate_main
 

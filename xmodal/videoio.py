@@ -128,8 +128,9 @@ class ClipInfo:
         tiff: what a multi-page TIFF clip (``"tiff"``) written back as one keeps: ``(key, value)`` pairs of its frame
             axis (``"axis"``: ``"T"`` or ``"Z"``), the axes of a ``TZYX`` / ``TZCYX`` clip's planes (``"planes"``:
             ``"Z"`` / ``"ZC"``, with ``"plane_shape"`` ``(Z, C)`` for the latter), pixel size (``"resolution"``,
-            ``"resolutionunit"``), ImageJ calibration (``"spacing"``, ``"finterval"``, ``"unit"``), whether it is an
-            OME-TIFF (``"ome"``) and its OME physical sizes and time increment (``"ome_pixels"``).
+            ``"resolutionunit"``), ImageJ calibration (``"spacing"``, ``"finterval"``, ``"unit"``) and display
+            (``"imagej_display"``), whether it is an OME-TIFF (``"ome"``) and its OME physical sizes and time
+            increment (``"ome_pixels"``) and channels (``"ome_channels"``).
     """
 
     kind: str
@@ -319,13 +320,17 @@ class _TiffPages:
 
 _OME_CALIBRATION = ("PhysicalSizeX", "PhysicalSizeXUnit", "PhysicalSizeY", "PhysicalSizeYUnit", "PhysicalSizeZ",
                     "PhysicalSizeZUnit", "TimeIncrement", "TimeIncrementUnit")
+_OME_CHANNEL = {"Name": str, "Fluor": str, "Color": int, "EmissionWavelength": float, "EmissionWavelengthUnit": str,
+                "ExcitationWavelength": float, "ExcitationWavelengthUnit": str}  # what a channel keeps, as typed
 
 
 def _tiff_metadata(tif: Any, axes: str) -> tuple[tuple[str, Any], ...]:
     """What a TIFF clip written back keeps of its source (:attr:`ClipInfo.tiff`): the frame axis (``T`` time or ``Z``
     depth), the axes of a ``TZYX`` or ``TZCYX`` clip's planes (``planes``: ``Z`` or ``ZC``, a channel axis
     otherwise; ``plane_shape``: ``(Z, C)`` of the latter), the pixel size (resolution tags), ImageJ's slice
-    spacing, frame interval and unit, and OME-ness with OME's physical sizes and time increment."""
+    spacing, frame interval and unit and its display (``imagej_display``: mode, display range, channel ranges and
+    LUTs, slice labels), and OME-ness with OME's physical sizes, time increment and channels (``ome_channels``:
+    names, fluorophores, colours, wavelengths)."""
     meta: dict[str, Any] = {"axis": axes[0] if axes[0] in "TZ" else "T", "ome": bool(tif.is_ome)}
     if axes in ("TZYX", "TZCYX"):  # a depth stack per time point: its planes are the frames' channels
         meta["planes"] = axes[1:-2]
@@ -337,6 +342,12 @@ def _tiff_metadata(tif: Any, axes: str) -> tuple[tuple[str, Any], ...]:
         meta["resolutionunit"] = int(page.resolutionunit)
     imagej = tif.imagej_metadata or {}
     meta.update({key: imagej[key] for key in ("spacing", "finterval", "unit") if key in imagej})
+    display = {key: imagej[key] if key in ("mode", "min", "max") else tuple(imagej[key])
+               for key in ("mode", "min", "max", "Ranges", "Labels") if key in imagej}
+    if "LUTs" in imagej:  # as nested tuples: a ClipInfo compares and hashes
+        display["LUTs"] = tuple(tuple(map(tuple, np.asarray(lut).tolist())) for lut in imagej["LUTs"])
+    if display:
+        meta["imagej_display"] = tuple(sorted(display.items()))
     if tif.is_ome:  # OME's physical sizes and time increment, from its first Pixels element
         import xml.etree.ElementTree as ElementTree
 
@@ -344,6 +355,11 @@ def _tiff_metadata(tif: Any, axes: str) -> tuple[tuple[str, Any], ...]:
             pixels = next(e for e in ElementTree.fromstring(tif.ome_metadata).iter() if e.tag.endswith("Pixels"))
             meta["ome_pixels"] = tuple(sorted((key, value) for key, value in pixels.attrib.items()
                                               if key in _OME_CALIBRATION))
+            channels = [e.attrib for e in pixels if e.tag.endswith("Channel")]
+            kept = tuple((key, tuple(c[key] for c in channels)) for key in _OME_CHANNEL
+                         if channels and all(key in c for c in channels))
+            if kept:
+                meta["ome_channels"] = kept
         except (ElementTree.ParseError, StopIteration, TypeError):
             pass  # no readable OME-XML: the pixels are read all the same
     return tuple(sorted(meta.items()))
@@ -376,8 +392,9 @@ def _tiff_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype, meta: tupl
     writing:
     OME-TIFF with ``ome`` (a ``.ome.tif`` destination) or for an OME source; else an ImageJ stack where ImageJ takes
     it (uint8, uint16 or float32 gray; 8-bit RGB; more than one frame, as ImageJ stores one frame as a single image),
-    else tifffile's shaped TIFF (BigTIFF above 2 GiB); with the source's frame axis, pixel size and ImageJ
-    calibration (``meta``: :attr:`ClipInfo.tiff`)."""
+    else tifffile's shaped TIFF (BigTIFF above 2 GiB); with the source's frame axis, pixel size, ImageJ
+    calibration and display and OME channels (``meta``: :attr:`ClipInfo.tiff`; per-channel display and channels
+    only where the clip has the source's channel count)."""
     import tifffile
 
     meta_ = dict(meta)
@@ -392,11 +409,23 @@ def _tiff_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype, meta: tupl
         samples == 1 or (samples == 3 and dtype.name == "uint8"))
     big = not imagej and math.prod(shape) * dtype.itemsize > 2 ** 31
     metadata: dict[str, Any] = {"axes": axes}
+    channels = meta_["plane_shape"][1] if planes == "ZC" else shape[1] if planes == "C" else 1
     if ome:  # numbers as numbers, units as they came; from an ImageJ source, its calibration in OME's terms
         pixels = dict(meta_.get("ome_pixels", ())) or _ome_from_imagej(meta_)
         metadata.update({key: value if key.endswith("Unit") else float(value) for key, value in pixels.items()})
+        named = dict(meta_.get("ome_channels", ()))
+        if named and all(len(values) == channels for values in named.values()):  # the source's channels
+            metadata["Channel"] = {key: [_OME_CHANNEL[key](v) for v in values] for key, values in named.items()}
     if imagej:
         metadata.update({key: meta_[key] for key in ("spacing", "finterval", "unit") if key in meta_})
+        display = dict(meta_.get("imagej_display", ()))  # a channel's range and LUT only where it is the source's
+        metadata.update({key: display[key] for key in ("mode", "min", "max") if key in display})
+        if len(display.get("Ranges", ())) == 2 * channels:
+            metadata["Ranges"] = display["Ranges"]
+        if len(display.get("LUTs", ())) == channels:
+            metadata["LUTs"] = [np.asarray(lut, np.uint8) for lut in display["LUTs"]]
+        if len(display.get("Labels", ())) == math.prod(stored[:-2] if samples == 1 else stored[:1]):
+            metadata["Labels"] = list(display["Labels"])
     extra: dict[str, Any] = {}
     if "resolution" in meta_:  # pixels per unit; ImageJ keeps its unit in the metadata
         extra["resolution"] = meta_["resolution"]
