@@ -230,6 +230,25 @@ def test_format_turns_npy_and_tiff_clips_into_each_other(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.tif", "b.npy"]  # not b.ome.npy
 
 
+@pytest.mark.parametrize("options", [{"imagej": True}, {"ome": True}, {}])
+def test_a_truncated_tiff_stack_is_reported_as_truncated(tmp_path, options, capsys):
+    """A stack cut short (a copy that stopped) names the page where it breaks, as a clip and as a band stack, and
+    tifffile's own log lines are not printed on top."""
+    src = tmp_path / "cut.tif"
+    tifffile.imwrite(src, _clip((5, 32, 32), "uint16"), photometric="minisblack", metadata={"axes": "TYX"}, **options)
+    with open(src, "r+b") as f:
+        f.truncate(int(src.stat().st_size * 0.6))
+    message = "truncated or corrupt TIFF: 1 page(s) can be read, then the offset of page 2 points outside the file"
+    assert not is_clip(src)
+    with pytest.raises(ImageReadError) as e:
+        ClipReader(src)
+    assert str(e.value) == f"{src}: {message}"
+    with pytest.raises(ImageReadError) as e:
+        xmodal.imageio.read_image(src)
+    assert str(e.value) == f"{src}: {message}"
+    assert capsys.readouterr().err == ""
+
+
 def test_a_failed_tiff_writer_leaves_nothing(tmp_path, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -34,6 +34,7 @@ folder, then a rename), as in :mod:`xmodal.io`.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -470,13 +471,46 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str, str, tuple[tuple[str, Any
     return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("=")), fmt, mode, meta
 
 
+class TiffPageErrors(logging.Handler):
+    """Collects what tifffile logs as errors while it opens a file (a page offset past the end of a truncated file)
+    instead of letting Python print them: the reader reports them, with the path, in its own error."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> TiffPageErrors:
+        self._logger = logging.getLogger("tifffile")
+        self._logger.addHandler(self)
+        self._propagate, self._logger.propagate = self._logger.propagate, False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.propagate = self._propagate
+
+    def broken_chain(self, pages: int) -> str:
+        """Why the file's pages end early (``""`` when they do not): after ``pages`` readable pages the offset of
+        the next one points outside the file, or cannot be read."""
+        if any("invalid page offset" in m or "invalid offset to page" in m for m in self.messages):
+            return (f"truncated or corrupt TIFF: {pages} page(s) can be read, then the offset of page {pages + 1} "
+                    "points outside the file")
+        return ""
+
+
 def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], tuple[int, int],
                                     tuple[tuple[str, Any], ...], tuple[int, int] | None, tuple[int, ...]]:
     """``(C, H, W)`` array in the stored dtype, axes of the stored array, mode, GeoTIFF tags, ``(compression,
     predictor)``, metadata (ICC profile), tile shape (``None``: strips) and overview reduction factors of a TIFF."""
     tifffile = _import_tifffile()
     try:
-        with tifffile.TiffFile(path) as tif:
+        with TiffPageErrors() as errors, tifffile.TiffFile(path) as tif:
+            broken = errors.broken_chain(len(tif.pages))
+            if broken:
+                raise ImageReadError(f"{path}: {broken}")
             series = tif.series
             if len(series) > 1 and all(x.axes == "YX" and x.shape == series[0].shape and x.dtype == series[0].dtype
                                        for x in series):  # one 2-D page per band, written one at a time

@@ -60,8 +60,8 @@ import torch
 
 from xmodal._fs import usual_permissions
 from xmodal.io import AV_CONTAINERS, AvAudioSource, av_audio_stream, container_tags, encode_av_audio, import_av
-from xmodal.imageio import (IMAGE_EXTENSIONS, ImageInfo, ImageReadError, alpha_channels, natural_key, read_image,
-                             write_image)
+from xmodal.imageio import (IMAGE_EXTENSIONS, ImageInfo, ImageReadError, TiffPageErrors, alpha_channels, natural_key,
+                             read_image, write_image)
 
 __all__ = ["VIDEO_EXTENSIONS", "AudioProcess", "ClipInfo", "ClipReader", "ClipWriter", "StreamedAudio", "clip_frames",
            "is_clip", "read_clip", "remux_with_source", "write_clip"]
@@ -264,8 +264,8 @@ def is_clip(path: PathLike) -> bool:
             return np.load(path, mmap_mode="r", allow_pickle=False).ndim in (3, 4)
         import tifffile
 
-        with tifffile.TiffFile(path) as tif:
-            return _tiff_layout(tif)[3].name in _DTYPES
+        with TiffPageErrors() as errors, tifffile.TiffFile(path) as tif:
+            return not errors.broken_chain(len(tif.pages)) and _tiff_layout(tif)[3].name in _DTYPES
     except Exception:
         return False
 
@@ -442,11 +442,15 @@ def _open_tiff_clip(path: Path) -> tuple[Any, Any, tuple[tuple[str, Any], ...], 
     ``layout`` ``"TCHW"`` for a channel axis, else ``""`` (from the frames' shape)."""
     import tifffile
 
+    with TiffPageErrors() as errors:
+        try:
+            tif = tifffile.TiffFile(path)
+            broken = errors.broken_chain(len(tif.pages))
+        except Exception as e:
+            raise ImageReadError(f"{path}: not readable as TIFF ({e})") from None
     try:
-        tif = tifffile.TiffFile(path)
-    except Exception as e:
-        raise ImageReadError(f"{path}: not readable as TIFF ({e})") from None
-    try:
+        if broken:
+            raise ImageReadError(f"{path}: {broken}")
         try:
             axes, shape, pagewise, dtype = _tiff_layout(tif)
         except ValueError as e:
