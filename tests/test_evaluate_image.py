@@ -596,6 +596,68 @@ def test_stack_scores_on_the_clean_scale(stacks: tuple[Path, dict]) -> None:
     assert result["failures"] == [] and result["errors"] == []
 
 
+def test_stack_nodata_pixels_are_left_out_of_every_metric(tmp_path: Path) -> None:
+    """A GeoTIFF whose border is nodata (0, as Landsat scenes are) scores as its valid columns alone: every metric,
+    per band too, equals the same stacks cut to those columns; a zero spectrum never reaches SAM whatever the
+    scaling (file values are read as stored, not rebuilt from the scaled bands)."""
+    rng = np.random.default_rng(4)
+    clean = np.rint(smooth(S, rng, SH, SW) * 3000 + 700).astype(np.uint16)
+    noisy = np.clip(np.rint(clean + rng.normal(0, 120, clean.shape)), 1, 65535).astype(np.uint16)
+    enhanced = np.clip(np.rint(clean + rng.normal(0, 25, clean.shape)), 1, 65535).astype(np.uint16)
+    nodata = [(42113, 2, 0, "0", True)]  # GDAL_NODATA
+    for name, x in (("clean", clean), ("noisy", noisy), ("enhanced", enhanced)):
+        border = x.copy()
+        border[:, :, :5] = 0
+        tifffile.imwrite(tmp_path / f"{name}.tif", border, photometric="minisblack", planarconfig="separate",
+                         extratags=nodata)
+        tifffile.imwrite(tmp_path / f"{name}_valid.tif", x[:, :, 5:], photometric="minisblack",
+                         planarconfig="separate")
+    for scaling in ("band_minmax", "band_percentile"):
+        result = evaluate_stacks(*(tmp_path / f"{n}.tif" for n in ("clean", "noisy", "enhanced")), scaling=scaling)
+        cut = evaluate_stacks(*(tmp_path / f"{n}_valid.tif" for n in ("clean", "noisy", "enhanced")),
+                              scaling=scaling)
+        assert result["files"][0]["scored_pixels"] == SH * (SW - 5) and result["failures"] == []
+        for row in ("noisy", "enhanced"):
+            assert result["files"][0][row] == pytest.approx(cut["files"][0][row], rel=1e-9)
+            for band, band_cut in zip(result["bands"], cut["bands"]):
+                assert band[row] == pytest.approx(band_cut[row], rel=1e-9)
+        assert result["files"][0]["enhanced"]["sam"] < result["files"][0]["noisy"]["sam"]
+
+
+def test_image_nan_nodata_is_left_out_and_json_stays_strict(tmp_path: Path) -> None:
+    """A float GeoTIFF with NaN nodata scores over its data pixels (equal to the image cut to them), not as NaN
+    means; an image wholly nodata is a recorded failure, and --json writes strict JSON (null, never NaN)."""
+    rng = np.random.default_rng(5)
+    for d in ("clean", "noisy", "enhanced"):
+        (tmp_path / d).mkdir()
+    clean = smooth(1, rng)[0].astype(np.float32)
+    rows = {"clean": clean, "noisy": clean + rng.normal(0, 0.1, clean.shape).astype(np.float32),
+            "enhanced": clean + rng.normal(0, 0.02, clean.shape).astype(np.float32)}
+    for row, x in rows.items():
+        holed = x.copy()
+        holed[:, 20:] = np.nan
+        tifffile.imwrite(tmp_path / row / "dem.tif", holed, extratags=[(42113, 2, 0, "nan", True)])
+        tifffile.imwrite(tmp_path / row / "void.tif", np.full_like(x, np.nan), extratags=[(42113, 2, 0, "nan", True)])
+    result = evaluate_images(tmp_path / "clean", tmp_path / "noisy", tmp_path / "enhanced")
+    dem = next(f for f in result["files"] if f["name"] == "dem")
+    assert dem["scored_pixels"] == H * 20
+    for row in ("noisy", "enhanced"):
+        ref, deg = clean[:, :20].astype(np.float64), rows[row][:, :20].astype(np.float64)
+        assert dem[row]["psnr"] == pytest.approx(peak_signal_noise_ratio(ref, deg, data_range=1.0), abs=1e-6)
+        assert dem[row]["ssim"] == pytest.approx(ref_ssim(ref[None], deg[None]), abs=1e-6)
+        assert result["mean"][row] == pytest.approx(dem[row])
+    assert {(f["row"], f["metric"], f["file"]) for f in result["failures"]} == {
+        (row, metric, "void") for row in ("noisy", "enhanced") for metric in ("psnr", "ssim")}
+    assert all(f["reason"].endswith("the mask leaves no pixel to score (all nodata)") for f in result["failures"])
+    for folder, row in (("c1", "clean"), ("n1", "noisy")):  # the void image alone: no mean at all
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "void.tif").write_bytes((tmp_path / row / "void.tif").read_bytes())
+    assert main(["--clean", str(tmp_path / "c1"), "--noisy", str(tmp_path / "n1"), "--enhanced", str(tmp_path / "n1"),
+                 "--json", str(tmp_path / "s.json")]) == 0
+    text = (tmp_path / "s.json").read_text()
+    assert "NaN" not in text and json.loads(text)["mean"]["noisy"]["psnr"] is None
+
+
 def test_stacks_in_one_mat_file_and_envi(stacks: tuple[Path, dict], tmp_path: Path,
                                           capsys: pytest.CaptureFixture) -> None:
     """The clean and noisy arrays of one .mat file (``scene.mat:gt`` / ``scene.mat:input``) and an ENVI raster score

@@ -344,6 +344,50 @@ def test_image_metrics_records_failures():
         image_metrics(acc, "enhanced", "a", ref, est, ("ms_ssim",))
 
 
+def test_masked_metrics_equal_the_metrics_of_the_masked_out_part_cut_away():
+    """A mask that leaves out whole columns scores exactly what the image cut to the other columns scores (SSIM over
+    the windows wholly inside, the same map pytorch-msssim computes); the masked-out pixels may hold anything."""
+    est, ref = pair((4, 24, 40), seed=8)
+    est, ref = est.double().clone(), ref.double().clone()  # pair() gives float32 (C, H, W) tensors
+    mask = torch.ones(24, 40, dtype=torch.bool)
+    mask[:, 31:] = False
+    ref[:, :, 31:], est[:, :, 35:] = float("nan"), 1e6  # nodata: NaN in the reference, garbage in the output
+    cut_ref, cut_est = ref[:, :, :31], est[:, :, :31]
+    for fn in (psnr_score, mpsnr_score, ssim_score):
+        assert fn(ref, est, mask=mask) == pytest.approx(fn(cut_ref, cut_est), abs=1e-12)
+    assert sam_score(ref, est, mask) == pytest.approx(sam_score(cut_ref, cut_est), abs=1e-12)
+    assert ergas_score(ref, est, mask=mask) == pytest.approx(ergas_score(cut_ref, cut_est), rel=1e-12)
+    clean_ref = ref.nan_to_num(0.5)
+    assert ssim_score(clean_ref, est.clamp(0, 1), mask=np.ones((24, 40), bool)) == pytest.approx(
+        ssim_score(clean_ref, est.clamp(0, 1)), abs=1e-12)  # an all-true mask: the pytorch-msssim value
+
+
+def test_metric_masks_and_non_finite_values_are_refused_with_reasons():
+    est, ref = pair((3, 20, 20), seed=9)
+    with pytest.raises(ValueError, match=r"psnr: `mask` must be a bool array of the images' \(H, W\) = \(20, 20\), got "
+                                         r"torch.bool \(20, 19\)"):
+        psnr_score(ref, est, mask=np.ones((20, 19), bool))
+    with pytest.raises(ValueError, match=r"sam: `mask` must be a bool array .* got torch.uint8 \(20, 20\)"):
+        sam_score(ref, est, mask=np.ones((20, 20), np.uint8))
+    with pytest.raises(ValueError, match=r"mpsnr failed: the mask leaves no pixel to score \(all nodata\)"):
+        mpsnr_score(ref, est, mask=np.zeros((20, 20), bool))
+    corner = np.zeros((20, 20), bool)
+    corner[:10, :10] = True
+    with pytest.raises(ValueError, match=r"ssim failed: no 11 x 11 window lies wholly in the scored pixels"):
+        ssim_score(ref, est, mask=corner)
+    bad = est.clone()
+    bad[0, 3, 4] = float("nan")
+    with pytest.raises(ValueError, match=r"psnr failed: `deg` holds NaN or infinity in 1 scored value\(s\) \(pass "
+                                         r"`mask` to leave nodata pixels out\)"):
+        psnr_score(ref, bad)
+    with pytest.raises(ValueError, match=r"ergas failed: `ref` holds NaN or infinity in 1 scored value\(s\)$"):
+        ergas_score(bad, ref, mask=np.ones((20, 20), bool))
+    acc = MetricAccumulator()
+    assert image_metrics(acc, "enhanced", "holed", ref, bad, IMAGE_METRICS) == {}  # recorded, not NaN means
+    assert [f[1] for f in acc.failures] == ["psnr", "ssim"]
+    assert acc.mean_counts() == {"enhanced": {"psnr": 0, "ssim": 0}}  # a mean over no image, never over a NaN
+
+
 # ---------------------------------------------------------------------------------------------------------- config
 
 

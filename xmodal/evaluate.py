@@ -57,7 +57,8 @@ import numpy as np
 
 from xmodal._cli import command_name, number_or_auto, run_command
 from xmodal._fs import atomic_write
-from xmodal.imageio import _INT_MAX, IMAGE_EXTENSIONS, ImageReadError, _quantise, alpha_channels, read_image, read_stack
+from xmodal.imageio import (_INT_MAX, IMAGE_EXTENSIONS, ImageReadError, _quantise, alpha_channels, nodata_value,
+                            read_image, read_stack, read_stack_values)
 from xmodal.io import AUDIO_EXTENSIONS, AudioReadError, list_audio_files, read_audio, resample
 from xmodal.stackio import is_container, split_variable, stack_stem
 from xmodal.videoio import TIFF_CLIP_EXTENSIONS, VIDEO_EXTENSIONS
@@ -833,14 +834,19 @@ def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str
             except _ModelRefused as e:
                 errors.append({"file": name, "reason": str(e)})
                 continue
-        if float(clean.min()) < 0 or float(clean.max()) > data_range:
-            warnings.append(f"{pair['clean']}: values span [{float(clean.min()):.4g}, {float(clean.max()):.4g}], "
+        nodata = None if video else nodata_value(info)
+        mask = None if nodata is None else _valid_pixels(clean, [nodata] * clean.shape[0])  # GeoTIFF nodata out
+        masked = {} if mask is None else {"mask": mask}
+        scored = clean if mask is None or not mask.any() else clean[:, mask]  # all nodata: its metrics fail
+        if float(scored.min()) < 0 or float(scored.max()) > data_range:
+            warnings.append(f"{pair['clean']}: values span [{float(scored.min()):.4g}, {float(scored.max()):.4g}], "
                             f"outside the data range [0, {data_range:g}] used by "
                             f"{' and '.join(_LABELS[m] for m in metrics)}")
         entry = {"name": name, "files": {row: p.name for row, p in pair.items()}, "shape": list(clean.shape),
                  "dtype": info.dtype, **({"alpha": "set aside (not scored)"} if alpha else {}),
-                 "noisy": score(acc, "noisy", name, clean, noisy, metrics, data_range, lpips),
-                 "enhanced": score(acc, "enhanced", name, clean, enhanced, metrics, data_range, lpips)}
+                 **({"scored_pixels": int(mask.sum())} if mask is not None else {}),
+                 "noisy": score(acc, "noisy", name, clean, noisy, metrics, data_range, lpips, **masked),
+                 "enhanced": score(acc, "enhanced", name, clean, enhanced, metrics, data_range, lpips, **masked)}
         files.append(entry)
         if figures_dir is not None and len(figures) < figure_files:
             png = Path(figures_dir) / f"{name}.png"
@@ -895,12 +901,10 @@ def _stack_values(path: str | os.PathLike, label: str, clean_path: str | os.Path
                   clean_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, Any]:
     """Read the stack at ``path``: its file values and its own per-band min/max scaling.
 
-    The stack is read with ``band_minmax`` scaling (which takes every stack dtype, signed integers included, unlike
-    ``dtype`` scaling) and that scaling is undone to recover file values.
-
     Returns:
-        ``(values, scaled, info)``: ``values: (S, H, W) float64`` in file units, ``scaled: (S, H, W) float32``
-        each band in [0, 1] by its own min/max, and the :class:`~xmodal.imageio.StackInfo`.
+        ``(values, scaled, info)``: ``values: (S, H, W) float64``, the file values as stored
+        (:func:`~xmodal.imageio.read_stack_values`), ``scaled: (S, H, W) float32`` each band in [0, 1] by its own
+        min/max (``band_minmax``, which takes every stack dtype), and its :class:`~xmodal.imageio.StackInfo`.
     """
     stack, info = read_stack(path, "band_minmax")  # (S, H, W), each band in [0, 1] by its own min/max
     if stack.shape[0] != clean_shape[0]:
@@ -909,9 +913,7 @@ def _stack_values(path: str | os.PathLike, label: str, clean_path: str | os.Path
     if stack.shape[1:] != clean_shape[1:]:
         raise ValueError(f"--{label} {path}: bands of {stack.shape[1]} x {stack.shape[2]} pixels, but --clean "
                          f"{clean_path}: {clean_shape[1]} x {clean_shape[2]}; the stacks must have the same size")
-    own_scale = np.asarray(info.scale, np.float64)[:, None, None]  # (S, 1, 1)
-    own_offset = np.asarray(info.offset, np.float64)[:, None, None]  # (S, 1, 1)
-    return stack.astype(np.float64) * own_scale + own_offset, stack, info  # (S, H, W) file values
+    return read_stack_values(path)[0], stack, info  # exact: never rebuilt from the float32 scaled bands
 
 
 def _stack_model_values(model: ArrayDenoiser, noisy: str | os.PathLike, scaled: np.ndarray, info: Any,
@@ -937,6 +939,28 @@ def _stack_model_values(model: ArrayDenoiser, noisy: str | os.PathLike, scaled: 
     values = out * own_scale + np.asarray(info.offset, np.float64)[:, None, None]  # (S, H, W) file units
     # as write_stack stores it: integer bands rounded and clipped to their dtype
     return np.stack([_quantise(v, np.dtype(d)).astype(np.float64) for v, d in zip(values, info.dtype)])
+
+
+def _strict_json(x: Any) -> Any:
+    """``x`` with the floats JSON cannot hold replaced: NaN (a mean over no file) by ``None``, an infinity (the PSNR
+    of identical files) by ``"inf"`` / ``"-inf"``."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else "inf" if x > 0 else "-inf"
+    if isinstance(x, dict):
+        return {key: _strict_json(value) for key, value in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict_json(value) for value in x]
+    return x
+
+
+def _valid_pixels(values: np.ndarray, nodata: tuple[float | None, ...] | list[float | None]) -> np.ndarray | None:
+    """``(H, W)`` bool: the pixels where every band of ``values`` ``(S, H, W)`` holds data (not its band's GDAL
+    ``nodata`` value, not NaN where a band has one); ``None`` when that is every pixel."""
+    valid = np.ones(values.shape[-2:], bool)
+    for band, value in zip(values, nodata):
+        if value is not None:
+            valid &= ~np.isnan(band) if math.isnan(value) else band != value
+    return None if valid.all() else valid
 
 
 def _physical(info: Any) -> tuple[float, float]:
@@ -1028,7 +1052,9 @@ def evaluate_stacks(clean: str | os.PathLike, noisy: str | os.PathLike, enhanced
     # file values: what the files hold, in physical units where a NIfTI header scales its stored integers
     slope, inter = _physical(info)
     offset, scale = offset * slope + inter, scale * slope  # the clean scaling, in physical units
-    values = {"clean": ref.astype(np.float64) * scale[:, None, None] + offset[:, None, None]}  # (S, H, W)
+    stored, nodata = read_stack_values(clean)
+    values = {"clean": stored * slope + inter}  # (S, H, W)
+    mask = _valid_pixels(stored, nodata)  # (H, W): where every clean band holds data; None: everywhere
     noisy_values, noisy_scaled, noisy_info = _stack_values(noisy, "noisy", clean, ref.shape)
     values["noisy"] = _physical_values(noisy_values, noisy_info)
     if model is None:
@@ -1045,15 +1071,17 @@ def evaluate_stacks(clean: str | os.PathLike, noisy: str | os.PathLike, enhanced
     physical = tuple(m for m in metrics if m in ("sam", "ergas"))  # on file values: an offset changes them
     scaled_metrics = tuple(m for m in metrics if m not in physical)
     entry: dict[str, Any] = {"name": name, "shape": list(ref.shape)}
+    if mask is not None:
+        entry["scored_pixels"] = int(mask.sum())  # of H x W: the nodata pixels of the clean stack left out
     for row in _ROWS:  # PSNR/SSIM on the clean scale; SAM and ERGAS on the file values
-        scores = image_metrics(acc, row, name, ref, deg[row], scaled_metrics, data_range)
+        scores = image_metrics(acc, row, name, ref, deg[row], scaled_metrics, data_range, mask=mask)
         if physical:
-            scores.update(image_metrics(acc, row, name, values["clean"], values[row], physical))
+            scores.update(image_metrics(acc, row, name, values["clean"], values[row], physical, mask=mask))
         entry[row] = {m: scores[m] for m in metrics if m in scores}
     band_metrics = tuple(m for m in metrics if m in IMAGE_METRICS)
     bands = [{"name": band,
               **{row: image_metrics(band_acc, row, f"{name} band {band}", ref[i], deg[row][i], band_metrics,
-                                    data_range) for row in _ROWS}}
+                                    data_range, mask=mask) for row in _ROWS}}
              for i, band in enumerate(info.band_names)]
     figures = []
     if figures_dir is not None:
@@ -1379,7 +1407,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", choices=["auto", "speech", "image", "multispectral", "video"], default="auto",
                    help="auto (default): a --clean folder of audio files is speech, of images is image, of only "
                         "sub-folders is video, a --clean file is multispectral")
-    p.add_argument("--json", metavar="FILE", help="write per-file and mean values and failures as JSON")
+    p.add_argument("--json", metavar="FILE", help="write per-file and mean values and failures as JSON (strict: "
+                                                  "a mean over no file is null, an infinite PSNR \"inf\")")
     p.add_argument("--figures", metavar="DIR", help="write figures here: spectrograms (speech) or noisy / denoised "
                                                      "/ clean / residual comparisons (images, stacks)")
     p.add_argument("--figure-files", type=int, default=3, metavar="N", help="how many files get a figure (default 3)")
@@ -1498,7 +1527,7 @@ def _main(argv: list[str] | None) -> int:
         return 2
     print(format_table(result))
     if args.json:
-        text = json.dumps(result, indent=2) + "\n"
+        text = json.dumps(_strict_json(result), indent=2, allow_nan=False) + "\n"
         try:
             atomic_write(args.json, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         except OSError as e:  # a folder that does not exist, no permission, a file where a folder should be

@@ -1016,6 +1016,58 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
     lo_p, hi_p = (float(v) for v in percentiles)
     if not 0.0 <= lo_p < hi_p <= 100.0:
         raise ValueError(f"`percentiles` must be (low, high) with 0 <= low < high <= 100, got {percentiles!r}")
+    read = _read_bands(path_or_paths)
+    bands, names, nodata, files, per_file = read.bands, read.names, read.nodata, read.files, read.per_file
+    stack = np.empty((len(bands), *bands[0].shape), dtype=np.float32)  # (S, H, W)
+    offsets, scales = [], []
+    shared = None
+    if scaling == "stack_minmax":  # one offset and scale for every band: their min and max together
+        valid = [v for v in (_valid_values(b, n) for b, n in zip(bands, nodata)) if v.size]
+        lo = min((float(v.min()) for v in valid), default=0.0)
+        hi = max((float(v.max()) for v in valid), default=1.0)
+        shared = (lo, (hi - lo) if hi > lo else 1.0)
+    for i, band in enumerate(bands):
+        offset, scale = shared or _band_scaling(band, str(files[i] if per_file else files[0]), scaling,
+                                                (lo_p, hi_p), nodata[i])
+        stack[i] = (band.astype(np.float64) - offset) / scale
+        offsets.append(offset)
+        scales.append(scale)
+    info = StackInfo(scaling=scaling, offset=tuple(offsets), scale=tuple(scales),
+                     dtype=tuple(b.dtype.name for b in bands), band_names=tuple(names),
+                     files=tuple(str(f) for f in files), shape=(len(bands), *bands[0].shape),  # type: ignore[arg-type]
+                     percentiles=(lo_p, hi_p) if scaling == "band_percentile" else None, nodata=tuple(nodata),
+                     tiff_tags=read.tiff_tags, tiff_compression=read.compression, interleaved=read.interleaved,
+                     tiff_tile=read.tile, tiff_overviews=read.overviews, container=read.container)
+    return stack, info
+
+
+def read_stack_values(path_or_paths: PathLike | Sequence[PathLike]) -> tuple[np.ndarray, tuple[float | None, ...]]:
+    """The values a stack's files hold, unscaled: ``(values: (S, H, W) float64, nodata)``, ``nodata`` the bands'
+    GDAL nodata values (``None`` where there is none). Sources and errors as :func:`read_stack`; a NIfTI volume's
+    stored values (before ``scl_slope``/``scl_inter``)."""
+    read = _read_bands(path_or_paths)
+    return np.stack([band.astype(np.float64) for band in read.bands]), tuple(read.nodata)
+
+
+@dataclass
+class _Bands:
+    """The bands of a stack as stored, with what :class:`StackInfo` keeps of their files."""
+
+    bands: list[np.ndarray]
+    names: list[str]
+    nodata: list[float | None]
+    files: list[Path]
+    per_file: bool
+    tiff_tags: tuple[TiffTag, ...]
+    compression: tuple[int, int]
+    tile: tuple[int, int] | None
+    overviews: tuple[int, ...]
+    interleaved: bool
+    container: StackContainer | None
+
+
+def _read_bands(path_or_paths: PathLike | Sequence[PathLike]) -> _Bands:
+    """Read every band of a stack (see :func:`read_stack` for the sources and errors) in its stored dtype."""
     files, per_file = _band_files(path_or_paths)
     bands: list[np.ndarray] = []
     names: list[str] = []
@@ -1052,27 +1104,8 @@ def read_stack(path_or_paths: PathLike | Sequence[PathLike], scaling: StackScali
         bands.extend(arr)  # (C, H, W) -> C bands of (H, W)
         names.extend([f.stem] if per_file else [f"band_{i + 1:02d}" for i in range(arr.shape[0])])
         nodata.extend([_nodata(info.tiff_tags)] * arr.shape[0])
-    stack = np.empty((len(bands), *bands[0].shape), dtype=np.float32)  # (S, H, W)
-    offsets, scales = [], []
-    shared = None
-    if scaling == "stack_minmax":  # one offset and scale for every band: their min and max together
-        valid = [v for v in (_valid_values(b, n) for b, n in zip(bands, nodata)) if v.size]
-        lo = min((float(v.min()) for v in valid), default=0.0)
-        hi = max((float(v.max()) for v in valid), default=1.0)
-        shared = (lo, (hi - lo) if hi > lo else 1.0)
-    for i, band in enumerate(bands):
-        offset, scale = shared or _band_scaling(band, str(files[i] if per_file else files[0]), scaling,
-                                                (lo_p, hi_p), nodata[i])
-        stack[i] = (band.astype(np.float64) - offset) / scale
-        offsets.append(offset)
-        scales.append(scale)
-    info = StackInfo(scaling=scaling, offset=tuple(offsets), scale=tuple(scales),
-                     dtype=tuple(b.dtype.name for b in bands), band_names=tuple(names),
-                     files=tuple(str(f) for f in files), shape=(len(bands), *bands[0].shape),  # type: ignore[arg-type]
-                     percentiles=(lo_p, hi_p) if scaling == "band_percentile" else None, nodata=tuple(nodata),
-                     tiff_tags=tiff_tags, tiff_compression=compression, interleaved=interleaved, tiff_tile=tile,
-                     tiff_overviews=overviews, container=container)
-    return stack, info
+    return _Bands(bands, names, nodata, list(files), per_file, tiff_tags, compression, tile, overviews, interleaved,
+                  container)
 
 
 def check_stack_destination(path: PathLike, info: StackInfo) -> None:

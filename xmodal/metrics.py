@@ -121,7 +121,8 @@ class MetricAccumulator:
 
     :meth:`means` is PAIRED: the mean of a metric, in every row, is over the items that every row scored with it.
     An item on which the metric failed in one row (PESQ of a silent output) leaves every row's mean of that metric,
-    so a failure can neither improve nor worsen one row against another. Items are recorded by name under
+    so the rows stay compared on the same items; but a failed output is then not counted against its row, so read
+    the means with :meth:`mean_counts` and ``failures`` (reports print both). Items are recorded by name under
     ``(row, metric, item)`` keys of ``sums`` and ``counts``, next to the ``(row, metric)`` totals, so a copy of
     ``sums``, ``counts`` and ``failures`` into another accumulator keeps the pairing.
     """
@@ -280,6 +281,35 @@ def _image4(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
     return x[None]  # (1, C, H, W)
 
 
+def _pair(metric: str, ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor,
+          mask: np.ndarray | torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(ref, deg, mask)`` of a metric as ``(1, C, H, W)`` float64 and ``(H, W)`` bool (``None``: every pixel is
+    scored), with ``ref`` and ``deg`` zeroed outside the mask (nodata NaNs there never reach a sum).
+
+    Raises:
+        ValueError: shapes differ; a mask of another size, or that scores no pixel; NaN or infinity in a scored
+            pixel."""
+    a, b = _image4(ref, "ref"), _image4(deg, "deg")
+    if a.shape != b.shape:
+        raise ValueError(f"{metric}: `ref` and `deg` must have the same shape, got {tuple(a.shape[1:])} and "
+                         f"{tuple(b.shape[1:])}")
+    m = None
+    if mask is not None:
+        m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).cpu()
+        if m.dtype != torch.bool or tuple(m.shape) != tuple(a.shape[-2:]):
+            raise ValueError(f"{metric}: `mask` must be a bool array of the images' (H, W) = "
+                             f"{tuple(a.shape[-2:])}, got {m.dtype} {tuple(m.shape)}")
+        if not bool(m.any()):
+            raise ValueError(f"{metric} failed: the mask leaves no pixel to score (all nodata)")
+        a, b = a.masked_fill(~m, 0.0), b.masked_fill(~m, 0.0)
+    for name, x in (("ref", a), ("deg", b)):
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise ValueError(f"{metric} failed: `{name}` holds NaN or infinity in {bad} scored value(s)"
+                             + ("" if mask is not None else " (pass `mask` to leave nodata pixels out)"))
+    return a, b, m
+
+
 def _integer_range(x: np.ndarray | torch.Tensor) -> tuple[int, int] | None:
     """``(min, max)`` of ``x``'s integer dtype (``None`` for float, complex and bool arrays)."""
     if isinstance(x, torch.Tensor):
@@ -310,107 +340,130 @@ def _data_range(ref: np.ndarray | torch.Tensor, data_range: float | None, kind: 
     return float(hi - lo)
 
 
+def _mean_hw(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``x: (..., H, W)`` over its pixels, or over the pixels of ``mask`` (``x`` zero elsewhere)."""
+    return x.mean(dim=(-2, -1)) if mask is None else x.sum(dim=(-2, -1)) / mask.sum()
+
+
 def psnr_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor,
-               data_range: float | None = None) -> float:
+               data_range: float | None = None, mask: np.ndarray | torch.Tensor | None = None) -> float:
     """PSNR in dB over all pixels and channels: ``10 log10(data_range^2 / MSE)`` (``inf`` for identical images).
 
-    ``data_range`` ``None``: inferred from ``ref``'s dtype as scikit-image does (integer images: the dtype's
-    maximum, e.g. 255 for uint8, or ``max - min`` of the dtype when ``ref`` has negative values; float images: 1).
+    ``data_range`` ``None``: inferred from ``ref``'s dtype as scikit-image does for integer images (the dtype's
+    maximum, e.g. 255 for uint8, or ``max - min`` of the dtype when ``ref`` has negative values); float images: 1
+    (scikit-image takes 2 for a float ``ref`` with negative values). ``mask``: ``(H, W)`` bool, the pixels to score
+    (nodata left out); ``None``: all.
 
     Raises:
-        ValueError: shapes differ.
+        ValueError: shapes differ, a bad ``mask``, NaN or infinity in a scored pixel.
     """
     data_range = _data_range(ref, data_range, "psnr")
-    a, b = _image4(ref, "ref"), _image4(deg, "deg")
-    if a.shape != b.shape:
-        raise ValueError(f"psnr: `ref` and `deg` must have the same shape, got {tuple(a.shape[1:])} and "
-                         f"{tuple(b.shape[1:])}")
-    mse = float((a - b).pow(2).mean())
+    a, b, m = _pair("psnr", ref, deg, mask)
+    mse = float(_mean_hw((a - b).pow(2), m).mean())
     return math.inf if mse == 0 else 10 * math.log10(data_range ** 2 / mse)
 
 
 def mpsnr_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor,
-                data_range: float | None = None) -> float:
+                data_range: float | None = None, mask: np.ndarray | torch.Tensor | None = None) -> float:
     """Mean over bands of each band's PSNR in dB (the MPSNR of hyperspectral denoising papers), ``(S, H, W)``.
 
     Unlike :func:`psnr_score` of the whole stack (one MSE over all bands), every band weighs the same, so a few
     badly denoised bands pull it down even when their squared error is small beside the others'. ``inf`` when a band
-    is identical. ``data_range`` as in :func:`psnr_score`.
+    is identical. ``data_range`` and ``mask`` as in :func:`psnr_score`.
 
     Raises:
-        ValueError: shapes differ.
+        ValueError: as :func:`psnr_score`.
     """
     data_range = _data_range(ref, data_range, "psnr")
-    a, b = _image4(ref, "ref")[0], _image4(deg, "deg")[0]  # (S, H, W)
-    if a.shape != b.shape:
-        raise ValueError(f"mpsnr: `ref` and `deg` must have the same shape, got {tuple(a.shape)} and "
-                         f"{tuple(b.shape)}")
-    mse = (a - b).pow(2).mean(dim=(1, 2))  # (S,)
+    a, b, m = _pair("mpsnr", ref, deg, mask)
+    mse = _mean_hw((a - b).pow(2), m)[0]  # (S,)
     return float(torch.where(mse == 0, math.inf, 10 * torch.log10(data_range ** 2 / mse)).mean())
 
 
-def ergas_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor, ratio: float = 1.0) -> float:
+def ergas_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor, ratio: float = 1.0,
+                mask: np.ndarray | torch.Tensor | None = None) -> float:
     """ERGAS (Wald 2000), lower is better: ``100 / ratio * sqrt(mean over bands of RMSE_b^2 / mean(ref_b)^2)`` for
     ``(S, H, W)`` stacks, each band's error relative to its own mean level. ``ratio`` is the resolution ratio of
     fusion tasks; 1 for denoising. Meant for physical values (radiance, reflectance, digital numbers), not values
-    with an offset removed.
+    with an offset removed. ``mask`` as in :func:`psnr_score` (the means and errors over its pixels).
 
     Raises:
-        ValueError: shapes differ, ``ratio`` not positive, or a band of ``ref`` has mean 0.
+        ValueError: as :func:`psnr_score`; ``ratio`` not positive, or a band of ``ref`` has mean 0.
     """
     if not ratio > 0:
         raise ValueError(f"ergas: `ratio` must be positive, got {ratio}")
-    a, b = _image4(ref, "ref")[0], _image4(deg, "deg")[0]  # (S, H, W)
-    if a.shape != b.shape:
-        raise ValueError(f"ergas: `ref` and `deg` must have the same shape, got {tuple(a.shape)} and "
-                         f"{tuple(b.shape)}")
-    level = a.mean(dim=(1, 2))  # (S,)
+    a, b, m = _pair("ergas", ref, deg, mask)
+    a, b = a[0], b[0]  # (S, H, W)
+    level = _mean_hw(a, m)  # (S,)
     if bool((level == 0).any()):
         zero = [int(i) + 1 for i in torch.nonzero(level == 0).flatten()]
         raise ValueError(f"ergas failed: band(s) {zero} of `ref` have mean 0 (the error is relative to it)")
-    mse = (a - b).pow(2).mean(dim=(1, 2))  # (S,)
+    mse = _mean_hw((a - b).pow(2), m)  # (S,)
     return float(100.0 / ratio * torch.sqrt((mse / level ** 2).mean()))
 
 
 def ssim_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor,
-               data_range: float | None = None) -> float:
+               data_range: float | None = None, mask: np.ndarray | torch.Tensor | None = None) -> float:
     """Mean SSIM over pixels and channels, see :data:`SSIM_IMPLEMENTATION`.
 
     ``data_range`` ``None``: inferred from ``ref``'s dtype as scikit-image does (integer images: the dtype's
-    ``max - min``, e.g. 255 for uint8; float images: 1).
+    ``max - min``, e.g. 255 for uint8; float images: 1). ``mask`` (``(H, W)`` bool): the mean is over the windows
+    that lie wholly in its pixels (the same SSIM map, computed here as pytorch-msssim computes it); ``None``: all.
 
     Raises:
-        ValueError: shapes differ, or the image is smaller than the 11 x 11 window.
+        ValueError: as :func:`psnr_score`; an image smaller than the 11 x 11 window, or a mask that holds no whole
+            window.
     """
     from pytorch_msssim import ssim
 
     data_range = _data_range(ref, data_range, "ssim")
-
-    a, b = _image4(ref, "ref"), _image4(deg, "deg")
-    if a.shape != b.shape:
-        raise ValueError(f"ssim: `ref` and `deg` must have the same shape, got {tuple(a.shape[1:])} and "
-                         f"{tuple(b.shape[1:])}")
+    a, b, m = _pair("ssim", ref, deg, mask)
     if min(a.shape[-2:]) < 11:
         raise ValueError(f"ssim: images must be at least 11 x 11 (the window), got {tuple(a.shape[-2:])}")
-    return float(ssim(a, b, data_range=data_range, size_average=True))
+    if m is None:
+        return float(ssim(a, b, data_range=data_range, size_average=True))
+    inside = torch.nn.functional.avg_pool2d(m[None, None].double(), 11, stride=1)[0, 0] > 1.0 - 1e-9  # (H-10, W-10)
+    if not bool(inside.any()):
+        raise ValueError("ssim failed: no 11 x 11 window lies wholly in the scored pixels (the mask)")
+    return float(_ssim_map(a, b, data_range)[0][:, inside].mean())
 
 
-def sam_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor) -> float:
+def _ssim_map(a: torch.Tensor, b: torch.Tensor, data_range: float) -> torch.Tensor:
+    """The SSIM map ``(1, C, H - 10, W - 10)`` of :data:`SSIM_IMPLEMENTATION` (Wang et al. 2004; pytorch-msssim's
+    arithmetic: an 11-tap Gaussian of sigma 1.5 built in float32, applied separably without padding)."""
+    coords = torch.arange(11, dtype=torch.float) - 5
+    g = torch.exp(-coords ** 2 / (2 * 1.5 ** 2))
+    g = (g / g.sum()).to(a.dtype)
+    C = a.shape[1]
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.conv2d(x, g.view(1, 1, 1, 11).expand(C, 1, 1, 11), groups=C)
+        return torch.nn.functional.conv2d(x, g.view(1, 1, 11, 1).expand(C, 1, 11, 1), groups=C)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu1, mu2 = blur(a), blur(b)
+    var1, var2, cov = blur(a * a) - mu1 ** 2, blur(b * b) - mu2 ** 2, blur(a * b) - mu1 * mu2
+    return (2 * mu1 * mu2 + c1) / (mu1 ** 2 + mu2 ** 2 + c1) * (2 * cov + c2) / (var1 + var2 + c2)
+
+
+def sam_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor,
+              mask: np.ndarray | torch.Tensor | None = None) -> float:
     """Spectral angle mapper: mean over pixels of the angle (degrees) between the ``S``-band spectra of ``ref``
     and ``deg`` (``(S, H, W)``).
 
     A pixel where exactly one of the two spectra is all zero counts as 90 degrees (a spectrum that collapsed to 0,
     or appeared from nothing, shares no direction with the other). A pixel where both are all zero has no angle and
-    is left out of the mean.
+    is left out of the mean, and so are the pixels outside ``mask`` (as in :func:`psnr_score`).
 
     Raises:
-        ValueError: shapes differ, or every pixel has two all-zero spectra.
+        ValueError: as :func:`psnr_score`; every scored pixel has two all-zero spectra.
     """
-    a, b = _image4(ref, "ref")[0], _image4(deg, "deg")[0]  # (S, H, W)
-    if a.shape != b.shape:
-        raise ValueError(f"sam: `ref` and `deg` must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    a, b, m = _pair("sam", ref, deg, mask)
+    a, b = a[0], b[0]  # (S, H, W)
     na, nb = a.norm(dim=0), b.norm(dim=0)  # (H, W)
     both, one = (na > 0) & (nb > 0), (na > 0) ^ (nb > 0)  # (H, W)
+    if m is not None:
+        both, one = both & m, one & m
     if not bool((both | one).any()):
         raise ValueError("sam failed: every pixel has an all-zero spectrum in both `ref` and `deg`")
     cos = ((a * b).sum(dim=0)[both] / (na[both] * nb[both])).clamp(-1.0, 1.0)  # (N,)
@@ -418,33 +471,44 @@ def sam_score(ref: np.ndarray | torch.Tensor, deg: np.ndarray | torch.Tensor) ->
     return float(angles.mean())
 
 
-def _lpips_fn(metrics: tuple[str, ...], lpips: LPIPS | None, ref: object, deg: object, data_range: float) -> dict:
-    """``{"lpips": scorer}`` when ``lpips`` is given; the metric asked for without a model is an error."""
+def _lpips_fn(metrics: tuple[str, ...], lpips: LPIPS | None, ref: object, deg: object, data_range: float,
+              mask: object = None) -> dict:
+    """``{"lpips": scorer}`` when ``lpips`` is given (a scorer that fails for an image with nodata pixels:
+    ``mask``); the metric asked for without a model is an error."""
     if lpips is None:
         if "lpips" in metrics:
             raise ValueError("metric 'lpips' needs an LPIPS model: pass lpips=xmodal.metrics.LPIPS(...) (weights "
                              "are supplied by the user; nothing is downloaded)")
         return {}
-    return {"lpips": lambda: lpips_score(ref, deg, lpips, data_range)}
+
+    def score() -> float:
+        if mask is not None:
+            raise ValueError("lpips failed: the image has nodata pixels, which a network cannot leave out")
+        return lpips_score(ref, deg, lpips, data_range)
+
+    return {"lpips": score}
 
 
 def image_metrics(acc: MetricAccumulator, row: str, item: str, ref: np.ndarray | torch.Tensor,
                   deg: np.ndarray | torch.Tensor, metrics: tuple[str, ...] = IMAGE_METRICS,
-                  data_range: float | None = None, lpips: LPIPS | None = None) -> dict[str, float]:
+                  data_range: float | None = None, lpips: LPIPS | None = None,
+                  mask: np.ndarray | torch.Tensor | None = None) -> dict[str, float]:
     """Score one image or stack ``(C, H, W)`` with ``metrics`` (from :data:`STACK_METRICS`, and ``lpips`` with an
     ``lpips`` model, for 1- and 3-channel images) into ``acc``; a metric that fails is recorded, not raised.
-    ``data_range`` ``None``: from ``ref``'s dtype, as :func:`psnr_score` and :func:`ssim_score` infer it.
+    ``data_range`` ``None``: from ``ref``'s dtype, as :func:`psnr_score` and :func:`ssim_score` infer it. ``mask``
+    (``(H, W)`` bool): the pixels scored (nodata left out), as :func:`psnr_score` takes it; LPIPS, a network's
+    judgement of the whole picture, fails on an image with a mask.
 
     Raises:
         ValueError: an unknown metric, or ``lpips`` asked for without a model.
     """
     fns = {
-        "psnr": lambda: psnr_score(ref, deg, data_range),
-        "ssim": lambda: ssim_score(ref, deg, data_range),
-        "mpsnr": lambda: mpsnr_score(ref, deg, data_range),
-        "sam": lambda: sam_score(ref, deg),
-        "ergas": lambda: ergas_score(ref, deg),
-        **_lpips_fn(metrics, lpips, ref, deg, _data_range(ref, data_range, "ssim")),
+        "psnr": lambda: psnr_score(ref, deg, data_range, mask),
+        "ssim": lambda: ssim_score(ref, deg, data_range, mask),
+        "mpsnr": lambda: mpsnr_score(ref, deg, data_range, mask),
+        "sam": lambda: sam_score(ref, deg, mask),
+        "ergas": lambda: ergas_score(ref, deg, mask=mask),
+        **_lpips_fn(metrics, lpips, ref, deg, _data_range(ref, data_range, "ssim"), mask),
     }
     return _score_into(acc, row, item, fns, metrics, "image", STACK_METRICS + ("lpips",))
 
