@@ -259,6 +259,24 @@ def test_a_failed_tiff_writer_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("suffix", [".npy", ".tif"])
+def test_a_clip_that_does_not_fit_on_the_disk_is_refused_before_any_frame(tmp_path, monkeypatch, suffix):
+    """Memory-mapped clips are created sparse: their blocks are allocated up front, so a full disk is an OSError
+    naming the clip (a page written into a full disk would be a SIGBUS that kills the process), and nothing stays."""
+    import os
+
+    calls = []
+
+    def full(fd, offset, length):
+        calls.append(length)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    with pytest.raises(OSError, match=rf"clip{suffix}: cannot write the clip \(No space left on device\)"):
+        ClipWriter(tmp_path / f"clip{suffix}", None, (3, 1, 64, 64))
+    assert calls and calls[0] >= 3 * 64 * 64 * 4 and list(tmp_path.iterdir()) == []
+
+
 def test_clip_estimate_errors_name_the_clip():
     video = xmodal.load("video")
     tiny = np.random.default_rng(0).random((3, 8, 8), dtype=np.float32)

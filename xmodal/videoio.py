@@ -43,6 +43,7 @@ into place only when every frame is written: nothing is half-written.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import io
 import math
@@ -434,6 +435,22 @@ def _tiff_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype, meta: tupl
     return tifffile.memmap(path, shape=stored, dtype=dtype, imagej=imagej, ome=ome, bigtiff=big,
                            photometric="rgb" if samples in (3, 4) else "minisblack", metadata=metadata,
                            **extra).reshape(shape)  # (T, Z, C, H, W) stored: a view of the frames' planes
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the blocks of a new memory-mapped file (created sparse) now, so that a full disk raises ``OSError``
+    (ENOSPC) before any frame is written instead of killing the process with SIGBUS when a mapped page is first
+    written. Nothing is done where the platform has no ``posix_fallocate`` or the file system cannot allocate."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _open_tiff_clip(path: Path) -> tuple[Any, Any, tuple[tuple[str, Any], ...], str]:
@@ -830,7 +847,9 @@ class ClipWriter:
                 else:
                     self._array = _tiff_memmap(self._tmp, out_shape, self.dtype, info.tiff if info is not None else (),
                                                ome, channel_axis=layout == "TCHW")
+                _reserve(self._tmp)  # the disk space, now: a full disk is an OSError here, not a SIGBUS mid-clip
             except BaseException as e:
+                self._array = None
                 self._tmp.unlink(missing_ok=True)  # nothing is left behind
                 if isinstance(e, OSError):
                     raise OSError(e.errno, f"{self.path}: cannot write the clip ({e.strerror or e})") from None
