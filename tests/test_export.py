@@ -123,6 +123,10 @@ def test_stack_export(tmp_path):
     assert report.modality == "multispectral" and report.input_shape == ("batch", 3, "height", "width")
     stack = np.random.default_rng(8).random((6, 21, 30), dtype=np.float32)
     np.testing.assert_allclose(load_onnx(report.path).denoise(stack), xmodal.load(run).denoise(stack), atol=1e-5)
+    png = _noisy_pngs(tmp_path / "calib", n=1)[0]
+    with pytest.raises(ValueError, match=r"n0.png: a calibration stack of this multispectral model must be a "
+                                         r"\.tif/\.tiff/\.npy/.* file or a folder of single-band TIFFs, got '\.png'"):
+        export_onnx(run, tmp_path / "ms8.onnx", int8=True, calibration=[png])
 
 
 def test_joint_model_exports_one_modality_at_a_time(tmp_path, capsys):
@@ -193,6 +197,48 @@ def test_errors(image_export, tmp_path, capsys, monkeypatch):
     net = OnnxRuntimeNet(report.path)
     with pytest.raises(KeyError, match=r"gray.onnx is the image network, not 'speech'"):
         net(torch.zeros(1, 1, 4, 4), "speech")
+
+
+def test_calibration_takes_one_path_and_folders_and_outputs_are_named(image_export, tmp_path, monkeypatch):
+    """One calibration path is a path (not its characters); a folder gives an image model its image files (other
+    files skipped); an int8 twin's name as the output, a read-only destination and a full disk are said plainly."""
+    run, _ = image_export
+    folder = tmp_path / "calib"
+    pngs = _noisy_pngs(folder, n=2)
+    (folder / "notes.txt").write_text("not an image")
+    single = export_onnx(run, tmp_path / "one.ONNX", int8=True, calibration=str(pngs[0]))
+    assert single.path.exists() and single.int8_path.name == "one.int8.onnx"
+    from_folder = export_onnx(run, tmp_path / "folder.onnx", int8=True, calibration=[folder])
+    listed = export_onnx(run, tmp_path / "listed.onnx", int8=True, calibration=pngs)
+    assert from_folder.calibration_inputs == listed.calibration_inputs == 2
+    assert from_folder.int8_path.read_bytes() == listed.int8_path.read_bytes()  # the same ranges, the same file
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"empty: a calibration folder of this image model holds no image file"):
+        export_onnx(run, tmp_path / "x.onnx", int8=True, calibration=[tmp_path / "empty"])
+    with pytest.raises(ValueError, match=r"x.int8.onnx: name the float model's file; with int8 its quantised twin is "
+                                         r"written beside it as <name>.int8.onnx \(x.int8.onnx for x.onnx\)"):
+        export_onnx(run, tmp_path / "x.int8.onnx", int8=True, calibration=pngs)
+    import tempfile
+
+    def refused(*args, **kwargs):
+        raise OSError(30, "Read-only file system", str(tmp_path / ".xmodal-export-abc"))
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", refused)
+    with pytest.raises(OSError) as e:
+        export_onnx(run, tmp_path / "ro.onnx")
+    assert str(e.value) == f"{tmp_path / 'ro.onnx'}: cannot write the file (Read-only file system); nothing was written"
+    assert e.value.errno == 30
+    monkeypatch.undo()
+    import onnx
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save", full)
+    with pytest.raises(OSError, match=r"full.onnx: cannot write the file \(No space left on device\); nothing was "
+                                      r"written"):
+        export_onnx(run, tmp_path / "full.onnx")
+    assert not (tmp_path / "full.onnx").exists() and not list(tmp_path.glob(".xmodal-export-*"))
 
 
 def test_xmodal_load_and_the_cli_take_an_export(image_export, tmp_path, capsys):

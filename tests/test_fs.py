@@ -103,3 +103,38 @@ def test_umask_falls_back_to_the_value_at_import(monkeypatch):
     monkeypatch.setattr(_fs, "_UMASK_AT_IMPORT", 0o077)
     monkeypatch.setattr(os, "umask", lambda *a: pytest.fail("os.umask called"))
     assert _fs._umask() == 0o077
+
+
+def test_write_errors_name_the_destination_and_say_why(tmp_path, monkeypatch):
+    """A library's bare write error (numpy's "N requested and M written" on a full disk), a folder where no file can
+    be made and an error that already names the file: the first two name the destination, say why in words and that
+    nothing was written (a full disk as such, with ENOSPC); the third passes unchanged."""
+    dest = tmp_path / "out.npy"
+
+    def short(tmp):
+        Path(tmp).write_bytes(b"partial")
+        raise OSError("90000 requested and 51168 written")
+
+    monkeypatch.setattr(_fs.shutil, "disk_usage", lambda p: type("U", (), {"free": 4096})())
+    with pytest.raises(OSError) as e:
+        atomic_write(dest, short)
+    assert str(e.value) == (f"{dest}: cannot write the file (no space left on the device: 90000 requested and 51168 "
+                            "written); nothing was written")
+    assert e.value.errno == 28 and list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(_fs.shutil, "disk_usage", lambda p: type("U", (), {"free": 1 << 30})())
+    with pytest.raises(OSError, match=r"out.npy: cannot write the file \(90000 requested and 51168 written\); "):
+        atomic_write(dest, short)
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system", str(tmp_path / ".out.abc.npy.part.npy"))
+
+    monkeypatch.setattr(_fs.tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError) as e:
+        atomic_write(dest, short)
+    assert str(e.value) == f"{dest}: cannot write the file (Read-only file system); nothing was written"
+    assert e.value.errno == 30
+    monkeypatch.undo()
+    named = OSError(f"{dest}: no space left on the device (libsndfile); nothing was written")
+    with pytest.raises(OSError) as e:
+        atomic_write(dest, lambda tmp: (_ for _ in ()).throw(named))
+    assert e.value is named and list(tmp_path.iterdir()) == []

@@ -254,7 +254,7 @@ def test_a_failed_tiff_writer_leaves_nothing(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(tifffile, "memmap", full)
-    with pytest.raises(OSError, match=r"out.tif: cannot write the clip \(No space left on device\)"):
+    with pytest.raises(OSError, match=r"out.tif: cannot write the file \(No space left on device\)"):
         ClipWriter(tmp_path / "out.tif", None, (3, 1, 8, 8))
     assert list(tmp_path.iterdir()) == []
 
@@ -272,7 +272,7 @@ def test_a_clip_that_does_not_fit_on_the_disk_is_refused_before_any_frame(tmp_pa
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
-    with pytest.raises(OSError, match=rf"clip{suffix}: cannot write the clip \(No space left on device\)"):
+    with pytest.raises(OSError, match=rf"clip{suffix}: cannot write the file \(No space left on device\)"):
         ClipWriter(tmp_path / f"clip{suffix}", None, (3, 1, 64, 64))
     assert calls and calls[0] >= 3 * 64 * 64 * 4 and list(tmp_path.iterdir()) == []
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "usual_permissions"]
+__all__ = ["atomic_write", "usual_permissions", "write_error"]
 
 
 def _umask_from_proc() -> int | None:
@@ -66,7 +67,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
 
     Raises:
         IsADirectoryError: ``path`` is a directory.
-        OSError: what ``write``, the folder's creation or the rename raise.
+        OSError: what ``write``, the folder's creation or the rename raise, naming ``path`` (:func:`write_error`).
     """
     path = Path(path)
     try:
@@ -80,14 +81,46 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         return
     if path.is_symlink():
         path = Path(os.path.realpath(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.part{path.suffix}",
-                               dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.part{path.suffix}",
+                                   dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e, e.filename) from None  # the temporary file it could not make
     os.close(fd)
     try:
         write(tmp)
         usual_permissions(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise write_error(path, e, tmp) from None
         raise
+
+
+#: free space under which a write error without an errno (numpy's "N requested and M written") is a full disk
+_FULL_DISK = 1 << 20
+
+
+def write_error(path: str | os.PathLike, error: OSError, tmp: str | os.PathLike | None = None) -> OSError:
+    """``error`` (raised while writing ``path``, through the temporary file ``tmp``) as an ``OSError`` of the same
+    built-in class that names ``path``, says why in words (a full disk where a library's own message hides it; the
+    other file it concerns, where it is not ``tmp``) and that nothing was written; ``error`` itself when it already
+    names ``path``. Its ``errno`` is ``error``'s (``ENOSPC`` for a full disk)."""
+    if str(path) in str(error):
+        return error
+    code = error.errno
+    reason = error.strerror or str(error)
+    if error.strerror and error.filename and str(error.filename) not in (str(path), str(tmp)):
+        reason += f": {error.filename}"  # a companion file (an ENVI header's data file), or a folder
+    if code is None:
+        try:
+            if shutil.disk_usage(Path(path).parent).free < _FULL_DISK:
+                code, reason = errno.ENOSPC, f"no space left on the device: {reason}"
+        except OSError:
+            pass
+    kind = type(error) if type(error).__module__ == "builtins" else OSError  # IsADirectoryError stays one
+    named = kind(f"{path}: cannot write the file ({reason}); nothing was written")
+    named.errno = code  # only the number: strerror and filename would make str() "[Errno N] ..."
+    return named

@@ -37,10 +37,12 @@ speed.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,7 +281,7 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
         opset: ONNX opset version.
         int8: also write ``<stem>.int8.onnx``, statically quantised to int8 (see the module docstring).
         calibration: for ``int8``: noisy input files (audio, image or stack files, or clips: the files the model's
-            denoiser reads).
+            denoiser reads; for an image or speech model also folders of them), or one such path.
         seed: seed of the random check inputs.
         overwrite: replace an existing ``path`` (and ``<stem>.int8.onnx`` with ``int8``); else they are refused
             before any work.
@@ -295,19 +297,25 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
             (nothing is written).
         ImportError: ``onnx`` or ``onnxruntime`` is not installed.
     """
-    from xmodal._fs import atomic_write
+    from xmodal._fs import atomic_write, write_error
     from xmodal.checkpoint import load_run
     from xmodal.config import config_to_dict
     from xmodal.pretrained import resolve_model
 
     path = Path(path)
-    if path.suffix != ".onnx":
+    if path.suffix.lower() != ".onnx":
         raise ValueError(f"{path}: the output must be a .onnx file, got {path.suffix or 'no extension'!r}")
+    if int8 and path.stem.lower().endswith(".int8"):
+        raise ValueError(f"{path}: name the float model's file; with int8 its quantised twin is written beside it as "
+                         f"<name>.int8.onnx ({path.with_name(path.stem[:-5] + '.int8.onnx').name} for "
+                         f"{path.stem[:-5]}.onnx)")
     if not 11 <= opset <= 21:
         raise ValueError(f"`opset` must be between 11 and 21, got {opset}")
     for out in (path, path.with_name(path.stem + ".int8.onnx")) if int8 else (path,):
         if out.exists() and not overwrite:  # as xmodal.denoise's outputs
             raise FileExistsError(f"{out}: output file already exists (pass overwrite=True, or --overwrite)")
+    if isinstance(calibration, (str, os.PathLike)):  # one file (or folder), not its characters
+        calibration = [calibration]
     if int8 and not calibration:
         raise ValueError("int8 needs calibration inputs (--calibrate FILE ...): a few noisy files like those the "
                          "model will denoise; the int8 activation ranges are measured on them")
@@ -341,56 +349,66 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
     with torch.no_grad():
         expected = [module(torch.from_numpy(x)).numpy() for x in inputs]
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".xmodal-export-", dir=path.parent) as tmp:
-        raw = Path(tmp) / "raw.onnx"
-        import warnings
+    try:  # the work folder beside the output (a read-only or missing destination is said here, by its name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        workdir = tempfile.TemporaryDirectory(prefix=".xmodal-export-", dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e, e.filename) from None
+    try:
+        with workdir as tmp:
+            raw = Path(tmp) / "raw.onnx"
+            import warnings
 
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-            x0 = torch.from_numpy(inputs[0])
-            pasts = tuple(torch.zeros(x0.shape[0], *s) for s in states)
-            torch.onnx.export(module, (x0, *pasts), str(raw), dynamo=False, opset_version=opset,
-                              input_names=["noisy", *names], output_names=["denoised", *[n + "_out" for n in names]],
-                              dynamic_axes={"noisy": dynamic, "denoised": dynamic,
-                                            **{n: {0: "batch"} for n in names},
-                                            **{n + "_out": {0: "batch"} for n in names}})
-        proto = onnx.load(str(raw))
-        meta = {"xmodal.modality": modality, "xmodal.size_multiple": str(module.multiple),
-                "xmodal.input": f"{list(symbolic)}", "xmodal.config": yaml.safe_dump(config_to_dict(view),
-                                                                                        sort_keys=False)}
-        if states:  # causal: the pasts of every causal convolution are inputs and outputs (streaming)
-            meta["xmodal.states"] = json.dumps([list(s) for s in states])
-        if modality == "speech":  # chunked inference needs it; it is measured with gradients, which ONNX lacks
-            from xmodal.denoise import _receptive_field_frames
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+                x0 = torch.from_numpy(inputs[0])
+                pasts = tuple(torch.zeros(x0.shape[0], *s) for s in states)
+                outputs = ["denoised", *[n + "_out" for n in names]]
+                torch.onnx.export(module, (x0, *pasts), str(raw), dynamo=False, opset_version=opset,
+                                  input_names=["noisy", *names], output_names=outputs,
+                                  dynamic_axes={"noisy": dynamic, "denoised": dynamic,
+                                                **{n: {0: "batch"} for n in names},
+                                                **{n + "_out": {0: "batch"} for n in names}})
+            proto = onnx.load(str(raw))
+            meta = {"xmodal.modality": modality, "xmodal.size_multiple": str(module.multiple),
+                    "xmodal.input": f"{list(symbolic)}", "xmodal.config": yaml.safe_dump(config_to_dict(view),
+                                                                                            sort_keys=False)}
+            if states:  # causal: the pasts of every causal convolution are inputs and outputs (streaming)
+                meta["xmodal.states"] = json.dumps([list(s) for s in states])
+            if modality == "speech":  # chunked inference needs it; it is measured with gradients, which ONNX lacks
+                from xmodal.denoise import _receptive_field_frames
 
-            meta["xmodal.receptive_field_frames"] = str(_receptive_field_frames(net, modality, channels,
-                                                                                torch.device("cpu")))
-        onnx.helper.set_model_props(proto, meta)
-        proto.producer_name = "xmodal"
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(raw))
-        got = _ort_outputs(raw, inputs, states)
-        if states:  # and streamed in two calls, the first call's pasts fed to the second
-            got.append(_ort_streamed(raw, inputs[0], states, inputs[0].shape[-1] // 3))
-            expected = [*expected, expected[0]]
-        diff = max(float(np.abs(g - e).max()) for g, e in zip(got, expected))
-        if not diff <= TOLERANCE:
-            raise ValueError(f"{path}: the ONNX graph differs from PyTorch by {diff:.3g} (more than {TOLERANCE:g}); "
-                             "nothing was written")
-        report = ExportReport(path, modality, symbolic, diff, states=len(states))
-        if int8:
-            features = _calibration_features(source, modality, calibration, Path(tmp))
-            q = Path(tmp) / "int8.onnx"
-            _quantize(raw, q, [_feed(f, states) for f in features], proto)
-            got8 = _ort_outputs(q, inputs, states)
-            report.int8_max_abs_diff = max(float(np.abs(g - e).max()) for g, e in zip(got8, expected))
-            report.calibration_inputs = len(features)
-            report.int8_path = path.with_name(path.stem + ".int8.onnx")
-        # both files only once everything has worked
-        atomic_write(path, lambda t: Path(t).write_bytes(raw.read_bytes()))
-        if report.int8_path is not None:
-            atomic_write(report.int8_path, lambda t: Path(t).write_bytes(q.read_bytes()))
+                meta["xmodal.receptive_field_frames"] = str(_receptive_field_frames(net, modality, channels,
+                                                                                    torch.device("cpu")))
+            onnx.helper.set_model_props(proto, meta)
+            proto.producer_name = "xmodal"
+            onnx.checker.check_model(proto)
+            onnx.save(proto, str(raw))
+            got = _ort_outputs(raw, inputs, states)
+            if states:  # and streamed in two calls, the first call's pasts fed to the second
+                got.append(_ort_streamed(raw, inputs[0], states, inputs[0].shape[-1] // 3))
+                expected = [*expected, expected[0]]
+            diff = max(float(np.abs(g - e).max()) for g, e in zip(got, expected))
+            if not diff <= TOLERANCE:
+                raise ValueError(f"{path}: the ONNX graph differs from PyTorch by {diff:.3g} (more than "
+                                 f"{TOLERANCE:g}); nothing was written")
+            report = ExportReport(path, modality, symbolic, diff, states=len(states))
+            if int8:
+                features = _calibration_features(source, modality, calibration, Path(tmp))
+                q = Path(tmp) / "int8.onnx"
+                _quantize(raw, q, [_feed(f, states) for f in features], proto)
+                got8 = _ort_outputs(q, inputs, states)
+                report.int8_max_abs_diff = max(float(np.abs(g - e).max()) for g, e in zip(got8, expected))
+                report.calibration_inputs = len(features)
+                report.int8_path = path.with_name(path.stem + ".int8.onnx")
+            # both files only once everything has worked
+            atomic_write(path, lambda t: Path(t).write_bytes(raw.read_bytes()))
+            if report.int8_path is not None:
+                atomic_write(report.int8_path, lambda t: Path(t).write_bytes(q.read_bytes()))
+    except OSError as e:  # a full disk in the work folder: said with the output's name
+        if e.errno != errno.ENOSPC or str(path) in str(e):
+            raise
+        raise write_error(path, e, e.filename) from None
     return report
 
 
@@ -398,9 +416,35 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
 MAX_CALIBRATION_INPUTS = 64
 
 
+def _calibration_files(files: Iterable[str | os.PathLike], modality: str) -> list[Path]:
+    """``files`` with each folder given to an image or speech model replaced by the files in it that the model
+    denoises (natural order; a folder is one stack for a multispectral model, one clip for a video model).
+
+    Raises:
+        ValueError: a path that does not exist, or a folder holding no such file."""
+    from xmodal.denoise import _file_kind
+    from xmodal.imageio import natural_key
+
+    out: list[Path] = []
+    for f in map(Path, files):
+        if not f.exists():
+            raise ValueError(f"{f}: calibration file not found")
+        if f.is_dir() and modality in ("image", "speech"):
+            found = sorted((g for g in f.iterdir() if g.is_file() and not g.name.startswith(".")
+                            and _file_kind(g) == modality),
+                           key=lambda g: natural_key(g.name))
+            if not found:
+                raise ValueError(f"{f}: a calibration folder of this {modality} model holds no "
+                                 f"{'audio' if modality == 'speech' else 'image'} file")
+            out.extend(found)
+        else:
+            out.append(f)
+    return out
+
+
 def _calibration_features(source: Path, modality: str, files, tmp: Path) -> list[np.ndarray]:
     """The network inputs the PyTorch denoiser of ``source`` produces on ``files`` (recorded with a forward hook)."""
-    from xmodal.denoise import _KIND, _file_kind, load
+    from xmodal.denoise import _KIND, _STACK_SUFFIXES, _file_kind, load
 
     den = load(source, modality=modality)
     if hasattr(den, "receptive_field"):
@@ -413,10 +457,7 @@ def _calibration_features(source: Path, modality: str, files, tmp: Path) -> list
 
     handle = den.model.register_forward_pre_hook(record)
     try:
-        for i, f in enumerate(files):
-            f = Path(f)
-            if not f.exists():
-                raise ValueError(f"{f}: calibration file not found")
+        for i, f in enumerate(_calibration_files(files, den.modality)):
             kind = _file_kind(f) if f.is_file() else None
             if den.modality == "video" and f.suffix.lower() == ".npy":
                 kind = "video"  # a (T, H, W[, C]) clip, as xmodal.denoise reads a .npy for a video model
@@ -424,6 +465,10 @@ def _calibration_features(source: Path, modality: str, files, tmp: Path) -> list
             if kind is not None and kind != wanted:
                 raise ValueError(f"{f}: a calibration file of this {den.modality} model must be one it denoises, "
                                  f"this is {_KIND[kind]}")
+            if den.modality == "multispectral" and f.is_file() and f.suffix.lower() not in _STACK_SUFFIXES:
+                raise ValueError(f"{f}: a calibration stack of this multispectral model must be a "
+                                 f"{'/'.join(_STACK_SUFFIXES)} file or a folder of single-band TIFFs, got "
+                                 f"{f.suffix or 'no extension'!r}")
             try:
                 den.denoise_file(f, tmp / f"calibration_{i}{f.suffix}")
             except (ValueError, OSError, RuntimeError) as e:
@@ -468,9 +513,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    from xmodal.pretrained import bundled_names
+
     p = argparse.ArgumentParser(prog=command_name("export"), description=__doc__.split("\n")[0])
-    p.add_argument("model", help="bundled name (speech, speech_rt, gray, color, multispectral, video, video_color), "
-                                 "run directory or .safetensors")
+    p.add_argument("model", help=f"bundled name ({', '.join(bundled_names())}), run directory or .safetensors")
     p.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="the ONNX file to write")
     p.add_argument("--modality", choices=["speech", "image", "multispectral", "video"], default=None,
                    help="which modality of a jointly trained model (default: the model's only one)")
@@ -478,8 +524,8 @@ def _main(argv: list[str] | None) -> int:
     p.add_argument("--int8", action="store_true", help="also write FILE.int8.onnx, quantised to int8 (needs "
                                                        "--calibrate)")
     p.add_argument("--calibrate", nargs="+", default=(), metavar="FILE",
-                   help="noisy inputs (audio, image, stack files or clips) like those the model will denoise: the int8 "
-                        "activation ranges are measured on them")
+                   help="noisy inputs (audio, image, stack files or clips; folders of audio or image files) like "
+                        "those the model will denoise: the int8 activation ranges are measured on them")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (FILE.onnx, FILE.int8.onnx)")
     try:
         args = p.parse_args(argv)

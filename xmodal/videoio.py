@@ -59,7 +59,7 @@ from typing import Any, Callable, Iterable, Iterator, Union
 import numpy as np
 import torch
 
-from xmodal._fs import usual_permissions
+from xmodal._fs import usual_permissions, write_error
 from xmodal.io import AV_CONTAINERS, AvAudioSource, av_audio_stream, container_tags, encode_av_audio, import_av
 from xmodal.imageio import (IMAGE_EXTENSIONS, ImageInfo, ImageReadError, TiffPageErrors, alpha_channels, natural_key,
                              read_image, write_image)
@@ -852,7 +852,7 @@ class ClipWriter:
                 self._array = None
                 self._tmp.unlink(missing_ok=True)  # nothing is left behind
                 if isinstance(e, OSError):
-                    raise OSError(e.errno, f"{self.path}: cannot write the clip ({e.strerror or e})") from None
+                    raise write_error(self.path, e, self._tmp) from None
                 if isinstance(e, Exception):  # tifffile's refusals (an OME-TIFF of float16...)
                     raise ValueError(f"{self.path}: a {self.dtype.name} clip of {C} channel(s) cannot be written as "
                                      f"{'an OME-TIFF' if ome else 'a TIFF'} ({e})") from None
