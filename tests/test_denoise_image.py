@@ -647,6 +647,31 @@ def test_cli_stack_file_and_folder(runs: dict[str, Path], tmp_path: Path, bands:
         assert not (tmp_path / "vr" / "cube.tif").exists()
 
 
+def test_stack_value_range_maps_raw_stacks_to_the_model_s_scale(stack_den: StackDenoiser) -> None:
+    """A stack in its own units (reflectance x 10000, digital numbers) warns as it is, and with value_range is
+    denoised as the per-band scaled stack would be: "auto" band by band (0.1-99.9 percentiles), (lo, hi) for all;
+    a sigma given in the stack's units reaches each band in its scaled units."""
+    unit = rand(2, 4, 23, 19, seed=5) * np.linspace(0.5, 1.0, 4, dtype=np.float32)[:, None, None]
+    raw = unit * 10000 + 100
+    with pytest.warns(UserWarning, match=r"`stack` values span \[.*\] \(0.1-99.9 percentiles\), but the model denoises "
+                                         r"\[0, 1\] data; pass value_range"):
+        stack_den.denoise(raw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning once the range is said
+        fixed = stack_den.denoise(raw, value_range=(100, 10100))
+        auto = stack_den.denoise(raw, value_range="auto")
+    np.testing.assert_allclose(fixed, stack_den.denoise(unit) * 10000 + 100, rtol=1e-5, atol=0.05)
+    flat = torch.from_numpy(raw.reshape(8, -1)).double()
+    q = torch.quantile(flat, torch.tensor([0.001, 0.999], dtype=torch.float64), dim=1).float().numpy()  # (2, 8)
+    lo, span = q[0].reshape(2, 4, 1, 1), (q[1] - q[0]).reshape(2, 4, 1, 1)
+    np.testing.assert_allclose(auto, stack_den.denoise((raw - lo) / span) * span + lo, rtol=1e-4, atol=0.5)
+    strong = stack_den.denoise(unit, sigma=0.3)  # above the model's range: lowered contrast, band by band
+    np.testing.assert_allclose(stack_den.denoise(raw, value_range=(100, 10100), sigma=3000.0),
+                               strong * 10000 + 100, rtol=1e-5, atol=0.05)
+    with pytest.raises(ValueError, match=r"`value_range` \(lo, hi\) must be finite with lo < hi, got \(5, 1\)"):
+        stack_den.denoise(unit, value_range=(5, 1))
+
+
 def test_stack_denoise_file_equals_in_memory(stack_den: StackDenoiser, tmp_path: Path) -> None:
     write_band_folder(tmp_path / "scene", 5)
     dst = stack_den.denoise_file(tmp_path / "scene", tmp_path / "clean", scaling="band_minmax")

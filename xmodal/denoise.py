@@ -997,6 +997,21 @@ def _warn_unless_unit(x: torch.Tensor, value_range: ValueRange, what: str) -> No
                       stacklevel=3)
 
 
+def _band_ranges(x4: torch.Tensor, value_range: ValueRange) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lo, span)``, each ``(B, S, 1, 1)``, that map the bands of ``x4`` ``(B, S, H, W)`` to the model's [0, 1]:
+    ``(x - lo) / span`` (``value_range`` as :meth:`StackDenoiser.denoise` takes it, checked; ``"auto"`` band by
+    band)."""
+    value_range = _check_value_range(value_range)
+    B, S = x4.shape[:2]
+    if not isinstance(value_range, str):
+        lo, span = _resolve_range(x4, value_range)
+        return (torch.full((B, S, 1, 1), lo, dtype=x4.dtype, device=x4.device),
+                torch.full((B, S, 1, 1), span, dtype=x4.dtype, device=x4.device))
+    ranges = [_resolve_range(band, "auto") for band in x4.reshape(B * S, *x4.shape[-2:])]
+    lo, span = (torch.tensor(v, dtype=x4.dtype, device=x4.device).reshape(B, S, 1, 1) for v in zip(*ranges))
+    return lo, span
+
+
 def _check_subsample(subsample: object, height: int, width: int) -> int:
     """``subsample`` as an int from 1 to the smaller side, or ``ValueError`` naming it."""
     if isinstance(subsample, bool) or not isinstance(subsample, numbers.Integral) or subsample < 1:
@@ -1378,11 +1393,13 @@ class StackDenoiser:
         return f"StackDenoiser({self.name or 'model'!s}, context_bands={self.context_bands}, device={self.device})"
 
     def denoise(self, stack: np.ndarray | torch.Tensor, *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                bands_per_batch: int = 8, progress: bool = False, sigma: Sigma = None) -> np.ndarray | torch.Tensor:
+                bands_per_batch: int = 8, progress: bool = False, sigma: Sigma = None,
+                value_range: ValueRange = None) -> np.ndarray | torch.Tensor:
         """Denoise a band stack.
 
         Args:
-            stack: ``(S, H, W)`` or ``(B, S, H, W)`` float (per-band scaled, about [0, 1]), numpy or torch; any ``S``.
+            stack: ``(S, H, W)`` or ``(B, S, H, W)`` float (per-band scaled, about [0, 1], unless ``value_range``
+                says otherwise), numpy or torch; any ``S``.
             tile: stacks larger than ``tile`` pixels on a side are processed in tiles of at most this size.
             overlap: overlap of neighbouring tiles (blended, see :mod:`xmodal.tiling`).
             bands_per_batch: bands sent through the network together (per item of the batch).
@@ -1393,6 +1410,10 @@ class StackDenoiser:
                 contrast lowered about its mean until its noise is at that level, and scaled back; other bands keep
                 their contrast (their outputs still change through the lowered bands they take as spectral
                 context). ``None`` (default): as it is.
+            value_range: the values the model's [0, 1] is for: ``None`` (default) the stack as it is, per-band
+                scaled (a warning when its values are far from [0, 1]: raw reflectances, digital numbers);
+                ``"auto"`` each band's own 0.1-99.9 percentile range (as ``scaling="band_percentile"`` reads a file,
+                with those percentiles), mapped back after; ``(lo, hi)`` one range for every band.
 
         Returns:
             The denoised stack, of the same type, dtype, device and shape as ``stack``.
@@ -1400,7 +1421,7 @@ class StackDenoiser:
         Raises:
             TypeError: ``stack`` is not a float numpy array or tensor, or ``sigma`` a map.
             ValueError: a bad shape, an empty axis, NaN/inf values, bad ``tile``/``overlap``/``bands_per_batch``,
-                a bad ``sigma``.
+                a bad ``sigma`` or ``value_range``.
         """
         from xmodal.adapters.image import spectral_neighbours
 
@@ -1412,7 +1433,13 @@ class StackDenoiser:
         x4 = x if x.ndim == 4 else x[None]  # (S, H, W) -> (1, S, H, W)
         B, S = x4.shape[:2]
         K = 2 * self.context_bands + 1
-        levels = _blind_levels(sigma, x4.reshape(B * S, 1, *x4.shape[-2:]), 1.0, self.max_sigma)  # band by band
+        _warn_unless_unit(x4, value_range, "stack")
+        lo, span = _band_ranges(x4, value_range)  # (B, S, 1, 1) each
+        x4 = (x4 - lo) / span
+        widest = float(span.max())  # a level in the stack's units is checked against its widest band's range
+        levels = _blind_levels(sigma, x4.reshape(B * S, 1, *x4.shape[-2:]), widest, self.max_sigma)  # band by band
+        if levels is not None and not isinstance(sigma, str):  # sigma / widest -> sigma / each band's span
+            levels = levels * widest / span.reshape(-1).cpu()
         gains = _range_gains(levels, self.max_sigma, (B, S, 1, 1), _STACK_RANGE_TARGET)
         if gains is not None:  # noise above the training range: those bands at a lower contrast (see `sigma`)
             x4, pivot = _lower_contrast(x4, gains, (-2, -1))
@@ -1433,7 +1460,7 @@ class StackDenoiser:
             y = tiled_apply(run, x4.to(self.device), tile, overlap, self.size_multiple, progress=progress)
         if gains is not None:
             y = _restore_contrast(y, gains, pivot)
-        return _to_user(y.reshape(x.shape), stack)
+        return _to_user((y * span.to(y.device) + lo.to(y.device)).reshape(x.shape), stack)
 
     def denoise_file(self, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False,
                      scaling: Literal["dtype", "band_minmax", "band_percentile", "stack_minmax"] | None = None,
