@@ -114,6 +114,9 @@ def test_load_weights_file_with_embedded_config(run_dir: Path) -> None:
 def test_denoiser_argument_errors(run_dir: Path) -> None:
     with pytest.raises(ValueError, match=r"`device` must be 'cpu', 'cuda' or 'cuda:N', got 'gpu0'"):
         load(run_dir, device="gpu0")
+    for other in ("meta", "mps"):  # devices torch knows but xmodal does not run on
+        with pytest.raises(ValueError, match=rf"`device` must be 'cpu', 'cuda' or 'cuda:N', got '{other}'"):
+            load(run_dir, device=other)
     cfg = load_config(ROOT / "recipes" / "tiny.yaml")
     with pytest.raises(ValueError, match=r"has no stem/head for modality 'speech'"):
         Denoiser(build_model(cfg.model, {}), cfg)
@@ -285,6 +288,9 @@ def test_very_short_input(den: Denoiser) -> None:
     (np.zeros((2, 0), np.float32), {}, ValueError, r"with no empty axis, got \(2, 0\)"),
     (np.array([0.0, np.nan], np.float32), {}, ValueError, r"`wave` contains NaN or infinite samples"),
     (np.array([0.0, np.inf], np.float32), {}, ValueError, r"`wave` contains NaN or infinite samples"),
+    (np.array([0.0, 1e300, -1e40]), {}, ValueError, r"`wave` holds 2 finite value\(s\) beyond float32's range \(up "
+                                                    r"to 1e\+300; float32 holds \+-3.4e38\): scale it first"),
+    (torch.tensor([0.0, 1e39], dtype=torch.float64), {}, ValueError, r"`wave` holds 1 finite value\(s\) beyond "),
     (np.zeros(100, np.float32), {"sample_rate": 0}, ValueError, r"`sample_rate` must be a positive integer \(Hz\), "
                                                                 r"got 0"),
     (np.zeros(100, np.float32), {"sample_rate": 1.5}, ValueError, r"`sample_rate` must be a positive integer"),
@@ -665,6 +671,14 @@ def test_denoise_file_refuses_its_input_and_existing_outputs(den: Denoiser, tmp_
         den.denoise_file(src, tmp_path / "d.wav", overwrite=True)
     with pytest.raises(ValueError, match=r"`mix` must be in \[0, 1\]"):
         den.denoise_file(src, tmp_path / "e.wav", mix=2.0)
+    for name, kind in (("e.png", "an image file"), ("e.tif", "an image file"), ("e.mat", "a band stack")):
+        with pytest.raises(ValueError, match=rf"e\.{name[2:]}: {kind}'s extension; the denoised sound needs an audio "
+                                             r"one \(\.wav, \.flac"):
+            den.denoise_file(src, tmp_path / name)
+    with pytest.raises(AudioReadError, match=rf"{tmp_path.name}: a folder; denoise_file takes one audio file "
+                                             rf"\(python -m xmodal.denoise {tmp_path.name} -o OUT denoises a folder\)"):
+        den.denoise_file(tmp_path, tmp_path / "f.wav")
+    assert not any(tmp_path.glob("e.*")) and not (tmp_path / "f.wav").exists()
 
 
 def make_bad_files(folder: Path) -> dict[str, str]:
@@ -883,7 +897,11 @@ def test_cli_usage_errors(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert main([str(src), "-o", str(tmp_path / "o"), "--model", str(tmp_path / "nope")]) == 2
     assert "unknown model" in capsys.readouterr().err
     assert main([str(src), "-o", str(src), "--model", str(run_dir)]) == 2
-    assert "cannot create the output folder" in capsys.readouterr().err
+    assert f"-o {src}: a file; -o names the output folder (outputs keep their input's name in it)" \
+        in capsys.readouterr().err
+    (tmp_path / "blocked").write_text("a file where a folder would go")
+    assert main([str(src), "-o", str(tmp_path / "blocked" / "o"), "--model", str(run_dir)]) == 2
+    assert "o: cannot create the output folder" in capsys.readouterr().err
 
 
 def test_python_dash_m_entry_point(tmp_path: Path) -> None:

@@ -582,6 +582,9 @@ def test_denoise_file_refuses_input_and_existing_outputs(gray: ImageDenoiser, co
         gray.denoise_file(src, tmp_path / "d.png", overwrite=True)
     with pytest.raises(ImageReadError, match=r"nope.png: file not found"):
         gray.denoise_file(tmp_path / "nope.png", tmp_path / "n.png")
+    with pytest.raises(ImageReadError, match=r"in: a folder; denoise_file takes one image file \(python -m "
+                                             r"xmodal.denoise in -o OUT denoises a folder\)"):
+        gray.denoise_file(tmp_path / "in", tmp_path / "n.png")
     tifffile.imwrite(tmp_path / "in" / "five.tif", np.zeros((5, 8, 8), np.uint8))
     with pytest.raises(ValueError, match=r"five.tif: this model denoises 3-channel \(or gray\) images; `image` has 5"):
         color.denoise_file(tmp_path / "in" / "five.tif", tmp_path / "five.tif")

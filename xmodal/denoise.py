@@ -238,6 +238,8 @@ def _setup(obj: Any, model: nn.Module, config: Config, device: str | torch.devic
         obj.device = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"`device` must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if obj.device.type not in ("cpu", "cuda"):  # mps, meta, xpu...: not what xmodal runs or tests on
+        raise ValueError(f"`device` must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     if obj.device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"`device` is {device!r} but CUDA is not available on this machine")
     label = f"the model{' ' + repr(name) if name else ''}"
@@ -622,12 +624,11 @@ class Denoiser:
 
         Raises:
             TypeError: ``wave`` is not a float numpy array or torch tensor.
-            ValueError: a bad shape, NaN/inf samples, ``sample_rate <= 0``, ``mix`` outside [0, 1], a negative
-                ``atten_limit_db`` or a non-positive ``chunk_seconds``.
+            ValueError: a bad shape, NaN/inf samples (or doubles beyond float32's range), ``sample_rate <= 0``,
+                ``mix`` outside [0, 1], a negative ``atten_limit_db`` or a non-positive ``chunk_seconds``; a
+                ``wave`` that looks like ``(T, C)`` (more than 64 rows of at most 64 samples) without
+                ``channels_last``: it would be denoised as that many channels of a few samples.
 
-        Warns:
-            UserWarning: ``wave`` looks like ``(T, C)`` (more than 64 rows of at most 64 samples) and
-                ``channels_last`` is not set: it would be denoised as that many channels of a few samples.
 
         Example:
             >>> out = denoiser.denoise(np.zeros((2, 48000), np.float32), 48000)  # doctest: +SKIP
@@ -677,7 +678,8 @@ class Denoiser:
         """Denoise an audio file of any length into ``dst``, in bounded memory.
 
         The output has the input's sample rate, channel count, subtype (``PCM_16``, ``PCM_24``, ``FLOAT``...) and
-        exact length; its format follows ``dst``'s extension (the input's format when the extension is unknown).
+        exact length; its format follows ``dst``'s extension (the input's format when the extension is unknown; an
+        image, video or stack extension is refused).
         It is written to a hidden temp file in ``dst``'s folder and renamed when complete, so a failure never leaves
         a partial file. The input is read twice, block by block (level and validation, then denoising). Truncation is
         detected from WAV/AIFF data-size headers and from decoder errors (FLAC); formats that carry no size (OGG)
@@ -695,8 +697,9 @@ class Denoiser:
 
         Raises:
             AudioReadError: ``src`` missing, not readable as audio, zero-length, truncated, or with NaN/inf samples.
-            ValueError: ``dst`` is ``src`` or a directory, an option is out of range, Opus output at a rate Opus
-                lacks, or ``src`` is a video file with a picture (its sound goes with :class:`VideoDenoiser`).
+            ValueError: ``dst`` is ``src`` or a directory or has an image, video or stack extension, an option is
+                out of range, Opus output at a rate Opus lacks, or ``src`` is a video file with a picture (its sound
+                goes with :class:`VideoDenoiser`).
             FileExistsError: ``dst`` exists and ``overwrite`` is false.
         """
         from xmodal.io import AV_CONTAINERS, AvAudioSource, audio_metadata, av_streams, write_audio_blocks
@@ -704,7 +707,7 @@ class Denoiser:
         src, dst = Path(src), Path(dst)
         _check_options(mix, atten_limit_db, chunk_seconds, context_seconds)
         if not src.is_file():
-            raise AudioReadError(f"{src}: file not found")
+            raise AudioReadError(_not_a_file(src, "audio file"))
         if dst.resolve() == src.resolve() or (dst.exists() and os.path.samefile(dst, src)):
             raise ValueError(f"{dst}: refusing to write the output over its input file {src}")
         if dst.is_dir():
@@ -727,6 +730,9 @@ class Denoiser:
             codecs = AV_CONTAINERS[dst.suffix.lower()][1]
             subtype = in_subtype if in_subtype.lower() in codecs else codecs[0].upper()
         else:  # a lossless PyAV stream (ALAC, FLAC in .mkv) as PCM of its depth
+            if _file_kind(dst) in ("image", "stack", "video"):  # sound under a picture's name: refused
+                raise ValueError(f"{dst}: {_KIND.get(_file_kind(dst), 'a band stack')}'s extension; the denoised "
+                                 "sound needs an audio one (.wav, .flac, .ogg, .mp3, .m4a...)")
             pcm = f"PCM_{source.bits}" if in_format == "PYAV" and source.lossless else in_subtype
             fmt, subtype = _output_format(dst, in_format, pcm, source.rate)
         blocks = self._denoise_source(source, mix=mix, atten_limit_db=atten_limit_db, chunk_seconds=chunk_seconds,
@@ -820,6 +826,14 @@ _WIDE = ("PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ALAC_20", "ALAC_24", "ALAC_32")
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
 
+def _not_a_file(src: Path, what: str) -> str:
+    """Why ``src`` cannot be read as one ``what``: missing, or a folder (which the command line takes whole)."""
+    if src.is_dir():
+        return (f"{src}: a folder; denoise_file takes one {what} (python -m xmodal.denoise {src.name} -o OUT "
+                "denoises a folder)")
+    return f"{src}: file not found"
+
+
 def _output_format(dst: Path, in_format: str, in_subtype: str, sample_rate: int) -> tuple[str, str]:
     """libsndfile ``(format, subtype)`` for ``dst``: its extension's format (else the input's; ``.opus`` is Opus in
     OGG), the input's subtype when that format supports it and it is not a lossy codec of another format (MP3 ->
@@ -865,12 +879,21 @@ def _float_numpy(x: Any, name: str, note: str = "") -> np.ndarray:
     if isinstance(x, torch.Tensor):
         if not x.is_floating_point():
             raise TypeError(f"Expected `{name}` to be a float tensor{note}, got dtype {x.dtype}")
-        return x.detach().to("cpu", torch.float32).numpy()
-    if isinstance(x, np.ndarray):
+        out = x.detach().to("cpu", torch.float32).numpy()
+    elif isinstance(x, np.ndarray):
         if not np.issubdtype(x.dtype, np.floating):
             raise TypeError(f"Expected `{name}` to be a float array{note}, got dtype {x.dtype}")
-        return np.asarray(x, dtype=np.float32)
-    raise TypeError(f"Expected `{name}` to be a numpy array or a torch tensor, got {type(x).__name__}")
+        with np.errstate(over="ignore"):  # finite doubles beyond float32's range: said below, by name
+            out = np.asarray(x, dtype=np.float32)
+    else:
+        raise TypeError(f"Expected `{name}` to be a numpy array or a torch tensor, got {type(x).__name__}")
+    if x.dtype in (np.float64, torch.float64) and not np.isfinite(out).all():  # finite doubles that float32 cannot hold
+        wide = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
+        big = np.isfinite(wide) & ~np.isfinite(out)
+        if big.any():
+            raise ValueError(f"`{name}` holds {int(big.sum())} finite value(s) beyond float32's range (up to "
+                             f"{float(np.abs(wide[big]).max()):.3g}; float32 holds +-3.4e38): scale it first")
+    return out
 
 
 def _from_user(x: np.ndarray | torch.Tensor, name: str, shapes: str, ndims: tuple[int, ...]) -> torch.Tensor:
@@ -1309,7 +1332,7 @@ class ImageDenoiser:
 
         src, dst = Path(src), Path(dst)
         if not src.is_file():
-            raise ImageReadError(f"{src}: file not found")
+            raise ImageReadError(_not_a_file(src, "image file"))
         _check_image_dst(src, dst, overwrite)
         if dst.suffix.lower() not in IMAGE_EXTENSIONS:
             raise ValueError(f"{dst}: unsupported output extension {dst.suffix!r} (expected one of "
@@ -2587,6 +2610,9 @@ def _main(argv: list[str] | None) -> int:
         return 2
     out_dir = Path(args.output_dir)
     created = not out_dir.exists()
+    if out_dir.exists() and not out_dir.is_dir():
+        report(f"-o {out_dir}: a file; -o names the output folder (outputs keep their input's name in it)")
+        return 2
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
