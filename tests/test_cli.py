@@ -93,3 +93,28 @@ def test_export_sigterm_exits_143_without_a_half_written_file(run_dir, tmp_path,
     assert main([str(run_dir), "-o", str(tmp_path / "m.onnx")]) == 143
     assert capsys.readouterr().err.endswith("terminated (SIGTERM): no file left half-written\n")
     assert os.listdir(tmp_path) == []
+
+
+def test_commands_print_warnings_as_one_line_and_give_the_format_back():
+    """Inside a command a warning prints as ``warning: <message>`` (its category named unless a UserWarning), not as
+    Python's file, line and source; the formatter is the caller's again afterwards, also after an error."""
+    import warnings
+
+    from xmodal._cli import run_command
+
+    before = warnings.formatwarning
+    seen = []
+
+    def command(argv):
+        seen.append(warnings.formatwarning(UserWarning("too little calibration data"), UserWarning, "x.py", 3))
+        seen.append(warnings.formatwarning(RuntimeWarning("overflow"), RuntimeWarning, "x.py", 4, "y = x * 2"))
+        if argv:
+            raise ValueError("boom")
+        return 0
+
+    assert run_command(command, [], "stopped") == 0
+    assert seen == ["warning: too little calibration data\n", "warning (RuntimeWarning): overflow\n"]
+    assert warnings.formatwarning is before
+    with pytest.raises(ValueError, match="boom"):
+        run_command(command, ["fail"], "stopped")
+    assert warnings.formatwarning is before

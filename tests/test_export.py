@@ -212,6 +212,12 @@ def test_calibration_takes_one_path_and_folders_and_outputs_are_named(image_expo
     listed = export_onnx(run, tmp_path / "listed.onnx", int8=True, calibration=pngs)
     assert from_folder.calibration_inputs == listed.calibration_inputs == 2
     assert from_folder.int8_path.read_bytes() == listed.int8_path.read_bytes()  # the same ranges, the same file
+    from PIL import Image
+
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(tmp_path / "dot.png")
+    with pytest.warns(UserWarning, match=r"tiny.onnx: int8 ranges measured on only \d+ input positions \(pixels or "
+                                         r"time-frequency bins; 65536 or more recommended\)"):
+        export_onnx(run, tmp_path / "tiny.onnx", int8=True, calibration=tmp_path / "dot.png")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"empty: a calibration folder of this image model holds no image file"):
         export_onnx(run, tmp_path / "x.onnx", int8=True, calibration=[tmp_path / "empty"])

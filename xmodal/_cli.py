@@ -82,10 +82,24 @@ def run_command(command: Callable[[list[str] | None], int], argv: list[str] | No
     """``command(argv)`` (a command line's body, returning its exit status) with SIGTERM handled as Ctrl-C
     (:func:`terminate_as_interrupt`). On either, temp files are removed on the way out, a line ``interrupted
     (Ctrl-C): <stopped>`` (or ``terminated (SIGTERM): ...``) goes to stderr instead of a traceback, and the status
-    is 128 + the signal's number."""
+    is 128 + the signal's number. Warnings print as ``warning: <message>`` lines (not Python's file, line and
+    source), as the commands' own errors do."""
+    import warnings
+
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _warning_line
     try:
         with terminate_as_interrupt():
             return command(argv)
     except KeyboardInterrupt as e:
         print(f"\n{interrupt_name(e)}: {stopped}", file=sys.stderr)
         return exit_status(e)
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  line: str | None = None) -> str:
+    """A warning as a command line shows it: ``warning: <message>`` (the category named unless a UserWarning)."""
+    kind = "" if category is UserWarning else f" ({category.__name__})"
+    return f"warning{kind}: {message}\n"

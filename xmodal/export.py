@@ -395,6 +395,14 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
             report = ExportReport(path, modality, symbolic, diff, states=len(states))
             if int8:
                 features = _calibration_features(source, modality, calibration, Path(tmp))
+                positions = sum(f.shape[0] * int(np.prod(f.shape[2:])) for f in features)
+                if positions < MIN_CALIBRATION_POSITIONS:
+                    import warnings
+
+                    warnings.warn(f"{path}: int8 ranges measured on only {positions} input positions (pixels or "
+                                  f"time-frequency bins; {MIN_CALIBRATION_POSITIONS} or more recommended): they may "
+                                  "clip real inputs; calibrate on a few full-size files like those to denoise",
+                                  stacklevel=2)
                 q = Path(tmp) / "int8.onnx"
                 _quantize(raw, q, [_feed(f, states) for f in features], proto)
                 got8 = _ort_outputs(q, inputs, states)
@@ -414,6 +422,9 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
 
 #: at most this many network inputs (tiles, chunks, band groups) are kept for calibration
 MAX_CALIBRATION_INPUTS = 64
+#: fewer input positions (pixels, time-frequency bins) than this over all calibration inputs warn: too little to
+#: measure activation ranges on (one 256 x 256 image, or about 2 s of speech)
+MIN_CALIBRATION_POSITIONS = 65536
 
 
 def _calibration_files(files: Iterable[str | os.PathLike], modality: str) -> list[Path]:
