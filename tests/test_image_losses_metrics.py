@@ -386,6 +386,11 @@ def test_metric_masks_and_non_finite_values_are_refused_with_reasons():
     assert image_metrics(acc, "enhanced", "holed", ref, bad, IMAGE_METRICS) == {}  # recorded, not NaN means
     assert [f[1] for f in acc.failures] == ["psnr", "ssim"]
     assert acc.mean_counts() == {"enhanced": {"psnr": 0, "ssim": 0}}  # a mean over no image, never over a NaN
+    masked = np.ones((20, 20), bool)
+    masked[0, 0] = False  # LPIPS, a network's judgement of the whole image, cannot leave a pixel out
+    scores = image_metrics(acc, "enhanced", "dem", ref, est, ("psnr", "lpips"), lpips=object(), mask=masked)
+    assert set(scores) == {"psnr"} and acc.failures[-1] == (
+        "enhanced", "lpips", "dem", "lpips failed: the image has nodata pixels, which a network cannot leave out")
 
 
 # ---------------------------------------------------------------------------------------------------------- config
