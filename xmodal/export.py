@@ -324,7 +324,6 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
             raise ValueError(f"{f}: calibration file not found")
     _need("onnx")
     _need("onnxruntime")
-    import onnx
     import yaml
 
     source = resolve_model(model)
@@ -342,7 +341,6 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
     symbolic, shapes = _check_shapes(modality, view, channels, module.multiple)
     dynamic = {i: name for i, name in enumerate(symbolic) if isinstance(name, str)}
     states = module.state_shapes(channels, shapes[0][2]) if module.causal else []
-    names = [f"past_{i}" for i in range(len(states))]
     rng = np.random.default_rng(seed)
     inputs = [rng.random(s, dtype=np.float32) if modality != "speech" else
               rng.standard_normal(s, dtype=np.float32) for s in shapes]
@@ -354,36 +352,19 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
         workdir = tempfile.TemporaryDirectory(prefix=".xmodal-export-", dir=path.parent)
     except OSError as e:
         raise write_error(path, e, e.filename) from None
+    meta = {"xmodal.modality": modality, "xmodal.size_multiple": str(module.multiple),
+            "xmodal.input": f"{list(symbolic)}", "xmodal.config": yaml.safe_dump(config_to_dict(view), sort_keys=False)}
+    if states:  # causal: the pasts of every causal convolution are inputs and outputs (streaming)
+        meta["xmodal.states"] = json.dumps([list(s) for s in states])
+    if modality == "speech":  # chunked inference needs it; it is measured with gradients, which ONNX lacks
+        from xmodal.denoise import _receptive_field_frames
+
+        meta["xmodal.receptive_field_frames"] = str(_receptive_field_frames(net, modality, channels,
+                                                                            torch.device("cpu")))
     try:
         with workdir as tmp:
             raw = Path(tmp) / "raw.onnx"
-            import warnings
-
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-                x0 = torch.from_numpy(inputs[0])
-                pasts = tuple(torch.zeros(x0.shape[0], *s) for s in states)
-                outputs = ["denoised", *[n + "_out" for n in names]]
-                torch.onnx.export(module, (x0, *pasts), str(raw), dynamo=False, opset_version=opset,
-                                  input_names=["noisy", *names], output_names=outputs,
-                                  dynamic_axes={"noisy": dynamic, "denoised": dynamic,
-                                                **{n: {0: "batch"} for n in names},
-                                                **{n + "_out": {0: "batch"} for n in names}})
-            proto = onnx.load(str(raw))
-            meta = {"xmodal.modality": modality, "xmodal.size_multiple": str(module.multiple),
-                    "xmodal.input": f"{list(symbolic)}", "xmodal.config": yaml.safe_dump(config_to_dict(view),
-                                                                                            sort_keys=False)}
-            if states:  # causal: the pasts of every causal convolution are inputs and outputs (streaming)
-                meta["xmodal.states"] = json.dumps([list(s) for s in states])
-            if modality == "speech":  # chunked inference needs it; it is measured with gradients, which ONNX lacks
-                from xmodal.denoise import _receptive_field_frames
-
-                meta["xmodal.receptive_field_frames"] = str(_receptive_field_frames(net, modality, channels,
-                                                                                    torch.device("cpu")))
-            onnx.helper.set_model_props(proto, meta)
-            proto.producer_name = "xmodal"
-            onnx.checker.check_model(proto)
-            onnx.save(proto, str(raw))
+            proto = _write_graph(raw, module, inputs[0], states, dynamic, opset, meta)
             got = _ort_outputs(raw, inputs, states)
             if states:  # and streamed in two calls, the first call's pasts fed to the second
                 got.append(_ort_streamed(raw, inputs[0], states, inputs[0].shape[-1] // 3))
@@ -394,20 +375,10 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
                                  f"{TOLERANCE:g}); nothing was written")
             report = ExportReport(path, modality, symbolic, diff, states=len(states))
             if int8:
-                features = _calibration_features(source, modality, calibration, Path(tmp))
-                positions = sum(f.shape[0] * int(np.prod(f.shape[2:])) for f in features)
-                if positions < MIN_CALIBRATION_POSITIONS:
-                    import warnings
-
-                    warnings.warn(f"{path}: int8 ranges measured on only {positions} input positions (pixels or "
-                                  f"time-frequency bins; {MIN_CALIBRATION_POSITIONS} or more recommended): they may "
-                                  "clip real inputs; calibrate on a few full-size files like those to denoise",
-                                  stacklevel=2)
                 q = Path(tmp) / "int8.onnx"
-                _quantize(raw, q, [_feed(f, states) for f in features], proto)
+                report.calibration_inputs = _write_int8(q, raw, proto, source, modality, calibration, states, path)
                 got8 = _ort_outputs(q, inputs, states)
                 report.int8_max_abs_diff = max(float(np.abs(g - e).max()) for g, e in zip(got8, expected))
-                report.calibration_inputs = len(features)
                 report.int8_path = path.with_name(path.stem + ".int8.onnx")
             # both files only once everything has worked
             atomic_write(path, lambda t: Path(t).write_bytes(raw.read_bytes()))
@@ -418,6 +389,48 @@ def export_onnx(model: str | os.PathLike | None, path: str | os.PathLike, modali
             raise
         raise write_error(path, e, e.filename) from None
     return report
+
+
+def _write_graph(raw: Path, module: OnnxNet, x: np.ndarray, states: list, dynamic: dict[int, str], opset: int,
+                 meta: dict[str, str]):
+    """Trace ``module`` on ``x`` (and zero pasts of ``states``) into the ONNX file ``raw`` with the dynamic axes
+    ``dynamic`` and the metadata ``meta``; returns its checked ``ModelProto``."""
+    import warnings
+
+    import onnx
+
+    names = [f"past_{i}" for i in range(len(states))]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        x0 = torch.from_numpy(x)
+        pasts = tuple(torch.zeros(x0.shape[0], *s) for s in states)
+        torch.onnx.export(module, (x0, *pasts), str(raw), dynamo=False, opset_version=opset,
+                          input_names=["noisy", *names], output_names=["denoised", *[n + "_out" for n in names]],
+                          dynamic_axes={"noisy": dynamic, "denoised": dynamic, **{n: {0: "batch"} for n in names},
+                                        **{n + "_out": {0: "batch"} for n in names}})
+    proto = onnx.load(str(raw))
+    onnx.helper.set_model_props(proto, meta)
+    proto.producer_name = "xmodal"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(raw))
+    return proto
+
+
+def _write_int8(q: Path, raw: Path, proto, source: Path, modality: str, calibration, states: list,
+                path: Path) -> int:
+    """Quantise ``raw`` (``proto``) into ``q`` with activation ranges measured on the network inputs the model's
+    denoiser makes of the ``calibration`` files (a warning when they are too few to measure ranges on); returns how
+    many inputs were used. ``path``: the export's name, for messages."""
+    import warnings
+
+    features = _calibration_features(source, modality, calibration, q.parent)
+    positions = sum(f.shape[0] * int(np.prod(f.shape[2:])) for f in features)
+    if positions < MIN_CALIBRATION_POSITIONS:
+        warnings.warn(f"{path}: int8 ranges measured on only {positions} input positions (pixels or time-frequency "
+                      f"bins; {MIN_CALIBRATION_POSITIONS} or more recommended): they may clip real inputs; calibrate "
+                      "on a few full-size files like those to denoise", stacklevel=3)
+    _quantize(raw, q, [_feed(f, states) for f in features], proto)
+    return len(features)
 
 
 #: at most this many network inputs (tiles, chunks, band groups) are kept for calibration
