@@ -234,3 +234,17 @@ def test_images_smaller_than_a_crop_are_refused(tmp_path):
     cfg = config(tmp_path / "run", "modality=multispectral", f"image.train_dir=[{stack}]", "image.patch_size=64")
     with pytest.raises(ValueError, match=r"is 40 x 40 pixels, smaller than image.patch_size 64"):
         resolve_stack_data(cfg.image, tmp_path / "demo")
+
+
+def test_the_recipe_s_documented_demo_run_trains(tmp_path, capsys):
+    """`python -m xmodal.train self_supervised image.noise.sigma=[0.1,0.1]` (the recipe's header): the demo images
+    are made as large as the recipe's 128 x 128 crops, which self-supervised training does not pad."""
+    from xmodal.train import main as train_main
+
+    assert train_main(["self_supervised", "image.noise.sigma=[0.1,0.1]", f"train.run_dir={tmp_path / 'r'}",
+                       "train.max_steps=1", "train.batch_size=1", "train.precision=fp32", "train.threads=1"]) == 0
+    assert "done: 1 steps" in capsys.readouterr().out
+    from PIL import Image
+
+    demo = sorted((tmp_path / "r" / "demo_data" / "images").iterdir())
+    assert demo and all(min(Image.open(f).size) >= 128 for f in demo)

@@ -582,3 +582,69 @@ def test_train_gives_back_threads_and_rng(tiny_config):
     train(replace(tiny_config, train=replace(tiny_config.train, threads=other, max_steps=1, seed=7)))
     assert torch.get_num_threads() == threads
     assert torch.equal(torch.random.get_rng_state(), rng)
+
+
+def test_a_full_disk_during_a_save_keeps_the_last_checkpoint_whole(tiny_config, tmp_path, monkeypatch, capsys):
+    """Weights and train state are written before either replaces its file: a save that fails on a full disk (torch
+    reports it as a RuntimeError) leaves the previous pair as it was, and the command says so in one line."""
+    from dataclasses import replace
+
+    import xmodal._fs
+
+    config = replace(tiny_config, train=replace(tiny_config.train, run_dir=str(tmp_path / "r"), max_steps=2,
+                                                save_every=1))
+    train(replace(config, train=replace(config.train, max_steps=1)))
+    run = tmp_path / "r"
+    before = {name: (run / name).read_bytes() for name in (ckpt.WEIGHTS, ckpt.STATE)}
+
+    def full(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 61184 vs 61072")
+
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(xmodal._fs, "_disk_full", lambda path: True)
+    d = tiny_config.data
+    args = [str(TINY), f"train.run_dir={run}", f"data.clean_dir=[{d.clean_dir[0]}]",
+            f"data.noise_dir=[{d.noise_dir[0]}]", "data.valid_fraction=0.25", "train.max_steps=2",
+            "train.save_every=1", f"train.batch_size={config.train.batch_size}"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run / ckpt.STATE}: cannot write the file (no space left on the device: [enforce "
+                          "fail at inline_container.cc:672]") and err.endswith("; nothing was written\n")
+    assert {name: (run / name).read_bytes() for name in (ckpt.WEIGHTS, ckpt.STATE)} == before
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def test_weights_and_state_of_different_steps_are_not_resumed(tiny_config, tmp_path):
+    """A checkpoint whose files come from two saves (a kill between their renames) is refused, naming both steps and
+    how to go on; older weights without a step are taken as they are."""
+    from dataclasses import replace
+
+    config = replace(tiny_config, train=replace(tiny_config.train, run_dir=str(tmp_path / "r"), max_steps=4))
+    train(config, stop_after=2)
+    run = tmp_path / "r"
+    model, _ = ckpt.load_run(run)
+    ckpt.save_weights(model, run / ckpt.WEIGHTS, config, step=1)  # the weights of another save
+    with pytest.raises(ckpt.CheckpointError, match=rf"{re.escape(str(run))}: model.safetensors is from step 1 but "
+                                                   r"train_state.pt from step 2 \(a save was cut between its files\); "
+                                                   r"the run cannot resume exactly: start over with "
+                                                   r"train.resume=false, or from these weights"):
+        train(config)
+    ckpt.save_weights(model, run / ckpt.WEIGHTS, config)  # no step recorded (an older xmodal's run)
+    assert train(config).resumed_from == 2
+
+
+def test_steps_redone_after_a_kill_are_logged_once(tiny_config, tmp_path):
+    """A run killed after its last checkpoint logged steps it will redo: resuming drops them (and a half-written
+    line) from metrics.jsonl, so every step is there once."""
+    from dataclasses import replace
+
+    config = replace(tiny_config, train=replace(tiny_config.train, run_dir=str(tmp_path / "r"), max_steps=5,
+                                                log_every=1, save_every=0))
+    train(config, stop_after=2)
+    jsonl = tmp_path / "r" / "metrics.jsonl"
+    with open(jsonl, "a", encoding="utf-8") as f:  # what a killed run had logged past its checkpoint at step 2
+        f.write(json.dumps({"step": 3, "kind": "train", "loss": 9.0}) + "\n" + '{"step": 4, "ki')
+    train(config)
+    steps = [json.loads(line)["step"] for line in jsonl.read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == [1, 2, 3, 4, 5] and 9.0 not in [json.loads(x).get("loss") for x in jsonl.read_text().splitlines()]

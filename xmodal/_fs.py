@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "usual_permissions", "write_error"]
+__all__ = ["atomic_write", "atomic_write_all", "usual_permissions", "write_error"]
 
 
 def _umask_from_proc() -> int | None:
@@ -94,33 +94,76 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
+        if isinstance(e, OSError) or (isinstance(e, Exception) and _disk_full(path)):
             raise write_error(path, e, tmp) from None
         raise
+
+
+def atomic_write_all(items: list[tuple[str | os.PathLike, Callable[[str], None]]]) -> None:
+    """Write several files as one: every ``write(tmp_path)`` of ``items`` (``(path, write)`` pairs, regular files)
+    into a temp file beside its ``path`` first, then all renamed, in order, only once all are written. A failure
+    while writing (a full disk) leaves every ``path`` as it was and no temp file; the renames themselves cannot run
+    out of space (only a kill between two of them can split the set, which readers check: a checkpoint's files carry
+    their step).
+
+    Raises:
+        OSError: as :func:`atomic_write`, naming the file that failed (a library's own error on a full disk, such as
+            safetensors' or torch's, becomes an ``OSError`` ENOSPC).
+    """
+    temps: list[tuple[Path, str]] = []
+    try:
+        for path, write in items:
+            path = Path(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.part{path.suffix}",
+                                           dir=path.parent)
+            except OSError as e:
+                raise write_error(path, e, e.filename) from None
+            os.close(fd)
+            temps.append((path, tmp))
+            try:
+                write(tmp)
+                usual_permissions(tmp)
+            except Exception as e:
+                if isinstance(e, OSError) or _disk_full(path):
+                    raise write_error(path, e, tmp) from None
+                raise
+        for path, tmp in temps:
+            os.replace(tmp, path)
+    except BaseException:
+        for _, tmp in temps:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _disk_full(path: str | os.PathLike) -> bool:
+    """Whether the file system of ``path``'s folder has (almost) no free space left."""
+    try:
+        return shutil.disk_usage(Path(path).parent).free < _FULL_DISK
+    except OSError:
+        return False
 
 
 #: free space under which a write error without an errno (numpy's "N requested and M written") is a full disk
 _FULL_DISK = 1 << 20
 
 
-def write_error(path: str | os.PathLike, error: OSError, tmp: str | os.PathLike | None = None) -> OSError:
+def write_error(path: str | os.PathLike, error: Exception, tmp: str | os.PathLike | None = None) -> OSError:
     """``error`` (raised while writing ``path``, through the temporary file ``tmp``) as an ``OSError`` of the same
     built-in class that names ``path``, says why in words (a full disk where a library's own message hides it; the
-    other file it concerns, where it is not ``tmp``) and that nothing was written; ``error`` itself when it already
-    names ``path``. Its ``errno`` is ``error``'s (``ENOSPC`` for a full disk)."""
-    if str(path) in str(error):
+    other file it concerns, where it is not ``tmp``) and that nothing was written; ``error`` itself when it is an
+    ``OSError`` that already names ``path``. Its ``errno`` is ``error``'s (``ENOSPC`` for a full disk)."""
+    if isinstance(error, OSError) and str(path) in str(error):
         return error
-    code = error.errno
-    reason = error.strerror or str(error)
-    if error.strerror and error.filename and str(error.filename) not in (str(path), str(tmp)):
-        reason += f": {error.filename}"  # a companion file (an ENVI header's data file), or a folder
-    if code is None:
-        try:
-            if shutil.disk_usage(Path(path).parent).free < _FULL_DISK:
-                code, reason = errno.ENOSPC, f"no space left on the device: {reason}"
-        except OSError:
-            pass
-    kind = type(error) if type(error).__module__ == "builtins" else OSError  # IsADirectoryError stays one
+    code = getattr(error, "errno", None)
+    reason = getattr(error, "strerror", None) or str(error)
+    filename = getattr(error, "filename", None)
+    if getattr(error, "strerror", None) and filename and str(filename) not in (str(path), str(tmp)):
+        reason += f": {filename}"  # a companion file (an ENVI header's data file), or a folder
+    if code is None and _disk_full(path):
+        code, reason = errno.ENOSPC, f"no space left on the device: {reason}"
+    kind = type(error) if isinstance(error, OSError) and type(error).__module__ == "builtins" else OSError
     named = kind(f"{path}: cannot write the file ({reason}); nothing was written")
     named.errno = code  # only the number: strerror and filename would make str() "[Errno N] ..."
     return named

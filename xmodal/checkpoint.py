@@ -12,6 +12,7 @@ Loading never runs code: weights through safetensors, the train state through ``
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,11 @@ import torch
 import yaml
 from torch import nn
 
-from xmodal._fs import atomic_write
+from xmodal._fs import atomic_write, atomic_write_all
 from xmodal.config import Config, config_from_dict, config_to_dict
 
-__all__ = ["CheckpointError", "init_from", "load_run", "load_train_state", "load_weights", "run_config",
-           "save_train_state", "save_weights", "unwrap"]
+__all__ = ["CheckpointError", "check_checkpoint", "init_from", "load_run", "load_train_state", "load_weights",
+           "run_config", "save_checkpoint", "save_train_state", "save_weights", "unwrap"]
 
 WEIGHTS = "model.safetensors"
 BEST = "best.safetensors"
@@ -46,15 +47,56 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def save_weights(model: nn.Module, path: str | os.PathLike, config: Config | None = None) -> None:
-    """Save the unwrapped module's weights as safetensors (atomically), with ``config`` in the metadata."""
+def _weights_writer(model: nn.Module, config: Config | None, step: int | None) -> Callable[[str], None]:
+    """``write(path)`` of the unwrapped module's weights as safetensors, ``config`` and the training ``step`` in the
+    metadata."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
     meta = {"format": "xmodal"}
     if config is not None:
         meta["config"] = yaml.safe_dump(config_to_dict(config), sort_keys=False)
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    if step is not None:
+        meta["step"] = str(int(step))
+    return lambda path: save_file(state, path, metadata=meta)
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike, config: Config | None = None,
+                 step: int | None = None) -> None:
+    """Save the unwrapped module's weights as safetensors (atomically), with ``config`` (and the training ``step``)
+    in the metadata."""
+    atomic_write(path, _weights_writer(model, config, step))
+
+
+def save_checkpoint(run_dir: str | os.PathLike, model: nn.Module, config: Config, state: dict[str, Any],
+                    best: bool = False) -> None:
+    """Save a training checkpoint as one: the weights (and, with ``best``, the best weights) and the train
+    ``state`` (its ``"step"`` also in the weights' metadata) are all written before any replaces its old file
+    (:func:`~xmodal._fs.atomic_write_all`): a full disk keeps the previous checkpoint whole, and a process killed
+    between the renames leaves files whose steps differ, which :func:`check_checkpoint` refuses."""
+    run_dir = Path(run_dir)
+    weights = _weights_writer(model, config, state["step"])
+    items = [(run_dir / WEIGHTS, weights)] + ([(run_dir / BEST, weights)] if best else [])
+    atomic_write_all([*items, (run_dir / STATE, lambda tmp: torch.save(state, tmp))])
+
+
+def check_checkpoint(run_dir: str | os.PathLike, state: dict[str, Any]) -> None:
+    """``CheckpointError`` when the run's weights were saved at another step than its train ``state`` (a save cut
+    between its files): resuming would pair one step's weights with another's optimiser. Weights without a step
+    (older runs) are taken as they are."""
+    from safetensors import safe_open
+
+    path = Path(run_dir) / WEIGHTS
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            saved = (f.metadata() or {}).get("step")
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    if saved is not None and int(saved) != int(state["step"]):
+        raise CheckpointError(f"{run_dir}: {WEIGHTS} is from step {saved} but {STATE} from step {state['step']} (a "
+                              "save was cut between its files); the run cannot resume exactly: start over with "
+                              f"train.resume=false, or from these weights with train.resume=false "
+                              f"train.init_from={path}")
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> None:

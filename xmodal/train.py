@@ -26,6 +26,7 @@ from torch import nn
 
 from xmodal import checkpoint as ckpt
 from xmodal._cli import Interrupted, command_name, exit_status
+from xmodal._fs import atomic_write
 from xmodal.config import Config, ConfigError, config_to_dict, dump_config, load_config
 from xmodal.distributed import DistInfo, barrier, cleanup_distributed, init_distributed
 from xmodal.inference import autocast_for, enhance
@@ -169,20 +170,43 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _drop_records_after(path: Path, step: int) -> None:
+    """Rewrite ``metrics.jsonl`` (atomically) without its records of steps after ``step``: those of a run killed
+    after its last checkpoint, which the resumed run logs again. A line that is not a record (cut by the kill) goes
+    too."""
+    if not path.is_file():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            keep = int(record["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write(path, lambda tmp: Path(tmp).write_text("".join(x + "\n" for x in kept), encoding="utf-8"))
+
+
 class _Logger:
     """Rank-0 log: console (above the progress bar), ``log.txt``, ``metrics.jsonl`` and TensorBoard."""
 
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, bar) -> None:
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, bar, resumed_from: int = 0) -> None:
         self.enabled = enabled
         self.bar = bar
         self.tb = None
         if enabled:
+            if resumed_from:  # a run stopped after its last checkpoint: the steps it redoes are not logged twice
+                _drop_records_after(run_dir / "metrics.jsonl", resumed_from)
             self.log_file = open(run_dir / "log.txt", "a", encoding="utf-8")
             self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
             if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(run_dir / "tb"))
+                self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resumed_from + 1 if resumed_from else None)
 
     def line(self, text: str) -> None:
         if not self.enabled:
@@ -359,6 +383,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                                       "train.run_dir, or train.resume=false to start over")
             ckpt.load_weights(model, run_dir / ckpt.WEIGHTS)
             state = ckpt.load_train_state(state_path)
+            ckpt.check_checkpoint(run_dir, state)
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
@@ -413,7 +438,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
             from tqdm import tqdm
 
             bar = tqdm(total=tc.max_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
-        log = _Logger(run_dir, info.is_main, tc.tensorboard, bar)
+        log = _Logger(run_dir, info.is_main, tc.tensorboard, bar, resumed_from)
         n_params = sum(p.numel() for p in model.parameters())
         mc = config.model
         shape = f"{'causal ' if mc.causal else ''}unet widths {list(mc.widths)} blocks " \
@@ -456,13 +481,11 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                 saved_step = step
                 return
             stop.hold = True  # a second Ctrl-C must not cut the weights/state pair in half
-            try:
-                ckpt.save_weights(model, run_dir / ckpt.WEIGHTS, config)
-                if path_best:
-                    ckpt.save_weights(model, run_dir / ckpt.BEST, config)
-                ckpt.save_train_state(state_path, {"step": step, "best": best, "optimizer": optimizer.state_dict(),
-                                                   "scheduler": scheduler.state_dict(),
-                                                   "scaler": scaler.state_dict()})
+            try:  # all files written before any is replaced: a full disk keeps the last checkpoint whole
+                ckpt.save_checkpoint(run_dir, model, config, {"step": step, "best": best,
+                                                              "optimizer": optimizer.state_dict(),
+                                                              "scheduler": scheduler.state_dict(),
+                                                              "scaler": scaler.state_dict()}, best=path_best)
             finally:
                 stop.hold = False
             saved_step = step

@@ -430,7 +430,8 @@ def resolve_image_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
     if demo:
         from xmodal.data.synthetic import make_demo_images
 
-        train_dirs = (str(make_demo_images(Path(demo_root) / "images", n=24, size=96, channels=c.channels,
+        size = max(96, c.patch_size)  # every crop of the recipe fits (self-supervised crops are not padded)
+        train_dirs = (str(make_demo_images(Path(demo_root) / "images", n=24, size=size, channels=c.channels,
                                            seed=c.seed)),)
     else:
         train_dirs = c.train_dir
