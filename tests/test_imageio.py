@@ -1117,3 +1117,35 @@ def test_avif_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"x\.avif: AVIF files need Pillow 11\.3 or later built with libavif"):
         write_image(tmp_path / "x.avif", np.zeros((3, 8, 8), np.float32), "uint8")
     assert not (tmp_path / "x.avif").exists()
+
+
+def test_palette_miniswhite_and_bilevel_tiffs_are_read_as_they_show(tmp_path: Path) -> None:
+    """A palette TIFF is read as its colours (Pillow's RGB of it, exactly; a 16-bit palette as 16-bit RGB), a
+    MinIsWhite one inverted to MinIsBlack (the written output then shows as the input did), a 1-bit one as 0/255 in
+    8 bits; a float MinIsWhite TIFF, whose white TIFF does not define, is refused."""
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).convert(
+        "P", palette=Image.Palette.ADAPTIVE, colors=16).save(tmp_path / "pal.tif")
+    x, info = read_image(tmp_path / "pal.tif")
+    expected = np.array(Image.open(tmp_path / "pal.tif").convert("RGB")).transpose(2, 0, 1)
+    assert info.mode == "RGB" and info.dtype == "uint8" and np.array_equal(np.rint(x * 255), expected)
+    cmap = rng.integers(0, 65536, (3, 256)).astype(np.uint16)  # a 16-bit palette
+    index = rng.integers(0, 256, (20, 24), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "pal16.tif", index, photometric="palette", colormap=cmap)
+    x, info = read_image(tmp_path / "pal16.tif")
+    assert info.dtype == "uint16" and np.array_equal(np.rint(x * 65535), cmap[:, index])
+    gray = rng.integers(0, 65536, (20, 24)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "mw.tif", gray, photometric="miniswhite")
+    x, info = read_image(tmp_path / "mw.tif")
+    assert info.mode == "L" and np.array_equal(np.rint(x[0] * 65535), 65535 - gray)
+    write_image(tmp_path / "mw_out.tif", x, info)
+    with tifffile.TiffFile(tmp_path / "mw_out.tif") as tif:  # MinIsBlack, the same picture
+        assert tif.pages[0].photometric == 1 and np.array_equal(tif.asarray(), 65535 - gray)
+    bits = rng.random((20, 24)) > 0.5
+    tifffile.imwrite(tmp_path / "fax.tif", bits, photometric="miniswhite")
+    x, info = read_image(tmp_path / "fax.tif")
+    assert info.dtype == "uint8" and np.array_equal(np.rint(x[0] * 255), np.where(bits, 0, 255))
+    tifffile.imwrite(tmp_path / "mwf.tif", rng.random((20, 24), dtype=np.float32), photometric="miniswhite")
+    with pytest.raises(ImageReadError, match=r"mwf.tif: a float TIFF stored MinIsWhite \(inverted\), whose white "
+                                             r"level TIFF does not define; store it MinIsBlack"):
+        read_image(tmp_path / "mwf.tif")

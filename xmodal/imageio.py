@@ -528,6 +528,8 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], t
                               for lvl in levels if "X" in lvl.axes)
             page = tif.pages[0]
             photometric = int(page.photometric)
+            if photometric == 3 and axes == "YX" and page.colormap is not None:  # palette: as a palette PNG is read
+                arr, axes, photometric = _palette_rgb(arr, page.colormap), "YXS", 2
             alpha = _tiff_alpha(page)
             tags = _geotags(page)
             compression = (int(page.compression), int(page.predictor))
@@ -537,6 +539,13 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], t
         raise
     except Exception as e:  # tifffile raises TiffFileError, ValueError, OSError... for bad files
         raise ImageReadError(f"{path}: not readable as TIFF ({e})") from None
+    if arr.dtype == bool:  # 1-bit (bilevel scans, fax): 0 / 255 in 8 bits, as a 1-bit PNG is read
+        arr = arr.astype(np.uint8) * np.uint8(255)
+    if photometric == 0:  # MinIsWhite: inverted to MinIsBlack (and written so), so that it shows as it did
+        if arr.dtype.kind == "f":
+            raise ImageReadError(f"{path}: a float TIFF stored MinIsWhite (inverted), whose white level TIFF does not "
+                                 "define; store it MinIsBlack")
+        arr, photometric = np.invert(arr), 1
     other = [i for i, a in enumerate(axes) if a not in "YX"]
     arr = arr.transpose(*other, axes.index("Y"), axes.index("X"))  # (..., Y, X): every other axis becomes a band
     arr = arr.reshape(-1, *arr.shape[-2:])  # (..., H, W) -> (C, H, W)
@@ -544,6 +553,20 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, str, tuple[TiffTag, ...], t
     if photometric == 6 and compression[0] == 7:  # YCbCr JPEG: tifffile decodes it to RGB
         photometric = 2
     return arr, axes, tiff_mode(photometric, C, alpha), tags, compression, meta, tile, overviews
+
+
+def _palette_rgb(index: np.ndarray, colormap: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` colours of a palette TIFF's ``index`` ``(H, W)`` through its ``colormap`` ``(3, N)`` (16 bits per
+    entry): 8-bit when every entry is an 8-bit value scaled by 257 or 256 (or stored unscaled), else 16-bit."""
+    cmap = np.asarray(colormap).astype(np.uint16)
+    if (cmap % 257 == 0).all():
+        cmap = (cmap // 257).astype(np.uint8)
+    elif (cmap % 256 == 0).all():
+        cmap = (cmap >> 8).astype(np.uint8)
+    elif cmap.max() <= 255:
+        cmap = cmap.astype(np.uint8)
+    index = np.minimum(index, cmap.shape[1] - 1)  # an index past the table (a damaged file): its last colour
+    return np.ascontiguousarray(cmap[:, index].transpose(1, 2, 0))
 
 
 def _tiff_alpha(page: Any) -> bool:
