@@ -23,6 +23,7 @@ from xmodal.imageio import (
     IMAGE_EXTENSIONS,
     ImageInfo,
     ImageReadError,
+    alpha_channels,
     natural_key,
     read_image,
     read_stack,
@@ -1149,3 +1150,24 @@ def test_palette_miniswhite_and_bilevel_tiffs_are_read_as_they_show(tmp_path: Pa
     with pytest.raises(ImageReadError, match=r"mwf.tif: a float TIFF stored MinIsWhite \(inverted\), whose white "
                                              r"level TIFF does not define; store it MinIsBlack"):
         read_image(tmp_path / "mwf.tif")
+
+
+def test_gray_alpha_tiffs_are_la_and_alpha_kinds_are_kept(tmp_path: Path) -> None:
+    """A gray TIFF with an alpha extra sample is mode LA (its alpha then copied, not denoised, as a PNG's), written
+    back interleaved with its alpha tagged as alpha; an associated (premultiplied) alpha stays associated."""
+    rng = np.random.default_rng(4)
+    ga = rng.integers(0, 256, (20, 24, 2), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "ga.tif", ga, photometric="minisblack", extrasamples=[2])
+    x, info = read_image(tmp_path / "ga.tif")
+    assert info.mode == "LA" and alpha_channels(info.mode) == 1 and x.shape == (2, 20, 24)
+    write_image(tmp_path / "ga_out.tif", x, info)
+    with tifffile.TiffFile(tmp_path / "ga_out.tif") as tif:
+        page = tif.pages[0]
+        assert page.photometric == 1 and page.planarconfig == 1 and tuple(page.extrasamples) == (2,)
+        assert np.array_equal(tif.asarray(), ga)
+    rgba = rng.integers(0, 256, (20, 24, 4), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "pre.tif", rgba, photometric="rgb", extrasamples=[1])
+    x, info = read_image(tmp_path / "pre.tif")
+    write_image(tmp_path / "pre_out.tif", x, info)
+    with tifffile.TiffFile(tmp_path / "pre_out.tif") as tif:
+        assert tuple(tif.pages[0].extrasamples) == (1,) and np.array_equal(tif.asarray(), rgba)

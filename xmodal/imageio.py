@@ -579,7 +579,10 @@ def _tiff_alpha(page: Any) -> bool:
 
 
 def tiff_mode(photometric: int, channels: int, alpha: bool) -> str:
-    """Image mode of a TIFF: ``RGB``, ``RGBA`` (an extra sample tagged alpha), ``CMYK``, ``L`` or ``multiband``."""
+    """Image mode of a TIFF: ``RGB``, ``RGBA`` / ``LA`` (an extra sample tagged alpha), ``CMYK``, ``L`` or
+    ``multiband``."""
+    if photometric in (0, 1) and channels == 2 and alpha:
+        return "LA"
     if photometric == 2:
         return "RGB" if channels == 3 else "RGBA" if channels == 4 and alpha else "multiband"
     return "CMYK" if photometric == 5 and channels == 4 else ("L" if channels == 1 else "multiband")
@@ -702,12 +705,16 @@ def _tiff_metadata(page: Any) -> tuple[tuple[str, Any], ...]:
         exif = _import_pil().Exif()
         exif[0x0112] = int(orientation.value)
         meta.append(("exif", exif.tobytes()))
+    extra = page.tags.get(338)  # ExtraSamples: an associated (premultiplied) alpha stays one
+    values = extra.value if extra is not None else ()
+    if 1 in (values if isinstance(values, tuple) else (values,)):
+        meta.append(("tiff_alpha", 1))
     return tuple(meta)
 
 
 def _tiff_metadata_tags(metadata: tuple[tuple[str, Any], ...]) -> tuple[tuple[TiffTag, ...], dict[str, Any]]:
     """What a TIFF holds of ``metadata``: the ICC profile and the EXIF orientation as tags, the dpi as
-    ``tifffile.imwrite`` resolution arguments."""
+    ``tifffile.imwrite`` resolution arguments (the kind of alpha, ``tiff_alpha``, goes to :func:`_write_tiff`)."""
     meta = dict(metadata)
     tags: list[TiffTag] = []
     if meta.get("icc_profile"):
@@ -727,9 +734,10 @@ def _tiff_metadata_tags(metadata: tuple[tuple[str, Any], ...]) -> tuple[tuple[Ti
 
 def _write_tiff(path: Path, data: np.ndarray, mode: str, tags: tuple[TiffTag, ...],
                 compression: tuple[int, int] = (1, 1), resolution: dict[str, Any] | None = None,
-                tile: tuple[int, int] | None = None, overviews: tuple[int, ...] = ()) -> None:
-    """Write ``data: (C, H, W)``: 2-D for one band, contiguous RGB(A) (mode RGB or RGBA, 3 or 4 channels) or CMYK
-    (mode CMYK, 4 channels), else one page of C planes; ``compression``: ``(compression, predictor)`` TIFF codes, a
+                tile: tuple[int, int] | None = None, overviews: tuple[int, ...] = (), alpha: int = 2) -> None:
+    """Write ``data: (C, H, W)``: 2-D for one band, contiguous RGB(A) (mode RGB or RGBA, 3 or 4 channels), gray +
+    alpha (mode LA) or CMYK (mode CMYK, 4 channels), else one page of C planes; ``alpha``: the ExtraSamples code of
+    an alpha (2 unassociated, 1 associated); ``compression``: ``(compression, predictor)`` TIFF codes, a
     lossy compression replaced by Deflate (no predictor); ``tile``: ``(rows, columns)`` tiles, else strips;
     ``overviews``: reduction factors of internal overviews (:func:`_overview`), written as reduced-resolution pages
     after the image, as GDAL writes them."""
@@ -746,6 +754,11 @@ def _write_tiff(path: Path, data: np.ndarray, mode: str, tags: tuple[TiffTag, ..
     elif (mode in ("RGB", "RGBA") and C in (3, 4)) or (mode == "CMYK" and C == 4):
         photometric = "separated" if mode == "CMYK" else "rgb"
         out, kwargs = data.transpose(1, 2, 0), {"photometric": photometric}  # (C, H, W) -> (H, W, C)
+        if mode == "RGBA" and C == 4:
+            kwargs["extrasamples"] = [alpha]
+    elif mode == "LA" and C == 2:  # gray + alpha, interleaved as it is stored
+        out, kwargs = data.transpose(1, 2, 0), {"photometric": "minisblack", "planarconfig": "contig",
+                                                "extrasamples": [alpha]}
     elif mode == "interleaved":  # bands as samples of each pixel (extra samples "unspecified": bands, not alpha)
         out, kwargs = data.transpose(1, 2, 0), {"photometric": "minisblack", "planarconfig": "contig"}
     else:
@@ -929,7 +942,7 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
         else:
             tags, resolution = _tiff_metadata_tags(info.metadata)
             _write_tiff(path, data, info.mode, info.tiff_tags + tags, info.tiff_compression, resolution,
-                        info.tiff_tile, info.tiff_overviews)
+                        info.tiff_tile, info.tiff_overviews, alpha=dict(info.metadata).get("tiff_alpha", 2))
     elif fmt == "heif":
         _write_heif(path, data, info, quality)
     elif fmt == "npy":
