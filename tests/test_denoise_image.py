@@ -229,7 +229,9 @@ def test_values_far_from_unit_range_warn(gray: ImageDenoiser) -> None:
 def test_denoise_file_value_range(gray: ImageDenoiser, tmp_path: Path) -> None:
     x = rand(1, 30, 27)
     # the rule every file path uses: the file's units in, read_image's units out
-    assert file_value_range(x, "uint16") is None and file_value_range(x * 4000, "uint16") is None
+    assert file_value_range(x, "uint16") is None and file_value_range(x * 0.3, "uint16") is None
+    # 16-bit files below a quarter of the range (12-bit sensors, dark scenes): their own percentiles
+    assert file_value_range(x * 4095 / 65535, "uint16") == "auto" and file_value_range(x * 0.01, "uint8") is None
     assert file_value_range(x, "float32") is None and file_value_range(x * 4000, "float32") == "auto"
     assert file_value_range(x, "uint16", (0, 4095)) == (0.0, 4095 / 65535)
     assert file_value_range(x, "uint8", "auto") == "auto" and file_value_range(x, "float32", (1, 2)) == (1.0, 2.0)
@@ -242,7 +244,10 @@ def test_denoise_file_value_range(gray: ImageDenoiser, tmp_path: Path) -> None:
     image, _ = read_image(tmp_path / "u.tif")
     expected = np.clip(gray.denoise(image, value_range=(0, 4095 / 65535)) * 65535, 0, 65535)
     np.testing.assert_allclose(tifffile.imread(tmp_path / "u_out.tif"), expected[0], atol=0.5 + 1e-3)  # rounded
-    gray.denoise_file(tmp_path / "u.tif", tmp_path / "u_dtype.tif")  # integer files: their dtype by default
+    gray.denoise_file(tmp_path / "u.tif", tmp_path / "u_auto.tif")  # 12 bits of 16: its own range by default
+    expected = np.clip(gray.denoise(image, value_range="auto") * 65535, 0, 65535)
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "u_auto.tif"), expected[0], atol=0.5 + 1e-3)
+    gray.denoise_file(tmp_path / "u.tif", tmp_path / "u_dtype.tif", value_range=(0, 65535))  # the dtype's scale
     expected = np.clip(gray.denoise(image) * 65535, 0, 65535)
     np.testing.assert_allclose(tifffile.imread(tmp_path / "u_dtype.tif"), expected[0], atol=0.5 + 1e-3)
     assert np.abs(tifffile.imread(tmp_path / "u_dtype.tif") - tifffile.imread(tmp_path / "u_out.tif")).max() > 100

@@ -470,3 +470,30 @@ def test_ome_outputs_carry_an_imagej_source_s_calibration_and_refuse_clearly(tmp
                                          r"OME-TIFF \("):
         ClipWriter(tmp_path / "half.ome.tif", replace(info, dtype="float16", tiff=()), (2, 1, 8, 8))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ij.ome.tif", "ij.tif", "two.ome.tif"]
+
+
+def test_twelve_bit_clips_in_16_bit_files_are_denoised_in_their_own_range(tmp_path):
+    """A time-lapse from a 12-bit camera in a 16-bit TIFF (values below a quarter of 65535) is mapped from its own
+    percentiles, as a 16-bit image is; ``evaluate --model`` denoises it the same way."""
+    from xmodal.denoise import sampled_clip_range
+
+    yy, xx = np.mgrid[:32, :32] / 32
+    clean = np.stack([2048 + 1500 * np.sin(6 * xx + 0.3 * t) * np.cos(4 * yy) for t in range(4)])
+    noisy = np.clip(np.rint(clean + np.random.default_rng(5).normal(0, 150, clean.shape)), 0, 4095).astype(np.uint16)
+    for folder, data in (("clean", np.rint(clean).astype(np.uint16)), ("noisy", noisy)):
+        (tmp_path / folder).mkdir()
+        tifffile.imwrite(tmp_path / folder / "cells.tif", data, imagej=True, metadata={"axes": "TYX"})
+    clip, _ = read_clip(tmp_path / "noisy" / "cells.tif")
+    lo, hi = sampled_clip_range(clip, "uint16")
+    assert 0 <= lo < hi < 4096 / 65535
+    assert main([str(tmp_path / "noisy" / "cells.tif"), "-o", str(tmp_path / "out"), "--modality", "video",
+                 "--sigma", "none", "--quiet"]) == 0
+    expected = np.clip(np.rint(xmodal.load("video").denoise(clip, value_range=(lo, hi)) * 65535), 0, 65535)[:, 0]
+    out = tifffile.imread(tmp_path / "out" / "cells.tif").astype(np.float64)
+    assert np.abs(out - expected).max() <= 1
+    assert np.sqrt(np.mean((out - clean) ** 2)) < 0.5 * np.sqrt(np.mean((noisy - clean) ** 2))
+    assert main([str(tmp_path / "noisy" / "cells.tif"), "-o", str(tmp_path / "den"), "--modality", "video",
+                 "--quiet"]) == 0
+    by_model = evaluate_videos(tmp_path / "clean", tmp_path / "noisy", denoiser="video")
+    by_cli = evaluate_videos(tmp_path / "clean", tmp_path / "noisy", enhanced_dir=tmp_path / "den")
+    assert by_model["files"][0]["enhanced"]["psnr"] == pytest.approx(by_cli["files"][0]["enhanced"]["psnr"], abs=1e-6)

@@ -979,19 +979,28 @@ def _check_value_range(value_range: Any) -> ValueRange:
     return lo, hi
 
 
+#: a 16-bit file whose 99.9th percentile stays below this fraction of 65535 holds fewer bits (or a dark scene)
+_SHORT_OF_16_BITS = 0.25
+
+
 def file_value_range(image: np.ndarray | torch.Tensor, dtype: str, value_range: ValueRange = None) -> ValueRange:
     """The ``value_range`` for :meth:`ImageDenoiser.denoise` of an image read by :func:`~xmodal.imageio.read_image`
     from a file of ``dtype``, given one in the file's own units (``None``, ``"auto"`` or ``(lo, hi)``).
 
-    ``None``: integer files are already [0, 1] by their dtype; float files are used as they are when
-    :func:`plausible_unit_range`, else ``"auto"``. ``(lo, hi)`` of an integer file is divided by its dtype's scale
-    (255, 65535), as ``image`` was. The denoise command, :meth:`ImageDenoiser.denoise_file` and ``evaluate --model``
-    all decide through this function."""
+    ``None``: 8-bit files are [0, 1] by their dtype, and so are 16-bit files whose values reach a quarter of it;
+    16-bit files that stay below (10-, 12- or 14-bit sensor data, dark scenes: by dtype their noise would look many
+    times weaker than it is) and float files that are not :func:`plausible_unit_range` are ``"auto"``, float files
+    that are are used as they are (``image`` ``None``: integer files by their dtype). ``(lo, hi)`` of an integer
+    file is divided by its dtype's scale (255, 65535), as ``image`` was. The denoise command,
+    :meth:`ImageDenoiser.denoise_file` and ``evaluate --model`` all decide through this function."""
     from xmodal.imageio import _INT_MAX
 
     value_range = _check_value_range(value_range)
     scale = _INT_MAX.get(dtype)
     if value_range is None:
+        if dtype == "uint16" and image is not None:
+            x = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.asarray(image))
+            return "auto" if _robust_range(x)[1] < _SHORT_OF_16_BITS else None
         return None if scale is not None or plausible_unit_range(image) else "auto"
     if isinstance(value_range, tuple) and scale is not None:
         return value_range[0] / scale, value_range[1] / scale
@@ -1342,11 +1351,12 @@ class ImageDenoiser:
         colour = image[: image.shape[0] - keep]  # (C - keep, H, W)
         colour, masks = _fill_nodata(colour, [nodata_value(info)] * colour.shape[0])
         try:
-            photon_range = (0.0, 1.0) if poisson is not None and value_range is None \
-                and info.dtype.startswith("float") else value_range  # photon data in a float file: as it is
+            if poisson is not None and value_range is None:  # photon counts relative to the file's full scale
+                mapping = (0.0, 1.0) if info.dtype.startswith("float") else None  # floats as they are, ints by dtype
+            else:
+                mapping = file_value_range(colour, info.dtype, value_range)
             out = self.denoise(colour, tile=tile, overlap=overlap, sigma=sigma, ensemble=ensemble, subsample=subsample,
-                               progress=progress, value_range=file_value_range(colour, info.dtype, photon_range),
-                               poisson=poisson, read_noise=read_noise)
+                               progress=progress, value_range=mapping, poisson=poisson, read_noise=read_noise)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{src}: {e}") from None
         _restore_nodata(out, image, masks)
@@ -1872,7 +1882,8 @@ class VideoDenoiser:
             elif value_range is None and reader.info.value_range:  # a float clip: read when the reader opened it
                 lo, span = reader.info.value_range[0], reader.info.value_range[1] - reader.info.value_range[0]
             else:
-                if value_range == "auto":
+                if value_range == "auto" or (value_range is None and poisson is None and reader.info.dtype == "uint16"
+                                             and reader.info.kind != "video"):  # 12 bits of 16 (a camera's frames)
                     sample = torch.from_numpy(np.stack([reader[int(i)][:colours] for i in picks]))  # (<= 8, C, H, W)
                 lo, span = _resolve_range(sample, file_value_range(sample, reader.info.dtype, value_range))
             info = reader.info  # a float clip goes into a video file from the range it was denoised in
@@ -1903,6 +1914,15 @@ class VideoDenoiser:
                 raise
         finally:
             reader.close()
+
+
+def sampled_clip_range(clip: np.ndarray, dtype: str) -> tuple[float, float] | tuple[()]:
+    """``(lo, hi)`` the denoise command maps a clip ``(T, C, H, W)`` (read from a file of ``dtype``, not a video
+    file) to [0, 1] with when given no range, from the frames it samples (:func:`file_value_range`: 16-bit frames
+    short of their range); ``()`` when it takes the clip as it is read."""
+    sample = torch.from_numpy(np.stack([np.asarray(clip[int(i)]) for i in _sample_frames(len(clip))]))
+    lo, span = _resolve_range(sample, file_value_range(sample, dtype))
+    return (lo, lo + span) if (lo, span) != (0.0, 1.0) else ()
 
 
 def _sample_frames(length: int) -> np.ndarray:
