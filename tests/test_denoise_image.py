@@ -215,7 +215,8 @@ def test_values_far_from_unit_range_warn(gray: ImageDenoiser) -> None:
     x = rand(1, 20, 20)
     for scale, span in ((255, r"\[0\.\d+, 25\d\.?\d*\]"), (0.01, r"\[[\d.e-]+, 0\.009\d+\]")):
         with pytest.warns(UserWarning, match=rf"`image` values span {span} \(0.1-99.9 percentiles\), but the "
-                                             r"model denoises \[0, 1\] data; pass value_range=\(lo, hi\)"):
+                                             r"model denoises \[0, 1\] data; pass value_range=\(lo, hi\) .* "
+                                             r"\(command line: --value-range LO,HI or auto\)"):
             gray.denoise(x * scale)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -1025,8 +1025,8 @@ def _warn_unless_unit(x: torch.Tensor, value_range: ValueRange, what: str) -> No
     """Warn (naming the caller's argument ``what``) when ``value_range`` is ``None`` and ``x`` is far from [0, 1]."""
     if value_range is None and not _plausible(*(q := _robust_range(x))):
         warnings.warn(f"`{what}` values span [{q[0]:.4g}, {q[1]:.4g}] (0.1-99.9 percentiles), but the model "
-                      "denoises [0, 1] data; pass value_range=(lo, hi) (e.g. (0, 255)) or value_range='auto'",
-                      stacklevel=3)
+                      "denoises [0, 1] data; pass value_range=(lo, hi) (e.g. (0, 255)) or value_range='auto' "
+                      "(command line: --value-range LO,HI or auto)", stacklevel=3)
 
 
 def _band_ranges(x4: torch.Tensor, value_range: ValueRange) -> tuple[torch.Tensor, torch.Tensor]:
