@@ -959,7 +959,7 @@ def test_cli_folder_is_one_stack_with_modality_multispectral(bundled: Path, tmp_
 def test_default_image_model_by_channels_and_format(tmp_path: Path) -> None:
     """Colour photos in a camera format (JPEG, HEIC, AVIF) -> the model trained on camera noise; other colour images
     -> the white-noise colour model; gray, CMYK and gray pictures saved as RGB (channels within 2 levels) -> the gray
-    model; more than 4 channels in TIFF/npy -> stacks."""
+    model; more than 4 channels in TIFF/npy, and 3 TIFF bands not tagged RGB -> stacks."""
     import xmodal.denoise as den_mod
 
     kinds = write_images(tmp_path)
@@ -987,6 +987,10 @@ def test_default_image_model_by_channels_and_format(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "mono16.tif", np.repeat(np.rint(mono * 65535).astype(np.uint16), 3, axis=0)[:3]
                      .transpose(1, 2, 0), photometric="rgb")
     np.save(tmp_path / "mono.npy", np.rint(mono * 255).astype(np.uint8).transpose(1, 2, 0))
+    three = rng.integers(0, 10000, (3, 8, 8)).astype(np.uint16)  # 3 bands not tagged RGB: a stack, not a photo
+    tifffile.imwrite(tmp_path / "bands3.tif", three, photometric="minisblack", planarconfig="separate")
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).convert(
+        "P", palette=Image.Palette.ADAPTIVE, colors=8).save(tmp_path / "palette.tif")  # read as its colours
     big = np.repeat(rng.integers(0, 256, (1, 1500, 1200), dtype=np.uint8), 3, axis=0)  # read at a reduced size
     Image.fromarray(big.transpose(1, 2, 0), "RGB").save(tmp_path / "big_mono.png")
     expected = {"photo.jpg": "image_color_real", "phone.avif": "image_color_real", "IMG_0001.HEIC": "image_color_real",
@@ -996,13 +1000,16 @@ def test_default_image_model_by_channels_and_format(tmp_path: Path) -> None:
                 "mono.jpg": "image_gray", "mono.png": "image_gray", "near.png": "image_gray",
                 "tinted.png": "image_color", "big_mono.png": "image_gray", "hwc8.npy": "multispectral",
                 "four.npy": "multispectral", "pair.npy": "image_gray", "rgbn.tif": "multispectral",
-                "rgba.tif": "image_color", "mono16.tif": "image_gray", "mono.npy": "image_gray"}
+                "rgba.tif": "image_color", "mono16.tif": "image_gray", "mono.npy": "image_gray",
+                "bands3.tif": "multispectral", "palette.tif": "image_color"}
     assert set(expected) - {"IMG_0001.HEIC", "photo.jpeg", "gray.jpg", "print.jpg", "cube.npy", "mono.jpg",
                             "mono.png", "near.png", "tinted.png", "big_mono.png", "hwc8.npy", "four.npy", "pair.npy",
-                            "rgbn.tif", "rgba.tif", "mono16.tif", "mono.npy"} <= set(kinds)
+                            "rgbn.tif", "rgba.tif", "mono16.tif", "mono.npy", "bands3.tif",
+                            "palette.tif"} <= set(kinds)
     for name, model in expected.items():
         assert den_mod._default_image_model(tmp_path / name, None)[1] == model, name
     assert den_mod._default_image_model(tmp_path / "cube.npy", "image") == ("image", "image_gray")  # --modality image
+    assert den_mod._default_image_model(tmp_path / "bands3.tif", "image") == ("image", "image_gray")
 
 
 def test_cli_missing_bundled_model_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -2126,7 +2126,11 @@ def _peek_channels(path: Path) -> tuple[int, str]:
                     channels = math.prod(n for n, a in zip(series.shape, series.axes) if a not in "YX")
                     if channels > 0 and 0 not in series.shape:
                         page = tif.pages[0]
-                        return channels, tiff_mode(int(page.photometric), channels, _tiff_alpha(page))
+                        photometric = int(page.photometric)
+                        if photometric == 3 and channels == 1:  # palette: read as its colours
+                            return 3, "RGB"
+                        photometric = 2 if photometric == 6 else photometric  # YCbCr: decoded to RGB
+                        return channels, tiff_mode(photometric, channels, _tiff_alpha(page))
         if suffix == ".npy":
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
             if arr.size and arr.ndim in (2, 3) and arr.dtype.kind in "uif":
@@ -2144,14 +2148,17 @@ _CAMERA_SUFFIXES = (".jpg", ".jpeg", ".heic", ".heif", ".avif")  # what cameras 
 def _default_image_model(path: Path, forced: str | None) -> tuple[str, str]:
     """``(modality, bundled model name)`` for an image file from its channel count and format (auto or ``--modality
     image``): colour photos in a camera format (JPEG, HEIC, AVIF) get the model trained on camera noise, other colour
-    images the white-noise one; gray pictures stored as RGB (:func:`_gray_picture`) the gray model."""
+    images the white-noise one; gray pictures stored as RGB (:func:`_gray_picture`) the gray model; a 3-band TIFF
+    not tagged RGB is a band stack (the gray model band by band with ``--modality image``)."""
     from xmodal.imageio import alpha_channels
 
     channels, mode = _peek_channels(path)
     colour = channels - alpha_channels(mode)  # an alpha channel is copied, not denoised
-    if forced is None and colour > 3 and mode != "CMYK" and path.suffix.lower() in _STACK_SUFFIXES:
-        return "multispectral", "multispectral"  # 4 bands or more, none of them alpha: RGB+NIR, a band stack
-    if colour != 3 or mode == "CMYK" or _gray_picture(path):
+    bands = mode == "multiband"  # a TIFF's samples or pages that are not tagged RGB: bands, not colours
+    if forced is None and (colour > 3 or (colour == 3 and bands)) and mode != "CMYK" \
+            and path.suffix.lower() in _STACK_SUFFIXES:
+        return "multispectral", "multispectral"  # 4 bands or more, none of them alpha (RGB+NIR), or 3 untagged
+    if colour != 3 or mode == "CMYK" or bands or _gray_picture(path):
         return "image", "image_gray"
     return "image", "image_color_real" if path.suffix.lower() in _CAMERA_SUFFIXES else "image_color"
 
@@ -2419,7 +2426,8 @@ def _parser() -> argparse.ArgumentParser:
                     "model follow each file: audio (and video files holding sound only) -> 'speech', 1-channel "
                     "images and gray pictures saved as RGB -> 'image_gray', colour JPEG/HEIC/AVIF photos -> "
                     "'image_color_real' (trained on camera noise), other 3/4-channel images -> 'image_color' (white "
-                    "Gaussian noise), TIFF/.npy with more than 4 channels -> 'multispectral', colour video files and "
+                    "Gaussian noise), TIFF/.npy with 4 or more channels none of them alpha, and 3-band TIFFs not "
+                    "tagged RGB -> 'multispectral', colour video files and "
                     "folders of JPEG/HEIC/AVIF frames -> 'video_color_real' (camera noise, H.264-coded or JPEG "
                     "frames), gray ones (gray footage stored as colour too) -> 'video_gray_real', other colour frame "
                     "folders and .npy clips -> 'video_color' (white noise), other gray clips -> 'video_gray'. "
