@@ -962,7 +962,13 @@ def test_tiff_resolution_units_and_damaged_exif(tmp_path):
     tifffile.imwrite(tmp_path / "cm.tif", gray, resolution=(100, 50), resolutionunit="CENTIMETER")
     assert dict(read_image(tmp_path / "cm.tif")[1].metadata) == {"dpi": (254.0, 127.0)}
     tifffile.imwrite(tmp_path / "none.tif", gray, resolution=(72, 72), resolutionunit="NONE")  # no physical size
-    assert read_image(tmp_path / "none.tif")[1].metadata == ()
+    image, info = read_image(tmp_path / "none.tif")
+    assert info.metadata == (("tiff_resolution", (72.0, 72.0)),)  # kept for TIFF outputs, not a dpi
+    write_image(tmp_path / "none_out.tif", image, info)
+    with tifffile.TiffFile(tmp_path / "none_out.tif") as tif:
+        assert tif.pages[0].resolution == (72.0, 72.0) and tif.pages[0].resolutionunit == 1
+    write_image(tmp_path / "none_out.png", image, info)
+    assert "dpi" not in Image.open(tmp_path / "none_out.png").info
     image, info = read_image(tmp_path / "cm.tif")
     bad = dataclasses.replace(info, metadata=(("exif", b"Exif\x00\x00garbage"),))
     write_image(tmp_path / "bad.tif", image, bad)  # a damaged EXIF block carries nothing, and does not fail
@@ -1171,3 +1177,17 @@ def test_gray_alpha_tiffs_are_la_and_alpha_kinds_are_kept(tmp_path: Path) -> Non
     write_image(tmp_path / "pre_out.tif", x, info)
     with tifffile.TiffFile(tmp_path / "pre_out.tif") as tif:
         assert tuple(tif.pages[0].extrasamples) == (1,) and np.array_equal(tif.asarray(), rgba)
+
+
+def test_a_single_imagej_image_keeps_its_calibration_and_display(tmp_path: Path) -> None:
+    """A single ImageJ image (a microscope frame): its resolution without unit (pixels per micron, ImageJ's unit in
+    its description) and its description (unit, display range) are written back as they came."""
+    data = np.random.default_rng(6).integers(0, 4096, (30, 40)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, resolution=(10.0, 10.0),
+                     metadata={"unit": "um", "min": 0.0, "max": 4095.0})
+    x, info = read_image(tmp_path / "ij.tif")
+    write_image(tmp_path / "out.tif", x, info)
+    with tifffile.TiffFile(tmp_path / "out.tif") as tif:
+        assert tif.is_imagej and tif.pages[0].resolution == (10.0, 10.0) and tif.pages[0].resolutionunit == 1
+        meta = tif.imagej_metadata
+        assert (meta["unit"], meta["min"], meta["max"]) == ("um", 0.0, 4095.0) and np.array_equal(tif.asarray(), data)

@@ -695,11 +695,16 @@ def _tiff_metadata(page: Any) -> tuple[tuple[str, Any], ...]:
     if icc is not None and icc.value:
         meta.append(("icc_profile", bytes(icc.value)))
     x, y, unit = (page.tags.get(code) for code in (282, 283, 296))  # XResolution, YResolution, ResolutionUnit
-    if x is not None and y is not None and unit is not None and int(unit.value) in (2, 3):
-        per_inch = 1.0 if int(unit.value) == 2 else 2.54
+    if x is not None and y is not None and (unit is None or int(unit.value) in (1, 2, 3)):
         (xn, xd), (yn, yd) = x.value, y.value
-        if xn and xd and yn and yd:
+        if xn and xd and yn and yd and unit is not None and int(unit.value) in (2, 3):
+            per_inch = 1.0 if int(unit.value) == 2 else 2.54
             meta.append(("dpi", (xn / xd * per_inch, yn / yd * per_inch)))
+        elif xn and xd and yn and yd and (xn / xd, yn / yd) != (1.0, 1.0):  # no unit (ImageJ keeps its own,
+            meta.append(("tiff_resolution", (xn / xd, yn / yd)))  # microns...): pixels per it; 1 x 1 says nothing
+    description = page.description if isinstance(page.description, str) else ""
+    if description.startswith("ImageJ=") and len(page.parent.pages) == 1:  # a single ImageJ image: unit, display
+        meta.append(("imagej_description", description))
     orientation = page.tags.get(274)
     if orientation is not None and int(orientation.value) != 1:
         exif = _import_pil().Exif()
@@ -713,8 +718,9 @@ def _tiff_metadata(page: Any) -> tuple[tuple[str, Any], ...]:
 
 
 def _tiff_metadata_tags(metadata: tuple[tuple[str, Any], ...]) -> tuple[tuple[TiffTag, ...], dict[str, Any]]:
-    """What a TIFF holds of ``metadata``: the ICC profile and the EXIF orientation as tags, the dpi as
-    ``tifffile.imwrite`` resolution arguments (the kind of alpha, ``tiff_alpha``, goes to :func:`_write_tiff`)."""
+    """What a TIFF holds of ``metadata``: the ICC profile and the EXIF orientation as tags, the dpi (or a resolution
+    without unit) and a single ImageJ image's description (its unit, display range) as ``tifffile`` write arguments
+    (the kind of alpha, ``tiff_alpha``, goes to :func:`_write_tiff`)."""
     meta = dict(metadata)
     tags: list[TiffTag] = []
     if meta.get("icc_profile"):
@@ -728,7 +734,10 @@ def _tiff_metadata_tags(metadata: tuple[tuple[str, Any], ...]) -> tuple[tuple[Ti
             orientation = 1
         if 2 <= orientation <= 8:
             tags.append((274, 3, 1, orientation, True))
-    resolution = {"resolution": tuple(meta["dpi"]), "resolutionunit": "INCH"} if meta.get("dpi") else {}
+    resolution = {"resolution": tuple(meta["dpi"]), "resolutionunit": "INCH"} if meta.get("dpi") else \
+        {"resolution": tuple(meta["tiff_resolution"]), "resolutionunit": "NONE"} if meta.get("tiff_resolution") else {}
+    if meta.get("imagej_description"):
+        resolution.update(description=meta["imagej_description"], metadata=None)  # as it was: no tifffile JSON
     return tuple(tags), resolution
 
 
