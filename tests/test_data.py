@@ -132,6 +132,10 @@ def test_demo_corpus_when_no_data(tmp_path):
 def test_audio_folder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"missing: audio folder not found"):
         list_audio_files(tmp_path / "missing")
+    (tmp_path / "c0.wav").write_bytes(b"RIFF")
+    with pytest.raises(FileNotFoundError, match=r"c0.wav: a file, where a folder of audio files is expected \(give "
+                                                r"its folder\)"):
+        list_audio_files(tmp_path / "c0.wav")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"empty: no audio files"):
         list_audio_files(tmp_path / "empty")

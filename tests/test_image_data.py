@@ -435,6 +435,8 @@ def test_resolve_pairs_dir_split_and_errors(tmp_path):
     with pytest.raises(ValueError, match=r"image.pairs_dir .*bad: files without a partner in noisy/ or clean/: "
                                          r"other, p1"):
         resolve_image_data(cfg(pairs_dir=str(bad)), tmp_path / "demo")
+    with pytest.raises(ValueError, match=r"image.valid_pairs_dir .*bad: files without a partner"):  # its own key
+        resolve_image_data(cfg(pairs_dir=str(tmp_path / "pairs"), valid_pairs_dir=str(bad)), tmp_path / "demo")
     # shape mismatch
     mism = tmp_path / "mism"
     write_pairs(mism, n=1)

@@ -372,8 +372,9 @@ def test_unwrap_removes_wrappers():
     assert ckpt.unwrap(Wrapper(Wrapper(inner))) is inner
 
 
-@pytest.mark.parametrize("every_step", [True, False], ids=["read-each-step", "deferred-as-on-cuda"])
-def test_non_finite_loss_stops_naming_its_step_and_saves_no_nan(tiny_config, monkeypatch, every_step):
+@pytest.mark.parametrize("every_step, precision", [(True, "fp32"), (False, "fp32"), (True, "bf16")],
+                         ids=["read-each-step", "deferred-as-on-cuda", "bf16"])
+def test_non_finite_loss_stops_naming_its_step_and_saves_no_nan(tiny_config, monkeypatch, every_step, precision):
     """A NaN loss at step 3 stops the run with the step named, whether losses are read every step (CPU) or in one
     go at log/save steps (CUDA); the checkpoint on disk stays the finite one of step 2."""
     import xmodal.train as xtrain
@@ -391,8 +392,12 @@ def test_non_finite_loss_stops_naming_its_step_and_saves_no_nan(tiny_config, mon
 
     monkeypatch.setattr(xtrain, "make_loss", make_loss)
     monkeypatch.setattr(xtrain, "_READ_LOSS_EVERY_STEP_ON_CPU", every_step)
-    with pytest.raises(FloatingPointError, match=r"non-finite loss nan at step 3; lower optim.lr"):
-        train(tiny_config)  # max_steps 4, save_every 2, log_every 2
+    from dataclasses import replace
+
+    hint = " or use train.precision=fp32" if precision == "bf16" else ""  # fp32 already: no precision hint
+    with pytest.raises(FloatingPointError, match=rf"non-finite loss nan at step 3; lower optim.lr \(now 0.002\)"
+                                                 rf"{hint}$"):
+        train(replace(tiny_config, train=replace(tiny_config.train, precision=precision)))  # max_steps 4, save 2
     run = Path(tiny_config.train.run_dir)
     assert ckpt.load_train_state(run / ckpt.STATE)["step"] == 2
     assert all(torch.isfinite(w).all() for w in weights(run).values())
@@ -533,7 +538,7 @@ def test_non_finite_weights_are_not_saved(tiny_config, monkeypatch):
     _nan_weights_at_update(monkeypatch, 4)
     handler, rng = signal.getsignal(signal.SIGINT), torch.random.get_rng_state()
     with pytest.raises(FloatingPointError, match=r"non-finite weights after step 4 \(.+\); lower optim.lr \(now "
-                                                 r"0.002\) or use train.precision=fp32. Nothing was saved"):
+                                                 r"0.002\). Nothing was saved"):  # fp32 already: no precision hint
         train(tiny_config)  # max_steps 4, save_every 2
     assert signal.getsignal(signal.SIGINT) is handler and torch.equal(torch.random.get_rng_state(), rng)
     run = Path(tiny_config.train.run_dir)

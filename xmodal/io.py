@@ -267,6 +267,8 @@ def list_audio_files(folder: str | os.PathLike) -> list[Path]:
         ValueError: it holds no audio file.
     """
     folder = Path(folder)
+    if folder.is_file():
+        raise FileNotFoundError(f"{folder}: a file, where a folder of audio files is expected (give its folder)")
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: audio folder not found")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)

@@ -468,6 +468,8 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
             log.line(f"resumed from {run_dir} at step {resumed_from}"
                      + (f" with {', '.join(changed)}" if changed else ""))
 
+        fp32_hint = " or use train.precision=fp32" if tc.precision != "fp32" else ""
+
         def save(path_best: bool = False) -> None:
             nonlocal saved_step
             # every rank checks (their weights are the same), so that all stop together
@@ -475,7 +477,7 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
             if bad:
                 more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
                 raise FloatingPointError(f"non-finite weights after step {step} ({bad[0]}{more}); lower optim.lr "
-                                         f"(now {oc.lr:g}) or use train.precision=fp32. Nothing was saved: the "
+                                         f"(now {oc.lr:g}){fp32_hint}. Nothing was saved: the "
                                          f"checkpoint in {run_dir} (if any) is the last good one")
             if not info.is_main:
                 saved_step = step
@@ -553,8 +555,8 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
             pending.clear()
             for k, value in enumerate(values):
                 if not math.isfinite(value):
-                    raise FloatingPointError(f"non-finite loss {value} at step {first_step + k}; lower optim.lr or "
-                                             "use train.precision=fp32")
+                    raise FloatingPointError(f"non-finite loss {value} at step {first_step + k}; lower optim.lr "
+                                             f"(now {oc.lr:g}){fp32_hint}")
             result.losses.extend(values)
             if bar is not None:
                 bar.set_postfix(loss=f"{values[-1]:.4f}")

@@ -371,23 +371,26 @@ def _validation(images: list[tuple[str, np.ndarray]], config: ImageDataConfig) -
     return clips
 
 
-def _paired_images(root: str, channels: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def _paired_images(root: str, channels: int,
+                   key: str = "image.pairs_dir") -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(name, noisy, clean)`` of the pairs in ``root`` (``noisy/`` and ``clean/`` with matching names); errors
+    name the config ``key`` it came from."""
     base = Path(root)
     noisy_dir, clean_dir = base / "noisy", base / "clean"
     for d in (noisy_dir, clean_dir):
         if not d.is_dir():
-            raise FileNotFoundError(f"image.pairs_dir: {d} does not exist (expected `noisy/` and `clean/` in {base})")
-    noisy = {f.stem: f for f in image_files([str(noisy_dir)], "image.pairs_dir")}
-    clean = {f.stem: f for f in image_files([str(clean_dir)], "image.pairs_dir")}
+            raise FileNotFoundError(f"{key}: {d} does not exist (expected `noisy/` and `clean/` in {base})")
+    noisy = {f.stem: f for f in image_files([str(noisy_dir)], key)}
+    clean = {f.stem: f for f in image_files([str(clean_dir)], key)}
     unmatched = sorted(set(noisy) ^ set(clean))
     if unmatched:
-        raise ValueError(f"image.pairs_dir {base}: files without a partner in noisy/ or clean/: "
+        raise ValueError(f"{key} {base}: files without a partner in noisy/ or clean/: "
                          f"{', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}")
     out = []
     for name in sorted(noisy, key=natural_key):
         a, b = load_image(noisy[name], channels), load_image(clean[name], channels)
         if a.shape != b.shape:
-            raise ValueError(f"image.pairs_dir: {noisy[name]} is {a.shape[1:]} but {clean[name]} is {b.shape[1:]}")
+            raise ValueError(f"{key}: {noisy[name]} is {a.shape[1:]} but {clean[name]} is {b.shape[1:]}")
         out.append((name, a, b))
     return out
 
@@ -415,7 +418,7 @@ def resolve_image_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
             valid_clean = [(f.stem, load_image(f, c.channels)) for f in image_files(c.valid_dir, "image.valid_dir")]
             valid_pairs = []
         elif c.valid_pairs_dir:
-            valid_pairs = _paired_images(c.valid_pairs_dir, c.channels)
+            valid_pairs = _paired_images(c.valid_pairs_dir, c.channels, "image.valid_pairs_dir")
         else:
             order = np.random.default_rng(c.seed).permutation(len(pairs))
             n_valid = math.ceil(c.valid_fraction * len(pairs)) if len(pairs) > 1 else 0
@@ -453,7 +456,7 @@ def resolve_image_data(config: ImageDataConfig, demo_root: str | Path, batch_siz
     if c.valid_pairs_dir and not c.valid_dir:
         valid = [ValidationClip(n, torch.from_numpy(_centre_crop(a, c.valid_crop).copy()),
                                 torch.from_numpy(_centre_crop(b, c.valid_crop).copy()))
-                 for n, a, b in _paired_images(c.valid_pairs_dir, c.channels)]
+                 for n, a, b in _paired_images(c.valid_pairs_dir, c.channels, "image.valid_pairs_dir")]
     else:
         valid = _validation([(f.stem, load_image(f, c.channels)) for f in valid_files], c)
     what = "DEMO images (synthetic shapes and textures, not photographs)" if demo else \
