@@ -325,6 +325,16 @@ def test_ddp_two_gloo_processes_equal_one_process(tiny_config, tmp_path):
     for metric, value in r1.validation["noisy"].items():
         assert report["noisy"][metric] == pytest.approx(value, abs=1e-6)
     assert report["enhanced"]["si_sdr"] == pytest.approx(r1.validation["enhanced"]["si_sdr"], abs=1e-2)
+    # the logged loss is the whole batch's (averaged over ranks), as one process logs it; "done" is said once
+
+    def logged(run):
+        return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()
+                if json.loads(x)["kind"] == "train"]
+
+    one, two = logged(tmp_path / "one"), logged(tmp_path / "two")
+    assert [r["step"] for r in two] == [r["step"] for r in one]
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-3)
+    assert proc.stdout.count("done: ") == 1
 
 
 def test_checkpoint_errors(tmp_path, tiny_config):

@@ -624,13 +624,18 @@ def train(config: Config, stop_after: int | None = None) -> TrainResult:
                 if logging:
                     dt = time.perf_counter() - t_last
                     rate = n_last / dt if dt > 0 else float("nan")
-                    values = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()},
-                              "lr": lr_used, "grad_norm": float(grad_norm),
-                              "samples_per_s": rate}
+                    shown = torch.stack([loss.detach().float(), *(v.detach().float() for v in terms.values())])
+                    if info.world_size > 1:  # the whole batch's loss, not rank 0's share of it
+                        torch.distributed.all_reduce(shown)
+                        shown = shown / info.world_size
+                    shown_loss, *shown_terms = shown.tolist()
+                    values = {"loss": shown_loss, **dict(zip(terms, shown_terms)), "lr": lr_used,
+                              "grad_norm": float(grad_norm), "samples_per_s": rate}  # train.batch_size: global
                     log.scalars(step, "train", values)
-                    log.line(f"step {step}/{tc.max_steps} loss {loss.item():.4f} "
-                             + " ".join(f"{k} {v.item():.4f}" for k, v in terms.items())
-                             + f" lr {values['lr']:.2e} grad {float(grad_norm):.2f} {rate:.1f} samples/s")
+                    log.line(f"step {step}/{tc.max_steps} loss {shown_loss:.4f} "
+                             + " ".join(f"{k} {v:.4f}" for k, v in zip(terms, shown_terms))
+                             + f" lr {values['lr']:.2e} grad {float(grad_norm):.2f} {values['samples_per_s']:.1f} "
+                               "samples/s")
                     t_last, n_last = time.perf_counter(), 0
                 if evaluating:
                     result.validation, result.failures, improved = validate()
@@ -707,7 +712,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: train() has saved the checkpoint and said so; no traceback
         return exit_status(e)
-    print(f"done: {result.step} steps, run directory {result.run_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # once, not once per torchrun process
+        print(f"done: {result.step} steps, run directory {result.run_dir}")
     return 0
 
 
