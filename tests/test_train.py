@@ -663,3 +663,23 @@ def test_steps_redone_after_a_kill_are_logged_once(tiny_config, tmp_path):
     steps = [json.loads(line)["step"] for line in jsonl.read_text().splitlines()
              if json.loads(line)["kind"] == "train"]
     assert steps == [1, 2, 3, 4, 5] and 9.0 not in [json.loads(x).get("loss") for x in jsonl.read_text().splitlines()]
+
+
+def test_a_closed_console_does_not_stop_training(tiny_config, monkeypatch):
+    """Piping the log into `head` closes stdout: training goes on to its last step and checkpoint, log.txt whole."""
+    from dataclasses import replace
+
+    class Closed:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    config = replace(tiny_config, train=replace(tiny_config.train, progress=False, log_every=1))
+    result = train(config)
+    assert result.step == config.train.max_steps
+    run = Path(config.train.run_dir)
+    assert ckpt.load_train_state(run / ckpt.STATE)["step"] == config.train.max_steps
+    assert f"step {config.train.max_steps}/{config.train.max_steps} loss" in (run / "log.txt").read_text()

@@ -211,10 +211,15 @@ class _Logger:
     def line(self, text: str) -> None:
         if not self.enabled:
             return
-        if self.bar is not None:
-            self.bar.write(text)
-        else:
-            print(text, flush=True)
+        try:
+            if self.bar is not None:
+                self.bar.write(text)
+            else:
+                print(text, flush=True)
+        except BrokenPipeError:  # the reader of the console went away (`| head`): training and log.txt go on
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (the process's stdout from now on)
+            if self.bar is not None:
+                self.bar.disable = True
         self.log_file.write(text + "\n")
         self.log_file.flush()
 
