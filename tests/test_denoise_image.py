@@ -654,6 +654,11 @@ def test_cli_stack_file_and_folder(runs: dict[str, Path], tmp_path: Path, bands:
         assert (f"{tmp_path / 'cube.tif'}: --value-range applies to images and clips; a band stack is scaled band "
                 "by band (--scaling)") in capsys.readouterr().err
         assert not (tmp_path / "vr" / "cube.tif").exists()
+        # image-only options are said not to apply, and the stack is denoised as without them
+        with pytest.warns(UserWarning, match=r"cube.tif: --ensemble and --subsample do not apply to a band stack: "
+                                             r"not used for it"):
+            assert main([*argv[:1], "-o", str(tmp_path / "ens"), *argv[5:], "--ensemble", "--subsample", "2"]) == 0
+        assert np.array_equal(tifffile.imread(tmp_path / "ens" / "cube.tif"), tifffile.imread(out / "cube.tif"))
 
 
 def test_stack_value_range_maps_raw_stacks_to_the_model_s_scale(stack_den: StackDenoiser) -> None:

@@ -497,3 +497,13 @@ def test_twelve_bit_clips_in_16_bit_files_are_denoised_in_their_own_range(tmp_pa
     by_model = evaluate_videos(tmp_path / "clean", tmp_path / "noisy", denoiser="video")
     by_cli = evaluate_videos(tmp_path / "clean", tmp_path / "noisy", enhanced_dir=tmp_path / "den")
     assert by_model["files"][0]["enhanced"]["psnr"] == pytest.approx(by_cli["files"][0]["enhanced"]["psnr"], abs=1e-6)
+
+
+def test_ensemble_is_said_not_to_apply_to_clips(tmp_path):
+    data = _clip((3, 16, 16), "float32")
+    np.save(tmp_path / "a.npy", data)
+    argv = [str(tmp_path / "a.npy"), "--modality", "video", "--sigma", "none", "--quiet"]
+    assert main([*argv, "-o", str(tmp_path / "plain")]) == 0
+    with pytest.warns(UserWarning, match=r"a.npy: --ensemble does not apply to a clip: not used for it"):
+        assert main([*argv, "-o", str(tmp_path / "ens"), "--ensemble"]) == 0
+    assert np.array_equal(np.load(tmp_path / "ens" / "a.npy"), np.load(tmp_path / "plain" / "a.npy"))

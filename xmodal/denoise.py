@@ -2567,6 +2567,14 @@ def _output_path(out_dir: Path, job: _Job, formats: dict[str, str]) -> Path:
     return out_dir / (stem + formats[kind])
 
 
+def _warn_unused(src: Path, what: str, **given: bool) -> None:
+    """Warn that the command line options ``given`` (``True``: set) do not apply to ``src``, ``what`` it is."""
+    unused = [f"--{name}" for name, on in given.items() if on]
+    if unused:
+        warnings.warn(f"{src}: {' and '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to {what}: "
+                      "not used for it", stacklevel=3)
+
+
 def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
              speech: Denoiser | None = None) -> None:
     progress = not args.quiet
@@ -2586,9 +2594,11 @@ def _run_job(den: AnyDenoiser, job: _Job, dst: Path, args: argparse.Namespace,
         if args.value_range is not None:
             raise ValueError(f"{job.src}: --value-range applies to images and clips; a band stack is scaled band by "
                              "band (--scaling)")
+        _warn_unused(job.src, "a band stack", ensemble=args.ensemble, subsample=args.subsample != 1)
         den.denoise_file(job.src, dst, overwrite=args.overwrite, scaling=args.scaling, tile=args.tile,
                          overlap=args.overlap, progress=progress, sigma=args.sigma)
     elif isinstance(den, VideoDenoiser):
+        _warn_unused(job.src, "a clip", ensemble=args.ensemble)
         audio = args.audio if speech is None else _audio_process(
             speech, mix=args.mix, atten_limit_db=args.atten_limit_db, chunk_seconds=args.chunk_seconds,
             full_band=args.full_band, progress=progress, desc=f"{job.src.name} (sound)")
