@@ -819,3 +819,28 @@ def test_rotated_video_is_read_upright(tmp_path: Path, ext: str, rotation: int, 
     # written back upright, with no rotation left to apply
     out_clip, out_info = read_clip(denoise_clip(src, tmp_path / f"out{ext}"))
     assert out_info.rotation == 0 and np.abs(out_clip - clip).max() <= 3 / 255
+
+
+def test_a_cut_video_file_says_so(tmp_path: Path) -> None:
+    """A copy cut short (its header still gives the whole length) is read as the frames it holds, with a warning
+    naming both lengths; the whole file reads without one."""
+    import warnings
+
+    frames = np.random.default_rng(2).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    with av.open(str(tmp_path / "whole.mkv"), "w") as out:
+        s = out.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 32, 32, "bgr0"
+        for f in frames:
+            for packet in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(packet)
+        for packet in s.encode():
+            out.mux(packet)
+    data = (tmp_path / "whole.mkv").read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) * 6 // 10])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_clip(tmp_path / "whole.mkv")[1].shape[0] == 8
+    with pytest.warns(UserWarning, match=r"cut.mkv: its header says 0.32 s but the \d frames that can be read cover "
+                                         r"0.\d+ s: the file looks truncated or damaged; only those are used"):
+        clip, info = read_clip(tmp_path / "cut.mkv")
+    assert 0 < info.shape[0] < 8 and clip.shape[0] == info.shape[0]

@@ -589,6 +589,18 @@ class ClipReader:
                 rate = stream.average_rate or stream.guessed_rate
                 stamps = [packet.pts for packet in container.demux(stream) if packet.size]  # exact, no decoding
                 frames = len(stamps)
+                declared = float(stream.duration * stream.time_base) if stream.duration else \
+                    (container.duration / 1e6 if container.duration and len(container.streams) == 1 else 0.0)
+                # seconds, from the header: the stream's own, or the file's when it holds nothing else (a sound
+                # track can outlast the picture)
+                known = sorted(p for p in stamps if p is not None)
+                if declared and len(known) > 1:  # a cut copy: its header still says the whole length
+                    step = float(np.median(np.diff(known)) * stream.time_base)  # one frame's time
+                    covered = float((known[-1] - known[0]) * stream.time_base) + step
+                    if declared - covered > max(0.1 * declared, 2 * step):
+                        warnings.warn(f"{self.path}: its header says {declared:.2f} s but the {frames} frames that "
+                                      f"can be read cover {covered:.2f} s: the file looks truncated or damaged; only "
+                                      "those are used", stacklevel=3)
                 codec = ctx.name
                 audio = tuple(str(a.codec_context.name) for a in container.streams.audio)
                 color = _stream_color(stream)
