@@ -507,3 +507,19 @@ def test_ensemble_is_said_not_to_apply_to_clips(tmp_path):
     with pytest.warns(UserWarning, match=r"a.npy: --ensemble does not apply to a clip: not used for it"):
         assert main([*argv, "-o", str(tmp_path / "ens"), "--ensemble"]) == 0
     assert np.array_equal(np.load(tmp_path / "ens" / "a.npy"), np.load(tmp_path / "plain" / "a.npy"))
+
+
+def test_a_time_lapse_keeps_its_pace_in_a_video_file(tmp_path):
+    """A time-lapse's frame interval (ImageJ) or time increment (OME, any unit) is its frame rate: a video file
+    written from it plays at that pace; a z-stack has none."""
+    import av  # a [dev] dependency: a missing install fails, it does not skip
+    data = _clip((4, 16, 16), "uint8")
+    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, metadata={"axes": "TYX", "finterval": 0.5})
+    tifffile.imwrite(tmp_path / "ome.ome.tif", data, ome=True,
+                     metadata={"axes": "TYX", "TimeIncrement": 250, "TimeIncrementUnit": "ms"})
+    tifffile.imwrite(tmp_path / "z.tif", data, imagej=True, metadata={"axes": "ZYX", "spacing": 0.5})
+    assert [read_clip(tmp_path / n)[1].fps for n in ("ij.tif", "ome.ome.tif", "z.tif")] == [2.0, 4.0, None]
+    clip, info = read_clip(tmp_path / "ij.tif")
+    write_clip(tmp_path / "ij.mkv", clip, info)
+    with av.open(str(tmp_path / "ij.mkv")) as container:
+        assert container.streams.video[0].average_rate == 2

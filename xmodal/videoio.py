@@ -103,7 +103,8 @@ class ClipInfo:
         frame_info: the :class:`~xmodal.imageio.ImageInfo` of the first frame file (``"frames"``), else ``None``.
         layout: ``"THW"`` or ``"THWC"`` for ``"npy"`` and ``"tiff"`` (and ``"TCHW"`` for a TIFF with a channel
             axis, a multi-channel time-lapse, or with the planes of a ``TZYX`` stack); ``""`` otherwise.
-        fps: frames per second of a video file (``None`` for the others; the average one at a variable rate).
+        fps: frames per second of a video file (the average one at a variable rate), or of a time-lapse TIFF with a
+            frame interval (ImageJ) or time increment (OME); ``None`` for the others.
         codec: codec of a video file's stream.
         times: presentation time of each frame in seconds from the first, for a video file at a variable frame
             rate; ``()`` at a constant rate (frame ``t`` at ``t / fps``) and for the other containers.
@@ -437,6 +438,22 @@ def _tiff_memmap(path: Path, shape: tuple[int, ...], dtype: np.dtype, meta: tupl
                            **extra).reshape(shape)  # (T, Z, C, H, W) stored: a view of the frames' planes
 
 
+def _tiff_fps(meta: tuple[tuple[str, Any], ...]) -> float | None:
+    """Frames per second of a time-lapse TIFF clip (:attr:`ClipInfo.tiff` ``meta``): from ImageJ's frame interval
+    or OME's time increment (in seconds, or ms / min / h), ``None`` for a z-stack or without either."""
+    meta_ = dict(meta)
+    if meta_.get("axis", "T") != "T":
+        return None
+    ome = dict(meta_.get("ome_pixels", ()))
+    scale = {"s": 1.0, "ms": 1e-3, "min": 60.0, "h": 3600.0}.get(ome.get("TimeIncrementUnit", "s"))
+    seconds = meta_.get("finterval") or (float(ome["TimeIncrement"]) * scale
+                                          if "TimeIncrement" in ome and scale else None)
+    try:
+        return 1.0 / float(seconds) if seconds and float(seconds) > 0 else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _reserve(path: Path) -> None:
     """Allocate the blocks of a new memory-mapped file (created sparse) now, so that a full disk raises ``OSError``
     (ENOSPC) before any frame is written instead of killing the process with SIGBUS when a mapped page is first
@@ -555,7 +572,8 @@ class ClipReader:
                 raise ImageReadError(f"{self.path}: unsupported dtype {arr.dtype.name} (expected "
                                      f"{', '.join(_DTYPES)})")
             self.info = ClipInfo(kind, tuple(int(n) for n in shape), arr.dtype.name, layout=layout,
-                                 tiff=tiff_meta if kind == "tiff" else ())
+                                 tiff=tiff_meta if kind == "tiff" else (), fps=_tiff_fps(tiff_meta) if kind == "tiff"
+                                 else None)
             self._array = arr
             self._files = []
         self.frames = self.info.shape[0]
