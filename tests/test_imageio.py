@@ -1191,3 +1191,17 @@ def test_a_single_imagej_image_keeps_its_calibration_and_display(tmp_path: Path)
         assert tif.is_imagej and tif.pages[0].resolution == (10.0, 10.0) and tif.pages[0].resolutionunit == 1
         meta = tif.imagej_metadata
         assert (meta["unit"], meta["min"], meta["max"]) == ("um", 0.0, 4095.0) and np.array_equal(tif.asarray(), data)
+
+
+def test_planar_colour_tiffs_stay_planar(tmp_path: Path) -> None:
+    """An RGB TIFF stored one plane per colour is written back so (contiguous ones stay contiguous)."""
+    rng = np.random.default_rng(7)
+    for name, data, options, planar in (
+            ("planar.tif", rng.integers(0, 65536, (3, 20, 24)).astype(np.uint16), {"planarconfig": "separate"}, 2),
+            ("contig.tif", rng.integers(0, 256, (20, 24, 3), dtype=np.uint8), {}, 1)):
+        tifffile.imwrite(tmp_path / name, data, photometric="rgb", **options)
+        x, info = read_image(tmp_path / name)
+        write_image(tmp_path / f"out_{name}", x, info)
+        with tifffile.TiffFile(tmp_path / f"out_{name}") as tif:
+            page = tif.pages[0]
+            assert (page.planarconfig, page.photometric) == (planar, 2) and np.array_equal(tif.asarray(), data)

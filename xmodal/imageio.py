@@ -743,10 +743,12 @@ def _tiff_metadata_tags(metadata: tuple[tuple[str, Any], ...]) -> tuple[tuple[Ti
 
 def _write_tiff(path: Path, data: np.ndarray, mode: str, tags: tuple[TiffTag, ...],
                 compression: tuple[int, int] = (1, 1), resolution: dict[str, Any] | None = None,
-                tile: tuple[int, int] | None = None, overviews: tuple[int, ...] = (), alpha: int = 2) -> None:
+                tile: tuple[int, int] | None = None, overviews: tuple[int, ...] = (), alpha: int = 2,
+                planar: bool = False) -> None:
     """Write ``data: (C, H, W)``: 2-D for one band, contiguous RGB(A) (mode RGB or RGBA, 3 or 4 channels), gray +
     alpha (mode LA) or CMYK (mode CMYK, 4 channels), else one page of C planes; ``alpha``: the ExtraSamples code of
-    an alpha (2 unassociated, 1 associated); ``compression``: ``(compression, predictor)`` TIFF codes, a
+    an alpha (2 unassociated, 1 associated); ``planar``: RGB(A) / CMYK as one plane per colour (as a planar source
+    stored it); ``compression``: ``(compression, predictor)`` TIFF codes, a
     lossy compression replaced by Deflate (no predictor); ``tile``: ``(rows, columns)`` tiles, else strips;
     ``overviews``: reduction factors of internal overviews (:func:`_overview`), written as reduced-resolution pages
     after the image, as GDAL writes them."""
@@ -762,7 +764,8 @@ def _write_tiff(path: Path, data: np.ndarray, mode: str, tags: tuple[TiffTag, ..
         out, kwargs = data[0], {"photometric": "minisblack"}  # (1, H, W) -> (H, W)
     elif (mode in ("RGB", "RGBA") and C in (3, 4)) or (mode == "CMYK" and C == 4):
         photometric = "separated" if mode == "CMYK" else "rgb"
-        out, kwargs = data.transpose(1, 2, 0), {"photometric": photometric}  # (C, H, W) -> (H, W, C)
+        out, kwargs = (data, {"photometric": photometric, "planarconfig": "separate"}) if planar else \
+            (data.transpose(1, 2, 0), {"photometric": photometric})  # (C, H, W) -> (H, W, C)
         if mode == "RGBA" and C == 4:
             kwargs["extrasamples"] = [alpha]
     elif mode == "LA" and C == 2:  # gray + alpha, interleaved as it is stored
@@ -951,7 +954,8 @@ def write_image(path: PathLike, image: np.ndarray | torch.Tensor, info_or_dtype:
         else:
             tags, resolution = _tiff_metadata_tags(info.metadata)
             _write_tiff(path, data, info.mode, info.tiff_tags + tags, info.tiff_compression, resolution,
-                        info.tiff_tile, info.tiff_overviews, alpha=dict(info.metadata).get("tiff_alpha", 2))
+                        info.tiff_tile, info.tiff_overviews, alpha=dict(info.metadata).get("tiff_alpha", 2),
+                        planar=info.format == "tiff" and info.layout == "CHW")
     elif fmt == "heif":
         _write_heif(path, data, info, quality)
     elif fmt == "npy":
