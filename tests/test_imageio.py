@@ -1205,3 +1205,16 @@ def test_planar_colour_tiffs_stay_planar(tmp_path: Path) -> None:
         with tifffile.TiffFile(tmp_path / f"out_{name}") as tif:
             page = tif.pages[0]
             assert (page.planarconfig, page.photometric) == (planar, 2) and np.array_equal(tif.asarray(), data)
+
+
+def test_jpeg_chroma_subsampling_is_kept(tmp_path: Path) -> None:
+    """A 4:4:4 JPEG is written back 4:4:4 (full-resolution colour), a 4:2:0 one 4:2:0."""
+    from PIL import JpegImagePlugin
+
+    rgb = np.random.default_rng(8).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    for sampling in (0, 2):
+        Image.fromarray(rgb).save(tmp_path / f"s{sampling}.jpg", quality=100, subsampling=sampling)
+        x, info = read_image(tmp_path / f"s{sampling}.jpg")
+        write_image(tmp_path / f"out{sampling}.jpg", x, info)
+        with Image.open(tmp_path / f"out{sampling}.jpg") as im:
+            assert JpegImagePlugin.get_sampling(im) == sampling

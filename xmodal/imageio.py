@@ -88,7 +88,7 @@ _GEO_TAGS = (33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113)
 _GDAL_NODATA = 42113
 _ICC_TAG = 34675  # InterColorProfile
 # what each Pillow format can hold of ImageInfo.metadata
-_PILLOW_METADATA = {"png": ("icc_profile", "exif", "dpi"), "jpeg": ("icc_profile", "exif", "dpi"),
+_PILLOW_METADATA = {"png": ("icc_profile", "exif", "dpi"), "jpeg": ("icc_profile", "exif", "dpi", "subsampling"),
                     "webp": ("icc_profile", "exif"), "avif": ("icc_profile", "exif"), "bmp": ("dpi",)}
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 _FORMAT_NAMES = {"bmp": "BMP", "webp": "WebP", "avif": "AVIF"}
@@ -407,6 +407,12 @@ def _pillow_metadata(im: Any) -> tuple[tuple[str, Any], ...]:
         meta.append(("exif", exif.tobytes()))
     if im.info.get("dpi"):
         meta.append(("dpi", tuple(float(v) for v in im.info["dpi"])))
+    if im.format == "JPEG" and im.mode in ("RGB", "YCbCr"):  # chroma resolution: 4:4:4 stays full
+        from PIL import JpegImagePlugin
+
+        sampling = JpegImagePlugin.get_sampling(im)
+        if sampling in (0, 1, 2):
+            meta.append(("subsampling", sampling))
     return tuple(meta)
 
 
