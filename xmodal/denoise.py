@@ -1882,8 +1882,8 @@ class VideoDenoiser:
             elif value_range is None and reader.info.value_range:  # a float clip: read when the reader opened it
                 lo, span = reader.info.value_range[0], reader.info.value_range[1] - reader.info.value_range[0]
             else:
-                if value_range == "auto" or (value_range is None and poisson is None and reader.info.dtype == "uint16"
-                                             and reader.info.kind != "video"):  # 12 bits of 16 (a camera's frames)
+                if value_range == "auto" or (value_range is None and poisson is None
+                                             and ranged_by_frames(reader.info)):  # 12 bits of 16 (a camera's)
                     sample = torch.from_numpy(np.stack([reader[int(i)][:colours] for i in picks]))  # (<= 8, C, H, W)
                 lo, span = _resolve_range(sample, file_value_range(sample, reader.info.dtype, value_range))
             info = reader.info  # a float clip goes into a video file from the range it was denoised in
@@ -1914,6 +1914,13 @@ class VideoDenoiser:
                 raise
         finally:
             reader.close()
+
+
+def ranged_by_frames(info: Any) -> bool:
+    """Whether a clip (:class:`~xmodal.videoio.ClipInfo` ``info``) given no value range is mapped to [0, 1] from
+    its own sampled frames (:func:`sampled_clip_range`): 16-bit frames, which may use a fraction of their range, not
+    decoded from a video file."""
+    return info.dtype == "uint16" and info.kind != "video"
 
 
 def sampled_clip_range(clip: np.ndarray, dtype: str) -> tuple[float, float] | tuple[()]:

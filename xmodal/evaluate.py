@@ -783,7 +783,7 @@ def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str
     to the noisy file's bit depth), score noisy and enhanced, draw the first figures (a clip: its middle frame)."""
     from tqdm import tqdm
 
-    from xmodal.denoise import sampled_clip_range
+    from xmodal.denoise import ranged_by_frames, sampled_clip_range
     from xmodal.videoio import read_clip
 
     video = modality == "video"
@@ -831,9 +831,8 @@ def _evaluate_arrays(modality: str, clean_dir: str | os.PathLike, noisy_dir: str
         if model is not None:
             try:
                 clip_range = noisy_info.value_range if video else ()
-                if video and not clip_range and not photons and noisy_info.dtype == "uint16" \
-                        and noisy_info.kind != "video":  # 12 bits of 16: the range the denoise command finds
-                    clip_range = sampled_clip_range(noisy, noisy_info.dtype)
+                if video and not clip_range and not photons and ranged_by_frames(noisy_info):
+                    clip_range = sampled_clip_range(noisy, noisy_info.dtype)  # as the command maps 12 bits of 16
                 enhanced = _model_output(model, noisy, noisy_info.dtype, pair["noisy"], photons, clip_range)
             except _ModelRefused as e:
                 errors.append({"file": name, "reason": str(e)})

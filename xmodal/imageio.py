@@ -575,13 +575,17 @@ def _palette_rgb(index: np.ndarray, colormap: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(cmap[:, index].transpose(1, 2, 0))
 
 
+def _extra_samples(page: Any) -> tuple[int, ...]:
+    """A TIFF page's ExtraSamples codes (0 unspecified, 1 associated alpha, 2 unassociated alpha)."""
+    extra = page.tags.get(338)
+    values = extra.value if extra is not None else ()
+    return tuple(int(v) for v in (values if isinstance(values, tuple) else (values,)))
+
+
 def _tiff_alpha(page: Any) -> bool:
     """Whether a TIFF page's extra sample is alpha (ExtraSamples 1 or 2; 0, "unspecified", is a band: the NIR of
     an RGB+NIR scene)."""
-    extra = page.tags.get(338)  # ExtraSamples
-    values = extra.value if extra is not None else ()
-    values = values if isinstance(values, tuple) else (values,)
-    return any(int(v) in (1, 2) for v in values)
+    return any(v in (1, 2) for v in _extra_samples(page))
 
 
 def tiff_mode(photometric: int, channels: int, alpha: bool) -> str:
@@ -716,9 +720,7 @@ def _tiff_metadata(page: Any) -> tuple[tuple[str, Any], ...]:
         exif = _import_pil().Exif()
         exif[0x0112] = int(orientation.value)
         meta.append(("exif", exif.tobytes()))
-    extra = page.tags.get(338)  # ExtraSamples: an associated (premultiplied) alpha stays one
-    values = extra.value if extra is not None else ()
-    if 1 in (values if isinstance(values, tuple) else (values,)):
+    if 1 in _extra_samples(page):  # an associated (premultiplied) alpha stays one
         meta.append(("tiff_alpha", 1))
     return tuple(meta)
 
